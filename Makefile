@@ -1,0 +1,95 @@
+# bridle — build, run, test. See README.md.
+#
+#   make            build/bridle and build/bridle-mock
+#   make run        install what is missing, build, start PostgreSQL + mock + gateway
+#   make stop       stop everything `make run` started
+#   make test       unit + integration tests (then the ASan/UBSan pass)
+#   make test-asan  the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      side-by-side benchmark, results into bench/RESULTS.md
+#   make fuzz       short libFuzzer runs over every parser of untrusted input
+#   make format     clang-format everything
+
+BUILD ?= build
+CC ?= cc
+PKGS = libevent libcurl json-c msgpack libpq openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent_openssl
+OPT ?= -O2 -g
+CFLAGS_BASE = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+              -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+ifeq ($(SAN),1)
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+CFLAGS += $(CFLAGS_BASE)
+LDLIBS = $(PKG_LIBS) -lm
+
+CORE_SRC := $(wildcard lib/*.c router/*.c providers/*.c db/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+MOCK_SRC := $(wildcard tests/mock/*.c)
+MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all run stop test test-unit test-integration test-asan bench fuzz format clean deps
+all: $(BUILD)/bridle $(BUILD)/bridle-mock
+
+$(BUILD)/obj/%.o: %.c $(wildcard */*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libbridle.a: $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bridle: $(BUILD)/obj/server/main.o $(BUILD)/libbridle.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bridle-mock: $(MOCK_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbridle.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libbridle.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps all
+	@scripts/run.sh start
+
+stop:
+	@scripts/run.sh stop
+
+test-unit: $(UNIT_BIN)
+	@scripts/run-unit-tests.sh $(UNIT_BIN)
+
+test-integration: all
+	@BUILD=$(BUILD) scripts/run-integration-tests.sh
+
+# The default suite: unit and integration tests, then the same under ASan+UBSan.
+# Builds in parallel (make -j2 test), then runs the suites one after the other
+# so their output does not interleave.
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@$(MAKE) --no-print-directory test-unit
+	@$(MAKE) --no-print-directory test-integration
+	@$(MAKE) --no-print-directory test-asan
+
+ASAN_MAKE = $(MAKE) --no-print-directory BUILD=build-asan SAN=1 OPT="-O1 -g"
+test-asan:
+	@$(ASAN_MAKE) all $(UNIT_BIN:$(BUILD)/%=build-asan/%)
+	@$(ASAN_MAKE) test-unit
+	@$(ASAN_MAKE) test-integration
+
+bench: all
+	@bench/run.sh
+
+fuzz:
+	@scripts/fuzz.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,115 @@
+#include "lib/util.h"
+
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+int64_t util_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t util_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t util_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void to_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+void util_sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256(data, len, md);
+    to_hex(md, sizeof md, out);
+}
+
+bool util_random_hex(char *out, size_t n)
+{
+    unsigned char tmp[64];
+    if (n > sizeof tmp)
+        return false;
+    if (getrandom(tmp, n, 0) != (ssize_t)n)
+        return false;
+    to_hex(tmp, n, out);
+    return true;
+}
+
+void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen)
+{
+    bool neg = pusd < 0;
+    uint64_t v = neg ? (uint64_t)(-(pusd + 1)) + 1 : (uint64_t)pusd;
+    if (decimals < 0)
+        decimals = 0;
+    if (decimals > 12)
+        decimals = 12;
+    uint64_t scale = 1;
+    for (int i = 0; i < 12 - decimals; i++)
+        scale *= 10;
+    uint64_t rounded = (v + scale / 2) / scale; /* in units of 10^-decimals USD */
+    uint64_t unit = 1;
+    for (int i = 0; i < decimals; i++)
+        unit *= 10;
+    if (decimals == 0)
+        snprintf(out, outlen, "%s%llu", neg ? "-" : "", (unsigned long long)rounded);
+    else
+        snprintf(out, outlen, "%s%llu.%0*llu", neg ? "-" : "", (unsigned long long)(rounded / unit),
+                 decimals, (unsigned long long)(rounded % unit));
+}
+
+bool util_starts_with_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+bool util_consttime_eq(const char *a, const char *b, size_t len)
+{
+    unsigned char d = 0;
+    for (size_t i = 0; i < len; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+bool util_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return false;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= hostlen)
+        return false;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535 || end == colon + 1)
+        return false;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    *port = (int)p;
+    return true;
+}

@@ -1,0 +1,33 @@
+/* Small helpers shared by every module. */
+#ifndef BRIDLE_UTIL_H
+#define BRIDLE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Milliseconds / microseconds on CLOCK_MONOTONIC. */
+int64_t util_now_ms(void);
+int64_t util_now_us(void);
+/* Milliseconds since the epoch (wall clock). */
+int64_t util_wall_ms(void);
+
+/* Lower-case hex SHA-256 of data into out (65 bytes with NUL). */
+void util_sha256_hex(const void *data, size_t len, char out[65]);
+/* n random bytes from the OS as lower-case hex into out (2n+1 bytes). */
+bool util_random_hex(char *out, size_t n);
+
+/* Formats an amount in pico-dollars (1e-12 USD) as a decimal string of
+ * US dollars with `decimals` places (6 for headers), rounding half up. */
+void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen);
+
+/* Case-insensitive prefix test. */
+bool util_starts_with_ci(const char *s, const char *prefix);
+
+/* Constant-time comparison of two equal-length strings. */
+bool util_consttime_eq(const char *a, const char *b, size_t len);
+
+/* Parses "HOST:PORT" into host (≤ 255) and port; false on error. */
+bool util_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+#endif

@@ -1,0 +1,414 @@
+/* Helpers shared by every provider adapter: building upstream requests,
+ * reading response headers, and the default error classification of
+ * reliability.md (status → retryable / fatal / ambiguous, and what the
+ * client is told). */
+#include "providers/provider.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+
+/* ------------------------------------------------------------ upstream_request */
+
+void upstream_request_init(upstream_request *r)
+{
+    memset(r, 0, sizeof *r);
+}
+
+/* curl sends header values as-is, so a CR, LF or NUL in a configured value
+ * would let it inject headers (reliability.md §6). */
+static bool header_part_is_safe(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
+    return true;
+}
+
+static void request_add_header_n(upstream_request *r, const char *name, size_t name_len,
+                                 const char *value, size_t value_len)
+{
+    /* One slot stays free for the NULL terminator of headers[]. */
+    int cap = (int)(sizeof r->headers / sizeof r->headers[0]) - 1;
+    if (r->n_headers >= cap) {
+        log_warn("upstream request: more than %d headers, dropping %.*s", cap, (int)name_len, name);
+        return;
+    }
+    if (name_len == 0 || !header_part_is_safe(name, name_len) ||
+        !header_part_is_safe(value, value_len) || memchr(name, ':', name_len)) {
+        /* Never print the value: it may be a key. */
+        log_warn("upstream request: dropping header %.*s with an invalid name or value",
+                 (int)name_len, name);
+        return;
+    }
+    buf_append(&r->header_store, name, name_len);
+    /* "Name:" with nothing after it tells curl to drop a header it would
+     * add itself (Expect:), so an empty value gets no space. */
+    buf_append_char(&r->header_store, ':');
+    if (value_len) {
+        buf_append_char(&r->header_store, ' ');
+        buf_append(&r->header_store, value, value_len);
+    }
+    buf_append_char(&r->header_store, '\0');
+    r->n_headers++;
+}
+
+void upstream_request_add_header(upstream_request *r, const char *name, const char *value)
+{
+    request_add_header_n(r, name, strlen(name), value ? value : "", value ? strlen(value) : 0);
+}
+
+void upstream_request_add_header_lines(upstream_request *r, const char **lines)
+{
+    for (const char **l = lines; l && *l; l++) {
+        const char *colon = strchr(*l, ':');
+        if (!colon) {
+            log_warn("upstream request: extra header without a colon dropped");
+            continue;
+        }
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        request_add_header_n(r, *l, (size_t)(colon - *l), v, strlen(v));
+    }
+}
+
+/* headers[] is filled only here because header_store may move while
+ * headers are being added. */
+void upstream_request_finish_headers(upstream_request *r)
+{
+    const char *p = r->header_store.data;
+    for (int i = 0; i < r->n_headers; i++) {
+        r->headers[i] = p;
+        p += strlen(p) + 1;
+    }
+    r->headers[r->n_headers] = NULL;
+}
+
+void upstream_request_free(upstream_request *r)
+{
+    if (!r) return;
+    buf_free(&r->url);
+    buf_free(&r->body);
+    buf_free(&r->header_store);
+    memset(r, 0, sizeof *r);
+}
+
+const char *upstream_header_get(const upstream_headers *hs, const char *name)
+{
+    if (!hs) return NULL;
+    for (int i = 0; i < hs->n && i < (int)(sizeof hs->h / sizeof hs->h[0]); i++)
+        if (hs->h[i].name && strcasecmp(hs->h[i].name, name) == 0) return hs->h[i].value;
+    return NULL;
+}
+
+/* ------------------------------------------------------------ retry-after */
+
+/* Parses a non-negative decimal number ("12", "1.5") scaled by `scale`,
+ * surrounded by optional spaces. -1 for anything else. */
+static int64_t parse_scaled_number(const char *s, int64_t scale)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    int64_t whole = 0, frac = 0, frac_div = 1;
+    int digits = 0;
+    for (; *s >= '0' && *s <= '9'; s++, digits++) {
+        if (digits >= 12) /* more than ~30 000 years: not a real delay */
+            return -1;
+        whole = whole * 10 + (*s - '0');
+    }
+    if (*s == '.') {
+        s++;
+        for (int n = 0; *s >= '0' && *s <= '9'; s++, n++)
+            if (n < 6) frac = frac * 10 + (*s - '0'), frac_div *= 10, digits++;
+    }
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (digits == 0 || *s) return -1;
+    return whole * scale + frac * scale / frac_div;
+}
+
+/* RFC 9110 HTTP-date in any of its three forms, as ms from now (0 when it
+ * is already past). -1 when it is not a date. */
+static int64_t parse_http_date_ms(const char *s)
+{
+    static const char *const formats[] = {
+        "%a, %d %b %Y %H:%M:%S GMT", /* IMF-fixdate */
+        "%A, %d-%b-%y %H:%M:%S GMT", /* obsolete RFC 850 */
+        "%a %b %e %H:%M:%S %Y",      /* asctime */
+    };
+    while (*s == ' ')
+        s++;
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(s, formats[i], &tm);
+        if (!end) continue;
+        while (*end == ' ')
+            end++;
+        if (*end) continue;
+        time_t t = timegm(&tm);
+        if (t == (time_t)-1) return -1;
+        int64_t delta = (int64_t)t * 1000 - util_wall_ms();
+        return delta > 0 ? delta : 0;
+    }
+    return -1;
+}
+
+int64_t provider_retry_after_ms(const upstream_headers *hs)
+{
+    /* retry-after-ms wins, as in the Stainless SDKs (wire-formats §1.8). */
+    const char *ms = upstream_header_get(hs, "retry-after-ms");
+    if (ms) {
+        int64_t v = parse_scaled_number(ms, 1);
+        if (v >= 0) return v;
+    }
+    const char *ra = upstream_header_get(hs, "retry-after");
+    if (!ra) return -1;
+    int64_t v = parse_scaled_number(ra, 1000);
+    if (v >= 0) return v;
+    return parse_http_date_ms(ra);
+}
+
+/* ------------------------------------------------------------ classification */
+
+static void error_set(upstream_error *out, error_class cls, int client_status, const char *type,
+                      const char *code)
+{
+    out->cls = cls;
+    out->client_status = client_status;
+    snprintf(out->type, sizeof out->type, "%s", type);
+    snprintf(out->code, sizeof out->code, "%s", code);
+}
+
+void provider_transport_error(const char *what, bool timed_out, upstream_error *out)
+{
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    if (timed_out) {
+        error_set(out, ERRCLASS_RETRYABLE, 504, "upstream_timeout", "upstream_timeout");
+        snprintf(out->message, sizeof out->message, "the upstream provider timed out (%s)",
+                 what ? what : "no detail");
+    } else {
+        error_set(out, ERRCLASS_RETRYABLE, 502, "upstream_unreachable", "upstream_unreachable");
+        snprintf(out->message, sizeof out->message, "could not reach the upstream provider (%s)",
+                 what ? what : "no detail");
+    }
+}
+
+void provider_classify_status(int status, upstream_error *out)
+{
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    const char *what;
+    switch (status) {
+    case 429:
+        error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
+        what = "rate limited";
+        break;
+    case 503:
+    case 529:
+        error_set(out, ERRCLASS_RETRYABLE, 503, "server_error", "upstream_overloaded");
+        what = "overloaded";
+        break;
+    case 408:
+        error_set(out, ERRCLASS_RETRYABLE, 504, "server_error", "upstream_timeout");
+        what = "request timeout";
+        break;
+    case 500:
+    case 502:
+        error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
+        what = "server error";
+        break;
+    case 504:
+        error_set(out, ERRCLASS_AMBIGUOUS, 504, "server_error", "upstream_timeout");
+        what = "gateway timeout";
+        break;
+    case 400:
+    case 413:
+    case 422:
+        error_set(out, ERRCLASS_FATAL, status, "invalid_request_error", "");
+        what = "request rejected";
+        break;
+    case 401:
+    case 403:
+        /* The upstream refused bridle's provider key: not the client's
+         * fault, and nothing it can fix by retrying. */
+        error_set(out, ERRCLASS_FATAL, 502, "upstream_auth_error", "upstream_auth_error");
+        snprintf(out->message, sizeof out->message,
+                 "the upstream provider rejected bridle's credentials (HTTP %d); "
+                 "check the provider's api_key in bridle's configuration",
+                 status);
+        return;
+    case 404:
+        error_set(out, ERRCLASS_FATAL, 502, "upstream_model_not_found", "model_not_found");
+        snprintf(out->message, sizeof out->message,
+                 "the upstream provider answered HTTP 404: the configured upstream model name "
+                 "(or base_url) is wrong");
+        return;
+    default:
+        if (status >= 500 && status <= 599) {
+            error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
+            what = "server error";
+        } else {
+            /* Other 4xx, redirects (never followed) and nonsense: most
+             * likely bridle's translation is at fault, not the client. */
+            error_set(out, ERRCLASS_FATAL, 502, "upstream_error", "upstream_error");
+            what = "unexpected status";
+        }
+        break;
+    }
+    snprintf(out->message, sizeof out->message, "the upstream provider answered HTTP %d (%s)",
+             status, what);
+}
+
+bool provider_classify_code(const char *code, upstream_error *out)
+{
+    if (!code || !*code) return false;
+    if (strcmp(code, "insufficient_quota") == 0) {
+        /* Looks like a rate limit but waiting does not help: the account
+         * is out of credit. */
+        error_set(out, ERRCLASS_FATAL, 429, "insufficient_quota", "insufficient_quota");
+        out->quota_exhausted = true;
+        snprintf(out->message, sizeof out->message,
+                 "the upstream provider's account has run out of quota or credit");
+    } else if (strcmp(code, "rate_limit_exceeded") == 0) {
+        error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
+    } else if (strcmp(code, "context_length_exceeded") == 0) {
+        error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error", "context_length_exceeded");
+    } else if (strcmp(code, "model_not_found") == 0) {
+        error_set(out, ERRCLASS_FATAL, 502, "upstream_model_not_found", "model_not_found");
+        snprintf(out->message, sizeof out->message,
+                 "the upstream provider does not know the model: the configured upstream model "
+                 "name is wrong");
+    } else {
+        return false;
+    }
+    return true;
+}
+
+void provider_error_add_detail(upstream_error *out, const char *text, size_t len)
+{
+    if (!text || !len || strcmp(out->type, "upstream_auth_error") == 0) return;
+    size_t used = strlen(out->message);
+    if (used + 3 >= sizeof out->message) return;
+    size_t room = sizeof out->message - used - 3;
+    if (len > room) {
+        len = room;
+        /* Cut before a UTF-8 continuation byte so the message stays valid. */
+        while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+            len--;
+    }
+    char *p = out->message + used;
+    *p++ = ':';
+    *p++ = ' ';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        /* Blank control characters: the message ends up in logs too. */
+        *p++ = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    *p = '\0';
+}
+
+void provider_bad_response_error(const char *why, const char *d, size_t n, upstream_error *out)
+{
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    error_set(out, ERRCLASS_AMBIGUOUS, 502, "upstream_error", "upstream_bad_response");
+    snprintf(out->message, sizeof out->message,
+             "the upstream provider sent something bridle cannot read (%s)", why ? why : "?");
+    if (d) provider_error_add_detail(out, d, n > 80 ? 80 : n);
+}
+
+/* ------------------------------------------------------------ JSON helpers */
+
+json_object *provider_parse_object(json_tokener *tok, const char *s, size_t len, char *err,
+                                   size_t errlen)
+{
+    size_t i = 0;
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    if (i == len || s[i] != '{') {
+        snprintf(err, errlen, "%s", i == len ? "empty body" : "not a JSON object");
+        return NULL;
+    }
+    if (len - i > (size_t)INT32_MAX) {
+        snprintf(err, errlen, "body too large");
+        return NULL;
+    }
+    if (!tok) {
+        static json_tokener *shared;
+        if (!shared) shared = json_tokener_new();
+        tok = shared;
+    }
+    json_tokener_reset(tok);
+    json_object *obj = json_tokener_parse_ex(tok, s + i, (int)(len - i));
+    if (!obj) {
+        enum json_tokener_error e = json_tokener_get_error(tok);
+        snprintf(err, errlen, "invalid JSON: %s",
+                 e == json_tokener_continue ? "truncated" : json_tokener_error_desc(e));
+        return NULL;
+    }
+    size_t end = i + json_tokener_get_parse_end(tok);
+    while (end < len && (s[end] == ' ' || s[end] == '\t' || s[end] == '\r' || s[end] == '\n'))
+        end++;
+    if (end < len || !json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        snprintf(err, errlen, "trailing bytes after the JSON object");
+        return NULL;
+    }
+    return obj;
+}
+
+bool provider_get_int(json_object *obj, const char *key, int64_t *out)
+{
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v)) return false;
+    if (json_object_is_type(v, json_type_int)) {
+        *out = json_object_get_int64(v);
+        return true;
+    }
+    if (!json_object_is_type(v, json_type_double)) return false;
+    /* Converting NaN or an out-of-range double to int64 is undefined. */
+    double d = json_object_get_double(v);
+    if (!(d > -9.2e18 && d < 9.2e18)) return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+bool provider_get_count(json_object *obj, const char *key, int64_t *out)
+{
+    int64_t v;
+    if (!provider_get_int(obj, key, &v)) return false;
+    *out = v < 0 ? 0 : v > 1000000000000LL ? 1000000000000LL : v;
+    return true;
+}
+
+void provider_content_text(json_object *content, buf *out)
+{
+    if (json_object_is_type(content, json_type_string)) {
+        buf_append(out, json_object_get_string(content),
+                   (size_t)json_object_get_string_len(content));
+        return;
+    }
+    if (!json_object_is_type(content, json_type_array)) return;
+    size_t n = json_object_array_length(content);
+    for (size_t i = 0; i < n; i++) {
+        json_object *part = json_object_array_get_idx(content, i), *type, *text;
+        if (!json_object_object_get_ex(part, "type", &type) ||
+            !json_object_is_type(type, json_type_string))
+            continue;
+        const char *t = json_object_get_string(type);
+        /* Assistant messages may carry a refusal part instead of text. */
+        const char *field = strcmp(t, "text") == 0      ? "text"
+                            : strcmp(t, "refusal") == 0 ? "refusal"
+                                                        : NULL;
+        if (field && json_object_object_get_ex(part, field, &text) &&
+            json_object_is_type(text, json_type_string))
+            buf_append(out, json_object_get_string(text), (size_t)json_object_get_string_len(text));
+    }
+}

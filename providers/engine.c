@@ -1,0 +1,465 @@
+/* curl multi on libevent. The shape follows curl's docs/examples
+ * multi-event.c / hiperfifo.c: curl tells us which sockets to watch
+ * (CURLMOPT_SOCKETFUNCTION) and when to wake it (CURLMOPT_TIMERFUNCTION);
+ * we call curl_multi_socket_action from libevent callbacks only, never from
+ * inside curl's callbacks, and drain curl_multi_info_read after each. */
+#include "providers/engine.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <event2/event_struct.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+
+#define URL_CACHE_MAX 256
+#define CALL_POOL_MAX 4096
+
+struct engine {
+    struct event_base *base;
+    CURLM *multi;
+    struct event timer;
+    int in_curl; /* > 0 while curl_multi_socket_action runs */
+    engine_call *pool;  /* free calls with their easy handles, singly linked */
+    int pool_n;
+    struct {
+        char *url;
+        CURLU *u;
+    } urls[URL_CACHE_MAX];
+    int n_urls;
+    engine_stats stats;
+};
+
+struct engine_call {
+    engine *e;
+    CURL *easy;
+    engine_call *next_free;
+    struct curl_slist *headers;
+    buf body;
+    buf hbuf;                 /* header names and values, NUL-separated */
+    size_t hoff[48][2];       /* offsets into hbuf while headers arrive */
+    upstream_headers hs;
+    engine_callbacks cb;
+    void *ctx;
+    struct event fb_timer;    /* first-byte limit */
+    struct event reap;        /* deferred removal after a cancel inside curl */
+    bool fb_armed, reap_armed;
+    bool headers_done, cancelled, fb_timed_out;
+    int64_t start_us, first_byte_us;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+typedef struct sock_watch {
+    struct event ev;
+    int what;
+} sock_watch;
+
+/* ------------------------------------------------------------ curl -> loop */
+
+static void check_multi_info(engine *e);
+
+static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
+{
+    engine *e = arg;
+    int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    e->in_curl++;
+    curl_multi_socket_action(e->multi, fd, action, &running);
+    e->in_curl--;
+    check_multi_info(e);
+}
+
+static void on_curl_timer(evutil_socket_t fd, short kind, void *arg)
+{
+    engine *e = arg;
+    int running;
+    e->in_curl++;
+    curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    e->in_curl--;
+    check_multi_info(e);
+}
+
+static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    engine *e = userp;
+    sock_watch *w = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (w) {
+            event_del(&w->ev);
+            free(w);
+        }
+        return 0;
+    }
+    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
+                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        if (!w)
+            return -1;
+        curl_multi_assign(e->multi, s, w);
+    } else if (w->what == what) {
+        return 0; /* interest unchanged: no epoll_ctl */
+    } else {
+        event_del(&w->ev);
+    }
+    w->what = what;
+    event_assign(&w->ev, e->base, s, kind, on_socket_event, e);
+    event_add(&w->ev, NULL);
+    return 0;
+}
+
+static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
+{
+    engine *e = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(&e->timer);
+        return 0;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(&e->timer, &tv);
+    return 0;
+}
+
+/* ------------------------------------------------------------ calls */
+
+static void call_release(engine_call *c)
+{
+    engine *e = c->e;
+    if (c->fb_armed)
+        evtimer_del(&c->fb_timer);
+    if (c->reap_armed)
+        evtimer_del(&c->reap);
+    c->fb_armed = c->reap_armed = false;
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+    e->stats.in_flight--;
+    if (e->pool_n >= CALL_POOL_MAX) {
+        curl_easy_cleanup(c->easy);
+        buf_free(&c->body);
+        buf_free(&c->hbuf);
+        free(c);
+        return;
+    }
+    curl_easy_reset(c->easy);
+    buf_reset(&c->body);
+    c->next_free = e->pool;
+    e->pool = c;
+    e->pool_n++;
+}
+
+static void call_finish(engine_call *c, CURLcode res)
+{
+    engine *e = c->e;
+    curl_multi_remove_handle(e->multi, c->easy);
+    if (c->cancelled) {
+        call_release(c);
+        return;
+    }
+    long status = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (!c->headers_done && status >= 200 && res == CURLE_OK && c->cb.on_headers) {
+        c->headers_done = true;
+        c->cb.on_headers(c->ctx, (int)status, &c->hs);
+    }
+    engine_result r = {0};
+    r.status = (int)status;
+    r.first_byte_us = c->first_byte_us;
+    r.ok = res == CURLE_OK && !c->fb_timed_out;
+    r.timed_out = c->fb_timed_out || res == CURLE_OPERATION_TIMEDOUT;
+    if (c->fb_timed_out)
+        r.what = "no response from the provider within the first-byte timeout";
+    else if (res != CURLE_OK)
+        r.what = c->errbuf[0] ? c->errbuf : curl_easy_strerror(res);
+    if (r.ok)
+        e->stats.completed++;
+    else
+        e->stats.failed++;
+    c->cb.on_done(c->ctx, &r);
+    call_release(c);
+}
+
+static void check_multi_info(engine *e)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(e->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        engine_call *c = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        if (c)
+            call_finish(c, msg->data.result);
+    }
+}
+
+static void mark_first_byte(engine_call *c)
+{
+    if (c->first_byte_us >= 0)
+        return;
+    c->first_byte_us = util_now_us() - c->start_us;
+    if (c->fb_armed) {
+        evtimer_del(&c->fb_timer);
+        c->fb_armed = false;
+    }
+}
+
+static void headers_publish(engine_call *c)
+{
+    for (int i = 0; i < c->hs.n; i++) {
+        c->hs.h[i].name = c->hbuf.data + c->hoff[i][0];
+        c->hs.h[i].value = c->hbuf.data + c->hoff[i][1];
+    }
+}
+
+static size_t header_fn(char *data, size_t size, size_t nmemb, void *userp)
+{
+    engine_call *c = userp;
+    size_t len = size * nmemb;
+    mark_first_byte(c);
+    if (c->cancelled)
+        return 0;
+    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) { /* a new response (after 1xx) */
+        c->hs.n = 0;
+        buf_reset(&c->hbuf);
+        return len;
+    }
+    if (len <= 2 && (data[0] == '\r' || data[0] == '\n')) { /* end of this header block */
+        long status = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200 && !c->headers_done) {
+            headers_publish(c);
+            c->headers_done = true;
+            if (c->cb.on_headers)
+                c->cb.on_headers(c->ctx, (int)status, &c->hs);
+        }
+        return c->cancelled ? 0 : len;
+    }
+    const char *colon = memchr(data, ':', len);
+    if (!colon || c->hs.n >= 48)
+        return len;
+    size_t nlen = (size_t)(colon - data);
+    const char *v = colon + 1, *end = data + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    c->hoff[c->hs.n][0] = c->hbuf.len;
+    for (size_t i = 0; i < nlen; i++)
+        buf_append_char(&c->hbuf, (char)tolower((unsigned char)data[i]));
+    buf_append_char(&c->hbuf, '\0');
+    c->hoff[c->hs.n][1] = c->hbuf.len;
+    buf_append(&c->hbuf, v, (size_t)(end - v));
+    buf_append_char(&c->hbuf, '\0');
+    c->hs.n++;
+    return len;
+}
+
+static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
+{
+    engine_call *c = userp;
+    size_t len = size * nmemb;
+    if (c->cancelled)
+        return 0;
+    mark_first_byte(c);
+    if (c->cb.on_data)
+        c->cb.on_data(c->ctx, data, len);
+    return c->cancelled ? 0 : len;
+}
+
+static void on_first_byte_timeout(evutil_socket_t fd, short kind, void *arg)
+{
+    engine_call *c = arg;
+    c->fb_armed = false;
+    c->fb_timed_out = true;
+    call_finish(c, CURLE_OPERATION_TIMEDOUT);
+}
+
+static void on_reap(evutil_socket_t fd, short kind, void *arg)
+{
+    engine_call *c = arg;
+    c->reap_armed = false;
+    call_finish(c, CURLE_ABORTED_BY_CALLBACK);
+}
+
+static CURLU *url_handle(engine *e, const char *url)
+{
+    for (int i = 0; i < e->n_urls; i++)
+        if (strcmp(e->urls[i].url, url) == 0)
+            return e->urls[i].u;
+    CURLU *u = curl_url();
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        curl_url_cleanup(u);
+        return NULL;
+    }
+    if (e->n_urls == URL_CACHE_MAX) { /* evict the oldest; URLs are few in practice */
+        free(e->urls[0].url);
+        curl_url_cleanup(e->urls[0].u);
+        memmove(&e->urls[0], &e->urls[1], sizeof e->urls[0] * (URL_CACHE_MAX - 1));
+        e->n_urls--;
+    }
+    e->urls[e->n_urls].url = strdup(url);
+    e->urls[e->n_urls].u = u;
+    e->n_urls++;
+    return u;
+}
+
+static engine_call *call_acquire(engine *e)
+{
+    engine_call *c = e->pool;
+    if (c) {
+        e->pool = c->next_free;
+        e->pool_n--;
+    } else {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return NULL;
+        c->easy = curl_easy_init();
+        if (!c->easy) {
+            free(c);
+            return NULL;
+        }
+    }
+    c->e = e;
+    c->hs.n = 0;
+    buf_reset(&c->hbuf);
+    c->headers_done = c->cancelled = c->fb_timed_out = false;
+    c->fb_armed = c->reap_armed = false;
+    c->first_byte_us = -1;
+    c->errbuf[0] = '\0';
+    e->stats.in_flight++;
+    return c;
+}
+
+static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, int64_t deadline_ms)
+{
+    CURL *h = c->easy;
+    curl_easy_setopt(h, CURLOPT_CURLU, u);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_fn);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_fn);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, c);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    long total = p->total_timeout_ms > 0 ? p->total_timeout_ms : 600000;
+    if (deadline_ms > 0 && deadline_ms < total)
+        total = (long)deadline_ms;
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
+    if (p->connect_timeout_ms > 0)
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)p->connect_timeout_ms);
+    if (p->idle_timeout_ms > 0) { /* no byte for this long = stalled */
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)((p->idle_timeout_ms + 999) / 1000));
+    }
+    if (p->first_byte_timeout_ms > 0 && p->first_byte_timeout_ms < total) {
+        evtimer_assign(&c->fb_timer, c->e->base, on_first_byte_timeout, c);
+        struct timeval tv = {p->first_byte_timeout_ms / 1000, (p->first_byte_timeout_ms % 1000) * 1000};
+        evtimer_add(&c->fb_timer, &tv);
+        c->fb_armed = true;
+    }
+}
+
+engine_call *engine_call_start(engine *e, const upstream_request *req, const provider_conf *p,
+                               int64_t deadline_ms, const engine_callbacks *cb, void *ctx)
+{
+    CURLU *u = url_handle(e, req->url.data);
+    if (!u) {
+        log_warn("engine: cannot parse upstream URL for provider %s", p->name);
+        return NULL;
+    }
+    engine_call *c = call_acquire(e);
+    if (!c)
+        return NULL;
+    c->cb = *cb;
+    c->ctx = ctx;
+    buf_append(&c->body, req->body.data ? req->body.data : "", req->body.len);
+    for (int i = 0; i < req->n_headers; i++)
+        c->headers = curl_slist_append(c->headers, req->headers[i]);
+    c->start_us = util_now_us();
+    call_set_options(c, u, p, deadline_ms);
+    if (curl_multi_add_handle(e->multi, c->easy) != CURLM_OK) {
+        c->cancelled = true;
+        call_release(c);
+        return NULL;
+    }
+    e->stats.started++;
+    return c;
+}
+
+void engine_call_cancel(engine_call *c)
+{
+    if (!c || c->cancelled)
+        return;
+    c->cancelled = true;
+    if (c->e->in_curl > 0) {
+        /* Inside curl: the write/header callback returns 0 and curl ends
+         * the transfer; if no byte comes, reap it on the next loop pass. */
+        evtimer_assign(&c->reap, c->e->base, on_reap, c);
+        struct timeval zero = {0, 0};
+        evtimer_add(&c->reap, &zero);
+        c->reap_armed = true;
+        return;
+    }
+    call_finish(c, CURLE_ABORTED_BY_CALLBACK);
+}
+
+engine *engine_new(struct event_base *base, long max_connects)
+{
+    static bool curl_ready;
+    if (!curl_ready) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        curl_ready = true;
+    }
+    engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->base = base;
+    e->multi = curl_multi_init();
+    evtimer_assign(&e->timer, base, on_curl_timer, e);
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+    /* Keep as many idle upstream connections as peak concurrency, or curl
+     * churns them (performance.md). Never cap per host in curl: its pending
+     * queue is expensive; providers queue in our code instead. */
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, max_connects > 0 ? max_connects : 4096L);
+    curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    return e;
+}
+
+void engine_free(engine *e)
+{
+    if (!e)
+        return;
+    while (e->pool) {
+        engine_call *c = e->pool;
+        e->pool = c->next_free;
+        curl_easy_cleanup(c->easy);
+        buf_free(&c->body);
+        buf_free(&c->hbuf);
+        free(c);
+    }
+    curl_multi_cleanup(e->multi);
+    evtimer_del(&e->timer);
+    for (int i = 0; i < e->n_urls; i++) {
+        free(e->urls[i].url);
+        curl_url_cleanup(e->urls[i].u);
+    }
+    free(e);
+}
+
+engine_stats engine_get_stats(const engine *e)
+{
+    return e->stats;
+}

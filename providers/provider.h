@@ -1,0 +1,239 @@
+/* Provider adapters: the canonical request/response and the table of
+ * functions every upstream dialect implements. Adding a provider is one
+ * file (providers/NAME.c defining `const provider_ops NAME_ops`) and one
+ * line in providers/registry.c.
+ *
+ * Conventions: functions returning int return 0 on success and -1 on
+ * failure with a human-readable reason in the `err` buffer they are given.
+ * Nothing here touches the network; the engine (providers/engine.h) does. */
+#ifndef BRIDLE_PROVIDER_H
+#define BRIDLE_PROVIDER_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "router/pricing.h"
+
+/* ------------------------------------------------------------ canonical request */
+
+/* The client's request after validation (server/canon.c). The original JSON
+ * is kept whole in `root` so adapters can pass through fields bridle does not
+ * model. Strings point into `root` and live as long as it does. */
+typedef struct canon_request {
+    json_object *root;     /* the client's body, an object; owned by the request */
+    const char *model;     /* "model" as the client sent it */
+    json_object *messages; /* validated array: every item has a string role and
+                              content that is a string, an array of parts, or null */
+    bool stream;
+    bool include_usage;    /* stream_options.include_usage */
+    int64_t max_tokens;    /* max_completion_tokens, else max_tokens; -1 when unset */
+    bool json_mode;        /* response_format.type is json_object or json_schema */
+    const char *user;      /* "user" or NULL */
+    const char *task, *agent, *feature, *team; /* metadata / x-bridle-* headers, or NULL */
+} canon_request;
+
+/* ------------------------------------------------------------ targets */
+
+typedef struct provider_ops provider_ops;
+
+/* A configured provider endpoint (server/config.c owns these). */
+typedef struct provider_conf {
+    const char *name;        /* config key, e.g. "openai" */
+    const provider_ops *ops; /* the dialect */
+    const char *base_url;    /* e.g. "https://api.openai.com/v1", no trailing slash */
+    const char *api_key;     /* resolved secret or NULL; never log it */
+    const char **extra_headers; /* NULL-terminated "Name: value" lines, or NULL */
+    /* OpenAI-compatible hosts differ in small ways; options per host: */
+    bool use_max_completion_tokens; /* send max_completion_tokens (OpenAI) instead of max_tokens */
+    bool stream_usage;              /* host honours stream_options.include_usage */
+    int64_t default_max_tokens;     /* for dialects that require a cap (Anthropic) */
+    int connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
+    int max_concurrency;
+    int index; /* position in the config, for per-provider runtime state */
+} provider_conf;
+
+/* One concrete place to send a request: a provider and the model name it
+ * knows, with that model's prices. */
+typedef struct target {
+    const provider_conf *provider;
+    const char *model;          /* bridle's name for the model (client-facing) */
+    const char *upstream_model; /* the name the provider knows it by */
+    const model_price *price;
+} target;
+
+/* ------------------------------------------------------------ upstream I/O */
+
+typedef struct upstream_request {
+    buf url;          /* absolute URL */
+    buf body;         /* request body */
+    const char *headers[16]; /* "Name: value" lines owned by header_store, NULL-terminated */
+    int n_headers;
+    buf header_store; /* backing storage for headers[] (NUL-separated) */
+} upstream_request;
+
+void upstream_request_init(upstream_request *r);
+/* Adds a header line "Name: value" (copied). */
+void upstream_request_add_header(upstream_request *r, const char *name, const char *value);
+/* Makes headers[] point into header_store; call once after the last add. */
+void upstream_request_finish_headers(upstream_request *r);
+void upstream_request_free(upstream_request *r);
+
+/* Response headers as received, names lower-cased. */
+typedef struct upstream_headers {
+    int n;
+    struct {
+        char *name;
+        char *value;
+    } h[48];
+} upstream_headers;
+
+/* The value of header `name` (lower-case), or NULL. */
+const char *upstream_header_get(const upstream_headers *hs, const char *name);
+
+/* ------------------------------------------------------------ outcomes */
+
+typedef enum {
+    ERRCLASS_NONE = 0,
+    ERRCLASS_RETRYABLE, /* 429, 503, 529, timeouts, connection failures */
+    ERRCLASS_FATAL,     /* 400, 401, 403, 404, content policy, context too long */
+    ERRCLASS_AMBIGUOUS, /* 500 and kin: retry once, carefully */
+} error_class;
+
+/* An upstream failure, classified and translated into what the client gets. */
+typedef struct upstream_error {
+    error_class cls;
+    int64_t retry_after_ms; /* from retry-after-ms / Retry-After / RetryInfo; -1 if none */
+    int client_status;      /* HTTP status for the client (OpenAI conventions, §9) */
+    char type[48];          /* OpenAI error type, e.g. "invalid_request_error" */
+    char code[48];          /* OpenAI error code or "" */
+    char message[512];      /* what happened, in words; no secrets */
+    bool quota_exhausted;   /* insufficient_quota: not a rate limit */
+} upstream_error;
+
+/* A decoded non-streamed answer. */
+typedef struct decoded_response {
+    json_object *body;        /* an OpenAI chat.completion object; owned by caller */
+    usage_record usage;       /* exact when the provider reported usage */
+    char finish_reason[24];   /* OpenAI value */
+    int64_t prompt_tokens;    /* for the client-facing usage block */
+    int64_t completion_tokens;
+} decoded_response;
+
+/* One event of a streamed answer, as framed by providers/sse.h: SSE
+ * messages (event name + joined data lines) or NDJSON lines (event NULL). */
+typedef struct stream_event {
+    const char *event; /* SSE "event:" value or NULL */
+    const char *data;  /* SSE data (lines joined by \n) or one NDJSON line */
+    size_t data_len;
+} stream_event;
+
+/* Where a stream decoder sends its output. */
+typedef struct stream_sink {
+    void *ctx;
+    /* One OpenAI chat.completion.chunk JSON object, serialised, without the
+     * "data: " prefix. The sink frames it as SSE for the client. */
+    void (*chunk)(void *ctx, const char *json, size_t len);
+} stream_sink;
+
+/* What a stream has told us so far; the decoder updates it. */
+typedef struct stream_result {
+    usage_record usage;     /* latest known usage; usage.exact once reported */
+    int64_t prompt_tokens;  /* for the usage chunk */
+    int64_t completion_tokens;
+    char finish_reason[24]; /* "" until known */
+    bool done;              /* the provider said the stream is complete */
+    bool failed;            /* the provider sent an error event */
+    upstream_error error;   /* when failed */
+    buf text;               /* the answer text so far (for cascade checks) */
+} stream_result;
+
+typedef enum { FRAMING_SSE, FRAMING_NDJSON } stream_framing;
+
+/* ------------------------------------------------------------ the table */
+
+struct provider_ops {
+    const char *kind; /* "openai", "anthropic", "gemini", "ollama" */
+    stream_framing framing;
+
+    /* Builds the upstream call for `req` to `t`. The client's stream flag
+     * decides the upstream one. Returns 0, or -1 with err set (e.g. a
+     * message shape this dialect cannot express). */
+    int (*encode)(const canon_request *req, const target *t, upstream_request *out, char *err,
+                  size_t errlen);
+
+    /* Decodes a complete 2xx body. Returns 0, or -1 with err set when the
+     * body is not what the dialect promises (malformed JSON, no choices). */
+    int (*decode)(const canon_request *req, const target *t, const char *body, size_t len,
+                  decoded_response *out, char *err, size_t errlen);
+
+    /* Per-stream decoder state: created before the first event, freed after
+     * the last. May return NULL if the dialect needs no state. */
+    void *(*stream_new)(const canon_request *req, const target *t);
+    void (*stream_free)(void *state);
+    /* Decodes one event. Emits zero or more OpenAI chunks to sink and
+     * updates res. Returns 0, or -1 when the event is garbage (res->failed
+     * set with an error). Usage chunks are NOT emitted to the sink; the
+     * caller adds the usage chunk itself when the client asked for it. */
+    int (*stream_event)(void *state, const stream_event *ev, stream_result *res,
+                        const stream_sink *sink);
+
+    /* Classifies a non-2xx answer (status, headers, body possibly empty or
+     * not JSON) into out. Never fails. */
+    void (*classify)(int status, const upstream_headers *hs, const char *body, size_t len,
+                     upstream_error *out);
+
+    /* Maps this dialect's usage JSON object to a usage record. */
+    usage_record (*usage_map)(json_object *usage);
+};
+
+/* The registry: every dialect bridle speaks. */
+const provider_ops *provider_find(const char *kind);
+/* NULL-terminated list, for help texts. */
+const provider_ops *const *provider_all(void);
+
+/* Shared helpers for adapters (providers/common.c). */
+
+/* Classifies transport failures (no HTTP status): connect refused, reset,
+ * timeouts. `what` names the failure for the message. */
+void provider_transport_error(const char *what, bool timed_out, upstream_error *out);
+/* Parses Retry-After (seconds or HTTP-date) and retry-after-ms; -1 if none. */
+int64_t provider_retry_after_ms(const upstream_headers *hs);
+/* Fills an upstream_error from status alone with the default rules of
+ * reliability.md (used by classify implementations as a base). */
+void provider_classify_status(int status, upstream_error *out);
+/* Concatenated text of an OpenAI message content (string or parts). */
+void provider_content_text(json_object *content, buf *out);
+
+/* Adds every "Name: value" line of a NULL-terminated list (a provider's
+ * extra_headers; NULL is fine). Lines without a colon are dropped. */
+void upstream_request_add_header_lines(upstream_request *r, const char **lines);
+/* Refines an error already filled by provider_classify_status with an
+ * error code or type in OpenAI's vocabulary (insufficient_quota,
+ * rate_limit_exceeded, context_length_exceeded, model_not_found, ...).
+ * Returns true when the code was one of those. */
+bool provider_classify_code(const char *code, upstream_error *out);
+/* Appends ": <text>" (what the upstream said) to out->message, with control
+ * characters blanked and cut at a UTF-8 boundary to fit. Does nothing when
+ * out is an upstream auth failure: that text may echo part of bridle's key. */
+void provider_error_add_detail(upstream_error *out, const char *text, size_t len);
+/* Fills out for an upstream that answered something unreadable (a stream
+ * event or body that is not what its dialect promises): AMBIGUOUS, client
+ * 502 "upstream_bad_response", `why` and the first bytes of d (may be NULL)
+ * in the message. */
+void provider_bad_response_error(const char *why, const char *d, size_t n, upstream_error *out);
+/* Parses s[0..len) as exactly one JSON object (whitespace around allowed)
+ * with tok, which is reset first; tok NULL uses one process-wide tokener
+ * (each worker's loop is single-threaded). Returns the object (caller owns)
+ * or NULL with err set. */
+json_object *provider_parse_object(json_tokener *tok, const char *s, size_t len, char *err,
+                                   size_t errlen);
+/* An integer member of obj (int or double JSON); false when absent, of
+ * another type, or a double outside int64. obj may be NULL. */
+bool provider_get_int(json_object *obj, const char *key, int64_t *out);
+/* A token count member of obj clamped to [0, 1e12] (input is untrusted and
+ * the counts are subtracted from each other); false when absent. */
+bool provider_get_count(json_object *obj, const char *key, int64_t *out);
+
+#endif

@@ -1,0 +1,37 @@
+/* The process's state, shared by the server/ files. One per worker
+ * process; never shared across threads. */
+#ifndef BRIDLE_APP_H
+#define BRIDLE_APP_H
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "providers/engine.h"
+#include "server/config.h"
+
+typedef struct app_stats {
+    int64_t requests, replies_2xx, replies_4xx, replies_5xx, upstream_attempts, connections;
+} app_stats;
+
+typedef struct app {
+    struct event_base *base;
+    bridle_config *cfg;
+    engine *eng;
+    struct evhttp *http;
+    struct evconnlistener *listener;
+    json_tokener *tok;
+    int *provider_inflight;  /* calls in flight per provider index */
+    int64_t open_connections;
+    bool listener_paused;
+    int64_t in_flight;       /* client requests being served */
+    bool draining;           /* SIGTERM: finish what is in flight, then exit */
+    struct event *drain_timer;
+    struct ptrmap *guards;   /* client bufferevent -> its conn_guard (server/http.c) */
+    app_stats stats;
+} app;
+
+#endif

@@ -1,0 +1,544 @@
+/* One chat request, from the validated body to the last byte sent.
+ *
+ * States: ROUTING -> CALLING -> (RELAYING | REPLYING) -> DONE, or FAILED.
+ * Every change goes through chat_set_state(). The request owns its canon
+ * request, its upstream request and buffers; chat_finish() is its one exit
+ * and always says why. */
+#include "server/chat.h"
+
+#include <event2/buffer.h>
+#include <event2/event_struct.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "providers/sse.h"
+#include "server/canon.h"
+#include "server/http.h"
+
+#define MAX_PLAN 8
+#define MAX_UPSTREAM_BODY (64 << 20)
+
+typedef enum { CHAT_ROUTING, CHAT_CALLING, CHAT_RELAYING, CHAT_REPLYING, CHAT_DONE, CHAT_FAILED } chat_state;
+
+typedef struct chat {
+    app *a;
+    struct evhttp_request *req;
+    chat_state state;
+    char id[32];
+    const key_conf *key;
+    canon_request canon;
+    const target *plan[MAX_PLAN];
+    int n_plan, cur, attempts;
+    const char *route_name; /* the virtual model, or NULL */
+    engine_call *call;
+    upstream_request up;
+    int status;                   /* upstream HTTP status of the current attempt */
+    const upstream_headers *hs;   /* valid until the attempt's on_done returns */
+    buf body;                     /* non-2xx or non-stream body */
+    bool relaying;                /* stream headers sent to the client */
+    sse_parser *parser;
+    void *sstate;
+    stream_result sres;
+    struct evbuffer *out;
+    bool client_gone;
+    bool body_too_large;
+    char chunk_id[80];
+    int64_t start_us, deadline_ms;
+    struct event reap;
+} chat;
+
+static void chat_set_state(chat *c, chat_state s)
+{
+    static const char *names[] = {"ROUTING", "CALLING", "RELAYING", "REPLYING", "DONE", "FAILED"};
+    log_debug("%s: %s -> %s", c->id, names[c->state], names[s]);
+    c->state = s;
+}
+
+/* ------------------------------------------------------------ exit */
+
+static void chat_free(chat *c)
+{
+    if (c->canon.root)
+        json_object_put(c->canon.root);
+    upstream_request_free(&c->up);
+    buf_free(&c->body);
+    buf_free(&c->sres.text);
+    if (c->parser)
+        sse_parser_free(c->parser);
+    if (c->sstate && c->plan[c->cur]->provider->ops->stream_free)
+        c->plan[c->cur]->provider->ops->stream_free(c->sstate);
+    if (c->out)
+        evbuffer_free(c->out);
+    if (c->client_gone) /* evhttp handed the request to us when the connection died */
+        evhttp_request_free(c->req);
+    c->a->in_flight--;
+    free(c);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    chat_free(arg);
+}
+
+/* The one exit: releases everything, on the next loop pass when called
+ * from a callback that is still standing on the request. */
+static void chat_finish(chat *c, chat_state final, const char *why)
+{
+    if (c->state == CHAT_DONE || c->state == CHAT_FAILED)
+        return;
+    chat_set_state(c, final);
+    if (c->call) {
+        engine_call_cancel(c->call);
+        c->call = NULL;
+    }
+    if (!c->client_gone)
+        http_unwatch_client(c->a, c->req);
+    int64_t us = util_now_us() - c->start_us;
+    log_debug("%s: %s model=%s attempts=%d %lld us: %s", c->id, final == CHAT_DONE ? "done" : "failed",
+              c->canon.model ? c->canon.model : "-", c->attempts, (long long)us, why);
+    evtimer_assign(&c->reap, c->a->base, on_reap, c);
+    struct timeval zero = {0, 0};
+    evtimer_add(&c->reap, &zero);
+}
+
+static void on_client_gone(void *arg)
+{
+    chat *c = arg;
+    c->client_gone = true;
+    chat_finish(c, CHAT_FAILED, "the client closed the connection");
+}
+
+/* ------------------------------------------------------------ replies */
+
+static void add_common_headers(chat *c)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+    evhttp_add_header(h, "x-request-id", c->id);
+    char n[16];
+    snprintf(n, sizeof n, "%d", c->attempts);
+    evhttp_add_header(h, "x-bridle-attempts", n);
+    if (c->n_plan > 0) {
+        const target *t = c->plan[c->cur];
+        evhttp_add_header(h, "x-bridle-provider", t->provider->name);
+        evhttp_add_header(h, "x-bridle-model", t->model);
+    }
+    if (c->route_name)
+        evhttp_add_header(h, "x-bridle-route", c->route_name);
+}
+
+static void reply_error(chat *c, int status, const char *type, const char *code, const char *param,
+                        const char *message, bool should_retry)
+{
+    if (c->client_gone) {
+        chat_finish(c, CHAT_FAILED, message);
+        return;
+    }
+    add_common_headers(c);
+    http_reply_error(c->a, c->req, status, type, code, param, message, should_retry);
+    chat_finish(c, CHAT_FAILED, message);
+}
+
+static void reply_upstream_error(chat *c, const upstream_error *e)
+{
+    char msg[700];
+    snprintf(msg, sizeof msg, "%s (provider %s, model %s)", e->message, c->plan[c->cur]->provider->name,
+             c->plan[c->cur]->model);
+    if (e->retry_after_ms > 0 && e->cls == ERRCLASS_RETRYABLE) {
+        char ra[24];
+        snprintf(ra, sizeof ra, "%lld", (long long)((e->retry_after_ms + 999) / 1000));
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "retry-after", ra);
+    }
+    reply_error(c, e->client_status ? e->client_status : 502, e->type[0] ? e->type : "api_error",
+                e->code, NULL, msg, e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted);
+}
+
+static void cost_header(chat *c, const usage_record *u)
+{
+    int64_t cost = pricing_cost_pusd(c->plan[c->cur]->price, u, false);
+    char s[48];
+    util_format_pusd(cost, 12, s, sizeof s);
+    /* trim trailing zeros but keep at least one decimal */
+    size_t n = strlen(s);
+    while (n > 2 && s[n - 1] == '0' && s[n - 2] != '.')
+        s[--n] = '\0';
+    evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-bridle-cost-usd", s);
+}
+
+/* ------------------------------------------------------------ planning */
+
+static int make_plan(chat *c)
+{
+    bridle_config *cfg = c->a->cfg;
+    const model_conf *m = config_find_model(cfg, c->canon.model);
+    if (m) {
+        if (!m->enabled) {
+            char msg[300];
+            snprintf(msg, sizeof msg,
+                     "The model '%s' is configured but its provider (%s) is disabled: a "
+                     "required environment variable such as its API key is not set",
+                     m->name, m->target.provider->name);
+            reply_error(c, 503, "server_error", "provider_unavailable", "model", msg, false);
+            return -1;
+        }
+        c->plan[c->n_plan++] = &m->target;
+        return 0;
+    }
+    const route_conf *r = config_find_route(cfg, c->canon.model);
+    if (r) {
+        c->route_name = r->name;
+        for (int i = 0; i < r->n_candidates && c->n_plan < MAX_PLAN; i++)
+            if (r->candidates[i]->enabled)
+                c->plan[c->n_plan++] = &r->candidates[i]->target;
+        if (c->n_plan == 0) {
+            reply_error(c, 503, "server_error", "provider_unavailable", "model",
+                        "None of this route's candidate models has an enabled provider", false);
+            return -1;
+        }
+        return 0;
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg,
+             "The model '%.100s' does not exist on this gateway: GET /v1/models lists the models "
+             "and routes it serves",
+             c->canon.model);
+    reply_error(c, 404, "invalid_request_error", "model_not_found", "model", msg, false);
+    return -1;
+}
+
+/* ------------------------------------------------------------ attempts */
+
+static void start_attempt(chat *c);
+
+/* Moves to the next candidate of the plan if the failure allows it.
+ * Returns true when another attempt was started. */
+static bool fail_over(chat *c, const upstream_error *e)
+{
+    if (e->cls == ERRCLASS_FATAL || c->relaying || c->cur + 1 >= c->n_plan)
+        return false;
+    if (util_now_ms() >= c->deadline_ms)
+        return false;
+    log_info("%s: %s/%s failed (%s); failing over to %s/%s", c->id, c->plan[c->cur]->provider->name,
+             c->plan[c->cur]->model, e->message, c->plan[c->cur + 1]->provider->name,
+             c->plan[c->cur + 1]->model);
+    c->cur++;
+    start_attempt(c);
+    return true;
+}
+
+/* Remembers the stream's chunk id (from the first chunk) for the usage chunk. */
+static void remember_chunk_id(chat *c, const char *json, size_t len)
+{
+    const char *p = memmem(json, len < 64 ? len : 64, "\"id\":\"", 6);
+    if (!p)
+        return;
+    p += 6;
+    const char *end = memchr(p, '"', (size_t)(json + len - p));
+    if (end && (size_t)(end - p) < sizeof c->chunk_id)
+        memcpy(c->chunk_id, p, (size_t)(end - p));
+}
+
+static void sink_chunk(void *ctx, const char *json, size_t len)
+{
+    chat *c = ctx;
+    if (!c->chunk_id[0])
+        remember_chunk_id(c, json, len);
+    evbuffer_add(c->out, "data: ", 6);
+    evbuffer_add(c->out, json, len);
+    evbuffer_add(c->out, "\n\n", 2);
+}
+
+static void flush_out(chat *c)
+{
+    if (evbuffer_get_length(c->out) > 0 && !c->client_gone)
+        evhttp_send_reply_chunk(c->req, c->out);
+}
+
+static int on_stream_event(void *ctx, const stream_event *ev)
+{
+    chat *c = ctx;
+    const provider_ops *ops = c->plan[c->cur]->provider->ops;
+    stream_sink sink = {c, sink_chunk};
+    if (ops->stream_event(c->sstate, ev, &c->sres, &sink) < 0 || c->sres.failed)
+        return 1;
+    return 0;
+}
+
+static void begin_relay(chat *c)
+{
+    const target *t = c->plan[c->cur];
+    chat_set_state(c, CHAT_RELAYING);
+    c->relaying = true;
+    c->parser = sse_parser_new(t->provider->ops->framing, 0);
+    c->sstate = t->provider->ops->stream_new ? t->provider->ops->stream_new(&c->canon, t) : NULL;
+    c->out = evbuffer_new();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+    add_common_headers(c);
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    http_count_reply(c->a, 200);
+    evhttp_send_reply_start(c->req, 200, "OK");
+}
+
+static void on_upstream_headers(void *ctx, int status, const upstream_headers *hs)
+{
+    chat *c = ctx;
+    c->status = status;
+    c->hs = hs;
+    if (c->canon.stream && status >= 200 && status < 300 && !c->client_gone)
+        begin_relay(c);
+}
+
+static void on_upstream_data(void *ctx, const char *data, size_t len)
+{
+    chat *c = ctx;
+    if (c->relaying) {
+        if (!c->sres.failed)
+            sse_parser_feed(c->parser, data, len, on_stream_event, c);
+        flush_out(c);
+        return;
+    }
+    if (c->body.len + len > MAX_UPSTREAM_BODY) {
+        c->body_too_large = true; /* keep reading; on_done reports it */
+        return;
+    }
+    buf_append(&c->body, data, len);
+}
+
+/* Estimates usage when the provider did not report it (a cut stream). */
+static void estimate_usage(chat *c, usage_record *u)
+{
+    if (u->exact)
+        return;
+    buf text = BUF_INIT;
+    size_t n = json_object_array_length(c->canon.messages);
+    for (size_t i = 0; i < n; i++) {
+        json_object *content;
+        if (json_object_object_get_ex(json_object_array_get_idx(c->canon.messages, i), "content", &content))
+            provider_content_text(content, &text);
+    }
+    u->input_uncached = (int64_t)(text.len + 3) / 4;
+    u->output = (int64_t)(c->sres.text.len + 3) / 4;
+    buf_free(&text);
+}
+
+static void send_stream_error(chat *c, const char *type, const char *message)
+{
+    buf b = BUF_INIT;
+    buf_append_str(&b, "{\"error\":{\"message\":");
+    buf_append_json_str(&b, message, strlen(message));
+    buf_append_str(&b, ",\"type\":");
+    buf_append_json_str(&b, type, strlen(type));
+    buf_append_str(&b, ",\"param\":null,\"code\":null}}");
+    sink_chunk(c, b.data, b.len);
+    buf_free(&b);
+}
+
+static void send_usage_chunk(chat *c)
+{
+    const stream_result *r = &c->sres;
+    buf b = BUF_INIT;
+    if (!c->chunk_id[0])
+        snprintf(c->chunk_id, sizeof c->chunk_id, "chatcmpl-%s", c->id + 4);
+    buf_printf(&b, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+               c->chunk_id, (long long)time(NULL));
+    const char *m = c->plan[c->cur]->model;
+    buf_append_json_str(&b, m, strlen(m));
+    buf_printf(&b,
+               ",\"choices\":[],\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
+               "\"total_tokens\":%lld,\"prompt_tokens_details\":{\"cached_tokens\":%lld},"
+               "\"completion_tokens_details\":{\"reasoning_tokens\":%lld}}}",
+               (long long)r->prompt_tokens, (long long)r->completion_tokens,
+               (long long)(r->prompt_tokens + r->completion_tokens), (long long)r->usage.cache_read,
+               (long long)r->usage.reasoning);
+    sink_chunk(c, b.data, b.len);
+    buf_free(&b);
+}
+
+static void end_relay(chat *c, const engine_result *r)
+{
+    if (!c->sres.failed && c->parser)
+        sse_parser_finish(c->parser, on_stream_event, c);
+    bool clean_eof = r->ok && !c->sres.failed;
+    /* Gemini streams end without a terminator: a clean EOF after a finish
+     * reason is complete. */
+    if (clean_eof && !c->sres.done && c->sres.finish_reason[0])
+        c->sres.done = true;
+    const char *why;
+    if (c->sres.done && !c->sres.failed) {
+        if (c->canon.include_usage)
+            send_usage_chunk(c);
+        why = "stream complete";
+    } else if (c->sres.failed) {
+        send_stream_error(c, c->sres.error.type[0] ? c->sres.error.type : "api_error",
+                          c->sres.error.message[0] ? c->sres.error.message
+                                                   : "the provider sent an error mid-stream");
+        why = "provider error mid-stream";
+    } else {
+        char msg[300];
+        snprintf(msg, sizeof msg, "the provider's stream was cut before it finished (%s)",
+                 r->what ? r->what : "connection closed");
+        send_stream_error(c, "api_error", msg);
+        why = "stream cut upstream";
+    }
+    estimate_usage(c, &c->sres.usage);
+    evbuffer_add(c->out, "data: [DONE]\n\n", 14);
+    flush_out(c);
+    if (!c->client_gone)
+        evhttp_send_reply_end(c->req);
+    chat_finish(c, c->sres.done && !c->sres.failed ? CHAT_DONE : CHAT_FAILED, why);
+}
+
+static void reply_success(chat *c)
+{
+    const target *t = c->plan[c->cur];
+    decoded_response d;
+    memset(&d, 0, sizeof d);
+    char err[300] = "";
+    if (t->provider->ops->decode(&c->canon, t, c->body.data ? c->body.data : "", c->body.len, &d, err,
+                                 sizeof err) != 0) {
+        if (d.body)
+            json_object_put(d.body);
+        upstream_error e = {.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
+        snprintf(e.type, sizeof e.type, "api_error");
+        snprintf(e.code, sizeof e.code, "upstream_malformed_response");
+        snprintf(e.message, sizeof e.message, "The provider's answer could not be read: %s", err);
+        if (!fail_over(c, &e))
+            reply_upstream_error(c, &e);
+        return;
+    }
+    chat_set_state(c, CHAT_REPLYING);
+    add_common_headers(c);
+    cost_header(c, &d.usage);
+    size_t len;
+    const char *s = json_object_to_json_string_length(d.body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    http_reply_json(c->a, c->req, 200, s, len);
+    json_object_put(d.body);
+    chat_finish(c, CHAT_DONE, "answered");
+}
+
+static void on_upstream_done(void *ctx, const engine_result *r)
+{
+    chat *c = ctx;
+    c->call = NULL;
+    const provider_ops *ops = c->plan[c->cur]->provider->ops;
+    c->a->provider_inflight[c->plan[c->cur]->provider->index]--;
+    if (c->client_gone || c->state == CHAT_DONE || c->state == CHAT_FAILED)
+        return;
+    if (c->relaying) {
+        end_relay(c, r);
+        return;
+    }
+    upstream_error e;
+    memset(&e, 0, sizeof e);
+    if (!r->ok) {
+        provider_transport_error(r->what ? r->what : "transfer failed", r->timed_out, &e);
+    } else if (c->body_too_large) {
+        e = (upstream_error){.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
+        snprintf(e.type, sizeof e.type, "api_error");
+        snprintf(e.message, sizeof e.message, "The provider's answer is larger than %d bytes",
+                 MAX_UPSTREAM_BODY);
+    } else if (r->status >= 200 && r->status < 300) {
+        reply_success(c);
+        return;
+    } else {
+        ops->classify(r->status, c->hs, c->body.data ? c->body.data : "", c->body.len, &e);
+    }
+    if (!fail_over(c, &e))
+        reply_upstream_error(c, &e);
+}
+
+static void start_attempt(chat *c)
+{
+    const target *t = c->plan[c->cur];
+    chat_set_state(c, CHAT_CALLING);
+    c->status = 0;
+    c->hs = NULL;
+    c->body_too_large = false;
+    buf_reset(&c->body);
+    upstream_request_free(&c->up);
+    upstream_request_init(&c->up);
+    if (c->a->provider_inflight[t->provider->index] >= t->provider->max_concurrency) {
+        upstream_error e = {.cls = ERRCLASS_RETRYABLE, .client_status = 503, .retry_after_ms = 1000};
+        snprintf(e.type, sizeof e.type, "server_error");
+        snprintf(e.code, sizeof e.code, "provider_busy");
+        snprintf(e.message, sizeof e.message,
+                 "Provider %s is at its concurrency limit (%d calls in flight); retry shortly",
+                 t->provider->name, t->provider->max_concurrency);
+        if (!fail_over(c, &e))
+            reply_upstream_error(c, &e);
+        return;
+    }
+    char err[300] = "";
+    if (t->provider->ops->encode(&c->canon, t, &c->up, err, sizeof err) != 0) {
+        reply_error(c, 400, "invalid_request_error", "unsupported_request", NULL, err, false);
+        return;
+    }
+    upstream_request_finish_headers(&c->up);
+    static const engine_callbacks cb = {on_upstream_headers, on_upstream_data, on_upstream_done};
+    int64_t left = c->deadline_ms - util_now_ms();
+    c->attempts++;
+    c->a->stats.upstream_attempts++;
+    c->call = left > 0 ? engine_call_start(c->a->eng, &c->up, t->provider, left, &cb, c) : NULL;
+    if (!c->call) {
+        upstream_error e;
+        provider_transport_error(left > 0 ? "could not start the upstream call" : "request deadline passed",
+                                 left <= 0, &e);
+        if (!fail_over(c, &e))
+            reply_upstream_error(c, &e);
+        return;
+    }
+    c->a->provider_inflight[t->provider->index]++;
+}
+
+/* ------------------------------------------------------------ entry */
+
+static void parse_attribution(chat *c)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(c->req);
+    const char *v;
+    if ((v = evhttp_find_header(in, "x-bridle-task")))
+        c->canon.task = v;
+    if ((v = evhttp_find_header(in, "x-bridle-agent")))
+        c->canon.agent = v;
+    if ((v = evhttp_find_header(in, "x-bridle-feature")))
+        c->canon.feature = v;
+    if (!c->canon.team && c->key->team)
+        c->canon.team = c->key->team;
+}
+
+void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const char *request_id)
+{
+    chat *c = calloc(1, sizeof *c);
+    if (!c) {
+        http_reply_error(a, req, 503, "server_error", "out_of_memory", NULL,
+                         "The gateway is out of memory; retry shortly", true);
+        return;
+    }
+    a->in_flight++;
+    c->a = a;
+    c->req = req;
+    c->key = key;
+    c->start_us = util_now_us();
+    c->deadline_ms = util_now_ms() + config_limits(a->cfg)->request_timeout_ms;
+    memcpy(c->id, request_id, sizeof c->id);
+    upstream_request_init(&c->up);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *body = (const char *)evbuffer_pullup(in, -1);
+    canon_error cerr;
+    if (canon_parse_chat(a->tok, body ? body : "", len, &c->canon, &cerr) != 0) {
+        reply_error(c, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
+        return;
+    }
+    parse_attribution(c);
+    if (make_plan(c) != 0)
+        return;
+    http_watch_client(a, req, on_client_gone, c);
+    start_attempt(c);
+}

@@ -1,0 +1,13 @@
+/* POST /v1/chat/completions: authenticate, validate, plan, call the
+ * provider (failing over along the plan), reply or relay the stream. */
+#ifndef BRIDLE_CHAT_H
+#define BRIDLE_CHAT_H
+
+#include <event2/http.h>
+
+#include "server/app.h"
+#include "server/config.h"
+
+void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const char *request_id);
+
+#endif

@@ -1,0 +1,774 @@
+#include "server/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/buf.h"
+
+#define MAX_PROVIDERS 64
+#define MAX_MODELS 512
+#define MAX_ROUTES 128
+#define MAX_KEYS 4096
+
+struct bridle_config {
+    char *path;
+    char *listen;
+    char *log_level;
+    limits_conf limits;
+    provider_conf providers[MAX_PROVIDERS];
+    bool provider_enabled[MAX_PROVIDERS];
+    int n_providers;
+    model_conf models[MAX_MODELS];
+    int n_models;
+    route_conf routes[MAX_ROUTES];
+    int n_routes;
+    key_conf *keys;
+    int n_keys;
+    /* every string and array this config allocated, freed together */
+    void **owned;
+    int n_owned, cap_owned;
+};
+
+/* Parsing context: where we are, and the first error. */
+typedef struct parse_ctx {
+    bridle_config *cfg;
+    char path[256]; /* JSON path of the value being read */
+    char *err;
+    size_t errlen;
+    bool failed;
+    bool missing_env; /* a ${VAR} without default was unset */
+    char missing_name[128];
+} parse_ctx;
+
+static void *own(bridle_config *c, void *p)
+{
+    if (c->n_owned == c->cap_owned) {
+        c->cap_owned = c->cap_owned ? c->cap_owned * 2 : 64;
+        c->owned = realloc(c->owned, sizeof *c->owned * (size_t)c->cap_owned);
+        if (!c->owned)
+            abort();
+    }
+    c->owned[c->n_owned++] = p;
+    return p;
+}
+
+static void fail(parse_ctx *pc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(parse_ctx *pc, const char *fmt, ...)
+{
+    if (pc->failed)
+        return;
+    pc->failed = true;
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(pc->err, pc->errlen, "%s: %s: %s", pc->cfg->path, pc->path, what);
+}
+
+/* Pushes ".key" or "[i]" onto the path; returns the old length to pop to. */
+static size_t path_push(parse_ctx *pc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static size_t path_push(parse_ctx *pc, const char *fmt, ...)
+{
+    size_t old = strlen(pc->path);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pc->path + old, sizeof pc->path - old, fmt, ap);
+    va_end(ap);
+    return old;
+}
+
+static void path_pop(parse_ctx *pc, size_t old)
+{
+    pc->path[old] = '\0';
+}
+
+static const char *type_name(json_object *o)
+{
+    return o ? json_type_to_name(json_object_get_type(o)) : "null";
+}
+
+/* Rejects keys not in `known` (NULL-terminated): typos must not pass. */
+static void check_keys(parse_ctx *pc, json_object *obj, const char *const *known)
+{
+    json_object_object_foreach(obj, key, val)
+    {
+        (void)val;
+        bool ok = false;
+        for (const char *const *k = known; *k; k++)
+            ok = ok || strcmp(*k, key) == 0;
+        if (!ok) {
+            size_t old = path_push(pc, ".%s", key);
+            fail(pc, "unknown key (expected one of the documented keys, see docs/config.md)");
+            path_pop(pc, old);
+            return;
+        }
+    }
+}
+
+/* Expands ${VAR} and ${VAR:-default}. An unset VAR without default sets
+ * pc->missing_env and expands to "". */
+static char *expand_env(parse_ctx *pc, const char *s)
+{
+    buf out = BUF_INIT;
+    buf_append_str(&out, "");
+    for (const char *p = s; *p;) {
+        if (p[0] != '$' || p[1] != '{') {
+            buf_append_char(&out, *p++);
+            continue;
+        }
+        const char *end = strchr(p, '}');
+        if (!end) {
+            fail(pc, "unterminated ${ in \"%s\"", s);
+            break;
+        }
+        char name[128];
+        size_t n = (size_t)(end - p - 2);
+        if (n >= sizeof name)
+            n = sizeof name - 1;
+        memcpy(name, p + 2, n);
+        name[n] = '\0';
+        char *def = strstr(name, ":-");
+        if (def) {
+            *def = '\0';
+            def += 2;
+        }
+        const char *val = getenv(name);
+        if (val && *val)
+            buf_append_str(&out, val);
+        else if (def)
+            buf_append_str(&out, def);
+        else {
+            pc->missing_env = true;
+            snprintf(pc->missing_name, sizeof pc->missing_name, "%s", name);
+        }
+        p = end + 1;
+    }
+    return own(pc->cfg, buf_steal(&out));
+}
+
+/* Reads obj[key] as a string (env-expanded). Returns NULL if absent. */
+static const char *get_str(parse_ctx *pc, json_object *obj, const char *key, bool required)
+{
+    json_object *v;
+    size_t old = path_push(pc, ".%s", key);
+    const char *res = NULL;
+    if (!json_object_object_get_ex(obj, key, &v)) {
+        if (required)
+            fail(pc, "required string is missing");
+    } else if (!json_object_is_type(v, json_type_string)) {
+        fail(pc, "expected a string, got %s", type_name(v));
+    } else {
+        res = expand_env(pc, json_object_get_string(v));
+    }
+    path_pop(pc, old);
+    return res;
+}
+
+static int64_t get_int(parse_ctx *pc, json_object *obj, const char *key, int64_t def, int64_t lo,
+                       int64_t hi)
+{
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v))
+        return def;
+    size_t old = path_push(pc, ".%s", key);
+    int64_t res = def;
+    if (!json_object_is_type(v, json_type_int))
+        fail(pc, "expected an integer, got %s", type_name(v));
+    else if ((res = json_object_get_int64(v)) < lo || res > hi)
+        fail(pc, "expected an integer from %lld to %lld, got %lld", (long long)lo, (long long)hi,
+             (long long)res);
+    path_pop(pc, old);
+    return res;
+}
+
+static bool get_bool(parse_ctx *pc, json_object *obj, const char *key, bool def)
+{
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v))
+        return def;
+    if (!json_object_is_type(v, json_type_boolean)) {
+        size_t old = path_push(pc, ".%s", key);
+        fail(pc, "expected true or false, got %s", type_name(v));
+        path_pop(pc, old);
+        return def;
+    }
+    return json_object_get_boolean(v);
+}
+
+static json_object *get_obj(parse_ctx *pc, json_object *obj, const char *key, bool required)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(obj, key, &v)) {
+        if (required) {
+            size_t old = path_push(pc, ".%s", key);
+            fail(pc, "required object is missing");
+            path_pop(pc, old);
+        }
+        return NULL;
+    }
+    if (!json_object_is_type(v, json_type_object)) {
+        size_t old = path_push(pc, ".%s", key);
+        fail(pc, "expected an object, got %s", type_name(v));
+        path_pop(pc, old);
+        return NULL;
+    }
+    return v;
+}
+
+/* ------------------------------------------------------------ limits */
+
+/* Every limit in one table: name, default, bounds, where it lands. */
+static const struct {
+    const char *name;
+    int64_t def, lo, hi;
+    size_t offset;
+} limit_table[] = {
+    {"max_body_bytes", 4 << 20, 1024, 1LL << 30, offsetof(limits_conf, max_body_bytes)},
+    {"max_header_bytes", 16384, 1024, 1 << 20, offsetof(limits_conf, max_header_bytes)},
+    {"max_headers", 64, 8, 1000, offsetof(limits_conf, max_headers)},
+    {"read_timeout_ms", 30000, 100, 3600000, offsetof(limits_conf, read_timeout_ms)},
+    {"request_timeout_ms", 600000, 100, 86400000, offsetof(limits_conf, request_timeout_ms)},
+    {"max_connections", 8192, 1, 1000000, offsetof(limits_conf, max_connections)},
+};
+
+static void parse_limits(parse_ctx *pc, json_object *root)
+{
+    json_object *l = get_obj(pc, root, "limits", false);
+    size_t old = path_push(pc, ".limits");
+    const char *known[sizeof limit_table / sizeof limit_table[0] + 1];
+    for (size_t i = 0; i < sizeof limit_table / sizeof limit_table[0]; i++) {
+        int64_t v = get_int(pc, l, limit_table[i].name, limit_table[i].def, limit_table[i].lo,
+                            limit_table[i].hi);
+        *(int64_t *)((char *)&pc->cfg->limits + limit_table[i].offset) = v;
+        known[i] = limit_table[i].name;
+    }
+    known[sizeof limit_table / sizeof limit_table[0]] = NULL;
+    if (l)
+        check_keys(pc, l, known);
+    path_pop(pc, old);
+}
+
+/* ------------------------------------------------------------ providers */
+
+static const char **parse_headers(parse_ctx *pc, json_object *h)
+{
+    int n = json_object_object_length(h), i = 0;
+    const char **lines = own(pc->cfg, calloc((size_t)n + 1, sizeof *lines));
+    json_object_object_foreach(h, name, val)
+    {
+        size_t old = path_push(pc, ".headers.%s", name);
+        if (!json_object_is_type(val, json_type_string))
+            fail(pc, "expected a string header value, got %s", type_name(val));
+        else {
+            buf line = BUF_INIT;
+            buf_printf(&line, "%s: %s", name, expand_env(pc, json_object_get_string(val)));
+            lines[i++] = own(pc->cfg, buf_steal(&line));
+        }
+        path_pop(pc, old);
+    }
+    return lines;
+}
+
+static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
+{
+    static const char *const known[] = {"kind",     "base_url", "api_key",         "optional",
+                                        "headers",  "options",  "timeouts",        "max_concurrency",
+                                        NULL};
+    bridle_config *c = pc->cfg;
+    if (c->n_providers == MAX_PROVIDERS) {
+        fail(pc, "too many providers (at most %d)", MAX_PROVIDERS);
+        return;
+    }
+    int idx = c->n_providers++;
+    provider_conf *p = &c->providers[idx];
+    p->index = idx;
+    p->name = own(c, strdup(name));
+    check_keys(pc, o, known);
+    bool optional = get_bool(pc, o, "optional", false);
+    pc->missing_env = false;
+    const char *kind = get_str(pc, o, "kind", true);
+    if (kind && !(p->ops = provider_find(kind))) {
+        size_t old = path_push(pc, ".kind");
+        fail(pc, "expected one of openai, anthropic, gemini, ollama (got \"%s\")", kind);
+        path_pop(pc, old);
+    }
+    const char *url = get_str(pc, o, "base_url", true);
+    if (url) {
+        char *u = own(c, strdup(url));
+        size_t len = strlen(u);
+        while (len && u[len - 1] == '/')
+            u[--len] = '\0';
+        if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+            size_t old = path_push(pc, ".base_url");
+            fail(pc, "expected an http:// or https:// URL (got \"%s\")", u);
+            path_pop(pc, old);
+        }
+        p->base_url = u;
+    }
+    p->api_key = get_str(pc, o, "api_key", false);
+    json_object *h = get_obj(pc, o, "headers", false);
+    if (h)
+        p->extra_headers = parse_headers(pc, h);
+    bool missing = pc->missing_env;
+    if (missing && !optional) {
+        fail(pc,
+             "environment variable %s is not set (set it, give a default with ${%s:-value}, or "
+             "mark the provider \"optional\": true)",
+             pc->missing_name, pc->missing_name);
+    }
+    c->provider_enabled[idx] = !missing;
+
+    json_object *opt = get_obj(pc, o, "options", false);
+    size_t old = path_push(pc, ".options");
+    static const char *const opt_known[] = {"max_completion_tokens", "stream_usage",
+                                            "default_max_tokens", NULL};
+    if (opt)
+        check_keys(pc, opt, opt_known);
+    p->use_max_completion_tokens = get_bool(pc, opt, "max_completion_tokens", false);
+    p->stream_usage = get_bool(pc, opt, "stream_usage", true);
+    p->default_max_tokens = get_int(pc, opt, "default_max_tokens", 4096, 1, 10000000);
+    path_pop(pc, old);
+
+    json_object *t = get_obj(pc, o, "timeouts", false);
+    old = path_push(pc, ".timeouts");
+    static const char *const t_known[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
+    if (t)
+        check_keys(pc, t, t_known);
+    p->connect_timeout_ms = (int)get_int(pc, t, "connect_ms", 5000, 1, 600000);
+    p->first_byte_timeout_ms = (int)get_int(pc, t, "first_byte_ms", 120000, 1, 3600000);
+    p->idle_timeout_ms = (int)get_int(pc, t, "idle_ms", 60000, 1000, 3600000);
+    p->total_timeout_ms = (int)get_int(pc, t, "total_ms", 600000, 1, 86400000);
+    path_pop(pc, old);
+    p->max_concurrency = (int)get_int(pc, o, "max_concurrency", 1024, 1, 1000000);
+}
+
+static void parse_providers(parse_ctx *pc, json_object *root)
+{
+    json_object *ps = get_obj(pc, root, "providers", true);
+    if (!ps)
+        return;
+    json_object_object_foreach(ps, name, val)
+    {
+        size_t old = path_push(pc, ".providers.%s", name);
+        if (!json_object_is_type(val, json_type_object))
+            fail(pc, "expected an object, got %s", type_name(val));
+        else
+            parse_provider(pc, name, val);
+        path_pop(pc, old);
+    }
+}
+
+static int find_provider(const bridle_config *c, const char *name)
+{
+    for (int i = 0; i < c->n_providers; i++)
+        if (strcmp(c->providers[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* ------------------------------------------------------------ models */
+
+static int64_t price_field(parse_ctx *pc, json_object *prices, const char *key, int64_t def)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(prices, key, &v))
+        return def;
+    size_t old = path_push(pc, ".%s", key);
+    int64_t out = def;
+    const char *s = json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_int) ||
+                            json_object_is_type(v, json_type_double)
+                        ? json_object_get_string(v)
+                        : NULL;
+    if (!s || !pricing_parse_usd_per_mtok(s, &out))
+        fail(pc, "expected a price in USD per million tokens, like 3 or \"0.075\" (at most 6 "
+                 "decimals)");
+    path_pop(pc, old);
+    return out;
+}
+
+static void parse_prices(parse_ctx *pc, json_object *pr, model_price *mp)
+{
+    static const char *const known[] = {"input",          "output",         "cached_input",
+                                        "cache_write_5m", "cache_write_1h", "batch_discount_pct",
+                                        "context_window", "tier",           NULL};
+    size_t old = path_push(pc, ".prices");
+    check_keys(pc, pr, known);
+    mp->input = price_field(pc, pr, "input", mp->input);
+    mp->output = price_field(pc, pr, "output", mp->output);
+    mp->cached_input = price_field(pc, pr, "cached_input", mp->cached_input ? mp->cached_input : mp->input);
+    mp->cache_write_5m = price_field(pc, pr, "cache_write_5m", mp->cache_write_5m);
+    mp->cache_write_1h = price_field(pc, pr, "cache_write_1h", mp->cache_write_1h);
+    mp->batch_discount_pct = (int)get_int(pc, pr, "batch_discount_pct", mp->batch_discount_pct, 0, 100);
+    mp->context_window = get_int(pc, pr, "context_window", mp->context_window, 0, 100000000);
+    const char *tier = get_str(pc, pr, "tier", false);
+    if (tier && !pricing_tier_parse(tier, &mp->tier))
+        fail(pc, "tier: expected budget, mid, heavy or local (got \"%s\")", tier);
+    path_pop(pc, old);
+}
+
+/* "provider": "name" or ["first choice", "fallback", ...]: the first enabled one serves. */
+static void parse_model_provider(parse_ctx *pc, json_object *o, model_conf *m)
+{
+    json_object *v;
+    size_t old = path_push(pc, ".provider");
+    if (!json_object_object_get_ex(o, "provider", &v)) {
+        fail(pc, "required: the name of a provider (or a list of them in order of preference)");
+        path_pop(pc, old);
+        return;
+    }
+    bool is_list = json_object_is_type(v, json_type_array);
+    size_t n = is_list ? json_object_array_length(v) : 1;
+    for (size_t i = 0; i < n && !pc->failed; i++) {
+        json_object *item = is_list ? json_object_array_get_idx(v, i) : v;
+        if (!json_object_is_type(item, json_type_string)) {
+            fail(pc, "expected a provider name (string), got %s", type_name(item));
+            break;
+        }
+        int idx = find_provider(pc->cfg, json_object_get_string(item));
+        if (idx < 0) {
+            fail(pc, "no provider named \"%s\" in $.providers", json_object_get_string(item));
+            break;
+        }
+        if (!m->enabled && pc->cfg->provider_enabled[idx]) {
+            m->enabled = true;
+            m->target.provider = &pc->cfg->providers[idx];
+        }
+    }
+    if (!m->enabled && !pc->failed && n > 0) /* keep a provider for error messages */
+        m->target.provider = &pc->cfg->providers[find_provider(
+            pc->cfg, json_object_get_string(is_list ? json_object_array_get_idx(v, 0) : v))];
+    path_pop(pc, old);
+}
+
+static void parse_model(parse_ctx *pc, const char *name, json_object *o)
+{
+    static const char *const known[] = {"provider", "upstream_model", "price", "prices", NULL};
+    bridle_config *c = pc->cfg;
+    if (c->n_models == MAX_MODELS) {
+        fail(pc, "too many models (at most %d)", MAX_MODELS);
+        return;
+    }
+    model_conf *m = &c->models[c->n_models++];
+    m->name = own(c, strdup(name));
+    check_keys(pc, o, known);
+    parse_model_provider(pc, o, m);
+    const char *up = get_str(pc, o, "upstream_model", false);
+    m->target.model = m->name;
+    m->target.upstream_model = up ? up : m->name;
+    const char *price_name = get_str(pc, o, "price", false);
+    const model_price *base = pricing_default_lookup(price_name ? price_name : name);
+    json_object *pr = get_obj(pc, o, "prices", false);
+    if (price_name && !base) {
+        size_t old = path_push(pc, ".price");
+        fail(pc, "no model \"%s\" in the built-in price table", price_name);
+        path_pop(pc, old);
+    } else if (!base && !pr) {
+        fail(pc, "no price: \"%s\" is not in the built-in price table; give \"price\" (a table "
+                 "model) or \"prices\" {\"input\", \"output\", ...} in USD per million tokens",
+             name);
+    }
+    if (base)
+        m->price = *base;
+    if (pr)
+        parse_prices(pc, pr, &m->price);
+    m->price.name = m->name;
+    m->target.price = &m->price;
+}
+
+static void parse_models(parse_ctx *pc, json_object *root)
+{
+    json_object *ms = get_obj(pc, root, "models", true);
+    if (!ms)
+        return;
+    json_object_object_foreach(ms, name, val)
+    {
+        size_t old = path_push(pc, ".models.%s", name);
+        if (!json_object_is_type(val, json_type_object))
+            fail(pc, "expected an object, got %s", type_name(val));
+        else
+            parse_model(pc, name, val);
+        path_pop(pc, old);
+    }
+}
+
+/* ------------------------------------------------------------ routes, keys */
+
+static void parse_route(parse_ctx *pc, const char *name, json_object *o)
+{
+    bridle_config *c = pc->cfg;
+    static const char *const known[] = {"candidates", NULL};
+    if (c->n_routes == MAX_ROUTES) {
+        fail(pc, "too many routes (at most %d)", MAX_ROUTES);
+        return;
+    }
+    if (config_find_model(c, name)) {
+        fail(pc, "a route cannot have the name of a model (\"%s\")", name);
+        return;
+    }
+    check_keys(pc, o, known);
+    route_conf *r = &c->routes[c->n_routes++];
+    r->name = own(c, strdup(name));
+    json_object *cand;
+    size_t old = path_push(pc, ".candidates");
+    if (!json_object_object_get_ex(o, "candidates", &cand) ||
+        !json_object_is_type(cand, json_type_array) || json_object_array_length(cand) == 0) {
+        fail(pc, "expected a non-empty list of model names");
+        path_pop(pc, old);
+        return;
+    }
+    size_t n = json_object_array_length(cand);
+    r->candidates = own(c, calloc(n, sizeof *r->candidates));
+    for (size_t i = 0; i < n; i++) {
+        json_object *item = json_object_array_get_idx(cand, i);
+        const model_conf *m =
+            json_object_is_type(item, json_type_string) ? config_find_model(c, json_object_get_string(item)) : NULL;
+        if (!m) {
+            size_t o2 = path_push(pc, "[%zu]", i);
+            fail(pc, "expected the name of a model in $.models (got %s)", json_object_to_json_string(item));
+            path_pop(pc, o2);
+            break;
+        }
+        r->candidates[r->n_candidates++] = m;
+    }
+    path_pop(pc, old);
+}
+
+static void parse_routes(parse_ctx *pc, json_object *root)
+{
+    json_object *rs = get_obj(pc, root, "routes", false);
+    if (!rs)
+        return;
+    json_object_object_foreach(rs, name, val)
+    {
+        size_t old = path_push(pc, ".routes.%s", name);
+        if (!json_object_is_type(val, json_type_object))
+            fail(pc, "expected an object, got %s", type_name(val));
+        else
+            parse_route(pc, name, val);
+        path_pop(pc, old);
+    }
+}
+
+static bool is_hex64(const char *s)
+{
+    if (strlen(s) != 64)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
+static void parse_keys(parse_ctx *pc, json_object *root)
+{
+    json_object *ks;
+    if (!json_object_object_get_ex(root, "keys", &ks))
+        return;
+    if (!json_object_is_type(ks, json_type_array)) {
+        fail(pc, "$.keys: expected a list of {\"id\", \"sha256\", \"team\"}");
+        return;
+    }
+    size_t n = json_object_array_length(ks);
+    if (n > MAX_KEYS) {
+        fail(pc, "too many keys (at most %d in the file)", MAX_KEYS);
+        return;
+    }
+    bridle_config *c = pc->cfg;
+    c->keys = own(c, calloc(n ? n : 1, sizeof *c->keys));
+    static const char *const known[] = {"id", "sha256", "team", "name", NULL};
+    for (size_t i = 0; i < n && !pc->failed; i++) {
+        json_object *k = json_object_array_get_idx(ks, i);
+        size_t old = path_push(pc, ".keys[%zu]", i);
+        if (!json_object_is_type(k, json_type_object)) {
+            fail(pc, "expected an object");
+            path_pop(pc, old);
+            break;
+        }
+        check_keys(pc, k, known);
+        key_conf *kc = &c->keys[c->n_keys];
+        kc->id = get_str(pc, k, "id", true);
+        kc->team = get_str(pc, k, "team", false);
+        pc->missing_env = false;
+        const char *h = get_str(pc, k, "sha256", true);
+        if (h && pc->missing_env) {
+            path_pop(pc, old); /* a key from an unset variable is simply absent */
+            continue;
+        }
+        if (h && !is_hex64(h)) {
+            size_t o2 = path_push(pc, ".sha256");
+            fail(pc, "expected 64 lower-case hex characters (the SHA-256 of the key; `bridle "
+                     "new-key` prints one)");
+            path_pop(pc, o2);
+        } else if (h) {
+            memcpy(kc->sha256, h, 65);
+            c->n_keys++;
+        }
+        path_pop(pc, old);
+    }
+}
+
+/* ------------------------------------------------------------ load */
+
+static json_object *read_json_file(parse_ctx *pc, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(pc->err, pc->errlen, "%s: cannot open: %s", path, strerror(errno));
+        pc->failed = true;
+        return NULL;
+    }
+    buf b = BUF_INIT;
+    char tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        buf_append(&b, tmp, n);
+    fclose(f);
+    json_tokener *tok = json_tokener_new();
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_object *root = json_tokener_parse_ex(tok, b.data ? b.data : "", (int)b.len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (!root || jerr != json_tokener_success) {
+        size_t off = json_tokener_get_parse_end(tok), line = 1;
+        for (size_t i = 0; i < off && i < b.len; i++)
+            line += b.data[i] == '\n';
+        snprintf(pc->err, pc->errlen, "%s: line %zu: invalid JSON: %s", path, line,
+                 jerr == json_tokener_success ? "unexpected end of file" : json_tokener_error_desc(jerr));
+        pc->failed = true;
+        json_object_put(root);
+        root = NULL;
+    } else if (!json_object_is_type(root, json_type_object)) {
+        snprintf(pc->err, pc->errlen, "%s: $: expected a JSON object at the top", path);
+        pc->failed = true;
+        json_object_put(root);
+        root = NULL;
+    }
+    json_tokener_free(tok);
+    buf_free(&b);
+    return root;
+}
+
+bridle_config *config_load(const char *path, char *err, size_t errlen)
+{
+    bridle_config *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->path = own(c, strdup(path));
+    parse_ctx pc = {.cfg = c, .path = "$", .err = err, .errlen = errlen};
+    json_object *root = read_json_file(&pc, path);
+    if (root) {
+        static const char *const known[] = {"listen", "log_level", "limits", "providers", "models",
+                                            "routes", "keys",      "database", "$schema", NULL};
+        check_keys(&pc, root, known);
+        const char *listen = get_str(&pc, root, "listen", false);
+        c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
+        const char *lvl = get_str(&pc, root, "log_level", false);
+        c->log_level = own(c, strdup(lvl ? lvl : "info"));
+        if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
+            strcmp(c->log_level, "warn") && strcmp(c->log_level, "error"))
+            fail(&pc, "$.log_level: expected debug, info, warn or error");
+        parse_limits(&pc, root);
+        parse_providers(&pc, root);
+        parse_models(&pc, root);
+        parse_routes(&pc, root);
+        parse_keys(&pc, root);
+        json_object_put(root);
+    }
+    if (pc.failed) {
+        config_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void config_free(bridle_config *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->n_owned; i++)
+        free(c->owned[i]);
+    free(c->owned);
+    free(c);
+}
+
+const char *config_listen(const bridle_config *c)
+{
+    return c->listen;
+}
+
+const char *config_log_level(const bridle_config *c)
+{
+    return c->log_level;
+}
+
+const limits_conf *config_limits(const bridle_config *c)
+{
+    return &c->limits;
+}
+
+int config_n_providers(const bridle_config *c)
+{
+    return c->n_providers;
+}
+
+const provider_conf *config_provider(const bridle_config *c, int i)
+{
+    return &c->providers[i];
+}
+
+bool config_provider_enabled(const bridle_config *c, int i)
+{
+    return c->provider_enabled[i];
+}
+
+int config_n_models(const bridle_config *c)
+{
+    return c->n_models;
+}
+
+const model_conf *config_model(const bridle_config *c, int i)
+{
+    return &c->models[i];
+}
+
+const model_conf *config_find_model(const bridle_config *c, const char *name)
+{
+    for (int i = 0; i < c->n_models; i++)
+        if (strcmp(c->models[i].name, name) == 0)
+            return &c->models[i];
+    return NULL;
+}
+
+int config_n_routes(const bridle_config *c)
+{
+    return c->n_routes;
+}
+
+const route_conf *config_route(const bridle_config *c, int i)
+{
+    return &c->routes[i];
+}
+
+const route_conf *config_find_route(const bridle_config *c, const char *name)
+{
+    for (int i = 0; i < c->n_routes; i++)
+        if (strcmp(c->routes[i].name, name) == 0)
+            return &c->routes[i];
+    return NULL;
+}
+
+const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex)
+{
+    for (int i = 0; i < c->n_keys; i++)
+        if (strcmp(c->keys[i].sha256, sha256_hex) == 0)
+            return &c->keys[i];
+    return NULL;
+}
+
+int config_n_keys(const bridle_config *c)
+{
+    return c->n_keys;
+}

@@ -1,0 +1,73 @@
+/* The configuration: one JSON file, validated whole at load, with errors
+ * that name the file, the JSON path and what was expected (docs/config.md).
+ * `${VAR}` / `${VAR:-default}` in any string are taken from the
+ * environment; secrets never leave this module except as provider_conf
+ * api_key, and are never logged. */
+#ifndef BRIDLE_CONFIG_H
+#define BRIDLE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "providers/provider.h"
+
+typedef struct bridle_config bridle_config;
+
+typedef struct limits_conf {
+    int64_t max_body_bytes;
+    int64_t max_header_bytes;
+    int64_t max_headers;
+    int64_t read_timeout_ms;
+    int64_t request_timeout_ms;
+    int64_t max_connections;
+} limits_conf;
+
+/* A client-facing model: where it is served and what it costs. */
+typedef struct model_conf {
+    const char *name;
+    bool enabled;       /* false when none of its providers is enabled */
+    target target;      /* the first enabled provider */
+    model_price price;  /* copied from the price table or given in the file */
+} model_conf;
+
+/* A virtual model: an ordered list of candidate models. */
+typedef struct route_conf {
+    const char *name;
+    const model_conf **candidates;
+    int n_candidates;
+} route_conf;
+
+typedef struct key_conf {
+    const char *id;
+    char sha256[65];
+    const char *team; /* may be NULL */
+} key_conf;
+
+/* Loads and validates FILE. On error returns NULL with a message like
+ * "FILE: $.providers.x.kind: expected one of openai, anthropic, gemini,
+ * ollama (got \"opnai\")" in err. */
+bridle_config *config_load(const char *path, char *err, size_t errlen);
+void config_free(bridle_config *c);
+
+const char *config_listen(const bridle_config *c);
+const char *config_log_level(const bridle_config *c);
+const limits_conf *config_limits(const bridle_config *c);
+
+int config_n_providers(const bridle_config *c);
+const provider_conf *config_provider(const bridle_config *c, int i);
+bool config_provider_enabled(const bridle_config *c, int i);
+
+int config_n_models(const bridle_config *c);
+const model_conf *config_model(const bridle_config *c, int i);
+const model_conf *config_find_model(const bridle_config *c, const char *name);
+
+int config_n_routes(const bridle_config *c);
+const route_conf *config_route(const bridle_config *c, int i);
+const route_conf *config_find_route(const bridle_config *c, const char *name);
+
+/* The key whose SHA-256 hex equals sha256_hex, or NULL. */
+const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex);
+int config_n_keys(const bridle_config *c);
+
+#endif

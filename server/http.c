@@ -1,0 +1,483 @@
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event_struct.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "lib/ptrmap.h"
+#include "lib/util.h"
+#include "server/chat.h"
+
+/* ------------------------------------------------------------ connections
+ *
+ * Each client connection has a guard that holds it to an absolute deadline
+ * for receiving a whole request (headers and body): evhttp's own timeout is
+ * per read, so a client trickling a byte at a time would never be cut off.
+ * The same deadline bounds an idle keep-alive connection. The guard also
+ * tells the request being served when its client goes away, and counts
+ * connections for limits.max_connections.
+ *
+ * evhttp gives no hook at accept time but the bufferevent callback, which
+ * runs before the connection is set up; the guard attaches to the
+ * connection on the next loop pass, holding a reference on the bufferevent
+ * meanwhile so it can tell whether evhttp dropped the connection already. */
+
+typedef enum { GUARD_RECEIVING, GUARD_BUSY } guard_state;
+
+typedef struct conn_guard {
+    app *a;
+    struct bufferevent *bev;
+    struct evhttp_connection *evcon;
+    guard_state state;
+    struct event deadline;
+    void (*on_gone)(void *arg); /* the request being served, told if the client leaves */
+    void *gone_arg;
+} conn_guard;
+
+static void guard_count_close(app *a)
+{
+    a->open_connections--;
+    if (a->listener_paused && !a->draining &&
+        a->open_connections < config_limits(a->cfg)->max_connections) {
+        evconnlistener_enable(a->listener);
+        a->listener_paused = false;
+    }
+}
+
+static void guard_arm(conn_guard *g)
+{
+    int64_t ms = config_limits(g->a->cfg)->read_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    g->state = GUARD_RECEIVING;
+    evtimer_add(&g->deadline, &tv);
+}
+
+static void on_guard_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    conn_guard *g = arg;
+    if (g->state != GUARD_RECEIVING)
+        return;
+    log_debug("closing a client connection: no whole request within %lld ms",
+              (long long)config_limits(g->a->cfg)->read_timeout_ms);
+    evhttp_connection_free(g->evcon); /* runs on_conn_close, which frees g */
+}
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    conn_guard *g = arg;
+    ptrmap_del(g->a->guards, evcon);
+    evtimer_del(&g->deadline);
+    if (g->on_gone)
+        g->on_gone(g->gone_arg);
+    guard_count_close(g->a);
+    free(g);
+}
+
+static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
+{
+    conn_guard *g = arg;
+    bufferevent_event_cb eventcb = NULL;
+    void *cbarg = NULL;
+    bufferevent_getcb(g->bev, NULL, NULL, &eventcb, &cbarg);
+    bufferevent_decref(g->bev);
+    if (!eventcb || !cbarg) { /* evhttp already dropped the connection */
+        guard_count_close(g->a);
+        free(g);
+        return;
+    }
+    g->evcon = cbarg; /* evhttp's bufferevent callbacks carry the connection */
+    evhttp_connection_set_closecb(g->evcon, on_conn_close, g);
+    ptrmap_put(g->a->guards, g->evcon, g);
+    evtimer_assign(&g->deadline, g->a->base, on_guard_deadline, g);
+    guard_arm(g);
+}
+
+static struct bufferevent *make_conn_bev(struct event_base *base, void *arg)
+{
+    app *a = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    conn_guard *g = bev ? calloc(1, sizeof *g) : NULL;
+    if (!g)
+        return bev;
+    g->a = a;
+    g->bev = bev;
+    bufferevent_incref(bev);
+    struct timeval zero = {0, 0};
+    event_base_once(base, -1, EV_TIMEOUT, on_guard_attach, g, &zero);
+    a->open_connections++;
+    a->stats.connections++;
+    if (a->open_connections >= config_limits(a->cfg)->max_connections && !a->listener_paused) {
+        log_warn("%lld client connections open (limits.max_connections): pausing accept",
+                 (long long)a->open_connections);
+        evconnlistener_disable(a->listener);
+        a->listener_paused = true;
+    }
+    return bev;
+}
+
+static conn_guard *guard_of(app *a, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    return evcon ? ptrmap_get(a->guards, evcon) : NULL;
+}
+
+static void on_reply_complete(struct evhttp_request *req, void *arg)
+{
+    conn_guard *g = arg;
+    g->on_gone = NULL;
+    guard_arm(g); /* the next request on this connection gets its own deadline */
+}
+
+/* The request has been received whole: its deadline no longer applies
+ * until the reply is complete. */
+static void guard_request_received(app *a, struct evhttp_request *req)
+{
+    conn_guard *g = guard_of(a, req);
+    if (!g)
+        return;
+    g->state = GUARD_BUSY;
+    evtimer_del(&g->deadline);
+    evhttp_request_set_on_complete_cb(req, on_reply_complete, g);
+}
+
+void http_watch_client(app *a, struct evhttp_request *req, void (*on_gone)(void *), void *arg)
+{
+    conn_guard *g = guard_of(a, req);
+    if (g) {
+        g->on_gone = on_gone;
+        g->gone_arg = arg;
+    }
+}
+
+void http_unwatch_client(app *a, struct evhttp_request *req)
+{
+    conn_guard *g = guard_of(a, req);
+    if (g)
+        g->on_gone = NULL;
+}
+
+/* ------------------------------------------------------------ replies */
+
+void http_new_request_id(char out[32])
+{
+    memcpy(out, "req_", 4);
+    if (!util_random_hex(out + 4, 12))
+        snprintf(out + 4, 28, "%024llx", (unsigned long long)util_now_us());
+}
+
+void http_count_reply(app *a, int status)
+{
+    if (status < 300)
+        a->stats.replies_2xx++;
+    else if (status < 500)
+        a->stats.replies_4xx++;
+    else
+        a->stats.replies_5xx++;
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 400 ? "OK" : "Error";
+    }
+}
+
+void http_reply_json(app *a, struct evhttp_request *req, int status, const char *body, size_t len)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Content-Type", "application/json");
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, body, len);
+    http_count_reply(a, status);
+    evhttp_send_reply(req, status, reason_phrase(status), b);
+    evbuffer_free(b);
+}
+
+void http_reply_error(app *a, struct evhttp_request *req, int status, const char *type,
+                      const char *code, const char *param, const char *message, bool should_retry)
+{
+    buf b = BUF_INIT;
+    buf_append_str(&b, "{\"error\":{\"message\":");
+    buf_append_json_str(&b, message, strlen(message));
+    buf_append_str(&b, ",\"type\":");
+    buf_append_json_str(&b, type, strlen(type));
+    buf_append_str(&b, ",\"param\":");
+    if (param && *param)
+        buf_append_json_str(&b, param, strlen(param));
+    else
+        buf_append_str(&b, "null");
+    buf_append_str(&b, ",\"code\":");
+    if (code && *code)
+        buf_append_json_str(&b, code, strlen(code));
+    else
+        buf_append_str(&b, "null");
+    buf_append_str(&b, "}}");
+    if (!should_retry)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry", "false");
+    http_reply_json(a, req, status, b.data, b.len);
+    buf_free(&b);
+}
+
+/* ------------------------------------------------------------ routes */
+
+static void reply_models(app *a, struct evhttp_request *req)
+{
+    buf b = BUF_INIT;
+    buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    long created = 1735689600; /* fixed: models have no creation time here */
+    bool first = true;
+    for (int i = 0; i < config_n_models(a->cfg); i++) {
+        const model_conf *m = config_model(a->cfg, i);
+        if (!m->enabled)
+            continue;
+        buf_printf(&b, "%s{\"id\":", first ? "" : ",");
+        buf_append_json_str(&b, m->name, strlen(m->name));
+        buf_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":", created);
+        buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
+        buf_printf(&b, ",\"bridle\":{\"provider\":");
+        buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
+        buf_printf(&b, ",\"tier\":\"%s\",\"context_window\":%lld}}", pricing_tier_name(m->price.tier),
+                   (long long)m->price.context_window);
+        first = false;
+    }
+    for (int i = 0; i < config_n_routes(a->cfg); i++) {
+        const route_conf *r = config_route(a->cfg, i);
+        buf_printf(&b, "%s{\"id\":", first ? "" : ",");
+        buf_append_json_str(&b, r->name, strlen(r->name));
+        buf_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"bridle\","
+                       "\"bridle\":{\"route\":true,\"candidates\":[",
+                   created);
+        for (int j = 0; j < r->n_candidates; j++) {
+            if (j)
+                buf_append_char(&b, ',');
+            buf_append_json_str(&b, r->candidates[j]->name, strlen(r->candidates[j]->name));
+        }
+        buf_append_str(&b, "]}}");
+        first = false;
+    }
+    buf_append_str(&b, "]}");
+    http_reply_json(a, req, 200, b.data, b.len);
+    buf_free(&b);
+}
+
+/* The client key from `Authorization: Bearer KEY` or `x-api-key: KEY`. */
+static const char *client_key(struct evkeyvalq *in)
+{
+    const char *auth = evhttp_find_header(in, "Authorization");
+    if (auth && util_starts_with_ci(auth, "Bearer ")) {
+        auth += 7;
+        while (*auth == ' ')
+            auth++;
+        return *auth ? auth : NULL;
+    }
+    const char *x = evhttp_find_header(in, "x-api-key");
+    return x && *x ? x : NULL;
+}
+
+static const key_conf *authenticate(app *a, struct evhttp_request *req)
+{
+    const char *key = client_key(evhttp_request_get_input_headers(req));
+    if (!key) {
+        http_reply_error(a, req, 401, "invalid_request_error", "missing_api_key", NULL,
+                         "No API key: send your bridle key as \"Authorization: Bearer KEY\" (keys "
+                         "are listed in the gateway's config)",
+                         false);
+        return NULL;
+    }
+    char hex[65];
+    util_sha256_hex(key, strlen(key), hex);
+    const key_conf *k = config_find_key(a->cfg, hex);
+    if (!k)
+        http_reply_error(a, req, 401, "invalid_request_error", "invalid_api_key", NULL,
+                         "Incorrect API key: this key is not known to the gateway; check the key "
+                         "you pass in \"Authorization: Bearer ...\"",
+                         false);
+    return k;
+}
+
+static int count_headers(struct evkeyvalq *h)
+{
+    int n = 0;
+    for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next)
+        n++;
+    return n;
+}
+
+/* evhttp calls us with no URI when it rejected the request itself. */
+static void reply_protocol_error(app *a, struct evhttp_request *req)
+{
+    int code = evhttp_request_get_response_code(req);
+    if (code == 413) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "The request is too large: the body or headers exceed this gateway's limit "
+                 "(body %lld bytes, headers %lld bytes); send a smaller request",
+                 (long long)config_limits(a->cfg)->max_body_bytes,
+                 (long long)config_limits(a->cfg)->max_header_bytes);
+        http_reply_error(a, req, 413, "invalid_request_error", "request_too_large", NULL, msg, false);
+        return;
+    }
+    http_reply_error(a, req, 400, "invalid_request_error", "bad_request", NULL,
+                     "The HTTP request could not be parsed", false);
+}
+
+static bool path_is(const char *path, const char *want)
+{
+    size_t n = strlen(want);
+    return strncmp(path, want, n) == 0 && (path[n] == '\0' || path[n] == '?');
+}
+
+static void route_v1(app *a, struct evhttp_request *req, const char *path, enum evhttp_cmd_type cmd)
+{
+    if (path_is(path, "/v1/chat/completions")) {
+        if (cmd != EVHTTP_REQ_POST) {
+            http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                             "Use POST for /v1/chat/completions", false);
+            return;
+        }
+        const key_conf *k = authenticate(a, req);
+        if (!k)
+            return;
+        char id[32];
+        http_new_request_id(id);
+        chat_handle(a, req, k, id);
+        return;
+    }
+    if (path_is(path, "/v1/models")) {
+        if (authenticate(a, req))
+            reply_models(a, req);
+        return;
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg,
+             "Unknown path %.120s: this gateway serves POST /v1/chat/completions and GET /v1/models",
+             path);
+    http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL, msg, false);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    app *a = arg;
+    a->stats.requests++;
+    const char *uri = evhttp_request_get_uri(req);
+    if (!uri) {
+        reply_protocol_error(a, req);
+        return;
+    }
+    guard_request_received(a, req);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    if (count_headers(in) > config_limits(a->cfg)->max_headers) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Too many request headers: at most %lld are accepted",
+                 (long long)config_limits(a->cfg)->max_headers);
+        http_reply_error(a, req, 431, "invalid_request_error", "request_header_fields_too_large",
+                         NULL, msg, false);
+        return;
+    }
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (path_is(uri, "/healthz")) {
+        http_reply_json(a, req, 200, "{\"status\":\"ok\"}", 15);
+        return;
+    }
+    if (path_is(uri, "/readyz")) {
+        if (a->draining)
+            http_reply_error(a, req, 503, "server_error", "draining", NULL,
+                             "The gateway is shutting down", true);
+        else
+            http_reply_json(a, req, 200, "{\"status\":\"ready\"}", 18);
+        return;
+    }
+    if (a->draining) {
+        http_reply_error(a, req, 503, "server_error", "draining", NULL,
+                         "The gateway is shutting down; retry on another instance", true);
+        return;
+    }
+    route_v1(a, req, uri, cmd);
+}
+
+int http_start(app *a, const char *host, int port, char *err, size_t errlen)
+{
+    const limits_conf *lim = config_limits(a->cfg);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        sl = sizeof *s4;
+    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        sl = sizeof *s6;
+    } else {
+        snprintf(err, errlen, "listen address %s is not a numeric IPv4/IPv6 address", host);
+        return -1;
+    }
+    a->listener = evconnlistener_new_bind(
+        a->base, NULL, NULL,
+        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        4096, (struct sockaddr *)&ss, (int)sl);
+    if (!a->listener) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        return -1;
+    }
+    a->http = evhttp_new(a->base);
+    evhttp_set_bevcb(a->http, make_conn_bev, a);
+    evhttp_set_max_body_size(a->http, lim->max_body_bytes);
+    evhttp_set_max_headers_size(a->http, lim->max_header_bytes);
+    struct timeval idle = {lim->read_timeout_ms / 1000, (lim->read_timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(a->http, &idle);
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT);
+    evhttp_set_default_content_type(a->http, "application/json");
+    evhttp_set_gencb(a->http, on_request, a);
+    if (!evhttp_bind_listener(a->http, a->listener)) {
+        snprintf(err, errlen, "cannot attach the HTTP server to the listener");
+        return -1;
+    }
+    return 0;
+}
+
+void http_stop_accepting(app *a)
+{
+    if (a->listener && !a->listener_paused)
+        evconnlistener_disable(a->listener);
+    a->listener_paused = true;
+}
+
+void http_free(app *a)
+{
+    if (a->http)
+        evhttp_free(a->http); /* frees the bound listener too */
+    a->http = NULL;
+    a->listener = NULL;
+}

@@ -1,0 +1,38 @@
+/* The HTTP surface: libevent's evhttp on the app's event_base (why not
+ * libevhtp: DEVELOPERS.md), the routes, limits and error replies. Keep
+ * every evhttp detail behind this header and the server folder, so the HTTP
+ * library stays a local choice. */
+#ifndef BRIDLE_HTTP_H
+#define BRIDLE_HTTP_H
+
+#include <event2/http.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "server/app.h"
+
+/* Binds host:port (SO_REUSEPORT, backlog 4096) and serves. Returns 0, or
+ * -1 with a reason in err. */
+int http_start(app *a, const char *host, int port, char *err, size_t errlen);
+/* Stops accepting new connections (graceful drain). */
+void http_stop_accepting(app *a);
+void http_free(app *a);
+
+/* Sends an OpenAI error JSON {"error":{"message","type","param","code"}}
+ * with `status`; `should_retry` false adds `x-should-retry: false`. */
+void http_reply_error(app *a, struct evhttp_request *req, int status, const char *type,
+                      const char *code, const char *param, const char *message, bool should_retry);
+/* Sends a JSON body with `status`. */
+void http_reply_json(app *a, struct evhttp_request *req, int status, const char *body, size_t len);
+/* Counts a reply by status class. */
+void http_count_reply(app *a, int status);
+
+/* Calls on_gone(arg) if the client's connection closes before the reply
+ * to `req` is complete; http_unwatch_client() stops that. */
+void http_watch_client(app *a, struct evhttp_request *req, void (*on_gone)(void *), void *arg);
+void http_unwatch_client(app *a, struct evhttp_request *req);
+
+/* A fresh request id ("req_" + 24 hex) into out (32 bytes). */
+void http_new_request_id(char out[32]);
+
+#endif

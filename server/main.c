@@ -1,0 +1,232 @@
+/* bridle: the gateway and its subcommands.
+ *
+ *   bridle serve --config FILE [--listen HOST:PORT]
+ *   bridle check-config FILE
+ *   bridle new-key
+ *   bridle hash-key KEY
+ *   bridle version */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "lib/ptrmap.h"
+#include "lib/util.h"
+#include "providers/engine.h"
+#include "server/app.h"
+#include "server/config.h"
+#include "server/http.h"
+
+#define BRIDLE_VERSION "0.1.0"
+#define DRAIN_LIMIT_MS 30000
+
+static int usage(FILE *f, int code)
+{
+    fprintf(f, "usage:\n"
+               "  bridle serve --config FILE [--listen HOST:PORT]   (env BRIDLE_CONFIG, BRIDLE_LISTEN)\n"
+               "  bridle check-config FILE\n"
+               "  bridle new-key                                   print a new client key and its sha256\n"
+               "  bridle hash-key KEY                              print the sha256 of a key\n"
+               "  bridle version\n");
+    return code;
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+    if (argc < 3)
+        return usage(stderr, 2);
+    char err[1024];
+    bridle_config *c = config_load(argv[2], err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    int enabled = 0;
+    for (int i = 0; i < config_n_models(c); i++)
+        enabled += config_model(c, i)->enabled;
+    printf("%s: ok (%d providers, %d models of which %d enabled, %d routes, %d keys)\n", argv[2],
+           config_n_providers(c), config_n_models(c), enabled, config_n_routes(c), config_n_keys(c));
+    config_free(c);
+    return 0;
+}
+
+static int cmd_new_key(void)
+{
+    char hex[65], key[70], sha[65];
+    if (!util_random_hex(hex, 24)) {
+        fprintf(stderr, "bridle: cannot read random bytes\n");
+        return 1;
+    }
+    snprintf(key, sizeof key, "bk-%s", hex);
+    util_sha256_hex(key, strlen(key), sha);
+    printf("key: %s\nsha256: %s\n", key, sha);
+    return 0;
+}
+
+static int cmd_hash_key(int argc, char **argv)
+{
+    if (argc < 3)
+        return usage(stderr, 2);
+    char sha[65];
+    util_sha256_hex(argv[2], strlen(argv[2]), sha);
+    printf("%s\n", sha);
+    return 0;
+}
+
+/* ------------------------------------------------------------ serve */
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    app *a = arg;
+    static int64_t started;
+    if (!started)
+        started = util_now_ms();
+    if (a->in_flight == 0 || util_now_ms() - started > DRAIN_LIMIT_MS) {
+        if (a->in_flight)
+            log_warn("drain limit reached with %lld requests in flight", (long long)a->in_flight);
+        event_base_loopexit(a->base, NULL);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    app *a = arg;
+    if (a->draining)
+        return;
+    log_info("signal %d: no longer accepting; draining %lld requests in flight", (int)sig,
+             (long long)a->in_flight);
+    a->draining = true;
+    http_stop_accepting(a);
+    a->drain_timer = event_new(a->base, -1, EV_PERSIST, on_drain_tick, a);
+    struct timeval tv = {0, 50000};
+    event_add(a->drain_timer, &tv);
+}
+
+static const char *arg_value(int argc, char **argv, const char *name)
+{
+    for (int i = 2; i < argc - 1; i++)
+        if (strcmp(argv[i], name) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+static void set_log_level(const char *lvl)
+{
+    log_level l = LOG_INFO;
+    if (strcmp(lvl, "debug") == 0)
+        l = LOG_DEBUG;
+    else if (strcmp(lvl, "warn") == 0)
+        l = LOG_WARN;
+    else if (strcmp(lvl, "error") == 0)
+        l = LOG_ERROR;
+    log_set_level(l);
+}
+
+static struct event_base *new_base(void)
+{
+    /* The changelist halves epoll_ctl calls (performance.md). */
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    struct event_base *base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base;
+}
+
+static int serve(app *a, const char *listen)
+{
+    char host[256], err[512];
+    int port;
+    if (!util_parse_hostport(listen, host, sizeof host, &port)) {
+        log_error("listen address \"%s\" is not HOST:PORT", listen);
+        return 1;
+    }
+    a->base = new_base();
+    a->eng = engine_new(a->base, 4096);
+    a->tok = json_tokener_new();
+    json_tokener_set_flags(a->tok, JSON_TOKENER_VALIDATE_UTF8);
+    a->guards = ptrmap_new();
+    a->provider_inflight = calloc((size_t)config_n_providers(a->cfg) + 1, sizeof(int));
+    if (http_start(a, host, port, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    struct event *sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
+    struct event *sigint = evsignal_new(a->base, SIGINT, on_signal, a);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+    for (int i = 0; i < config_n_providers(a->cfg); i++)
+        if (!config_provider_enabled(a->cfg, i))
+            log_info("provider %s is disabled: an environment variable it needs is not set",
+                     config_provider(a->cfg, i)->name);
+    log_info("bridle %s listening on http://%s:%d (%d models, %d routes)", BRIDLE_VERSION, host, port,
+             config_n_models(a->cfg), config_n_routes(a->cfg));
+    printf("bridle listening on http://%s:%d\n", host, port);
+    fflush(stdout);
+    event_base_dispatch(a->base);
+    log_info("bridle stopped");
+    event_free(sigterm);
+    event_free(sigint);
+    if (a->drain_timer)
+        event_free(a->drain_timer);
+    http_free(a);
+    engine_free(a->eng);
+    json_tokener_free(a->tok);
+    ptrmap_free(a->guards);
+    free(a->provider_inflight);
+    event_base_free(a->base);
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    const char *path = arg_value(argc, argv, "--config");
+    if (!path)
+        path = getenv("BRIDLE_CONFIG");
+    if (!path)
+        path = "config/bridle.json";
+    char err[1024];
+    app a;
+    memset(&a, 0, sizeof a);
+    a.cfg = config_load(path, err, sizeof err);
+    if (!a.cfg) {
+        fprintf(stderr, "bridle: %s\n", err);
+        return 1;
+    }
+    set_log_level(config_log_level(a.cfg));
+    const char *listen = arg_value(argc, argv, "--listen");
+    if (!listen)
+        listen = config_listen(a.cfg); /* the config's own default reads BRIDLE_LISTEN */
+    if (getenv("BRIDLE_LISTEN") && !arg_value(argc, argv, "--listen"))
+        listen = getenv("BRIDLE_LISTEN");
+    signal(SIGPIPE, SIG_IGN);
+    int rc = serve(&a, listen);
+    config_free(a.cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr, 2);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc, argv);
+    if (strcmp(cmd, "check-config") == 0)
+        return cmd_check_config(argc, argv);
+    if (strcmp(cmd, "new-key") == 0)
+        return cmd_new_key();
+    if (strcmp(cmd, "hash-key") == 0)
+        return cmd_hash_key(argc, argv);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("bridle %s\n", BRIDLE_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
+        return usage(stdout, 0);
+    fprintf(stderr, "bridle: unknown command \"%s\"\n", cmd);
+    return usage(stderr, 2);
+}

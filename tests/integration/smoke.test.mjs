@@ -1,0 +1,59 @@
+// Smoke test: the binaries start, answer health checks, authenticate, and
+// carry one chat completion through the mock. Proves the harness itself.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import OpenAI from 'openai';
+
+import { get, mockConfig, mockStats, post, startBridle, startMock } from './lib/harness.mjs';
+
+let mock;
+let gw;
+
+before(async () => {
+  mock = await startMock();
+  gw = await startBridle({ config: mockConfig(mock.url) });
+});
+
+after(async () => {
+  // stop() throws on sanitizer reports (ASan pass), which fails this file
+  await gw?.stop();
+  await mock?.stop();
+});
+
+const chat = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hello' }] };
+
+test('GET /healthz and /readyz answer 200', async () => {
+  const h = await get(`${gw.url}/healthz`);
+  assert.equal(h.status, 200, h.text);
+  assert.deepEqual(h.json, { status: 'ok' });
+  const r = await get(`${gw.url}/readyz`);
+  assert.equal(r.status, 200, r.text);
+});
+
+test('a chat completion goes through the mock', async () => {
+  const before = await mockStats(mock.url);
+  const r = await post(`${gw.baseURL}/chat/completions`, chat, gw.auth);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.object, 'chat.completion');
+  assert.equal(typeof r.json.choices[0].message.content, 'string');
+  assert.ok(r.json.choices[0].message.content.length > 0);
+  assert.ok(r.json.usage.prompt_tokens > 0, JSON.stringify(r.json.usage));
+  assert.ok(r.json.usage.completion_tokens > 0, JSON.stringify(r.json.usage));
+  const after = await mockStats(mock.url);
+  assert.ok(after.requests > before.requests, `mock saw no request: ${JSON.stringify(after)}`);
+});
+
+test('the openai SDK works against bridle', async () => {
+  const client = new OpenAI({ apiKey: gw.key, baseURL: gw.baseURL, maxRetries: 0, timeout: 10000 });
+  const c = await client.chat.completions.create(chat);
+  assert.equal(c.object, 'chat.completion');
+  assert.ok(c.usage.total_tokens > 0);
+});
+
+test('401 without a key, and with a wrong one', async () => {
+  const r = await post(`${gw.baseURL}/chat/completions`, chat);
+  assert.equal(r.status, 401, r.text);
+  assert.equal(typeof r.json?.error?.message, 'string', r.text);
+  const w = await post(`${gw.baseURL}/chat/completions`, chat, { authorization: 'Bearer bk-wrong' });
+  assert.equal(w.status, 401, w.text);
+});

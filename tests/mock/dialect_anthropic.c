@@ -1,0 +1,136 @@
+/* Anthropic Messages output (wire-formats.md section 3). */
+#include "tests/mock/mock.h"
+
+static const char *anthropic_error_type(int status)
+{
+    switch (status) {
+    case 400:
+        return "invalid_request_error";
+    case 401:
+        return "authentication_error";
+    case 402:
+        return "billing_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 504:
+        return "timeout_error";
+    case 529:
+        return "overloaded_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+static void anthropic_error(struct mock_req *m, int status, const char *msg, struct evbuffer *out)
+{
+    const char *type = m->dir.code[0] ? m->dir.code : anthropic_error_type(status);
+    ADD_LIT(out, "{\"type\":\"error\",\"error\":{\"type\":");
+    json_cstr(out, type);
+    ADD_LIT(out, ",\"message\":");
+    json_cstr(out, msg);
+    evbuffer_add_printf(out, "},\"request_id\":\"req_%s\"}\n", m->id);
+}
+
+/* input_tokens is the uncached part only: prompt - cache reads - cache writes. */
+static void anthropic_usage(struct mock_req *m, long output, struct evbuffer *out)
+{
+    const struct usage *u = &m->use;
+    long input = u->prompt - u->cached - u->cache_w5m - u->cache_w1h;
+    evbuffer_add_printf(out,
+                        "\"usage\":{\"input_tokens\":%ld,\"cache_creation_input_tokens\":%ld,"
+                        "\"cache_read_input_tokens\":%ld,\"cache_creation\":{"
+                        "\"ephemeral_5m_input_tokens\":%ld,\"ephemeral_1h_input_tokens\":%ld},"
+                        "\"output_tokens\":%ld,\"service_tier\":\"standard\"}",
+                        input > 0 ? input : 0, u->cache_w5m + u->cache_w1h, u->cached, u->cache_w5m,
+                        u->cache_w1h, output);
+}
+
+static const char *stop_reason(struct mock_req *m)
+{
+    return m->length ? "max_tokens" : "end_turn";
+}
+
+/* The message object; `streaming` leaves content empty and output small. */
+static void message(struct mock_req *m, bool streaming, struct evbuffer *out)
+{
+    evbuffer_add_printf(
+        out, "{\"id\":\"msg_%s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":", m->id);
+    json_cstr(out, m->model);
+    if (streaming) {
+        ADD_LIT(out, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null");
+    } else {
+        ADD_LIT(out, ",\"content\":[{\"type\":\"text\",\"text\":");
+        json_str(out, m->answer, m->answer_len);
+        evbuffer_add_printf(out, "}],\"stop_reason\":\"%s\",\"stop_sequence\":null",
+                            stop_reason(m));
+    }
+    if (m->dir.no_usage != 1) {
+        evbuffer_add(out, ",", 1);
+        long small = m->use.completion < 1 ? m->use.completion : 1;
+        anthropic_usage(m, streaming ? small : m->use.completion, out);
+    }
+    evbuffer_add(out, "}", 1);
+}
+
+static void anthropic_body(struct mock_req *m, struct evbuffer *out)
+{
+    message(m, false, out);
+    evbuffer_add(out, "\n", 1);
+}
+
+static void event_head(const char *name, struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "event: %s\ndata: {\"type\":\"%s\"", name, name);
+}
+
+static void anthropic_open(struct mock_req *m, struct evbuffer *out)
+{
+    event_head("message_start", out);
+    ADD_LIT(out, ",\"message\":");
+    message(m, true, out);
+    ADD_LIT(out, "}\n\n");
+    event_head("ping", out);
+    ADD_LIT(out, "}\n\n");
+    event_head("content_block_start", out);
+    ADD_LIT(out, ",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+}
+
+static void anthropic_piece(struct mock_req *m, int k, struct evbuffer *out)
+{
+    size_t s, e;
+    piece_bounds(m, k, &s, &e);
+    event_head("content_block_delta", out);
+    ADD_LIT(out, ",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":");
+    json_str(out, m->answer + s, e - s);
+    ADD_LIT(out, "}}\n\n");
+}
+
+static void anthropic_close(struct mock_req *m, struct evbuffer *out)
+{
+    event_head("content_block_stop", out);
+    ADD_LIT(out, ",\"index\":0}\n\n");
+    event_head("message_delta", out);
+    evbuffer_add_printf(out, ",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null}",
+                        stop_reason(m));
+    if (m->dir.no_usage != 1)
+        evbuffer_add_printf(out, ",\"usage\":{\"output_tokens\":%ld}", m->use.completion);
+    ADD_LIT(out, "}\n\n");
+    event_head("message_stop", out);
+    ADD_LIT(out, "}\n\n");
+}
+
+const struct dialect_ops anthropic_ops = {
+    .name = "anthropic",
+    .stream_type = "text/event-stream",
+    .error = anthropic_error,
+    .body = anthropic_body,
+    .open = anthropic_open,
+    .piece = anthropic_piece,
+    .close = anthropic_close,
+};

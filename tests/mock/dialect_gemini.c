@@ -1,0 +1,131 @@
+/* Gemini generateContent output (wire-formats.md section 4). */
+#include "tests/mock/mock.h"
+
+static const char *gemini_status(int status)
+{
+    switch (status) {
+    case 400:
+        return "INVALID_ARGUMENT";
+    case 401:
+        return "UNAUTHENTICATED";
+    case 403:
+        return "PERMISSION_DENIED";
+    case 404:
+        return "NOT_FOUND";
+    case 409:
+        return "ABORTED";
+    case 429:
+        return "RESOURCE_EXHAUSTED";
+    case 499:
+        return "CANCELLED";
+    case 501:
+        return "UNIMPLEMENTED";
+    case 503:
+        return "UNAVAILABLE";
+    case 504:
+        return "DEADLINE_EXCEEDED";
+    default:
+        return status >= 500 ? "INTERNAL" : "FAILED_PRECONDITION";
+    }
+}
+
+/* Gemini sends no Retry-After header of its own; clients read RetryInfo. */
+static void retry_info(struct mock_req *m, struct evbuffer *out)
+{
+    const struct directives *d = &m->dir;
+    if (d->retry_after_ms >= 0)
+        evbuffer_add_printf(out,
+                            "{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
+                            "\"retryDelay\":\"%d.%03ds\"}",
+                            d->retry_after_ms / 1000, d->retry_after_ms % 1000);
+    else if (d->retry_after >= 0 || d->retry_after_date == 1)
+        evbuffer_add_printf(out,
+                            "{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
+                            "\"retryDelay\":\"%ds\"}",
+                            d->retry_after >= 0 ? d->retry_after : 1);
+}
+
+static void gemini_error(struct mock_req *m, int status, const char *msg, struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "{\"error\":{\"code\":%d,\"message\":", status);
+    json_cstr(out, msg);
+    evbuffer_add_printf(out, ",\"status\":\"%s\",\"details\":[", gemini_status(status));
+    retry_info(m, out);
+    ADD_LIT(out, "]}}\n");
+}
+
+/* candidatesTokenCount excludes thoughts; completion includes them. */
+static long final_candidates(struct mock_req *m)
+{
+    long c = m->use.completion - m->use.reasoning;
+    return c > 0 ? c : 0;
+}
+
+static void usage_metadata(struct mock_req *m, long candidates, struct evbuffer *out)
+{
+    const struct usage *u = &m->use;
+    if (m->dir.no_usage == 1) return;
+    evbuffer_add_printf(
+        out,
+        ",\"usageMetadata\":{\"promptTokenCount\":%ld,\"cachedContentTokenCount\":%ld,"
+        "\"candidatesTokenCount\":%ld,\"thoughtsTokenCount\":%ld,"
+        "\"totalTokenCount\":%ld}",
+        u->prompt, u->cached, candidates, u->reasoning, u->prompt + candidates + u->reasoning);
+}
+
+/* One GenerateContentResponse holding `text`; `last` adds finishReason. */
+static void response(struct mock_req *m, const char *text, size_t len, bool last, long candidates,
+                     struct evbuffer *out)
+{
+    ADD_LIT(out, "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":");
+    json_str(out, text, len);
+    ADD_LIT(out, "}]}");
+    if (last)
+        evbuffer_add_printf(out, ",\"finishReason\":\"%s\"", m->length ? "MAX_TOKENS" : "STOP");
+    ADD_LIT(out, ",\"index\":0}]");
+    usage_metadata(m, candidates, out);
+    ADD_LIT(out, ",\"modelVersion\":");
+    json_cstr(out, m->model);
+    evbuffer_add_printf(out, ",\"responseId\":\"%s\"}", m->id);
+}
+
+static void gemini_body(struct mock_req *m, struct evbuffer *out)
+{
+    response(m, m->answer, m->answer_len, true, final_candidates(m), out);
+    evbuffer_add(out, "\n", 1);
+}
+
+static void gemini_open(struct mock_req *m, struct evbuffer *out) {}
+
+/* usageMetadata is a running total: candidates so far, the final count last. */
+static void gemini_piece(struct mock_req *m, int k, struct evbuffer *out)
+{
+    size_t s, e;
+    bool last = k == m->npieces - 1;
+    long fin = final_candidates(m);
+    long running = last ? fin : (k + 1 < fin ? k + 1 : fin);
+    piece_bounds(m, k, &s, &e);
+    ADD_LIT(out, "data: ");
+    response(m, m->answer + s, e - s, last, running, out);
+    ADD_LIT(out, "\n\n");
+}
+
+/* The last piece already carried finishReason; only an empty answer needs a
+ * frame of its own. */
+static void gemini_close(struct mock_req *m, struct evbuffer *out)
+{
+    if (m->npieces > 0) return;
+    ADD_LIT(out, "data: ");
+    response(m, "", 0, true, final_candidates(m), out);
+    ADD_LIT(out, "\n\n");
+}
+
+const struct dialect_ops gemini_ops = {
+    .name = "gemini",
+    .stream_type = "text/event-stream",
+    .error = gemini_error,
+    .body = gemini_body,
+    .open = gemini_open,
+    .piece = gemini_piece,
+    .close = gemini_close,
+};

@@ -1,0 +1,72 @@
+/* Ollama native /api/chat output (wire-formats.md section 5.1). */
+#include "tests/mock/mock.h"
+
+static void ollama_error(struct mock_req *m, int status, const char *msg, struct evbuffer *out)
+{
+    ADD_LIT(out, "{\"error\":");
+    json_cstr(out, msg);
+    ADD_LIT(out, "}\n");
+}
+
+/* The start of every line: model, created_at and the message content. */
+static void line_head(struct mock_req *m, const char *text, size_t len, struct evbuffer *out)
+{
+    char ts[48];
+    iso8601_now(ts, sizeof(ts));
+    ADD_LIT(out, "{\"model\":");
+    json_cstr(out, m->model);
+    evbuffer_add_printf(
+        out, ",\"created_at\":\"%s\",\"message\":{\"role\":\"assistant\",\"content\":", ts);
+    json_str(out, text, len);
+    evbuffer_add(out, "}", 1);
+}
+
+/* Durations are made up but deterministic: load 1 ms, prompt 0.1 ms per
+ * token, output 10 ms per token (all in ns, as Ollama reports them). */
+static void final_fields(struct mock_req *m, struct evbuffer *out)
+{
+    const struct usage *u = &m->use;
+    evbuffer_add_printf(out, ",\"done\":true,\"done_reason\":\"%s\"",
+                        m->length ? "length" : "stop");
+    if (m->dir.no_usage != 1) {
+        long load = 1000000, prompt_ns = u->prompt * 100000, eval_ns = u->completion * 10000000;
+        evbuffer_add_printf(
+            out,
+            ",\"total_duration\":%ld,\"load_duration\":%ld,\"prompt_eval_count\":%ld,"
+            "\"prompt_eval_duration\":%ld,\"eval_count\":%ld,\"eval_duration\":%ld",
+            load + prompt_ns + eval_ns, load, u->prompt, prompt_ns, u->completion, eval_ns);
+    }
+    ADD_LIT(out, "}\n");
+}
+
+static void ollama_body(struct mock_req *m, struct evbuffer *out)
+{
+    line_head(m, m->answer, m->answer_len, out);
+    final_fields(m, out);
+}
+
+static void ollama_open(struct mock_req *m, struct evbuffer *out) {}
+
+static void ollama_piece(struct mock_req *m, int k, struct evbuffer *out)
+{
+    size_t s, e;
+    piece_bounds(m, k, &s, &e);
+    line_head(m, m->answer + s, e - s, out);
+    ADD_LIT(out, ",\"done\":false}\n");
+}
+
+static void ollama_close(struct mock_req *m, struct evbuffer *out)
+{
+    line_head(m, "", 0, out);
+    final_fields(m, out);
+}
+
+const struct dialect_ops ollama_ops = {
+    .name = "ollama",
+    .stream_type = "application/x-ndjson",
+    .error = ollama_error,
+    .body = ollama_body,
+    .open = ollama_open,
+    .piece = ollama_piece,
+    .close = ollama_close,
+};

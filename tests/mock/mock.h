@@ -1,0 +1,152 @@
+/*
+ * bridle-mock: a deterministic, fault-injecting upstream for bridle's tests.
+ *
+ * One thread, one event_base, one evhttp. Every generation request becomes a
+ * `mock_req` that lives until its reply is finished or its client goes away.
+ * Dialect-specific output (OpenAI, Anthropic, Gemini, Ollama) is a table of
+ * functions (`struct dialect_ops`); everything else is shared.
+ */
+#ifndef BRIDLE_MOCK_H
+#define BRIDLE_MOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <json-c/json.h>
+
+#define MOCK_TEXT_MAX 4096 /* longest content= override we keep */
+#define MOCK_MODEL_MAX 256
+
+/* Per-request overrides; -1 means "not set" for every integer field. */
+struct directives {
+    int status;
+    char code[64];
+    int retry_after;
+    int retry_after_ms;
+    int retry_after_date;
+    int should_retry; /* -1 unset, 0 false, 1 true: x-should-retry header */
+    int latency_ms;
+    int hang;
+    int malformed;
+    int cut_after;
+    int trickle_ms;
+    int finish_length;
+    char *content; /* content=, heap-allocated; NULL when not set */
+    long prompt_tokens;
+    long completion_tokens;
+    long cached_tokens;
+    long cache_write_tokens;
+    long cache_write_1h_tokens;
+    long reasoning_tokens;
+    int no_usage;
+};
+
+/** Resets every field to "not set". */
+void directives_init(struct directives *d);
+/** Frees what directives_apply allocated (content=). */
+void directives_free(struct directives *d);
+/** Applies a "k=v,k=v" list of `len` bytes; unknown keys are ignored. */
+void directives_apply(struct directives *d, const char *s, size_t len);
+/** Applies every [[mock:...]] marker found in `text`. */
+void directives_apply_markers(struct directives *d, const char *text, size_t len);
+
+/* The fault queue fed by POST /_mock/faults. */
+int faults_add(const char *model, int count, const char *directives);
+void faults_clear(void);
+/** Applies (and consumes one use of) the first rule matching `model`. */
+void faults_take(const char *model, struct directives *d);
+/** {"rules":[{model,count,directives}...]} */
+void faults_render(struct evbuffer *out);
+
+enum dialect { D_OPENAI, D_ANTHROPIC, D_GEMINI, D_OLLAMA };
+
+/* The computed answer and usage of one request. */
+struct usage {
+    long prompt;     /* total input incl. cached */
+    long completion; /* total output incl. reasoning */
+    long reasoning;  /* part of completion */
+    long cached;     /* cache reads, part of prompt */
+    long cache_w5m;  /* cache writes (5 min TTL), part of prompt */
+    long cache_w1h;  /* cache writes (1 h TTL), part of prompt */
+    long words;      /* visible answer words = completion - reasoning by default */
+};
+
+struct mock_req {
+    struct mock_req *prev, *next; /* the live list, for shutdown and in_flight */
+    struct evhttp_request *req;
+    const struct dialect_ops *ops;
+    struct event *timer;
+    struct event *peer_watch; /* notices a client leaving before we reply */
+    struct directives dir;
+    struct usage use;
+    char model[MOCK_MODEL_MAX];
+    char id[48];
+    const char *answer; /* dir.content or answer_buf */
+    size_t answer_len;  /* after truncation */
+    char answer_buf[MOCK_MODEL_MAX + 64];
+    size_t *piece_end;       /* end offset of each streamed piece */
+    size_t piece_inline[16]; /* piece_end for short answers: no malloc */
+    int npieces;
+    int next_piece; /* streaming progress */
+    bool stream;
+    bool include_usage;
+    bool length;        /* finish because of the cap (or finish=length) */
+    bool waiting_close; /* a close callback on the connection points at us */
+    long created;       /* unix seconds */
+};
+
+/*
+ * One table per dialect. `error` writes the whole error body; the stream
+ * hooks write frames: `open` before the first content piece, `piece` for
+ * content piece k, `close` after the last (finish, usage, terminator).
+ */
+struct dialect_ops {
+    const char *name;
+    const char *stream_type; /* Content-Type of a streamed reply */
+    void (*error)(struct mock_req *m, int status, const char *msg, struct evbuffer *out);
+    void (*body)(struct mock_req *m, struct evbuffer *out);
+    void (*open)(struct mock_req *m, struct evbuffer *out);
+    void (*piece)(struct mock_req *m, int k, struct evbuffer *out);
+    void (*close)(struct mock_req *m, struct evbuffer *out);
+};
+
+extern struct event_base *mock_base;
+extern const struct dialect_ops openai_ops, anthropic_ops, gemini_ops, ollama_ops;
+
+/* request.c: the generation request life cycle. */
+void mock_handle_generation(struct evhttp_request *req, enum dialect d, const char *model_in_path,
+                            bool stream_by_path);
+/** Drops our state for a request that libevent failed on (it owns `req`). */
+void mock_forget_req(struct evhttp_request *req);
+void mock_free_all(void);
+int mock_in_flight(void);
+
+/* Shared helpers for the dialect files (request.c). */
+void piece_bounds(const struct mock_req *m, int k, size_t *start, size_t *end);
+const char *http_reason(int status);
+
+/* json_out.c: fast JSON writing into an evbuffer. */
+void json_str(struct evbuffer *out, const char *s, size_t len);
+void json_cstr(struct evbuffer *out, const char *s);
+/* Appends a string literal without going through printf. */
+#define ADD_LIT(out, lit) evbuffer_add((out), "" lit, sizeof(lit) - 1)
+/** Appends a decimal integer without going through printf. */
+void json_long(struct evbuffer *out, long v);
+/* A literal (usually `,"name":`) followed by a number. */
+#define ADD_NUM(out, lit, v) (ADD_LIT(out, lit), json_long((out), (v)))
+void iso8601_now(char *buf, size_t len);
+
+/* stats.c: counters and the last-64 ring. */
+void stats_record_request(struct evhttp_request *req, const char *path);
+void stats_record_model(const char *model);
+void stats_record_status(int status);
+void stats_reset(void);
+void stats_render(struct evbuffer *out, int in_flight);
+void stats_render_last(struct evbuffer *out, int n);
+void stats_free(void);
+
+#endif

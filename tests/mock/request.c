@@ -1,0 +1,603 @@
+/* The life of one generation request: parse, choose directives, compute the
+ * answer and usage, then reply now, after a timer, piece by piece, or never. */
+#include "tests/mock/mock.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+
+static struct mock_req *live_head;
+static int live_count;
+static unsigned long id_seq;
+static json_tokener *tok; /* reused: a new tokener costs a calloc'd stack */
+
+static const struct dialect_ops *const ops_by_dialect[] = {
+    [D_OPENAI] = &openai_ops,
+    [D_ANTHROPIC] = &anthropic_ops,
+    [D_GEMINI] = &gemini_ops,
+    [D_OLLAMA] = &ollama_ops,
+};
+
+int mock_in_flight(void)
+{
+    return live_count;
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 402:
+        return "Payment Required";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 529:
+        return "Overloaded";
+    default:
+        return "Status";
+    }
+}
+
+void piece_bounds(const struct mock_req *m, int k, size_t *start, size_t *end)
+{
+    *start = k == 0 ? 0 : m->piece_end[k - 1];
+    *end = m->piece_end[k];
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+static struct mock_req *mock_new(struct evhttp_request *req, enum dialect d)
+{
+    struct mock_req *m = calloc(1, sizeof(*m));
+    if (!m) return NULL;
+    m->req = req;
+    m->ops = ops_by_dialect[d];
+    m->created = (long)time(NULL);
+    directives_init(&m->dir);
+    snprintf(m->id, sizeof(m->id), "mock%lu", ++id_seq);
+    m->next = live_head;
+    if (live_head) live_head->prev = m;
+    live_head = m;
+    live_count++;
+    return m;
+}
+
+/* Frees our side of a request; the evhttp_request is never touched here. */
+static void mock_release(struct mock_req *m)
+{
+    if (m->waiting_close) {
+        struct evhttp_connection *evcon = evhttp_request_get_connection(m->req);
+        if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+    }
+    if (m->timer) event_free(m->timer);
+    if (m->peer_watch) event_free(m->peer_watch);
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        live_head = m->next;
+    if (m->next) m->next->prev = m->prev;
+    live_count--;
+    if (m->piece_end != m->piece_inline) free(m->piece_end);
+    directives_free(&m->dir);
+    free(m);
+}
+
+/* The client went away while we were waiting (hang, latency, trickle). */
+static void on_client_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct mock_req *m = arg;
+    struct evhttp_request *req = m->req;
+    m->waiting_close = false;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    mock_release(m);
+    /* On EOF libevent detaches an unfinished request from its connection and
+     * leaves it to us; ending the reply of a detached request frees it. */
+    if (evhttp_request_get_connection(req) == NULL) evhttp_send_reply_end(req);
+}
+
+static void watch_close(struct mock_req *m)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(m->req);
+    if (!evcon || m->waiting_close) return;
+    evhttp_connection_set_closecb(evcon, on_client_close, m);
+    m->waiting_close = true;
+}
+
+/* Readable before we replied: EOF means the client left; data means it
+ * pipelined the next request, which evhttp will read once we reply. */
+static void on_peer_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct mock_req *m = arg;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    event_free(m->peer_watch);
+    m->peer_watch = NULL;
+    if (n > 0) return;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(m->req);
+    mock_release(m);
+    if (evcon) evhttp_connection_free(evcon); /* frees the request too */
+}
+
+/* evhttp stops reading while the application holds a request, so it would
+ * never see a client that gives up on a hang= or latency_ms= request. */
+static void watch_peer(struct mock_req *m)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(m->req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    if (!bev) return;
+    m->peer_watch =
+        event_new(mock_base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_peer_readable, m);
+    if (m->peer_watch) event_add(m->peer_watch, NULL);
+}
+
+void mock_free_all(void)
+{
+    while (live_head)
+        mock_release(live_head);
+    if (tok) json_tokener_free(tok);
+    tok = NULL;
+}
+
+/* Called from the dispatcher when libevent hands back a request it failed on. */
+void mock_forget_req(struct evhttp_request *req)
+{
+    for (struct mock_req *m = live_head; m; m = m->next)
+        if (m->req == req) {
+            mock_release(m);
+            return;
+        }
+}
+
+/* ---- headers and one-shot replies --------------------------------------- */
+
+static void add_retry_headers(struct mock_req *m, struct evkeyvalq *h)
+{
+    char v[64];
+    const struct directives *d = &m->dir;
+    if (d->retry_after_date == 1) {
+        time_t t = time(NULL) + (d->retry_after >= 0 ? d->retry_after : 1);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(v, sizeof(v), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        evhttp_add_header(h, "Retry-After", v);
+    } else if (d->retry_after >= 0) {
+        snprintf(v, sizeof(v), "%d", d->retry_after);
+        evhttp_add_header(h, "Retry-After", v);
+    }
+    if (d->retry_after_ms >= 0) {
+        snprintf(v, sizeof(v), "%d", d->retry_after_ms);
+        evhttp_add_header(h, "retry-after-ms", v);
+    }
+    if (d->should_retry >= 0)
+        evhttp_add_header(h, "x-should-retry", d->should_retry ? "true" : "false");
+}
+
+static void add_headers(struct mock_req *m, const char *content_type)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(m->req);
+    evhttp_add_header(h, "Content-Type", content_type);
+    evhttp_add_header(h, m->ops == &anthropic_ops ? "request-id" : "x-request-id", m->id);
+    add_retry_headers(m, h);
+}
+
+/* Sends a whole reply and ends the request. */
+static void reply_once(struct mock_req *m, int status, struct evbuffer *body)
+{
+    stats_record_status(status);
+    struct evhttp_request *req = m->req;
+    mock_release(m);
+    evhttp_send_reply(req, status, http_reason(status), body);
+}
+
+static void reply_error(struct mock_req *m, int status, const char *msg)
+{
+    struct evbuffer *b = evbuffer_new();
+    add_headers(m, "application/json");
+    m->ops->error(m, status, msg, b);
+    reply_once(m, status, b);
+    evbuffer_free(b);
+}
+
+/* ---- abrupt close (cut_after) -------------------------------------------- */
+
+/* Runs once the partial reply has reached the kernel: close the socket
+ * without finishing the body so the client sees a truncated response. */
+static void on_partial_written(struct evhttp_connection *evcon, void *arg)
+{
+    struct mock_req *m = arg;
+    mock_release(m);
+    evhttp_connection_free(evcon); /* also frees the request */
+}
+
+static void send_then_cut(struct mock_req *m, struct evbuffer *b)
+{
+    if (m->waiting_close) {
+        evhttp_connection_set_closecb(evhttp_request_get_connection(m->req), NULL, NULL);
+        m->waiting_close = false;
+    }
+    evhttp_send_reply_chunk_with_cb(m->req, b, on_partial_written, m);
+}
+
+static void reply_cut_body(struct mock_req *m, struct evbuffer *b)
+{
+    char len[32];
+    size_t n = evbuffer_get_length(b);
+    struct evbuffer *half = evbuffer_new();
+    snprintf(len, sizeof(len), "%zu", n);
+    evhttp_add_header(evhttp_request_get_output_headers(m->req), "Content-Length", len);
+    evbuffer_remove_buffer(b, half, n / 2);
+    stats_record_status(200);
+    evhttp_send_reply_start(m->req, 200, "OK");
+    send_then_cut(m, half);
+    evbuffer_free(half);
+}
+
+/* ---- streaming ----------------------------------------------------------- */
+
+/* How many content pieces to send: all, or cut_after of them. */
+static int stream_limit(const struct mock_req *m)
+{
+    int cut = m->dir.cut_after;
+    return cut >= 0 && cut < m->npieces ? cut : m->npieces;
+}
+
+static void stream_finish(struct mock_req *m, struct evbuffer *b)
+{
+    if (m->dir.cut_after >= 0) {
+        send_then_cut(m, b);
+        return;
+    }
+    m->ops->close(m, b);
+    struct evhttp_request *req = m->req;
+    evhttp_send_reply_chunk(req, b);
+    mock_release(m);
+    evhttp_send_reply_end(req);
+}
+
+static void on_trickle(evutil_socket_t fd, short what, void *arg)
+{
+    struct mock_req *m = arg;
+    struct evbuffer *b = evbuffer_new();
+    if (m->next_piece < stream_limit(m)) {
+        m->ops->piece(m, m->next_piece++, b);
+        evhttp_send_reply_chunk(m->req, b);
+        struct timeval tv = {m->dir.trickle_ms / 1000, (m->dir.trickle_ms % 1000) * 1000};
+        evtimer_add(m->timer, &tv);
+    } else {
+        stream_finish(m, b);
+    }
+    evbuffer_free(b);
+}
+
+static void stream_start(struct mock_req *m)
+{
+    struct evbuffer *b = evbuffer_new();
+    add_headers(m, m->ops->stream_type);
+    stats_record_status(200);
+    evhttp_send_reply_start(m->req, 200, "OK");
+    m->ops->open(m, b);
+    if (m->dir.trickle_ms > 0) {
+        evhttp_send_reply_chunk(m->req, b);
+        watch_close(m);
+        if (m->timer) event_free(m->timer); /* the latency timer, if any */
+        m->timer = evtimer_new(mock_base, on_trickle, m);
+        struct timeval tv = {m->dir.trickle_ms / 1000, (m->dir.trickle_ms % 1000) * 1000};
+        evtimer_add(m->timer, &tv);
+    } else {
+        for (int lim = stream_limit(m); m->next_piece < lim;)
+            m->ops->piece(m, m->next_piece++, b);
+        stream_finish(m, b);
+    }
+    evbuffer_free(b);
+}
+
+/* ---- replying ------------------------------------------------------------ */
+
+static void reply_malformed(struct mock_req *m)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!m->stream) {
+        add_headers(m, "application/json");
+        evbuffer_add_printf(b, "{\"id\":\"%s\",\"oops\": [1, 2, {not json", m->id);
+        reply_once(m, 200, b);
+    } else {
+        add_headers(m, m->ops->stream_type);
+        if (m->ops == &anthropic_ops) ADD_LIT(b, "event: message_start\n");
+        evbuffer_add_printf(b, "%s{this is not json\n\n", m->ops == &ollama_ops ? "" : "data: ");
+        reply_once(m, 200, b);
+    }
+    evbuffer_free(b);
+}
+
+static void respond(struct mock_req *m)
+{
+    if (m->peer_watch) {
+        event_free(m->peer_watch);
+        m->peer_watch = NULL;
+    }
+    if (m->dir.status >= 400) {
+        reply_error(m, m->dir.status, "mock: injected failure");
+    } else if (m->dir.malformed == 1) {
+        reply_malformed(m);
+    } else if (m->stream) {
+        stream_start(m);
+    } else {
+        struct evbuffer *b = evbuffer_new();
+        add_headers(m, "application/json");
+        m->ops->body(m, b);
+        if (m->dir.cut_after >= 0)
+            reply_cut_body(m, b);
+        else
+            reply_once(m, 200, b);
+        evbuffer_free(b);
+    }
+}
+
+static void on_latency(evutil_socket_t fd, short what, void *arg)
+{
+    respond(arg);
+}
+
+/* ---- parsing the request ------------------------------------------------- */
+
+struct scan {
+    struct directives *dir;
+    size_t bytes;
+};
+
+/* Counts and scans every text in a content value: a string, an array of
+ * strings or parts, or parts whose "text"/"content" hold more of the same. */
+static void scan_content(struct scan *sc, json_object *v, int depth)
+{
+    if (!v || depth > 8) return;
+    if (json_object_is_type(v, json_type_string)) {
+        const char *s = json_object_get_string(v);
+        size_t len = (size_t)json_object_get_string_len(v);
+        sc->bytes += len;
+        directives_apply_markers(sc->dir, s, len);
+    } else if (json_object_is_type(v, json_type_array)) {
+        size_t n = json_object_array_length(v);
+        for (size_t i = 0; i < n; i++)
+            scan_content(sc, json_object_array_get_idx(v, i), depth + 1);
+    } else if (json_object_is_type(v, json_type_object)) {
+        json_object *t;
+        if (json_object_object_get_ex(v, "text", &t)) scan_content(sc, t, depth + 1);
+        if (json_object_object_get_ex(v, "content", &t)) scan_content(sc, t, depth + 1);
+        if (json_object_object_get_ex(v, "parts", &t)) scan_content(sc, t, depth + 1);
+    }
+}
+
+static json_object *get(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(o, key, &v) ? v : NULL;
+}
+
+static long get_cap(json_object *o, const char *key)
+{
+    json_object *v = o ? get(o, key) : NULL;
+    return v && json_object_is_type(v, json_type_int) ? (long)json_object_get_int64(v) : -1;
+}
+
+static bool get_bool(json_object *o, const char *key, bool dflt)
+{
+    json_object *v = o ? get(o, key) : NULL;
+    return v && json_object_is_type(v, json_type_boolean) ? json_object_get_boolean(v) : dflt;
+}
+
+/* Fills model, stream flags and the cap; returns an error message or NULL. */
+static const char *read_fields(struct mock_req *m, enum dialect d, json_object *root, long *cap)
+{
+    json_object *model = get(root, "model");
+    if (d != D_GEMINI) {
+        if (!model || !json_object_is_type(model, json_type_string)) return "model: field required";
+        snprintf(m->model, sizeof(m->model), "%s", json_object_get_string(model));
+        m->stream = get_bool(root, "stream", d == D_OLLAMA);
+    }
+    switch (d) {
+    case D_OPENAI:
+        *cap = get_cap(root, "max_completion_tokens");
+        if (*cap < 0) *cap = get_cap(root, "max_tokens");
+        m->include_usage =
+            m->stream && get_bool(get(root, "stream_options"), "include_usage", false);
+        return get(root, "messages") ? NULL : "messages: field required";
+    case D_ANTHROPIC:
+        *cap = get_cap(root, "max_tokens");
+        return *cap < 0 ? "max_tokens: Field required" : NULL;
+    case D_GEMINI:
+        *cap = get_cap(get(root, "generationConfig"), "maxOutputTokens");
+        return get(root, "contents") ? NULL : "contents is required";
+    case D_OLLAMA:
+        *cap = get_cap(get(root, "options"), "num_predict");
+        return NULL;
+    }
+    return NULL;
+}
+
+/* Every text that counts toward prompt bytes (and may carry markers). */
+static size_t scan_prompt(struct mock_req *m, enum dialect d, json_object *root)
+{
+    struct scan sc = {&m->dir, 0};
+    if (d == D_ANTHROPIC) scan_content(&sc, get(root, "system"), 0);
+    if (d == D_GEMINI) {
+        scan_content(&sc, get(root, "systemInstruction"), 0);
+        scan_content(&sc, get(root, "system_instruction"), 0);
+        scan_content(&sc, get(root, "contents"), 0);
+    } else {
+        json_object *msgs = get(root, "messages");
+        size_t n =
+            msgs && json_object_is_type(msgs, json_type_array) ? json_object_array_length(msgs) : 0;
+        for (size_t i = 0; i < n; i++)
+            scan_content(&sc, get(json_object_array_get_idx(msgs, i), "content"), 0);
+    }
+    return sc.bytes;
+}
+
+/* Splits the answer into word pieces (each piece keeps the spaces before its
+ * word, so the pieces concatenate to the answer) and applies the cap. */
+static void split_answer(struct mock_req *m, long cap)
+{
+    const char *s = m->answer;
+    size_t len = strlen(s), words = 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && (i == 0 || s[i - 1] == ' ')) words++;
+    m->piece_end = words <= 16 ? m->piece_inline : malloc(words * sizeof(size_t));
+    if (!m->piece_end) { /* out of memory: answer nothing rather than crash */
+        m->piece_end = m->piece_inline;
+        len = 0;
+    }
+    int k = 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && (i + 1 == len || s[i + 1] == ' ')) m->piece_end[k++] = i + 1;
+    m->npieces = k;
+    m->answer_len = len;
+    if (cap >= 0 && cap < k) {
+        m->npieces = (int)cap;
+        m->answer_len = cap ? m->piece_end[cap - 1] : 0;
+        m->length = true;
+    } else if (k > 0) {
+        m->piece_end[k - 1] = len; /* trailing spaces ride on the last piece */
+    }
+    if (m->dir.finish_length == 1) m->length = true;
+}
+
+static long pick(long override, long dflt)
+{
+    return override >= 0 ? override : dflt;
+}
+
+static void compute_usage(struct mock_req *m, size_t prompt_bytes)
+{
+    struct usage *u = &m->use;
+    const struct directives *d = &m->dir;
+    long est = (long)((prompt_bytes + 3) / 4);
+    u->prompt = pick(d->prompt_tokens, est > 1 ? est : 1);
+    u->reasoning = pick(d->reasoning_tokens, 0);
+    u->words = m->npieces;
+    u->completion = pick(d->completion_tokens, u->words + u->reasoning);
+    u->cached = pick(d->cached_tokens, 0);
+    u->cache_w5m = pick(d->cache_write_tokens, 0);
+    u->cache_w1h = pick(d->cache_write_1h_tokens, 0);
+}
+
+static void choose_answer(struct mock_req *m, long cap)
+{
+    if (m->dir.content) {
+        m->answer = m->dir.content;
+    } else {
+        snprintf(m->answer_buf, sizeof(m->answer_buf), "Hello from %s. This is a mock reply.",
+                 m->model);
+        m->answer = m->answer_buf;
+    }
+    split_answer(m, cap);
+}
+
+/* Parses the body; returns the parsed root or NULL for bad JSON. */
+static json_object *parse_body(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0) return NULL;
+    const char *p = (const char *)evbuffer_pullup(in, -1);
+    if (!tok && !(tok = json_tokener_new())) return NULL;
+    json_tokener_reset(tok);
+    json_object *root = json_tokener_parse_ex(tok, p, (int)len);
+    if (root && json_tokener_get_parse_end(tok) != len) {
+        /* Trailing bytes: only whitespace is allowed after the value. */
+        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
+            if (p[i] != ' ' && p[i] != '\n' && p[i] != '\r' && p[i] != '\t') {
+                json_object_put(root);
+                root = NULL;
+                break;
+            }
+    }
+    if (root && !json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        root = NULL;
+    }
+    return root;
+}
+
+static void apply_header_directives(struct mock_req *m)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(m->req), "x-mock");
+    if (h) directives_apply(&m->dir, h, strlen(h));
+}
+
+/* Sets everything up from the body; returns an error message or NULL. */
+static const char *prepare(struct mock_req *m, enum dialect d, json_object *root,
+                           const char *path_model)
+{
+    long cap = -1;
+    if (path_model) snprintf(m->model, sizeof(m->model), "%s", path_model);
+    const char *err = read_fields(m, d, root, &cap);
+    if (err) return err;
+    stats_record_model(m->model);
+    /* Precedence, lowest first: queue rule, prompt markers, x-mock header. */
+    faults_take(m->model, &m->dir);
+    size_t bytes = scan_prompt(m, d, root);
+    apply_header_directives(m);
+    choose_answer(m, cap);
+    compute_usage(m, bytes);
+    return NULL;
+}
+
+void mock_handle_generation(struct evhttp_request *req, enum dialect d, const char *path_model,
+                            bool stream_by_path)
+{
+    struct mock_req *m = mock_new(req, d);
+    if (!m) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    m->stream = stream_by_path;
+    json_object *root = parse_body(req);
+    const char *err =
+        root ? prepare(m, d, root, path_model) : "mock: request body is not valid JSON";
+    json_object_put(root);
+    if (err) {
+        reply_error(m, 400, err);
+    } else if (m->dir.hang == 1) {
+        watch_close(m);
+        watch_peer(m);
+    } else if (m->dir.latency_ms > 0) {
+        struct timeval tv = {m->dir.latency_ms / 1000, (m->dir.latency_ms % 1000) * 1000};
+        m->timer = evtimer_new(mock_base, on_latency, m);
+        watch_close(m);
+        watch_peer(m);
+        evtimer_add(m->timer, &tv);
+    } else {
+        respond(m);
+    }
+}

@@ -1,0 +1,897 @@
+/* Unit tests for providers/anthropic.c: encode (parsed back and checked),
+ * decode, streams fed event by event in the order of wire-formats §3.4,
+ * classify, usage_map and the cost of a decoded usage. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "providers/provider.h"
+#include "router/pricing.h"
+
+extern const provider_ops anthropic_ops;
+
+/* ------------------------------------------------------------ helpers */
+
+static json_object *jget(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    json_object_object_get_ex(o, key, &v);
+    return v;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+    return json_object_get_string(jget(o, key));
+}
+
+static json_object *jidx(json_object *a, size_t i)
+{
+    return json_object_array_get_idx(a, i);
+}
+
+/* A canonical request as server/canon.c would build it from a client body. */
+static canon_request canon_from_json(const char *json)
+{
+    canon_request r;
+    memset(&r, 0, sizeof r);
+    r.root = json_tokener_parse(json);
+    assert_non_null(r.root);
+    r.model = jstr(r.root, "model");
+    r.messages = jget(r.root, "messages");
+    r.stream = json_object_get_boolean(jget(r.root, "stream"));
+    r.include_usage =
+        json_object_get_boolean(jget(jget(r.root, "stream_options"), "include_usage"));
+    json_object *mt = jget(r.root, "max_completion_tokens");
+    if (!mt) mt = jget(r.root, "max_tokens");
+    r.max_tokens = mt ? json_object_get_int64(mt) : -1;
+    const char *rf = jstr(jget(r.root, "response_format"), "type");
+    r.json_mode = rf && (strcmp(rf, "json_object") == 0 || strcmp(rf, "json_schema") == 0);
+    r.user = jstr(r.root, "user");
+    return r;
+}
+
+static provider_conf conf = {
+    .name = "anthropic",
+    .ops = &anthropic_ops,
+    .base_url = "https://api.anthropic.com/v1",
+    .api_key = "sk-ant-test",
+};
+
+static target tgt = {
+    .provider = &conf,
+    .model = "sonnet",
+    .upstream_model = "claude-sonnet-4-5",
+};
+
+/* Encodes `json`; returns the parsed body (caller puts) and leaves the
+ * request in *out (caller frees). */
+static json_object *encode_ok(const char *json, const target *t, upstream_request *out)
+{
+    canon_request req = canon_from_json(json);
+    char err[256] = "";
+    upstream_request_init(out);
+    int rc = anthropic_ops.encode(&req, t, out, err, sizeof err);
+    if (rc != 0) fail_msg("encode failed: %s", err);
+    json_object *body = json_tokener_parse(out->body.data);
+    assert_non_null(body);
+    json_object_put(req.root);
+    return body;
+}
+
+static void encode_fails(const char *json, const char *needle)
+{
+    canon_request req = canon_from_json(json);
+    upstream_request out;
+    char err[256] = "";
+    upstream_request_init(&out);
+    assert_int_equal(anthropic_ops.encode(&req, &tgt, &out, err, sizeof err), -1);
+    if (!strstr(err, needle)) fail_msg("error \"%s\" does not mention \"%s\"", err, needle);
+    upstream_request_free(&out);
+    json_object_put(req.root);
+}
+
+static bool has_header(const upstream_request *r, const char *line)
+{
+    for (int i = 0; r->headers[i]; i++)
+        if (strcmp(r->headers[i], line) == 0) return true;
+    return false;
+}
+
+static bool has_header_named(const upstream_request *r, const char *prefix)
+{
+    for (int i = 0; r->headers[i]; i++)
+        if (strncmp(r->headers[i], prefix, strlen(prefix)) == 0) return true;
+    return false;
+}
+
+/* ------------------------------------------------------------ encode */
+
+static void test_encode_basic_and_system_hoisting(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"sonnet\",\"messages\":["
+        "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+        "{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Long context\","
+        "\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}]},"
+        "{\"role\":\"user\",\"content\":\"Hi\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"there\"}]}],"
+        "\"temperature\":0.5,\"top_p\":0.9,\"stop\":\"END\",\"user\":\"u-42\","
+        "\"cache_control\":{\"type\":\"ephemeral\"}}",
+        &tgt, &out);
+    assert_string_equal(out.url.data, "https://api.anthropic.com/v1/messages");
+    assert_true(has_header(&out, "x-api-key: sk-ant-test"));
+    assert_true(has_header(&out, "anthropic-version: 2023-06-01"));
+    assert_true(has_header(&out, "content-type: application/json"));
+    assert_true(has_header(&out, "Expect:"));
+
+    assert_string_equal(jstr(b, "model"), "claude-sonnet-4-5");
+    assert_int_equal(json_object_get_int64(jget(b, "max_tokens")), 4096);
+    json_object *sys = jget(b, "system");
+    assert_int_equal(json_object_array_length(sys), 2);
+    assert_string_equal(jstr(jidx(sys, 0), "type"), "text");
+    assert_string_equal(jstr(jidx(sys, 0), "text"), "Be brief.");
+    assert_null(jget(jidx(sys, 0), "cache_control"));
+    assert_string_equal(jstr(jidx(sys, 1), "text"), "Long context");
+    assert_string_equal(jstr(jget(jidx(sys, 1), "cache_control"), "ttl"), "1h");
+
+    /* The two user messages become one turn with two blocks. */
+    json_object *msgs = jget(b, "messages");
+    assert_int_equal(json_object_array_length(msgs), 1);
+    assert_string_equal(jstr(jidx(msgs, 0), "role"), "user");
+    json_object *content = jget(jidx(msgs, 0), "content");
+    assert_int_equal(json_object_array_length(content), 2);
+    assert_string_equal(jstr(jidx(content, 0), "text"), "Hi");
+    assert_string_equal(jstr(jidx(content, 1), "text"), "there");
+
+    assert_true(json_object_get_double(jget(b, "temperature")) == 0.5);
+    assert_true(json_object_get_double(jget(b, "top_p")) == 0.9);
+    assert_string_equal(json_object_get_string(jidx(jget(b, "stop_sequences"), 0)), "END");
+    assert_string_equal(jstr(jget(b, "metadata"), "user_id"), "u-42");
+    assert_string_equal(jstr(jget(b, "cache_control"), "type"), "ephemeral");
+    assert_null(jget(b, "stream"));
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+static void test_encode_max_tokens_sources(void **state)
+{
+    upstream_request out;
+    const char *no_cap = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"max_completion_tokens\":300,\"max_tokens\":100,\"stream\":true,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        &tgt, &out);
+    assert_int_equal(json_object_get_int64(jget(b, "max_tokens")), 300);
+    assert_true(json_object_get_boolean(jget(b, "stream")));
+    json_object_put(b);
+    upstream_request_free(&out);
+
+    provider_conf c = conf;
+    c.default_max_tokens = 1024;
+    target t = tgt;
+    t.provider = &c;
+    b = encode_ok(no_cap, &t, &out);
+    assert_int_equal(json_object_get_int64(jget(b, "max_tokens")), 1024);
+    json_object_put(b);
+    upstream_request_free(&out);
+
+    b = encode_ok(no_cap, &tgt, &out);
+    assert_int_equal(json_object_get_int64(jget(b, "max_tokens")), 4096);
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+static void test_encode_headers_without_key_and_extras(void **state)
+{
+    const char *extras[] = {"anthropic-beta: prompt-caching-2024-07-31", NULL};
+    provider_conf c = conf;
+    c.api_key = "";
+    c.extra_headers = extras;
+    target t = tgt;
+    t.provider = &c;
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &t, &out);
+    assert_false(has_header_named(&out, "x-api-key"));
+    assert_true(has_header(&out, "anthropic-beta: prompt-caching-2024-07-31"));
+    json_object_put(b);
+    upstream_request_free(&out);
+
+    c.api_key = NULL;
+    b = encode_ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &t,
+                  &out);
+    assert_false(has_header_named(&out, "x-api-key"));
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+static void test_encode_images(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+        "{\"type\":\"text\",\"text\":\"What is this?\"},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0K\"}},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://example.com/cat.jpg\","
+        "\"detail\":\"high\"},\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
+        &tgt, &out);
+    json_object *content = jget(jidx(jget(b, "messages"), 0), "content");
+    assert_int_equal(json_object_array_length(content), 3);
+    json_object *img = jidx(content, 1);
+    assert_string_equal(jstr(img, "type"), "image");
+    assert_string_equal(jstr(jget(img, "source"), "type"), "base64");
+    assert_string_equal(jstr(jget(img, "source"), "media_type"), "image/png");
+    assert_string_equal(jstr(jget(img, "source"), "data"), "iVBORw0K");
+    img = jidx(content, 2);
+    assert_string_equal(jstr(jget(img, "source"), "type"), "url");
+    assert_string_equal(jstr(jget(img, "source"), "url"), "https://example.com/cat.jpg");
+    assert_non_null(jget(img, "cache_control"));
+    json_object_put(b);
+    upstream_request_free(&out);
+
+    encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+                 "{\"type\":\"image_url\",\"image_url\":{\"url\":\"ftp://x/y.png\"}}]}]}",
+                 "image URL");
+    encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+                 "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png,abc\"}}]}]}",
+                 "base64");
+}
+
+static void test_encode_tool_round_trip(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"Weather in Paris and Rome?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+        "{\"id\":\"toolu_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},"
+        "{\"id\":\"toolu_2\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"arguments\":\"{\\\"city\\\":\\\"Rome\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_1\",\"content\":\"18C\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_2\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"25C\"}]},"
+        "{\"role\":\"user\",\"content\":\"Thanks\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"description\":\"Current weather\",\"parameters\":{\"type\":\"object\","
+        "\"properties\":{\"city\":{\"type\":\"string\"}}}}}],"
+        "\"tool_choice\":\"required\",\"parallel_tool_calls\":false}",
+        &tgt, &out);
+    json_object *msgs = jget(b, "messages");
+    assert_int_equal(json_object_array_length(msgs), 3);
+    json_object *asst = jget(jidx(msgs, 1), "content");
+    assert_string_equal(jstr(jidx(msgs, 1), "role"), "assistant");
+    assert_int_equal(json_object_array_length(asst), 2);
+    assert_string_equal(jstr(jidx(asst, 0), "type"), "tool_use");
+    assert_string_equal(jstr(jidx(asst, 0), "id"), "toolu_1");
+    assert_string_equal(jstr(jidx(asst, 0), "name"), "get_weather");
+    assert_string_equal(jstr(jget(jidx(asst, 1), "input"), "city"), "Rome");
+
+    /* Both tool results and the following user text are one user turn. */
+    json_object *user = jget(jidx(msgs, 2), "content");
+    assert_string_equal(jstr(jidx(msgs, 2), "role"), "user");
+    assert_int_equal(json_object_array_length(user), 3);
+    assert_string_equal(jstr(jidx(user, 0), "type"), "tool_result");
+    assert_string_equal(jstr(jidx(user, 0), "tool_use_id"), "toolu_1");
+    assert_string_equal(jstr(jidx(user, 0), "content"), "18C");
+    assert_string_equal(jstr(jidx(user, 1), "tool_use_id"), "toolu_2");
+    assert_string_equal(jstr(jidx(user, 1), "content"), "25C");
+    assert_string_equal(jstr(jidx(user, 2), "text"), "Thanks");
+
+    json_object *tool = jidx(jget(b, "tools"), 0);
+    assert_string_equal(jstr(tool, "name"), "get_weather");
+    assert_string_equal(jstr(tool, "description"), "Current weather");
+    assert_string_equal(jstr(jget(tool, "input_schema"), "type"), "object");
+    json_object *tc = jget(b, "tool_choice");
+    assert_string_equal(jstr(tc, "type"), "any");
+    assert_true(json_object_get_boolean(jget(tc, "disable_parallel_tool_use")));
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+static void test_encode_tool_choice_named_and_none(void **state)
+{
+    upstream_request out;
+    const char *tools = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]";
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,"
+             "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}",
+             tools);
+    json_object *b = encode_ok(json, &tgt, &out);
+    assert_string_equal(jstr(jget(b, "tool_choice"), "type"), "tool");
+    assert_string_equal(jstr(jget(b, "tool_choice"), "name"), "f");
+    /* A tool without parameters still gets the schema Anthropic requires. */
+    assert_string_equal(jstr(jget(jidx(jget(b, "tools"), 0), "input_schema"), "type"), "object");
+    json_object_put(b);
+    upstream_request_free(&out);
+
+    snprintf(json, sizeof json,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,"
+             "\"tool_choice\":\"none\"}",
+             tools);
+    b = encode_ok(json, &tgt, &out);
+    assert_string_equal(jstr(jget(b, "tool_choice"), "type"), "none");
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+static void test_encode_errors(void **state)
+{
+    encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"only\"}]}",
+                 "no user or assistant messages");
+    encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                 "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"t\","
+                 "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{oops\"}}]}]}",
+                 "arguments");
+    encode_fails(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+        "{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"x\",\"format\":\"wav\"}}]}]}",
+        "input_audio");
+    encode_fails("{\"model\":\"m\",\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                 "n must be 1");
+}
+
+/* ------------------------------------------------------------ decode */
+
+static void test_decode_text_with_cache_and_thinking(void **state)
+{
+    const char *body =
+        "{\"id\":\"msg_01ABC\",\"type\":\"message\",\"role\":\"assistant\","
+        "\"model\":\"claude-sonnet-4-5-20250929\",\"content\":["
+        "{\"type\":\"thinking\",\"thinking\":\"Let me think\",\"signature\":\"EqQB\"},"
+        "{\"type\":\"text\",\"text\":\"Hello\"},{\"type\":\"text\",\"text\":\" world\"}],"
+        "\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":10,"
+        "\"cache_creation_input_tokens\":300,\"cache_read_input_tokens\":2000,"
+        "\"cache_creation\":{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":200},"
+        "\"output_tokens\":50,\"output_tokens_details\":{\"thinking_tokens\":20},"
+        "\"service_tier\":\"standard\"}}";
+    decoded_response d;
+    char err[256];
+    assert_int_equal(anthropic_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    json_object *o = d.body;
+    assert_string_equal(jstr(o, "id"), "msg_01ABC");
+    assert_string_equal(jstr(o, "object"), "chat.completion");
+    assert_string_equal(jstr(o, "model"), "claude-sonnet-4-5-20250929");
+    assert_true(json_object_get_int64(jget(o, "created")) > 1700000000);
+    json_object *ch = jidx(jget(o, "choices"), 0);
+    assert_int_equal(json_object_get_int(jget(ch, "index")), 0);
+    assert_string_equal(jstr(ch, "finish_reason"), "stop");
+    assert_string_equal(jstr(jget(ch, "message"), "role"), "assistant");
+    assert_string_equal(jstr(jget(ch, "message"), "content"), "Hello world");
+    assert_null(jget(jget(ch, "message"), "tool_calls"));
+
+    json_object *u = jget(o, "usage");
+    assert_int_equal(json_object_get_int64(jget(u, "prompt_tokens")), 2310);
+    assert_int_equal(json_object_get_int64(jget(u, "completion_tokens")), 50);
+    assert_int_equal(json_object_get_int64(jget(u, "total_tokens")), 2360);
+    assert_int_equal(json_object_get_int64(jget(jget(u, "prompt_tokens_details"), "cached_tokens")),
+                     2000);
+    assert_int_equal(
+        json_object_get_int64(jget(jget(u, "prompt_tokens_details"), "cache_write_tokens")), 300);
+    assert_int_equal(
+        json_object_get_int64(jget(jget(u, "completion_tokens_details"), "reasoning_tokens")), 20);
+
+    assert_true(d.usage.exact);
+    assert_int_equal(d.usage.input_uncached, 10);
+    assert_int_equal(d.usage.cache_read, 2000);
+    assert_int_equal(d.usage.cache_write_5m, 100);
+    assert_int_equal(d.usage.cache_write_1h, 200);
+    assert_int_equal(d.usage.output, 50);
+    assert_int_equal(d.usage.reasoning, 20);
+    assert_int_equal(d.prompt_tokens, 2310);
+    assert_int_equal(d.completion_tokens, 50);
+    assert_string_equal(d.finish_reason, "stop");
+    json_object_put(d.body);
+}
+
+static void test_decode_tool_use(void **state)
+{
+    const char *body =
+        "{\"id\":\"msg_02\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\","
+        "\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_01A\",\"name\":\"get_weather\","
+        "\"input\":{\"city\":\"Paris\",\"days\":2}}],\"stop_reason\":\"tool_use\","
+        "\"usage\":{\"input_tokens\":400,\"output_tokens\":60}}";
+    decoded_response d;
+    char err[256];
+    assert_int_equal(anthropic_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    json_object *msg = jget(jidx(jget(d.body, "choices"), 0), "message");
+    /* content is present and null when the answer is only tool calls. */
+    assert_true(json_object_object_get_ex(msg, "content", NULL));
+    assert_null(jget(msg, "content"));
+    json_object *call = jidx(jget(msg, "tool_calls"), 0);
+    assert_string_equal(jstr(call, "id"), "toolu_01A");
+    assert_string_equal(jstr(call, "type"), "function");
+    assert_string_equal(jstr(jget(call, "function"), "name"), "get_weather");
+    assert_string_equal(jstr(jget(call, "function"), "arguments"),
+                        "{\"city\":\"Paris\",\"days\":2}");
+    assert_string_equal(d.finish_reason, "tool_calls");
+    assert_int_equal(d.usage.cache_write_5m, 0);
+    json_object_put(d.body);
+}
+
+static void test_decode_finish_reasons(void **state)
+{
+    static const char *const pairs[][2] = {
+        {"max_tokens", "length"},      {"model_context_window_exceeded", "length"},
+        {"stop_sequence", "stop"},     {"pause_turn", "stop"},
+        {"refusal", "content_filter"}, {"end_turn", "stop"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body,
+                 "{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":"
+                 "\"x\"}],\"stop_reason\":\"%s\",\"usage\":{\"input_tokens\":1,"
+                 "\"output_tokens\":1}}",
+                 pairs[i][0]);
+        decoded_response d;
+        char err[256];
+        assert_int_equal(anthropic_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err),
+                         0);
+        assert_string_equal(d.finish_reason, pairs[i][1]);
+        assert_string_equal(jstr(jidx(jget(d.body, "choices"), 0), "finish_reason"), pairs[i][1]);
+        json_object_put(d.body);
+    }
+}
+
+static void test_decode_rejects_non_messages(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"x\"}}",
+        "not json",
+        "[1,2]",
+        "{\"id\":\"m\"}",
+        "",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        decoded_response d;
+        char err[256] = "";
+        assert_int_equal(
+            anthropic_ops.decode(NULL, &tgt, bodies[i], strlen(bodies[i]), &d, err, sizeof err),
+            -1);
+        assert_non_null(strstr(err, "not a message"));
+        assert_null(d.body);
+    }
+}
+
+/* ------------------------------------------------------------ stream */
+
+typedef struct chunks {
+    json_object *list[64];
+    int n;
+} chunks;
+
+static void sink_collect(void *ctx, const char *json, size_t len)
+{
+    chunks *c = ctx;
+    assert_int_equal(strlen(json), len);
+    json_object *o = json_tokener_parse(json);
+    if (!o) fail_msg("chunk is not JSON: %s", json);
+    assert_true(c->n < 64);
+    c->list[c->n++] = o;
+}
+
+static void chunks_free(chunks *c)
+{
+    for (int i = 0; i < c->n; i++)
+        json_object_put(c->list[i]);
+    c->n = 0;
+}
+
+static json_object *chunk_delta(chunks *c, int i)
+{
+    return jget(jidx(jget(c->list[i], "choices"), 0), "delta");
+}
+
+static const char *chunk_finish(chunks *c, int i)
+{
+    return jstr(jidx(jget(c->list[i], "choices"), 0), "finish_reason");
+}
+
+static int feed(void *st, const char *event, const char *data, stream_result *res,
+                const stream_sink *sink)
+{
+    stream_event ev = {.event = event, .data = data, .data_len = strlen(data)};
+    return anthropic_ops.stream_event(st, &ev, res, sink);
+}
+
+static void test_stream_text_and_tool_call_in_fragments(void **state)
+{
+    static const char *const events[][2] = {
+        {"message_start",
+         "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01X\",\"type\":\"message\","
+         "\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],"
+         "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,"
+         "\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":1000,"
+         "\"output_tokens\":1}}}"},
+        {"content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+                                "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}"},
+        {"ping", "{\"type\": \"ping\"}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
+                                "\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me check\"}}"},
+        {"content_block_delta",
+         "{\"type\":\"content_block_delta\",\"index\":0,"
+         "\"delta\":{\"type\":\"text_delta\",\"text\":\" the \\\"weather\\\".\"}}"},
+        {"content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}"},
+        {"content_block_start",
+         "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\","
+         "\"id\":\"toolu_01T\",\"name\":\"get_weather\",\"input\":{}}}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{"
+                                "\"type\":\"input_json_delta\",\"partial_json\":\"\"}}"},
+        {"content_block_delta",
+         "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{"
+         "\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \\\"Pa\"}}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{"
+                                "\"type\":\"input_json_delta\",\"partial_json\":\"ris\\\"}\"}}"},
+        {"content_block_stop", "{\"type\":\"content_block_stop\",\"index\":1}"},
+        {"message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\","
+                          "\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}"},
+        {"message_stop", "{\"type\":\"message_stop\"}"},
+    };
+    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[],\"stream\":true}");
+    void *st = anthropic_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
+        assert_int_equal(feed(st, events[i][0], events[i][1], &res, &sink), 0);
+        assert_false(res.failed);
+        if (i == 0) {
+            /* Input and cache counts are known from message_start on. */
+            assert_int_equal(res.prompt_tokens, 1125);
+            assert_false(res.done);
+        }
+    }
+    /* role, 2 texts, tool start, 2 argument fragments, finish. */
+    assert_int_equal(c.n, 7);
+    for (int i = 0; i < c.n; i++) {
+        assert_string_equal(jstr(c.list[i], "id"), "msg_01X");
+        assert_string_equal(jstr(c.list[i], "object"), "chat.completion.chunk");
+        assert_string_equal(jstr(c.list[i], "model"), "claude-sonnet-4-5-20250929");
+        assert_null(jget(c.list[i], "usage"));
+    }
+    assert_string_equal(jstr(chunk_delta(&c, 0), "role"), "assistant");
+    assert_null(chunk_finish(&c, 0));
+    assert_string_equal(jstr(chunk_delta(&c, 1), "content"), "Let me check");
+    assert_string_equal(jstr(chunk_delta(&c, 2), "content"), " the \"weather\".");
+    json_object *tc = jidx(jget(chunk_delta(&c, 3), "tool_calls"), 0);
+    assert_int_equal(json_object_get_int(jget(tc, "index")), 0);
+    assert_string_equal(jstr(tc, "id"), "toolu_01T");
+    assert_string_equal(jstr(tc, "type"), "function");
+    assert_string_equal(jstr(jget(tc, "function"), "name"), "get_weather");
+    assert_string_equal(jstr(jget(tc, "function"), "arguments"), "");
+    char args[64] = "";
+    for (int i = 4; i <= 5; i++) {
+        json_object *frag = jidx(jget(chunk_delta(&c, i), "tool_calls"), 0);
+        assert_int_equal(json_object_get_int(jget(frag, "index")), 0);
+        assert_null(jget(frag, "id"));
+        strcat(args, jstr(jget(frag, "function"), "arguments"));
+    }
+    assert_string_equal(args, "{\"city\": \"Paris\"}");
+    assert_int_equal(json_object_object_length(chunk_delta(&c, 6)), 0);
+    assert_string_equal(chunk_finish(&c, 6), "tool_calls");
+
+    assert_true(res.done);
+    assert_string_equal(res.finish_reason, "tool_calls");
+    assert_string_equal(res.text.data, "Let me check the \"weather\".");
+    assert_true(res.usage.exact);
+    assert_int_equal(res.usage.input_uncached, 25);
+    assert_int_equal(res.usage.cache_read, 1000);
+    assert_int_equal(res.usage.cache_write_5m, 100);
+    assert_int_equal(res.usage.output, 89);
+    assert_int_equal(res.prompt_tokens, 1125);
+    assert_int_equal(res.completion_tokens, 89);
+
+    chunks_free(&c);
+    buf_free(&res.text);
+    anthropic_ops.stream_free(st);
+    json_object_put(req.root);
+}
+
+static void test_stream_message_delta_overwrites_and_usage_null(void **state)
+{
+    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[],\"stream\":true,\"stream_"
+                                        "options\":{\"include_usage\":true}}");
+    void *st = anthropic_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    feed(st, "message_start",
+         "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_9\",\"model\":\"claude\","
+         "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}",
+         &res, &sink);
+    feed(st, "content_block_start",
+         "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\","
+         "\"thinking\":\"\"}}",
+         &res, &sink);
+    feed(st, "content_block_delta",
+         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\","
+         "\"thinking\":\"hmm\"}}",
+         &res, &sink);
+    feed(st, "content_block_delta",
+         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\","
+         "\"signature\":\"EqQ\"}}",
+         &res, &sink);
+    assert_int_equal(c.n, 1); /* only the role chunk: thinking is not output */
+    feed(st, "message_delta",
+         "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\"},\"usage\":{"
+         "\"input_tokens\":7,\"cache_read_input_tokens\":null,\"cache_creation_input_tokens\":40,"
+         "\"output_tokens\":64,\"output_tokens_details\":{\"thinking_tokens\":60}}}",
+         &res, &sink);
+    assert_int_equal(res.usage.input_uncached, 7);
+    assert_int_equal(res.usage.cache_read, 0);
+    assert_int_equal(res.usage.cache_write_5m, 40);
+    assert_int_equal(res.usage.output, 64);
+    assert_int_equal(res.usage.reasoning, 60);
+    assert_string_equal(res.finish_reason, "length");
+    assert_false(res.done);
+    feed(st, "message_stop", "{\"type\":\"message_stop\"}", &res, &sink);
+    assert_true(res.done);
+    assert_int_equal(c.n, 2);
+    /* include_usage: every content chunk says usage:null, like OpenAI. */
+    assert_true(json_object_object_get_ex(c.list[0], "usage", NULL));
+    assert_null(jget(c.list[0], "usage"));
+    assert_string_equal(chunk_finish(&c, 1), "length");
+    chunks_free(&c);
+    buf_free(&res.text);
+    anthropic_ops.stream_free(st);
+    json_object_put(req.root);
+}
+
+static void test_stream_error_event(void **state)
+{
+    void *st = anthropic_ops.stream_new(NULL, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    feed(st, "message_start",
+         "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_e\",\"model\":\"claude\","
+         "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}",
+         &res, &sink);
+    assert_int_equal(feed(st, "error",
+                          "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+                          "\"message\":\"Overloaded\"}}",
+                          &res, &sink),
+                     0);
+    assert_true(res.failed);
+    assert_false(res.done);
+    assert_int_equal(res.error.cls, ERRCLASS_RETRYABLE);
+    assert_int_equal(res.error.client_status, 503);
+    assert_string_equal(res.error.type, "server_error");
+    assert_non_null(strstr(res.error.message, "Overloaded"));
+    chunks_free(&c);
+    anthropic_ops.stream_free(st);
+
+    st = anthropic_ops.stream_new(NULL, &tgt);
+    memset(&res, 0, sizeof res);
+    assert_int_equal(feed(st, "content_block_delta", "{\"type\":\"content_blo", &res, &sink), -1);
+    assert_true(res.failed);
+    assert_int_equal(res.error.client_status, 502);
+    assert_int_equal(c.n, 0);
+    anthropic_ops.stream_free(st);
+}
+
+static void test_stream_without_message_start(void **state)
+{
+    /* A lost message_start still yields well-formed chunks. */
+    void *st = anthropic_ops.stream_new(NULL, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    feed(st, "content_block_delta",
+         "{\"type\":\"content_block_delta\",\"index\":3,\"delta\":{\"type\":\"input_json_delta\","
+         "\"partial_json\":\"{}\"}}",
+         &res, &sink);
+    assert_int_equal(c.n, 0); /* no tool block started: nothing to attach it to */
+    feed(st, "content_block_delta",
+         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+         "\"text\":\"hi\"}}",
+         &res, &sink);
+    feed(st, "message_stop", "{\"type\":\"message_stop\"}", &res, &sink);
+    assert_int_equal(c.n, 3); /* role, text, finish */
+    assert_string_equal(jstr(c.list[1], "model"), "claude-sonnet-4-5");
+    assert_string_equal(jstr(c.list[0], "id"), jstr(c.list[2], "id"));
+    assert_string_equal(chunk_finish(&c, 2), "stop");
+    assert_true(res.done);
+    assert_false(res.usage.exact);
+    chunks_free(&c);
+    buf_free(&res.text);
+    anthropic_ops.stream_free(st);
+}
+
+/* ------------------------------------------------------------ classify */
+
+static upstream_error classify(int status, const upstream_headers *hs, const char *body)
+{
+    upstream_error e;
+    anthropic_ops.classify(status, hs, body, body ? strlen(body) : 0, &e);
+    return e;
+}
+
+static void test_classify_overloaded_and_rate_limit(void **state)
+{
+    upstream_headers hs = {.n = 1};
+    hs.h[0].name = "retry-after";
+    hs.h[0].value = "7";
+    upstream_error e =
+        classify(529, &hs,
+                 "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":"
+                 "\"Overloaded\"},\"request_id\":\"req_1\"}");
+    assert_int_equal(e.cls, ERRCLASS_RETRYABLE);
+    assert_int_equal(e.client_status, 503);
+    assert_string_equal(e.type, "server_error");
+    assert_int_equal(e.retry_after_ms, 7000);
+
+    e = classify(429, &hs,
+                 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":"
+                 "\"Number of request tokens has exceeded your per-minute rate limit\"}}");
+    assert_int_equal(e.cls, ERRCLASS_RETRYABLE);
+    assert_int_equal(e.client_status, 429);
+    assert_int_equal(e.retry_after_ms, 7000);
+    assert_non_null(strstr(e.message, "per-minute"));
+
+    e = classify(529, NULL, "");
+    assert_int_equal(e.cls, ERRCLASS_RETRYABLE);
+    assert_int_equal(e.client_status, 503);
+    assert_int_equal(e.retry_after_ms, -1);
+}
+
+static void test_classify_auth_never_echoes(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":"
+        "\"invalid x-api-key sk-ant-SECRET\"}}",
+        "{\"type\":\"error\",\"error\":{\"type\":\"permission_error\",\"message\":"
+        "\"key sk-ant-SECRET lacks permission\"}}",
+    };
+    int statuses[] = {401, 403};
+    for (int i = 0; i < 2; i++) {
+        upstream_error e = classify(statuses[i], NULL, bodies[i]);
+        assert_int_equal(e.cls, ERRCLASS_FATAL);
+        assert_int_equal(e.client_status, 502);
+        assert_string_equal(e.type, "upstream_auth_error");
+        assert_null(strstr(e.message, "SECRET"));
+    }
+}
+
+static void test_classify_request_errors(void **state)
+{
+    upstream_error e =
+        classify(400, NULL,
+                 "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
+                 "\"prompt is too long: 210000 tokens > 200000 maximum\"}}");
+    assert_int_equal(e.cls, ERRCLASS_FATAL);
+    assert_int_equal(e.client_status, 400);
+    assert_string_equal(e.type, "invalid_request_error");
+    assert_string_equal(e.code, "context_length_exceeded");
+    assert_non_null(strstr(e.message, "210000 tokens"));
+
+    e = classify(400, NULL,
+                 "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
+                 "\"messages.0.content: Field required\"}}");
+    assert_int_equal(e.client_status, 400);
+    assert_string_equal(e.code, "");
+    assert_non_null(strstr(e.message, "Field required"));
+
+    e = classify(413, NULL,
+                 "{\"type\":\"error\",\"error\":{\"type\":\"request_too_large\",\"message\":"
+                 "\"Request exceeds the maximum allowed number of bytes.\"}}");
+    assert_int_equal(e.cls, ERRCLASS_FATAL);
+    assert_int_equal(e.client_status, 413);
+
+    e = classify(400, NULL,
+                 "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
+                 "\"Your credit balance is too low to access the Anthropic API.\"}}");
+    assert_true(e.quota_exhausted);
+    assert_int_equal(e.client_status, 502);
+}
+
+static void test_classify_server_errors(void **state)
+{
+    upstream_error e = classify(500, NULL,
+                                "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":"
+                                "\"Internal server error\"}}");
+    assert_int_equal(e.cls, ERRCLASS_AMBIGUOUS);
+    assert_int_equal(e.client_status, 502);
+
+    e = classify(502, NULL, "<html>Bad Gateway</html>");
+    assert_int_equal(e.cls, ERRCLASS_AMBIGUOUS);
+    assert_true(e.message[0] != '\0');
+
+    e = classify(404, NULL,
+                 "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":"
+                 "\"model: claude-nope\"}}");
+    assert_int_equal(e.cls, ERRCLASS_FATAL);
+    assert_non_null(strstr(e.message, "claude-nope"));
+}
+
+/* ------------------------------------------------------------ usage */
+
+static usage_record map(const char *json)
+{
+    json_object *o = json_tokener_parse(json);
+    usage_record r = anthropic_ops.usage_map(o);
+    json_object_put(o);
+    return r;
+}
+
+static void test_usage_map_edges(void **state)
+{
+    usage_record r = map("{\"input_tokens\":10,\"cache_creation_input_tokens\":500,"
+                         "\"cache_read_input_tokens\":null,\"output_tokens\":3}");
+    assert_true(r.exact);
+    assert_int_equal(r.cache_write_5m, 500); /* no TTL split: all 5m */
+    assert_int_equal(r.cache_write_1h, 0);
+    assert_int_equal(r.cache_read, 0);
+
+    r = map("{\"input_tokens\":10,\"cache_creation_input_tokens\":500,\"cache_creation\":"
+            "{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":500},"
+            "\"output_tokens\":3}");
+    assert_int_equal(r.cache_write_5m, 0);
+    assert_int_equal(r.cache_write_1h, 500);
+
+    r = map("{\"output_tokens\":3}");
+    assert_false(r.exact);
+
+    r = map("{\"input_tokens\":-5,\"output_tokens\":\"7\"}");
+    assert_int_equal(r.input_uncached, 0);
+    assert_false(r.exact);
+
+    r = anthropic_ops.usage_map(NULL);
+    assert_false(r.exact);
+    assert_int_equal(r.output, 0);
+}
+
+static void test_cost_of_decoded_usage(void **state)
+{
+    const char *body = "{\"id\":\"msg_c\",\"type\":\"message\",\"model\":\"claude-sonnet-4-5\","
+                       "\"content\":[{\"type\":\"text\",\"text\":\"ok\"}],"
+                       "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":1500,"
+                       "\"output_tokens\":500}}";
+    decoded_response d;
+    char err[256];
+    assert_int_equal(anthropic_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    model_price sonnet = {
+        .name = "claude-sonnet-4-5", .input = 3000000, .cached_input = 300000, .output = 15000000};
+    assert_int_equal(pricing_cost_pusd(&sonnet, &d.usage, false), 12000000000LL);
+    json_object_put(d.body);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_encode_basic_and_system_hoisting),
+        cmocka_unit_test(test_encode_max_tokens_sources),
+        cmocka_unit_test(test_encode_headers_without_key_and_extras),
+        cmocka_unit_test(test_encode_images),
+        cmocka_unit_test(test_encode_tool_round_trip),
+        cmocka_unit_test(test_encode_tool_choice_named_and_none),
+        cmocka_unit_test(test_encode_errors),
+        cmocka_unit_test(test_decode_text_with_cache_and_thinking),
+        cmocka_unit_test(test_decode_tool_use),
+        cmocka_unit_test(test_decode_finish_reasons),
+        cmocka_unit_test(test_decode_rejects_non_messages),
+        cmocka_unit_test(test_stream_text_and_tool_call_in_fragments),
+        cmocka_unit_test(test_stream_message_delta_overwrites_and_usage_null),
+        cmocka_unit_test(test_stream_error_event),
+        cmocka_unit_test(test_stream_without_message_start),
+        cmocka_unit_test(test_classify_overloaded_and_rate_limit),
+        cmocka_unit_test(test_classify_auth_never_echoes),
+        cmocka_unit_test(test_classify_request_errors),
+        cmocka_unit_test(test_classify_server_errors),
+        cmocka_unit_test(test_usage_map_edges),
+        cmocka_unit_test(test_cost_of_decoded_usage),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
