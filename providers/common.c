@@ -364,6 +364,115 @@ json_object *provider_parse_object(json_tokener *tok, const char *s, size_t len,
     return obj;
 }
 
+/* True when one of the 8 bytes in w is below 0x20, '"' or '\\': the
+ * bytes a JSON string must escape (SWAR "has zero byte" tests). */
+static inline bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
+    uint64_t ctl = (w - ones * 0x20) & ~w;
+    uint64_t q = (quote - ones) & ~quote;
+    uint64_t bs = (bslash - ones) & ~bslash;
+    return ((ctl | q | bs) & highs) != 0;
+}
+
+static void append_escape(buf *b, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    switch (c) {
+    case '"':
+        buf_append(b, "\\\"", 2);
+        break;
+    case '\\':
+        buf_append(b, "\\\\", 2);
+        break;
+    case '\n':
+        buf_append(b, "\\n", 2);
+        break;
+    case '\r':
+        buf_append(b, "\\r", 2);
+        break;
+    case '\t':
+        buf_append(b, "\\t", 2);
+        break;
+    default: {
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        buf_append(b, esc, 6);
+    }
+    }
+}
+
+/* buf_append_json_str with the clean stretches found 8 bytes at a time and
+ * copied in one go: prompts are long and rarely need escaping. */
+static void append_json_string(buf *b, const char *s, size_t len)
+{
+    buf_reserve(b, len + 2);
+    b->data[b->len++] = '"';
+    size_t i = 0, start = 0;
+    while (i < len) {
+        if (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!word_needs_escape(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        buf_append(b, s + start, i - start);
+        append_escape(b, c);
+        start = ++i;
+    }
+    buf_append(b, s + start, len - start);
+    buf_append_char(b, '"');
+}
+
+void provider_append_json(buf *b, json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_string:
+        append_json_string(b, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+        return;
+    case json_type_object: {
+        bool first = true;
+        buf_append_char(b, '{');
+        json_object_object_foreach(v, key, val)
+        {
+            if (!first) buf_append_char(b, ',');
+            first = false;
+            append_json_string(b, key, strlen(key));
+            buf_append_char(b, ':');
+            provider_append_json(b, val);
+        }
+        buf_append_char(b, '}');
+        return;
+    }
+    case json_type_array: {
+        size_t n = json_object_array_length(v);
+        buf_append_char(b, '[');
+        for (size_t i = 0; i < n; i++) {
+            if (i) buf_append_char(b, ',');
+            provider_append_json(b, json_object_array_get_idx(v, i));
+        }
+        buf_append_char(b, ']');
+        return;
+    }
+    default: {
+        /* Numbers keep json-c's formatting (it remembers a parsed double's
+         * original text); null and booleans are short. */
+        size_t len;
+        const char *s = json_object_to_json_string_length(
+            v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        buf_append(b, s, len);
+        return;
+    }
+    }
+}
+
 bool provider_get_int(json_object *obj, const char *key, int64_t *out)
 {
     json_object *v;

@@ -17,13 +17,6 @@
 
 /* ------------------------------------------------------------ encode */
 
-static void append_value(buf *b, json_object *v)
-{
-    size_t len;
-    const char *s = json_object_to_json_string_length(v, OLLAMA_JSON_FLAGS, &len);
-    buf_append(b, s, len);
-}
-
 static void append_json_cstr(buf *b, const char *s)
 {
     buf_append_json_str(b, s, strlen(s));
@@ -127,7 +120,7 @@ static int encode_tool_calls(json_object *calls, buf *b, char *err, size_t errle
         buf_append_str(b, i ? ",{\"function\":{\"name\":" : "{\"function\":{\"name\":");
         append_json_cstr(b, name);
         buf_append_str(b, ",\"arguments\":");
-        append_value(b, parsed);
+        provider_append_json(b, parsed);
         buf_append_str(b, "}}");
         json_object_put(parsed);
     }
@@ -216,7 +209,7 @@ static void encode_options(const canon_request *req, buf *b)
         json_object *v = NULL;
         if (json_object_object_get_ex(req->root, passed[i], &v) && v) {
             options_member(b, &first, passed[i]);
-            append_value(b, v);
+            provider_append_json(b, v);
         }
     }
     json_object *stop = NULL;
@@ -225,7 +218,7 @@ static void encode_options(const canon_request *req, buf *b)
         options_member(b, &first, "stop");
         bool one = json_object_is_type(stop, json_type_string);
         if (one) buf_append_char(b, '[');
-        append_value(b, stop);
+        provider_append_json(b, stop);
         if (one) buf_append_char(b, ']');
     }
     if (!first) buf_append_char(b, '}');
@@ -243,7 +236,7 @@ static void encode_format(const canon_request *req, buf *b)
         json_object_object_get_ex(js, "schema", &schema) &&
         json_object_is_type(schema, json_type_object)) {
         buf_append_str(b, ",\"format\":");
-        append_value(b, schema);
+        provider_append_json(b, schema);
     } else {
         buf_append_str(b, ",\"format\":\"json\"");
     }
@@ -270,7 +263,7 @@ static int ollama_encode_body(const canon_request *req, const char *model, buf *
         json_object_is_type(tools, json_type_array)) {
         /* Ollama takes OpenAI's {type:"function", function:{…}} as is. */
         buf_append_str(b, ",\"tools\":");
-        append_value(b, tools);
+        provider_append_json(b, tools);
     }
     buf_append_char(b, '}');
     return 0;
@@ -559,7 +552,7 @@ static void chunk_tool_calls(ollama_stream *st, json_object *calls)
         json_object_object_add(json_object_array_get_idx(calls, i), "index",
                                json_object_new_int(st->tool_index++));
     chunk_delta_member(&st->chunk, "\"tool_calls\":");
-    append_value(&st->chunk, calls);
+    provider_append_json(&st->chunk, calls);
     st->saw_tool_calls = true;
 }
 

@@ -65,13 +65,6 @@ static void body_begin_member(buf *b, bool *first, const char *key_json, size_t 
 }
 #define BODY_MEMBER(b, first, lit) body_begin_member((b), (first), lit, sizeof(lit) - 1)
 
-static void body_append_value(buf *b, json_object *val)
-{
-    size_t len;
-    const char *s = json_object_to_json_string_length(val, OPENAI_JSON_FLAGS, &len);
-    buf_append(b, s, len);
-}
-
 static void body_append_max_tokens(buf *b, bool *first, const canon_request *req,
                                    const provider_conf *pc)
 {
@@ -99,7 +92,7 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
             first = false;
             buf_append_json_str(b, key, strlen(key));
             buf_append_char(b, ':');
-            body_append_value(b, val);
+            provider_append_json(b, val);
             break;
         case KEY_MODEL:
             if (model_done) break;
@@ -124,7 +117,7 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
              * too. */
             if (!pc->use_max_completion_tokens) break;
             BODY_MEMBER(b, &first, "\"metadata\":");
-            body_append_value(b, val);
+            provider_append_json(b, val);
             break;
         case KEY_STREAM_OPTIONS: /* written below from our own rule */
         case KEY_DROP:

@@ -40,6 +40,8 @@ typedef struct conn_guard {
     struct evhttp_connection *evcon;
     guard_state state;
     struct event deadline;
+    struct event peer_closed; /* EV_CLOSED while a request is being served */
+    bool watching_close;
     void (*on_gone)(void *arg); /* the request being served, told if the client leaves */
     void *gone_arg;
 } conn_guard;
@@ -72,15 +74,66 @@ static void on_guard_deadline(evutil_socket_t fd, short what, void *arg)
     evhttp_connection_free(g->evcon); /* runs on_conn_close, which frees g */
 }
 
+static void guard_unwatch_close(conn_guard *g)
+{
+    if (g->watching_close)
+        event_del(&g->peer_closed);
+    g->watching_close = false;
+}
+
+/* evhttp does not read while a request is being served, so it would not
+ * notice a client that hung up until it writes the reply; we watch for the
+ * hang-up (EPOLLRDHUP) and hand it to evhttp as the EOF it would have read,
+ * which detaches the request and closes the connection the usual way. */
+static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
+{
+    conn_guard *g = arg;
+    guard_unwatch_close(g);
+    bufferevent_event_cb eventcb = NULL;
+    void *cbarg = NULL;
+    bufferevent_getcb(g->bev, NULL, NULL, &eventcb, &cbarg);
+    if (eventcb)
+        eventcb(g->bev, BEV_EVENT_EOF | BEV_EVENT_READING, cbarg);
+}
+
+static void guard_watch_close(conn_guard *g)
+{
+    evutil_socket_t fd = bufferevent_getfd(g->bev);
+    if (g->watching_close || fd < 0)
+        return;
+    event_assign(&g->peer_closed, g->a->base, fd, EV_CLOSED, on_peer_closed, g);
+    g->watching_close = event_add(&g->peer_closed, NULL) == 0;
+}
+
 static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 {
     conn_guard *g = arg;
     ptrmap_del(g->a->guards, evcon);
     evtimer_del(&g->deadline);
+    guard_unwatch_close(g);
     if (g->on_gone)
         g->on_gone(g->gone_arg);
     guard_count_close(g->a);
     free(g);
+}
+
+static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int status);
+
+/* evhttp answers a few protocol errors itself (oversized body or headers,
+ * unparseable request) with an HTML page and closes; we replace that page
+ * with an OpenAI error JSON so that every error has the same shape. */
+static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+    conn_guard *g = arg;
+    char head[16];
+    if (info->n_added == 0 || evbuffer_copyout(out, head, 13) != 13)
+        return;
+    if (memcmp(head, "HTTP/1.", 7) != 0 || (memcmp(head + 8, " 413 ", 5) && memcmp(head + 8, " 400 ", 5)))
+        return;
+    struct evbuffer_ptr end = evbuffer_search(out, "</BODY></HTML>", 14, NULL);
+    if (end.pos < 0)
+        return; /* evhttp's page is written in pieces: wait for its end */
+    rewrite_protocol_error(g, out, head[9] == '4' && head[10] == '1' ? 413 : 400);
 }
 
 static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
@@ -97,6 +150,7 @@ static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
     }
     g->evcon = cbarg; /* evhttp's bufferevent callbacks carry the connection */
     evhttp_connection_set_closecb(g->evcon, on_conn_close, g);
+    evbuffer_add_cb(bufferevent_get_output(g->bev), on_output, g);
     ptrmap_put(g->a->guards, g->evcon, g);
     evtimer_assign(&g->deadline, g->a->base, on_guard_deadline, g);
     guard_arm(g);
@@ -135,6 +189,7 @@ static void on_reply_complete(struct evhttp_request *req, void *arg)
 {
     conn_guard *g = arg;
     g->on_gone = NULL;
+    guard_unwatch_close(g);
     guard_arm(g); /* the next request on this connection gets its own deadline */
 }
 
@@ -147,6 +202,7 @@ static void guard_request_received(app *a, struct evhttp_request *req)
         return;
     g->state = GUARD_BUSY;
     evtimer_del(&g->deadline);
+    guard_watch_close(g);
     evhttp_request_set_on_complete_cb(req, on_reply_complete, g);
 }
 
@@ -167,6 +223,56 @@ void http_unwatch_client(app *a, struct evhttp_request *req)
 }
 
 /* ------------------------------------------------------------ replies */
+
+static void error_json(buf *b, const char *type, const char *code, const char *param,
+                       const char *message)
+{
+    buf_append_str(b, "{\"error\":{\"message\":");
+    buf_append_json_str(b, message, strlen(message));
+    buf_append_str(b, ",\"type\":");
+    buf_append_json_str(b, type, strlen(type));
+    buf_append_str(b, ",\"param\":");
+    if (param && *param)
+        buf_append_json_str(b, param, strlen(param));
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, ",\"code\":");
+    if (code && *code)
+        buf_append_json_str(b, code, strlen(code));
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, "}}");
+}
+
+static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int status)
+{
+    const limits_conf *lim = config_limits(g->a->cfg);
+    char msg[300];
+    buf body = BUF_INIT, resp = BUF_INIT;
+    if (status == 413) {
+        snprintf(msg, sizeof msg,
+                 "The request body is too large: this gateway accepts at most %lld bytes "
+                 "(limits.max_body_bytes); send a smaller request",
+                 (long long)lim->max_body_bytes);
+        error_json(&body, "invalid_request_error", "request_too_large", NULL, msg);
+    } else {
+        snprintf(msg, sizeof msg,
+                 "The HTTP request could not be read: the request line or headers are malformed, "
+                 "or the headers are larger than %lld bytes (limits.max_header_bytes)",
+                 (long long)lim->max_header_bytes);
+        error_json(&body, "invalid_request_error", "bad_request", NULL, msg);
+    }
+    buf_printf(&resp,
+               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nx-should-retry: false\r\n"
+               "Connection: close\r\nContent-Length: %zu\r\n\r\n",
+               status, status == 413 ? "Payload Too Large" : "Bad Request", body.len);
+    buf_append(&resp, body.data, body.len);
+    g->a->stats.replies_4xx++;
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add(out, resp.data, resp.len);
+    buf_free(&body);
+    buf_free(&resp);
+}
 
 void http_new_request_id(char out[32])
 {
@@ -224,21 +330,7 @@ void http_reply_error(app *a, struct evhttp_request *req, int status, const char
                       const char *code, const char *param, const char *message, bool should_retry)
 {
     buf b = BUF_INIT;
-    buf_append_str(&b, "{\"error\":{\"message\":");
-    buf_append_json_str(&b, message, strlen(message));
-    buf_append_str(&b, ",\"type\":");
-    buf_append_json_str(&b, type, strlen(type));
-    buf_append_str(&b, ",\"param\":");
-    if (param && *param)
-        buf_append_json_str(&b, param, strlen(param));
-    else
-        buf_append_str(&b, "null");
-    buf_append_str(&b, ",\"code\":");
-    if (code && *code)
-        buf_append_json_str(&b, code, strlen(code));
-    else
-        buf_append_str(&b, "null");
-    buf_append_str(&b, "}}");
+    error_json(&b, type, code, param, message);
     if (!should_retry)
         evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry", "false");
     http_reply_json(a, req, status, b.data, b.len);
@@ -322,11 +414,15 @@ static const key_conf *authenticate(app *a, struct evhttp_request *req)
     return k;
 }
 
-static int count_headers(struct evkeyvalq *h)
+/* Header lines and their bytes ("Name: value\r\n"). */
+static int count_headers(struct evkeyvalq *h, int64_t *bytes)
 {
     int n = 0;
-    for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next)
+    *bytes = 0;
+    for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
         n++;
+        *bytes += (int64_t)(strlen(kv->key) + strlen(kv->value) + 4);
+    }
     return n;
 }
 
@@ -393,10 +489,14 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     guard_request_received(a, req);
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    if (count_headers(in) > config_limits(a->cfg)->max_headers) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "Too many request headers: at most %lld are accepted",
-                 (long long)config_limits(a->cfg)->max_headers);
+    const limits_conf *lim = config_limits(a->cfg);
+    int64_t hbytes;
+    if (count_headers(in, &hbytes) > lim->max_headers || hbytes > lim->max_header_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "The request headers are too large: at most %lld header lines and %lld bytes "
+                 "are accepted (limits.max_headers, limits.max_header_bytes)",
+                 (long long)lim->max_headers, (long long)lim->max_header_bytes);
         http_reply_error(a, req, 431, "invalid_request_error", "request_header_fields_too_large",
                          NULL, msg, false);
         return;
@@ -453,7 +553,9 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     a->http = evhttp_new(a->base);
     evhttp_set_bevcb(a->http, make_conn_bev, a);
     evhttp_set_max_body_size(a->http, lim->max_body_bytes);
-    evhttp_set_max_headers_size(a->http, lim->max_header_bytes);
+    /* evhttp's own cap is a hard stop well above ours, so that oversized
+     * headers normally get our 431 rather than evhttp's generic 400. */
+    evhttp_set_max_headers_size(a->http, lim->max_header_bytes * 4);
     struct timeval idle = {lim->read_timeout_ms / 1000, (lim->read_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(a->http, &idle);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |

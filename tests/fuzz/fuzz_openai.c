@@ -115,8 +115,33 @@ static void run_stream(const provider_ops *ops, const uint8_t *data, size_t size
     buf_free(&res.text);
 }
 
+/* provider_append_json must say what json-c says: both outputs parse back
+ * to values that json-c serialises identically. */
+static void run_append_json(const uint8_t *data, size_t size)
+{
+    char *s = strndup((const char *)data, size);
+    json_object *v = json_tokener_parse(s);
+    if (v) {
+        buf ours = BUF_INIT;
+        provider_append_json(&ours, v);
+        json_object *a = json_tokener_parse(ours.data);
+        json_object *b =
+            json_tokener_parse(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        if (!a || !b ||
+            strcmp(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN),
+                   json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN)) != 0)
+            abort();
+        json_object_put(a);
+        json_object_put(b);
+        buf_free(&ours);
+        json_object_put(v);
+    }
+    free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    run_append_json(data, size);
     const provider_ops *ops[] = {&openai_ops, &ollama_ops};
     for (int i = 0; i < 2; i++) {
         run_encode(ops[i], data, size);

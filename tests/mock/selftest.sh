@@ -194,6 +194,14 @@ sleep 0.2
 req GET /_mock/stats
 check "hang released when client left" 'j.in_flight==0'
 
+req POST /v1/chat/completions "{\"model\":\"m\",\"stream\":true,$HELLO}" -H 'x-mock: trickle_ms=200' --max-time 0.5
+check "client leaves mid-trickle" 'rc==28 && ev.length>=2 && ev.length<5'
+req POST /v1/chat/completions "{\"model\":\"m\",$HELLO}" -H 'x-mock: latency_ms=3000' --max-time 0.3
+check "client leaves during latency" 'rc==28'
+sleep 0.5
+req GET /_mock/stats
+check "both released" 'j.in_flight==0'
+
 req POST /v1/chat/completions "{\"model\":\"m\",$HELLO}" -H 'x-mock: malformed=1'
 check "malformed" 's==200 && j===null && raw.length>0'
 

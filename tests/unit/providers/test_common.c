@@ -273,6 +273,26 @@ static void test_get_int_and_count(void **state)
     json_object_put(o);
 }
 
+static void test_append_json(void **state)
+{
+    /* Escapes on both sides of 8-byte boundaries, UTF-8, DEL and slashes. */
+    const char *src = "{\"k\\\"ey\":[\"0123456\\\"89abcdef\\\\x\",\"\\u0001\\u001f\\n\\r\\t"
+                      "\",\"caf\u00e9 \xe2\x82\xac a/b \x7f\",1.50,-0,true,null,{},[],"
+                      "\"0123456789abcdefghij\\\"\"],\"n\":12345678901234}";
+    json_object *v = json_tokener_parse(src);
+    assert_non_null(v);
+    buf b = BUF_INIT;
+    provider_append_json(&b, v);
+    const char *jc =
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    assert_string_equal(b.data, jc);
+    json_object *back = json_tokener_parse(b.data);
+    assert_true(json_object_equal(back, v));
+    json_object_put(back);
+    buf_free(&b);
+    json_object_put(v);
+}
+
 static void test_content_text(void **state)
 {
     json_object *c = json_tokener_parse(
@@ -331,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_transport_and_bad_response),
         cmocka_unit_test(test_parse_object),
         cmocka_unit_test(test_get_int_and_count),
+        cmocka_unit_test(test_append_json),
         cmocka_unit_test(test_content_text),
         cmocka_unit_test(test_registry),
     };
