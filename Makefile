@@ -34,7 +34,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .PHONY: all run stop test test-unit test-integration test-asan bench fuzz format clean deps
 all: $(BUILD)/bridle $(BUILD)/bridle-mock
 
-$(BUILD)/obj/%.o: %.c $(wildcard */*.h) Makefile
+$(BUILD)/obj/%.o: %.c $(wildcard */*.h tests/*/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
