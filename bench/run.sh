@@ -86,11 +86,14 @@ send_requests() { # URL KEY WARMUP N
 const http = require('node:http');
 const [url, key, warm, n] = process.argv.slice(2);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+let shown = 0;
 const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hello, how are you today?' }] });
 const one = () => new Promise((resolve, reject) => {
   const req = http.request(url, { method: 'POST', agent, headers: {
     'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${key}` } },
-    (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)); });
+    (res) => { let b = ''; res.on('data', (d) => { if (b.length < 300) b += d; });
+      res.on('end', () => { if (res.statusCode !== 200 && !shown++) console.error(`first non-200: ${res.statusCode} ${b}`);
+        resolve(res.statusCode); }); });
   req.on('error', reject); req.end(body);
 });
 (async () => {
@@ -140,8 +143,9 @@ if [[ $ONLY == all || $ONLY == callgrind ]]; then
   "keys": [ { "id": "bench", "sha256": "$sha", "team": "bench" } ]
 }
 CONF
-  ir0=$(callgrind_run base 0)
-  irn=$(callgrind_run measured "$CG_N")
+  ir0=$(callgrind_run base 0) || ir0=""
+  irn=""
+  [[ -z $ir0 ]] || irn=$(callgrind_run measured "$CG_N") || irn=""
   kill -TERM "$mpid" 2>/dev/null || true
   if [[ -n $ir0 && -n $irn ]]; then
     per=$(((irn - ir0) / CG_N))

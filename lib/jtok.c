@@ -99,6 +99,11 @@ static int hexval(unsigned char c)
     return -1;
 }
 
+/* Bytes a string scan must stop at: '"', '\\', controls, non-ASCII. */
+static const unsigned char stop_byte[256] = {
+    [0 ... 0x1F] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xFF] = 1,
+};
+
 static bool parse_string(parser *p)
 {
     uint32_t i = push(p, JT_STRING, p->pos + 1);
@@ -107,6 +112,15 @@ static bool parse_string(parser *p)
     p->pos++; /* opening quote */
     bool esc = false;
     while (p->pos < p->len) {
+        /* the common case: a run of plain ASCII, a table lookup a byte */
+        const unsigned char *s = p->s, *q = s + p->pos, *end = s + p->len;
+        while (q + 4 <= end && !(stop_byte[q[0]] | stop_byte[q[1]] | stop_byte[q[2]] | stop_byte[q[3]]))
+            q += 4;
+        while (q < end && !stop_byte[*q])
+            q++;
+        p->pos = (size_t)(q - s);
+        if (p->pos >= p->len)
+            break;
         unsigned char c = p->s[p->pos];
         if (c == '"') {
             p->d->t[i].end = (uint32_t)p->pos;
@@ -482,6 +496,7 @@ const char *jdoc_type_name(const jdoc *d, uint32_t i)
     case JT_TRUE:
     case JT_FALSE: return "boolean";
     case JT_NULL: return "null";
+    case JT_ABSENT: return "nothing";
     default: return "nothing";
     }
 }

@@ -20,6 +20,7 @@
 #include "lib/buf.h"
 
 typedef enum {
+    JT_ABSENT = 0, /* what jdoc_type says of JT_NONE */
     JT_OBJECT = 1,
     JT_ARRAY,
     JT_STRING,
@@ -70,7 +71,7 @@ uint32_t jdoc_next(const jdoc *d, uint32_t container, uint32_t child);
 
 static inline jt_type jdoc_type(const jdoc *d, uint32_t i)
 {
-    return i == JT_NONE ? 0 : (jt_type)d->t[i].type;
+    return i == JT_NONE ? JT_ABSENT : (jt_type)d->t[i].type;
 }
 
 /* String token equals lit (unescaping if needed). */

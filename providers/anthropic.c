@@ -703,6 +703,10 @@ static void error_apply_type(upstream_error *out, int status, const char *etype,
         error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
                   too_long ? "context_length_exceeded" : "");
         what = "anthropic rejected the request";
+    } else if (status == 503 || status == 502 || status == 504) {
+        /* The status says more than a generic api_error type: keep the
+         * status rules (503 retryable, 502/504 ambiguous) but name anthropic. */
+        what = status == 503 ? "anthropic is unavailable" : "anthropic had a gateway error";
     } else if (str_is(etype, "api_error") || status == 500) {
         error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
         what = "anthropic had an internal error";
@@ -1027,6 +1031,7 @@ static int anthropic_stream_event(void *state, const stream_event *ev, stream_re
 const provider_ops anthropic_ops = {
     .kind = "anthropic",
     .framing = FRAMING_SSE,
+    .needs_tree = true,
     .encode = anthropic_encode,
     .decode = anthropic_decode,
     .stream_new = anthropic_stream_new,

@@ -89,6 +89,15 @@ void upstream_request_finish_headers(upstream_request *r)
     r->headers[r->n_headers] = NULL;
 }
 
+void upstream_request_reset(upstream_request *r)
+{
+    buf_reset(&r->url);
+    buf_reset(&r->body);
+    buf_reset(&r->header_store);
+    r->n_headers = 0;
+    r->headers[0] = NULL;
+}
+
 void upstream_request_free(upstream_request *r)
 {
     if (!r) return;

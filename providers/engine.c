@@ -132,10 +132,9 @@ static void call_release(engine_call *c)
     if (c->reap_armed)
         evtimer_del(&c->reap);
     c->fb_armed = c->reap_armed = false;
-    curl_slist_free_all(c->headers);
-    c->headers = NULL;
     e->stats.in_flight--;
     if (e->pool_n >= CALL_POOL_MAX) {
+        curl_slist_free_all(c->headers);
         curl_easy_cleanup(c->easy);
         buf_free(&c->body);
         buf_free(&c->hbuf);
@@ -369,6 +368,23 @@ static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, i
     }
 }
 
+/* Calls to one provider send the same header lines every time: a pooled
+ * call keeps its curl list and rebuilds it only when the lines differ. */
+static void set_headers(engine_call *c, const upstream_request *req)
+{
+    const struct curl_slist *l = c->headers;
+    int i = 0;
+    for (; i < req->n_headers && l; i++, l = l->next)
+        if (strcmp(l->data, req->headers[i]) != 0)
+            break;
+    if (i == req->n_headers && !l)
+        return;
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+    for (i = 0; i < req->n_headers; i++)
+        c->headers = curl_slist_append(c->headers, req->headers[i]);
+}
+
 engine_call *engine_call_start(engine *e, const upstream_request *req, const provider_conf *p,
                                int64_t deadline_ms, const engine_callbacks *cb, void *ctx)
 {
@@ -383,8 +399,7 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
     c->cb = *cb;
     c->ctx = ctx;
     buf_append(&c->body, req->body.data ? req->body.data : "", req->body.len);
-    for (int i = 0; i < req->n_headers; i++)
-        c->headers = curl_slist_append(c->headers, req->headers[i]);
+    set_headers(c, req);
     c->start_us = util_now_us();
     call_set_options(c, u, p, deadline_ms);
     if (curl_multi_add_handle(e->multi, c->easy) != CURLM_OK) {
@@ -445,6 +460,7 @@ void engine_free(engine *e)
     while (e->pool) {
         engine_call *c = e->pool;
         e->pool = c->next_free;
+        curl_slist_free_all(c->headers);
         curl_easy_cleanup(c->easy);
         buf_free(&c->body);
         buf_free(&c->hbuf);

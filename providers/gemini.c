@@ -954,6 +954,7 @@ static int gemini_stream_event(void *state, const stream_event *ev, stream_resul
 const provider_ops gemini_ops = {
     .kind = "gemini",
     .framing = FRAMING_SSE,
+    .needs_tree = true,
     .encode = gemini_encode,
     .decode = gemini_decode,
     .stream_new = gemini_stream_new,

@@ -477,6 +477,7 @@ typedef struct ollama_stream {
     int64_t created;
     bool sent_role; /* the first chunk carries delta.role */
     bool saw_tool_calls;
+    bool include_usage; /* the client asked for a usage chunk */
     int tool_index; /* OpenAI numbers streamed tool calls */
     buf chunk;      /* scratch for the chunk being written */
 } ollama_stream;
@@ -496,6 +497,7 @@ static void *ollama_stream_new(const canon_request *req, const target *t)
     }
     new_id(st->id, sizeof st->id, "chatcmpl-");
     st->created = (int64_t)time(NULL);
+    st->include_usage = req && req->include_usage;
     return st;
 }
 
@@ -539,7 +541,8 @@ static void chunk_end_emit(ollama_stream *st, const char *finish, const stream_s
         append_json_cstr(b, finish);
     else
         buf_append_str(b, "null");
-    buf_append_str(b, "}]}");
+    /* as OpenAI does: with include_usage every chunk before the usage one says "usage":null */
+    buf_append_str(b, st->include_usage ? "}],\"usage\":null}" : "}]}");
     if (sink && sink->chunk) sink->chunk(sink->ctx, b->data, b->len);
 }
 
@@ -632,6 +635,7 @@ static int ollama_stream_event(void *state, const stream_event *ev, stream_resul
 const provider_ops ollama_ops = {
     .kind = "ollama",
     .framing = FRAMING_NDJSON,
+    .needs_tree = true,
     .encode = ollama_encode,
     .decode = ollama_decode,
     .stream_new = ollama_stream_new,

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/jtok.h"
 #include "lib/log.h"
 
 #define OPENAI_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -81,24 +82,30 @@ static void body_append_max_tokens(buf *b, bool *first, const canon_request *req
     buf_append(b, p, (size_t)(digits + sizeof digits - p));
 }
 
-/* Writes the client's object key by key with the substitutions above. It
- * never copies or mutates `root`: encode runs once per fallback target, on
- * the hot path. */
+/* Copies the client's object key by key from its original bytes with the
+ * substitutions above: nothing is re-serialised, only the few keys that
+ * change are written anew. Runs once per fallback target, on the hot path. */
 static void openai_encode_body(const canon_request *req, const target *t, const char *model, buf *b)
 {
     const provider_conf *pc = t->provider;
+    const jdoc *d = req->doc;
     bool first = true, model_done = false, max_done = false, stream_done = false;
-    buf_reserve(b, 1024);
+    buf_reserve(b, req->body_len + 64);
     buf_append_char(b, '{');
-    json_object_object_foreach(req->root, key, val)
-    {
-        switch (openai_classify_key(key)) {
+    buf key = BUF_INIT;
+    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE; k = jdoc_next(d, 0, k)) {
+        size_t rlen, vlen;
+        const char *raw_key = jdoc_raw(d, k, &rlen);
+        const char *raw_val = jdoc_raw(d, k + 1, &vlen);
+        buf_reset(&key);
+        jdoc_str_append(d, k, &key);
+        switch (openai_classify_key(key.data)) {
         case KEY_PASS:
             if (!first) buf_append_char(b, ',');
             first = false;
-            provider_append_json_str(b, key, strlen(key));
+            buf_append(b, raw_key, rlen);
             buf_append_char(b, ':');
-            provider_append_json(b, val);
+            buf_append(b, raw_val, vlen);
             break;
         case KEY_MODEL:
             if (model_done) break;
@@ -123,13 +130,14 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
              * too. */
             if (!pc->use_max_completion_tokens) break;
             BODY_MEMBER(b, &first, "\"metadata\":");
-            provider_append_json(b, val);
+            buf_append(b, raw_val, vlen);
             break;
         case KEY_STREAM_OPTIONS: /* written below from our own rule */
         case KEY_DROP:
             break;
         }
     }
+    buf_free(&key);
     if (!model_done) {
         BODY_MEMBER(b, &first, "\"model\":");
         provider_append_json_str(b, model, strlen(model));
@@ -155,7 +163,7 @@ static int openai_encode(const canon_request *req, const target *t, upstream_req
         snprintf(err, errlen, "openai: target has no upstream model");
         return -1;
     }
-    if (!req || !json_object_is_type(req->root, json_type_object)) {
+    if (!req || !req->doc || jdoc_type(req->doc, 0) != JT_OBJECT) {
         snprintf(err, errlen, "openai: the request body is not a JSON object");
         return -1;
     }
@@ -183,21 +191,30 @@ static int openai_encode(const canon_request *req, const target *t, upstream_req
 
 /* ------------------------------------------------------------ usage */
 
-static usage_record openai_usage_map(json_object *usage)
+/* A non-negative count at obj.key (clamped like provider_get_count). */
+static bool doc_count(const jdoc *d, uint32_t obj, const char *key, int64_t *out)
+{
+    int64_t v;
+    if (!jdoc_int64(d, jdoc_get(d, obj, key), &v)) return false;
+    *out = v < 0 ? 0 : v > 1000000000000LL ? 1000000000000LL : v;
+    return true;
+}
+
+/* The OpenAI usage object at index `usage` → a usage record, plus the
+ * client-facing prompt/completion counts. */
+static usage_record usage_from_doc(const jdoc *d, uint32_t usage, int64_t *prompt_out,
+                                   int64_t *completion_out)
 {
     usage_record u;
     memset(&u, 0, sizeof u);
-    if (!json_object_is_type(usage, json_type_object)) return u;
+    if (jdoc_type(d, usage) != JT_OBJECT) return u;
     int64_t prompt = 0, completion = 0, cached = 0, cache_write = 0, reasoning = 0;
-    bool has_prompt = provider_get_count(usage, "prompt_tokens", &prompt);
-    bool has_completion = provider_get_count(usage, "completion_tokens", &completion);
-    json_object *details = NULL;
-    if (json_object_object_get_ex(usage, "prompt_tokens_details", &details)) {
-        provider_get_count(details, "cached_tokens", &cached);
-        provider_get_count(details, "cache_write_tokens", &cache_write);
-    }
-    if (json_object_object_get_ex(usage, "completion_tokens_details", &details))
-        provider_get_count(details, "reasoning_tokens", &reasoning);
+    bool has_prompt = doc_count(d, usage, "prompt_tokens", &prompt);
+    bool has_completion = doc_count(d, usage, "completion_tokens", &completion);
+    uint32_t details = jdoc_get(d, usage, "prompt_tokens_details");
+    doc_count(d, details, "cached_tokens", &cached);
+    doc_count(d, details, "cache_write_tokens", &cache_write);
+    doc_count(d, jdoc_get(d, usage, "completion_tokens_details"), "reasoning_tokens", &reasoning);
 
     u.cache_read = cached;
     u.cache_write_5m = cache_write;
@@ -208,8 +225,8 @@ static usage_record openai_usage_map(json_object *usage)
 
     /* DeepSeek reports the split itself; it wins over the derivation. */
     int64_t hit = 0, miss = 0;
-    bool has_hit = provider_get_count(usage, "prompt_cache_hit_tokens", &hit);
-    bool has_miss = provider_get_count(usage, "prompt_cache_miss_tokens", &miss);
+    bool has_hit = doc_count(d, usage, "prompt_cache_hit_tokens", &hit);
+    bool has_miss = doc_count(d, usage, "prompt_cache_miss_tokens", &miss);
     if (has_hit || has_miss) {
         u.cache_read = has_hit ? hit : (prompt > miss ? prompt - miss : 0);
         u.input_uncached = has_miss ? miss : (prompt > hit ? prompt - hit : 0);
@@ -217,6 +234,22 @@ static usage_record openai_usage_map(json_object *usage)
     u.output = completion;
     u.reasoning = reasoning;
     u.exact = has_prompt && has_completion;
+    if (prompt_out) *prompt_out = prompt;
+    if (completion_out) *completion_out = completion;
+    return u;
+}
+
+/* The table's entry point; the hot paths read usage straight from tokens. */
+static usage_record openai_usage_map(json_object *usage)
+{
+    usage_record u;
+    memset(&u, 0, sizeof u);
+    if (!json_object_is_type(usage, json_type_object)) return u;
+    size_t len;
+    const char *s = json_object_to_json_string_length(usage, OPENAI_JSON_FLAGS, &len);
+    jdoc d = JDOC_INIT;
+    if (jdoc_parse(&d, s, len, NULL, 0, NULL) == 0) u = usage_from_doc(&d, 0, NULL, NULL);
+    jdoc_free(&d);
     return u;
 }
 
@@ -279,74 +312,70 @@ static void openai_classify(int status, const upstream_headers *hs, const char *
 
 /* ------------------------------------------------------------ decode */
 
-static void copy_finish_reason(char *dst, size_t cap, json_object *fr)
+static void copy_finish_reason(const jdoc *d, uint32_t fr, char *dst, size_t cap)
 {
-    if (json_object_is_type(fr, json_type_string))
-        snprintf(dst, cap, "%s", json_object_get_string(fr));
+    if (jdoc_type(d, fr) != JT_STRING) return;
+    buf tmp = BUF_INIT;
+    jdoc_str_append(d, fr, &tmp);
+    snprintf(dst, cap, "%s", tmp.data);
+    buf_free(&tmp);
 }
 
+/* Decoding only validates the answer and reads its usage and finish reason:
+ * the client gets the upstream bytes as they are. */
 static int openai_decode(const canon_request *req, const target *t, const char *body, size_t len,
                          decoded_response *out, char *err, size_t errlen)
 {
+    static jdoc d = JDOC_INIT; /* one thread per process: reused scratch */
     memset(out, 0, sizeof *out);
-    char why[96];
-    json_object *obj = provider_parse_object(NULL, body, len, why, sizeof why);
-    json_object *choices = NULL, *e = NULL;
-    if (obj && !(json_object_object_get_ex(obj, "choices", &choices) &&
-                 json_object_is_type(choices, json_type_array))) {
-        /* Some hosts answer 200 with an error object inside. */
-        json_object *msg = NULL;
-        if (json_object_object_get_ex(obj, "error", &e) &&
-            json_object_object_get_ex(e, "message", &msg) &&
-            json_object_is_type(msg, json_type_string))
-            snprintf(why, sizeof why, "it carries an error: %.60s", json_object_get_string(msg));
-        else
-            snprintf(why, sizeof why, "no choices array");
-        json_object_put(obj);
-        obj = NULL;
+    char why[96] = "";
+    size_t pos = 0;
+    if (jdoc_parse(&d, body, len, why, sizeof why, &pos) != 0) {
+        snprintf(err, errlen,
+                 "upstream answered 200 with a body that is not a chat.completion: invalid JSON "
+                 "(%s at byte %zu)",
+                 why, pos);
+        return -1;
     }
-    if (!obj) {
-        snprintf(err, errlen, "upstream answered 200 with a body that is not a chat.completion: %s",
-                 why);
+    uint32_t choices = jdoc_get(&d, 0, "choices");
+    if (jdoc_type(&d, choices) != JT_ARRAY) {
+        /* Some hosts answer 200 with an error object inside. */
+        uint32_t msg = jdoc_get(&d, jdoc_get(&d, 0, "error"), "message");
+        buf m = BUF_INIT;
+        if (jdoc_type(&d, msg) == JT_STRING) jdoc_str_append(&d, msg, &m);
+        snprintf(err, errlen, "upstream answered 200 with a body that is not a chat.completion: %s%.60s",
+                 m.len ? "it carries an error: " : "no choices array", m.len ? m.data : "");
+        buf_free(&m);
         text_blank_controls(err);
         return -1;
     }
-    out->body = obj;
-    json_object *usage = NULL;
-    json_object_object_get_ex(obj, "usage", &usage);
-    out->usage = openai_usage_map(usage);
-    provider_get_count(usage, "prompt_tokens", &out->prompt_tokens);
-    provider_get_count(usage, "completion_tokens", &out->completion_tokens);
-    json_object *fr = NULL;
-    if (json_object_array_length(choices) > 0)
-        json_object_object_get_ex(json_object_array_get_idx(choices, 0), "finish_reason", &fr);
-    copy_finish_reason(out->finish_reason, sizeof out->finish_reason, fr);
+    out->raw = body;
+    out->raw_len = len;
+    out->usage = usage_from_doc(&d, jdoc_get(&d, 0, "usage"), &out->prompt_tokens,
+                                &out->completion_tokens);
+    copy_finish_reason(&d, jdoc_get(&d, jdoc_index(&d, choices, 0), "finish_reason"),
+                       out->finish_reason, sizeof out->finish_reason);
     return 0;
 }
 
 /* ------------------------------------------------------------ stream */
 
 typedef struct openai_stream {
-    json_tokener *tok; /* reused for every chunk: no allocation per event */
+    jdoc doc;  /* token array reused for every chunk */
+    buf tmp;   /* a re-framed chunk */
 } openai_stream;
 
 static void *openai_stream_new(const canon_request *req, const target *t)
 {
-    openai_stream *st = calloc(1, sizeof *st);
-    if (!st) return NULL;
-    st->tok = json_tokener_new();
-    if (!st->tok) {
-        free(st);
-        return NULL;
-    }
-    return st;
+    return calloc(1, sizeof(openai_stream));
 }
 
 static void openai_stream_free(void *state)
 {
     openai_stream *st = state;
     if (!st) return;
-    json_tokener_free(st->tok);
+    jdoc_free(&st->doc);
+    buf_free(&st->tmp);
     free(st);
 }
 
@@ -358,39 +387,33 @@ static int stream_fail_garbage(stream_result *res, const char *d, size_t n, cons
 }
 
 /* A mid-stream error has no HTTP status; some hosts (OpenRouter) put one in
- * error.code, otherwise it counts as an upstream server error. */
-static void stream_fail_error(stream_result *res, json_object *e)
+ * error.code, otherwise it counts as an upstream server error. The error
+ * value is small and rare: json-c reads it like a non-2xx body. */
+static void stream_fail_error(stream_result *res, const jdoc *d, uint32_t e)
 {
+    size_t len;
+    const char *raw = jdoc_raw(d, e, &len);
+    char why[64];
+    json_object *obj = provider_parse_object(NULL, raw, len, why, sizeof why);
     int64_t status = 500;
-    if (!provider_get_int(e, "code", &status) || status < 400 || status > 599) status = 500;
+    if (!provider_get_int(obj, "code", &status) || status < 400 || status > 599) status = 500;
     provider_classify_status((int)status, &res->error);
-    openai_apply_error(e, &res->error);
+    openai_apply_error(obj, &res->error);
+    json_object_put(obj);
     res->failed = true;
-}
-
-static void stream_record_usage(stream_result *res, json_object *usage)
-{
-    res->usage = openai_usage_map(usage);
-    provider_get_count(usage, "prompt_tokens", &res->prompt_tokens);
-    provider_get_count(usage, "completion_tokens", &res->completion_tokens);
 }
 
 /* Finish reason from any choice; the text of choice 0 only, since the
  * cascade checks read one answer. */
-static void stream_note_choices(stream_result *res, json_object *choices)
+static void stream_note_choices(stream_result *res, const jdoc *d, uint32_t choices)
 {
-    size_t n = json_object_array_length(choices);
-    for (size_t i = 0; i < n; i++) {
-        json_object *c = json_object_array_get_idx(choices, i), *v = NULL, *delta = NULL;
-        if (json_object_object_get_ex(c, "finish_reason", &v))
-            copy_finish_reason(res->finish_reason, sizeof res->finish_reason, v);
-        int64_t index = (int64_t)i;
-        provider_get_int(c, "index", &index);
-        if (index == 0 && json_object_object_get_ex(c, "delta", &delta) &&
-            json_object_object_get_ex(delta, "content", &v) &&
-            json_object_is_type(v, json_type_string))
-            buf_append(&res->text, json_object_get_string(v),
-                       (size_t)json_object_get_string_len(v));
+    for (uint32_t c = jdoc_first(d, choices); c != JT_NONE; c = jdoc_next(d, choices, c)) {
+        copy_finish_reason(d, jdoc_get(d, c, "finish_reason"), res->finish_reason,
+                           sizeof res->finish_reason);
+        int64_t index = 0;
+        jdoc_int64(d, jdoc_get(d, c, "index"), &index);
+        uint32_t content = jdoc_get(d, jdoc_get(d, c, "delta"), "content");
+        if (index == 0 && jdoc_type(d, content) == JT_STRING) jdoc_str_append(d, content, &res->text);
     }
 }
 
@@ -399,11 +422,28 @@ static void sink_emit(const stream_sink *sink, const char *json, size_t len)
     if (sink && sink->chunk) sink->chunk(sink->ctx, json, len);
 }
 
-static void sink_emit_object(const stream_sink *sink, json_object *obj)
+/* The chunk's members but `usage`, as one line: for usage riding on a
+ * content chunk, and for JSON spread over several data: lines (relayed as
+ * is it would break the client's SSE framing). */
+static void emit_reframed(openai_stream *st, const stream_sink *sink, bool drop_usage)
 {
-    size_t len;
-    const char *s = json_object_to_json_string_length(obj, OPENAI_JSON_FLAGS, &len);
-    sink_emit(sink, s, len);
+    const jdoc *d = &st->doc;
+    buf *b = &st->tmp;
+    buf_reset(b);
+    buf_append_char(b, '{');
+    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE; k = jdoc_next(d, 0, k)) {
+        if (drop_usage && jdoc_str_eq(d, k, "usage")) continue;
+        size_t kl, vl;
+        const char *kr = jdoc_raw(d, k, &kl), *vr = jdoc_raw(d, k + 1, &vl);
+        if (b->len > 1) buf_append_char(b, ',');
+        buf_append(b, kr, kl);
+        buf_append_char(b, ':');
+        /* values keep their bytes; a raw newline can only sit between tokens */
+        for (size_t i = 0; i < vl; i++)
+            buf_append_char(b, vr[i] == '\n' || vr[i] == '\r' ? ' ' : vr[i]);
+    }
+    buf_append_char(b, '}');
+    sink_emit(sink, b->data, b->len);
 }
 
 static bool is_space(char c)
@@ -427,42 +467,27 @@ static int openai_stream_event(void *state, const stream_event *ev, stream_resul
         res->done = true;
         return 0;
     }
-    /* Cheap pre-check before the parser sees it. */
-    if (d[0] != '{') return stream_fail_garbage(res, d, n, "not JSON");
+    if (!st || d[0] != '{') return stream_fail_garbage(res, d, n, "not JSON");
     char why[96];
-    json_object *obj = provider_parse_object(st ? st->tok : NULL, d, n, why, sizeof why);
-    if (!obj) return stream_fail_garbage(res, d, n, why);
-
-    json_object *e = NULL, *choices = NULL, *usage = NULL;
-    if (json_object_object_get_ex(obj, "error", &e) && e) {
-        stream_fail_error(res, e);
-        json_object_put(obj);
+    if (jdoc_parse(&st->doc, d, n, why, sizeof why, NULL) != 0)
+        return stream_fail_garbage(res, d, n, why);
+    const jdoc *doc = &st->doc;
+    uint32_t e = jdoc_get(doc, 0, "error");
+    if (e != JT_NONE && jdoc_type(doc, e) != JT_NULL) {
+        stream_fail_error(res, doc, e);
         return 0;
     }
-    json_object_object_get_ex(obj, "usage", &usage);
-    bool has_usage = json_object_is_type(usage, json_type_object);
-    if (has_usage) stream_record_usage(res, usage);
-    if (!json_object_object_get_ex(obj, "choices", &choices) ||
-        !json_object_is_type(choices, json_type_array) ||
-        (has_usage && json_object_array_length(choices) == 0)) {
-        /* The usage chunk (the caller makes its own) or nothing to relay. */
-        json_object_put(obj);
-        return 0;
-    }
-    stream_note_choices(res, choices);
-    if (has_usage) {
-        /* Usage on a content chunk (some hosts do this): relay the content,
-         * keep the usage for the caller's own usage chunk. */
-        json_object_object_del(obj, "usage");
-        sink_emit_object(sink, obj);
-    } else if (memchr(d, '\n', n) || memchr(d, '\r', n)) {
-        /* JSON spread over several data: lines would break the client's
-         * SSE framing if relayed as one line. */
-        sink_emit_object(sink, obj);
-    } else {
+    uint32_t usage = jdoc_get(doc, 0, "usage"), choices = jdoc_get(doc, 0, "choices");
+    bool has_usage = jdoc_type(doc, usage) == JT_OBJECT;
+    if (has_usage)
+        res->usage = usage_from_doc(doc, usage, &res->prompt_tokens, &res->completion_tokens);
+    if (jdoc_type(doc, choices) != JT_ARRAY || (has_usage && doc->t[choices].size == 0))
+        return 0; /* the usage chunk (the caller makes its own) or nothing to relay */
+    stream_note_choices(res, doc, choices);
+    if (has_usage || memchr(d, '\n', n) || memchr(d, '\r', n))
+        emit_reframed(st, sink, has_usage);
+    else
         sink_emit(sink, d, n);
-    }
-    json_object_put(obj);
     return 0;
 }
 

@@ -22,7 +22,11 @@
  * is kept whole in `root` so adapters can pass through fields bridle does not
  * model. Strings point into `root` and live as long as it does. */
 typedef struct canon_request {
-    json_object *root;     /* the client's body, an object; owned by the request */
+    const char *body;      /* the client's body bytes, as received */
+    size_t body_len;
+    const struct jdoc *doc; /* body tokenized (lib/jtok.h); the OpenAI dialect reads only this */
+    json_object *root;     /* the client's body as a json-c tree, built only for the
+                              dialects that translate it (needs_tree); owned by the request */
     const char *model;     /* "model" as the client sent it */
     json_object *messages; /* validated array: every item has a string role and
                               content that is a string, an array of parts, or null */
@@ -79,6 +83,8 @@ void upstream_request_add_header(upstream_request *r, const char *name, const ch
 /* Makes headers[] point into header_store; call once after the last add. */
 void upstream_request_finish_headers(upstream_request *r);
 void upstream_request_free(upstream_request *r);
+/* Empties r for another encode, keeping its buffers' memory. */
+void upstream_request_reset(upstream_request *r);
 
 /* Response headers as received, names lower-cased. */
 typedef struct upstream_headers {
@@ -115,6 +121,8 @@ typedef struct upstream_error {
 /* A decoded non-streamed answer. */
 typedef struct decoded_response {
     json_object *body;        /* an OpenAI chat.completion object; owned by caller */
+    const char *raw;          /* or, when body is NULL: the upstream bytes to relay as they are */
+    size_t raw_len;
     usage_record usage;       /* exact when the provider reported usage */
     char finish_reason[24];   /* OpenAI value */
     int64_t prompt_tokens;    /* for the client-facing usage block */
@@ -156,6 +164,9 @@ typedef enum { FRAMING_SSE, FRAMING_NDJSON } stream_framing;
 struct provider_ops {
     const char *kind; /* "openai", "anthropic", "gemini", "ollama" */
     stream_framing framing;
+    /* encode reads canon_request.root/messages (a json-c tree). Without it,
+     * encode reads only body/doc, and the server skips building the tree. */
+    bool needs_tree;
 
     /* Builds the upstream call for `req` to `t`. The client's stream flag
      * decides the upstream one. Returns 0, or -1 with err set (e.g. a

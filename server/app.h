@@ -30,6 +30,8 @@ typedef struct app {
     int64_t in_flight;       /* client requests being served */
     bool draining;           /* SIGTERM: finish what is in flight, then exit */
     struct event *drain_timer;
+    struct chat *chat_pool;  /* finished requests kept for reuse (server/chat.c) */
+    int chat_pool_n;
     struct ptrmap *guards;   /* client bufferevent -> its conn_guard (server/http.c) */
     app_stats stats;
 } app;

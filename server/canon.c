@@ -4,278 +4,307 @@
 #include <stdio.h>
 #include <string.h>
 
-static int invalid(canon_error *err, const char *param, const char *code, const char *fmt, ...)
+/* Parsing context: the tokens and where unescaped strings go. */
+typedef struct cctx {
+    const jdoc *d;
+    buf *strings;
+    canon_error *err;
+} cctx;
+
+static int invalid(cctx *c, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static int invalid(canon_error *err, const char *param, const char *code, const char *fmt, ...)
+static int invalid(cctx *c, const char *param, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    vsnprintf(c->err->message, sizeof c->err->message, fmt, ap);
     va_end(ap);
-    snprintf(err->param, sizeof err->param, "%s", param ? param : "");
-    snprintf(err->code, sizeof err->code, "%s", code ? code : "");
+    snprintf(c->err->param, sizeof c->err->param, "%s", param ? param : "");
+    snprintf(c->err->code, sizeof c->err->code, "%s", code ? code : "");
     return -1;
 }
 
-static const char *tname(json_object *o)
+/* A NUL-terminated copy of a string token. `strings` was reserved for the
+ * whole body up front, so it never moves and the pointers stay valid. */
+static const char *keep_string(cctx *c, uint32_t i)
 {
-    return o ? json_type_to_name(json_object_get_type(o)) : "null";
+    size_t at = c->strings->len;
+    jdoc_str_append(c->d, i, c->strings);
+    buf_append_char(c->strings, '\0');
+    return c->strings->data + at;
 }
 
-static bool is_role(const char *r)
+static bool is_role(const jdoc *d, uint32_t r)
 {
     static const char *const roles[] = {"system", "developer", "user", "assistant", "tool", "function", NULL};
     for (const char *const *p = roles; *p; p++)
-        if (strcmp(*p, r) == 0)
+        if (jdoc_str_eq(d, r, *p))
             return true;
     return false;
 }
 
-static int check_parts(json_object *content, size_t i, canon_error *err)
+static int check_parts(cctx *c, uint32_t content, uint32_t i)
 {
-    size_t n = json_object_array_length(content);
-    for (size_t j = 0; j < n; j++) {
-        json_object *part = json_object_array_get_idx(content, j), *type;
+    const jdoc *d = c->d;
+    uint32_t j = 0;
+    for (uint32_t part = jdoc_first(d, content); part != JT_NONE; part = jdoc_next(d, content, part), j++) {
+        if (jdoc_type(d, part) == JT_OBJECT && jdoc_type(d, jdoc_get(d, part, "type")) == JT_STRING)
+            continue;
         char param[96];
-        snprintf(param, sizeof param, "messages[%zu].content[%zu]", i, j);
-        if (!json_object_is_type(part, json_type_object) ||
-            !json_object_object_get_ex(part, "type", &type) ||
-            !json_object_is_type(type, json_type_string))
-            return invalid(err, param, "invalid_type",
-                           "%s must be an object with a string \"type\", like {\"type\": \"text\", "
-                           "\"text\": \"...\"}",
-                           param);
+        snprintf(param, sizeof param, "messages[%u].content[%u]", i, j);
+        return invalid(c, param, "invalid_type",
+                       "%s must be an object with a string \"type\", like {\"type\": \"text\", "
+                       "\"text\": \"...\"}",
+                       param);
     }
     return 0;
 }
 
-static int check_message(json_object *m, size_t i, canon_error *err)
+/* The field path for an error message, built only when there is one. */
+static const char *msg_param(char *out, size_t n, uint32_t i, const char *field)
 {
-    char param[96];
-    snprintf(param, sizeof param, "messages[%zu]", i);
-    if (!json_object_is_type(m, json_type_object))
-        return invalid(err, param, "invalid_type",
-                       "%s must be an object like {\"role\": \"user\", \"content\": \"Hello\"}, got %s",
-                       param, tname(m));
-    json_object *role, *content;
-    snprintf(param, sizeof param, "messages[%zu].role", i);
-    if (!json_object_object_get_ex(m, "role", &role))
-        return invalid(err, param, "missing_required_parameter", "%s is missing: say who speaks "
-                       "(system, developer, user, assistant or tool)", param);
-    if (!json_object_is_type(role, json_type_string) || !is_role(json_object_get_string(role)))
-        return invalid(err, param, "invalid_value",
-                       "%s must be one of system, developer, user, assistant, tool; got %s", param,
-                       json_object_to_json_string_ext(role, JSON_C_TO_STRING_PLAIN));
-    const char *r = json_object_get_string(role);
-    snprintf(param, sizeof param, "messages[%zu].content", i);
-    bool has = json_object_object_get_ex(m, "content", &content);
-    if (!has || content == NULL) {
-        json_object *tc;
-        if (strcmp(r, "assistant") == 0 && json_object_object_get_ex(m, "tool_calls", &tc))
-            return 0;
-        return invalid(err, param, "missing_required_parameter",
-                       "%s is missing: a %s message needs content (a string or a list of parts)",
-                       param, r);
-    }
-    if (json_object_is_type(content, json_type_string))
-        return 0;
-    if (json_object_is_type(content, json_type_array))
-        return check_parts(content, i, err);
-    return invalid(err, param, "invalid_type",
-                   "%s must be a string or a list of content parts, got %s", param, tname(content));
+    snprintf(out, n, "messages[%u]%s", i, field);
+    return out;
 }
 
-static int check_messages(json_object *root, canon_request *out, canon_error *err)
+static int check_message(cctx *c, uint32_t m, uint32_t i)
 {
-    json_object *msgs;
-    if (!json_object_object_get_ex(root, "messages", &msgs))
-        return invalid(err, "messages", "missing_required_parameter",
+    const jdoc *d = c->d;
+    char p[96];
+    if (jdoc_type(d, m) != JT_OBJECT)
+        return invalid(c, msg_param(p, sizeof p, i, ""), "invalid_type",
+                       "%s must be an object like {\"role\": \"user\", \"content\": \"Hello\"}, got %s",
+                       p, jdoc_type_name(d, m));
+    uint32_t role = jdoc_get(d, m, "role");
+    if (role == JT_NONE)
+        return invalid(c, msg_param(p, sizeof p, i, ".role"), "missing_required_parameter",
+                       "%s is missing: say who speaks (system, developer, user, assistant or tool)", p);
+    if (!is_role(d, role)) {
+        size_t len;
+        const char *raw = jdoc_raw(d, role, &len);
+        return invalid(c, msg_param(p, sizeof p, i, ".role"), "invalid_value",
+                       "%s must be one of system, developer, user, assistant, tool; got %.*s", p,
+                       len > 60 ? 60 : (int)len, raw);
+    }
+    uint32_t content = jdoc_get(d, m, "content");
+    switch (jdoc_type(d, content)) {
+    case JT_STRING: return 0;
+    case JT_ARRAY: return check_parts(c, content, i);
+    case JT_ABSENT:
+    case JT_NULL:
+        if (jdoc_str_eq(d, role, "assistant") && jdoc_get(d, m, "tool_calls") != JT_NONE)
+            return 0;
+        return invalid(c, msg_param(p, sizeof p, i, ".content"), "missing_required_parameter",
+                       "%s is missing: a message needs content (a string or a list of parts)", p);
+    default:
+        return invalid(c, msg_param(p, sizeof p, i, ".content"), "invalid_type",
+                       "%s must be a string or a list of content parts, got %s", p,
+                       jdoc_type_name(d, content));
+    }
+}
+
+static int check_messages(cctx *c)
+{
+    const jdoc *d = c->d;
+    uint32_t msgs = jdoc_get(d, 0, "messages");
+    if (msgs == JT_NONE)
+        return invalid(c, "messages", "missing_required_parameter",
                        "\"messages\" is missing: send the conversation as a list, like "
                        "[{\"role\": \"user\", \"content\": \"Hello\"}]");
-    if (!json_object_is_type(msgs, json_type_array))
-        return invalid(err, "messages", "invalid_type", "\"messages\" must be a list of messages, got %s",
-                       tname(msgs));
-    size_t n = json_object_array_length(msgs);
-    if (n == 0)
-        return invalid(err, "messages", "empty_array",
-                       "\"messages\" is empty: send at least one message");
-    for (size_t i = 0; i < n; i++)
-        if (check_message(json_object_array_get_idx(msgs, i), i, err))
+    if (jdoc_type(d, msgs) != JT_ARRAY)
+        return invalid(c, "messages", "invalid_type", "\"messages\" must be a list of messages, got %s",
+                       jdoc_type_name(d, msgs));
+    if (d->t[msgs].size == 0)
+        return invalid(c, "messages", "empty_array", "\"messages\" is empty: send at least one message");
+    uint32_t i = 0;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m), i++)
+        if (check_message(c, m, i))
             return -1;
-    out->messages = msgs;
     return 0;
 }
 
-/* An optional integer field in [lo, hi]; *out untouched when absent. */
-static int opt_int(json_object *root, const char *key, int64_t lo, int64_t hi, int64_t *out,
-                   canon_error *err)
+/* An optional integer field in [lo, hi]; *out untouched when absent or null. */
+static int opt_int(cctx *c, const char *key, int64_t lo, int64_t hi, int64_t *out)
 {
-    json_object *v;
-    if (!json_object_object_get_ex(root, key, &v) || v == NULL)
+    uint32_t v = jdoc_get(c->d, 0, key);
+    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
         return 0;
-    if (!json_object_is_type(v, json_type_int))
-        return invalid(err, key, "invalid_type", "\"%s\" must be an integer, got %s", key, tname(v));
-    int64_t x = json_object_get_int64(v);
+    int64_t x;
+    if (!jdoc_int64(c->d, v, &x))
+        return invalid(c, key, "invalid_type", "\"%s\" must be an integer, got %s", key,
+                       jdoc_type(c->d, v) == JT_NUMBER ? "a fraction or a number too large"
+                                                       : jdoc_type_name(c->d, v));
     if (x < lo || x > hi)
-        return invalid(err, key, "invalid_value", "\"%s\" must be between %lld and %lld, got %lld", key,
+        return invalid(c, key, "invalid_value", "\"%s\" must be between %lld and %lld, got %lld", key,
                        (long long)lo, (long long)hi, (long long)x);
     *out = x;
     return 0;
 }
 
-static int opt_number(json_object *root, const char *key, double lo, double hi, canon_error *err)
+static int opt_number(cctx *c, const char *key, double lo, double hi)
 {
-    json_object *v;
-    if (!json_object_object_get_ex(root, key, &v) || v == NULL)
+    uint32_t v = jdoc_get(c->d, 0, key);
+    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
         return 0;
-    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
-        return invalid(err, key, "invalid_type", "\"%s\" must be a number, got %s", key, tname(v));
-    double x = json_object_get_double(v);
+    double x;
+    if (!jdoc_double(c->d, v, &x))
+        return invalid(c, key, "invalid_type", "\"%s\" must be a number, got %s", key,
+                       jdoc_type_name(c->d, v));
     if (x < lo || x > hi)
-        return invalid(err, key, "invalid_value", "\"%s\" must be between %g and %g, got %g", key, lo,
+        return invalid(c, key, "invalid_value", "\"%s\" must be between %g and %g, got %g", key, lo,
                        hi, x);
     return 0;
 }
 
-static int opt_string(json_object *root, const char *key, const char **out, canon_error *err)
+static int opt_string(cctx *c, uint32_t obj, const char *key, const char *param, const char **out)
 {
-    json_object *v;
-    if (!json_object_object_get_ex(root, key, &v) || v == NULL)
+    uint32_t v = jdoc_get(c->d, obj, key);
+    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
         return 0;
-    if (!json_object_is_type(v, json_type_string))
-        return invalid(err, key, "invalid_type", "\"%s\" must be a string, got %s", key, tname(v));
-    *out = json_object_get_string(v);
+    if (jdoc_type(c->d, v) != JT_STRING)
+        return invalid(c, param, "invalid_type", "\"%s\" must be a string, got %s", param,
+                       jdoc_type_name(c->d, v));
+    *out = keep_string(c, v);
     return 0;
 }
 
-static int check_stream(json_object *root, canon_request *out, canon_error *err)
+static int opt_bool(cctx *c, uint32_t obj, const char *key, const char *param, bool *out)
 {
-    json_object *v, *so;
-    if (json_object_object_get_ex(root, "stream", &v) && v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean))
-            return invalid(err, "stream", "invalid_type", "\"stream\" must be true or false, got %s",
-                           tname(v));
-        out->stream = json_object_get_boolean(v);
-    }
-    if (!json_object_object_get_ex(root, "stream_options", &so) || so == NULL)
+    uint32_t v = jdoc_get(c->d, obj, key);
+    jt_type t = jdoc_type(c->d, v);
+    if (v == JT_NONE || t == JT_NULL)
+        return 0;
+    if (t != JT_TRUE && t != JT_FALSE)
+        return invalid(c, param, "invalid_type", "\"%s\" must be true or false, got %s", param,
+                       jdoc_type_name(c->d, v));
+    *out = t == JT_TRUE;
+    return 0;
+}
+
+static int check_stream(cctx *c, canon_request *out)
+{
+    if (opt_bool(c, 0, "stream", "stream", &out->stream))
+        return -1;
+    uint32_t so = jdoc_get(c->d, 0, "stream_options");
+    if (so == JT_NONE || jdoc_type(c->d, so) == JT_NULL)
         return 0;
     if (!out->stream)
-        return invalid(err, "stream_options", "invalid_value",
+        return invalid(c, "stream_options", "invalid_value",
                        "\"stream_options\" is only allowed when \"stream\" is true");
-    if (!json_object_is_type(so, json_type_object))
-        return invalid(err, "stream_options", "invalid_type", "\"stream_options\" must be an object");
-    if (json_object_object_get_ex(so, "include_usage", &v) && v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean))
-            return invalid(err, "stream_options.include_usage", "invalid_type",
-                           "\"stream_options.include_usage\" must be true or false");
-        out->include_usage = json_object_get_boolean(v);
-    }
-    return 0;
+    if (jdoc_type(c->d, so) != JT_OBJECT)
+        return invalid(c, "stream_options", "invalid_type", "\"stream_options\" must be an object");
+    return opt_bool(c, so, "include_usage", "stream_options.include_usage", &out->include_usage);
 }
 
-static int check_metadata(json_object *root, canon_request *out, canon_error *err)
+static int check_metadata(cctx *c, canon_request *out)
 {
-    json_object *md;
-    if (!json_object_object_get_ex(root, "metadata", &md) || md == NULL)
+    const jdoc *d = c->d;
+    uint32_t md = jdoc_get(d, 0, "metadata");
+    if (md == JT_NONE || jdoc_type(d, md) == JT_NULL)
         return 0;
-    if (!json_object_is_type(md, json_type_object))
-        return invalid(err, "metadata", "invalid_type",
-                       "\"metadata\" must be an object of string values, got %s", tname(md));
-    json_object_object_foreach(md, key, val)
-    {
+    if (jdoc_type(d, md) != JT_OBJECT)
+        return invalid(c, "metadata", "invalid_type",
+                       "\"metadata\" must be an object of string values, got %s", jdoc_type_name(d, md));
+    for (uint32_t k = jdoc_first(d, md); k != JT_NONE; k = jdoc_next(d, md, k)) {
+        if (jdoc_type(d, k + 1) == JT_STRING)
+            continue;
         char param[96];
-        snprintf(param, sizeof param, "metadata.%.60s", key);
-        if (!json_object_is_type(val, json_type_string))
-            return invalid(err, param, "invalid_type", "%s must be a string, got %s", param, tname(val));
-        if (strcmp(key, "task") == 0)
-            out->task = json_object_get_string(val);
-        else if (strcmp(key, "agent") == 0)
-            out->agent = json_object_get_string(val);
-        else if (strcmp(key, "feature") == 0)
-            out->feature = json_object_get_string(val);
-        else if (strcmp(key, "team") == 0)
-            out->team = json_object_get_string(val);
+        buf key = BUF_INIT;
+        jdoc_str_append(d, k, &key);
+        snprintf(param, sizeof param, "metadata.%.60s", key.data);
+        buf_free(&key);
+        return invalid(c, param, "invalid_type", "%s must be a string, got %s", param,
+                       jdoc_type_name(d, k + 1));
     }
-    return 0;
+    return opt_string(c, md, "task", "metadata.task", &out->task) ||
+           opt_string(c, md, "agent", "metadata.agent", &out->agent) ||
+           opt_string(c, md, "feature", "metadata.feature", &out->feature) ||
+           opt_string(c, md, "team", "metadata.team", &out->team);
 }
 
-static int check_response_format(json_object *root, canon_request *out, canon_error *err)
+static int check_response_format(cctx *c, canon_request *out)
 {
-    json_object *rf, *type;
-    if (!json_object_object_get_ex(root, "response_format", &rf) || rf == NULL)
+    const jdoc *d = c->d;
+    uint32_t rf = jdoc_get(d, 0, "response_format");
+    if (rf == JT_NONE || jdoc_type(d, rf) == JT_NULL)
         return 0;
-    if (!json_object_is_type(rf, json_type_object) || !json_object_object_get_ex(rf, "type", &type) ||
-        !json_object_is_type(type, json_type_string))
-        return invalid(err, "response_format", "invalid_type",
+    uint32_t type = jdoc_get(d, rf, "type");
+    if (jdoc_type(d, type) != JT_STRING)
+        return invalid(c, "response_format", "invalid_type",
                        "\"response_format\" must be an object like {\"type\": \"json_object\"}");
-    const char *t = json_object_get_string(type);
-    if (strcmp(t, "text") && strcmp(t, "json_object") && strcmp(t, "json_schema"))
-        return invalid(err, "response_format.type", "invalid_value",
-                       "\"response_format.type\" must be text, json_object or json_schema, got \"%s\"", t);
-    out->json_mode = strcmp(t, "text") != 0;
+    if (!jdoc_str_eq(d, type, "text") && !jdoc_str_eq(d, type, "json_object") &&
+        !jdoc_str_eq(d, type, "json_schema"))
+        return invalid(c, "response_format.type", "invalid_value",
+                       "\"response_format.type\" must be text, json_object or json_schema");
+    out->json_mode = !jdoc_str_eq(d, type, "text");
     return 0;
 }
 
-static int check_fields(json_object *root, canon_request *out, canon_error *err)
+static int check_fields(cctx *c, canon_request *out)
 {
-    json_object *model;
-    if (!json_object_object_get_ex(root, "model", &model))
-        return invalid(err, "model", "missing_required_parameter",
+    const jdoc *d = c->d;
+    uint32_t model = jdoc_get(d, 0, "model");
+    if (model == JT_NONE)
+        return invalid(c, "model", "missing_required_parameter",
                        "\"model\" is missing: name a model (GET /v1/models lists them) or a route "
                        "such as \"auto\"");
-    if (!json_object_is_type(model, json_type_string) || json_object_get_string_len(model) == 0)
-        return invalid(err, "model", "invalid_type", "\"model\" must be a non-empty string, got %s",
-                       tname(model));
-    out->model = json_object_get_string(model);
-    if (check_messages(root, out, err) || check_stream(root, out, err) ||
-        check_metadata(root, out, err) || check_response_format(root, out, err))
+    if (jdoc_type(d, model) != JT_STRING || d->t[model].end == d->t[model].start)
+        return invalid(c, "model", "invalid_type", "\"model\" must be a non-empty string, got %s",
+                       jdoc_type(d, model) == JT_STRING ? "an empty string" : jdoc_type_name(d, model));
+    out->model = keep_string(c, model);
+    if (check_messages(c) || check_stream(c, out) || check_metadata(c, out) ||
+        check_response_format(c, out))
         return -1;
     int64_t mt = -1, mct = -1, n = 1;
-    if (opt_int(root, "max_tokens", 1, 100000000, &mt, err) ||
-        opt_int(root, "max_completion_tokens", 1, 100000000, &mct, err) ||
-        opt_int(root, "n", 1, 128, &n, err) || opt_number(root, "temperature", 0, 2, err) ||
-        opt_number(root, "top_p", 0, 1, err) || opt_number(root, "presence_penalty", -2, 2, err) ||
-        opt_number(root, "frequency_penalty", -2, 2, err) || opt_string(root, "user", &out->user, err))
+    if (opt_int(c, "max_tokens", 1, 100000000, &mt) ||
+        opt_int(c, "max_completion_tokens", 1, 100000000, &mct) || opt_int(c, "n", 1, 128, &n) ||
+        opt_number(c, "temperature", 0, 2) || opt_number(c, "top_p", 0, 1) ||
+        opt_number(c, "presence_penalty", -2, 2) || opt_number(c, "frequency_penalty", -2, 2) ||
+        opt_string(c, 0, "user", "user", &out->user))
         return -1;
     out->max_tokens = mct >= 0 ? mct : mt;
     return 0;
 }
 
-int canon_parse_chat(json_tokener *tok, const char *body, size_t len, canon_request *out,
+int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, canon_request *out,
                      canon_error *err)
 {
     memset(out, 0, sizeof *out);
     out->max_tokens = -1;
+    cctx c = {doc, strings, err};
     if (len == 0)
-        return invalid(err, NULL, "invalid_json",
+        return invalid(&c, NULL, "invalid_json",
                        "the request body is empty: send a JSON object with \"model\" and \"messages\"");
-    json_tokener_reset(tok);
-    json_object *root = json_tokener_parse_ex(tok, body, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    while (root && end < len && (body[end] == ' ' || body[end] == '\n' || body[end] == '\r' || body[end] == '\t'))
-        end++;
-    if (!root || jerr != json_tokener_success || end != len) {
-        json_object_put(root);
-        if (jerr == json_tokener_continue || (jerr == json_tokener_success && !root))
-            return invalid(err, NULL, "invalid_json",
-                           "the request body is not valid JSON: it ends early (after %zu bytes)", len);
-        return invalid(err, NULL, "invalid_json",
-                       "the request body is not valid JSON: %s at byte %zu",
-                       jerr == json_tokener_success ? "unexpected data after the object"
-                                                    : json_tokener_error_desc(jerr),
-                       end);
-    }
-    if (!json_object_is_type(root, json_type_object)) {
-        json_object_put(root);
-        return invalid(err, NULL, "invalid_type",
+    char why[96];
+    size_t pos = 0;
+    if (jdoc_parse(doc, body, len, why, sizeof why, &pos) != 0)
+        return invalid(&c, NULL, "invalid_json", "the request body is not valid JSON: %s at byte %zu",
+                       why, pos);
+    if (jdoc_type(doc, 0) != JT_OBJECT)
+        return invalid(&c, NULL, "invalid_type",
                        "the request body must be a JSON object with \"model\" and \"messages\"");
-    }
-    out->root = root;
-    if (check_fields(root, out, err)) {
+    buf_reset(strings);
+    buf_reserve(strings, len + 16);
+    out->body = body;
+    out->body_len = len;
+    out->doc = doc;
+    return check_fields(&c, out);
+}
+
+int canon_build_tree(canon_request *req, json_tokener *tok, canon_error *err)
+{
+    if (req->root)
+        return 0;
+    json_tokener_reset(tok);
+    json_object *root = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+    if (!root || !json_object_object_get_ex(root, "messages", &req->messages)) {
         json_object_put(root);
-        out->root = NULL;
+        snprintf(err->message, sizeof err->message,
+                 "the request body could not be read for this provider (invalid JSON)");
+        snprintf(err->param, sizeof err->param, "%s", "");
+        snprintf(err->code, sizeof err->code, "invalid_json");
         return -1;
     }
+    req->root = root;
     return 0;
 }

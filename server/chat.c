@@ -33,6 +33,8 @@ typedef struct chat {
     char id[32];
     const key_conf *key;
     canon_request canon;
+    jdoc doc;      /* the body's tokens */
+    buf strings;   /* canon's unescaped strings */
     const target *plan[MAX_PLAN];
     int n_plan, cur, attempts;
     const char *route_name; /* the virtual model, or NULL */
@@ -51,6 +53,7 @@ typedef struct chat {
     char chunk_id[80];
     int64_t start_us, deadline_ms;
     struct event reap;
+    struct chat *next_free; /* in the app's pool */
 } chat;
 
 static void chat_set_state(chat *c, chat_state s)
@@ -62,13 +65,69 @@ static void chat_set_state(chat *c, chat_state s)
 
 /* ------------------------------------------------------------ exit */
 
+/* Finished requests are kept for reuse with their buffers' memory, so a
+ * request in the steady state allocates almost nothing of its own. */
+#define CHAT_POOL_MAX 512
+
+static chat *chat_alloc(app *a)
+{
+    chat *c = a->chat_pool;
+    if (!c)
+        return calloc(1, sizeof(chat));
+    a->chat_pool = c->next_free;
+    a->chat_pool_n--;
+    return c;
+}
+
+static void chat_recycle(chat *c)
+{
+    app *a = c->a;
+    if (a->chat_pool_n >= CHAT_POOL_MAX || a->draining) {
+        jdoc_free(&c->doc);
+        buf_free(&c->strings);
+        upstream_request_free(&c->up);
+        buf_free(&c->body);
+        buf_free(&c->sres.text);
+        free(c);
+        return;
+    }
+    jdoc doc = c->doc;
+    buf strings = c->strings, body = c->body, text = c->sres.text;
+    upstream_request up = c->up;
+    upstream_request_reset(&up);
+    buf_reset(&strings);
+    buf_reset(&body);
+    buf_reset(&text);
+    memset(c, 0, sizeof *c);
+    c->doc = doc;
+    c->strings = strings;
+    c->body = body;
+    c->sres.text = text;
+    c->up = up;
+    c->next_free = a->chat_pool;
+    a->chat_pool = c;
+    a->chat_pool_n++;
+}
+
+void chat_pool_free(app *a)
+{
+    while (a->chat_pool) {
+        chat *c = a->chat_pool;
+        a->chat_pool = c->next_free;
+        a->chat_pool_n = a->chat_pool_n > 0 ? a->chat_pool_n - 1 : 0;
+        jdoc_free(&c->doc);
+        buf_free(&c->strings);
+        upstream_request_free(&c->up);
+        buf_free(&c->body);
+        buf_free(&c->sres.text);
+        free(c);
+    }
+}
+
 static void chat_free(chat *c)
 {
     if (c->canon.root)
         json_object_put(c->canon.root);
-    upstream_request_free(&c->up);
-    buf_free(&c->body);
-    buf_free(&c->sres.text);
     if (c->parser)
         sse_parser_free(c->parser);
     if (c->sstate && c->plan[c->cur]->provider->ops->stream_free)
@@ -78,7 +137,7 @@ static void chat_free(chat *c)
     if (c->client_gone) /* evhttp handed the request to us when the connection died */
         evhttp_request_free(c->req);
     c->a->in_flight--;
-    free(c);
+    chat_recycle(c);
 }
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
@@ -313,7 +372,8 @@ static void on_upstream_data(void *ctx, const char *data, size_t len)
 /* Estimates usage when the provider did not report it (a cut stream). */
 static void estimate_usage(chat *c, usage_record *u)
 {
-    if (u->exact)
+    canon_error cerr;
+    if (u->exact || canon_build_tree(&c->canon, c->a->tok, &cerr) != 0)
         return;
     buf text = BUF_INIT;
     size_t n = json_object_array_length(c->canon.messages);
@@ -415,10 +475,15 @@ static void reply_success(chat *c)
     chat_set_state(c, CHAT_REPLYING);
     add_common_headers(c);
     cost_header(c, &d.usage);
-    size_t len;
-    const char *s = json_object_to_json_string_length(d.body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    http_reply_json(c->a, c->req, 200, s, len);
-    json_object_put(d.body);
+    if (d.body) {
+        size_t len;
+        const char *s = json_object_to_json_string_length(
+            d.body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        http_reply_json(c->a, c->req, 200, s, len);
+        json_object_put(d.body);
+    } else {
+        http_reply_json(c->a, c->req, 200, d.raw, d.raw_len);
+    }
     chat_finish(c, CHAT_DONE, "answered");
 }
 
@@ -436,7 +501,16 @@ static void on_upstream_done(void *ctx, const engine_result *r)
     }
     upstream_error e;
     memset(&e, 0, sizeof e);
-    if (!r->ok) {
+    if (!r->ok && r->status > 0 && !r->timed_out) {
+        /* it answered, then the connection broke: it may have done (and
+         * billed) the work, so this is retried at most as ambiguous */
+        e = (upstream_error){.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
+        snprintf(e.type, sizeof e.type, "api_error");
+        snprintf(e.code, sizeof e.code, "upstream_incomplete_response");
+        snprintf(e.message, sizeof e.message,
+                 "the provider's answer (HTTP %d) was cut before it finished (%s)", r->status,
+                 r->what ? r->what : "connection closed");
+    } else if (!r->ok) {
         provider_transport_error(r->what ? r->what : "transfer failed", r->timed_out, &e);
     } else if (c->body_too_large) {
         e = (upstream_error){.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
@@ -461,8 +535,7 @@ static void start_attempt(chat *c)
     c->hs = NULL;
     c->body_too_large = false;
     buf_reset(&c->body);
-    upstream_request_free(&c->up);
-    upstream_request_init(&c->up);
+    upstream_request_reset(&c->up);
     if (c->a->provider_inflight[t->provider->index] >= t->provider->max_concurrency) {
         upstream_error e = {.cls = ERRCLASS_RETRYABLE, .client_status = 503, .retry_after_ms = 1000};
         snprintf(e.type, sizeof e.type, "server_error");
@@ -472,6 +545,11 @@ static void start_attempt(chat *c)
                  t->provider->name, t->provider->max_concurrency);
         if (!fail_over(c, &e))
             reply_upstream_error(c, &e);
+        return;
+    }
+    canon_error cerr;
+    if (t->provider->ops->needs_tree && canon_build_tree(&c->canon, c->a->tok, &cerr) != 0) {
+        reply_error(c, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
         return;
     }
     char err[300] = "";
@@ -514,7 +592,7 @@ static void parse_attribution(chat *c)
 
 void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const char *request_id)
 {
-    chat *c = calloc(1, sizeof *c);
+    chat *c = chat_alloc(a);
     if (!c) {
         http_reply_error(a, req, 503, "server_error", "out_of_memory", NULL,
                          "The gateway is out of memory; retry shortly", true);
@@ -527,12 +605,11 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const 
     c->start_us = util_now_us();
     c->deadline_ms = util_now_ms() + config_limits(a->cfg)->request_timeout_ms;
     memcpy(c->id, request_id, sizeof c->id);
-    upstream_request_init(&c->up);
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     const char *body = (const char *)evbuffer_pullup(in, -1);
     canon_error cerr;
-    if (canon_parse_chat(a->tok, body ? body : "", len, &c->canon, &cerr) != 0) {
+    if (canon_parse_chat(body ? body : "", len, &c->doc, &c->strings, &c->canon, &cerr) != 0) {
         reply_error(c, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
         return;
     }

@@ -8,6 +8,9 @@
 #include "server/app.h"
 #include "server/config.h"
 
+/* Frees the pool of recycled requests (at exit). */
+void chat_pool_free(app *a);
+
 void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const char *request_id);
 
 #endif

@@ -126,14 +126,19 @@ static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info,
 {
     conn_guard *g = arg;
     char head[16];
-    if (info->n_added == 0 || evbuffer_copyout(out, head, 13) != 13)
+    if (info->n_added == 0)
         return;
-    if (memcmp(head, "HTTP/1.", 7) != 0 || (memcmp(head + 8, " 413 ", 5) && memcmp(head + 8, " 400 ", 5)))
-        return;
-    struct evbuffer_ptr end = evbuffer_search(out, "</BODY></HTML>", 14, NULL);
-    if (end.pos < 0)
-        return; /* evhttp's page is written in pieces: wait for its end */
-    rewrite_protocol_error(g, out, head[9] == '4' && head[10] == '1' ? 413 : 400);
+    /* A socket bufferevent keeps its output's start frozen between writes
+     * (only its own write unfreezes it); we do the same, briefly. */
+    bool frozen = evbuffer_copyout(out, head, 13) < 0;
+    if (frozen)
+        evbuffer_unfreeze(out, 1);
+    if (evbuffer_copyout(out, head, 13) == 13 && memcmp(head, "HTTP/1.", 7) == 0 &&
+        (memcmp(head + 8, " 413 ", 5) == 0 || memcmp(head + 8, " 400 ", 5) == 0) &&
+        evbuffer_search(out, "</BODY></HTML>", 14, NULL).pos >= 0) /* evhttp's page is whole */
+        rewrite_protocol_error(g, out, head[10] == '1' ? 413 : 400);
+    if (frozen)
+        evbuffer_freeze(out, 1);
 }
 
 static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
@@ -393,6 +398,44 @@ static const char *client_key(struct evkeyvalq *in)
     return x && *x ? x : NULL;
 }
 
+/* Hashing every presented key with SHA-256 costs as much as the rest of
+ * the request parsing; a small direct-mapped cache of keys already verified
+ * skips it. A hit needs the exact key (compared in constant time); a miss
+ * only costs the hash it would have cost anyway. */
+#define KEY_CACHE_SLOTS 256
+static struct {
+    char key[128];
+    size_t len;
+    const key_conf *conf;
+    const bridle_config *cfg; /* entries die with the config they came from */
+} key_cache[KEY_CACHE_SLOTS];
+
+static size_t key_slot(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    return (size_t)(h % KEY_CACHE_SLOTS);
+}
+
+static const key_conf *find_key(app *a, const char *key)
+{
+    size_t len = strlen(key), slot = key_slot(key, len);
+    if (key_cache[slot].cfg == a->cfg && key_cache[slot].len == len &&
+        util_consttime_eq(key_cache[slot].key, key, len))
+        return key_cache[slot].conf;
+    char hex[65];
+    util_sha256_hex(key, len, hex);
+    const key_conf *k = config_find_key(a->cfg, hex);
+    if (k && len < sizeof key_cache[slot].key) {
+        memcpy(key_cache[slot].key, key, len);
+        key_cache[slot].len = len;
+        key_cache[slot].conf = k;
+        key_cache[slot].cfg = a->cfg;
+    }
+    return k;
+}
+
 static const key_conf *authenticate(app *a, struct evhttp_request *req)
 {
     const char *key = client_key(evhttp_request_get_input_headers(req));
@@ -403,9 +446,7 @@ static const key_conf *authenticate(app *a, struct evhttp_request *req)
                          false);
         return NULL;
     }
-    char hex[65];
-    util_sha256_hex(key, strlen(key), hex);
-    const key_conf *k = config_find_key(a->cfg, hex);
+    const key_conf *k = find_key(a, key);
     if (!k)
         http_reply_error(a, req, 401, "invalid_request_error", "invalid_api_key", NULL,
                          "Incorrect API key: this key is not known to the gateway; check the key "
@@ -553,9 +594,9 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     a->http = evhttp_new(a->base);
     evhttp_set_bevcb(a->http, make_conn_bev, a);
     evhttp_set_max_body_size(a->http, lim->max_body_bytes);
-    /* evhttp's own cap is a hard stop well above ours, so that oversized
-     * headers normally get our 431 rather than evhttp's generic 400. */
-    evhttp_set_max_headers_size(a->http, lim->max_header_bytes * 4);
+    /* evhttp's own cap is a hard stop well above ours (4x, at least 64 KiB),
+     * so that oversized headers get our 431 rather than evhttp's generic 400. */
+    evhttp_set_max_headers_size(a->http, lim->max_header_bytes * 4 > 65536 ? lim->max_header_bytes * 4 : 65536);
     struct timeval idle = {lim->read_timeout_ms / 1000, (lim->read_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(a->http, &idle);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |

@@ -18,6 +18,7 @@
 #include "providers/engine.h"
 #include "server/app.h"
 #include "server/config.h"
+#include "server/chat.h"
 #include "server/http.h"
 
 #define BRIDLE_VERSION "0.1.0"
@@ -173,6 +174,7 @@ static int serve(app *a, const char *listen)
     if (a->drain_timer)
         event_free(a->drain_timer);
     http_free(a);
+    chat_pool_free(a);
     engine_free(a->eng);
     json_tokener_free(a->tok);
     ptrmap_free(a->guards);

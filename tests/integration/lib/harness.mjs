@@ -45,7 +45,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const live = new Set(); // every child we started and have not reaped
 const tmpDirs = new Set();
 
-process.on('exit', () => {
+function killEverything() {
   for (const p of live) {
     try {
       p.child.kill('SIGKILL');
@@ -56,7 +56,15 @@ process.on('exit', () => {
       rmSync(d, { recursive: true, force: true });
     } catch {}
   }
-});
+}
+process.on('exit', killEverything);
+// A runner that is itself stopped (timeout, Ctrl-C) must not leave servers behind.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    killEverything();
+    process.exit(128 + os.constants.signals[sig]);
+  });
+}
 
 /** Stops everything still running; throws if any of them reported a sanitizer error. */
 export async function stopAll() {

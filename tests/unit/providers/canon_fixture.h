@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/jtok.h"
 #include "providers/provider.h"
 
 static inline const char *fixture_get_string(json_object *obj, const char *key)
@@ -38,6 +39,12 @@ static inline int fixture_canon_from_json(const char *json, canon_request *out)
         return -1;
     }
     out->root = root;
+    /* the raw body and its tokens, as the server's validator keeps them */
+    out->body = strdup(json);
+    out->body_len = strlen(json);
+    jdoc *doc = calloc(1, sizeof *doc);
+    jdoc_parse(doc, out->body, out->body_len, NULL, 0, NULL);
+    out->doc = doc;
     out->model = fixture_get_string(root, "model");
     json_object_object_get_ex(root, "messages", &out->messages);
     out->stream = json_object_object_get_ex(root, "stream", &v) && json_object_get_boolean(v);
@@ -67,6 +74,11 @@ static inline int fixture_canon_from_json(const char *json, canon_request *out)
 static inline void fixture_canon_free(canon_request *r)
 {
     json_object_put(r->root);
+    free((char *)r->body);
+    if (r->doc) {
+        jdoc_free((jdoc *)r->doc);
+        free((jdoc *)r->doc);
+    }
     memset(r, 0, sizeof *r);
 }
 
