@@ -20,8 +20,10 @@ static bool fail(parser *p, const char *msg)
     return false;
 }
 
-static void skip_ws(parser *p)
+static inline void skip_ws(parser *p)
 {
+    if (p->pos < p->len && p->s[p->pos] > ' ')
+        return; /* the usual case: compact JSON */
     while (p->pos < p->len) {
         unsigned char c = p->s[p->pos];
         if (c != ' ' && c != '\n' && c != '\r' && c != '\t')
@@ -104,6 +106,20 @@ static const unsigned char stop_byte[256] = {
     [0 ... 0x1F] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xFF] = 1,
 };
 
+/* Whether any of the 8 bytes at q is a stop byte (SWAR: per byte, the high
+ * bit of the result is set for bytes < 0x20, == '"', == '\\' or >= 0x80). */
+static inline bool has_stop_byte(const unsigned char *q)
+{
+    uint64_t v;
+    memcpy(&v, q, 8);
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = v ^ (ones * '"'), bslash = v ^ (ones * '\\');
+    uint64_t below_space = (v - ones * 0x20) & ~v;
+    uint64_t is_quote = (quote - ones) & ~quote;
+    uint64_t is_bslash = (bslash - ones) & ~bslash;
+    return ((below_space | is_quote | is_bslash | v) & highs) != 0;
+}
+
 static bool parse_string(parser *p)
 {
     uint32_t i = push(p, JT_STRING, p->pos + 1);
@@ -112,10 +128,10 @@ static bool parse_string(parser *p)
     p->pos++; /* opening quote */
     bool esc = false;
     while (p->pos < p->len) {
-        /* the common case: a run of plain ASCII, a table lookup a byte */
+        /* the common case: a run of plain ASCII, eight bytes at a time */
         const unsigned char *s = p->s, *q = s + p->pos, *end = s + p->len;
-        while (q + 4 <= end && !(stop_byte[q[0]] | stop_byte[q[1]] | stop_byte[q[2]] | stop_byte[q[3]]))
-            q += 4;
+        while (q + 8 <= end && !has_stop_byte(q))
+            q += 8;
         while (q < end && !stop_byte[*q])
             q++;
         p->pos = (size_t)(q - s);

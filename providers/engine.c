@@ -30,6 +30,7 @@ struct engine {
     } urls[URL_CACHE_MAX];
     int n_urls;
     engine_stats stats;
+    bool use_env_proxy; /* a proxy variable was set at start: let curl read them */
 };
 
 struct engine_call {
@@ -141,7 +142,6 @@ static void call_release(engine_call *c)
         free(c);
         return;
     }
-    curl_easy_reset(c->easy);
     buf_reset(&c->body);
     c->next_free = e->pool;
     e->pool = c;
@@ -244,13 +244,16 @@ static size_t header_fn(char *data, size_t size, size_t nmemb, void *userp)
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
         end--;
-    c->hoff[c->hs.n][0] = c->hbuf.len;
-    for (size_t i = 0; i < nlen; i++)
-        buf_append_char(&c->hbuf, (char)tolower((unsigned char)data[i]));
-    buf_append_char(&c->hbuf, '\0');
+    size_t at = c->hbuf.len;
+    buf_reserve(&c->hbuf, nlen + (size_t)(end - v) + 2);
+    c->hoff[c->hs.n][0] = at;
+    buf_append(&c->hbuf, data, nlen);
+    for (size_t i = at; i < at + nlen; i++)
+        c->hbuf.data[i] = (char)tolower((unsigned char)c->hbuf.data[i]);
+    buf_append(&c->hbuf, "", 1);
     c->hoff[c->hs.n][1] = c->hbuf.len;
     buf_append(&c->hbuf, v, (size_t)(end - v));
-    buf_append_char(&c->hbuf, '\0');
+    buf_append(&c->hbuf, "", 1);
     c->hs.n++;
     return len;
 }
@@ -304,6 +307,8 @@ static CURLU *url_handle(engine *e, const char *url)
     return u;
 }
 
+static void call_set_fixed_options(engine_call *c, bool use_env_proxy);
+
 static engine_call *call_acquire(engine *e)
 {
     engine_call *c = e->pool;
@@ -319,6 +324,7 @@ static engine_call *call_acquire(engine *e)
             free(c);
             return NULL;
         }
+        call_set_fixed_options(c, e->use_env_proxy);
     }
     c->e = e;
     c->hs.n = 0;
@@ -331,13 +337,12 @@ static engine_call *call_acquire(engine *e)
     return c;
 }
 
-static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, int64_t deadline_ms)
+/* Options that never change for a pooled call: set once when its easy
+ * handle is made. Reusing the handle without curl_easy_reset keeps curl
+ * from freeing and rebuilding its option state on every request. */
+static void call_set_fixed_options(engine_call *c, bool use_env_proxy)
 {
     CURL *h = c->easy;
-    curl_easy_setopt(h, CURLOPT_CURLU, u);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_fn);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_fn);
@@ -350,16 +355,28 @@ static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, i
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    /* Without proxy variables in the environment, tell curl so: it would
+     * otherwise look them up on every transfer. */
+    if (!use_env_proxy)
+        curl_easy_setopt(h, CURLOPT_PROXY, "");
+}
+
+static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, int64_t deadline_ms)
+{
+    CURL *h = c->easy;
+    curl_easy_setopt(h, CURLOPT_CURLU, u);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
     long total = p->total_timeout_ms > 0 ? p->total_timeout_ms : 600000;
     if (deadline_ms > 0 && deadline_ms < total)
         total = (long)deadline_ms;
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
-    if (p->connect_timeout_ms > 0)
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)p->connect_timeout_ms);
-    if (p->idle_timeout_ms > 0) { /* no byte for this long = stalled */
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)((p->idle_timeout_ms + 999) / 1000));
-    }
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(p->connect_timeout_ms > 0 ? p->connect_timeout_ms : 0));
+    /* no byte for this long = stalled (0 = no limit) */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+                     (long)(p->idle_timeout_ms > 0 ? (p->idle_timeout_ms + 999) / 1000 : 0));
     if (p->first_byte_timeout_ms > 0 && p->first_byte_timeout_ms < total) {
         evtimer_assign(&c->fb_timer, c->e->base, on_first_byte_timeout, c);
         struct timeval tv = {p->first_byte_timeout_ms / 1000, (p->first_byte_timeout_ms % 1000) * 1000};
@@ -439,6 +456,10 @@ engine *engine_new(struct event_base *base, long max_connects)
     if (!e)
         return NULL;
     e->base = base;
+    static const char *const proxy_vars[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                             "HTTPS_PROXY", "ALL_PROXY",  "all_proxy", NULL};
+    for (const char *const *v = proxy_vars; *v; v++)
+        e->use_env_proxy = e->use_env_proxy || (getenv(*v) && *getenv(*v));
     e->multi = curl_multi_init();
     evtimer_assign(&e->timer, base, on_curl_timer, e);
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);

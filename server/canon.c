@@ -4,12 +4,66 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Parsing context: the tokens and where unescaped strings go. */
+/* The top-level keys bridle reads, found in one pass over the object. */
+enum top_key {
+    K_MODEL,
+    K_MESSAGES,
+    K_STREAM,
+    K_STREAM_OPTIONS,
+    K_METADATA,
+    K_RESPONSE_FORMAT,
+    K_MAX_TOKENS,
+    K_MAX_COMPLETION_TOKENS,
+    K_N,
+    K_TEMPERATURE,
+    K_TOP_P,
+    K_PRESENCE_PENALTY,
+    K_FREQUENCY_PENALTY,
+    K_USER,
+    K_COUNT
+};
+
+static const struct {
+    const char *name;
+    size_t len;
+} top_names[K_COUNT] = {
+#define K(s) {s, sizeof(s) - 1}
+    K("model"),      K("messages"),    K("stream"),           K("stream_options"),
+    K("metadata"),   K("response_format"), K("max_tokens"),   K("max_completion_tokens"),
+    K("n"),          K("temperature"), K("top_p"),            K("presence_penalty"),
+    K("frequency_penalty"), K("user"),
+#undef K
+};
+
+/* Parsing context: the tokens, the top-level keys, where strings go. */
 typedef struct cctx {
     const jdoc *d;
     buf *strings;
     canon_error *err;
+    uint32_t top[K_COUNT]; /* value token of each key, or JT_NONE */
 } cctx;
+
+static void index_top_keys(cctx *c)
+{
+    const jdoc *d = c->d;
+    for (int i = 0; i < K_COUNT; i++)
+        c->top[i] = JT_NONE;
+    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE; k = jdoc_next(d, 0, k)) {
+        const jtok *t = &d->t[k];
+        size_t len = t->end - t->start;
+        for (int i = 0; i < K_COUNT; i++) {
+            if (c->top[i] != JT_NONE)
+                continue;
+            bool eq = t->escaped ? jdoc_str_eq(d, k, top_names[i].name)
+                                 : len == top_names[i].len &&
+                                       memcmp(d->src + t->start, top_names[i].name, len) == 0;
+            if (eq) {
+                c->top[i] = k + 1;
+                break;
+            }
+        }
+    }
+}
 
 static int invalid(cctx *c, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -106,7 +160,7 @@ static int check_message(cctx *c, uint32_t m, uint32_t i)
 static int check_messages(cctx *c)
 {
     const jdoc *d = c->d;
-    uint32_t msgs = jdoc_get(d, 0, "messages");
+    uint32_t msgs = c->top[K_MESSAGES];
     if (msgs == JT_NONE)
         return invalid(c, "messages", "missing_required_parameter",
                        "\"messages\" is missing: send the conversation as a list, like "
@@ -124,9 +178,10 @@ static int check_messages(cctx *c)
 }
 
 /* An optional integer field in [lo, hi]; *out untouched when absent or null. */
-static int opt_int(cctx *c, const char *key, int64_t lo, int64_t hi, int64_t *out)
+static int opt_int(cctx *c, enum top_key k, int64_t lo, int64_t hi, int64_t *out)
 {
-    uint32_t v = jdoc_get(c->d, 0, key);
+    const char *key = top_names[k].name;
+    uint32_t v = c->top[k];
     if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
         return 0;
     int64_t x;
@@ -141,9 +196,10 @@ static int opt_int(cctx *c, const char *key, int64_t lo, int64_t hi, int64_t *ou
     return 0;
 }
 
-static int opt_number(cctx *c, const char *key, double lo, double hi)
+static int opt_number(cctx *c, enum top_key k, double lo, double hi)
 {
-    uint32_t v = jdoc_get(c->d, 0, key);
+    const char *key = top_names[k].name;
+    uint32_t v = c->top[k];
     if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
         return 0;
     double x;
@@ -156,9 +212,19 @@ static int opt_number(cctx *c, const char *key, double lo, double hi)
     return 0;
 }
 
+/* obj.key, or when obj is the top level (0) the indexed key */
+static uint32_t value_of(cctx *c, uint32_t obj, const char *key)
+{
+    if (obj == 0)
+        for (int i = 0; i < K_COUNT; i++)
+            if (strcmp(top_names[i].name, key) == 0)
+                return c->top[i];
+    return jdoc_get(c->d, obj, key);
+}
+
 static int opt_string(cctx *c, uint32_t obj, const char *key, const char *param, const char **out)
 {
-    uint32_t v = jdoc_get(c->d, obj, key);
+    uint32_t v = value_of(c, obj, key);
     if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
         return 0;
     if (jdoc_type(c->d, v) != JT_STRING)
@@ -170,7 +236,7 @@ static int opt_string(cctx *c, uint32_t obj, const char *key, const char *param,
 
 static int opt_bool(cctx *c, uint32_t obj, const char *key, const char *param, bool *out)
 {
-    uint32_t v = jdoc_get(c->d, obj, key);
+    uint32_t v = value_of(c, obj, key);
     jt_type t = jdoc_type(c->d, v);
     if (v == JT_NONE || t == JT_NULL)
         return 0;
@@ -185,7 +251,7 @@ static int check_stream(cctx *c, canon_request *out)
 {
     if (opt_bool(c, 0, "stream", "stream", &out->stream))
         return -1;
-    uint32_t so = jdoc_get(c->d, 0, "stream_options");
+    uint32_t so = c->top[K_STREAM_OPTIONS];
     if (so == JT_NONE || jdoc_type(c->d, so) == JT_NULL)
         return 0;
     if (!out->stream)
@@ -199,7 +265,7 @@ static int check_stream(cctx *c, canon_request *out)
 static int check_metadata(cctx *c, canon_request *out)
 {
     const jdoc *d = c->d;
-    uint32_t md = jdoc_get(d, 0, "metadata");
+    uint32_t md = c->top[K_METADATA];
     if (md == JT_NONE || jdoc_type(d, md) == JT_NULL)
         return 0;
     if (jdoc_type(d, md) != JT_OBJECT)
@@ -225,7 +291,7 @@ static int check_metadata(cctx *c, canon_request *out)
 static int check_response_format(cctx *c, canon_request *out)
 {
     const jdoc *d = c->d;
-    uint32_t rf = jdoc_get(d, 0, "response_format");
+    uint32_t rf = c->top[K_RESPONSE_FORMAT];
     if (rf == JT_NONE || jdoc_type(d, rf) == JT_NULL)
         return 0;
     uint32_t type = jdoc_get(d, rf, "type");
@@ -243,7 +309,7 @@ static int check_response_format(cctx *c, canon_request *out)
 static int check_fields(cctx *c, canon_request *out)
 {
     const jdoc *d = c->d;
-    uint32_t model = jdoc_get(d, 0, "model");
+    uint32_t model = c->top[K_MODEL];
     if (model == JT_NONE)
         return invalid(c, "model", "missing_required_parameter",
                        "\"model\" is missing: name a model (GET /v1/models lists them) or a route "
@@ -256,10 +322,10 @@ static int check_fields(cctx *c, canon_request *out)
         check_response_format(c, out))
         return -1;
     int64_t mt = -1, mct = -1, n = 1;
-    if (opt_int(c, "max_tokens", 1, 100000000, &mt) ||
-        opt_int(c, "max_completion_tokens", 1, 100000000, &mct) || opt_int(c, "n", 1, 128, &n) ||
-        opt_number(c, "temperature", 0, 2) || opt_number(c, "top_p", 0, 1) ||
-        opt_number(c, "presence_penalty", -2, 2) || opt_number(c, "frequency_penalty", -2, 2) ||
+    if (opt_int(c, K_MAX_TOKENS, 1, 100000000, &mt) ||
+        opt_int(c, K_MAX_COMPLETION_TOKENS, 1, 100000000, &mct) || opt_int(c, K_N, 1, 128, &n) ||
+        opt_number(c, K_TEMPERATURE, 0, 2) || opt_number(c, K_TOP_P, 0, 1) ||
+        opt_number(c, K_PRESENCE_PENALTY, -2, 2) || opt_number(c, K_FREQUENCY_PENALTY, -2, 2) ||
         opt_string(c, 0, "user", "user", &out->user))
         return -1;
     out->max_tokens = mct >= 0 ? mct : mt;
@@ -271,7 +337,7 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
 {
     memset(out, 0, sizeof *out);
     out->max_tokens = -1;
-    cctx c = {doc, strings, err};
+    cctx c = {.d = doc, .strings = strings, .err = err};
     if (len == 0)
         return invalid(&c, NULL, "invalid_json",
                        "the request body is empty: send a JSON object with \"model\" and \"messages\"");
@@ -288,6 +354,7 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
     out->body = body;
     out->body_len = len;
     out->doc = doc;
+    index_top_keys(&c);
     return check_fields(&c, out);
 }
 

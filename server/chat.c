@@ -576,21 +576,21 @@ static void start_attempt(chat *c)
 
 /* ------------------------------------------------------------ entry */
 
-static void parse_attribution(chat *c)
+/* Headers win over metadata: a proxy in front of an app can tag it. */
+static void parse_attribution(chat *c, const request_headers *hdr)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(c->req);
-    const char *v;
-    if ((v = evhttp_find_header(in, "x-bridle-task")))
-        c->canon.task = v;
-    if ((v = evhttp_find_header(in, "x-bridle-agent")))
-        c->canon.agent = v;
-    if ((v = evhttp_find_header(in, "x-bridle-feature")))
-        c->canon.feature = v;
+    if (hdr->task)
+        c->canon.task = hdr->task;
+    if (hdr->agent)
+        c->canon.agent = hdr->agent;
+    if (hdr->feature)
+        c->canon.feature = hdr->feature;
     if (!c->canon.team && c->key->team)
         c->canon.team = c->key->team;
 }
 
-void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const char *request_id)
+void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
+                 const request_headers *hdr, const char *request_id)
 {
     chat *c = chat_alloc(a);
     if (!c) {
@@ -613,7 +613,7 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const 
         reply_error(c, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
         return;
     }
-    parse_attribution(c);
+    parse_attribution(c, hdr);
     if (make_plan(c) != 0)
         return;
     http_watch_client(a, req, on_client_gone, c);

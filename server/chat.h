@@ -11,6 +11,8 @@
 /* Frees the pool of recycled requests (at exit). */
 void chat_pool_free(app *a);
 
-void chat_handle(app *a, struct evhttp_request *req, const key_conf *key, const char *request_id);
+struct request_headers;
+void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
+                 const struct request_headers *hdr, const char *request_id);
 
 #endif

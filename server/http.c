@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -42,6 +43,9 @@ typedef struct conn_guard {
     struct event deadline;
     struct event peer_closed; /* EV_CLOSED while a request is being served */
     bool watching_close;
+    struct evbuffer_cb_entry *out_cb; /* on_output, enabled while receiving */
+    bool evhttp_error_page; /* the response being written is evhttp's own HTML error */
+    int error_status;
     void (*on_gone)(void *arg); /* the request being served, told if the client leaves */
     void *gone_arg;
 } conn_guard;
@@ -62,6 +66,9 @@ static void guard_arm(conn_guard *g)
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     g->state = GUARD_RECEIVING;
     evtimer_add(&g->deadline, &tv);
+    /* evhttp writes its own error pages only while a request is arriving */
+    if (g->out_cb)
+        evbuffer_cb_set_flags(bufferevent_get_output(g->bev), g->out_cb, EVBUFFER_CB_ENABLED);
 }
 
 static void on_guard_deadline(evutil_socket_t fd, short what, void *arg)
@@ -83,8 +90,9 @@ static void guard_unwatch_close(conn_guard *g)
 
 /* evhttp does not read while a request is being served, so it would not
  * notice a client that hung up until it writes the reply; we watch for the
- * hang-up (EPOLLRDHUP) and hand it to evhttp as the EOF it would have read,
- * which detaches the request and closes the connection the usual way. */
+ * hang-up (EPOLLRDHUP) for the connection's whole life (one registration,
+ * merged with evhttp's own) and hand it to evhttp as the EOF it would have
+ * read, which detaches the request and closes the connection as usual. */
 static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
 {
     conn_guard *g = arg;
@@ -101,7 +109,7 @@ static void guard_watch_close(conn_guard *g)
     evutil_socket_t fd = bufferevent_getfd(g->bev);
     if (g->watching_close || fd < 0)
         return;
-    event_assign(&g->peer_closed, g->a->base, fd, EV_CLOSED, on_peer_closed, g);
+    event_assign(&g->peer_closed, g->a->base, fd, EV_CLOSED | EV_PERSIST, on_peer_closed, g);
     g->watching_close = event_add(&g->peer_closed, NULL) == 0;
 }
 
@@ -125,18 +133,27 @@ static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int stat
 static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
 {
     conn_guard *g = arg;
-    char head[16];
     if (info->n_added == 0)
         return;
     /* A socket bufferevent keeps its output's start frozen between writes
      * (only its own write unfreezes it); we do the same, briefly. */
-    bool frozen = evbuffer_copyout(out, head, 13) < 0;
-    if (frozen)
+    char head[16];
+    bool frozen = false;
+    if (info->orig_size == 0) { /* a response starts: only its status line matters */
+        frozen = evbuffer_copyout(out, head, 13) < 0;
+        if (frozen)
+            evbuffer_unfreeze(out, 1);
+        g->evhttp_error_page = evbuffer_copyout(out, head, 13) == 13 &&
+                               memcmp(head, "HTTP/1.", 7) == 0 &&
+                               (memcmp(head + 8, " 413 ", 5) == 0 || memcmp(head + 8, " 400 ", 5) == 0);
+        g->error_status = head[10] == '1' ? 413 : 400;
+    } else if (g->evhttp_error_page && (frozen = evbuffer_copyout(out, head, 1) < 0)) {
         evbuffer_unfreeze(out, 1);
-    if (evbuffer_copyout(out, head, 13) == 13 && memcmp(head, "HTTP/1.", 7) == 0 &&
-        (memcmp(head + 8, " 413 ", 5) == 0 || memcmp(head + 8, " 400 ", 5) == 0) &&
-        evbuffer_search(out, "</BODY></HTML>", 14, NULL).pos >= 0) /* evhttp's page is whole */
-        rewrite_protocol_error(g, out, head[10] == '1' ? 413 : 400);
+    }
+    if (g->evhttp_error_page && evbuffer_search(out, "</BODY></HTML>", 14, NULL).pos >= 0) {
+        g->evhttp_error_page = false; /* evhttp's page is whole */
+        rewrite_protocol_error(g, out, g->error_status);
+    }
     if (frozen)
         evbuffer_freeze(out, 1);
 }
@@ -155,10 +172,11 @@ static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
     }
     g->evcon = cbarg; /* evhttp's bufferevent callbacks carry the connection */
     evhttp_connection_set_closecb(g->evcon, on_conn_close, g);
-    evbuffer_add_cb(bufferevent_get_output(g->bev), on_output, g);
+    g->out_cb = evbuffer_add_cb(bufferevent_get_output(g->bev), on_output, g);
     ptrmap_put(g->a->guards, g->evcon, g);
     evtimer_assign(&g->deadline, g->a->base, on_guard_deadline, g);
     guard_arm(g);
+    guard_watch_close(g);
 }
 
 static struct bufferevent *make_conn_bev(struct event_base *base, void *arg)
@@ -194,7 +212,6 @@ static void on_reply_complete(struct evhttp_request *req, void *arg)
 {
     conn_guard *g = arg;
     g->on_gone = NULL;
-    guard_unwatch_close(g);
     guard_arm(g); /* the next request on this connection gets its own deadline */
 }
 
@@ -207,7 +224,8 @@ static void guard_request_received(app *a, struct evhttp_request *req)
         return;
     g->state = GUARD_BUSY;
     evtimer_del(&g->deadline);
-    guard_watch_close(g);
+    if (g->out_cb) /* our own replies need no rewriting: skip the callback */
+        evbuffer_cb_clear_flags(bufferevent_get_output(g->bev), g->out_cb, EVBUFFER_CB_ENABLED);
     evhttp_request_set_on_complete_cb(req, on_reply_complete, g);
 }
 
@@ -279,11 +297,30 @@ static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int stat
     buf_free(&resp);
 }
 
+/* Request ids need to be unique, not secret: a 64-bit counter mixed by
+ * splitmix64 from a random start costs no system call per request. */
 void http_new_request_id(char out[32])
 {
+    static uint64_t state;
+    static bool seeded;
+    if (!seeded) {
+        char hex[17];
+        if (util_random_hex(hex, 8))
+            state = strtoull(hex, NULL, 16);
+        state ^= (uint64_t)util_now_us() << 16 ^ (uint64_t)getpid();
+        seeded = true;
+    }
+    static const char digits[] = "0123456789abcdef";
     memcpy(out, "req_", 4);
-    if (!util_random_hex(out + 4, 12))
-        snprintf(out + 4, 28, "%024llx", (unsigned long long)util_now_us());
+    for (int half = 0; half < 2; half++) {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z ^= z >> 31;
+        for (int i = 0; i < 12; i++, z >>= 4)
+            out[4 + half * 12 + i] = digits[z & 15];
+    }
+    out[28] = '\0';
 }
 
 void http_count_reply(app *a, int status)
@@ -385,17 +422,16 @@ static void reply_models(app *a, struct evhttp_request *req)
 }
 
 /* The client key from `Authorization: Bearer KEY` or `x-api-key: KEY`. */
-static const char *client_key(struct evkeyvalq *in)
+static const char *client_key(const request_headers *h)
 {
-    const char *auth = evhttp_find_header(in, "Authorization");
+    const char *auth = h->authorization;
     if (auth && util_starts_with_ci(auth, "Bearer ")) {
         auth += 7;
         while (*auth == ' ')
             auth++;
         return *auth ? auth : NULL;
     }
-    const char *x = evhttp_find_header(in, "x-api-key");
-    return x && *x ? x : NULL;
+    return h->x_api_key && *h->x_api_key ? h->x_api_key : NULL;
 }
 
 /* Hashing every presented key with SHA-256 costs as much as the rest of
@@ -436,9 +472,9 @@ static const key_conf *find_key(app *a, const char *key)
     return k;
 }
 
-static const key_conf *authenticate(app *a, struct evhttp_request *req)
+static const key_conf *authenticate(app *a, struct evhttp_request *req, const request_headers *h)
 {
-    const char *key = client_key(evhttp_request_get_input_headers(req));
+    const char *key = client_key(h);
     if (!key) {
         http_reply_error(a, req, 401, "invalid_request_error", "missing_api_key", NULL,
                          "No API key: send your bridle key as \"Authorization: Bearer KEY\" (keys "
@@ -455,16 +491,29 @@ static const key_conf *authenticate(app *a, struct evhttp_request *req)
     return k;
 }
 
-/* Header lines and their bytes ("Name: value\r\n"). */
-static int count_headers(struct evkeyvalq *h, int64_t *bytes)
+/* One pass over the request headers: their count and size for the limits,
+ * and the few bridle reads. */
+static void scan_headers(struct evkeyvalq *in, request_headers *h)
 {
-    int n = 0;
-    *bytes = 0;
-    for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
-        n++;
-        *bytes += (int64_t)(strlen(kv->key) + strlen(kv->value) + 4);
+    memset(h, 0, sizeof *h);
+    for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
+        size_t klen = strlen(kv->key);
+        h->count++;
+        h->bytes += (int64_t)(klen + strlen(kv->value) + 4);
+        if (klen == 13 && strcasecmp(kv->key, "authorization") == 0)
+            h->authorization = kv->value;
+        else if (klen == 9 && strcasecmp(kv->key, "x-api-key") == 0)
+            h->x_api_key = kv->value;
+        else if (klen > 9 && strncasecmp(kv->key, "x-bridle-", 9) == 0) {
+            const char *name = kv->key + 9;
+            if (strcasecmp(name, "task") == 0)
+                h->task = kv->value;
+            else if (strcasecmp(name, "agent") == 0)
+                h->agent = kv->value;
+            else if (strcasecmp(name, "feature") == 0)
+                h->feature = kv->value;
+        }
     }
-    return n;
 }
 
 /* evhttp calls us with no URI when it rejected the request itself. */
@@ -491,7 +540,8 @@ static bool path_is(const char *path, const char *want)
     return strncmp(path, want, n) == 0 && (path[n] == '\0' || path[n] == '?');
 }
 
-static void route_v1(app *a, struct evhttp_request *req, const char *path, enum evhttp_cmd_type cmd)
+static void route_v1(app *a, struct evhttp_request *req, const request_headers *h, const char *path,
+                     enum evhttp_cmd_type cmd)
 {
     if (path_is(path, "/v1/chat/completions")) {
         if (cmd != EVHTTP_REQ_POST) {
@@ -499,16 +549,16 @@ static void route_v1(app *a, struct evhttp_request *req, const char *path, enum 
                              "Use POST for /v1/chat/completions", false);
             return;
         }
-        const key_conf *k = authenticate(a, req);
+        const key_conf *k = authenticate(a, req, h);
         if (!k)
             return;
         char id[32];
         http_new_request_id(id);
-        chat_handle(a, req, k, id);
+        chat_handle(a, req, k, h, id);
         return;
     }
     if (path_is(path, "/v1/models")) {
-        if (authenticate(a, req))
+        if (authenticate(a, req, h))
             reply_models(a, req);
         return;
     }
@@ -529,10 +579,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     guard_request_received(a, req);
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    request_headers h;
+    scan_headers(evhttp_request_get_input_headers(req), &h);
     const limits_conf *lim = config_limits(a->cfg);
-    int64_t hbytes;
-    if (count_headers(in, &hbytes) > lim->max_headers || hbytes > lim->max_header_bytes) {
+    if (h.count > lim->max_headers || h.bytes > lim->max_header_bytes) {
         char msg[200];
         snprintf(msg, sizeof msg,
                  "The request headers are too large: at most %lld header lines and %lld bytes "
@@ -560,7 +610,7 @@ static void on_request(struct evhttp_request *req, void *arg)
                          "The gateway is shutting down; retry on another instance", true);
         return;
     }
-    route_v1(a, req, uri, cmd);
+    route_v1(a, req, &h, uri, cmd);
 }
 
 int http_start(app *a, const char *host, int port, char *err, size_t errlen)

@@ -18,6 +18,14 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen);
 void http_stop_accepting(app *a);
 void http_free(app *a);
 
+/* What bridle reads from a request's headers, found in one pass. */
+typedef struct request_headers {
+    int count;
+    int64_t bytes;
+    const char *authorization, *x_api_key;
+    const char *task, *agent, *feature; /* x-bridle-task / -agent / -feature */
+} request_headers;
+
 /* Sends an OpenAI error JSON {"error":{"message","type","param","code"}}
  * with `status`; `should_retry` false adds `x-should-retry: false`. */
 void http_reply_error(app *a, struct evhttp_request *req, int status, const char *type,
