@@ -86,7 +86,8 @@ build_target() {
 }
 
 run_target() {
-    local name=$1 dirs=("$OUT/$name/corpus")
+    local name=$1
+    local dirs=("$OUT/$name/corpus")
     mkdir -p "$OUT/$name/corpus"
     [ -d "tests/fuzz/corpus/$name" ] && dirs+=("tests/fuzz/corpus/$name")
     echo "== fuzz_$name: ${FUZZ_SECONDS}s"
