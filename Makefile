@@ -26,6 +26,10 @@ LDLIBS = $(PKG_LIBS) -lm
 
 CORE_SRC := $(wildcard lib/*.c router/*.c providers/*.c db/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+# migrations/*.sql embedded in the binary (db/migrate.c reads them): one C file,
+# every file's text as a string, in file-name order. MIGRATIONS is never empty.
+MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+CORE_OBJ += $(BUILD)/gen/migrations.o
 MOCK_SRC := $(wildcard tests/mock/*.c)
 MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
@@ -37,6 +41,18 @@ all: $(BUILD)/bridle $(BUILD)/bridle-mock
 $(BUILD)/obj/%.o: %.c $(wildcard */*.h tests/*/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# Byte-exact (od, no escaping): each file becomes a char array, then the table.
+$(BUILD)/gen/migrations.o: $(MIGRATIONS) db/migrate.h Makefile
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from the files in migrations/ by the Makefile; do not edit */'; \
+	   echo '#include "db/migrate.h"'; i=0; \
+	   for f in $(MIGRATIONS); do i=$$((i+1)); echo "static const char m$$i[] = {"; \
+	     od -An -v -tx1 $$f | sed 's/[0-9a-f][0-9a-f]/0x&,/g'; echo '0};'; done; \
+	   echo 'const migrate_file migrate_files[] = {'; i=0; \
+	   for f in $(MIGRATIONS); do i=$$((i+1)); echo "{\"$$(basename $$f .sql)\", m$$i},"; done; \
+	   echo '};'; echo "const int migrate_n_files = $$i;"; } >$(BUILD)/gen/migrations.c
+	$(CC) $(CFLAGS) -c $(BUILD)/gen/migrations.c -o $@
 
 $(BUILD)/libbridle.a: $(CORE_OBJ)
 	@rm -f $@

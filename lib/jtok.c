@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DEPTH 128
+#define MAX_DEPTH JTOK_MAX_DEPTH
 
 typedef struct parser {
     jdoc *d;
@@ -481,13 +481,16 @@ bool jdoc_double(const jdoc *d, uint32_t i, double *out)
 {
     if (i == JT_NONE || d->t[i].type != JT_NUMBER)
         return false;
-    char tmp[64];
+    char small[64];
     size_t n = d->t[i].end - d->t[i].start;
-    if (n >= sizeof tmp)
-        n = sizeof tmp - 1;
+    char *tmp = n < sizeof small ? small : malloc(n + 1); /* long numbers are legal JSON */
+    if (!tmp)
+        return false;
     memcpy(tmp, d->src + d->t[i].start, n);
     tmp[n] = '\0';
     *out = strtod(tmp, NULL);
+    if (tmp != small)
+        free(tmp);
     return true;
 }
 

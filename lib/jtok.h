@@ -40,6 +40,7 @@ typedef struct jtok {
 } jtok;
 
 #define JT_NONE UINT32_MAX /* "no such token" */
+#define JTOK_MAX_DEPTH 128 /* nesting deeper than this is refused */
 
 typedef struct jdoc {
     const char *src;

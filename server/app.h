@@ -32,7 +32,8 @@ typedef struct app {
     struct event *drain_timer;
     struct chat *chat_pool;  /* finished requests kept for reuse (server/chat.c) */
     int chat_pool_n;
-    struct ptrmap *guards;   /* client bufferevent -> its conn_guard (server/http.c) */
+    struct ptrmap *guards;
+    struct ledger *ledger;   /* NULL when no database is configured */   /* client bufferevent -> its conn_guard (server/http.c) */
     app_stats stats;
 } app;
 

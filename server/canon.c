@@ -43,28 +43,6 @@ typedef struct cctx {
     uint32_t top[K_COUNT]; /* value token of each key, or JT_NONE */
 } cctx;
 
-static void index_top_keys(cctx *c)
-{
-    const jdoc *d = c->d;
-    for (int i = 0; i < K_COUNT; i++)
-        c->top[i] = JT_NONE;
-    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE; k = jdoc_next(d, 0, k)) {
-        const jtok *t = &d->t[k];
-        size_t len = t->end - t->start;
-        for (int i = 0; i < K_COUNT; i++) {
-            if (c->top[i] != JT_NONE)
-                continue;
-            bool eq = t->escaped ? jdoc_str_eq(d, k, top_names[i].name)
-                                 : len == top_names[i].len &&
-                                       memcmp(d->src + t->start, top_names[i].name, len) == 0;
-            if (eq) {
-                c->top[i] = k + 1;
-                break;
-            }
-        }
-    }
-}
-
 static int invalid(cctx *c, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int invalid(cctx *c, const char *param, const char *code, const char *fmt, ...)
@@ -78,6 +56,34 @@ static int invalid(cctx *c, const char *param, const char *code, const char *fmt
     return -1;
 }
 
+/* Fails on a key bridle reads that appears twice: bridle would check one
+ * copy while a provider (or json-c, last wins) used the other. */
+static int index_top_keys(cctx *c)
+{
+    const jdoc *d = c->d;
+    for (int i = 0; i < K_COUNT; i++)
+        c->top[i] = JT_NONE;
+    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE; k = jdoc_next(d, 0, k)) {
+        const jtok *t = &d->t[k];
+        size_t len = t->end - t->start;
+        for (int i = 0; i < K_COUNT; i++) {
+            bool eq = t->escaped ? jdoc_str_eq(d, k, top_names[i].name)
+                                 : len == top_names[i].len &&
+                                       memcmp(d->src + t->start, top_names[i].name, len) == 0;
+            if (!eq)
+                continue;
+            if (c->top[i] != JT_NONE)
+                return invalid(c, top_names[i].name, "duplicate_key",
+                               "\"%s\" appears twice in the request body: send it once",
+                               top_names[i].name);
+            c->top[i] = k + 1;
+            break;
+        }
+    }
+    return 0;
+}
+
+
 /* A NUL-terminated copy of a string token. `strings` was reserved for the
  * whole body up front, so it never moves and the pointers stay valid. */
 static const char *keep_string(cctx *c, uint32_t i)
@@ -86,6 +92,12 @@ static const char *keep_string(cctx *c, uint32_t i)
     jdoc_str_append(c->d, i, c->strings);
     buf_append_char(c->strings, '\0');
     return c->strings->data + at;
+}
+
+/* A kept string with an escaped NUL (\u0000) would be cut short in C. */
+static bool kept_has_nul(cctx *c, const char *kept)
+{
+    return strlen(kept) + 1 != (size_t)(c->strings->data + c->strings->len - kept);
 }
 
 static bool is_role(const jdoc *d, uint32_t r)
@@ -114,6 +126,14 @@ static int check_parts(cctx *c, uint32_t content, uint32_t i)
     return 0;
 }
 
+static bool has_duplicate_member(const jdoc *d, uint32_t obj, const char *key)
+{
+    int seen = 0;
+    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k))
+        seen += jdoc_str_eq(d, k, key);
+    return seen > 1;
+}
+
 /* The field path for an error message, built only when there is one. */
 static const char *msg_param(char *out, size_t n, uint32_t i, const char *field)
 {
@@ -129,6 +149,10 @@ static int check_message(cctx *c, uint32_t m, uint32_t i)
         return invalid(c, msg_param(p, sizeof p, i, ""), "invalid_type",
                        "%s must be an object like {\"role\": \"user\", \"content\": \"Hello\"}, got %s",
                        p, jdoc_type_name(d, m));
+    if (has_duplicate_member(d, m, "role") || has_duplicate_member(d, m, "content") ||
+        has_duplicate_member(d, m, "tool_calls"))
+        return invalid(c, msg_param(p, sizeof p, i, ""), "duplicate_key",
+                       "%s has a key twice (role, content or tool_calls): send each once", p);
     uint32_t role = jdoc_get(d, m, "role");
     if (role == JT_NONE)
         return invalid(c, msg_param(p, sizeof p, i, ".role"), "missing_required_parameter",
@@ -231,6 +255,9 @@ static int opt_string(cctx *c, uint32_t obj, const char *key, const char *param,
         return invalid(c, param, "invalid_type", "\"%s\" must be a string, got %s", param,
                        jdoc_type_name(c->d, v));
     *out = keep_string(c, v);
+    if (kept_has_nul(c, *out))
+        return invalid(c, param, "invalid_value", "\"%s\" must not contain a NUL character (\\u0000)",
+                       param);
     return 0;
 }
 
@@ -318,6 +345,8 @@ static int check_fields(cctx *c, canon_request *out)
         return invalid(c, "model", "invalid_type", "\"model\" must be a non-empty string, got %s",
                        jdoc_type(d, model) == JT_STRING ? "an empty string" : jdoc_type_name(d, model));
     out->model = keep_string(c, model);
+    if (kept_has_nul(c, out->model))
+        return invalid(c, "model", "invalid_value", "\"model\" must not contain a NUL character (\\u0000)");
     if (check_messages(c) || check_stream(c, out) || check_metadata(c, out) ||
         check_response_format(c, out))
         return -1;
@@ -354,7 +383,8 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
     out->body = body;
     out->body_len = len;
     out->doc = doc;
-    index_top_keys(&c);
+    if (index_top_keys(&c))
+        return -1;
     return check_fields(&c, out);
 }
 
@@ -362,7 +392,7 @@ int canon_build_tree(canon_request *req, json_tokener *tok, canon_error *err)
 {
     if (req->root)
         return 0;
-    json_tokener_reset(tok);
+    json_tokener_reset(tok); /* made with the same depth limit as lib/jtok (see app) */
     json_object *root = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
     if (!root || !json_object_object_get_ex(root, "messages", &req->messages)) {
         json_object_put(root);

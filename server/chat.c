@@ -19,6 +19,7 @@
 #include "lib/util.h"
 #include "providers/sse.h"
 #include "server/canon.h"
+#include "db/ledger.h"
 #include "server/http.h"
 
 #define MAX_PLAN 8
@@ -52,9 +53,17 @@ typedef struct chat {
     bool body_too_large;
     char chunk_id[80];
     int64_t start_us, deadline_ms;
+    int64_t wall_start_us;     /* for the event's timestamp */
+    int64_t attempt_start_us;  /* current attempt */
+    int64_t upstream_us;       /* all attempts so far */
+    int64_t ttft_us;           /* first chunk to the client; -1 until then */
+    bool recorded;             /* the usage event is in the ledger */
     struct event reap;
     struct chat *next_free; /* in the app's pool */
 } chat;
+
+static void estimate_usage(chat *c, usage_record *u);
+static void record_usage(chat *c, int status, const char *err_class, const usage_record *u);
 
 static void chat_set_state(chat *c, chat_state s)
 {
@@ -151,6 +160,12 @@ static void chat_finish(chat *c, chat_state final, const char *why)
 {
     if (c->state == CHAT_DONE || c->state == CHAT_FAILED)
         return;
+    if (!c->recorded) { /* the client left first: the provider may still bill */
+        usage_record u = c->sres.usage;
+        if (c->attempts)
+            estimate_usage(c, &u);
+        record_usage(c, 499, "client_closed", c->attempts ? &u : NULL);
+    }
     chat_set_state(c, final);
     if (c->call) {
         engine_call_cancel(c->call);
@@ -191,9 +206,83 @@ static void add_common_headers(chat *c)
         evhttp_add_header(h, "x-bridle-route", c->route_name);
 }
 
+static void copy_str(char *dst, size_t n, const char *src)
+{
+    snprintf(dst, n, "%s", src ? src : "");
+}
+
+/* What the same usage would have cost on the model the client asked for
+ * (or, for a route, its baseline): savings are a subtraction. */
+static int64_t baseline_cost(chat *c, const usage_record *u)
+{
+    const model_conf *m = config_find_model(c->a->cfg, c->canon.model ? c->canon.model : "");
+    if (!m) {
+        const route_conf *r = c->route_name ? config_find_route(c->a->cfg, c->route_name) : NULL;
+        m = r ? r->baseline : NULL;
+    }
+    if (m)
+        return pricing_cost_pusd(&m->price, u, false);
+    return c->n_plan ? pricing_cost_pusd(c->plan[c->cur]->price, u, false) : 0;
+}
+
+/* Writes the request's usage event to the ledger: called once, before the
+ * last byte of the response leaves, so a client never holds an answer
+ * whose event could be lost. */
+static void record_usage(chat *c, int status, const char *err_class, const usage_record *u)
+{
+    if (c->recorded || !c->a->ledger)
+        return;
+    c->recorded = true;
+    usage_event ev;
+    memset(&ev, 0, sizeof ev);
+    memcpy(ev.event_id, c->id + 4, 24); /* the request id's 24 hex digits + 8 of time */
+    snprintf(ev.event_id + 24, sizeof ev.event_id - 24, "%08llx",
+             (unsigned long long)(c->wall_start_us / 1000000) & 0xffffffffULL);
+    ev.ts_us = c->wall_start_us;
+    copy_str(ev.key_id, sizeof ev.key_id, c->key ? c->key->id : NULL);
+    copy_str(ev.team, sizeof ev.team, c->canon.team);
+    copy_str(ev.end_user, sizeof ev.end_user, c->canon.user);
+    copy_str(ev.agent, sizeof ev.agent, c->canon.agent);
+    copy_str(ev.task, sizeof ev.task, c->canon.task);
+    copy_str(ev.feature, sizeof ev.feature, c->canon.feature);
+    copy_str(ev.requested_model, sizeof ev.requested_model, c->canon.model);
+    if (c->n_plan) {
+        const target *t = c->plan[c->cur];
+        copy_str(ev.provider, sizeof ev.provider, t->provider->name);
+        copy_str(ev.model, sizeof ev.model, t->model);
+        copy_str(ev.tier, sizeof ev.tier, t->price->tier ? pricing_tier_name(t->price->tier) : "");
+    }
+    if (c->route_name)
+        snprintf(ev.route_reason, sizeof ev.route_reason, "route %s, candidate %d", c->route_name,
+                 c->cur + 1);
+    else if (c->n_plan)
+        copy_str(ev.route_reason, sizeof ev.route_reason, "the model requested");
+    ev.streamed = c->canon.stream;
+    ev.status = status;
+    copy_str(ev.error_class, sizeof ev.error_class, err_class);
+    ev.attempts = c->attempts;
+    usage_record none = {.exact = true};
+    if (!u)
+        u = &none;
+    ev.input_tokens = u->input_uncached;
+    ev.cache_read_tokens = u->cache_read;
+    ev.cache_write_tokens = u->cache_write_5m + u->cache_write_1h;
+    ev.output_tokens = u->output;
+    ev.reasoning_tokens = u->reasoning;
+    ev.usage_exact = u->exact;
+    ev.cost_pusd = c->n_plan ? pricing_cost_pusd(c->plan[c->cur]->price, u, false) : 0;
+    ev.baseline_cost_pusd = baseline_cost(c, u);
+    ev.latency_us = util_now_us() - c->start_us;
+    ev.ttft_us = c->ttft_us;
+    ev.upstream_us = c->upstream_us;
+    if (ledger_record(c->a->ledger, &ev) != 0)
+        log_error("%s: the usage event could not be written to the spool (logged above)", c->id);
+}
+
 static void reply_error(chat *c, int status, const char *type, const char *code, const char *param,
                         const char *message, bool should_retry)
 {
+    record_usage(c, status, code && *code ? code : type, NULL);
     if (c->client_gone) {
         chat_finish(c, CHAT_FAILED, message);
         return;
@@ -307,6 +396,8 @@ static void sink_chunk(void *ctx, const char *json, size_t len)
     chat *c = ctx;
     if (!c->chunk_id[0])
         remember_chunk_id(c, json, len);
+    if (c->ttft_us < 0)
+        c->ttft_us = util_now_us() - c->start_us;
     evbuffer_add(c->out, "data: ", 6);
     evbuffer_add(c->out, json, len);
     evbuffer_add(c->out, "\n\n", 2);
@@ -447,6 +538,9 @@ static void end_relay(chat *c, const engine_result *r)
         why = "stream cut upstream";
     }
     estimate_usage(c, &c->sres.usage);
+    bool ok = c->sres.done && !c->sres.failed;
+    record_usage(c, 200, ok ? "" : c->sres.failed ? "upstream_stream_error" : "upstream_stream_cut",
+                 &c->sres.usage);
     evbuffer_add(c->out, "data: [DONE]\n\n", 14);
     flush_out(c);
     if (!c->client_gone)
@@ -475,6 +569,7 @@ static void reply_success(chat *c)
     chat_set_state(c, CHAT_REPLYING);
     add_common_headers(c);
     cost_header(c, &d.usage);
+    record_usage(c, 200, "", &d.usage);
     if (d.body) {
         size_t len;
         const char *s = json_object_to_json_string_length(
@@ -491,6 +586,7 @@ static void on_upstream_done(void *ctx, const engine_result *r)
 {
     chat *c = ctx;
     c->call = NULL;
+    c->upstream_us += util_now_us() - c->attempt_start_us;
     const provider_ops *ops = c->plan[c->cur]->provider->ops;
     c->a->provider_inflight[c->plan[c->cur]->provider->index]--;
     if (c->client_gone || c->state == CHAT_DONE || c->state == CHAT_FAILED)
@@ -561,6 +657,7 @@ static void start_attempt(chat *c)
     static const engine_callbacks cb = {on_upstream_headers, on_upstream_data, on_upstream_done};
     int64_t left = c->deadline_ms - util_now_ms();
     c->attempts++;
+    c->attempt_start_us = util_now_us();
     c->a->stats.upstream_attempts++;
     c->call = left > 0 ? engine_call_start(c->a->eng, &c->up, t->provider, left, &cb, c) : NULL;
     if (!c->call) {
@@ -603,6 +700,8 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
     c->req = req;
     c->key = key;
     c->start_us = util_now_us();
+    c->wall_start_us = util_wall_ms() * 1000 + c->start_us % 1000;
+    c->ttft_us = -1;
     c->deadline_ms = util_now_ms() + config_limits(a->cfg)->request_timeout_ms;
     memcpy(c->id, request_id, sizeof c->id);
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -614,6 +713,13 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
         return;
     }
     parse_attribution(c, hdr);
+    if (c->a->ledger && !ledger_can_accept(c->a->ledger)) {
+        reply_error(c, 503, "server_error", "usage_log_full",  NULL,
+                    "The gateway cannot record usage right now (its local usage log is full "
+                    "because the database has been unreachable); retry later",
+                    true);
+        return;
+    }
     if (make_plan(c) != 0)
         return;
     http_watch_client(a, req, on_client_gone, c);

@@ -18,6 +18,7 @@ struct bridle_config {
     char *listen;
     char *log_level;
     limits_conf limits;
+    database_conf database;
     provider_conf providers[MAX_PROVIDERS];
     bool provider_enabled[MAX_PROVIDERS];
     int n_providers;
@@ -500,7 +501,7 @@ static void parse_models(parse_ctx *pc, json_object *root)
 static void parse_route(parse_ctx *pc, const char *name, json_object *o)
 {
     bridle_config *c = pc->cfg;
-    static const char *const known[] = {"candidates", NULL};
+    static const char *const known[] = {"candidates", "baseline", NULL};
     if (c->n_routes == MAX_ROUTES) {
         fail(pc, "too many routes (at most %d)", MAX_ROUTES);
         return;
@@ -535,6 +536,13 @@ static void parse_route(parse_ctx *pc, const char *name, json_object *o)
         r->candidates[r->n_candidates++] = m;
     }
     path_pop(pc, old);
+    const char *base = get_str(pc, o, "baseline", false);
+    r->baseline = base ? config_find_model(c, base) : r->n_candidates ? r->candidates[0] : NULL;
+    if (base && !r->baseline) {
+        old = path_push(pc, ".baseline");
+        fail(pc, "expected the name of a model in $.models (got \"%s\")", base);
+        path_pop(pc, old);
+    }
 }
 
 static void parse_routes(parse_ctx *pc, json_object *root)
@@ -611,6 +619,44 @@ static void parse_keys(parse_ctx *pc, json_object *root)
     }
 }
 
+/* ------------------------------------------------------------ database */
+
+static void parse_database(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {"url",          "spool_dir",         "spool_max_bytes",
+                                        "migrate",      "retention_days",    "partitions_ahead_days",
+                                        "flush_interval_ms", "batch_max",    NULL};
+    database_conf *d = &pc->cfg->database;
+    json_object *o = get_obj(pc, root, "database", false);
+    size_t old = path_push(pc, ".database");
+    if (o)
+        check_keys(pc, o, known);
+    const char *url = o ? get_str(pc, o, "url", false) : NULL;
+    if (!url || !*url) /* the environment's DATABASE_URL is the default */
+        url = getenv("DATABASE_URL");
+    d->url = own(pc->cfg, strdup(url ? url : ""));
+    const char *dir = o ? get_str(pc, o, "spool_dir", false) : NULL;
+    d->spool_dir = own(pc->cfg, strdup(dir && *dir ? dir : "var/spool"));
+    d->spool_max_bytes = get_int(pc, o, "spool_max_bytes", 1LL << 30, 1 << 20, 1LL << 40);
+    const char *mig = o ? get_str(pc, o, "migrate", false) : NULL;
+    d->migrate = MIGRATE_APPLY;
+    if (mig && strcmp(mig, "check") == 0)
+        d->migrate = MIGRATE_CHECK;
+    else if (mig && strcmp(mig, "off") == 0)
+        d->migrate = MIGRATE_OFF;
+    else if (mig && strcmp(mig, "apply") != 0) {
+        size_t o2 = path_push(pc, ".migrate");
+        fail(pc, "expected \"apply\", \"check\" (refuse to start when migrations are pending) or "
+                 "\"off\" (got \"%s\")", mig);
+        path_pop(pc, o2);
+    }
+    d->retention_days = get_int(pc, o, "retention_days", 0, 0, 36500);
+    d->partitions_ahead_days = get_int(pc, o, "partitions_ahead_days", 7, 1, 366);
+    d->flush_interval_ms = get_int(pc, o, "flush_interval_ms", 100, 1, 60000);
+    d->batch_max = get_int(pc, o, "batch_max", 1000, 1, 2000);
+    path_pop(pc, old);
+}
+
 /* ------------------------------------------------------------ load */
 
 static json_object *read_json_file(parse_ctx *pc, const char *path)
@@ -671,6 +717,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
             strcmp(c->log_level, "warn") && strcmp(c->log_level, "error"))
             fail(&pc, "$.log_level: expected debug, info, warn or error");
         parse_limits(&pc, root);
+        parse_database(&pc, root);
         parse_providers(&pc, root);
         parse_models(&pc, root);
         parse_routes(&pc, root);
@@ -707,6 +754,11 @@ const char *config_log_level(const bridle_config *c)
 const limits_conf *config_limits(const bridle_config *c)
 {
     return &c->limits;
+}
+
+const database_conf *config_database(const bridle_config *c)
+{
+    return &c->database;
 }
 
 int config_n_providers(const bridle_config *c)

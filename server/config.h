@@ -36,6 +36,7 @@ typedef struct route_conf {
     const char *name;
     const model_conf **candidates;
     int n_candidates;
+    const model_conf *baseline; /* what savings are measured against; default: first candidate */
 } route_conf;
 
 typedef struct key_conf {
@@ -43,6 +44,20 @@ typedef struct key_conf {
     char sha256[65];
     const char *team; /* may be NULL */
 } key_conf;
+
+typedef enum { MIGRATE_APPLY, MIGRATE_CHECK, MIGRATE_OFF } migrate_mode;
+
+/* The usage ledger's database and local spool (db/ledger.h). */
+typedef struct database_conf {
+    const char *url;        /* "" = no database: usage is not recorded (a warning at start) */
+    const char *spool_dir;
+    int64_t spool_max_bytes;
+    migrate_mode migrate;   /* at serve start: apply pending migrations, refuse to start, or skip */
+    int64_t retention_days; /* 0 = keep */
+    int64_t partitions_ahead_days;
+    int64_t flush_interval_ms;
+    int64_t batch_max;
+} database_conf;
 
 /* Loads and validates FILE. On error returns NULL with a message like
  * "FILE: $.providers.x.kind: expected one of openai, anthropic, gemini,
@@ -53,6 +68,7 @@ void config_free(bridle_config *c);
 const char *config_listen(const bridle_config *c);
 const char *config_log_level(const bridle_config *c);
 const limits_conf *config_limits(const bridle_config *c);
+const database_conf *config_database(const bridle_config *c);
 
 int config_n_providers(const bridle_config *c);
 const provider_conf *config_provider(const bridle_config *c, int i);

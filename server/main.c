@@ -4,7 +4,9 @@
  *   bridle check-config FILE
  *   bridle new-key
  *   bridle hash-key KEY
- *   bridle version */
+ *   bridle version
+ *   bridle migrate [--database-url URL] [--dry-run | --status]     (db/migrate.c)
+ *   bridle cost summary|breakdown|top [...]                      (db/report.c) */
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <signal.h>
@@ -12,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/jtok.h"
+#include "db/ledger.h"
+#include "db/migrate.h"
+#include "db/report.h"
 #include "lib/log.h"
 #include "lib/ptrmap.h"
 #include "lib/util.h"
@@ -31,7 +37,10 @@ static int usage(FILE *f, int code)
                "  bridle check-config FILE\n"
                "  bridle new-key                                   print a new client key and its sha256\n"
                "  bridle hash-key KEY                              print the sha256 of a key\n"
-               "  bridle version\n");
+               "  bridle version\n"
+               "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
+               "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
+               "                                                   (bridle cost --help)\n");
     return code;
 }
 
@@ -79,17 +88,84 @@ static int cmd_hash_key(int argc, char **argv)
 
 /* ------------------------------------------------------------ serve */
 
+static void on_ledger_drained(void *arg)
+{
+    app *a = arg;
+    event_base_loopexit(a->base, NULL);
+}
+
+/* SIGTERM: wait for the requests in flight, then for the ledger to hand
+ * every event to PostgreSQL (or make the spool durable), then exit. */
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
     app *a = arg;
     static int64_t started;
+    static bool ledger_asked;
     if (!started)
         started = util_now_ms();
-    if (a->in_flight == 0 || util_now_ms() - started > DRAIN_LIMIT_MS) {
-        if (a->in_flight)
-            log_warn("drain limit reached with %lld requests in flight", (long long)a->in_flight);
+    if (ledger_asked || (a->in_flight > 0 && util_now_ms() - started <= DRAIN_LIMIT_MS))
+        return;
+    if (a->in_flight)
+        log_warn("drain limit reached with %lld requests in flight", (long long)a->in_flight);
+    ledger_asked = true;
+    if (a->ledger)
+        ledger_drain(a->ledger, 5000, on_ledger_drained, a);
+    else
         event_base_loopexit(a->base, NULL);
+}
+
+/* Applies pending migrations (or checks there are none) before serving;
+ * blocking is fine here: nobody is being served yet. */
+static int prepare_database(const database_conf *db)
+{
+    char err[512];
+    if (db->migrate == MIGRATE_APPLY) {
+        if (migrate_apply(db->url, false, err, sizeof err) < 0) {
+            log_error("database: %s", err);
+            return -1;
+        }
+    } else if (db->migrate == MIGRATE_CHECK) {
+        int pending = 0;
+        if (migrate_pending(db->url, &pending, err, sizeof err) < 0) {
+            log_error("database: %s", err);
+            return -1;
+        }
+        if (pending > 0) {
+            log_error("database: %d migrations are pending and database.migrate is \"check\": "
+                      "run `bridle migrate` first",
+                      pending);
+            return -1;
+        }
     }
+    return 0;
+}
+
+static int start_ledger(app *a)
+{
+    const database_conf *db = config_database(a->cfg);
+    if (!db->url[0]) {
+        log_warn("no database configured (database.url or DATABASE_URL): usage is NOT recorded");
+        return 0;
+    }
+    if (prepare_database(db) != 0)
+        return -1;
+    ledger_options lo = {
+        .database_url = db->url,
+        .spool_dir = db->spool_dir,
+        .spool_max_bytes = db->spool_max_bytes,
+        .flush_interval_ms = (int)db->flush_interval_ms,
+        .batch_max = (int)db->batch_max,
+        .partitions_ahead_days = (int)db->partitions_ahead_days,
+        .retention_days = (int)db->retention_days,
+    };
+    char err[512];
+    a->ledger = ledger_new(a->base, &lo, err, sizeof err);
+    if (!a->ledger) {
+        log_error("%s", err);
+        return -1;
+    }
+    log_info("usage ledger: spool in %s, writing to PostgreSQL", db->spool_dir);
+    return 0;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -147,10 +223,12 @@ static int serve(app *a, const char *listen)
     }
     a->base = new_base();
     a->eng = engine_new(a->base, 4096);
-    a->tok = json_tokener_new();
+    a->tok = json_tokener_new_ex(JTOK_MAX_DEPTH + 1); /* accept what lib/jtok accepted */
     json_tokener_set_flags(a->tok, JSON_TOKENER_VALIDATE_UTF8);
     a->guards = ptrmap_new();
     a->provider_inflight = calloc((size_t)config_n_providers(a->cfg) + 1, sizeof(int));
+    if (start_ledger(a) != 0)
+        return 1;
     if (http_start(a, host, port, err, sizeof err) != 0) {
         log_error("%s", err);
         return 1;
@@ -175,6 +253,7 @@ static int serve(app *a, const char *listen)
         event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
+    ledger_free(a->ledger);
     engine_free(a->eng);
     json_tokener_free(a->tok);
     ptrmap_free(a->guards);
@@ -223,6 +302,10 @@ int main(int argc, char **argv)
         return cmd_new_key();
     if (strcmp(cmd, "hash-key") == 0)
         return cmd_hash_key(argc, argv);
+    if (strcmp(cmd, "migrate") == 0)
+        return migrate_main(argc, argv);
+    if (strcmp(cmd, "cost") == 0)
+        return cost_main(argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("bridle %s\n", BRIDLE_VERSION);
         return 0;

@@ -1,0 +1,61 @@
+/* The usage ledger: every client request's usage event, written to the
+ * local spool before the response leaves (so a process kill loses
+ * nothing), batched to PostgreSQL asynchronously on the event loop, and
+ * trimmed from the spool once PostgreSQL has it. When PostgreSQL is away
+ * the events wait in the spool and are replayed in order, idempotently (by
+ * event id), when it returns. The serving path never waits on the
+ * database. */
+#ifndef BRIDLE_LEDGER_H
+#define BRIDLE_LEDGER_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "db/usage_event.h"
+
+typedef struct ledger ledger;
+
+typedef struct ledger_options {
+    const char *database_url;  /* required */
+    const char *spool_dir;     /* required; created if missing */
+    int64_t spool_max_bytes;   /* past it, ledger_can_accept() is false; default 1 GiB */
+    int flush_interval_ms;     /* default 100 */
+    int batch_max;             /* events per INSERT; default 1000 */
+    int queue_max;             /* events held in memory; the rest wait in the spool; default 20000 */
+    int partitions_ahead_days; /* default 7 */
+    int retention_days;        /* 0: keep everything */
+    int query_timeout_ms;      /* a slower INSERT drops the connection; default 10000 */
+} ledger_options;
+
+typedef struct ledger_stats {
+    int64_t recorded;       /* events accepted by ledger_record */
+    int64_t inserted;       /* rows PostgreSQL acknowledged (duplicates included) */
+    int64_t replayed;       /* events read back from the spool */
+    int64_t queued;         /* events in memory waiting for PostgreSQL */
+    int64_t spool_bytes;
+    bool database_up;
+} ledger_stats;
+
+/* Opens the spool, replays what it holds, and starts connecting. Returns
+ * NULL with a reason in err. */
+ledger *ledger_new(struct event_base *base, const ledger_options *opt, char *err, size_t errlen);
+
+/* Records one event. On 0 the event is in the spool (in the page cache:
+ * it survives a kill of this process) and queued for PostgreSQL. -1: the
+ * spool is full or cannot be written; the event is logged whole at error
+ * level so it is still not lost silently. */
+int ledger_record(ledger *l, const usage_event *ev);
+
+/* False when the spool is at its cap: billable requests must be refused
+ * (503) rather than served without a place to record them. */
+bool ledger_can_accept(const ledger *l);
+
+/* For shutdown: keeps flushing until PostgreSQL has every event or
+ * limit_ms passes, then makes the spool durable and calls done(ctx). */
+void ledger_drain(ledger *l, int limit_ms, void (*done)(void *ctx), void *ctx);
+
+void ledger_free(ledger *l);
+ledger_stats ledger_get_stats(const ledger *l);
+
+#endif
