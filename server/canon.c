@@ -149,10 +149,11 @@ static int check_message(cctx *c, uint32_t m, uint32_t i)
         return invalid(c, msg_param(p, sizeof p, i, ""), "invalid_type",
                        "%s must be an object like {\"role\": \"user\", \"content\": \"Hello\"}, got %s",
                        p, jdoc_type_name(d, m));
-    if (has_duplicate_member(d, m, "role") || has_duplicate_member(d, m, "content") ||
-        has_duplicate_member(d, m, "tool_calls"))
-        return invalid(c, msg_param(p, sizeof p, i, ""), "duplicate_key",
-                       "%s has a key twice (role, content or tool_calls): send each once", p);
+    static const char *const once[] = {".role", ".content", ".tool_calls", ".tool_call_id", NULL};
+    for (const char *const *k = once; *k; k++)
+        if (has_duplicate_member(d, m, *k + 1))
+            return invalid(c, msg_param(p, sizeof p, i, *k), "duplicate_key",
+                           "%s appears twice in the message: send it once", p);
     uint32_t role = jdoc_get(d, m, "role");
     if (role == JT_NONE)
         return invalid(c, msg_param(p, sizeof p, i, ".role"), "missing_required_parameter",

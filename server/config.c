@@ -41,6 +41,7 @@ typedef struct parse_ctx {
     size_t errlen;
     bool failed;
     bool missing_env; /* a ${VAR} without default was unset */
+    bool env_lenient; /* inside a provider or a key: an unset ${VAR} disables it instead */
     char missing_name[128];
 } parse_ctx;
 
@@ -142,9 +143,14 @@ static char *expand_env(parse_ctx *pc, const char *s)
             buf_append_str(&out, val);
         else if (def)
             buf_append_str(&out, def);
-        else {
+        else if (!*name) {
+            fail(pc, "\"${}\" names no environment variable");
+        } else if (pc->env_lenient) {
             pc->missing_env = true;
             snprintf(pc->missing_name, sizeof pc->missing_name, "%s", name);
+        } else {
+            fail(pc, "environment variable %s is not set (set it, or give a default with ${%s:-value})",
+                 name, name);
         }
         p = end + 1;
     }
@@ -291,37 +297,40 @@ static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
     check_keys(pc, o, known);
     bool optional = get_bool(pc, o, "optional", false);
     pc->missing_env = false;
+    pc->env_lenient = true;
     const char *kind = get_str(pc, o, "kind", true);
-    if (kind && !(p->ops = provider_find(kind))) {
+    const char *url = get_str(pc, o, "base_url", true);
+    p->api_key = get_str(pc, o, "api_key", false);
+    json_object *h = get_obj(pc, o, "headers", false);
+    if (h)
+        p->extra_headers = parse_headers(pc, h);
+    pc->env_lenient = false;
+    bool missing = pc->missing_env;
+    c->provider_enabled[idx] = !missing;
+    if (missing && !optional)
+        fail(pc,
+             "environment variable %s is not set (set it, give a default with ${%s:-value}, or "
+             "mark the provider \"optional\": true)",
+             pc->missing_name, pc->missing_name);
+    if (kind && !missing && !(p->ops = provider_find(kind))) {
         size_t old = path_push(pc, ".kind");
         fail(pc, "expected one of openai, anthropic, gemini, ollama (got \"%s\")", kind);
         path_pop(pc, old);
     }
-    const char *url = get_str(pc, o, "base_url", true);
     if (url) {
         char *u = own(c, strdup(url));
         size_t len = strlen(u);
         while (len && u[len - 1] == '/')
             u[--len] = '\0';
-        if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+        if (!missing && strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
             size_t old = path_push(pc, ".base_url");
             fail(pc, "expected an http:// or https:// URL (got \"%s\")", u);
             path_pop(pc, old);
         }
         p->base_url = u;
     }
-    p->api_key = get_str(pc, o, "api_key", false);
-    json_object *h = get_obj(pc, o, "headers", false);
-    if (h)
-        p->extra_headers = parse_headers(pc, h);
-    bool missing = pc->missing_env;
-    if (missing && !optional) {
-        fail(pc,
-             "environment variable %s is not set (set it, give a default with ${%s:-value}, or "
-             "mark the provider \"optional\": true)",
-             pc->missing_name, pc->missing_name);
-    }
-    c->provider_enabled[idx] = !missing;
+    if (missing && !p->ops) /* disabled: keep a dialect so error messages can name it */
+        p->ops = provider_find("openai");
 
     json_object *opt = get_obj(pc, o, "options", false);
     size_t old = path_push(pc, ".options");
@@ -406,8 +415,11 @@ static void parse_prices(parse_ctx *pc, json_object *pr, model_price *mp)
     mp->batch_discount_pct = (int)get_int(pc, pr, "batch_discount_pct", mp->batch_discount_pct, 0, 100);
     mp->context_window = get_int(pc, pr, "context_window", mp->context_window, 0, 100000000);
     const char *tier = get_str(pc, pr, "tier", false);
-    if (tier && !pricing_tier_parse(tier, &mp->tier))
-        fail(pc, "tier: expected budget, mid, heavy or local (got \"%s\")", tier);
+    if (tier && !pricing_tier_parse(tier, &mp->tier)) {
+        size_t o2 = path_push(pc, ".tier");
+        fail(pc, "expected budget, mid, heavy or local (got \"%s\")", tier);
+        path_pop(pc, o2);
+    }
     path_pop(pc, old);
 }
 
@@ -423,6 +435,11 @@ static void parse_model_provider(parse_ctx *pc, json_object *o, model_conf *m)
     }
     bool is_list = json_object_is_type(v, json_type_array);
     size_t n = is_list ? json_object_array_length(v) : 1;
+    if (n == 0) {
+        fail(pc, "expected a provider name or a non-empty list of them");
+        path_pop(pc, old);
+        return;
+    }
     for (size_t i = 0; i < n && !pc->failed; i++) {
         json_object *item = is_list ? json_object_array_get_idx(v, i) : v;
         if (!json_object_is_type(item, json_type_string)) {
@@ -476,6 +493,13 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
         m->price = *base;
     if (pr)
         parse_prices(pc, pr, &m->price);
+    if (pr && !base && (!json_object_object_get_ex(pr, "input", NULL) ||
+                        !json_object_object_get_ex(pr, "output", NULL))) {
+        size_t o2 = path_push(pc, ".prices");
+        fail(pc, "a model outside the built-in price table needs at least \"input\" and "
+                 "\"output\" prices (USD per million tokens; 0 for a free local model)");
+        path_pop(pc, o2);
+    }
     m->price.name = m->name;
     m->target.price = &m->price;
 }
@@ -577,7 +601,9 @@ static void parse_keys(parse_ctx *pc, json_object *root)
     if (!json_object_object_get_ex(root, "keys", &ks))
         return;
     if (!json_object_is_type(ks, json_type_array)) {
-        fail(pc, "$.keys: expected a list of {\"id\", \"sha256\", \"team\"}");
+        size_t old = path_push(pc, ".keys");
+        fail(pc, "expected a list of {\"id\", \"sha256\", \"team\"}");
+        path_pop(pc, old);
         return;
     }
     size_t n = json_object_array_length(ks);
@@ -601,7 +627,9 @@ static void parse_keys(parse_ctx *pc, json_object *root)
         kc->id = get_str(pc, k, "id", true);
         kc->team = get_str(pc, k, "team", false);
         pc->missing_env = false;
+        pc->env_lenient = true;
         const char *h = get_str(pc, k, "sha256", true);
+        pc->env_lenient = false;
         if (h && pc->missing_env) {
             path_pop(pc, old); /* a key from an unset variable is simply absent */
             continue;
@@ -681,8 +709,9 @@ static json_object *read_json_file(parse_ctx *pc, const char *path)
         size_t off = json_tokener_get_parse_end(tok), line = 1;
         for (size_t i = 0; i < off && i < b.len; i++)
             line += b.data[i] == '\n';
+        bool eof = jerr == json_tokener_success || jerr == json_tokener_continue;
         snprintf(pc->err, pc->errlen, "%s: line %zu: invalid JSON: %s", path, line,
-                 jerr == json_tokener_success ? "unexpected end of file" : json_tokener_error_desc(jerr));
+                 eof ? "unexpected end of file" : json_tokener_error_desc(jerr));
         pc->failed = true;
         json_object_put(root);
         root = NULL;
@@ -714,8 +743,11 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         const char *lvl = get_str(&pc, root, "log_level", false);
         c->log_level = own(c, strdup(lvl ? lvl : "info"));
         if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
-            strcmp(c->log_level, "warn") && strcmp(c->log_level, "error"))
-            fail(&pc, "$.log_level: expected debug, info, warn or error");
+            strcmp(c->log_level, "warn") && strcmp(c->log_level, "error")) {
+            size_t old = path_push(&pc, ".log_level");
+            fail(&pc, "expected debug, info, warn or error (got \"%s\")", c->log_level);
+            path_pop(&pc, old);
+        }
         parse_limits(&pc, root);
         parse_database(&pc, root);
         parse_providers(&pc, root);

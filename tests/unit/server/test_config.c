@@ -808,11 +808,9 @@ static void test_key_errors(void **state)
     expect_error(doc(PROV_P, MODEL_4O, "\"keys\": {}"), "$.keys: ", "expected a list");
 }
 
-/* Expectations server/config.c does not meet yet (reported to the lead);
- * remove the skip() once fixed. */
-static void test_known_config_bugs(void **state)
+/* Errors that name the real cause and path, and configs that must not load. */
+static void test_precise_errors(void **state)
 {
-    skip();
     /* an unset ${VAR} in base_url names the variable, not "got \"\"" */
     expect_error(
         doc("\"p\": {\"kind\": \"openai\", \"base_url\": \"${" UNSET1 "}\"}", MODEL_4O, NULL),
@@ -871,7 +869,7 @@ int main(void)
         cmocka_unit_test_setup(test_keys, setup_env),
         cmocka_unit_test_setup(test_key_from_unset_variable_skipped, setup_env),
         cmocka_unit_test_setup(test_key_errors, setup_env),
-        cmocka_unit_test_setup(test_known_config_bugs, setup_env),
+        cmocka_unit_test_setup(test_precise_errors, setup_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
