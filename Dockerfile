@@ -16,7 +16,8 @@ RUN apt-get update \
       libevent-2.1-7 libevent-openssl-2.1-7 libcurl4 libjson-c5 libmsgpackc2 libpq5 libssl3 \
       ca-certificates curl tini \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home-dir /var/lib/bridle --create-home --shell /usr/sbin/nologin bridle
+ && useradd --system --home-dir /var/lib/bridle --create-home --shell /usr/sbin/nologin bridle \
+ && mkdir -p /var/lib/bridle/var/spool && chown -R bridle:bridle /var/lib/bridle/var
 COPY --from=build /src/build/bridle /src/build/bridle-mock /usr/local/bin/
 COPY config/ /etc/bridle/
 COPY --from=build /src/migrations/ /usr/share/bridle/migrations/
