@@ -35,7 +35,7 @@ MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run stop test test-unit test-integration test-asan bench fuzz format clean deps
+.PHONY: all run stop test test-unit test-integration test-spool test-asan bench fuzz format clean deps
 all: $(BUILD)/bridle $(BUILD)/bridle-mock
 
 $(BUILD)/obj/%.o: %.c $(wildcard */*.h tests/*/*.h) Makefile
@@ -83,6 +83,10 @@ test-unit: $(UNIT_BIN)
 test-integration: all
 	@BUILD=$(BUILD) scripts/run-integration-tests.sh
 
+# The spool's crash consistency: 1,000 SIGKILLed writers, 10,000 damaged files.
+test-spool:
+	@SPOOL_BUILD=$(BUILD)/spool-crash tests/db/spool_crash.sh
+
 # The default suite: unit and integration tests, then the same under ASan+UBSan.
 # Builds in parallel (make -j2 test), then runs the suites one after the other
 # so their output does not interleave.
@@ -90,6 +94,7 @@ test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-integration
+	@$(MAKE) --no-print-directory test-spool
 	@$(MAKE) --no-print-directory test-asan
 
 ASAN_MAKE = $(MAKE) --no-print-directory BUILD=build-asan SAN=1 OPT="-O1 -g"
