@@ -22,45 +22,12 @@
 
 /* ------------------------------------------------------------ JSON helpers */
 
-static json_object *json_get(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (!o || !json_object_is_type(o, json_type_object)) return NULL;
-    json_object_object_get_ex(o, key, &v);
-    return v;
-}
-
-/* The string member `key`, or NULL when absent or not a string. */
-static const char *json_get_str(json_object *o, const char *key)
-{
-    json_object *v = json_get(o, key);
-    return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-}
-
-static json_object *json_get_typed(json_object *o, const char *key, json_type type)
-{
-    json_object *v = json_get(o, key);
-    return json_object_is_type(v, type) ? v : NULL;
-}
-
-static void json_add(json_object *o, const char *key, json_object *v)
-{
-    json_object_object_add(o, key, v);
-}
-
 /* A deep copy of member `key` of `from` into `to` when present. */
 static void json_copy_member(json_object *from, const char *key, json_object *to)
 {
-    json_object *v = json_get(from, key);
+    json_object *v = provider_json_get(from, key);
     json_object *copy = NULL;
-    if (v && json_object_deep_copy(v, &copy, NULL) == 0) json_add(to, key, copy);
-}
-
-static json_object *json_copy(json_object *v)
-{
-    json_object *copy = NULL;
-    if (json_object_deep_copy(v, &copy, NULL) != 0) return NULL;
-    return copy;
+    if (v && json_object_deep_copy(v, &copy, NULL) == 0) json_object_object_add(to, key, copy);
 }
 
 /* ------------------------------------------------------------ encode: content */
@@ -72,9 +39,9 @@ static void blocks_add_text(json_object *blocks, const char *text, size_t len,
 {
     if (len == 0) return;
     json_object *b = json_object_new_object();
-    json_add(b, "type", json_object_new_string("text"));
-    json_add(b, "text", json_object_new_string_len(text, (int)len));
-    if (cache_control) json_add(b, "cache_control", json_copy(cache_control));
+    json_object_object_add(b, "type", json_object_new_string("text"));
+    json_object_object_add(b, "text", json_object_new_string_len(text, (int)len));
+    if (cache_control) json_object_object_add(b, "cache_control", provider_json_copy(cache_control));
     json_object_array_add(blocks, b);
 }
 
@@ -82,9 +49,9 @@ static void blocks_add_text(json_object *blocks, const char *text, size_t len,
  * url sources. */
 static int blocks_add_image(json_object *blocks, json_object *part, char *err, size_t errlen)
 {
-    json_object *iu = json_get(part, "image_url");
+    json_object *iu = provider_json_get(part, "image_url");
     const char *url = json_object_is_type(iu, json_type_string) ? json_object_get_string(iu)
-                                                                : json_get_str(iu, "url");
+                                                                : provider_json_str(iu, "url");
     if (!url) {
         snprintf(err, errlen, "image_url part without a url");
         return -1;
@@ -98,20 +65,20 @@ static int blocks_add_image(json_object *blocks, json_object *part, char *err, s
             snprintf(err, errlen, "image data URI must be data:<media type>;base64,<data>");
             return -1;
         }
-        json_add(source, "type", json_object_new_string("base64"));
-        json_add(source, "media_type", json_object_new_string_len(url + 5, (int)(semi - url - 5)));
-        json_add(source, "data", json_object_new_string(semi + 8));
+        json_object_object_add(source, "type", json_object_new_string("base64"));
+        json_object_object_add(source, "media_type", json_object_new_string_len(url + 5, (int)(semi - url - 5)));
+        json_object_object_add(source, "data", json_object_new_string(semi + 8));
     } else if (util_starts_with_ci(url, "https://") || util_starts_with_ci(url, "http://")) {
-        json_add(source, "type", json_object_new_string("url"));
-        json_add(source, "url", json_object_new_string(url));
+        json_object_object_add(source, "type", json_object_new_string("url"));
+        json_object_object_add(source, "url", json_object_new_string(url));
     } else {
         json_object_put(source);
         snprintf(err, errlen, "image URL must be a data: URI or an http(s) URL");
         return -1;
     }
     json_object *b = json_object_new_object();
-    json_add(b, "type", json_object_new_string("image"));
-    json_add(b, "source", source);
+    json_object_object_add(b, "type", json_object_new_string("image"));
+    json_object_object_add(b, "source", source);
     json_copy_member(part, "cache_control", b);
     json_object_array_add(blocks, b);
     return 0;
@@ -122,19 +89,19 @@ static int blocks_add_image(json_object *blocks, json_object *part, char *err, s
 static int blocks_add_part(json_object *blocks, json_object *part, bool images, char *err,
                            size_t errlen)
 {
-    const char *type = json_get_str(part, "type");
+    const char *type = provider_json_str(part, "type");
     if (!type) {
         snprintf(err, errlen, "content part without a type");
         return -1;
     }
     if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
-        json_object *text = json_get_typed(part, type, json_type_string);
+        json_object *text = provider_json_typed(part, type, json_type_string);
         if (!text) {
             snprintf(err, errlen, "%s part without a string %s", type, type);
             return -1;
         }
         blocks_add_text(blocks, json_object_get_string(text),
-                        (size_t)json_object_get_string_len(text), json_get(part, "cache_control"));
+                        (size_t)json_object_get_string_len(text), provider_json_get(part, "cache_control"));
         return 0;
     }
     if (images && strcmp(type, "image_url") == 0)
@@ -168,10 +135,10 @@ static int blocks_add_tool_calls(json_object *blocks, json_object *calls, char *
     size_t n = json_object_is_type(calls, json_type_array) ? json_object_array_length(calls) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *call = json_object_array_get_idx(calls, i);
-        json_object *fn = json_get(call, "function");
-        const char *id = json_get_str(call, "id");
-        const char *name = json_get_str(fn, "name");
-        const char *args = json_get_str(fn, "arguments");
+        json_object *fn = provider_json_get(call, "function");
+        const char *id = provider_json_str(call, "id");
+        const char *name = provider_json_str(fn, "name");
+        const char *args = provider_json_str(fn, "arguments");
         if (!id || !name) {
             snprintf(err, errlen, "tool_calls[%zu] needs an id and function.name", i);
             return -1;
@@ -186,10 +153,10 @@ static int blocks_add_tool_calls(json_object *blocks, json_object *calls, char *
             return -1;
         }
         json_object *b = json_object_new_object();
-        json_add(b, "type", json_object_new_string("tool_use"));
-        json_add(b, "id", json_object_new_string(id));
-        json_add(b, "name", json_object_new_string(name));
-        json_add(b, "input", input);
+        json_object_object_add(b, "type", json_object_new_string("tool_use"));
+        json_object_object_add(b, "id", json_object_new_string(id));
+        json_object_object_add(b, "name", json_object_new_string(name));
+        json_object_object_add(b, "input", input);
         json_object_array_add(blocks, b);
     }
     return 0;
@@ -198,17 +165,17 @@ static int blocks_add_tool_calls(json_object *blocks, json_object *calls, char *
 /* role:"tool" → one tool_result block (its turn is a user turn). */
 static int blocks_add_tool_result(json_object *blocks, json_object *msg, char *err, size_t errlen)
 {
-    const char *id = json_get_str(msg, "tool_call_id");
+    const char *id = provider_json_str(msg, "tool_call_id");
     if (!id) {
         snprintf(err, errlen, "tool message without a tool_call_id");
         return -1;
     }
     buf text = BUF_INIT;
-    provider_content_text(json_get(msg, "content"), &text);
+    provider_content_text(provider_json_get(msg, "content"), &text);
     json_object *b = json_object_new_object();
-    json_add(b, "type", json_object_new_string("tool_result"));
-    json_add(b, "tool_use_id", json_object_new_string(id));
-    json_add(b, "content", json_object_new_string_len(text.data ? text.data : "", (int)text.len));
+    json_object_object_add(b, "type", json_object_new_string("tool_result"));
+    json_object_object_add(b, "tool_use_id", json_object_new_string(id));
+    json_object_object_add(b, "content", json_object_new_string_len(text.data ? text.data : "", (int)text.len));
     json_object_array_add(blocks, b);
     buf_free(&text);
     return 0;
@@ -233,8 +200,8 @@ static void turns_append(json_object *turns, const char *role, json_object *bloc
         json_object_put(blocks);
         return;
     }
-    if (last && strcmp(json_get_str(last, "role"), role) == 0) {
-        json_object *content = json_get(last, "content");
+    if (last && strcmp(provider_json_str(last, "role"), role) == 0) {
+        json_object *content = provider_json_get(last, "content");
         size_t m = json_object_array_length(blocks);
         for (size_t i = 0; i < m; i++)
             json_object_array_add(content, json_object_get(json_object_array_get_idx(blocks, i)));
@@ -242,8 +209,8 @@ static void turns_append(json_object *turns, const char *role, json_object *bloc
         return;
     }
     json_object *turn = json_object_new_object();
-    json_add(turn, "role", json_object_new_string(role));
-    json_add(turn, "content", blocks);
+    json_object_object_add(turn, "role", json_object_new_string(role));
+    json_object_object_add(turn, "content", blocks);
     json_object_array_add(turns, turn);
 }
 
@@ -252,8 +219,8 @@ static void turns_append(json_object *turns, const char *role, json_object *bloc
 static int message_encode(json_object *msg, json_object *turns, json_object *system, char *err,
                           size_t errlen)
 {
-    const char *role = json_get_str(msg, "role");
-    json_object *content = json_get(msg, "content");
+    const char *role = provider_json_str(msg, "role");
+    json_object *content = provider_json_get(msg, "content");
     if (!role) {
         snprintf(err, errlen, "message without a role");
         return -1;
@@ -269,7 +236,7 @@ static int message_encode(json_object *msg, json_object *turns, json_object *sys
     } else if (strcmp(role, "assistant") == 0) {
         to = "assistant";
         rc = blocks_add_content(blocks, content, false, err, errlen);
-        if (rc == 0) rc = blocks_add_tool_calls(blocks, json_get(msg, "tool_calls"), err, errlen);
+        if (rc == 0) rc = blocks_add_tool_calls(blocks, provider_json_get(msg, "tool_calls"), err, errlen);
     } else if (strcmp(role, "tool") == 0) {
         rc = blocks_add_tool_result(blocks, msg, err, errlen);
     } else {
@@ -302,11 +269,11 @@ static int messages_encode(const canon_request *req, json_object *body, char *er
         rc = -1;
     }
     if (rc == 0 && json_object_array_length(system) > 0) {
-        json_add(body, "system", system);
+        json_object_object_add(body, "system", system);
         system = NULL;
     }
     if (rc == 0) {
-        json_add(body, "messages", turns);
+        json_object_object_add(body, "messages", turns);
         turns = NULL;
     }
     json_object_put(system);
@@ -318,30 +285,30 @@ static int messages_encode(const canon_request *req, json_object *body, char *er
 
 static int tools_encode(json_object *root, json_object *body, char *err, size_t errlen)
 {
-    json_object *tools = json_get_typed(root, "tools", json_type_array);
+    json_object *tools = provider_json_typed(root, "tools", json_type_array);
     size_t n = tools ? json_object_array_length(tools) : 0;
     if (n == 0) return 0;
     json_object *out = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
         json_object *tool = json_object_array_get_idx(tools, i);
-        json_object *fn = json_get(tool, "function");
-        const char *name = json_get_str(fn, "name");
+        json_object *fn = provider_json_get(tool, "function");
+        const char *name = provider_json_str(fn, "name");
         if (!name) {
             json_object_put(out);
             snprintf(err, errlen, "tools[%zu] is not a function tool with a name", i);
             return -1;
         }
         json_object *t = json_object_new_object();
-        json_add(t, "name", json_object_new_string(name));
+        json_object_object_add(t, "name", json_object_new_string(name));
         json_copy_member(fn, "description", t);
-        json_object *params = json_get_typed(fn, "parameters", json_type_object);
-        json_add(t, "input_schema",
-                 params ? json_copy(params)
+        json_object *params = provider_json_typed(fn, "parameters", json_type_object);
+        json_object_object_add(t, "input_schema",
+                 params ? provider_json_copy(params)
                         : json_tokener_parse("{\"type\":\"object\",\"properties\":{}}"));
         json_copy_member(tool, "cache_control", t);
         json_object_array_add(out, t);
     }
-    json_add(body, "tools", out);
+    json_object_object_add(body, "tools", out);
     return 0;
 }
 
@@ -349,45 +316,45 @@ static int tools_encode(json_object *root, json_object *body, char *err, size_t 
  * false → disable_parallel_tool_use. Only sent with tools. */
 static void tool_choice_encode(json_object *root, json_object *body)
 {
-    if (!json_get(body, "tools")) return;
-    json_object *tc = json_get(root, "tool_choice");
-    json_object *parallel = json_get_typed(root, "parallel_tool_calls", json_type_boolean);
+    if (!provider_json_get(body, "tools")) return;
+    json_object *tc = provider_json_get(root, "tool_choice");
+    json_object *parallel = provider_json_typed(root, "parallel_tool_calls", json_type_boolean);
     json_object *out = json_object_new_object();
     const char *s = json_object_is_type(tc, json_type_string) ? json_object_get_string(tc) : NULL;
-    const char *named = json_get_str(json_get(tc, "function"), "name");
+    const char *named = provider_json_str(provider_json_get(tc, "function"), "name");
     if (named) {
-        json_add(out, "type", json_object_new_string("tool"));
-        json_add(out, "name", json_object_new_string(named));
+        json_object_object_add(out, "type", json_object_new_string("tool"));
+        json_object_object_add(out, "name", json_object_new_string(named));
     } else if (s && strcmp(s, "required") == 0) {
-        json_add(out, "type", json_object_new_string("any"));
+        json_object_object_add(out, "type", json_object_new_string("any"));
     } else if (s && strcmp(s, "none") == 0) {
-        json_add(out, "type", json_object_new_string("none"));
+        json_object_object_add(out, "type", json_object_new_string("none"));
     } else if (s || parallel) {
-        json_add(out, "type", json_object_new_string("auto"));
+        json_object_object_add(out, "type", json_object_new_string("auto"));
     } else {
         json_object_put(out);
         return;
     }
     if (parallel && !json_object_get_boolean(parallel) && !(s && strcmp(s, "none") == 0))
-        json_add(out, "disable_parallel_tool_use", json_object_new_boolean(1));
-    json_add(body, "tool_choice", out);
+        json_object_object_add(out, "disable_parallel_tool_use", json_object_new_boolean(1));
+    json_object_object_add(body, "tool_choice", out);
 }
 
 static void stop_encode(json_object *root, json_object *body)
 {
-    json_object *stop = json_get(root, "stop");
+    json_object *stop = provider_json_get(root, "stop");
     json_object *seqs = json_object_new_array();
     if (json_object_is_type(stop, json_type_string)) {
-        json_object_array_add(seqs, json_copy(stop));
+        json_object_array_add(seqs, provider_json_copy(stop));
     } else if (json_object_is_type(stop, json_type_array)) {
         size_t n = json_object_array_length(stop);
         for (size_t i = 0; i < n; i++) {
             json_object *s = json_object_array_get_idx(stop, i);
-            if (json_object_is_type(s, json_type_string)) json_object_array_add(seqs, json_copy(s));
+            if (json_object_is_type(s, json_type_string)) json_object_array_add(seqs, provider_json_copy(s));
         }
     }
     if (json_object_array_length(seqs) > 0)
-        json_add(body, "stop_sequences", seqs);
+        json_object_object_add(body, "stop_sequences", seqs);
     else
         json_object_put(seqs);
 }
@@ -404,19 +371,19 @@ static int64_t max_tokens_pick(const canon_request *req, const provider_conf *p)
 static void params_encode(const canon_request *req, const target *t, json_object *body)
 {
     json_object *root = req->root;
-    json_add(body, "max_tokens", json_object_new_int64(max_tokens_pick(req, t->provider)));
+    json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens_pick(req, t->provider)));
     stop_encode(root, body);
-    json_object *temp = json_get(root, "temperature");
+    json_object *temp = provider_json_get(root, "temperature");
     if (json_object_is_type(temp, json_type_double) || json_object_is_type(temp, json_type_int))
-        json_add(body, "temperature", json_copy(temp));
-    json_object *top_p = json_get(root, "top_p");
+        json_object_object_add(body, "temperature", provider_json_copy(temp));
+    json_object *top_p = provider_json_get(root, "top_p");
     if (json_object_is_type(top_p, json_type_double) || json_object_is_type(top_p, json_type_int))
-        json_add(body, "top_p", json_copy(top_p));
-    if (req->stream) json_add(body, "stream", json_object_new_boolean(1));
+        json_object_object_add(body, "top_p", provider_json_copy(top_p));
+    if (req->stream) json_object_object_add(body, "stream", json_object_new_boolean(1));
     if (req->user) {
         json_object *meta = json_object_new_object();
-        json_add(meta, "user_id", json_object_new_string(req->user));
-        json_add(body, "metadata", meta);
+        json_object_object_add(meta, "user_id", json_object_new_string(req->user));
+        json_object_object_add(body, "metadata", meta);
     }
     json_copy_member(root, "cache_control", body);
 }
@@ -442,13 +409,13 @@ static int anthropic_encode(const canon_request *req, const target *t, upstream_
         snprintf(err, errlen, "anthropic: target has no base_url or upstream model");
         return -1;
     }
-    json_object *n = json_get_typed(req->root, "n", json_type_int);
+    json_object *n = provider_json_typed(req->root, "n", json_type_int);
     if (n && json_object_get_int64(n) > 1) {
         snprintf(err, errlen, "anthropic answers with one choice only; n must be 1");
         return -1;
     }
     json_object *body = json_object_new_object();
-    json_add(body, "model", json_object_new_string(t->upstream_model));
+    json_object_object_add(body, "model", json_object_new_string(t->upstream_model));
     int rc = messages_encode(req, body, err, errlen);
     if (rc == 0) rc = tools_encode(req->root, body, err, errlen);
     if (rc == 0) {
@@ -480,13 +447,13 @@ static void anth_usage_merge(anth_usage *u, json_object *usage)
     if (provider_get_count(usage, "output_tokens", &u->output)) u->has_output = true;
     provider_get_count(usage, "cache_read_input_tokens", &u->cache_read);
     provider_get_count(usage, "cache_creation_input_tokens", &u->cache_creation);
-    json_object *cc = json_get_typed(usage, "cache_creation", json_type_object);
+    json_object *cc = provider_json_typed(usage, "cache_creation", json_type_object);
     if (cc) {
         bool a = provider_get_count(cc, "ephemeral_5m_input_tokens", &u->cw_5m);
         bool b = provider_get_count(cc, "ephemeral_1h_input_tokens", &u->cw_1h);
         if (a || b) u->has_split = true;
     }
-    provider_get_count(json_get(usage, "output_tokens_details"), "thinking_tokens", &u->thinking);
+    provider_get_count(provider_json_get(usage, "output_tokens_details"), "thinking_tokens", &u->thinking);
 }
 
 static usage_record anth_usage_record(const anth_usage *u)
@@ -524,20 +491,7 @@ static int64_t usage_prompt_tokens(const usage_record *r)
 /* The client-facing usage block. */
 static json_object *usage_to_openai(const usage_record *r)
 {
-    int64_t prompt = usage_prompt_tokens(r);
-    json_object *u = json_object_new_object();
-    json_add(u, "prompt_tokens", json_object_new_int64(prompt));
-    json_add(u, "completion_tokens", json_object_new_int64(r->output));
-    json_add(u, "total_tokens", json_object_new_int64(prompt + r->output));
-    json_object *pd = json_object_new_object();
-    json_add(pd, "cached_tokens", json_object_new_int64(r->cache_read));
-    json_add(pd, "cache_write_tokens",
-             json_object_new_int64(r->cache_write_5m + r->cache_write_1h));
-    json_add(u, "prompt_tokens_details", pd);
-    json_object *cd = json_object_new_object();
-    json_add(cd, "reasoning_tokens", json_object_new_int64(r->reasoning));
-    json_add(u, "completion_tokens_details", cd);
-    return u;
+    return provider_usage_json(r, usage_prompt_tokens(r));
 }
 
 /* ------------------------------------------------------------ decode */
@@ -556,20 +510,20 @@ static const char *finish_reason_map(const char *stop_reason)
 
 static json_object *tool_call_from_block(json_object *block)
 {
-    json_object *input = json_get(block, "input");
-    const char *id = json_get_str(block, "id");
-    const char *name = json_get_str(block, "name");
+    json_object *input = provider_json_get(block, "input");
+    const char *id = provider_json_str(block, "id");
+    const char *name = provider_json_str(block, "name");
     json_object *fn = json_object_new_object();
-    json_add(fn, "name", json_object_new_string(name ? name : ""));
-    json_add(fn, "arguments",
+    json_object_object_add(fn, "name", json_object_new_string(name ? name : ""));
+    json_object_object_add(fn, "arguments",
              json_object_new_string(
                  input ? json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN |
                                                                    JSON_C_TO_STRING_NOSLASHESCAPE)
                        : "{}"));
     json_object *call = json_object_new_object();
-    json_add(call, "id", json_object_new_string(id ? id : ""));
-    json_add(call, "type", json_object_new_string("function"));
-    json_add(call, "function", fn);
+    json_object_object_add(call, "id", json_object_new_string(id ? id : ""));
+    json_object_object_add(call, "type", json_object_new_string("function"));
+    json_object_object_add(call, "function", fn);
     return call;
 }
 
@@ -583,23 +537,23 @@ static json_object *message_from_content(json_object *content)
         json_object_is_type(content, json_type_array) ? json_object_array_length(content) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *block = json_object_array_get_idx(content, i);
-        const char *type = json_get_str(block, "type");
-        json_object *t = json_get_typed(block, "text", json_type_string);
+        const char *type = provider_json_str(block, "type");
+        json_object *t = provider_json_typed(block, "text", json_type_string);
         if (type && strcmp(type, "text") == 0 && t)
             buf_append(&text, json_object_get_string(t), (size_t)json_object_get_string_len(t));
         else if (type && strcmp(type, "tool_use") == 0)
             json_object_array_add(calls, tool_call_from_block(block));
     }
     json_object *msg = json_object_new_object();
-    json_add(msg, "role", json_object_new_string("assistant"));
+    json_object_object_add(msg, "role", json_object_new_string("assistant"));
     bool has_calls = json_object_array_length(calls) > 0;
-    json_add(msg, "content",
+    json_object_object_add(msg, "content",
              (text.len == 0 && has_calls)
                  ? NULL
                  : json_object_new_string_len(text.data ? text.data : "", (int)text.len));
-    json_add(msg, "refusal", NULL);
+    json_object_object_add(msg, "refusal", NULL);
     if (has_calls)
-        json_add(msg, "tool_calls", calls);
+        json_object_object_add(msg, "tool_calls", calls);
     else
         json_object_put(calls);
     buf_free(&text);
@@ -612,7 +566,7 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
     memset(out, 0, sizeof *out);
     char why[96];
     json_object *root = provider_parse_object(NULL, body, len, why, sizeof why);
-    const char *type = json_get_str(root, "type");
+    const char *type = provider_json_str(root, "type");
     if (!type || strcmp(type, "message") != 0) {
         snprintf(err, errlen, "anthropic answer is not a message object (%.60s)",
                  !root  ? why
@@ -621,47 +575,38 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
         json_object_put(root);
         return -1;
     }
-    const char *id = json_get_str(root, "id");
-    const char *model = json_get_str(root, "model");
-    const char *finish = finish_reason_map(json_get_str(root, "stop_reason"));
-    out->usage = anthropic_usage_map(json_get(root, "usage"));
+    const char *id = provider_json_str(root, "id");
+    const char *model = provider_json_str(root, "model");
+    const char *finish = finish_reason_map(provider_json_str(root, "stop_reason"));
+    out->usage = anthropic_usage_map(provider_json_get(root, "usage"));
     out->prompt_tokens = usage_prompt_tokens(&out->usage);
     out->completion_tokens = out->usage.output;
     snprintf(out->finish_reason, sizeof out->finish_reason, "%s", finish);
 
     json_object *choice = json_object_new_object();
-    json_add(choice, "index", json_object_new_int(0));
-    json_add(choice, "message", message_from_content(json_get(root, "content")));
-    json_add(choice, "logprobs", NULL);
-    json_add(choice, "finish_reason", json_object_new_string(finish));
+    json_object_object_add(choice, "index", json_object_new_int(0));
+    json_object_object_add(choice, "message", message_from_content(provider_json_get(root, "content")));
+    json_object_object_add(choice, "logprobs", NULL);
+    json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
     json_object_array_add(choices, choice);
 
     json_object *o = json_object_new_object();
-    json_add(o, "id", json_object_new_string(id ? id : "msg_unknown"));
-    json_add(o, "object", json_object_new_string("chat.completion"));
-    json_add(o, "created", json_object_new_int64((int64_t)time(NULL)));
-    json_add(o, "model",
+    json_object_object_add(o, "id", json_object_new_string(id ? id : "msg_unknown"));
+    json_object_object_add(o, "object", json_object_new_string("chat.completion"));
+    json_object_object_add(o, "created", json_object_new_int64((int64_t)time(NULL)));
+    json_object_object_add(o, "model",
              json_object_new_string(model                    ? model
                                     : t && t->upstream_model ? t->upstream_model
                                                              : ""));
-    json_add(o, "choices", choices);
-    json_add(o, "usage", usage_to_openai(&out->usage));
+    json_object_object_add(o, "choices", choices);
+    json_object_object_add(o, "usage", usage_to_openai(&out->usage));
     out->body = o;
     json_object_put(root);
     return 0;
 }
 
 /* ------------------------------------------------------------ classify */
-
-static void error_set(upstream_error *out, error_class cls, int status, const char *type,
-                      const char *code)
-{
-    out->cls = cls;
-    out->client_status = status;
-    snprintf(out->type, sizeof out->type, "%s", type);
-    snprintf(out->code, sizeof out->code, "%s", code);
-}
 
 static bool str_is(const char *a, const char *b)
 {
@@ -675,15 +620,15 @@ static void error_apply_type(upstream_error *out, int status, const char *etype,
 {
     const char *what = NULL;
     if (str_is(etype, "overloaded_error") || status == 529) {
-        error_set(out, ERRCLASS_RETRYABLE, 503, "server_error", "upstream_overloaded");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 503, "server_error", "upstream_overloaded");
         what = "anthropic is overloaded";
     } else if (str_is(etype, "rate_limit_error") || status == 429) {
-        error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
         what = "anthropic rate limit reached";
     } else if (str_is(etype, "authentication_error") || str_is(etype, "permission_error") ||
                status == 401 || status == 403) {
         /* Our key, not the client's: never echo what upstream said about it. */
-        error_set(out, ERRCLASS_FATAL, 502, "upstream_auth_error", "upstream_auth_error");
+        provider_error_set(out, ERRCLASS_FATAL, 502, "upstream_auth_error", "upstream_auth_error");
         snprintf(out->message, sizeof out->message,
                  "anthropic rejected bridle's credentials; check the provider's api_key in "
                  "bridle's configuration");
@@ -692,15 +637,15 @@ static void error_apply_type(upstream_error *out, int status, const char *etype,
                (msg && strcasestr(msg, "credit balance"))) {
         /* Out of credit looks like a client error but is ours, and waiting
          * does not help. */
-        error_set(out, ERRCLASS_FATAL, 502, "insufficient_quota", "insufficient_quota");
+        provider_error_set(out, ERRCLASS_FATAL, 502, "insufficient_quota", "insufficient_quota");
         out->quota_exhausted = true;
         what = "bridle's anthropic account has run out of credit";
     } else if (str_is(etype, "request_too_large") || status == 413) {
-        error_set(out, ERRCLASS_FATAL, 413, "invalid_request_error", "request_too_large");
+        provider_error_set(out, ERRCLASS_FATAL, 413, "invalid_request_error", "request_too_large");
         what = "request too large for anthropic";
     } else if (str_is(etype, "invalid_request_error") || status == 400) {
         bool too_long = msg && strcasestr(msg, "prompt is too long");
-        error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
+        provider_error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
                   too_long ? "context_length_exceeded" : "");
         what = "anthropic rejected the request";
     } else if (status == 503 || status == 502 || status == 504) {
@@ -708,7 +653,7 @@ static void error_apply_type(upstream_error *out, int status, const char *etype,
          * status rules (503 retryable, 502/504 ambiguous) but name anthropic. */
         what = status == 503 ? "anthropic is unavailable" : "anthropic had a gateway error";
     } else if (str_is(etype, "api_error") || status == 500) {
-        error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
+        provider_error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
         what = "anthropic had an internal error";
     }
     if (what) snprintf(out->message, sizeof out->message, "%s", what);
@@ -719,9 +664,9 @@ static void error_apply_type(upstream_error *out, int status, const char *etype,
  * ({"type":"error","error":{type,message}}), or NULLs. */
 static void error_body_fields(json_object *root, const char **etype, const char **msg)
 {
-    json_object *e = json_get_typed(root, "error", json_type_object);
-    *etype = json_get_str(e, "type");
-    *msg = json_get_str(e, "message");
+    json_object *e = provider_json_typed(root, "error", json_type_object);
+    *etype = provider_json_str(e, "type");
+    *msg = provider_json_str(e, "message");
 }
 
 static void anthropic_classify(int status, const upstream_headers *hs, const char *body, size_t len,
@@ -872,7 +817,7 @@ static void stream_map_block(anth_stream *s, int64_t index, int tool)
 
 static int stream_block_tool(const anth_stream *s, json_object *ev)
 {
-    json_object *idx = json_get_typed(ev, "index", json_type_int);
+    json_object *idx = provider_json_typed(ev, "index", json_type_int);
     int64_t i = idx ? json_object_get_int64(idx) : -1;
     return (i >= 0 && i < s->n_blocks) ? s->block_tool[i] : -1;
 }
@@ -880,10 +825,10 @@ static int stream_block_tool(const anth_stream *s, json_object *ev)
 static void on_message_start(anth_stream *s, json_object *ev, stream_result *res,
                              const stream_sink *sink)
 {
-    json_object *msg = json_get(ev, "message");
+    json_object *msg = provider_json_get(ev, "message");
     if (s->prefix.len == 0)
-        stream_set_prefix(s, json_get_str(msg, "id"), json_get_str(msg, "model"));
-    anth_usage_merge(&s->usage, json_get(msg, "usage"));
+        stream_set_prefix(s, provider_json_str(msg, "id"), provider_json_str(msg, "model"));
+    anth_usage_merge(&s->usage, provider_json_get(msg, "usage"));
     stream_update_usage(s, res);
     stream_emit_role(s, sink);
 }
@@ -892,20 +837,20 @@ static void on_message_start(anth_stream *s, json_object *ev, stream_result *res
 static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
                            const stream_sink *sink)
 {
-    json_object *block = json_get(ev, "content_block");
-    const char *type = json_get_str(block, "type");
+    json_object *block = provider_json_get(ev, "content_block");
+    const char *type = provider_json_str(block, "type");
     if (type && strcmp(type, "text") == 0) {
-        json_object *text = json_get_typed(block, "text", json_type_string);
+        json_object *text = provider_json_typed(block, "text", json_type_string);
         if (text) stream_emit_text(s, text, res, sink);
         return;
     }
     if (!type || strcmp(type, "tool_use") != 0)
         return; /* thinking, server tools: not part of an OpenAI answer */
-    json_object *idx = json_get_typed(ev, "index", json_type_int);
+    json_object *idx = provider_json_typed(ev, "index", json_type_int);
     int tool = s->n_tools++;
     stream_map_block(s, idx ? json_object_get_int64(idx) : -1, tool);
-    const char *id = json_get_str(block, "id");
-    const char *name = json_get_str(block, "name");
+    const char *id = provider_json_str(block, "id");
+    const char *name = provider_json_str(block, "name");
     stream_emit_role(s, sink);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"id\":", tool);
@@ -919,17 +864,17 @@ static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
 static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
                            const stream_sink *sink)
 {
-    json_object *delta = json_get(ev, "delta");
-    const char *type = json_get_str(delta, "type");
+    json_object *delta = provider_json_get(ev, "delta");
+    const char *type = provider_json_str(delta, "type");
     if (!type) return;
     if (strcmp(type, "text_delta") == 0) {
-        json_object *text = json_get_typed(delta, "text", json_type_string);
+        json_object *text = provider_json_typed(delta, "text", json_type_string);
         if (text) stream_emit_text(s, text, res, sink);
         return;
     }
     if (strcmp(type, "input_json_delta") != 0)
         return; /* thinking_delta, signature_delta, citations_delta */
-    json_object *pj = json_get_typed(delta, "partial_json", json_type_string);
+    json_object *pj = provider_json_typed(delta, "partial_json", json_type_string);
     int tool = stream_block_tool(s, ev);
     if (!pj || tool < 0 || json_object_get_string_len(pj) == 0) return;
     chunk_begin(s);
@@ -944,9 +889,9 @@ static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
 static void on_message_delta(anth_stream *s, json_object *ev, stream_result *res,
                              const stream_sink *sink)
 {
-    anth_usage_merge(&s->usage, json_get(ev, "usage"));
+    anth_usage_merge(&s->usage, provider_json_get(ev, "usage"));
     stream_update_usage(s, res);
-    const char *stop = json_get_str(json_get(ev, "delta"), "stop_reason");
+    const char *stop = provider_json_str(provider_json_get(ev, "delta"), "stop_reason");
     if (!stop) return;
     const char *finish = finish_reason_map(stop);
     snprintf(res->finish_reason, sizeof res->finish_reason, "%s", finish);
@@ -1004,7 +949,7 @@ static int anthropic_stream_event(void *state, const stream_event *ev, stream_re
     anth_stream *s = state;
     char why[96];
     json_object *data = provider_parse_object(NULL, ev->data, ev->data_len, why, sizeof why);
-    const char *type = json_get_str(data, "type");
+    const char *type = provider_json_str(data, "type");
     if (!type) type = ev->event;
     if (!data || !type) {
         json_object_put(data);

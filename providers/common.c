@@ -185,8 +185,8 @@ int64_t provider_retry_after_ms(const upstream_headers *hs)
 
 /* ------------------------------------------------------------ classification */
 
-static void error_set(upstream_error *out, error_class cls, int client_status, const char *type,
-                      const char *code)
+void provider_error_set(upstream_error *out, error_class cls, int client_status, const char *type,
+                        const char *code)
 {
     out->cls = cls;
     out->client_status = client_status;
@@ -199,11 +199,11 @@ void provider_transport_error(const char *what, bool timed_out, upstream_error *
     memset(out, 0, sizeof *out);
     out->retry_after_ms = -1;
     if (timed_out) {
-        error_set(out, ERRCLASS_RETRYABLE, 504, "upstream_timeout", "upstream_timeout");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 504, "upstream_timeout", "upstream_timeout");
         snprintf(out->message, sizeof out->message, "the upstream provider timed out (%s)",
                  what ? what : "no detail");
     } else {
-        error_set(out, ERRCLASS_RETRYABLE, 502, "upstream_unreachable", "upstream_unreachable");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 502, "upstream_unreachable", "upstream_unreachable");
         snprintf(out->message, sizeof out->message, "could not reach the upstream provider (%s)",
                  what ? what : "no detail");
     }
@@ -216,57 +216,57 @@ void provider_classify_status(int status, upstream_error *out)
     const char *what;
     switch (status) {
     case 429:
-        error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
         what = "rate limited";
         break;
     case 503:
     case 529:
-        error_set(out, ERRCLASS_RETRYABLE, 503, "server_error", "upstream_overloaded");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 503, "server_error", "upstream_overloaded");
         what = "overloaded";
         break;
     case 408:
-        error_set(out, ERRCLASS_RETRYABLE, 504, "server_error", "upstream_timeout");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 504, "server_error", "upstream_timeout");
         what = "request timeout";
         break;
     case 500:
     case 502:
-        error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
+        provider_error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
         what = "server error";
         break;
     case 504:
-        error_set(out, ERRCLASS_AMBIGUOUS, 504, "server_error", "upstream_timeout");
+        provider_error_set(out, ERRCLASS_AMBIGUOUS, 504, "server_error", "upstream_timeout");
         what = "gateway timeout";
         break;
     case 400:
     case 413:
     case 422:
-        error_set(out, ERRCLASS_FATAL, status, "invalid_request_error", "");
+        provider_error_set(out, ERRCLASS_FATAL, status, "invalid_request_error", "");
         what = "request rejected";
         break;
     case 401:
     case 403:
         /* The upstream refused bridle's provider key: not the client's
          * fault, and nothing it can fix by retrying. */
-        error_set(out, ERRCLASS_FATAL, 502, "upstream_auth_error", "upstream_auth_error");
+        provider_error_set(out, ERRCLASS_FATAL, 502, "upstream_auth_error", "upstream_auth_error");
         snprintf(out->message, sizeof out->message,
                  "the upstream provider rejected bridle's credentials (HTTP %d); "
                  "check the provider's api_key in bridle's configuration",
                  status);
         return;
     case 404:
-        error_set(out, ERRCLASS_FATAL, 502, "upstream_model_not_found", "model_not_found");
+        provider_error_set(out, ERRCLASS_FATAL, 502, "upstream_model_not_found", "model_not_found");
         snprintf(out->message, sizeof out->message,
                  "the upstream provider answered HTTP 404: the configured upstream model name "
                  "(or base_url) is wrong");
         return;
     default:
         if (status >= 500 && status <= 599) {
-            error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
+            provider_error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
             what = "server error";
         } else {
             /* Other 4xx, redirects (never followed) and nonsense: most
              * likely bridle's translation is at fault, not the client. */
-            error_set(out, ERRCLASS_FATAL, 502, "upstream_error", "upstream_error");
+            provider_error_set(out, ERRCLASS_FATAL, 502, "upstream_error", "upstream_error");
             what = "unexpected status";
         }
         break;
@@ -281,16 +281,16 @@ bool provider_classify_code(const char *code, upstream_error *out)
     if (strcmp(code, "insufficient_quota") == 0) {
         /* Looks like a rate limit but waiting does not help: the account
          * is out of credit. */
-        error_set(out, ERRCLASS_FATAL, 429, "insufficient_quota", "insufficient_quota");
+        provider_error_set(out, ERRCLASS_FATAL, 429, "insufficient_quota", "insufficient_quota");
         out->quota_exhausted = true;
         snprintf(out->message, sizeof out->message,
                  "the upstream provider's account has run out of quota or credit");
     } else if (strcmp(code, "rate_limit_exceeded") == 0) {
-        error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
     } else if (strcmp(code, "context_length_exceeded") == 0) {
-        error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error", "context_length_exceeded");
+        provider_error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error", "context_length_exceeded");
     } else if (strcmp(code, "model_not_found") == 0) {
-        error_set(out, ERRCLASS_FATAL, 502, "upstream_model_not_found", "model_not_found");
+        provider_error_set(out, ERRCLASS_FATAL, 502, "upstream_model_not_found", "model_not_found");
         snprintf(out->message, sizeof out->message,
                  "the upstream provider does not know the model: the configured upstream model "
                  "name is wrong");
@@ -327,7 +327,7 @@ void provider_bad_response_error(const char *why, const char *d, size_t n, upstr
 {
     memset(out, 0, sizeof *out);
     out->retry_after_ms = -1;
-    error_set(out, ERRCLASS_AMBIGUOUS, 502, "upstream_error", "upstream_bad_response");
+    provider_error_set(out, ERRCLASS_AMBIGUOUS, 502, "upstream_error", "upstream_bad_response");
     snprintf(out->message, sizeof out->message,
              "the upstream provider sent something bridle cannot read (%s)", why ? why : "?");
     if (d) provider_error_add_detail(out, d, n > 80 ? 80 : n);
@@ -538,4 +538,48 @@ void provider_content_text(json_object *content, buf *out)
             json_object_is_type(text, json_type_string))
             buf_append(out, json_object_get_string(text), (size_t)json_object_get_string_len(text));
     }
+}
+
+json_object *provider_json_get(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object)) return NULL;
+    json_object_object_get_ex(o, key, &v);
+    return v;
+}
+
+const char *provider_json_str(json_object *o, const char *key)
+{
+    json_object *v = provider_json_get(o, key);
+    return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+json_object *provider_json_typed(json_object *o, const char *key, json_type type)
+{
+    json_object *v = provider_json_get(o, key);
+    return json_object_is_type(v, type) ? v : NULL;
+}
+
+json_object *provider_json_copy(json_object *v)
+{
+    json_object *copy = NULL;
+    if (json_object_deep_copy(v, &copy, NULL) != 0) return NULL;
+    return copy;
+}
+
+json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens)
+{
+    json_object *u = json_object_new_object(), *pd = json_object_new_object(),
+                *cd = json_object_new_object();
+    json_object_object_add(u, "prompt_tokens", json_object_new_int64(prompt_tokens));
+    json_object_object_add(u, "completion_tokens", json_object_new_int64(r->output));
+    json_object_object_add(u, "total_tokens", json_object_new_int64(prompt_tokens + r->output));
+    json_object_object_add(pd, "cached_tokens", json_object_new_int64(r->cache_read));
+    if (r->cache_write_5m + r->cache_write_1h > 0)
+        json_object_object_add(pd, "cache_write_tokens",
+                               json_object_new_int64(r->cache_write_5m + r->cache_write_1h));
+    json_object_object_add(u, "prompt_tokens_details", pd);
+    json_object_object_add(cd, "reasoning_tokens", json_object_new_int64(r->reasoning));
+    json_object_object_add(u, "completion_tokens_details", cd);
+    return u;
 }

@@ -20,45 +20,13 @@
 
 /* ------------------------------------------------------------ JSON helpers */
 
-static json_object *json_get(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (!o || !json_object_is_type(o, json_type_object)) return NULL;
-    json_object_object_get_ex(o, key, &v);
-    return v;
-}
-
-static const char *json_get_str(json_object *o, const char *key)
-{
-    json_object *v = json_get(o, key);
-    return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-}
-
-static json_object *json_get_typed(json_object *o, const char *key, json_type type)
-{
-    json_object *v = json_get(o, key);
-    return json_object_is_type(v, type) ? v : NULL;
-}
-
-static void json_add(json_object *o, const char *key, json_object *v)
-{
-    json_object_object_add(o, key, v);
-}
-
-static json_object *json_copy(json_object *v)
-{
-    json_object *copy = NULL;
-    if (json_object_deep_copy(v, &copy, NULL) != 0) return NULL;
-    return copy;
-}
-
 /* Copies member `from_key` of `from` to `to` as `to_key` when it has type
  * `type`. */
 static void json_copy_typed(json_object *from, const char *from_key, json_type type,
                             json_object *to, const char *to_key)
 {
-    json_object *v = json_get_typed(from, from_key, type);
-    if (v) json_add(to, to_key, json_copy(v));
+    json_object *v = provider_json_typed(from, from_key, type);
+    if (v) json_object_object_add(to, to_key, provider_json_copy(v));
 }
 
 static bool json_is_number(json_object *v)
@@ -73,7 +41,7 @@ static void parts_add_text(json_object *parts, const char *text, size_t len)
 {
     if (len == 0) return;
     json_object *p = json_object_new_object();
-    json_add(p, "text", json_object_new_string_len(text, (int)len));
+    json_object_object_add(p, "text", json_object_new_string_len(text, (int)len));
     json_object_array_add(parts, p);
 }
 
@@ -81,9 +49,9 @@ static void parts_add_text(json_object *parts, const char *text, size_t len)
  * URLs through fileData, so an http(s) image is an encode error. */
 static int parts_add_image(json_object *parts, json_object *part, char *err, size_t errlen)
 {
-    json_object *iu = json_get(part, "image_url");
+    json_object *iu = provider_json_get(part, "image_url");
     const char *url = json_object_is_type(iu, json_type_string) ? json_object_get_string(iu)
-                                                                : json_get_str(iu, "url");
+                                                                : provider_json_str(iu, "url");
     const char *semi = url ? strstr(url, ";base64,") : NULL;
     const char *comma = url ? strchr(url, ',') : NULL;
     if (!url || strncmp(url, "data:", 5) != 0 || !semi || semi != comma - 7 || semi == url + 5) {
@@ -91,10 +59,10 @@ static int parts_add_image(json_object *parts, json_object *part, char *err, siz
         return -1;
     }
     json_object *inl = json_object_new_object();
-    json_add(inl, "mimeType", json_object_new_string_len(url + 5, (int)(semi - url - 5)));
-    json_add(inl, "data", json_object_new_string(semi + 8));
+    json_object_object_add(inl, "mimeType", json_object_new_string_len(url + 5, (int)(semi - url - 5)));
+    json_object_object_add(inl, "data", json_object_new_string(semi + 8));
     json_object *p = json_object_new_object();
-    json_add(p, "inlineData", inl);
+    json_object_object_add(p, "inlineData", inl);
     json_object_array_add(parts, p);
     return 0;
 }
@@ -102,13 +70,13 @@ static int parts_add_image(json_object *parts, json_object *part, char *err, siz
 static int parts_add_part(json_object *parts, json_object *part, bool images, char *err,
                           size_t errlen)
 {
-    const char *type = json_get_str(part, "type");
+    const char *type = provider_json_str(part, "type");
     if (!type) {
         snprintf(err, errlen, "content part without a type");
         return -1;
     }
     if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
-        json_object *text = json_get_typed(part, type, json_type_string);
+        json_object *text = provider_json_typed(part, type, json_type_string);
         if (!text) {
             snprintf(err, errlen, "%s part without a string %s", type, type);
             return -1;
@@ -146,10 +114,10 @@ static int parts_add_tool_calls(json_object *parts, json_object *calls, json_obj
     size_t n = json_object_is_type(calls, json_type_array) ? json_object_array_length(calls) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *call = json_object_array_get_idx(calls, i);
-        json_object *fn = json_get(call, "function");
-        const char *id = json_get_str(call, "id");
-        const char *name = json_get_str(fn, "name");
-        const char *args = json_get_str(fn, "arguments");
+        json_object *fn = provider_json_get(call, "function");
+        const char *id = provider_json_str(call, "id");
+        const char *name = provider_json_str(fn, "name");
+        const char *args = provider_json_str(fn, "arguments");
         if (!name) {
             snprintf(err, errlen, "tool_calls[%zu] needs a function.name", i);
             return -1;
@@ -163,12 +131,12 @@ static int parts_add_tool_calls(json_object *parts, json_object *calls, json_obj
                      why);
             return -1;
         }
-        if (id) json_add(names, id, json_object_new_string(name));
+        if (id) json_object_object_add(names, id, json_object_new_string(name));
         json_object *fc = json_object_new_object();
-        json_add(fc, "name", json_object_new_string(name));
-        json_add(fc, "args", a);
+        json_object_object_add(fc, "name", json_object_new_string(name));
+        json_object_object_add(fc, "args", a);
         json_object *p = json_object_new_object();
-        json_add(p, "functionCall", fc);
+        json_object_object_add(p, "functionCall", fc);
         json_object_array_add(parts, p);
     }
     return 0;
@@ -179,9 +147,9 @@ static int parts_add_tool_calls(json_object *parts, json_object *calls, json_obj
 static int parts_add_tool_result(json_object *parts, json_object *msg, json_object *names,
                                  char *err, size_t errlen)
 {
-    const char *id = json_get_str(msg, "tool_call_id");
-    const char *name = id ? json_get_str(names, id) : NULL;
-    if (!name) name = json_get_str(msg, "name");
+    const char *id = provider_json_str(msg, "tool_call_id");
+    const char *name = id ? provider_json_str(names, id) : NULL;
+    if (!name) name = provider_json_str(msg, "name");
     if (!name) {
         snprintf(err, errlen,
                  "tool message answers tool_call_id \"%.64s\", which no earlier "
@@ -190,16 +158,16 @@ static int parts_add_tool_result(json_object *parts, json_object *msg, json_obje
         return -1;
     }
     buf text = BUF_INIT;
-    provider_content_text(json_get(msg, "content"), &text);
+    provider_content_text(provider_json_get(msg, "content"), &text);
     json_object *resp = json_object_new_object();
-    json_add(resp, "content",
+    json_object_object_add(resp, "content",
              json_object_new_string_len(text.data ? text.data : "", (int)text.len));
     buf_free(&text);
     json_object *fr = json_object_new_object();
-    json_add(fr, "name", json_object_new_string(name));
-    json_add(fr, "response", resp);
+    json_object_object_add(fr, "name", json_object_new_string(name));
+    json_object_object_add(fr, "response", resp);
     json_object *p = json_object_new_object();
-    json_add(p, "functionResponse", fr);
+    json_object_object_add(p, "functionResponse", fr);
     json_object_array_add(parts, p);
     return 0;
 }
@@ -216,8 +184,8 @@ static void contents_append(json_object *contents, const char *role, json_object
         json_object_put(parts);
         return;
     }
-    if (last && strcmp(json_get_str(last, "role"), role) == 0) {
-        json_object *lp = json_get(last, "parts");
+    if (last && strcmp(provider_json_str(last, "role"), role) == 0) {
+        json_object *lp = provider_json_get(last, "parts");
         size_t m = json_object_array_length(parts);
         for (size_t i = 0; i < m; i++)
             json_object_array_add(lp, json_object_get(json_object_array_get_idx(parts, i)));
@@ -225,16 +193,16 @@ static void contents_append(json_object *contents, const char *role, json_object
         return;
     }
     json_object *turn = json_object_new_object();
-    json_add(turn, "role", json_object_new_string(role));
-    json_add(turn, "parts", parts);
+    json_object_object_add(turn, "role", json_object_new_string(role));
+    json_object_object_add(turn, "parts", parts);
     json_object_array_add(contents, turn);
 }
 
 static int message_encode(json_object *msg, json_object *contents, json_object *system,
                           json_object *names, char *err, size_t errlen)
 {
-    const char *role = json_get_str(msg, "role");
-    json_object *content = json_get(msg, "content");
+    const char *role = provider_json_str(msg, "role");
+    json_object *content = provider_json_get(msg, "content");
     if (!role) {
         snprintf(err, errlen, "message without a role");
         return -1;
@@ -251,7 +219,7 @@ static int message_encode(json_object *msg, json_object *contents, json_object *
         to = "model";
         rc = parts_add_content(parts, content, false, err, errlen);
         if (rc == 0)
-            rc = parts_add_tool_calls(parts, json_get(msg, "tool_calls"), names, err, errlen);
+            rc = parts_add_tool_calls(parts, provider_json_get(msg, "tool_calls"), names, err, errlen);
     } else if (strcmp(role, "tool") == 0) {
         rc = parts_add_tool_result(parts, msg, names, err, errlen);
     } else {
@@ -287,12 +255,12 @@ static int contents_encode(const canon_request *req, json_object *body, char *er
     }
     if (rc == 0 && json_object_array_length(system) > 0) {
         json_object *si = json_object_new_object();
-        json_add(si, "parts", system);
-        json_add(body, "systemInstruction", si);
+        json_object_object_add(si, "parts", system);
+        json_object_object_add(body, "systemInstruction", si);
         system = NULL;
     }
     if (rc == 0) {
-        json_add(body, "contents", contents);
+        json_object_object_add(body, "contents", contents);
         contents = NULL;
     }
     json_object_put(system);
@@ -304,19 +272,19 @@ static int contents_encode(const canon_request *req, json_object *body, char *er
 
 static void stop_encode(json_object *root, json_object *gc)
 {
-    json_object *stop = json_get(root, "stop");
+    json_object *stop = provider_json_get(root, "stop");
     json_object *seqs = json_object_new_array();
     if (json_object_is_type(stop, json_type_string)) {
-        json_object_array_add(seqs, json_copy(stop));
+        json_object_array_add(seqs, provider_json_copy(stop));
     } else if (json_object_is_type(stop, json_type_array)) {
         size_t n = json_object_array_length(stop);
         for (size_t i = 0; i < n; i++) {
             json_object *s = json_object_array_get_idx(stop, i);
-            if (json_object_is_type(s, json_type_string)) json_object_array_add(seqs, json_copy(s));
+            if (json_object_is_type(s, json_type_string)) json_object_array_add(seqs, provider_json_copy(s));
         }
     }
     if (json_object_array_length(seqs) > 0)
-        json_add(gc, "stopSequences", seqs);
+        json_object_object_add(gc, "stopSequences", seqs);
     else
         json_object_put(seqs);
 }
@@ -326,11 +294,11 @@ static void stop_encode(json_object *root, json_object *gc)
 static void json_mode_encode(const canon_request *req, json_object *gc)
 {
     if (!req->json_mode) return;
-    json_add(gc, "responseMimeType", json_object_new_string("application/json"));
-    json_object *rf = json_get(req->root, "response_format");
-    const char *type = json_get_str(rf, "type");
+    json_object_object_add(gc, "responseMimeType", json_object_new_string("application/json"));
+    json_object *rf = provider_json_get(req->root, "response_format");
+    const char *type = provider_json_str(rf, "type");
     if (type && strcmp(type, "json_schema") == 0)
-        json_copy_typed(json_get(rf, "json_schema"), "schema", json_type_object, gc,
+        json_copy_typed(provider_json_get(rf, "json_schema"), "schema", json_type_object, gc,
                         "responseJsonSchema");
 }
 
@@ -339,17 +307,17 @@ static void generation_config_encode(const canon_request *req, json_object *body
     json_object *root = req->root;
     json_object *gc = json_object_new_object();
     if (req->max_tokens >= 0)
-        json_add(gc, "maxOutputTokens", json_object_new_int64(req->max_tokens));
-    if (json_is_number(json_get(root, "temperature")))
-        json_add(gc, "temperature", json_copy(json_get(root, "temperature")));
-    if (json_is_number(json_get(root, "top_p")))
-        json_add(gc, "topP", json_copy(json_get(root, "top_p")));
+        json_object_object_add(gc, "maxOutputTokens", json_object_new_int64(req->max_tokens));
+    if (json_is_number(provider_json_get(root, "temperature")))
+        json_object_object_add(gc, "temperature", provider_json_copy(provider_json_get(root, "temperature")));
+    if (json_is_number(provider_json_get(root, "top_p")))
+        json_object_object_add(gc, "topP", provider_json_copy(provider_json_get(root, "top_p")));
     stop_encode(root, gc);
     json_copy_typed(root, "n", json_type_int, gc, "candidateCount");
     json_copy_typed(root, "seed", json_type_int, gc, "seed");
     json_mode_encode(req, gc);
     if (json_object_object_length(gc) > 0)
-        json_add(body, "generationConfig", gc);
+        json_object_object_add(body, "generationConfig", gc);
     else
         json_object_put(gc);
 }
@@ -359,29 +327,29 @@ static void generation_config_encode(const canon_request *req, json_object *body
  * (additionalProperties, $ref…); parametersJsonSchema takes it as is. */
 static int tools_encode(json_object *root, json_object *body, char *err, size_t errlen)
 {
-    json_object *tools = json_get_typed(root, "tools", json_type_array);
+    json_object *tools = provider_json_typed(root, "tools", json_type_array);
     size_t n = tools ? json_object_array_length(tools) : 0;
     if (n == 0) return 0;
     json_object *decls = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
-        json_object *fn = json_get(json_object_array_get_idx(tools, i), "function");
-        const char *name = json_get_str(fn, "name");
+        json_object *fn = provider_json_get(json_object_array_get_idx(tools, i), "function");
+        const char *name = provider_json_str(fn, "name");
         if (!name) {
             json_object_put(decls);
             snprintf(err, errlen, "tools[%zu] is not a function tool with a name", i);
             return -1;
         }
         json_object *d = json_object_new_object();
-        json_add(d, "name", json_object_new_string(name));
+        json_object_object_add(d, "name", json_object_new_string(name));
         json_copy_typed(fn, "description", json_type_string, d, "description");
         json_copy_typed(fn, "parameters", json_type_object, d, "parametersJsonSchema");
         json_object_array_add(decls, d);
     }
     json_object *tool = json_object_new_object();
-    json_add(tool, "functionDeclarations", decls);
+    json_object_object_add(tool, "functionDeclarations", decls);
     json_object *arr = json_object_new_array();
     json_object_array_add(arr, tool);
-    json_add(body, "tools", arr);
+    json_object_object_add(body, "tools", arr);
     return 0;
 }
 
@@ -389,25 +357,25 @@ static int tools_encode(json_object *root, json_object *body, char *err, size_t 
  * a named function → ANY restricted to that name. */
 static void tool_choice_encode(json_object *root, json_object *body)
 {
-    json_object *tc = json_get(root, "tool_choice");
+    json_object *tc = provider_json_get(root, "tool_choice");
     const char *s = json_object_is_type(tc, json_type_string) ? json_object_get_string(tc) : NULL;
-    const char *named = json_get_str(json_get(tc, "function"), "name");
+    const char *named = provider_json_str(provider_json_get(tc, "function"), "name");
     const char *mode = named                             ? "ANY"
                        : s && strcmp(s, "required") == 0 ? "ANY"
                        : s && strcmp(s, "none") == 0     ? "NONE"
                        : s && strcmp(s, "auto") == 0     ? "AUTO"
                                                          : NULL;
-    if (!mode || !json_get(body, "tools")) return;
+    if (!mode || !provider_json_get(body, "tools")) return;
     json_object *fcc = json_object_new_object();
-    json_add(fcc, "mode", json_object_new_string(mode));
+    json_object_object_add(fcc, "mode", json_object_new_string(mode));
     if (named) {
         json_object *names = json_object_new_array();
         json_object_array_add(names, json_object_new_string(named));
-        json_add(fcc, "allowedFunctionNames", names);
+        json_object_object_add(fcc, "allowedFunctionNames", names);
     }
     json_object *cfg = json_object_new_object();
-    json_add(cfg, "functionCallingConfig", fcc);
-    json_add(body, "toolConfig", cfg);
+    json_object_object_add(cfg, "functionCallingConfig", fcc);
+    json_object_object_add(body, "toolConfig", cfg);
 }
 
 static void headers_encode(const provider_conf *p, upstream_request *out)
@@ -476,18 +444,7 @@ static int64_t usage_prompt_tokens(const usage_record *r)
 
 static json_object *usage_to_openai(const usage_record *r)
 {
-    int64_t prompt = usage_prompt_tokens(r);
-    json_object *u = json_object_new_object();
-    json_add(u, "prompt_tokens", json_object_new_int64(prompt));
-    json_add(u, "completion_tokens", json_object_new_int64(r->output));
-    json_add(u, "total_tokens", json_object_new_int64(prompt + r->output));
-    json_object *pd = json_object_new_object();
-    json_add(pd, "cached_tokens", json_object_new_int64(r->cache_read));
-    json_add(u, "prompt_tokens_details", pd);
-    json_object *cd = json_object_new_object();
-    json_add(cd, "reasoning_tokens", json_object_new_int64(r->reasoning));
-    json_add(u, "completion_tokens_details", cd);
-    return u;
+    return provider_usage_json(r, usage_prompt_tokens(r));
 }
 
 /* ------------------------------------------------------------ decode */
@@ -508,7 +465,7 @@ static const char *finish_reason_map(const char *reason, bool tool_calls)
 /* A tool call id: Gemini's own when it sent one, else a fresh one. */
 static void tool_call_id(json_object *fc, char *out, size_t outlen)
 {
-    const char *id = json_get_str(fc, "id");
+    const char *id = provider_json_str(fc, "id");
     if (id && *id) {
         snprintf(out, outlen, "%s", id);
         return;
@@ -521,7 +478,7 @@ static void tool_call_id(json_object *fc, char *out, size_t outlen)
 /* The arguments of a functionCall as the JSON string OpenAI carries. */
 static const char *tool_call_args(json_object *fc)
 {
-    json_object *args = json_get(fc, "args");
+    json_object *args = provider_json_get(fc, "args");
     return args ? json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN |
                                                            JSON_C_TO_STRING_NOSLASHESCAPE)
                 : "{}";
@@ -531,21 +488,21 @@ static json_object *tool_call_from_part(json_object *fc)
 {
     char id[80];
     tool_call_id(fc, id, sizeof id);
-    const char *name = json_get_str(fc, "name");
+    const char *name = provider_json_str(fc, "name");
     json_object *fn = json_object_new_object();
-    json_add(fn, "name", json_object_new_string(name ? name : ""));
-    json_add(fn, "arguments", json_object_new_string(tool_call_args(fc)));
+    json_object_object_add(fn, "name", json_object_new_string(name ? name : ""));
+    json_object_object_add(fn, "arguments", json_object_new_string(tool_call_args(fc)));
     json_object *call = json_object_new_object();
-    json_add(call, "id", json_object_new_string(id));
-    json_add(call, "type", json_object_new_string("function"));
-    json_add(call, "function", fn);
+    json_object_object_add(call, "id", json_object_new_string(id));
+    json_object_object_add(call, "type", json_object_new_string("function"));
+    json_object_object_add(call, "function", fn);
     return call;
 }
 
 /* Thought parts are the model's reasoning summary, not its answer. */
 static bool part_is_thought(json_object *part)
 {
-    json_object *t = json_get_typed(part, "thought", json_type_boolean);
+    json_object *t = provider_json_typed(part, "thought", json_type_boolean);
     return t && json_object_get_boolean(t);
 }
 
@@ -557,8 +514,8 @@ static json_object *message_from_parts(json_object *parts, bool *has_calls)
     size_t n = json_object_is_type(parts, json_type_array) ? json_object_array_length(parts) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *part = json_object_array_get_idx(parts, i);
-        json_object *t = json_get_typed(part, "text", json_type_string);
-        json_object *fc = json_get_typed(part, "functionCall", json_type_object);
+        json_object *t = provider_json_typed(part, "text", json_type_string);
+        json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
         if (t && !part_is_thought(part))
             buf_append(&text, json_object_get_string(t), (size_t)json_object_get_string_len(t));
         else if (fc)
@@ -566,14 +523,14 @@ static json_object *message_from_parts(json_object *parts, bool *has_calls)
     }
     *has_calls = json_object_array_length(calls) > 0;
     json_object *msg = json_object_new_object();
-    json_add(msg, "role", json_object_new_string("assistant"));
-    json_add(msg, "content",
+    json_object_object_add(msg, "role", json_object_new_string("assistant"));
+    json_object_object_add(msg, "content",
              (text.len == 0 && *has_calls)
                  ? NULL
                  : json_object_new_string_len(text.data ? text.data : "", (int)text.len));
-    json_add(msg, "refusal", NULL);
+    json_object_object_add(msg, "refusal", NULL);
     if (*has_calls)
-        json_add(msg, "tool_calls", calls);
+        json_object_object_add(msg, "tool_calls", calls);
     else
         json_object_put(calls);
     buf_free(&text);
@@ -583,7 +540,7 @@ static json_object *message_from_parts(json_object *parts, bool *has_calls)
 /* "chatcmpl-" + responseId, or random hex when Gemini sent none. */
 static void response_id(json_object *root, char *out, size_t outlen)
 {
-    const char *rid = json_get_str(root, "responseId");
+    const char *rid = provider_json_str(root, "responseId");
     char hex[25];
     if (!rid || !*rid) {
         if (!util_random_hex(hex, 12)) snprintf(hex, sizeof hex, "%llx", (long long)util_now_us());
@@ -602,45 +559,45 @@ static int gemini_decode(const canon_request *req, const target *t, const char *
         snprintf(err, errlen, "gemini answer: %s", why);
         return -1;
     }
-    json_object *cands = json_get_typed(root, "candidates", json_type_array);
+    json_object *cands = provider_json_typed(root, "candidates", json_type_array);
     json_object *cand = cands ? json_object_array_get_idx(cands, 0) : NULL;
-    const char *blocked = json_get_str(json_get(root, "promptFeedback"), "blockReason");
+    const char *blocked = provider_json_str(provider_json_get(root, "promptFeedback"), "blockReason");
     if (!json_object_is_type(cand, json_type_object) && !blocked) {
         snprintf(err, errlen, "gemini answer has no candidates and no block reason");
         json_object_put(root);
         return -1;
     }
     bool has_calls = false;
-    json_object *msg = message_from_parts(json_get(json_get(cand, "content"), "parts"), &has_calls);
+    json_object *msg = message_from_parts(provider_json_get(provider_json_get(cand, "content"), "parts"), &has_calls);
     /* A prompt blocked before generation has no candidate at all. */
     const char *finish =
-        cand ? finish_reason_map(json_get_str(cand, "finishReason"), has_calls) : "content_filter";
-    out->usage = gemini_usage_map(json_get(root, "usageMetadata"));
+        cand ? finish_reason_map(provider_json_str(cand, "finishReason"), has_calls) : "content_filter";
+    out->usage = gemini_usage_map(provider_json_get(root, "usageMetadata"));
     out->prompt_tokens = usage_prompt_tokens(&out->usage);
     out->completion_tokens = out->usage.output;
     snprintf(out->finish_reason, sizeof out->finish_reason, "%s", finish);
 
     json_object *choice = json_object_new_object();
-    json_add(choice, "index", json_object_new_int(0));
-    json_add(choice, "message", msg);
-    json_add(choice, "logprobs", NULL);
-    json_add(choice, "finish_reason", json_object_new_string(finish));
+    json_object_object_add(choice, "index", json_object_new_int(0));
+    json_object_object_add(choice, "message", msg);
+    json_object_object_add(choice, "logprobs", NULL);
+    json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
     json_object_array_add(choices, choice);
 
     char id[160];
     response_id(root, id, sizeof id);
-    const char *model = json_get_str(root, "modelVersion");
+    const char *model = provider_json_str(root, "modelVersion");
     json_object *o = json_object_new_object();
-    json_add(o, "id", json_object_new_string(id));
-    json_add(o, "object", json_object_new_string("chat.completion"));
-    json_add(o, "created", json_object_new_int64((int64_t)time(NULL)));
-    json_add(o, "model",
+    json_object_object_add(o, "id", json_object_new_string(id));
+    json_object_object_add(o, "object", json_object_new_string("chat.completion"));
+    json_object_object_add(o, "created", json_object_new_int64((int64_t)time(NULL)));
+    json_object_object_add(o, "model",
              json_object_new_string(model                    ? model
                                     : t && t->upstream_model ? t->upstream_model
                                                              : ""));
-    json_add(o, "choices", choices);
-    json_add(o, "usage", usage_to_openai(&out->usage));
+    json_object_object_add(o, "choices", choices);
+    json_object_object_add(o, "usage", usage_to_openai(&out->usage));
     out->body = o;
     json_object_put(root);
     return 0;
@@ -667,13 +624,13 @@ static int64_t retry_delay_parse_ms(const char *s)
 /* The retryDelay of a google.rpc.RetryInfo detail, in ms; -1 if none. */
 static int64_t error_retry_delay_ms(json_object *err)
 {
-    json_object *details = json_get_typed(err, "details", json_type_array);
+    json_object *details = provider_json_typed(err, "details", json_type_array);
     size_t n = details ? json_object_array_length(details) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *d = json_object_array_get_idx(details, i);
-        const char *type = json_get_str(d, "@type");
+        const char *type = provider_json_str(d, "@type");
         if (type && strstr(type, "google.rpc.RetryInfo"))
-            return retry_delay_parse_ms(json_get_str(d, "retryDelay"));
+            return retry_delay_parse_ms(provider_json_str(d, "retryDelay"));
     }
     return -1;
 }
@@ -682,23 +639,14 @@ static int64_t error_retry_delay_ms(json_object *err)
  * reason API_KEY_INVALID; that is our credential, not the client's request. */
 static bool error_is_bad_key(json_object *err)
 {
-    json_object *details = json_get_typed(err, "details", json_type_array);
+    json_object *details = provider_json_typed(err, "details", json_type_array);
     size_t n = details ? json_object_array_length(details) : 0;
     for (size_t i = 0; i < n; i++) {
-        const char *reason = json_get_str(json_object_array_get_idx(details, i), "reason");
+        const char *reason = provider_json_str(json_object_array_get_idx(details, i), "reason");
         if (reason && strcmp(reason, "API_KEY_INVALID") == 0) return true;
     }
-    const char *msg = json_get_str(err, "message");
+    const char *msg = provider_json_str(err, "message");
     return msg && strcasestr(msg, "API key not valid");
-}
-
-static void error_set(upstream_error *out, error_class cls, int status, const char *type,
-                      const char *code)
-{
-    out->cls = cls;
-    out->client_status = status;
-    snprintf(out->type, sizeof out->type, "%s", type);
-    snprintf(out->code, sizeof out->code, "%s", code);
 }
 
 static bool str_eq(const char *a, const char *b)
@@ -711,33 +659,33 @@ static bool str_eq(const char *a, const char *b)
  * appended to what the client reads, except for auth errors. */
 static void error_apply(upstream_error *out, int status, json_object *err)
 {
-    const char *st = json_get_str(err, "status");
-    const char *msg = json_get_str(err, "message");
+    const char *st = provider_json_str(err, "status");
+    const char *msg = provider_json_str(err, "message");
     const char *what = NULL;
     if (error_is_bad_key(err) || str_eq(st, "PERMISSION_DENIED") || str_eq(st, "UNAUTHENTICATED") ||
         status == 401 || status == 403) {
         /* Our key, not the client's: never echo what upstream said about it. */
-        error_set(out, ERRCLASS_FATAL, 502, "upstream_auth_error", "upstream_auth_error");
+        provider_error_set(out, ERRCLASS_FATAL, 502, "upstream_auth_error", "upstream_auth_error");
         snprintf(out->message, sizeof out->message,
                  "gemini rejected bridle's credentials; check the provider's api_key in "
                  "bridle's configuration");
         return;
     } else if (str_eq(st, "RESOURCE_EXHAUSTED") || status == 429) {
-        error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
         int64_t delay = error_retry_delay_ms(err);
         if (delay >= 0) out->retry_after_ms = delay;
         what = "gemini rate limit reached";
     } else if (str_eq(st, "UNAVAILABLE") || status == 503) {
-        error_set(out, ERRCLASS_RETRYABLE, 503, "server_error", "upstream_overloaded");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 503, "server_error", "upstream_overloaded");
         what = "gemini is unavailable";
     } else if (str_eq(st, "INVALID_ARGUMENT") || str_eq(st, "FAILED_PRECONDITION") ||
                status == 400) {
         bool too_long = msg && strcasestr(msg, "exceeds the maximum number of tokens");
-        error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
+        provider_error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
                   too_long ? "context_length_exceeded" : "");
         what = "gemini rejected the request";
     } else if (str_eq(st, "INTERNAL") || status == 500) {
-        error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
+        provider_error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
         what = "gemini had an internal error";
     }
     if (what) snprintf(out->message, sizeof out->message, "%s", what);
@@ -753,7 +701,7 @@ static void gemini_classify(int status, const upstream_headers *hs, const char *
     char why[96];
     json_object *root =
         body && len ? provider_parse_object(NULL, body, len, why, sizeof why) : NULL;
-    error_apply(out, status, json_get_typed(root, "error", json_type_object));
+    error_apply(out, status, provider_json_typed(root, "error", json_type_object));
     json_object_put(root);
 }
 
@@ -792,7 +740,7 @@ static void stream_set_prefix(gem_stream *s, json_object *resp)
 {
     char id[160];
     response_id(resp, id, sizeof id);
-    const char *model = json_get_str(resp, "modelVersion");
+    const char *model = provider_json_str(resp, "modelVersion");
     if (!model) model = s->fallback_model ? s->fallback_model : "";
     buf_append_str(&s->prefix, "{\"id\":");
     buf_append_json_str(&s->prefix, id, strlen(id));
@@ -851,7 +799,7 @@ static void stream_emit_tool_call(gem_stream *s, json_object *fc, const stream_s
 {
     char id[80];
     tool_call_id(fc, id, sizeof id);
-    const char *name = json_get_str(fc, "name");
+    const char *name = provider_json_str(fc, "name");
     const char *args = tool_call_args(fc);
     chunk_begin(s);
     chunk_member(s);
@@ -880,31 +828,31 @@ static void stream_finish(gem_stream *s, const char *finish, stream_result *res,
 static void stream_candidate(gem_stream *s, json_object *cand, stream_result *res,
                              const stream_sink *sink)
 {
-    json_object *parts = json_get_typed(json_get(cand, "content"), "parts", json_type_array);
+    json_object *parts = provider_json_typed(provider_json_get(cand, "content"), "parts", json_type_array);
     size_t n = parts ? json_object_array_length(parts) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *part = json_object_array_get_idx(parts, i);
-        json_object *t = json_get_typed(part, "text", json_type_string);
-        json_object *fc = json_get_typed(part, "functionCall", json_type_object);
+        json_object *t = provider_json_typed(part, "text", json_type_string);
+        json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
         if (t && !part_is_thought(part))
             stream_emit_text(s, t, res, sink);
         else if (fc)
             stream_emit_tool_call(s, fc, sink);
     }
-    const char *reason = json_get_str(cand, "finishReason");
+    const char *reason = provider_json_str(cand, "finishReason");
     if (reason) stream_finish(s, finish_reason_map(reason, s->n_tools > 0), res, sink);
 }
 
 static void stream_fail_error(json_object *err, stream_result *res)
 {
-    json_object *code = json_get_typed(err, "code", json_type_int);
+    json_object *code = provider_json_typed(err, "code", json_type_int);
     int status = code ? (int)json_object_get_int(code) : 500;
     memset(&res->error, 0, sizeof res->error);
     provider_classify_status(status, &res->error);
     res->error.retry_after_ms = -1;
     error_apply(&res->error, status, err);
     if (res->error.cls == ERRCLASS_NONE)
-        error_set(&res->error, ERRCLASS_AMBIGUOUS, 502, "server_error", "");
+        provider_error_set(&res->error, ERRCLASS_AMBIGUOUS, 502, "server_error", "");
     res->failed = true;
 }
 
@@ -912,7 +860,7 @@ static void stream_fail_garbage(stream_result *res, const char *why)
 {
     memset(&res->error, 0, sizeof res->error);
     res->error.retry_after_ms = -1;
-    error_set(&res->error, ERRCLASS_AMBIGUOUS, 502, "server_error", "bad_upstream_response");
+    provider_error_set(&res->error, ERRCLASS_AMBIGUOUS, 502, "server_error", "bad_upstream_response");
     snprintf(res->error.message, sizeof res->error.message, "gemini stream: %s", why);
     res->failed = true;
 }
@@ -927,25 +875,25 @@ static int gemini_stream_event(void *state, const stream_event *ev, stream_resul
         stream_fail_garbage(res, why);
         return -1;
     }
-    json_object *err = json_get_typed(resp, "error", json_type_object);
+    json_object *err = provider_json_typed(resp, "error", json_type_object);
     if (err) {
         stream_fail_error(err, res);
         json_object_put(resp);
         return 0;
     }
     if (s->prefix.len == 0) stream_set_prefix(s, resp);
-    json_object *usage = json_get_typed(resp, "usageMetadata", json_type_object);
+    json_object *usage = provider_json_typed(resp, "usageMetadata", json_type_object);
     if (usage) {
         /* A running total: the latest replaces, never adds. */
         res->usage = gemini_usage_map(usage);
         res->prompt_tokens = usage_prompt_tokens(&res->usage);
         res->completion_tokens = res->usage.output;
     }
-    json_object *cands = json_get_typed(resp, "candidates", json_type_array);
+    json_object *cands = provider_json_typed(resp, "candidates", json_type_array);
     json_object *cand = cands ? json_object_array_get_idx(cands, 0) : NULL;
     if (json_object_is_type(cand, json_type_object))
         stream_candidate(s, cand, res, sink);
-    else if (json_get_str(json_get(resp, "promptFeedback"), "blockReason"))
+    else if (provider_json_str(provider_json_get(resp, "promptFeedback"), "blockReason"))
         stream_finish(s, "content_filter", res, sink);
     json_object_put(resp);
     return 0;

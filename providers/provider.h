@@ -214,6 +214,20 @@ int64_t provider_retry_after_ms(const upstream_headers *hs);
 /* Fills an upstream_error from status alone with the default rules of
  * reliability.md (used by classify implementations as a base). */
 void provider_classify_status(int status, upstream_error *out);
+/* json-c conveniences for the translating dialects: obj[key], NULL when o
+ * is not an object or the key is absent (or not of the type asked). */
+json_object *provider_json_get(json_object *o, const char *key);
+const char *provider_json_str(json_object *o, const char *key);
+json_object *provider_json_typed(json_object *o, const char *key, json_type type);
+/* A deep copy, or NULL. */
+json_object *provider_json_copy(json_object *v);
+/* An OpenAI `usage` object for a usage record; cache_write_tokens only
+ * when there were any. */
+json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens);
+/* Sets the class, client status, type and code of an error. */
+void provider_error_set(upstream_error *out, error_class cls, int client_status, const char *type,
+                        const char *code);
+
 /* Concatenated text of an OpenAI message content (string or parts). */
 void provider_content_text(json_object *content, buf *out);
 

@@ -88,16 +88,21 @@ static chat *chat_alloc(app *a)
     return c;
 }
 
+static void chat_destroy(chat *c)
+{
+    jdoc_free(&c->doc);
+    buf_free(&c->strings);
+    upstream_request_free(&c->up);
+    buf_free(&c->body);
+    buf_free(&c->sres.text);
+    free(c);
+}
+
 static void chat_recycle(chat *c)
 {
     app *a = c->a;
     if (a->chat_pool_n >= CHAT_POOL_MAX || a->draining) {
-        jdoc_free(&c->doc);
-        buf_free(&c->strings);
-        upstream_request_free(&c->up);
-        buf_free(&c->body);
-        buf_free(&c->sres.text);
-        free(c);
+        chat_destroy(c);
         return;
     }
     jdoc doc = c->doc;
@@ -124,12 +129,7 @@ void chat_pool_free(app *a)
         chat *c = a->chat_pool;
         a->chat_pool = c->next_free;
         a->chat_pool_n = a->chat_pool_n > 0 ? a->chat_pool_n - 1 : 0;
-        jdoc_free(&c->doc);
-        buf_free(&c->strings);
-        upstream_request_free(&c->up);
-        buf_free(&c->body);
-        buf_free(&c->sres.text);
-        free(c);
+        chat_destroy(c);
     }
 }
 
