@@ -160,7 +160,7 @@ static void chat_finish(chat *c, chat_state final, const char *why)
 {
     if (c->state == CHAT_DONE || c->state == CHAT_FAILED)
         return;
-    if (!c->recorded) { /* the client left first: the provider may still bill */
+    if (!c->recorded && c->a->ledger) { /* the client left first: the provider may still bill */
         usage_record u = c->sres.usage;
         if (c->attempts)
             estimate_usage(c, &u);
