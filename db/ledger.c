@@ -382,6 +382,10 @@ int ledger_record(ledger *l, const usage_event *ev)
 
 bool ledger_can_accept(const ledger *l)
 {
+    /* Everything in the database: the spool frees acked space on the next
+     * append, whatever its files still measure. */
+    if (l->q_len == 0 && l->next_to_queue > l->last_appended && l->in_flight == 0)
+        return true;
     /* keep room for the requests already in flight */
     return spool_bytes(l->sp) + (1 << 20) < (uint64_t)l->opt.spool_max_bytes;
 }

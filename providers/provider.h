@@ -65,6 +65,7 @@ typedef struct target {
     const char *model;          /* bridle's name for the model (client-facing) */
     const char *upstream_model; /* the name the provider knows it by */
     const model_price *price;
+    int index; /* its model's position in the config, for per-target runtime state */
 } target;
 
 /* ------------------------------------------------------------ upstream I/O */

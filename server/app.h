@@ -33,7 +33,10 @@ typedef struct app {
     struct chat *chat_pool;  /* finished requests kept for reuse (server/chat.c) */
     int chat_pool_n;
     struct ptrmap *guards;
-    struct ledger *ledger;   /* NULL when no database is configured */   /* client bufferevent -> its conn_guard (server/http.c) */
+    struct ledger *ledger;   /* NULL when no database is configured */
+    struct breaker **breakers;       /* one per model target (target.index) */
+    struct retry_budget **budgets;   /* one per provider (provider_conf.index) */
+    uint64_t rng;                    /* splitmix64 state for jitter */   /* client bufferevent -> its conn_guard (server/http.c) */
     app_stats stats;
 } app;
 

@@ -20,6 +20,8 @@
 #include "providers/sse.h"
 #include "server/canon.h"
 #include "db/ledger.h"
+#include "router/breaker.h"
+#include "router/retry.h"
 #include "server/http.h"
 
 #define MAX_PLAN 8
@@ -58,11 +60,19 @@ typedef struct chat {
     int64_t upstream_us;       /* all attempts so far */
     int64_t ttft_us;           /* first chunk to the client; -1 until then */
     bool recorded;             /* the usage event is in the ledger */
+    breaker_ticket ticket;     /* the current attempt's admission by its target's breaker */
+    bool ticket_live;          /* an outcome is still owed to the breaker */
+    int target_attempts;       /* attempts on the current candidate */
+    int ambiguous_retries;
+    bool budget_exhausted;     /* a retry was refused by the retry budget */
+    struct event retry_ev;     /* waiting out a backoff or Retry-After */
+    bool retry_armed;
     struct event reap;
     struct chat *next_free; /* in the app's pool */
 } chat;
 
 static void estimate_usage(chat *c, usage_record *u);
+static void breaker_settle(chat *c, breaker_outcome outcome);
 static void record_usage(chat *c, int status, const char *err_class, const usage_record *u);
 
 static void chat_set_state(chat *c, chat_state s)
@@ -167,6 +177,11 @@ static void chat_finish(chat *c, chat_state final, const char *why)
         record_usage(c, 499, "client_closed", c->attempts ? &u : NULL);
     }
     chat_set_state(c, final);
+    breaker_settle(c, BREAKER_ABANDONED); /* a no-op when already settled */
+    if (c->retry_armed) {
+        evtimer_del(&c->retry_ev);
+        c->retry_armed = false;
+    }
     if (c->call) {
         engine_call_cancel(c->call);
         c->call = NULL;
@@ -303,7 +318,8 @@ static void reply_upstream_error(chat *c, const upstream_error *e)
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "retry-after", ra);
     }
     reply_error(c, e->client_status ? e->client_status : 502, e->type[0] ? e->type : "api_error",
-                e->code, NULL, msg, e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted);
+                e->code, NULL, msg,
+                e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted && !c->budget_exhausted);
 }
 
 static void cost_header(chat *c, const usage_record *u)
@@ -363,20 +379,106 @@ static int make_plan(chat *c)
 
 static void start_attempt(chat *c);
 
-/* Moves to the next candidate of the plan if the failure allows it.
- * Returns true when another attempt was started. */
-static bool fail_over(chat *c, const upstream_error *e)
+static uint64_t chat_random(chat *c)
 {
-    if (e->cls == ERRCLASS_FATAL || c->relaying || c->cur + 1 >= c->n_plan)
+    uint64_t z = (c->a->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static breaker *target_breaker(chat *c)
+{
+    return c->a->breakers ? c->a->breakers[c->plan[c->cur]->index] : NULL;
+}
+
+static retry_budget *target_budget(chat *c)
+{
+    return c->a->budgets ? c->a->budgets[c->plan[c->cur]->provider->index] : NULL;
+}
+
+/* Tells the current target's breaker how its attempt went (exactly once). */
+static void breaker_settle(chat *c, breaker_outcome outcome)
+{
+    if (!c->ticket_live)
+        return;
+    breaker *b = target_breaker(c);
+    c->ticket_live = false;
+    if (b)
+        breaker_record(b, util_now_ms(), &c->ticket, outcome, chat_random(c));
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+    chat *c = arg;
+    c->retry_armed = false;
+    if (c->state != CHAT_DONE && c->state != CHAT_FAILED)
+        start_attempt(c);
+}
+
+/* After a failed attempt: settles the breaker (4xx and 429 never count
+ * against it; a 429 pauses the target for everyone), then retries the same
+ * target after a backoff or Retry-After, fails over to the next candidate,
+ * or gives up (reliability.md §2.5; router/retry.h). Returns true when
+ * another attempt is under way. */
+static bool recover(chat *c, const upstream_error *e)
+{
+    int64_t now = util_now_ms();
+    bool client_error = c->status >= 400 && c->status < 500;
+    if (c->status == 429 && e->retry_after_ms > 0 && target_breaker(c))
+        breaker_pause(target_breaker(c), now + e->retry_after_ms);
+    breaker_settle(c, client_error ? BREAKER_NEUTRAL : BREAKER_FAILURE);
+    retry_budget *rb = target_budget(c);
+    const resilience_conf *rc = config_resilience(c->a->cfg);
+    retry_input in = {
+        .cls = e->cls,
+        .quota_exhausted = e->quota_exhausted,
+        .attempt = c->target_attempts > 0 ? c->target_attempts : 1,
+        .max_attempts = rc->retries ? (int)rc->max_attempts : 1,
+        .max_wait_ms = rc->max_wait_ms,
+        .backoff_base_ms = rc->backoff_base_ms,
+        .backoff_cap_ms = rc->backoff_cap_ms,
+        .ambiguous_retries = c->ambiguous_retries,
+        .retry_after_ms = e->retry_after_ms,
+        .deadline_left_ms = c->deadline_ms - now,
+        .streamed = c->relaying,
+        .has_alternative = c->cur + 1 < c->n_plan,
+        .budget_exhausted = rb && !retry_budget_would_allow(rb, now),
+        .rnd = chat_random(c),
+    };
+    retry_decision d;
+    retry_decide(&in, &d);
+    const target *t = c->plan[c->cur];
+    /* Another candidate answers sooner than a backoff: prefer it. */
+    if (d.action == RETRY_SAME_AFTER && in.has_alternative)
+        d.action = RETRY_FAIL_OVER;
+    if (d.action == RETRY_SAME_AFTER && rb && !retry_budget_allow(rb, now))
+        d.action = RETRY_GIVE_UP;
+    if (in.budget_exhausted && d.action == RETRY_GIVE_UP && e->cls != ERRCLASS_FATAL)
+        c->budget_exhausted = true;
+    if (e->cls == ERRCLASS_AMBIGUOUS && d.action != RETRY_GIVE_UP)
+        c->ambiguous_retries++;
+    switch (d.action) {
+    case RETRY_SAME_AFTER:
+        log_info("%s: %s/%s failed (%s); retrying in %lld ms (%s)", c->id, t->provider->name, t->model,
+                 e->message, (long long)d.wait_ms, d.reason);
+        evtimer_assign(&c->retry_ev, c->a->base, on_retry_timer, c);
+        struct timeval tv = {d.wait_ms / 1000, (d.wait_ms % 1000) * 1000};
+        evtimer_add(&c->retry_ev, &tv);
+        c->retry_armed = true;
+        return true;
+    case RETRY_FAIL_OVER:
+        log_info("%s: %s/%s failed (%s); failing over to %s/%s (%s)", c->id, t->provider->name,
+                 t->model, e->message, c->plan[c->cur + 1]->provider->name, c->plan[c->cur + 1]->model,
+                 d.reason);
+        c->cur++;
+        c->target_attempts = 0;
+        start_attempt(c);
+        return true;
+    default:
+        log_debug("%s: giving up: %s", c->id, d.reason);
         return false;
-    if (util_now_ms() >= c->deadline_ms)
-        return false;
-    log_info("%s: %s/%s failed (%s); failing over to %s/%s", c->id, c->plan[c->cur]->provider->name,
-             c->plan[c->cur]->model, e->message, c->plan[c->cur + 1]->provider->name,
-             c->plan[c->cur + 1]->model);
-    c->cur++;
-    start_attempt(c);
-    return true;
+    }
 }
 
 /* Remembers the stream's chunk id (from the first chunk) for the usage chunk. */
@@ -461,10 +563,19 @@ static void on_upstream_data(void *ctx, const char *data, size_t len)
 }
 
 /* Estimates usage when the provider did not report it (a cut stream). */
+/* Fills in what the provider did not report (a cut stream, no usage
+ * block): counts it did report are kept (Anthropic reports the input at the
+ * start), the rest estimated at about 4 characters a token. */
 static void estimate_usage(chat *c, usage_record *u)
 {
     canon_error cerr;
-    if (u->exact || canon_build_tree(&c->canon, c->a->tok, &cerr) != 0)
+    if (u->exact)
+        return;
+    int64_t out_est = (int64_t)(c->sres.text.len + 3) / 4;
+    if (u->output < out_est)
+        u->output = out_est;
+    if (u->input_uncached + u->cache_read + u->cache_write_5m + u->cache_write_1h > 0 ||
+        canon_build_tree(&c->canon, c->a->tok, &cerr) != 0)
         return;
     buf text = BUF_INIT;
     size_t n = json_object_array_length(c->canon.messages);
@@ -474,7 +585,6 @@ static void estimate_usage(chat *c, usage_record *u)
             provider_content_text(content, &text);
     }
     u->input_uncached = (int64_t)(text.len + 3) / 4;
-    u->output = (int64_t)(c->sres.text.len + 3) / 4;
     buf_free(&text);
 }
 
@@ -516,6 +626,10 @@ static void end_relay(chat *c, const engine_result *r)
     if (!c->sres.failed && c->parser)
         sse_parser_finish(c->parser, on_stream_event, c);
     bool clean_eof = r->ok && !c->sres.failed;
+    /* Usage seen before a cut or an error is partial, never final. */
+    bool complete = c->sres.done || (clean_eof && c->sres.finish_reason[0]);
+    if (!complete || c->sres.failed)
+        c->sres.usage.exact = false;
     /* Gemini streams end without a terminator: a clean EOF after a finish
      * reason is complete. */
     if (clean_eof && !c->sres.done && c->sres.finish_reason[0])
@@ -539,6 +653,7 @@ static void end_relay(chat *c, const engine_result *r)
     }
     estimate_usage(c, &c->sres.usage);
     bool ok = c->sres.done && !c->sres.failed;
+    breaker_settle(c, ok ? BREAKER_SUCCESS : BREAKER_FAILURE);
     record_usage(c, 200, ok ? "" : c->sres.failed ? "upstream_stream_error" : "upstream_stream_cut",
                  &c->sres.usage);
     evbuffer_add(c->out, "data: [DONE]\n\n", 14);
@@ -562,10 +677,11 @@ static void reply_success(chat *c)
         snprintf(e.type, sizeof e.type, "api_error");
         snprintf(e.code, sizeof e.code, "upstream_malformed_response");
         snprintf(e.message, sizeof e.message, "The provider's answer could not be read: %s", err);
-        if (!fail_over(c, &e))
+        if (!recover(c, &e))
             reply_upstream_error(c, &e);
         return;
     }
+    breaker_settle(c, BREAKER_SUCCESS);
     chat_set_state(c, CHAT_REPLYING);
     add_common_headers(c);
     cost_header(c, &d.usage);
@@ -619,14 +735,49 @@ static void on_upstream_done(void *ctx, const engine_result *r)
     } else {
         ops->classify(r->status, c->hs, c->body.data ? c->body.data : "", c->body.len, &e);
     }
-    if (!fail_over(c, &e))
+    if (!recover(c, &e))
         reply_upstream_error(c, &e);
+}
+
+/* The current candidate's breaker refuses it: skip to the next one now. */
+static bool skip_open_target(chat *c)
+{
+    const target *t = c->plan[c->cur];
+    breaker *b = target_breaker(c);
+    if (!b || breaker_allow(b, util_now_ms(), &c->ticket)) {
+        c->ticket_live = b != NULL;
+        return false;
+    }
+    upstream_error e = {.cls = ERRCLASS_RETRYABLE, .client_status = 503};
+    int64_t at = breaker_retry_at_ms(b, util_now_ms());
+    e.retry_after_ms = at > 0 ? at - util_now_ms() : 1000;
+    snprintf(e.type, sizeof e.type, "server_error");
+    snprintf(e.code, sizeof e.code, "circuit_open");
+    snprintf(e.message, sizeof e.message,
+             "Provider %s is failing for model %s and is being rested (circuit breaker open)",
+             t->provider->name, t->model);
+    c->status = 0;
+    if (c->cur + 1 < c->n_plan) {
+        log_info("%s: %s/%s is open; trying %s/%s", c->id, t->provider->name, t->model,
+                 c->plan[c->cur + 1]->provider->name, c->plan[c->cur + 1]->model);
+        c->cur++;
+        c->target_attempts = 0;
+        start_attempt(c);
+    } else {
+        reply_upstream_error(c, &e);
+    }
+    return true;
 }
 
 static void start_attempt(chat *c)
 {
     const target *t = c->plan[c->cur];
     chat_set_state(c, CHAT_CALLING);
+    if (skip_open_target(c))
+        return;
+    if (c->target_attempts == 0 && target_budget(c))
+        retry_budget_note_request(target_budget(c), util_now_ms());
+    c->target_attempts++;
     c->status = 0;
     c->hs = NULL;
     c->body_too_large = false;
@@ -639,7 +790,7 @@ static void start_attempt(chat *c)
         snprintf(e.message, sizeof e.message,
                  "Provider %s is at its concurrency limit (%d calls in flight); retry shortly",
                  t->provider->name, t->provider->max_concurrency);
-        if (!fail_over(c, &e))
+        if (!recover(c, &e))
             reply_upstream_error(c, &e);
         return;
     }
@@ -664,7 +815,7 @@ static void start_attempt(chat *c)
         upstream_error e;
         provider_transport_error(left > 0 ? "could not start the upstream call" : "request deadline passed",
                                  left <= 0, &e);
-        if (!fail_over(c, &e))
+        if (!recover(c, &e))
             reply_upstream_error(c, &e);
         return;
     }

@@ -19,6 +19,7 @@ struct bridle_config {
     char *log_level;
     limits_conf limits;
     database_conf database;
+    resilience_conf resilience;
     provider_conf providers[MAX_PROVIDERS];
     bool provider_enabled[MAX_PROVIDERS];
     int n_providers;
@@ -472,6 +473,7 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
     }
     model_conf *m = &c->models[c->n_models++];
     m->name = own(c, strdup(name));
+    m->target.index = c->n_models - 1;
     check_keys(pc, o, known);
     parse_model_provider(pc, o, m);
     const char *up = get_str(pc, o, "upstream_model", false);
@@ -685,6 +687,27 @@ static void parse_database(parse_ctx *pc, json_object *root)
     path_pop(pc, old);
 }
 
+static void parse_resilience(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {"retries",         "max_attempts",   "max_wait_ms",
+                                        "backoff_base_ms", "backoff_cap_ms", "breaker",
+                                        "breaker_failures", "breaker_open_ms", NULL};
+    resilience_conf *r = &pc->cfg->resilience;
+    json_object *o = get_obj(pc, root, "resilience", false);
+    size_t old = path_push(pc, ".resilience");
+    if (o)
+        check_keys(pc, o, known);
+    r->retries = get_bool(pc, o, "retries", true);
+    r->max_attempts = get_int(pc, o, "max_attempts", 3, 1, 10);
+    r->max_wait_ms = get_int(pc, o, "max_wait_ms", 60000, 0, 3600000);
+    r->backoff_base_ms = get_int(pc, o, "backoff_base_ms", 250, 1, 60000);
+    r->backoff_cap_ms = get_int(pc, o, "backoff_cap_ms", 8000, 1, 600000);
+    r->breaker = get_bool(pc, o, "breaker", true);
+    r->breaker_failures = get_int(pc, o, "breaker_failures", 5, 1, 1000);
+    r->breaker_open_ms = get_int(pc, o, "breaker_open_ms", 5000, 100, 600000);
+    path_pop(pc, old);
+}
+
 /* ------------------------------------------------------------ load */
 
 static json_object *read_json_file(parse_ctx *pc, const char *path)
@@ -736,7 +759,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     json_object *root = read_json_file(&pc, path);
     if (root) {
         static const char *const known[] = {"listen", "log_level", "limits", "providers", "models",
-                                            "routes", "keys",      "database", "$schema", NULL};
+                                            "routes", "keys",      "database", "resilience", "$schema", NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -750,6 +773,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         }
         parse_limits(&pc, root);
         parse_database(&pc, root);
+        parse_resilience(&pc, root);
         parse_providers(&pc, root);
         parse_models(&pc, root);
         parse_routes(&pc, root);
@@ -791,6 +815,11 @@ const limits_conf *config_limits(const bridle_config *c)
 const database_conf *config_database(const bridle_config *c)
 {
     return &c->database;
+}
+
+const resilience_conf *config_resilience(const bridle_config *c)
+{
+    return &c->resilience;
 }
 
 int config_n_providers(const bridle_config *c)

@@ -59,6 +59,18 @@ typedef struct database_conf {
     int64_t batch_max;
 } database_conf;
 
+/* How failures are retried and failing targets rested (router/retry.h,
+ * router/breaker.h). */
+typedef struct resilience_conf {
+    bool retries;            /* retry the same target after a backoff / Retry-After */
+    int64_t max_attempts;    /* attempts per target */
+    int64_t max_wait_ms;     /* a longer Retry-After fails over (or fails) instead of waiting */
+    int64_t backoff_base_ms, backoff_cap_ms;
+    bool breaker;            /* circuit breaker per provider endpoint and model */
+    int64_t breaker_failures; /* consecutive failures that open it */
+    int64_t breaker_open_ms;  /* first open period (doubles on repeated trips, capped at 60 s) */
+} resilience_conf;
+
 /* Loads and validates FILE. On error returns NULL with a message like
  * "FILE: $.providers.x.kind: expected one of openai, anthropic, gemini,
  * ollama (got \"opnai\")" in err. */
@@ -69,6 +81,7 @@ const char *config_listen(const bridle_config *c);
 const char *config_log_level(const bridle_config *c);
 const limits_conf *config_limits(const bridle_config *c);
 const database_conf *config_database(const bridle_config *c);
+const resilience_conf *config_resilience(const bridle_config *c);
 
 int config_n_providers(const bridle_config *c);
 const provider_conf *config_provider(const bridle_config *c, int i);

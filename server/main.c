@@ -22,6 +22,8 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "providers/engine.h"
+#include "router/breaker.h"
+#include "router/retry.h"
 #include "server/app.h"
 #include "server/config.h"
 #include "server/chat.h"
@@ -119,6 +121,18 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 static int prepare_database(const database_conf *db)
 {
     char err[512];
+    if (db->migrate == MIGRATE_OFF)
+        return 0;
+    /* A database that is down must not take the gateway down with it:
+     * serve, keep usage in the spool, write it when the database returns. */
+    PGconn *probe = migrate_connect(db->url, "bridle-start", err, sizeof err);
+    if (!probe) {
+        log_warn("database unreachable at start (%s): serving anyway; usage waits in the spool; "
+                 "migrations were not checked",
+                 err);
+        return 0;
+    }
+    PQfinish(probe);
     if (db->migrate == MIGRATE_APPLY) {
         if (migrate_apply(db->url, false, err, sizeof err) < 0) {
             log_error("database: %s", err);
@@ -213,6 +227,38 @@ static struct event_base *new_base(void)
     return base;
 }
 
+/* A circuit breaker per model target and a retry budget per provider. */
+static void resilience_new(app *a)
+{
+    char seed[17];
+    a->rng = util_random_hex(seed, 8) ? strtoull(seed, NULL, 16) : (uint64_t)util_now_us();
+    const resilience_conf *rc = config_resilience(a->cfg);
+    int nm = config_n_models(a->cfg), np = config_n_providers(a->cfg);
+    if (rc->breaker) {
+        breaker_config bc = breaker_config_default();
+        bc.consecutive_failures = (int)rc->breaker_failures;
+        bc.open_base_ms = rc->breaker_open_ms;
+        if (bc.open_max_ms < bc.open_base_ms)
+            bc.open_max_ms = bc.open_base_ms;
+        a->breakers = calloc((size_t)nm + 1, sizeof *a->breakers);
+        for (int i = 0; i < nm; i++)
+            a->breakers[i] = breaker_new(&bc);
+    }
+    a->budgets = calloc((size_t)np + 1, sizeof *a->budgets);
+    for (int i = 0; i < np; i++)
+        a->budgets[i] = retry_budget_new(NULL);
+}
+
+static void resilience_free(app *a)
+{
+    for (int i = 0; a->breakers && i < config_n_models(a->cfg); i++)
+        breaker_free(a->breakers[i]);
+    for (int i = 0; a->budgets && i < config_n_providers(a->cfg); i++)
+        retry_budget_free(a->budgets[i]);
+    free(a->breakers);
+    free(a->budgets);
+}
+
 static int serve(app *a, const char *listen)
 {
     char host[256], err[512];
@@ -227,6 +273,7 @@ static int serve(app *a, const char *listen)
     json_tokener_set_flags(a->tok, JSON_TOKENER_VALIDATE_UTF8);
     a->guards = ptrmap_new();
     a->provider_inflight = calloc((size_t)config_n_providers(a->cfg) + 1, sizeof(int));
+    resilience_new(a);
     if (start_ledger(a) != 0)
         return 1;
     if (http_start(a, host, port, err, sizeof err) != 0) {
@@ -258,6 +305,7 @@ static int serve(app *a, const char *listen)
     json_tokener_free(a->tok);
     ptrmap_free(a->guards);
     free(a->provider_inflight);
+    resilience_free(a);
     event_base_free(a->base);
     return 0;
 }

@@ -342,6 +342,10 @@ export function mockConfig(mockUrl, overrides = {}) {
     routes: {
       auto: { candidates: ['gpt-4o-mini', 'claude-haiku-4-5', 'gemini-2.5-flash'] },
     },
+    // Most suites test one attempt's translation and errors; same-target
+    // retries and circuit breakers are on by default in bridle and are
+    // tested on their own (resilience.test.mjs), so they are off here.
+    resilience: { retries: false, breaker: false },
     keys: [],
   };
   return merge(base, overrides);

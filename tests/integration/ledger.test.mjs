@@ -1,0 +1,510 @@
+// The usage ledger end to end (reliability.md §5): bridle → spool → PostgreSQL.
+// Every request the test sends carries a unique "user" (→ end_user) so its row
+// can be found; each row is checked field by field against the mock's token
+// formulas and the price table (tests/integration/lib/mockmath.mjs). Then the
+// faults: database down at start, SIGTERM with events pending, migrate
+// "check" on an empty database, spool full.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { BUILD, mockConfig, mockFault, mockReset, post, spawnTracked, startBridle, startMock, tmpDir, sleep } from './lib/harness.mjs';
+import { startCluster, spoolState, startBridleAt, waitUntil } from './lib/ledgerlib.mjs';
+import { billed, costPusd, expected } from './lib/mockmath.mjs';
+import { writeFileSync } from 'node:fs';
+
+const RUN = randomBytes(4).toString('hex');
+let seq = 0;
+const marker = () => `u-${RUN}-${++seq}`;
+
+const MODELS = [
+  { model: 'gpt-4o-mini', dialect: 'openai', provider: 'openai' },
+  { model: 'claude-haiku-4-5', dialect: 'anthropic', provider: 'anthropic' },
+  { model: 'gemini-2.5-flash', dialect: 'gemini', provider: 'gemini' },
+  { model: 'llama3.2', dialect: 'ollama', provider: 'ollama' },
+];
+
+let mock;
+let db; // the cluster the main gateway writes to
+let gw;
+const sentMain = []; // every marker sent through gw
+
+before(async () => {
+  mock = await startMock();
+  db = await startCluster();
+  gw = await startBridle({
+    config: mockConfig(mock.url, { database: { url: db.url, spool_dir: tmpDir('bridle-spool-'), flush_interval_ms: 100 } }),
+    keyId: 'ledger-main',
+    team: 'team-ledger',
+  });
+});
+
+after(async () => {
+  await gw?.stop();
+  await mock?.stop();
+  await db?.destroy();
+});
+
+/** POST /v1/chat/completions with a fresh marker in "user"; → {marker, status, text, json, headers}. */
+async function chat(g, body, headers = {}, sent = sentMain) {
+  const m = marker();
+  sent.push(m);
+  const r = await post(`${g.baseURL}/chat/completions`, { ...body, user: m }, { ...g.auth, ...headers }, { timeoutMs: 15000 });
+  return { marker: m, ...r };
+}
+
+const rowsFor = async (cluster, markers) =>
+  (await cluster.query('SELECT * FROM usage_events WHERE end_user = ANY($1)', [markers])).rows;
+
+/** Waits until every marker has a row; → {byMarker (marker → [rows]), ms}. */
+async function waitRows(cluster, markers, ms = 1500) {
+  const t0 = Date.now();
+  let rows = [];
+  for (;;) {
+    try {
+      rows = await rowsFor(cluster, markers);
+    } catch {}
+    const have = new Set(rows.map((r) => r.end_user));
+    if (markers.every((m) => have.has(m))) break;
+    if (Date.now() - t0 > ms)
+      assert.fail(`rows for ${markers.filter((m) => !have.has(m)).length} of ${markers.length} requests missing after ${ms} ms`);
+    await sleep(25);
+  }
+  const byMarker = new Map();
+  for (const r of rows) byMarker.set(r.end_user, [...(byMarker.get(r.end_user) || []), r]);
+  return { byMarker, ms: Date.now() - t0 };
+}
+
+function one(byMarker, m, what) {
+  const rs = byMarker.get(m) || [];
+  assert.equal(rs.length, 1, `${what}: exactly one row for ${m}, got ${rs.length}`);
+  return rs[0];
+}
+
+/** The token columns and cost the row must hold for expectation e in a dialect. */
+function wantUsage(dialect, e, priceModel, baselineModel = priceModel) {
+  const b = billed(dialect, e);
+  return {
+    input_tokens: String(b.input_uncached),
+    cache_read_tokens: String(b.cache_read),
+    cache_write_tokens: String(b.cache_write_5m + b.cache_write_1h),
+    output_tokens: String(e.C),
+    // the mock's Anthropic and Ollama dialects report no reasoning tokens
+    reasoning_tokens: String(dialect === 'openai' || dialect === 'gemini' ? e.R : 0),
+    usage_exact: true,
+    cost_pusd: String(costPusd(priceModel, b)),
+    baseline_cost_pusd: String(costPusd(baselineModel, b)),
+  };
+}
+
+const pick = (row, keys) => Object.fromEntries(keys.map((k) => [k, row[k]]));
+
+/** Reads an SSE response until the first data event, then destroys the socket. */
+function streamAndAbort(g, body) {
+  return new Promise((resolve, reject) => {
+    const payload = JSON.stringify(body);
+    const req = http.request(`${g.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { ...g.auth, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+    });
+    req.on('response', (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve(res.statusCode);
+      });
+    });
+    req.on('error', (e) => (e.code === 'ECONNRESET' ? null : reject(e)));
+    req.end(payload);
+  });
+}
+
+describe('every request has exactly one row with the right usage, cost and attribution', () => {
+  test('each dialect, streamed and not, with usage overrides', async () => {
+    const cases = [];
+    for (const m of MODELS) {
+      const contents = [
+        'Say hello to the ledger test, please',
+        '[[mock:cached_tokens=5]] twenty bytes pad pad pad pad pad pad pad pad pad pad',
+        '[[mock:reasoning_tokens=7]] think first',
+        '[[mock:prompt_tokens=3000,cached_tokens=1000,reasoning_tokens=12,completion_tokens=40]]',
+      ];
+      if (m.dialect === 'openai' || m.dialect === 'anthropic')
+        contents.push('[[mock:prompt_tokens=2000,cache_write_tokens=600,cached_tokens=300]]');
+      if (m.dialect === 'anthropic')
+        contents.push('[[mock:prompt_tokens=5000,cache_write_tokens=600,cache_write_1h_tokens=900,cached_tokens=300]]');
+      for (const stream of [false, true])
+        for (const content of contents) {
+          const messages = [{ role: 'user', content }];
+          const r = await chat(gw, { model: m.model, messages, stream, ...(m.dialect === 'anthropic' ? { max_tokens: 256 } : {}) });
+          assert.equal(r.status, 200, `${m.model} stream=${stream} ${content}: ${r.text}`);
+          if (stream) assert.match(r.text, /data: \[DONE\]\s*$/, `${m.model} ${content}: stream complete`);
+          cases.push({ m, stream, content, e: expected(messages, m.model), marker: r.marker });
+        }
+    }
+    const { byMarker, ms } = await waitRows(db, cases.map((c) => c.marker));
+    console.log(`# ${cases.length} rows arrived ${ms} ms after the last response`);
+    for (const c of cases) {
+      const what = `${c.m.model} stream=${c.stream} ${c.content}`;
+      const row = one(byMarker, c.marker, what);
+      const want = wantUsage(c.m.dialect, c.e, c.m.model);
+      assert.deepEqual(pick(row, Object.keys(want)), want, what);
+      assert.deepEqual(
+        pick(row, ['key_id', 'team', 'requested_model', 'provider', 'model', 'route_reason', 'streamed', 'status', 'error_class', 'attempts']),
+        {
+          key_id: 'ledger-main',
+          team: 'team-ledger',
+          requested_model: c.m.model,
+          provider: c.m.provider,
+          model: c.m.model,
+          route_reason: 'the model requested',
+          streamed: c.stream,
+          status: 200,
+          error_class: null,
+          attempts: 1,
+        },
+        what,
+      );
+      assert.match(row.event_id, /^[0-9a-f]{32}$/, what);
+      assert.ok(Number(row.latency_us) > 0, `${what}: latency_us ${row.latency_us}`);
+      if (c.stream) assert.ok(Number(row.ttft_us) >= 0, `${what}: ttft_us ${row.ttft_us}`);
+      assert.ok(Math.abs(row.ts.getTime() - Date.now()) < 120000, `${what}: ts ${row.ts.toISOString()}`);
+    }
+  });
+
+  test('a route: the model that answered is billed, the baseline is the first candidate', async () => {
+    await mockReset(mock.url);
+    // the first candidate fails (retryable) on every attempt: bridle fails over to the second
+    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 20, directives: 'status=503' });
+    const out = [];
+    try {
+      for (const stream of [false, true]) {
+        const messages = [{ role: 'user', content: '[[mock:prompt_tokens=1000,completion_tokens=100,cached_tokens=200]] route me' }];
+        const r = await chat(gw, { model: 'auto', messages, stream, max_tokens: 500 });
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.headers['x-bridle-model'], 'claude-haiku-4-5', JSON.stringify(r.headers));
+        out.push({ r, stream, e: expected(messages, 'claude-haiku-4-5') });
+      }
+      const messages = [{ role: 'user', content: 'first candidate answers' }];
+      await mockReset(mock.url);
+      const r = await chat(gw, { model: 'auto', messages });
+      assert.equal(r.status, 200, r.text);
+      out.push({ r, stream: false, e: expected(messages, 'gpt-4o-mini'), first: true });
+    } finally {
+      await mockReset(mock.url);
+    }
+    const { byMarker } = await waitRows(db, out.map((o) => o.r.marker));
+    for (const o of out) {
+      const row = one(byMarker, o.r.marker, `route stream=${o.stream}`);
+      if (o.first) {
+        assert.deepEqual(pick(row, ['requested_model', 'model', 'provider', 'route_reason']), {
+          requested_model: 'auto',
+          model: 'gpt-4o-mini',
+          provider: 'openai',
+          route_reason: 'route auto, candidate 1',
+        });
+        const want = wantUsage('openai', o.e, 'gpt-4o-mini', 'gpt-4o-mini');
+        assert.deepEqual(pick(row, Object.keys(want)), want);
+        continue;
+      }
+      assert.deepEqual(pick(row, ['requested_model', 'model', 'provider', 'route_reason', 'status', 'streamed']), {
+        requested_model: 'auto',
+        model: 'claude-haiku-4-5',
+        provider: 'anthropic',
+        route_reason: 'route auto, candidate 2',
+        status: 200,
+        streamed: o.stream,
+      });
+      assert.ok(row.attempts >= 2, `attempts ${row.attempts}`);
+      const want = wantUsage('anthropic', o.e, 'claude-haiku-4-5', 'gpt-4o-mini');
+      assert.deepEqual(pick(row, Object.keys(want)), want, `route stream=${o.stream}`);
+      assert.notEqual(row.cost_pusd, row.baseline_cost_pusd);
+    }
+  });
+
+  test('attribution: x-bridle-* headers and metadata; team from the key', async () => {
+    const messages = [{ role: 'user', content: 'attribute me' }];
+    const a = await chat(gw, { model: 'gpt-4o-mini', messages }, { 'x-bridle-task': 'summarise', 'x-bridle-agent': 'agent-7', 'x-bridle-feature': 'inbox' });
+    const b = await chat(gw, { model: 'gpt-4o-mini', messages, stream: true, metadata: { task: 'm-task', agent: 'm-agent', feature: 'm-feature' } });
+    const c = await chat(gw, { model: 'gpt-4o-mini', messages, metadata: { task: 'm-task', agent: 'm-agent', feature: 'm-feature' } }, { 'x-bridle-task': 'h-task' });
+    const d = await chat(gw, { model: 'gpt-4o-mini', messages });
+    for (const r of [a, b, c, d]) assert.equal(r.status, 200, r.text);
+    const { byMarker } = await waitRows(db, [a, b, c, d].map((r) => r.marker));
+    const cols = ['task', 'agent', 'feature', 'team', 'key_id'];
+    assert.deepEqual(pick(one(byMarker, a.marker, 'headers'), cols), { task: 'summarise', agent: 'agent-7', feature: 'inbox', team: 'team-ledger', key_id: 'ledger-main' });
+    assert.deepEqual(pick(one(byMarker, b.marker, 'metadata'), cols), { task: 'm-task', agent: 'm-agent', feature: 'm-feature', team: 'team-ledger', key_id: 'ledger-main' });
+    assert.deepEqual(pick(one(byMarker, c.marker, 'header wins'), cols), { task: 'h-task', agent: 'm-agent', feature: 'm-feature', team: 'team-ledger', key_id: 'ledger-main' });
+    assert.deepEqual(pick(one(byMarker, d.marker, 'none'), cols), { task: null, agent: null, feature: null, team: 'team-ledger', key_id: 'ledger-main' });
+  });
+
+  test('errors: unknown model (404), upstream failures (502/503), a cut stream, a client that disconnects (499)', async () => {
+    const messages = (s) => [{ role: 'user', content: s }];
+    const unknown = await chat(gw, { model: 'no-such-model', messages: messages('hi') });
+    assert.equal(unknown.status, 404, unknown.text);
+    const up503 = await chat(gw, { model: 'gpt-4o-mini', messages: messages('[[mock:status=503]] fail') });
+    const up500 = await chat(gw, { model: 'gpt-4o-mini', messages: messages('[[mock:status=500]] fail') });
+    const up503s = await chat(gw, { model: 'claude-haiku-4-5', max_tokens: 100, stream: true, messages: messages('[[mock:status=529]] fail') });
+    for (const r of [up503, up500, up503s]) assert.ok([502, 503].includes(r.status), `${r.status} ${r.text}`);
+    const cuts = [];
+    for (const m of MODELS) {
+      const r = await chat(gw, { model: m.model, stream: true, max_tokens: 100, messages: messages('[[mock:cut_after=3]] cut me') });
+      assert.equal(r.status, 200, r.text);
+      cuts.push({ m, r });
+    }
+    // a client that goes away mid-stream
+    const gone = marker();
+    sentMain.push(gone);
+    const st = await streamAndAbort(gw, {
+      model: 'gpt-4o-mini',
+      stream: true,
+      user: gone,
+      messages: messages('[[mock:trickle_ms=300]] slowly'),
+    });
+    assert.equal(st, 200);
+
+    const markers = [unknown, up503, up500, up503s, ...cuts.map((c) => c.r)].map((r) => r.marker).concat(gone);
+    const { byMarker } = await waitRows(db, markers, 3000);
+    const u = one(byMarker, unknown.marker, 'unknown model');
+    assert.deepEqual(pick(u, ['status', 'error_class', 'requested_model', 'cost_pusd', 'attempts']), {
+      status: 404,
+      error_class: 'model_not_found',
+      requested_model: 'no-such-model',
+      cost_pusd: '0',
+      attempts: 0,
+    });
+    for (const r of [up503, up500, up503s]) {
+      const row = one(byMarker, r.marker, `upstream ${r.status}`);
+      const code = r.json?.error?.code || r.json?.error?.type || r.text.match(/"code":"([^"]+)"/)?.[1];
+      assert.equal(row.status, r.status, `upstream failure: ${r.text}`);
+      assert.ok(row.error_class, `error_class set: ${JSON.stringify(row)}`);
+      if (code) assert.equal(row.error_class, code, `error_class = the error code the client got: ${r.text}`);
+      assert.equal(row.cost_pusd, '0');
+      assert.ok(row.attempts >= 1);
+    }
+    // every dialect is checked before failing, so the report names all of them
+    const cutProblems = [];
+    for (const c of cuts) {
+      const row = one(byMarker, c.r.marker, `cut ${c.m.model}`);
+      const why = [];
+      if (row.usage_exact !== false) why.push(`usage_exact ${row.usage_exact}`);
+      if (!(Number(row.output_tokens) > 0)) why.push(`output_tokens ${row.output_tokens}`);
+      if (!(Number(row.input_tokens) > 0)) why.push(`input_tokens ${row.input_tokens}`);
+      if (row.error_class !== 'upstream_stream_cut' && row.error_class !== 'upstream_stream_error') why.push(`error_class ${row.error_class}`);
+      if (c.m.model !== 'llama3.2' && !(BigInt(row.cost_pusd) > 0n)) why.push(`cost_pusd ${row.cost_pusd}`);
+      if (why.length)
+        cutProblems.push(`${c.m.model}: ${why.join(', ')} (output_tokens ${row.output_tokens}, input_tokens ${row.input_tokens}; the client saw ${c.r.text.length} bytes)`);
+    }
+    assert.deepEqual(cutProblems, [], 'a stream cut after 3 content pieces must be recorded as estimated (usage_exact false) with output > 0');
+    const g = one(byMarker, gone, 'client gone');
+    assert.deepEqual(pick(g, ['status', 'error_class', 'streamed']), { status: 499, error_class: 'client_closed', streamed: true });
+  });
+
+  test('totals: one row per request sent, no duplicate event ids', async () => {
+    const { value } = await waitUntil(async () => {
+      const r = (await db.query("SELECT count(*)::int n, count(DISTINCT event_id)::int d, count(DISTINCT end_user)::int u FROM usage_events WHERE key_id = 'ledger-main'")).rows[0];
+      return r.n >= sentMain.length ? r : null;
+    }, 3000, 'all rows');
+    assert.deepEqual(value, { n: sentMain.length, d: sentMain.length, u: sentMain.length });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// faults: each with its own cluster and gateway
+
+/** A cluster with the schema applied (by `bridle migrate`), for gateways started with migrate "off". */
+async function migratedCluster() {
+  const c = await startCluster();
+  const p = spawnTracked('bridle-migrate', path.join(BUILD, 'bridle'), ['migrate', '--database-url', c.url]);
+  await p.closed;
+  assert.equal(p.exited.code, 0, p.logs());
+  return c;
+}
+
+async function gatewayFor(cluster, extra = {}, opts = {}) {
+  const spool = tmpDir('bridle-spool-');
+  const g = await startBridle({
+    config: mockConfig(mock.url, { database: { url: cluster.url, spool_dir: spool, flush_interval_ms: 100, ...extra } }),
+    keyId: opts.keyId || 'ledger-fault',
+    team: 'team-fault',
+    ...opts,
+  });
+  return { g, spool };
+}
+
+async function sendMany(g, n, sent, concurrency = 4) {
+  const results = [];
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (i < n) {
+        const k = i++;
+        const r = await chat(g, { model: k % 3 ? 'gpt-4o-mini' : 'claude-haiku-4-5', max_tokens: 64, stream: k % 2 === 1, messages: [{ role: 'user', content: `request ${k}` }] }, {}, sent);
+        results.push(r);
+      }
+    }),
+  );
+  return results;
+}
+
+describe('faults', () => {
+  test('database down at start (migrate "off"): requests succeed, events wait in the spool, all arrive once when it starts', async () => {
+    const c = await migratedCluster();
+    try {
+      c.stopImmediate();
+      const { g, spool } = await gatewayFor(c, { migrate: 'off' });
+      const sent = [];
+      const s0 = spoolState(spool);
+      const rs = await sendMany(g, 60, sent);
+      for (const r of rs) assert.equal(r.status, 200, r.text);
+      await sleep(300);
+      const s1 = spoolState(spool);
+      assert.equal(s1.unacked - s0.unacked, 60, `spool holds the 60 events: ${JSON.stringify({ s0, s1 })}`);
+      assert.ok(s1.bytes > s0.bytes, 'spool grew');
+      c.start();
+      const t0 = Date.now();
+      const { byMarker, ms } = await waitRows(c, sent, 15000);
+      for (const m of sent) one(byMarker, m, 'after the database came back');
+      const drained = await waitUntil(() => spoolState(spool).unacked === 0, 5000, 'spool acked');
+      console.log(`# database down at start: 60 events arrived ${ms} ms after it started; spool acked after ${Date.now() - t0} ms (${JSON.stringify(spoolState(spool))})`);
+      assert.ok(drained);
+      await sleep(300);
+      const n = (await c.query("SELECT count(*)::int n, count(DISTINCT event_id)::int d FROM usage_events")).rows[0];
+      assert.deepEqual(n, { n: 60, d: 60 });
+      await g.stop();
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('database down at start with the default migrate ("apply"): the gateway still starts and serves', async () => {
+    // DB off the hot path (reliability.md §5.2 item 4): a restart during a database outage must not become a gateway outage.
+    const c = await migratedCluster();
+    try {
+      c.stopImmediate();
+      const { g } = await gatewayFor(c, {}, { readyTimeoutMs: 15000 });
+      const sent = [];
+      const rs = await sendMany(g, 5, sent);
+      for (const r of rs) assert.equal(r.status, 200, r.text);
+      c.start();
+      const { byMarker } = await waitRows(c, sent, 15000);
+      for (const m of sent) one(byMarker, m, 'after the database came back');
+      await g.stop();
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('SIGTERM with events pending (database down): nothing lost after a restart', async () => {
+    const c = await migratedCluster();
+    try {
+      const { g, spool } = await gatewayFor(c, { migrate: 'off' });
+      c.stopImmediate();
+      const sent = [];
+      const rs = await sendMany(g, 40, sent);
+      for (const r of rs) assert.equal(r.status, 200, r.text);
+      const t0 = Date.now();
+      const ex = await g.stop({ timeoutMs: 20000 });
+      console.log(`# SIGTERM with 40 events pending and the database down: exited ${JSON.stringify(ex)} after ${Date.now() - t0} ms`);
+      assert.equal(ex.code, 0, g.logs());
+      assert.match(g.proc.stderr, /stay in the\s+spool|not yet in the database/, g.logs());
+      assert.equal(spoolState(spool).unacked, 40, JSON.stringify(spoolState(spool)));
+      c.start();
+      const p = await startBridleAt(g.configPath, g.port);
+      const { byMarker } = await waitRows(c, sent, 15000);
+      for (const m of sent) one(byMarker, m, 'after the restart');
+      await waitUntil(() => spoolState(spool).unacked === 0, 5000, 'spool acked');
+      await p.stop();
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('SIGTERM with the database up: the drain delivers every event before exit', async () => {
+    const c = await migratedCluster();
+    try {
+      const { g } = await gatewayFor(c, { migrate: 'off', flush_interval_ms: 5000 });
+      const sent = [];
+      const rs = await sendMany(g, 50, sent);
+      for (const r of rs) assert.equal(r.status, 200, r.text);
+      const ex = await g.stop({ timeoutMs: 20000 });
+      assert.equal(ex.code, 0, g.logs());
+      const rows = await rowsFor(c, sent);
+      assert.equal(rows.length, 50, `rows in the database right after exit: ${rows.length}\n${g.logs()}`);
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('migrate "check" with an empty database refuses to start with a clear message', async () => {
+    const c = await startCluster();
+    try {
+      const dir = tmpDir();
+      const cfg = mockConfig(mock.url, { database: { url: c.url, spool_dir: path.join(dir, 'spool'), migrate: 'check' } });
+      const configPath = path.join(dir, 'bridle.json');
+      writeFileSync(configPath, JSON.stringify(cfg));
+      const p = spawnTracked('bridle', path.join(BUILD, 'bridle'), ['serve', '--config', configPath, '--listen', '127.0.0.1:0']);
+      const t = setTimeout(() => p.child.kill('SIGKILL'), 10000);
+      await p.closed;
+      clearTimeout(t);
+      assert.notEqual(p.exited.code, 0, `must refuse to start:\n${p.logs()}`);
+      assert.equal(p.exited.signal, null, p.logs());
+      assert.match(p.stderr, /migrations? (are|is) pending/, p.logs());
+      assert.match(p.stderr, /bridle migrate/, p.logs());
+      const t2 = (await c.query("SELECT to_regclass('usage_events') AS t")).rows[0].t;
+      assert.equal(t2, null, 'check must not create the schema');
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('spool full (database down): billable requests get 503 usage_log_full, nothing is dropped', async () => {
+    const c = await migratedCluster();
+    try {
+      c.stopImmediate();
+      const { g, spool } = await gatewayFor(c, { migrate: 'off', spool_max_bytes: 2 * 1024 * 1024 });
+      const sent = [];
+      const ok = [];
+      const full = [];
+      let other = 0;
+      let i = 0;
+      const t0 = Date.now();
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          while (full.length < 50 && i < 30000 && Date.now() - t0 < 60000) {
+            const k = i++;
+            const r = await chat(g, { model: 'gpt-4o-mini', stream: k % 2 === 1, messages: [{ role: 'user', content: `fill ${k}` }] }, {}, sent);
+            if (r.status === 200) ok.push(r.marker);
+            else if (r.status === 503 && r.json?.error?.code === 'usage_log_full') full.push(r);
+            else other++;
+          }
+        }),
+      );
+      console.log(`# spool full: ${ok.length} served, ${full.length} refused with usage_log_full, ${other} other, spool ${JSON.stringify(spoolState(spool))}`);
+      assert.ok(full.length >= 50, `the spool never filled (${ok.length} requests served)`);
+      assert.equal(other, 0);
+      assert.ok(ok.length > 100);
+      assert.ok(full.every((r) => /retry/i.test(r.json.error.message)), 'a clear message');
+      c.start();
+      const { byMarker, ms } = await waitRows(c, ok, 30000);
+      for (const m of ok) one(byMarker, m, 'served while the database was down');
+      // a refused request's own event is either in the database or logged whole at error level
+      const refused = full.map((r) => r.marker);
+      await sleep(500);
+      const refusedRows = await rowsFor(c, refused);
+      const logged = (g.proc.stderr.match(/the spool is full; the event follows/g) || []).length;
+      console.log(`# spool full: ${ok.length} rows arrived ${ms} ms after the database started; refused: ${refusedRows.length} rows + ${logged} logged`);
+      assert.ok(refusedRows.length + logged >= full.length, `refused requests' events: ${refusedRows.length} rows + ${logged} log lines < ${full.length}`);
+      // once the database has everything, the gateway serves again
+      await waitUntil(() => spoolState(spool).unacked === 0, 10000, 'spool acked');
+      const again = await waitUntil(async () => {
+        const r = await chat(g, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'after the outage' }] }, {}, sent);
+        return r.status === 200 ? r : null;
+      }, 5000, 'a 200 after the spool drained', 200);
+      assert.equal(again.value.status, 200);
+      await g.stop();
+    } finally {
+      await c.destroy();
+    }
+  });
+});
