@@ -17,6 +17,8 @@
 #include "lib/log.h"
 #include "lib/ptrmap.h"
 #include "lib/util.h"
+#include "db/ledger.h"
+#include "router/breaker.h"
 #include "server/chat.h"
 
 /* ------------------------------------------------------------ connections
@@ -421,6 +423,56 @@ static void reply_models(app *a, struct evhttp_request *req)
     buf_free(&b);
 }
 
+/* GET /v1/bridle/health: what the gateway knows about its upstreams (circuit
+ * breakers, calls in flight) and its usage ledger. */
+static void reply_health(app *a, struct evhttp_request *req)
+{
+    int64_t now = util_now_ms();
+    buf b = BUF_INIT;
+    buf_append_str(&b, "{\"providers\":[");
+    for (int i = 0; i < config_n_providers(a->cfg); i++) {
+        const provider_conf *p = config_provider(a->cfg, i);
+        buf_printf(&b, "%s{\"name\":", i ? "," : "");
+        buf_append_json_str(&b, p->name, strlen(p->name));
+        buf_printf(&b, ",\"enabled\":%s,\"in_flight\":%d,\"max_concurrency\":%d}",
+                   config_provider_enabled(a->cfg, i) ? "true" : "false", a->provider_inflight[i],
+                   p->max_concurrency);
+    }
+    buf_append_str(&b, "],\"targets\":[");
+    for (int i = 0; i < config_n_models(a->cfg); i++) {
+        const model_conf *m = config_model(a->cfg, i);
+        buf_printf(&b, "%s{\"model\":", i ? "," : "");
+        buf_append_json_str(&b, m->name, strlen(m->name));
+        buf_append_str(&b, ",\"provider\":");
+        buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
+        if (a->breakers) {
+            breaker_snapshot sn;
+            breaker_get_snapshot(a->breakers[i], now, &sn);
+            buf_printf(&b,
+                       ",\"breaker\":{\"state\":\"%s\",\"consecutive_failures\":%d,"
+                       "\"window_calls\":%d,\"window_failures\":%d,\"opens_total\":%llu,"
+                       "\"retry_in_ms\":%lld}",
+                       breaker_state_name(sn.state), sn.consecutive_failures, sn.window_calls,
+                       sn.window_failures, (unsigned long long)sn.opens_total,
+                       (long long)(sn.next_allow_ms > now ? sn.next_allow_ms - now : 0));
+        }
+        buf_append_char(&b, '}');
+    }
+    buf_append_char(&b, ']');
+    if (a->ledger) {
+        ledger_stats ls = ledger_get_stats(a->ledger);
+        buf_printf(&b,
+                   ",\"ledger\":{\"database_up\":%s,\"recorded\":%lld,\"inserted\":%lld,"
+                   "\"queued\":%lld,\"spool_bytes\":%lld,\"accepting\":%s}",
+                   ls.database_up ? "true" : "false", (long long)ls.recorded, (long long)ls.inserted,
+                   (long long)ls.queued, (long long)ls.spool_bytes,
+                   ledger_can_accept(a->ledger) ? "true" : "false");
+    }
+    buf_append_char(&b, '}');
+    http_reply_json(a, req, 200, b.data, b.len);
+    buf_free(&b);
+}
+
 /* The client key from `Authorization: Bearer KEY` or `x-api-key: KEY`. */
 static const char *client_key(const request_headers *h)
 {
@@ -560,6 +612,11 @@ static void route_v1(app *a, struct evhttp_request *req, const request_headers *
     if (path_is(path, "/v1/models")) {
         if (authenticate(a, req, h))
             reply_models(a, req);
+        return;
+    }
+    if (path_is(path, "/v1/bridle/health")) {
+        if (authenticate(a, req, h))
+            reply_health(a, req);
         return;
     }
     char msg[300];
