@@ -50,7 +50,7 @@ struct ledger {
     void (*drain_done)(void *);
     void *drain_ctx;
     int64_t drain_deadline_ms;
-    buf sql, params;
+    buf cols[LEDGER_COLUMNS]; /* one array literal per column of a batch */
     int64_t batch_min_ts, batch_max_ts;
     ledger_stats stats;
 };
@@ -104,97 +104,104 @@ static void refill_from_spool(ledger *l)
     spool_cursor_free(cur);
 }
 
-/* ------------------------------------------------------------ SQL */
+/* ------------------------------------------------------------ SQL
+ *
+ * One statement of 30 parameters whatever the batch size: each parameter is
+ * a PostgreSQL array literal holding one column of every event, and
+ * unnest() turns them back into rows. PostgreSQL parses a short statement
+ * instead of one with 30,000 placeholders, which is what made the multi-row
+ * VALUES form slow. */
 
-static const char *const columns =
-    "event_id,ts,key_id,team,end_user,agent,task,feature,requested_model,provider,model,tier,"
-    "route_reason,streamed,status,error_class,attempts,input_tokens,cache_read_tokens,"
-    "cache_write_tokens,output_tokens,reasoning_tokens,usage_exact,cost_pusd,baseline_cost_pusd,"
-    "latency_us,ttft_us,upstream_us,cache_hit,batch_id";
+static const char insert_sql[] =
+    "INSERT INTO usage_events (event_id,ts,key_id,team,end_user,agent,task,feature,"
+    "requested_model,provider,model,tier,route_reason,streamed,status,error_class,attempts,"
+    "input_tokens,cache_read_tokens,cache_write_tokens,output_tokens,reasoning_tokens,usage_exact,"
+    "cost_pusd,baseline_cost_pusd,latency_us,ttft_us,upstream_us,cache_hit,batch_id) "
+    "SELECT * FROM unnest($1::text[],$2::timestamptz[],$3::text[],$4::text[],$5::text[],"
+    "$6::text[],$7::text[],$8::text[],$9::text[],$10::text[],$11::text[],$12::text[],$13::text[],"
+    "$14::bool[],$15::int[],$16::text[],$17::int[],$18::bigint[],$19::bigint[],$20::bigint[],"
+    "$21::bigint[],$22::bigint[],$23::bool[],$24::bigint[],$25::bigint[],$26::bigint[],"
+    "$27::bigint[],$28::bigint[],$29::bool[],$30::text[]) ON CONFLICT DO NOTHING";
 
-static void build_insert_sql(buf *sql, int rows)
+/* One array element: a quoted string (NULL when empty), as the array
+ * literal syntax wants: backslash and double quote escaped. */
+static void elem_str(buf *col, const char *s)
 {
-    buf_reset(sql);
-    buf_printf(sql, "INSERT INTO usage_events (%s) VALUES ", columns);
-    int p = 1;
-    for (int r = 0; r < rows; r++) {
-        buf_append_str(sql, r ? ",(" : "(");
-        for (int col = 0; col < LEDGER_COLUMNS; col++)
-            buf_printf(sql, col ? ",$%d" : "$%d", p++);
-        buf_append_char(sql, ')');
-    }
-    buf_append_str(sql, " ON CONFLICT DO NOTHING");
-}
-
-/* Parameter texts are appended to one buffer as NUL-terminated strings;
- * offsets become pointers once the buffer stops growing. SIZE_MAX = NULL. */
-static void param_str(buf *p, size_t *off, const char *s)
-{
+    if (col->len > 1)
+        buf_append_char(col, ',');
     if (!s || !*s) {
-        *off = SIZE_MAX;
+        buf_append_str(col, "NULL");
         return;
     }
-    *off = p->len;
-    buf_append(p, s, strlen(s) + 1);
+    buf_append_char(col, '"');
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_append_char(col, '\\');
+        buf_append_char(col, *p);
+    }
+    buf_append_char(col, '"');
 }
 
-static void param_int(buf *p, size_t *off, int64_t v)
+static void elem_int(buf *col, int64_t v)
 {
     char tmp[24];
-    snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    *off = p->len;
-    buf_append(p, tmp, strlen(tmp) + 1);
+    int n = snprintf(tmp, sizeof tmp, "%s%lld", col->len > 1 ? "," : "", (long long)v);
+    buf_append(col, tmp, (size_t)n);
 }
 
-static void param_bool(buf *p, size_t *off, bool v)
+static void elem_bool(buf *col, bool v)
 {
-    param_str(p, off, v ? "true" : "false");
+    buf_append_str(col, col->len > 1 ? (v ? ",t" : ",f") : (v ? "t" : "f"));
 }
 
-static void param_ts(buf *p, size_t *off, int64_t us)
+static void format_ts(char *out, size_t n, int64_t us)
 {
     time_t s = (time_t)(us / 1000000);
     struct tm tm;
     gmtime_r(&s, &tm);
-    char tmp[48];
-    size_t n = strftime(tmp, sizeof tmp, "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(tmp + n, sizeof tmp - n, ".%06lld+00", (long long)(us % 1000000));
-    *off = p->len;
-    buf_append(p, tmp, strlen(tmp) + 1);
+    size_t k = strftime(out, n, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%06lld+00", (long long)(us % 1000000));
 }
 
-static void event_params(buf *p, size_t *o, const usage_event *e)
+static void elem_ts(buf *col, int64_t us)
 {
-    param_str(p, o++, e->event_id);
-    param_ts(p, o++, e->ts_us);
-    param_str(p, o++, e->key_id);
-    param_str(p, o++, e->team);
-    param_str(p, o++, e->end_user);
-    param_str(p, o++, e->agent);
-    param_str(p, o++, e->task);
-    param_str(p, o++, e->feature);
-    param_str(p, o++, e->requested_model);
-    param_str(p, o++, e->provider);
-    param_str(p, o++, e->model);
-    param_str(p, o++, e->tier);
-    param_str(p, o++, e->route_reason);
-    param_bool(p, o++, e->streamed);
-    param_int(p, o++, e->status);
-    param_str(p, o++, e->error_class);
-    param_int(p, o++, e->attempts);
-    param_int(p, o++, e->input_tokens);
-    param_int(p, o++, e->cache_read_tokens);
-    param_int(p, o++, e->cache_write_tokens);
-    param_int(p, o++, e->output_tokens);
-    param_int(p, o++, e->reasoning_tokens);
-    param_bool(p, o++, e->usage_exact);
-    param_int(p, o++, e->cost_pusd);
-    param_int(p, o++, e->baseline_cost_pusd);
-    param_int(p, o++, e->latency_us);
-    param_int(p, o++, e->ttft_us);
-    param_int(p, o++, e->upstream_us);
-    param_bool(p, o++, e->cache_hit);
-    param_str(p, o, e->batch_id);
+    char tmp[48];
+    format_ts(tmp, sizeof tmp, us);
+    elem_str(col, tmp);
+}
+
+static void event_columns(buf *c, const usage_event *e)
+{
+    elem_str(c++, e->event_id);
+    elem_ts(c++, e->ts_us);
+    elem_str(c++, e->key_id);
+    elem_str(c++, e->team);
+    elem_str(c++, e->end_user);
+    elem_str(c++, e->agent);
+    elem_str(c++, e->task);
+    elem_str(c++, e->feature);
+    elem_str(c++, e->requested_model);
+    elem_str(c++, e->provider);
+    elem_str(c++, e->model);
+    elem_str(c++, e->tier);
+    elem_str(c++, e->route_reason);
+    elem_bool(c++, e->streamed);
+    elem_int(c++, e->status);
+    elem_str(c++, e->error_class);
+    elem_int(c++, e->attempts);
+    elem_int(c++, e->input_tokens);
+    elem_int(c++, e->cache_read_tokens);
+    elem_int(c++, e->cache_write_tokens);
+    elem_int(c++, e->output_tokens);
+    elem_int(c++, e->reasoning_tokens);
+    elem_bool(c++, e->usage_exact);
+    elem_int(c++, e->cost_pusd);
+    elem_int(c++, e->baseline_cost_pusd);
+    elem_int(c++, e->latency_us);
+    elem_int(c++, e->ttft_us);
+    elem_int(c++, e->upstream_us);
+    elem_bool(c++, e->cache_hit);
+    elem_str(c, e->batch_id);
 }
 
 /* ------------------------------------------------------------ database */
@@ -226,17 +233,15 @@ static bool run_maintenance(ledger *l)
  * partitions for the batch's days, then the batch is retried. */
 static bool ensure_batch_partitions(ledger *l)
 {
-    buf p = BUF_INIT;
-    size_t off[2];
-    param_ts(&p, &off[0], l->batch_min_ts);
-    param_ts(&p, &off[1], l->batch_max_ts);
-    const char *values[2] = {p.data + off[0], p.data + off[1]};
+    char from[48], to[48];
+    format_ts(from, sizeof from, l->batch_min_ts);
+    format_ts(to, sizeof to, l->batch_max_ts);
+    const char *values[2] = {from, to};
     int rc = pgconn_send(l->pg,
                          "SELECT count(*) FILTER (WHERE bridle_ensure_partition(d::date)) FROM "
                          "generate_series(date_trunc('day', $1::timestamptz AT TIME ZONE 'UTC'), "
                          "$2::timestamptz AT TIME ZONE 'UTC', interval '1 day') AS d",
                          2, values, on_maintenance_done, l);
-    buf_free(&p);
     return rc == 0;
 }
 
@@ -265,31 +270,27 @@ static void on_insert_done(void *ctx, PGresult *res, const char *error)
 static void send_batch(ledger *l)
 {
     int n = l->q_len < l->opt.batch_max ? l->q_len : l->opt.batch_max;
-    size_t *off = malloc(sizeof *off * (size_t)n * LEDGER_COLUMNS);
-    const char **values = malloc(sizeof *values * (size_t)n * LEDGER_COLUMNS);
-    if (!off || !values) {
-        free(off);
-        free(values);
-        return;
-    }
-    buf_reset(&l->params);
     l->batch_min_ts = INT64_MAX;
     l->batch_max_ts = INT64_MIN;
+    for (int k = 0; k < LEDGER_COLUMNS; k++) {
+        buf_reset(&l->cols[k]);
+        buf_append_char(&l->cols[k], '{');
+    }
     for (int i = 0; i < n; i++) {
         const usage_event *e = &q_at(l, i)->ev;
-        event_params(&l->params, off + (size_t)i * LEDGER_COLUMNS, e);
+        event_columns(l->cols, e);
         if (e->ts_us < l->batch_min_ts)
             l->batch_min_ts = e->ts_us;
         if (e->ts_us > l->batch_max_ts)
             l->batch_max_ts = e->ts_us;
     }
-    for (size_t i = 0; i < (size_t)n * LEDGER_COLUMNS; i++)
-        values[i] = off[i] == SIZE_MAX ? NULL : l->params.data + off[i];
-    build_insert_sql(&l->sql, n);
-    if (pgconn_send(l->pg, l->sql.data, n * LEDGER_COLUMNS, values, on_insert_done, l) == 0)
+    const char *values[LEDGER_COLUMNS];
+    for (int k = 0; k < LEDGER_COLUMNS; k++) {
+        buf_append_char(&l->cols[k], '}');
+        values[k] = l->cols[k].data;
+    }
+    if (pgconn_send(l->pg, insert_sql, LEDGER_COLUMNS, values, on_insert_done, l) == 0)
         l->in_flight = n;
-    free(off);
-    free(values);
 }
 
 static void check_drained(ledger *l)
@@ -405,7 +406,7 @@ static void apply_defaults(ledger_options *o)
         o->spool_max_bytes = 1LL << 30;
     if (o->flush_interval_ms <= 0)
         o->flush_interval_ms = 100;
-    if (o->batch_max <= 0 || o->batch_max > 2000) /* PostgreSQL takes at most 65535 parameters */
+    if (o->batch_max <= 0)
         o->batch_max = 1000;
     if (o->queue_max < o->batch_max)
         o->queue_max = o->queue_max > 0 ? o->batch_max : 20000;
@@ -468,8 +469,8 @@ void ledger_free(ledger *l)
     pgconn_free(l->pg);
     if (spool_close(l->sp) != 0)
         log_error("ledger: closing the spool failed: %s", strerror(errno));
-    buf_free(&l->sql);
-    buf_free(&l->params);
+    for (int k = 0; k < LEDGER_COLUMNS; k++)
+        buf_free(&l->cols[k]);
     free(l->q);
     free(l);
 }
