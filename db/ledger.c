@@ -407,9 +407,9 @@ static void apply_defaults(ledger_options *o)
     if (o->flush_interval_ms <= 0)
         o->flush_interval_ms = 100;
     if (o->batch_max <= 0)
-        o->batch_max = 1000;
+        o->batch_max = 5000;
     if (o->queue_max < o->batch_max)
-        o->queue_max = o->queue_max > 0 ? o->batch_max : 20000;
+        o->queue_max = o->queue_max > 0 ? o->batch_max : 4 * o->batch_max;
     if (o->partitions_ahead_days <= 0)
         o->partitions_ahead_days = 7;
     if (o->query_timeout_ms <= 0)

@@ -21,8 +21,8 @@ typedef struct ledger_options {
     const char *spool_dir;     /* required; created if missing */
     int64_t spool_max_bytes;   /* past it, ledger_can_accept() is false; default 1 GiB */
     int flush_interval_ms;     /* default 100 */
-    int batch_max;             /* events per INSERT; default 1000 */
-    int queue_max;             /* events held in memory; the rest wait in the spool; default 20000 */
+    int batch_max;             /* events per INSERT; default 5000 */
+    int queue_max;             /* events held in memory; the rest wait in the spool; default 4 batches */
     int partitions_ahead_days; /* default 7 */
     int retention_days;        /* 0: keep everything */
     int query_timeout_ms;      /* a slower INSERT drops the connection; default 10000 */

@@ -683,7 +683,7 @@ static void parse_database(parse_ctx *pc, json_object *root)
     d->retention_days = get_int(pc, o, "retention_days", 0, 0, 36500);
     d->partitions_ahead_days = get_int(pc, o, "partitions_ahead_days", 7, 1, 366);
     d->flush_interval_ms = get_int(pc, o, "flush_interval_ms", 100, 1, 60000);
-    d->batch_max = get_int(pc, o, "batch_max", 1000, 1, 10000);
+    d->batch_max = get_int(pc, o, "batch_max", 5000, 1, 20000);
     path_pop(pc, old);
 }
 

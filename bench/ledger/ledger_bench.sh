@@ -73,7 +73,7 @@ cat >"$W/bridle.json" <<CONF
   "providers": { "upstream": { "kind": "openai", "base_url": "http://127.0.0.1:$MPORT/v1", "api_key": "sk-bench" } },
   "models": { "gpt-4o-mini": { "provider": "upstream" } },
   "keys": [ { "id": "bench", "sha256": "$SHA", "team": "bench" } ],
-  "database": { "url": "$URL", "spool_dir": "$W/spool", "flush_interval_ms": 100, "batch_max": 1000 }
+  "database": { "url": "$URL", "spool_dir": "$W/spool", "flush_interval_ms": 100, "batch_max": ${BATCH_MAX:-5000} }
 }
 CONF
 taskset -c "$BRIDLE_CPUS" "$BRIDLE" serve --config "$W/bridle.json" --listen "127.0.0.1:$GPORT" >"$W/bridle.log" 2>&1 </dev/null &
@@ -168,7 +168,7 @@ if [[ -z ${LEDGER_BENCH_NO_RECORD:-} ]]; then
     printf '\n### %s\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
     printf -- '- command: `%s` (DUR=%s CONNS=%s)\n' "bench/ledger/ledger_bench.sh" "$DUR" "$CONNS"
     printf -- '- machine: %s; load average before: %s\n' "$machine" "$LOADAVG"
-    printf -- '- bridle: %s; PostgreSQL %s, fsync on, synchronous_commit on, shared_buffers 256MB, batch_max 1000\n\n' "$rev" "$("$PGBIN/postgres" --version | awk '{print $3}')"
+    printf -- '- bridle: %s; PostgreSQL %s, fsync on, synchronous_commit on, shared_buffers 256MB, batch_max ${BATCH_MAX:-5000}\n\n' "$rev" "$("$PGBIN/postgres" --version | awk '{print $3}')"
     echo "$table"
   } >>bench/RESULTS.md
   log "appended to bench/RESULTS.md"
