@@ -21,7 +21,6 @@ struct engine {
     struct event_base *base;
     CURLM *multi;
     struct event timer;
-    struct event drain; /* reports finished transfers on the next loop pass */
     int in_curl; /* > 0 while curl_multi_socket_action runs */
     engine_call *pool;  /* free calls with their easy handles, singly linked */
     int pool_n;
@@ -81,11 +80,6 @@ static void on_curl_timer(evutil_socket_t fd, short kind, void *arg)
     curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     e->in_curl--;
     check_multi_info(e);
-}
-
-static void on_drain(evutil_socket_t fd, short kind, void *arg)
-{
-    check_multi_info(arg);
 }
 
 static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -431,16 +425,6 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
         return NULL;
     }
     e->stats.started++;
-    /* curl would start the transfer on the next loop pass (it arms a 0 ms
-     * timer); starting it now saves a pass of latency. Completed transfers
-     * are still reported from the loop (check_multi_info), never from here. */
-    if (e->in_curl == 0) {
-        int running;
-        e->in_curl++;
-        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        e->in_curl--;
-        event_active(&e->drain, 0, 0); /* a transfer that already ended is reported next pass */
-    }
     return c;
 }
 
@@ -478,7 +462,6 @@ engine *engine_new(struct event_base *base, long max_connects)
         e->use_env_proxy = e->use_env_proxy || (getenv(*v) && *getenv(*v));
     e->multi = curl_multi_init();
     evtimer_assign(&e->timer, base, on_curl_timer, e);
-    event_assign(&e->drain, base, -1, 0, on_drain, e);
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
     curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
@@ -506,7 +489,6 @@ void engine_free(engine *e)
     }
     curl_multi_cleanup(e->multi);
     evtimer_del(&e->timer);
-    event_del(&e->drain);
     for (int i = 0; i < e->n_urls; i++) {
         free(e->urls[i].url);
         curl_url_cleanup(e->urls[i].u);

@@ -6,6 +6,7 @@
 #include <event2/event_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,11 @@ static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
         return;
     }
     g->evcon = cbarg; /* evhttp's bufferevent callbacks carry the connection */
+    /* Streams are written a chunk at a time: without TCP_NODELAY, Nagle and
+     * the client's delayed ACK hold chunks back by up to 40 ms. */
+    int one = 1, sock = bufferevent_getfd(g->bev);
+    if (sock >= 0)
+        setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evhttp_connection_set_closecb(g->evcon, on_conn_close, g);
     g->out_cb = evbuffer_add_cb(bufferevent_get_output(g->bev), on_output, g);
     ptrmap_put(g->a->guards, g->evcon, g);
