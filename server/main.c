@@ -6,7 +6,9 @@
  *   bridle hash-key KEY
  *   bridle version
  *   bridle migrate [--database-url URL] [--dry-run | --status]     (db/migrate.c)
- *   bridle cost summary|breakdown|top [...]                      (db/report.c) */
+ *   bridle cost summary|breakdown|top [...]                      (db/report.c)
+ *   bridle route --config FILE --request FILE.json [...]         (router/policy_cli.c)
+ *   bridle simulate --config FILE --workload FILE.jsonl [...]    (router/policy_cli.c) */
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <signal.h>
@@ -23,6 +25,7 @@
 #include "lib/util.h"
 #include "providers/engine.h"
 #include "router/breaker.h"
+#include "router/policy.h"
 #include "router/retry.h"
 #include "server/app.h"
 #include "server/config.h"
@@ -42,7 +45,11 @@ static int usage(FILE *f, int code)
                "  bridle version\n"
                "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
                "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
-               "                                                   (bridle cost --help)\n");
+               "                                                   (bridle cost --help)\n"
+               "  bridle route --config FILE --request FILE.json [--header 'x-bridle-task: T'] [--json]\n"
+               "                                                   the routing decision, no calls\n"
+               "  bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]\n"
+               "                                                   projected cost per day/month vs baseline\n");
     return code;
 }
 
@@ -354,6 +361,10 @@ int main(int argc, char **argv)
         return migrate_main(argc, argv);
     if (strcmp(cmd, "cost") == 0)
         return cost_main(argc, argv);
+    if (strcmp(cmd, "route") == 0)
+        return route_main(argc, argv);
+    if (strcmp(cmd, "simulate") == 0)
+        return simulate_main(argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("bridle %s\n", BRIDLE_VERSION);
         return 0;

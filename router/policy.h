@@ -1,0 +1,206 @@
+/* Routing policy: which models may answer a request, cheapest first.
+ *
+ * A policy is data. policy_new() reads the config's "routing" object
+ * (docs: design.md "Configuration", issue 5) against the model table and
+ * keeps only indices into that table; policy_plan_request() then turns one
+ * request into an ordered candidate list without any I/O, clock or
+ * allocation, so the attempt loop can walk it (fail over, cascade) without
+ * knowing which rule built it.
+ *
+ * Pure: no config, provider or network dependency. The caller (the request
+ * path, or the `route` / `simulate` CLIs in router/policy_cli.c) passes the
+ * model table, with each model's live state (enabled, healthy, busy), on
+ * every call: the same array, in the same order, as given to policy_new().
+ *
+ * The "routing" object (every key optional; defaults in brackets):
+ *
+ *   default_tier      tier for a request with neither task nor tier ["mid"]
+ *   tasks             {task: tier} [classify, summarize, extract, format,
+ *                     translate → budget; code_gen, analysis, draft_writing,
+ *                     code_review → mid; agent_orchestration,
+ *                     complex_reasoning, architecture → heavy]
+ *   tiers             {tier: [model, ...]}; when absent, each tier is the
+ *                     models whose price-table tier it is, in table order;
+ *                     when present, a tier it does not list is empty
+ *   prefer_local      local models first in a tier when not busy [true]
+ *   output_caps       {task: max output tokens} applied when the request
+ *                     sets none
+ *   default_output_cap  the cap for requests whose task has none [none]
+ *   thinking_caps     {task: reasoning-token budget}
+ *   cascade           {enabled [true when the object is present],
+ *                      checks [length, json, uncertain, empty],
+ *                      uncertain_marker ["UNCERTAIN"],
+ *                      escalate_to {tier: tier} [local→budget, budget→mid,
+ *                      mid→heavy, each only when the target has models]}
+ *                     escalate_to also orders the fallback tiers appended
+ *                     to a plan, whether or not the cascade is enabled
+ *   budget_downgrade  {share_pct, to_tier}: at spend ≥ share_pct % of the
+ *                     budget, the to_tier's candidates replace the plan
+ *   batch_tasks       [task, ...] marked batch-eligible
+ *   baseline          the model savings are measured against [the most
+ *                     expensive model (input + output price) of the heavy
+ *                     tier; else of all tiers]
+ *
+ * Tier names are the model_tier names of router/pricing.h: local, budget,
+ * mid, heavy. */
+#ifndef BRIDLE_POLICY_H
+#define BRIDLE_POLICY_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "router/pricing.h"
+
+#define POLICY_MAX_CAND 8
+
+typedef struct policy policy;
+
+/* One model as the router sees it. `price` must stay valid while the policy
+ * is used (the config owns it). */
+typedef struct policy_model {
+    const char *name;
+    const model_price *price;
+    int64_t context_window; /* tokens; 0 = unknown, assumed to fit */
+    model_tier tier;        /* from the price card; used when $.routing.tiers is absent */
+    bool enabled;           /* a provider serving it is configured */
+    bool healthy;           /* its breaker admits calls */
+    bool busy;              /* local host at its concurrency limit */
+    bool local;             /* served on this machine (Ollama, LM Studio) */
+} policy_model;
+
+/* One request, as far as routing cares. */
+typedef struct policy_request {
+    const char *model;       /* as asked: a concrete model, "auto" or "tier:NAME"; NULL = "auto" */
+    const char *task;        /* metadata.task or x-bridle-task, or NULL */
+    const char *tier_header; /* x-bridle-tier, or NULL */
+    int64_t prompt_chars;    /* characters of message text (estimate: ceil(chars / 4) tokens) */
+    int64_t max_tokens;      /* the request's own output limit; -1 none */
+    bool json_mode;          /* response_format json_object / json_schema */
+    int spend_share_pct;     /* key's or team's spend as % of its budget; -1 unknown */
+} policy_request;
+
+typedef struct policy_candidate {
+    int model_index;       /* into the model table */
+    model_tier tier;       /* the tier it was taken from (the model's own for a concrete one) */
+    int64_t est_cost_pusd; /* estimated prompt + output at this model's prices */
+    char reason[96];       /* why it is here, in words */
+} policy_candidate;
+
+typedef struct policy_plan {
+    int n;
+    policy_candidate cand[POLICY_MAX_CAND];
+    int n_primary; /* cand[0..n_primary) are the chosen tier's (or the named model, or the
+                      downgrade tier's); the rest are escalation tiers, then busy local models */
+    int64_t max_tokens_applied; /* the output cap put on the request when it had none, else
+                                   its own; -1 when neither */
+    bool output_capped;         /* max_tokens_applied came from the policy */
+    int64_t thinking_cap;       /* reasoning-token budget for the task; -1 none */
+    int64_t est_prompt_tokens;
+    bool estimated;  /* est_prompt_tokens is the chars/4 estimate (always, for now) */
+    model_tier tier; /* the tier chosen (after a downgrade) */
+    bool batch_eligible;
+    bool downgraded;            /* the budget downgrade replaced the plan */
+    char rule[128];             /* which rule chose, in words (x-bridle-route) */
+    int64_t est_cost_pusd;      /* cand[0]'s estimate */
+    int baseline_index;         /* -1 when the policy has no baseline */
+    int64_t baseline_cost_pusd; /* the same tokens at the baseline's prices; 0 without one */
+} policy_plan;
+
+typedef enum {
+    POLICY_OK = 0,
+    POLICY_UNKNOWN_MODEL, /* a concrete model not in the table: 404 model_not_found */
+    POLICY_BAD_TIER,      /* "tier:NAME" or x-bridle-tier names no tier: 400 */
+    POLICY_NO_CANDIDATE,  /* nothing enabled, healthy and big enough: 503 */
+} policy_result;
+
+/* Reads `routing` (NULL: every default) against models[0..n_models).
+ * Returns NULL with a message naming the JSON path in err, e.g.
+ * "$.routing.tiers.budget[1]: no model named \"x\" in $.models". Config
+ * errors: an unknown key or tier, a tier listing an unknown model, a task,
+ * default_tier, escalate_to target or to_tier with no models, a cycle in
+ * escalate_to, a cap that is not a positive integer. The policy copies what
+ * it keeps; `routing` and the names may be freed afterwards, the prices
+ * may not. */
+policy *policy_new(json_object *routing, const policy_model *models, int n_models, char *err,
+                   size_t errlen);
+void policy_free(policy *p);
+
+/* Plans `req`. models must be the table given to policy_new (same order and
+ * length) with current enabled / healthy / busy flags. Fills *out (always:
+ * on an error, n = 0) and returns POLICY_OK, or an error with a message in
+ * err ("no model named \"x\"", "x-bridle-tier: unknown tier ...", ...).
+ *
+ * The rules, in order:
+ *  1. Output cap: the request's max_tokens, else output_caps[task], else
+ *     default_output_cap, else none. Prompt: ceil(prompt_chars / 4) tokens,
+ *     marked estimated. Costs and context fit are estimated for that prompt
+ *     and an output of the cap (else the task's thinking cap, else 0).
+ *  2. A concrete model is honoured: the plan is that model alone.
+ *     "auto" takes the tier from x-bridle-tier, else from tasks[task], else
+ *     default_tier (an explicit tier wins over the task's). "tier:NAME"
+ *     takes NAME.
+ *  3. Candidates: the tier's models that are enabled, healthy and whose
+ *     context window holds prompt + cap, cheapest estimate first (ties in
+ *     list order); with prefer_local, local models first. Then each
+ *     escalation tier's candidates, in the same order, skipping models
+ *     already planned. A busy local model goes last of all (cloud first).
+ *     At most POLICY_MAX_CAND.
+ *  4. Budget downgrade: spend_share_pct ≥ share_pct replaces the plan (a
+ *     concrete model's too) by the to_tier's candidates, without
+ *     escalation; when none of them fits, the plan stays and the rule says
+ *     so.
+ *  5. batch_eligible when the task is in batch_tasks; thinking_cap from
+ *     thinking_caps[task]. */
+policy_result policy_plan_request(const policy *p, const policy_model *models, int n_models,
+                                  const policy_request *req, policy_plan *out, char *err,
+                                  size_t errlen);
+
+/* The cascade's checks on an answer from a cheaper tier. Returns the name of
+ * the first check the answer fails ("length": finish_reason was "length";
+ * "empty": nothing but white space; "uncertain": starts, after white space,
+ * with the uncertain marker; "json": json_mode and the text is not one JSON
+ * value), or NULL when it passes or the cascade is disabled. Only the
+ * configured checks run. finish_reason may be NULL. */
+const char *policy_cascade_failed_check(const policy *p, const char *finish_reason,
+                                        const char *answer_text, size_t len, bool json_mode);
+/* policy_cascade_failed_check() != NULL. */
+bool policy_cascade_should_escalate(const policy *p, const char *finish_reason,
+                                    const char *answer_text, size_t len, bool json_mode);
+bool policy_cascade_enabled(const policy *p);
+
+/* The tier `from` escalates to (escalate_to); false when it is the top. */
+bool policy_escalate_tier(const policy *p, model_tier from, model_tier *to);
+/* The index of the first candidate after `from` that belongs to the tier
+ * cand[from] escalates to, or -1: where a cascade goes next. */
+int policy_escalation_index(const policy *p, const policy_plan *plan, int from);
+
+/* The baseline model's index in the table, or -1. */
+int policy_baseline_index(const policy *p);
+/* The tier a task maps to (TIER_NONE when the task is not in the map). */
+model_tier policy_task_tier(const policy *p, const char *task);
+/* The models a tier lists (indices into the table); *n receives the count. */
+const int *policy_tier_models(const policy *p, model_tier tier, int *n);
+
+/* The estimated cost of prompt_tokens in + output_tokens out at a price. */
+int64_t policy_estimate_cost_pusd(const model_price *price, int64_t prompt_tokens,
+                                  int64_t output_tokens);
+
+/* ------------------------------------------------------------ CLIs (router/policy_cli.c) */
+
+struct bridle_config;
+/* Fills out[0..max) from a loaded config: name, price, context window and
+ * tier from the price card; enabled from the config; healthy, not busy;
+ * local when the provider is of kind "ollama" or the tier is local.
+ * Returns the count. */
+int policy_models_from_config(const struct bridle_config *c, policy_model *out, int max);
+
+/* bridle route --config FILE --request FILE.json [--header 'x-bridle-task: classify'] ...
+ * prints the plan for one request without calling anyone. */
+int route_main(int argc, char **argv);
+/* bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]
+ * projects a workload's cost per day and month under the policy vs the baseline. */
+int simulate_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,830 @@
+/* `bridle route` and `bridle simulate`: the routing policy on the command
+ * line, without calling anyone (router/policy.h).
+ *
+ *   bridle route --config FILE --request FILE.json [--header 'x-bridle-task: classify']
+ *                [--spend-share PCT] [--busy MODEL] [--down MODEL] [--json]
+ *   bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]
+ *
+ * A workload line is one kind of request and how often it comes:
+ *   {"task": "classify", "tier": "budget", "model": "auto",
+ *    "prompt_tokens": 500 | "prompt": "text", "output_tokens": 10,
+ *    "count": 2000, "per": "day" | "week", "note": "..."}
+ * task, tier and model are what the request would carry (metadata.task,
+ * x-bridle-tier, model; model defaults to "auto"); output_tokens is its
+ * max_tokens (absent: the policy's cap). Every line is routed by the policy
+ * and priced on its first candidate.
+ *
+ * Money is exact: a workload's cost is summed per week in integer
+ * pico-dollars (a "per day" line counts 7 times), then per day = week / 7
+ * and per month (30 days) = week × 30 / 7, each rounded half up to the
+ * pico-dollar once. */
+#include "router/policy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "lib/buf.h"
+#include "lib/jtok.h"
+#include "lib/util.h"
+#include "providers/provider.h"
+#include "server/canon.h"
+#include "server/config.h"
+
+#define MAX_MODELS 512
+#define MAX_FLAGGED 32
+
+/* ------------------------------------------------------------ shared */
+
+int policy_models_from_config(const struct bridle_config *c, policy_model *out, int max)
+{
+    int n = config_n_models(c);
+    if (n > max) n = max;
+    for (int i = 0; i < n; i++) {
+        const model_conf *m = config_model(c, i);
+        const provider_conf *pv = m->target.provider;
+        bool ollama = pv && pv->ops && pv->ops->kind && strcmp(pv->ops->kind, "ollama") == 0;
+        out[i] = (policy_model){.name = m->name,
+                                .price = &m->price,
+                                .context_window = m->price.context_window,
+                                .tier = m->price.tier,
+                                .enabled = m->enabled,
+                                .healthy = true,
+                                .busy = false,
+                                .local = ollama || m->price.tier == TIER_LOCAL};
+    }
+    return n;
+}
+
+static const char *arg_value(int argc, char **argv, const char *name)
+{
+    for (int i = 2; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return NULL;
+}
+
+static bool arg_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], name) == 0) return true;
+    return false;
+}
+
+/* Every flag must be known; flags in `with_value` take the next argument. */
+static bool args_valid(const char *cmd, int argc, char **argv, const char *const *with_value,
+                       const char *const *bare)
+{
+    for (int i = 2; i < argc; i++) {
+        bool ok = false;
+        for (const char *const *f = with_value; *f && !ok; f++)
+            if (strcmp(argv[i], *f) == 0) {
+                ok = true;
+                if (++i >= argc) {
+                    fprintf(stderr, "bridle %s: %s needs a value\n", cmd, argv[i - 1]);
+                    return false;
+                }
+            }
+        for (const char *const *f = bare; *f && !ok; f++)
+            ok = strcmp(argv[i], *f) == 0;
+        if (!ok) {
+            fprintf(stderr, "bridle %s: unknown argument \"%s\" (bridle %s --help)\n", cmd, argv[i],
+                    cmd);
+            return false;
+        }
+    }
+    return true;
+}
+
+static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    buf b = BUF_INIT;
+    char tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        buf_append(&b, tmp, n);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: read error", path);
+        buf_free(&b);
+        return NULL;
+    }
+    buf_append_char(&b, '\0');
+    *len = b.len - 1;
+    return buf_steal(&b);
+}
+
+/* The config and its raw "routing" object (a new reference, or NULL).
+ *
+ * Until server/config.c knows "routing" (the lead's config_routing_json()),
+ * config_load() rejects the key; then the file is loaded again without it,
+ * through a temporary copy, and "routing" is taken from the file as written
+ * (no ${VAR} expansion: it holds only names and numbers). */
+static bridle_config *load_config(const char *path, json_object **routing, char *err, size_t errlen)
+{
+    *routing = NULL;
+    bridle_config *c = config_load(path, err, errlen);
+    json_object *root = NULL;
+    if (!c && !strstr(err, ": $.routing: unknown key")) return NULL;
+    size_t len;
+    char *text = read_file(path, &len, err, errlen);
+    bool have_text = text != NULL;
+    if (text) {
+        root = json_tokener_parse(text);
+        free(text);
+    }
+    if (!root || !json_object_is_type(root, json_type_object)) {
+        if (have_text) /* else read_file said why */
+            snprintf(err, errlen, "%s: not a JSON object", path);
+        json_object_put(root);
+        config_free(c);
+        return NULL;
+    }
+    json_object *r;
+    if (json_object_object_get_ex(root, "routing", &r)) *routing = json_object_get(r);
+    if (!c) {
+        json_object_object_del(root, "routing");
+        char tmp[] = "/tmp/bridle-config-XXXXXX";
+        int fd = mkstemp(tmp);
+        const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
+        bool wrote = fd >= 0 && write(fd, s, strlen(s)) == (ssize_t)strlen(s);
+        if (fd >= 0) close(fd);
+        if (!wrote)
+            snprintf(err, errlen, "%s: cannot write a temporary copy: %s", path, strerror(errno));
+        else {
+            char e2[1024];
+            c = config_load(tmp, e2, sizeof e2);
+            size_t tl = strlen(tmp);
+            if (!c) /* name the real file, not the copy */
+                snprintf(err, errlen, "%s%s", path, strncmp(e2, tmp, tl) == 0 ? e2 + tl : e2);
+        }
+        if (fd >= 0) unlink(tmp);
+    }
+    json_object_put(root);
+    if (!c) {
+        json_object_put(*routing);
+        *routing = NULL;
+    }
+    return c;
+}
+
+typedef struct loaded {
+    bridle_config *cfg;
+    json_object *routing;
+    policy *pol;
+    policy_model models[MAX_MODELS];
+    int n_models;
+} loaded;
+
+static bool load_all(const char *cmd, const char *path, loaded *L)
+{
+    char err[1024];
+    memset(L, 0, sizeof *L);
+    L->cfg = load_config(path, &L->routing, err, sizeof err);
+    if (!L->cfg) {
+        fprintf(stderr, "bridle %s: %s\n", cmd, err);
+        return false;
+    }
+    L->n_models = policy_models_from_config(L->cfg, L->models, MAX_MODELS);
+    L->pol = policy_new(L->routing, L->models, L->n_models, err, sizeof err);
+    if (!L->pol) {
+        fprintf(stderr, "bridle %s: %s: %s\n", cmd, path, err);
+        return false;
+    }
+    return true;
+}
+
+static void unload(loaded *L)
+{
+    policy_free(L->pol);
+    json_object_put(L->routing);
+    config_free(L->cfg);
+}
+
+static int find_model(const loaded *L, const char *name)
+{
+    for (int i = 0; i < L->n_models; i++)
+        if (strcmp(L->models[i].name, name) == 0) return i;
+    return -1;
+}
+
+static const char *usd(int64_t pusd, int decimals, char *out, size_t outlen)
+{
+    util_format_pusd(pusd, decimals, out, outlen);
+    return out;
+}
+
+/* JSON for a string (json-c does the escaping). */
+static void put_jstr(buf *b, const char *s)
+{
+    if (!s) {
+        buf_append_str(b, "null");
+        return;
+    }
+    buf_append_json_str(b, s, strlen(s));
+}
+
+/* ------------------------------------------------------------ route */
+
+static int route_usage(FILE *f, int code)
+{
+    fprintf(f,
+            "usage: bridle route --config FILE --request FILE.json [--header 'x-bridle-task: "
+            "classify']\n"
+            "                    [--header 'x-bridle-tier: heavy'] [--spend-share PCT]\n"
+            "                    [--busy MODEL] [--down MODEL] [--json]\n"
+            "  Prints the routing decision for one chat request (an OpenAI request body) without\n"
+            "  calling anyone: the plan, the rule that chose, the output cap, the estimated cost\n"
+            "  and the baseline's. --spend-share is the key's spend as a %% of its budget;\n"
+            "  --busy / --down mark a model at its concurrency limit / unhealthy (repeatable).\n");
+    return code;
+}
+
+static void trim(char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    size_t i = 0;
+    while (s[i] == ' ' || s[i] == '\t')
+        i++;
+    memmove(s, s + i, n - i + 1);
+}
+
+int route_main(int argc, char **argv)
+{
+    static const char *const with_value[] = {"--config", "--request", "--header", "--spend-share",
+                                             "--busy",   "--down",    NULL};
+    static const char *const bare[] = {"--json", "--help", "-h", NULL};
+    if (arg_flag(argc, argv, "--help") || arg_flag(argc, argv, "-h")) return route_usage(stdout, 0);
+    if (!args_valid("route", argc, argv, with_value, bare)) return route_usage(stderr, 2);
+    const char *cfg_path = arg_value(argc, argv, "--config");
+    if (!cfg_path) cfg_path = getenv("BRIDLE_CONFIG");
+    if (!cfg_path) cfg_path = "config/bridle.json";
+    const char *req_path = arg_value(argc, argv, "--request");
+    if (!req_path) {
+        fprintf(stderr, "bridle route: --request FILE.json is required\n");
+        return route_usage(stderr, 2);
+    }
+    bool as_json = arg_flag(argc, argv, "--json");
+
+    char task_h[256] = "", tier_h[256] = "";
+    int spend = -1;
+    for (int i = 2; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--header") == 0) {
+            const char *colon = strchr(argv[i + 1], ':');
+            char name[64], value[256];
+            size_t nl = colon ? (size_t)(colon - argv[i + 1]) : 0;
+            if (!colon || nl >= sizeof name) {
+                fprintf(stderr, "bridle route: --header wants 'Name: value' (got \"%s\")\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            memcpy(name, argv[i + 1], nl);
+            name[nl] = '\0';
+            trim(name);
+            snprintf(value, sizeof value, "%s", colon + 1);
+            trim(value);
+            if (strcasecmp(name, "x-bridle-task") == 0)
+                snprintf(task_h, sizeof task_h, "%s", value);
+            else if (strcasecmp(name, "x-bridle-tier") == 0)
+                snprintf(tier_h, sizeof tier_h, "%s", value);
+            else {
+                fprintf(stderr,
+                        "bridle route: only x-bridle-task and x-bridle-tier change routing (got "
+                        "\"%s\")\n",
+                        name);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(argv[i], "--spend-share") == 0) {
+            char *end;
+            long v = strtol(argv[i + 1], &end, 10);
+            if (*end || end == argv[i + 1] || v < 0 || v > 100000) {
+                fprintf(stderr, "bridle route: --spend-share wants a percentage (got \"%s\")\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            spend = (int)v;
+            i++;
+        }
+    }
+
+    loaded L;
+    if (!load_all("route", cfg_path, &L)) {
+        unload(&L);
+        return 1;
+    }
+    for (int i = 2; i + 1 < argc; i++) {
+        bool busy = strcmp(argv[i], "--busy") == 0, down = strcmp(argv[i], "--down") == 0;
+        if (!busy && !down) continue;
+        int idx = find_model(&L, argv[i + 1]);
+        if (idx < 0) {
+            fprintf(stderr, "bridle route: %s %s: no such model in %s\n", argv[i], argv[i + 1],
+                    cfg_path);
+            unload(&L);
+            return 2;
+        }
+        if (busy)
+            L.models[idx].busy = true;
+        else
+            L.models[idx].healthy = false;
+    }
+
+    /* The request, validated as the server would, and its message text. */
+    char err[1024];
+    size_t len;
+    char *body = read_file(req_path, &len, err, sizeof err);
+    if (!body) {
+        fprintf(stderr, "bridle route: %s\n", err);
+        unload(&L);
+        return 1;
+    }
+    jdoc doc = JDOC_INIT;
+    buf strings = BUF_INIT;
+    canon_request cr;
+    canon_error cerr;
+    memset(&cr, 0, sizeof cr);
+    json_tokener *tok = json_tokener_new();
+    int rc = 1;
+    if (canon_parse_chat(body, len, &doc, &strings, &cr, &cerr) != 0 ||
+        canon_build_tree(&cr, tok, &cerr) != 0) {
+        fprintf(stderr, "bridle route: %s: %s%s%s\n", req_path, cerr.message,
+                cerr.param[0] ? " at " : "", cerr.param);
+        goto out;
+    }
+    buf text = BUF_INIT;
+    for (size_t i = 0; i < json_object_array_length(cr.messages); i++) {
+        json_object *content;
+        if (json_object_object_get_ex(json_object_array_get_idx(cr.messages, i), "content",
+                                      &content))
+            provider_content_text(content, &text);
+    }
+    policy_request pr = {.model = cr.model,
+                         .task = task_h[0] ? task_h : cr.task,
+                         .tier_header = tier_h[0] ? tier_h : NULL,
+                         .prompt_chars = (int64_t)text.len,
+                         .max_tokens = cr.max_tokens,
+                         .json_mode = cr.json_mode,
+                         .spend_share_pct = spend};
+    buf_free(&text);
+    policy_plan plan;
+    policy_result pres =
+        policy_plan_request(L.pol, L.models, L.n_models, &pr, &plan, err, sizeof err);
+    if (pres != POLICY_OK) {
+        fprintf(stderr, "bridle route: %s\n", err);
+        goto out;
+    }
+    const char *base = plan.baseline_index >= 0 ? L.models[plan.baseline_index].name : NULL;
+    char a[48], b2[48], c2[48];
+    if (as_json) {
+        buf o = BUF_INIT;
+        buf_append_str(&o, "{\"model\":");
+        put_jstr(&o, pr.model);
+        buf_append_str(&o, ",\"task\":");
+        put_jstr(&o, pr.task);
+        buf_append_str(&o, ",\"tier_header\":");
+        put_jstr(&o, pr.tier_header);
+        buf_printf(&o, ",\"tier\":\"%s\",\"rule\":", pricing_tier_name(plan.tier));
+        put_jstr(&o, plan.rule);
+        buf_printf(&o,
+                   ",\"chosen\":\"%s\",\"n_primary\":%d,\"max_tokens_applied\":%lld,"
+                   "\"output_capped\":%s,\"thinking_cap\":%lld,\"prompt_chars\":%lld,"
+                   "\"est_prompt_tokens\":%lld,\"estimated\":%s,\"json_mode\":%s,"
+                   "\"batch_eligible\":%s,\"downgraded\":%s,\"est_cost_pusd\":%lld,"
+                   "\"baseline_model\":",
+                   L.models[plan.cand[0].model_index].name, plan.n_primary,
+                   (long long)plan.max_tokens_applied, plan.output_capped ? "true" : "false",
+                   (long long)plan.thinking_cap, (long long)pr.prompt_chars,
+                   (long long)plan.est_prompt_tokens, plan.estimated ? "true" : "false",
+                   pr.json_mode ? "true" : "false", plan.batch_eligible ? "true" : "false",
+                   plan.downgraded ? "true" : "false", (long long)plan.est_cost_pusd);
+        put_jstr(&o, base);
+        buf_printf(&o, ",\"baseline_cost_pusd\":%lld,\"savings_pusd\":%lld,\"candidates\":[",
+                   (long long)plan.baseline_cost_pusd,
+                   (long long)(base ? plan.baseline_cost_pusd - plan.est_cost_pusd : 0));
+        for (int i = 0; i < plan.n; i++) {
+            const policy_candidate *k = &plan.cand[i];
+            buf_printf(&o, "%s{\"model\":\"%s\",\"tier\":\"%s\",\"est_cost_pusd\":%lld,\"reason\":",
+                       i ? "," : "", L.models[k->model_index].name, pricing_tier_name(k->tier),
+                       (long long)k->est_cost_pusd);
+            put_jstr(&o, k->reason);
+            buf_append_str(&o, "}");
+        }
+        buf_append_str(&o, "]}\n");
+        fwrite(o.data, 1, o.len, stdout);
+        buf_free(&o);
+    } else {
+        printf("request   model %s, task %s%s, tier header %s\n", pr.model,
+               pr.task ? pr.task : "(none)",
+               task_h[0] ? " (x-bridle-task)"
+               : pr.task ? " (metadata.task)"
+                         : "",
+               pr.tier_header ? pr.tier_header : "(none)");
+        printf("prompt    %lld tokens (estimated from %lld characters at 4 a token)\n",
+               (long long)plan.est_prompt_tokens, (long long)pr.prompt_chars);
+        if (plan.output_capped)
+            printf("output    max_tokens %lld (the policy's cap: the request set none)\n",
+                   (long long)plan.max_tokens_applied);
+        else if (plan.max_tokens_applied >= 0)
+            printf("output    max_tokens %lld (the request's own)\n",
+                   (long long)plan.max_tokens_applied);
+        else
+            printf("output    no cap (none in the request, none for the task)\n");
+        if (plan.thinking_cap >= 0)
+            printf("thinking  budget %lld tokens\n", (long long)plan.thinking_cap);
+        printf("rule      %s\n", plan.rule);
+        printf("plan\n");
+        for (int i = 0; i < plan.n; i++) {
+            const policy_candidate *k = &plan.cand[i];
+            printf("  %d. %-22s %-7s est $%-12s %s\n", i + 1, L.models[k->model_index].name,
+                   pricing_tier_name(k->tier), usd(k->est_cost_pusd, 8, a, sizeof a), k->reason);
+        }
+        printf("cost      est $%s on %s", usd(plan.est_cost_pusd, 8, a, sizeof a),
+               L.models[plan.cand[0].model_index].name);
+        if (base)
+            printf("; baseline %s $%s; saves $%s", base,
+                   usd(plan.baseline_cost_pusd, 8, b2, sizeof b2),
+                   usd(plan.baseline_cost_pusd - plan.est_cost_pusd, 8, c2, sizeof c2));
+        printf("\n");
+        printf("batch     %s\n", plan.batch_eligible ? "eligible" : "no");
+        if (plan.downgraded) printf("budget    downgraded (spend %d%% of budget)\n", spend);
+    }
+    rc = 0;
+out:
+    json_tokener_free(tok);
+    json_object_put(cr.root);
+    jdoc_free(&doc);
+    buf_free(&strings);
+    free(body);
+    unload(&L);
+    return rc;
+}
+
+/* ------------------------------------------------------------ simulate */
+
+static int simulate_usage(FILE *f, int code)
+{
+    fprintf(f,
+            "usage: bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] "
+            "[--json]\n"
+            "  Routes every line of a workload with the config's policy (no calls) and prints the\n"
+            "  projected cost per week, day and month (30 days) against the baseline model, by\n"
+            "  task and by model. A line: {\"task\": \"classify\", \"tier\": \"budget\", "
+            "\"model\": \"auto\",\n"
+            "  \"prompt_tokens\": 500 or \"prompt\": \"text\", \"output_tokens\": 10, \"count\": "
+            "2000,\n"
+            "  \"per\": \"day\" | \"week\"}. Baseline: --baseline, else $.routing.baseline, else "
+            "the\n"
+            "  most expensive model of the heavy tier.\n");
+    return code;
+}
+
+typedef __int128 wide;
+
+static int64_t sat(wide v)
+{
+    return v > INT64_MAX ? INT64_MAX : v < INT64_MIN ? INT64_MIN : (int64_t)v;
+}
+
+/* num / den rounded half away from zero (den > 0). */
+static int64_t div_round(wide num, wide den)
+{
+    return sat(num >= 0 ? (num * 2 + den) / (den * 2) : -((-num * 2 + den) / (den * 2)));
+}
+
+/* Costs of one group, per week, exact. */
+typedef struct tally {
+    char name[64];
+    int64_t requests; /* per week */
+    wide routed, baseline;
+} tally;
+
+typedef struct tallies {
+    tally *t;
+    int n, cap;
+} tallies;
+
+static tally *tally_of(tallies *ts, const char *name)
+{
+    for (int i = 0; i < ts->n; i++)
+        if (strcmp(ts->t[i].name, name) == 0) return &ts->t[i];
+    if (ts->n == ts->cap) {
+        ts->cap = ts->cap ? ts->cap * 2 : 16;
+        ts->t = realloc(ts->t, sizeof *ts->t * (size_t)ts->cap);
+        if (!ts->t) abort();
+    }
+    tally *t = &ts->t[ts->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    return t;
+}
+
+static void tally_add(tally *t, int64_t weekly, int64_t unit, int64_t base_unit)
+{
+    t->requests += weekly;
+    t->routed += (wide)unit * weekly;
+    t->baseline += (wide)base_unit * weekly;
+}
+
+/* Per day and per month (30 days) from a weekly amount, rounded half up. */
+static int64_t per_day(wide week)
+{
+    return div_round(week, 7);
+}
+
+static int64_t per_month(wide week)
+{
+    return div_round(week * 30, 7);
+}
+
+static void json_money(buf *o, const char *key, wide week)
+{
+    buf_printf(o, "\"%s\":{\"per_week_pusd\":%lld,\"per_day_pusd\":%lld,\"per_month_pusd\":%lld}",
+               key, (long long)sat(week), (long long)per_day(week), (long long)per_month(week));
+}
+
+static void print_tally_row(const tally *t, bool with_baseline)
+{
+    char w[48], d[48], m[48], bm[48];
+    printf("  %-24s %9lld  %14s %14s %14s", t->name, (long long)t->requests,
+           usd(sat(t->routed), 6, w, sizeof w), usd(per_day(t->routed), 6, d, sizeof d),
+           usd(per_month(t->routed), 6, m, sizeof m));
+    if (with_baseline) printf(" %15s", usd(per_month(t->baseline), 6, bm, sizeof bm));
+    printf("\n");
+}
+
+typedef struct wl_line {
+    const char *task, *tier, *model, *prompt;
+    int64_t prompt_tokens, output_tokens, count;
+    bool weekly;
+} wl_line;
+
+/* Reads one workload line into *w (strings point into obj). */
+static bool parse_line(json_object *obj, wl_line *w, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof *w);
+    w->prompt_tokens = w->output_tokens = -1;
+    w->count = 1;
+    if (!json_object_is_type(obj, json_type_object)) {
+        snprintf(err, errlen, "expected a JSON object per line");
+        return false;
+    }
+    json_object_object_foreach(obj, key, v)
+    {
+        bool is_str = json_object_is_type(v, json_type_string);
+        bool is_int = json_object_is_type(v, json_type_int);
+        const char *s = is_str ? json_object_get_string(v) : NULL;
+        int64_t n = is_int ? json_object_get_int64(v) : -1;
+        if (strcmp(key, "task") == 0 && is_str && *s)
+            w->task = s;
+        else if (strcmp(key, "tier") == 0 && is_str && *s)
+            w->tier = s;
+        else if (strcmp(key, "model") == 0 && is_str && *s)
+            w->model = s;
+        else if (strcmp(key, "prompt") == 0 && is_str)
+            w->prompt = s;
+        else if (strcmp(key, "note") == 0 && is_str)
+            ;
+        else if (strcmp(key, "prompt_tokens") == 0 && is_int && n >= 0 && n <= 100000000)
+            w->prompt_tokens = n;
+        else if (strcmp(key, "output_tokens") == 0 && is_int && n >= 0 && n <= 100000000)
+            w->output_tokens = n;
+        else if (strcmp(key, "count") == 0 && is_int && n >= 1 && n <= 1000000000)
+            w->count = n;
+        else if (strcmp(key, "per") == 0 && is_str &&
+                 (strcmp(s, "day") == 0 || strcmp(s, "week") == 0))
+            w->weekly = strcmp(s, "week") == 0;
+        else {
+            static const char *const known[] = {
+                "task",          "tier",  "model", "prompt", "prompt_tokens",
+                "output_tokens", "count", "per",   "note",   NULL};
+            bool k = false;
+            for (const char *const *p = known; *p && !k; p++)
+                k = strcmp(*p, key) == 0;
+            if (!k)
+                snprintf(err, errlen,
+                         "\"%s\": unknown key (expected task, tier, model, prompt_tokens or "
+                         "prompt, output_tokens, count, per, note)",
+                         key);
+            else
+                snprintf(err, errlen, "\"%s\": %s (got %s)", key,
+                         strcmp(key, "per") == 0     ? "expected \"day\" or \"week\""
+                         : strcmp(key, "count") == 0 ? "expected an integer from 1"
+                         : is_str || strcmp(key, "prompt_tokens") == 0 ||
+                                 strcmp(key, "output_tokens") == 0
+                             ? "expected a non-negative integer"
+                             : "expected a non-empty string",
+                         json_object_to_json_string(v));
+            return false;
+        }
+    }
+    if ((w->prompt_tokens >= 0) == (w->prompt != NULL)) {
+        snprintf(err, errlen, "give either \"prompt_tokens\" or \"prompt\" (exactly one)");
+        return false;
+    }
+    return true;
+}
+
+int simulate_main(int argc, char **argv)
+{
+    static const char *const with_value[] = {"--config", "--workload", "--baseline", NULL};
+    static const char *const bare[] = {"--json", "--help", "-h", NULL};
+    if (arg_flag(argc, argv, "--help") || arg_flag(argc, argv, "-h"))
+        return simulate_usage(stdout, 0);
+    if (!args_valid("simulate", argc, argv, with_value, bare)) return simulate_usage(stderr, 2);
+    const char *cfg_path = arg_value(argc, argv, "--config");
+    if (!cfg_path) cfg_path = getenv("BRIDLE_CONFIG");
+    if (!cfg_path) cfg_path = "config/bridle.json";
+    const char *wl_path = arg_value(argc, argv, "--workload");
+    if (!wl_path) {
+        fprintf(stderr, "bridle simulate: --workload FILE.jsonl is required\n");
+        return simulate_usage(stderr, 2);
+    }
+    bool as_json = arg_flag(argc, argv, "--json");
+    loaded L;
+    if (!load_all("simulate", cfg_path, &L)) {
+        unload(&L);
+        return 1;
+    }
+    int base = policy_baseline_index(L.pol);
+    const char *base_from = "the most expensive model of the heavy tier";
+    json_object *rb;
+    if (L.routing && json_object_object_get_ex(L.routing, "baseline", &rb))
+        base_from = "$.routing.baseline";
+    const char *flag = arg_value(argc, argv, "--baseline");
+    if (flag) {
+        base = find_model(&L, flag);
+        base_from = "--baseline";
+        if (base < 0) {
+            fprintf(stderr, "bridle simulate: --baseline %s: no such model in %s\n", flag,
+                    cfg_path);
+            unload(&L);
+            return 2;
+        }
+    }
+
+    char err[1024];
+    size_t len;
+    char *text = read_file(wl_path, &len, err, sizeof err);
+    if (!text) {
+        fprintf(stderr, "bridle simulate: %s\n", err);
+        unload(&L);
+        return 1;
+    }
+    tallies by_task = {0}, by_model = {0};
+    tally total;
+    memset(&total, 0, sizeof total);
+    buf routes = BUF_INIT;
+    int rc = 0, n_lines = 0, lineno = 0;
+    for (char *line = text, *next; line && *line && rc == 0; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        lineno++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t' || *p == '\r')
+            p++;
+        if (!*p) continue;
+        json_object *obj = json_tokener_parse(p);
+        wl_line w;
+        if (!obj) {
+            fprintf(stderr, "bridle simulate: %s:%d: not valid JSON\n", wl_path, lineno);
+            rc = 1;
+            break;
+        }
+        if (!parse_line(obj, &w, err, sizeof err)) {
+            fprintf(stderr, "bridle simulate: %s:%d: %s\n", wl_path, lineno, err);
+            json_object_put(obj);
+            rc = 1;
+            break;
+        }
+        n_lines++;
+        policy_request pr = {.model = w.model ? w.model : "auto",
+                             .task = w.task,
+                             .tier_header = w.tier,
+                             .prompt_chars =
+                                 w.prompt ? (int64_t)strlen(w.prompt) : w.prompt_tokens * 4,
+                             .max_tokens = w.output_tokens,
+                             .spend_share_pct = -1};
+        policy_plan plan;
+        if (policy_plan_request(L.pol, L.models, L.n_models, &pr, &plan, err, sizeof err) !=
+            POLICY_OK) {
+            fprintf(stderr, "bridle simulate: %s:%d: %s\n", wl_path, lineno, err);
+            json_object_put(obj);
+            rc = 1;
+            break;
+        }
+        int64_t in = w.prompt ? plan.est_prompt_tokens : w.prompt_tokens;
+        int64_t out = plan.max_tokens_applied >= 0 ? plan.max_tokens_applied
+                      : plan.thinking_cap > 0      ? plan.thinking_cap
+                                                   : 0;
+        const policy_model *m = &L.models[plan.cand[0].model_index];
+        int64_t unit = policy_estimate_cost_pusd(m->price, in, out);
+        int64_t base_unit =
+            base >= 0 ? policy_estimate_cost_pusd(L.models[base].price, in, out) : 0;
+        int64_t weekly = w.count * (w.weekly ? 1 : 7);
+        tally_add(tally_of(&by_task, w.task ? w.task : "(no task)"), weekly, unit, base_unit);
+        tally_add(tally_of(&by_model, m->name), weekly, unit, base_unit);
+        tally_add(&total, weekly, unit, base_unit);
+        buf_printf(&routes, "%s{\"line\":%d,\"task\":", n_lines > 1 ? "," : "", lineno);
+        put_jstr(&routes, w.task);
+        buf_printf(&routes,
+                   ",\"model\":\"%s\",\"tier\":\"%s\",\"prompt_tokens\":%lld,"
+                   "\"output_tokens\":%lld,\"requests_per_week\":%lld,\"unit_cost_pusd\":%lld,"
+                   "\"baseline_unit_cost_pusd\":%lld,\"rule\":",
+                   m->name, pricing_tier_name(plan.tier), (long long)in, (long long)out,
+                   (long long)weekly, (long long)unit, (long long)base_unit);
+        put_jstr(&routes, plan.rule);
+        buf_append_str(&routes, "}");
+        json_object_put(obj);
+    }
+    if (rc == 0 && n_lines == 0) {
+        fprintf(stderr, "bridle simulate: %s: no workload lines\n", wl_path);
+        rc = 1;
+    }
+    const char *base_name = base >= 0 ? L.models[base].name : NULL;
+    if (rc == 0 && as_json) {
+        buf o = BUF_INIT;
+        buf_append_str(&o, "{\"config\":");
+        put_jstr(&o, cfg_path);
+        buf_append_str(&o, ",\"workload\":");
+        put_jstr(&o, wl_path);
+        buf_append_str(&o, ",\"baseline_model\":");
+        put_jstr(&o, base_name);
+        buf_append_str(&o, ",\"baseline_from\":");
+        put_jstr(&o, base_name ? base_from : NULL);
+        buf_printf(&o, ",\"lines\":%d,\"requests_per_week\":%lld,", n_lines,
+                   (long long)total.requests);
+        json_money(&o, "routed", total.routed);
+        buf_append_str(&o, ",");
+        json_money(&o, "baseline", total.baseline);
+        buf_append_str(&o, ",");
+        json_money(&o, "savings", total.baseline - total.routed);
+        for (int k = 0; k < 2; k++) {
+            tallies *ts = k ? &by_model : &by_task;
+            buf_printf(&o, ",\"%s\":[", k ? "by_model" : "by_task");
+            for (int i = 0; i < ts->n; i++) {
+                buf_printf(&o, "%s{\"%s\":", i ? "," : "", k ? "model" : "task");
+                put_jstr(&o, ts->t[i].name);
+                buf_printf(&o, ",\"requests_per_week\":%lld,", (long long)ts->t[i].requests);
+                json_money(&o, "routed", ts->t[i].routed);
+                buf_append_str(&o, ",");
+                json_money(&o, "baseline", ts->t[i].baseline);
+                buf_append_str(&o, "}");
+            }
+            buf_append_str(&o, "]");
+        }
+        buf_append_str(&o, ",\"routes\":[");
+        buf_append(&o, routes.data ? routes.data : "", routes.len);
+        buf_append_str(&o, "]}\n");
+        fwrite(o.data, 1, o.len, stdout);
+        buf_free(&o);
+    } else if (rc == 0) {
+        char a[48], b2[48], c[48], d[48];
+        printf("workload  %s: %d lines, %lld requests a week\n", wl_path, n_lines,
+               (long long)total.requests);
+        printf("config    %s\n", cfg_path);
+        if (base_name)
+            printf("baseline  %s (%s)\n", base_name, base_from);
+        else
+            printf("baseline  none (no heavy model and no $.routing.baseline)\n");
+        printf("\n  %-24s %9s  %14s %14s %14s %15s\n", "by task", "req/week", "routed/week",
+               "routed/day", "routed/month", "baseline/month");
+        for (int i = 0; i < by_task.n; i++)
+            print_tally_row(&by_task.t[i], true);
+        printf("\n  %-24s %9s  %14s %14s %14s\n", "by model", "req/week", "routed/week",
+               "routed/day", "routed/month");
+        for (int i = 0; i < by_model.n; i++)
+            print_tally_row(&by_model.t[i], false);
+        printf("\n");
+        printf("routed    $%s/week  $%s/day  $%s/month\n", usd(sat(total.routed), 6, a, sizeof a),
+               usd(per_day(total.routed), 6, b2, sizeof b2),
+               usd(per_month(total.routed), 6, c, sizeof c));
+        if (base_name) {
+            printf("baseline  $%s/week  $%s/day  $%s/month  (everything on %s)\n",
+                   usd(sat(total.baseline), 6, a, sizeof a),
+                   usd(per_day(total.baseline), 6, b2, sizeof b2),
+                   usd(per_month(total.baseline), 6, c, sizeof c), base_name);
+            wide saved = total.baseline - total.routed;
+            int64_t bp = total.baseline > 0 ? (int64_t)(saved * 1000 / total.baseline) : 0;
+            printf("savings   $%s/month (%lld.%lld%%)\n",
+                   usd(per_month(saved < 0 ? 0 : saved), 6, d, sizeof d), (long long)(bp / 10),
+                   (long long)(bp < 0 ? -bp % 10 : bp % 10));
+        }
+    }
+    buf_free(&routes);
+    free(by_task.t);
+    free(by_model.t);
+    free(text);
+    unload(&L);
+    return rc;
+}

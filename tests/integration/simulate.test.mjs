@@ -1,0 +1,199 @@
+// `bridle route` and `bridle simulate` (router/policy_cli.c): the routing
+// policy from the command line, no provider called. Checks the two seed case
+// studies of issue 5 to the pico-dollar, and that `route` sends a classify
+// to a budget model and complex reasoning to a heavy one.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+
+import { BUILD, ROOT, SANITIZED, tmpDir } from './lib/harness.mjs';
+
+const BIN = path.join(BUILD, 'bridle');
+const CONFIG = 'config/examples/routing.json';
+const AGENTS = 'config/examples/workload-agents.jsonl';
+const SAAS = 'config/examples/workload-saas.jsonl';
+const USD = 1_000_000_000_000n; // pico-dollars in a dollar
+
+const SAN_ENV = SANITIZED ? { ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0', UBSAN_OPTIONS: 'print_stacktrace=1' } : {};
+const SAN_PATTERNS = [/ERROR: AddressSanitizer/, /ERROR: LeakSanitizer/, /runtime error:/];
+
+/** Runs build/bridle with args from the repo root; {code, stdout, stderr}. */
+function bridle(...args) {
+  const r = spawnSync(BIN, args, { cwd: ROOT, env: { ...process.env, ...SAN_ENV }, encoding: 'utf8', timeout: 60000 });
+  for (const re of SAN_PATTERNS) assert.doesNotMatch(r.stderr, re, `sanitizer report from bridle ${args.join(' ')}:\n${r.stderr}`);
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function json(...args) {
+  const r = bridle(...args, '--json');
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+// Amounts are integer pico-dollars; JSON numbers are exact below 2^53
+// (about $9,000), which every amount here is.
+function pusd(v) {
+  assert.ok(Number.isSafeInteger(v), `not an exact integer: ${v}`);
+  return BigInt(v);
+}
+
+function routingTiers() {
+  return JSON.parse(readFileSync(path.join(ROOT, CONFIG), 'utf8')).routing.tiers;
+}
+
+describe('simulate: the seed case studies', () => {
+  test('agents: 312 jobs a week routed local / Haiku / Sonnet come to $1.472 a week', () => {
+    const r = json('simulate', '--config', CONFIG, '--workload', AGENTS);
+    assert.equal(r.requests_per_week, 312);
+    assert.equal(pusd(r.routed.per_week_pusd), 1_472_000_000_000n); // exactly $1.472000
+    assert.equal(pusd(r.routed.per_day_pusd), 210_285_714_286n); // 1.472 / 7, rounded half up
+    assert.equal(pusd(r.routed.per_month_pusd), 6_308_571_428_571n); // × 30 / 7
+    assert.equal(pusd(r.baseline.per_week_pusd), 4_422_000_000_000n); // all on Sonnet
+    assert.equal(r.baseline_model, 'claude-sonnet-4-6');
+    const byModel = Object.fromEntries(r.by_model.map((m) => [m.model, m]));
+    assert.deepEqual(Object.keys(byModel).sort(), ['claude-haiku-4-5', 'claude-sonnet-4-6', 'llama3.2']);
+    assert.equal(byModel['llama3.2'].requests_per_week, 100);
+    assert.equal(pusd(byModel['llama3.2'].routed.per_week_pusd), 0n);
+    assert.equal(byModel['claude-haiku-4-5'].requests_per_week, 140);
+    assert.equal(byModel['claude-sonnet-4-6'].requests_per_week, 72);
+    const byTask = Object.fromEntries(r.by_task.map((t) => [t.task, t]));
+    assert.equal(byTask.test_generation.requests_per_week, 140);
+    assert.equal(byTask.analysis.requests_per_week, 12);
+
+    const text = bridle('simulate', '--config', CONFIG, '--workload', AGENTS);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /routed\s+\$1\.472000\/week/);
+  });
+
+  test('SaaS: about $340 a month all-Sonnet, well under $100 routed', () => {
+    const r = json('simulate', '--config', CONFIG, '--workload', SAAS);
+    assert.equal(r.requests_per_week, 7 * (2000 + 500 + 50 + 20));
+    const base = pusd(r.baseline.per_month_pusd);
+    const routed = pusd(r.routed.per_month_pusd);
+    assert.equal(base, 340_200_000_000_000n); // $340.20 / month
+    assert.equal(routed, 71_910_000_000_000n); // $71.91 / month
+    assert.ok(base > 335n * USD && base < 345n * USD);
+    assert.ok(routed < 80n * USD);
+    assert.equal(pusd(r.savings.per_month_pusd), base - routed);
+    const byTask = Object.fromEntries(r.by_task.map((t) => [t.task, t]));
+    // classify and summaries on a budget model, capped output, pennies a day
+    assert.equal(pusd(byTask.classify.routed.per_day_pusd), 162_000_000_000n);
+    assert.equal(pusd(byTask.summarize.routed.per_day_pusd), 285_000_000_000n);
+    const tiers = routingTiers();
+    for (const route of r.routes) {
+      if (route.task === 'classify' || route.task === 'summarize') assert.ok(tiers.budget.includes(route.model), route.model);
+      if (route.task === 'agent_orchestration') assert.ok(tiers.heavy.includes(route.model), route.model);
+    }
+    const classify = r.routes.find((x) => x.task === 'classify');
+    assert.equal(classify.output_tokens, 10); // the output cap, since the line sets none
+  });
+
+  test('--baseline picks another model to compare with', () => {
+    const r = json('simulate', '--config', CONFIG, '--workload', SAAS, '--baseline', 'claude-opus-4-8');
+    assert.equal(r.baseline_model, 'claude-opus-4-8');
+    assert.equal(r.baseline_from, '--baseline');
+    assert.ok(pusd(r.baseline.per_month_pusd) > 340n * USD);
+    assert.equal(pusd(r.routed.per_month_pusd), 71_910_000_000_000n);
+    const bad = bridle('simulate', '--config', CONFIG, '--workload', SAAS, '--baseline', 'gpt-9');
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--baseline gpt-9: no such model/);
+  });
+
+  test('a bad workload line is reported with its line number', () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'bad.jsonl');
+    writeFileSync(file, '{"task": "classify", "prompt_tokens": 5}\n\n{"task": "classify", "prompt_tokens": 5, "per": "month"}\n');
+    let r = bridle('simulate', '--config', CONFIG, '--workload', file);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bad\.jsonl:3: "per": expected "day" or "week"/);
+    writeFileSync(file, '{"task": "classify", "tier": "gold", "prompt_tokens": 5}\n');
+    r = bridle('simulate', '--config', CONFIG, '--workload', file);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bad\.jsonl:1: x-bridle-tier: unknown tier "gold"/);
+  });
+});
+
+describe('route: one decision, no calls', () => {
+  const dir = tmpDir();
+  const request = path.join(dir, 'request.json');
+  writeFileSync(
+    request,
+    JSON.stringify({
+      model: 'auto',
+      messages: [
+        { role: 'system', content: 'Answer with one word.' },
+        { role: 'user', content: 'Is this ticket a bug, a feature request or a question? "Export does nothing."' },
+      ],
+    }),
+  );
+
+  test('classify goes to a budget model, complex reasoning to a heavy one', () => {
+    const tiers = routingTiers();
+    const c = json('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: classify');
+    assert.equal(c.tier, 'budget');
+    assert.ok(tiers.budget.includes(c.chosen), c.chosen);
+    assert.equal(c.chosen, 'gpt-4o-mini'); // the cheapest of the three
+    assert.equal(c.max_tokens_applied, 10);
+    assert.equal(c.output_capped, true);
+    assert.equal(c.estimated, true);
+    assert.match(c.rule, /^task classify -> tier budget/);
+    assert.ok(pusd(c.est_cost_pusd) < pusd(c.baseline_cost_pusd));
+    // cascade and fallbacks: the mid and heavy tiers follow
+    assert.deepEqual(
+      c.candidates.map((x) => x.tier),
+      ['budget', 'budget', 'budget', 'mid', 'heavy', 'heavy'],
+    );
+
+    const h = json('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: complex_reasoning');
+    assert.equal(h.tier, 'heavy');
+    assert.ok(tiers.heavy.includes(h.chosen), h.chosen);
+    assert.equal(h.thinking_cap, 8000);
+
+    const text = bridle('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: classify');
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /rule\s+task classify -> tier budget/);
+    assert.match(text.stdout, /1\. gpt-4o-mini/);
+  });
+
+  test('a concrete model is honoured; over budget goes local; a bad tier is refused', () => {
+    writeFileSync(path.join(dir, 'named.json'), JSON.stringify({ model: 'claude-sonnet-4-6', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }));
+    const n = json('route', '--config', CONFIG, '--request', path.join(dir, 'named.json'), '--header', 'x-bridle-task: classify');
+    assert.equal(n.chosen, 'claude-sonnet-4-6');
+    assert.equal(n.candidates.length, 1);
+    assert.equal(n.max_tokens_applied, 50);
+
+    const d = json('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: code_gen', '--spend-share', '85');
+    assert.equal(d.chosen, 'llama3.2');
+    assert.equal(d.downgraded, true);
+    assert.match(d.rule, /over budget \(85% >= 80%\): local/);
+
+    const b = bridle('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-tier: gold');
+    assert.equal(b.code, 1);
+    assert.match(b.stderr, /x-bridle-tier: unknown tier "gold"/);
+  });
+
+  test('routing config errors name the JSON path', () => {
+    const cfg = JSON.parse(readFileSync(path.join(ROOT, CONFIG), 'utf8'));
+    cfg.routing.tiers.budget = ['gpt-4o-mini', 'gpt-9'];
+    const file = path.join(dir, 'bad-config.json');
+    writeFileSync(file, JSON.stringify(cfg));
+    let r = bridle('route', '--config', file, '--request', request);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bad-config\.json: \$\.routing\.tiers\.budget\[1\]: no model named "gpt-9" in \$\.models/);
+    cfg.routing.tiers.budget = ['gpt-4o-mini'];
+    cfg.routing.cascade.escalate_to = { budget: 'mid', mid: 'budget' };
+    writeFileSync(file, JSON.stringify(cfg));
+    r = bridle('simulate', '--config', file, '--workload', SAAS);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /\$\.routing\.cascade\.escalate_to: a cycle: budget -> mid -> budget/);
+    // the rest of the config is still checked, and named by its real file
+    delete cfg.routing.cascade.escalate_to;
+    cfg.models['gpt-4o-mini'].provider = 'nowhere';
+    writeFileSync(file, JSON.stringify(cfg));
+    r = bridle('route', '--config', file, '--request', request);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bad-config\.json: \$\.models\.gpt-4o-mini\.provider: no provider named "nowhere"/);
+  });
+});
