@@ -122,58 +122,12 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
     return buf_steal(&b);
 }
 
-/* The config and its raw "routing" object (a new reference, or NULL).
- *
- * Until server/config.c knows "routing" (the lead's config_routing_json()),
- * config_load() rejects the key; then the file is loaded again without it,
- * through a temporary copy, and "routing" is taken from the file as written
- * (no ${VAR} expansion: it holds only names and numbers). */
+/* The config and its raw "routing" object (a new reference, or NULL). */
 static bridle_config *load_config(const char *path, json_object **routing, char *err, size_t errlen)
 {
-    *routing = NULL;
     bridle_config *c = config_load(path, err, errlen);
-    json_object *root = NULL;
-    if (!c && !strstr(err, ": $.routing: unknown key")) return NULL;
-    size_t len;
-    char *text = read_file(path, &len, err, errlen);
-    bool have_text = text != NULL;
-    if (text) {
-        root = json_tokener_parse(text);
-        free(text);
-    }
-    if (!root || !json_object_is_type(root, json_type_object)) {
-        if (have_text) /* else read_file said why */
-            snprintf(err, errlen, "%s: not a JSON object", path);
-        json_object_put(root);
-        config_free(c);
-        return NULL;
-    }
-    json_object *r;
-    if (json_object_object_get_ex(root, "routing", &r)) *routing = json_object_get(r);
-    if (!c) {
-        json_object_object_del(root, "routing");
-        char tmp[] = "/tmp/bridle-config-XXXXXX";
-        int fd = mkstemp(tmp);
-        const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
-                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
-        bool wrote = fd >= 0 && write(fd, s, strlen(s)) == (ssize_t)strlen(s);
-        if (fd >= 0) close(fd);
-        if (!wrote)
-            snprintf(err, errlen, "%s: cannot write a temporary copy: %s", path, strerror(errno));
-        else {
-            char e2[1024];
-            c = config_load(tmp, e2, sizeof e2);
-            size_t tl = strlen(tmp);
-            if (!c) /* name the real file, not the copy */
-                snprintf(err, errlen, "%s%s", path, strncmp(e2, tmp, tl) == 0 ? e2 + tl : e2);
-        }
-        if (fd >= 0) unlink(tmp);
-    }
-    json_object_put(root);
-    if (!c) {
-        json_object_put(*routing);
-        *routing = NULL;
-    }
+    json_object *r = c ? config_routing_json(c) : NULL;
+    *routing = r ? json_object_get(r) : NULL;
     return c;
 }
 

@@ -36,7 +36,9 @@ typedef struct app {
     struct ledger *ledger;   /* NULL when no database is configured */
     struct breaker **breakers;       /* one per model target (target.index) */
     struct retry_budget **budgets;   /* one per provider (provider_conf.index) */
-    uint64_t rng;                    /* splitmix64 state for jitter */   /* client bufferevent -> its conn_guard (server/http.c) */
+    uint64_t rng;                    /* splitmix64 state for jitter */
+    struct policy_model *pmodels;    /* the routing policy's model table (config order) */
+    int n_pmodels;   /* client bufferevent -> its conn_guard (server/http.c) */
     app_stats stats;
 } app;
 

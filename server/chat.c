@@ -21,6 +21,7 @@
 #include "server/canon.h"
 #include "db/ledger.h"
 #include "router/breaker.h"
+#include "router/policy.h"
 #include "router/retry.h"
 #include "server/http.h"
 
@@ -41,6 +42,9 @@ typedef struct chat {
     const target *plan[MAX_PLAN];
     int n_plan, cur, attempts;
     const char *route_name; /* the virtual model, or NULL */
+    const char *tier_header;
+    char route_rule[128];   /* the routing policy's rule, for x-bridle-route; "" if none */
+    const model_conf *baseline; /* what savings are measured against, or NULL */
     engine_call *call;
     upstream_request up;
     int status;                   /* upstream HTTP status of the current attempt */
@@ -217,7 +221,9 @@ static void add_common_headers(chat *c)
         evhttp_add_header(h, "x-bridle-provider", t->provider->name);
         evhttp_add_header(h, "x-bridle-model", t->model);
     }
-    if (c->route_name)
+    if (c->route_rule[0])
+        evhttp_add_header(h, "x-bridle-route", c->route_rule);
+    else if (c->route_name)
         evhttp_add_header(h, "x-bridle-route", c->route_name);
 }
 
@@ -230,7 +236,8 @@ static void copy_str(char *dst, size_t n, const char *src)
  * (or, for a route, its baseline): savings are a subtraction. */
 static int64_t baseline_cost(chat *c, const usage_record *u)
 {
-    const model_conf *m = config_find_model(c->a->cfg, c->canon.model ? c->canon.model : "");
+    const model_conf *m = c->baseline ? c->baseline
+                                      : config_find_model(c->a->cfg, c->canon.model ? c->canon.model : "");
     if (!m) {
         const route_conf *r = c->route_name ? config_find_route(c->a->cfg, c->route_name) : NULL;
         m = r ? r->baseline : NULL;
@@ -332,9 +339,59 @@ static void cost_header(chat *c, const usage_record *u)
     while (n > 2 && s[n - 1] == '0' && s[n - 2] != '.')
         s[--n] = '\0';
     evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-bridle-cost-usd", s);
+    util_format_pusd(baseline_cost(c, u) - cost, 6, s, sizeof s);
+    evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-bridle-savings-usd", s);
 }
 
 /* ------------------------------------------------------------ planning */
+
+/* "auto" and "tier:NAME": the routing policy (router/policy.h) picks the
+ * cheapest healthy candidates that fit, with escalation tiers after them. */
+static int plan_by_policy(chat *c)
+{
+    app *a = c->a;
+    if (!config_policy(a->cfg)) {
+        reply_error(c, 503, "server_error", "no_routing_policy", "model",
+                    "This gateway has no routing policy for \"auto\" or \"tier:NAME\": add a "
+                    "\"routing\" section to its config, or name a model (GET /v1/models)",
+                    false);
+        return -1;
+    }
+    int64_t now = util_now_ms();
+    for (int i = 0; i < a->n_pmodels; i++) {
+        const model_conf *m = config_model(a->cfg, i);
+        a->pmodels[i].healthy = !a->breakers || breaker_get_state(a->breakers[i], now) != BREAKER_OPEN;
+        a->pmodels[i].busy = m->enabled && a->provider_inflight[m->target.provider->index] >=
+                                               m->target.provider->max_concurrency;
+    }
+    policy_request pr = {
+        .model = c->canon.model,
+        .task = c->canon.task,
+        .tier_header = c->tier_header,
+        .prompt_chars = (int64_t)c->canon.body_len, /* the body bounds the text from above */
+        .max_tokens = c->canon.max_tokens,
+        .json_mode = c->canon.json_mode,
+        .spend_share_pct = -1,
+    };
+    policy_plan plan;
+    char err[256];
+    policy_result pr_rc = policy_plan_request(config_policy(a->cfg), a->pmodels, a->n_pmodels, &pr,
+                                              &plan, err, sizeof err);
+    if (pr_rc != POLICY_OK) {
+        bool bad = pr_rc == POLICY_BAD_TIER;
+        reply_error(c, bad ? 400 : 503, bad ? "invalid_request_error" : "server_error",
+                    bad ? "invalid_tier" : "no_candidate", bad ? "model" : NULL, err, !bad);
+        return -1;
+    }
+    for (int i = 0; i < plan.n && c->n_plan < MAX_PLAN; i++)
+        c->plan[c->n_plan++] = &config_model(a->cfg, plan.cand[i].model_index)->target;
+    snprintf(c->route_rule, sizeof c->route_rule, "%s", plan.rule);
+    if (plan.baseline_index >= 0)
+        c->baseline = config_model(a->cfg, plan.baseline_index);
+    if (plan.output_capped)
+        c->canon.max_tokens = plan.max_tokens_applied;
+    return 0;
+}
 
 static int make_plan(chat *c)
 {
@@ -366,6 +423,8 @@ static int make_plan(chat *c)
         }
         return 0;
     }
+    if (strcmp(c->canon.model, "auto") == 0 || strncmp(c->canon.model, "tier:", 5) == 0)
+        return plan_by_policy(c);
     char msg[300];
     snprintf(msg, sizeof msg,
              "The model '%.100s' does not exist on this gateway: GET /v1/models lists the models "
@@ -827,6 +886,7 @@ static void start_attempt(chat *c)
 /* Headers win over metadata: a proxy in front of an app can tag it. */
 static void parse_attribution(chat *c, const request_headers *hdr)
 {
+    c->tier_header = hdr->tier;
     if (hdr->task)
         c->canon.task = hdr->task;
     if (hdr->agent)

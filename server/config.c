@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lib/buf.h"
+#include "router/policy.h"
 
 #define MAX_PROVIDERS 64
 #define MAX_MODELS 512
@@ -20,6 +21,8 @@ struct bridle_config {
     limits_conf limits;
     database_conf database;
     resilience_conf resilience;
+    json_object *routing; /* a reference into the parsed file, kept */
+    struct policy *policy;
     provider_conf providers[MAX_PROVIDERS];
     bool provider_enabled[MAX_PROVIDERS];
     int n_providers;
@@ -708,6 +711,29 @@ static void parse_resilience(parse_ctx *pc, json_object *root)
     path_pop(pc, old);
 }
 
+/* The routing policy is data: built and checked here, so check-config and
+ * serve report its errors with the file and the JSON path. */
+static void parse_routing(parse_ctx *pc, json_object *root)
+{
+    bridle_config *c = pc->cfg;
+    if (pc->failed)
+        return;
+    json_object *r = NULL;
+    if (json_object_object_get_ex(root, "routing", &r))
+        c->routing = json_object_get(r);
+    policy_model models[MAX_MODELS];
+    int n = policy_models_from_config(c, models, MAX_MODELS);
+    char err[512];
+    c->policy = policy_new(c->routing, models, n, err, sizeof err);
+    /* Without a "routing" section the defaults need every tier a default
+     * task names; a config that has no such models simply has no policy,
+     * and "auto" / "tier:NAME" answer 503 saying so. */
+    if (!c->policy && c->routing) {
+        snprintf(pc->err, pc->errlen, "%s: %s", c->path, err);
+        pc->failed = true;
+    }
+}
+
 /* ------------------------------------------------------------ load */
 
 static json_object *read_json_file(parse_ctx *pc, const char *path)
@@ -759,7 +785,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     json_object *root = read_json_file(&pc, path);
     if (root) {
         static const char *const known[] = {"listen", "log_level", "limits", "providers", "models",
-                                            "routes", "keys",      "database", "resilience", "$schema", NULL};
+                                            "routes", "keys",      "database", "resilience", "routing", "$schema", NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -778,6 +804,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_models(&pc, root);
         parse_routes(&pc, root);
         parse_keys(&pc, root);
+        parse_routing(&pc, root);
         json_object_put(root);
     }
     if (pc.failed) {
@@ -791,6 +818,8 @@ void config_free(bridle_config *c)
 {
     if (!c)
         return;
+    policy_free(c->policy);
+    json_object_put(c->routing);
     for (int i = 0; i < c->n_owned; i++)
         free(c->owned[i]);
     free(c->owned);
@@ -820,6 +849,16 @@ const database_conf *config_database(const bridle_config *c)
 const resilience_conf *config_resilience(const bridle_config *c)
 {
     return &c->resilience;
+}
+
+const struct policy *config_policy(const bridle_config *c)
+{
+    return c->policy; /* NULL: no "routing" section and the defaults do not fit the models */
+}
+
+json_object *config_routing_json(const bridle_config *c)
+{
+    return c->routing;
 }
 
 int config_n_providers(const bridle_config *c)

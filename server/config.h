@@ -82,6 +82,12 @@ const char *config_log_level(const bridle_config *c);
 const limits_conf *config_limits(const bridle_config *c);
 const database_conf *config_database(const bridle_config *c);
 const resilience_conf *config_resilience(const bridle_config *c);
+/* The routing policy built from $.routing (router/policy.h); its model
+ * table is config_model() order. NULL when the file has no "routing"
+ * section and the default tiers do not fit its models. */
+const struct policy *config_policy(const bridle_config *c);
+/* The raw "routing" object of the file (NULL when absent). */
+json_object *config_routing_json(const bridle_config *c);
 
 int config_n_providers(const bridle_config *c);
 const provider_conf *config_provider(const bridle_config *c, int i);

@@ -570,6 +570,8 @@ static void scan_headers(struct evkeyvalq *in, request_headers *h)
                 h->agent = kv->value;
             else if (strcasecmp(name, "feature") == 0)
                 h->feature = kv->value;
+            else if (strcasecmp(name, "tier") == 0)
+                h->tier = kv->value;
         }
     }
 }

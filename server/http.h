@@ -24,6 +24,7 @@ typedef struct request_headers {
     int64_t bytes;
     const char *authorization, *x_api_key;
     const char *task, *agent, *feature; /* x-bridle-task / -agent / -feature */
+    const char *tier;                   /* x-bridle-tier */
 } request_headers;
 
 /* Sends an OpenAI error JSON {"error":{"message","type","param","code"}}

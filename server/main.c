@@ -256,6 +256,12 @@ static void resilience_new(app *a)
         a->budgets[i] = retry_budget_new(NULL);
 }
 
+static void routing_new(app *a)
+{
+    a->pmodels = calloc((size_t)config_n_models(a->cfg) + 1, sizeof *a->pmodels);
+    a->n_pmodels = policy_models_from_config(a->cfg, a->pmodels, config_n_models(a->cfg));
+}
+
 static void resilience_free(app *a)
 {
     for (int i = 0; a->breakers && i < config_n_models(a->cfg); i++)
@@ -281,6 +287,7 @@ static int serve(app *a, const char *listen)
     a->guards = ptrmap_new();
     a->provider_inflight = calloc((size_t)config_n_providers(a->cfg) + 1, sizeof(int));
     resilience_new(a);
+    routing_new(a);
     if (start_ledger(a) != 0)
         return 1;
     if (http_start(a, host, port, err, sizeof err) != 0) {
@@ -313,6 +320,7 @@ static int serve(app *a, const char *listen)
     ptrmap_free(a->guards);
     free(a->provider_inflight);
     resilience_free(a);
+    free(a->pmodels);
     event_base_free(a->base);
     return 0;
 }

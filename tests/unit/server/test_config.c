@@ -295,7 +295,10 @@ static void test_shipped_config(void **state)
     assert_string_equal(config_find_model(c, "llama3.2")->target.provider->name, "mock-ollama");
     assert_int_equal(config_n_models(c), 10);
 
-    const route_conf *r = config_find_route(c, "auto");
+    /* "auto" is the routing policy's; the shipped named route is a fallback chain */
+    assert_null(config_find_route(c, "auto"));
+    assert_non_null(config_policy(c));
+    const route_conf *r = config_find_route(c, "cheap-fallback");
     assert_non_null(r);
     assert_int_equal(r->n_candidates, 3);
     assert_string_equal(r->candidates[0]->name, "gpt-4o-mini");

@@ -1,0 +1,88 @@
+// Routing through the gateway (issue 5, first part): `model: "auto"` and
+// `tier:NAME` are planned by the routing policy from the config's
+// "routing" section: the task picks the tier, the cheapest healthy model
+// that fits answers, output caps are applied, and the headers say why.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import OpenAI from 'openai';
+
+import { mockConfig, mockLast, post, startBridle, startMock } from './lib/harness.mjs';
+
+let mock;
+let gw;
+
+before(async () => {
+  mock = await startMock();
+  const config = mockConfig(mock.url, {
+    models: {
+      'gpt-4o': { provider: 'openai' },
+      'claude-sonnet-4-6': { provider: 'anthropic' },
+      'claude-opus-4-8': { provider: 'anthropic' },
+    },
+    routing: {
+      default_tier: 'mid',
+      tiers: {
+        budget: ['claude-haiku-4-5', 'gpt-4o-mini', 'gemini-2.5-flash'],
+        mid: ['claude-sonnet-4-6', 'gpt-4o'],
+        heavy: ['claude-opus-4-8'],
+      },
+      output_caps: { classify: 10 },
+    },
+  });
+  delete config.routes.auto; // "auto" goes to the routing policy, not a named route
+  gw = await startBridle({ config });
+});
+
+after(async () => {
+  await gw?.stop();
+  await mock?.stop();
+});
+
+const ask = (model, headers = {}, extra = {}) =>
+  post(`${gw.baseURL}/chat/completions`, { model, messages: [{ role: 'user', content: 'Is this spam?' }], ...extra }, { ...gw.auth, ...headers });
+
+test('auto + x-bridle-task: classify → the cheapest budget model, output capped at 10, headers say why', async () => {
+  const r = await ask('auto', { 'x-bridle-task': 'classify' });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini'); // cheapest of the budget tier
+  assert.match(r.headers['x-bridle-route'], /classify.*budget/);
+  const sent = (await mockLast(mock.url, 1))[0].body;
+  assert.equal(sent.max_tokens ?? sent.max_completion_tokens, 10, JSON.stringify(sent));
+  const cost = Number(r.headers['x-bridle-cost-usd']);
+  const savings = Number(r.headers['x-bridle-savings-usd']);
+  assert.ok(cost > 0 && savings > 0, `cost ${cost}, savings ${savings}`);
+});
+
+test('auto + metadata.task: complex_reasoning → a heavy model', async () => {
+  const r = await ask('auto', {}, { metadata: { task: 'complex_reasoning' } });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-bridle-model'], 'claude-opus-4-8');
+  assert.match(r.headers['x-bridle-route'], /heavy/);
+});
+
+test('x-bridle-tier wins; tier:NAME names a tier; an unknown tier is a 400', async () => {
+  let r = await ask('auto', { 'x-bridle-tier': 'budget', 'x-bridle-task': 'complex_reasoning' });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
+  r = await ask('tier:mid');
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o'); // cheaper than Sonnet
+  r = await ask('tier:gigantic');
+  assert.equal(r.status, 400, r.text);
+  assert.equal(r.json.error.code, 'invalid_tier');
+});
+
+test('a concrete model is honoured; the default tier applies without a task', async () => {
+  let r = await ask('claude-haiku-4-5');
+  assert.equal(r.headers['x-bridle-model'], 'claude-haiku-4-5');
+  r = await ask('auto');
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o'); // default_tier mid, cheapest
+});
+
+test('the openai SDK with model "auto" gets a normal answer', async () => {
+  const client = new OpenAI({ apiKey: gw.key, baseURL: gw.baseURL, maxRetries: 0 });
+  const c = await client.chat.completions.create({ model: 'auto', messages: [{ role: 'user', content: 'Hi' }] });
+  assert.equal(c.object, 'chat.completion');
+  assert.ok(c.choices[0].message.content.length > 0);
+});
