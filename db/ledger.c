@@ -37,14 +37,14 @@ struct ledger {
     ledger_options opt;
     spool *sp;
     pgconn *pg;
-    struct event sync_ev;   /* the spool's eventfd: durable position advanced */
-    struct event flush_ev;  /* periodic flush */
-    struct event maint_ev;  /* partitions ahead, retention */
-    queued *q;              /* ring */
+    struct event sync_ev;  /* the spool's eventfd: durable position advanced */
+    struct event flush_ev; /* periodic flush */
+    struct event maint_ev; /* partitions ahead, retention */
+    queued *q;             /* ring */
     int q_head, q_len;
     uint64_t next_to_queue; /* the next sequence number the queue expects */
     uint64_t last_appended;
-    int in_flight;          /* events in the INSERT being run */
+    int in_flight; /* events in the INSERT being run */
     bool maintenance_due;
     bool draining;
     void (*drain_done)(void *);
@@ -66,8 +66,7 @@ static queued *q_at(ledger *l, int i)
 
 static bool q_push(ledger *l, uint64_t seq, const usage_event *ev)
 {
-    if (l->q_len >= l->opt.queue_max || seq != l->next_to_queue)
-        return false;
+    if (l->q_len >= l->opt.queue_max || seq != l->next_to_queue) return false;
     queued *slot = q_at(l, l->q_len);
     slot->seq = seq;
     slot->ev = *ev;
@@ -79,11 +78,9 @@ static bool q_push(ledger *l, uint64_t seq, const usage_event *ev)
 static int refill_cb(void *ctx, uint64_t seq, const usage_event *ev)
 {
     ledger *l = ctx;
-    if (seq < l->next_to_queue)
-        return 0; /* a replayed record the queue already holds */
-    l->next_to_queue = seq; /* the spool may skip numbers it lost: follow it */
-    if (!q_push(l, seq, ev))
-        return 1;
+    if (seq < l->next_to_queue) return 0; /* a replayed record the queue already holds */
+    l->next_to_queue = seq;               /* the spool may skip numbers it lost: follow it */
+    if (!q_push(l, seq, ev)) return 1;
     l->stats.replayed++;
     return 0;
 }
@@ -91,16 +88,13 @@ static int refill_cb(void *ctx, uint64_t seq, const usage_event *ev)
 /* Reads events that are only in the spool back into the queue, in order. */
 static void refill_from_spool(ledger *l)
 {
-    if (l->q_len >= l->opt.queue_max || l->next_to_queue > l->last_appended)
-        return;
+    if (l->q_len >= l->opt.queue_max || l->next_to_queue > l->last_appended) return;
     spool_cursor *cur = spool_cursor_new(l->sp, l->next_to_queue - 1);
-    if (!cur)
-        return;
+    if (!cur) return;
     usage_event ev;
     uint64_t seq;
     while (l->q_len < l->opt.queue_max && spool_cursor_next(cur, &ev, &seq) == 1)
-        if (refill_cb(l, seq, &ev))
-            break;
+        if (refill_cb(l, seq, &ev)) break;
     spool_cursor_free(cur);
 }
 
@@ -127,16 +121,14 @@ static const char insert_sql[] =
  * literal syntax wants: backslash and double quote escaped. */
 static void elem_str(buf *col, const char *s)
 {
-    if (col->len > 1)
-        buf_append_char(col, ',');
+    if (col->len > 1) buf_append_char(col, ',');
     if (!s || !*s) {
         buf_append_str(col, "NULL");
         return;
     }
     buf_append_char(col, '"');
     for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            buf_append_char(col, '\\');
+        if (*p == '"' || *p == '\\') buf_append_char(col, '\\');
         buf_append_char(col, *p);
     }
     buf_append_char(col, '"');
@@ -225,7 +217,8 @@ static bool run_maintenance(ledger *l)
                  "SELECT bridle_ensure_partitions(%d), bridle_drop_partitions_older_than(%d)",
                  l->opt.partitions_ahead_days, l->opt.retention_days);
     else
-        snprintf(sql, sizeof sql, "SELECT bridle_ensure_partitions(%d)", l->opt.partitions_ahead_days);
+        snprintf(sql, sizeof sql, "SELECT bridle_ensure_partitions(%d)",
+                 l->opt.partitions_ahead_days);
     return pgconn_send(l->pg, sql, 0, NULL, on_maintenance_done, l) == 0;
 }
 
@@ -279,10 +272,8 @@ static void send_batch(ledger *l)
     for (int i = 0; i < n; i++) {
         const usage_event *e = &q_at(l, i)->ev;
         event_columns(l->cols, e);
-        if (e->ts_us < l->batch_min_ts)
-            l->batch_min_ts = e->ts_us;
-        if (e->ts_us > l->batch_max_ts)
-            l->batch_max_ts = e->ts_us;
+        if (e->ts_us < l->batch_min_ts) l->batch_min_ts = e->ts_us;
+        if (e->ts_us > l->batch_max_ts) l->batch_max_ts = e->ts_us;
     }
     const char *values[LEDGER_COLUMNS];
     for (int k = 0; k < LEDGER_COLUMNS; k++) {
@@ -295,15 +286,14 @@ static void send_batch(ledger *l)
 
 static void check_drained(ledger *l)
 {
-    if (!l->draining || !l->drain_done)
-        return;
+    if (!l->draining || !l->drain_done) return;
     bool empty = l->q_len == 0 && l->next_to_queue > l->last_appended;
-    if (!empty && util_now_ms() < l->drain_deadline_ms)
-        return;
+    if (!empty && util_now_ms() < l->drain_deadline_ms) return;
     if (!empty)
-        log_warn("ledger: stopping with %llu events not yet in the database; they stay in the "
-                 "spool and are sent at the next start",
-                 (unsigned long long)(l->last_appended - l->next_to_queue + 1 + (uint64_t)l->q_len));
+        log_warn(
+            "ledger: stopping with %llu events not yet in the database; they stay in the "
+            "spool and are sent at the next start",
+            (unsigned long long)(l->last_appended - l->next_to_queue + 1 + (uint64_t)l->q_len));
     if (spool_sync_now(l->sp) != 0)
         log_error("ledger: the final sync of the spool failed: %s", strerror(errno));
     void (*done)(void *) = l->drain_done;
@@ -314,11 +304,9 @@ static void check_drained(ledger *l)
 static void flush(ledger *l)
 {
     if (pgconn_idle(l->pg)) {
-        if (l->maintenance_due && run_maintenance(l))
-            return;
+        if (l->maintenance_due && run_maintenance(l)) return;
         refill_from_spool(l);
-        if (l->q_len > 0)
-            send_batch(l);
+        if (l->q_len > 0) send_batch(l);
     }
     check_drained(l);
 }
@@ -376,8 +364,7 @@ int ledger_record(ledger *l, const usage_event *ev)
     l->stats.recorded++;
     l->last_appended = seq;
     q_push(l, seq, ev);
-    if (l->q_len >= l->opt.batch_max)
-        flush(l);
+    if (l->q_len >= l->opt.batch_max) flush(l);
     return 0;
 }
 
@@ -385,8 +372,7 @@ bool ledger_can_accept(const ledger *l)
 {
     /* Everything in the database: the spool frees acked space on the next
      * append, whatever its files still measure. */
-    if (l->q_len == 0 && l->next_to_queue > l->last_appended && l->in_flight == 0)
-        return true;
+    if (l->q_len == 0 && l->next_to_queue > l->last_appended && l->in_flight == 0) return true;
     /* keep room for the requests already in flight */
     return spool_bytes(l->sp) + (1 << 20) < (uint64_t)l->opt.spool_max_bytes;
 }
@@ -402,18 +388,13 @@ void ledger_drain(ledger *l, int limit_ms, void (*done)(void *ctx), void *ctx)
 
 static void apply_defaults(ledger_options *o)
 {
-    if (o->spool_max_bytes <= 0)
-        o->spool_max_bytes = 1LL << 30;
-    if (o->flush_interval_ms <= 0)
-        o->flush_interval_ms = 100;
-    if (o->batch_max <= 0)
-        o->batch_max = 5000;
+    if (o->spool_max_bytes <= 0) o->spool_max_bytes = 1LL << 30;
+    if (o->flush_interval_ms <= 0) o->flush_interval_ms = 100;
+    if (o->batch_max <= 0) o->batch_max = 5000;
     if (o->queue_max < o->batch_max)
         o->queue_max = o->queue_max > 0 ? o->batch_max : 4 * o->batch_max;
-    if (o->partitions_ahead_days <= 0)
-        o->partitions_ahead_days = 7;
-    if (o->query_timeout_ms <= 0)
-        o->query_timeout_ms = 10000;
+    if (o->partitions_ahead_days <= 0) o->partitions_ahead_days = 7;
+    if (o->query_timeout_ms <= 0) o->query_timeout_ms = 10000;
 }
 
 ledger *ledger_new(struct event_base *base, const ledger_options *opt, char *err, size_t errlen)
@@ -449,7 +430,8 @@ ledger *ledger_new(struct event_base *base, const ledger_options *opt, char *err
     event_assign(&l->sync_ev, base, spool_sync_fd(l->sp), EV_READ | EV_PERSIST, on_spool_sync, l);
     event_add(&l->sync_ev, NULL);
     event_assign(&l->flush_ev, base, -1, EV_PERSIST, on_flush_timer, l);
-    struct timeval ftv = {l->opt.flush_interval_ms / 1000, (l->opt.flush_interval_ms % 1000) * 1000};
+    struct timeval ftv = {l->opt.flush_interval_ms / 1000,
+                          (l->opt.flush_interval_ms % 1000) * 1000};
     event_add(&l->flush_ev, &ftv);
     event_assign(&l->maint_ev, base, -1, EV_PERSIST, on_maintenance_timer, l);
     struct timeval mtv = {MAINTENANCE_INTERVAL_MS / 1000, 0};
@@ -461,14 +443,12 @@ ledger *ledger_new(struct event_base *base, const ledger_options *opt, char *err
 
 void ledger_free(ledger *l)
 {
-    if (!l)
-        return;
+    if (!l) return;
     event_del(&l->sync_ev);
     event_del(&l->flush_ev);
     event_del(&l->maint_ev);
     pgconn_free(l->pg);
-    if (spool_close(l->sp) != 0)
-        log_error("ledger: closing the spool failed: %s", strerror(errno));
+    if (spool_close(l->sp) != 0) log_error("ledger: closing the spool failed: %s", strerror(errno));
     for (int k = 0; k < LEDGER_COLUMNS; k++)
         buf_free(&l->cols[k]);
     free(l->q);

@@ -17,22 +17,22 @@
 typedef struct ledger ledger;
 
 typedef struct ledger_options {
-    const char *database_url;  /* required */
-    const char *spool_dir;     /* required; created if missing */
-    int64_t spool_max_bytes;   /* past it, ledger_can_accept() is false; default 1 GiB */
-    int flush_interval_ms;     /* default 100 */
-    int batch_max;             /* events per INSERT; default 5000 */
-    int queue_max;             /* events held in memory; the rest wait in the spool; default 4 batches */
+    const char *database_url; /* required */
+    const char *spool_dir;    /* required; created if missing */
+    int64_t spool_max_bytes;  /* past it, ledger_can_accept() is false; default 1 GiB */
+    int flush_interval_ms;    /* default 100 */
+    int batch_max;            /* events per INSERT; default 5000 */
+    int queue_max; /* events held in memory; the rest wait in the spool; default 4 batches */
     int partitions_ahead_days; /* default 7 */
     int retention_days;        /* 0: keep everything */
     int query_timeout_ms;      /* a slower INSERT drops the connection; default 10000 */
 } ledger_options;
 
 typedef struct ledger_stats {
-    int64_t recorded;       /* events accepted by ledger_record */
-    int64_t inserted;       /* rows PostgreSQL acknowledged (duplicates included) */
-    int64_t replayed;       /* events read back from the spool */
-    int64_t queued;         /* events in memory waiting for PostgreSQL */
+    int64_t recorded; /* events accepted by ledger_record */
+    int64_t inserted; /* rows PostgreSQL acknowledged (duplicates included) */
+    int64_t replayed; /* events read back from the spool */
+    int64_t queued;   /* events in memory waiting for PostgreSQL */
     int64_t spool_bytes;
     bool database_up;
 } ledger_stats;

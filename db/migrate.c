@@ -13,11 +13,10 @@
  * "bridle" in ASCII. */
 #define MIGRATE_LOCK_KEY "108170571557989"
 
-static const char CREATE_SCHEMA_TABLE[] =
-    "CREATE TABLE IF NOT EXISTS bridle_schema_migrations ("
-    " version integer PRIMARY KEY,"
-    " name text NOT NULL,"
-    " applied_at timestamptz NOT NULL DEFAULT now())";
+static const char CREATE_SCHEMA_TABLE[] = "CREATE TABLE IF NOT EXISTS bridle_schema_migrations ("
+                                          " version integer PRIMARY KEY,"
+                                          " name text NOT NULL,"
+                                          " applied_at timestamptz NOT NULL DEFAULT now())";
 
 static int64_t now_ms(void)
 {
@@ -37,8 +36,7 @@ static void one_line(const char *s, char *out, size_t outlen)
             space = n > 0;
             continue;
         }
-        if (space && n + 2 < outlen)
-            out[n++] = ' ';
+        if (space && n + 2 < outlen) out[n++] = ' ';
         space = false;
         out[n++] = *s;
     }
@@ -136,8 +134,7 @@ static int file_version(const char *name)
 {
     char *end;
     long v = strtol(name, &end, 10);
-    if (end == name || v <= 0 || v > 1000000000 || *end != '_')
-        return -1;
+    if (end == name || v <= 0 || v > 1000000000 || *end != '_') return -1;
     return (int)v;
 }
 
@@ -199,8 +196,7 @@ static int read_applied(PGconn *c, applied *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
     int exists = schema_table_exists(c, err, errlen);
-    if (exists <= 0)
-        return exists;
+    if (exists <= 0) return exists;
     PGresult *r = PQexec(c, "SELECT version, name, to_char(applied_at AT TIME ZONE 'UTC', "
                             "'YYYY-MM-DD HH24:MI:SS') || ' UTC' "
                             "FROM bridle_schema_migrations ORDER BY version");
@@ -235,8 +231,7 @@ static int read_applied(PGconn *c, applied *a, char *err, size_t errlen)
 static int applied_find(const applied *a, int v)
 {
     for (int i = 0; i < a->n; i++)
-        if (a->version[i] == v)
-            return i;
+        if (a->version[i] == v) return i;
     return -1;
 }
 
@@ -245,8 +240,7 @@ static int apply_one(PGconn *c, const migrate_file *f, int version, char *err, s
 {
     char what[160];
     snprintf(what, sizeof what, "migration %s failed", f->name);
-    if (exec_cmd(c, "BEGIN", what, err, errlen) != 0)
-        return -1;
+    if (exec_cmd(c, "BEGIN", what, err, errlen) != 0) return -1;
     if (exec_cmd(c, f->sql, what, err, errlen) != 0) {
         PQclear(PQexec(c, "ROLLBACK"));
         return -1;
@@ -272,11 +266,9 @@ static int apply_one(PGconn *c, const migrate_file *f, int version, char *err, s
 
 int migrate_apply(const char *database_url, bool dry_run, char *err, size_t errlen)
 {
-    if (check_embedded(err, errlen) != 0)
-        return -1;
+    if (check_embedded(err, errlen) != 0) return -1;
     PGconn *c = migrate_connect(database_url, "bridle-migrate", err, errlen);
-    if (!c)
-        return -1;
+    if (!c) return -1;
     int done = 0, rc = -1;
     applied a = {0};
     bool locked = false;
@@ -294,8 +286,7 @@ int migrate_apply(const char *database_url, bool dry_run, char *err, size_t errl
         if (exec_cmd(c, CREATE_SCHEMA_TABLE, "creating bridle_schema_migrations", err, errlen) != 0)
             goto out;
     }
-    if (read_applied(c, &a, err, errlen) < 0)
-        goto out;
+    if (read_applied(c, &a, err, errlen) < 0) goto out;
     for (int i = 0; i < migrate_n_files; i++) {
         const migrate_file *f = &migrate_files[i];
         int v = file_version(f->name);
@@ -314,8 +305,7 @@ int migrate_apply(const char *database_url, bool dry_run, char *err, size_t errl
             continue;
         }
         int64_t t0 = now_ms();
-        if (apply_one(c, f, v, err, errlen) != 0)
-            goto out;
+        if (apply_one(c, f, v, err, errlen) != 0) goto out;
         printf("applied %s (%lld ms)\n", f->name, (long long)(now_ms() - t0));
         fflush(stdout);
         done++;
@@ -332,14 +322,12 @@ int migrate_apply(const char *database_url, bool dry_run, char *err, size_t errl
                "applied %s)\n",
                unknown, unknown == 1 ? "" : "s", unknown == 1 ? "it" : "them");
     if (done == 0)
-        printf("database is up to date (%d migration%s applied)\n", a.n,
-               a.n == 1 ? "" : "s");
+        printf("database is up to date (%d migration%s applied)\n", a.n, a.n == 1 ? "" : "s");
     else if (dry_run)
         printf("%d migration%s pending (dry run: nothing changed)\n", done, done == 1 ? "" : "s");
     rc = done;
 out:
-    if (locked)
-        PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
+    if (locked) PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
     applied_free(&a);
     PQfinish(c);
     return rc;
@@ -348,11 +336,9 @@ out:
 int migrate_pending(const char *database_url, int *count, char *err, size_t errlen)
 {
     *count = 0;
-    if (check_embedded(err, errlen) != 0)
-        return -1;
+    if (check_embedded(err, errlen) != 0) return -1;
     PGconn *c = migrate_connect(database_url, "bridle", err, errlen);
-    if (!c)
-        return -1;
+    if (!c) return -1;
     applied a;
     if (read_applied(c, &a, err, errlen) < 0) {
         PQfinish(c);
@@ -368,11 +354,9 @@ int migrate_pending(const char *database_url, int *count, char *err, size_t errl
 /* `bridle migrate --status`: one line per embedded migration. */
 static int print_status(const char *url, char *err, size_t errlen)
 {
-    if (check_embedded(err, errlen) != 0)
-        return -1;
+    if (check_embedded(err, errlen) != 0) return -1;
     PGconn *c = migrate_connect(url, "bridle-migrate", err, errlen);
-    if (!c)
-        return -1;
+    if (!c) return -1;
     applied a;
     if (read_applied(c, &a, err, errlen) < 0) {
         PQfinish(c);
@@ -396,10 +380,11 @@ static int print_status(const char *url, char *err, size_t errlen)
 
 static int migrate_usage(FILE *f, int code)
 {
-    fprintf(f, "usage: bridle migrate [--database-url URL] [--dry-run | --status]\n"
-               "  applies the embedded migrations in order (env DATABASE_URL when no --database-url)\n"
-               "  --dry-run   list what would be applied, change nothing\n"
-               "  --status    list every migration and whether it is applied\n");
+    fprintf(f,
+            "usage: bridle migrate [--database-url URL] [--dry-run | --status]\n"
+            "  applies the embedded migrations in order (env DATABASE_URL when no --database-url)\n"
+            "  --dry-run   list what would be applied, change nothing\n"
+            "  --status    list every migration and whether it is applied\n");
     return code;
 }
 
@@ -424,11 +409,13 @@ int migrate_main(int argc, char **argv)
         }
     }
     if (!url || !*url) {
-        fprintf(stderr, "bridle migrate: no database: pass --database-url URL or set DATABASE_URL\n");
+        fprintf(stderr,
+                "bridle migrate: no database: pass --database-url URL or set DATABASE_URL\n");
         return 2;
     }
     char err[2048];
-    int rc = status ? print_status(url, err, sizeof err) : migrate_apply(url, dry_run, err, sizeof err);
+    int rc =
+        status ? print_status(url, err, sizeof err) : migrate_apply(url, dry_run, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "bridle migrate: %s\n", err);
         return 1;

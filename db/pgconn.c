@@ -44,13 +44,10 @@ static void timer_arm(pgconn *c, int ms)
 static void watch(pgconn *c, short what)
 {
     int fd = c->conn ? PQsocket(c->conn) : -1;
-    if (c->sock_armed && fd == c->sock_fd && what == c->sock_what)
-        return;
-    if (c->sock_armed)
-        event_del(&c->sock_ev);
+    if (c->sock_armed && fd == c->sock_fd && what == c->sock_what) return;
+    if (c->sock_armed) event_del(&c->sock_ev);
     c->sock_armed = false;
-    if (fd < 0)
-        return;
+    if (fd < 0) return;
     event_assign(&c->sock_ev, c->base, fd, what | EV_PERSIST, on_socket, c);
     event_add(&c->sock_ev, NULL);
     c->sock_armed = true;
@@ -75,31 +72,25 @@ static void connection_lost(pgconn *c, const char *why)
     pgconn_result_fn cb = c->state == PG_BUSY ? c->on_result : NULL;
     void *rctx = c->rctx;
     set_error(c, why);
-    if (c->sock_armed)
-        event_del(&c->sock_ev);
+    if (c->sock_armed) event_del(&c->sock_ev);
     c->sock_armed = false;
     evtimer_del(&c->timer);
-    if (c->last)
-        PQclear(c->last);
+    if (c->last) PQclear(c->last);
     c->last = NULL;
-    if (c->conn)
-        PQfinish(c->conn);
+    if (c->conn) PQfinish(c->conn);
     c->conn = NULL;
     c->state = PG_DOWN;
     c->on_result = NULL;
     int cap = c->backoff_ms ? c->backoff_ms * 2 : c->opt.backoff_min_ms;
-    if (cap > c->opt.backoff_max_ms)
-        cap = c->opt.backoff_max_ms;
+    if (cap > c->opt.backoff_max_ms) cap = c->opt.backoff_max_ms;
     c->backoff_ms = cap;
     char r[9];
     unsigned jitter = util_random_hex(r, 4) ? (unsigned)strtoul(r, NULL, 16) : 0;
     int wait = cap / 2 + (int)(jitter % (unsigned)(cap / 2 + 1));
     log_warn("database: %s; reconnecting in %d ms", c->err, wait);
     timer_arm(c, wait);
-    if (cb)
-        cb(rctx, NULL, c->err);
-    if (was_up && c->on_state)
-        c->on_state(c->ctx, false);
+    if (cb) cb(rctx, NULL, c->err);
+    if (was_up && c->on_state) c->on_state(c->ctx, false);
 }
 
 static void connect_step(pgconn *c)
@@ -119,8 +110,7 @@ static void connect_step(pgconn *c)
         c->err[0] = '\0';
         watch(c, EV_READ); /* to notice the server going away while idle */
         log_info("database: connected");
-        if (c->on_state)
-            c->on_state(c->ctx, true);
+        if (c->on_state) c->on_state(c->ctx, true);
         return;
     default:
         connection_lost(c, "cannot connect");
@@ -144,10 +134,8 @@ static void deliver(pgconn *c)
                  res ? PQresultErrorMessage(res) : "no result from the server");
         err = c->err;
     }
-    if (cb)
-        cb(rctx, res, err);
-    if (res)
-        PQclear(res);
+    if (cb) cb(rctx, res, err);
+    if (res) PQclear(res);
 }
 
 /* Reads what the server sent; collects results until the query is done. */
@@ -161,8 +149,7 @@ static void query_step(pgconn *c, short what)
         }
         watch(c, f == 1 ? EV_READ | EV_WRITE : EV_READ);
     }
-    if (!(what & EV_READ))
-        return;
+    if (!(what & EV_READ)) return;
     if (!PQconsumeInput(c->conn)) {
         connection_lost(c, "lost while waiting for a result");
         return;
@@ -173,8 +160,7 @@ static void query_step(pgconn *c, short what)
             deliver(c);
             return;
         }
-        if (c->last)
-            PQclear(c->last);
+        if (c->last) PQclear(c->last);
         c->last = r;
     }
 }
@@ -233,17 +219,13 @@ pgconn *pgconn_new(struct event_base *base, const char *conninfo, const pgconn_o
                    pgconn_state_fn on_state, void *ctx)
 {
     pgconn *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->base = base;
     c->conninfo = strdup(conninfo);
     c->opt = opt ? *opt : (pgconn_options){0};
-    if (c->opt.connect_timeout_ms <= 0)
-        c->opt.connect_timeout_ms = 5000;
-    if (c->opt.query_timeout_ms <= 0)
-        c->opt.query_timeout_ms = 10000;
-    if (c->opt.backoff_min_ms <= 0)
-        c->opt.backoff_min_ms = 100;
+    if (c->opt.connect_timeout_ms <= 0) c->opt.connect_timeout_ms = 5000;
+    if (c->opt.query_timeout_ms <= 0) c->opt.query_timeout_ms = 10000;
+    if (c->opt.backoff_min_ms <= 0) c->opt.backoff_min_ms = 100;
     if (c->opt.backoff_max_ms < c->opt.backoff_min_ms)
         c->opt.backoff_max_ms = c->opt.backoff_min_ms > 5000 ? c->opt.backoff_min_ms : 5000;
     c->on_state = on_state;
@@ -255,15 +237,11 @@ pgconn *pgconn_new(struct event_base *base, const char *conninfo, const pgconn_o
 
 void pgconn_free(pgconn *c)
 {
-    if (!c)
-        return;
-    if (c->sock_armed)
-        event_del(&c->sock_ev);
+    if (!c) return;
+    if (c->sock_armed) event_del(&c->sock_ev);
     evtimer_del(&c->timer);
-    if (c->last)
-        PQclear(c->last);
-    if (c->conn)
-        PQfinish(c->conn);
+    if (c->last) PQclear(c->last);
+    if (c->conn) PQfinish(c->conn);
     free(c->conninfo);
     free(c);
 }
@@ -281,8 +259,7 @@ bool pgconn_up(const pgconn *c)
 int pgconn_send(pgconn *c, const char *sql, int nparams, const char *const *values,
                 pgconn_result_fn on_result, void *ctx)
 {
-    if (!pgconn_idle(c))
-        return -1;
+    if (!pgconn_idle(c)) return -1;
     if (!PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0)) {
         connection_lost(c, "cannot send a query");
         return -1;

@@ -12,16 +12,13 @@
 
 void report_format_pusd(const char *pusd, int decimals, bool group, char *out, size_t outlen)
 {
-    if (decimals < 0)
-        decimals = 0;
-    if (decimals > 12)
-        decimals = 12;
+    if (decimals < 0) decimals = 0;
+    if (decimals > 12) decimals = 12;
     const char *p = pusd ? pusd : "0";
     while (*p == ' ')
         p++;
     bool neg = false;
-    if (*p == '-' || *p == '+')
-        neg = *p++ == '-';
+    if (*p == '-' || *p == '+') neg = *p++ == '-';
     while (*p == '0' && p[1] >= '0' && p[1] <= '9')
         p++;
     /* magnitude, left-padded to at least 13 digits: 1 integer digit + 12 */
@@ -58,14 +55,11 @@ void report_format_pusd(const char *pusd, int decimals, bool group, char *out, s
     size_t o = 0;
 #define PUT(ch)                                                                                    \
     do {                                                                                           \
-        if (o + 1 < outlen)                                                                        \
-            out[o++] = (ch);                                                                       \
+        if (o + 1 < outlen) out[o++] = (ch);                                                       \
     } while (0)
-    if (neg && !zero)
-        PUT('-');
+    if (neg && !zero) PUT('-');
     for (size_t i = 0; i < ilen; i++) {
-        if (group && i > 0 && (ilen - i) % 3 == 0)
-            PUT(',');
+        if (group && i > 0 && (ilen - i) % 3 == 0) PUT(',');
         PUT(digits[i]);
     }
     if (decimals > 0) {
@@ -74,8 +68,7 @@ void report_format_pusd(const char *pusd, int decimals, bool group, char *out, s
             PUT(digits[i]);
     }
 #undef PUT
-    if (outlen)
-        out[o < outlen ? o : outlen - 1] = '\0';
+    if (outlen) out[o < outlen ? o : outlen - 1] = '\0';
 }
 
 /* An integer's digits with thousands separators. */
@@ -83,8 +76,7 @@ static void format_int(const char *s, char *out, size_t outlen)
 {
     size_t o = 0, n = strlen(s), start = (s[0] == '-') ? 1 : 0;
     for (size_t i = 0; i < n && o + 1 < outlen; i++) {
-        if (i > start && (n - i) % 3 == 0 && s[i] >= '0' && o + 2 < outlen)
-            out[o++] = ',';
+        if (i > start && (n - i) % 3 == 0 && s[i] >= '0' && o + 2 < outlen) out[o++] = ',';
         out[o++] = s[i];
     }
     out[o] = '\0';
@@ -119,7 +111,7 @@ typedef struct table {
     int ncols, nrows, cap;
     const char **head;
     const bool *right;
-    char **cells;   /* nrows * ncols */
+    char **cells;    /* nrows * ncols */
     int rule_before; /* row index preceded by a rule (the total), or -1 */
 } table;
 
@@ -145,8 +137,7 @@ static void table_print(table *t, FILE *f)
         w[c] = (int)strlen(t->head[c]);
         for (int r = 0; r < t->nrows; r++) {
             int l = (int)strlen(t->cells[r * t->ncols + c]);
-            if (l > w[c])
-                w[c] = l;
+            if (l > w[c]) w[c] = l;
         }
     }
     int total = 0;
@@ -161,8 +152,7 @@ static void table_print(table *t, FILE *f)
         for (int c = 0; c < t->ncols; c++) {
             const char *s = r < 0 ? t->head[c] : t->cells[r * t->ncols + c];
             bool last = c == t->ncols - 1;
-            if (c)
-                fputs("  ", f);
+            if (c) fputs("  ", f);
             if (t->right[c])
                 fprintf(f, "%*s", w[c], s);
             else if (last)
@@ -190,8 +180,8 @@ static void table_print(table *t, FILE *f)
     "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0)"
 enum { M_REQ, M_ERR, M_IN, M_CR, M_CW, M_OUT, M_REAS, M_COST, M_BASE, M_SAV, M_N };
 static const char *const M_JSON[M_N] = {
-    "requests",      "errors",           "input_tokens", "cache_read_tokens",
-    "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost", "baseline_cost", "savings"};
+    "requests",      "errors",           "input_tokens", "cache_read_tokens", "cache_write_tokens",
+    "output_tokens", "reasoning_tokens", "cost",         "baseline_cost",     "savings"};
 
 static void json_measures(FILE *f, PGresult *r, int row, int col0)
 {
@@ -232,8 +222,8 @@ typedef struct opts {
 } opts;
 
 typedef struct window {
-    char from_iso[40], to_iso[40];       /* shown */
-    char from_arg[64], to_arg[64];        /* passed back as $1, $2 */
+    char from_iso[40], to_iso[40]; /* shown */
+    char from_arg[64], to_arg[64]; /* passed back as $1, $2 */
     const char *label;
 } window;
 
@@ -274,7 +264,7 @@ static int resolve_window(PGconn *c, const opts *o, window *w)
                 w->from_iso, w->to_iso);
         return -1;
     }
-    w->label = o->from                          ? "custom"
+    w->label = o->from                           ? "custom"
                : strcmp(o->period, "week") == 0  ? "week"
                : strcmp(o->period, "month") == 0 ? "month"
                                                  : "day";
@@ -283,12 +273,9 @@ static int resolve_window(PGconn *c, const opts *o, window *w)
 
 static const char *window_words(const window *w)
 {
-    if (strcmp(w->label, "week") == 0)
-        return "last 7 days";
-    if (strcmp(w->label, "month") == 0)
-        return "last 30 days";
-    if (strcmp(w->label, "day") == 0)
-        return "last 24 hours";
+    if (strcmp(w->label, "week") == 0) return "last 7 days";
+    if (strcmp(w->label, "month") == 0) return "last 30 days";
+    if (strcmp(w->label, "day") == 0) return "last 24 hours";
     return "custom window";
 }
 
@@ -306,10 +293,9 @@ static PGresult *run(PGconn *c, const char *sql, const window *w, const char *ex
 
 static int do_summary(PGconn *c, const opts *o, const window *w)
 {
-    PGresult *r = run(c, "SELECT " MEASURES " FROM usage_events_v WHERE ts >= $1 AND ts < $2", w,
-                      NULL);
-    if (!r)
-        return 1;
+    PGresult *r =
+        run(c, "SELECT " MEASURES " FROM usage_events_v WHERE ts >= $1 AND ts < $2", w, NULL);
+    if (!r) return 1;
     if (o->json) {
         printf("{\"period\": \"%s\", \"from\": \"%s\", \"to\": \"%s\"", w->label, w->from_iso,
                w->to_iso);
@@ -319,14 +305,13 @@ static int do_summary(PGconn *c, const opts *o, const window *w)
         char cells[M_N][64];
         table_measures(r, 0, 0, cells);
         static const char *const label[M_N] = {
-            "requests",           "errors",        "input tokens (uncached)",
-            "cache read tokens",  "cache write tokens", "output tokens",
-            "reasoning tokens",   "cost",          "baseline cost", "savings"};
+            "requests",           "errors",        "input tokens (uncached)", "cache read tokens",
+            "cache write tokens", "output tokens", "reasoning tokens",        "cost",
+            "baseline cost",      "savings"};
         printf("cost summary, %s (%s .. %s)\n", window_words(w), w->from_iso, w->to_iso);
         int vw = 0;
         for (int m = 0; m < M_N; m++)
-            if ((int)strlen(cells[m]) > vw)
-                vw = (int)strlen(cells[m]);
+            if ((int)strlen(cells[m]) > vw) vw = (int)strlen(cells[m]);
         for (int m = 0; m < M_N; m++)
             printf("  %-24s %*s\n", label[m], vw, cells[m]);
     }
@@ -338,15 +323,20 @@ static int do_summary(PGconn *c, const opts *o, const window *w)
 static const char *by_expr(const char *by)
 {
     static const char *const map[][2] = {
-        {"model", "model"}, {"provider", "provider"}, {"key", "key_id"},
-        {"team", "team"},   {"agent", "agent"},       {"task", "task"},
-        {"feature", "feature"}, {"user", "end_user"}, {"tier", "tier"},
+        {"model", "model"},
+        {"provider", "provider"},
+        {"key", "key_id"},
+        {"team", "team"},
+        {"agent", "agent"},
+        {"task", "task"},
+        {"feature", "feature"},
+        {"user", "end_user"},
+        {"tier", "tier"},
         {"requested_model", "requested_model"},
         {"day", "to_char(day, 'YYYY-MM-DD')"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(by, map[i][0]) == 0)
-            return map[i][1];
+        if (strcmp(by, map[i][0]) == 0) return map[i][1];
     return NULL;
 }
 
@@ -362,15 +352,13 @@ static int do_breakdown(PGconn *c, const opts *o, const window *w)
              "ORDER BY 1, %s 2 NULLS LAST",
              e, e, e, by_day ? "" : "sum(cost_pusd) DESC,");
     PGresult *r = run(c, sql, w, NULL);
-    if (!r)
-        return 1;
+    if (!r) return 1;
     int n = PQntuples(r);
     if (o->json) {
         printf("[");
         int k = 0;
         for (int i = 0; i < n; i++) {
-            if (strcmp(PQgetvalue(r, i, 0), "0") != 0)
-                continue; /* the total row is for people */
+            if (strcmp(PQgetvalue(r, i, 0), "0") != 0) continue; /* the total row is for people */
             printf(k++ ? ",\n {" : "\n {");
             json_str(stdout, o->by);
             printf(": ");
@@ -380,9 +368,9 @@ static int do_breakdown(PGconn *c, const opts *o, const window *w)
         }
         printf(k ? "\n]\n" : "]\n");
     } else {
-        static const char *const head[] = {"",       "requests", "errors",   "input",
+        static const char *const head[] = {"",           "requests",    "errors", "input",
                                            "cache read", "cache write", "output", "cost",
-                                           "baseline", "savings"};
+                                           "baseline",   "savings"};
         static const bool right[] = {false, true, true, true, true, true, true, true, true, true};
         static const int pick[] = {M_REQ, M_ERR, M_IN, M_CR, M_CW, M_OUT, M_COST, M_BASE, M_SAV};
         const char *h[10];
@@ -397,8 +385,7 @@ static int do_breakdown(PGconn *c, const opts *o, const window *w)
             row[0] = total ? "total" : PQgetisnull(r, i, 1) ? "(none)" : PQgetvalue(r, i, 1);
             for (int k = 0; k < 9; k++)
                 row[k + 1] = cells[pick[k]];
-            if (total)
-                t.rule_before = t.nrows;
+            if (total) t.rule_before = t.nrows;
             table_add(&t, row);
         }
         printf("cost by %s, %s (%s .. %s)\n", o->by, window_words(w), w->from_iso, w->to_iso);
@@ -421,8 +408,7 @@ static int do_top(PGconn *c, const opts *o, const window *w)
                       "FROM usage_events_v WHERE ts >= $1 AND ts < $2 "
                       "ORDER BY cost_pusd DESC, ts DESC, event_id LIMIT $3::int",
                       w, lim);
-    if (!r)
-        return 1;
+    if (!r) return 1;
     int n = PQntuples(r);
 #define V(i, col) (PQgetisnull(r, (i), (col)) ? NULL : PQgetvalue(r, (i), (col)))
     if (o->json) {
@@ -432,8 +418,8 @@ static int do_top(PGconn *c, const opts *o, const window *w)
             report_format_pusd(V(i, 10), 12, false, cost, sizeof cost);
             report_format_pusd(V(i, 11), 12, false, base, sizeof base);
             printf(i ? ",\n {" : "\n {");
-            static const char *const names[] = {"event_id", "ts", "key", "team", "model",
-                                                "provider"};
+            static const char *const names[] = {"event_id", "ts",    "key",
+                                                "team",     "model", "provider"};
             for (int k = 0; k < 6; k++) {
                 printf(k ? ", \"%s\": " : "\"%s\": ", names[k]);
                 json_str(stdout, V(i, k));
@@ -447,8 +433,9 @@ static int do_top(PGconn *c, const opts *o, const window *w)
         }
         printf(n ? "\n]\n" : "]\n");
     } else {
-        static const char *const head[] = {"time (UTC)", "event_id", "key",   "model", "provider",
-                                           "input",      "output",   "cost",  "latency ms"};
+        static const char *const head[] = {"time (UTC)", "event_id", "key",
+                                           "model",      "provider", "input",
+                                           "output",     "cost",     "latency ms"};
         static const bool right[] = {false, false, false, false, false, true, true, true, true};
         table t = {.ncols = 9, .head = (const char **)head, .right = right, .rule_before = -1};
         for (int i = 0; i < n; i++) {
@@ -459,9 +446,15 @@ static int do_top(PGconn *c, const opts *o, const window *w)
             format_int(V(i, 9), out, sizeof out);
             report_format_pusd(V(i, 10), 6, true, usd, sizeof usd);
             snprintf(cost, sizeof cost, "$%s", usd);
-            const char *row[] = {ts,       V(i, 0), V(i, 2) ? V(i, 2) : "(none)",
-                                 V(i, 4) ? V(i, 4) : "(none)", V(i, 5) ? V(i, 5) : "(none)",
-                                 in, out, cost, V(i, 12)};
+            const char *row[] = {ts,
+                                 V(i, 0),
+                                 V(i, 2) ? V(i, 2) : "(none)",
+                                 V(i, 4) ? V(i, 4) : "(none)",
+                                 V(i, 5) ? V(i, 5) : "(none)",
+                                 in,
+                                 out,
+                                 cost,
+                                 V(i, 12)};
             table_add(&t, row);
         }
         printf("most expensive requests, %s (%s .. %s)\n", window_words(w), w->from_iso, w->to_iso);
@@ -491,8 +484,7 @@ static int cost_usage(FILE *f, int code)
 int cost_main(int argc, char **argv)
 {
     opts o = {.url = getenv("DATABASE_URL"), .period = "day", .limit = 10};
-    if (argc < 3)
-        return cost_usage(stderr, 2);
+    if (argc < 3) return cost_usage(stderr, 2);
     o.sub = argv[2];
     if (strcmp(o.sub, "-h") == 0 || strcmp(o.sub, "--help") == 0 || strcmp(o.sub, "help") == 0)
         return cost_usage(stdout, 0);
@@ -508,8 +500,7 @@ int cost_main(int argc, char **argv)
             o.json = true;
             continue;
         }
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
-            return cost_usage(stdout, 0);
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return cost_usage(stdout, 0);
         const char **slot = strcmp(a, "--database-url") == 0 ? &o.url
                             : strcmp(a, "--period") == 0     ? &o.period
                             : strcmp(a, "--from") == 0       ? &o.from
@@ -520,8 +511,8 @@ int cost_main(int argc, char **argv)
             char *end;
             long l = strtol(v, &end, 10);
             if (*end || l < 1 || l > 100000) {
-                fprintf(stderr, "bridle cost: --limit wants a number from 1 to 100000, not \"%s\"\n",
-                        v);
+                fprintf(stderr,
+                        "bridle cost: --limit wants a number from 1 to 100000, not \"%s\"\n", v);
                 return 2;
             }
             o.limit = (int)l;

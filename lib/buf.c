@@ -17,8 +17,7 @@ static void *xrealloc(void *p, size_t n)
 void buf_reserve(buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
-    if (need <= b->cap)
-        return;
+    if (need <= b->cap) return;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap *= 2;
@@ -29,8 +28,7 @@ void buf_reserve(buf *b, size_t extra)
 void buf_append(buf *b, const void *data, size_t len)
 {
     buf_reserve(b, len);
-    if (len)
-        memcpy(b->data + b->len, data, len);
+    if (len) memcpy(b->data + b->len, data, len);
     b->len += len;
     b->data[b->len] = '\0';
 }
@@ -51,8 +49,7 @@ void buf_vprintf(buf *b, const char *fmt, va_list ap)
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     buf_reserve(b, (size_t)n);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     b->len += (size_t)n;
@@ -74,16 +71,25 @@ void buf_append_json_str(buf *b, const char *s, size_t len)
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
         buf_append(b, s + start, i - start);
         start = i + 1;
         switch (c) {
-        case '"': buf_append(b, "\\\"", 2); break;
-        case '\\': buf_append(b, "\\\\", 2); break;
-        case '\n': buf_append(b, "\\n", 2); break;
-        case '\r': buf_append(b, "\\r", 2); break;
-        case '\t': buf_append(b, "\\t", 2); break;
+        case '"':
+            buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            buf_append(b, "\\t", 2);
+            break;
         default: {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             buf_append(b, esc, 6);
@@ -102,15 +108,13 @@ void buf_consume(buf *b, size_t n)
         memmove(b->data, b->data + n, b->len - n);
         b->len -= n;
     }
-    if (b->data)
-        b->data[b->len] = '\0';
+    if (b->data) b->data[b->len] = '\0';
 }
 
 void buf_reset(buf *b)
 {
     b->len = 0;
-    if (b->data)
-        b->data[0] = '\0';
+    if (b->data) b->data[0] = '\0';
 }
 
 void buf_free(buf *b)
@@ -122,8 +126,7 @@ void buf_free(buf *b)
 
 char *buf_steal(buf *b)
 {
-    if (!b->data)
-        buf_reserve(b, 0), b->data[0] = '\0';
+    if (!b->data) buf_reserve(b, 0), b->data[0] = '\0';
     char *s = b->data;
     b->data = NULL;
     b->len = b->cap = 0;

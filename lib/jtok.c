@@ -15,19 +15,16 @@ typedef struct parser {
 
 static bool fail(parser *p, const char *msg)
 {
-    if (!p->err)
-        p->err = msg;
+    if (!p->err) p->err = msg;
     return false;
 }
 
 static inline void skip_ws(parser *p)
 {
-    if (p->pos < p->len && p->s[p->pos] > ' ')
-        return; /* the usual case: compact JSON */
+    if (p->pos < p->len && p->s[p->pos] > ' ') return; /* the usual case: compact JSON */
     while (p->pos < p->len) {
         unsigned char c = p->s[p->pos];
-        if (c != ' ' && c != '\n' && c != '\r' && c != '\t')
-            return;
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t') return;
         p->pos++;
     }
 }
@@ -43,8 +40,7 @@ static uint32_t push(parser *p, jt_type type, size_t start)
     if (d->n == d->cap) {
         uint32_t cap = d->cap ? d->cap * 2 : 64;
         jtok *t = realloc(d->t, sizeof *t * cap);
-        if (!t)
-            abort();
+        if (!t) abort();
         d->t = t;
         d->cap = cap;
     }
@@ -62,48 +58,41 @@ static uint32_t push(parser *p, jt_type type, size_t start)
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
+    if (c < 0x80) return 1;
     size_t need;
     unsigned lo = 0x80, hi = 0xBF;
     if (c >= 0xC2 && c <= 0xDF)
         need = 2;
     else if (c >= 0xE0 && c <= 0xEF) {
         need = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        if (c == 0xED)
-            hi = 0x9F; /* no UTF-16 surrogates */
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F; /* no UTF-16 surrogates */
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
     } else
         return 0;
-    if (n < need || s[1] < lo || s[1] > hi)
-        return 0;
+    if (n < need || s[1] < lo || s[1] > hi) return 0;
     for (size_t i = 2; i < need; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
+        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
     return need;
 }
 
 static int hexval(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
 /* Bytes a string scan must stop at: '"', '\\', controls, non-ASCII. */
 static const unsigned char stop_byte[256] = {
-    [0 ... 0x1F] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xFF] = 1,
+    [0 ... 0x1F] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x80 ... 0xFF] = 1,
 };
 
 /* Whether any of the 8 bytes at q is a stop byte (SWAR: per byte, the high
@@ -123,8 +112,7 @@ static inline bool has_stop_byte(const unsigned char *q)
 static bool parse_string(parser *p)
 {
     uint32_t i = push(p, JT_STRING, p->pos + 1);
-    if (i == JT_NONE)
-        return false;
+    if (i == JT_NONE) return false;
     p->pos++; /* opening quote */
     bool esc = false;
     while (p->pos < p->len) {
@@ -135,8 +123,7 @@ static bool parse_string(parser *p)
         while (q < end && !stop_byte[*q])
             q++;
         p->pos = (size_t)(q - s);
-        if (p->pos >= p->len)
-            break;
+        if (p->pos >= p->len) break;
         unsigned char c = p->s[p->pos];
         if (c == '"') {
             p->d->t[i].end = (uint32_t)p->pos;
@@ -144,16 +131,13 @@ static bool parse_string(parser *p)
             p->pos++;
             return true;
         }
-        if (c < 0x20)
-            return fail(p, "control character in a string (escape it)");
+        if (c < 0x20) return fail(p, "control character in a string (escape it)");
         if (c == '\\') {
             esc = true;
-            if (p->pos + 1 >= p->len)
-                break;
+            if (p->pos + 1 >= p->len) break;
             unsigned char e = p->s[p->pos + 1];
             if (e == 'u') {
-                if (p->pos + 6 > p->len)
-                    break;
+                if (p->pos + 6 > p->len) break;
                 for (int k = 2; k < 6; k++)
                     if (hexval(p->s[p->pos + (size_t)k]) < 0)
                         return fail(p, "bad \\u escape in a string");
@@ -170,8 +154,7 @@ static bool parse_string(parser *p)
             continue;
         }
         size_t n = utf8_len(p->s + p->pos, p->len - p->pos);
-        if (!n)
-            return fail(p, "invalid UTF-8 in a string");
+        if (!n) return fail(p, "invalid UTF-8 in a string");
         p->pos += n;
     }
     return fail(p, "unterminated string");
@@ -188,25 +171,20 @@ static bool digits(parser *p)
 static bool parse_number(parser *p)
 {
     uint32_t i = push(p, JT_NUMBER, p->pos);
-    if (i == JT_NONE)
-        return false;
-    if (p->s[p->pos] == '-')
-        p->pos++;
+    if (i == JT_NONE) return false;
+    if (p->s[p->pos] == '-') p->pos++;
     if (p->pos < p->len && p->s[p->pos] == '0')
         p->pos++;
     else if (!digits(p))
         return fail(p, "bad number");
     if (p->pos < p->len && p->s[p->pos] == '.') {
         p->pos++;
-        if (!digits(p))
-            return fail(p, "bad number: digits expected after '.'");
+        if (!digits(p)) return fail(p, "bad number: digits expected after '.'");
     }
     if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
         p->pos++;
-        if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-'))
-            p->pos++;
-        if (!digits(p))
-            return fail(p, "bad number: digits expected in the exponent");
+        if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-')) p->pos++;
+        if (!digits(p)) return fail(p, "bad number: digits expected in the exponent");
     }
     p->d->t[i].end = (uint32_t)p->pos;
     return true;
@@ -218,8 +196,7 @@ static bool parse_literal(parser *p, const char *lit, jt_type type)
     if (p->len - p->pos < n || memcmp(p->s + p->pos, lit, n) != 0)
         return fail(p, "unexpected character");
     uint32_t i = push(p, type, p->pos);
-    if (i == JT_NONE)
-        return false;
+    if (i == JT_NONE) return false;
     p->pos += n;
     p->d->t[i].end = (uint32_t)p->pos;
     return true;
@@ -229,11 +206,9 @@ static bool parse_value(parser *p, int depth);
 
 static bool parse_container(parser *p, int depth, bool object)
 {
-    if (depth >= MAX_DEPTH)
-        return fail(p, "nested too deeply");
+    if (depth >= MAX_DEPTH) return fail(p, "nested too deeply");
     uint32_t i = push(p, object ? JT_OBJECT : JT_ARRAY, p->pos);
-    if (i == JT_NONE)
-        return false;
+    if (i == JT_NONE) return false;
     p->pos++;
     skip_ws(p);
     char close = object ? '}' : ']';
@@ -246,16 +221,14 @@ static bool parse_container(parser *p, int depth, bool object)
             if (object) {
                 if (p->pos >= p->len || p->s[p->pos] != '"')
                     return fail(p, "expected a string key");
-                if (!parse_string(p))
-                    return false;
+                if (!parse_string(p)) return false;
                 skip_ws(p);
                 if (p->pos >= p->len || p->s[p->pos] != ':')
                     return fail(p, "expected ':' after a key");
                 p->pos++;
                 skip_ws(p);
             }
-            if (!parse_value(p, depth + 1))
-                return false;
+            if (!parse_value(p, depth + 1)) return false;
             size++;
             skip_ws(p);
             if (p->pos >= p->len)
@@ -281,19 +254,23 @@ static bool parse_container(parser *p, int depth, bool object)
 static bool parse_value(parser *p, int depth)
 {
     skip_ws(p);
-    if (p->pos >= p->len)
-        return fail(p, "unexpected end of input");
+    if (p->pos >= p->len) return fail(p, "unexpected end of input");
     unsigned char c = p->s[p->pos];
     switch (c) {
-    case '{': return parse_container(p, depth, true);
-    case '[': return parse_container(p, depth, false);
-    case '"': return parse_string(p);
-    case 't': return parse_literal(p, "true", JT_TRUE);
-    case 'f': return parse_literal(p, "false", JT_FALSE);
-    case 'n': return parse_literal(p, "null", JT_NULL);
+    case '{':
+        return parse_container(p, depth, true);
+    case '[':
+        return parse_container(p, depth, false);
+    case '"':
+        return parse_string(p);
+    case 't':
+        return parse_literal(p, "true", JT_TRUE);
+    case 'f':
+        return parse_literal(p, "false", JT_FALSE);
+    case 'n':
+        return parse_literal(p, "null", JT_NULL);
     default:
-        if (c == '-' || (c >= '0' && c <= '9'))
-            return parse_number(p);
+        if (c == '-' || (c >= '0' && c <= '9')) return parse_number(p);
         return fail(p, "unexpected character");
     }
 }
@@ -308,15 +285,11 @@ int jdoc_parse(jdoc *d, const char *s, size_t len, char *err, size_t errlen, siz
         p.err = "document too large";
     else if (parse_value(&p, 0)) {
         skip_ws(&p);
-        if (p.pos != len)
-            p.err = "unexpected data after the JSON value";
+        if (p.pos != len) p.err = "unexpected data after the JSON value";
     }
-    if (!p.err)
-        return 0;
-    if (err && errlen)
-        snprintf(err, errlen, "%s", p.err);
-    if (err_pos)
-        *err_pos = p.pos;
+    if (!p.err) return 0;
+    if (err && errlen) snprintf(err, errlen, "%s", p.err);
+    if (err_pos) *err_pos = p.pos;
     d->n = 0;
     return -1;
 }
@@ -330,16 +303,14 @@ void jdoc_free(jdoc *d)
 
 uint32_t jdoc_first(const jdoc *d, uint32_t c)
 {
-    if (c == JT_NONE || c >= d->n || d->t[c].size == 0)
-        return JT_NONE;
+    if (c == JT_NONE || c >= d->n || d->t[c].size == 0) return JT_NONE;
     return c + 1;
 }
 
 uint32_t jdoc_next(const jdoc *d, uint32_t c, uint32_t child)
 {
     uint32_t n = d->t[child].next;
-    if (d->t[c].type == JT_OBJECT)
-        n = d->t[child + 1].next; /* skip the key's value */
+    if (d->t[c].type == JT_OBJECT) n = d->t[child + 1].next; /* skip the key's value */
     return n < d->t[c].next ? n : JT_NONE;
 }
 
@@ -347,16 +318,28 @@ uint32_t jdoc_next(const jdoc *d, uint32_t c, uint32_t child)
 static size_t unescape_one(const char *s, size_t n, buf *out)
 {
     switch (s[0]) {
-    case 'b': buf_append_char(out, '\b'); return 1;
-    case 'f': buf_append_char(out, '\f'); return 1;
-    case 'n': buf_append_char(out, '\n'); return 1;
-    case 'r': buf_append_char(out, '\r'); return 1;
-    case 't': buf_append_char(out, '\t'); return 1;
-    case 'u': break;
-    default: buf_append_char(out, s[0]); return 1;
+    case 'b':
+        buf_append_char(out, '\b');
+        return 1;
+    case 'f':
+        buf_append_char(out, '\f');
+        return 1;
+    case 'n':
+        buf_append_char(out, '\n');
+        return 1;
+    case 'r':
+        buf_append_char(out, '\r');
+        return 1;
+    case 't':
+        buf_append_char(out, '\t');
+        return 1;
+    case 'u':
+        break;
+    default:
+        buf_append_char(out, s[0]);
+        return 1;
     }
-    if (n < 5)
-        return n;
+    if (n < 5) return n;
     unsigned cp = 0;
     for (int k = 1; k < 5; k++)
         cp = cp * 16 + (unsigned)hexval((unsigned char)s[k]);
@@ -370,8 +353,7 @@ static size_t unescape_one(const char *s, size_t n, buf *out)
             used = 11;
         }
     }
-    if (cp >= 0xD800 && cp <= 0xDFFF)
-        cp = 0xFFFD; /* a lone surrogate */
+    if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD; /* a lone surrogate */
     char u[4];
     size_t k;
     if (cp < 0x80) {
@@ -422,12 +404,10 @@ void jdoc_str_append(const jdoc *d, uint32_t i, buf *out)
 
 bool jdoc_str_eq(const jdoc *d, uint32_t i, const char *lit)
 {
-    if (i == JT_NONE || d->t[i].type != JT_STRING)
-        return false;
+    if (i == JT_NONE || d->t[i].type != JT_STRING) return false;
     const jtok *t = &d->t[i];
     size_t n = t->end - t->start, ln = strlen(lit);
-    if (!t->escaped)
-        return n == ln && memcmp(d->src + t->start, lit, n) == 0;
+    if (!t->escaped) return n == ln && memcmp(d->src + t->start, lit, n) == 0;
     buf tmp = BUF_INIT;
     jdoc_str_append(d, i, &tmp);
     bool eq = tmp.len == ln && memcmp(tmp.data, lit, ln) == 0;
@@ -437,11 +417,9 @@ bool jdoc_str_eq(const jdoc *d, uint32_t i, const char *lit)
 
 uint32_t jdoc_get(const jdoc *d, uint32_t obj, const char *key)
 {
-    if (obj == JT_NONE || obj >= d->n || d->t[obj].type != JT_OBJECT)
-        return JT_NONE;
+    if (obj == JT_NONE || obj >= d->n || d->t[obj].type != JT_OBJECT) return JT_NONE;
     for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k))
-        if (jdoc_str_eq(d, k, key))
-            return k + 1;
+        if (jdoc_str_eq(d, k, key)) return k + 1;
     return JT_NONE;
 }
 
@@ -457,40 +435,32 @@ uint32_t jdoc_index(const jdoc *d, uint32_t arr, uint32_t i)
 
 bool jdoc_int64(const jdoc *d, uint32_t i, int64_t *out)
 {
-    if (i == JT_NONE || d->t[i].type != JT_NUMBER)
-        return false;
+    if (i == JT_NONE || d->t[i].type != JT_NUMBER) return false;
     const char *s = d->src + d->t[i].start, *e = d->src + d->t[i].end;
     bool neg = *s == '-';
-    if (neg)
-        s++;
+    if (neg) s++;
     uint64_t v = 0;
     for (; s < e; s++) {
-        if (*s < '0' || *s > '9')
-            return false; /* a fraction or exponent */
-        if (v > (UINT64_MAX - 9) / 10)
-            return false;
+        if (*s < '0' || *s > '9') return false; /* a fraction or exponent */
+        if (v > (UINT64_MAX - 9) / 10) return false;
         v = v * 10 + (uint64_t)(*s - '0');
     }
-    if (v > (uint64_t)INT64_MAX + (neg ? 1 : 0))
-        return false;
+    if (v > (uint64_t)INT64_MAX + (neg ? 1 : 0)) return false;
     *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return true;
 }
 
 bool jdoc_double(const jdoc *d, uint32_t i, double *out)
 {
-    if (i == JT_NONE || d->t[i].type != JT_NUMBER)
-        return false;
+    if (i == JT_NONE || d->t[i].type != JT_NUMBER) return false;
     char small[64];
     size_t n = d->t[i].end - d->t[i].start;
     char *tmp = n < sizeof small ? small : malloc(n + 1); /* long numbers are legal JSON */
-    if (!tmp)
-        return false;
+    if (!tmp) return false;
     memcpy(tmp, d->src + d->t[i].start, n);
     tmp[n] = '\0';
     *out = strtod(tmp, NULL);
-    if (tmp != small)
-        free(tmp);
+    if (tmp != small) free(tmp);
     return true;
 }
 
@@ -508,14 +478,22 @@ const char *jdoc_raw(const jdoc *d, uint32_t i, size_t *len)
 const char *jdoc_type_name(const jdoc *d, uint32_t i)
 {
     switch (jdoc_type(d, i)) {
-    case JT_OBJECT: return "object";
-    case JT_ARRAY: return "array";
-    case JT_STRING: return "string";
-    case JT_NUMBER: return "number";
+    case JT_OBJECT:
+        return "object";
+    case JT_ARRAY:
+        return "array";
+    case JT_STRING:
+        return "string";
+    case JT_NUMBER:
+        return "number";
     case JT_TRUE:
-    case JT_FALSE: return "boolean";
-    case JT_NULL: return "null";
-    case JT_ABSENT: return "nothing";
-    default: return "nothing";
+    case JT_FALSE:
+        return "boolean";
+    case JT_NULL:
+        return "null";
+    case JT_ABSENT:
+        return "nothing";
+    default:
+        return "nothing";
     }
 }

@@ -31,12 +31,12 @@ typedef enum {
 } jt_type;
 
 typedef struct jtok {
-    uint8_t type;     /* jt_type */
-    uint8_t escaped;  /* string contains backslash escapes */
-    uint32_t start;   /* byte offset; for strings, just after the opening quote */
-    uint32_t end;     /* byte offset just past the value (strings: at the closing quote) */
-    uint32_t next;    /* index of the token after this subtree */
-    uint32_t size;    /* objects: number of keys; arrays: number of values */
+    uint8_t type;    /* jt_type */
+    uint8_t escaped; /* string contains backslash escapes */
+    uint32_t start;  /* byte offset; for strings, just after the opening quote */
+    uint32_t end;    /* byte offset just past the value (strings: at the closing quote) */
+    uint32_t next;   /* index of the token after this subtree */
+    uint32_t size;   /* objects: number of keys; arrays: number of values */
 } jtok;
 
 #define JT_NONE UINT32_MAX /* "no such token" */
@@ -50,7 +50,10 @@ typedef struct jdoc {
     uint32_t max_tokens; /* 0 = 1,000,000 */
 } jdoc;
 
-#define JDOC_INIT {NULL, 0, NULL, 0, 0, 0}
+#define JDOC_INIT                                                                                  \
+    {                                                                                              \
+        NULL, 0, NULL, 0, 0, 0                                                                     \
+    }
 
 /* Tokenizes s[0..len). Returns 0, or -1 with a message (and the byte
  * offset of the problem in *err_pos) for invalid JSON. Leading and

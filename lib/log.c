@@ -20,8 +20,7 @@ log_level log_get_level(void)
 void log_msg(log_level level, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
-    if (level < current_level)
-        return;
+    if (level < current_level) return;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;

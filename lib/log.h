@@ -11,8 +11,7 @@ void log_msg(log_level level, const char *fmt, ...) __attribute__((format(printf
 
 #define log_debug(...)                                                                             \
     do {                                                                                           \
-        if (log_get_level() <= LOG_DEBUG)                                                          \
-            log_msg(LOG_DEBUG, __VA_ARGS__);                                                       \
+        if (log_get_level() <= LOG_DEBUG) log_msg(LOG_DEBUG, __VA_ARGS__);                         \
     } while (0)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

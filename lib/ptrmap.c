@@ -19,20 +19,17 @@ static size_t slot_of(const ptrmap *m, const void *key)
 ptrmap *ptrmap_new(void)
 {
     ptrmap *m = calloc(1, sizeof *m);
-    if (!m)
-        abort();
+    if (!m) abort();
     m->cap = 64;
     m->keys = calloc(m->cap, sizeof *m->keys);
     m->vals = calloc(m->cap, sizeof *m->vals);
-    if (!m->keys || !m->vals)
-        abort();
+    if (!m->keys || !m->vals) abort();
     return m;
 }
 
 void ptrmap_free(ptrmap *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     free(m->keys);
     free(m->vals);
     free(m);
@@ -45,24 +42,20 @@ static void grow(ptrmap *m)
     m->n = 0;
     m->keys = calloc(m->cap, sizeof *m->keys);
     m->vals = calloc(m->cap, sizeof *m->vals);
-    if (!m->keys || !m->vals)
-        abort();
+    if (!m->keys || !m->vals) abort();
     for (size_t i = 0; i < old.cap; i++)
-        if (old.keys[i])
-            ptrmap_put(m, old.keys[i], old.vals[i]);
+        if (old.keys[i]) ptrmap_put(m, old.keys[i], old.vals[i]);
     free(old.keys);
     free(old.vals);
 }
 
 void ptrmap_put(ptrmap *m, const void *key, void *value)
 {
-    if ((m->n + 1) * 4 > m->cap * 3)
-        grow(m);
+    if ((m->n + 1) * 4 > m->cap * 3) grow(m);
     size_t i = slot_of(m, key);
     while (m->keys[i] && m->keys[i] != key)
         i = (i + 1) & (m->cap - 1);
-    if (!m->keys[i])
-        m->n++;
+    if (!m->keys[i]) m->n++;
     m->keys[i] = key;
     m->vals[i] = value;
 }
@@ -71,8 +64,7 @@ void *ptrmap_get(const ptrmap *m, const void *key)
 {
     size_t i = slot_of(m, key);
     while (m->keys[i]) {
-        if (m->keys[i] == key)
-            return m->vals[i];
+        if (m->keys[i] == key) return m->vals[i];
         i = (i + 1) & (m->cap - 1);
     }
     return NULL;
@@ -83,8 +75,7 @@ void ptrmap_del(ptrmap *m, const void *key)
     size_t i = slot_of(m, key);
     while (m->keys[i] && m->keys[i] != key)
         i = (i + 1) & (m->cap - 1);
-    if (!m->keys[i])
-        return;
+    if (!m->keys[i]) return;
     m->keys[i] = NULL;
     m->n--;
     /* Backward shift: re-place the rest of the cluster. */

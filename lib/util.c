@@ -49,10 +49,8 @@ void util_sha256_hex(const void *data, size_t len, char out[65])
 bool util_random_hex(char *out, size_t n)
 {
     unsigned char tmp[64];
-    if (n > sizeof tmp)
-        return false;
-    if (getrandom(tmp, n, 0) != (ssize_t)n)
-        return false;
+    if (n > sizeof tmp) return false;
+    if (getrandom(tmp, n, 0) != (ssize_t)n) return false;
     to_hex(tmp, n, out);
     return true;
 }
@@ -61,10 +59,8 @@ void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen)
 {
     bool neg = pusd < 0;
     uint64_t v = neg ? (uint64_t)(-(pusd + 1)) + 1 : (uint64_t)pusd;
-    if (decimals < 0)
-        decimals = 0;
-    if (decimals > 12)
-        decimals = 12;
+    if (decimals < 0) decimals = 0;
+    if (decimals > 12) decimals = 12;
     uint64_t scale = 1;
     for (int i = 0; i < 12 - decimals; i++)
         scale *= 10;
@@ -95,15 +91,12 @@ bool util_consttime_eq(const char *a, const char *b, size_t len)
 bool util_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 {
     const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
-        return false;
+    if (!colon || colon == s) return false;
     size_t hl = (size_t)(colon - s);
-    if (hl >= hostlen)
-        return false;
+    if (hl >= hostlen) return false;
     char *end;
     long p = strtol(colon + 1, &end, 10);
-    if (*end || p < 0 || p > 65535 || end == colon + 1)
-        return false;
+    if (*end || p < 0 || p > 65535 || end == colon + 1) return false;
     memcpy(host, s, hl);
     host[hl] = '\0';
     if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {

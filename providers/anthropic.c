@@ -41,7 +41,8 @@ static void blocks_add_text(json_object *blocks, const char *text, size_t len,
     json_object *b = json_object_new_object();
     json_object_object_add(b, "type", json_object_new_string("text"));
     json_object_object_add(b, "text", json_object_new_string_len(text, (int)len));
-    if (cache_control) json_object_object_add(b, "cache_control", provider_json_copy(cache_control));
+    if (cache_control)
+        json_object_object_add(b, "cache_control", provider_json_copy(cache_control));
     json_object_array_add(blocks, b);
 }
 
@@ -66,7 +67,8 @@ static int blocks_add_image(json_object *blocks, json_object *part, char *err, s
             return -1;
         }
         json_object_object_add(source, "type", json_object_new_string("base64"));
-        json_object_object_add(source, "media_type", json_object_new_string_len(url + 5, (int)(semi - url - 5)));
+        json_object_object_add(source, "media_type",
+                               json_object_new_string_len(url + 5, (int)(semi - url - 5)));
         json_object_object_add(source, "data", json_object_new_string(semi + 8));
     } else if (util_starts_with_ci(url, "https://") || util_starts_with_ci(url, "http://")) {
         json_object_object_add(source, "type", json_object_new_string("url"));
@@ -101,7 +103,8 @@ static int blocks_add_part(json_object *blocks, json_object *part, bool images, 
             return -1;
         }
         blocks_add_text(blocks, json_object_get_string(text),
-                        (size_t)json_object_get_string_len(text), provider_json_get(part, "cache_control"));
+                        (size_t)json_object_get_string_len(text),
+                        provider_json_get(part, "cache_control"));
         return 0;
     }
     if (images && strcmp(type, "image_url") == 0)
@@ -175,7 +178,8 @@ static int blocks_add_tool_result(json_object *blocks, json_object *msg, char *e
     json_object *b = json_object_new_object();
     json_object_object_add(b, "type", json_object_new_string("tool_result"));
     json_object_object_add(b, "tool_use_id", json_object_new_string(id));
-    json_object_object_add(b, "content", json_object_new_string_len(text.data ? text.data : "", (int)text.len));
+    json_object_object_add(b, "content",
+                           json_object_new_string_len(text.data ? text.data : "", (int)text.len));
     json_object_array_add(blocks, b);
     buf_free(&text);
     return 0;
@@ -236,7 +240,8 @@ static int message_encode(json_object *msg, json_object *turns, json_object *sys
     } else if (strcmp(role, "assistant") == 0) {
         to = "assistant";
         rc = blocks_add_content(blocks, content, false, err, errlen);
-        if (rc == 0) rc = blocks_add_tool_calls(blocks, provider_json_get(msg, "tool_calls"), err, errlen);
+        if (rc == 0)
+            rc = blocks_add_tool_calls(blocks, provider_json_get(msg, "tool_calls"), err, errlen);
     } else if (strcmp(role, "tool") == 0) {
         rc = blocks_add_tool_result(blocks, msg, err, errlen);
     } else {
@@ -303,8 +308,9 @@ static int tools_encode(json_object *root, json_object *body, char *err, size_t 
         json_copy_member(fn, "description", t);
         json_object *params = provider_json_typed(fn, "parameters", json_type_object);
         json_object_object_add(t, "input_schema",
-                 params ? provider_json_copy(params)
-                        : json_tokener_parse("{\"type\":\"object\",\"properties\":{}}"));
+                               params
+                                   ? provider_json_copy(params)
+                                   : json_tokener_parse("{\"type\":\"object\",\"properties\":{}}"));
         json_copy_member(tool, "cache_control", t);
         json_object_array_add(out, t);
     }
@@ -350,7 +356,8 @@ static void stop_encode(json_object *root, json_object *body)
         size_t n = json_object_array_length(stop);
         for (size_t i = 0; i < n; i++) {
             json_object *s = json_object_array_get_idx(stop, i);
-            if (json_object_is_type(s, json_type_string)) json_object_array_add(seqs, provider_json_copy(s));
+            if (json_object_is_type(s, json_type_string))
+                json_object_array_add(seqs, provider_json_copy(s));
         }
     }
     if (json_object_array_length(seqs) > 0)
@@ -371,7 +378,8 @@ static int64_t max_tokens_pick(const canon_request *req, const provider_conf *p)
 static void params_encode(const canon_request *req, const target *t, json_object *body)
 {
     json_object *root = req->root;
-    json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens_pick(req, t->provider)));
+    json_object_object_add(body, "max_tokens",
+                           json_object_new_int64(max_tokens_pick(req, t->provider)));
     stop_encode(root, body);
     json_object *temp = provider_json_get(root, "temperature");
     if (json_object_is_type(temp, json_type_double) || json_object_is_type(temp, json_type_int))
@@ -453,7 +461,8 @@ static void anth_usage_merge(anth_usage *u, json_object *usage)
         bool b = provider_get_count(cc, "ephemeral_1h_input_tokens", &u->cw_1h);
         if (a || b) u->has_split = true;
     }
-    provider_get_count(provider_json_get(usage, "output_tokens_details"), "thinking_tokens", &u->thinking);
+    provider_get_count(provider_json_get(usage, "output_tokens_details"), "thinking_tokens",
+                       &u->thinking);
 }
 
 static usage_record anth_usage_record(const anth_usage *u)
@@ -515,11 +524,12 @@ static json_object *tool_call_from_block(json_object *block)
     const char *name = provider_json_str(block, "name");
     json_object *fn = json_object_new_object();
     json_object_object_add(fn, "name", json_object_new_string(name ? name : ""));
-    json_object_object_add(fn, "arguments",
-             json_object_new_string(
-                 input ? json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN |
-                                                                   JSON_C_TO_STRING_NOSLASHESCAPE)
-                       : "{}"));
+    json_object_object_add(
+        fn, "arguments",
+        json_object_new_string(
+            input ? json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN |
+                                                              JSON_C_TO_STRING_NOSLASHESCAPE)
+                  : "{}"));
     json_object *call = json_object_new_object();
     json_object_object_add(call, "id", json_object_new_string(id ? id : ""));
     json_object_object_add(call, "type", json_object_new_string("function"));
@@ -547,10 +557,11 @@ static json_object *message_from_content(json_object *content)
     json_object *msg = json_object_new_object();
     json_object_object_add(msg, "role", json_object_new_string("assistant"));
     bool has_calls = json_object_array_length(calls) > 0;
-    json_object_object_add(msg, "content",
-             (text.len == 0 && has_calls)
-                 ? NULL
-                 : json_object_new_string_len(text.data ? text.data : "", (int)text.len));
+    json_object_object_add(
+        msg, "content",
+        (text.len == 0 && has_calls)
+            ? NULL
+            : json_object_new_string_len(text.data ? text.data : "", (int)text.len));
     json_object_object_add(msg, "refusal", NULL);
     if (has_calls)
         json_object_object_add(msg, "tool_calls", calls);
@@ -585,7 +596,8 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
 
     json_object *choice = json_object_new_object();
     json_object_object_add(choice, "index", json_object_new_int(0));
-    json_object_object_add(choice, "message", message_from_content(provider_json_get(root, "content")));
+    json_object_object_add(choice, "message",
+                           message_from_content(provider_json_get(root, "content")));
     json_object_object_add(choice, "logprobs", NULL);
     json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
@@ -596,9 +608,9 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
     json_object_object_add(o, "object", json_object_new_string("chat.completion"));
     json_object_object_add(o, "created", json_object_new_int64((int64_t)time(NULL)));
     json_object_object_add(o, "model",
-             json_object_new_string(model                    ? model
-                                    : t && t->upstream_model ? t->upstream_model
-                                                             : ""));
+                           json_object_new_string(model                    ? model
+                                                  : t && t->upstream_model ? t->upstream_model
+                                                                           : ""));
     json_object_object_add(o, "choices", choices);
     json_object_object_add(o, "usage", usage_to_openai(&out->usage));
     out->body = o;
@@ -646,7 +658,7 @@ static void error_apply_type(upstream_error *out, int status, const char *etype,
     } else if (str_is(etype, "invalid_request_error") || status == 400) {
         bool too_long = msg && strcasestr(msg, "prompt is too long");
         provider_error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
-                  too_long ? "context_length_exceeded" : "");
+                           too_long ? "context_length_exceeded" : "");
         what = "anthropic rejected the request";
     } else if (status == 503 || status == 502 || status == 504) {
         /* The status says more than a generic api_error type: keep the

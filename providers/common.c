@@ -203,7 +203,8 @@ void provider_transport_error(const char *what, bool timed_out, upstream_error *
         snprintf(out->message, sizeof out->message, "the upstream provider timed out (%s)",
                  what ? what : "no detail");
     } else {
-        provider_error_set(out, ERRCLASS_RETRYABLE, 502, "upstream_unreachable", "upstream_unreachable");
+        provider_error_set(out, ERRCLASS_RETRYABLE, 502, "upstream_unreachable",
+                           "upstream_unreachable");
         snprintf(out->message, sizeof out->message, "could not reach the upstream provider (%s)",
                  what ? what : "no detail");
     }
@@ -288,7 +289,8 @@ bool provider_classify_code(const char *code, upstream_error *out)
     } else if (strcmp(code, "rate_limit_exceeded") == 0) {
         provider_error_set(out, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limit_exceeded");
     } else if (strcmp(code, "context_length_exceeded") == 0) {
-        provider_error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error", "context_length_exceeded");
+        provider_error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
+                           "context_length_exceeded");
     } else if (strcmp(code, "model_not_found") == 0) {
         provider_error_set(out, ERRCLASS_FATAL, 502, "upstream_model_not_found", "model_not_found");
         snprintf(out->message, sizeof out->message,

@@ -21,8 +21,8 @@ struct engine {
     struct event_base *base;
     CURLM *multi;
     struct event timer;
-    int in_curl; /* > 0 while curl_multi_socket_action runs */
-    engine_call *pool;  /* free calls with their easy handles, singly linked */
+    int in_curl;       /* > 0 while curl_multi_socket_action runs */
+    engine_call *pool; /* free calls with their easy handles, singly linked */
     int pool_n;
     struct {
         char *url;
@@ -39,13 +39,13 @@ struct engine_call {
     engine_call *next_free;
     struct curl_slist *headers;
     buf body;
-    buf hbuf;                 /* header names and values, NUL-separated */
-    size_t hoff[48][2];       /* offsets into hbuf while headers arrive */
+    buf hbuf;           /* header names and values, NUL-separated */
+    size_t hoff[48][2]; /* offsets into hbuf while headers arrive */
     upstream_headers hs;
     engine_callbacks cb;
     void *ctx;
-    struct event fb_timer;    /* first-byte limit */
-    struct event reap;        /* deferred removal after a cancel inside curl */
+    struct event fb_timer; /* first-byte limit */
+    struct event reap;     /* deferred removal after a cancel inside curl */
     bool fb_armed, reap_armed;
     bool headers_done, cancelled, fb_timed_out;
     int64_t start_us, first_byte_us;
@@ -64,7 +64,8 @@ static void check_multi_info(engine *e);
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
     engine *e = arg;
-    int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     e->in_curl++;
     curl_multi_socket_action(e->multi, fd, action, &running);
@@ -97,8 +98,7 @@ static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *s
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
     if (!w) {
         w = calloc(1, sizeof *w);
-        if (!w)
-            return -1;
+        if (!w) return -1;
         curl_multi_assign(e->multi, s, w);
     } else if (w->what == what) {
         return 0; /* interest unchanged: no epoll_ctl */
@@ -128,10 +128,8 @@ static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
 static void call_release(engine_call *c)
 {
     engine *e = c->e;
-    if (c->fb_armed)
-        evtimer_del(&c->fb_timer);
-    if (c->reap_armed)
-        evtimer_del(&c->reap);
+    if (c->fb_armed) evtimer_del(&c->fb_timer);
+    if (c->reap_armed) evtimer_del(&c->reap);
     c->fb_armed = c->reap_armed = false;
     e->stats.in_flight--;
     if (e->pool_n >= CALL_POOL_MAX) {
@@ -184,19 +182,16 @@ static void check_multi_info(engine *e)
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(e->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
+        if (msg->msg != CURLMSG_DONE) continue;
         engine_call *c = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
-        if (c)
-            call_finish(c, msg->data.result);
+        if (c) call_finish(c, msg->data.result);
     }
 }
 
 static void mark_first_byte(engine_call *c)
 {
-    if (c->first_byte_us >= 0)
-        return;
+    if (c->first_byte_us >= 0) return;
     c->first_byte_us = util_now_us() - c->start_us;
     if (c->fb_armed) {
         evtimer_del(&c->fb_timer);
@@ -217,8 +212,7 @@ static size_t header_fn(char *data, size_t size, size_t nmemb, void *userp)
     engine_call *c = userp;
     size_t len = size * nmemb;
     mark_first_byte(c);
-    if (c->cancelled)
-        return 0;
+    if (c->cancelled) return 0;
     if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) { /* a new response (after 1xx) */
         c->hs.n = 0;
         buf_reset(&c->hbuf);
@@ -230,14 +224,12 @@ static size_t header_fn(char *data, size_t size, size_t nmemb, void *userp)
         if (status >= 200 && !c->headers_done) {
             headers_publish(c);
             c->headers_done = true;
-            if (c->cb.on_headers)
-                c->cb.on_headers(c->ctx, (int)status, &c->hs);
+            if (c->cb.on_headers) c->cb.on_headers(c->ctx, (int)status, &c->hs);
         }
         return c->cancelled ? 0 : len;
     }
     const char *colon = memchr(data, ':', len);
-    if (!colon || c->hs.n >= 48)
-        return len;
+    if (!colon || c->hs.n >= 48) return len;
     size_t nlen = (size_t)(colon - data);
     const char *v = colon + 1, *end = data + len;
     while (v < end && (*v == ' ' || *v == '\t'))
@@ -262,11 +254,9 @@ static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
 {
     engine_call *c = userp;
     size_t len = size * nmemb;
-    if (c->cancelled)
-        return 0;
+    if (c->cancelled) return 0;
     mark_first_byte(c);
-    if (c->cb.on_data)
-        c->cb.on_data(c->ctx, data, len);
+    if (c->cb.on_data) c->cb.on_data(c->ctx, data, len);
     return c->cancelled ? 0 : len;
 }
 
@@ -288,8 +278,7 @@ static void on_reap(evutil_socket_t fd, short kind, void *arg)
 static CURLU *url_handle(engine *e, const char *url)
 {
     for (int i = 0; i < e->n_urls; i++)
-        if (strcmp(e->urls[i].url, url) == 0)
-            return e->urls[i].u;
+        if (strcmp(e->urls[i].url, url) == 0) return e->urls[i].u;
     CURLU *u = curl_url();
     if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
         curl_url_cleanup(u);
@@ -317,8 +306,7 @@ static engine_call *call_acquire(engine *e)
         e->pool_n--;
     } else {
         c = calloc(1, sizeof *c);
-        if (!c)
-            return NULL;
+        if (!c) return NULL;
         c->easy = curl_easy_init();
         if (!c->easy) {
             free(c);
@@ -358,8 +346,7 @@ static void call_set_fixed_options(engine_call *c, bool use_env_proxy)
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     /* Without proxy variables in the environment, tell curl so: it would
      * otherwise look them up on every transfer. */
-    if (!use_env_proxy)
-        curl_easy_setopt(h, CURLOPT_PROXY, "");
+    if (!use_env_proxy) curl_easy_setopt(h, CURLOPT_PROXY, "");
 }
 
 static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, int64_t deadline_ms)
@@ -370,16 +357,17 @@ static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, i
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
     long total = p->total_timeout_ms > 0 ? p->total_timeout_ms : 600000;
-    if (deadline_ms > 0 && deadline_ms < total)
-        total = (long)deadline_ms;
+    if (deadline_ms > 0 && deadline_ms < total) total = (long)deadline_ms;
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(p->connect_timeout_ms > 0 ? p->connect_timeout_ms : 0));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)(p->connect_timeout_ms > 0 ? p->connect_timeout_ms : 0));
     /* no byte for this long = stalled (0 = no limit) */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
                      (long)(p->idle_timeout_ms > 0 ? (p->idle_timeout_ms + 999) / 1000 : 0));
     if (p->first_byte_timeout_ms > 0 && p->first_byte_timeout_ms < total) {
         evtimer_assign(&c->fb_timer, c->e->base, on_first_byte_timeout, c);
-        struct timeval tv = {p->first_byte_timeout_ms / 1000, (p->first_byte_timeout_ms % 1000) * 1000};
+        struct timeval tv = {p->first_byte_timeout_ms / 1000,
+                             (p->first_byte_timeout_ms % 1000) * 1000};
         evtimer_add(&c->fb_timer, &tv);
         c->fb_armed = true;
     }
@@ -392,10 +380,8 @@ static void set_headers(engine_call *c, const upstream_request *req)
     const struct curl_slist *l = c->headers;
     int i = 0;
     for (; i < req->n_headers && l; i++, l = l->next)
-        if (strcmp(l->data, req->headers[i]) != 0)
-            break;
-    if (i == req->n_headers && !l)
-        return;
+        if (strcmp(l->data, req->headers[i]) != 0) break;
+    if (i == req->n_headers && !l) return;
     curl_slist_free_all(c->headers);
     c->headers = NULL;
     for (i = 0; i < req->n_headers; i++)
@@ -411,8 +397,7 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
         return NULL;
     }
     engine_call *c = call_acquire(e);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->cb = *cb;
     c->ctx = ctx;
     buf_append(&c->body, req->body.data ? req->body.data : "", req->body.len);
@@ -430,8 +415,7 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
 
 void engine_call_cancel(engine_call *c)
 {
-    if (!c || c->cancelled)
-        return;
+    if (!c || c->cancelled) return;
     c->cancelled = true;
     if (c->e->in_curl > 0) {
         /* Inside curl: the write/header callback returns 0 and curl ends
@@ -453,11 +437,10 @@ engine *engine_new(struct event_base *base, long max_connects)
         curl_ready = true;
     }
     engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return NULL;
+    if (!e) return NULL;
     e->base = base;
-    static const char *const proxy_vars[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
-                                             "HTTPS_PROXY", "ALL_PROXY",  "all_proxy", NULL};
+    static const char *const proxy_vars[] = {
+        "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy", NULL};
     for (const char *const *v = proxy_vars; *v; v++)
         e->use_env_proxy = e->use_env_proxy || (getenv(*v) && *getenv(*v));
     e->multi = curl_multi_init();
@@ -476,8 +459,7 @@ engine *engine_new(struct event_base *base, long max_connects)
 
 void engine_free(engine *e)
 {
-    if (!e)
-        return;
+    if (!e) return;
     while (e->pool) {
         engine_call *c = e->pool;
         e->pool = c->next_free;

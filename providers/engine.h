@@ -23,10 +23,10 @@ typedef struct engine engine;
 typedef struct engine_call engine_call;
 
 typedef struct engine_result {
-    bool ok;              /* the transfer completed (any HTTP status) */
-    bool timed_out;       /* a connect / first-byte / idle / total limit fired */
-    const char *what;     /* when !ok: what failed, in words */
-    int status;           /* HTTP status, 0 if none was received */
+    bool ok;               /* the transfer completed (any HTTP status) */
+    bool timed_out;        /* a connect / first-byte / idle / total limit fired */
+    const char *what;      /* when !ok: what failed, in words */
+    int status;            /* HTTP status, 0 if none was received */
     int64_t first_byte_us; /* from start to the first response byte, -1 if none */
 } engine_result;
 

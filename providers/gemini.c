@@ -59,7 +59,8 @@ static int parts_add_image(json_object *parts, json_object *part, char *err, siz
         return -1;
     }
     json_object *inl = json_object_new_object();
-    json_object_object_add(inl, "mimeType", json_object_new_string_len(url + 5, (int)(semi - url - 5)));
+    json_object_object_add(inl, "mimeType",
+                           json_object_new_string_len(url + 5, (int)(semi - url - 5)));
     json_object_object_add(inl, "data", json_object_new_string(semi + 8));
     json_object *p = json_object_new_object();
     json_object_object_add(p, "inlineData", inl);
@@ -161,7 +162,7 @@ static int parts_add_tool_result(json_object *parts, json_object *msg, json_obje
     provider_content_text(provider_json_get(msg, "content"), &text);
     json_object *resp = json_object_new_object();
     json_object_object_add(resp, "content",
-             json_object_new_string_len(text.data ? text.data : "", (int)text.len));
+                           json_object_new_string_len(text.data ? text.data : "", (int)text.len));
     buf_free(&text);
     json_object *fr = json_object_new_object();
     json_object_object_add(fr, "name", json_object_new_string(name));
@@ -219,7 +220,8 @@ static int message_encode(json_object *msg, json_object *contents, json_object *
         to = "model";
         rc = parts_add_content(parts, content, false, err, errlen);
         if (rc == 0)
-            rc = parts_add_tool_calls(parts, provider_json_get(msg, "tool_calls"), names, err, errlen);
+            rc = parts_add_tool_calls(parts, provider_json_get(msg, "tool_calls"), names, err,
+                                      errlen);
     } else if (strcmp(role, "tool") == 0) {
         rc = parts_add_tool_result(parts, msg, names, err, errlen);
     } else {
@@ -280,7 +282,8 @@ static void stop_encode(json_object *root, json_object *gc)
         size_t n = json_object_array_length(stop);
         for (size_t i = 0; i < n; i++) {
             json_object *s = json_object_array_get_idx(stop, i);
-            if (json_object_is_type(s, json_type_string)) json_object_array_add(seqs, provider_json_copy(s));
+            if (json_object_is_type(s, json_type_string))
+                json_object_array_add(seqs, provider_json_copy(s));
         }
     }
     if (json_object_array_length(seqs) > 0)
@@ -309,7 +312,8 @@ static void generation_config_encode(const canon_request *req, json_object *body
     if (req->max_tokens >= 0)
         json_object_object_add(gc, "maxOutputTokens", json_object_new_int64(req->max_tokens));
     if (json_is_number(provider_json_get(root, "temperature")))
-        json_object_object_add(gc, "temperature", provider_json_copy(provider_json_get(root, "temperature")));
+        json_object_object_add(gc, "temperature",
+                               provider_json_copy(provider_json_get(root, "temperature")));
     if (json_is_number(provider_json_get(root, "top_p")))
         json_object_object_add(gc, "topP", provider_json_copy(provider_json_get(root, "top_p")));
     stop_encode(root, gc);
@@ -524,10 +528,11 @@ static json_object *message_from_parts(json_object *parts, bool *has_calls)
     *has_calls = json_object_array_length(calls) > 0;
     json_object *msg = json_object_new_object();
     json_object_object_add(msg, "role", json_object_new_string("assistant"));
-    json_object_object_add(msg, "content",
-             (text.len == 0 && *has_calls)
-                 ? NULL
-                 : json_object_new_string_len(text.data ? text.data : "", (int)text.len));
+    json_object_object_add(
+        msg, "content",
+        (text.len == 0 && *has_calls)
+            ? NULL
+            : json_object_new_string_len(text.data ? text.data : "", (int)text.len));
     json_object_object_add(msg, "refusal", NULL);
     if (*has_calls)
         json_object_object_add(msg, "tool_calls", calls);
@@ -561,17 +566,20 @@ static int gemini_decode(const canon_request *req, const target *t, const char *
     }
     json_object *cands = provider_json_typed(root, "candidates", json_type_array);
     json_object *cand = cands ? json_object_array_get_idx(cands, 0) : NULL;
-    const char *blocked = provider_json_str(provider_json_get(root, "promptFeedback"), "blockReason");
+    const char *blocked =
+        provider_json_str(provider_json_get(root, "promptFeedback"), "blockReason");
     if (!json_object_is_type(cand, json_type_object) && !blocked) {
         snprintf(err, errlen, "gemini answer has no candidates and no block reason");
         json_object_put(root);
         return -1;
     }
     bool has_calls = false;
-    json_object *msg = message_from_parts(provider_json_get(provider_json_get(cand, "content"), "parts"), &has_calls);
+    json_object *msg = message_from_parts(
+        provider_json_get(provider_json_get(cand, "content"), "parts"), &has_calls);
     /* A prompt blocked before generation has no candidate at all. */
-    const char *finish =
-        cand ? finish_reason_map(provider_json_str(cand, "finishReason"), has_calls) : "content_filter";
+    const char *finish = cand
+                             ? finish_reason_map(provider_json_str(cand, "finishReason"), has_calls)
+                             : "content_filter";
     out->usage = gemini_usage_map(provider_json_get(root, "usageMetadata"));
     out->prompt_tokens = usage_prompt_tokens(&out->usage);
     out->completion_tokens = out->usage.output;
@@ -593,9 +601,9 @@ static int gemini_decode(const canon_request *req, const target *t, const char *
     json_object_object_add(o, "object", json_object_new_string("chat.completion"));
     json_object_object_add(o, "created", json_object_new_int64((int64_t)time(NULL)));
     json_object_object_add(o, "model",
-             json_object_new_string(model                    ? model
-                                    : t && t->upstream_model ? t->upstream_model
-                                                             : ""));
+                           json_object_new_string(model                    ? model
+                                                  : t && t->upstream_model ? t->upstream_model
+                                                                           : ""));
     json_object_object_add(o, "choices", choices);
     json_object_object_add(o, "usage", usage_to_openai(&out->usage));
     out->body = o;
@@ -682,7 +690,7 @@ static void error_apply(upstream_error *out, int status, json_object *err)
                status == 400) {
         bool too_long = msg && strcasestr(msg, "exceeds the maximum number of tokens");
         provider_error_set(out, ERRCLASS_FATAL, 400, "invalid_request_error",
-                  too_long ? "context_length_exceeded" : "");
+                           too_long ? "context_length_exceeded" : "");
         what = "gemini rejected the request";
     } else if (str_eq(st, "INTERNAL") || status == 500) {
         provider_error_set(out, ERRCLASS_AMBIGUOUS, 502, "server_error", "upstream_error");
@@ -828,7 +836,8 @@ static void stream_finish(gem_stream *s, const char *finish, stream_result *res,
 static void stream_candidate(gem_stream *s, json_object *cand, stream_result *res,
                              const stream_sink *sink)
 {
-    json_object *parts = provider_json_typed(provider_json_get(cand, "content"), "parts", json_type_array);
+    json_object *parts =
+        provider_json_typed(provider_json_get(cand, "content"), "parts", json_type_array);
     size_t n = parts ? json_object_array_length(parts) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *part = json_object_array_get_idx(parts, i);
@@ -860,7 +869,8 @@ static void stream_fail_garbage(stream_result *res, const char *why)
 {
     memset(&res->error, 0, sizeof res->error);
     res->error.retry_after_ms = -1;
-    provider_error_set(&res->error, ERRCLASS_AMBIGUOUS, 502, "server_error", "bad_upstream_response");
+    provider_error_set(&res->error, ERRCLASS_AMBIGUOUS, 502, "server_error",
+                       "bad_upstream_response");
     snprintf(res->error.message, sizeof res->error.message, "gemini stream: %s", why);
     res->failed = true;
 }

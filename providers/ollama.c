@@ -478,8 +478,8 @@ typedef struct ollama_stream {
     bool sent_role; /* the first chunk carries delta.role */
     bool saw_tool_calls;
     bool include_usage; /* the client asked for a usage chunk */
-    int tool_index; /* OpenAI numbers streamed tool calls */
-    buf chunk;      /* scratch for the chunk being written */
+    int tool_index;     /* OpenAI numbers streamed tool calls */
+    buf chunk;          /* scratch for the chunk being written */
 } ollama_stream;
 
 static void *ollama_stream_new(const canon_request *req, const target *t)

@@ -343,7 +343,8 @@ static int openai_decode(const canon_request *req, const target *t, const char *
         uint32_t msg = jdoc_get(&d, jdoc_get(&d, 0, "error"), "message");
         buf m = BUF_INIT;
         if (jdoc_type(&d, msg) == JT_STRING) jdoc_str_append(&d, msg, &m);
-        snprintf(err, errlen, "upstream answered 200 with a body that is not a chat.completion: %s%.60s",
+        snprintf(err, errlen,
+                 "upstream answered 200 with a body that is not a chat.completion: %s%.60s",
                  m.len ? "it carries an error: " : "no choices array", m.len ? m.data : "");
         buf_free(&m);
         text_blank_controls(err);
@@ -351,8 +352,8 @@ static int openai_decode(const canon_request *req, const target *t, const char *
     }
     out->raw = body;
     out->raw_len = len;
-    out->usage = usage_from_doc(&d, jdoc_get(&d, 0, "usage"), &out->prompt_tokens,
-                                &out->completion_tokens);
+    out->usage =
+        usage_from_doc(&d, jdoc_get(&d, 0, "usage"), &out->prompt_tokens, &out->completion_tokens);
     copy_finish_reason(&d, jdoc_get(&d, jdoc_index(&d, choices, 0), "finish_reason"),
                        out->finish_reason, sizeof out->finish_reason);
     return 0;
@@ -361,8 +362,8 @@ static int openai_decode(const canon_request *req, const target *t, const char *
 /* ------------------------------------------------------------ stream */
 
 typedef struct openai_stream {
-    jdoc doc;  /* token array reused for every chunk */
-    buf tmp;   /* a re-framed chunk */
+    jdoc doc; /* token array reused for every chunk */
+    buf tmp;  /* a re-framed chunk */
 } openai_stream;
 
 static void *openai_stream_new(const canon_request *req, const target *t)
@@ -413,7 +414,8 @@ static void stream_note_choices(stream_result *res, const jdoc *d, uint32_t choi
         int64_t index = 0;
         jdoc_int64(d, jdoc_get(d, c, "index"), &index);
         uint32_t content = jdoc_get(d, jdoc_get(d, c, "delta"), "content");
-        if (index == 0 && jdoc_type(d, content) == JT_STRING) jdoc_str_append(d, content, &res->text);
+        if (index == 0 && jdoc_type(d, content) == JT_STRING)
+            jdoc_str_append(d, content, &res->text);
     }
 }
 

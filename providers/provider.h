@@ -22,19 +22,19 @@
  * is kept whole in `root` so adapters can pass through fields bridle does not
  * model. Strings point into `root` and live as long as it does. */
 typedef struct canon_request {
-    const char *body;      /* the client's body bytes, as received */
+    const char *body; /* the client's body bytes, as received */
     size_t body_len;
     const struct jdoc *doc; /* body tokenized (lib/jtok.h); the OpenAI dialect reads only this */
-    json_object *root;     /* the client's body as a json-c tree, built only for the
-                              dialects that translate it (needs_tree); owned by the request */
-    const char *model;     /* "model" as the client sent it */
-    json_object *messages; /* validated array: every item has a string role and
-                              content that is a string, an array of parts, or null */
+    json_object *root;      /* the client's body as a json-c tree, built only for the
+                               dialects that translate it (needs_tree); owned by the request */
+    const char *model;      /* "model" as the client sent it */
+    json_object *messages;  /* validated array: every item has a string role and
+                               content that is a string, an array of parts, or null */
     bool stream;
-    bool include_usage;    /* stream_options.include_usage */
-    int64_t max_tokens;    /* max_completion_tokens, else max_tokens; -1 when unset */
-    bool json_mode;        /* response_format.type is json_object or json_schema */
-    const char *user;      /* "user" or NULL */
+    bool include_usage; /* stream_options.include_usage */
+    int64_t max_tokens; /* max_completion_tokens, else max_tokens; -1 when unset */
+    bool json_mode;     /* response_format.type is json_object or json_schema */
+    const char *user;   /* "user" or NULL */
     const char *task, *agent, *feature, *team; /* metadata / x-bridle-* headers, or NULL */
 } canon_request;
 
@@ -44,10 +44,10 @@ typedef struct provider_ops provider_ops;
 
 /* A configured provider endpoint (server/config.c owns these). */
 typedef struct provider_conf {
-    const char *name;        /* config key, e.g. "openai" */
-    const provider_ops *ops; /* the dialect */
-    const char *base_url;    /* e.g. "https://api.openai.com/v1", no trailing slash */
-    const char *api_key;     /* resolved secret or NULL; never log it */
+    const char *name;           /* config key, e.g. "openai" */
+    const provider_ops *ops;    /* the dialect */
+    const char *base_url;       /* e.g. "https://api.openai.com/v1", no trailing slash */
+    const char *api_key;        /* resolved secret or NULL; never log it */
     const char **extra_headers; /* NULL-terminated "Name: value" lines, or NULL */
     /* OpenAI-compatible hosts differ in small ways; options per host: */
     bool use_max_completion_tokens; /* send max_completion_tokens (OpenAI) instead of max_tokens */
@@ -71,8 +71,8 @@ typedef struct target {
 /* ------------------------------------------------------------ upstream I/O */
 
 typedef struct upstream_request {
-    buf url;          /* absolute URL */
-    buf body;         /* request body */
+    buf url;                 /* absolute URL */
+    buf body;                /* request body */
     const char *headers[16]; /* "Name: value" lines owned by header_store, NULL-terminated */
     int n_headers;
     buf header_store; /* backing storage for headers[] (NUL-separated) */
@@ -121,12 +121,12 @@ typedef struct upstream_error {
 
 /* A decoded non-streamed answer. */
 typedef struct decoded_response {
-    json_object *body;        /* an OpenAI chat.completion object; owned by caller */
-    const char *raw;          /* or, when body is NULL: the upstream bytes to relay as they are */
+    json_object *body; /* an OpenAI chat.completion object; owned by caller */
+    const char *raw;   /* or, when body is NULL: the upstream bytes to relay as they are */
     size_t raw_len;
-    usage_record usage;       /* exact when the provider reported usage */
-    char finish_reason[24];   /* OpenAI value */
-    int64_t prompt_tokens;    /* for the client-facing usage block */
+    usage_record usage;     /* exact when the provider reported usage */
+    char finish_reason[24]; /* OpenAI value */
+    int64_t prompt_tokens;  /* for the client-facing usage block */
     int64_t completion_tokens;
 } decoded_response;
 
@@ -148,8 +148,8 @@ typedef struct stream_sink {
 
 /* What a stream has told us so far; the decoder updates it. */
 typedef struct stream_result {
-    usage_record usage;     /* latest known usage; usage.exact once reported */
-    int64_t prompt_tokens;  /* for the usage chunk */
+    usage_record usage;    /* latest known usage; usage.exact once reported */
+    int64_t prompt_tokens; /* for the usage chunk */
     int64_t completion_tokens;
     char finish_reason[24]; /* "" until known */
     bool done;              /* the provider said the stream is complete */

@@ -24,14 +24,15 @@ typedef enum { TIER_NONE = 0, TIER_BUDGET, TIER_MID, TIER_HEAVY, TIER_LOCAL } mo
 
 /* One model's price card. Prices in µ$ per million tokens. */
 typedef struct model_price {
-    const char *name;          /* model id as clients name it */
-    int64_t input;             /* plain input */
-    int64_t cached_input;      /* cache read */
-    int64_t cache_write_5m;    /* 0 = same as input */
-    int64_t cache_write_1h;    /* 0 = same as input */
-    int64_t output;            /* output, reasoning included */
-    int batch_discount_pct;    /* e.g. 50: batch calls cost 50% less */
-    int64_t long_ctx_threshold; /* total input tokens above which the whole request is re-priced; 0 = none */
+    const char *name;           /* model id as clients name it */
+    int64_t input;              /* plain input */
+    int64_t cached_input;       /* cache read */
+    int64_t cache_write_5m;     /* 0 = same as input */
+    int64_t cache_write_1h;     /* 0 = same as input */
+    int64_t output;             /* output, reasoning included */
+    int batch_discount_pct;     /* e.g. 50: batch calls cost 50% less */
+    int64_t long_ctx_threshold; /* total input tokens above which the whole request is re-priced; 0
+                                   = none */
     int long_ctx_input_pct;     /* e.g. 200 = 2× input-side prices above the threshold; 0 = 100 */
     int long_ctx_output_pct;    /* e.g. 150 = 1.5× output above the threshold; 0 = 100 */
     int64_t context_window;     /* tokens */

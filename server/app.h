@@ -24,21 +24,21 @@ typedef struct app {
     struct evhttp *http;
     struct evconnlistener *listener;
     json_tokener *tok;
-    int *provider_inflight;  /* calls in flight per provider index */
+    int *provider_inflight; /* calls in flight per provider index */
     int64_t open_connections;
     bool listener_paused;
-    int64_t in_flight;       /* client requests being served */
-    bool draining;           /* SIGTERM: finish what is in flight, then exit */
+    int64_t in_flight; /* client requests being served */
+    bool draining;     /* SIGTERM: finish what is in flight, then exit */
     struct event *drain_timer;
-    struct chat *chat_pool;  /* finished requests kept for reuse (server/chat.c) */
+    struct chat *chat_pool; /* finished requests kept for reuse (server/chat.c) */
     int chat_pool_n;
     struct ptrmap *guards;
-    struct ledger *ledger;   /* NULL when no database is configured */
-    struct breaker **breakers;       /* one per model target (target.index) */
-    struct retry_budget **budgets;   /* one per provider (provider_conf.index) */
-    uint64_t rng;                    /* splitmix64 state for jitter */
-    struct policy_model *pmodels;    /* the routing policy's model table (config order) */
-    int n_pmodels;   /* client bufferevent -> its conn_guard (server/http.c) */
+    struct ledger *ledger;         /* NULL when no database is configured */
+    struct breaker **breakers;     /* one per model target (target.index) */
+    struct retry_budget **budgets; /* one per provider (provider_conf.index) */
+    uint64_t rng;                  /* splitmix64 state for jitter */
+    struct policy_model *pmodels;  /* the routing policy's model table (config order) */
+    int n_pmodels;                 /* client bufferevent -> its conn_guard (server/http.c) */
     app_stats stats;
 } app;
 

@@ -27,11 +27,24 @@ static const struct {
     const char *name;
     size_t len;
 } top_names[K_COUNT] = {
-#define K(s) {s, sizeof(s) - 1}
-    K("model"),      K("messages"),    K("stream"),           K("stream_options"),
-    K("metadata"),   K("response_format"), K("max_tokens"),   K("max_completion_tokens"),
-    K("n"),          K("temperature"), K("top_p"),            K("presence_penalty"),
-    K("frequency_penalty"), K("user"),
+#define K(s)                                                                                       \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+    K("model"),
+    K("messages"),
+    K("stream"),
+    K("stream_options"),
+    K("metadata"),
+    K("response_format"),
+    K("max_tokens"),
+    K("max_completion_tokens"),
+    K("n"),
+    K("temperature"),
+    K("top_p"),
+    K("presence_penalty"),
+    K("frequency_penalty"),
+    K("user"),
 #undef K
 };
 
@@ -70,8 +83,7 @@ static int index_top_keys(cctx *c)
             bool eq = t->escaped ? jdoc_str_eq(d, k, top_names[i].name)
                                  : len == top_names[i].len &&
                                        memcmp(d->src + t->start, top_names[i].name, len) == 0;
-            if (!eq)
-                continue;
+            if (!eq) continue;
             if (c->top[i] != JT_NONE)
                 return invalid(c, top_names[i].name, "duplicate_key",
                                "\"%s\" appears twice in the request body: send it once",
@@ -82,7 +94,6 @@ static int index_top_keys(cctx *c)
     }
     return 0;
 }
-
 
 /* A NUL-terminated copy of a string token. `strings` was reserved for the
  * whole body up front, so it never moves and the pointers stay valid. */
@@ -102,10 +113,10 @@ static bool kept_has_nul(cctx *c, const char *kept)
 
 static bool is_role(const jdoc *d, uint32_t r)
 {
-    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool", "function", NULL};
+    static const char *const roles[] = {"system", "developer", "user", "assistant",
+                                        "tool",   "function",  NULL};
     for (const char *const *p = roles; *p; p++)
-        if (jdoc_str_eq(d, r, *p))
-            return true;
+        if (jdoc_str_eq(d, r, *p)) return true;
     return false;
 }
 
@@ -113,7 +124,8 @@ static int check_parts(cctx *c, uint32_t content, uint32_t i)
 {
     const jdoc *d = c->d;
     uint32_t j = 0;
-    for (uint32_t part = jdoc_first(d, content); part != JT_NONE; part = jdoc_next(d, content, part), j++) {
+    for (uint32_t part = jdoc_first(d, content); part != JT_NONE;
+         part = jdoc_next(d, content, part), j++) {
         if (jdoc_type(d, part) == JT_OBJECT && jdoc_type(d, jdoc_get(d, part, "type")) == JT_STRING)
             continue;
         char param[96];
@@ -146,9 +158,10 @@ static int check_message(cctx *c, uint32_t m, uint32_t i)
     const jdoc *d = c->d;
     char p[96];
     if (jdoc_type(d, m) != JT_OBJECT)
-        return invalid(c, msg_param(p, sizeof p, i, ""), "invalid_type",
-                       "%s must be an object like {\"role\": \"user\", \"content\": \"Hello\"}, got %s",
-                       p, jdoc_type_name(d, m));
+        return invalid(
+            c, msg_param(p, sizeof p, i, ""), "invalid_type",
+            "%s must be an object like {\"role\": \"user\", \"content\": \"Hello\"}, got %s", p,
+            jdoc_type_name(d, m));
     static const char *const once[] = {".role", ".content", ".tool_calls", ".tool_call_id", NULL};
     for (const char *const *k = once; *k; k++)
         if (has_duplicate_member(d, m, *k + 1))
@@ -157,7 +170,8 @@ static int check_message(cctx *c, uint32_t m, uint32_t i)
     uint32_t role = jdoc_get(d, m, "role");
     if (role == JT_NONE)
         return invalid(c, msg_param(p, sizeof p, i, ".role"), "missing_required_parameter",
-                       "%s is missing: say who speaks (system, developer, user, assistant or tool)", p);
+                       "%s is missing: say who speaks (system, developer, user, assistant or tool)",
+                       p);
     if (!is_role(d, role)) {
         size_t len;
         const char *raw = jdoc_raw(d, role, &len);
@@ -167,12 +181,13 @@ static int check_message(cctx *c, uint32_t m, uint32_t i)
     }
     uint32_t content = jdoc_get(d, m, "content");
     switch (jdoc_type(d, content)) {
-    case JT_STRING: return 0;
-    case JT_ARRAY: return check_parts(c, content, i);
+    case JT_STRING:
+        return 0;
+    case JT_ARRAY:
+        return check_parts(c, content, i);
     case JT_ABSENT:
     case JT_NULL:
-        if (jdoc_str_eq(d, role, "assistant") && jdoc_get(d, m, "tool_calls") != JT_NONE)
-            return 0;
+        if (jdoc_str_eq(d, role, "assistant") && jdoc_get(d, m, "tool_calls") != JT_NONE) return 0;
         return invalid(c, msg_param(p, sizeof p, i, ".content"), "missing_required_parameter",
                        "%s is missing: a message needs content (a string or a list of parts)", p);
     default:
@@ -191,14 +206,14 @@ static int check_messages(cctx *c)
                        "\"messages\" is missing: send the conversation as a list, like "
                        "[{\"role\": \"user\", \"content\": \"Hello\"}]");
     if (jdoc_type(d, msgs) != JT_ARRAY)
-        return invalid(c, "messages", "invalid_type", "\"messages\" must be a list of messages, got %s",
-                       jdoc_type_name(d, msgs));
+        return invalid(c, "messages", "invalid_type",
+                       "\"messages\" must be a list of messages, got %s", jdoc_type_name(d, msgs));
     if (d->t[msgs].size == 0)
-        return invalid(c, "messages", "empty_array", "\"messages\" is empty: send at least one message");
+        return invalid(c, "messages", "empty_array",
+                       "\"messages\" is empty: send at least one message");
     uint32_t i = 0;
     for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m), i++)
-        if (check_message(c, m, i))
-            return -1;
+        if (check_message(c, m, i)) return -1;
     return 0;
 }
 
@@ -207,16 +222,15 @@ static int opt_int(cctx *c, enum top_key k, int64_t lo, int64_t hi, int64_t *out
 {
     const char *key = top_names[k].name;
     uint32_t v = c->top[k];
-    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
-        return 0;
+    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL) return 0;
     int64_t x;
     if (!jdoc_int64(c->d, v, &x))
         return invalid(c, key, "invalid_type", "\"%s\" must be an integer, got %s", key,
                        jdoc_type(c->d, v) == JT_NUMBER ? "a fraction or a number too large"
                                                        : jdoc_type_name(c->d, v));
     if (x < lo || x > hi)
-        return invalid(c, key, "invalid_value", "\"%s\" must be between %lld and %lld, got %lld", key,
-                       (long long)lo, (long long)hi, (long long)x);
+        return invalid(c, key, "invalid_value", "\"%s\" must be between %lld and %lld, got %lld",
+                       key, (long long)lo, (long long)hi, (long long)x);
     *out = x;
     return 0;
 }
@@ -225,8 +239,7 @@ static int opt_number(cctx *c, enum top_key k, double lo, double hi)
 {
     const char *key = top_names[k].name;
     uint32_t v = c->top[k];
-    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
-        return 0;
+    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL) return 0;
     double x;
     if (!jdoc_double(c->d, v, &x))
         return invalid(c, key, "invalid_type", "\"%s\" must be a number, got %s", key,
@@ -242,23 +255,21 @@ static uint32_t value_of(cctx *c, uint32_t obj, const char *key)
 {
     if (obj == 0)
         for (int i = 0; i < K_COUNT; i++)
-            if (strcmp(top_names[i].name, key) == 0)
-                return c->top[i];
+            if (strcmp(top_names[i].name, key) == 0) return c->top[i];
     return jdoc_get(c->d, obj, key);
 }
 
 static int opt_string(cctx *c, uint32_t obj, const char *key, const char *param, const char **out)
 {
     uint32_t v = value_of(c, obj, key);
-    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL)
-        return 0;
+    if (v == JT_NONE || jdoc_type(c->d, v) == JT_NULL) return 0;
     if (jdoc_type(c->d, v) != JT_STRING)
         return invalid(c, param, "invalid_type", "\"%s\" must be a string, got %s", param,
                        jdoc_type_name(c->d, v));
     *out = keep_string(c, v);
     if (kept_has_nul(c, *out))
-        return invalid(c, param, "invalid_value", "\"%s\" must not contain a NUL character (\\u0000)",
-                       param);
+        return invalid(c, param, "invalid_value",
+                       "\"%s\" must not contain a NUL character (\\u0000)", param);
     return 0;
 }
 
@@ -266,8 +277,7 @@ static int opt_bool(cctx *c, uint32_t obj, const char *key, const char *param, b
 {
     uint32_t v = value_of(c, obj, key);
     jt_type t = jdoc_type(c->d, v);
-    if (v == JT_NONE || t == JT_NULL)
-        return 0;
+    if (v == JT_NONE || t == JT_NULL) return 0;
     if (t != JT_TRUE && t != JT_FALSE)
         return invalid(c, param, "invalid_type", "\"%s\" must be true or false, got %s", param,
                        jdoc_type_name(c->d, v));
@@ -277,11 +287,9 @@ static int opt_bool(cctx *c, uint32_t obj, const char *key, const char *param, b
 
 static int check_stream(cctx *c, canon_request *out)
 {
-    if (opt_bool(c, 0, "stream", "stream", &out->stream))
-        return -1;
+    if (opt_bool(c, 0, "stream", "stream", &out->stream)) return -1;
     uint32_t so = c->top[K_STREAM_OPTIONS];
-    if (so == JT_NONE || jdoc_type(c->d, so) == JT_NULL)
-        return 0;
+    if (so == JT_NONE || jdoc_type(c->d, so) == JT_NULL) return 0;
     if (!out->stream)
         return invalid(c, "stream_options", "invalid_value",
                        "\"stream_options\" is only allowed when \"stream\" is true");
@@ -294,14 +302,13 @@ static int check_metadata(cctx *c, canon_request *out)
 {
     const jdoc *d = c->d;
     uint32_t md = c->top[K_METADATA];
-    if (md == JT_NONE || jdoc_type(d, md) == JT_NULL)
-        return 0;
+    if (md == JT_NONE || jdoc_type(d, md) == JT_NULL) return 0;
     if (jdoc_type(d, md) != JT_OBJECT)
         return invalid(c, "metadata", "invalid_type",
-                       "\"metadata\" must be an object of string values, got %s", jdoc_type_name(d, md));
+                       "\"metadata\" must be an object of string values, got %s",
+                       jdoc_type_name(d, md));
     for (uint32_t k = jdoc_first(d, md); k != JT_NONE; k = jdoc_next(d, md, k)) {
-        if (jdoc_type(d, k + 1) == JT_STRING)
-            continue;
+        if (jdoc_type(d, k + 1) == JT_STRING) continue;
         char param[96];
         buf key = BUF_INIT;
         jdoc_str_append(d, k, &key);
@@ -320,8 +327,7 @@ static int check_response_format(cctx *c, canon_request *out)
 {
     const jdoc *d = c->d;
     uint32_t rf = c->top[K_RESPONSE_FORMAT];
-    if (rf == JT_NONE || jdoc_type(d, rf) == JT_NULL)
-        return 0;
+    if (rf == JT_NONE || jdoc_type(d, rf) == JT_NULL) return 0;
     uint32_t type = jdoc_get(d, rf, "type");
     if (jdoc_type(d, type) != JT_STRING)
         return invalid(c, "response_format", "invalid_type",
@@ -344,10 +350,12 @@ static int check_fields(cctx *c, canon_request *out)
                        "such as \"auto\"");
     if (jdoc_type(d, model) != JT_STRING || d->t[model].end == d->t[model].start)
         return invalid(c, "model", "invalid_type", "\"model\" must be a non-empty string, got %s",
-                       jdoc_type(d, model) == JT_STRING ? "an empty string" : jdoc_type_name(d, model));
+                       jdoc_type(d, model) == JT_STRING ? "an empty string"
+                                                        : jdoc_type_name(d, model));
     out->model = keep_string(c, model);
     if (kept_has_nul(c, out->model))
-        return invalid(c, "model", "invalid_value", "\"model\" must not contain a NUL character (\\u0000)");
+        return invalid(c, "model", "invalid_value",
+                       "\"model\" must not contain a NUL character (\\u0000)");
     if (check_messages(c) || check_stream(c, out) || check_metadata(c, out) ||
         check_response_format(c, out))
         return -1;
@@ -369,13 +377,14 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
     out->max_tokens = -1;
     cctx c = {.d = doc, .strings = strings, .err = err};
     if (len == 0)
-        return invalid(&c, NULL, "invalid_json",
-                       "the request body is empty: send a JSON object with \"model\" and \"messages\"");
+        return invalid(
+            &c, NULL, "invalid_json",
+            "the request body is empty: send a JSON object with \"model\" and \"messages\"");
     char why[96];
     size_t pos = 0;
     if (jdoc_parse(doc, body, len, why, sizeof why, &pos) != 0)
-        return invalid(&c, NULL, "invalid_json", "the request body is not valid JSON: %s at byte %zu",
-                       why, pos);
+        return invalid(&c, NULL, "invalid_json",
+                       "the request body is not valid JSON: %s at byte %zu", why, pos);
     if (jdoc_type(doc, 0) != JT_OBJECT)
         return invalid(&c, NULL, "invalid_type",
                        "the request body must be a JSON object with \"model\" and \"messages\"");
@@ -384,15 +393,13 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
     out->body = body;
     out->body_len = len;
     out->doc = doc;
-    if (index_top_keys(&c))
-        return -1;
+    if (index_top_keys(&c)) return -1;
     return check_fields(&c, out);
 }
 
 int canon_build_tree(canon_request *req, json_tokener *tok, canon_error *err)
 {
-    if (req->root)
-        return 0;
+    if (req->root) return 0;
     json_tokener_reset(tok); /* made with the same depth limit as lib/jtok (see app) */
     json_object *root = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
     if (!root || !json_object_object_get_ex(root, "messages", &req->messages)) {

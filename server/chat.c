@@ -28,7 +28,14 @@
 #define MAX_PLAN 8
 #define MAX_UPSTREAM_BODY (64 << 20)
 
-typedef enum { CHAT_ROUTING, CHAT_CALLING, CHAT_RELAYING, CHAT_REPLYING, CHAT_DONE, CHAT_FAILED } chat_state;
+typedef enum {
+    CHAT_ROUTING,
+    CHAT_CALLING,
+    CHAT_RELAYING,
+    CHAT_REPLYING,
+    CHAT_DONE,
+    CHAT_FAILED
+} chat_state;
 
 typedef struct chat {
     app *a;
@@ -37,20 +44,20 @@ typedef struct chat {
     char id[32];
     const key_conf *key;
     canon_request canon;
-    jdoc doc;      /* the body's tokens */
-    buf strings;   /* canon's unescaped strings */
+    jdoc doc;    /* the body's tokens */
+    buf strings; /* canon's unescaped strings */
     const target *plan[MAX_PLAN];
     int n_plan, cur, attempts;
     const char *route_name; /* the virtual model, or NULL */
     const char *tier_header;
-    char route_rule[128];   /* the routing policy's rule, for x-bridle-route; "" if none */
+    char route_rule[128];       /* the routing policy's rule, for x-bridle-route; "" if none */
     const model_conf *baseline; /* what savings are measured against, or NULL */
     engine_call *call;
     upstream_request up;
-    int status;                   /* upstream HTTP status of the current attempt */
-    const upstream_headers *hs;   /* valid until the attempt's on_done returns */
-    buf body;                     /* non-2xx or non-stream body */
-    bool relaying;                /* stream headers sent to the client */
+    int status;                 /* upstream HTTP status of the current attempt */
+    const upstream_headers *hs; /* valid until the attempt's on_done returns */
+    buf body;                   /* non-2xx or non-stream body */
+    bool relaying;              /* stream headers sent to the client */
     sse_parser *parser;
     void *sstate;
     stream_result sres;
@@ -59,17 +66,17 @@ typedef struct chat {
     bool body_too_large;
     char chunk_id[80];
     int64_t start_us, deadline_ms;
-    int64_t wall_start_us;     /* for the event's timestamp */
-    int64_t attempt_start_us;  /* current attempt */
-    int64_t upstream_us;       /* all attempts so far */
-    int64_t ttft_us;           /* first chunk to the client; -1 until then */
-    bool recorded;             /* the usage event is in the ledger */
-    breaker_ticket ticket;     /* the current attempt's admission by its target's breaker */
-    bool ticket_live;          /* an outcome is still owed to the breaker */
-    int target_attempts;       /* attempts on the current candidate */
+    int64_t wall_start_us;    /* for the event's timestamp */
+    int64_t attempt_start_us; /* current attempt */
+    int64_t upstream_us;      /* all attempts so far */
+    int64_t ttft_us;          /* first chunk to the client; -1 until then */
+    bool recorded;            /* the usage event is in the ledger */
+    breaker_ticket ticket;    /* the current attempt's admission by its target's breaker */
+    bool ticket_live;         /* an outcome is still owed to the breaker */
+    int target_attempts;      /* attempts on the current candidate */
     int ambiguous_retries;
-    bool budget_exhausted;     /* a retry was refused by the retry budget */
-    struct event retry_ev;     /* waiting out a backoff or Retry-After */
+    bool budget_exhausted; /* a retry was refused by the retry budget */
+    struct event retry_ev; /* waiting out a backoff or Retry-After */
     bool retry_armed;
     struct event reap;
     struct chat *next_free; /* in the app's pool */
@@ -95,8 +102,7 @@ static void chat_set_state(chat *c, chat_state s)
 static chat *chat_alloc(app *a)
 {
     chat *c = a->chat_pool;
-    if (!c)
-        return calloc(1, sizeof(chat));
+    if (!c) return calloc(1, sizeof(chat));
     a->chat_pool = c->next_free;
     a->chat_pool_n--;
     return c;
@@ -149,14 +155,11 @@ void chat_pool_free(app *a)
 
 static void chat_free(chat *c)
 {
-    if (c->canon.root)
-        json_object_put(c->canon.root);
-    if (c->parser)
-        sse_parser_free(c->parser);
+    if (c->canon.root) json_object_put(c->canon.root);
+    if (c->parser) sse_parser_free(c->parser);
     if (c->sstate && c->plan[c->cur]->provider->ops->stream_free)
         c->plan[c->cur]->provider->ops->stream_free(c->sstate);
-    if (c->out)
-        evbuffer_free(c->out);
+    if (c->out) evbuffer_free(c->out);
     if (c->client_gone) /* evhttp handed the request to us when the connection died */
         evhttp_request_free(c->req);
     c->a->in_flight--;
@@ -172,12 +175,10 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
  * from a callback that is still standing on the request. */
 static void chat_finish(chat *c, chat_state final, const char *why)
 {
-    if (c->state == CHAT_DONE || c->state == CHAT_FAILED)
-        return;
+    if (c->state == CHAT_DONE || c->state == CHAT_FAILED) return;
     if (!c->recorded && c->a->ledger) { /* the client left first: the provider may still bill */
         usage_record u = c->sres.usage;
-        if (c->attempts)
-            estimate_usage(c, &u);
+        if (c->attempts) estimate_usage(c, &u);
         record_usage(c, 499, "client_closed", c->attempts ? &u : NULL);
     }
     chat_set_state(c, final);
@@ -190,11 +191,11 @@ static void chat_finish(chat *c, chat_state final, const char *why)
         engine_call_cancel(c->call);
         c->call = NULL;
     }
-    if (!c->client_gone)
-        http_unwatch_client(c->a, c->req);
+    if (!c->client_gone) http_unwatch_client(c->a, c->req);
     int64_t us = util_now_us() - c->start_us;
-    log_debug("%s: %s model=%s attempts=%d %lld us: %s", c->id, final == CHAT_DONE ? "done" : "failed",
-              c->canon.model ? c->canon.model : "-", c->attempts, (long long)us, why);
+    log_debug("%s: %s model=%s attempts=%d %lld us: %s", c->id,
+              final == CHAT_DONE ? "done" : "failed", c->canon.model ? c->canon.model : "-",
+              c->attempts, (long long)us, why);
     evtimer_assign(&c->reap, c->a->base, on_reap, c);
     struct timeval zero = {0, 0};
     evtimer_add(&c->reap, &zero);
@@ -236,14 +237,14 @@ static void copy_str(char *dst, size_t n, const char *src)
  * (or, for a route, its baseline): savings are a subtraction. */
 static int64_t baseline_cost(chat *c, const usage_record *u)
 {
-    const model_conf *m = c->baseline ? c->baseline
-                                      : config_find_model(c->a->cfg, c->canon.model ? c->canon.model : "");
+    const model_conf *m = c->baseline
+                              ? c->baseline
+                              : config_find_model(c->a->cfg, c->canon.model ? c->canon.model : "");
     if (!m) {
         const route_conf *r = c->route_name ? config_find_route(c->a->cfg, c->route_name) : NULL;
         m = r ? r->baseline : NULL;
     }
-    if (m)
-        return pricing_cost_pusd(&m->price, u, false);
+    if (m) return pricing_cost_pusd(&m->price, u, false);
     return c->n_plan ? pricing_cost_pusd(c->plan[c->cur]->price, u, false) : 0;
 }
 
@@ -252,8 +253,7 @@ static int64_t baseline_cost(chat *c, const usage_record *u)
  * whose event could be lost. */
 static void record_usage(chat *c, int status, const char *err_class, const usage_record *u)
 {
-    if (c->recorded || !c->a->ledger)
-        return;
+    if (c->recorded || !c->a->ledger) return;
     c->recorded = true;
     usage_event ev;
     memset(&ev, 0, sizeof ev);
@@ -284,8 +284,7 @@ static void record_usage(chat *c, int status, const char *err_class, const usage
     copy_str(ev.error_class, sizeof ev.error_class, err_class);
     ev.attempts = c->attempts;
     usage_record none = {.exact = true};
-    if (!u)
-        u = &none;
+    if (!u) u = &none;
     ev.input_tokens = u->input_uncached;
     ev.cache_read_tokens = u->cache_read;
     ev.cache_write_tokens = u->cache_write_5m + u->cache_write_1h;
@@ -317,8 +316,8 @@ static void reply_error(chat *c, int status, const char *type, const char *code,
 static void reply_upstream_error(chat *c, const upstream_error *e)
 {
     char msg[700];
-    snprintf(msg, sizeof msg, "%s (provider %s, model %s)", e->message, c->plan[c->cur]->provider->name,
-             c->plan[c->cur]->model);
+    snprintf(msg, sizeof msg, "%s (provider %s, model %s)", e->message,
+             c->plan[c->cur]->provider->name, c->plan[c->cur]->model);
     if (e->retry_after_ms > 0 && e->cls == ERRCLASS_RETRYABLE) {
         char ra[24];
         snprintf(ra, sizeof ra, "%lld", (long long)((e->retry_after_ms + 999) / 1000));
@@ -360,7 +359,8 @@ static int plan_by_policy(chat *c)
     int64_t now = util_now_ms();
     for (int i = 0; i < a->n_pmodels; i++) {
         const model_conf *m = config_model(a->cfg, i);
-        a->pmodels[i].healthy = !a->breakers || breaker_get_state(a->breakers[i], now) != BREAKER_OPEN;
+        a->pmodels[i].healthy =
+            !a->breakers || breaker_get_state(a->breakers[i], now) != BREAKER_OPEN;
         a->pmodels[i].busy = m->enabled && a->provider_inflight[m->target.provider->index] >=
                                                m->target.provider->max_concurrency;
     }
@@ -386,10 +386,8 @@ static int plan_by_policy(chat *c)
     for (int i = 0; i < plan.n && c->n_plan < MAX_PLAN; i++)
         c->plan[c->n_plan++] = &config_model(a->cfg, plan.cand[i].model_index)->target;
     snprintf(c->route_rule, sizeof c->route_rule, "%s", plan.rule);
-    if (plan.baseline_index >= 0)
-        c->baseline = config_model(a->cfg, plan.baseline_index);
-    if (plan.output_capped)
-        c->canon.max_tokens = plan.max_tokens_applied;
+    if (plan.baseline_index >= 0) c->baseline = config_model(a->cfg, plan.baseline_index);
+    if (plan.output_capped) c->canon.max_tokens = plan.max_tokens_applied;
     return 0;
 }
 
@@ -414,8 +412,7 @@ static int make_plan(chat *c)
     if (r) {
         c->route_name = r->name;
         for (int i = 0; i < r->n_candidates && c->n_plan < MAX_PLAN; i++)
-            if (r->candidates[i]->enabled)
-                c->plan[c->n_plan++] = &r->candidates[i]->target;
+            if (r->candidates[i]->enabled) c->plan[c->n_plan++] = &r->candidates[i]->target;
         if (c->n_plan == 0) {
             reply_error(c, 503, "server_error", "provider_unavailable", "model",
                         "None of this route's candidate models has an enabled provider", false);
@@ -459,20 +456,17 @@ static retry_budget *target_budget(chat *c)
 /* Tells the current target's breaker how its attempt went (exactly once). */
 static void breaker_settle(chat *c, breaker_outcome outcome)
 {
-    if (!c->ticket_live)
-        return;
+    if (!c->ticket_live) return;
     breaker *b = target_breaker(c);
     c->ticket_live = false;
-    if (b)
-        breaker_record(b, util_now_ms(), &c->ticket, outcome, chat_random(c));
+    if (b) breaker_record(b, util_now_ms(), &c->ticket, outcome, chat_random(c));
 }
 
 static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
 {
     chat *c = arg;
     c->retry_armed = false;
-    if (c->state != CHAT_DONE && c->state != CHAT_FAILED)
-        start_attempt(c);
+    if (c->state != CHAT_DONE && c->state != CHAT_FAILED) start_attempt(c);
 }
 
 /* After a failed attempt: settles the breaker (4xx and 429 never count
@@ -509,18 +503,16 @@ static bool recover(chat *c, const upstream_error *e)
     retry_decide(&in, &d);
     const target *t = c->plan[c->cur];
     /* Another candidate answers sooner than a backoff: prefer it. */
-    if (d.action == RETRY_SAME_AFTER && in.has_alternative)
-        d.action = RETRY_FAIL_OVER;
+    if (d.action == RETRY_SAME_AFTER && in.has_alternative) d.action = RETRY_FAIL_OVER;
     if (d.action == RETRY_SAME_AFTER && rb && !retry_budget_allow(rb, now))
         d.action = RETRY_GIVE_UP;
     if (in.budget_exhausted && d.action == RETRY_GIVE_UP && e->cls != ERRCLASS_FATAL)
         c->budget_exhausted = true;
-    if (e->cls == ERRCLASS_AMBIGUOUS && d.action != RETRY_GIVE_UP)
-        c->ambiguous_retries++;
+    if (e->cls == ERRCLASS_AMBIGUOUS && d.action != RETRY_GIVE_UP) c->ambiguous_retries++;
     switch (d.action) {
     case RETRY_SAME_AFTER:
-        log_info("%s: %s/%s failed (%s); retrying in %lld ms (%s)", c->id, t->provider->name, t->model,
-                 e->message, (long long)d.wait_ms, d.reason);
+        log_info("%s: %s/%s failed (%s); retrying in %lld ms (%s)", c->id, t->provider->name,
+                 t->model, e->message, (long long)d.wait_ms, d.reason);
         evtimer_assign(&c->retry_ev, c->a->base, on_retry_timer, c);
         struct timeval tv = {d.wait_ms / 1000, (d.wait_ms % 1000) * 1000};
         evtimer_add(&c->retry_ev, &tv);
@@ -528,8 +520,8 @@ static bool recover(chat *c, const upstream_error *e)
         return true;
     case RETRY_FAIL_OVER:
         log_info("%s: %s/%s failed (%s); failing over to %s/%s (%s)", c->id, t->provider->name,
-                 t->model, e->message, c->plan[c->cur + 1]->provider->name, c->plan[c->cur + 1]->model,
-                 d.reason);
+                 t->model, e->message, c->plan[c->cur + 1]->provider->name,
+                 c->plan[c->cur + 1]->model, d.reason);
         c->cur++;
         c->target_attempts = 0;
         start_attempt(c);
@@ -544,21 +536,17 @@ static bool recover(chat *c, const upstream_error *e)
 static void remember_chunk_id(chat *c, const char *json, size_t len)
 {
     const char *p = memmem(json, len < 64 ? len : 64, "\"id\":\"", 6);
-    if (!p)
-        return;
+    if (!p) return;
     p += 6;
     const char *end = memchr(p, '"', (size_t)(json + len - p));
-    if (end && (size_t)(end - p) < sizeof c->chunk_id)
-        memcpy(c->chunk_id, p, (size_t)(end - p));
+    if (end && (size_t)(end - p) < sizeof c->chunk_id) memcpy(c->chunk_id, p, (size_t)(end - p));
 }
 
 static void sink_chunk(void *ctx, const char *json, size_t len)
 {
     chat *c = ctx;
-    if (!c->chunk_id[0])
-        remember_chunk_id(c, json, len);
-    if (c->ttft_us < 0)
-        c->ttft_us = util_now_us() - c->start_us;
+    if (!c->chunk_id[0]) remember_chunk_id(c, json, len);
+    if (c->ttft_us < 0) c->ttft_us = util_now_us() - c->start_us;
     evbuffer_add(c->out, "data: ", 6);
     evbuffer_add(c->out, json, len);
     evbuffer_add(c->out, "\n\n", 2);
@@ -566,8 +554,7 @@ static void sink_chunk(void *ctx, const char *json, size_t len)
 
 static void flush_out(chat *c)
 {
-    if (evbuffer_get_length(c->out) > 0 && !c->client_gone)
-        evhttp_send_reply_chunk(c->req, c->out);
+    if (evbuffer_get_length(c->out) > 0 && !c->client_gone) evhttp_send_reply_chunk(c->req, c->out);
 }
 
 static int on_stream_event(void *ctx, const stream_event *ev)
@@ -575,8 +562,7 @@ static int on_stream_event(void *ctx, const stream_event *ev)
     chat *c = ctx;
     const provider_ops *ops = c->plan[c->cur]->provider->ops;
     stream_sink sink = {c, sink_chunk};
-    if (ops->stream_event(c->sstate, ev, &c->sres, &sink) < 0 || c->sres.failed)
-        return 1;
+    if (ops->stream_event(c->sstate, ev, &c->sres, &sink) < 0 || c->sres.failed) return 1;
     return 0;
 }
 
@@ -601,16 +587,14 @@ static void on_upstream_headers(void *ctx, int status, const upstream_headers *h
     chat *c = ctx;
     c->status = status;
     c->hs = hs;
-    if (c->canon.stream && status >= 200 && status < 300 && !c->client_gone)
-        begin_relay(c);
+    if (c->canon.stream && status >= 200 && status < 300 && !c->client_gone) begin_relay(c);
 }
 
 static void on_upstream_data(void *ctx, const char *data, size_t len)
 {
     chat *c = ctx;
     if (c->relaying) {
-        if (!c->sres.failed)
-            sse_parser_feed(c->parser, data, len, on_stream_event, c);
+        if (!c->sres.failed) sse_parser_feed(c->parser, data, len, on_stream_event, c);
         flush_out(c);
         return;
     }
@@ -628,11 +612,9 @@ static void on_upstream_data(void *ctx, const char *data, size_t len)
 static void estimate_usage(chat *c, usage_record *u)
 {
     canon_error cerr;
-    if (u->exact)
-        return;
+    if (u->exact) return;
     int64_t out_est = (int64_t)(c->sres.text.len + 3) / 4;
-    if (u->output < out_est)
-        u->output = out_est;
+    if (u->output < out_est) u->output = out_est;
     if (u->input_uncached + u->cache_read + u->cache_write_5m + u->cache_write_1h > 0 ||
         canon_build_tree(&c->canon, c->a->tok, &cerr) != 0)
         return;
@@ -640,7 +622,8 @@ static void estimate_usage(chat *c, usage_record *u)
     size_t n = json_object_array_length(c->canon.messages);
     for (size_t i = 0; i < n; i++) {
         json_object *content;
-        if (json_object_object_get_ex(json_object_array_get_idx(c->canon.messages, i), "content", &content))
+        if (json_object_object_get_ex(json_object_array_get_idx(c->canon.messages, i), "content",
+                                      &content))
             provider_content_text(content, &text);
     }
     u->input_uncached = (int64_t)(text.len + 3) / 4;
@@ -663,9 +646,9 @@ static void send_usage_chunk(chat *c)
 {
     const stream_result *r = &c->sres;
     buf b = BUF_INIT;
-    if (!c->chunk_id[0])
-        snprintf(c->chunk_id, sizeof c->chunk_id, "chatcmpl-%s", c->id + 4);
-    buf_printf(&b, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+    if (!c->chunk_id[0]) snprintf(c->chunk_id, sizeof c->chunk_id, "chatcmpl-%s", c->id + 4);
+    buf_printf(&b,
+               "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
                c->chunk_id, (long long)time(NULL));
     const char *m = c->plan[c->cur]->model;
     buf_append_json_str(&b, m, strlen(m));
@@ -682,21 +665,17 @@ static void send_usage_chunk(chat *c)
 
 static void end_relay(chat *c, const engine_result *r)
 {
-    if (!c->sres.failed && c->parser)
-        sse_parser_finish(c->parser, on_stream_event, c);
+    if (!c->sres.failed && c->parser) sse_parser_finish(c->parser, on_stream_event, c);
     bool clean_eof = r->ok && !c->sres.failed;
     /* Usage seen before a cut or an error is partial, never final. */
     bool complete = c->sres.done || (clean_eof && c->sres.finish_reason[0]);
-    if (!complete || c->sres.failed)
-        c->sres.usage.exact = false;
+    if (!complete || c->sres.failed) c->sres.usage.exact = false;
     /* Gemini streams end without a terminator: a clean EOF after a finish
      * reason is complete. */
-    if (clean_eof && !c->sres.done && c->sres.finish_reason[0])
-        c->sres.done = true;
+    if (clean_eof && !c->sres.done && c->sres.finish_reason[0]) c->sres.done = true;
     const char *why;
     if (c->sres.done && !c->sres.failed) {
-        if (c->canon.include_usage)
-            send_usage_chunk(c);
+        if (c->canon.include_usage) send_usage_chunk(c);
         why = "stream complete";
     } else if (c->sres.failed) {
         send_stream_error(c, c->sres.error.type[0] ? c->sres.error.type : "api_error",
@@ -713,12 +692,14 @@ static void end_relay(chat *c, const engine_result *r)
     estimate_usage(c, &c->sres.usage);
     bool ok = c->sres.done && !c->sres.failed;
     breaker_settle(c, ok ? BREAKER_SUCCESS : BREAKER_FAILURE);
-    record_usage(c, 200, ok ? "" : c->sres.failed ? "upstream_stream_error" : "upstream_stream_cut",
+    record_usage(c, 200,
+                 ok               ? ""
+                 : c->sres.failed ? "upstream_stream_error"
+                                  : "upstream_stream_cut",
                  &c->sres.usage);
     evbuffer_add(c->out, "data: [DONE]\n\n", 14);
     flush_out(c);
-    if (!c->client_gone)
-        evhttp_send_reply_end(c->req);
+    if (!c->client_gone) evhttp_send_reply_end(c->req);
     chat_finish(c, c->sres.done && !c->sres.failed ? CHAT_DONE : CHAT_FAILED, why);
 }
 
@@ -728,16 +709,14 @@ static void reply_success(chat *c)
     decoded_response d;
     memset(&d, 0, sizeof d);
     char err[300] = "";
-    if (t->provider->ops->decode(&c->canon, t, c->body.data ? c->body.data : "", c->body.len, &d, err,
-                                 sizeof err) != 0) {
-        if (d.body)
-            json_object_put(d.body);
+    if (t->provider->ops->decode(&c->canon, t, c->body.data ? c->body.data : "", c->body.len, &d,
+                                 err, sizeof err) != 0) {
+        if (d.body) json_object_put(d.body);
         upstream_error e = {.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
         snprintf(e.type, sizeof e.type, "api_error");
         snprintf(e.code, sizeof e.code, "upstream_malformed_response");
         snprintf(e.message, sizeof e.message, "The provider's answer could not be read: %s", err);
-        if (!recover(c, &e))
-            reply_upstream_error(c, &e);
+        if (!recover(c, &e)) reply_upstream_error(c, &e);
         return;
     }
     breaker_settle(c, BREAKER_SUCCESS);
@@ -764,8 +743,7 @@ static void on_upstream_done(void *ctx, const engine_result *r)
     c->upstream_us += util_now_us() - c->attempt_start_us;
     const provider_ops *ops = c->plan[c->cur]->provider->ops;
     c->a->provider_inflight[c->plan[c->cur]->provider->index]--;
-    if (c->client_gone || c->state == CHAT_DONE || c->state == CHAT_FAILED)
-        return;
+    if (c->client_gone || c->state == CHAT_DONE || c->state == CHAT_FAILED) return;
     if (c->relaying) {
         end_relay(c, r);
         return;
@@ -794,8 +772,7 @@ static void on_upstream_done(void *ctx, const engine_result *r)
     } else {
         ops->classify(r->status, c->hs, c->body.data ? c->body.data : "", c->body.len, &e);
     }
-    if (!recover(c, &e))
-        reply_upstream_error(c, &e);
+    if (!recover(c, &e)) reply_upstream_error(c, &e);
 }
 
 /* The current candidate's breaker refuses it: skip to the next one now. */
@@ -832,8 +809,7 @@ static void start_attempt(chat *c)
 {
     const target *t = c->plan[c->cur];
     chat_set_state(c, CHAT_CALLING);
-    if (skip_open_target(c))
-        return;
+    if (skip_open_target(c)) return;
     if (c->target_attempts == 0 && target_budget(c))
         retry_budget_note_request(target_budget(c), util_now_ms());
     c->target_attempts++;
@@ -843,14 +819,14 @@ static void start_attempt(chat *c)
     buf_reset(&c->body);
     upstream_request_reset(&c->up);
     if (c->a->provider_inflight[t->provider->index] >= t->provider->max_concurrency) {
-        upstream_error e = {.cls = ERRCLASS_RETRYABLE, .client_status = 503, .retry_after_ms = 1000};
+        upstream_error e = {
+            .cls = ERRCLASS_RETRYABLE, .client_status = 503, .retry_after_ms = 1000};
         snprintf(e.type, sizeof e.type, "server_error");
         snprintf(e.code, sizeof e.code, "provider_busy");
         snprintf(e.message, sizeof e.message,
                  "Provider %s is at its concurrency limit (%d calls in flight); retry shortly",
                  t->provider->name, t->provider->max_concurrency);
-        if (!recover(c, &e))
-            reply_upstream_error(c, &e);
+        if (!recover(c, &e)) reply_upstream_error(c, &e);
         return;
     }
     canon_error cerr;
@@ -872,10 +848,10 @@ static void start_attempt(chat *c)
     c->call = left > 0 ? engine_call_start(c->a->eng, &c->up, t->provider, left, &cb, c) : NULL;
     if (!c->call) {
         upstream_error e;
-        provider_transport_error(left > 0 ? "could not start the upstream call" : "request deadline passed",
+        provider_transport_error(left > 0 ? "could not start the upstream call"
+                                          : "request deadline passed",
                                  left <= 0, &e);
-        if (!recover(c, &e))
-            reply_upstream_error(c, &e);
+        if (!recover(c, &e)) reply_upstream_error(c, &e);
         return;
     }
     c->a->provider_inflight[t->provider->index]++;
@@ -887,14 +863,10 @@ static void start_attempt(chat *c)
 static void parse_attribution(chat *c, const request_headers *hdr)
 {
     c->tier_header = hdr->tier;
-    if (hdr->task)
-        c->canon.task = hdr->task;
-    if (hdr->agent)
-        c->canon.agent = hdr->agent;
-    if (hdr->feature)
-        c->canon.feature = hdr->feature;
-    if (!c->canon.team && c->key->team)
-        c->canon.team = c->key->team;
+    if (hdr->task) c->canon.task = hdr->task;
+    if (hdr->agent) c->canon.agent = hdr->agent;
+    if (hdr->feature) c->canon.feature = hdr->feature;
+    if (!c->canon.team && c->key->team) c->canon.team = c->key->team;
 }
 
 void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
@@ -925,14 +897,13 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
     }
     parse_attribution(c, hdr);
     if (c->a->ledger && !ledger_can_accept(c->a->ledger)) {
-        reply_error(c, 503, "server_error", "usage_log_full",  NULL,
+        reply_error(c, 503, "server_error", "usage_log_full", NULL,
                     "The gateway cannot record usage right now (its local usage log is full "
                     "because the database has been unreachable); retry later",
                     true);
         return;
     }
-    if (make_plan(c) != 0)
-        return;
+    if (make_plan(c) != 0) return;
     http_watch_client(a, req, on_client_gone, c);
     start_attempt(c);
 }

@@ -54,8 +54,7 @@ static void *own(bridle_config *c, void *p)
     if (c->n_owned == c->cap_owned) {
         c->cap_owned = c->cap_owned ? c->cap_owned * 2 : 64;
         c->owned = realloc(c->owned, sizeof *c->owned * (size_t)c->cap_owned);
-        if (!c->owned)
-            abort();
+        if (!c->owned) abort();
     }
     c->owned[c->n_owned++] = p;
     return p;
@@ -64,8 +63,7 @@ static void *own(bridle_config *c, void *p)
 static void fail(parse_ctx *pc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(parse_ctx *pc, const char *fmt, ...)
 {
-    if (pc->failed)
-        return;
+    if (pc->failed) return;
     pc->failed = true;
     char what[512];
     va_list ap;
@@ -133,8 +131,7 @@ static char *expand_env(parse_ctx *pc, const char *s)
         }
         char name[128];
         size_t n = (size_t)(end - p - 2);
-        if (n >= sizeof name)
-            n = sizeof name - 1;
+        if (n >= sizeof name) n = sizeof name - 1;
         memcpy(name, p + 2, n);
         name[n] = '\0';
         char *def = strstr(name, ":-");
@@ -153,7 +150,8 @@ static char *expand_env(parse_ctx *pc, const char *s)
             pc->missing_env = true;
             snprintf(pc->missing_name, sizeof pc->missing_name, "%s", name);
         } else {
-            fail(pc, "environment variable %s is not set (set it, or give a default with ${%s:-value})",
+            fail(pc,
+                 "environment variable %s is not set (set it, or give a default with ${%s:-value})",
                  name, name);
         }
         p = end + 1;
@@ -168,8 +166,7 @@ static const char *get_str(parse_ctx *pc, json_object *obj, const char *key, boo
     size_t old = path_push(pc, ".%s", key);
     const char *res = NULL;
     if (!json_object_object_get_ex(obj, key, &v)) {
-        if (required)
-            fail(pc, "required string is missing");
+        if (required) fail(pc, "required string is missing");
     } else if (!json_object_is_type(v, json_type_string)) {
         fail(pc, "expected a string, got %s", type_name(v));
     } else {
@@ -183,8 +180,7 @@ static int64_t get_int(parse_ctx *pc, json_object *obj, const char *key, int64_t
                        int64_t hi)
 {
     json_object *v;
-    if (!obj || !json_object_object_get_ex(obj, key, &v))
-        return def;
+    if (!obj || !json_object_object_get_ex(obj, key, &v)) return def;
     size_t old = path_push(pc, ".%s", key);
     int64_t res = def;
     if (!json_object_is_type(v, json_type_int))
@@ -199,8 +195,7 @@ static int64_t get_int(parse_ctx *pc, json_object *obj, const char *key, int64_t
 static bool get_bool(parse_ctx *pc, json_object *obj, const char *key, bool def)
 {
     json_object *v;
-    if (!obj || !json_object_object_get_ex(obj, key, &v))
-        return def;
+    if (!obj || !json_object_object_get_ex(obj, key, &v)) return def;
     if (!json_object_is_type(v, json_type_boolean)) {
         size_t old = path_push(pc, ".%s", key);
         fail(pc, "expected true or false, got %s", type_name(v));
@@ -258,8 +253,7 @@ static void parse_limits(parse_ctx *pc, json_object *root)
         known[i] = limit_table[i].name;
     }
     known[sizeof limit_table / sizeof limit_table[0]] = NULL;
-    if (l)
-        check_keys(pc, l, known);
+    if (l) check_keys(pc, l, known);
     path_pop(pc, old);
 }
 
@@ -286,9 +280,9 @@ static const char **parse_headers(parse_ctx *pc, json_object *h)
 
 static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
 {
-    static const char *const known[] = {"kind",     "base_url", "api_key",         "optional",
-                                        "headers",  "options",  "timeouts",        "max_concurrency",
-                                        NULL};
+    static const char *const known[] = {"kind",     "base_url",        "api_key",
+                                        "optional", "headers",         "options",
+                                        "timeouts", "max_concurrency", NULL};
     bridle_config *c = pc->cfg;
     if (c->n_providers == MAX_PROVIDERS) {
         fail(pc, "too many providers (at most %d)", MAX_PROVIDERS);
@@ -306,8 +300,7 @@ static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
     const char *url = get_str(pc, o, "base_url", true);
     p->api_key = get_str(pc, o, "api_key", false);
     json_object *h = get_obj(pc, o, "headers", false);
-    if (h)
-        p->extra_headers = parse_headers(pc, h);
+    if (h) p->extra_headers = parse_headers(pc, h);
     pc->env_lenient = false;
     bool missing = pc->missing_env;
     c->provider_enabled[idx] = !missing;
@@ -340,8 +333,7 @@ static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
     size_t old = path_push(pc, ".options");
     static const char *const opt_known[] = {"max_completion_tokens", "stream_usage",
                                             "default_max_tokens", NULL};
-    if (opt)
-        check_keys(pc, opt, opt_known);
+    if (opt) check_keys(pc, opt, opt_known);
     p->use_max_completion_tokens = get_bool(pc, opt, "max_completion_tokens", false);
     p->stream_usage = get_bool(pc, opt, "stream_usage", true);
     p->default_max_tokens = get_int(pc, opt, "default_max_tokens", 4096, 1, 10000000);
@@ -349,9 +341,9 @@ static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
 
     json_object *t = get_obj(pc, o, "timeouts", false);
     old = path_push(pc, ".timeouts");
-    static const char *const t_known[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
-    if (t)
-        check_keys(pc, t, t_known);
+    static const char *const t_known[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms",
+                                          NULL};
+    if (t) check_keys(pc, t, t_known);
     p->connect_timeout_ms = (int)get_int(pc, t, "connect_ms", 5000, 1, 600000);
     p->first_byte_timeout_ms = (int)get_int(pc, t, "first_byte_ms", 120000, 1, 3600000);
     p->idle_timeout_ms = (int)get_int(pc, t, "idle_ms", 60000, 1000, 3600000);
@@ -363,8 +355,7 @@ static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
 static void parse_providers(parse_ctx *pc, json_object *root)
 {
     json_object *ps = get_obj(pc, root, "providers", true);
-    if (!ps)
-        return;
+    if (!ps) return;
     json_object_object_foreach(ps, name, val)
     {
         size_t old = path_push(pc, ".providers.%s", name);
@@ -379,8 +370,7 @@ static void parse_providers(parse_ctx *pc, json_object *root)
 static int find_provider(const bridle_config *c, const char *name)
 {
     for (int i = 0; i < c->n_providers; i++)
-        if (strcmp(c->providers[i].name, name) == 0)
-            return i;
+        if (strcmp(c->providers[i].name, name) == 0) return i;
     return -1;
 }
 
@@ -389,11 +379,11 @@ static int find_provider(const bridle_config *c, const char *name)
 static int64_t price_field(parse_ctx *pc, json_object *prices, const char *key, int64_t def)
 {
     json_object *v;
-    if (!json_object_object_get_ex(prices, key, &v))
-        return def;
+    if (!json_object_object_get_ex(prices, key, &v)) return def;
     size_t old = path_push(pc, ".%s", key);
     int64_t out = def;
-    const char *s = json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_int) ||
+    const char *s = json_object_is_type(v, json_type_string) ||
+                            json_object_is_type(v, json_type_int) ||
                             json_object_is_type(v, json_type_double)
                         ? json_object_get_string(v)
                         : NULL;
@@ -413,10 +403,12 @@ static void parse_prices(parse_ctx *pc, json_object *pr, model_price *mp)
     check_keys(pc, pr, known);
     mp->input = price_field(pc, pr, "input", mp->input);
     mp->output = price_field(pc, pr, "output", mp->output);
-    mp->cached_input = price_field(pc, pr, "cached_input", mp->cached_input ? mp->cached_input : mp->input);
+    mp->cached_input =
+        price_field(pc, pr, "cached_input", mp->cached_input ? mp->cached_input : mp->input);
     mp->cache_write_5m = price_field(pc, pr, "cache_write_5m", mp->cache_write_5m);
     mp->cache_write_1h = price_field(pc, pr, "cache_write_1h", mp->cache_write_1h);
-    mp->batch_discount_pct = (int)get_int(pc, pr, "batch_discount_pct", mp->batch_discount_pct, 0, 100);
+    mp->batch_discount_pct =
+        (int)get_int(pc, pr, "batch_discount_pct", mp->batch_discount_pct, 0, 100);
     mp->context_window = get_int(pc, pr, "context_window", mp->context_window, 0, 100000000);
     const char *tier = get_str(pc, pr, "tier", false);
     if (tier && !pricing_tier_parse(tier, &mp->tier)) {
@@ -490,16 +482,16 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
         fail(pc, "no model \"%s\" in the built-in price table", price_name);
         path_pop(pc, old);
     } else if (!base && !pr) {
-        fail(pc, "no price: \"%s\" is not in the built-in price table; give \"price\" (a table "
-                 "model) or \"prices\" {\"input\", \"output\", ...} in USD per million tokens",
+        fail(pc,
+             "no price: \"%s\" is not in the built-in price table; give \"price\" (a table "
+             "model) or \"prices\" {\"input\", \"output\", ...} in USD per million tokens",
              name);
     }
-    if (base)
-        m->price = *base;
-    if (pr)
-        parse_prices(pc, pr, &m->price);
-    if (pr && !base && (!json_object_object_get_ex(pr, "input", NULL) ||
-                        !json_object_object_get_ex(pr, "output", NULL))) {
+    if (base) m->price = *base;
+    if (pr) parse_prices(pc, pr, &m->price);
+    if (pr && !base &&
+        (!json_object_object_get_ex(pr, "input", NULL) ||
+         !json_object_object_get_ex(pr, "output", NULL))) {
         size_t o2 = path_push(pc, ".prices");
         fail(pc, "a model outside the built-in price table needs at least \"input\" and "
                  "\"output\" prices (USD per million tokens; 0 for a free local model)");
@@ -512,8 +504,7 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
 static void parse_models(parse_ctx *pc, json_object *root)
 {
     json_object *ms = get_obj(pc, root, "models", true);
-    if (!ms)
-        return;
+    if (!ms) return;
     json_object_object_foreach(ms, name, val)
     {
         size_t old = path_push(pc, ".models.%s", name);
@@ -554,11 +545,13 @@ static void parse_route(parse_ctx *pc, const char *name, json_object *o)
     r->candidates = own(c, calloc(n, sizeof *r->candidates));
     for (size_t i = 0; i < n; i++) {
         json_object *item = json_object_array_get_idx(cand, i);
-        const model_conf *m =
-            json_object_is_type(item, json_type_string) ? config_find_model(c, json_object_get_string(item)) : NULL;
+        const model_conf *m = json_object_is_type(item, json_type_string)
+                                  ? config_find_model(c, json_object_get_string(item))
+                                  : NULL;
         if (!m) {
             size_t o2 = path_push(pc, "[%zu]", i);
-            fail(pc, "expected the name of a model in $.models (got %s)", json_object_to_json_string(item));
+            fail(pc, "expected the name of a model in $.models (got %s)",
+                 json_object_to_json_string(item));
             path_pop(pc, o2);
             break;
         }
@@ -577,8 +570,7 @@ static void parse_route(parse_ctx *pc, const char *name, json_object *o)
 static void parse_routes(parse_ctx *pc, json_object *root)
 {
     json_object *rs = get_obj(pc, root, "routes", false);
-    if (!rs)
-        return;
+    if (!rs) return;
     json_object_object_foreach(rs, name, val)
     {
         size_t old = path_push(pc, ".routes.%s", name);
@@ -592,19 +584,16 @@ static void parse_routes(parse_ctx *pc, json_object *root)
 
 static bool is_hex64(const char *s)
 {
-    if (strlen(s) != 64)
-        return false;
+    if (strlen(s) != 64) return false;
     for (const char *p = s; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-            return false;
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return false;
     return true;
 }
 
 static void parse_keys(parse_ctx *pc, json_object *root)
 {
     json_object *ks;
-    if (!json_object_object_get_ex(root, "keys", &ks))
-        return;
+    if (!json_object_object_get_ex(root, "keys", &ks)) return;
     if (!json_object_is_type(ks, json_type_array)) {
         size_t old = path_push(pc, ".keys");
         fail(pc, "expected a list of {\"id\", \"sha256\", \"team\"}");
@@ -656,14 +645,19 @@ static void parse_keys(parse_ctx *pc, json_object *root)
 
 static void parse_database(parse_ctx *pc, json_object *root)
 {
-    static const char *const known[] = {"url",          "spool_dir",         "spool_max_bytes",
-                                        "migrate",      "retention_days",    "partitions_ahead_days",
-                                        "flush_interval_ms", "batch_max",    NULL};
+    static const char *const known[] = {"url",
+                                        "spool_dir",
+                                        "spool_max_bytes",
+                                        "migrate",
+                                        "retention_days",
+                                        "partitions_ahead_days",
+                                        "flush_interval_ms",
+                                        "batch_max",
+                                        NULL};
     database_conf *d = &pc->cfg->database;
     json_object *o = get_obj(pc, root, "database", false);
     size_t old = path_push(pc, ".database");
-    if (o)
-        check_keys(pc, o, known);
+    if (o) check_keys(pc, o, known);
     const char *url = o ? get_str(pc, o, "url", false) : NULL;
     if (!url || !*url) /* the environment's DATABASE_URL is the default */
         url = getenv("DATABASE_URL");
@@ -679,8 +673,10 @@ static void parse_database(parse_ctx *pc, json_object *root)
         d->migrate = MIGRATE_OFF;
     else if (mig && strcmp(mig, "apply") != 0) {
         size_t o2 = path_push(pc, ".migrate");
-        fail(pc, "expected \"apply\", \"check\" (refuse to start when migrations are pending) or "
-                 "\"off\" (got \"%s\")", mig);
+        fail(pc,
+             "expected \"apply\", \"check\" (refuse to start when migrations are pending) or "
+             "\"off\" (got \"%s\")",
+             mig);
         path_pop(pc, o2);
     }
     d->retention_days = get_int(pc, o, "retention_days", 0, 0, 36500);
@@ -692,14 +688,13 @@ static void parse_database(parse_ctx *pc, json_object *root)
 
 static void parse_resilience(parse_ctx *pc, json_object *root)
 {
-    static const char *const known[] = {"retries",         "max_attempts",   "max_wait_ms",
-                                        "backoff_base_ms", "backoff_cap_ms", "breaker",
+    static const char *const known[] = {"retries",          "max_attempts",    "max_wait_ms",
+                                        "backoff_base_ms",  "backoff_cap_ms",  "breaker",
                                         "breaker_failures", "breaker_open_ms", NULL};
     resilience_conf *r = &pc->cfg->resilience;
     json_object *o = get_obj(pc, root, "resilience", false);
     size_t old = path_push(pc, ".resilience");
-    if (o)
-        check_keys(pc, o, known);
+    if (o) check_keys(pc, o, known);
     r->retries = get_bool(pc, o, "retries", true);
     r->max_attempts = get_int(pc, o, "max_attempts", 3, 1, 10);
     r->max_wait_ms = get_int(pc, o, "max_wait_ms", 60000, 0, 3600000);
@@ -716,11 +711,9 @@ static void parse_resilience(parse_ctx *pc, json_object *root)
 static void parse_routing(parse_ctx *pc, json_object *root)
 {
     bridle_config *c = pc->cfg;
-    if (pc->failed)
-        return;
+    if (pc->failed) return;
     json_object *r = NULL;
-    if (json_object_object_get_ex(root, "routing", &r))
-        c->routing = json_object_get(r);
+    if (json_object_object_get_ex(root, "routing", &r)) c->routing = json_object_get(r);
     policy_model models[MAX_MODELS];
     int n = policy_models_from_config(c, models, MAX_MODELS);
     char err[512];
@@ -778,14 +771,14 @@ static json_object *read_json_file(parse_ctx *pc, const char *path)
 bridle_config *config_load(const char *path, char *err, size_t errlen)
 {
     bridle_config *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->path = own(c, strdup(path));
     parse_ctx pc = {.cfg = c, .path = "$", .err = err, .errlen = errlen};
     json_object *root = read_json_file(&pc, path);
     if (root) {
-        static const char *const known[] = {"listen", "log_level", "limits", "providers", "models",
-                                            "routes", "keys",      "database", "resilience", "routing", "$schema", NULL};
+        static const char *const known[] = {"listen",     "log_level", "limits",  "providers",
+                                            "models",     "routes",    "keys",    "database",
+                                            "resilience", "routing",   "$schema", NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -816,8 +809,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
 
 void config_free(bridle_config *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     policy_free(c->policy);
     json_object_put(c->routing);
     for (int i = 0; i < c->n_owned; i++)
@@ -889,8 +881,7 @@ const model_conf *config_model(const bridle_config *c, int i)
 const model_conf *config_find_model(const bridle_config *c, const char *name)
 {
     for (int i = 0; i < c->n_models; i++)
-        if (strcmp(c->models[i].name, name) == 0)
-            return &c->models[i];
+        if (strcmp(c->models[i].name, name) == 0) return &c->models[i];
     return NULL;
 }
 
@@ -907,16 +898,14 @@ const route_conf *config_route(const bridle_config *c, int i)
 const route_conf *config_find_route(const bridle_config *c, const char *name)
 {
     for (int i = 0; i < c->n_routes; i++)
-        if (strcmp(c->routes[i].name, name) == 0)
-            return &c->routes[i];
+        if (strcmp(c->routes[i].name, name) == 0) return &c->routes[i];
     return NULL;
 }
 
 const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex)
 {
     for (int i = 0; i < c->n_keys; i++)
-        if (strcmp(c->keys[i].sha256, sha256_hex) == 0)
-            return &c->keys[i];
+        if (strcmp(c->keys[i].sha256, sha256_hex) == 0) return &c->keys[i];
     return NULL;
 }
 

@@ -26,9 +26,9 @@ typedef struct limits_conf {
 /* A client-facing model: where it is served and what it costs. */
 typedef struct model_conf {
     const char *name;
-    bool enabled;       /* false when none of its providers is enabled */
-    target target;      /* the first enabled provider */
-    model_price price;  /* copied from the price table or given in the file */
+    bool enabled;      /* false when none of its providers is enabled */
+    target target;     /* the first enabled provider */
+    model_price price; /* copied from the price table or given in the file */
 } model_conf;
 
 /* A virtual model: an ordered list of candidate models. */
@@ -49,7 +49,7 @@ typedef enum { MIGRATE_APPLY, MIGRATE_CHECK, MIGRATE_OFF } migrate_mode;
 
 /* The usage ledger's database and local spool (db/ledger.h). */
 typedef struct database_conf {
-    const char *url;        /* "" = no database: usage is not recorded (a warning at start) */
+    const char *url; /* "" = no database: usage is not recorded (a warning at start) */
     const char *spool_dir;
     int64_t spool_max_bytes;
     migrate_mode migrate;   /* at serve start: apply pending migrations, refuse to start, or skip */
@@ -62,11 +62,11 @@ typedef struct database_conf {
 /* How failures are retried and failing targets rested (router/retry.h,
  * router/breaker.h). */
 typedef struct resilience_conf {
-    bool retries;            /* retry the same target after a backoff / Retry-After */
-    int64_t max_attempts;    /* attempts per target */
-    int64_t max_wait_ms;     /* a longer Retry-After fails over (or fails) instead of waiting */
+    bool retries;         /* retry the same target after a backoff / Retry-After */
+    int64_t max_attempts; /* attempts per target */
+    int64_t max_wait_ms;  /* a longer Retry-After fails over (or fails) instead of waiting */
     int64_t backoff_base_ms, backoff_cap_ms;
-    bool breaker;            /* circuit breaker per provider endpoint and model */
+    bool breaker;             /* circuit breaker per provider endpoint and model */
     int64_t breaker_failures; /* consecutive failures that open it */
     int64_t breaker_open_ms;  /* first open period (doubles on repeated trips, capped at 60 s) */
 } resilience_conf;

@@ -47,7 +47,7 @@ typedef struct conn_guard {
     struct event peer_closed; /* EV_CLOSED while a request is being served */
     bool watching_close;
     struct evbuffer_cb_entry *out_cb; /* on_output, enabled while receiving */
-    bool evhttp_error_page; /* the response being written is evhttp's own HTML error */
+    bool evhttp_error_page;           /* the response being written is evhttp's own HTML error */
     int error_status;
     void (*on_gone)(void *arg); /* the request being served, told if the client leaves */
     void *gone_arg;
@@ -77,8 +77,7 @@ static void guard_arm(conn_guard *g)
 static void on_guard_deadline(evutil_socket_t fd, short what, void *arg)
 {
     conn_guard *g = arg;
-    if (g->state != GUARD_RECEIVING)
-        return;
+    if (g->state != GUARD_RECEIVING) return;
     log_debug("closing a client connection: no whole request within %lld ms",
               (long long)config_limits(g->a->cfg)->read_timeout_ms);
     evhttp_connection_free(g->evcon); /* runs on_conn_close, which frees g */
@@ -86,8 +85,7 @@ static void on_guard_deadline(evutil_socket_t fd, short what, void *arg)
 
 static void guard_unwatch_close(conn_guard *g)
 {
-    if (g->watching_close)
-        event_del(&g->peer_closed);
+    if (g->watching_close) event_del(&g->peer_closed);
     g->watching_close = false;
 }
 
@@ -103,15 +101,13 @@ static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
     bufferevent_event_cb eventcb = NULL;
     void *cbarg = NULL;
     bufferevent_getcb(g->bev, NULL, NULL, &eventcb, &cbarg);
-    if (eventcb)
-        eventcb(g->bev, BEV_EVENT_EOF | BEV_EVENT_READING, cbarg);
+    if (eventcb) eventcb(g->bev, BEV_EVENT_EOF | BEV_EVENT_READING, cbarg);
 }
 
 static void guard_watch_close(conn_guard *g)
 {
     evutil_socket_t fd = bufferevent_getfd(g->bev);
-    if (g->watching_close || fd < 0)
-        return;
+    if (g->watching_close || fd < 0) return;
     event_assign(&g->peer_closed, g->a->base, fd, EV_CLOSED | EV_PERSIST, on_peer_closed, g);
     g->watching_close = event_add(&g->peer_closed, NULL) == 0;
 }
@@ -122,8 +118,7 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
     ptrmap_del(g->a->guards, evcon);
     evtimer_del(&g->deadline);
     guard_unwatch_close(g);
-    if (g->on_gone)
-        g->on_gone(g->gone_arg);
+    if (g->on_gone) g->on_gone(g->gone_arg);
     guard_count_close(g->a);
     free(g);
 }
@@ -136,19 +131,17 @@ static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int stat
 static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
 {
     conn_guard *g = arg;
-    if (info->n_added == 0)
-        return;
+    if (info->n_added == 0) return;
     /* A socket bufferevent keeps its output's start frozen between writes
      * (only its own write unfreezes it); we do the same, briefly. */
     char head[16];
     bool frozen = false;
     if (info->orig_size == 0) { /* a response starts: only its status line matters */
         frozen = evbuffer_copyout(out, head, 13) < 0;
-        if (frozen)
-            evbuffer_unfreeze(out, 1);
-        g->evhttp_error_page = evbuffer_copyout(out, head, 13) == 13 &&
-                               memcmp(head, "HTTP/1.", 7) == 0 &&
-                               (memcmp(head + 8, " 413 ", 5) == 0 || memcmp(head + 8, " 400 ", 5) == 0);
+        if (frozen) evbuffer_unfreeze(out, 1);
+        g->evhttp_error_page =
+            evbuffer_copyout(out, head, 13) == 13 && memcmp(head, "HTTP/1.", 7) == 0 &&
+            (memcmp(head + 8, " 413 ", 5) == 0 || memcmp(head + 8, " 400 ", 5) == 0);
         g->error_status = head[10] == '1' ? 413 : 400;
     } else if (g->evhttp_error_page && (frozen = evbuffer_copyout(out, head, 1) < 0)) {
         evbuffer_unfreeze(out, 1);
@@ -157,8 +150,7 @@ static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info,
         g->evhttp_error_page = false; /* evhttp's page is whole */
         rewrite_protocol_error(g, out, g->error_status);
     }
-    if (frozen)
-        evbuffer_freeze(out, 1);
+    if (frozen) evbuffer_freeze(out, 1);
 }
 
 static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
@@ -177,8 +169,7 @@ static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
     /* Streams are written a chunk at a time: without TCP_NODELAY, Nagle and
      * the client's delayed ACK hold chunks back by up to 40 ms. */
     int one = 1, sock = bufferevent_getfd(g->bev);
-    if (sock >= 0)
-        setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (sock >= 0) setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evhttp_connection_set_closecb(g->evcon, on_conn_close, g);
     g->out_cb = evbuffer_add_cb(bufferevent_get_output(g->bev), on_output, g);
     ptrmap_put(g->a->guards, g->evcon, g);
@@ -192,8 +183,7 @@ static struct bufferevent *make_conn_bev(struct event_base *base, void *arg)
     app *a = arg;
     struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     conn_guard *g = bev ? calloc(1, sizeof *g) : NULL;
-    if (!g)
-        return bev;
+    if (!g) return bev;
     g->a = a;
     g->bev = bev;
     bufferevent_incref(bev);
@@ -228,8 +218,7 @@ static void on_reply_complete(struct evhttp_request *req, void *arg)
 static void guard_request_received(app *a, struct evhttp_request *req)
 {
     conn_guard *g = guard_of(a, req);
-    if (!g)
-        return;
+    if (!g) return;
     g->state = GUARD_BUSY;
     evtimer_del(&g->deadline);
     if (g->out_cb) /* our own replies need no rewriting: skip the callback */
@@ -249,8 +238,7 @@ void http_watch_client(app *a, struct evhttp_request *req, void (*on_gone)(void 
 void http_unwatch_client(app *a, struct evhttp_request *req)
 {
     conn_guard *g = guard_of(a, req);
-    if (g)
-        g->on_gone = NULL;
+    if (g) g->on_gone = NULL;
 }
 
 /* ------------------------------------------------------------ replies */
@@ -313,8 +301,7 @@ void http_new_request_id(char out[32])
     static bool seeded;
     if (!seeded) {
         char hex[17];
-        if (util_random_hex(hex, 8))
-            state = strtoull(hex, NULL, 16);
+        if (util_random_hex(hex, 8)) state = strtoull(hex, NULL, 16);
         state ^= (uint64_t)util_now_us() << 16 ^ (uint64_t)getpid();
         seeded = true;
     }
@@ -344,24 +331,42 @@ void http_count_reply(app *a, int status)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 400 ? "OK" : "Error";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 400 ? "OK" : "Error";
     }
 }
 
@@ -397,28 +402,27 @@ static void reply_models(app *a, struct evhttp_request *req)
     bool first = true;
     for (int i = 0; i < config_n_models(a->cfg); i++) {
         const model_conf *m = config_model(a->cfg, i);
-        if (!m->enabled)
-            continue;
+        if (!m->enabled) continue;
         buf_printf(&b, "%s{\"id\":", first ? "" : ",");
         buf_append_json_str(&b, m->name, strlen(m->name));
         buf_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":", created);
         buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
         buf_printf(&b, ",\"bridle\":{\"provider\":");
         buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
-        buf_printf(&b, ",\"tier\":\"%s\",\"context_window\":%lld}}", pricing_tier_name(m->price.tier),
-                   (long long)m->price.context_window);
+        buf_printf(&b, ",\"tier\":\"%s\",\"context_window\":%lld}}",
+                   pricing_tier_name(m->price.tier), (long long)m->price.context_window);
         first = false;
     }
     for (int i = 0; i < config_n_routes(a->cfg); i++) {
         const route_conf *r = config_route(a->cfg, i);
         buf_printf(&b, "%s{\"id\":", first ? "" : ",");
         buf_append_json_str(&b, r->name, strlen(r->name));
-        buf_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"bridle\","
-                       "\"bridle\":{\"route\":true,\"candidates\":[",
+        buf_printf(&b,
+                   ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"bridle\","
+                   "\"bridle\":{\"route\":true,\"candidates\":[",
                    created);
         for (int j = 0; j < r->n_candidates; j++) {
-            if (j)
-                buf_append_char(&b, ',');
+            if (j) buf_append_char(&b, ',');
             buf_append_json_str(&b, r->candidates[j]->name, strlen(r->candidates[j]->name));
         }
         buf_append_str(&b, "]}}");
@@ -470,8 +474,8 @@ static void reply_health(app *a, struct evhttp_request *req)
         buf_printf(&b,
                    ",\"ledger\":{\"database_up\":%s,\"recorded\":%lld,\"inserted\":%lld,"
                    "\"queued\":%lld,\"spool_bytes\":%lld,\"accepting\":%s}",
-                   ls.database_up ? "true" : "false", (long long)ls.recorded, (long long)ls.inserted,
-                   (long long)ls.queued, (long long)ls.spool_bytes,
+                   ls.database_up ? "true" : "false", (long long)ls.recorded,
+                   (long long)ls.inserted, (long long)ls.queued, (long long)ls.spool_bytes,
                    ledger_can_accept(a->ledger) ? "true" : "false");
     }
     buf_append_char(&b, '}');
@@ -587,7 +591,8 @@ static void reply_protocol_error(app *a, struct evhttp_request *req)
                  "(body %lld bytes, headers %lld bytes); send a smaller request",
                  (long long)config_limits(a->cfg)->max_body_bytes,
                  (long long)config_limits(a->cfg)->max_header_bytes);
-        http_reply_error(a, req, 413, "invalid_request_error", "request_too_large", NULL, msg, false);
+        http_reply_error(a, req, 413, "invalid_request_error", "request_too_large", NULL, msg,
+                         false);
         return;
     }
     http_reply_error(a, req, 400, "invalid_request_error", "bad_request", NULL,
@@ -610,27 +615,25 @@ static void route_v1(app *a, struct evhttp_request *req, const request_headers *
             return;
         }
         const key_conf *k = authenticate(a, req, h);
-        if (!k)
-            return;
+        if (!k) return;
         char id[32];
         http_new_request_id(id);
         chat_handle(a, req, k, h, id);
         return;
     }
     if (path_is(path, "/v1/models")) {
-        if (authenticate(a, req, h))
-            reply_models(a, req);
+        if (authenticate(a, req, h)) reply_models(a, req);
         return;
     }
     if (path_is(path, "/v1/bridle/health")) {
-        if (authenticate(a, req, h))
-            reply_health(a, req);
+        if (authenticate(a, req, h)) reply_health(a, req);
         return;
     }
     char msg[300];
-    snprintf(msg, sizeof msg,
-             "Unknown path %.120s: this gateway serves POST /v1/chat/completions and GET /v1/models",
-             path);
+    snprintf(
+        msg, sizeof msg,
+        "Unknown path %.120s: this gateway serves POST /v1/chat/completions and GET /v1/models",
+        path);
     http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL, msg, false);
 }
 
@@ -698,10 +701,10 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
         snprintf(err, errlen, "listen address %s is not a numeric IPv4/IPv6 address", host);
         return -1;
     }
-    a->listener = evconnlistener_new_bind(
-        a->base, NULL, NULL,
-        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-        4096, (struct sockaddr *)&ss, (int)sl);
+    a->listener = evconnlistener_new_bind(a->base, NULL, NULL,
+                                          LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                          4096, (struct sockaddr *)&ss, (int)sl);
     if (!a->listener) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
         return -1;
@@ -711,11 +714,13 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     evhttp_set_max_body_size(a->http, lim->max_body_bytes);
     /* evhttp's own cap is a hard stop well above ours (4x, at least 64 KiB),
      * so that oversized headers get our 431 rather than evhttp's generic 400. */
-    evhttp_set_max_headers_size(a->http, lim->max_header_bytes * 4 > 65536 ? lim->max_header_bytes * 4 : 65536);
+    evhttp_set_max_headers_size(
+        a->http, lim->max_header_bytes * 4 > 65536 ? lim->max_header_bytes * 4 : 65536);
     struct timeval idle = {lim->read_timeout_ms / 1000, (lim->read_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(a->http, &idle);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT);
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_PUT);
     evhttp_set_default_content_type(a->http, "application/json");
     evhttp_set_gencb(a->http, on_request, a);
     if (!evhttp_bind_listener(a->http, a->listener)) {
@@ -727,15 +732,13 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
 
 void http_stop_accepting(app *a)
 {
-    if (a->listener && !a->listener_paused)
-        evconnlistener_disable(a->listener);
+    if (a->listener && !a->listener_paused) evconnlistener_disable(a->listener);
     a->listener_paused = true;
 }
 
 void http_free(app *a)
 {
-    if (a->http)
-        evhttp_free(a->http); /* frees the bound listener too */
+    if (a->http) evhttp_free(a->http); /* frees the bound listener too */
     a->http = NULL;
     a->listener = NULL;
 }

@@ -37,26 +37,28 @@
 
 static int usage(FILE *f, int code)
 {
-    fprintf(f, "usage:\n"
-               "  bridle serve --config FILE [--listen HOST:PORT]   (env BRIDLE_CONFIG, BRIDLE_LISTEN)\n"
-               "  bridle check-config FILE\n"
-               "  bridle new-key                                   print a new client key and its sha256\n"
-               "  bridle hash-key KEY                              print the sha256 of a key\n"
-               "  bridle version\n"
-               "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
-               "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
-               "                                                   (bridle cost --help)\n"
-               "  bridle route --config FILE --request FILE.json [--header 'x-bridle-task: T'] [--json]\n"
-               "                                                   the routing decision, no calls\n"
-               "  bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]\n"
-               "                                                   projected cost per day/month vs baseline\n");
+    fprintf(
+        f,
+        "usage:\n"
+        "  bridle serve --config FILE [--listen HOST:PORT]   (env BRIDLE_CONFIG, BRIDLE_LISTEN)\n"
+        "  bridle check-config FILE\n"
+        "  bridle new-key                                   print a new client key and its sha256\n"
+        "  bridle hash-key KEY                              print the sha256 of a key\n"
+        "  bridle version\n"
+        "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
+        "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
+        "                                                   (bridle cost --help)\n"
+        "  bridle route --config FILE --request FILE.json [--header 'x-bridle-task: T'] [--json]\n"
+        "                                                   the routing decision, no calls\n"
+        "  bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]\n"
+        "                                                   projected cost per day/month vs "
+        "baseline\n");
     return code;
 }
 
 static int cmd_check_config(int argc, char **argv)
 {
-    if (argc < 3)
-        return usage(stderr, 2);
+    if (argc < 3) return usage(stderr, 2);
     char err[1024];
     bridle_config *c = config_load(argv[2], err, sizeof err);
     if (!c) {
@@ -67,7 +69,8 @@ static int cmd_check_config(int argc, char **argv)
     for (int i = 0; i < config_n_models(c); i++)
         enabled += config_model(c, i)->enabled;
     printf("%s: ok (%d providers, %d models of which %d enabled, %d routes, %d keys)\n", argv[2],
-           config_n_providers(c), config_n_models(c), enabled, config_n_routes(c), config_n_keys(c));
+           config_n_providers(c), config_n_models(c), enabled, config_n_routes(c),
+           config_n_keys(c));
     config_free(c);
     return 0;
 }
@@ -87,8 +90,7 @@ static int cmd_new_key(void)
 
 static int cmd_hash_key(int argc, char **argv)
 {
-    if (argc < 3)
-        return usage(stderr, 2);
+    if (argc < 3) return usage(stderr, 2);
     char sha[65];
     util_sha256_hex(argv[2], strlen(argv[2]), sha);
     printf("%s\n", sha);
@@ -110,10 +112,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     app *a = arg;
     static int64_t started;
     static bool ledger_asked;
-    if (!started)
-        started = util_now_ms();
-    if (ledger_asked || (a->in_flight > 0 && util_now_ms() - started <= DRAIN_LIMIT_MS))
-        return;
+    if (!started) started = util_now_ms();
+    if (ledger_asked || (a->in_flight > 0 && util_now_ms() - started <= DRAIN_LIMIT_MS)) return;
     if (a->in_flight)
         log_warn("drain limit reached with %lld requests in flight", (long long)a->in_flight);
     ledger_asked = true;
@@ -128,8 +128,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 static int prepare_database(const database_conf *db)
 {
     char err[512];
-    if (db->migrate == MIGRATE_OFF)
-        return 0;
+    if (db->migrate == MIGRATE_OFF) return 0;
     /* A database that is down must not take the gateway down with it:
      * serve, keep usage in the spool, write it when the database returns. */
     PGconn *probe = migrate_connect(db->url, "bridle-start", err, sizeof err);
@@ -168,8 +167,7 @@ static int start_ledger(app *a)
         log_warn("no database configured (database.url or DATABASE_URL): usage is NOT recorded");
         return 0;
     }
-    if (prepare_database(db) != 0)
-        return -1;
+    if (prepare_database(db) != 0) return -1;
     ledger_options lo = {
         .database_url = db->url,
         .spool_dir = db->spool_dir,
@@ -192,8 +190,7 @@ static int start_ledger(app *a)
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     app *a = arg;
-    if (a->draining)
-        return;
+    if (a->draining) return;
     log_info("signal %d: no longer accepting; draining %lld requests in flight", (int)sig,
              (long long)a->in_flight);
     a->draining = true;
@@ -206,8 +203,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static const char *arg_value(int argc, char **argv, const char *name)
 {
     for (int i = 2; i < argc - 1; i++)
-        if (strcmp(argv[i], name) == 0)
-            return argv[i + 1];
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
     return NULL;
 }
 
@@ -245,8 +241,7 @@ static void resilience_new(app *a)
         breaker_config bc = breaker_config_default();
         bc.consecutive_failures = (int)rc->breaker_failures;
         bc.open_base_ms = rc->breaker_open_ms;
-        if (bc.open_max_ms < bc.open_base_ms)
-            bc.open_max_ms = bc.open_base_ms;
+        if (bc.open_max_ms < bc.open_base_ms) bc.open_max_ms = bc.open_base_ms;
         a->breakers = calloc((size_t)nm + 1, sizeof *a->breakers);
         for (int i = 0; i < nm; i++)
             a->breakers[i] = breaker_new(&bc);
@@ -288,8 +283,7 @@ static int serve(app *a, const char *listen)
     a->provider_inflight = calloc((size_t)config_n_providers(a->cfg) + 1, sizeof(int));
     resilience_new(a);
     routing_new(a);
-    if (start_ledger(a) != 0)
-        return 1;
+    if (start_ledger(a) != 0) return 1;
     if (http_start(a, host, port, err, sizeof err) != 0) {
         log_error("%s", err);
         return 1;
@@ -302,16 +296,15 @@ static int serve(app *a, const char *listen)
         if (!config_provider_enabled(a->cfg, i))
             log_info("provider %s is disabled: an environment variable it needs is not set",
                      config_provider(a->cfg, i)->name);
-    log_info("bridle %s listening on http://%s:%d (%d models, %d routes)", BRIDLE_VERSION, host, port,
-             config_n_models(a->cfg), config_n_routes(a->cfg));
+    log_info("bridle %s listening on http://%s:%d (%d models, %d routes)", BRIDLE_VERSION, host,
+             port, config_n_models(a->cfg), config_n_routes(a->cfg));
     printf("bridle listening on http://%s:%d\n", host, port);
     fflush(stdout);
     event_base_dispatch(a->base);
     log_info("bridle stopped");
     event_free(sigterm);
     event_free(sigint);
-    if (a->drain_timer)
-        event_free(a->drain_timer);
+    if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
     ledger_free(a->ledger);
@@ -328,10 +321,8 @@ static int serve(app *a, const char *listen)
 static int cmd_serve(int argc, char **argv)
 {
     const char *path = arg_value(argc, argv, "--config");
-    if (!path)
-        path = getenv("BRIDLE_CONFIG");
-    if (!path)
-        path = "config/bridle.json";
+    if (!path) path = getenv("BRIDLE_CONFIG");
+    if (!path) path = "config/bridle.json";
     char err[1024];
     app a;
     memset(&a, 0, sizeof a);
@@ -342,8 +333,7 @@ static int cmd_serve(int argc, char **argv)
     }
     set_log_level(config_log_level(a.cfg));
     const char *listen = arg_value(argc, argv, "--listen");
-    if (!listen)
-        listen = config_listen(a.cfg); /* the config's own default reads BRIDLE_LISTEN */
+    if (!listen) listen = config_listen(a.cfg); /* the config's own default reads BRIDLE_LISTEN */
     if (getenv("BRIDLE_LISTEN") && !arg_value(argc, argv, "--listen"))
         listen = getenv("BRIDLE_LISTEN");
     signal(SIGPIPE, SIG_IGN);
@@ -354,25 +344,16 @@ static int cmd_serve(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage(stderr, 2);
+    if (argc < 2) return usage(stderr, 2);
     const char *cmd = argv[1];
-    if (strcmp(cmd, "serve") == 0)
-        return cmd_serve(argc, argv);
-    if (strcmp(cmd, "check-config") == 0)
-        return cmd_check_config(argc, argv);
-    if (strcmp(cmd, "new-key") == 0)
-        return cmd_new_key();
-    if (strcmp(cmd, "hash-key") == 0)
-        return cmd_hash_key(argc, argv);
-    if (strcmp(cmd, "migrate") == 0)
-        return migrate_main(argc, argv);
-    if (strcmp(cmd, "cost") == 0)
-        return cost_main(argc, argv);
-    if (strcmp(cmd, "route") == 0)
-        return route_main(argc, argv);
-    if (strcmp(cmd, "simulate") == 0)
-        return simulate_main(argc, argv);
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc, argv);
+    if (strcmp(cmd, "check-config") == 0) return cmd_check_config(argc, argv);
+    if (strcmp(cmd, "new-key") == 0) return cmd_new_key();
+    if (strcmp(cmd, "hash-key") == 0) return cmd_hash_key(argc, argv);
+    if (strcmp(cmd, "migrate") == 0) return migrate_main(argc, argv);
+    if (strcmp(cmd, "cost") == 0) return cost_main(argc, argv);
+    if (strcmp(cmd, "route") == 0) return route_main(argc, argv);
+    if (strcmp(cmd, "simulate") == 0) return simulate_main(argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("bridle %s\n", BRIDLE_VERSION);
         return 0;

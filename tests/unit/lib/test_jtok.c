@@ -16,9 +16,18 @@ static int parse(jdoc *d, const char *s)
 
 static void test_valid_documents(void **state)
 {
-    const char *ok[] = {"{}", "[]", " {\"a\":1} ", "\"x\"", "0", "-0.5e+10", "true", "null",
-                        "[1,[2,[3,{\"k\":[]}]]]", "{\"u\":\"\\u00e9\\ud83d\\ude00\"}",
-                        "\"caf\xc3\xa9\"", "\"\xf0\x9f\x98\x80\""};
+    const char *ok[] = {"{}",
+                        "[]",
+                        " {\"a\":1} ",
+                        "\"x\"",
+                        "0",
+                        "-0.5e+10",
+                        "true",
+                        "null",
+                        "[1,[2,[3,{\"k\":[]}]]]",
+                        "{\"u\":\"\\u00e9\\ud83d\\ude00\"}",
+                        "\"caf\xc3\xa9\"",
+                        "\"\xf0\x9f\x98\x80\""};
     jdoc d = JDOC_INIT;
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         assert_int_equal(parse(&d, ok[i]), 0);
@@ -27,10 +36,11 @@ static void test_valid_documents(void **state)
 
 static void test_invalid_documents(void **state)
 {
-    const char *bad[] = {"",          "{",        "{\"a\"}",      "{\"a\":}",   "[1,]",     "{,}",
-                         "01",        "1.",       "-",            "1e",         "tru",      "nul",
-                         "\"abc",     "\"\\x\"",  "\"\\u12G4\"",  "\"a\nb\"",   "{} {}",    "[1 2]",
-                         "\"\xc3\"",  "\"\xed\xa0\x80\"",         "\"\xff\"",   "{\"a\":1,}", "'a'"};
+    const char *bad[] = {"",         "{",          "{\"a\"}", "{\"a\":}", "[1,]",
+                         "{,}",      "01",         "1.",      "-",        "1e",
+                         "tru",      "nul",        "\"abc",   "\"\\x\"",  "\"\\u12G4\"",
+                         "\"a\nb\"", "{} {}",      "[1 2]",   "\"\xc3\"", "\"\xed\xa0\x80\"",
+                         "\"\xff\"", "{\"a\":1,}", "'a'"};
     jdoc d = JDOC_INIT;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(parse(&d, bad[i]), -1);
@@ -53,8 +63,9 @@ static void test_depth_limit(void **state)
 
 static void test_navigation(void **state)
 {
-    const char *s = "{\"model\":\"gpt\",\"n\":3,\"messages\":[{\"role\":\"user\"},{\"role\":\"a\\u0062c\"}],"
-                    "\"x\":{\"y\":[1,2,3]},\"f\":-1.5}";
+    const char *s =
+        "{\"model\":\"gpt\",\"n\":3,\"messages\":[{\"role\":\"user\"},{\"role\":\"a\\u0062c\"}],"
+        "\"x\":{\"y\":[1,2,3]},\"f\":-1.5}";
     jdoc d = JDOC_INIT;
     assert_int_equal(parse(&d, s), 0);
     assert_true(jdoc_str_eq(&d, jdoc_get(&d, 0, "model"), "gpt"));
