@@ -1,5 +1,7 @@
 #include "lib/buf.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,41 +65,78 @@ void buf_printf(buf *b, const char *fmt, ...)
     va_end(ap);
 }
 
-void buf_append_json_str(buf *b, const char *s, size_t len)
+/* True when one of the 8 bytes in w is below 0x20, '"' or '\\': the
+ * bytes a JSON string must escape (SWAR "has zero byte" tests). */
+static inline bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
+    uint64_t ctl = (w - ones * 0x20) & ~w;
+    uint64_t q = (quote - ones) & ~quote;
+    uint64_t bs = (bslash - ones) & ~bslash;
+    return ((ctl | q | bs) & highs) != 0;
+}
+
+static void append_escape(buf *b, unsigned char c)
 {
     static const char hex[] = "0123456789abcdef";
-    buf_reserve(b, len + 2);
-    buf_append_char(b, '"');
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        buf_append(b, s + start, i - start);
-        start = i + 1;
-        switch (c) {
-        case '"':
-            buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            buf_append(b, "\\r", 2);
-            break;
-        case '\t':
-            buf_append(b, "\\t", 2);
-            break;
-        default: {
-            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            buf_append(b, esc, 6);
-        }
-        }
+    switch (c) {
+    case '"':
+        buf_append(b, "\\\"", 2);
+        break;
+    case '\\':
+        buf_append(b, "\\\\", 2);
+        break;
+    case '\n':
+        buf_append(b, "\\n", 2);
+        break;
+    case '\r':
+        buf_append(b, "\\r", 2);
+        break;
+    case '\t':
+        buf_append(b, "\\t", 2);
+        break;
+    default: {
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        buf_append(b, esc, 6);
     }
-    buf_append(b, s + start, len - start);
-    buf_append_char(b, '"');
+    }
+}
+
+/* Clean stretches are found 8 bytes at a time and copied straight into
+ * reserved space: prompts are long and rarely need escaping. */
+void buf_append_json_str(buf *b, const char *s, size_t len)
+{
+    buf_reserve(b, len + 2);
+    char *out = b->data + b->len;
+    *out++ = '"';
+    size_t i = 0, start = 0;
+    while (i < len) {
+        if (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!word_needs_escape(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        memcpy(out, s + start, i - start);
+        b->len = (size_t)(out + (i - start) - b->data);
+        append_escape(b, c);
+        start = ++i;
+        buf_reserve(b, len - start + 2);
+        out = b->data + b->len;
+    }
+    memcpy(out, s + start, len - start);
+    out += len - start;
+    *out++ = '"';
+    *out = '\0';
+    b->len = (size_t)(out - b->data);
 }
 
 void buf_consume(buf *b, size_t n)
