@@ -52,6 +52,11 @@ typedef struct chat {
     const char *tier_header;
     char route_rule[128];       /* the routing policy's rule, for x-bridle-route; "" if none */
     const model_conf *baseline; /* what savings are measured against, or NULL */
+    policy_plan pplan;          /* the routing policy's plan, for the cascade */
+    bool by_policy;
+    int64_t prior_cost_pusd; /* answers the cascade set aside: billed all the same */
+    usage_record prior_usage;
+    char cascade_check[16]; /* the check that escalated, for x-bridle-route */
     engine_call *call;
     upstream_request up;
     int status;                 /* upstream HTTP status of the current attempt */
@@ -222,7 +227,12 @@ static void add_common_headers(chat *c)
         evhttp_add_header(h, "x-bridle-provider", t->provider->name);
         evhttp_add_header(h, "x-bridle-model", t->model);
     }
-    if (c->route_rule[0])
+    if (c->route_rule[0] && c->cascade_check[0]) {
+        char rule[200];
+        snprintf(rule, sizeof rule, "%s; escalated: the cheaper answer failed the %s check",
+                 c->route_rule, c->cascade_check);
+        evhttp_add_header(h, "x-bridle-route", rule);
+    } else if (c->route_rule[0])
         evhttp_add_header(h, "x-bridle-route", c->route_rule);
     else if (c->route_name)
         evhttp_add_header(h, "x-bridle-route", c->route_name);
@@ -274,7 +284,13 @@ static void record_usage(chat *c, int status, const char *err_class, const usage
         copy_str(ev.model, sizeof ev.model, t->model);
         copy_str(ev.tier, sizeof ev.tier, t->price->tier ? pricing_tier_name(t->price->tier) : "");
     }
-    if (c->route_name)
+    if (c->route_rule[0]) { /* truncated to the field, on purpose */
+        buf why = BUF_INIT;
+        buf_printf(&why, "%s%s%s", c->route_rule, c->cascade_check[0] ? "; escalated on " : "",
+                   c->cascade_check);
+        copy_str(ev.route_reason, sizeof ev.route_reason, why.data);
+        buf_free(&why);
+    } else if (c->route_name)
         snprintf(ev.route_reason, sizeof ev.route_reason, "route %s, candidate %d", c->route_name,
                  c->cur + 1);
     else if (c->n_plan)
@@ -283,15 +299,26 @@ static void record_usage(chat *c, int status, const char *err_class, const usage
     ev.status = status;
     copy_str(ev.error_class, sizeof ev.error_class, err_class);
     ev.attempts = c->attempts;
-    usage_record none = {.exact = true};
+    usage_record none = {.exact = true}, all;
     if (!u) u = &none;
+    const usage_record *final = u;
+    if (c->prior_cost_pusd > 0 || c->prior_usage.output > 0) { /* a cascade: both calls */
+        all = *u;
+        all.input_uncached += c->prior_usage.input_uncached;
+        all.cache_read += c->prior_usage.cache_read;
+        all.output += c->prior_usage.output;
+        all.reasoning += c->prior_usage.reasoning;
+        all.exact = u->exact && c->prior_usage.exact;
+        u = &all;
+    }
     ev.input_tokens = u->input_uncached;
     ev.cache_read_tokens = u->cache_read;
     ev.cache_write_tokens = u->cache_write_5m + u->cache_write_1h;
     ev.output_tokens = u->output;
     ev.reasoning_tokens = u->reasoning;
     ev.usage_exact = u->exact;
-    ev.cost_pusd = c->n_plan ? pricing_cost_pusd(c->plan[c->cur]->price, u, false) : 0;
+    ev.cost_pusd = (c->n_plan ? pricing_cost_pusd(c->plan[c->cur]->price, final, false) : 0) +
+                   c->prior_cost_pusd;
     ev.baseline_cost_pusd = baseline_cost(c, u);
     ev.latency_us = util_now_us() - c->start_us;
     ev.ttft_us = c->ttft_us;
@@ -330,7 +357,7 @@ static void reply_upstream_error(chat *c, const upstream_error *e)
 
 static void cost_header(chat *c, const usage_record *u)
 {
-    int64_t cost = pricing_cost_pusd(c->plan[c->cur]->price, u, false);
+    int64_t cost = pricing_cost_pusd(c->plan[c->cur]->price, u, false) + c->prior_cost_pusd;
     char s[48];
     util_format_pusd(cost, 12, s, sizeof s);
     /* trim trailing zeros but keep at least one decimal */
@@ -385,6 +412,8 @@ static int plan_by_policy(chat *c)
     }
     for (int i = 0; i < plan.n && c->n_plan < MAX_PLAN; i++)
         c->plan[c->n_plan++] = &config_model(a->cfg, plan.cand[i].model_index)->target;
+    c->pplan = plan;
+    c->by_policy = true;
     snprintf(c->route_rule, sizeof c->route_rule, "%s", plan.rule);
     if (plan.baseline_index >= 0) c->baseline = config_model(a->cfg, plan.baseline_index);
     if (plan.output_capped) c->canon.max_tokens = plan.max_tokens_applied;
@@ -703,6 +732,58 @@ static void end_relay(chat *c, const engine_result *r)
     chat_finish(c, c->sres.done && !c->sres.failed ? CHAT_DONE : CHAT_FAILED, why);
 }
 
+/* The answer's text, for the cascade's checks. */
+static void answer_text(chat *c, const decoded_response *d, buf *out)
+{
+    if (d->body) {
+        json_object *choices, *msg, *content;
+        if (json_object_object_get_ex(d->body, "choices", &choices) &&
+            json_object_object_get_ex(json_object_array_get_idx(choices, 0), "message", &msg) &&
+            json_object_object_get_ex(msg, "content", &content))
+            provider_content_text(content, out);
+        return;
+    }
+    jdoc doc = JDOC_INIT;
+    if (jdoc_parse(&doc, d->raw, d->raw_len, NULL, 0, NULL) == 0) {
+        uint32_t ch = jdoc_index(&doc, jdoc_get(&doc, 0, "choices"), 0);
+        uint32_t content = jdoc_get(&doc, jdoc_get(&doc, ch, "message"), "content");
+        if (jdoc_type(&doc, content) == JT_STRING) jdoc_str_append(&doc, content, out);
+    }
+    jdoc_free(&doc);
+}
+
+/* The cascade (issue 5): an answer from a cheaper tier that fails a check
+ * (cut by the length cap, not JSON when JSON was asked, starts with the
+ * UNCERTAIN marker, empty) is set aside -- and billed -- and the request goes
+ * to the tier above. Returns true when it escalated. */
+static bool cascade_escalate(chat *c, decoded_response *d)
+{
+    const policy *pol = config_policy(c->a->cfg);
+    if (!c->by_policy || !pol || !policy_cascade_enabled(pol) || c->canon.stream) return false;
+    int next = policy_escalation_index(pol, &c->pplan, c->cur);
+    if (next < 0 || next >= c->n_plan) return false;
+    buf text = BUF_INIT;
+    answer_text(c, d, &text);
+    const char *check = policy_cascade_failed_check(
+        pol, d->finish_reason, text.data ? text.data : "", text.len, c->canon.json_mode);
+    buf_free(&text);
+    if (!check) return false;
+    c->prior_cost_pusd += pricing_cost_pusd(c->plan[c->cur]->price, &d->usage, false);
+    c->prior_usage.input_uncached += d->usage.input_uncached;
+    c->prior_usage.cache_read += d->usage.cache_read;
+    c->prior_usage.output += d->usage.output;
+    c->prior_usage.reasoning += d->usage.reasoning;
+    c->prior_usage.exact = d->usage.exact;
+    snprintf(c->cascade_check, sizeof c->cascade_check, "%s", check);
+    log_info("%s: %s's answer failed the %s check; escalating to %s", c->id, c->plan[c->cur]->model,
+             check, c->plan[next]->model);
+    if (d->body) json_object_put(d->body);
+    c->cur = next;
+    c->target_attempts = 0;
+    start_attempt(c);
+    return true;
+}
+
 static void reply_success(chat *c)
 {
     const target *t = c->plan[c->cur];
@@ -720,6 +801,7 @@ static void reply_success(chat *c)
         return;
     }
     breaker_settle(c, BREAKER_SUCCESS);
+    if (cascade_escalate(c, &d)) return;
     chat_set_state(c, CHAT_REPLYING);
     add_common_headers(c);
     cost_header(c, &d.usage);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { mockConfig, mockLast, post, startBridle, startMock } from './lib/harness.mjs';
+import { mockConfig, mockFault, mockLast, mockReset, mockStats, post, startBridle, startMock } from './lib/harness.mjs';
 
 let mock;
 let gw;
@@ -27,6 +27,7 @@ before(async () => {
         heavy: ['claude-opus-4-8'],
       },
       output_caps: { classify: 10 },
+      cascade: { enabled: true, checks: ['length', 'json', 'uncertain', 'empty'], uncertain_marker: 'UNCERTAIN' },
     },
   });
   delete config.routes.auto; // "auto" goes to the routing policy, not a named route
@@ -85,4 +86,35 @@ test('the openai SDK with model "auto" gets a normal answer', async () => {
   const c = await client.chat.completions.create({ model: 'auto', messages: [{ role: 'user', content: 'Hi' }] });
   assert.equal(c.object, 'chat.completion');
   assert.ok(c.choices[0].message.content.length > 0);
+});
+
+test('cascade: a cheap answer that is cut, UNCERTAIN or not JSON escalates to the next tier; both calls billed', async () => {
+  // The mock's answers are plain text, so with JSON asked for every tier's
+  // answer fails that check and the cascade climbs to the top tier.
+  for (const [directives, extra, check, final] of [
+    ['finish=length', {}, 'length', 'gpt-4o'],
+    ['content=UNCERTAIN%20maybe%20spam', {}, 'uncertain', 'gpt-4o'],
+    ['content=%7Bnot%20json', { response_format: { type: 'json_object' } }, 'json', 'claude-opus-4-8'],
+  ]) {
+    await mockReset(mock.url);
+    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives });
+    const r = await ask('auto', { 'x-bridle-task': 'extract' }, extra);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['x-bridle-model'], final, `${check}: ${r.headers['x-bridle-route']}`);
+    assert.match(r.headers['x-bridle-route'], new RegExp(`escalated.*${check}`));
+    const stats = await mockStats(mock.url);
+    assert.equal(stats.by_model['gpt-4o-mini'], 1);
+    assert.equal(stats.by_model['gpt-4o'], 1);
+    // the bill covers both answers: more than the final model's alone
+    const single = await ask(final, {}, extra);
+    assert.ok(Number(r.headers['x-bridle-cost-usd']) > Number(single.headers['x-bridle-cost-usd']));
+  }
+});
+
+test('cascade: a good cheap answer is not escalated', async () => {
+  await mockReset(mock.url);
+  const r = await ask('auto', { 'x-bridle-task': 'extract' });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
+  assert.doesNotMatch(r.headers['x-bridle-route'], /escalated/);
 });
