@@ -52,6 +52,13 @@ struct ledger {
     int64_t drain_deadline_ms;
     buf cols[LEDGER_COLUMNS]; /* one array literal per column of a batch */
     int64_t batch_min_ts, batch_max_ts;
+    struct spend {
+        char key_id[65];
+        int64_t pusd;
+    } * spend; /* month-to-date spend per key */
+    int n_spend, cap_spend;
+    bool spend_known;
+    int64_t spend_due_ms;
     ledger_stats stats;
 };
 
@@ -301,10 +308,59 @@ static void check_drained(ledger *l)
     done(l->drain_ctx);
 }
 
+static struct spend *spend_slot(ledger *l, const char *key_id, bool create)
+{
+    for (int i = 0; i < l->n_spend; i++)
+        if (strcmp(l->spend[i].key_id, key_id) == 0) return &l->spend[i];
+    if (!create) return NULL;
+    if (l->n_spend == l->cap_spend) {
+        int cap = l->cap_spend ? l->cap_spend * 2 : 16;
+        struct spend *s = realloc(l->spend, sizeof *s * (size_t)cap);
+        if (!s) return NULL;
+        l->spend = s;
+        l->cap_spend = cap;
+    }
+    struct spend *s = &l->spend[l->n_spend++];
+    snprintf(s->key_id, sizeof s->key_id, "%s", key_id);
+    s->pusd = 0;
+    return s;
+}
+
+static void on_spend_read(void *ctx, PGresult *res, const char *error)
+{
+    ledger *l = ctx;
+    l->spend_due_ms = util_now_ms() + l->opt.spend_refresh_ms;
+    if (error) {
+        log_warn("ledger: reading spend per key failed: %s", error);
+    } else {
+        for (int i = 0; i < l->n_spend; i++)
+            l->spend[i].pusd = 0;
+        for (int r = 0; r < PQntuples(res); r++) {
+            struct spend *s = spend_slot(l, PQgetvalue(res, r, 0), true);
+            if (s) s->pusd = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        }
+        l->spend_known = true;
+    }
+    flush(l);
+}
+
+/* Month-to-date spend per key, for budgets; cheap with the (key_id, ts) index. */
+static bool read_spend(ledger *l)
+{
+    return pgconn_send(
+               l->pg,
+               "SELECT key_id, sum(cost_pusd)::bigint FROM usage_events WHERE ts >= "
+               "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND key_id "
+               "IS NOT NULL GROUP BY key_id",
+               0, NULL, on_spend_read, l) == 0;
+}
+
 static void flush(ledger *l)
 {
     if (pgconn_idle(l->pg)) {
         if (l->maintenance_due && run_maintenance(l)) return;
+        /* spend is read when nothing waits to be inserted, so it includes it */
+        if (l->q_len == 0 && util_now_ms() >= l->spend_due_ms && read_spend(l)) return;
         refill_from_spool(l);
         if (l->q_len > 0) send_batch(l);
     }
@@ -363,8 +419,19 @@ int ledger_record(ledger *l, const usage_event *ev)
     }
     l->stats.recorded++;
     l->last_appended = seq;
+    struct spend *sp = ev->key_id[0] ? spend_slot(l, ev->key_id, true) : NULL;
+    if (sp) /* counted now; the next read from the database replaces it */
+        sp->pusd += ev->cost_pusd;
     q_push(l, seq, ev);
     if (l->q_len >= l->opt.batch_max) flush(l);
+    return 0;
+}
+
+int64_t ledger_key_spend_pusd(const ledger *l, const char *key_id)
+{
+    if (!l->spend_known) return -1;
+    for (int i = 0; i < l->n_spend; i++)
+        if (strcmp(l->spend[i].key_id, key_id) == 0) return l->spend[i].pusd;
     return 0;
 }
 
@@ -452,6 +519,7 @@ void ledger_free(ledger *l)
     for (int k = 0; k < LEDGER_COLUMNS; k++)
         buf_free(&l->cols[k]);
     free(l->q);
+    free(l->spend);
     free(l);
 }
 

@@ -371,6 +371,16 @@ static void cost_header(chat *c, const usage_record *u)
 
 /* ------------------------------------------------------------ planning */
 
+/* The key's month-to-date spend as a share of its budget, or -1. */
+static int spend_share(chat *c)
+{
+    if (!c->a->ledger || !c->key || c->key->budget_pusd <= 0) return -1;
+    int64_t spent = ledger_key_spend_pusd(c->a->ledger, c->key->id);
+    if (spent < 0) return -1;
+    int64_t pct = spent / (c->key->budget_pusd / 100 > 0 ? c->key->budget_pusd / 100 : 1);
+    return pct > 1000 ? 1000 : (int)pct;
+}
+
 /* "auto" and "tier:NAME": the routing policy (router/policy.h) picks the
  * cheapest healthy candidates that fit, with escalation tiers after them. */
 static int plan_by_policy(chat *c)
@@ -398,7 +408,7 @@ static int plan_by_policy(chat *c)
         .prompt_chars = (int64_t)c->canon.body_len, /* the body bounds the text from above */
         .max_tokens = c->canon.max_tokens,
         .json_mode = c->canon.json_mode,
-        .spend_share_pct = -1,
+        .spend_share_pct = spend_share(c),
     };
     policy_plan plan;
     char err[256];

@@ -582,6 +582,26 @@ static void parse_routes(parse_ctx *pc, json_object *root)
     }
 }
 
+/* keys[].budget_usd: a monthly budget in dollars (up to 6 decimals). */
+static int64_t parse_budget(parse_ctx *pc, json_object *k)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(k, "budget_usd", &v)) return 0;
+    int64_t micro = 0;
+    const char *s = json_object_is_type(v, json_type_string) ||
+                            json_object_is_type(v, json_type_int) ||
+                            json_object_is_type(v, json_type_double)
+                        ? json_object_get_string(v)
+                        : NULL;
+    if (!s || !pricing_parse_usd_per_mtok(s, &micro) || micro > INT64_MAX / 1000000) {
+        size_t old = path_push(pc, ".budget_usd");
+        fail(pc, "expected dollars per month, like 50 or \"12.5\" (at most 6 decimals)");
+        path_pop(pc, old);
+        return 0;
+    }
+    return micro * 1000000; /* µ$ -> pico-dollars */
+}
+
 static bool is_hex64(const char *s)
 {
     if (strlen(s) != 64) return false;
@@ -607,7 +627,7 @@ static void parse_keys(parse_ctx *pc, json_object *root)
     }
     bridle_config *c = pc->cfg;
     c->keys = own(c, calloc(n ? n : 1, sizeof *c->keys));
-    static const char *const known[] = {"id", "sha256", "team", "name", NULL};
+    static const char *const known[] = {"id", "sha256", "team", "name", "budget_usd", NULL};
     for (size_t i = 0; i < n && !pc->failed; i++) {
         json_object *k = json_object_array_get_idx(ks, i);
         size_t old = path_push(pc, ".keys[%zu]", i);
@@ -620,6 +640,7 @@ static void parse_keys(parse_ctx *pc, json_object *root)
         key_conf *kc = &c->keys[c->n_keys];
         kc->id = get_str(pc, k, "id", true);
         kc->team = get_str(pc, k, "team", false);
+        kc->budget_pusd = parse_budget(pc, k);
         pc->missing_env = false;
         pc->env_lenient = true;
         const char *h = get_str(pc, k, "sha256", true);
@@ -653,6 +674,7 @@ static void parse_database(parse_ctx *pc, json_object *root)
                                         "partitions_ahead_days",
                                         "flush_interval_ms",
                                         "batch_max",
+                                        "spend_refresh_ms",
                                         NULL};
     database_conf *d = &pc->cfg->database;
     json_object *o = get_obj(pc, root, "database", false);
@@ -683,6 +705,7 @@ static void parse_database(parse_ctx *pc, json_object *root)
     d->partitions_ahead_days = get_int(pc, o, "partitions_ahead_days", 7, 1, 366);
     d->flush_interval_ms = get_int(pc, o, "flush_interval_ms", 100, 1, 60000);
     d->batch_max = get_int(pc, o, "batch_max", 5000, 1, 20000);
+    d->spend_refresh_ms = get_int(pc, o, "spend_refresh_ms", 30000, 100, 3600000);
     path_pop(pc, old);
 }
 

@@ -42,7 +42,8 @@ typedef struct route_conf {
 typedef struct key_conf {
     const char *id;
     char sha256[65];
-    const char *team; /* may be NULL */
+    const char *team;          /* may be NULL */
+    int64_t budget_pusd;       /* monthly budget in pico-dollars; 0 = none */
 } key_conf;
 
 typedef enum { MIGRATE_APPLY, MIGRATE_CHECK, MIGRATE_OFF } migrate_mode;
@@ -57,6 +58,7 @@ typedef struct database_conf {
     int64_t partitions_ahead_days;
     int64_t flush_interval_ms;
     int64_t batch_max;
+    int64_t spend_refresh_ms; /* how often month-to-date spend per key is read back */
 } database_conf;
 
 /* How failures are retried and failing targets rested (router/retry.h,
