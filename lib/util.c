@@ -106,3 +106,9 @@ bool util_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
     *port = (int)p;
     return true;
 }
+
+int64_t util_floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}

@@ -21,6 +21,9 @@ bool util_random_hex(char *out, size_t n);
  * US dollars with `decimals` places (6 for headers), rounding half up. */
 void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen);
 
+/* a / b rounded toward minus infinity (b > 0): time buckets for any clock. */
+int64_t util_floor_div(int64_t a, int64_t b);
+
 /* Case-insensitive prefix test. */
 bool util_starts_with_ci(const char *s, const char *prefix);
 

@@ -1,6 +1,8 @@
 /* Circuit breaker: the state machine of router/breaker.h. */
 #include "router/breaker.h"
 
+#include "lib/util.h"
+
 #include <assert.h>
 #include <stdlib.h>
 
@@ -75,12 +77,6 @@ void breaker_free(breaker *b)
 
 /* ------------------------------------------------------------ window */
 
-static int64_t breaker_floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
 static bool breaker_bucket_live(const breaker *b, const breaker_bucket *k, int64_t cur)
 {
     /* cur - idx < n, written so that idx = INT64_MIN cannot overflow */
@@ -89,7 +85,7 @@ static bool breaker_bucket_live(const breaker *b, const breaker_bucket *k, int64
 
 static void breaker_window_add(breaker *b, int64_t now_ms, bool failure)
 {
-    int64_t cur = breaker_floor_div(now_ms, b->bucket_ms);
+    int64_t cur = util_floor_div(now_ms, b->bucket_ms);
     int64_t slot = cur % b->cfg.window_buckets;
     if (slot < 0) slot += b->cfg.window_buckets;
     breaker_bucket *k = &b->buckets[slot];
@@ -100,7 +96,7 @@ static void breaker_window_add(breaker *b, int64_t now_ms, bool failure)
 
 static void breaker_window_sum(const breaker *b, int64_t now_ms, int *calls, int *failures)
 {
-    int64_t cur = breaker_floor_div(now_ms, b->bucket_ms);
+    int64_t cur = util_floor_div(now_ms, b->bucket_ms);
     *calls = *failures = 0;
     for (int i = 0; i < b->cfg.window_buckets; i++) {
         const breaker_bucket *k = &b->buckets[i];

@@ -1,6 +1,8 @@
 /* Backoff, the retry decision and the retry budget (see router/retry.h). */
 #include "router/retry.h"
 
+#include "lib/util.h"
+
 #include <stdlib.h>
 
 #define RETRY_DEFAULT_MAX_ATTEMPTS 3
@@ -125,15 +127,9 @@ void retry_budget_free(retry_budget *rb)
     free(rb);
 }
 
-static int64_t retry_floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
 static retry_bucket *retry_budget_bucket(retry_budget *rb, int64_t now_ms)
 {
-    int64_t cur = retry_floor_div(now_ms, rb->bucket_ms);
+    int64_t cur = util_floor_div(now_ms, rb->bucket_ms);
     int64_t slot = cur % rb->cfg.buckets;
     if (slot < 0) slot += rb->cfg.buckets;
     retry_bucket *k = &rb->b[slot];
@@ -143,7 +139,7 @@ static retry_bucket *retry_budget_bucket(retry_budget *rb, int64_t now_ms)
 
 static void retry_budget_sum(const retry_budget *rb, int64_t now_ms, int64_t *req, int64_t *ret)
 {
-    int64_t cur = retry_floor_div(now_ms, rb->bucket_ms);
+    int64_t cur = util_floor_div(now_ms, rb->bucket_ms);
     *req = *ret = 0;
     for (int i = 0; i < rb->cfg.buckets; i++) {
         const retry_bucket *k = &rb->b[i];

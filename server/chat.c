@@ -51,7 +51,7 @@ typedef struct chat {
     const char *route_name; /* the virtual model, or NULL */
     const char *tier_header;
     char route_rule[128];       /* the routing policy's rule, for x-bridle-route; "" if none */
-    const model_conf *baseline; /* what savings are measured against, or NULL */
+    const model_conf *baseline; /* what savings are measured against (set by the plan), or NULL */
     policy_plan pplan;          /* the routing policy's plan, for the cascade */
     bool by_policy;
     int64_t prior_cost_pusd; /* answers the cascade set aside: billed all the same */
@@ -247,14 +247,7 @@ static void copy_str(char *dst, size_t n, const char *src)
  * (or, for a route, its baseline): savings are a subtraction. */
 static int64_t baseline_cost(chat *c, const usage_record *u)
 {
-    const model_conf *m = c->baseline
-                              ? c->baseline
-                              : config_find_model(c->a->cfg, c->canon.model ? c->canon.model : "");
-    if (!m) {
-        const route_conf *r = c->route_name ? config_find_route(c->a->cfg, c->route_name) : NULL;
-        m = r ? r->baseline : NULL;
-    }
-    if (m) return pricing_cost_pusd(&m->price, u, false);
+    if (c->baseline) return pricing_cost_pusd(&c->baseline->price, u, false);
     return c->n_plan ? pricing_cost_pusd(c->plan[c->cur]->price, u, false) : 0;
 }
 
@@ -435,6 +428,7 @@ static int make_plan(chat *c)
     bridle_config *cfg = c->a->cfg;
     const model_conf *m = config_find_model(cfg, c->canon.model);
     if (m) {
+        c->baseline = m;
         if (!m->enabled) {
             char msg[300];
             snprintf(msg, sizeof msg,
@@ -450,6 +444,7 @@ static int make_plan(chat *c)
     const route_conf *r = config_find_route(cfg, c->canon.model);
     if (r) {
         c->route_name = r->name;
+        c->baseline = r->baseline;
         for (int i = 0; i < r->n_candidates && c->n_plan < MAX_PLAN; i++)
             if (r->candidates[i]->enabled) c->plan[c->n_plan++] = &r->candidates[i]->target;
         if (c->n_plan == 0) {

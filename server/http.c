@@ -263,28 +263,38 @@ static void error_json(buf *b, const char *type, const char *code, const char *p
     buf_append_str(b, "}}");
 }
 
-static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int status)
+static const char *reason_phrase(int status);
+
+/* What a request evhttp rejected itself gets told: 413 for a body over
+ * the limit, 400 for a request line or headers it could not read. Returns
+ * the error code and fills msg. */
+static const char *protocol_error_text(app *a, int status, char *msg, size_t n)
 {
-    const limits_conf *lim = config_limits(g->a->cfg);
-    char msg[300];
-    buf body = BUF_INIT, resp = BUF_INIT;
+    const limits_conf *lim = config_limits(a->cfg);
     if (status == 413) {
-        snprintf(msg, sizeof msg,
+        snprintf(msg, n,
                  "The request body is too large: this gateway accepts at most %lld bytes "
                  "(limits.max_body_bytes); send a smaller request",
                  (long long)lim->max_body_bytes);
-        error_json(&body, "invalid_request_error", "request_too_large", NULL, msg);
-    } else {
-        snprintf(msg, sizeof msg,
-                 "The HTTP request could not be read: the request line or headers are malformed, "
-                 "or the headers are larger than %lld bytes (limits.max_header_bytes)",
-                 (long long)lim->max_header_bytes);
-        error_json(&body, "invalid_request_error", "bad_request", NULL, msg);
+        return "request_too_large";
     }
+    snprintf(msg, n,
+             "The HTTP request could not be read: the request line or headers are malformed, "
+             "or the headers are larger than %lld bytes (limits.max_header_bytes)",
+             (long long)lim->max_header_bytes);
+    return "bad_request";
+}
+
+static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int status)
+{
+    char msg[300];
+    buf body = BUF_INIT, resp = BUF_INIT;
+    const char *code = protocol_error_text(g->a, status, msg, sizeof msg);
+    error_json(&body, "invalid_request_error", code, NULL, msg);
     buf_printf(&resp,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nx-should-retry: false\r\n"
                "Connection: close\r\nContent-Length: %zu\r\n\r\n",
-               status, status == 413 ? "Payload Too Large" : "Bad Request", body.len);
+               status, reason_phrase(status), body.len);
     buf_append(&resp, body.data, body.len);
     g->a->stats.replies_4xx++;
     evbuffer_drain(out, evbuffer_get_length(out));
@@ -583,20 +593,10 @@ static void scan_headers(struct evkeyvalq *in, request_headers *h)
 /* evhttp calls us with no URI when it rejected the request itself. */
 static void reply_protocol_error(app *a, struct evhttp_request *req)
 {
-    int code = evhttp_request_get_response_code(req);
-    if (code == 413) {
-        char msg[160];
-        snprintf(msg, sizeof msg,
-                 "The request is too large: the body or headers exceed this gateway's limit "
-                 "(body %lld bytes, headers %lld bytes); send a smaller request",
-                 (long long)config_limits(a->cfg)->max_body_bytes,
-                 (long long)config_limits(a->cfg)->max_header_bytes);
-        http_reply_error(a, req, 413, "invalid_request_error", "request_too_large", NULL, msg,
-                         false);
-        return;
-    }
-    http_reply_error(a, req, 400, "invalid_request_error", "bad_request", NULL,
-                     "The HTTP request could not be parsed", false);
+    int status = evhttp_request_get_response_code(req) == 413 ? 413 : 400;
+    char msg[300];
+    const char *code = protocol_error_text(a, status, msg, sizeof msg);
+    http_reply_error(a, req, status, "invalid_request_error", code, NULL, msg, false);
 }
 
 static bool path_is(const char *path, const char *want)
