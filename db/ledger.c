@@ -4,8 +4,8 @@
  * number. A bounded in-memory queue holds a contiguous run of those events
  * for the database; when it is full (the database is away or slow) new
  * events stay only in the spool and are read back from it, in order, when
- * the queue has room again. A batch goes to PostgreSQL as one multi-row
- * INSERT ... ON CONFLICT DO NOTHING; when it commits, the spool is told
+ * the queue has room again. A batch goes to PostgreSQL as one COPY (see
+ * "SQL" below for duplicates); when it commits, the spool is told
  * (spool_ack) and trims itself. A restart replays what the spool still
  * holds; a replayed event that PostgreSQL already has is a no-op. */
 #include "db/ledger.h"
@@ -24,7 +24,6 @@
 #include "lib/log.h"
 #include "lib/util.h"
 
-#define LEDGER_COLUMNS 30
 #define MAINTENANCE_INTERVAL_MS (3600 * 1000)
 
 typedef struct queued {
@@ -50,7 +49,8 @@ struct ledger {
     void (*drain_done)(void *);
     void *drain_ctx;
     int64_t drain_deadline_ms;
-    buf cols[LEDGER_COLUMNS]; /* one array literal per column of a batch */
+    buf batch;  /* the COPY text of the batch in flight */
+    bool dedup; /* the batch holds events the table has: take the dedup path */
     int64_t batch_min_ts, batch_max_ts;
     struct spend {
         char key_id[65];
@@ -107,50 +107,65 @@ static void refill_from_spool(ledger *l)
 
 /* ------------------------------------------------------------ SQL
  *
- * One statement of 30 parameters whatever the batch size: each parameter is
- * a PostgreSQL array literal holding one column of every event, and
- * unnest() turns them back into rows. PostgreSQL parses a short statement
- * instead of one with 30,000 placeholders, which is what made the multi-row
- * VALUES form slow. */
+ * A batch is one COPY into usage_events, in COPY's text format (a line per
+ * event, tab between columns, \N for NULL): the cheapest way into
+ * PostgreSQL for both sides (bench/RESULTS.md, "Ledger"). COPY has no ON
+ * CONFLICT, so the primary key (ts, event_id) rejects a batch that holds an
+ * event the table already has: that happens only when the spool replays
+ * what PostgreSQL took just before a crash or a lost connection. Such a
+ * batch goes round once more through a temporary table and
+ * INSERT ... SELECT ... ON CONFLICT DO NOTHING (the "dedup" path), which
+ * keeps the rows that are new and drops the others. */
 
-static const char insert_sql[] =
-    "INSERT INTO usage_events (event_id,ts,key_id,team,end_user,agent,task,feature,"
-    "requested_model,provider,model,tier,route_reason,streamed,status,error_class,attempts,"
-    "input_tokens,cache_read_tokens,cache_write_tokens,output_tokens,reasoning_tokens,usage_exact,"
-    "cost_pusd,baseline_cost_pusd,latency_us,ttft_us,upstream_us,cache_hit,batch_id) "
-    "SELECT * FROM unnest($1::text[],$2::timestamptz[],$3::text[],$4::text[],$5::text[],"
-    "$6::text[],$7::text[],$8::text[],$9::text[],$10::text[],$11::text[],$12::text[],$13::text[],"
-    "$14::bool[],$15::int[],$16::text[],$17::int[],$18::bigint[],$19::bigint[],$20::bigint[],"
-    "$21::bigint[],$22::bigint[],$23::bool[],$24::bigint[],$25::bigint[],$26::bigint[],"
-    "$27::bigint[],$28::bigint[],$29::bool[],$30::text[]) ON CONFLICT DO NOTHING";
+#define LEDGER_COLUMN_LIST                                                                         \
+    "(event_id,ts,key_id,team,end_user,agent,task,feature,requested_model,provider,model,tier,"    \
+    "route_reason,streamed,status,error_class,attempts,input_tokens,cache_read_tokens,"            \
+    "cache_write_tokens,output_tokens,reasoning_tokens,usage_exact,cost_pusd,baseline_cost_pusd,"  \
+    "latency_us,ttft_us,upstream_us,cache_hit,batch_id)"
 
-/* One array element: a quoted string (NULL when empty), as the array
- * literal syntax wants: backslash and double quote escaped. */
-static void elem_str(buf *col, const char *s)
+static const char copy_sql[] = "COPY usage_events " LEDGER_COLUMN_LIST " FROM STDIN";
+static const char stage_sql[] = "CREATE TEMP TABLE IF NOT EXISTS ledger_stage (LIKE usage_events)";
+static const char stage_copy_sql[] = "COPY ledger_stage " LEDGER_COLUMN_LIST " FROM STDIN";
+/* Empties the stage as it inserts: nothing is left for the next batch. */
+static const char stage_insert_sql[] =
+    "WITH staged AS (DELETE FROM ledger_stage RETURNING *) "
+    "INSERT INTO usage_events SELECT * FROM staged ON CONFLICT DO NOTHING";
+
+/* A text column: NULL when empty; backslash, tab, newline and carriage
+ * return escaped as COPY's text format wants. */
+static void col_str(buf *b, const char *s)
 {
-    if (col->len > 1) buf_append_char(col, ',');
     if (!s || !*s) {
-        buf_append_str(col, "NULL");
+        buf_append(b, "\\N\t", 3);
         return;
     }
-    buf_append_char(col, '"');
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\') buf_append_char(col, '\\');
-        buf_append_char(col, *p);
+    for (;;) {
+        size_t n = strcspn(s, "\\\t\n\r");
+        buf_append(b, s, n);
+        s += n;
+        if (!*s) break;
+        char esc[2] = {'\\', *s == '\t' ? 't' : *s == '\n' ? 'n' : *s == '\r' ? 'r' : '\\'};
+        buf_append(b, esc, 2);
+        s++;
     }
-    buf_append_char(col, '"');
+    buf_append_char(b, '\t');
 }
 
-static void elem_int(buf *col, int64_t v)
+static void col_int(buf *b, int64_t v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%s%lld", col->len > 1 ? "," : "", (long long)v);
-    buf_append(col, tmp, (size_t)n);
+    char tmp[24], *p = tmp + sizeof tmp;
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    *--p = '\t';
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) *--p = '-';
+    buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
-static void elem_bool(buf *col, bool v)
+static void col_bool(buf *b, bool v)
 {
-    buf_append_str(col, col->len > 1 ? (v ? ",t" : ",f") : (v ? "t" : "f"));
+    buf_append(b, v ? "t\t" : "f\t", 2);
 }
 
 static void format_ts(char *out, size_t n, int64_t us)
@@ -162,45 +177,47 @@ static void format_ts(char *out, size_t n, int64_t us)
     snprintf(out + k, n - k, ".%06lld+00", (long long)(us % 1000000));
 }
 
-static void elem_ts(buf *col, int64_t us)
+static void col_ts(buf *b, int64_t us)
 {
     char tmp[48];
     format_ts(tmp, sizeof tmp, us);
-    elem_str(col, tmp);
+    col_str(b, tmp);
 }
 
-static void event_columns(buf *c, const usage_event *e)
+/* One line of COPY text: the columns of LEDGER_COLUMN_LIST, in order. */
+static void event_line(buf *b, const usage_event *e)
 {
-    elem_str(c++, e->event_id);
-    elem_ts(c++, e->ts_us);
-    elem_str(c++, e->key_id);
-    elem_str(c++, e->team);
-    elem_str(c++, e->end_user);
-    elem_str(c++, e->agent);
-    elem_str(c++, e->task);
-    elem_str(c++, e->feature);
-    elem_str(c++, e->requested_model);
-    elem_str(c++, e->provider);
-    elem_str(c++, e->model);
-    elem_str(c++, e->tier);
-    elem_str(c++, e->route_reason);
-    elem_bool(c++, e->streamed);
-    elem_int(c++, e->status);
-    elem_str(c++, e->error_class);
-    elem_int(c++, e->attempts);
-    elem_int(c++, e->input_tokens);
-    elem_int(c++, e->cache_read_tokens);
-    elem_int(c++, e->cache_write_tokens);
-    elem_int(c++, e->output_tokens);
-    elem_int(c++, e->reasoning_tokens);
-    elem_bool(c++, e->usage_exact);
-    elem_int(c++, e->cost_pusd);
-    elem_int(c++, e->baseline_cost_pusd);
-    elem_int(c++, e->latency_us);
-    elem_int(c++, e->ttft_us);
-    elem_int(c++, e->upstream_us);
-    elem_bool(c++, e->cache_hit);
-    elem_str(c, e->batch_id);
+    col_str(b, e->event_id);
+    col_ts(b, e->ts_us);
+    col_str(b, e->key_id);
+    col_str(b, e->team);
+    col_str(b, e->end_user);
+    col_str(b, e->agent);
+    col_str(b, e->task);
+    col_str(b, e->feature);
+    col_str(b, e->requested_model);
+    col_str(b, e->provider);
+    col_str(b, e->model);
+    col_str(b, e->tier);
+    col_str(b, e->route_reason);
+    col_bool(b, e->streamed);
+    col_int(b, e->status);
+    col_str(b, e->error_class);
+    col_int(b, e->attempts);
+    col_int(b, e->input_tokens);
+    col_int(b, e->cache_read_tokens);
+    col_int(b, e->cache_write_tokens);
+    col_int(b, e->output_tokens);
+    col_int(b, e->reasoning_tokens);
+    col_bool(b, e->usage_exact);
+    col_int(b, e->cost_pusd);
+    col_int(b, e->baseline_cost_pusd);
+    col_int(b, e->latency_us);
+    col_int(b, e->ttft_us);
+    col_int(b, e->upstream_us);
+    col_bool(b, e->cache_hit);
+    col_str(b, e->batch_id);
+    b->data[b->len - 1] = '\n'; /* the last column ends the line, not a tab */
 }
 
 /* ------------------------------------------------------------ database */
@@ -256,6 +273,14 @@ static void on_insert_done(void *ctx, PGresult *res, const char *error)
             ensure_batch_partitions(l);
             return;
         }
+        if (state && strcmp(state, "23505") == 0 && !l->dedup) { /* a replayed event */
+            log_info("ledger: a batch of %d events holds events the database already has "
+                     "(a replay); sending it again without them",
+                     n);
+            l->dedup = true;
+            flush(l);
+            return;
+        }
         log_warn("ledger: inserting %d events failed (they stay in the spool): %s", n, error);
         return;
     }
@@ -263,8 +288,34 @@ static void on_insert_done(void *ctx, PGresult *res, const char *error)
     l->q_head = (l->q_head + n) % l->opt.queue_max;
     l->q_len -= n;
     l->stats.inserted += n;
+    l->dedup = false;
     spool_ack(l->sp, last);
     flush(l);
+}
+
+/* The dedup path, step by step: stage table ready → batch copied into it →
+ * INSERT ... SELECT ... ON CONFLICT DO NOTHING → on_insert_done. */
+static bool dedup_failed(ledger *l, const char *error)
+{
+    if (!error) return false;
+    log_warn("ledger: staging %d events failed (they stay in the spool): %s", l->in_flight, error);
+    l->in_flight = 0;
+    return true;
+}
+
+static void on_staged(void *ctx, PGresult *res, const char *error)
+{
+    ledger *l = ctx;
+    if (dedup_failed(l, error)) return;
+    if (pgconn_send(l->pg, stage_insert_sql, 0, NULL, on_insert_done, l) != 0) l->in_flight = 0;
+}
+
+static void on_stage_ready(void *ctx, PGresult *res, const char *error)
+{
+    ledger *l = ctx;
+    if (dedup_failed(l, error)) return;
+    if (pgconn_copy_in(l->pg, stage_copy_sql, l->batch.data, l->batch.len, on_staged, l) != 0)
+        l->in_flight = 0;
 }
 
 static void send_batch(ledger *l)
@@ -272,23 +323,17 @@ static void send_batch(ledger *l)
     int n = l->q_len < l->opt.batch_max ? l->q_len : l->opt.batch_max;
     l->batch_min_ts = INT64_MAX;
     l->batch_max_ts = INT64_MIN;
-    for (int k = 0; k < LEDGER_COLUMNS; k++) {
-        buf_reset(&l->cols[k]);
-        buf_append_char(&l->cols[k], '{');
-    }
+    buf_reset(&l->batch);
     for (int i = 0; i < n; i++) {
         const usage_event *e = &q_at(l, i)->ev;
-        event_columns(l->cols, e);
+        event_line(&l->batch, e);
         if (e->ts_us < l->batch_min_ts) l->batch_min_ts = e->ts_us;
         if (e->ts_us > l->batch_max_ts) l->batch_max_ts = e->ts_us;
     }
-    const char *values[LEDGER_COLUMNS];
-    for (int k = 0; k < LEDGER_COLUMNS; k++) {
-        buf_append_char(&l->cols[k], '}');
-        values[k] = l->cols[k].data;
-    }
-    if (pgconn_send(l->pg, insert_sql, LEDGER_COLUMNS, values, on_insert_done, l) == 0)
-        l->in_flight = n;
+    int rc = l->dedup
+                 ? pgconn_send(l->pg, stage_sql, 0, NULL, on_stage_ready, l)
+                 : pgconn_copy_in(l->pg, copy_sql, l->batch.data, l->batch.len, on_insert_done, l);
+    if (rc == 0) l->in_flight = n;
 }
 
 static void check_drained(ledger *l)
@@ -344,7 +389,8 @@ static void on_spend_read(void *ctx, PGresult *res, const char *error)
     flush(l);
 }
 
-/* Month-to-date spend per key, for budgets; cheap with the (key_id, ts) index. */
+/* Month-to-date spend per key, for budgets: one scan of this month's
+ * partitions (BRIN on ts), grouped by key. */
 static bool read_spend(ledger *l)
 {
     return pgconn_send(
@@ -516,8 +562,7 @@ void ledger_free(ledger *l)
     event_del(&l->maint_ev);
     pgconn_free(l->pg);
     if (spool_close(l->sp) != 0) log_error("ledger: closing the spool failed: %s", strerror(errno));
-    for (int k = 0; k < LEDGER_COLUMNS; k++)
-        buf_free(&l->cols[k]);
+    buf_free(&l->batch);
     free(l->q);
     free(l->spend);
     free(l);

@@ -27,6 +27,8 @@ struct pgconn {
     pgconn_result_fn on_result;
     void *rctx;
     PGresult *last;
+    const char *copy_data; /* pgconn_copy_in: sent once the server asks for it */
+    size_t copy_len;
     char err[256];
 };
 
@@ -126,6 +128,7 @@ static void deliver(pgconn *c)
     c->last = NULL;
     c->on_result = NULL;
     c->state = PG_IDLE;
+    c->copy_data = NULL;
     watch(c, EV_READ);
     const char *err = NULL;
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -136,6 +139,35 @@ static void deliver(pgconn *c)
     }
     if (cb) cb(rctx, res, err);
     if (res) PQclear(res);
+}
+
+/* The server is ready for COPY input: all of it, then the end. In
+ * non-blocking mode libpq grows its output buffer rather than refuse
+ * (PQputCopyData returns 0 only when it cannot), and query_step flushes. */
+static int send_copy_data(pgconn *c)
+{
+    const char *data = c->copy_data ? c->copy_data : "";
+    size_t len = c->copy_data ? c->copy_len : 0;
+    c->copy_data = NULL;
+    for (size_t off = 0; off < len;) {
+        int n = len - off > (1 << 30) ? 1 << 30 : (int)(len - off);
+        if (PQputCopyData(c->conn, data + off, n) != 1) {
+            connection_lost(c, "cannot send COPY data");
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    if (PQputCopyEnd(c->conn, NULL) != 1) {
+        connection_lost(c, "cannot end COPY data");
+        return -1;
+    }
+    int f = PQflush(c->conn);
+    if (f < 0) {
+        connection_lost(c, "lost while sending COPY data");
+        return -1;
+    }
+    watch(c, f == 1 ? EV_READ | EV_WRITE : EV_READ);
+    return 0;
 }
 
 /* Reads what the server sent; collects results until the query is done. */
@@ -159,6 +191,11 @@ static void query_step(pgconn *c, short what)
         if (!r) {
             deliver(c);
             return;
+        }
+        if (PQresultStatus(r) == PGRES_COPY_IN) {
+            PQclear(r);
+            if (send_copy_data(c) != 0) return;
+            continue;
         }
         if (c->last) PQclear(c->last);
         c->last = r;
@@ -203,6 +240,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* libpq prints server notices to stderr unless told otherwise; they are
+ * debug detail here ("relation ... already exists, skipping"). */
+static void log_notice(void *arg, const char *message)
+{
+    log_debug("database notice: %s", message);
+}
+
 static void connect_start(pgconn *c)
 {
     c->conn = PQconnectStart(c->conninfo);
@@ -210,6 +254,7 @@ static void connect_start(pgconn *c)
         connection_lost(c, "cannot start connecting");
         return;
     }
+    PQsetNoticeProcessor(c->conn, log_notice, NULL);
     c->state = PG_CONNECTING;
     timer_arm(c, c->opt.connect_timeout_ms);
     connect_step(c);
@@ -270,6 +315,15 @@ int pgconn_send(pgconn *c, const char *sql, int nparams, const char *const *valu
     timer_arm(c, c->opt.query_timeout_ms);
     int f = PQflush(c->conn);
     watch(c, f == 1 ? EV_READ | EV_WRITE : EV_READ);
+    return 0;
+}
+
+int pgconn_copy_in(pgconn *c, const char *sql, const char *data, size_t len,
+                   pgconn_result_fn on_result, void *ctx)
+{
+    if (pgconn_send(c, sql, 0, NULL, on_result, ctx) != 0) return -1;
+    c->copy_data = data;
+    c->copy_len = len;
     return 0;
 }
 

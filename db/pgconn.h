@@ -43,6 +43,12 @@ bool pgconn_up(const pgconn *c);
 int pgconn_send(pgconn *c, const char *sql, int nparams, const char *const *values,
                 pgconn_result_fn on_result, void *ctx);
 
+/* Runs `COPY ... FROM STDIN` (sql) and sends data, len bytes in COPY's
+ * text format, as its input. The data must stay valid until on_result
+ * runs. Returns 0, or -1 when not idle. */
+int pgconn_copy_in(pgconn *c, const char *sql, const char *data, size_t len,
+                   pgconn_result_fn on_result, void *ctx);
+
 /* The last connection error, for logs (no secrets: libpq's messages name
  * host and user, never the password). */
 const char *pgconn_last_error(const pgconn *c);

@@ -16,7 +16,7 @@
 -- Retention is bridle_drop_partitions_older_than(days): DROP TABLE per day,
 -- no bulk DELETE, no VACUUM debt.
 --
--- Dedup: PRIMARY KEY (event_id, ts). A unique key on a partitioned table must
+-- Dedup: PRIMARY KEY (event_id, ts) (0002 turns it round to (ts, event_id)). A unique key on a partitioned table must
 -- contain the partition key; a replayed event carries the same ts, so the
 -- ledger's INSERT ... ON CONFLICT DO NOTHING drops the duplicate.
 

@@ -42,8 +42,8 @@ typedef struct route_conf {
 typedef struct key_conf {
     const char *id;
     char sha256[65];
-    const char *team;          /* may be NULL */
-    int64_t budget_pusd;       /* monthly budget in pico-dollars; 0 = none */
+    const char *team;    /* may be NULL */
+    int64_t budget_pusd; /* monthly budget in pico-dollars; 0 = none */
 } key_conf;
 
 typedef enum { MIGRATE_APPLY, MIGRATE_CHECK, MIGRATE_OFF } migrate_mode;

@@ -717,11 +717,15 @@ describe('migrations and partitions', () => {
     const url = await PG.createDatabase('twice');
     const first = await runOk(['migrate', '--database-url', url]);
     assert.match(first.stdout, /^applied 0001_usage_events/m);
+    assert.match(first.stdout, /^applied 0002_ledger_insert_rate/m);
     const second = await runOk(['migrate'], { env: { DATABASE_URL: url } });
     assert.match(second.stdout, /database is up to date/);
     assert.doesNotMatch(second.stdout, /applied 0/);
     const { rows } = await PG.query(url, 'SELECT version, name FROM bridle_schema_migrations ORDER BY version');
-    assert.deepEqual(rows, [{ version: 1, name: '0001_usage_events' }]);
+    assert.deepEqual(rows, [
+      { version: 1, name: '0001_usage_events' },
+      { version: 2, name: '0002_ledger_insert_rate' },
+    ]);
     const status = await runOk(['migrate', '--status', '--database-url', url]);
     assert.match(status.stdout, /0001_usage_events\s+applied/);
   });
@@ -729,10 +733,12 @@ describe('migrations and partitions', () => {
   test('two gateways migrating at once apply each migration once', async () => {
     const url = await PG.createDatabase('racing');
     const [a, b] = await Promise.all([runOk(['migrate', '--database-url', url]), runOk(['migrate', '--database-url', url])]);
-    const applied = [a, b].filter((r) => /applied 0001_usage_events/.test(r.stdout));
-    assert.equal(applied.length, 1, `${a.stdout}\n${b.stdout}`);
+    for (const name of ['0001_usage_events', '0002_ledger_insert_rate']) {
+      const applied = [a, b].filter((r) => new RegExp(`applied ${name}`).test(r.stdout));
+      assert.equal(applied.length, 1, `${name}:\n${a.stdout}\n${b.stdout}`);
+    }
     const { rows } = await PG.query(url, 'SELECT count(*)::int AS n FROM bridle_schema_migrations');
-    assert.equal(rows[0].n, 1);
+    assert.equal(rows[0].n, 2);
   });
 
   test('migrate: dry run, no URL, unreachable database', async () => {
@@ -747,6 +753,27 @@ describe('migrations and partitions', () => {
     const down = await runBridle(['migrate', '--database-url', `postgresql://postgres@127.0.0.1:${await freePort()}/x`]);
     assert.equal(down.code, 1);
     assert.match(down.stderr, /cannot connect to the database/);
+  });
+
+  test('0002 upgrades a ledger made by 0001: rows kept, key (ts, event_id), no B-trees on key/team', async () => {
+    const url = await PG.createDatabase('upgrade');
+    const v1 = fs.readFileSync(path.join(ROOT, 'migrations/0001_usage_events.sql'), 'utf8');
+    await PG.query(url, v1);
+    await PG.query(url, 'CREATE TABLE bridle_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+    await PG.query(url, "INSERT INTO bridle_schema_migrations (version, name) VALUES (1, '0001_usage_events')");
+    await PG.query(url, 'SELECT bridle_ensure_partitions(1)');
+    await PG.query(url, "INSERT INTO usage_events (event_id, ts, status, cost_pusd) VALUES ('old', now(), 200, 7)");
+    const r = await runOk(['migrate', '--database-url', url]);
+    assert.match(r.stdout, /^applied 0002_ledger_insert_rate/m);
+    assert.doesNotMatch(r.stdout, /applied 0001/);
+    const key = await PG.query(url, "SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conrelid = 'usage_events'::regclass AND contype = 'p'");
+    assert.deepEqual(key.rows, [{ d: 'PRIMARY KEY (ts, event_id)' }]);
+    const idx = await PG.query(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'usage_events' ORDER BY 1");
+    assert.deepEqual(idx.rows.map((x) => x.indexname), ['usage_events_pkey', 'usage_events_ts_brin']);
+    const kept = await PG.query(url, "SELECT event_id, cost_pusd::int AS c FROM usage_events");
+    assert.deepEqual(kept.rows, [{ event_id: 'old', c: 7 }]);
+    const dup = await PG.query(url, "INSERT INTO usage_events (event_id, ts, status) SELECT event_id, ts, 500 FROM usage_events ON CONFLICT DO NOTHING");
+    assert.equal(dup.rowCount, 0, 'a replayed event is still dropped by the key');
   });
 
   test('a migration that fails names itself and the PostgreSQL error', async () => {

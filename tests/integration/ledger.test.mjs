@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { BUILD, mockConfig, mockFault, mockReset, post, spawnTracked, startBridle, startMock, tmpDir, sleep } from './lib/harness.mjs';
 import { startCluster, spoolState, startBridleAt, waitUntil } from './lib/ledgerlib.mjs';
 import { billed, costPusd, expected } from './lib/mockmath.mjs';
-import { writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 
 const RUN = randomBytes(4).toString('hex');
 let seq = 0;
@@ -238,6 +238,14 @@ describe('every request has exactly one row with the right usage, cost and attri
     assert.deepEqual(pick(one(byMarker, d.marker, 'none'), cols), { task: null, agent: null, feature: null, team: 'team-ledger', key_id: 'ledger-main' });
   });
 
+  test("attribution text reaches the row as sent: COPY's escapes (tab, newline, backslash, \\N)", async () => {
+    const odd = { task: 'a\tb\nc\rd', agent: '\\N', feature: 'back\\slash "quoted" é ✓' };
+    const r = await chat(gw, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'odd' }], metadata: odd });
+    assert.equal(r.status, 200, r.text);
+    const { byMarker } = await waitRows(db, [r.marker]);
+    assert.deepEqual(pick(one(byMarker, r.marker, 'odd text'), ['task', 'agent', 'feature']), odd);
+  });
+
   test('errors: unknown model (404), upstream failures (502/503), a cut stream, a client that disconnects (499)', async () => {
     const messages = (s) => [{ role: 'user', content: s }];
     const unknown = await chat(gw, { model: 'no-such-model', messages: messages('hi') });
@@ -415,6 +423,45 @@ describe('faults', () => {
       for (const m of sent) one(byMarker, m, 'after the restart');
       await waitUntil(() => spoolState(spool).unacked === 0, 5000, 'spool acked');
       await p.stop();
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('a spool replayed into a database that already has its events: no duplicates, new events still arrive', async () => {
+    // The same 30 events are sent twice: first from the spool, then from a
+    // copy of it (as after a crash between COPY's commit and the spool's
+    // trim). COPY refuses the second batch on the key; the ledger takes the
+    // dedup path (stage table + ON CONFLICT DO NOTHING) and goes back to COPY.
+    const c = await migratedCluster();
+    try {
+      c.stopImmediate();
+      const { g, spool } = await gatewayFor(c, { migrate: 'off' });
+      const sent = [];
+      for (const r of await sendMany(g, 30, sent)) assert.equal(r.status, 200, r.text);
+      assert.equal((await g.stop({ timeoutMs: 20000 })).code, 0, g.logs());
+      const copy = tmpDir('bridle-spool-copy-');
+      cpSync(spool, copy, { recursive: true });
+      c.start();
+      const first = await startBridleAt(g.configPath, g.port);
+      await waitRows(c, sent, 15000);
+      await waitUntil(() => spoolState(spool).unacked === 0, 5000, 'first spool acked');
+      await first.stop();
+
+      const conf = JSON.parse(readFileSync(g.configPath, 'utf8'));
+      conf.database.spool_dir = copy;
+      const copyConfig = path.join(tmpDir('bridle-conf-'), 'bridle.json');
+      writeFileSync(copyConfig, JSON.stringify(conf));
+      const second = await startBridleAt(copyConfig, g.port);
+      await waitUntil(() => spoolState(copy).unacked === 0, 10000, 'the copy replayed and acked');
+      const later = [];
+      for (const r of await sendMany(g, 10, later)) assert.equal(r.status, 200, r.text);
+      const { byMarker } = await waitRows(c, later, 5000);
+      for (const m of later) one(byMarker, m, 'sent after the replay');
+      await second.stop();
+      assert.match(second.stderr, /already has \(a replay\)/, second.logs());
+      const n = (await c.query('SELECT count(*)::int n, count(DISTINCT event_id)::int d FROM usage_events')).rows[0];
+      assert.deepEqual(n, { n: 40, d: 40 }, 'each event once');
     } finally {
       await c.destroy();
     }
