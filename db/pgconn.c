@@ -71,6 +71,7 @@ static void set_error(pgconn *c, const char *what)
 static void connection_lost(pgconn *c, const char *why)
 {
     bool was_up = c->state == PG_IDLE || c->state == PG_BUSY;
+    bool was_connecting = c->state == PG_CONNECTING;
     pgconn_result_fn cb = c->state == PG_BUSY ? c->on_result : NULL;
     void *rctx = c->rctx;
     set_error(c, why);
@@ -92,7 +93,7 @@ static void connection_lost(pgconn *c, const char *why)
     log_warn("database: %s; reconnecting in %d ms", c->err, wait);
     timer_arm(c, wait);
     if (cb) cb(rctx, NULL, c->err);
-    if (was_up && c->on_state) c->on_state(c->ctx, false);
+    if ((was_up || was_connecting) && c->on_state) c->on_state(c->ctx, false);
 }
 
 static void connect_step(pgconn *c)

@@ -19,7 +19,8 @@
 typedef struct pgconn pgconn;
 
 typedef void (*pgconn_result_fn)(void *ctx, PGresult *res, const char *error);
-/* Called when the connection becomes usable (up) or is lost (!up). */
+/* Called when the connection becomes usable (up), is lost, or an attempt
+ * to connect fails (!up; again at every failed attempt). */
 typedef void (*pgconn_state_fn)(void *ctx, bool up);
 
 typedef struct pgconn_options {

@@ -34,6 +34,7 @@ typedef struct app {
     int chat_pool_n;
     struct ptrmap *guards;
     struct ledger *ledger;         /* NULL when no database is configured */
+    struct idem_store *idem;       /* Idempotency-Key claims; NULL without a database */
     struct breaker **breakers;     /* one per model target (target.index) */
     struct retry_budget **budgets; /* one per provider (provider_conf.index) */
     uint64_t rng;                  /* splitmix64 state for jitter */

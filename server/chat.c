@@ -19,6 +19,7 @@
 #include "lib/util.h"
 #include "providers/sse.h"
 #include "server/canon.h"
+#include "db/idem.h"
 #include "db/ledger.h"
 #include "router/breaker.h"
 #include "router/policy.h"
@@ -85,7 +86,21 @@ typedef struct chat {
     bool retry_armed;
     struct event reap;
     struct chat *next_free; /* in the app's pool */
+    /* Idempotency-Key (db/idem.h) */
+    char idem_key[256];    /* "" when the request has none */
+    char idem_owner[48];   /* the claim's token while this request holds the key */
+    bool idem_held;        /* this request runs for the key: store or release it */
+    bool idem_settled;     /* the outcome was handed to the store */
+    bool replayed;         /* answered from the store: no upstream call */
+    idem_op *idem_pending; /* claim or store in flight: cancelled if the request ends */
+    buf idem_body;         /* the answer to store (the stream as sent, for streams) */
+    bool idem_too_big;
+    int idem_status;
+    chat_state idem_final;
+    const char *idem_why;
 } chat;
+
+static void chat_finish(chat *c, chat_state final, const char *why);
 
 static void estimate_usage(chat *c, usage_record *u);
 static void breaker_settle(chat *c, breaker_outcome outcome);
@@ -160,6 +175,7 @@ void chat_pool_free(app *a)
 
 static void chat_free(chat *c)
 {
+    buf_free(&c->idem_body);
     if (c->canon.root) json_object_put(c->canon.root);
     if (c->parser) sse_parser_free(c->parser);
     if (c->sstate && c->plan[c->cur]->provider->ops->stream_free)
@@ -176,6 +192,12 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     chat_free(arg);
 }
 
+/* Idempotency keys are per client key: one client cannot see another's. */
+static const char *idem_scope(const chat *c)
+{
+    return c->key ? c->key->id : "";
+}
+
 /* The one exit: releases everything, on the next loop pass when called
  * from a callback that is still standing on the request. */
 static void chat_finish(chat *c, chat_state final, const char *why)
@@ -187,6 +209,12 @@ static void chat_finish(chat *c, chat_state final, const char *why)
         record_usage(c, 499, "client_closed", c->attempts ? &u : NULL);
     }
     chat_set_state(c, final);
+    if (c->idem_pending) {
+        idem_cancel(c->idem_pending);
+        c->idem_pending = NULL;
+    }
+    if (c->idem_held && !c->idem_settled) /* an outcome a retry may better: free the key */
+        idem_release(c->a->idem, idem_scope(c), c->idem_key, c->idem_owner);
     breaker_settle(c, BREAKER_ABANDONED); /* a no-op when already settled */
     if (c->retry_armed) {
         evtimer_del(&c->retry_ev);
@@ -288,6 +316,9 @@ static void record_usage(chat *c, int status, const char *err_class, const usage
                  c->cur + 1);
     else if (c->n_plan)
         copy_str(ev.route_reason, sizeof ev.route_reason, "the model requested");
+    else if (c->replayed)
+        copy_str(ev.route_reason, sizeof ev.route_reason, "idempotent replay: no upstream call");
+    ev.cache_hit = c->replayed;
     ev.streamed = c->canon.stream;
     ev.status = status;
     copy_str(ev.error_class, sizeof ev.error_class, err_class);
@@ -320,6 +351,41 @@ static void record_usage(chat *c, int status, const char *err_class, const usage
         log_error("%s: the usage event could not be written to the spool (logged above)", c->id);
 }
 
+static void on_idem_stored(void *ctx, const idem_result *r)
+{
+    chat *c = ctx;
+    c->idem_pending = NULL;
+    http_reply_json(c->a, c->req, c->idem_status, c->idem_body.data, c->idem_body.len);
+    chat_finish(c, c->idem_final, c->idem_why);
+}
+
+/* The last reply of a request that sends one whole body. A request that
+ * holds an Idempotency-Key stores a final outcome first (2xx, and the 4xx
+ * a retry cannot change), so any later request with the key, here or on
+ * another gateway, gets this answer; other outcomes free the key
+ * (chat_finish). */
+static void send_final(chat *c, int status, const char *body, size_t len, chat_state final,
+                       const char *why)
+{
+    bool storable = (status >= 200 && status < 300) || status == 400 || status == 404 ||
+                    status == 413 || status == 422;
+    if (c->idem_held && storable) {
+        buf_reset(&c->idem_body);
+        buf_append(&c->idem_body, body, len);
+        c->idem_status = status;
+        c->idem_final = final;
+        c->idem_why = why;
+        c->idem_settled = true;
+        c->idem_pending =
+            idem_store_result(c->a->idem, idem_scope(c), c->idem_key, c->idem_owner, status,
+                              "application/json", body, len, on_idem_stored, c);
+        if (c->idem_pending) return;
+        c->idem_settled = false;
+    }
+    http_reply_json(c->a, c->req, status, body, len);
+    chat_finish(c, final, why);
+}
+
 static void reply_error(chat *c, int status, const char *type, const char *code, const char *param,
                         const char *message, bool should_retry)
 {
@@ -329,8 +395,12 @@ static void reply_error(chat *c, int status, const char *type, const char *code,
         return;
     }
     add_common_headers(c);
-    http_reply_error(c->a, c->req, status, type, code, param, message, should_retry);
-    chat_finish(c, CHAT_FAILED, message);
+    buf b = BUF_INIT;
+    http_error_json(&b, type, code, param, message);
+    if (!should_retry)
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-should-retry", "false");
+    send_final(c, status, b.data, b.len, CHAT_FAILED, message);
+    buf_free(&b);
 }
 
 static void reply_upstream_error(chat *c, const upstream_error *e)
@@ -586,9 +656,21 @@ static void sink_chunk(void *ctx, const char *json, size_t len)
     evbuffer_add(c->out, "\n\n", 2);
 }
 
+/* The stream as the client gets it, kept to replay for its Idempotency-Key
+ * (up to a cap: a longer one is not stored, and the key is freed). */
+#define IDEM_STREAM_MAX (8 << 20)
+
 static void flush_out(chat *c)
 {
-    if (evbuffer_get_length(c->out) > 0 && !c->client_gone) evhttp_send_reply_chunk(c->req, c->out);
+    size_t n = evbuffer_get_length(c->out);
+    if (n == 0 || c->client_gone) return;
+    if (c->idem_held && !c->idem_too_big) {
+        if (c->idem_body.len + n > IDEM_STREAM_MAX)
+            c->idem_too_big = true;
+        else
+            buf_append(&c->idem_body, evbuffer_pullup(c->out, -1), n);
+    }
+    evhttp_send_reply_chunk(c->req, c->out);
 }
 
 static int on_stream_event(void *ctx, const stream_event *ev)
@@ -734,6 +816,12 @@ static void end_relay(chat *c, const engine_result *r)
     evbuffer_add(c->out, "data: [DONE]\n\n", 14);
     flush_out(c);
     if (!c->client_gone) evhttp_send_reply_end(c->req);
+    if (ok && c->idem_held && !c->idem_too_big && !c->client_gone) {
+        c->idem_settled = true; /* stored as sent; replays get the same stream */
+        idem_store_result(c->a->idem, idem_scope(c), c->idem_key, c->idem_owner, 200,
+                          "text/event-stream", c->idem_body.data ? c->idem_body.data : "",
+                          c->idem_body.len, NULL, NULL);
+    }
     chat_finish(c, c->sres.done && !c->sres.failed ? CHAT_DONE : CHAT_FAILED, why);
 }
 
@@ -815,12 +903,11 @@ static void reply_success(chat *c)
         size_t len;
         const char *s = json_object_to_json_string_length(
             d.body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-        http_reply_json(c->a, c->req, 200, s, len);
+        send_final(c, 200, s, len, CHAT_DONE, "answered");
         json_object_put(d.body);
     } else {
-        http_reply_json(c->a, c->req, 200, d.raw, d.raw_len);
+        send_final(c, 200, d.raw, d.raw_len, CHAT_DONE, "answered");
     }
-    chat_finish(c, CHAT_DONE, "answered");
 }
 
 static void on_upstream_done(void *ctx, const engine_result *r)
@@ -944,6 +1031,86 @@ static void start_attempt(chat *c)
     c->a->provider_inflight[t->provider->index]++;
 }
 
+/* ------------------------------------------------------------ idempotency */
+
+/* The stored answer, as it was first sent (the stream too, in one piece). */
+static void replay(chat *c, const idem_result *r)
+{
+    c->replayed = true;
+    chat_set_state(c, CHAT_REPLYING);
+    record_usage(c, r->status, "", NULL);
+    add_common_headers(c);
+    evhttp_add_header(evhttp_request_get_output_headers(c->req), "Idempotent-Replayed", "true");
+    http_reply(c->a, c->req, r->status, r->content_type, r->body, r->body_len);
+    chat_finish(c, CHAT_DONE, "replayed for its Idempotency-Key");
+}
+
+static void on_idem_claim(void *ctx, const idem_result *r)
+{
+    chat *c = ctx;
+    c->idem_pending = NULL;
+    switch (r->outcome) {
+    case IDEM_CLAIMED:
+        c->idem_held = true;
+        snprintf(c->idem_owner, sizeof c->idem_owner, "%s", r->owner);
+        if (make_plan(c) == 0) start_attempt(c);
+        return;
+    case IDEM_REPLAY:
+        replay(c, r);
+        return;
+    case IDEM_MISMATCH:
+        reply_error(c, 422, "invalid_request_error", "idempotency_key_reused", NULL,
+                    "This Idempotency-Key was already used with a different request body; a key "
+                    "names one request: send a new key with a new request",
+                    false);
+        return;
+    case IDEM_IN_PROGRESS:
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "retry-after", "1");
+        reply_error(c, 409, "invalid_request_error", "idempotency_key_in_use", NULL,
+                    "A request with this Idempotency-Key is still being processed; retry after "
+                    "it finishes to get its answer",
+                    true);
+        return;
+    default: {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "The gateway cannot check this Idempotency-Key right now (%s); retry shortly",
+                 r->error ? r->error : "no answer from the database");
+        reply_error(c, 503, "server_error", "idempotency_unavailable", NULL, msg, true);
+    }
+    }
+}
+
+/* Fingerprint: SHA-256 of method, path and body as sent (a retry resends
+ * the same bytes); the claim itself is in db/idem. */
+static void idem_begin(chat *c, const request_headers *hdr, const char *body, size_t len)
+{
+    if (hdr->idempotency_keys > 1) {
+        reply_error(c, 400, "invalid_request_error", "invalid_idempotency_key", NULL,
+                    "Send at most one Idempotency-Key header", false);
+        return;
+    }
+    if (idem_parse_key(hdr->idempotency_key, c->idem_key, sizeof c->idem_key) != 0) {
+        reply_error(c, 400, "invalid_request_error", "invalid_idempotency_key", NULL,
+                    "The Idempotency-Key header must be 1 to 255 printable ASCII characters, "
+                    "as a quoted string (\"...\") or a bare token without spaces",
+                    false);
+        return;
+    }
+    buf b = BUF_INIT;
+    buf_append_str(&b, "POST /v1/chat/completions\n");
+    buf_append(&b, body, len);
+    char fp[65];
+    util_sha256_hex(b.data, b.len, fp);
+    buf_free(&b);
+    bool wait = config_idempotency(c->a->cfg)->wait;
+    c->idem_pending = idem_claim(c->a->idem, idem_scope(c), c->idem_key, fp, wait, c->deadline_ms,
+                                 on_idem_claim, c);
+    if (!c->idem_pending)
+        reply_error(c, 503, "server_error", "out_of_memory", NULL,
+                    "The gateway is out of memory; retry shortly", true);
+}
+
 /* ------------------------------------------------------------ entry */
 
 /* Headers win over metadata: a proxy in front of an app can tag it. */
@@ -990,7 +1157,10 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
                     true);
         return;
     }
-    if (make_plan(c) != 0) return;
     http_watch_client(a, req, on_client_gone, c);
-    start_attempt(c);
+    if (hdr->idempotency_keys && a->idem) {
+        idem_begin(c, hdr, body ? body : "", len);
+        return;
+    }
+    if (make_plan(c) == 0) start_attempt(c);
 }

@@ -21,6 +21,7 @@ struct bridle_config {
     limits_conf limits;
     database_conf database;
     resilience_conf resilience;
+    idempotency_conf idempotency;
     json_object *routing; /* a reference into the parsed file, kept */
     struct policy *policy;
     provider_conf providers[MAX_PROVIDERS];
@@ -729,6 +730,28 @@ static void parse_resilience(parse_ctx *pc, json_object *root)
     path_pop(pc, old);
 }
 
+static void parse_idempotency(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {"concurrent", "retention_hours", "connections", NULL};
+    idempotency_conf *d = &pc->cfg->idempotency;
+    json_object *o = get_obj(pc, root, "idempotency", false);
+    size_t old = path_push(pc, ".idempotency");
+    if (o) check_keys(pc, o, known);
+    const char *mode = o ? get_str(pc, o, "concurrent", false) : NULL;
+    d->wait = !mode || strcmp(mode, "wait") == 0;
+    if (mode && !d->wait && strcmp(mode, "conflict") != 0) {
+        size_t o2 = path_push(pc, ".concurrent");
+        fail(pc,
+             "expected \"wait\" (a duplicate waits for the first request's answer) or "
+             "\"conflict\" (it gets 409 at once) (got \"%s\")",
+             mode);
+        path_pop(pc, o2);
+    }
+    d->retention_hours = get_int(pc, o, "retention_hours", 24, 1, 24 * 366);
+    d->connections = get_int(pc, o, "connections", 2, 1, 8);
+    path_pop(pc, old);
+}
+
 /* The routing policy is data: built and checked here, so check-config and
  * serve report its errors with the file and the JSON path. */
 static void parse_routing(parse_ctx *pc, json_object *root)
@@ -799,9 +822,9 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     parse_ctx pc = {.cfg = c, .path = "$", .err = err, .errlen = errlen};
     json_object *root = read_json_file(&pc, path);
     if (root) {
-        static const char *const known[] = {"listen",     "log_level", "limits",  "providers",
-                                            "models",     "routes",    "keys",    "database",
-                                            "resilience", "routing",   "$schema", NULL};
+        static const char *const known[] = {
+            "listen",   "log_level", "limits",  "providers",   "models",     "routes", "keys",
+            "database", "routing",   "$schema", "idempotency", "resilience", NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -816,6 +839,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_limits(&pc, root);
         parse_database(&pc, root);
         parse_resilience(&pc, root);
+        parse_idempotency(&pc, root);
         parse_providers(&pc, root);
         parse_models(&pc, root);
         parse_routes(&pc, root);
@@ -859,6 +883,11 @@ const limits_conf *config_limits(const bridle_config *c)
 const database_conf *config_database(const bridle_config *c)
 {
     return &c->database;
+}
+
+const idempotency_conf *config_idempotency(const bridle_config *c)
+{
+    return &c->idempotency;
 }
 
 const resilience_conf *config_resilience(const bridle_config *c)

@@ -73,6 +73,13 @@ typedef struct resilience_conf {
     int64_t breaker_open_ms;  /* first open period (doubles on repeated trips, capped at 60 s) */
 } resilience_conf;
 
+/* Idempotency-Key handling (db/idem.h); on when a database is configured. */
+typedef struct idempotency_conf {
+    bool wait;               /* concurrent duplicates wait for the first (else 409 at once) */
+    int64_t retention_hours; /* a stored answer is replayed this long */
+    int64_t connections;     /* PostgreSQL connections for the claims */
+} idempotency_conf;
+
 /* Loads and validates FILE. On error returns NULL with a message like
  * "FILE: $.providers.x.kind: expected one of openai, anthropic, gemini,
  * ollama (got \"opnai\")" in err. */
@@ -84,6 +91,7 @@ const char *config_log_level(const bridle_config *c);
 const limits_conf *config_limits(const bridle_config *c);
 const database_conf *config_database(const bridle_config *c);
 const resilience_conf *config_resilience(const bridle_config *c);
+const idempotency_conf *config_idempotency(const bridle_config *c);
 /* The routing policy built from $.routing (router/policy.h); its model
  * table is config_model() order. NULL when the file has no "routing"
  * section and the default tiers do not fit its models. */

@@ -243,8 +243,8 @@ void http_unwatch_client(app *a, struct evhttp_request *req)
 
 /* ------------------------------------------------------------ replies */
 
-static void error_json(buf *b, const char *type, const char *code, const char *param,
-                       const char *message)
+void http_error_json(buf *b, const char *type, const char *code, const char *param,
+                     const char *message)
 {
     buf_append_str(b, "{\"error\":{\"message\":");
     buf_append_json_str(b, message, strlen(message));
@@ -290,7 +290,7 @@ static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int stat
     char msg[300];
     buf body = BUF_INIT, resp = BUF_INIT;
     const char *code = protocol_error_text(g->a, status, msg, sizeof msg);
-    error_json(&body, "invalid_request_error", code, NULL, msg);
+    http_error_json(&body, "invalid_request_error", code, NULL, msg);
     buf_printf(&resp,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nx-should-retry: false\r\n"
                "Connection: close\r\nContent-Length: %zu\r\n\r\n",
@@ -382,8 +382,14 @@ static const char *reason_phrase(int status)
 
 void http_reply_json(app *a, struct evhttp_request *req, int status, const char *body, size_t len)
 {
+    http_reply(a, req, status, "application/json", body, len);
+}
+
+void http_reply(app *a, struct evhttp_request *req, int status, const char *content_type,
+                const char *body, size_t len)
+{
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "Content-Type", "application/json");
+    evhttp_add_header(out, "Content-Type", content_type);
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, body, len);
     http_count_reply(a, status);
@@ -395,7 +401,7 @@ void http_reply_error(app *a, struct evhttp_request *req, int status, const char
                       const char *code, const char *param, const char *message, bool should_retry)
 {
     buf b = BUF_INIT;
-    error_json(&b, type, code, param, message);
+    http_error_json(&b, type, code, param, message);
     if (!should_retry)
         evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry", "false");
     http_reply_json(a, req, status, b.data, b.len);
@@ -576,7 +582,10 @@ static void scan_headers(struct evkeyvalq *in, request_headers *h)
             h->authorization = kv->value;
         else if (klen == 9 && strcasecmp(kv->key, "x-api-key") == 0)
             h->x_api_key = kv->value;
-        else if (klen > 9 && strncasecmp(kv->key, "x-bridle-", 9) == 0) {
+        else if (klen == 15 && strcasecmp(kv->key, "idempotency-key") == 0) {
+            h->idempotency_key = kv->value;
+            h->idempotency_keys++;
+        } else if (klen > 9 && strncasecmp(kv->key, "x-bridle-", 9) == 0) {
             const char *name = kv->key + 9;
             if (strcasecmp(name, "task") == 0)
                 h->task = kv->value;

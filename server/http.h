@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "lib/buf.h"
 #include "server/app.h"
 
 /* Binds host:port (SO_REUSEPORT, backlog 4096) and serves. Returns 0, or
@@ -25,7 +26,16 @@ typedef struct request_headers {
     const char *authorization, *x_api_key;
     const char *task, *agent, *feature; /* x-bridle-task / -agent / -feature */
     const char *tier;                   /* x-bridle-tier */
+    const char *idempotency_key;        /* Idempotency-Key (the last one) */
+    int idempotency_keys;               /* how many were sent: at most one is allowed */
 } request_headers;
+
+/* The OpenAI error JSON {"error":{"message","type","param","code"}}, appended to b. */
+void http_error_json(buf *b, const char *type, const char *code, const char *param,
+                     const char *message);
+/* Sends body as the whole response. */
+void http_reply(app *a, struct evhttp_request *req, int status, const char *content_type,
+                const char *body, size_t len);
 
 /* Sends an OpenAI error JSON {"error":{"message","type","param","code"}}
  * with `status`; `should_retry` false adds `x-should-retry: false`. */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "lib/jtok.h"
+#include "db/idem.h"
 #include "db/ledger.h"
 #include "db/migrate.h"
 #include "db/report.h"
@@ -185,6 +186,19 @@ static int start_ledger(app *a)
         return -1;
     }
     log_info("usage ledger: spool in %s, writing to PostgreSQL", db->spool_dir);
+    const idempotency_conf *ic = config_idempotency(a->cfg);
+    idem_options io = {
+        .database_url = db->url,
+        .connections = (int)ic->connections,
+        .retention_s = ic->retention_hours * 3600,
+        /* a claim outlives any request that holds it: its deadline plus margin */
+        .lease_ms = config_limits(a->cfg)->request_timeout_ms + 60000,
+    };
+    a->idem = idem_new(a->base, &io);
+    if (!a->idem) {
+        log_error("idempotency: out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -308,6 +322,7 @@ static int serve(app *a, const char *listen)
     if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
+    idem_free(a->idem);
     ledger_free(a->ledger);
     engine_free(a->eng);
     json_tokener_free(a->tok);

@@ -812,6 +812,26 @@ static void test_key_errors(void **state)
 }
 
 /* Errors that name the real cause and path, and configs that must not load. */
+static void test_idempotency_section(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P, MODEL_4O, NULL));
+    assert_true(config_idempotency(c)->wait);
+    assert_int_equal(config_idempotency(c)->retention_hours, 24);
+    assert_int_equal(config_idempotency(c)->connections, 2);
+    config_free(c);
+    c = load_ok(doc(PROV_P, MODEL_4O,
+                    "\"idempotency\": {\"concurrent\": \"conflict\", \"retention_hours\": 48}"));
+    assert_false(config_idempotency(c)->wait);
+    assert_int_equal(config_idempotency(c)->retention_hours, 48);
+    config_free(c);
+    expect_error(doc(PROV_P, MODEL_4O, "\"idempotency\": {\"concurrent\": \"queue\"}"),
+                 "$.idempotency.concurrent: ", "\"wait\"", "\"conflict\"", "got \"queue\"");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"idempotency\": {\"connections\": 0}"),
+                    "$.idempotency.connections");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"idempotency\": {\"lease\": 1}"),
+                    "$.idempotency.lease");
+}
+
 static void test_precise_errors(void **state)
 {
     /* an unset ${VAR} in base_url names the variable, not "got \"\"" */
@@ -873,6 +893,7 @@ int main(void)
         cmocka_unit_test_setup(test_key_from_unset_variable_skipped, setup_env),
         cmocka_unit_test_setup(test_key_errors, setup_env),
         cmocka_unit_test_setup(test_precise_errors, setup_env),
+        cmocka_unit_test(test_idempotency_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
