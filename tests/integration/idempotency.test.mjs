@@ -167,6 +167,73 @@ describe('Idempotency-Key', () => {
     assert.equal(replayed, KEYS * (PER_KEY - 1));
   });
 
+  test('an expired key runs anew; a claim whose gateway died is taken over after its lease', async () => {
+    // Time is moved in the database rather than waited for: the row's
+    // expires_at / locked_until are set in the past, as 24 h (or a crashed
+    // gateway's lease) would leave them.
+    const expired = newIdemKey('expired');
+    const payload = body('expires');
+    const first = await send(a, expired, payload);
+    await pg.query(pg.url, "UPDATE bridle_idempotency SET expires_at = now() - interval '1 second' WHERE idem_key = $1", [expired.slice(1, -1)]);
+    const n0 = await generations();
+    const anew = await send(b, expired, payload);
+    assert.equal(anew.status, 200);
+    assert.equal(anew.headers['idempotent-replayed'], undefined, 'past its retention the key runs again');
+    assert.notEqual(anew.text, first.text);
+    assert.equal((await generations()) - n0, 1);
+
+    const orphan = newIdemKey('orphan');
+    const fp = (await import('node:crypto')).createHash('sha256').update(`POST /v1/chat/completions\n${JSON.stringify(payload)}`).digest('hex');
+    const insert = (lease) =>
+      pg.query(
+        pg.url,
+        `INSERT INTO bridle_idempotency (key_id, idem_key, fingerprint, owner, locked_until, expires_at)
+         VALUES ('idem', $1, $2, 'a-gateway-that-died', now() + $3::interval, now() + interval '1 day')`,
+        [orphan.slice(1, -1), fp, lease],
+      );
+    await insert('-1 second');
+    const taken = await send(a, orphan, payload);
+    assert.equal(taken.status, 200, taken.text);
+    assert.equal(taken.headers['idempotent-replayed'], undefined, 'the lapsed claim was taken over and run');
+    assert.equal((await generations()) - n0, 2);
+    const owner = (await pg.query(pg.url, 'SELECT state, owner FROM bridle_idempotency WHERE idem_key = $1', [orphan.slice(1, -1)])).rows[0];
+    assert.equal(owner.state, 'done');
+    assert.notEqual(owner.owner, 'a-gateway-that-died');
+  });
+
+  test('a claim held elsewhere within its lease: the request waits until its own deadline, then 409', async () => {
+    const held = newIdemKey('held');
+    const payload = body('held elsewhere');
+    const fp = (await import('node:crypto')).createHash('sha256').update(`POST /v1/chat/completions\n${JSON.stringify(payload)}`).digest('hex');
+    await pg.query(
+      pg.url,
+      `INSERT INTO bridle_idempotency (key_id, idem_key, fingerprint, owner, locked_until, expires_at)
+       VALUES ('idem', $1, $2, 'another-gateway', now() + interval '1 hour', now() + interval '1 day')`,
+      [held.slice(1, -1), fp],
+    );
+    const g = await startBridle({ config: { ...configFor(pg.url, { limits: { request_timeout_ms: 700 } }), keys: a.config.keys }, keyId: 'idem-w' });
+    try {
+      const n0 = await generations();
+      const t0 = Date.now();
+      const r = await send(g, held, payload);
+      const ms = Date.now() - t0;
+      assert.equal(r.status, 409, r.text);
+      assert.equal(r.json.error.code, 'idempotency_key_in_use');
+      assert.ok(ms >= 650 && ms < 3000, `waited ${ms} ms for a 700 ms deadline`);
+      assert.equal((await generations()) - n0, 0);
+      // the other gateway stores its answer: a waiting request gets it
+      const waiting = send(g, held, payload);
+      await sleep(150);
+      await pg.query(pg.url, "UPDATE bridle_idempotency SET state = 'done', status = 200, content_type = 'application/json', body = '{\"stored\":true}' WHERE idem_key = $1", [held.slice(1, -1)]);
+      const got = await waiting;
+      assert.equal(got.status, 200, got.text);
+      assert.equal(got.text, '{"stored":true}');
+      assert.equal(got.headers['idempotent-replayed'], 'true');
+    } finally {
+      await g.stop();
+    }
+  });
+
   test('with the key missing, requests are independent (no key, no dedup)', async () => {
     const n0 = await generations();
     await send(a, null, body('no key'));
