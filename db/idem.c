@@ -29,12 +29,12 @@ typedef struct entry entry;
 struct idem_op {
     idem_store *s;
     op_kind kind;
-    entry *e;     /* OP_CLAIM: the entry it waits on */
-    char *scope;  /* OP_STORE, OP_RELEASE */
-    char *key;    /* OP_STORE, OP_RELEASE */
-    char *owner;  /* OP_STORE, OP_RELEASE */
-    char *ctype;  /* OP_STORE */
-    char *body;   /* OP_STORE */
+    entry *e;    /* OP_CLAIM: the entry it waits on */
+    char *scope; /* OP_STORE, OP_RELEASE */
+    char *key;   /* OP_STORE, OP_RELEASE */
+    char *owner; /* OP_STORE, OP_RELEASE */
+    char *ctype; /* OP_STORE */
+    char *body;  /* OP_STORE */
     size_t body_len;
     int status;
     bool wait;
@@ -198,8 +198,7 @@ static entry *entry_new(idem_store *s, const char *scope, const char *key, const
         free(e);
         return NULL;
     }
-    snprintf(e->owner, sizeof e->owner, "%s-%llu", s->instance,
-             (unsigned long long)++s->counter);
+    snprintf(e->owner, sizeof e->owner, "%s-%llu", s->instance, (unsigned long long)++s->counter);
     evtimer_assign(&e->poll_timer, s->base, on_poll_timer, e);
     e->next = s->entries;
     s->entries = e;
@@ -284,8 +283,8 @@ static void entry_claim(entry *e)
     idem_op *job = any_up ? op_new(s, OP_CLAIM, NULL, NULL) : NULL;
     if (!job) {
         idem_result r = {.outcome = IDEM_UNAVAILABLE,
-                         .error = any_up ? "out of memory"
-                                         : "the idempotency database is unreachable"};
+                         .error =
+                             any_up ? "out of memory" : "the idempotency database is unreachable"};
         e->st = E_IDLE;
         entry_finish_all(e, &r);
         return;
@@ -634,7 +633,8 @@ idem_op *idem_store_result(idem_store *s, const char *scope, const char *key, co
             e->st = E_IDLE;
             entry_finish_all(e, &u);
         }
-        idem_result r = {.outcome = IDEM_STORED, .error = "the idempotency database is unreachable"};
+        idem_result r = {.outcome = IDEM_STORED,
+                         .error = "the idempotency database is unreachable"};
         op_finish_soon(op, &r);
         return op;
     }

@@ -63,10 +63,10 @@ void idem_free(idem_store *s);
  * valid key. */
 int idem_parse_key(const char *header, char *out, size_t outlen);
 
-/* Claims (scope, key) for the request whose fingerprint is given. With wait, a key held by another request
- * with the same fingerprint is re-read every poll_ms until its outcome is
- * stored (IDEM_REPLAY), it is released (this request claims it), or
- * deadline_ms (util_now_ms clock) passes (IDEM_IN_PROGRESS). */
+/* Claims (scope, key) for the request whose fingerprint is given. With wait, a key held by another
+ * request with the same fingerprint is re-read every poll_ms until its outcome is stored
+ * (IDEM_REPLAY), it is released (this request claims it), or deadline_ms (util_now_ms clock) passes
+ * (IDEM_IN_PROGRESS). */
 idem_op *idem_claim(idem_store *s, const char *scope, const char *key, const char *fingerprint,
                     bool wait, int64_t deadline_ms, idem_fn fn, void *ctx);
 

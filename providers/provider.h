@@ -34,6 +34,7 @@ typedef struct canon_request {
     bool include_usage; /* stream_options.include_usage */
     int64_t max_tokens; /* max_completion_tokens, else max_tokens; -1 when unset */
     bool json_mode;     /* response_format.type is json_object or json_schema */
+    bool deterministic; /* temperature 0, n 1, not streamed: may share an identical call */
     const char *user;   /* "user" or NULL */
     const char *task, *agent, *feature, *team; /* metadata / x-bridle-* headers, or NULL */
 } canon_request;

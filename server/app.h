@@ -35,6 +35,7 @@ typedef struct app {
     struct ptrmap *guards;
     struct ledger *ledger;         /* NULL when no database is configured */
     struct idem_store *idem;       /* Idempotency-Key claims; NULL without a database */
+    struct chat **coalesce;        /* requests leading a shared call, by fingerprint (chat.c) */
     struct breaker **breakers;     /* one per model target (target.index) */
     struct retry_budget **budgets; /* one per provider (provider_conf.index) */
     uint64_t rng;                  /* splitmix64 state for jitter */

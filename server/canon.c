@@ -367,6 +367,10 @@ static int check_fields(cctx *c, canon_request *out)
         opt_string(c, 0, "user", "user", &out->user))
         return -1;
     out->max_tokens = mct >= 0 ? mct : mt;
+    double temp;
+    uint32_t tv = c->top[K_TEMPERATURE];
+    out->deterministic =
+        n == 1 && tv != JT_NONE && jdoc_double(c->d, tv, &temp) && temp == 0 && !out->stream;
     return 0;
 }
 

@@ -98,9 +98,19 @@ typedef struct chat {
     int idem_status;
     chat_state idem_final;
     const char *idem_why;
+    /* coalescing (resilience.coalesce) */
+    char coalesce_fp[65];       /* set while leading or following */
+    bool leading;               /* registered as the call identical requests share */
+    struct chat *leader;        /* following it */
+    struct chat *followers;     /* leading: who waits for this request's answer */
+    struct chat *next_follower; /* in the leader's list */
+    struct chat *next_leader;   /* in the app's bucket */
+    bool coalesced;             /* answered with the leader's answer */
 } chat;
 
 static void chat_finish(chat *c, chat_state final, const char *why);
+static void coalesce_end(chat *c);
+static void coalesce_answer(chat *leader, int status, const char *body, size_t len);
 
 static void estimate_usage(chat *c, usage_record *u);
 static void breaker_settle(chat *c, breaker_outcome outcome);
@@ -215,6 +225,7 @@ static void chat_finish(chat *c, chat_state final, const char *why)
     }
     if (c->idem_held && !c->idem_settled) /* an outcome a retry may better: free the key */
         idem_release(c->a->idem, idem_scope(c), c->idem_key, c->idem_owner);
+    coalesce_end(c);
     breaker_settle(c, BREAKER_ABANDONED); /* a no-op when already settled */
     if (c->retry_armed) {
         evtimer_del(&c->retry_ev);
@@ -318,7 +329,10 @@ static void record_usage(chat *c, int status, const char *err_class, const usage
         copy_str(ev.route_reason, sizeof ev.route_reason, "the model requested");
     else if (c->replayed)
         copy_str(ev.route_reason, sizeof ev.route_reason, "idempotent replay: no upstream call");
-    ev.cache_hit = c->replayed;
+    else if (c->coalesced)
+        copy_str(ev.route_reason, sizeof ev.route_reason,
+                 "coalesced with an identical request in flight: no upstream call");
+    ev.cache_hit = c->replayed || c->coalesced;
     ev.streamed = c->canon.stream;
     ev.status = status;
     copy_str(ev.error_class, sizeof ev.error_class, err_class);
@@ -383,6 +397,7 @@ static void send_final(chat *c, int status, const char *body, size_t len, chat_s
         c->idem_settled = false;
     }
     http_reply_json(c->a, c->req, status, body, len);
+    coalesce_answer(c, status, body, len);
     chat_finish(c, final, why);
 }
 
@@ -1031,6 +1046,97 @@ static void start_attempt(chat *c)
     c->a->provider_inflight[t->provider->index]++;
 }
 
+/* ------------------------------------------------------------ coalescing
+ *
+ * With resilience.coalesce, a deterministic request (temperature 0, n 1,
+ * not streamed) that is byte for byte the same as one of the same client key
+ * already in flight does not call the provider: it waits for that request
+ * (its leader) and gets a copy of its answer. If the leader ends without a
+ * whole answer (its client left), its followers run on their own. */
+
+#define COALESCE_BUCKETS 1024
+
+static chat **coalesce_bucket(app *a, const char *fp)
+{
+    if (!a->coalesce && !(a->coalesce = calloc(COALESCE_BUCKETS, sizeof *a->coalesce))) return NULL;
+    char head[4] = {fp[0], fp[1], fp[2], '\0'};
+    return &a->coalesce[strtoul(head, NULL, 16) % COALESCE_BUCKETS];
+}
+
+/* True when c now follows an identical request; false when it leads (or
+ * coalescing cannot be used) and must run. */
+static bool coalesce_join(chat *c, const char *body, size_t len)
+{
+    buf b = BUF_INIT;
+    buf_append_str(&b, idem_scope(c));
+    buf_append_char(&b, '\n');
+    buf_append(&b, body, len);
+    util_sha256_hex(b.data, b.len, c->coalesce_fp);
+    buf_free(&b);
+    chat **bucket = coalesce_bucket(c->a, c->coalesce_fp);
+    if (!bucket) return false;
+    for (chat *l = *bucket; l; l = l->next_leader)
+        if (strcmp(l->coalesce_fp, c->coalesce_fp) == 0) {
+            c->leader = l;
+            c->next_follower = l->followers;
+            l->followers = c;
+            return true;
+        }
+    c->leading = true;
+    c->next_leader = *bucket;
+    *bucket = c;
+    return false;
+}
+
+static void follower_reply(chat *f, int status, const char *body, size_t len)
+{
+    f->coalesced = true;
+    chat_set_state(f, CHAT_REPLYING);
+    record_usage(f, status, status < 400 ? "" : "coalesced_error", NULL);
+    add_common_headers(f);
+    evhttp_add_header(evhttp_request_get_output_headers(f->req), "x-bridle-coalesced", "true");
+    http_reply_json(f->a, f->req, status, body, len);
+    chat_finish(f, status < 400 ? CHAT_DONE : CHAT_FAILED,
+                "answered with an identical request's answer");
+}
+
+static void coalesce_answer(chat *leader, int status, const char *body, size_t len)
+{
+    chat *f;
+    while ((f = leader->followers)) {
+        leader->followers = f->next_follower;
+        f->leader = NULL;
+        follower_reply(f, status, body, len);
+    }
+}
+
+/* c ends: a follower leaves its leader's list; a leader leaves the table
+ * and lets whoever still waits run on their own. */
+static void coalesce_end(chat *c)
+{
+    if (c->leader) {
+        for (chat **p = &c->leader->followers; *p; p = &(*p)->next_follower)
+            if (*p == c) {
+                *p = c->next_follower;
+                break;
+            }
+        c->leader = NULL;
+    }
+    if (!c->leading) return;
+    c->leading = false;
+    for (chat **p = coalesce_bucket(c->a, c->coalesce_fp); p && *p; p = &(*p)->next_leader)
+        if (*p == c) {
+            *p = c->next_leader;
+            break;
+        }
+    chat *f;
+    while ((f = c->followers)) {
+        c->followers = f->next_follower;
+        f->leader = NULL;
+        if (make_plan(f) == 0) start_attempt(f);
+    }
+}
+
 /* ------------------------------------------------------------ idempotency */
 
 /* The stored answer, as it was first sent (the stream too, in one piece). */
@@ -1162,5 +1268,8 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
         idem_begin(c, hdr, body ? body : "", len);
         return;
     }
+    if (c->canon.deterministic && config_resilience(a->cfg)->coalesce &&
+        coalesce_join(c, body ? body : "", len))
+        return;
     if (make_plan(c) == 0) start_attempt(c);
 }

@@ -71,6 +71,7 @@ typedef struct resilience_conf {
     bool breaker;             /* circuit breaker per provider endpoint and model */
     int64_t breaker_failures; /* consecutive failures that open it */
     int64_t breaker_open_ms;  /* first open period (doubles on repeated trips, capped at 60 s) */
+    bool coalesce; /* identical deterministic requests in flight share one upstream call */
 } resilience_conf;
 
 /* Idempotency-Key handling (db/idem.h); on when a database is configured. */

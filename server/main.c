@@ -322,6 +322,7 @@ static int serve(app *a, const char *listen)
     if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
+    free(a->coalesce);
     idem_free(a->idem);
     ledger_free(a->ledger);
     engine_free(a->eng);

@@ -28,7 +28,7 @@ static void test_parse_key(void **state)
 static void test_parse_key_rejects(void **state)
 {
     char k[256];
-    const char *bad[] = {"",          "\"\"",          "\"open",     "\"a\"b",     "\"a\\q\"",
+    const char *bad[] = {"",           "\"\"",          "\"open",       "\"a\"b",    "\"a\\q\"",
                          "with space", "\"tab\there\"", "\"\xc3\xa9\"", "quote\"in", NULL};
     for (int i = 0; bad[i]; i++)
         assert_int_equal(idem_parse_key(bad[i], k, sizeof k), -1);
@@ -37,7 +37,7 @@ static void test_parse_key_rejects(void **state)
     big[0] = '"';
     memset(big + 1, 'x', 256);
     strcpy(big + 257, "\"");
-    assert_int_equal(idem_parse_key(big, k, sizeof k), -1); /* 256 characters */
+    assert_int_equal(idem_parse_key(big, k, sizeof k), -1);   /* 256 characters */
     assert_int_equal(idem_parse_key("\"abcdef\"", k, 4), -1); /* does not fit: refused, not cut */
 }
 

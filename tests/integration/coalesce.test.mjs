@@ -1,0 +1,86 @@
+// Coalescing (issue 6, resilience.coalesce): identical deterministic requests
+// (temperature 0, n 1, not streamed) of one client key in flight at the same
+// time make one upstream call; the others get a copy of its answer with
+// x-bridle-coalesced: true. The mock's counters are the evidence.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, test } from 'node:test';
+
+import { mockConfig, mockStats, newKey, post, sleep, startBridle, startMock } from './lib/harness.mjs';
+
+let mock;
+let on; // coalescing on
+let off; // the default: off
+const other = newKey();
+
+before(async () => {
+  mock = await startMock();
+  on = await startBridle({
+    config: mockConfig(mock.url, { resilience: { coalesce: true }, keys: [{ id: 'other', sha256: other.sha256 }] }),
+  });
+  off = await startBridle({ config: mockConfig(mock.url) });
+});
+
+after(async () => {
+  await on?.stop();
+  await off?.stop();
+  await mock?.stop();
+});
+
+const calls = async () => (await mockStats(mock.url)).by_model?.['gpt-4o-mini'] || 0;
+const req = (text, extra = {}) => ({
+  model: 'gpt-4o-mini',
+  temperature: 0,
+  messages: [{ role: 'user', content: `${text} [[mock:latency_ms=200]]` }],
+  ...extra,
+});
+const many = (g, n, body, auth = g.auth) => Promise.all(Array.from({ length: n }, () => post(`${g.baseURL}/chat/completions`, body, auth)));
+
+test('10 identical temperature-0 requests in flight: one upstream call, ten equal answers', async () => {
+  const n0 = await calls();
+  const rs = await many(on, 10, req('same question'));
+  assert.equal((await calls()) - n0, 1);
+  for (const r of rs) assert.equal(r.status, 200, r.text);
+  assert.equal(new Set(rs.map((r) => r.text)).size, 1);
+  assert.equal(rs.filter((r) => r.headers['x-bridle-coalesced'] === 'true').length, 9);
+  assert.equal(new Set(rs.map((r) => r.headers['x-request-id'])).size, 10, 'each a request of its own');
+});
+
+test('not coalesced: temperature above 0, n > 1, streams, another client key, or the option off', async () => {
+  const n0 = await calls();
+  await many(on, 3, req('warm', { temperature: 0.7 }));
+  await many(on, 3, req('no temperature', { temperature: undefined }));
+  await many(on, 2, req('two choices', { n: 2 }));
+  await many(on, 2, req('streamed', { stream: true }));
+  await Promise.all([post(`${on.baseURL}/chat/completions`, req('two clients'), on.auth), post(`${on.baseURL}/chat/completions`, req('two clients'), { authorization: `Bearer ${other.key}` })]);
+  await many(off, 3, req('option off'));
+  assert.equal((await calls()) - n0, 3 + 3 + 2 + 2 + 2 + 3);
+});
+
+test('requests one after the other are not coalesced (no cache): only those in flight together', async () => {
+  const n0 = await calls();
+  await post(`${on.baseURL}/chat/completions`, req('sequential'), on.auth);
+  await post(`${on.baseURL}/chat/completions`, req('sequential'), on.auth);
+  assert.equal((await calls()) - n0, 2);
+});
+
+test('the leader\'s client leaves: its followers run on their own and are answered', async () => {
+  const n0 = await calls();
+  const body = JSON.stringify(req('leader leaves'));
+  const leader = http.request(`${on.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { ...on.auth, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+  });
+  leader.on('error', () => {});
+  leader.end(body);
+  await sleep(50);
+  const followers = many(on, 3, req('leader leaves'));
+  await sleep(50);
+  leader.destroy();
+  const rs = await followers;
+  for (const r of rs) {
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['x-bridle-coalesced'], undefined, 'they ran themselves');
+  }
+  assert.equal((await calls()) - n0, 4, 'the abandoned call and one per follower');
+});
