@@ -43,6 +43,7 @@ struct policy {
     int n_thinking_caps;
     int64_t default_output_cap; /* -1 none */
     bool cascade_enabled;
+    bool cascade_streams; /* streamed requests are cascaded too (their answer is held back) */
     unsigned checks;
     char *marker;
     size_t marker_len;
@@ -391,23 +392,29 @@ static void parse_cascade(pctx *pc, json_object *c)
     policy *p = pc->p;
     p->checks = CHECK_ALL;
     p->marker = xstrdup("UNCERTAIN");
+    p->cascade_streams = true;
     if (!c) {
         parse_escalate_to(pc, NULL);
         return;
     }
     size_t old = ppush(pc, ".cascade");
-    static const char *const known[] = {"enabled", "checks", "uncertain_marker", "escalate_to",
-                                        NULL};
+    static const char *const known[] = {"enabled",     "checks",  "uncertain_marker",
+                                        "escalate_to", "streams", NULL};
     if (!expect_object(pc, c)) {
         ppop(pc, old);
         return;
     }
-    check_keys(pc, c, known, "enabled, checks, uncertain_marker or escalate_to");
+    check_keys(pc, c, known, "enabled, checks, uncertain_marker, escalate_to or streams");
     json_object *v;
     p->cascade_enabled = true;
     if (json_object_object_get_ex(c, "enabled", &v)) {
         size_t o2 = ppush(pc, ".enabled");
         parse_bool(pc, v, &p->cascade_enabled);
+        ppop(pc, o2);
+    }
+    if (json_object_object_get_ex(c, "streams", &v)) {
+        size_t o2 = ppush(pc, ".streams");
+        parse_bool(pc, v, &p->cascade_streams);
         ppop(pc, o2);
     }
     if (!pc->failed && json_object_object_get_ex(c, "checks", &v)) {
@@ -1051,4 +1058,9 @@ bool policy_cascade_should_escalate(const policy *p, const char *finish_reason,
 bool policy_cascade_enabled(const policy *p)
 {
     return p && p->cascade_enabled;
+}
+
+bool policy_cascade_streams(const policy *p)
+{
+    return p && p->cascade_enabled && p->cascade_streams;
 }

@@ -31,7 +31,9 @@
  *                      checks [length, json, uncertain, empty],
  *                      uncertain_marker ["UNCERTAIN"],
  *                      escalate_to {tier: tier} [local→budget, budget→mid,
- *                      mid→heavy, each only when the target has models]}
+ *                      mid→heavy, each only when the target has models],
+ *                      streams [true]: cascade streamed requests too, holding
+ *                      a cheaper tier's stream back until it passed}
  *                     escalate_to also orders the fallback tiers appended
  *                     to a plan, whether or not the cascade is enabled
  *   budget_downgrade  {share_pct, to_tier}: at spend ≥ share_pct % of the
@@ -169,6 +171,7 @@ const char *policy_cascade_failed_check(const policy *p, const char *finish_reas
 bool policy_cascade_should_escalate(const policy *p, const char *finish_reason,
                                     const char *answer_text, size_t len, bool json_mode);
 bool policy_cascade_enabled(const policy *p);
+bool policy_cascade_streams(const policy *p);
 
 /* The tier `from` escalates to (escalate_to); false when it is the top. */
 bool policy_escalate_tier(const policy *p, model_tier from, model_tier *to);

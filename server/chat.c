@@ -63,7 +63,8 @@ typedef struct chat {
     int status;                 /* upstream HTTP status of the current attempt */
     const upstream_headers *hs; /* valid until the attempt's on_done returns */
     buf body;                   /* non-2xx or non-stream body */
-    bool relaying;              /* stream headers sent to the client */
+    bool relaying;              /* the upstream stream is being read (and relayed) */
+    bool holding;               /* the cascade holds the stream back until it passes its checks */
     sse_parser *parser;
     void *sstate;
     stream_result sres;
@@ -109,6 +110,7 @@ typedef struct chat {
 } chat;
 
 static void chat_finish(chat *c, chat_state final, const char *why);
+static bool held_stream_escalates(chat *c);
 static void coalesce_end(chat *c);
 static void coalesce_answer(chat *leader, int status, const char *body, size_t len);
 
@@ -678,7 +680,7 @@ static void sink_chunk(void *ctx, const char *json, size_t len)
 static void flush_out(chat *c)
 {
     size_t n = evbuffer_get_length(c->out);
-    if (n == 0 || c->client_gone) return;
+    if (n == 0 || c->client_gone || c->holding) return;
     if (c->idem_held && !c->idem_too_big) {
         if (c->idem_body.len + n > IDEM_STREAM_MAX)
             c->idem_too_big = true;
@@ -697,20 +699,61 @@ static int on_stream_event(void *ctx, const stream_event *ev)
     return 0;
 }
 
-static void begin_relay(chat *c)
+/* The stream's state: parser, the dialect's translator, the output. */
+static void stream_open(chat *c)
 {
     const target *t = c->plan[c->cur];
-    chat_set_state(c, CHAT_RELAYING);
     c->relaying = true;
     c->parser = sse_parser_new(t->provider->ops->framing, 0);
     c->sstate = t->provider->ops->stream_new ? t->provider->ops->stream_new(&c->canon, t) : NULL;
     c->out = evbuffer_new();
+}
+
+static void stream_close(chat *c)
+{
+    const target *t = c->plan[c->cur];
+    if (c->parser) sse_parser_free(c->parser);
+    if (c->sstate && t->provider->ops->stream_free) t->provider->ops->stream_free(c->sstate);
+    if (c->out) evbuffer_free(c->out);
+    c->parser = NULL;
+    c->sstate = NULL;
+    c->out = NULL;
+    c->relaying = false;
+    buf text = c->sres.text;
+    buf_reset(&text);
+    memset(&c->sres, 0, sizeof c->sres);
+    c->sres.text = text;
+    c->chunk_id[0] = '\0';
+    c->ttft_us = -1;
+}
+
+/* The response head: from here on the client is committed to this answer. */
+static void stream_start_reply(chat *c)
+{
+    chat_set_state(c, CHAT_RELAYING);
     struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
     add_common_headers(c);
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-cache");
     http_count_reply(c->a, 200);
     evhttp_send_reply_start(c->req, 200, "OK");
+}
+
+/* A cheaper tier's stream is held back when the cascade could still
+ * escalate: the client must not see an answer that is then replaced. */
+static bool cascade_holds_stream(chat *c)
+{
+    const policy *pol = config_policy(c->a->cfg);
+    if (!c->by_policy || !policy_cascade_streams(pol)) return false;
+    int next = policy_escalation_index(pol, &c->pplan, c->cur);
+    return next >= 0 && next < c->n_plan;
+}
+
+static void begin_relay(chat *c)
+{
+    stream_open(c);
+    c->holding = cascade_holds_stream(c);
+    if (!c->holding) stream_start_reply(c);
 }
 
 static void on_upstream_headers(void *ctx, int status, const upstream_headers *hs)
@@ -804,6 +847,7 @@ static void end_relay(chat *c, const engine_result *r)
     /* Gemini streams end without a terminator: a clean EOF after a finish
      * reason is complete. */
     if (clean_eof && !c->sres.done && c->sres.finish_reason[0]) c->sres.done = true;
+    if (c->holding && held_stream_escalates(c)) return;
     const char *why;
     if (c->sres.done && !c->sres.failed) {
         if (c->canon.include_usage) send_usage_chunk(c);
@@ -838,6 +882,52 @@ static void end_relay(chat *c, const engine_result *r)
                           c->idem_body.len, NULL, NULL);
     }
     chat_finish(c, c->sres.done && !c->sres.failed ? CHAT_DONE : CHAT_FAILED, why);
+}
+
+/* The cheaper answer is set aside (and billed with the final one); the
+ * request goes on to plan[next]. */
+static void escalate(chat *c, int next, const char *check, const usage_record *u)
+{
+    c->prior_cost_pusd += pricing_cost_pusd(c->plan[c->cur]->price, u, false);
+    c->prior_usage.input_uncached += u->input_uncached;
+    c->prior_usage.cache_read += u->cache_read;
+    c->prior_usage.output += u->output;
+    c->prior_usage.reasoning += u->reasoning;
+    c->prior_usage.exact = u->exact;
+    snprintf(c->cascade_check, sizeof c->cascade_check, "%s", check);
+    log_info("%s: %s's answer failed the %s check; escalating to %s", c->id, c->plan[c->cur]->model,
+             check, c->plan[next]->model);
+    c->cur = next;
+    c->target_attempts = 0;
+    start_attempt(c);
+}
+
+/* A held stream ended: escalate when it failed a check (or did not
+ * finish), else let the client have it all at once and go on relaying. */
+static bool held_stream_escalates(chat *c)
+{
+    const policy *pol = config_policy(c->a->cfg);
+    int next = policy_escalation_index(pol, &c->pplan, c->cur);
+    bool complete = c->sres.done && !c->sres.failed;
+    const char *check =
+        !complete ? "complete"
+                  : policy_cascade_failed_check(pol, c->sres.finish_reason,
+                                                c->sres.text.data ? c->sres.text.data : "",
+                                                c->sres.text.len, c->canon.json_mode);
+    if (check && next >= 0 && next < c->n_plan) {
+        usage_record u = c->sres.usage;
+        estimate_usage(c, &u);
+        breaker_settle(c, complete ? BREAKER_SUCCESS : BREAKER_FAILURE);
+        c->holding = false;
+        stream_close(c);
+        escalate(c, next, check, &u);
+        return true;
+    }
+    c->holding = false;
+    c->ttft_us = util_now_us() - c->start_us; /* the first bytes leave now */
+    stream_start_reply(c);
+    flush_out(c);
+    return false;
 }
 
 /* The answer's text, for the cascade's checks. */
@@ -876,19 +966,8 @@ static bool cascade_escalate(chat *c, decoded_response *d)
         pol, d->finish_reason, text.data ? text.data : "", text.len, c->canon.json_mode);
     buf_free(&text);
     if (!check) return false;
-    c->prior_cost_pusd += pricing_cost_pusd(c->plan[c->cur]->price, &d->usage, false);
-    c->prior_usage.input_uncached += d->usage.input_uncached;
-    c->prior_usage.cache_read += d->usage.cache_read;
-    c->prior_usage.output += d->usage.output;
-    c->prior_usage.reasoning += d->usage.reasoning;
-    c->prior_usage.exact = d->usage.exact;
-    snprintf(c->cascade_check, sizeof c->cascade_check, "%s", check);
-    log_info("%s: %s's answer failed the %s check; escalating to %s", c->id, c->plan[c->cur]->model,
-             check, c->plan[next]->model);
     if (d->body) json_object_put(d->body);
-    c->cur = next;
-    c->target_attempts = 0;
-    start_attempt(c);
+    escalate(c, next, check, &d->usage);
     return true;
 }
 

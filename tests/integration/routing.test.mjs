@@ -111,6 +111,45 @@ test('cascade: a cheap answer that is cut, UNCERTAIN or not JSON escalates to th
   }
 });
 
+test('cascade, streamed: a cheaper stream is held back; when it fails a check the client gets only the next tier\'s stream', async () => {
+  const stream = { stream: true, stream_options: { include_usage: true } };
+  for (const [directives, check] of [
+    ['finish=length,content=CHEAP%20ANSWER', 'length'],
+    ['content=UNCERTAIN%20CHEAP', 'uncertain'],
+    ['cut_after=1,content=CHEAP%20ANSWER%20CUT', 'complete'],
+  ]) {
+    await mockReset(mock.url);
+    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives });
+    const r = await ask('auto', { 'x-bridle-task': 'extract' }, stream);
+    assert.equal(r.status, 200, r.text);
+    assert.match(r.headers['content-type'], /text\/event-stream/);
+    assert.equal(r.headers['x-bridle-model'], 'gpt-4o', `${check}: ${r.headers['x-bridle-route']}`);
+    assert.match(r.headers['x-bridle-route'], new RegExp(`escalated.*${check}`));
+    assert.doesNotMatch(r.text, /CHEAP/, `${check}: nothing of the held answer reaches the client`);
+    const events = r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
+    assert.ok(events.length > 2);
+    assert.ok(events.every((e) => !e.model || e.model.startsWith('gpt-4o') && !e.model.includes('mini')), JSON.stringify(events[0]));
+    assert.ok(events.at(-1).usage?.completion_tokens > 0, 'the usage chunk is the final model\'s');
+    assert.match(r.text, /data: \[DONE\]\n\n$/);
+    const stats = await mockStats(mock.url);
+    assert.equal(stats.by_model['gpt-4o-mini'], 1);
+    assert.equal(stats.by_model['gpt-4o'], 1);
+  }
+});
+
+test('cascade, streamed: a good cheaper stream passes and is delivered whole', async () => {
+  await mockReset(mock.url);
+  const r = await ask('auto', { 'x-bridle-task': 'extract' }, { stream: true, stream_options: { include_usage: true } });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
+  assert.doesNotMatch(r.headers['x-bridle-route'], /escalated/);
+  const direct = await ask('gpt-4o-mini', {}, { stream: true, stream_options: { include_usage: true } });
+  const content = (t) => t.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)).choices?.[0]?.delta?.content || '').join('');
+  assert.equal(content(r.text), content(direct.text), 'the same answer as asking the model directly');
+  assert.match(r.text, /data: \[DONE\]\n\n$/);
+  assert.equal((await mockStats(mock.url)).by_model['gpt-4o'], undefined);
+});
+
 test('cascade: a good cheap answer is not escalated', async () => {
   await mockReset(mock.url);
   const r = await ask('auto', { 'x-bridle-task': 'extract' });

@@ -765,8 +765,18 @@ static void test_cascade_configured_checks(void **state)
     assert_false(esc(p, "stop", "UNCERTAIN", false));
     policy_free(p);
 
+    /* streams are cascaded unless the config says not */
+    p = make("{\"cascade\": {}}");
+    assert_true(policy_cascade_streams(p));
+    policy_free(p);
+    p = make("{\"cascade\": {\"streams\": false}}");
+    assert_true(policy_cascade_enabled(p));
+    assert_false(policy_cascade_streams(p));
+    policy_free(p);
+
     p = make("{\"cascade\": {\"enabled\": false}}");
     assert_false(policy_cascade_enabled(p));
+    assert_false(policy_cascade_streams(p));
     assert_false(esc(p, "length", "", true));
     assert_null(policy_cascade_failed_check(p, "length", "", 0, true));
     /* escalation tiers are still fallbacks */
@@ -826,6 +836,7 @@ static void test_config_errors(void **state)
                  "\"mid\": \"heavy\", \"heavy\": \"local\"}}}",
                  "$.routing.cascade.escalate_to: a cycle: budget -> mid -> heavy -> local -> "
                  "budget");
+    expect_error("{\"cascade\": {\"streams\": \"yes\"}}", "$.routing.cascade.streams: ");
     expect_error("{\"cascade\": {\"escalate_to\": {\"mid\": \"mid\"}}}",
                  "$.routing.cascade.escalate_to: a cycle: mid -> mid");
     expect_error("{\"cascade\": {\"escalate_to\": {\"gold\": \"mid\"}}}",
