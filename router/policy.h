@@ -26,7 +26,9 @@
  *   output_caps       {task: max output tokens} applied when the request
  *                     sets none
  *   default_output_cap  the cap for requests whose task has none [none]
- *   thinking_caps     {task: reasoning-token budget}
+ *   thinking_caps     {task: reasoning-token budget}; the server sends it to
+ *                     the models that reason, each dialect in its own form
+ *                     (canon_request.thinking_budget, docs/config.md)
  *   cascade           {enabled [true when the object is present],
  *                      checks [length, json, uncertain, empty],
  *                      uncertain_marker ["UNCERTAIN"],

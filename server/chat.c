@@ -420,6 +420,9 @@ static int plan_by_policy(chat *c)
     snprintf(c->route_rule, sizeof c->route_rule, "%s", plan.rule);
     if (plan.baseline_index >= 0) c->baseline = config_model(a->cfg, plan.baseline_index);
     if (plan.output_capped) c->canon.max_tokens = plan.max_tokens_applied;
+    /* the client's own reasoning control wins over the task's cap */
+    if (plan.thinking_cap > 0 && !c->canon.reasoning_set)
+        c->canon.thinking_budget = plan.thinking_cap;
     return 0;
 }
 

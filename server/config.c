@@ -460,7 +460,8 @@ static void parse_model_provider(parse_ctx *pc, json_object *o, model_conf *m)
 
 static void parse_model(parse_ctx *pc, const char *name, json_object *o)
 {
-    static const char *const known[] = {"provider", "upstream_model", "price", "prices", NULL};
+    static const char *const known[] = {"provider", "upstream_model", "price",
+                                        "prices",   "reasoning",      NULL};
     bridle_config *c = pc->cfg;
     if (c->n_models == MAX_MODELS) {
         fail(pc, "too many models (at most %d)", MAX_MODELS);
@@ -497,6 +498,9 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
                  "\"output\" prices (USD per million tokens; 0 for a free local model)");
         path_pop(pc, o2);
     }
+    /* the price card says whether it reasons; the file may say otherwise
+     * (a fine-tune, a local reasoning model) */
+    m->price.reasoning = get_bool(pc, o, "reasoning", m->price.reasoning);
     m->price.name = m->name;
     m->target.price = &m->price;
 }

@@ -583,6 +583,30 @@ static void test_limits_errors(void **state)
 
 /* ------------------------------------------------------------ models */
 
+/* Whether a model reasons: the price card, else models.NAME.reasoning. */
+static void test_model_reasoning(void **state)
+{
+    bridle_config *c =
+        load_ok(doc(PROV_P,
+                    "\"gpt-4o\": {\"provider\": \"p\"}, \"gpt-5.5\": {\"provider\": \"p\"}, "
+                    "\"gemini-2.5-flash\": {\"provider\": \"p\"}, "
+                    "\"claude-haiku-4-5\": {\"provider\": \"p\"}, "
+                    "\"o-local\": {\"provider\": \"p\", \"reasoning\": true, "
+                    "\"prices\": {\"input\": 0, \"output\": 0}}, "
+                    "\"gpt-5-plain\": {\"provider\": \"p\", \"price\": \"gpt-5\", "
+                    "\"reasoning\": false}",
+                    NULL));
+    assert_false(config_find_model(c, "gpt-4o")->price.reasoning);
+    assert_true(config_find_model(c, "gpt-5.5")->price.reasoning);
+    assert_true(config_find_model(c, "gemini-2.5-flash")->price.reasoning);
+    assert_true(config_find_model(c, "claude-haiku-4-5")->price.reasoning);
+    assert_true(config_find_model(c, "o-local")->target.price->reasoning);
+    assert_false(config_find_model(c, "gpt-5-plain")->price.reasoning);
+    config_free(c);
+    expect_error(doc(PROV_P, "\"gpt-4o\": {\"provider\": \"p\", \"reasoning\": \"yes\"}", NULL),
+                 "$.models.gpt-4o.reasoning: ", "expected true or false");
+}
+
 static void test_model_errors(void **state)
 {
     expect_error(doc(PROV_P, "\"gpt-4o\": {\"provider\": \"nope\"}", NULL),
@@ -865,6 +889,7 @@ int main(void)
         cmocka_unit_test_setup(test_log_level, setup_env),
         cmocka_unit_test_setup(test_limits_errors, setup_env),
         cmocka_unit_test_setup(test_model_errors, setup_env),
+        cmocka_unit_test_setup(test_model_reasoning, setup_env),
         cmocka_unit_test_setup(test_bad_prices, setup_env),
         cmocka_unit_test_setup(test_explicit_prices, setup_env),
         cmocka_unit_test_setup(test_routes, setup_env),
