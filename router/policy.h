@@ -81,6 +81,7 @@ typedef struct policy_request {
     int64_t max_tokens;      /* the request's own output limit; -1 none */
     bool json_mode;          /* response_format json_object / json_schema */
     int spend_share_pct;     /* key's or team's spend as % of its budget; -1 unknown */
+    bool team_budget;        /* spend_share_pct is the team's (x-bridle-route says so) */
 } policy_request;
 
 typedef struct policy_candidate {

@@ -2,7 +2,7 @@
  * line, without calling anyone (router/policy.h).
  *
  *   bridle route --config FILE --request FILE.json [--header 'x-bridle-task: classify']
- *                [--spend-share PCT] [--busy MODEL] [--down MODEL] [--json]
+ *                [--spend-share PCT [--team-budget]] [--busy MODEL] [--down MODEL] [--json]
  *   bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]
  *
  * A workload line is one kind of request and how often it comes:
@@ -229,11 +229,13 @@ static int route_usage(FILE *f, int code)
     fprintf(f,
             "usage: bridle route --config FILE --request FILE.json [--header 'x-bridle-task: "
             "classify']\n"
-            "                    [--header 'x-bridle-tier: heavy'] [--spend-share PCT]\n"
+            "                    [--header 'x-bridle-tier: heavy'] [--spend-share PCT "
+            "[--team-budget]]\n"
             "                    [--busy MODEL] [--down MODEL] [--json]\n"
             "  Prints the routing decision for one chat request (an OpenAI request body) without\n"
             "  calling anyone: the plan, the rule that chose, the output cap, the estimated cost\n"
-            "  and the baseline's. --spend-share is the key's spend as a %% of its budget;\n"
+            "  and the baseline's. --spend-share is the key's spend as a %% of its budget\n"
+            "  (--team-budget: its team's);\n"
             "  --busy / --down mark a model at its concurrency limit / unhealthy (repeatable).\n");
     return code;
 }
@@ -253,7 +255,7 @@ int route_main(int argc, char **argv)
 {
     static const char *const with_value[] = {"--config", "--request", "--header", "--spend-share",
                                              "--busy",   "--down",    NULL};
-    static const char *const bare[] = {"--json", "--help", "-h", NULL};
+    static const char *const bare[] = {"--json", "--team-budget", "--help", "-h", NULL};
     if (arg_flag(argc, argv, "--help") || arg_flag(argc, argv, "-h")) return route_usage(stdout, 0);
     if (!args_valid("route", argc, argv, with_value, bare)) return route_usage(stderr, 2);
     const char *cfg_path = arg_value(argc, argv, "--config");
@@ -364,7 +366,8 @@ int route_main(int argc, char **argv)
                          .prompt_chars = (int64_t)text.len,
                          .max_tokens = cr.max_tokens,
                          .json_mode = cr.json_mode,
-                         .spend_share_pct = spend};
+                         .spend_share_pct = spend,
+                         .team_budget = arg_flag(argc, argv, "--team-budget")};
     buf_free(&text);
     policy_plan plan;
     policy_result pres =
@@ -465,7 +468,9 @@ int route_main(int argc, char **argv)
                    usd(plan.baseline_cost_pusd - plan.est_cost_pusd, 8, c2, sizeof c2));
         printf("\n");
         printf("batch     %s\n", plan.batch_eligible ? "eligible" : "no");
-        if (plan.downgraded) printf("budget    downgraded (spend %d%% of budget)\n", spend);
+        if (plan.downgraded)
+            printf("budget    downgraded (spend %d%% of the %s budget)\n", spend,
+                   pr.team_budget ? "team's" : "key's");
     }
     rc = 0;
 out:
