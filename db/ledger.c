@@ -31,6 +31,17 @@ typedef struct queued {
     usage_event ev;
 } queued;
 
+/* Month-to-date spend by name (a key id or a team), for budgets. Few
+ * entries per process, looked up once per routed request: a flat array. */
+struct spend {
+    char name[65]; /* usage_event.key_id / .team */
+    int64_t pusd;
+};
+typedef struct spend_table {
+    struct spend *v;
+    int n, cap;
+} spend_table;
+
 struct ledger {
     struct event_base *base;
     ledger_options opt;
@@ -52,11 +63,8 @@ struct ledger {
     buf batch;  /* the COPY text of the batch in flight */
     bool dedup; /* the batch holds events the table has: take the dedup path */
     int64_t batch_min_ts, batch_max_ts;
-    struct spend {
-        char key_id[65];
-        int64_t pusd;
-    } * spend; /* month-to-date spend per key */
-    int n_spend, cap_spend;
+    spend_table key_spend;  /* month-to-date spend per key */
+    spend_table team_spend; /* ... and per team (the usage_events.team column) */
     bool spend_known;
     int64_t spend_due_ms;
     ledger_stats stats;
@@ -353,22 +361,42 @@ static void check_drained(ledger *l)
     done(l->drain_ctx);
 }
 
-static struct spend *spend_slot(ledger *l, const char *key_id, bool create)
+static struct spend *spend_slot(spend_table *t, const char *name, bool create)
 {
-    for (int i = 0; i < l->n_spend; i++)
-        if (strcmp(l->spend[i].key_id, key_id) == 0) return &l->spend[i];
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->v[i].name, name) == 0) return &t->v[i];
     if (!create) return NULL;
-    if (l->n_spend == l->cap_spend) {
-        int cap = l->cap_spend ? l->cap_spend * 2 : 16;
-        struct spend *s = realloc(l->spend, sizeof *s * (size_t)cap);
-        if (!s) return NULL;
-        l->spend = s;
-        l->cap_spend = cap;
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 16;
+        struct spend *v = realloc(t->v, sizeof *v * (size_t)cap);
+        if (!v) return NULL;
+        t->v = v;
+        t->cap = cap;
     }
-    struct spend *s = &l->spend[l->n_spend++];
-    snprintf(s->key_id, sizeof s->key_id, "%s", key_id);
-    s->pusd = 0;
-    return s;
+    struct spend *sp = &t->v[t->n++];
+    snprintf(sp->name, sizeof sp->name, "%s", name);
+    sp->pusd = 0;
+    return sp;
+}
+
+static void spend_add(spend_table *t, const char *name, int64_t pusd)
+{
+    struct spend *sp = name && *name ? spend_slot(t, name, true) : NULL;
+    if (sp) sp->pusd += pusd;
+}
+
+static void spend_zero(spend_table *t)
+{
+    for (int i = 0; i < t->n; i++)
+        t->v[i].pusd = 0;
+}
+
+static int64_t spend_get(const ledger *l, const spend_table *t, const char *name)
+{
+    if (!l->spend_known) return -1;
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->v[i].name, name) == 0) return t->v[i].pusd;
+    return 0;
 }
 
 static void on_spend_read(void *ctx, PGresult *res, const char *error)
@@ -376,29 +404,30 @@ static void on_spend_read(void *ctx, PGresult *res, const char *error)
     ledger *l = ctx;
     l->spend_due_ms = util_now_ms() + l->opt.spend_refresh_ms;
     if (error) {
-        log_warn("ledger: reading spend per key failed: %s", error);
+        log_warn("ledger: reading spend per key and team failed: %s", error);
     } else {
-        for (int i = 0; i < l->n_spend; i++)
-            l->spend[i].pusd = 0;
-        for (int r = 0; r < PQntuples(res); r++) {
-            struct spend *s = spend_slot(l, PQgetvalue(res, r, 0), true);
-            if (s) s->pusd = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        spend_zero(&l->key_spend);
+        spend_zero(&l->team_spend);
+        for (int r = 0; r < PQntuples(res); r++) { /* one row per (key, team) */
+            int64_t pusd = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+            if (!PQgetisnull(res, r, 0)) spend_add(&l->key_spend, PQgetvalue(res, r, 0), pusd);
+            if (!PQgetisnull(res, r, 1)) spend_add(&l->team_spend, PQgetvalue(res, r, 1), pusd);
         }
         l->spend_known = true;
     }
     flush(l);
 }
 
-/* Month-to-date spend per key, for budgets: one scan of this month's
- * partitions (BRIN on ts), grouped by key. */
+/* Month-to-date spend per key and per team, for budgets: one scan of this
+ * month's partitions (BRIN on ts), grouped by both; the sums per key and
+ * per team are added up from its rows. */
 static bool read_spend(ledger *l)
 {
-    return pgconn_send(
-               l->pg,
-               "SELECT key_id, sum(cost_pusd)::bigint FROM usage_events WHERE ts >= "
-               "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND key_id "
-               "IS NOT NULL GROUP BY key_id",
-               0, NULL, on_spend_read, l) == 0;
+    return pgconn_send(l->pg,
+                       "SELECT key_id, team, sum(cost_pusd)::bigint FROM usage_events WHERE ts >= "
+                       "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND "
+                       "(key_id IS NOT NULL OR team IS NOT NULL) GROUP BY key_id, team",
+                       0, NULL, on_spend_read, l) == 0;
 }
 
 static void flush(ledger *l)
@@ -465,9 +494,9 @@ int ledger_record(ledger *l, const usage_event *ev)
     }
     l->stats.recorded++;
     l->last_appended = seq;
-    struct spend *sp = ev->key_id[0] ? spend_slot(l, ev->key_id, true) : NULL;
-    if (sp) /* counted now; the next read from the database replaces it */
-        sp->pusd += ev->cost_pusd;
+    /* counted now; the next read from the database replaces it */
+    spend_add(&l->key_spend, ev->key_id, ev->cost_pusd);
+    spend_add(&l->team_spend, ev->team, ev->cost_pusd);
     q_push(l, seq, ev);
     if (l->q_len >= l->opt.batch_max) flush(l);
     return 0;
@@ -475,10 +504,12 @@ int ledger_record(ledger *l, const usage_event *ev)
 
 int64_t ledger_key_spend_pusd(const ledger *l, const char *key_id)
 {
-    if (!l->spend_known) return -1;
-    for (int i = 0; i < l->n_spend; i++)
-        if (strcmp(l->spend[i].key_id, key_id) == 0) return l->spend[i].pusd;
-    return 0;
+    return spend_get(l, &l->key_spend, key_id);
+}
+
+int64_t ledger_team_spend_pusd(const ledger *l, const char *team)
+{
+    return spend_get(l, &l->team_spend, team);
 }
 
 bool ledger_can_accept(const ledger *l)
@@ -564,7 +595,8 @@ void ledger_free(ledger *l)
     if (spool_close(l->sp) != 0) log_error("ledger: closing the spool failed: %s", strerror(errno));
     buf_free(&l->batch);
     free(l->q);
-    free(l->spend);
+    free(l->key_spend.v);
+    free(l->team_spend.v);
     free(l);
 }
 

@@ -26,7 +26,8 @@ typedef struct ledger_options {
     int partitions_ahead_days; /* default 7 */
     int retention_days;        /* 0: keep everything */
     int query_timeout_ms;      /* a slower INSERT drops the connection; default 10000 */
-    int spend_refresh_ms;      /* month-to-date spend per key read back this often; default 30000 */
+    int spend_refresh_ms;      /* month-to-date spend per key and team read back this often; default
+                                  30000 */
 } ledger_options;
 
 typedef struct ledger_stats {
@@ -60,6 +61,8 @@ void ledger_drain(ledger *l, int limit_ms, void (*done)(void *ctx), void *ctx);
  * PostgreSQL plus what was recorded since; -1 when not known yet. For
  * routing's budget downgrade: it lags by at most the refresh interval. */
 int64_t ledger_key_spend_pusd(const ledger *l, const char *key_id);
+/* The same for a team (the events' team column), read by the same query. */
+int64_t ledger_team_spend_pusd(const ledger *l, const char *team);
 
 void ledger_free(ledger *l);
 ledger_stats ledger_get_stats(const ledger *l);

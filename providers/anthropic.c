@@ -16,6 +16,7 @@
 
 #define ANTHROPIC_VERSION "2023-06-01"
 #define ANTHROPIC_DEFAULT_MAX_TOKENS 4096
+#define ANTHROPIC_MIN_THINKING 1024 /* the smallest budget_tokens (§3.2) */
 /* Content block indexes we map to OpenAI tool-call indexes; beyond this a
  * stream is not something Anthropic sends. */
 #define MAX_BLOCKS 4096
@@ -366,20 +367,64 @@ static void stop_encode(json_object *root, json_object *body)
         json_object_put(seqs);
 }
 
-/* Anthropic requires max_tokens: the client's cap, else the provider's
+/* Anthropic requires max_tokens: without the client's cap, the provider's
  * configured default, else 4096. */
-static int64_t max_tokens_pick(const canon_request *req, const provider_conf *p)
+static int64_t default_max_tokens(const provider_conf *p)
 {
-    if (req->max_tokens >= 0) return req->max_tokens;
-    if (p && p->default_max_tokens > 0) return p->default_max_tokens;
-    return ANTHROPIC_DEFAULT_MAX_TOKENS;
+    return p && p->default_max_tokens > 0 ? p->default_max_tokens : ANTHROPIC_DEFAULT_MAX_TOKENS;
+}
+
+/* Anthropic rejects thinking next to a changed temperature, top_p under
+ * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats):
+ * the client's own sampling choice wins and the request goes without. */
+static bool thinking_allowed(json_object *root)
+{
+    json_object *temp = provider_json_get(root, "temperature");
+    json_object *top_p = provider_json_get(root, "top_p");
+    json_object *tc = provider_json_get(root, "tool_choice");
+    json_object *tools_arr = provider_json_typed(root, "tools", json_type_array);
+    bool tools = tools_arr && json_object_array_length(tools_arr) > 0;
+    const char *tcs = json_object_is_type(tc, json_type_string) ? json_object_get_string(tc) : "";
+    bool forced = tools && (strcmp(tcs, "required") == 0 || provider_json_get(tc, "function"));
+    bool temp_set =
+        (json_object_is_type(temp, json_type_double) || json_object_is_type(temp, json_type_int)) &&
+        json_object_get_double(temp) != 1.0;
+    bool top_p_low = (json_object_is_type(top_p, json_type_double) ||
+                      json_object_is_type(top_p, json_type_int)) &&
+                     json_object_get_double(top_p) < 0.95;
+    return !forced && !temp_set && !top_p_low;
+}
+
+/* The thinking budget within Anthropic's rules: budget_tokens >= 1024 and
+ * < max_tokens, thinking counted in max_tokens. A max_tokens the request
+ * carries (the client's, or the policy's output cap) bounds the cost, so it
+ * stays and the budget is CLAMPED under it; when bridle picks max_tokens
+ * itself (the provider default), it is RAISED to default + budget so the
+ * answer keeps its usual room. Never above the cap: a budget that would
+ * fall under 1024 means no thinking. Returns the budget, 0 for none, and
+ * the max_tokens to send in *max_tokens. */
+static int64_t thinking_plan(int64_t budget, int64_t req_max_tokens, int64_t default_max,
+                             int64_t *max_tokens)
+{
+    *max_tokens = req_max_tokens >= 0 ? req_max_tokens : default_max;
+    if (req_max_tokens >= 0 && budget >= req_max_tokens) budget = req_max_tokens - 1;
+    if (budget < ANTHROPIC_MIN_THINKING) return 0;
+    if (req_max_tokens < 0) *max_tokens = default_max + budget;
+    return budget;
 }
 
 static void params_encode(const canon_request *req, const target *t, json_object *body)
 {
     json_object *root = req->root;
-    json_object_object_add(body, "max_tokens",
-                           json_object_new_int64(max_tokens_pick(req, t->provider)));
+    int64_t budget = thinking_allowed(root) ? provider_thinking_budget(req, t) : 0, max_tokens;
+    budget = thinking_plan(budget, req->max_tokens, default_max_tokens(t->provider), &max_tokens);
+    json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens));
+    if (budget > 0) {
+        json_object *th = json_object_new_object();
+        json_object_object_add(th, "type", json_object_new_string("enabled"));
+        json_object_object_add(th, "budget_tokens", json_object_new_int64(budget));
+        json_object_object_add(body, "thinking", th);
+    }
     stop_encode(root, body);
     json_object *temp = provider_json_get(root, "temperature");
     if (json_object_is_type(temp, json_type_double) || json_object_is_type(temp, json_type_int))

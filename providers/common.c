@@ -515,3 +515,15 @@ json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens)
     json_object_object_add(u, "completion_tokens_details", cd);
     return u;
 }
+
+int64_t provider_thinking_budget(const canon_request *req, const target *t)
+{
+    if (!req || req->reasoning_set || req->thinking_budget <= 0) return 0;
+    if (!t || !t->price || !t->price->reasoning) return 0;
+    return req->thinking_budget;
+}
+
+const char *provider_reasoning_effort(int64_t budget)
+{
+    return budget < 4096 ? "low" : budget < 16384 ? "medium" : "high";
+}

@@ -305,7 +305,20 @@ static void json_mode_encode(const canon_request *req, json_object *gc)
                         "responseJsonSchema");
 }
 
-static void generation_config_encode(const canon_request *req, json_object *body)
+/* generationConfig.thinkingConfig.thinkingBudget (§4). Thoughts count
+ * against maxOutputTokens, so a cap the request carries bounds the budget
+ * too (clamped, never raised). */
+static void thinking_encode(const canon_request *req, const target *t, json_object *gc)
+{
+    int64_t budget = provider_thinking_budget(req, t);
+    if (budget > 0 && req->max_tokens > 0 && budget > req->max_tokens) budget = req->max_tokens;
+    if (budget <= 0) return;
+    json_object *tc = json_object_new_object();
+    json_object_object_add(tc, "thinkingBudget", json_object_new_int64(budget));
+    json_object_object_add(gc, "thinkingConfig", tc);
+}
+
+static void generation_config_encode(const canon_request *req, const target *t, json_object *body)
 {
     json_object *root = req->root;
     json_object *gc = json_object_new_object();
@@ -320,6 +333,7 @@ static void generation_config_encode(const canon_request *req, json_object *body
     json_copy_typed(root, "n", json_type_int, gc, "candidateCount");
     json_copy_typed(root, "seed", json_type_int, gc, "seed");
     json_mode_encode(req, gc);
+    thinking_encode(req, t, gc);
     if (json_object_object_length(gc) > 0)
         json_object_object_add(body, "generationConfig", gc);
     else
@@ -407,7 +421,7 @@ static int gemini_encode(const canon_request *req, const target *t, upstream_req
     if (rc == 0) rc = tools_encode(req->root, body, err, errlen);
     if (rc == 0) {
         tool_choice_encode(req->root, body);
-        generation_config_encode(req, body);
+        generation_config_encode(req, t, body);
         /* Without alt=sse the stream is one long JSON array, not SSE. */
         buf_printf(&out->url, "%s/models/%s:%s", t->provider->base_url, t->upstream_model,
                    req->stream ? "streamGenerateContent?alt=sse" : "generateContent");

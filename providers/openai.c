@@ -148,6 +148,15 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
      * (wire-formats §1.6); the engine drops it if the client did not. */
     if (req->stream && pc->stream_usage)
         BODY_MEMBER(b, &first, "\"stream_options\":{\"include_usage\":true}");
+    /* Chat Completions has no reasoning-token budget, only an effort
+     * (max_completion_tokens bounds the answer too): the cap becomes the
+     * effort whose nominal budget fits under it. One test when no cap. */
+    int64_t thinking = provider_thinking_budget(req, t);
+    if (thinking > 0) {
+        BODY_MEMBER(b, &first, "\"reasoning_effort\":\"");
+        buf_append_str(b, provider_reasoning_effort(thinking));
+        buf_append_char(b, '"');
+    }
     buf_append_char(b, '}');
 }
 

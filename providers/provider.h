@@ -37,6 +37,11 @@ typedef struct canon_request {
     bool deterministic; /* temperature 0, n 1, not streamed: may share an identical call */
     const char *user;   /* "user" or NULL */
     const char *task, *agent, *feature, *team; /* metadata / x-bridle-* headers, or NULL */
+    bool reasoning_set;      /* the client set its own reasoning control (reasoning_effort,
+                                reasoning or thinking): it wins over any thinking budget */
+    int64_t thinking_budget; /* reasoning tokens the routing policy allows (thinking_caps);
+                                0 = none. Sent only to reasoning models, each dialect in its
+                                own form (provider_thinking_budget) */
 } canon_request;
 
 /* ------------------------------------------------------------ targets */
@@ -229,6 +234,16 @@ json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens);
 /* Sets the class, client status, type and code of an error. */
 void provider_error_set(upstream_error *out, error_class cls, int client_status, const char *type,
                         const char *code);
+
+/* The thinking budget to send to t: req->thinking_budget when the model
+ * reasons (its price card or models.NAME.reasoning) and the client did not
+ * set its own reasoning control; else 0 (send nothing). */
+int64_t provider_thinking_budget(const canon_request *req, const target *t);
+/* OpenAI's reasoning_effort (also Ollama's think level) for a budget: the
+ * highest effort whose nominal budget fits under it, since the cap is a
+ * ceiling: < 4096 "low", < 16384 "medium", else "high" (nominal budgets
+ * 1024 / 4096 / 16384, the scale Anthropic's and Gemini's budgets use). */
+const char *provider_reasoning_effort(int64_t budget);
 
 /* Concatenated text of an OpenAI message content (string or parts). */
 void provider_content_text(json_object *content, buf *out);

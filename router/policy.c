@@ -979,13 +979,14 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
             out->n_primary = n;
             out->tier = p->downgrade_tier;
             out->downgraded = true;
-            fmt_into(out->rule + len, sizeof out->rule - len, "; over budget (%d%% >= %d%%): %s",
-                     req->spend_share_pct, p->downgrade_pct, pricing_tier_name(p->downgrade_tier));
+            fmt_into(out->rule + len, sizeof out->rule - len, "; over %sbudget (%d%% >= %d%%): %s",
+                     req->team_budget ? "the team " : "", req->spend_share_pct, p->downgrade_pct,
+                     pricing_tier_name(p->downgrade_tier));
         } else {
             *out = keep;
             fmt_into(out->rule + len, sizeof out->rule - len,
-                     "; over budget but no %s model fits: kept",
-                     pricing_tier_name(p->downgrade_tier));
+                     "; over %sbudget but no %s model fits: kept",
+                     req->team_budget ? "the team " : "", pricing_tier_name(p->downgrade_tier));
         }
     }
 

@@ -26,7 +26,9 @@
  *   output_caps       {task: max output tokens} applied when the request
  *                     sets none
  *   default_output_cap  the cap for requests whose task has none [none]
- *   thinking_caps     {task: reasoning-token budget}
+ *   thinking_caps     {task: reasoning-token budget}; the server sends it to
+ *                     the models that reason, each dialect in its own form
+ *                     (canon_request.thinking_budget, docs/config.md)
  *   cascade           {enabled [true when the object is present],
  *                      checks [length, json, uncertain, empty],
  *                      uncertain_marker ["UNCERTAIN"],
@@ -81,6 +83,7 @@ typedef struct policy_request {
     int64_t max_tokens;      /* the request's own output limit; -1 none */
     bool json_mode;          /* response_format json_object / json_schema */
     int spend_share_pct;     /* key's or team's spend as % of its budget; -1 unknown */
+    bool team_budget;        /* spend_share_pct is the team's (x-bridle-route says so) */
 } policy_request;
 
 typedef struct policy_candidate {

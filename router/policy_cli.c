@@ -2,7 +2,7 @@
  * line, without calling anyone (router/policy.h).
  *
  *   bridle route --config FILE --request FILE.json [--header 'x-bridle-task: classify']
- *                [--spend-share PCT] [--busy MODEL] [--down MODEL] [--json]
+ *                [--spend-share PCT [--team-budget]] [--busy MODEL] [--down MODEL] [--json]
  *   bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]
  *
  * A workload line is one kind of request and how often it comes:
@@ -189,16 +189,53 @@ static void put_jstr(buf *b, const char *s)
 
 /* ------------------------------------------------------------ route */
 
+/* How the thinking budget in cr reaches a model, read back from the body
+ * its adapter would send ("" when nothing is): the adapters decide (which
+ * models reason, each dialect's form and limits); this only reports. */
+static void thinking_as_sent(const canon_request *cr, const target *t, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (!t->provider || !t->provider->ops) return;
+    upstream_request up;
+    upstream_request_init(&up);
+    char err[256];
+    jdoc d = JDOC_INIT;
+    if (t->provider->ops->encode(cr, t, &up, err, sizeof err) == 0 &&
+        jdoc_parse(&d, up.body.data, up.body.len, NULL, 0, NULL) == 0) {
+        int64_t v, mt = -1;
+        uint32_t eff = jdoc_get(&d, 0, "reasoning_effort");
+        uint32_t gc = jdoc_get(&d, 0, "generationConfig");
+        if (jdoc_int64(&d, jdoc_get(&d, jdoc_get(&d, 0, "thinking"), "budget_tokens"), &v)) {
+            jdoc_int64(&d, jdoc_get(&d, 0, "max_tokens"), &mt);
+            snprintf(out, n, "thinking.budget_tokens %lld (max_tokens %lld)", (long long)v,
+                     (long long)mt);
+        } else if (jdoc_type(&d, eff) == JT_STRING) {
+            buf e = BUF_INIT;
+            jdoc_str_append(&d, eff, &e);
+            snprintf(out, n, "reasoning_effort %s", e.data);
+            buf_free(&e);
+        } else if (jdoc_int64(&d,
+                              jdoc_get(&d, jdoc_get(&d, gc, "thinkingConfig"), "thinkingBudget"),
+                              &v)) {
+            snprintf(out, n, "generationConfig.thinkingConfig.thinkingBudget %lld", (long long)v);
+        }
+    }
+    jdoc_free(&d);
+    upstream_request_free(&up);
+}
+
 static int route_usage(FILE *f, int code)
 {
     fprintf(f,
             "usage: bridle route --config FILE --request FILE.json [--header 'x-bridle-task: "
             "classify']\n"
-            "                    [--header 'x-bridle-tier: heavy'] [--spend-share PCT]\n"
+            "                    [--header 'x-bridle-tier: heavy'] [--spend-share PCT "
+            "[--team-budget]]\n"
             "                    [--busy MODEL] [--down MODEL] [--json]\n"
             "  Prints the routing decision for one chat request (an OpenAI request body) without\n"
             "  calling anyone: the plan, the rule that chose, the output cap, the estimated cost\n"
-            "  and the baseline's. --spend-share is the key's spend as a %% of its budget;\n"
+            "  and the baseline's. --spend-share is the key's spend as a %% of its budget\n"
+            "  (--team-budget: its team's);\n"
             "  --busy / --down mark a model at its concurrency limit / unhealthy (repeatable).\n");
     return code;
 }
@@ -218,7 +255,7 @@ int route_main(int argc, char **argv)
 {
     static const char *const with_value[] = {"--config", "--request", "--header", "--spend-share",
                                              "--busy",   "--down",    NULL};
-    static const char *const bare[] = {"--json", "--help", "-h", NULL};
+    static const char *const bare[] = {"--json", "--team-budget", "--help", "-h", NULL};
     if (arg_flag(argc, argv, "--help") || arg_flag(argc, argv, "-h")) return route_usage(stdout, 0);
     if (!args_valid("route", argc, argv, with_value, bare)) return route_usage(stderr, 2);
     const char *cfg_path = arg_value(argc, argv, "--config");
@@ -329,7 +366,8 @@ int route_main(int argc, char **argv)
                          .prompt_chars = (int64_t)text.len,
                          .max_tokens = cr.max_tokens,
                          .json_mode = cr.json_mode,
-                         .spend_share_pct = spend};
+                         .spend_share_pct = spend,
+                         .team_budget = arg_flag(argc, argv, "--team-budget")};
     buf_free(&text);
     policy_plan plan;
     policy_result pres =
@@ -340,6 +378,14 @@ int route_main(int argc, char **argv)
     }
     const char *base = plan.baseline_index >= 0 ? L.models[plan.baseline_index].name : NULL;
     char a[48], b2[48], c2[48];
+    /* the request as the server would send it: output cap, thinking budget */
+    if (plan.output_capped) cr.max_tokens = plan.max_tokens_applied;
+    bool thinking = plan.thinking_cap > 0 && !cr.reasoning_set;
+    if (thinking) cr.thinking_budget = plan.thinking_cap;
+    char sent[POLICY_MAX_CAND][128] = {{0}};
+    for (int i = 0; thinking && i < plan.n; i++) /* not the client's own control */
+        thinking_as_sent(&cr, &config_model(L.cfg, plan.cand[i].model_index)->target, sent[i],
+                         sizeof sent[i]);
     if (as_json) {
         buf o = BUF_INIT;
         buf_append_str(&o, "{\"model\":");
@@ -350,18 +396,19 @@ int route_main(int argc, char **argv)
         put_jstr(&o, pr.tier_header);
         buf_printf(&o, ",\"tier\":\"%s\",\"rule\":", pricing_tier_name(plan.tier));
         put_jstr(&o, plan.rule);
-        buf_printf(&o,
-                   ",\"chosen\":\"%s\",\"n_primary\":%d,\"max_tokens_applied\":%lld,"
-                   "\"output_capped\":%s,\"thinking_cap\":%lld,\"prompt_chars\":%lld,"
-                   "\"est_prompt_tokens\":%lld,\"estimated\":%s,\"json_mode\":%s,"
-                   "\"batch_eligible\":%s,\"downgraded\":%s,\"est_cost_pusd\":%lld,"
-                   "\"baseline_model\":",
-                   L.models[plan.cand[0].model_index].name, plan.n_primary,
-                   (long long)plan.max_tokens_applied, plan.output_capped ? "true" : "false",
-                   (long long)plan.thinking_cap, (long long)pr.prompt_chars,
-                   (long long)plan.est_prompt_tokens, plan.estimated ? "true" : "false",
-                   pr.json_mode ? "true" : "false", plan.batch_eligible ? "true" : "false",
-                   plan.downgraded ? "true" : "false", (long long)plan.est_cost_pusd);
+        buf_printf(
+            &o,
+            ",\"chosen\":\"%s\",\"n_primary\":%d,\"max_tokens_applied\":%lld,"
+            "\"output_capped\":%s,\"thinking_cap\":%lld,\"thinking_sent\":%s,\"prompt_chars\":%lld,"
+            "\"est_prompt_tokens\":%lld,\"estimated\":%s,\"json_mode\":%s,"
+            "\"batch_eligible\":%s,\"downgraded\":%s,\"est_cost_pusd\":%lld,"
+            "\"baseline_model\":",
+            L.models[plan.cand[0].model_index].name, plan.n_primary,
+            (long long)plan.max_tokens_applied, plan.output_capped ? "true" : "false",
+            (long long)plan.thinking_cap, thinking ? "true" : "false", (long long)pr.prompt_chars,
+            (long long)plan.est_prompt_tokens, plan.estimated ? "true" : "false",
+            pr.json_mode ? "true" : "false", plan.batch_eligible ? "true" : "false",
+            plan.downgraded ? "true" : "false", (long long)plan.est_cost_pusd);
         put_jstr(&o, base);
         buf_printf(&o, ",\"baseline_cost_pusd\":%lld,\"savings_pusd\":%lld,\"candidates\":[",
                    (long long)plan.baseline_cost_pusd,
@@ -372,6 +419,8 @@ int route_main(int argc, char **argv)
                        i ? "," : "", L.models[k->model_index].name, pricing_tier_name(k->tier),
                        (long long)k->est_cost_pusd);
             put_jstr(&o, k->reason);
+            buf_append_str(&o, ",\"thinking\":");
+            put_jstr(&o, sent[i][0] ? sent[i] : NULL);
             buf_append_str(&o, "}");
         }
         buf_append_str(&o, "]}\n");
@@ -394,14 +443,22 @@ int route_main(int argc, char **argv)
                    (long long)plan.max_tokens_applied);
         else
             printf("output    no cap (none in the request, none for the task)\n");
-        if (plan.thinking_cap >= 0)
-            printf("thinking  budget %lld tokens\n", (long long)plan.thinking_cap);
+        if (thinking)
+            printf("thinking  budget %lld tokens (the task's cap), sent to the models that "
+                   "reason in their own form\n",
+                   (long long)plan.thinking_cap);
+        else if (plan.thinking_cap > 0)
+            printf("thinking  budget %lld tokens (the task's cap), not sent: the request sets its "
+                   "own reasoning control\n",
+                   (long long)plan.thinking_cap);
         printf("rule      %s\n", plan.rule);
         printf("plan\n");
         for (int i = 0; i < plan.n; i++) {
             const policy_candidate *k = &plan.cand[i];
             printf("  %d. %-22s %-7s est $%-12s %s\n", i + 1, L.models[k->model_index].name,
                    pricing_tier_name(k->tier), usd(k->est_cost_pusd, 8, a, sizeof a), k->reason);
+            if (thinking)
+                printf("     thinking: %s\n", sent[i][0] ? sent[i] : "none (it does not reason)");
         }
         printf("cost      est $%s on %s", usd(plan.est_cost_pusd, 8, a, sizeof a),
                L.models[plan.cand[0].model_index].name);
@@ -411,7 +468,9 @@ int route_main(int argc, char **argv)
                    usd(plan.baseline_cost_pusd - plan.est_cost_pusd, 8, c2, sizeof c2));
         printf("\n");
         printf("batch     %s\n", plan.batch_eligible ? "eligible" : "no");
-        if (plan.downgraded) printf("budget    downgraded (spend %d%% of budget)\n", spend);
+        if (plan.downgraded)
+            printf("budget    downgraded (spend %d%% of the %s budget)\n", spend,
+                   pr.team_budget ? "team's" : "key's");
     }
     rc = 0;
 out:

@@ -15,24 +15,32 @@
 #define CHECKED "2026-11-22"
 
 /* Anthropic: cache read 0.1×, 5-minute write 1.25×, 1-hour write 2× input;
- * Message Batches half price. */
+ * Message Batches half price. Every Claude 4.x takes a thinking budget. */
 #define ANTHROPIC(id, in, out, ctx, tier_, lc_thr, lc_in, lc_out, why)                             \
     {                                                                                              \
         .name = id, .input = USD(in), .cached_input = USD((in) / 10),                              \
         .cache_write_5m = USD((in)*1.25), .cache_write_1h = USD((in)*2), .output = USD(out),       \
         .batch_discount_pct = 50, .long_ctx_threshold = lc_thr, .long_ctx_input_pct = lc_in,       \
-        .long_ctx_output_pct = lc_out, .context_window = ctx, .tier = tier_,                       \
+        .long_ctx_output_pct = lc_out, .context_window = ctx, .tier = tier_, .reasoning = true,    \
         .effective_from = CHECKED, .note = why                                                     \
     }
 
 /* Providers whose prompt cache has no write charge (OpenAI, Gemini,
  * DeepSeek): writes are billed as input, so cache_write_* stay 0. */
-#define CACHED(id, in, cached, out, batch, ctx, tier_, lc_thr, lc_in, lc_out, why)                 \
+#define CACHED_FIELDS(id, in, cached, out, batch, ctx, tier_, lc_thr, lc_in, lc_out, why)          \
+    .name = id, .input = USD(in), .cached_input = USD(cached), .output = USD(out),                 \
+    .batch_discount_pct = batch, .long_ctx_threshold = lc_thr, .long_ctx_input_pct = lc_in,        \
+    .long_ctx_output_pct = lc_out, .context_window = ctx, .tier = tier_,                           \
+    .effective_from = CHECKED, .note = why
+#define CACHED(...)                                                                                \
     {                                                                                              \
-        .name = id, .input = USD(in), .cached_input = USD(cached), .output = USD(out),             \
-        .batch_discount_pct = batch, .long_ctx_threshold = lc_thr, .long_ctx_input_pct = lc_in,    \
-        .long_ctx_output_pct = lc_out, .context_window = ctx, .tier = tier_,                       \
-        .effective_from = CHECKED, .note = why                                                     \
+        CACHED_FIELDS(__VA_ARGS__)                                                                 \
+    }
+/* A reasoning model that takes a budget or an effort: OpenAI's gpt-5 family
+ * (reasoning_effort), Gemini 2.5 and 3.x (thinkingConfig). */
+#define THINKING(...)                                                                              \
+    {                                                                                              \
+        CACHED_FIELDS(__VA_ARGS__), .reasoning = true                                              \
     }
 
 #define LOCAL(id, ctx)                                                                             \
@@ -64,33 +72,33 @@ static const model_price price_table[] = {
     CACHED("gpt-4o-mini", 0.15, 0.075, 0.60, 50, 128000, TIER_BUDGET, 0, 0, 0, NULL),
     CACHED("gpt-4.1", 2.00, 0.50, 8.00, 50, 1047576, TIER_MID, 0, 0, 0, NULL),
     CACHED("gpt-4.1-mini", 0.40, 0.10, 1.60, 50, 1047576, TIER_BUDGET, 0, 0, 0, NULL),
-    CACHED("gpt-5", 1.25, 0.125, 10.00, 50, 400000, TIER_MID, 0, 0, 0, NULL),
-    CACHED("gpt-5.1", 1.25, 0.125, 10.00, 50, 400000, TIER_MID, 0, 0, 0, NULL),
-    CACHED("gpt-5-mini", 0.25, 0.025, 2.00, 50, 400000, TIER_BUDGET, 0, 0, 0,
-           "cached rate from memory [unverified]"),
-    CACHED("gpt-5.4", 2.50, 0.25, 15.00, 50, 1050000, TIER_MID, 272000, 200, 150,
-           "long-context rule from one source; context window [unverified]"),
-    CACHED("gpt-5.4-mini", 0.75, 0.075, 4.50, 50, 400000, TIER_BUDGET, 0, 0, 0,
-           "context window [unverified]"),
-    CACHED("gpt-5.4-nano", 0.20, 0.02, 1.25, 50, 400000, TIER_BUDGET, 0, 0, 0,
-           "context window [unverified]"),
-    CACHED("gpt-5.5", 5.00, 0.50, 30.00, 50, 1050000, TIER_HEAVY, 272000, 200, 150,
-           "long-context rule from one source; context window [unverified]"),
+    THINKING("gpt-5", 1.25, 0.125, 10.00, 50, 400000, TIER_MID, 0, 0, 0, NULL),
+    THINKING("gpt-5.1", 1.25, 0.125, 10.00, 50, 400000, TIER_MID, 0, 0, 0, NULL),
+    THINKING("gpt-5-mini", 0.25, 0.025, 2.00, 50, 400000, TIER_BUDGET, 0, 0, 0,
+             "cached rate from memory [unverified]"),
+    THINKING("gpt-5.4", 2.50, 0.25, 15.00, 50, 1050000, TIER_MID, 272000, 200, 150,
+             "long-context rule from one source; context window [unverified]"),
+    THINKING("gpt-5.4-mini", 0.75, 0.075, 4.50, 50, 400000, TIER_BUDGET, 0, 0, 0,
+             "context window [unverified]"),
+    THINKING("gpt-5.4-nano", 0.20, 0.02, 1.25, 50, 400000, TIER_BUDGET, 0, 0, 0,
+             "context window [unverified]"),
+    THINKING("gpt-5.5", 5.00, 0.50, 30.00, 50, 1050000, TIER_HEAVY, 272000, 200, 150,
+             "long-context rule from one source; context window [unverified]"),
 
     /* ---------------------------------------------------------- Google */
-    CACHED("gemini-2.5-pro", 1.25, 0.125, 10.00, 50, 1048576, TIER_MID, 200000, 200, 150,
-           "above 200k prompt: 2.50 in / 0.25 cached / 15 out"),
-    CACHED("gemini-2.5-flash", 0.30, 0.03, 2.50, 50, 1048576, TIER_BUDGET, 0, 0, 0,
-           "seed figure 0.15/0.60 was the 2025 preview (non-thinking) price; now 0.30/2.50"),
-    CACHED("gemini-2.5-flash-lite", 0.10, 0.01, 0.40, 50, 1048576, TIER_BUDGET, 0, 0, 0,
-           "cached rate from memory [unverified]"),
-    CACHED("gemini-3-flash", 0.50, 0.05, 3.00, 50, 1048576, TIER_BUDGET, 0, 0, 0,
-           "one secondary source [unverified]; cached assumed 10% of input"),
-    CACHED("gemini-3.1-pro", 2.00, 0.20, 12.00, 50, 1048576, TIER_MID, 200000, 200, 150,
-           "one secondary source [unverified]; cached assumed 10%; >200k output 1.5x "
-           "assumed (only input 2->4 documented)"),
-    CACHED("gemini-3.1-flash-lite", 0.25, 0.025, 1.50, 50, 1048576, TIER_BUDGET, 0, 0, 0,
-           "one secondary source [unverified]; cached assumed 10% of input"),
+    THINKING("gemini-2.5-pro", 1.25, 0.125, 10.00, 50, 1048576, TIER_MID, 200000, 200, 150,
+             "above 200k prompt: 2.50 in / 0.25 cached / 15 out"),
+    THINKING("gemini-2.5-flash", 0.30, 0.03, 2.50, 50, 1048576, TIER_BUDGET, 0, 0, 0,
+             "seed figure 0.15/0.60 was the 2025 preview (non-thinking) price; now 0.30/2.50"),
+    THINKING("gemini-2.5-flash-lite", 0.10, 0.01, 0.40, 50, 1048576, TIER_BUDGET, 0, 0, 0,
+             "cached rate from memory [unverified]"),
+    THINKING("gemini-3-flash", 0.50, 0.05, 3.00, 50, 1048576, TIER_BUDGET, 0, 0, 0,
+             "one secondary source [unverified]; cached assumed 10% of input"),
+    THINKING("gemini-3.1-pro", 2.00, 0.20, 12.00, 50, 1048576, TIER_MID, 200000, 200, 150,
+             "one secondary source [unverified]; cached assumed 10%; >200k output 1.5x "
+             "assumed (only input 2->4 documented)"),
+    THINKING("gemini-3.1-flash-lite", 0.25, 0.025, 1.50, 50, 1048576, TIER_BUDGET, 0, 0, 0,
+             "one secondary source [unverified]; cached assumed 10% of input"),
 
     /* ---------------------------------------------------------- DeepSeek */
     CACHED("deepseek-chat", 0.28, 0.028, 0.42, 0, 131072, TIER_BUDGET, 0, 0, 0,

@@ -37,6 +37,7 @@ typedef struct model_price {
     int long_ctx_output_pct;    /* e.g. 150 = 1.5× output above the threshold; 0 = 100 */
     int64_t context_window;     /* tokens */
     model_tier tier;
+    bool reasoning; /* takes a thinking budget or effort (routing.thinking_caps reach it) */
     const char *effective_from; /* YYYY-MM-DD the figures were last checked */
     const char *note;           /* where a seed figure was stale, etc.; may be NULL */
 } model_price;

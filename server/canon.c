@@ -20,6 +20,9 @@ enum top_key {
     K_PRESENCE_PENALTY,
     K_FREQUENCY_PENALTY,
     K_USER,
+    K_REASONING_EFFORT,
+    K_REASONING,
+    K_THINKING,
     K_COUNT
 };
 
@@ -45,6 +48,9 @@ static const struct {
     K("presence_penalty"),
     K("frequency_penalty"),
     K("user"),
+    K("reasoning_effort"),
+    K("reasoning"),
+    K("thinking"),
 #undef K
 };
 
@@ -371,6 +377,11 @@ static int check_fields(cctx *c, canon_request *out)
     uint32_t tv = c->top[K_TEMPERATURE];
     out->deterministic =
         n == 1 && tv != JT_NONE && jdoc_double(c->d, tv, &temp) && temp == 0 && !out->stream;
+    /* OpenAI's reasoning_effort, the reasoning object of OpenAI-compatible
+     * hosts, or an Anthropic-style thinking object: the client decides */
+    for (int k = K_REASONING_EFFORT; k <= K_THINKING; k++)
+        out->reasoning_set =
+            out->reasoning_set || (c->top[k] != JT_NONE && jdoc_type(d, c->top[k]) != JT_NULL);
     return 0;
 }
 

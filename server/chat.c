@@ -451,14 +451,25 @@ static void cost_header(chat *c, const usage_record *u)
 
 /* ------------------------------------------------------------ planning */
 
-/* The key's month-to-date spend as a share of its budget, or -1. */
-static int spend_share(chat *c)
+/* Month-to-date spend as a % of a budget, or -1 (no budget, not known). */
+static int share_pct(int64_t spent, int64_t budget_pusd)
 {
-    if (!c->a->ledger || !c->key || c->key->budget_pusd <= 0) return -1;
-    int64_t spent = ledger_key_spend_pusd(c->a->ledger, c->key->id);
-    if (spent < 0) return -1;
-    int64_t pct = spent / (c->key->budget_pusd / 100 > 0 ? c->key->budget_pusd / 100 : 1);
+    if (budget_pusd <= 0 || spent < 0) return -1;
+    int64_t pct = spent / (budget_pusd / 100 > 0 ? budget_pusd / 100 : 1);
     return pct > 1000 ? 1000 : (int)pct;
+}
+
+/* The higher of the key's and its team's spend shares, or -1; *team says
+ * the team's was higher. */
+static int spend_share(chat *c, bool *team)
+{
+    *team = false;
+    if (!c->a->ledger || !c->key) return -1;
+    int key = share_pct(ledger_key_spend_pusd(c->a->ledger, c->key->id), c->key->budget_pusd);
+    const team_conf *t = c->key->team_cfg;
+    int of_team = t ? share_pct(ledger_team_spend_pusd(c->a->ledger, t->name), t->budget_pusd) : -1;
+    *team = of_team > key;
+    return *team ? of_team : key;
 }
 
 /* "auto" and "tier:NAME": the routing policy (router/policy.h) picks the
@@ -488,8 +499,8 @@ static int plan_by_policy(chat *c)
         .prompt_chars = (int64_t)c->canon.body_len, /* the body bounds the text from above */
         .max_tokens = c->canon.max_tokens,
         .json_mode = c->canon.json_mode,
-        .spend_share_pct = spend_share(c),
     };
+    pr.spend_share_pct = spend_share(c, &pr.team_budget);
     policy_plan plan;
     char err[256];
     policy_result pr_rc = policy_plan_request(config_policy(a->cfg), a->pmodels, a->n_pmodels, &pr,
@@ -507,6 +518,9 @@ static int plan_by_policy(chat *c)
     snprintf(c->route_rule, sizeof c->route_rule, "%s", plan.rule);
     if (plan.baseline_index >= 0) c->baseline = config_model(a->cfg, plan.baseline_index);
     if (plan.output_capped) c->canon.max_tokens = plan.max_tokens_applied;
+    /* the client's own reasoning control wins over the task's cap */
+    if (plan.thinking_cap > 0 && !c->canon.reasoning_set)
+        c->canon.thinking_budget = plan.thinking_cap;
     return 0;
 }
 
@@ -1305,7 +1319,9 @@ static void parse_attribution(chat *c, const request_headers *hdr)
     if (hdr->task) c->canon.task = hdr->task;
     if (hdr->agent) c->canon.agent = hdr->agent;
     if (hdr->feature) c->canon.feature = hdr->feature;
-    if (!c->canon.team && c->key->team) c->canon.team = c->key->team;
+    /* a key with a team records that team whatever metadata.team says: its
+     * spend always counts against its own team's budget */
+    if (c->key->team) c->canon.team = c->key->team;
 }
 
 void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,

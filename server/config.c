@@ -13,6 +13,8 @@
 #define MAX_MODELS 512
 #define MAX_ROUTES 128
 #define MAX_KEYS 4096
+#define MAX_TEAMS 4096
+#define TEAM_NAME_MAX 64 /* usage_event.team */
 
 struct bridle_config {
     char *path;
@@ -33,6 +35,8 @@ struct bridle_config {
     int n_routes;
     key_conf *keys;
     int n_keys;
+    team_conf *teams;
+    int n_teams;
     /* every string and array this config allocated, freed together */
     void **owned;
     int n_owned, cap_owned;
@@ -461,7 +465,8 @@ static void parse_model_provider(parse_ctx *pc, json_object *o, model_conf *m)
 
 static void parse_model(parse_ctx *pc, const char *name, json_object *o)
 {
-    static const char *const known[] = {"provider", "upstream_model", "price", "prices", NULL};
+    static const char *const known[] = {"provider", "upstream_model", "price",
+                                        "prices",   "reasoning",      NULL};
     bridle_config *c = pc->cfg;
     if (c->n_models == MAX_MODELS) {
         fail(pc, "too many models (at most %d)", MAX_MODELS);
@@ -498,6 +503,9 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
                  "\"output\" prices (USD per million tokens; 0 for a free local model)");
         path_pop(pc, o2);
     }
+    /* the price card says whether it reasons; the file may say otherwise
+     * (a fine-tune, a local reasoning model) */
+    m->price.reasoning = get_bool(pc, o, "reasoning", m->price.reasoning);
     m->price.name = m->name;
     m->target.price = &m->price;
 }
@@ -603,6 +611,38 @@ static int64_t parse_budget(parse_ctx *pc, json_object *k)
     return micro * 1000000; /* µ$ -> pico-dollars */
 }
 
+/* $.teams: {"NAME": {"budget_usd": X}}. Parsed before the keys, which
+ * point at their team's entry. */
+static void parse_teams(parse_ctx *pc, json_object *root)
+{
+    json_object *ts = get_obj(pc, root, "teams", false);
+    if (!ts) return;
+    bridle_config *c = pc->cfg;
+    int n = json_object_object_length(ts);
+    if (n > MAX_TEAMS) {
+        fail(pc, "too many teams (at most %d)", MAX_TEAMS);
+        return;
+    }
+    c->teams = own(c, calloc(n ? (size_t)n : 1, sizeof *c->teams));
+    static const char *const known[] = {"budget_usd", NULL};
+    json_object_object_foreach(ts, name, val)
+    {
+        size_t old = path_push(pc, ".teams.%s", name);
+        if (!json_object_is_type(val, json_type_object))
+            fail(pc, "expected an object like {\"budget_usd\": 100}, got %s", type_name(val));
+        else if (strlen(name) > TEAM_NAME_MAX || !*name)
+            fail(pc, "a team name has 1 to %d bytes (the usage ledger keeps that many)",
+                 TEAM_NAME_MAX);
+        else {
+            check_keys(pc, val, known);
+            team_conf *t = &c->teams[c->n_teams++];
+            t->name = own(c, strdup(name));
+            t->budget_pusd = parse_budget(pc, val);
+        }
+        path_pop(pc, old);
+    }
+}
+
 static bool is_hex64(const char *s)
 {
     if (strlen(s) != 64) return false;
@@ -641,6 +681,7 @@ static void parse_keys(parse_ctx *pc, json_object *root)
         key_conf *kc = &c->keys[c->n_keys];
         kc->id = get_str(pc, k, "id", true);
         kc->team = get_str(pc, k, "team", false);
+        kc->team_cfg = kc->team ? config_find_team(c, kc->team) : NULL;
         kc->budget_pusd = parse_budget(pc, k);
         pc->missing_env = false;
         pc->env_lenient = true;
@@ -825,7 +866,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     if (root) {
         static const char *const known[] = {
             "listen",   "log_level", "limits",  "providers",   "models",     "routes", "keys",
-            "database", "routing",   "$schema", "idempotency", "resilience", NULL};
+            "database", "routing",   "$schema", "idempotency", "resilience", "teams",  NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -844,6 +885,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_providers(&pc, root);
         parse_models(&pc, root);
         parse_routes(&pc, root);
+        parse_teams(&pc, root);
         parse_keys(&pc, root);
         parse_routing(&pc, root);
         json_object_put(root);
@@ -952,6 +994,23 @@ const route_conf *config_find_route(const bridle_config *c, const char *name)
 {
     for (int i = 0; i < c->n_routes; i++)
         if (strcmp(c->routes[i].name, name) == 0) return &c->routes[i];
+    return NULL;
+}
+
+int config_n_teams(const bridle_config *c)
+{
+    return c->n_teams;
+}
+
+const team_conf *config_team(const bridle_config *c, int i)
+{
+    return &c->teams[i];
+}
+
+const team_conf *config_find_team(const bridle_config *c, const char *name)
+{
+    for (int i = 0; i < c->n_teams; i++)
+        if (strcmp(c->teams[i].name, name) == 0) return &c->teams[i];
     return NULL;
 }
 

@@ -39,11 +39,18 @@ typedef struct route_conf {
     const model_conf *baseline; /* what savings are measured against; default: first candidate */
 } route_conf;
 
+/* A team of keys ($.teams.NAME). */
+typedef struct team_conf {
+    const char *name;    /* at most 64 bytes, as recorded in the ledger */
+    int64_t budget_pusd; /* monthly budget of all its keys together, pico-dollars; 0 = none */
+} team_conf;
+
 typedef struct key_conf {
     const char *id;
     char sha256[65];
-    const char *team;    /* may be NULL */
-    int64_t budget_pusd; /* monthly budget in pico-dollars; 0 = none */
+    const char *team;          /* may be NULL */
+    const team_conf *team_cfg; /* the team in $.teams, or NULL */
+    int64_t budget_pusd;       /* monthly budget in pico-dollars; 0 = none */
 } key_conf;
 
 typedef enum { MIGRATE_APPLY, MIGRATE_CHECK, MIGRATE_OFF } migrate_mode;
@@ -111,6 +118,10 @@ const model_conf *config_find_model(const bridle_config *c, const char *name);
 int config_n_routes(const bridle_config *c);
 const route_conf *config_route(const bridle_config *c, int i);
 const route_conf *config_find_route(const bridle_config *c, const char *name);
+
+int config_n_teams(const bridle_config *c);
+const team_conf *config_team(const bridle_config *c, int i);
+const team_conf *config_find_team(const bridle_config *c, const char *name);
 
 /* The key whose SHA-256 hex equals sha256_hex, or NULL. */
 const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex);

@@ -150,6 +150,19 @@ describe('route: one decision, no calls', () => {
     assert.equal(h.tier, 'heavy');
     assert.ok(tiers.heavy.includes(h.chosen), h.chosen);
     assert.equal(h.thinking_cap, 8000);
+    // and how the cap would reach each candidate, read from what its adapter would send
+    assert.equal(h.thinking_sent, true);
+    const sent = Object.fromEntries(h.candidates.map((x) => [x.model, x.thinking]));
+    assert.equal(sent['claude-opus-4-8'], 'thinking.budget_tokens 8000 (max_tokens 12096)');
+    assert.equal(sent['gpt-5.5'], 'reasoning_effort medium');
+    const ht = bridle('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: complex_reasoning');
+    assert.match(ht.stdout, /thinking\s+budget 8000 tokens/);
+    assert.match(ht.stdout, /thinking: reasoning_effort medium/);
+    writeFileSync(path.join(dir, 'own.json'), JSON.stringify({ model: 'auto', reasoning_effort: 'low', messages: [{ role: 'user', content: 'hi' }] }));
+    const own = json('route', '--config', CONFIG, '--request', path.join(dir, 'own.json'), '--header', 'x-bridle-task: complex_reasoning');
+    assert.equal(own.thinking_cap, 8000);
+    assert.equal(own.thinking_sent, false);
+    assert.ok(own.candidates.every((x) => x.thinking === null));
 
     const text = bridle('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: classify');
     assert.equal(text.code, 0, text.stderr);

@@ -188,6 +188,92 @@ static void test_encode_max_tokens_sources(void **state)
     upstream_request_free(&out);
 }
 
+/* Encodes `json` to a reasoning model with a thinking budget; returns the
+ * body (caller puts). */
+static json_object *encode_thinking(const char *json, int64_t budget, bool client_set,
+                                    bool reasoning)
+{
+    static model_price price;
+    price = (model_price){.name = "claude-sonnet-4-5", .reasoning = reasoning};
+    target t = tgt;
+    t.price = &price;
+    canon_request req = canon_from_json(json);
+    req.thinking_budget = budget;
+    req.reasoning_set = client_set;
+    upstream_request out;
+    char err[256] = "";
+    upstream_request_init(&out);
+    if (anthropic_ops.encode(&req, &t, &out, err, sizeof err) != 0)
+        fail_msg("encode failed: %s", err);
+    json_object *body = json_tokener_parse(out.body.data);
+    assert_non_null(body);
+    upstream_request_free(&out);
+    json_object_put(req.root);
+    return body;
+}
+
+/* Asserts thinking {type: enabled, budget_tokens} (0: no thinking at all)
+ * and max_tokens. */
+static void assert_thinking(json_object *b, int64_t budget, int64_t max_tokens)
+{
+    json_object *th = jget(b, "thinking");
+    if (budget == 0)
+        assert_null(th);
+    else {
+        assert_string_equal(jstr(th, "type"), "enabled");
+        assert_int_equal(json_object_get_int64(jget(th, "budget_tokens")), budget);
+        assert_int_equal(json_object_object_length(th), 2);
+    }
+    assert_int_equal(json_object_get_int64(jget(b, "max_tokens")), max_tokens);
+    json_object_put(b);
+}
+
+static void test_encode_thinking_budget(void **state)
+{
+#define MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+    /* no cap of its own: max_tokens raised to the default + the budget */
+    assert_thinking(encode_thinking("{\"model\":\"m\"," MSGS "}", 8000, false, true), 8000, 12096);
+    /* a cap of its own bounds thinking + answer: the budget is clamped under it */
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"max_tokens\":3000," MSGS "}", 8000, false, true), 2999,
+        3000);
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"max_tokens\":9000," MSGS "}", 8000, false, true), 8000,
+        9000);
+    /* under Anthropic's minimum of 1024, clamped or configured: no thinking */
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"max_tokens\":1024," MSGS "}", 8000, false, true), 0,
+        1024);
+    assert_thinking(encode_thinking("{\"model\":\"m\"," MSGS "}", 500, false, true), 0, 4096);
+    assert_thinking(encode_thinking("{\"model\":\"m\"," MSGS "}", 1024, false, true), 1024, 5120);
+    /* no budget, a model that does not reason, the client's own setting */
+    assert_thinking(encode_thinking("{\"model\":\"m\"," MSGS "}", 0, false, true), 0, 4096);
+    assert_thinking(encode_thinking("{\"model\":\"m\"," MSGS "}", 8000, false, false), 0, 4096);
+    assert_thinking(encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"low\"," MSGS "}", 8000,
+                                    true, true),
+                    0, 4096);
+    /* sampling Anthropic refuses next to thinking: the client's choice wins */
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"temperature\":0.2," MSGS "}", 8000, false, true), 0,
+        4096);
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"temperature\":1," MSGS "}", 8000, false, true), 8000,
+        12096);
+    assert_thinking(encode_thinking("{\"model\":\"m\",\"top_p\":0.5," MSGS "}", 8000, false, true),
+                    0, 4096);
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"tool_choice\":\"required\",\"tools\":[{\"type\":"
+                        "\"function\",\"function\":{\"name\":\"f\"}}]," MSGS "}",
+                        8000, false, true),
+        0, 4096);
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"tool_choice\":\"auto\",\"tools\":[{\"type\":"
+                        "\"function\",\"function\":{\"name\":\"f\"}}]," MSGS "}",
+                        8000, false, true),
+        8000, 12096);
+#undef MSGS
+}
+
 static void test_encode_headers_without_key_and_extras(void **state)
 {
     const char *extras[] = {"anthropic-beta: prompt-caching-2024-07-31", NULL};
@@ -873,6 +959,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode_basic_and_system_hoisting),
         cmocka_unit_test(test_encode_max_tokens_sources),
+        cmocka_unit_test(test_encode_thinking_budget),
         cmocka_unit_test(test_encode_headers_without_key_and_extras),
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),

@@ -251,6 +251,44 @@ static void test_encode_tool_round_trip(void **state)
     upstream_request_free(&out);
 }
 
+/* generationConfig.thinkingConfig.thinkingBudget of `json` encoded with a
+ * thinking budget; -1 when there is no thinkingConfig. */
+static int64_t encoded_thinking(const char *json, int64_t budget, bool client_set, bool reasoning)
+{
+    model_price price = {.name = "gemini-2.5-flash", .reasoning = reasoning};
+    target t = tgt;
+    t.price = &price;
+    canon_request req = canon_from_json(json);
+    req.thinking_budget = budget;
+    req.reasoning_set = client_set;
+    upstream_request out;
+    char err[256] = "";
+    upstream_request_init(&out);
+    if (gemini_ops.encode(&req, &t, &out, err, sizeof err) != 0) fail_msg("encode failed: %s", err);
+    json_object *body = json_tokener_parse(out.body.data);
+    json_object *tc = jget(jget(body, "generationConfig"), "thinkingConfig");
+    int64_t v = tc ? json_object_get_int64(jget(tc, "thinkingBudget")) : -1;
+    if (tc) assert_int_equal(json_object_object_length(tc), 1);
+    json_object_put(body);
+    upstream_request_free(&out);
+    json_object_put(req.root);
+    return v;
+}
+
+static void test_encode_thinking_budget(void **state)
+{
+    const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    const char *capped = "{\"model\":\"m\",\"max_tokens\":3000,\"messages\":[{\"role\":\"user\","
+                         "\"content\":\"x\"}]}";
+    assert_int_equal(encoded_thinking(plain, 8000, false, true), 8000);
+    /* thoughts count against maxOutputTokens: a smaller cap bounds the budget */
+    assert_int_equal(encoded_thinking(capped, 8000, false, true), 3000);
+    assert_int_equal(encoded_thinking(capped, 2000, false, true), 2000);
+    assert_int_equal(encoded_thinking(plain, 0, false, true), -1);
+    assert_int_equal(encoded_thinking(plain, 8000, false, false), -1);
+    assert_int_equal(encoded_thinking(plain, 8000, true, true), -1);
+}
+
 static void test_encode_errors(void **state)
 {
     encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"x\"}]}",
@@ -683,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_encode_stream_url_no_key_json_schema),
         cmocka_unit_test(test_encode_tool_round_trip),
         cmocka_unit_test(test_encode_errors),
+        cmocka_unit_test(test_encode_thinking_budget),
         cmocka_unit_test(test_decode_text_thoughts_and_usage),
         cmocka_unit_test(test_decode_function_call),
         cmocka_unit_test(test_decode_finish_reasons_and_block),

@@ -195,6 +195,65 @@ static void test_encode_no_key_extra_headers(void **state)
     fixture_canon_free(&req);
 }
 
+/* The body sent to a model (reasoning or not) for `json` with a thinking
+ * budget; the client's own control is read from the body as canon does. */
+static char *encode_thinking(const char *json, int64_t budget, bool reasoning)
+{
+    canon_request req;
+    assert_int_equal(fixture_canon_from_json(json, &req), 0);
+    req.thinking_budget = budget;
+    req.reasoning_set = json_object_object_get_ex(req.root, "reasoning_effort", NULL);
+    model_price price = {.name = "gpt-5.5", .reasoning = reasoning};
+    target t = {
+        .provider = &conf_openai, .model = "x", .upstream_model = "gpt-5.5", .price = &price};
+    upstream_request out;
+    char err[256] = "";
+    upstream_request_init(&out);
+    assert_int_equal(openai_ops.encode(&req, &t, &out, err, sizeof err), 0);
+    char *body = strdup(out.body.data);
+    upstream_request_free(&out);
+    fixture_canon_free(&req);
+    return body;
+}
+
+/* The budget becomes reasoning_effort (the effort whose nominal budget fits
+ * under it), appended once; nothing for other models or when the client
+ * set its own. */
+static void test_encode_thinking_budget_as_effort(void **state)
+{
+    static const char *req = "{\"model\":\"auto\",\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"x\"}],\"max_completion_tokens\":9000}";
+    static const struct {
+        int64_t budget;
+        const char *tail;
+    } cases[] = {
+        {1, ",\"reasoning_effort\":\"low\"}"},       {4095, ",\"reasoning_effort\":\"low\"}"},
+        {4096, ",\"reasoning_effort\":\"medium\"}"}, {8000, ",\"reasoning_effort\":\"medium\"}"},
+        {16384, ",\"reasoning_effort\":\"high\"}"},  {100000, ",\"reasoning_effort\":\"high\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *body = encode_thinking(req, cases[i].budget, true);
+        size_t n = strlen(body), tn = strlen(cases[i].tail);
+        assert_true(n > tn);
+        assert_string_equal(body + n - tn, cases[i].tail);
+        assert_non_null(strstr(body, "\"max_completion_tokens\":9000"));
+        free(body);
+    }
+    /* no budget, a model that does not reason: the body is the same as without */
+    char *plain = encode_thinking(req, 0, true), *other = encode_thinking(req, 8000, false);
+    assert_null(strstr(plain, "reasoning_effort"));
+    assert_string_equal(plain, other);
+    free(plain);
+    free(other);
+    /* the client's own effort is forwarded as it is, and only once */
+    char *own = encode_thinking("{\"model\":\"auto\",\"reasoning_effort\":\"minimal\","
+                                "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                                8000, true);
+    assert_non_null(strstr(own, "\"reasoning_effort\":\"minimal\""));
+    assert_null(strstr(strstr(own, "reasoning_effort") + 1, "reasoning_effort"));
+    free(own);
+}
+
 static void test_encode_rejects_missing_base_url(void **state)
 {
     canon_request req;
@@ -654,6 +713,7 @@ int main(void)
         cmocka_unit_test(test_encode_stream_forces_usage),
         cmocka_unit_test(test_encode_no_key_extra_headers),
         cmocka_unit_test(test_encode_rejects_missing_base_url),
+        cmocka_unit_test(test_encode_thinking_budget_as_effort),
         cmocka_unit_test(test_decode_full),
         cmocka_unit_test(test_decode_without_usage),
         cmocka_unit_test(test_decode_malformed),

@@ -594,6 +594,14 @@ static void test_budget_downgrade(void **state)
     assert_false(pl.downgraded);
     assert_int_equal(pl.tier, TIER_MID);
     assert_contains(pl.rule, "; over budget but no local model fits: kept");
+    r.team_budget = true; /* the team's share was the higher: the rule names it */
+    pl = plan_ok(p, &r);
+    assert_contains(pl.rule, "; over the team budget but no local model fits: kept");
+    r.prompt_chars = 40;
+    pl = plan_ok(p, &r);
+    assert_true(pl.downgraded);
+    assert_string_equal(pl.rule, "task code_gen -> tier mid: cheapest of 2 that fit; over the "
+                                 "team budget (90% >= 80%): local");
     policy_free(p);
 
     policy *q = make(NULL); /* no budget_downgrade configured */

@@ -211,6 +211,30 @@ static void test_max_tokens_choice(void **state)
     parsed_free(p);
 }
 
+/* A reasoning control of the client's own wins over the policy's thinking
+ * budget; null counts as not set. */
+static void test_reasoning_set(void **state)
+{
+    static const struct {
+        const char *extra;
+        bool set;
+    } cases[] = {
+        {"", false},
+        {"\"reasoning_effort\": \"low\"", true},
+        {"\"reasoning\": {\"effort\": \"high\"}", true},
+        {"\"thinking\": {\"type\": \"enabled\", \"budget_tokens\": 2048}", true},
+        {"\"reasoning_effort\": null", false},
+        {"\"reasoning_tokens\": 5", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        parsed *p = accept_ok(with(cases[i].extra));
+        if (p->req.reasoning_set != cases[i].set)
+            fail_msg("%s: wrong reasoning_set", cases[i].extra);
+        assert_int_equal(p->req.thinking_budget, 0);
+        parsed_free(p);
+    }
+}
+
 static void test_json_mode(void **state)
 {
     parsed *p = accept_ok(with("\"response_format\": {\"type\": \"text\"}"));
@@ -641,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_minimal_request_defaults),
         cmocka_unit_test(test_max_tokens_choice),
         cmocka_unit_test(test_json_mode),
+        cmocka_unit_test(test_reasoning_set),
         cmocka_unit_test(test_stream_variants),
         cmocka_unit_test(test_unescaped_strings),
         cmocka_unit_test(test_strings_stay_valid),

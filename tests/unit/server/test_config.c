@@ -583,6 +583,30 @@ static void test_limits_errors(void **state)
 
 /* ------------------------------------------------------------ models */
 
+/* Whether a model reasons: the price card, else models.NAME.reasoning. */
+static void test_model_reasoning(void **state)
+{
+    bridle_config *c =
+        load_ok(doc(PROV_P,
+                    "\"gpt-4o\": {\"provider\": \"p\"}, \"gpt-5.5\": {\"provider\": \"p\"}, "
+                    "\"gemini-2.5-flash\": {\"provider\": \"p\"}, "
+                    "\"claude-haiku-4-5\": {\"provider\": \"p\"}, "
+                    "\"o-local\": {\"provider\": \"p\", \"reasoning\": true, "
+                    "\"prices\": {\"input\": 0, \"output\": 0}}, "
+                    "\"gpt-5-plain\": {\"provider\": \"p\", \"price\": \"gpt-5\", "
+                    "\"reasoning\": false}",
+                    NULL));
+    assert_false(config_find_model(c, "gpt-4o")->price.reasoning);
+    assert_true(config_find_model(c, "gpt-5.5")->price.reasoning);
+    assert_true(config_find_model(c, "gemini-2.5-flash")->price.reasoning);
+    assert_true(config_find_model(c, "claude-haiku-4-5")->price.reasoning);
+    assert_true(config_find_model(c, "o-local")->target.price->reasoning);
+    assert_false(config_find_model(c, "gpt-5-plain")->price.reasoning);
+    config_free(c);
+    expect_error(doc(PROV_P, "\"gpt-4o\": {\"provider\": \"p\", \"reasoning\": \"yes\"}", NULL),
+                 "$.models.gpt-4o.reasoning: ", "expected true or false");
+}
+
 static void test_model_errors(void **state)
 {
     expect_error(doc(PROV_P, "\"gpt-4o\": {\"provider\": \"nope\"}", NULL),
@@ -759,6 +783,39 @@ static void test_keys(void **state)
     config_free(c);
 }
 
+/* $.teams: a budget per team; keys point at their team's entry. */
+static void test_teams(void **state)
+{
+    bridle_config *c =
+        load_ok(doc(PROV_P, MODEL_4O,
+                    "\"teams\": {\"search\": {\"budget_usd\": \"12.5\"}, \"ops\": {}}, "
+                    "\"keys\": [{\"id\": \"a\", \"sha256\": \"" SHA_A
+                    "\", \"team\": \"search\"}, {\"id\": \"b\", \"sha256\": \"" SHA_B
+                    "\", \"team\": \"elsewhere\"}]"));
+    assert_int_equal(config_n_teams(c), 2);
+    const team_conf *t = config_find_team(c, "search");
+    assert_non_null(t);
+    assert_int_equal(t->budget_pusd, 12500000000000LL);
+    assert_int_equal(config_find_team(c, "ops")->budget_pusd, 0);
+    assert_null(config_find_team(c, "elsewhere"));
+    assert_ptr_equal(config_find_key(c, SHA_A)->team_cfg, t);
+    assert_null(config_find_key(c, SHA_B)->team_cfg); /* a team without an entry: no budget */
+    config_free(c);
+
+    expect_error(doc(PROV_P, MODEL_4O, "\"teams\": {\"search\": {\"budget_usd\": -3}}"),
+                 "$.teams.search.budget_usd: ", "expected dollars per month");
+    expect_error(doc(PROV_P, MODEL_4O, "\"teams\": {\"search\": {\"budget\": 3}}"),
+                 "$.teams.search.budget: ", "unknown key");
+    expect_error(doc(PROV_P, MODEL_4O, "\"teams\": {\"search\": 3}"),
+                 "$.teams.search: ", "expected an object");
+    expect_error(doc(PROV_P, MODEL_4O, "\"teams\": []"), "$.teams: ", "expected an object");
+    expect_error(
+        doc(PROV_P, MODEL_4O,
+            "\"teams\": {\"a234567890123456789012345678901234567890123456789012345678901234"
+            "5\": {}}"),
+        "$.teams.a2345", "1 to 64 bytes");
+}
+
 static void test_key_from_unset_variable_skipped(void **state)
 {
     bridle_config *c = load_ok(doc(PROV_P, MODEL_4O,
@@ -885,6 +942,8 @@ int main(void)
         cmocka_unit_test_setup(test_log_level, setup_env),
         cmocka_unit_test_setup(test_limits_errors, setup_env),
         cmocka_unit_test_setup(test_model_errors, setup_env),
+        cmocka_unit_test_setup(test_model_reasoning, setup_env),
+        cmocka_unit_test_setup(test_teams, setup_env),
         cmocka_unit_test_setup(test_bad_prices, setup_env),
         cmocka_unit_test_setup(test_explicit_prices, setup_env),
         cmocka_unit_test_setup(test_routes, setup_env),
