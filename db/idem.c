@@ -75,6 +75,7 @@ struct idem_store {
     char instance[17];
     uint64_t counter;
     struct event expire_timer;
+    struct event fail_timer; /* answers queued work soon when no connection is up */
 };
 
 static void pump(idem_store *s);
@@ -172,8 +173,7 @@ static void enqueue(idem_store *s, idem_op *op)
 static entry *entry_find(idem_store *s, const char *scope, const char *key, const char *fp)
 {
     for (entry *e = s->entries; e; e = e->next)
-        if (strcmp(e->key, key) == 0 && strcmp(e->scope, scope) == 0 &&
-            (!fp ? e->st == E_OWNED : strcmp(e->fp, fp) == 0))
+        if (strcmp(e->key, key) == 0 && strcmp(e->scope, scope) == 0 && strcmp(e->fp, fp) == 0)
             return e;
     return NULL;
 }
@@ -272,26 +272,38 @@ static void entry_next_claim(entry *e)
     entry_claim(e);
 }
 
+static bool any_up(const idem_store *s)
+{
+    for (int i = 0; i < s->n_slots; i++)
+        if (pgconn_up(s->slots[i].pg)) return true;
+    return false;
+}
+
+/* With no connection up, what is queued fails on the next loop pass (a
+ * client is waiting), never inside the call that queued it. */
+static void enqueue_or_fail_soon(idem_store *s, idem_op *op)
+{
+    enqueue(s, op);
+    if (!any_up(s)) {
+        struct timeval zero = {0, 0};
+        evtimer_add(&s->fail_timer, &zero);
+    }
+}
+
 /* Asks the database for the key on behalf of the entry's first waiter. */
 static void entry_claim(entry *e)
 {
-    idem_store *s = e->s;
     if (e->st == E_CLAIMING) return;
-    bool any_up = false;
-    for (int i = 0; i < s->n_slots; i++)
-        any_up |= pgconn_up(s->slots[i].pg);
-    idem_op *job = any_up ? op_new(s, OP_CLAIM, NULL, NULL) : NULL;
-    if (!job) {
-        idem_result r = {.outcome = IDEM_UNAVAILABLE,
-                         .error =
-                             any_up ? "out of memory" : "the idempotency database is unreachable"};
+    idem_op *job = op_new(e->s, OP_CLAIM, NULL, NULL);
+    if (!job) { /* only from a timer or a result: answering now is safe */
+        idem_result r = {.outcome = IDEM_UNAVAILABLE, .error = "out of memory"};
         e->st = E_IDLE;
         entry_finish_all(e, &r);
         return;
     }
     e->st = E_CLAIMING;
     job->e = e;
-    enqueue(s, job);
+    enqueue_or_fail_soon(e->s, job);
 }
 
 /* ------------------------------------------------------------ results */
@@ -322,9 +334,10 @@ static void on_claim_result(entry *e, PGresult *res, const char *error)
     e->empty_retries = 0;
     if (claimed) {
         e->st = E_OWNED;
-        idem_result r = {.outcome = IDEM_CLAIMED, .owner = e->owner};
-        op_finish(waiter_pop(e), &r);
+        idem_op *winner = waiter_pop(e);
         entry_refuse_impatient(e);
+        idem_result r = {.outcome = IDEM_CLAIMED, .owner = e->owner};
+        op_finish(winner, &r); /* last: the winner may settle the key at once */
         return;
     }
     if (strcmp(PQgetvalue(res, 0, 1), e->fp) != 0) {
@@ -496,13 +509,16 @@ static void on_conn_state(void *ctx, bool up)
 {
     slot *sl = ctx;
     idem_store *s = sl->s;
-    if (up) {
+    if (up)
         pump(s);
-        return;
-    }
-    for (int i = 0; i < s->n_slots; i++)
-        if (pgconn_up(s->slots[i].pg)) return;
-    fail_queued(s, "the idempotency database is unreachable");
+    else if (!any_up(s))
+        fail_queued(s, "the idempotency database is unreachable");
+}
+
+static void on_fail_timer(evutil_socket_t fd, short what, void *arg)
+{
+    idem_store *s = arg;
+    if (!any_up(s)) fail_queued(s, "the idempotency database is unreachable");
 }
 
 static void on_op_timer(evutil_socket_t fd, short what, void *arg)
@@ -674,6 +690,8 @@ idem_store *idem_new(struct event_base *base, const idem_options *opt)
     if (s->opt.poll_ms <= 0) s->opt.poll_ms = 20;
     if (s->opt.query_timeout_ms <= 0) s->opt.query_timeout_ms = 5000;
     if (!util_random_hex(s->instance, 8)) snprintf(s->instance, sizeof s->instance, "%d", 0);
+    evtimer_assign(&s->fail_timer, base, on_fail_timer, s);
+    event_assign(&s->expire_timer, base, -1, EV_PERSIST, on_expire_timer, s);
     pgconn_options po = {.query_timeout_ms = s->opt.query_timeout_ms};
     for (int i = 0; i < s->opt.connections; i++) {
         s->slots[i].s = s;
@@ -684,7 +702,6 @@ idem_store *idem_new(struct event_base *base, const idem_options *opt)
         }
         s->n_slots++;
     }
-    event_assign(&s->expire_timer, base, -1, EV_PERSIST, on_expire_timer, s);
     struct timeval tv = {EXPIRE_INTERVAL_MS / 1000, 0};
     evtimer_add(&s->expire_timer, &tv);
     return s;
@@ -694,6 +711,7 @@ void idem_free(idem_store *s)
 {
     if (!s) return;
     evtimer_del(&s->expire_timer);
+    evtimer_del(&s->fail_timer);
     for (int i = 0; i < s->n_slots; i++) {
         pgconn_free(s->slots[i].pg);
         if (s->slots[i].job) op_free(s->slots[i].job);
