@@ -73,6 +73,22 @@ typedef struct resilience_conf {
     int64_t breaker_open_ms;  /* first open period (doubles on repeated trips, capped at 60 s) */
 } resilience_conf;
 
+/* Deadlines for one level of the "timeouts" section; 0 = not set here. */
+typedef struct timeout_conf {
+    int64_t connect_ms, first_byte_ms, total_ms;
+} timeout_conf;
+
+/* The deadlines one client request gets: each field from the most specific
+ * level that sets it (timeouts.tasks.TASK, then timeouts.routes.ROUTE, then
+ * timeouts.default). The total covers every attempt and falls back to
+ * limits.request_timeout_ms; connect and first byte apply per attempt and
+ * fall back to the provider's own (0 here). The *_from strings name the
+ * setting that decided, for error messages ("timeouts.tasks.x.total_ms"). */
+typedef struct request_timeouts {
+    int64_t total_ms, connect_ms, first_byte_ms;
+    const char *total_from, *connect_from, *first_byte_from; /* NULL when 0 above */
+} request_timeouts;
+
 /* Loads and validates FILE. On error returns NULL with a message like
  * "FILE: $.providers.x.kind: expected one of openai, anthropic, gemini,
  * ollama (got \"opnai\")" in err. */
@@ -84,6 +100,10 @@ const char *config_log_level(const bridle_config *c);
 const limits_conf *config_limits(const bridle_config *c);
 const database_conf *config_database(const bridle_config *c);
 const resilience_conf *config_resilience(const bridle_config *c);
+/* The deadlines for a request of `task` (may be NULL) to `route` (a name in
+ * $.routes, or NULL). */
+void config_request_timeouts(const bridle_config *c, const char *task, const char *route,
+                             request_timeouts *out);
 /* The routing policy built from $.routing (router/policy.h); its model
  * table is config_model() order. NULL when the file has no "routing"
  * section and the default tiers do not fit its models. */
