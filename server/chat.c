@@ -71,11 +71,10 @@ typedef struct chat {
     bool body_too_large;
     char chunk_id[80];
     int64_t start_us, deadline_ms;
-    request_timeouts tmo; /* this request's deadlines (config "timeouts") */
-    bool cut_by_deadline; /* the attempt's total is the request's deadline, not the provider's */
-    bool
-        own_first_byte; /* the attempt's first-byte limit is this request's, below the provider's */
-    bool own_limit_hit; /* the attempt failed on one of this request's own limits */
+    request_timeouts tmo;     /* this request's deadlines (config "timeouts") */
+    bool cut_by_deadline;     /* the attempt's total limit is the request's deadline */
+    bool own_first_byte;      /* its first-byte limit is the request's, below the provider's */
+    bool own_limit_hit;       /* it failed on one of the request's own limits */
     int64_t wall_start_us;    /* for the event's timestamp */
     int64_t attempt_start_us; /* current attempt */
     int64_t upstream_us;      /* all attempts so far */
@@ -86,6 +85,7 @@ typedef struct chat {
     int target_attempts;      /* attempts on the current candidate */
     int ambiguous_retries;
     bool budget_exhausted; /* a retry was refused by the retry budget */
+    bool shed;             /* the last target's open breaker refused the request */
     struct event retry_ev; /* waiting out a backoff or Retry-After */
     bool retry_armed;
     struct event reap;
@@ -350,7 +350,8 @@ static void reply_upstream_error(chat *c, const upstream_error *e)
     }
     reply_error(c, e->client_status ? e->client_status : 502, e->type[0] ? e->type : "api_error",
                 e->code, NULL, msg,
-                e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted && !c->budget_exhausted);
+                e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted && !c->budget_exhausted &&
+                    !c->shed);
 }
 
 /* The request's total timeout ran out. Not the provider's fault: a short
@@ -934,6 +935,9 @@ static bool skip_open_target(chat *c)
         c->target_attempts = 0;
         start_attempt(c);
     } else {
+        /* Shed: a client retry before Retry-After would be refused too, and
+         * its SDK's retries would multiply ours (reliability.md §2.2). */
+        c->shed = true;
         reply_upstream_error(c, &e);
     }
     return true;

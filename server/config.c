@@ -721,9 +721,9 @@ static void parse_database(parse_ctx *pc, json_object *root)
 
 static void parse_resilience(parse_ctx *pc, json_object *root)
 {
-    static const char *const known[] = {"retries",          "max_attempts",    "max_wait_ms",
-                                        "backoff_base_ms",  "backoff_cap_ms",  "breaker",
-                                        "breaker_failures", "breaker_open_ms", NULL};
+    static const char *const known[] = {
+        "retries", "max_attempts",     "max_wait_ms",     "backoff_base_ms",     "backoff_cap_ms",
+        "breaker", "breaker_failures", "breaker_open_ms", "breaker_open_max_ms", NULL};
     resilience_conf *r = &pc->cfg->resilience;
     json_object *o = get_obj(pc, root, "resilience", false);
     size_t old = path_push(pc, ".resilience");
@@ -736,6 +736,13 @@ static void parse_resilience(parse_ctx *pc, json_object *root)
     r->breaker = get_bool(pc, o, "breaker", true);
     r->breaker_failures = get_int(pc, o, "breaker_failures", 5, 1, 1000);
     r->breaker_open_ms = get_int(pc, o, "breaker_open_ms", 5000, 100, 600000);
+    r->breaker_open_max_ms = get_int(pc, o, "breaker_open_max_ms", 60000, 100, 3600000);
+    if (r->breaker_open_max_ms < r->breaker_open_ms) {
+        size_t o2 = path_push(pc, ".breaker_open_max_ms");
+        fail(pc, "expected at least breaker_open_ms (%lld), got %lld",
+             (long long)r->breaker_open_ms, (long long)r->breaker_open_max_ms);
+        path_pop(pc, o2);
+    }
     path_pop(pc, old);
 }
 

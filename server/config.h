@@ -68,9 +68,10 @@ typedef struct resilience_conf {
     int64_t max_attempts; /* attempts per target */
     int64_t max_wait_ms;  /* a longer Retry-After fails over (or fails) instead of waiting */
     int64_t backoff_base_ms, backoff_cap_ms;
-    bool breaker;             /* circuit breaker per provider endpoint and model */
-    int64_t breaker_failures; /* consecutive failures that open it */
-    int64_t breaker_open_ms;  /* first open period (doubles on repeated trips, capped at 60 s) */
+    bool breaker;                /* circuit breaker per provider endpoint and model */
+    int64_t breaker_failures;    /* consecutive failures that open it */
+    int64_t breaker_open_ms;     /* first open period (doubles on repeated trips) */
+    int64_t breaker_open_max_ms; /* the cap of that doubling */
 } resilience_conf;
 
 /* Deadlines for one level of the "timeouts" section; 0 = not set here. */

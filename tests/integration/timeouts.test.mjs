@@ -86,9 +86,26 @@ describe('total timeout per task', () => {
     assert.equal((await mockStats(mock.url)).by_model['gpt-4o-mini'], 2);
   });
 
+  test('a stream still running at the total timeout ends with an error event naming it', async () => {
+    await mockReset(mock.url);
+    const r = await timed(
+      {
+        model: 'gpt-4o-mini',
+        stream: true,
+        messages: [{ role: 'user', content: '[[mock:trickle_ms=150]] Hello' }],
+      },
+      { 'x-bridle-task': 'classify' },
+    );
+    assert.equal(r.status, 200);
+    assert.match(r.text, /"content":"Hello"/, 'the first pieces were relayed');
+    assert.match(r.text, /"type":"timeout_error"/);
+    assert.match(r.text, /total timeout of 300 ms \(timeouts\.tasks\.classify\.total_ms\) ran out mid-stream/);
+    assert.ok(r.ms >= 290 && r.ms < 700, `ended after ${r.ms} ms`);
+  });
+
   test('attempts cut by a request’s own deadline do not count against the breaker (it opens at 2)', async () => {
-    // the last request: a real 503 (counted), then an attempt cut by the
-    // deadline (not counted: a second failure would have opened it)
+    // the 503 above counted; the attempt cut by the deadline after it, and
+    // the stream cut by it, did not (a second failure would have opened it)
     const b = await breakerOf('gpt-4o-mini');
     assert.equal(b.state, 'closed', JSON.stringify(b));
     assert.equal(b.consecutive_failures, 1, JSON.stringify(b));

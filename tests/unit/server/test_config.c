@@ -798,6 +798,21 @@ static void test_timeout_errors(void **state)
                  "$.timeouts.default.connect_ms: ", "expected an integer, got string");
 }
 
+static void test_breaker_open_max(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P, MODEL_4O, NULL));
+    assert_int_equal(config_resilience(c)->breaker_open_max_ms, 60000);
+    config_free(c);
+    c = load_ok(doc(PROV_P, MODEL_4O,
+                    "\"resilience\": {\"breaker_open_ms\": 1000, \"breaker_open_max_ms\": 4000}"));
+    assert_int_equal(config_resilience(c)->breaker_open_ms, 1000);
+    assert_int_equal(config_resilience(c)->breaker_open_max_ms, 4000);
+    config_free(c);
+    expect_error(doc(PROV_P, MODEL_4O,
+                     "\"resilience\": {\"breaker_open_ms\": 5000, \"breaker_open_max_ms\": 4000}"),
+                 "$.resilience.breaker_open_max_ms: ", "expected at least breaker_open_ms (5000)");
+}
+
 /* ------------------------------------------------------------ keys */
 
 static void test_keys(void **state)
@@ -934,6 +949,7 @@ int main(void)
         cmocka_unit_test_setup(test_route_errors, setup_env),
         cmocka_unit_test_setup(test_timeouts, setup_env),
         cmocka_unit_test_setup(test_timeout_errors, setup_env),
+        cmocka_unit_test_setup(test_breaker_open_max, setup_env),
         cmocka_unit_test_setup(test_keys, setup_env),
         cmocka_unit_test_setup(test_key_from_unset_variable_skipped, setup_env),
         cmocka_unit_test_setup(test_key_errors, setup_env),
