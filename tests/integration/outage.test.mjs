@@ -12,11 +12,14 @@
 //    at the start. Its per-request state is pooled (server/chat.c keeps up to
 //    512 finished requests, the engine its easy handles), so steady traffic
 //    should not grow it at all; 6,000 requests leaking 1.4 KB each would.
+//    Under ASan (BUILD=build-asan) RSS holds the allocator's quarantine of
+//    freed memory (up to 256 MB), so there the bound is not checked: that
+//    pass's LeakSanitizer report at exit is the leak check instead.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
-import { mockConfig, mockStats, post, sleep, startBridle, startMock } from './lib/harness.mjs';
+import { SANITIZED, mockConfig, mockStats, post, sleep, startBridle, startMock } from './lib/harness.mjs';
 
 const RATE = 200; // client requests per second
 const TOTAL_MS = 60000;
@@ -144,7 +147,7 @@ test('200 req/s for 60 s, the provider down (503) for the middle 30 s', { timeou
   console.log(`# outage ${(marks.outageFrom / 1000).toFixed(2)}–${(marks.outageTo / 1000).toFixed(2)} s: ${clientDuring} client requests, ${upDuring} upstream attempts, ratio ${ratio.toFixed(4)} (bound 1.10)`);
   console.log(`# outage replies: ${JSON.stringify(byCode)}; shed without Retry-After + x-should-retry: false: ${shedBadHeaders.length}`);
   console.log(`# recovery: first 200 ${((firstOk - marks.outageTo) / 1000).toFixed(2)} s after the mock recovered, last failure ${((lastBad - marks.outageTo) / 1000).toFixed(2)} s after; from +${(2 * W) / 1000} s (2 × open window ${W} ms): ${lateOk}/${late.length} = ${((100 * lateOk) / late.length).toFixed(2)} % succeeded (bound 99 %)`);
-  console.log(`# bridle RSS: ${marks.rssStart} kB at the outage start, ${marks.rssEnd} kB at its end, growth ${rssGrowth} kB (bound ${RSS_BOUND_KB} kB)`);
+  console.log(`# bridle RSS: ${marks.rssStart} kB at the outage start, ${marks.rssEnd} kB at its end, growth ${rssGrowth} kB (bound ${SANITIZED ? 'not checked under ASan' : `${RSS_BOUND_KB} kB`})`);
 
   assert.ok(results.length >= RATE * (TOTAL_MS / 1000) * 0.98, `only ${results.length} requests were sent`);
   assert.ok(beforeOk >= before_.length * 0.99, `before the outage only ${beforeOk}/${before_.length} succeeded`);
@@ -155,5 +158,5 @@ test('200 req/s for 60 s, the provider down (503) for the middle 30 s', { timeou
   assert.ok(firstOk - marks.outageTo <= W * 1.2 + 500, `first success ${firstOk - marks.outageTo} ms after recovery`);
   assert.ok(late.length >= RATE * 5, `only ${late.length} requests after recovery + 2W`);
   assert.ok(lateOk >= late.length * 0.99, `after recovery + 2W only ${lateOk}/${late.length} succeeded`);
-  assert.ok(rssGrowth <= RSS_BOUND_KB, `RSS grew ${rssGrowth} kB during the outage`);
+  if (!SANITIZED) assert.ok(rssGrowth <= RSS_BOUND_KB, `RSS grew ${rssGrowth} kB during the outage`);
 });
