@@ -165,6 +165,7 @@ static void call_finish(engine_call *c, CURLcode res)
     r.first_byte_us = c->first_byte_us;
     r.ok = res == CURLE_OK && !c->fb_timed_out;
     r.timed_out = c->fb_timed_out || res == CURLE_OPERATION_TIMEDOUT;
+    r.first_byte_late = c->fb_timed_out;
     if (c->fb_timed_out)
         r.what = "no response from the provider within the first-byte timeout";
     else if (res != CURLE_OK)
@@ -349,25 +350,28 @@ static void call_set_fixed_options(engine_call *c, bool use_env_proxy)
     if (!use_env_proxy) curl_easy_setopt(h, CURLOPT_PROXY, "");
 }
 
-static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p, int64_t deadline_ms)
+static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p,
+                             const engine_limits *lim)
 {
+    static const engine_limits none;
+    if (!lim) lim = &none;
     CURL *h = c->easy;
     curl_easy_setopt(h, CURLOPT_CURLU, u);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
     long total = p->total_timeout_ms > 0 ? p->total_timeout_ms : 600000;
-    if (deadline_ms > 0 && deadline_ms < total) total = (long)deadline_ms;
+    if (lim->deadline_ms > 0 && lim->deadline_ms < total) total = (long)lim->deadline_ms;
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(p->connect_timeout_ms > 0 ? p->connect_timeout_ms : 0));
+    int64_t connect = lim->connect_ms > 0 ? lim->connect_ms : p->connect_timeout_ms;
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect > 0 ? connect : 0));
     /* no byte for this long = stalled (0 = no limit) */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
                      (long)(p->idle_timeout_ms > 0 ? (p->idle_timeout_ms + 999) / 1000 : 0));
-    if (p->first_byte_timeout_ms > 0 && p->first_byte_timeout_ms < total) {
+    int64_t fb = lim->first_byte_ms > 0 ? lim->first_byte_ms : p->first_byte_timeout_ms;
+    if (fb > 0 && fb < total) {
         evtimer_assign(&c->fb_timer, c->e->base, on_first_byte_timeout, c);
-        struct timeval tv = {p->first_byte_timeout_ms / 1000,
-                             (p->first_byte_timeout_ms % 1000) * 1000};
+        struct timeval tv = {fb / 1000, (fb % 1000) * 1000};
         evtimer_add(&c->fb_timer, &tv);
         c->fb_armed = true;
     }
@@ -389,7 +393,7 @@ static void set_headers(engine_call *c, const upstream_request *req)
 }
 
 engine_call *engine_call_start(engine *e, const upstream_request *req, const provider_conf *p,
-                               int64_t deadline_ms, const engine_callbacks *cb, void *ctx)
+                               const engine_limits *lim, const engine_callbacks *cb, void *ctx)
 {
     CURLU *u = url_handle(e, req->url.data);
     if (!u) {
@@ -403,7 +407,7 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
     buf_append(&c->body, req->body.data ? req->body.data : "", req->body.len);
     set_headers(c, req);
     c->start_us = util_now_us();
-    call_set_options(c, u, p, deadline_ms);
+    call_set_options(c, u, p, lim);
     if (curl_multi_add_handle(e->multi, c->easy) != CURLM_OK) {
         c->cancelled = true;
         call_release(c);

@@ -25,6 +25,7 @@ typedef struct engine_call engine_call;
 typedef struct engine_result {
     bool ok;               /* the transfer completed (any HTTP status) */
     bool timed_out;        /* a connect / first-byte / idle / total limit fired */
+    bool first_byte_late;  /* the one that fired was the first-byte limit */
     const char *what;      /* when !ok: what failed, in words */
     int status;            /* HTTP status, 0 if none was received */
     int64_t first_byte_us; /* from start to the first response byte, -1 if none */
@@ -46,12 +47,18 @@ typedef struct engine_stats {
 engine *engine_new(struct event_base *base, long max_connects);
 void engine_free(engine *e);
 
+/* The client request's own limits for one call; 0 = the provider's. */
+typedef struct engine_limits {
+    int64_t deadline_ms;   /* caps the total further: the time the client request has left */
+    int64_t connect_ms;    /* replaces the provider's connect timeout */
+    int64_t first_byte_ms; /* replaces the provider's first-byte timeout */
+} engine_limits;
+
 /* Starts a call. `req` is copied as needed (the caller may free it after
- * this returns). Timeouts come from the provider; `deadline_ms` (> 0) caps
- * the total time further (the client request's own deadline). Returns NULL
- * if curl refused the handle (then nothing fires). */
+ * this returns). Timeouts come from the provider, overridden by `lim` (may
+ * be NULL). Returns NULL if curl refused the handle (then nothing fires). */
 engine_call *engine_call_start(engine *e, const upstream_request *req, const provider_conf *p,
-                               int64_t deadline_ms, const engine_callbacks *cb, void *ctx);
+                               const engine_limits *lim, const engine_callbacks *cb, void *ctx);
 
 /* Aborts the call; no callback fires after this returns. */
 void engine_call_cancel(engine_call *c);

@@ -158,9 +158,11 @@ bool retry_budget_would_allow(const retry_budget *rb, int64_t now_ms)
 {
     int64_t req, ret;
     retry_budget_sum(rb, now_ms, &req, &ret);
-    __int128 limit =
-        (__int128)req * rb->cfg.ratio_pct + (__int128)rb->cfg.min_per_s * rb->cfg.window_ms / 10;
-    return ((__int128)ret + 1) * 100 <= limit;
+    /* the floor is a minimum, not an addition: at any volume where the ratio
+     * allows more, the ratio alone bounds the amplification (SRE's 1.1×) */
+    __int128 by_ratio = (__int128)req * rb->cfg.ratio_pct;
+    __int128 floor = (__int128)rb->cfg.min_per_s * rb->cfg.window_ms / 10;
+    return ((__int128)ret + 1) * 100 <= (by_ratio > floor ? by_ratio : floor);
 }
 
 bool retry_budget_allow(retry_budget *rb, int64_t now_ms)

@@ -87,15 +87,16 @@ const char *retry_action_name(retry_action a);
  * floor so a quiet target can still retry (SRE ch. 21's 10%, Envoy's
  * retry_budget and min_retry_concurrency). With R client requests and T
  * retries counted in the window, a retry is allowed when
- *     (T + 1) × 100 <= R × ratio_pct + min_per_s × window_ms / 10
- * i.e. T + 1 <= ratio·R + floor, floor = min_per_s × window seconds.
+ *     (T + 1) × 100 <= max(R × ratio_pct, min_per_s × window_ms / 10)
+ * i.e. T + 1 <= max(ratio·R, floor), floor = min_per_s × window seconds.
  * The window is `buckets` buckets of window_ms / buckets ms; bucket i holds
  * the events at t with floor(t / bucket_ms) == i; the window at t is the
  * current bucket plus the buckets - 1 before it. O(1) memory.
  * Over an outage where every attempt fails and every failure wants a retry,
  * upstream attempts ÷ client requests over a window is at most
- * 1 + ratio + floor ÷ requests (plus up to one bucket's share at bucket
- * edges). Keep one budget per target (provider endpoint). */
+ * 1 + max(ratio, floor ÷ requests) (plus up to one bucket's share at bucket
+ * edges): 1.10 once R × ratio passes the floor (300 requests per 10 s with
+ * the defaults). Keep one budget per target (provider endpoint). */
 typedef struct retry_budget retry_budget;
 
 #define RETRY_BUDGET_MAX_BUCKETS 64

@@ -73,6 +73,10 @@ typedef struct chat {
     bool body_too_large;
     char chunk_id[80];
     int64_t start_us, deadline_ms;
+    request_timeouts tmo;     /* this request's deadlines (config "timeouts") */
+    bool cut_by_deadline;     /* the attempt's total limit is the request's deadline */
+    bool own_first_byte;      /* its first-byte limit is the request's, below the provider's */
+    bool own_limit_hit;       /* it failed on one of the request's own limits */
     int64_t wall_start_us;    /* for the event's timestamp */
     int64_t attempt_start_us; /* current attempt */
     int64_t upstream_us;      /* all attempts so far */
@@ -83,6 +87,7 @@ typedef struct chat {
     int target_attempts;      /* attempts on the current candidate */
     int ambiguous_retries;
     bool budget_exhausted; /* a retry was refused by the retry budget */
+    bool shed;             /* the last target's open breaker refused the request */
     struct event retry_ev; /* waiting out a backoff or Retry-After */
     bool retry_armed;
     struct event reap;
@@ -414,8 +419,9 @@ static void reply_error(chat *c, int status, const char *type, const char *code,
     add_common_headers(c);
     buf b = BUF_INIT;
     http_error_json(&b, type, code, param, message);
-    if (!should_retry)
-        evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-should-retry", "false");
+    /* said both ways: the OpenAI SDKs obey it over their own status rules */
+    evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-should-retry",
+                      should_retry ? "true" : "false");
     send_final(c, status, b.data, b.len, CHAT_FAILED, message);
     buf_free(&b);
 }
@@ -432,7 +438,30 @@ static void reply_upstream_error(chat *c, const upstream_error *e)
     }
     reply_error(c, e->client_status ? e->client_status : 502, e->type[0] ? e->type : "api_error",
                 e->code, NULL, msg,
-                e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted && !c->budget_exhausted);
+                e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted && !c->budget_exhausted &&
+                    !c->shed);
+}
+
+/* The request's total timeout ran out. Not the provider's fault: a short
+ * per-task deadline must not open a breaker that longer requests share. */
+static void reply_deadline(chat *c)
+{
+    breaker_settle(c, BREAKER_ABANDONED);
+    char msg[500];
+    int64_t took = (util_now_us() - c->start_us) / 1000;
+    snprintf(msg, sizeof msg,
+             "The request did not finish within its total timeout of %lld ms (%s): %lld ms "
+             "elapsed over %d attempt%s, the last one to provider %s, model %s",
+             (long long)c->tmo.total_ms, c->tmo.total_from, (long long)took, c->attempts,
+             c->attempts == 1 ? "" : "s", c->plan[c->cur]->provider->name, c->plan[c->cur]->model);
+    reply_error(c, 504, "timeout_error", "request_timeout", NULL, msg, false);
+}
+
+/* Did this attempt end because the request's own deadline passed? */
+static bool deadline_cut(chat *c, const engine_result *r)
+{
+    return r->timed_out && !r->first_byte_late && c->cut_by_deadline &&
+           util_now_ms() >= c->deadline_ms;
 }
 
 static void cost_header(chat *c, const usage_record *u)
@@ -615,7 +644,10 @@ static bool recover(chat *c, const upstream_error *e)
     bool client_error = c->status >= 400 && c->status < 500;
     if (c->status == 429 && e->retry_after_ms > 0 && target_breaker(c))
         breaker_pause(target_breaker(c), now + e->retry_after_ms);
-    breaker_settle(c, client_error ? BREAKER_NEUTRAL : BREAKER_FAILURE);
+    breaker_settle(c, client_error       ? BREAKER_NEUTRAL
+                      : c->own_limit_hit ? BREAKER_ABANDONED
+                                         : BREAKER_FAILURE);
+    c->own_limit_hit = false;
     retry_budget *rb = target_budget(c);
     const resilience_conf *rc = config_resilience(c->a->cfg);
     retry_input in = {
@@ -871,6 +903,12 @@ static void end_relay(chat *c, const engine_result *r)
                           c->sres.error.message[0] ? c->sres.error.message
                                                    : "the provider sent an error mid-stream");
         why = "provider error mid-stream";
+    } else if (deadline_cut(c, r)) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "the request's total timeout of %lld ms (%s) ran out mid-stream",
+                 (long long)c->tmo.total_ms, c->tmo.total_from);
+        send_stream_error(c, "timeout_error", msg);
+        why = "total timeout mid-stream";
     } else {
         char msg[300];
         snprintf(msg, sizeof msg, "the provider's stream was cut before it finished (%s)",
@@ -880,7 +918,9 @@ static void end_relay(chat *c, const engine_result *r)
     }
     estimate_usage(c, &c->sres.usage);
     bool ok = c->sres.done && !c->sres.failed;
-    breaker_settle(c, ok ? BREAKER_SUCCESS : BREAKER_FAILURE);
+    breaker_settle(c, ok                   ? BREAKER_SUCCESS
+                      : deadline_cut(c, r) ? BREAKER_ABANDONED
+                                           : BREAKER_FAILURE);
     record_usage(c, 200,
                  ok               ? ""
                  : c->sres.failed ? "upstream_stream_error"
@@ -1041,6 +1081,15 @@ static void on_upstream_done(void *ctx, const engine_result *r)
         snprintf(e.message, sizeof e.message,
                  "the provider's answer (HTTP %d) was cut before it finished (%s)", r->status,
                  r->what ? r->what : "connection closed");
+    } else if (deadline_cut(c, r)) {
+        reply_deadline(c);
+        return;
+    } else if (r->first_byte_late && c->own_first_byte) {
+        char what[200];
+        snprintf(what, sizeof what, "no response within the first-byte timeout of %lld ms (%s)",
+                 (long long)c->tmo.first_byte_ms, c->tmo.first_byte_from);
+        provider_transport_error(what, true, &e);
+        c->own_limit_hit = true;
     } else if (!r->ok) {
         provider_transport_error(r->what ? r->what : "transfer failed", r->timed_out, &e);
     } else if (c->body_too_large) {
@@ -1082,6 +1131,9 @@ static bool skip_open_target(chat *c)
         c->target_attempts = 0;
         start_attempt(c);
     } else {
+        /* Shed: a client retry before Retry-After would be refused too, and
+         * its SDK's retries would multiply ours (reliability.md §2.2). */
+        c->shed = true;
         reply_upstream_error(c, &e);
     }
     return true;
@@ -1124,19 +1176,41 @@ static void start_attempt(chat *c)
     upstream_request_finish_headers(&c->up);
     static const engine_callbacks cb = {on_upstream_headers, on_upstream_data, on_upstream_done};
     int64_t left = c->deadline_ms - util_now_ms();
+    if (left <= 0) {
+        reply_deadline(c);
+        return;
+    }
+    engine_limits lim = {left, c->tmo.connect_ms, c->tmo.first_byte_ms};
+    const provider_conf *p = t->provider;
+    c->cut_by_deadline = left < (p->total_timeout_ms > 0 ? p->total_timeout_ms : 600000);
+    c->own_first_byte = lim.first_byte_ms > 0 && (p->first_byte_timeout_ms <= 0 ||
+                                                  lim.first_byte_ms < p->first_byte_timeout_ms);
     c->attempts++;
     c->attempt_start_us = util_now_us();
     c->a->stats.upstream_attempts++;
-    c->call = left > 0 ? engine_call_start(c->a->eng, &c->up, t->provider, left, &cb, c) : NULL;
+    c->call = engine_call_start(c->a->eng, &c->up, p, &lim, &cb, c);
     if (!c->call) {
         upstream_error e;
-        provider_transport_error(left > 0 ? "could not start the upstream call"
-                                          : "request deadline passed",
-                                 left <= 0, &e);
+        provider_transport_error("could not start the upstream call", false, &e);
         if (!recover(c, &e)) reply_upstream_error(c, &e);
         return;
     }
     c->a->provider_inflight[t->provider->index]++;
+}
+
+/* Plans the request, then sets its deadlines (they depend on the route the
+ * plan took: a route of $.routes, or the policy's "auto" / "tier:NAME") and
+ * makes the first attempt. */
+static void plan_and_start(chat *c)
+{
+    if (make_plan(c) != 0) return;
+    config_request_timeouts(c->a->cfg, c->canon.task,
+                            c->route_name  ? c->route_name
+                            : c->by_policy ? c->canon.model
+                                           : NULL,
+                            &c->tmo);
+    c->deadline_ms = c->start_us / 1000 + c->tmo.total_ms;
+    start_attempt(c);
 }
 
 /* ------------------------------------------------------------ coalescing
@@ -1226,7 +1300,7 @@ static void coalesce_end(chat *c)
     while ((f = c->followers)) {
         c->followers = f->next_follower;
         f->leader = NULL;
-        if (make_plan(f) == 0) start_attempt(f);
+        plan_and_start(f);
     }
 }
 
@@ -1252,7 +1326,7 @@ static void on_idem_claim(void *ctx, const idem_result *r)
     case IDEM_CLAIMED:
         c->idem_held = true;
         snprintf(c->idem_owner, sizeof c->idem_owner, "%s", r->owner);
-        if (make_plan(c) == 0) start_attempt(c);
+        plan_and_start(c);
         return;
     case IDEM_REPLAY:
         replay(c, r);
@@ -1366,5 +1440,5 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
     if (c->canon.deterministic && config_resilience(a->cfg)->coalesce &&
         coalesce_join(c, body ? body : "", len))
         return;
-    if (make_plan(c) == 0) start_attempt(c);
+    plan_and_start(c);
 }

@@ -16,6 +16,13 @@
 #define MAX_TEAMS 4096
 #define TEAM_NAME_MAX 64 /* usage_event.team */
 
+/* One level of the "timeouts" section: the default, a task or a route. */
+typedef struct timeout_level {
+    const char *name; /* the task or route; NULL for the default */
+    timeout_conf t;
+    const char *from[3]; /* the config paths of connect, first byte and total */
+} timeout_level;
+
 struct bridle_config {
     char *path;
     char *listen;
@@ -24,6 +31,9 @@ struct bridle_config {
     database_conf database;
     resilience_conf resilience;
     idempotency_conf idempotency;
+    timeout_level tmo_default;
+    timeout_level *tmo_tasks, *tmo_routes;
+    int n_tmo_tasks, n_tmo_routes;
     json_object *routing; /* a reference into the parsed file, kept */
     struct policy *policy;
     provider_conf providers[MAX_PROVIDERS];
@@ -754,8 +764,9 @@ static void parse_database(parse_ctx *pc, json_object *root)
 static void parse_resilience(parse_ctx *pc, json_object *root)
 {
     static const char *const known[] = {
-        "retries", "max_attempts",     "max_wait_ms",     "backoff_base_ms", "backoff_cap_ms",
-        "breaker", "breaker_failures", "breaker_open_ms", "coalesce",        NULL};
+        "retries", "max_attempts",     "max_wait_ms",     "backoff_base_ms",     "backoff_cap_ms",
+        "breaker", "breaker_failures", "breaker_open_ms", "breaker_open_max_ms", "coalesce",
+        NULL};
     resilience_conf *r = &pc->cfg->resilience;
     json_object *o = get_obj(pc, root, "resilience", false);
     size_t old = path_push(pc, ".resilience");
@@ -768,6 +779,13 @@ static void parse_resilience(parse_ctx *pc, json_object *root)
     r->breaker = get_bool(pc, o, "breaker", true);
     r->breaker_failures = get_int(pc, o, "breaker_failures", 5, 1, 1000);
     r->breaker_open_ms = get_int(pc, o, "breaker_open_ms", 5000, 100, 600000);
+    r->breaker_open_max_ms = get_int(pc, o, "breaker_open_max_ms", 60000, 100, 3600000);
+    if (r->breaker_open_max_ms < r->breaker_open_ms) {
+        size_t o2 = path_push(pc, ".breaker_open_max_ms");
+        fail(pc, "expected at least breaker_open_ms (%lld), got %lld",
+             (long long)r->breaker_open_ms, (long long)r->breaker_open_max_ms);
+        path_pop(pc, o2);
+    }
     r->coalesce = get_bool(pc, o, "coalesce", false);
     path_pop(pc, old);
 }
@@ -791,6 +809,83 @@ static void parse_idempotency(parse_ctx *pc, json_object *root)
     }
     d->retention_hours = get_int(pc, o, "retention_hours", 24, 1, 24 * 366);
     d->connections = get_int(pc, o, "connections", 2, 1, 8);
+    path_pop(pc, old);
+}
+
+/* ------------------------------------------------------------ timeouts */
+
+static void parse_timeout_level(parse_ctx *pc, json_object *o, timeout_level *lv)
+{
+    static const char *const known[] = {"connect_ms", "first_byte_ms", "total_ms", NULL};
+    static const char *const field[] = {"connect_ms", "first_byte_ms", "total_ms"};
+    check_keys(pc, o, known);
+    lv->t.connect_ms = get_int(pc, o, "connect_ms", 0, 1, 600000);
+    lv->t.first_byte_ms = get_int(pc, o, "first_byte_ms", 0, 1, 3600000);
+    lv->t.total_ms = get_int(pc, o, "total_ms", 0, 100, 86400000);
+    if (lv->t.first_byte_ms && lv->t.total_ms && lv->t.first_byte_ms >= lv->t.total_ms) {
+        size_t old = path_push(pc, ".first_byte_ms");
+        fail(pc,
+             "expected less than total_ms (%lld): the first byte must be able to come in time "
+             "(got %lld)",
+             (long long)lv->t.total_ms, (long long)lv->t.first_byte_ms);
+        path_pop(pc, old);
+    }
+    for (int i = 0; i < 3; i++) { /* "$.timeouts.tasks.x" -> "timeouts.tasks.x.total_ms" */
+        buf b = BUF_INIT;
+        buf_printf(&b, "%s.%s", pc->path + 2, field[i]);
+        lv->from[i] = own(pc->cfg, buf_steal(&b));
+    }
+}
+
+/* timeouts.tasks / timeouts.routes: NAME -> level. A route is one of $.routes or a
+ * virtual model of the routing policy ("auto", "tier:NAME"). */
+static timeout_level *parse_timeout_map(parse_ctx *pc, json_object *o, const char *key, int *n)
+{
+    json_object *m = get_obj(pc, o, key, false);
+    if (!m) return NULL;
+    bool routes = strcmp(key, "routes") == 0;
+    int cap = json_object_object_length(m);
+    timeout_level *lv = own(pc->cfg, calloc(cap ? (size_t)cap : 1, sizeof *lv));
+    json_object_object_foreach(m, name, val)
+    {
+        size_t old = path_push(pc, ".%s.%s", key, name);
+        if (!json_object_is_type(val, json_type_object))
+            fail(pc, "expected an object of connect_ms, first_byte_ms, total_ms, got %s",
+                 type_name(val));
+        else if (routes && !config_find_route(pc->cfg, name) && strcmp(name, "auto") != 0 &&
+                 strncmp(name, "tier:", 5) != 0)
+            fail(pc,
+                 "expected the name of a route in $.routes, \"auto\" or \"tier:NAME\" (got "
+                 "\"%s\")",
+                 name);
+        else if (!*name)
+            fail(pc, "expected a non-empty task name");
+        else {
+            lv[*n].name = own(pc->cfg, strdup(name));
+            parse_timeout_level(pc, val, &lv[*n]);
+            (*n)++;
+        }
+        path_pop(pc, old);
+    }
+    return lv;
+}
+
+static void parse_timeouts(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {"default", "tasks", "routes", NULL};
+    bridle_config *c = pc->cfg;
+    json_object *o = get_obj(pc, root, "timeouts", false);
+    if (!o) return;
+    size_t old = path_push(pc, ".timeouts");
+    check_keys(pc, o, known);
+    json_object *d = get_obj(pc, o, "default", false);
+    if (d) {
+        size_t o2 = path_push(pc, ".default");
+        parse_timeout_level(pc, d, &c->tmo_default);
+        path_pop(pc, o2);
+    }
+    c->tmo_tasks = parse_timeout_map(pc, o, "tasks", &c->n_tmo_tasks);
+    c->tmo_routes = parse_timeout_map(pc, o, "routes", &c->n_tmo_routes);
     path_pop(pc, old);
 }
 
@@ -864,9 +959,10 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     parse_ctx pc = {.cfg = c, .path = "$", .err = err, .errlen = errlen};
     json_object *root = read_json_file(&pc, path);
     if (root) {
-        static const char *const known[] = {
-            "listen",   "log_level", "limits",  "providers",   "models",     "routes", "keys",
-            "database", "routing",   "$schema", "idempotency", "resilience", "teams",  NULL};
+        static const char *const known[] = {"listen",  "log_level", "limits",      "providers",
+                                            "models",  "routes",    "keys",        "database",
+                                            "routing", "$schema",   "idempotency", "resilience",
+                                            "teams",   "timeouts",  NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -886,6 +982,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_models(&pc, root);
         parse_routes(&pc, root);
         parse_teams(&pc, root);
+        parse_timeouts(&pc, root);
         parse_keys(&pc, root);
         parse_routing(&pc, root);
         json_object_put(root);
@@ -936,6 +1033,40 @@ const idempotency_conf *config_idempotency(const bridle_config *c)
 const resilience_conf *config_resilience(const bridle_config *c)
 {
     return &c->resilience;
+}
+
+static const timeout_level *find_timeout_level(const timeout_level *lv, int n, const char *name)
+{
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(lv[i].name, name) == 0) return &lv[i];
+    return NULL;
+}
+
+void config_request_timeouts(const bridle_config *c, const char *task, const char *route,
+                             request_timeouts *out)
+{
+    *out = (request_timeouts){.total_ms = c->limits.request_timeout_ms,
+                              .total_from = "limits.request_timeout_ms"};
+    /* least specific first: each level overwrites what it sets */
+    const timeout_level *chain[] = {&c->tmo_default,
+                                    find_timeout_level(c->tmo_routes, c->n_tmo_routes, route),
+                                    find_timeout_level(c->tmo_tasks, c->n_tmo_tasks, task)};
+    for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++) {
+        const timeout_level *lv = chain[i];
+        if (!lv) continue;
+        if (lv->t.connect_ms) {
+            out->connect_ms = lv->t.connect_ms;
+            out->connect_from = lv->from[0];
+        }
+        if (lv->t.first_byte_ms) {
+            out->first_byte_ms = lv->t.first_byte_ms;
+            out->first_byte_from = lv->from[1];
+        }
+        if (lv->t.total_ms) {
+            out->total_ms = lv->t.total_ms;
+            out->total_from = lv->from[2];
+        }
+    }
 }
 
 const struct policy *config_policy(const bridle_config *c)

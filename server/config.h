@@ -75,9 +75,10 @@ typedef struct resilience_conf {
     int64_t max_attempts; /* attempts per target */
     int64_t max_wait_ms;  /* a longer Retry-After fails over (or fails) instead of waiting */
     int64_t backoff_base_ms, backoff_cap_ms;
-    bool breaker;             /* circuit breaker per provider endpoint and model */
-    int64_t breaker_failures; /* consecutive failures that open it */
-    int64_t breaker_open_ms;  /* first open period (doubles on repeated trips, capped at 60 s) */
+    bool breaker;                /* circuit breaker per provider endpoint and model */
+    int64_t breaker_failures;    /* consecutive failures that open it */
+    int64_t breaker_open_ms;     /* first open period (doubles on repeated trips) */
+    int64_t breaker_open_max_ms; /* the cap of that doubling */
     bool coalesce; /* identical deterministic requests in flight share one upstream call */
 } resilience_conf;
 
@@ -87,6 +88,22 @@ typedef struct idempotency_conf {
     int64_t retention_hours; /* a stored answer is replayed this long */
     int64_t connections;     /* PostgreSQL connections for the claims */
 } idempotency_conf;
+
+/* Deadlines for one level of the "timeouts" section; 0 = not set here. */
+typedef struct timeout_conf {
+    int64_t connect_ms, first_byte_ms, total_ms;
+} timeout_conf;
+
+/* The deadlines one client request gets: each field from the most specific
+ * level that sets it (timeouts.tasks.TASK, then timeouts.routes.ROUTE, then
+ * timeouts.default). The total covers every attempt and falls back to
+ * limits.request_timeout_ms; connect and first byte apply per attempt and
+ * fall back to the provider's own (0 here). The *_from strings name the
+ * setting that decided, for error messages ("timeouts.tasks.x.total_ms"). */
+typedef struct request_timeouts {
+    int64_t total_ms, connect_ms, first_byte_ms;
+    const char *total_from, *connect_from, *first_byte_from; /* NULL when 0 above */
+} request_timeouts;
 
 /* Loads and validates FILE. On error returns NULL with a message like
  * "FILE: $.providers.x.kind: expected one of openai, anthropic, gemini,
@@ -100,6 +117,10 @@ const limits_conf *config_limits(const bridle_config *c);
 const database_conf *config_database(const bridle_config *c);
 const resilience_conf *config_resilience(const bridle_config *c);
 const idempotency_conf *config_idempotency(const bridle_config *c);
+/* The deadlines for a request of `task` (may be NULL) to `route` (a name in
+ * $.routes, or NULL). */
+void config_request_timeouts(const bridle_config *c, const char *task, const char *route,
+                             request_timeouts *out);
 /* The routing policy built from $.routing (router/policy.h); its model
  * table is config_model() order. NULL when the file has no "routing"
  * section and the default tiers do not fit its models. */

@@ -402,8 +402,9 @@ void http_reply_error(app *a, struct evhttp_request *req, int status, const char
 {
     buf b = BUF_INIT;
     http_error_json(&b, type, code, param, message);
-    if (!should_retry)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry", "false");
+    /* said both ways: the OpenAI SDKs obey it over their own status rules */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry",
+                      should_retry ? "true" : "false");
     http_reply_json(a, req, status, b.data, b.len);
     buf_free(&b);
 }

@@ -256,7 +256,7 @@ static void resilience_new(app *a)
         breaker_config bc = breaker_config_default();
         bc.consecutive_failures = (int)rc->breaker_failures;
         bc.open_base_ms = rc->breaker_open_ms;
-        if (bc.open_max_ms < bc.open_base_ms) bc.open_max_ms = bc.open_base_ms;
+        bc.open_max_ms = rc->breaker_open_max_ms; /* config checks it is >= the base */
         a->breakers = calloc((size_t)nm + 1, sizeof *a->breakers);
         for (int i = 0; i < nm; i++)
             a->breakers[i] = breaker_new(&bc);

@@ -759,6 +759,84 @@ static void test_route_errors(void **state)
                  "$.routes.auto.strategy: ", "unknown key");
 }
 
+/* ------------------------------------------------------------ timeouts */
+
+#define TMO_ROUTES "\"routes\": {\"fast\": {\"candidates\": [\"gpt-4o\"]}}, "
+
+static void test_timeouts(void **state)
+{
+    request_timeouts t;
+    bridle_config *c = load_ok(doc(PROV_P, MODEL_4O, "\"limits\": {\"request_timeout_ms\": 9000}"));
+    config_request_timeouts(c, "classify", NULL, &t);
+    assert_int_equal(t.total_ms, 9000);
+    assert_string_equal(t.total_from, "limits.request_timeout_ms");
+    assert_int_equal(t.connect_ms, 0);
+    assert_int_equal(t.first_byte_ms, 0);
+    assert_null(t.first_byte_from);
+    config_free(c);
+
+    c = load_ok(doc(PROV_P, MODEL_4O,
+                    TMO_ROUTES
+                    "\"timeouts\": {\"default\": {\"total_ms\": 5000, \"connect_ms\": 700}, "
+                    "\"routes\": {\"fast\": {\"total_ms\": 2000, \"first_byte_ms\": 800}, "
+                    "\"auto\": {\"total_ms\": 4000}}, "
+                    "\"tasks\": {\"classify\": {\"total_ms\": 300}}}"));
+    config_request_timeouts(c, NULL, NULL, &t); /* the default replaces request_timeout_ms */
+    assert_int_equal(t.total_ms, 5000);
+    assert_string_equal(t.total_from, "timeouts.default.total_ms");
+    assert_int_equal(t.connect_ms, 700);
+    assert_string_equal(t.connect_from, "timeouts.default.connect_ms");
+    config_request_timeouts(c, "summarize", "fast", &t); /* the route over the default */
+    assert_int_equal(t.total_ms, 2000);
+    assert_string_equal(t.total_from, "timeouts.routes.fast.total_ms");
+    assert_int_equal(t.first_byte_ms, 800);
+    assert_string_equal(t.first_byte_from, "timeouts.routes.fast.first_byte_ms");
+    assert_int_equal(t.connect_ms, 700);
+    config_request_timeouts(c, "classify", "fast", &t); /* the task over the route, per field */
+    assert_int_equal(t.total_ms, 300);
+    assert_string_equal(t.total_from, "timeouts.tasks.classify.total_ms");
+    assert_int_equal(t.first_byte_ms, 800);
+    config_request_timeouts(c, "Classify", "auto", &t); /* names are exact */
+    assert_int_equal(t.total_ms, 4000);
+    config_free(c);
+}
+
+static void test_timeout_errors(void **state)
+{
+    expect_error(
+        doc(PROV_P, MODEL_4O, "\"timeouts\": {\"tasks\": {\"x\": {\"total_ms\": 50}}}"),
+        "$.timeouts.tasks.x.total_ms: ", "expected an integer from 100 to 86400000, got 50");
+    expect_error(doc(PROV_P, MODEL_4O, "\"timeouts\": {\"default\": {\"idle_ms\": 50}}"),
+                 "$.timeouts.default.idle_ms: ", "unknown key");
+    expect_error(doc(PROV_P, MODEL_4O, "\"timeouts\": {\"task\": {}}"),
+                 "$.timeouts.task: ", "unknown key");
+    expect_error(doc(PROV_P, MODEL_4O, "\"timeouts\": {\"routes\": {\"nope\": {}}}"),
+                 "$.timeouts.routes.nope: ", "expected the name of a route in $.routes");
+    expect_error(doc(PROV_P, MODEL_4O, "\"timeouts\": {\"tasks\": {\"x\": 300}}"),
+                 "$.timeouts.tasks.x: ", "expected an object", "got int");
+    expect_error(
+        doc(PROV_P, MODEL_4O,
+            "\"timeouts\": {\"tasks\": {\"x\": {\"total_ms\": 300, \"first_byte_ms\": 300}}}"),
+        "$.timeouts.tasks.x.first_byte_ms: ", "expected less than total_ms (300)");
+    expect_error(doc(PROV_P, MODEL_4O, "\"timeouts\": {\"default\": {\"connect_ms\": \"1s\"}}"),
+                 "$.timeouts.default.connect_ms: ", "expected an integer, got string");
+}
+
+static void test_breaker_open_max(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P, MODEL_4O, NULL));
+    assert_int_equal(config_resilience(c)->breaker_open_max_ms, 60000);
+    config_free(c);
+    c = load_ok(doc(PROV_P, MODEL_4O,
+                    "\"resilience\": {\"breaker_open_ms\": 1000, \"breaker_open_max_ms\": 4000}"));
+    assert_int_equal(config_resilience(c)->breaker_open_ms, 1000);
+    assert_int_equal(config_resilience(c)->breaker_open_max_ms, 4000);
+    config_free(c);
+    expect_error(doc(PROV_P, MODEL_4O,
+                     "\"resilience\": {\"breaker_open_ms\": 5000, \"breaker_open_max_ms\": 4000}"),
+                 "$.resilience.breaker_open_max_ms: ", "expected at least breaker_open_ms (5000)");
+}
+
 /* ------------------------------------------------------------ keys */
 
 static void test_keys(void **state)
@@ -948,6 +1026,9 @@ int main(void)
         cmocka_unit_test_setup(test_explicit_prices, setup_env),
         cmocka_unit_test_setup(test_routes, setup_env),
         cmocka_unit_test_setup(test_route_errors, setup_env),
+        cmocka_unit_test_setup(test_timeouts, setup_env),
+        cmocka_unit_test_setup(test_timeout_errors, setup_env),
+        cmocka_unit_test_setup(test_breaker_open_max, setup_env),
         cmocka_unit_test_setup(test_keys, setup_env),
         cmocka_unit_test_setup(test_key_from_unset_variable_skipped, setup_env),
         cmocka_unit_test_setup(test_key_errors, setup_env),
