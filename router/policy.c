@@ -833,6 +833,15 @@ static int add_tier(plan_ctx *pl, model_tier t, const char *how, bool count, int
         best[at].local_first = lf;
         n = keep + 1;
     }
+    /* "HOW #N by estimated cost" differs only in N (one digit): written
+     * once, then copied with its digit set (unless the cut dropped it). */
+    _Static_assert(POLICY_MAX_CAND < 10, "the rank in a reason is one digit");
+    char by_cost[sizeof pl->out->cand[0].reason];
+    size_t digit = strlen(how) + 2, by_cost_len = 0;
+    if (n > 1) {
+        cat_into(by_cost, sizeof by_cost, how, " #0 by estimated cost", NULL);
+        by_cost_len = strlen(by_cost);
+    }
     for (int i = 0; i < n; i++) {
         policy_candidate *c = &pl->out->cand[pl->out->n++];
         c->model_index = best[i].idx;
@@ -844,9 +853,10 @@ static int add_tier(plan_ctx *pl, model_tier t, const char *how, bool count, int
                      ": local first (prefer_local)", NULL);
         else if (i == 0)
             cat_into(c->reason, sizeof c->reason, how, " #1: cheapest estimate that fits", NULL);
-        else
-            cat_into(c->reason, sizeof c->reason, how, " #", int_text(num, i + 1),
-                     " by estimated cost", NULL);
+        else {
+            memcpy(c->reason, by_cost, by_cost_len + 1);
+            if (digit < by_cost_len) c->reason[digit] = (char)('1' + i);
+        }
     }
     if (eligible) *eligible = n_ok;
     return n;

@@ -40,7 +40,7 @@
 # unless CG_N=0, nginx (nginx-light) for the mock (build/bridle-mock
 # otherwise, slower: say so in the record).
 #
-# Env: ROUNDS (8) DUR (8) WARM (3) CONNS (64) CG_N (2000) CG_WARM (200)
+# Env: ROUNDS (10) DUR (8) WARM (3) CONNS (64) CG_N (2000) CG_WARM (200)
 #      MAX_FOREIGN (25: a pair of rounds is "quiet" when other processes used
 #      less than this % of a core in both; their median is reported too)
 #      PROXY_CPUS (1) LOADGEN_CPUS (0) MOCK_CPUS (0) BUILD (build)
@@ -53,7 +53,7 @@ BUILD=${BUILD:-build}
 BRIDLE=$ROOT/$BUILD/bridle
 BRIDLE_MOCK=$ROOT/$BUILD/bridle-mock
 SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-ROUNDS=${ROUNDS:-8}
+ROUNDS=${ROUNDS:-10}
 DUR=${DUR:-8}
 MAX_FOREIGN=${MAX_FOREIGN:-25}
 WARM=${WARM:-3}
@@ -110,6 +110,9 @@ ticks() { # utime+stime of one process, in clock ticks
   # shellcheck disable=SC2086
   set -- $s
   echo $((${12} + ${13}))
+}
+cpu_ns() { # CPU time of a process, all threads, in ns (schedstat: exact, not ticks)
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf "%.0f\n", t}'
 }
 usersys_all() { awk '/^cpu /{print $2 + $3 + $4 + $9}' /proc/stat; }
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -371,17 +374,17 @@ echo "round,config,rps,requests,errors,bridle_cpu_us_per_req,bridle_cpu_pct,fore
 for ((r = 1; r <= ROUNDS; r++)); do
   for cfg in A B; do
     raw=$OUT/round$r-$cfg.txt
-    b0=$(ticks "${PID[$cfg]}") m0=$(ticks "$MOCK_PID") a0=$(usersys_all) t0=$(date +%s%N)
+    b0=$(ticks "${PID[$cfg]}") n0=$(cpu_ns "${PID[$cfg]}") m0=$(ticks "$MOCK_PID") a0=$(usersys_all) t0=$(date +%s%N)
     TIMEFORMAT='%U %S'
     { time run_wrk "$cfg" "$DUR" "$raw"; } 2>"$OUT/wrktime-$r-$cfg"
-    b1=$(ticks "${PID[$cfg]}") m1=$(ticks "$MOCK_PID") a1=$(usersys_all) t1=$(date +%s%N)
+    b1=$(ticks "${PID[$cfg]}") n1=$(cpu_ns "${PID[$cfg]}") m1=$(ticks "$MOCK_PID") a1=$(usersys_all) t1=$(date +%s%N)
     line=$(grep '^WRKRESULT' "$raw" | tail -n1) || die "round $r $cfg: no wrk result (see $raw)"
     rps=$(kv rps "$line") reqs=$(kv requests "$line")
     errs=$(($(kv err_connect "$line") + $(kv err_read "$line") + $(kv err_write "$line") + $(kv err_status "$line") + $(kv err_timeout "$line")))
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print (b - a) / 1e9}')
     read -r wu ws <"$OUT/wrktime-$r-$cfg"
-    us_req=$(awk -v d=$((b1 - b0)) -v k="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", n ? 1e6 * d / k / n : 0}')
-    cpu_pct=$(awk -v d=$((b1 - b0)) -v k="$CLK_TCK" -v s="$wall" 'BEGIN {printf "%.0f", 100 * d / k / s}')
+    us_req=$(awk -v d=$((n1 - n0)) -v n="$reqs" 'BEGIN {printf "%.2f", n ? d / 1e3 / n : 0}')
+    cpu_pct=$(awk -v d=$((n1 - n0)) -v s="$wall" 'BEGIN {printf "%.0f", 100 * d / 1e9 / s}')
     foreign=$(awk -v all=$((a1 - a0)) -v b=$((b1 - b0)) -v m=$((m1 - m0)) -v k="$CLK_TCK" -v s="$wall" -v wu="$wu" -v ws="$ws" \
       'BEGIN {f = 100 * ((all - b - m) / k - wu - ws) / s; printf "%.0f", f < 0 ? 0 : f}')
     echo "$r,$cfg,$rps,$reqs,$errs,$us_req,$cpu_pct,$foreign,$(kv p50_us "$line"),$(kv p99_us "$line")" >>"$OUT/rounds.csv"
