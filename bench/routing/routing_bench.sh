@@ -606,7 +606,7 @@ if [[ -z ${ROUTING_BENCH_NO_RECORD:-} ]]; then
   # the goals table at the top: one row for this goal, replaced on every run
   cg_note=""
   [[ -z $CG_LINE ]] || cg_note="; callgrind ${IR[A]} vs ${IR[B]} instructions per request"
-  row="| routing: full policy (50 models) within 5 % of the spine's req/s | B/A **$RATIO** ($PCT %), median of $ROUNDS alternating pairs of rounds at -c$CONNS ($N_QUIET quiet pairs: $RATIO_Q; CPU per request B/A $CPU_RATIO; both loaded at once: $SAME_RATIO); medians $MED_B vs $MED_A req/s ($HHMM run under \"Routing\" below$cg_note) | **$MET** |"
+  row="| routing: full policy (50 models) within 5 % of the spine's req/s | B/A **$SAME_RATIO** with both loaded at once (the same noise for both); alternating rounds at -c$CONNS: median $RATIO ($N_QUIET quiet pairs: $RATIO_Q), $MED_B vs $MED_A req/s; bridle CPU per request B/A $CPU_RATIO ($HHMM run under \"Routing\" below$cg_note) | **$MET** |"
   awk -v row="$row" -v hhmm="$HHMM" '
     /^## Where the goals stand/ && !h { h = 1
       if ($0 ~ /issue 5, "Routing" below, [0-9:]+ UTC/) sub(/issue 5, "Routing" below, [0-9:]+ UTC/, "issue 5, \"Routing\" below, " hhmm " UTC")
