@@ -690,6 +690,16 @@ int policy_escalation_index(const policy *p, const policy_plan *plan, int from)
 int64_t policy_estimate_cost_pusd(const model_price *price, int64_t prompt_tokens,
                                   int64_t output_tokens)
 {
+    /* Uncached input and output, no batch, under any long-context threshold:
+     * every factor of pricing_cost_pusd is 100 % and the cost is tokens ×
+     * price, in 64 bits when nothing can overflow (always, for a plan's
+     * estimate). Planning prices every model of a tier: 128-bit arithmetic
+     * and a division per model were a third of its instructions. */
+    if (price && prompt_tokens >= 0 && prompt_tokens <= INT32_MAX && output_tokens >= 0 &&
+        output_tokens <= INT32_MAX && price->input >= 0 && price->input <= INT32_MAX &&
+        price->output >= 0 && price->output <= INT32_MAX &&
+        (price->long_ctx_threshold <= 0 || prompt_tokens <= price->long_ctx_threshold))
+        return prompt_tokens * price->input + output_tokens * price->output;
     usage_record u = {.input_uncached = prompt_tokens, .output = output_tokens};
     return pricing_cost_pusd(price, &u, false);
 }
@@ -707,6 +717,39 @@ static void fmt_into(char *dst, size_t size, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(dst, size, fmt, ap);
     va_end(ap);
+}
+
+/* The same for plain strings, NULL-terminated, cut the same way: the texts
+ * every plan writes (a reason per candidate, the rule). vsnprintf cost more
+ * than choosing the candidates (bench/routing/routing_bench.sh, callgrind). */
+static void cat_into(char *dst, size_t size, ...) __attribute__((sentinel));
+static void cat_into(char *dst, size_t size, ...)
+{
+    if (!size) return;
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, size);
+    for (const char *s; (s = va_arg(ap, const char *)) != NULL;) {
+        size_t len = strlen(s);
+        if (len > size - 1 - n) len = size - 1 - n;
+        memcpy(dst + n, s, len);
+        n += len;
+    }
+    va_end(ap);
+    dst[n] = '\0';
+}
+
+/* Decimal text of n, in digits (12 bytes hold any int). */
+static const char *int_text(char *digits, int n)
+{
+    char *p = digits + 11;
+    unsigned v = n < 0 ? 0u - (unsigned)n : (unsigned)n;
+    *p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    if (n < 0) *--p = '-';
+    return p;
 }
 
 typedef struct plan_ctx {
@@ -744,8 +787,20 @@ static int add_tier(plan_ctx *pl, model_tier t, const char *how, bool count, int
 {
     const policy *p = pl->p;
     int room = POLICY_MAX_CAND - pl->out->n;
-    policy_candidate best[POLICY_MAX_CAND]; /* the `room` best so far, in order */
-    bool local_first[POLICY_MAX_CAND];
+    /* A full plan takes nothing more, not even a busy local model (add_tail
+     * appends only while there is room): an escalation tier after a tier
+     * that filled the plan is not even priced. */
+    if (room <= 0 && !count) {
+        if (eligible) *eligible = 0;
+        return 0;
+    }
+    /* the `room` best so far, in order; candidates (with their 96-byte
+     * reasons) are written only for those that make the plan */
+    struct {
+        int64_t cost;
+        int idx;
+        bool local_first;
+    } best[POLICY_MAX_CAND];
     int n = 0, n_ok = 0;
     for (int i = 0; i < p->n_tier[t]; i++) {
         int idx = p->tier_models[t][i];
@@ -761,43 +816,54 @@ static int add_tier(plan_ctx *pl, model_tier t, const char *how, bool count, int
         }
         if (planned(pl, idx)) continue;
         n_ok++;
-        policy_candidate c = {.model_index = idx,
-                              .tier = t,
-                              .est_cost_pusd =
-                                  policy_estimate_cost_pusd(m->price, pl->prompt, pl->output)};
+        int64_t cost = policy_estimate_cost_pusd(m->price, pl->prompt, pl->output);
         if (m->local && m->busy) {
             if (pl->n_tail < POLICY_MAX_CAND) {
-                fmt_into(c.reason, sizeof c.reason, "%s: local but busy, so last (cloud first)",
-                         how);
-                pl->tail[pl->n_tail++] = c;
+                policy_candidate *c = &pl->tail[pl->n_tail++];
+                *c = (policy_candidate){.model_index = idx, .tier = t, .est_cost_pusd = cost};
+                cat_into(c->reason, sizeof c->reason, how,
+                         ": local but busy, so last (cloud first)", NULL);
             }
             continue;
         }
         /* insertion after every equal: a stable top-`room` selection */
         bool lf = p->prefer_local && m->local;
         int at = n;
-        while (at > 0 &&
-               ((lf && !local_first[at - 1]) ||
-                (lf == local_first[at - 1] && c.est_cost_pusd < best[at - 1].est_cost_pusd)))
+        while (at > 0 && ((lf && !best[at - 1].local_first) ||
+                          (lf == best[at - 1].local_first && cost < best[at - 1].cost)))
             at--;
         if (at >= room) continue;
         int keep = n < room ? n : room - 1; /* entries that survive the shift */
         memmove(&best[at + 1], &best[at], sizeof best[0] * (size_t)(keep - at));
-        memmove(&local_first[at + 1], &local_first[at],
-                sizeof local_first[0] * (size_t)(keep - at));
-        best[at] = c;
-        local_first[at] = lf;
+        best[at].cost = cost;
+        best[at].idx = idx;
+        best[at].local_first = lf;
         n = keep + 1;
+    }
+    /* "HOW #N by estimated cost" differs only in N (one digit): written
+     * once, then copied with its digit set (unless the cut dropped it). */
+    _Static_assert(POLICY_MAX_CAND < 10, "the rank in a reason is one digit");
+    char by_cost[sizeof pl->out->cand[0].reason];
+    size_t digit = strlen(how) + 2, by_cost_len = 0;
+    if (n > 1) {
+        cat_into(by_cost, sizeof by_cost, how, " #0 by estimated cost", NULL);
+        by_cost_len = strlen(by_cost);
     }
     for (int i = 0; i < n; i++) {
         policy_candidate *c = &pl->out->cand[pl->out->n++];
-        *c = best[i];
-        if (local_first[i])
-            fmt_into(c->reason, sizeof c->reason, "%s #%d: local first (prefer_local)", how, i + 1);
+        c->model_index = best[i].idx;
+        c->tier = t;
+        c->est_cost_pusd = best[i].cost;
+        char num[12];
+        if (best[i].local_first)
+            cat_into(c->reason, sizeof c->reason, how, " #", int_text(num, i + 1),
+                     ": local first (prefer_local)", NULL);
         else if (i == 0)
-            fmt_into(c->reason, sizeof c->reason, "%s #1: cheapest estimate that fits", how);
-        else
-            fmt_into(c->reason, sizeof c->reason, "%s #%d by estimated cost", how, i + 1);
+            cat_into(c->reason, sizeof c->reason, how, " #1: cheapest estimate that fits", NULL);
+        else {
+            memcpy(c->reason, by_cost, by_cost_len + 1);
+            if (digit < by_cost_len) c->reason[digit] = (char)('1' + i);
+        }
     }
     if (eligible) *eligible = n_ok;
     return n;
@@ -822,7 +888,7 @@ static int plan_tier(plan_ctx *pl, model_tier tier, bool escalate, int *eligible
          t = pl->p->escalate[t]) {
         seen[t] = true;
         char how[32];
-        fmt_into(how, sizeof how, "escalation %s", pricing_tier_name(t));
+        cat_into(how, sizeof how, "escalation ", pricing_tier_name(t), NULL);
         add_tier(pl, t, how, false, NULL);
     }
     add_tail(pl);
@@ -906,7 +972,7 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
                              "model \"tier:%s\": unknown tier (expected tier:local, tier:budget, "
                              "tier:mid or tier:heavy)",
                              name);
-        fmt_into(why, sizeof why, "model tier:%s", pricing_tier_name(tier));
+        cat_into(why, sizeof why, "model tier:", pricing_tier_name(tier), NULL);
     } else if (strcmp(model, "auto") == 0) {
         if (req->tier_header && *req->tier_header) {
             char name[48];
@@ -916,16 +982,16 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
                                  "x-bridle-tier: unknown tier \"%s\" (expected local, budget, mid "
                                  "or heavy)",
                                  name);
-            fmt_into(why, sizeof why, "x-bridle-tier %s", pricing_tier_name(tier));
+            cat_into(why, sizeof why, "x-bridle-tier ", pricing_tier_name(tier), NULL);
         } else if (task && (tier = policy_task_tier(p, task)) != TIER_NONE) {
-            fmt_into(why, sizeof why, "task %s -> tier %s", tname, pricing_tier_name(tier));
+            cat_into(why, sizeof why, "task ", tname, " -> tier ", pricing_tier_name(tier), NULL);
         } else {
             tier = p->default_tier;
             if (task)
-                fmt_into(why, sizeof why, "task %s unmapped: default tier %s", tname,
-                         pricing_tier_name(tier));
+                cat_into(why, sizeof why, "task ", tname, " unmapped: default tier ",
+                         pricing_tier_name(tier), NULL);
             else
-                fmt_into(why, sizeof why, "no task: default tier %s", pricing_tier_name(tier));
+                cat_into(why, sizeof why, "no task: default tier ", pricing_tier_name(tier), NULL);
         }
     } else {
         int idx = -1;
@@ -956,13 +1022,16 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
         out->tier = tier;
         int eligible = 0;
         out->n_primary = plan_tier(&pl, tier, true, &eligible);
+        char num[12];
         if (out->n_primary > 0)
-            fmt_into(out->rule, sizeof out->rule, "%s: cheapest of %d that fit%s", why, eligible,
+            cat_into(out->rule, sizeof out->rule, why, ": cheapest of ", int_text(num, eligible),
+                     " that fit",
                      p->prefer_local && models[out->cand[0].model_index].local ? ", local first"
-                                                                               : "");
+                                                                               : "",
+                     NULL);
         else if (out->n > 0)
-            fmt_into(out->rule, sizeof out->rule, "%s: none fit, falling back to %s", why,
-                     pricing_tier_name(out->cand[0].tier));
+            cat_into(out->rule, sizeof out->rule, why, ": none fit, falling back to ",
+                     pricing_tier_name(out->cand[0].tier), NULL);
     }
 
     /* 4. budget downgrade */
