@@ -779,14 +779,17 @@ static bool planned(const plan_ctx *pl, int idx)
 }
 
 /* Appends a tier's eligible models to the plan, cheapest first (local
- * first with prefer_local; ties keep list order), as many as the plan has
- * room for; busy local models go to the tail. `how` starts each reason
- * ("budget", "escalation mid", "over budget: local"). Returns how many it
- * appended; *eligible (may be NULL) receives how many were eligible. */
-static int add_tier(plan_ctx *pl, model_tier t, const char *how, bool count, int *eligible)
+ * first with prefer_local; ties keep list order), at most `limit` and as
+ * many as the plan has room for; busy local models go to the tail. `how`
+ * starts each reason ("budget", "escalation mid", "over budget: local").
+ * Returns how many it appended; *eligible (may be NULL) receives how many
+ * were eligible. */
+static int add_tier(plan_ctx *pl, model_tier t, const char *how, bool count, int limit,
+                    int *eligible)
 {
     const policy *p = pl->p;
     int room = POLICY_MAX_CAND - pl->out->n;
+    if (room > limit) room = limit;
     /* A full plan takes nothing more, not even a busy local model (add_tail
      * appends only while there is room): an escalation tier after a tier
      * that filled the plan is not even priced. */
@@ -876,20 +879,30 @@ static void add_tail(plan_ctx *pl)
     pl->n_tail = 0;
 }
 
-/* The tier's candidates then its escalation tiers'. Returns the primary count. */
+/* The tier's candidates then its escalation tiers'. Each escalation tier
+ * keeps at least one place: a tier with many models must not fill the plan
+ * and leave the cascade (and failover upward) nowhere to go. Returns the
+ * primary count. */
 static int plan_tier(plan_ctx *pl, model_tier tier, bool escalate, int *eligible)
 {
     pl->out->n = 0;
     pl->n_tail = 0;
-    int primary = add_tier(pl, tier, pricing_tier_name(tier), true, eligible);
+    model_tier chain[N_TIERS];
+    int n_chain = 0;
     bool seen[N_TIERS] = {false};
     seen[tier] = true;
     for (model_tier t = pl->p->escalate[tier]; escalate && t != TIER_NONE && !seen[t];
          t = pl->p->escalate[t]) {
         seen[t] = true;
+        if (pl->p->n_tier[t] > 0) chain[n_chain++] = t;
+    }
+    int primary =
+        add_tier(pl, tier, pricing_tier_name(tier), true, POLICY_MAX_CAND - n_chain, eligible);
+    for (int i = 0; i < n_chain; i++) {
         char how[32];
-        cat_into(how, sizeof how, "escalation ", pricing_tier_name(t), NULL);
-        add_tier(pl, t, how, false, NULL);
+        cat_into(how, sizeof how, "escalation ", pricing_tier_name(chain[i]), NULL);
+        /* the places the tiers after this one keep */
+        add_tier(pl, chain[i], how, false, POLICY_MAX_CAND - pl->out->n - (n_chain - 1 - i), NULL);
     }
     add_tail(pl);
     return primary;
@@ -1041,7 +1054,7 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
         fmt_into(how, sizeof how, "over budget: %s", pricing_tier_name(p->downgrade_tier));
         out->n = 0;
         pl.n_tail = 0;
-        int n = add_tier(&pl, p->downgrade_tier, how, false, NULL);
+        int n = add_tier(&pl, p->downgrade_tier, how, false, POLICY_MAX_CAND, NULL);
         add_tail(&pl);
         size_t len = strlen(keep.rule);
         if (out->n > 0) {

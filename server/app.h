@@ -32,7 +32,7 @@ typedef struct app {
     struct event *drain_timer;
     struct chat *chat_pool; /* finished requests kept for reuse (server/chat.c) */
     int chat_pool_n;
-    struct ptrmap *guards;
+    struct ptrmap *guards;         /* client bufferevent -> its conn_guard (server/http.c) */
     struct ledger *ledger;         /* NULL when no database is configured */
     struct idem_store *idem;       /* Idempotency-Key claims; NULL without a database */
     struct chat **coalesce;        /* requests leading a shared call, by fingerprint (chat.c) */
@@ -40,7 +40,8 @@ typedef struct app {
     struct retry_budget **budgets; /* one per provider (provider_conf.index) */
     uint64_t rng;                  /* splitmix64 state for jitter */
     struct policy_model *pmodels;  /* the routing policy's model table (config order) */
-    int n_pmodels;                 /* client bufferevent -> its conn_guard (server/http.c) */
+    int n_pmodels;
+    int64_t pmodels_health_ms; /* when pmodels[].healthy was last read from the breakers */
     app_stats stats;
 } app;
 

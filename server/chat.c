@@ -501,6 +501,27 @@ static int spend_share(chat *c, bool *team)
     return *team ? of_team : key;
 }
 
+/* What the policy knows of each model's state. Breakers change state over
+ * milliseconds, so their view is refreshed once per millisecond (a target
+ * that opened since is still skipped at attempt time); "busy" matters only
+ * for local models and changes with every call, so it is read each time. */
+static void refresh_policy_models(app *a)
+{
+    int64_t now = util_now_ms();
+    bool health = now != a->pmodels_health_ms;
+    a->pmodels_health_ms = now;
+    for (int i = 0; i < a->n_pmodels; i++) {
+        policy_model *pm = &a->pmodels[i];
+        if (health)
+            pm->healthy = !a->breakers || breaker_get_state(a->breakers[i], now) != BREAKER_OPEN;
+        if (pm->local) {
+            const model_conf *m = config_model(a->cfg, i);
+            pm->busy = m->enabled && a->provider_inflight[m->target.provider->index] >=
+                                         m->target.provider->max_concurrency;
+        }
+    }
+}
+
 /* "auto" and "tier:NAME": the routing policy (router/policy.h) picks the
  * cheapest healthy candidates that fit, with escalation tiers after them. */
 static int plan_by_policy(chat *c)
@@ -513,14 +534,7 @@ static int plan_by_policy(chat *c)
                     false);
         return -1;
     }
-    int64_t now = util_now_ms();
-    for (int i = 0; i < a->n_pmodels; i++) {
-        const model_conf *m = config_model(a->cfg, i);
-        a->pmodels[i].healthy =
-            !a->breakers || breaker_get_state(a->breakers[i], now) != BREAKER_OPEN;
-        a->pmodels[i].busy = m->enabled && a->provider_inflight[m->target.provider->index] >=
-                                               m->target.provider->max_concurrency;
-    }
+    refresh_policy_models(a);
     policy_request pr = {
         .model = c->canon.model,
         .task = c->canon.task,

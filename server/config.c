@@ -23,6 +23,57 @@ typedef struct timeout_level {
     const char *from[3]; /* the config paths of connect, first byte and total */
 } timeout_level;
 
+/* A read-only hash of names to array indexes, for the per-request lookups
+ * ("model" → model or route): open addressing, built once at load. */
+typedef struct name_index {
+    int *slot; /* index + 1; 0 = empty */
+    unsigned mask;
+} name_index;
+
+static unsigned name_hash(const char *s)
+{
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* names: the first element's `const char *name`, then every `stride` bytes */
+static const char *name_at(const void *names, size_t stride, int i)
+{
+    return *(const char *const *)((const char *)names + stride * (size_t)i);
+}
+
+static void name_index_build(name_index *ix, const void *names, size_t stride, int n)
+{
+    unsigned size = 16;
+    while (size < (unsigned)n * 2)
+        size *= 2;
+    ix->slot = calloc(size, sizeof *ix->slot);
+    ix->mask = ix->slot ? size - 1 : 0;
+    for (int i = 0; i < n && ix->slot; i++) {
+        unsigned h = name_hash(name_at(names, stride, i)) & ix->mask;
+        while (ix->slot[h])
+            h = (h + 1) & ix->mask;
+        ix->slot[h] = i + 1;
+    }
+}
+
+/* The index of name, or -1; linear while the index is not built (during
+ * loading). */
+static int name_index_find(const name_index *ix, const void *names, size_t stride, int n,
+                           const char *name)
+{
+    if (!ix->slot) {
+        for (int i = 0; i < n; i++)
+            if (strcmp(name_at(names, stride, i), name) == 0) return i;
+        return -1;
+    }
+    for (unsigned h = name_hash(name) & ix->mask; ix->slot[h]; h = (h + 1) & ix->mask)
+        if (strcmp(name_at(names, stride, ix->slot[h] - 1), name) == 0) return ix->slot[h] - 1;
+    return -1;
+}
+
 struct bridle_config {
     char *path;
     char *listen;
@@ -31,6 +82,7 @@ struct bridle_config {
     database_conf database;
     resilience_conf resilience;
     idempotency_conf idempotency;
+    name_index model_ix, route_ix; /* names → index, built once the config is loaded */
     timeout_level tmo_default;
     timeout_level *tmo_tasks, *tmo_routes;
     int n_tmo_tasks, n_tmo_routes;
@@ -987,6 +1039,10 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_routing(&pc, root);
         json_object_put(root);
     }
+    if (!pc.failed && c->n_models)
+        name_index_build(&c->model_ix, &c->models[0].name, sizeof c->models[0], c->n_models);
+    if (!pc.failed && c->n_routes)
+        name_index_build(&c->route_ix, &c->routes[0].name, sizeof c->routes[0], c->n_routes);
     if (pc.failed) {
         config_free(c);
         return NULL;
@@ -999,6 +1055,8 @@ void config_free(bridle_config *c)
     if (!c) return;
     policy_free(c->policy);
     json_object_put(c->routing);
+    free(c->model_ix.slot);
+    free(c->route_ix.slot);
     for (int i = 0; i < c->n_owned; i++)
         free(c->owned[i]);
     free(c->owned);
@@ -1106,9 +1164,10 @@ const model_conf *config_model(const bridle_config *c, int i)
 
 const model_conf *config_find_model(const bridle_config *c, const char *name)
 {
-    for (int i = 0; i < c->n_models; i++)
-        if (strcmp(c->models[i].name, name) == 0) return &c->models[i];
-    return NULL;
+    int i = c->n_models ? name_index_find(&c->model_ix, &c->models[0].name, sizeof c->models[0],
+                                          c->n_models, name)
+                        : -1;
+    return i >= 0 ? &c->models[i] : NULL;
 }
 
 int config_n_routes(const bridle_config *c)
@@ -1123,9 +1182,10 @@ const route_conf *config_route(const bridle_config *c, int i)
 
 const route_conf *config_find_route(const bridle_config *c, const char *name)
 {
-    for (int i = 0; i < c->n_routes; i++)
-        if (strcmp(c->routes[i].name, name) == 0) return &c->routes[i];
-    return NULL;
+    int i = c->n_routes ? name_index_find(&c->route_ix, &c->routes[0].name, sizeof c->routes[0],
+                                          c->n_routes, name)
+                        : -1;
+    return i >= 0 ? &c->routes[i] : NULL;
 }
 
 int config_n_teams(const bridle_config *c)

@@ -795,6 +795,47 @@ static void test_cascade_configured_checks(void **state)
     assert_false(esc(NULL, "length", "", false));
 }
 
+/* A tier with more models than the plan has places still leaves one to
+ * each escalation tier: the cascade (and failover upward) has somewhere to
+ * go. Found by bench/routing with 20 budget models. */
+static void test_escalation_keeps_a_place(void **state)
+{
+    static const char *const names[] = {
+        "gpt-4o-mini",   "claude-haiku-4-5",      "gemini-2.5-flash",  "gpt-4.1-mini",
+        "gpt-5-mini",    "gpt-5.4-mini",          "gpt-5.4-nano",      "gemini-2.5-flash-lite",
+        "deepseek-chat", "gemini-3.1-flash-lite", "claude-sonnet-4-6", "claude-opus-4-8"};
+    enum { N = sizeof names / sizeof names[0] };
+    policy_model many[N];
+    for (int i = 0; i < N; i++) {
+        const model_price *pr = price_of(names[i]);
+        many[i] = (policy_model){.name = names[i],
+                                 .price = pr,
+                                 .context_window = pr->context_window,
+                                 .tier = pr->tier,
+                                 .enabled = true,
+                                 .healthy = true};
+    }
+    json_object *r = J("{\"default_tier\": \"budget\", \"tasks\": {},"
+                       " \"tiers\": {\"budget\": [\"gpt-4o-mini\", \"claude-haiku-4-5\","
+                       " \"gemini-2.5-flash\", \"gpt-4.1-mini\", \"gpt-5-mini\", \"gpt-5.4-mini\","
+                       " \"gpt-5.4-nano\", \"gemini-2.5-flash-lite\", \"deepseek-chat\","
+                       " \"gemini-3.1-flash-lite\"], \"mid\": [\"claude-sonnet-4-6\"],"
+                       " \"heavy\": [\"claude-opus-4-8\"]}, \"cascade\": {}}");
+    char err[512] = "";
+    policy *p = policy_new(r, many, N, err, sizeof err);
+    json_object_put(r);
+    if (!p) fail_msg("%s", err);
+    policy_request rq = {.model = "auto", .max_tokens = -1, .spend_share_pct = -1};
+    policy_plan pl;
+    assert_int_equal(policy_plan_request(p, many, N, &rq, &pl, err, sizeof err), POLICY_OK);
+    assert_int_equal(pl.n, POLICY_MAX_CAND);
+    assert_int_equal(pl.n_primary, POLICY_MAX_CAND - 2);
+    assert_int_equal(pl.cand[POLICY_MAX_CAND - 2].model_index, 10); /* sonnet: mid */
+    assert_int_equal(pl.cand[POLICY_MAX_CAND - 1].model_index, 11); /* opus: heavy */
+    assert_int_equal(policy_escalation_index(p, &pl, 0), POLICY_MAX_CAND - 2);
+    policy_free(p);
+}
+
 /* ------------------------------------------------------------ config errors */
 
 static void expect_error(const char *routing, const char *want)
@@ -926,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_escalate_tier),
         cmocka_unit_test(test_cascade_checks),
         cmocka_unit_test(test_cascade_configured_checks),
+        cmocka_unit_test_setup(test_escalation_keeps_a_place, setup),
         cmocka_unit_test(test_config_errors),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
