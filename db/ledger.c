@@ -54,7 +54,8 @@ struct ledger {
     int q_head, q_len;
     uint64_t next_to_queue; /* the next sequence number the queue expects */
     uint64_t last_appended;
-    int in_flight; /* events in the INSERT being run */
+    int in_flight;          /* events in the INSERT being run */
+    int64_t last_insert_ms; /* util_now_ms of the last committed batch; 0: none */
     bool maintenance_due;
     bool draining;
     void (*drain_done)(void *);
@@ -296,6 +297,7 @@ static void on_insert_done(void *ctx, PGresult *res, const char *error)
     l->q_head = (l->q_head + n) % l->opt.queue_max;
     l->q_len -= n;
     l->stats.inserted += n;
+    l->last_insert_ms = util_now_ms();
     l->dedup = false;
     spool_ack(l->sp, last);
     flush(l);
@@ -605,5 +607,9 @@ ledger_stats ledger_get_stats(const ledger *l)
     ledger_stats s = l->stats;
     s.queued = l->q_len;
     s.spool_bytes = (int64_t)spool_bytes(l->sp);
+    /* the queue is refilled from the spool in order: its head is the oldest */
+    int64_t age = l->q_len > 0 ? util_wall_ms() - q_at((ledger *)l, 0)->ev.ts_us / 1000 : 0;
+    s.oldest_unshipped_ms = age > 0 ? age : 0;
+    s.last_insert_ms_ago = l->last_insert_ms ? util_now_ms() - l->last_insert_ms : -1;
     return s;
 }

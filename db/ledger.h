@@ -36,6 +36,8 @@ typedef struct ledger_stats {
     int64_t replayed; /* events read back from the spool */
     int64_t queued;   /* events in memory waiting for PostgreSQL */
     int64_t spool_bytes;
+    int64_t oldest_unshipped_ms; /* age of the oldest event not yet in PostgreSQL; 0: none */
+    int64_t last_insert_ms_ago;  /* since the last batch committed; -1: none yet */
     bool database_up;
 } ledger_stats;
 

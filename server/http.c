@@ -490,9 +490,11 @@ static void reply_health(app *a, struct evhttp_request *req)
         ledger_stats ls = ledger_get_stats(a->ledger);
         buf_printf(&b,
                    ",\"ledger\":{\"database_up\":%s,\"recorded\":%lld,\"inserted\":%lld,"
-                   "\"queued\":%lld,\"spool_bytes\":%lld,\"accepting\":%s}",
+                   "\"queued\":%lld,\"spool_bytes\":%lld,\"oldest_unshipped_ms\":%lld,"
+                   "\"last_insert_ms_ago\":%lld,\"accepting\":%s}",
                    ls.database_up ? "true" : "false", (long long)ls.recorded,
                    (long long)ls.inserted, (long long)ls.queued, (long long)ls.spool_bytes,
+                   (long long)ls.oldest_unshipped_ms, (long long)ls.last_insert_ms_ago,
                    ledger_can_accept(a->ledger) ? "true" : "false");
     }
     buf_append_char(&b, '}');

@@ -10,7 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { BUILD, mockConfig, mockFault, mockReset, post, spawnTracked, startBridle, startMock, tmpDir, sleep } from './lib/harness.mjs';
+import { BUILD, get, mockConfig, mockFault, mockReset, post, spawnTracked, startBridle, startMock, tmpDir, sleep } from './lib/harness.mjs';
 import { startCluster, spoolState, startBridleAt, waitUntil } from './lib/ledgerlib.mjs';
 import { billed, costPusd, expected } from './lib/mockmath.mjs';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
@@ -369,6 +369,12 @@ describe('faults', () => {
       const s1 = spoolState(spool);
       assert.equal(s1.unacked - s0.unacked, 60, `spool holds the 60 events: ${JSON.stringify({ s0, s1 })}`);
       assert.ok(s1.bytes > s0.bytes, 'spool grew');
+      const health = async () => (await get(`${g.baseURL}/bridle/health`, g.auth)).json.ledger;
+      const down = await health();
+      assert.equal(down.database_up, false);
+      assert.equal(down.queued, 60);
+      assert.ok(down.oldest_unshipped_ms >= 300, `the oldest event waits: ${JSON.stringify(down)}`);
+      assert.equal(down.last_insert_ms_ago, -1, 'nothing shipped yet');
       c.start();
       const t0 = Date.now();
       const { byMarker, ms } = await waitRows(c, sent, 15000);
@@ -376,6 +382,9 @@ describe('faults', () => {
       const drained = await waitUntil(() => spoolState(spool).unacked === 0, 5000, 'spool acked');
       console.log(`# database down at start: 60 events arrived ${ms} ms after it started; spool acked after ${Date.now() - t0} ms (${JSON.stringify(spoolState(spool))})`);
       assert.ok(drained);
+      const up = await health();
+      assert.deepEqual([up.database_up, up.queued, up.oldest_unshipped_ms], [true, 0, 0], JSON.stringify(up));
+      assert.ok(up.last_insert_ms_ago >= 0 && up.last_insert_ms_ago < 5000, JSON.stringify(up));
       await sleep(300);
       const n = (await c.query("SELECT count(*)::int n, count(DISTINCT event_id)::int d FROM usage_events")).rows[0];
       assert.deepEqual(n, { n: 60, d: 60 });
