@@ -413,11 +413,23 @@ static int64_t thinking_plan(int64_t budget, int64_t req_max_tokens, int64_t def
     return budget;
 }
 
-static void params_encode(const canon_request *req, const target *t, json_object *body)
+/* Adds thinking and max_tokens. The client's own thinking object is this
+ * dialect's: it goes as it came (max_tokens raised past its budget only
+ * when bridle picks max_tokens). Otherwise the client's effort or the
+ * policy's cap, as a budget within thinking_plan's rules. */
+static void thinking_encode(const canon_request *req, const target *t, json_object *body)
 {
-    json_object *root = req->root;
-    int64_t budget = thinking_allowed(root) ? provider_thinking_budget(req, t) : 0, max_tokens;
-    budget = thinking_plan(budget, req->max_tokens, default_max_tokens(t->provider), &max_tokens);
+    int64_t def = default_max_tokens(t->provider), max_tokens, budget = 0;
+    json_object *own = provider_json_typed(req->root, "thinking", json_type_object);
+    if (own && provider_reasons(t)) {
+        provider_get_int(own, "budget_tokens", &budget);
+        max_tokens = req->max_tokens >= 0 ? req->max_tokens : def + (budget > 0 ? budget : 0);
+        json_object_object_add(body, "thinking", provider_json_copy(own));
+        json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens));
+        return;
+    }
+    if (thinking_allowed(req->root)) budget = provider_reasoning_budget(req, t);
+    budget = thinking_plan(budget, req->max_tokens, def, &max_tokens);
     json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens));
     if (budget > 0) {
         json_object *th = json_object_new_object();
@@ -425,6 +437,12 @@ static void params_encode(const canon_request *req, const target *t, json_object
         json_object_object_add(th, "budget_tokens", json_object_new_int64(budget));
         json_object_object_add(body, "thinking", th);
     }
+}
+
+static void params_encode(const canon_request *req, const target *t, json_object *body)
+{
+    json_object *root = req->root;
+    thinking_encode(req, t, body);
     stop_encode(root, body);
     json_object *temp = provider_json_get(root, "temperature");
     if (json_object_is_type(temp, json_type_double) || json_object_is_type(temp, json_type_int))

@@ -516,14 +516,92 @@ json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens)
     return u;
 }
 
+/* The efforts a client may name (wire-formats §1.2) and the nominal budget
+ * each stands for where a dialect takes tokens, not an effort: low, medium
+ * and high are the scale the task caps use too (provider_reasoning_effort).
+ * xhigh and max stay at 16384, under every reasoning model's largest
+ * budget (Gemini 2.5 Flash stops at 24576); none and minimal ask for none. */
+static const struct {
+    const char *name;
+    int64_t budget;
+} efforts[] = {
+    {"none", 0},     {"minimal", 0},   {"low", 1024},  {"medium", 4096},
+    {"high", 16384}, {"xhigh", 16384}, {"max", 16384},
+};
+#define N_EFFORTS (sizeof efforts / sizeof efforts[0])
+
+bool provider_effort_budget(const char *effort, int64_t *budget)
+{
+    for (size_t i = 0; effort && i < N_EFFORTS; i++)
+        if (strcmp(effort, efforts[i].name) == 0) {
+            *budget = efforts[i].budget;
+            return true;
+        }
+    return false;
+}
+
+const char *provider_effort_names(void)
+{
+    static char names[96];
+    if (names[0]) return names;
+    size_t at = 0;
+    for (size_t i = 0; i < N_EFFORTS; i++)
+        at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", efforts[i].name,
+                               i + 2 < N_EFFORTS   ? ", "
+                               : i + 1 < N_EFFORTS ? " or "
+                                                   : "");
+    return names;
+}
+
+bool provider_reasons(const target *t)
+{
+    return t && t->price && t->price->reasoning;
+}
+
 int64_t provider_thinking_budget(const canon_request *req, const target *t)
 {
     if (!req || req->reasoning_set || req->thinking_budget <= 0) return 0;
-    if (!t || !t->price || !t->price->reasoning) return 0;
-    return req->thinking_budget;
+    return provider_reasons(t) ? req->thinking_budget : 0;
+}
+
+/* The budget the client's own control stands for: reasoning_effort, else
+ * reasoning.effort, else an Anthropic-style thinking object (disabled = 0,
+ * enabled = its budget_tokens); -1 when it names no budget. */
+static int64_t client_budget(json_object *root)
+{
+    int64_t b = -1;
+    const char *effort = provider_json_str(root, "reasoning_effort");
+    if (!effort) effort = provider_json_str(provider_json_get(root, "reasoning"), "effort");
+    if (effort) return provider_effort_budget(effort, &b) ? b : -1;
+    json_object *th = provider_json_typed(root, "thinking", json_type_object);
+    const char *type = provider_json_str(th, "type");
+    if (type && strcmp(type, "disabled") == 0) return 0;
+    if (type && strcmp(type, "enabled") == 0 && provider_get_int(th, "budget_tokens", &b) && b >= 0)
+        return b;
+    return -1;
+}
+
+int64_t provider_reasoning_budget(const canon_request *req, const target *t)
+{
+    if (!req) return -1;
+    if (!provider_reasons(t)) {
+        if (req->reasoning_set)
+            log_debug("%s does not reason: the client's reasoning control is not sent",
+                      t && t->model ? t->model : "the model");
+        return -1;
+    }
+    if (req->reasoning_set) return client_budget(req->root);
+    return req->thinking_budget > 0 ? req->thinking_budget : -1;
 }
 
 const char *provider_reasoning_effort(int64_t budget)
 {
-    return budget < 4096 ? "low" : budget < 16384 ? "medium" : "high";
+    /* the table's highest budget that fits (its first name: high, not max);
+     * its lowest when none does */
+    size_t best = N_EFFORTS;
+    for (size_t i = 0; i < N_EFFORTS; i++) {
+        int64_t b = efforts[i].budget;
+        if (b > 0 && (best == N_EFFORTS || (b <= budget && b > efforts[best].budget))) best = i;
+    }
+    return efforts[best].name;
 }

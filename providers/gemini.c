@@ -305,14 +305,25 @@ static void json_mode_encode(const canon_request *req, json_object *gc)
                         "responseJsonSchema");
 }
 
-/* generationConfig.thinkingConfig.thinkingBudget (§4). Thoughts count
- * against maxOutputTokens, so a cap the request carries bounds the budget
- * too (clamped, never raised). */
+/* The smallest thinkingBudget of the Pro models, which cannot turn thinking
+ * off (§4: 2.5 Pro, min 128): what they get for a client's "none". */
+#define GEMINI_PRO_MIN_THINKING 128
+
+static bool thinking_can_be_off(const target *t)
+{
+    return !strstr(t->upstream_model, "-pro");
+}
+
+/* generationConfig.thinkingConfig.thinkingBudget (§4): the client's effort
+ * or the policy's cap (0 turns thinking off). Thoughts count against
+ * maxOutputTokens, so a cap the request carries bounds the budget too
+ * (clamped, never raised). */
 static void thinking_encode(const canon_request *req, const target *t, json_object *gc)
 {
-    int64_t budget = provider_thinking_budget(req, t);
-    if (budget > 0 && req->max_tokens > 0 && budget > req->max_tokens) budget = req->max_tokens;
-    if (budget <= 0) return;
+    int64_t budget = provider_reasoning_budget(req, t);
+    if (budget < 0) return;
+    if (budget == 0 && !thinking_can_be_off(t)) budget = GEMINI_PRO_MIN_THINKING;
+    if (req->max_tokens > 0 && budget > req->max_tokens) budget = req->max_tokens;
     json_object *tc = json_object_new_object();
     json_object_object_add(tc, "thinkingBudget", json_object_new_int64(budget));
     json_object_object_add(gc, "thinkingConfig", tc);

@@ -38,7 +38,9 @@ typedef struct canon_request {
     const char *user;   /* "user" or NULL */
     const char *task, *agent, *feature, *team; /* metadata / x-bridle-* headers, or NULL */
     bool reasoning_set;      /* the client set its own reasoning control (reasoning_effort,
-                                reasoning or thinking): it wins over any thinking budget */
+                                reasoning or thinking): it wins over any thinking budget,
+                                and the budget dialects translate it
+                                (provider_reasoning_budget) */
     int64_t thinking_budget; /* reasoning tokens the routing policy allows (thinking_caps);
                                 0 = none. Sent only to reasoning models, each dialect in its
                                 own form (provider_thinking_budget) */
@@ -235,14 +237,30 @@ json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens);
 void provider_error_set(upstream_error *out, error_class cls, int client_status, const char *type,
                         const char *code);
 
-/* The thinking budget to send to t: req->thinking_budget when the model
- * reasons (its price card or models.NAME.reasoning) and the client did not
- * set its own reasoning control; else 0 (send nothing). */
+/* The reasoning efforts a client may name (reasoning_effort,
+ * reasoning.effort): true with the nominal token budget the effort stands
+ * for (none and minimal 0, low 1024, medium 4096, high, xhigh and max
+ * 16384: docs/config.md), false for a name that is not one of them. */
+bool provider_effort_budget(const char *effort, int64_t *budget);
+/* Those names as a list for messages: "none, minimal, ... or max". */
+const char *provider_effort_names(void);
+/* Whether t's model reasons: its price card or models.NAME.reasoning. */
+bool provider_reasons(const target *t);
+/* The policy's thinking budget to add for t: req->thinking_budget when the
+ * model reasons (its price card or models.NAME.reasoning) and the client
+ * did not set its own reasoning control; else 0 (add nothing). For OpenAI,
+ * which forwards the client's own control as it came. */
 int64_t provider_thinking_budget(const canon_request *req, const target *t);
+/* The reasoning budget for the dialects that take tokens (Anthropic,
+ * Gemini), read from the tree: the client's own control (its effort's
+ * nominal budget, or thinking.budget_tokens; 0 = it asked for none), else
+ * the policy's budget; -1 (send nothing) when t does not reason or neither
+ * names a budget. Each dialect applies its own limits to it. */
+int64_t provider_reasoning_budget(const canon_request *req, const target *t);
 /* OpenAI's reasoning_effort (also Ollama's think level) for a budget: the
  * highest effort whose nominal budget fits under it, since the cap is a
- * ceiling: < 4096 "low", < 16384 "medium", else "high" (nominal budgets
- * 1024 / 4096 / 16384, the scale Anthropic's and Gemini's budgets use). */
+ * ceiling: < 4096 "low", < 16384 "medium", else "high" (the same table as
+ * provider_effort_budget). */
 const char *provider_reasoning_effort(int64_t budget);
 
 /* Concatenated text of an OpenAI message content (string or parts). */

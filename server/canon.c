@@ -346,6 +346,42 @@ static int check_response_format(cctx *c, canon_request *out)
     return 0;
 }
 
+/* An effort the budget dialects can translate (provider_effort_budget):
+ * an unknown one would reach OpenAI as it came but nowhere else. */
+static int check_effort(cctx *c, uint32_t obj, const char *key, const char *param)
+{
+    const char *effort = NULL;
+    int64_t budget;
+    if (opt_string(c, obj, key, param, &effort)) return -1;
+    if (effort && !provider_effort_budget(effort, &budget))
+        return invalid(c, param, "invalid_value", "\"%s\" must be one of %s; got \"%.40s\"", param,
+                       provider_effort_names(), effort);
+    return 0;
+}
+
+/* OpenAI's reasoning_effort, the reasoning object of OpenAI-compatible
+ * hosts, or an Anthropic-style thinking object: the client decides. */
+static int check_reasoning(cctx *c, canon_request *out)
+{
+    const jdoc *d = c->d;
+    uint32_t r = c->top[K_REASONING];
+    if (check_effort(c, 0, "reasoning_effort", "reasoning_effort")) return -1;
+    if (r != JT_NONE && jdoc_type(d, r) != JT_NULL) {
+        if (jdoc_type(d, r) != JT_OBJECT)
+            return invalid(c, "reasoning", "invalid_type",
+                           "\"reasoning\" must be an object like {\"effort\": \"low\"}, got %s",
+                           jdoc_type_name(d, r));
+        if (has_duplicate_member(d, r, "effort"))
+            return invalid(c, "reasoning.effort", "duplicate_key",
+                           "\"reasoning.effort\" appears twice: send it once");
+        if (check_effort(c, r, "effort", "reasoning.effort")) return -1;
+    }
+    for (int k = K_REASONING_EFFORT; k <= K_THINKING; k++)
+        out->reasoning_set =
+            out->reasoning_set || (c->top[k] != JT_NONE && jdoc_type(d, c->top[k]) != JT_NULL);
+    return 0;
+}
+
 static int check_fields(cctx *c, canon_request *out)
 {
     const jdoc *d = c->d;
@@ -377,12 +413,7 @@ static int check_fields(cctx *c, canon_request *out)
     uint32_t tv = c->top[K_TEMPERATURE];
     out->deterministic =
         n == 1 && tv != JT_NONE && jdoc_double(c->d, tv, &temp) && temp == 0 && !out->stream;
-    /* OpenAI's reasoning_effort, the reasoning object of OpenAI-compatible
-     * hosts, or an Anthropic-style thinking object: the client decides */
-    for (int k = K_REASONING_EFFORT; k <= K_THINKING; k++)
-        out->reasoning_set =
-            out->reasoning_set || (c->top[k] != JT_NONE && jdoc_type(d, c->top[k]) != JT_NULL);
-    return 0;
+    return check_reasoning(c, out);
 }
 
 int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, canon_request *out,

@@ -249,9 +249,10 @@ static void test_encode_thinking_budget(void **state)
     /* no budget, a model that does not reason, the client's own setting */
     assert_thinking(encode_thinking("{\"model\":\"m\"," MSGS "}", 0, false, true), 0, 4096);
     assert_thinking(encode_thinking("{\"model\":\"m\"," MSGS "}", 8000, false, false), 0, 4096);
+    /* the client's own effort replaces the cap (test_encode_client_effort) */
     assert_thinking(encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"low\"," MSGS "}", 8000,
                                     true, true),
-                    0, 4096);
+                    1024, 5120);
     /* sampling Anthropic refuses next to thinking: the client's choice wins */
     assert_thinking(
         encode_thinking("{\"model\":\"m\",\"temperature\":0.2," MSGS "}", 8000, false, true), 0,
@@ -271,6 +272,69 @@ static void test_encode_thinking_budget(void **state)
                         "\"function\",\"function\":{\"name\":\"f\"}}]," MSGS "}",
                         8000, false, true),
         8000, 12096);
+#undef MSGS
+}
+
+/* The client's reasoning_effort (or reasoning.effort) becomes a budget on
+ * the thinking caps' scale, within the same rules as a cap. */
+static void test_encode_client_effort(void **state)
+{
+#define MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+#define OWN(extra) encode_thinking("{\"model\":\"m\"," extra "," MSGS "}", 0, true, true)
+    assert_thinking(OWN("\"reasoning_effort\":\"low\""), 1024, 4096 + 1024);
+    assert_thinking(OWN("\"reasoning_effort\":\"medium\""), 4096, 4096 + 4096);
+    assert_thinking(OWN("\"reasoning_effort\":\"high\""), 16384, 4096 + 16384);
+    assert_thinking(OWN("\"reasoning_effort\":\"max\""), 16384, 4096 + 16384);
+    assert_thinking(OWN("\"reasoning\":{\"effort\":\"medium\"}"), 4096, 4096 + 4096);
+    /* reasoning_effort first when both are there */
+    assert_thinking(OWN("\"reasoning_effort\":\"low\",\"reasoning\":{\"effort\":\"high\"}"), 1024,
+                    4096 + 1024);
+    /* none and minimal: no thinking */
+    assert_thinking(OWN("\"reasoning_effort\":\"none\""), 0, 4096);
+    assert_thinking(OWN("\"reasoning_effort\":\"minimal\""), 0, 4096);
+    /* a reasoning object without an effort names no budget */
+    assert_thinking(OWN("\"reasoning\":{\"summary\":\"auto\"}"), 0, 4096);
+    /* the client's max_tokens bounds it; under 1024 left, none */
+    assert_thinking(OWN("\"max_tokens\":3000,\"reasoning_effort\":\"high\""), 2999, 3000);
+    assert_thinking(OWN("\"max_tokens\":1000,\"reasoning_effort\":\"low\""), 0, 1000);
+    /* sampling Anthropic refuses next to thinking */
+    assert_thinking(OWN("\"temperature\":0.2,\"reasoning_effort\":\"high\""), 0, 4096);
+    /* a model that does not reason gets nothing */
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," MSGS "}", 0, true, false),
+        0, 4096);
+#undef OWN
+#undef MSGS
+}
+
+/* The client's own thinking object is Anthropic's: it goes as it came. */
+static void test_encode_client_thinking_object(void **state)
+{
+#define MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+    /* max_tokens picked by bridle: raised past its budget */
+    json_object *b = encode_thinking("{\"model\":\"m\",\"thinking\":{\"type\":\"enabled\","
+                                     "\"budget_tokens\":2048,\"display\":\"summarized\"}," MSGS "}",
+                                     8000, true, true);
+    json_object *th = jget(b, "thinking");
+    assert_string_equal(json_object_to_json_string_ext(th, JSON_C_TO_STRING_PLAIN),
+                        "{\"type\":\"enabled\",\"budget_tokens\":2048,\"display\":\"summarized\"}");
+    assert_int_equal(json_object_get_int64(jget(b, "max_tokens")), 4096 + 2048);
+    json_object_put(b);
+    /* the client's max_tokens stays; the object wins over an effort */
+    b = encode_thinking("{\"model\":\"m\",\"max_tokens\":9000,\"reasoning_effort\":\"low\","
+                        "\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":5000}," MSGS "}",
+                        0, true, true);
+    assert_thinking(b, 5000, 9000);
+    b = encode_thinking("{\"model\":\"m\",\"thinking\":{\"type\":\"adaptive\"}," MSGS "}", 0, true,
+                        true);
+    assert_string_equal(jstr(jget(b, "thinking"), "type"), "adaptive");
+    assert_int_equal(json_object_get_int64(jget(b, "max_tokens")), 4096);
+    json_object_put(b);
+    /* not to a model that does not reason */
+    assert_thinking(encode_thinking("{\"model\":\"m\",\"thinking\":{\"type\":\"enabled\","
+                                    "\"budget_tokens\":2048}," MSGS "}",
+                                    0, true, false),
+                    0, 4096);
 #undef MSGS
 }
 
@@ -960,6 +1024,8 @@ int main(void)
         cmocka_unit_test(test_encode_basic_and_system_hoisting),
         cmocka_unit_test(test_encode_max_tokens_sources),
         cmocka_unit_test(test_encode_thinking_budget),
+        cmocka_unit_test(test_encode_client_effort),
+        cmocka_unit_test(test_encode_client_thinking_object),
         cmocka_unit_test(test_encode_headers_without_key_and_extras),
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),

@@ -338,6 +338,69 @@ static void test_registry(void **state)
     assert_int_equal(provider_find("openai")->framing, FRAMING_SSE);
 }
 
+/* One table: the client's effort → a budget, and a cap → an effort. */
+static void test_effort_table(void **state)
+{
+    static const struct {
+        const char *name;
+        int64_t budget;
+    } cases[] = {{"none", 0},     {"minimal", 0},   {"low", 1024}, {"medium", 4096},
+                 {"high", 16384}, {"xhigh", 16384}, {"max", 16384}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t b = -1;
+        assert_true(provider_effort_budget(cases[i].name, &b));
+        assert_int_equal(b, cases[i].budget);
+    }
+    int64_t b = 7;
+    assert_false(provider_effort_budget("HIGH", &b));
+    assert_false(provider_effort_budget("", &b));
+    assert_false(provider_effort_budget(NULL, &b));
+    assert_int_equal(b, 7);
+    assert_string_equal(provider_effort_names(), "none, minimal, low, medium, high, xhigh or max");
+    /* a cap becomes the highest of low/medium/high that fits under it */
+    assert_string_equal(provider_reasoning_effort(1), "low");
+    assert_string_equal(provider_reasoning_effort(4095), "low");
+    assert_string_equal(provider_reasoning_effort(4096), "medium");
+    assert_string_equal(provider_reasoning_effort(16383), "medium");
+    assert_string_equal(provider_reasoning_effort(16384), "high");
+    assert_string_equal(provider_reasoning_effort(1000000), "high");
+}
+
+/* The budget for the token dialects: the client's control, else the cap,
+ * only for a model that reasons. */
+static void test_reasoning_budget(void **state)
+{
+    model_price yes = {.name = "r", .reasoning = true}, no = {.name = "n"};
+    target tr = {.model = "r", .price = &yes}, tn = {.model = "n", .price = &no};
+    static const struct {
+        const char *json;
+        bool client;
+        int64_t want;
+    } cases[] = {
+        {"{}", false, 3000}, /* the cap */
+        {"{\"reasoning_effort\":\"medium\"}", true, 4096},
+        {"{\"reasoning\":{\"effort\":\"high\"}}", true, 16384},
+        {"{\"reasoning_effort\":\"none\"}", true, 0},
+        {"{\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":2500}}", true, 2500},
+        {"{\"thinking\":{\"type\":\"disabled\"}}", true, 0},
+        {"{\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":-5}}", true, -1},
+        {"{\"reasoning\":{\"summary\":\"auto\"}}", true, -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        canon_request req = {.root = json_tokener_parse(cases[i].json),
+                             .reasoning_set = cases[i].client,
+                             .thinking_budget = 3000};
+        if (provider_reasoning_budget(&req, &tr) != cases[i].want)
+            fail_msg("%s: got %lld", cases[i].json,
+                     (long long)provider_reasoning_budget(&req, &tr));
+        assert_int_equal(provider_reasoning_budget(&req, &tn), -1);
+        json_object_put(req.root);
+    }
+    canon_request none = {.root = NULL};
+    assert_int_equal(provider_reasoning_budget(&none, &tr), -1);
+    assert_int_equal(provider_reasoning_budget(NULL, &tr), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -354,6 +417,8 @@ int main(void)
         cmocka_unit_test(test_append_json),
         cmocka_unit_test(test_content_text),
         cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_effort_table),
+        cmocka_unit_test(test_reasoning_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

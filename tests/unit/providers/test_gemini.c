@@ -253,11 +253,13 @@ static void test_encode_tool_round_trip(void **state)
 
 /* generationConfig.thinkingConfig.thinkingBudget of `json` encoded with a
  * thinking budget; -1 when there is no thinkingConfig. */
-static int64_t encoded_thinking(const char *json, int64_t budget, bool client_set, bool reasoning)
+static int64_t encoded_thinking_to(const char *upstream_model, const char *json, int64_t budget,
+                                   bool client_set, bool reasoning)
 {
-    model_price price = {.name = "gemini-2.5-flash", .reasoning = reasoning};
+    model_price price = {.name = upstream_model, .reasoning = reasoning};
     target t = tgt;
     t.price = &price;
+    t.upstream_model = upstream_model;
     canon_request req = canon_from_json(json);
     req.thinking_budget = budget;
     req.reasoning_set = client_set;
@@ -275,6 +277,11 @@ static int64_t encoded_thinking(const char *json, int64_t budget, bool client_se
     return v;
 }
 
+static int64_t encoded_thinking(const char *json, int64_t budget, bool client_set, bool reasoning)
+{
+    return encoded_thinking_to("gemini-2.5-flash", json, budget, client_set, reasoning);
+}
+
 static void test_encode_thinking_budget(void **state)
 {
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
@@ -286,7 +293,45 @@ static void test_encode_thinking_budget(void **state)
     assert_int_equal(encoded_thinking(capped, 2000, false, true), 2000);
     assert_int_equal(encoded_thinking(plain, 0, false, true), -1);
     assert_int_equal(encoded_thinking(plain, 8000, false, false), -1);
+    /* the client's own control: a reasoning object without an effort names none */
     assert_int_equal(encoded_thinking(plain, 8000, true, true), -1);
+}
+
+/* The client's effort, or its Anthropic-style thinking object, becomes the
+ * budget: the thinking caps' scale, the same clamp. */
+static void test_encode_client_effort(void **state)
+{
+#define MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+#define OWN(extra) encoded_thinking("{\"model\":\"m\"," extra "," MSGS "}", 0, true, true)
+    assert_int_equal(OWN("\"reasoning_effort\":\"low\""), 1024);
+    assert_int_equal(OWN("\"reasoning_effort\":\"medium\""), 4096);
+    assert_int_equal(OWN("\"reasoning_effort\":\"high\""), 16384);
+    assert_int_equal(OWN("\"reasoning_effort\":\"xhigh\""), 16384);
+    assert_int_equal(OWN("\"reasoning\":{\"effort\":\"medium\"}"), 4096);
+    /* none and minimal turn thinking off where the model can */
+    assert_int_equal(OWN("\"reasoning_effort\":\"none\""), 0);
+    assert_int_equal(OWN("\"reasoning_effort\":\"minimal\""), 0);
+    /* the request's cap bounds it */
+    assert_int_equal(OWN("\"max_tokens\":3000,\"reasoning_effort\":\"high\""), 3000);
+    /* the thinking object's budget, or off */
+    assert_int_equal(OWN("\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":2048}"), 2048);
+    assert_int_equal(OWN("\"thinking\":{\"type\":\"disabled\"}"), 0);
+    assert_int_equal(OWN("\"thinking\":{\"type\":\"adaptive\"}"), -1);
+    /* the Pro models cannot turn thinking off: their smallest budget */
+    assert_int_equal(encoded_thinking_to("gemini-2.5-pro",
+                                         "{\"model\":\"m\",\"reasoning_effort\":\"none\"," MSGS "}",
+                                         0, true, true),
+                     128);
+    assert_int_equal(encoded_thinking_to("gemini-2.5-pro",
+                                         "{\"model\":\"m\",\"reasoning_effort\":\"low\"," MSGS "}",
+                                         0, true, true),
+                     1024);
+    /* a model that does not reason gets nothing */
+    assert_int_equal(encoded_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," MSGS "}", 0,
+                                      true, false),
+                     -1);
+#undef OWN
+#undef MSGS
 }
 
 static void test_encode_errors(void **state)
@@ -722,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_encode_tool_round_trip),
         cmocka_unit_test(test_encode_errors),
         cmocka_unit_test(test_encode_thinking_budget),
+        cmocka_unit_test(test_encode_client_effort),
         cmocka_unit_test(test_decode_text_thoughts_and_usage),
         cmocka_unit_test(test_decode_function_call),
         cmocka_unit_test(test_decode_finish_reasons_and_block),

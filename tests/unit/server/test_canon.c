@@ -235,6 +235,37 @@ static void test_reasoning_set(void **state)
     }
 }
 
+/* Every effort of wire-formats §1.2 is accepted (each has a budget for the
+ * dialects that take tokens); anything else is a 400 naming them all. */
+static void test_reasoning_effort_values(void **state)
+{
+    static const char *const ok[] = {"none", "minimal", "low", "medium", "high", "xhigh", "max"};
+    char extra[128];
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        snprintf(extra, sizeof extra, "\"reasoning_effort\": \"%s\"", ok[i]);
+        parsed_free(accept_ok(with(extra)));
+        snprintf(extra, sizeof extra, "\"reasoning\": {\"effort\": \"%s\", \"summary\": \"auto\"}",
+                 ok[i]);
+        parsed_free(accept_ok(with(extra)));
+    }
+    parsed_free(accept_ok(with("\"reasoning\": {\"summary\": \"auto\"}")));
+    parsed_free(accept_ok(with("\"reasoning\": {\"effort\": null}")));
+    expect_reject(with("\"reasoning_effort\": \"extreme\""), "reasoning_effort", "invalid_value",
+                  "\"reasoning_effort\" must be one of none, minimal, low, medium, high, xhigh or "
+                  "max",
+                  "got \"extreme\"");
+    expect_reject(with("\"reasoning_effort\": \"High\""), "reasoning_effort", "invalid_value",
+                  "must be one of");
+    expect_reject(with("\"reasoning_effort\": 3"), "reasoning_effort", "invalid_type",
+                  "must be a string");
+    expect_reject(with("\"reasoning\": {\"effort\": \"lots\"}"), "reasoning.effort",
+                  "invalid_value", "\"reasoning.effort\" must be one of none, minimal", "lots");
+    expect_reject(with("\"reasoning\": \"high\""), "reasoning", "invalid_type",
+                  "must be an object like {\"effort\": \"low\"}");
+    expect_reject(with("\"reasoning\": {\"effort\": \"low\", \"effort\": \"high\"}"),
+                  "reasoning.effort", "duplicate_key", "twice");
+}
+
 static void test_json_mode(void **state)
 {
     parsed *p = accept_ok(with("\"response_format\": {\"type\": \"text\"}"));
@@ -666,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_max_tokens_choice),
         cmocka_unit_test(test_json_mode),
         cmocka_unit_test(test_reasoning_set),
+        cmocka_unit_test(test_reasoning_effort_values),
         cmocka_unit_test(test_stream_variants),
         cmocka_unit_test(test_unescaped_strings),
         cmocka_unit_test(test_strings_stay_valid),
