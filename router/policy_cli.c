@@ -382,8 +382,10 @@ int route_main(int argc, char **argv)
     if (plan.output_capped) cr.max_tokens = plan.max_tokens_applied;
     bool thinking = plan.thinking_cap > 0 && !cr.reasoning_set;
     if (thinking) cr.thinking_budget = plan.thinking_cap;
+    /* the cap, or the client's own control (which the token dialects translate) */
+    bool shown = thinking || cr.reasoning_set;
     char sent[POLICY_MAX_CAND][128] = {{0}};
-    for (int i = 0; thinking && i < plan.n; i++) /* not the client's own control */
+    for (int i = 0; shown && i < plan.n; i++)
         thinking_as_sent(&cr, &config_model(L.cfg, plan.cand[i].model_index)->target, sent[i],
                          sizeof sent[i]);
     if (as_json) {
@@ -451,14 +453,15 @@ int route_main(int argc, char **argv)
             printf("thinking  budget %lld tokens (the task's cap), not sent: the request sets its "
                    "own reasoning control\n",
                    (long long)plan.thinking_cap);
+        if (cr.reasoning_set)
+            printf("thinking  the request's own reasoning control, in each model's form\n");
         printf("rule      %s\n", plan.rule);
         printf("plan\n");
         for (int i = 0; i < plan.n; i++) {
             const policy_candidate *k = &plan.cand[i];
             printf("  %d. %-22s %-7s est $%-12s %s\n", i + 1, L.models[k->model_index].name,
                    pricing_tier_name(k->tier), usd(k->est_cost_pusd, 8, a, sizeof a), k->reason);
-            if (thinking)
-                printf("     thinking: %s\n", sent[i][0] ? sent[i] : "none (it does not reason)");
+            if (shown) printf("     thinking: %s\n", sent[i][0] ? sent[i] : "none");
         }
         printf("cost      est $%s on %s", usd(plan.est_cost_pusd, 8, a, sizeof a),
                L.models[plan.cand[0].model_index].name);

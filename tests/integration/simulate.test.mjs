@@ -162,7 +162,10 @@ describe('route: one decision, no calls', () => {
     const own = json('route', '--config', CONFIG, '--request', path.join(dir, 'own.json'), '--header', 'x-bridle-task: complex_reasoning');
     assert.equal(own.thinking_cap, 8000);
     assert.equal(own.thinking_sent, false);
-    assert.ok(own.candidates.every((x) => x.thinking === null));
+    // the client's own effort, as each candidate would get it
+    const ownSent = Object.fromEntries(own.candidates.map((x) => [x.model, x.thinking]));
+    assert.equal(ownSent['claude-opus-4-8'], 'thinking.budget_tokens 1024 (max_tokens 5120)');
+    assert.equal(ownSent['gpt-5.5'], 'reasoning_effort low');
 
     const text = bridle('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: classify');
     assert.equal(text.code, 0, text.stderr);
