@@ -418,8 +418,13 @@ bool jdoc_str_eq(const jdoc *d, uint32_t i, const char *lit)
 uint32_t jdoc_get(const jdoc *d, uint32_t obj, const char *key)
 {
     if (obj == JT_NONE || obj >= d->n || d->t[obj].type != JT_OBJECT) return JT_NONE;
-    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k))
-        if (jdoc_str_eq(d, k, key)) return k + 1;
+    size_t ln = strlen(key); /* once, not once per key compared */
+    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k)) {
+        const jtok *t = &d->t[k];
+        if (t->escaped ? jdoc_str_eq(d, k, key)
+                       : t->end - t->start == ln && memcmp(d->src + t->start, key, ln) == 0)
+            return k + 1;
+    }
     return JT_NONE;
 }
 
