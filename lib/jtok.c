@@ -95,9 +95,11 @@ static const unsigned char stop_byte[256] = {
     [0x80 ... 0xFF] = 1,
 };
 
-/* Whether any of the 8 bytes at q is a stop byte (SWAR: per byte, the high
- * bit of the result is set for bytes < 0x20, == '"', == '\\' or >= 0x80). */
-static inline bool has_stop_byte(const unsigned char *q)
+/* The stop bytes among the 8 at q (SWAR: per byte, the high bit of the
+ * result is set for bytes < 0x20, == '"', == '\\' or >= 0x80). The first
+ * one flagged is exact: the borrows that can flag others only run from it
+ * towards the more significant bytes. */
+static inline uint64_t stop_mask(const unsigned char *q)
 {
     uint64_t v;
     memcpy(&v, q, 8);
@@ -106,7 +108,7 @@ static inline bool has_stop_byte(const unsigned char *q)
     uint64_t below_space = (v - ones * 0x20) & ~v;
     uint64_t is_quote = (quote - ones) & ~quote;
     uint64_t is_bslash = (bslash - ones) & ~bslash;
-    return ((below_space | is_quote | is_bslash | v) & highs) != 0;
+    return (below_space | is_quote | is_bslash | v) & highs;
 }
 
 static bool parse_string(parser *p)
@@ -118,8 +120,13 @@ static bool parse_string(parser *p)
     while (p->pos < p->len) {
         /* the common case: a run of plain ASCII, eight bytes at a time */
         const unsigned char *s = p->s, *q = s + p->pos, *end = s + p->len;
-        while (q + 8 <= end && !has_stop_byte(q))
-            q += 8;
+        for (uint64_t m; q + 8 <= end; q += 8)
+            if ((m = stop_mask(q))) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                q += __builtin_ctzll(m) >> 3; /* straight to it, no byte loop */
+#endif
+                break;
+            }
         while (q < end && !stop_byte[*q])
             q++;
         p->pos = (size_t)(q - s);
@@ -418,8 +425,13 @@ bool jdoc_str_eq(const jdoc *d, uint32_t i, const char *lit)
 uint32_t jdoc_get(const jdoc *d, uint32_t obj, const char *key)
 {
     if (obj == JT_NONE || obj >= d->n || d->t[obj].type != JT_OBJECT) return JT_NONE;
-    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k))
-        if (jdoc_str_eq(d, k, key)) return k + 1;
+    size_t ln = strlen(key); /* once, not once per key compared */
+    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k)) {
+        const jtok *t = &d->t[k];
+        if (t->escaped ? jdoc_str_eq(d, k, key)
+                       : t->end - t->start == ln && memcmp(d->src + t->start, key, ln) == 0)
+            return k + 1;
+    }
     return JT_NONE;
 }
 

@@ -68,11 +68,23 @@ void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen)
     uint64_t unit = 1;
     for (int i = 0; i < decimals; i++)
         unit *= 10;
-    if (decimals == 0)
-        snprintf(out, outlen, "%s%llu", neg ? "-" : "", (unsigned long long)rounded);
-    else
-        snprintf(out, outlen, "%s%llu.%0*llu", neg ? "-" : "", (unsigned long long)(rounded / unit),
-                 decimals, (unsigned long long)(rounded % unit));
+    /* By hand, right to left: two per reply, and snprintf cost more than
+     * the rest of the arithmetic. */
+    char tmp[48], *p = tmp + sizeof tmp;
+    *--p = '\0';
+    uint64_t frac = rounded % unit, whole = rounded / unit;
+    for (int i = 0; i < decimals; i++, frac /= 10)
+        *--p = (char)('0' + frac % 10);
+    if (decimals > 0) *--p = '.';
+    do
+        *--p = (char)('0' + whole % 10);
+    while (whole /= 10);
+    if (neg) *--p = '-';
+    if (!outlen) return;
+    size_t n = (size_t)(tmp + sizeof tmp - 1 - p);
+    if (n >= outlen) n = outlen - 1; /* truncated like snprintf */
+    memcpy(out, p, n);
+    out[n] = '\0';
 }
 
 bool util_starts_with_ci(const char *s, const char *prefix)

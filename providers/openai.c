@@ -324,6 +324,13 @@ static void openai_classify(int status, const upstream_headers *hs, const char *
 static void copy_finish_reason(const jdoc *d, uint32_t fr, char *dst, size_t cap)
 {
     if (jdoc_type(d, fr) != JT_STRING) return;
+    const jtok *t = &d->t[fr];
+    if (!t->escaped && cap) { /* the usual case: the bytes as they are, no snprintf */
+        size_t n = t->end - t->start < cap ? t->end - t->start : cap - 1;
+        memcpy(dst, d->src + t->start, n);
+        dst[n] = '\0';
+        return;
+    }
     buf tmp = BUF_INIT;
     jdoc_str_append(d, fr, &tmp);
     snprintf(dst, cap, "%s", tmp.data);

@@ -112,6 +112,7 @@ typedef struct chat {
     struct chat *next_follower; /* in the leader's list */
     struct chat *next_leader;   /* in the app's bucket */
     bool coalesced;             /* answered with the leader's answer */
+    buf head;                   /* the reply's own header lines (http_head_add) */
 } chat;
 
 static void chat_finish(chat *c, chat_state final, const char *why);
@@ -152,6 +153,7 @@ static void chat_destroy(chat *c)
     upstream_request_free(&c->up);
     buf_free(&c->body);
     buf_free(&c->sres.text);
+    buf_free(&c->head);
     free(c);
 }
 
@@ -163,17 +165,19 @@ static void chat_recycle(chat *c)
         return;
     }
     jdoc doc = c->doc;
-    buf strings = c->strings, body = c->body, text = c->sres.text;
+    buf strings = c->strings, body = c->body, text = c->sres.text, head = c->head;
     upstream_request up = c->up;
     upstream_request_reset(&up);
     buf_reset(&strings);
     buf_reset(&body);
     buf_reset(&text);
+    buf_reset(&head);
     memset(c, 0, sizeof *c);
     c->doc = doc;
     c->strings = strings;
     c->body = body;
     c->sres.text = text;
+    c->head = head;
     c->up = up;
     c->next_free = a->chat_pool;
     a->chat_pool = c;
@@ -263,25 +267,33 @@ static void on_client_gone(void *arg)
 
 static void add_common_headers(chat *c)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-    evhttp_add_header(h, "x-request-id", c->id);
+    buf *h = &c->head;
+    http_head_add(h, "x-request-id", c->id);
     char n[16];
     snprintf(n, sizeof n, "%d", c->attempts);
-    evhttp_add_header(h, "x-bridle-attempts", n);
+    http_head_add(h, "x-bridle-attempts", n);
     if (c->n_plan > 0) {
         const target *t = c->plan[c->cur];
-        evhttp_add_header(h, "x-bridle-provider", t->provider->name);
-        evhttp_add_header(h, "x-bridle-model", t->model);
+        http_head_add(h, "x-bridle-provider", t->provider->name);
+        http_head_add(h, "x-bridle-model", t->model);
     }
     if (c->route_rule[0] && c->cascade_check[0]) {
         char rule[200];
         snprintf(rule, sizeof rule, "%s; escalated: the cheaper answer failed the %s check",
                  c->route_rule, c->cascade_check);
-        evhttp_add_header(h, "x-bridle-route", rule);
+        http_head_add(h, "x-bridle-route", rule);
     } else if (c->route_rule[0])
-        evhttp_add_header(h, "x-bridle-route", c->route_rule);
+        http_head_add(h, "x-bridle-route", c->route_rule);
     else if (c->route_name)
-        evhttp_add_header(h, "x-bridle-route", c->route_name);
+        http_head_add(h, "x-bridle-route", c->route_name);
+}
+
+/* Every whole reply of a chat goes out here, with the header lines
+ * collected in c->head. */
+static void chat_reply(chat *c, int status, const char *content_type, const char *body, size_t len)
+{
+    http_head_flush(c->req, &c->head);
+    http_reply(c->a, c->req, status, content_type, body, len);
 }
 
 static void copy_str(char *dst, size_t n, const char *src)
@@ -376,7 +388,7 @@ static void on_idem_stored(void *ctx, const idem_result *r)
 {
     chat *c = ctx;
     c->idem_pending = NULL;
-    http_reply_json(c->a, c->req, c->idem_status, c->idem_body.data, c->idem_body.len);
+    chat_reply(c, c->idem_status, "application/json", c->idem_body.data, c->idem_body.len);
     chat_finish(c, c->idem_final, c->idem_why);
 }
 
@@ -403,7 +415,7 @@ static void send_final(chat *c, int status, const char *body, size_t len, chat_s
         if (c->idem_pending) return;
         c->idem_settled = false;
     }
-    http_reply_json(c->a, c->req, status, body, len);
+    chat_reply(c, status, "application/json", body, len);
     coalesce_answer(c, status, body, len);
     chat_finish(c, final, why);
 }
@@ -420,8 +432,7 @@ static void reply_error(chat *c, int status, const char *type, const char *code,
     buf b = BUF_INIT;
     http_error_json(&b, type, code, param, message);
     /* said both ways: the OpenAI SDKs obey it over their own status rules */
-    evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-should-retry",
-                      should_retry ? "true" : "false");
+    http_head_add(&c->head, "x-should-retry", should_retry ? "true" : "false");
     send_final(c, status, b.data, b.len, CHAT_FAILED, message);
     buf_free(&b);
 }
@@ -434,7 +445,7 @@ static void reply_upstream_error(chat *c, const upstream_error *e)
     if (e->retry_after_ms > 0 && e->cls == ERRCLASS_RETRYABLE) {
         char ra[24];
         snprintf(ra, sizeof ra, "%lld", (long long)((e->retry_after_ms + 999) / 1000));
-        evhttp_add_header(evhttp_request_get_output_headers(c->req), "retry-after", ra);
+        http_head_add(&c->head, "retry-after", ra);
     }
     reply_error(c, e->client_status ? e->client_status : 502, e->type[0] ? e->type : "api_error",
                 e->code, NULL, msg,
@@ -473,9 +484,9 @@ static void cost_header(chat *c, const usage_record *u)
     size_t n = strlen(s);
     while (n > 2 && s[n - 1] == '0' && s[n - 2] != '.')
         s[--n] = '\0';
-    evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-bridle-cost-usd", s);
+    http_head_add(&c->head, "x-bridle-cost-usd", s);
     util_format_pusd(baseline_cost(c, u) - cost, 6, s, sizeof s);
-    evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-bridle-savings-usd", s);
+    http_head_add(&c->head, "x-bridle-savings-usd", s);
 }
 
 /* ------------------------------------------------------------ planning */
@@ -793,6 +804,7 @@ static void stream_start_reply(chat *c)
     chat_set_state(c, CHAT_RELAYING);
     struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
     add_common_headers(c);
+    http_head_flush(c->req, &c->head); /* evhttp must find Content-Type: its own entry */
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-cache");
     http_count_reply(c->a, 200);
@@ -1275,8 +1287,8 @@ static void follower_reply(chat *f, int status, const char *body, size_t len)
     chat_set_state(f, CHAT_REPLYING);
     record_usage(f, status, status < 400 ? "" : "coalesced_error", NULL);
     add_common_headers(f);
-    evhttp_add_header(evhttp_request_get_output_headers(f->req), "x-bridle-coalesced", "true");
-    http_reply_json(f->a, f->req, status, body, len);
+    http_head_add(&f->head, "x-bridle-coalesced", "true");
+    chat_reply(f, status, "application/json", body, len);
     chat_finish(f, status < 400 ? CHAT_DONE : CHAT_FAILED,
                 "answered with an identical request's answer");
 }
@@ -1327,8 +1339,8 @@ static void replay(chat *c, const idem_result *r)
     chat_set_state(c, CHAT_REPLYING);
     record_usage(c, r->status, "", NULL);
     add_common_headers(c);
-    evhttp_add_header(evhttp_request_get_output_headers(c->req), "Idempotent-Replayed", "true");
-    http_reply(c->a, c->req, r->status, r->content_type, r->body, r->body_len);
+    http_head_add(&c->head, "Idempotent-Replayed", "true");
+    chat_reply(c, r->status, r->content_type, r->body, r->body_len);
     chat_finish(c, CHAT_DONE, "replayed for its Idempotency-Key");
 }
 
@@ -1352,7 +1364,7 @@ static void on_idem_claim(void *ctx, const idem_result *r)
                     false);
         return;
     case IDEM_IN_PROGRESS:
-        evhttp_add_header(evhttp_request_get_output_headers(c->req), "retry-after", "1");
+        http_head_add(&c->head, "retry-after", "1");
         reply_error(c, 409, "invalid_request_error", "idempotency_key_in_use", NULL,
                     "A request with this Idempotency-Key is still being processed; retry after "
                     "it finishes to get its answer",

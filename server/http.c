@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event_struct.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/buf.h"
@@ -385,16 +387,70 @@ void http_reply_json(app *a, struct evhttp_request *req, int status, const char 
     http_reply(a, req, status, "application/json", body, len);
 }
 
+/* evhttp copies each header's name and value (three allocations) and
+ * prints each line with its own printf: lines collected here reach it as
+ * one entry, printed as they are. Values are refused as evhttp_add_header
+ * would refuse them: a line break only as a folded continuation. */
+void http_head_add(buf *head, const char *name, const char *value)
+{
+    for (const char *p = value; (p = strpbrk(p, "\r\n"));) {
+        p += strspn(p, "\r\n");
+        if (*p != ' ' && *p != '\t') return;
+    }
+    buf_append_str(head, name);
+    buf_append(head, ": ", 2);
+    buf_append_str(head, value);
+    buf_append(head, "\r\n", 2);
+}
+
+void http_head_flush(struct evhttp_request *req, buf *head)
+{
+    if (!head->len) return;
+    /* "name: value\r\nname2: value2\r\n" -> name = "name", value = the rest
+     * without the last line break; evhttp prints "%s: %s\r\n". It frees the
+     * entry with free() (bridle sets no libevent allocator). */
+    const char *colon = memchr(head->data, ':', head->len);
+    struct evkeyval *kv = calloc(1, sizeof *kv);
+    if (!colon || !kv) abort();
+    size_t nlen = (size_t)(colon - head->data);
+    kv->key = strndup(head->data, nlen);
+    kv->value = strndup(colon + 2, head->len - nlen - 4);
+    if (!kv->key || !kv->value) abort();
+    struct evkeyvalq *q = evhttp_request_get_output_headers(req);
+    kv->next.tqe_next = NULL; /* TAILQ_INSERT_TAIL */
+    kv->next.tqe_prev = q->tqh_last;
+    *q->tqh_last = kv;
+    q->tqh_last = &kv->next.tqe_next;
+    buf_reset(head);
+}
+
+/* evhttp formats a Date (gmtime_r, snprintf) for every HTTP/1.1 reply that
+ * has none; the text changes once a second, so it is made once a second. */
+static void add_date(struct evhttp_request *req, struct evkeyvalq *out)
+{
+    static time_t last = -1;
+    static char date[50];
+    if (req->major != 1 || req->minor < 1) return; /* where evhttp adds none */
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        evutil_date_rfc1123(date, sizeof date, &tm);
+        last = now;
+    }
+    evhttp_add_header(out, "Date", date);
+}
+
 void http_reply(app *a, struct evhttp_request *req, int status, const char *content_type,
                 const char *body, size_t len)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     evhttp_add_header(out, "Content-Type", content_type);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, body, len);
+    add_date(req, out);
+    /* straight into the request's own buffer: no evbuffer to make and free */
+    evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
     http_count_reply(a, status);
-    evhttp_send_reply(req, status, reason_phrase(status), b);
-    evbuffer_free(b);
+    evhttp_send_reply(req, status, reason_phrase(status), NULL);
 }
 
 void http_reply_error(app *a, struct evhttp_request *req, int status, const char *type,

@@ -97,6 +97,26 @@ static void test_navigation(void **state)
     jdoc_free(&d);
 }
 
+static void test_get_keys(void **state)
+{
+    /* a key that is a prefix of another, an escaped key, a key after them */
+    const char *s = "{\"mod\":1,\"model\":2,\"m\\u006fdel2\":3,\"z\":4}";
+    jdoc d = JDOC_INIT;
+    int64_t n = 0;
+    assert_int_equal(parse(&d, s), 0);
+    assert_true(jdoc_int64(&d, jdoc_get(&d, 0, "model"), &n));
+    assert_int_equal(n, 2);
+    assert_true(jdoc_int64(&d, jdoc_get(&d, 0, "mod"), &n));
+    assert_int_equal(n, 1);
+    assert_true(jdoc_int64(&d, jdoc_get(&d, 0, "model2"), &n));
+    assert_int_equal(n, 3);
+    assert_true(jdoc_int64(&d, jdoc_get(&d, 0, "z"), &n));
+    assert_int_equal(n, 4);
+    assert_int_equal(jdoc_get(&d, 0, "mode"), JT_NONE);
+    assert_int_equal(jdoc_get(&d, 0, ""), JT_NONE);
+    jdoc_free(&d);
+}
+
 static void test_unescape(void **state)
 {
     jdoc d = JDOC_INIT;
@@ -138,7 +158,7 @@ int main(void)
         cmocka_unit_test(test_valid_documents), cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_depth_limit),     cmocka_unit_test(test_navigation),
         cmocka_unit_test(test_unescape),        cmocka_unit_test(test_int64_bounds),
-        cmocka_unit_test(test_token_cap),
+        cmocka_unit_test(test_token_cap),       cmocka_unit_test(test_get_keys),
     };
     return cmocka_run_group_tests_name("lib/jtok", tests, NULL, NULL);
 }
