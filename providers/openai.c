@@ -25,6 +25,7 @@ typedef enum {
     KEY_STREAM_OPTIONS, /* replaced: bridle always asks for usage */
     KEY_MAX_TOKENS,     /* renamed to what the host wants */
     KEY_METADATA,       /* OpenAI only */
+    KEY_REASONING,      /* reasoning_effort / reasoning: not to a model bridle chose that can't */
     KEY_DROP,           /* bridle's own keys, never forwarded */
 } openai_key;
 
@@ -40,6 +41,9 @@ static openai_key openai_classify_key(const char *k)
         if (strcmp(k, "max_tokens") == 0 || strcmp(k, "max_completion_tokens") == 0)
             return KEY_MAX_TOKENS;
         if (strcmp(k, "metadata") == 0) return KEY_METADATA;
+        break;
+    case 'r':
+        if (strcmp(k, "reasoning_effort") == 0 || strcmp(k, "reasoning") == 0) return KEY_REASONING;
         break;
     case 's':
         if (strcmp(k, "stream") == 0) return KEY_STREAM;
@@ -65,6 +69,17 @@ static void body_begin_member(buf *b, bool *first, const char *key_json, size_t 
     buf_append(b, key_json, len);
 }
 #define BODY_MEMBER(b, first, lit) body_begin_member((b), (first), lit, sizeof(lit) - 1)
+
+/* A member of the client's object, its key and value as they were sent. */
+static void body_copy_member(buf *b, bool *first, const char *raw_key, size_t rlen,
+                             const char *raw_val, size_t vlen)
+{
+    if (!*first) buf_append_char(b, ',');
+    *first = false;
+    buf_append(b, raw_key, rlen);
+    buf_append_char(b, ':');
+    buf_append(b, raw_val, vlen);
+}
 
 static void body_append_max_tokens(buf *b, bool *first, const canon_request *req,
                                    const provider_conf *pc)
@@ -101,11 +116,7 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
         jdoc_str_append(d, k, &key);
         switch (openai_classify_key(key.data)) {
         case KEY_PASS:
-            if (!first) buf_append_char(b, ',');
-            first = false;
-            buf_append(b, raw_key, rlen);
-            buf_append_char(b, ':');
-            buf_append(b, raw_val, vlen);
+            body_copy_member(b, &first, raw_key, rlen, raw_val, vlen);
             break;
         case KEY_MODEL:
             if (model_done) break;
@@ -131,6 +142,14 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
             if (!pc->use_max_completion_tokens) break;
             BODY_MEMBER(b, &first, "\"metadata\":");
             buf_append(b, raw_val, vlen);
+            break;
+        case KEY_REASONING:
+            /* A model the client named gets what the client sent. One that
+             * routing chose and that does not reason would refuse the
+             * request (OpenAI: 400 unsupported parameter) for a control the
+             * client meant for whichever model answers: dropped. */
+            if (!req->model_chosen || provider_reasons(t))
+                body_copy_member(b, &first, raw_key, rlen, raw_val, vlen);
             break;
         case KEY_STREAM_OPTIONS: /* written below from our own rule */
         case KEY_DROP:

@@ -37,10 +37,11 @@ typedef struct canon_request {
     bool deterministic; /* temperature 0, n 1, not streamed: may share an identical call */
     const char *user;   /* "user" or NULL */
     const char *task, *agent, *feature, *team; /* metadata / x-bridle-* headers, or NULL */
-    bool reasoning_set;      /* the client set its own reasoning control (reasoning_effort,
-                                reasoning or thinking): it wins over any thinking budget,
-                                and the budget dialects translate it
-                                (provider_reasoning_budget) */
+    bool model_chosen;  /* bridle chose the model (a route or the routing policy), not the client */
+    bool reasoning_set; /* the client set its own reasoning control (reasoning_effort,
+                           reasoning or thinking): it wins over any thinking budget,
+                           and the budget dialects translate it
+                           (provider_reasoning_budget) */
     int64_t thinking_budget; /* reasoning tokens the routing policy allows (thinking_caps);
                                 0 = none. Sent only to reasoning models, each dialect in its
                                 own form (provider_thinking_budget) */

@@ -569,6 +569,7 @@ static int plan_by_policy(chat *c)
         c->plan[c->n_plan++] = &config_model(a->cfg, plan.cand[i].model_index)->target;
     c->pplan = plan;
     c->by_policy = true;
+    c->canon.model_chosen = true;
     snprintf(c->route_rule, sizeof c->route_rule, "%s", plan.rule);
     if (plan.baseline_index >= 0) c->baseline = config_model(a->cfg, plan.baseline_index);
     if (plan.output_capped) c->canon.max_tokens = plan.max_tokens_applied;
@@ -599,6 +600,7 @@ static int make_plan(chat *c)
     const route_conf *r = config_find_route(cfg, c->canon.model);
     if (r) {
         c->route_name = r->name;
+        c->canon.model_chosen = true;
         c->baseline = r->baseline;
         for (int i = 0; i < r->n_candidates && c->n_plan < MAX_PLAN; i++)
             if (r->candidates[i]->enabled) c->plan[c->n_plan++] = &r->candidates[i]->target;

@@ -166,6 +166,20 @@ test("a model that does not reason gets none of the client's reasoning control",
   assert.equal(sent.generationConfig?.thinkingConfig, undefined, JSON.stringify(sent));
 });
 
+test("OpenAI-compatible: the client's reasoning control reaches a model it named as sent; a non-reasoning model routing chose gets none (it would refuse the request)", async () => {
+  const control = { reasoning_effort: 'high', reasoning: { effort: 'high' } };
+  let { r, sent } = await ask('classify', control); // auto → gpt-4o-mini, which does not reason
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
+  assert.equal(sent.reasoning_effort, undefined, JSON.stringify(sent));
+  assert.equal(sent.reasoning, undefined, JSON.stringify(sent));
+  ({ r, sent } = await ask('analysis', control)); // auto → gpt-5.5, which reasons
+  assert.equal(r.headers['x-bridle-model'], 'gpt-5.5');
+  assert.equal(sent.reasoning_effort, 'high');
+  assert.deepEqual(sent.reasoning, { effort: 'high' });
+  ({ sent } = await ask('classify', control, 'gpt-4o-mini')); // named by the client: its call
+  assert.equal(sent.reasoning_effort, 'high');
+});
+
 test('an unknown reasoning effort is a 400 that names the allowed values', async () => {
   const before = (await mockStats(mock.url)).requests;
   for (const [extra, param] of [

@@ -197,10 +197,11 @@ static void test_encode_no_key_extra_headers(void **state)
 
 /* The body sent to a model (reasoning or not) for `json` with a thinking
  * budget; the client's own control is read from the body as canon does. */
-static char *encode_thinking(const char *json, int64_t budget, bool reasoning)
+static char *encode_chosen(const char *json, int64_t budget, bool reasoning, bool chosen)
 {
     canon_request req;
     assert_int_equal(fixture_canon_from_json(json, &req), 0);
+    req.model_chosen = chosen;
     req.thinking_budget = budget;
     req.reasoning_set = json_object_object_get_ex(req.root, "reasoning_effort", NULL);
     model_price price = {.name = "gpt-5.5", .reasoning = reasoning};
@@ -214,6 +215,31 @@ static char *encode_thinking(const char *json, int64_t budget, bool reasoning)
     upstream_request_free(&out);
     fixture_canon_free(&req);
     return body;
+}
+
+static char *encode_thinking(const char *json, int64_t budget, bool reasoning)
+{
+    return encode_chosen(json, budget, reasoning, false);
+}
+
+/* The client's reasoning control reaches a model it named as it is, and a
+ * model routing chose only if that one reasons (a model that does not
+ * would refuse the whole request). */
+static void test_encode_client_reasoning_by_who_chose(void **state)
+{
+    static const char *req = "{\"model\":\"auto\",\"reasoning_effort\":\"high\","
+                             "\"reasoning\":{\"effort\":\"high\"},"
+                             "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    char *kept[] = {encode_chosen(req, 0, false, false), encode_chosen(req, 0, true, true)};
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(strstr(kept[i], "\"reasoning_effort\":\"high\""));
+        assert_non_null(strstr(kept[i], "\"reasoning\":{\"effort\":\"high\"}"));
+        free(kept[i]);
+    }
+    char *dropped = encode_chosen(req, 0, false, true);
+    assert_null(strstr(dropped, "reasoning"));
+    assert_non_null(strstr(dropped, "\"messages\":[")); /* the rest is intact */
+    free(dropped);
 }
 
 /* The budget becomes reasoning_effort (the effort whose nominal budget fits
@@ -714,6 +740,7 @@ int main(void)
         cmocka_unit_test(test_encode_no_key_extra_headers),
         cmocka_unit_test(test_encode_rejects_missing_base_url),
         cmocka_unit_test(test_encode_thinking_budget_as_effort),
+        cmocka_unit_test(test_encode_client_reasoning_by_who_chose),
         cmocka_unit_test(test_decode_full),
         cmocka_unit_test(test_decode_without_usage),
         cmocka_unit_test(test_decode_malformed),
