@@ -165,9 +165,7 @@ static void col_int(buf *b, int64_t v)
     char tmp[24], *p = tmp + sizeof tmp;
     uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
     *--p = '\t';
-    do
-        *--p = (char)('0' + u % 10);
-    while (u /= 10);
+    p = util_u64_digits(u, p);
     if (v < 0) *--p = '-';
     buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }

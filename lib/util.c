@@ -55,6 +55,14 @@ bool util_random_hex(char *out, size_t n)
     return true;
 }
 
+char *util_u64_digits(uint64_t v, char *end)
+{
+    do
+        *--end = (char)('0' + v % 10);
+    while (v /= 10);
+    return end;
+}
+
 void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen)
 {
     bool neg = pusd < 0;
@@ -76,9 +84,7 @@ void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen)
     for (int i = 0; i < decimals; i++, frac /= 10)
         *--p = (char)('0' + frac % 10);
     if (decimals > 0) *--p = '.';
-    do
-        *--p = (char)('0' + whole % 10);
-    while (whole /= 10);
+    p = util_u64_digits(whole, p);
     if (neg) *--p = '-';
     if (!outlen) return;
     size_t n = (size_t)(tmp + sizeof tmp - 1 - p);

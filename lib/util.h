@@ -17,6 +17,11 @@ void util_sha256_hex(const void *data, size_t len, char out[65]);
 /* n random bytes from the OS as lower-case hex into out (2n+1 bytes). */
 bool util_random_hex(char *out, size_t n);
 
+/* Writes the decimal digits of v right to left, ending just before `end`;
+ * returns where they start (at most 20 characters, no terminator). For hot
+ * paths where snprintf costs more than the rest of the work. */
+char *util_u64_digits(uint64_t v, char *end);
+
 /* Formats an amount in pico-dollars (1e-12 USD) as a decimal string of
  * US dollars with `decimals` places (6 for headers), rounding half up. */
 void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen);

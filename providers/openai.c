@@ -12,6 +12,7 @@
 
 #include "lib/jtok.h"
 #include "lib/log.h"
+#include "lib/util.h"
 
 #define OPENAI_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
@@ -89,11 +90,7 @@ static void body_append_max_tokens(buf *b, bool *first, const canon_request *req
     else
         BODY_MEMBER(b, first, "\"max_tokens\":");
     /* By hand: vsnprintf twice (buf_printf) costs more than the rest. */
-    char digits[24], *p = digits + sizeof digits;
-    uint64_t v = (uint64_t)req->max_tokens;
-    do
-        *--p = (char)('0' + v % 10);
-    while (v /= 10);
+    char digits[24], *p = util_u64_digits((uint64_t)req->max_tokens, digits + sizeof digits);
     buf_append(b, p, (size_t)(digits + sizeof digits - p));
 }
 

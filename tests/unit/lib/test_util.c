@@ -15,6 +15,20 @@ static const char *usd(int64_t pusd, int decimals)
     return out;
 }
 
+static void test_u64_digits(void **state)
+{
+    static const struct {
+        uint64_t v;
+        const char *want;
+    } cases[] = {
+        {0, "0"}, {7, "7"}, {10, "10"}, {4096, "4096"}, {UINT64_MAX, "18446744073709551615"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[32], *end = buf + sizeof buf - 1;
+        *end = '\0';
+        assert_string_equal(util_u64_digits(cases[i].v, end), cases[i].want);
+    }
+}
+
 static void test_format_pusd(void **state)
 {
     assert_string_equal(usd(0, 6), "0.000000");
@@ -42,6 +56,7 @@ static void test_format_pusd_truncates(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_u64_digits),
         cmocka_unit_test(test_format_pusd),
         cmocka_unit_test(test_format_pusd_truncates),
     };
