@@ -1251,6 +1251,19 @@ static void plan_and_start(chat *c)
 
 #define COALESCE_BUCKETS 1024
 
+/* SHA-256 (hex) of a line naming what the body is sent to, then the body
+ * as sent: what makes two requests "the same" for coalescing and for an
+ * Idempotency-Key. */
+static void request_fingerprint(const char *what, const char *body, size_t len, char out[65])
+{
+    buf b = BUF_INIT;
+    buf_append_str(&b, what);
+    buf_append_char(&b, '\n');
+    buf_append(&b, body, len);
+    util_sha256_hex(b.data, b.len, out);
+    buf_free(&b);
+}
+
 static chat **coalesce_bucket(app *a, const char *fp)
 {
     if (!a->coalesce && !(a->coalesce = calloc(COALESCE_BUCKETS, sizeof *a->coalesce))) return NULL;
@@ -1262,12 +1275,7 @@ static chat **coalesce_bucket(app *a, const char *fp)
  * coalescing cannot be used) and must run. */
 static bool coalesce_join(chat *c, const char *body, size_t len)
 {
-    buf b = BUF_INIT;
-    buf_append_str(&b, idem_scope(c));
-    buf_append_char(&b, '\n');
-    buf_append(&b, body, len);
-    util_sha256_hex(b.data, b.len, c->coalesce_fp);
-    buf_free(&b);
+    request_fingerprint(idem_scope(c), body, len, c->coalesce_fp);
     chat **bucket = coalesce_bucket(c->a, c->coalesce_fp);
     if (!bucket) return false;
     for (chat *l = *bucket; l; l = l->next_leader)
@@ -1398,12 +1406,8 @@ static void idem_begin(chat *c, const request_headers *hdr, const char *body, si
                     false);
         return;
     }
-    buf b = BUF_INIT;
-    buf_append_str(&b, "POST /v1/chat/completions\n");
-    buf_append(&b, body, len);
     char fp[65];
-    util_sha256_hex(b.data, b.len, fp);
-    buf_free(&b);
+    request_fingerprint("POST /v1/chat/completions", body, len, fp);
     bool wait = config_idempotency(c->a->cfg)->wait;
     c->idem_pending = idem_claim(c->a->idem, idem_scope(c), c->idem_key, fp, wait, c->deadline_ms,
                                  on_idem_claim, c);
