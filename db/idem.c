@@ -55,6 +55,7 @@ struct entry {
     entry_state st;
     idem_op *waiters; /* FIFO; the first gets CLAIMED when the claim is won */
     int empty_retries;
+    bool no_memory; /* the poll timer answers the waiters instead of asking again */
     struct event poll_timer;
     entry *next;
 };
@@ -178,9 +179,17 @@ static entry *entry_find(idem_store *s, const char *scope, const char *key, cons
     return NULL;
 }
 
+static void entry_finish_all(entry *e, const idem_result *r);
+
 static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
 {
-    entry_claim(arg);
+    entry *e = arg;
+    if (!e->no_memory) {
+        entry_claim(e);
+        return;
+    }
+    idem_result r = {.outcome = IDEM_UNAVAILABLE, .error = "out of memory"};
+    entry_finish_all(e, &r);
 }
 
 static entry *entry_new(idem_store *s, const char *scope, const char *key, const char *fp)
@@ -295,10 +304,11 @@ static void entry_claim(entry *e)
 {
     if (e->st == E_CLAIMING) return;
     idem_op *job = op_new(e->s, OP_CLAIM, NULL, NULL);
-    if (!job) { /* only from a timer or a result: answering now is safe */
-        idem_result r = {.outcome = IDEM_UNAVAILABLE, .error = "out of memory"};
+    if (!job) { /* answered on the next loop pass: idem_claim may be the caller */
         e->st = E_IDLE;
-        entry_finish_all(e, &r);
+        e->no_memory = true;
+        struct timeval zero = {0, 0};
+        evtimer_add(&e->poll_timer, &zero);
         return;
     }
     e->st = E_CLAIMING;
