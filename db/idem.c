@@ -371,7 +371,7 @@ static void on_claim_result(entry *e, PGresult *res, const char *error)
         return;
     }
     e->st = E_POLLING;
-    struct timeval tv = {e->s->opt.poll_ms / 1000, (e->s->opt.poll_ms % 1000) * 1000};
+    struct timeval tv = util_ms_timeval(e->s->opt.poll_ms);
     evtimer_add(&e->poll_timer, &tv);
 }
 
@@ -609,7 +609,7 @@ idem_op *idem_claim(idem_store *s, const char *scope, const char *key, const cha
     if (wait) {
         int64_t left = deadline_ms - util_now_ms();
         if (left < 0) left = 0;
-        struct timeval tv = {left / 1000, (left % 1000) * 1000};
+        struct timeval tv = util_ms_timeval(left);
         evtimer_add(&op->timer, &tv);
         op->timer_armed = true;
     }

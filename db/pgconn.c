@@ -37,7 +37,7 @@ static void on_socket(evutil_socket_t fd, short what, void *arg);
 
 static void timer_arm(pgconn *c, int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = util_ms_timeval(ms);
     evtimer_add(&c->timer, &tv);
 }
 

@@ -55,6 +55,11 @@ bool util_random_hex(char *out, size_t n)
     return true;
 }
 
+struct timeval util_ms_timeval(int64_t ms)
+{
+    return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+}
+
 char *util_u64_digits(uint64_t v, char *end)
 {
     do

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 /* Milliseconds / microseconds on CLOCK_MONOTONIC. */
 int64_t util_now_ms(void);
@@ -25,6 +26,9 @@ char *util_u64_digits(uint64_t v, char *end);
 /* Formats an amount in pico-dollars (1e-12 USD) as a decimal string of
  * US dollars with `decimals` places (6 for headers), rounding half up. */
 void util_format_pusd(int64_t pusd, int decimals, char *out, size_t outlen);
+
+/* A duration in milliseconds (>= 0) as libevent's struct timeval. */
+struct timeval util_ms_timeval(int64_t ms);
 
 /* a / b rounded toward minus infinity (b > 0): time buckets for any clock. */
 int64_t util_floor_div(int64_t a, int64_t b);

@@ -118,7 +118,7 @@ static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
         evtimer_del(&e->timer);
         return 0;
     }
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    struct timeval tv = util_ms_timeval(timeout_ms);
     evtimer_add(&e->timer, &tv);
     return 0;
 }
@@ -375,7 +375,7 @@ static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p,
     int64_t fb = lim->first_byte_ms > 0 ? lim->first_byte_ms : p->first_byte_timeout_ms;
     if (fb > 0 && fb < total) {
         evtimer_assign(&c->fb_timer, c->e->base, on_first_byte_timeout, c);
-        struct timeval tv = {fb / 1000, (fb % 1000) * 1000};
+        struct timeval tv = util_ms_timeval(fb);
         evtimer_add(&c->fb_timer, &tv);
         c->fb_armed = true;
     }

@@ -708,7 +708,7 @@ static bool recover(chat *c, const upstream_error *e)
         log_info("%s: %s/%s failed (%s); retrying in %lld ms (%s)", c->id, t->provider->name,
                  t->model, e->message, (long long)d.wait_ms, d.reason);
         evtimer_assign(&c->retry_ev, c->a->base, on_retry_timer, c);
-        struct timeval tv = {d.wait_ms / 1000, (d.wait_ms % 1000) * 1000};
+        struct timeval tv = util_ms_timeval(d.wait_ms);
         evtimer_add(&c->retry_ev, &tv);
         c->retry_armed = true;
         return true;

@@ -68,7 +68,7 @@ static void guard_count_close(app *a)
 static void guard_arm(conn_guard *g)
 {
     int64_t ms = config_limits(g->a->cfg)->read_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = util_ms_timeval(ms);
     g->state = GUARD_RECEIVING;
     evtimer_add(&g->deadline, &tv);
     /* evhttp writes its own error pages only while a request is arriving */
@@ -784,7 +784,7 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
      * so that oversized headers get our 431 rather than evhttp's generic 400. */
     evhttp_set_max_headers_size(
         a->http, lim->max_header_bytes * 4 > 65536 ? lim->max_header_bytes * 4 : 65536);
-    struct timeval idle = {lim->read_timeout_ms / 1000, (lim->read_timeout_ms % 1000) * 1000};
+    struct timeval idle = util_ms_timeval(lim->read_timeout_ms);
     evhttp_set_timeout_tv(a->http, &idle);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_DELETE |
