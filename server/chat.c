@@ -813,14 +813,22 @@ static void stream_start_reply(chat *c)
     evhttp_send_reply_start(c->req, 200, "OK");
 }
 
+/* Where the cascade goes from the current candidate (for a streamed
+ * request: if streams are cascaded): a plan index, or -1. */
+static int cascade_next(chat *c)
+{
+    const policy *pol = config_policy(c->a->cfg);
+    bool on = c->canon.stream ? policy_cascade_streams(pol) : policy_cascade_enabled(pol);
+    if (!c->by_policy || !on) return -1;
+    int next = policy_escalation_index(pol, &c->pplan, c->cur);
+    return next >= 0 && next < c->n_plan ? next : -1;
+}
+
 /* A cheaper tier's stream is held back when the cascade could still
  * escalate: the client must not see an answer that is then replaced. */
 static bool cascade_holds_stream(chat *c)
 {
-    const policy *pol = config_policy(c->a->cfg);
-    if (!c->by_policy || !policy_cascade_streams(pol)) return false;
-    int next = policy_escalation_index(pol, &c->pplan, c->cur);
-    return next >= 0 && next < c->n_plan;
+    return cascade_next(c) >= 0;
 }
 
 static void begin_relay(chat *c)
@@ -988,15 +996,14 @@ static void escalate(chat *c, int next, const char *check, const usage_record *u
  * finish), else let the client have it all at once and go on relaying. */
 static bool held_stream_escalates(chat *c)
 {
-    const policy *pol = config_policy(c->a->cfg);
-    int next = policy_escalation_index(pol, &c->pplan, c->cur);
+    int next = cascade_next(c); /* held only when there is one */
     bool complete = c->sres.done && !c->sres.failed;
     const char *check =
         !complete ? "complete"
-                  : policy_cascade_failed_check(pol, c->sres.finish_reason,
+                  : policy_cascade_failed_check(config_policy(c->a->cfg), c->sres.finish_reason,
                                                 c->sres.text.data ? c->sres.text.data : "",
                                                 c->sres.text.len, c->canon.json_mode);
-    if (check && next >= 0 && next < c->n_plan) {
+    if (check && next >= 0) {
         usage_record u = c->sres.usage;
         estimate_usage(c, &u);
         breaker_settle(c, complete ? BREAKER_SUCCESS : BREAKER_FAILURE);
@@ -1038,14 +1045,13 @@ static void answer_text(chat *c, const decoded_response *d, buf *out)
  * to the tier above. Returns true when it escalated. */
 static bool cascade_escalate(chat *c, decoded_response *d)
 {
-    const policy *pol = config_policy(c->a->cfg);
-    if (!c->by_policy || !pol || !policy_cascade_enabled(pol) || c->canon.stream) return false;
-    int next = policy_escalation_index(pol, &c->pplan, c->cur);
-    if (next < 0 || next >= c->n_plan) return false;
+    int next = c->canon.stream ? -1 : cascade_next(c);
+    if (next < 0) return false;
     buf text = BUF_INIT;
     answer_text(c, d, &text);
-    const char *check = policy_cascade_failed_check(
-        pol, d->finish_reason, text.data ? text.data : "", text.len, c->canon.json_mode);
+    const char *check =
+        policy_cascade_failed_check(config_policy(c->a->cfg), d->finish_reason,
+                                    text.data ? text.data : "", text.len, c->canon.json_mode);
     buf_free(&text);
     if (!check) return false;
     if (d->body) json_object_put(d->body);
