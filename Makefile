@@ -24,7 +24,7 @@ endif
 CFLAGS += $(CFLAGS_BASE)
 LDLIBS = $(PKG_LIBS) -lm
 
-CORE_SRC := $(wildcard lib/*.c router/*.c providers/*.c db/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
+CORE_SRC := $(wildcard lib/*.c router/*.c providers/*.c db/*.c server/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 # migrations/*.sql embedded in the binary (db/migrate.c reads them): one C file,
 # every file's text as a string, in file-name order. MIGRATIONS is never empty.
@@ -58,7 +58,7 @@ $(BUILD)/libbridle.a: $(CORE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/bridle: $(BUILD)/obj/server/main.o $(BUILD)/libbridle.a
+$(BUILD)/bridle: $(BUILD)/obj/cli/main.o $(BUILD)/libbridle.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bridle-mock: $(MOCK_OBJ)

@@ -45,8 +45,8 @@ int migrate_apply(const char *database_url, bool dry_run, char *err, size_t errl
  * on a stale schema. 0 with *count set, -1 on error. */
 int migrate_pending(const char *database_url, int *count, char *err, size_t errlen);
 
-/* `bridle migrate [--database-url URL] [--dry-run] [--status]` (env
- * DATABASE_URL). Exit status: 0 done, 1 failed, 2 usage. */
-int migrate_main(int argc, char **argv);
+/* `bridle migrate --status`: prints one line per embedded migration and a
+ * count to stdout. 0, or -1 with err set. */
+int migrate_print_status(const char *url, char *err, size_t errlen);
 
 #endif

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
-#include "router/pricing.h"
+#include "providers/pricing.h"
 
 /* ------------------------------------------------------------ canonical request */
 

@@ -8,7 +8,7 @@
  * knowing which rule built it.
  *
  * Pure: no config, provider or network dependency. The caller (the request
- * path, or the `route` / `simulate` CLIs in router/policy_cli.c) passes the
+ * path, or the `route` / `simulate` CLIs in cli/route.c) passes the
  * model table, with each model's live state (enabled, healthy, busy), on
  * every call: the same array, in the same order, as given to policy_new().
  *
@@ -45,7 +45,7 @@
  *                     expensive model (input + output price) of the heavy
  *                     tier; else of all tiers]
  *
- * Tier names are the model_tier names of router/pricing.h: local, budget,
+ * Tier names are the model_tier names of providers/pricing.h: local, budget,
  * mid, heavy. */
 #ifndef BRIDLE_POLICY_H
 #define BRIDLE_POLICY_H
@@ -55,7 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "router/pricing.h"
+#include "providers/pricing.h"
 
 #define POLICY_MAX_CAND 8
 
@@ -192,21 +192,5 @@ const int *policy_tier_models(const policy *p, model_tier tier, int *n);
 /* The estimated cost of prompt_tokens in + output_tokens out at a price. */
 int64_t policy_estimate_cost_pusd(const model_price *price, int64_t prompt_tokens,
                                   int64_t output_tokens);
-
-/* ------------------------------------------------------------ CLIs (router/policy_cli.c) */
-
-struct bridle_config;
-/* Fills out[0..max) from a loaded config: name, price, context window and
- * tier from the price card; enabled from the config; healthy, not busy;
- * local when the provider is of kind "ollama" or the tier is local.
- * Returns the count. */
-int policy_models_from_config(const struct bridle_config *c, policy_model *out, int max);
-
-/* bridle route --config FILE --request FILE.json [--header 'x-bridle-task: classify'] ...
- * prints the plan for one request without calling anyone. */
-int route_main(int argc, char **argv);
-/* bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]
- * projects a workload's cost per day and month under the policy vs the baseline. */
-int simulate_main(int argc, char **argv);
 
 #endif

@@ -53,13 +53,13 @@ command -v "$CC" >/dev/null || die "$CC not found (libFuzzer needs clang)"
 # ---------------------------------------------------------------- library
 
 # Newest header: a change to any header rebuilds every object.
-newest_header=$(find lib router providers db server -name '*.h' 2>/dev/null | xargs -r ls -t | head -n 1)
+newest_header=$(find lib router providers db server cli -name '*.h' 2>/dev/null | xargs -r ls -t | head -n 1)
 
 build_library() {
     local objs=() src obj
-    for src in lib/*.c router/*.c providers/*.c db/*.c server/*.c; do
+    for src in lib/*.c router/*.c providers/*.c db/*.c server/*.c cli/*.c; do
         [ -f "$src" ] || continue
-        [ "$src" = server/main.c ] && continue
+        [ "$src" = cli/main.c ] && continue
         obj="$BUILD/obj/${src%.c}.o"
         mkdir -p "$(dirname "$obj")"
         if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "providers/engine.h"
-#include "server/config.h"
+#include "router/config.h"
 
 typedef struct app_stats {
     int64_t requests, replies_2xx, replies_4xx, replies_5xx, upstream_attempts, connections;

@@ -18,7 +18,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "providers/sse.h"
-#include "server/canon.h"
+#include "router/canon.h"
 #include "db/idem.h"
 #include "db/ledger.h"
 #include "router/breaker.h"

@@ -6,7 +6,7 @@
 #include <event2/http.h>
 
 #include "server/app.h"
-#include "server/config.h"
+#include "router/config.h"
 
 /* Frees the pool of recycled requests (at exit). */
 void chat_pool_free(app *a);

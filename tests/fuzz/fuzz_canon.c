@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/canon.h"
+#include "router/canon.h"
 
 /* Build with -DFUZZ_CANON_LENIENT to look past two known bugs (reported,
  * not yet fixed) and find others: a "\u0000" escape in "model" passes

@@ -1,4 +1,4 @@
-// `bridle route` and `bridle simulate` (router/policy_cli.c): the routing
+// `bridle route` and `bridle simulate` (cli/route.c): the routing
 // policy from the command line, no provider called. Checks the two seed case
 // studies of issue 5 to the pico-dollar, and that `route` sends a classify
 // to a budget model and complex reasoning to a heavy one.

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "providers/provider.h"
-#include "router/pricing.h"
+#include "providers/pricing.h"
 
 extern const provider_ops anthropic_ops;
 

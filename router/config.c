@@ -1,4 +1,4 @@
-#include "server/config.h"
+#include "router/config.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -1215,4 +1215,24 @@ const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex)
 int config_n_keys(const bridle_config *c)
 {
     return c->n_keys;
+}
+
+int policy_models_from_config(const struct bridle_config *c, policy_model *out, int max)
+{
+    int n = config_n_models(c);
+    if (n > max) n = max;
+    for (int i = 0; i < n; i++) {
+        const model_conf *m = config_model(c, i);
+        const provider_conf *pv = m->target.provider;
+        bool ollama = pv && pv->ops && pv->ops->kind && strcmp(pv->ops->kind, "ollama") == 0;
+        out[i] = (policy_model){.name = m->name,
+                                .price = &m->price,
+                                .context_window = m->price.context_window,
+                                .tier = m->price.tier,
+                                .enabled = m->enabled,
+                                .healthy = true,
+                                .busy = false,
+                                .local = ollama || m->price.tier == TIER_LOCAL};
+    }
+    return n;
 }

@@ -2,7 +2,7 @@
  * 2026-11-22). These are defaults only; configuration overrides them, and
  * every row says when it was checked. Figures the reference marks as
  * [memory] / [unverified] / one-source say so in `note`. */
-#include "router/pricing.h"
+#include "providers/pricing.h"
 
 #include <stddef.h>
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/config.h"
+#include "router/config.h"
 
 /* Names only this test uses, so nothing in the environment interferes. */
 #define UNSET1 "BRIDLE_TEST_CFG_UNSET_1"

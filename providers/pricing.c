@@ -1,5 +1,5 @@
-/* Prices and cost: exact integer money (see router/pricing.h). */
-#include "router/pricing.h"
+/* Prices and cost: exact integer money (see providers/pricing.h). */
+#include "providers/pricing.h"
 
 #include <string.h>
 

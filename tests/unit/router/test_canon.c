@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "server/canon.h"
+#include "router/canon.h"
 
 /* One parse with its own storage; the body is copied so that reading past
  * it would be caught by ASan. */

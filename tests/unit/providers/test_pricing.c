@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "router/pricing.h"
+#include "providers/pricing.h"
 
 static const model_price *must_find(const char *name)
 {

@@ -1,4 +1,4 @@
-#include "server/canon.h"
+#include "router/canon.h"
 
 #include <stdarg.h>
 #include <stdio.h>

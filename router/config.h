@@ -148,4 +148,11 @@ const team_conf *config_find_team(const bridle_config *c, const char *name);
 const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex);
 int config_n_keys(const bridle_config *c);
 
+struct policy_model;
+/* Fills out[0..max) from a loaded config: name, price, context window and
+ * tier from the price card; enabled from the config; healthy, not busy;
+ * local when the provider is of kind "ollama" or the tier is local.
+ * Returns the count. */
+int policy_models_from_config(const bridle_config *c, struct policy_model *out, int max);
+
 #endif

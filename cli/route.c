@@ -18,6 +18,7 @@
  * pico-dollars (a "per day" line counts 7 times), then per day = week / 7
  * and per month (30 days) = week × 30 / 7, each rounded half up to the
  * pico-dollar once. */
+#include "cli/cli.h"
 #include "router/policy.h"
 
 #include <errno.h>
@@ -31,33 +32,13 @@
 #include "lib/jtok.h"
 #include "lib/util.h"
 #include "providers/provider.h"
-#include "server/canon.h"
-#include "server/config.h"
+#include "router/canon.h"
+#include "router/config.h"
 
 #define MAX_MODELS 512
 #define MAX_FLAGGED 32
 
 /* ------------------------------------------------------------ shared */
-
-int policy_models_from_config(const struct bridle_config *c, policy_model *out, int max)
-{
-    int n = config_n_models(c);
-    if (n > max) n = max;
-    for (int i = 0; i < n; i++) {
-        const model_conf *m = config_model(c, i);
-        const provider_conf *pv = m->target.provider;
-        bool ollama = pv && pv->ops && pv->ops->kind && strcmp(pv->ops->kind, "ollama") == 0;
-        out[i] = (policy_model){.name = m->name,
-                                .price = &m->price,
-                                .context_window = m->price.context_window,
-                                .tier = m->price.tier,
-                                .enabled = m->enabled,
-                                .healthy = true,
-                                .busy = false,
-                                .local = ollama || m->price.tier == TIER_LOCAL};
-    }
-    return n;
-}
 
 static const char *arg_value(int argc, char **argv, const char *name)
 {

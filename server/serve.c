@@ -1,14 +1,4 @@
-/* bridle: the gateway and its subcommands.
- *
- *   bridle serve --config FILE [--listen HOST:PORT]
- *   bridle check-config FILE
- *   bridle new-key
- *   bridle hash-key KEY
- *   bridle version
- *   bridle migrate [--database-url URL] [--dry-run | --status]     (db/migrate.c)
- *   bridle cost summary|breakdown|top [...]                      (db/report.c)
- *   bridle route --config FILE --request FILE.json [...]         (router/policy_cli.c)
- *   bridle simulate --config FILE --workload FILE.jsonl [...]    (router/policy_cli.c) */
+/* bridle serve: the gateway process (cli/main.c dispatches here). */
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <signal.h>
@@ -20,7 +10,6 @@
 #include "db/idem.h"
 #include "db/ledger.h"
 #include "db/migrate.h"
-#include "db/report.h"
 #include "lib/log.h"
 #include "lib/ptrmap.h"
 #include "lib/util.h"
@@ -28,75 +17,13 @@
 #include "router/breaker.h"
 #include "router/policy.h"
 #include "router/retry.h"
+#include "server/serve.h"
 #include "server/app.h"
-#include "server/config.h"
+#include "router/config.h"
 #include "server/chat.h"
 #include "server/http.h"
 
-#define BRIDLE_VERSION "0.1.0"
 #define DRAIN_LIMIT_MS 30000
-
-static int usage(FILE *f, int code)
-{
-    fprintf(
-        f,
-        "usage:\n"
-        "  bridle serve --config FILE [--listen HOST:PORT]   (env BRIDLE_CONFIG, BRIDLE_LISTEN)\n"
-        "  bridle check-config FILE\n"
-        "  bridle new-key                                   print a new client key and its sha256\n"
-        "  bridle hash-key KEY                              print the sha256 of a key\n"
-        "  bridle version\n"
-        "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
-        "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
-        "                                                   (bridle cost --help)\n"
-        "  bridle route --config FILE --request FILE.json [--header 'x-bridle-task: T'] [--json]\n"
-        "                                                   the routing decision, no calls\n"
-        "  bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]\n"
-        "                                                   projected cost per day/month vs "
-        "baseline\n");
-    return code;
-}
-
-static int cmd_check_config(int argc, char **argv)
-{
-    if (argc < 3) return usage(stderr, 2);
-    char err[1024];
-    bridle_config *c = config_load(argv[2], err, sizeof err);
-    if (!c) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    int enabled = 0;
-    for (int i = 0; i < config_n_models(c); i++)
-        enabled += config_model(c, i)->enabled;
-    printf("%s: ok (%d providers, %d models of which %d enabled, %d routes, %d keys)\n", argv[2],
-           config_n_providers(c), config_n_models(c), enabled, config_n_routes(c),
-           config_n_keys(c));
-    config_free(c);
-    return 0;
-}
-
-static int cmd_new_key(void)
-{
-    char hex[65], key[70], sha[65];
-    if (!util_random_hex(hex, 24)) {
-        fprintf(stderr, "bridle: cannot read random bytes\n");
-        return 1;
-    }
-    snprintf(key, sizeof key, "bk-%s", hex);
-    util_sha256_hex(key, strlen(key), sha);
-    printf("key: %s\nsha256: %s\n", key, sha);
-    return 0;
-}
-
-static int cmd_hash_key(int argc, char **argv)
-{
-    if (argc < 3) return usage(stderr, 2);
-    char sha[65];
-    util_sha256_hex(argv[2], strlen(argv[2]), sha);
-    printf("%s\n", sha);
-    return 0;
-}
 
 /* ------------------------------------------------------------ serve */
 
@@ -335,7 +262,7 @@ static int serve(app *a, const char *listen)
     return 0;
 }
 
-static int cmd_serve(int argc, char **argv)
+int serve_main(int argc, char **argv)
 {
     const char *path = arg_value(argc, argv, "--config");
     if (!path) path = getenv("BRIDLE_CONFIG");
@@ -357,26 +284,4 @@ static int cmd_serve(int argc, char **argv)
     int rc = serve(&a, listen);
     config_free(a.cfg);
     return rc;
-}
-
-int main(int argc, char **argv)
-{
-    if (argc < 2) return usage(stderr, 2);
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc, argv);
-    if (strcmp(cmd, "check-config") == 0) return cmd_check_config(argc, argv);
-    if (strcmp(cmd, "new-key") == 0) return cmd_new_key();
-    if (strcmp(cmd, "hash-key") == 0) return cmd_hash_key(argc, argv);
-    if (strcmp(cmd, "migrate") == 0) return migrate_main(argc, argv);
-    if (strcmp(cmd, "cost") == 0) return cost_main(argc, argv);
-    if (strcmp(cmd, "route") == 0) return route_main(argc, argv);
-    if (strcmp(cmd, "simulate") == 0) return simulate_main(argc, argv);
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("bridle %s\n", BRIDLE_VERSION);
-        return 0;
-    }
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
-        return usage(stdout, 0);
-    fprintf(stderr, "bridle: unknown command \"%s\"\n", cmd);
-    return usage(stderr, 2);
 }

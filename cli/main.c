@@ -1,0 +1,59 @@
+/* bridle: the gateway and its subcommands.
+ *
+ *   bridle serve --config FILE [--listen HOST:PORT]
+ *   bridle check-config FILE
+ *   bridle new-key
+ *   bridle hash-key KEY
+ *   bridle version
+ *   bridle migrate [--database-url URL] [--dry-run | --status]     (cli/migrate.c)
+ *   bridle cost summary|breakdown|top [...]                      (cli/cost.c)
+ *   bridle route --config FILE --request FILE.json [...]         (cli/route.c)
+ *   bridle simulate --config FILE --workload FILE.jsonl [...]    (cli/route.c) */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "server/serve.h"
+
+static int usage(FILE *f, int code)
+{
+    fprintf(
+        f,
+        "usage:\n"
+        "  bridle serve --config FILE [--listen HOST:PORT]   (env BRIDLE_CONFIG, BRIDLE_LISTEN)\n"
+        "  bridle check-config FILE\n"
+        "  bridle new-key                                   print a new client key and its sha256\n"
+        "  bridle hash-key KEY                              print the sha256 of a key\n"
+        "  bridle version\n"
+        "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
+        "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
+        "                                                   (bridle cost --help)\n"
+        "  bridle route --config FILE --request FILE.json [--header 'x-bridle-task: T'] [--json]\n"
+        "                                                   the routing decision, no calls\n"
+        "  bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]\n"
+        "                                                   projected cost per day/month vs "
+        "baseline\n");
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return usage(stderr, 2);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0) return serve_main(argc, argv);
+    if (strcmp(cmd, "check-config") == 0) return check_config_main(argc, argv);
+    if (strcmp(cmd, "new-key") == 0) return new_key_main(argc, argv);
+    if (strcmp(cmd, "hash-key") == 0) return hash_key_main(argc, argv);
+    if (strcmp(cmd, "migrate") == 0) return migrate_main(argc, argv);
+    if (strcmp(cmd, "cost") == 0) return cost_main(argc, argv);
+    if (strcmp(cmd, "route") == 0) return route_main(argc, argv);
+    if (strcmp(cmd, "simulate") == 0) return simulate_main(argc, argv);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("bridle %s\n", BRIDLE_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
+        return usage(stdout, 0);
+    fprintf(stderr, "bridle: unknown command \"%s\"\n", cmd);
+    return usage(stderr, 2);
+}
