@@ -171,3 +171,15 @@ char *buf_steal(buf *b)
     b->len = b->cap = 0;
     return s;
 }
+
+void buf_add_header(buf *head, const char *name, const char *value)
+{
+    for (const char *p = value; (p = strpbrk(p, "\r\n"));) {
+        p += strspn(p, "\r\n");
+        if (*p != ' ' && *p != '\t') return;
+    }
+    buf_append_str(head, name);
+    buf_append(head, ": ", 2);
+    buf_append_str(head, value);
+    buf_append(head, "\r\n", 2);
+}

@@ -33,4 +33,9 @@ void buf_free(buf *b);
 /* Returns the contents as a malloc'd string and empties b. */
 char *buf_steal(buf *b);
 
+/* Appends the header line "name: value\r\n". A value with a bare line
+ * break (not followed by a space or tab) is dropped, as evhttp_add_header()
+ * would drop it: no header can be smuggled into an answer. */
+void buf_add_header(buf *head, const char *name, const char *value);
+
 #endif

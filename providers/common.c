@@ -605,3 +605,23 @@ const char *provider_reasoning_effort(int64_t budget)
     }
     return efforts[best].name;
 }
+
+void provider_openai_error_json(buf *b, const char *type, const char *code, const char *param,
+                                const char *message)
+{
+    buf_append_str(b, "{\"error\":{\"message\":");
+    buf_append_json_str(b, message, strlen(message));
+    buf_append_str(b, ",\"type\":");
+    buf_append_json_str(b, type, strlen(type));
+    buf_append_str(b, ",\"param\":");
+    if (param && *param)
+        buf_append_json_str(b, param, strlen(param));
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, ",\"code\":");
+    if (code && *code)
+        buf_append_json_str(b, code, strlen(code));
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, "}}");
+}

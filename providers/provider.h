@@ -234,6 +234,11 @@ json_object *provider_json_copy(json_object *v);
 /* An OpenAI `usage` object for a usage record; cache_write_tokens only
  * when there were any. */
 json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens);
+/* OpenAI's error JSON {"error":{"message","type","param","code"}}, appended
+ * to b: the canonical shape of every error bridle answers (a NULL or empty
+ * code or param is null). */
+void provider_openai_error_json(buf *b, const char *type, const char *code, const char *param,
+                                const char *message);
 /* Sets the class, client status, type and code of an error. */
 void provider_error_set(upstream_error *out, error_class cls, int client_status, const char *type,
                         const char *code);

@@ -27,5 +27,11 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
  * whose encode needs the tree. Idempotent. Returns 0 or -1 (out of memory
  * or a body json-c rejects, which jtok accepted: reported as a 400). */
 int canon_build_tree(canon_request *req, json_tokener *tok, canon_error *err);
+/* tok may be NULL: a process-wide tokener is used. */
+
+/* Appends the text of every message's content (strings, and the text of
+ * content parts), read from the tokens: what a usage estimate counts when
+ * a provider reported none. */
+void canon_prompt_text(const canon_request *req, buf *out);
 
 #endif

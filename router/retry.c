@@ -175,6 +175,12 @@ bool retry_budget_allow(retry_budget *rb, int64_t now_ms)
     return true;
 }
 
+void retry_budget_refund(retry_budget *rb, int64_t now_ms)
+{
+    retry_bucket *k = retry_budget_bucket(rb, now_ms);
+    if (k->retries > 0) k->retries--;
+}
+
 void retry_budget_get_snapshot(const retry_budget *rb, int64_t now_ms, retry_budget_snapshot *out)
 {
     *out = (retry_budget_snapshot){.denied = rb->denied};

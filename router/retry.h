@@ -134,6 +134,11 @@ bool retry_budget_would_allow(const retry_budget *rb, int64_t now_ms);
  * and returns false. */
 bool retry_budget_allow(retry_budget *rb, int64_t now_ms);
 
+/* Gives back a retry granted by retry_budget_allow() that was never made
+ * (its request ended while it waited); the grant's bucket may have passed,
+ * then the current one gives it back, never below zero. */
+void retry_budget_refund(retry_budget *rb, int64_t now_ms);
+
 /* Fills `*out` as of now_ms. */
 void retry_budget_get_snapshot(const retry_budget *rb, int64_t now_ms, retry_budget_snapshot *out);
 

@@ -6,7 +6,6 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
-#include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -23,25 +22,17 @@ typedef struct app {
     engine *eng;
     struct evhttp *http;
     struct evconnlistener *listener;
-    json_tokener *tok;
-    int *provider_inflight; /* calls in flight per provider index */
+    struct router *router; /* breakers, budgets, call slots, coalescing (router/router.h) */
     int64_t open_connections;
     bool listener_paused;
     int64_t in_flight; /* client requests being served */
     bool draining;     /* SIGTERM: finish what is in flight, then exit */
     struct event *drain_timer;
-    struct chat *chat_pool; /* finished requests kept for reuse (server/chat.c) */
+    struct chat *chat_pool; /* finished requests' sinks kept for reuse (server/chat.c) */
     int chat_pool_n;
-    struct ptrmap *guards;         /* client bufferevent -> its conn_guard (server/http.c) */
-    struct ledger *ledger;         /* NULL when no database is configured */
-    struct idem_store *idem;       /* Idempotency-Key claims; NULL without a database */
-    struct chat **coalesce;        /* requests leading a shared call, by fingerprint (chat.c) */
-    struct breaker **breakers;     /* one per model target (target.index) */
-    struct retry_budget **budgets; /* one per provider (provider_conf.index) */
-    uint64_t rng;                  /* splitmix64 state for jitter */
-    struct policy_model *pmodels;  /* the routing policy's model table (config order) */
-    int n_pmodels;
-    int64_t pmodels_health_ms; /* when pmodels[].healthy was last read from the breakers */
+    struct ptrmap *guards;   /* client bufferevent -> its conn_guard (server/http.c) */
+    struct ledger *ledger;   /* NULL when no database is configured */
+    struct idem_store *idem; /* Idempotency-Key claims; NULL without a database */
     app_stats stats;
 } app;
 

@@ -21,7 +21,7 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "db/ledger.h"
-#include "router/breaker.h"
+#include "router/router.h"
 #include "server/chat.h"
 
 /* ------------------------------------------------------------ connections
@@ -248,21 +248,7 @@ void http_unwatch_client(app *a, struct evhttp_request *req)
 void http_error_json(buf *b, const char *type, const char *code, const char *param,
                      const char *message)
 {
-    buf_append_str(b, "{\"error\":{\"message\":");
-    buf_append_json_str(b, message, strlen(message));
-    buf_append_str(b, ",\"type\":");
-    buf_append_json_str(b, type, strlen(type));
-    buf_append_str(b, ",\"param\":");
-    if (param && *param)
-        buf_append_json_str(b, param, strlen(param));
-    else
-        buf_append_str(b, "null");
-    buf_append_str(b, ",\"code\":");
-    if (code && *code)
-        buf_append_json_str(b, code, strlen(code));
-    else
-        buf_append_str(b, "null");
-    buf_append_str(b, "}}");
+    provider_openai_error_json(b, type, code, param, message);
 }
 
 static const char *reason_phrase(int status);
@@ -391,18 +377,6 @@ void http_reply_json(app *a, struct evhttp_request *req, int status, const char 
  * prints each line with its own printf: lines collected here reach it as
  * one entry, printed as they are. Values are refused as evhttp_add_header
  * would refuse them: a line break only as a folded continuation. */
-void http_head_add(buf *head, const char *name, const char *value)
-{
-    for (const char *p = value; (p = strpbrk(p, "\r\n"));) {
-        p += strspn(p, "\r\n");
-        if (*p != ' ' && *p != '\t') return;
-    }
-    buf_append_str(head, name);
-    buf_append(head, ": ", 2);
-    buf_append_str(head, value);
-    buf_append(head, "\r\n", 2);
-}
-
 void http_head_flush(struct evhttp_request *req, buf *head)
 {
     if (!head->len) return;
@@ -518,8 +492,8 @@ static void reply_health(app *a, struct evhttp_request *req)
         buf_printf(&b, "%s{\"name\":", i ? "," : "");
         buf_append_json_str(&b, p->name, strlen(p->name));
         buf_printf(&b, ",\"enabled\":%s,\"in_flight\":%d,\"max_concurrency\":%d}",
-                   config_provider_enabled(a->cfg, i) ? "true" : "false", a->provider_inflight[i],
-                   p->max_concurrency);
+                   config_provider_enabled(a->cfg, i) ? "true" : "false",
+                   router_inflight(a->router, i), p->max_concurrency);
     }
     buf_append_str(&b, "],\"targets\":[");
     for (int i = 0; i < config_n_models(a->cfg); i++) {
@@ -528,9 +502,10 @@ static void reply_health(app *a, struct evhttp_request *req)
         buf_append_json_str(&b, m->name, strlen(m->name));
         buf_append_str(&b, ",\"provider\":");
         buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
-        if (a->breakers) {
+        const breaker *br = router_breaker(a->router, &m->target);
+        if (br) {
             breaker_snapshot sn;
-            breaker_get_snapshot(a->breakers[i], now, &sn);
+            breaker_get_snapshot(br, now, &sn);
             buf_printf(&b,
                        ",\"breaker\":{\"state\":\"%s\",\"consecutive_failures\":%d,"
                        "\"window_calls\":%d,\"window_failures\":%d,\"opens_total\":%llu,"

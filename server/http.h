@@ -33,11 +33,9 @@ typedef struct request_headers {
 /* The OpenAI error JSON {"error":{"message","type","param","code"}}, appended to b. */
 void http_error_json(buf *b, const char *type, const char *code, const char *param,
                      const char *message);
-/* Response header lines collected in a buf ("name: value\r\n"), handed to
- * evhttp as one entry by http_head_flush() before the reply: far cheaper
- * than one evhttp_add_header() each. A value with a bare line break is
- * dropped, as evhttp_add_header() would. */
-void http_head_add(buf *head, const char *name, const char *value);
+/* Response header lines collected in a buf (buf_add_header: "name:
+ * value\r\n"), handed to evhttp as one entry before the reply: far cheaper
+ * than one evhttp_add_header() each. */
 void http_head_flush(struct evhttp_request *req, buf *head);
 /* Sends body as the whole response. */
 void http_reply(app *a, struct evhttp_request *req, int status, const char *content_type,

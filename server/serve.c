@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lib/jtok.h"
 #include "db/idem.h"
 #include "db/ledger.h"
 #include "db/migrate.h"
@@ -14,12 +13,10 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "providers/engine.h"
-#include "router/breaker.h"
-#include "router/policy.h"
-#include "router/retry.h"
-#include "server/serve.h"
-#include "server/app.h"
 #include "router/config.h"
+#include "router/router.h"
+#include "server/app.h"
+#include "server/serve.h"
 #include "server/chat.h"
 #include "server/http.h"
 
@@ -172,43 +169,6 @@ static struct event_base *new_base(void)
     return base;
 }
 
-/* A circuit breaker per model target and a retry budget per provider. */
-static void resilience_new(app *a)
-{
-    char seed[17];
-    a->rng = util_random_hex(seed, 8) ? strtoull(seed, NULL, 16) : (uint64_t)util_now_us();
-    const resilience_conf *rc = config_resilience(a->cfg);
-    int nm = config_n_models(a->cfg), np = config_n_providers(a->cfg);
-    if (rc->breaker) {
-        breaker_config bc = breaker_config_default();
-        bc.consecutive_failures = (int)rc->breaker_failures;
-        bc.open_base_ms = rc->breaker_open_ms;
-        bc.open_max_ms = rc->breaker_open_max_ms; /* config checks it is >= the base */
-        a->breakers = calloc((size_t)nm + 1, sizeof *a->breakers);
-        for (int i = 0; i < nm; i++)
-            a->breakers[i] = breaker_new(&bc);
-    }
-    a->budgets = calloc((size_t)np + 1, sizeof *a->budgets);
-    for (int i = 0; i < np; i++)
-        a->budgets[i] = retry_budget_new(NULL);
-}
-
-static void routing_new(app *a)
-{
-    a->pmodels = calloc((size_t)config_n_models(a->cfg) + 1, sizeof *a->pmodels);
-    a->n_pmodels = policy_models_from_config(a->cfg, a->pmodels, config_n_models(a->cfg));
-}
-
-static void resilience_free(app *a)
-{
-    for (int i = 0; a->breakers && i < config_n_models(a->cfg); i++)
-        breaker_free(a->breakers[i]);
-    for (int i = 0; a->budgets && i < config_n_providers(a->cfg); i++)
-        retry_budget_free(a->budgets[i]);
-    free(a->breakers);
-    free(a->budgets);
-}
-
 static int serve(app *a, const char *listen)
 {
     char host[256], err[512];
@@ -219,13 +179,13 @@ static int serve(app *a, const char *listen)
     }
     a->base = new_base();
     a->eng = engine_new(a->base, 4096);
-    a->tok = json_tokener_new_ex(JTOK_MAX_DEPTH + 1); /* accept what lib/jtok accepted */
-    json_tokener_set_flags(a->tok, JSON_TOKENER_VALIDATE_UTF8);
     a->guards = ptrmap_new();
-    a->provider_inflight = calloc((size_t)config_n_providers(a->cfg) + 1, sizeof(int));
-    resilience_new(a);
-    routing_new(a);
     if (start_ledger(a) != 0) return 1;
+    a->router = router_new(a->base, a->cfg, a->eng, a->ledger, a->idem);
+    if (!a->router) {
+        log_error("out of memory");
+        return 1;
+    }
     if (http_start(a, host, port, err, sizeof err) != 0) {
         log_error("%s", err);
         return 1;
@@ -249,15 +209,11 @@ static int serve(app *a, const char *listen)
     if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
-    free(a->coalesce);
+    router_free(a->router);
     idem_free(a->idem);
     ledger_free(a->ledger);
     engine_free(a->eng);
-    json_tokener_free(a->tok);
     ptrmap_free(a->guards);
-    free(a->provider_inflight);
-    resilience_free(a);
-    free(a->pmodels);
     event_base_free(a->base);
     return 0;
 }

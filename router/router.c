@@ -1,0 +1,251 @@
+#include "router/router.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/util.h"
+#include "router/run.h"
+
+#define COALESCE_BUCKETS 1024
+
+typedef struct coalesce_entry {
+    char fp[65];
+    struct run *leader;
+    struct coalesce_entry *next;
+} coalesce_entry;
+
+struct router {
+    struct event_base *base;
+    const bridle_config *cfg;
+    engine *eng;
+    struct ledger *ledger;
+    struct idem_store *idem;
+    int *inflight;          /* calls in flight per provider index */
+    breaker **breakers;     /* one per model target (target.index); NULL when off */
+    retry_budget **budgets; /* one per provider (provider_conf.index) */
+    uint64_t rng;           /* splitmix64 state */
+    policy_model *pmodels;  /* the policy's model table (config order) */
+    int n_pmodels;
+    int64_t pmodels_health_ms; /* when pmodels[].healthy was last read from the breakers */
+    coalesce_entry **coalesce; /* leaders by fingerprint, allocated on first use */
+    int n_coalesce;
+    struct run *pool;
+    int pool_n;
+    router_stats stats;
+};
+
+static bool resilience_new(router *rt)
+{
+    const resilience_conf *rc = config_resilience(rt->cfg);
+    int nm = config_n_models(rt->cfg), np = config_n_providers(rt->cfg);
+    if (rc->breaker) {
+        breaker_config bc = breaker_config_default();
+        bc.consecutive_failures = (int)rc->breaker_failures;
+        bc.open_base_ms = rc->breaker_open_ms;
+        bc.open_max_ms = rc->breaker_open_max_ms; /* config checks it is >= the base */
+        if (!(rt->breakers = calloc((size_t)nm + 1, sizeof *rt->breakers))) return false;
+        for (int i = 0; i < nm; i++)
+            if (!(rt->breakers[i] = breaker_new(&bc))) return false;
+    }
+    if (!(rt->budgets = calloc((size_t)np + 1, sizeof *rt->budgets))) return false;
+    for (int i = 0; i < np; i++)
+        if (!(rt->budgets[i] = retry_budget_new(NULL))) return false;
+    return true;
+}
+
+router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
+                   struct ledger *ledger, struct idem_store *idem)
+{
+    router *rt = calloc(1, sizeof *rt);
+    if (!rt) return NULL;
+    *rt = (router){.base = base, .cfg = cfg, .eng = eng, .ledger = ledger, .idem = idem};
+    char seed[17];
+    rt->rng = util_random_hex(seed, 8) ? strtoull(seed, NULL, 16) : (uint64_t)util_now_us();
+    int nm = config_n_models(cfg), np = config_n_providers(cfg);
+    rt->inflight = calloc((size_t)np + 1, sizeof *rt->inflight);
+    rt->pmodels = calloc((size_t)nm + 1, sizeof *rt->pmodels);
+    if (!rt->inflight || !rt->pmodels || !resilience_new(rt)) {
+        router_free(rt);
+        return NULL;
+    }
+    rt->n_pmodels = policy_models_from_config(cfg, rt->pmodels, nm);
+    return rt;
+}
+
+void router_free(router *rt)
+{
+    if (!rt) return;
+    run_pool_free(rt);
+    for (int i = 0; rt->breakers && i < config_n_models(rt->cfg); i++)
+        breaker_free(rt->breakers[i]);
+    for (int i = 0; rt->budgets && i < config_n_providers(rt->cfg); i++)
+        retry_budget_free(rt->budgets[i]);
+    for (int i = 0; rt->coalesce && i < COALESCE_BUCKETS; i++)
+        while (rt->coalesce[i]) {
+            coalesce_entry *e = rt->coalesce[i];
+            rt->coalesce[i] = e->next;
+            free(e);
+        }
+    free(rt->coalesce);
+    free(rt->breakers);
+    free(rt->budgets);
+    free(rt->inflight);
+    free(rt->pmodels);
+    free(rt);
+}
+
+struct event_base *router_base(const router *rt)
+{
+    return rt->base;
+}
+const bridle_config *router_config(const router *rt)
+{
+    return rt->cfg;
+}
+engine *router_engine(const router *rt)
+{
+    return rt->eng;
+}
+struct ledger *router_ledger(const router *rt)
+{
+    return rt->ledger;
+}
+struct idem_store *router_idem(const router *rt)
+{
+    return rt->idem;
+}
+
+/* ------------------------------------------------------------ call slots */
+
+bool router_slot_take(router *rt, const provider_conf *p)
+{
+    if (rt->inflight[p->index] >= p->max_concurrency) return false;
+    rt->inflight[p->index]++;
+    return true;
+}
+
+void router_slot_release(router *rt, const provider_conf *p)
+{
+    if (rt->inflight[p->index] > 0) rt->inflight[p->index]--;
+}
+
+int router_inflight(const router *rt, int provider_index)
+{
+    return rt->inflight[provider_index];
+}
+
+/* ------------------------------------------------------------ resilience */
+
+breaker *router_breaker(const router *rt, const target *t)
+{
+    return rt->breakers ? rt->breakers[t->index] : NULL;
+}
+
+retry_budget *router_budget(const router *rt, const provider_conf *p)
+{
+    return rt->budgets[p->index];
+}
+
+uint64_t router_random(router *rt)
+{
+    uint64_t z = (rt->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* ------------------------------------------------------------ policy */
+
+/* Breakers change state over milliseconds, so their view is refreshed once
+ * per millisecond (a target that opened since is still skipped at attempt
+ * time); "busy" matters only for local models and changes with every call,
+ * so it is read each time. */
+policy_model *router_policy_models(router *rt, int *n)
+{
+    int64_t now = util_now_ms();
+    bool health = now != rt->pmodels_health_ms;
+    rt->pmodels_health_ms = now;
+    for (int i = 0; i < rt->n_pmodels; i++) {
+        policy_model *pm = &rt->pmodels[i];
+        if (health)
+            pm->healthy = !rt->breakers || breaker_get_state(rt->breakers[i], now) != BREAKER_OPEN;
+        if (pm->local) {
+            const model_conf *m = config_model(rt->cfg, i);
+            const provider_conf *p = m->target.provider;
+            pm->busy = m->enabled && rt->inflight[p->index] >= p->max_concurrency;
+        }
+    }
+    *n = rt->n_pmodels;
+    return rt->pmodels;
+}
+
+/* ------------------------------------------------------------ coalescing */
+
+static coalesce_entry **bucket_of(const router *rt, const char *fp)
+{
+    char head[4] = {fp[0], fp[1], fp[2], '\0'};
+    return &rt->coalesce[strtoul(head, NULL, 16) % COALESCE_BUCKETS];
+}
+
+struct run *router_coalesce_find(const router *rt, const char *fp)
+{
+    if (!rt->coalesce) return NULL;
+    for (coalesce_entry *e = *bucket_of(rt, fp); e; e = e->next)
+        if (strcmp(e->fp, fp) == 0) return e->leader;
+    return NULL;
+}
+
+bool router_coalesce_add(router *rt, const char *fp, struct run *leader)
+{
+    if (!rt->coalesce && !(rt->coalesce = calloc(COALESCE_BUCKETS, sizeof *rt->coalesce)))
+        return false;
+    coalesce_entry *e = malloc(sizeof *e);
+    if (!e) return false;
+    snprintf(e->fp, sizeof e->fp, "%s", fp);
+    e->leader = leader;
+    coalesce_entry **b = bucket_of(rt, fp);
+    e->next = *b;
+    *b = e;
+    rt->n_coalesce++;
+    return true;
+}
+
+void router_coalesce_remove(router *rt, const char *fp, const struct run *leader)
+{
+    if (!rt->coalesce) return;
+    for (coalesce_entry **p = bucket_of(rt, fp); *p; p = &(*p)->next)
+        if ((*p)->leader == leader) {
+            coalesce_entry *e = *p;
+            *p = e->next;
+            free(e);
+            rt->n_coalesce--;
+            return;
+        }
+}
+
+int router_coalesce_count(const router *rt)
+{
+    return rt->n_coalesce;
+}
+
+/* ------------------------------------------------------------ runs */
+
+router_stats router_get_stats(const router *rt)
+{
+    return rt->stats;
+}
+void router_count_run(router *rt, int delta)
+{
+    rt->stats.runs += delta;
+}
+void router_count_attempt(router *rt)
+{
+    rt->stats.upstream_attempts++;
+}
+
+struct run **router_run_pool(router *rt, int **count)
+{
+    *count = &rt->pool_n;
+    return &rt->pool;
+}

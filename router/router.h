@@ -1,0 +1,91 @@
+/* The router: what every request of one worker process shares while it is
+ * routed. It owns the circuit breakers (one per model target), the retry
+ * budgets and call slots (one per provider), the routing policy's model
+ * table with each model's live state, the table of coalesced calls and the
+ * pool of finished runs. It borrows the event loop, the config, the engine
+ * (providers/engine.h), the ledger and the idempotency store, which the
+ * process owns.
+ *
+ * The runs (router/run.h) are its only users on the request path; the
+ * server reads it for /v1/bridle/health and the drain. One per process,
+ * on one thread. */
+#ifndef BRIDLE_ROUTER_H
+#define BRIDLE_ROUTER_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "providers/engine.h"
+#include "router/breaker.h"
+#include "router/config.h"
+#include "router/policy.h"
+#include "router/retry.h"
+
+typedef struct router router;
+struct ledger;
+struct idem_store;
+struct run;
+
+/* ledger and idem may be NULL (no database). Returns NULL on OOM. */
+router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
+                   struct ledger *ledger, struct idem_store *idem);
+/* Frees the router and its pool; no run may still be live. */
+void router_free(router *rt);
+
+struct event_base *router_base(const router *rt);
+const bridle_config *router_config(const router *rt);
+engine *router_engine(const router *rt);
+struct ledger *router_ledger(const router *rt);
+struct idem_store *router_idem(const router *rt);
+
+/* ------------------------------------------------------------ call slots */
+
+/* Takes one of p's max_concurrency call slots; false when all are taken.
+ * Every slot taken is given back exactly once (router_slot_release). */
+bool router_slot_take(router *rt, const provider_conf *p);
+void router_slot_release(router *rt, const provider_conf *p);
+/* Calls in flight to provider index i. */
+int router_inflight(const router *rt, int provider_index);
+
+/* ------------------------------------------------------------ resilience */
+
+/* The breaker of t's model, or NULL when breakers are off. */
+breaker *router_breaker(const router *rt, const target *t);
+/* The retry budget of p. */
+retry_budget *router_budget(const router *rt, const provider_conf *p);
+/* A uniform 64-bit random value (splitmix64) for jitter. */
+uint64_t router_random(router *rt);
+
+/* ------------------------------------------------------------ policy */
+
+/* The policy's model table with each model's state (enabled, healthy from
+ * its breaker, busy when its local provider's slots are all taken) brought
+ * up to date. *n receives its length. */
+policy_model *router_policy_models(router *rt, int *n);
+
+/* ------------------------------------------------------------ coalescing */
+
+/* The run leading the call for fingerprint fp, or NULL. */
+struct run *router_coalesce_find(const router *rt, const char *fp);
+/* Registers `leader` for fp; false on OOM (the run then leads nobody). */
+bool router_coalesce_add(router *rt, const char *fp, struct run *leader);
+/* Removes leader's entry for fp (a no-op when absent). */
+void router_coalesce_remove(router *rt, const char *fp, const struct run *leader);
+/* Entries in the table: 0 when no call is being shared. */
+int router_coalesce_count(const router *rt);
+
+/* ------------------------------------------------------------ runs */
+
+/* Runs in flight, and upstream attempts made since router_new. */
+typedef struct router_stats {
+    int64_t runs, upstream_attempts;
+} router_stats;
+router_stats router_get_stats(const router *rt);
+/* For router/run.c: counts a run in or out, and an upstream attempt. */
+void router_count_run(router *rt, int delta);
+void router_count_attempt(router *rt);
+/* The head of the pool of finished runs kept for reuse (router/run.c). */
+struct run **router_run_pool(router *rt, int **count);
+
+#endif

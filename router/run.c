@@ -1,0 +1,1698 @@
+/* The run: one request from its body to its outcome (router/run.h). */
+#include "router/run.h"
+
+#include <assert.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db/idem.h"
+#include "db/ledger.h"
+#include "lib/buf.h"
+#include "lib/jtok.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "providers/sse.h"
+#include "router/canon.h"
+
+#define MAX_PLAN 8
+#define MAX_UPSTREAM_BODY (64 << 20)
+/* The stream as the client gets it, kept to replay for its Idempotency-Key
+ * (up to a cap: a longer one is not stored, and the key is freed). */
+#define IDEM_STREAM_MAX (8 << 20)
+
+/* The answer the settlement steps see and the sink then gets. */
+typedef struct answer {
+    int status;
+    const char *content_type;
+    const char *body; /* whole answers; NULL for a stream (its bytes are in r->out) */
+    size_t len;
+    const usage_record *usage; /* NULL: no upstream usage (an error bridle made, a replay) */
+    const char *err_class;     /* "" for a success */
+    run_state final;
+    const char *why;
+} answer;
+
+struct run {
+    router *rt;
+    const run_sink *sink;
+    void *sctx;
+    run_state state;
+    bool done_called;
+    char id[32];
+    const key_conf *key;
+    run_input in;
+    /* the canonical request */
+    canon_request canon;
+    jdoc doc;    /* the body's tokens */
+    buf strings; /* canon's unescaped strings */
+    /* the plan */
+    const target *plan[MAX_PLAN];
+    int n_plan, cur;
+    const char *route_name;     /* the virtual model, or NULL */
+    char route_rule[128];       /* the routing policy's rule, for x-bridle-route; "" if none */
+    const model_conf *baseline; /* what savings are measured against, or NULL */
+    policy_plan pplan;          /* the routing policy's plan, for the cascade */
+    bool by_policy;
+    request_timeouts tmo; /* this request's deadlines (config "timeouts") */
+    int64_t start_us, wall_start_us, deadline_ms;
+    /* admission and settlement */
+    int admit_i, settle_i;
+    answer ans;
+    /* attempts */
+    int attempts, target_attempts, ambiguous_retries;
+    engine_call *call;
+    upstream_request up;
+    int status;                 /* upstream HTTP status of the current attempt */
+    const upstream_headers *hs; /* valid until the attempt's on_done returns */
+    buf body;                   /* non-2xx or non-stream body */
+    bool body_too_large;
+    bool cut_by_deadline; /* the attempt's total limit is the request's deadline */
+    bool own_first_byte;  /* its first-byte limit is the request's, below the provider's */
+    bool own_limit_hit;   /* it failed on one of the request's own limits */
+    int64_t attempt_start_us, upstream_us, ttft_us;
+    bool budget_exhausted; /* a retry was refused by the retry budget */
+    bool shed;             /* the last target's open breaker refused the request */
+    /* holds: each given back by release_holds() */
+    const provider_conf *slot;    /* a call slot of this provider */
+    breaker_ticket ticket;        /* the current attempt's admission by its target's breaker */
+    bool ticket_live;             /* an outcome is still owed to the breaker */
+    const provider_conf *granted; /* a retry granted by this provider's budget, not yet made */
+    struct event timer;           /* waiting out a backoff, Retry-After or pause */
+    bool timer_armed;
+    /* streams */
+    bool relaying; /* the upstream stream is being read */
+    bool holding;  /* the cascade holds the stream back until it passes its checks */
+    sse_parser *parser;
+    void *sstate;
+    stream_result sres;
+    buf out; /* stream bytes not yet given to the sink */
+    char chunk_id[80];
+    /* the cascade */
+    int64_t prior_cost_pusd; /* answers the cascade set aside: billed all the same */
+    usage_record prior_usage;
+    char cascade_check[16];
+    /* what the answer says about itself */
+    const target *served_by; /* a coalesced answer: the leader's target */
+    usage_record served_usage;
+    bool usage_estimated; /* the provider reported no usage: counts are estimates */
+    bool recorded;        /* the usage event is in the ledger */
+    bool replayed;        /* answered from the idempotency store */
+    bool coalesced;       /* answered with a leader's answer */
+    buf head;             /* the answer's header lines */
+    buf err_body;         /* an error answer's body */
+    /* Idempotency-Key (db/idem.h) */
+    char idem_key[256];
+    char idem_owner[48];
+    bool idem_held;        /* this run holds the key's claim: store or release it */
+    bool idem_settled;     /* the outcome was handed to the store */
+    idem_op *idem_pending; /* claim or store in flight */
+    buf idem_body;         /* the answer to store (a stream as sent) */
+    bool idem_too_big;
+    /* coalescing */
+    char coalesce_fp[65];
+    bool leading;
+    struct run *leader, *followers, *next_follower;
+    struct event reap;
+    struct run *next_free;
+};
+
+static void run_finish(run *r, run_state final, int status, const char *why);
+static void start_attempt(run *r);
+static void admit_next(run *r);
+static void settle_next(run *r);
+
+/* ------------------------------------------------------------ states */
+
+const char *run_state_name(run_state s)
+{
+    static const char *names[] = {"NEW",      "PLANNING", "ADMITTING", "CALLING", "WAITING",
+                                  "RELAYING", "SETTLING", "DONE",      "FAILED"};
+    return s <= RUN_FAILED ? names[s] : "?";
+}
+
+bool run_transition_ok(run_state from, run_state to)
+{
+    bool final = to == RUN_DONE || to == RUN_FAILED;
+    switch (from) {
+    case RUN_NEW:
+        return to == RUN_PLANNING || final;
+    case RUN_PLANNING:
+        return to == RUN_ADMITTING || to == RUN_SETTLING || final;
+    case RUN_ADMITTING:
+        return to == RUN_CALLING || to == RUN_SETTLING || final;
+    case RUN_CALLING:
+        return to == RUN_CALLING || to == RUN_WAITING || to == RUN_RELAYING || to == RUN_SETTLING ||
+               final;
+    case RUN_WAITING:
+        return to == RUN_CALLING || to == RUN_SETTLING || final;
+    case RUN_RELAYING:
+        return to == RUN_SETTLING || final;
+    case RUN_SETTLING:
+        return final;
+    default:
+        return false;
+    }
+}
+
+static void set_state(run *r, run_state s)
+{
+    assert(run_transition_ok(r->state, s));
+    log_debug("%s: %s -> %s", r->id, run_state_name(r->state), run_state_name(s));
+    r->state = s;
+}
+
+static bool run_over(const run *r)
+{
+    return r->state == RUN_DONE || r->state == RUN_FAILED;
+}
+
+run_state run_get_state(const run *r)
+{
+    return r->state;
+}
+
+/* ------------------------------------------------------------ pool */
+
+/* Finished runs are kept for reuse with their buffers' memory, so a run in
+ * the steady state allocates almost nothing of its own. */
+#define RUN_POOL_MAX 512
+
+static run *run_alloc(router *rt)
+{
+    int *n;
+    run **pool = router_run_pool(rt, &n);
+    run *r = *pool;
+    if (!r) return calloc(1, sizeof(run));
+    *pool = r->next_free;
+    (*n)--;
+    return r;
+}
+
+static void run_destroy(run *r)
+{
+    jdoc_free(&r->doc);
+    buf_free(&r->strings);
+    upstream_request_free(&r->up);
+    buf_free(&r->body);
+    buf_free(&r->sres.text);
+    buf_free(&r->head);
+    buf_free(&r->out);
+    buf_free(&r->err_body);
+    buf_free(&r->idem_body);
+    free(r);
+}
+
+/* Keeps the buffers' memory, zeroes the rest. */
+static void run_recycle(run *r)
+{
+    int *n;
+    run **pool = router_run_pool(r->rt, &n);
+    if (*n >= RUN_POOL_MAX) {
+        run_destroy(r);
+        return;
+    }
+    jdoc doc = r->doc;
+    buf strings = r->strings, body = r->body, text = r->sres.text, head = r->head, out = r->out,
+        err_body = r->err_body, idem_body = r->idem_body;
+    upstream_request up = r->up;
+    upstream_request_reset(&up);
+    buf *keep[] = {&strings, &body, &text, &head, &out, &err_body, &idem_body};
+    for (size_t i = 0; i < sizeof keep / sizeof *keep; i++)
+        buf_reset(keep[i]);
+    memset(r, 0, sizeof *r);
+    r->doc = doc;
+    r->strings = strings;
+    r->body = body;
+    r->sres.text = text;
+    r->head = head;
+    r->out = out;
+    r->err_body = err_body;
+    r->idem_body = idem_body;
+    r->up = up;
+    r->next_free = *pool;
+    *pool = r;
+    (*n)++;
+}
+
+void run_pool_free(router *rt)
+{
+    int *n;
+    run **pool = router_run_pool(rt, &n);
+    while (*pool) {
+        run *r = *pool;
+        *pool = r->next_free;
+        run_destroy(r);
+    }
+    *n = 0;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    run *r = arg;
+    router_count_run(r->rt, -1);
+    if (r->canon.root) json_object_put(r->canon.root);
+    run_recycle(r);
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static const target *cur_target(const run *r)
+{
+    return r->n_plan ? r->plan[r->cur] : NULL;
+}
+
+/* Idempotency keys and coalescing are per client key: one client cannot see
+ * another's answers. */
+static const char *scope(const run *r)
+{
+    return r->key ? r->key->id : "";
+}
+
+static void copy_str(char *dst, size_t n, const char *src)
+{
+    snprintf(dst, n, "%s", src ? src : "");
+}
+
+static void add_usage(usage_record *to, const usage_record *u)
+{
+    to->input_uncached += u->input_uncached;
+    to->cache_read += u->cache_read;
+    to->cache_write_5m += u->cache_write_5m;
+    to->cache_write_1h += u->cache_write_1h;
+    to->output += u->output;
+    to->reasoning += u->reasoning;
+}
+
+/* What the answer cost: nothing when no upstream call made it (a replay, a
+ * coalesced copy), else the final answer's price plus the answers the
+ * cascade set aside. */
+static int64_t answer_cost(const run *r, const usage_record *u)
+{
+    if (r->replayed || r->coalesced || !r->n_plan) return 0;
+    return pricing_cost_pusd(r->plan[r->cur]->price, u, false) + r->prior_cost_pusd;
+}
+
+/* What the same usage would have cost on the model the client asked for
+ * (or, for a route, its baseline): savings are a subtraction. */
+static int64_t baseline_cost(const run *r, const usage_record *u)
+{
+    if (r->baseline) return pricing_cost_pusd(&r->baseline->price, u, false);
+    const target *t = r->served_by ? r->served_by : cur_target(r);
+    return t ? pricing_cost_pusd(t->price, u, false) : 0;
+}
+
+/* The usage of everything billed: the answer and what the cascade set aside. */
+static usage_record billed_usage(const run *r, const usage_record *u)
+{
+    usage_record all = *u;
+    if (r->prior_cost_pusd > 0 || r->prior_usage.output > 0) {
+        add_usage(&all, &r->prior_usage);
+        all.exact = u->exact && r->prior_usage.exact;
+    }
+    return all;
+}
+
+/* Fills in what the provider did not report (a cut stream, an answer
+ * without a usage block): counts it did report are kept (Anthropic reports
+ * the input at the start), the rest estimated at about 4 characters a
+ * token from the answer's text and the prompt's. */
+static void estimate_usage(run *r, usage_record *u, size_t answer_chars)
+{
+    if (u->exact) return;
+    int64_t out_est = (int64_t)(answer_chars + 3) / 4;
+    if (u->output < out_est) u->output = out_est;
+    if (u->input_uncached + u->cache_read + u->cache_write_5m + u->cache_write_1h > 0) return;
+    buf text = BUF_INIT;
+    canon_prompt_text(&r->canon, &text);
+    u->input_uncached = (int64_t)(text.len + 3) / 4;
+    buf_free(&text);
+}
+
+/* ------------------------------------------------------------ the ledger */
+
+static void event_route_reason(const run *r, usage_event *ev)
+{
+    if (r->route_rule[0]) { /* truncated to the field, on purpose */
+        buf why = BUF_INIT;
+        buf_printf(&why, "%s%s%s", r->route_rule, r->cascade_check[0] ? "; escalated on " : "",
+                   r->cascade_check);
+        copy_str(ev->route_reason, sizeof ev->route_reason, why.data);
+        buf_free(&why);
+    } else if (r->replayed)
+        copy_str(ev->route_reason, sizeof ev->route_reason, "idempotent replay: no upstream call");
+    else if (r->coalesced)
+        copy_str(ev->route_reason, sizeof ev->route_reason,
+                 "coalesced with an identical request in flight: no upstream call");
+    else if (r->route_name)
+        snprintf(ev->route_reason, sizeof ev->route_reason, "route %s, candidate %d", r->route_name,
+                 r->cur + 1);
+    else if (r->n_plan)
+        copy_str(ev->route_reason, sizeof ev->route_reason, "the model requested");
+}
+
+/* Writes the request's usage event to the ledger: once, before the last
+ * byte of the answer leaves. */
+static void record_usage(run *r, int status, const char *err_class, const usage_record *u)
+{
+    ledger *lg = router_ledger(r->rt);
+    if (r->recorded || !lg) return;
+    r->recorded = true;
+    usage_event ev;
+    memset(&ev, 0, sizeof ev);
+    memcpy(ev.event_id, r->id + 4, 24); /* the request id's 24 hex digits + 8 of time */
+    snprintf(ev.event_id + 24, sizeof ev.event_id - 24, "%08llx",
+             (unsigned long long)(r->wall_start_us / 1000000) & 0xffffffffULL);
+    ev.ts_us = r->wall_start_us;
+    copy_str(ev.key_id, sizeof ev.key_id, r->key ? r->key->id : NULL);
+    copy_str(ev.team, sizeof ev.team, r->canon.team);
+    copy_str(ev.end_user, sizeof ev.end_user, r->canon.user);
+    copy_str(ev.agent, sizeof ev.agent, r->canon.agent);
+    copy_str(ev.task, sizeof ev.task, r->canon.task);
+    copy_str(ev.feature, sizeof ev.feature, r->canon.feature);
+    copy_str(ev.requested_model, sizeof ev.requested_model, r->canon.model);
+    const target *t = r->served_by ? r->served_by : cur_target(r);
+    if (t) {
+        copy_str(ev.provider, sizeof ev.provider, t->provider->name);
+        copy_str(ev.model, sizeof ev.model, t->model);
+        copy_str(ev.tier, sizeof ev.tier, t->price->tier ? pricing_tier_name(t->price->tier) : "");
+    }
+    event_route_reason(r, &ev);
+    ev.cache_hit = r->replayed || r->coalesced;
+    ev.streamed = r->canon.stream;
+    ev.status = status;
+    copy_str(ev.error_class, sizeof ev.error_class, err_class);
+    ev.attempts = r->attempts;
+    usage_record none = {.exact = true};
+    if (!u) u = &none;
+    usage_record all = billed_usage(r, u);
+    ev.input_tokens = all.input_uncached;
+    ev.cache_read_tokens = all.cache_read;
+    ev.cache_write_tokens = all.cache_write_5m + all.cache_write_1h;
+    ev.output_tokens = all.output;
+    ev.reasoning_tokens = all.reasoning;
+    ev.usage_exact = all.exact;
+    ev.cost_pusd = answer_cost(r, u);
+    ev.baseline_cost_pusd = baseline_cost(r, &all);
+    ev.latency_us = util_now_us() - r->start_us;
+    ev.ttft_us = r->ttft_us;
+    ev.upstream_us = r->upstream_us;
+    if (ledger_record(lg, &ev) != 0)
+        log_error("%s: the usage event could not be written to the spool (logged above)", r->id);
+}
+
+/* ------------------------------------------------------------ headers */
+
+static void add_common_headers(run *r)
+{
+    buf *h = &r->head;
+    buf_add_header(h, "x-request-id", r->id);
+    char n[16];
+    snprintf(n, sizeof n, "%d", r->attempts);
+    buf_add_header(h, "x-bridle-attempts", n);
+    const target *t = r->served_by ? r->served_by : cur_target(r);
+    if (t) {
+        buf_add_header(h, "x-bridle-provider", t->provider->name);
+        buf_add_header(h, "x-bridle-model", t->model);
+    }
+    if (r->route_rule[0] && r->cascade_check[0]) {
+        char rule[200];
+        snprintf(rule, sizeof rule, "%s; escalated: the cheaper answer failed the %s check",
+                 r->route_rule, r->cascade_check);
+        buf_add_header(h, "x-bridle-route", rule);
+    } else if (r->route_rule[0])
+        buf_add_header(h, "x-bridle-route", r->route_rule);
+    else if (r->route_name)
+        buf_add_header(h, "x-bridle-route", r->route_name);
+}
+
+static void cost_headers(run *r, const usage_record *u)
+{
+    int64_t cost = answer_cost(r, u);
+    char s[48];
+    util_format_pusd(cost, 12, s, sizeof s);
+    /* trim trailing zeros but keep at least one decimal */
+    size_t n = strlen(s);
+    while (n > 2 && s[n - 1] == '0' && s[n - 2] != '.')
+        s[--n] = '\0';
+    buf_add_header(&r->head, "x-bridle-cost-usd", s);
+    usage_record all = billed_usage(r, u);
+    util_format_pusd(baseline_cost(r, &all) - cost, 6, s, sizeof s);
+    buf_add_header(&r->head, "x-bridle-savings-usd", s);
+    if (r->usage_estimated) buf_add_header(&r->head, "x-bridle-usage", "estimated");
+}
+
+/* ------------------------------------------------------------ the answer */
+
+/* Settles, then delivers `a`: every whole answer and every stream's end
+ * goes through here. */
+static void answer_with(run *r, const answer *a)
+{
+    r->ans = *a;
+    r->settle_i = 0;
+    set_state(r, RUN_SETTLING);
+    settle_next(r);
+}
+
+static void answer_body(run *r, int status, const char *body, size_t len, const usage_record *u,
+                        const char *err_class, run_state final, const char *why)
+{
+    answer a = {status, "application/json", body, len, u, err_class, final, why};
+    answer_with(r, &a);
+}
+
+/* An error answer bridle makes itself, in the sink's shape. */
+static void run_fail(run *r, int status, const char *type, const char *code, const char *param,
+                     const char *message, bool should_retry)
+{
+    add_common_headers(r);
+    /* said both ways: the OpenAI SDKs obey it over their own status rules */
+    buf_add_header(&r->head, "x-should-retry", should_retry ? "true" : "false");
+    buf_reset(&r->err_body);
+    if (r->sink->error_body)
+        r->sink->error_body(r->sctx, &r->err_body, type, code, param, message);
+    else
+        provider_openai_error_json(&r->err_body, type, code, param, message);
+    answer_body(r, status, r->err_body.data, r->err_body.len, NULL, code && *code ? code : type,
+                RUN_FAILED, message);
+}
+
+static void coalesce_answer(run *leader, const answer *a);
+
+/* The last step of settling: the sink gets the answer. */
+static void deliver(run *r)
+{
+    const answer *a = &r->ans;
+    if (a->body) {
+        r->sink->head(r->sctx, a->status, a->content_type, &r->head, false);
+        r->sink->chunk(r->sctx, a->body, a->len);
+        coalesce_answer(r, a);
+    } else if (r->out.len) {
+        r->sink->chunk(r->sctx, r->out.data, r->out.len);
+        buf_reset(&r->out);
+    }
+    run_finish(r, a->final, a->status, a->why);
+}
+
+/* ------------------------------------------------------------ settlement steps */
+
+typedef enum { STEP_NEXT, STEP_WAIT, STEP_ANSWERED } step_result;
+
+typedef struct run_step {
+    const char *name;
+    step_result (*fn)(run *r);
+} run_step;
+
+static step_result settle_usage_event(run *r)
+{
+    record_usage(r, r->ans.status, r->ans.err_class, r->ans.usage);
+    return STEP_NEXT;
+}
+
+static void on_idem_stored(void *ctx, const idem_result *res)
+{
+    run *r = ctx;
+    r->idem_pending = NULL;
+    r->settle_i++;
+    settle_next(r);
+}
+
+/* A run that holds an Idempotency-Key stores a final outcome (2xx, and the
+ * 4xx a retry cannot change) before the client gets it, so any later
+ * request with the key, here or on another gateway, gets this answer. A
+ * stream is stored as it was sent, complete ones only. Other outcomes free
+ * the key (release_holds). */
+static step_result settle_idempotency(run *r)
+{
+    const answer *a = &r->ans;
+    if (!r->idem_held) return STEP_NEXT;
+    idem_store *st = router_idem(r->rt);
+    if (!a->body) {
+        if (a->final != RUN_DONE || r->idem_too_big) return STEP_NEXT;
+        r->idem_settled = true; /* replays get the same stream; not awaited */
+        idem_store_result(st, scope(r), r->idem_key, r->idem_owner, 200, "text/event-stream",
+                          r->idem_body.data ? r->idem_body.data : "", r->idem_body.len, NULL, NULL);
+        return STEP_NEXT;
+    }
+    int s = a->status;
+    bool storable = (s >= 200 && s < 300) || s == 400 || s == 404 || s == 413 || s == 422;
+    if (!storable) return STEP_NEXT;
+    if (a->body != r->idem_body.data) { /* the body must outlive the store */
+        buf_reset(&r->idem_body);
+        buf_append(&r->idem_body, a->body, a->len);
+        r->ans.body = r->idem_body.data;
+    }
+    r->idem_settled = true;
+    r->idem_pending = idem_store_result(st, scope(r), r->idem_key, r->idem_owner, s,
+                                        a->content_type, a->body, a->len, on_idem_stored, r);
+    if (r->idem_pending) return STEP_WAIT;
+    r->idem_settled = false;
+    return STEP_NEXT;
+}
+
+/* In order; budget settlement and the cache store will join here. */
+static const run_step settle_steps[] = {
+    {"usage_event", settle_usage_event},
+    {"idempotency", settle_idempotency},
+};
+
+static void settle_next(run *r)
+{
+    int n = (int)(sizeof settle_steps / sizeof *settle_steps);
+    for (; r->settle_i < n; r->settle_i++)
+        if (settle_steps[r->settle_i].fn(r) == STEP_WAIT) return;
+    deliver(r);
+}
+
+/* ------------------------------------------------------------ holds and the exit */
+
+static void coalesce_end(run *r);
+
+static void breaker_settle(run *r, breaker_outcome outcome)
+{
+    if (!r->ticket_live) return;
+    breaker *b = router_breaker(r->rt, r->plan[r->cur]);
+    r->ticket_live = false;
+    if (b) breaker_record(b, util_now_ms(), &r->ticket, outcome, router_random(r->rt));
+}
+
+static void slot_release(run *r)
+{
+    if (!r->slot) return;
+    router_slot_release(r->rt, r->slot);
+    r->slot = NULL;
+}
+
+/* Gives back everything the run holds; each line is a no-op when nothing
+ * of its kind is held. */
+static void release_holds(run *r)
+{
+    if (r->idem_pending) {
+        idem_cancel(r->idem_pending);
+        r->idem_pending = NULL;
+    }
+    if (r->idem_held && !r->idem_settled) /* an outcome a retry may better: free the key */
+        idem_release(router_idem(r->rt), scope(r), r->idem_key, r->idem_owner);
+    r->idem_held = false;
+    coalesce_end(r);
+    breaker_settle(r, BREAKER_ABANDONED);
+    if (r->timer_armed) {
+        evtimer_del(&r->timer);
+        r->timer_armed = false;
+    }
+    if (r->granted) {
+        retry_budget_refund(router_budget(r->rt, r->granted), util_now_ms());
+        r->granted = NULL;
+    }
+    if (r->call) {
+        engine_call_cancel(r->call);
+        r->call = NULL;
+    }
+    slot_release(r);
+}
+
+static void stream_close(run *r);
+
+/* The one exit. The run is recycled on the next loop pass, never inside a
+ * callback that still stands on it. */
+static void run_finish(run *r, run_state final, int status, const char *why)
+{
+    if (run_over(r)) return;
+    set_state(r, final);
+    release_holds(r);
+    stream_close(r);
+    log_debug("%s: %s model=%s attempts=%d %lld us: %s", r->id,
+              final == RUN_DONE ? "done" : "failed", r->canon.model ? r->canon.model : "-",
+              r->attempts, (long long)(util_now_us() - r->start_us), why);
+    if (!r->done_called) {
+        r->done_called = true;
+        run_outcome o = {final, status, why};
+        r->sink->done(r->sctx, &o);
+    }
+    evtimer_assign(&r->reap, router_base(r->rt), on_reap, r);
+    struct timeval zero = {0, 0};
+    evtimer_add(&r->reap, &zero);
+}
+
+void run_cancel(run *r)
+{
+    if (!r || run_over(r) || r->done_called) return;
+    if (r->attempts) { /* the provider may bill what it did */
+        usage_record u = r->sres.usage;
+        estimate_usage(r, &u, r->sres.text.len);
+        record_usage(r, 499, "client_closed", &u);
+    } else
+        record_usage(r, 499, "client_closed", NULL);
+    run_finish(r, RUN_FAILED, 499, "the client closed the connection");
+}
+
+/* ------------------------------------------------------------ planning */
+
+/* Month-to-date spend as a % of a budget, or -1 (no budget, not known). */
+static int share_pct(int64_t spent, int64_t budget_pusd)
+{
+    if (budget_pusd <= 0 || spent < 0) return -1;
+    int64_t pct = spent / (budget_pusd / 100 > 0 ? budget_pusd / 100 : 1);
+    return pct > 1000 ? 1000 : (int)pct;
+}
+
+/* The higher of the key's and its team's spend shares, or -1; *team says
+ * the team's was higher. */
+static int spend_share(const run *r, bool *team)
+{
+    ledger *lg = router_ledger(r->rt);
+    *team = false;
+    if (!lg || !r->key) return -1;
+    int key = share_pct(ledger_key_spend_pusd(lg, r->key->id), r->key->budget_pusd);
+    const team_conf *t = r->key->team_cfg;
+    int of_team = t ? share_pct(ledger_team_spend_pusd(lg, t->name), t->budget_pusd) : -1;
+    *team = of_team > key;
+    return *team ? of_team : key;
+}
+
+/* "auto" and "tier:NAME": the routing policy (router/policy.h) picks the
+ * cheapest healthy candidates that fit, with escalation tiers after them. */
+static int plan_by_policy(run *r)
+{
+    const bridle_config *cfg = router_config(r->rt);
+    if (!config_policy(cfg)) {
+        run_fail(r, 503, "server_error", "no_routing_policy", "model",
+                 "This gateway has no routing policy for \"auto\" or \"tier:NAME\": add a "
+                 "\"routing\" section to its config, or name a model (GET /v1/models)",
+                 false);
+        return -1;
+    }
+    int n_models;
+    policy_model *models = router_policy_models(r->rt, &n_models);
+    policy_request pr = {
+        .model = r->canon.model,
+        .task = r->canon.task,
+        .tier_header = r->in.tier,
+        .prompt_chars = (int64_t)r->canon.body_len, /* the body bounds the text from above */
+        .max_tokens = r->canon.max_tokens,
+        .json_mode = r->canon.json_mode,
+    };
+    pr.spend_share_pct = spend_share(r, &pr.team_budget);
+    policy_plan plan;
+    char err[256];
+    policy_result rc =
+        policy_plan_request(config_policy(cfg), models, n_models, &pr, &plan, err, sizeof err);
+    if (rc != POLICY_OK) {
+        bool bad = rc == POLICY_BAD_TIER;
+        run_fail(r, bad ? 400 : 503, bad ? "invalid_request_error" : "server_error",
+                 bad ? "invalid_tier" : "no_candidate", bad ? "model" : NULL, err, !bad);
+        return -1;
+    }
+    for (int i = 0; i < plan.n && r->n_plan < MAX_PLAN; i++)
+        r->plan[r->n_plan++] = &config_model(cfg, plan.cand[i].model_index)->target;
+    r->pplan = plan;
+    r->by_policy = true;
+    r->canon.model_chosen = true;
+    snprintf(r->route_rule, sizeof r->route_rule, "%s", plan.rule);
+    if (plan.baseline_index >= 0) r->baseline = config_model(cfg, plan.baseline_index);
+    if (plan.output_capped) r->canon.max_tokens = plan.max_tokens_applied;
+    /* the client's own reasoning control wins over the task's cap */
+    if (plan.thinking_cap > 0 && !r->canon.reasoning_set)
+        r->canon.thinking_budget = plan.thinking_cap;
+    return 0;
+}
+
+static int plan_model(run *r, const model_conf *m)
+{
+    r->baseline = m;
+    if (!m->enabled) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "The model '%s' is configured but its provider (%s) is disabled: a required "
+                 "environment variable such as its API key is not set",
+                 m->name, m->target.provider->name);
+        run_fail(r, 503, "server_error", "provider_unavailable", "model", msg, false);
+        return -1;
+    }
+    r->plan[r->n_plan++] = &m->target;
+    return 0;
+}
+
+static int plan_route(run *r, const route_conf *rc)
+{
+    r->route_name = rc->name;
+    r->canon.model_chosen = true;
+    r->baseline = rc->baseline;
+    for (int i = 0; i < rc->n_candidates && r->n_plan < MAX_PLAN; i++)
+        if (rc->candidates[i]->enabled) r->plan[r->n_plan++] = &rc->candidates[i]->target;
+    if (r->n_plan) return 0;
+    run_fail(r, 503, "server_error", "provider_unavailable", "model",
+             "None of this route's candidate models has an enabled provider", false);
+    return -1;
+}
+
+/* The candidates in order, then the deadlines (they depend on the route the
+ * plan took: a route of $.routes, or the policy's "auto" / "tier:NAME"). */
+static int make_plan(run *r)
+{
+    const bridle_config *cfg = router_config(r->rt);
+    const char *model = r->canon.model;
+    const model_conf *m = config_find_model(cfg, model);
+    const route_conf *rc = m ? NULL : config_find_route(cfg, model);
+    int rv;
+    if (m)
+        rv = plan_model(r, m);
+    else if (rc)
+        rv = plan_route(r, rc);
+    else if (strcmp(model, "auto") == 0 || strncmp(model, "tier:", 5) == 0)
+        rv = plan_by_policy(r);
+    else {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "The model '%.100s' does not exist on this gateway: GET /v1/models lists the "
+                 "models and routes it serves",
+                 model);
+        run_fail(r, 404, "invalid_request_error", "model_not_found", "model", msg, false);
+        return -1;
+    }
+    if (rv != 0) return -1;
+    config_request_timeouts(cfg, r->canon.task,
+                            r->route_name  ? r->route_name
+                            : r->by_policy ? model
+                                           : NULL,
+                            &r->tmo);
+    r->deadline_ms = r->start_us / 1000 + r->tmo.total_ms;
+    return 0;
+}
+
+/* ------------------------------------------------------------ coalescing
+ *
+ * With resilience.coalesce, a deterministic request (temperature 0, n 1,
+ * not streamed) that is byte for byte the same as one of the same client
+ * key already in flight does not call the provider: it waits for that run
+ * (its leader) and gets a copy of its answer. If the leader ends without a
+ * whole answer (its client left), its followers go on on their own. */
+
+/* SHA-256 (hex) of a line naming what the body is sent to, then the body
+ * as sent: what makes two requests "the same" for coalescing and for an
+ * Idempotency-Key. */
+static void request_fingerprint(const char *what, const char *body, size_t len, char out[65])
+{
+    buf b = BUF_INIT;
+    buf_append_str(&b, what);
+    buf_append_char(&b, '\n');
+    buf_append(&b, body, len);
+    util_sha256_hex(b.data, b.len, out);
+    buf_free(&b);
+}
+
+static step_result admit_coalescing(run *r)
+{
+    if (!r->canon.deterministic || !config_resilience(router_config(r->rt))->coalesce)
+        return STEP_NEXT;
+    request_fingerprint(scope(r), r->in.body, r->in.body_len, r->coalesce_fp);
+    run *l = router_coalesce_find(r->rt, r->coalesce_fp);
+    if (l) {
+        r->leader = l;
+        r->next_follower = l->followers;
+        l->followers = r;
+        return STEP_WAIT;
+    }
+    r->leading = router_coalesce_add(r->rt, r->coalesce_fp, r);
+    return STEP_NEXT;
+}
+
+/* A follower gets the leader's answer as its own, marked as a copy: the
+ * leader's provider and model, its tokens, and a cost of 0 (the leader's
+ * event carries the bill). */
+static void follower_answer(run *f, const run *leader, const answer *a)
+{
+    f->coalesced = true;
+    f->served_by = cur_target(leader);
+    add_common_headers(f);
+    buf_add_header(&f->head, "x-bridle-coalesced", "true");
+    const usage_record *u = NULL;
+    if (a->usage) {
+        f->served_usage = billed_usage(leader, a->usage);
+        u = &f->served_usage;
+        f->usage_estimated = leader->usage_estimated;
+        cost_headers(f, u);
+    }
+    answer_body(f, a->status, a->body, a->len, u, a->status < 400 ? "" : "coalesced_error",
+                a->status < 400 ? RUN_DONE : RUN_FAILED,
+                "answered with an identical request's answer");
+}
+
+static void coalesce_answer(run *leader, const answer *a)
+{
+    run *f;
+    while ((f = leader->followers)) {
+        leader->followers = f->next_follower;
+        f->leader = NULL;
+        follower_answer(f, leader, a);
+    }
+}
+
+/* r ends: a follower leaves its leader's list; a leader leaves the table
+ * and lets whoever still waits go on on their own. */
+static void coalesce_end(run *r)
+{
+    if (r->leader) {
+        for (run **p = &r->leader->followers; *p; p = &(*p)->next_follower)
+            if (*p == r) {
+                *p = r->next_follower;
+                break;
+            }
+        r->leader = NULL;
+    }
+    if (!r->leading) return;
+    r->leading = false;
+    router_coalesce_remove(r->rt, r->coalesce_fp, r);
+    run *f;
+    while ((f = r->followers)) {
+        r->followers = f->next_follower;
+        f->leader = NULL;
+        f->admit_i++; /* past its coalescing step */
+        admit_next(f);
+    }
+}
+
+/* ------------------------------------------------------------ idempotency */
+
+/* The stored answer, as it was first sent (a stream too, in one piece). */
+static void replay(run *r, const idem_result *res)
+{
+    r->replayed = true;
+    add_common_headers(r);
+    buf_add_header(&r->head, "Idempotent-Replayed", "true");
+    buf_reset(&r->idem_body); /* the body must outlive settling */
+    buf_append(&r->idem_body, res->body, res->body_len);
+    answer a = {res->status,
+                res->content_type,
+                r->idem_body.data ? r->idem_body.data : "",
+                r->idem_body.len,
+                NULL,
+                "",
+                RUN_DONE,
+                "replayed for its Idempotency-Key"};
+    answer_with(r, &a);
+}
+
+static void on_idem_claim(void *ctx, const idem_result *res)
+{
+    run *r = ctx;
+    r->idem_pending = NULL;
+    switch (res->outcome) {
+    case IDEM_CLAIMED:
+        r->idem_held = true;
+        snprintf(r->idem_owner, sizeof r->idem_owner, "%s", res->owner);
+        r->admit_i++;
+        admit_next(r);
+        return;
+    case IDEM_REPLAY:
+        replay(r, res);
+        return;
+    case IDEM_MISMATCH:
+        run_fail(r, 422, "invalid_request_error", "idempotency_key_reused", NULL,
+                 "This Idempotency-Key was already used with a different request body; a key "
+                 "names one request: send a new key with a new request",
+                 false);
+        return;
+    case IDEM_IN_PROGRESS:
+        buf_add_header(&r->head, "retry-after", "1");
+        run_fail(r, 409, "invalid_request_error", "idempotency_key_in_use", NULL,
+                 "A request with this Idempotency-Key is still being processed; retry after it "
+                 "finishes to get its answer",
+                 true);
+        return;
+    default: {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "The gateway cannot check this Idempotency-Key right now (%s); retry shortly",
+                 res->error ? res->error : "no answer from the database");
+        run_fail(r, 503, "server_error", "idempotency_unavailable", NULL, msg, true);
+    }
+    }
+}
+
+/* Claims the request's Idempotency-Key (db/idem): the fingerprint is the
+ * SHA-256 of method, path and body as sent (a retry resends the same
+ * bytes). Without a database the header is ignored. */
+static step_result admit_idempotency(run *r)
+{
+    idem_store *st = router_idem(r->rt);
+    if (!r->in.idempotency_keys || !st) return STEP_NEXT;
+    if (r->in.idempotency_keys > 1) {
+        run_fail(r, 400, "invalid_request_error", "invalid_idempotency_key", NULL,
+                 "Send at most one Idempotency-Key header", false);
+        return STEP_ANSWERED;
+    }
+    if (idem_parse_key(r->in.idempotency_key, r->idem_key, sizeof r->idem_key) != 0) {
+        run_fail(r, 400, "invalid_request_error", "invalid_idempotency_key", NULL,
+                 "The Idempotency-Key header must be 1 to 255 printable ASCII characters, as a "
+                 "quoted string (\"...\") or a bare token without spaces",
+                 false);
+        return STEP_ANSWERED;
+    }
+    char fp[65];
+    request_fingerprint(r->in.what, r->in.body, r->in.body_len, fp);
+    bool wait = config_idempotency(router_config(r->rt))->wait;
+    r->idem_pending =
+        idem_claim(st, scope(r), r->idem_key, fp, wait, r->deadline_ms, on_idem_claim, r);
+    if (r->idem_pending) return STEP_WAIT;
+    run_fail(r, 503, "server_error", "out_of_memory", NULL,
+             "The gateway is out of memory; retry shortly", true);
+    return STEP_ANSWERED;
+}
+
+/* ------------------------------------------------------------ admission steps */
+
+/* A request the ledger could not record is not served. */
+static step_result admit_usage_log(run *r)
+{
+    ledger *lg = router_ledger(r->rt);
+    if (!lg || ledger_can_accept(lg)) return STEP_NEXT;
+    run_fail(r, 503, "server_error", "usage_log_full", NULL,
+             "The gateway cannot record usage right now (its local usage log is full because the "
+             "database has been unreachable); retry later",
+             true);
+    return STEP_ANSWERED;
+}
+
+/* In order. A step goes on (STEP_NEXT), answers the run itself
+ * (STEP_ANSWERED), or waits (STEP_WAIT) and later resumes the run past
+ * itself (admit_i++, admit_next). Rate limits, the budget reservation and
+ * the cache lookup will join here. */
+static const run_step admit_steps[] = {
+    {"usage_log", admit_usage_log},
+    {"idempotency", admit_idempotency},
+    {"coalescing", admit_coalescing},
+};
+
+static void admit_next(run *r)
+{
+    int n = (int)(sizeof admit_steps / sizeof *admit_steps);
+    for (; r->admit_i < n; r->admit_i++)
+        if (admit_steps[r->admit_i].fn(r) != STEP_NEXT) return;
+    start_attempt(r);
+}
+
+/* ------------------------------------------------------------ upstream errors */
+
+static void fail_upstream(run *r, const upstream_error *e)
+{
+    const target *t = cur_target(r);
+    char msg[700];
+    snprintf(msg, sizeof msg, "%s (provider %s, model %s)", e->message, t->provider->name,
+             t->model);
+    if (e->retry_after_ms > 0 && e->cls == ERRCLASS_RETRYABLE) {
+        char ra[24];
+        snprintf(ra, sizeof ra, "%lld", (long long)((e->retry_after_ms + 999) / 1000));
+        buf_add_header(&r->head, "retry-after", ra);
+    }
+    run_fail(r, e->client_status ? e->client_status : 502, e->type[0] ? e->type : "api_error",
+             e->code, NULL, msg,
+             e->cls == ERRCLASS_RETRYABLE && !e->quota_exhausted && !r->budget_exhausted &&
+                 !r->shed);
+}
+
+/* The request's total timeout ran out. Not the provider's fault: a short
+ * per-task deadline must not open a breaker that longer requests share. */
+static void fail_deadline(run *r)
+{
+    breaker_settle(r, BREAKER_ABANDONED);
+    const target *t = cur_target(r);
+    char msg[500];
+    int64_t took = (util_now_us() - r->start_us) / 1000;
+    snprintf(msg, sizeof msg,
+             "The request did not finish within its total timeout of %lld ms (%s): %lld ms "
+             "elapsed over %d attempt%s, the last one to provider %s, model %s",
+             (long long)r->tmo.total_ms, r->tmo.total_from, (long long)took, r->attempts,
+             r->attempts == 1 ? "" : "s", t->provider->name, t->model);
+    run_fail(r, 504, "timeout_error", "request_timeout", NULL, msg, false);
+}
+
+/* Did this attempt end because the request's own deadline passed? */
+static bool deadline_cut(const run *r, const engine_result *res)
+{
+    return res->timed_out && !res->first_byte_late && r->cut_by_deadline &&
+           util_now_ms() >= r->deadline_ms;
+}
+
+/* ------------------------------------------------------------ retries */
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    run *r = arg;
+    r->timer_armed = false;
+    r->granted = NULL; /* the retry is being made */
+    if (!run_over(r)) start_attempt(r);
+}
+
+/* Waits wait_ms, then attempts the current candidate again. */
+static void wait_then_attempt(run *r, int64_t wait_ms)
+{
+    set_state(r, RUN_WAITING);
+    evtimer_assign(&r->timer, router_base(r->rt), on_timer, r);
+    struct timeval tv = util_ms_timeval(wait_ms);
+    evtimer_add(&r->timer, &tv);
+    r->timer_armed = true;
+}
+
+static void fail_over(run *r)
+{
+    r->cur++;
+    r->target_attempts = 0;
+    start_attempt(r);
+}
+
+/* When the target's rate-limit pause ends (a 429's Retry-After), or 0 when
+ * it is not paused, or its breaker is open anyway. */
+static int64_t paused_until(const breaker *b, int64_t now)
+{
+    if (!b) return 0;
+    breaker_snapshot sn;
+    breaker_get_snapshot(b, now, &sn);
+    return sn.state != BREAKER_OPEN && sn.paused_until_ms > now ? sn.paused_until_ms : 0;
+}
+
+/* After a failed attempt: settles the breaker (4xx and 429 never count
+ * against it; a 429 pauses the target for everyone), then retries the same
+ * target after a backoff or Retry-After, fails over to the next candidate,
+ * or gives up (reliability.md §2.5; router/retry.h). Returns true when
+ * another attempt is under way. */
+static bool recover(run *r, const upstream_error *e)
+{
+    int64_t now = util_now_ms();
+    breaker *b = router_breaker(r->rt, r->plan[r->cur]);
+    bool client_error = r->status >= 400 && r->status < 500;
+    if (r->status == 429 && e->retry_after_ms > 0 && b) breaker_pause(b, now + e->retry_after_ms);
+    breaker_settle(r, client_error       ? BREAKER_NEUTRAL
+                      : r->own_limit_hit ? BREAKER_ABANDONED
+                                         : BREAKER_FAILURE);
+    r->own_limit_hit = false;
+    retry_budget *rb = router_budget(r->rt, r->plan[r->cur]->provider);
+    const resilience_conf *rc = config_resilience(router_config(r->rt));
+    retry_input in = {
+        .cls = e->cls,
+        .quota_exhausted = e->quota_exhausted,
+        .attempt = r->target_attempts > 0 ? r->target_attempts : 1,
+        .max_attempts = rc->retries ? (int)rc->max_attempts : 1,
+        .max_wait_ms = rc->max_wait_ms,
+        .backoff_base_ms = rc->backoff_base_ms,
+        .backoff_cap_ms = rc->backoff_cap_ms,
+        .ambiguous_retries = r->ambiguous_retries,
+        .retry_after_ms = e->retry_after_ms,
+        .deadline_left_ms = r->deadline_ms - now,
+        .streamed = r->relaying,
+        .has_alternative = r->cur + 1 < r->n_plan,
+        .budget_exhausted = !retry_budget_would_allow(rb, now),
+        .rnd = router_random(r->rt),
+    };
+    retry_decision d;
+    retry_decide(&in, &d);
+    const target *t = r->plan[r->cur];
+    /* Another candidate answers sooner than a backoff: prefer it. */
+    if (d.action == RETRY_SAME_AFTER && in.has_alternative) d.action = RETRY_FAIL_OVER;
+    if (d.action == RETRY_SAME_AFTER && !retry_budget_allow(rb, now)) d.action = RETRY_GIVE_UP;
+    if (in.budget_exhausted && d.action == RETRY_GIVE_UP && e->cls != ERRCLASS_FATAL)
+        r->budget_exhausted = true;
+    if (e->cls == ERRCLASS_AMBIGUOUS && d.action != RETRY_GIVE_UP) r->ambiguous_retries++;
+    switch (d.action) {
+    case RETRY_SAME_AFTER: {
+        /* never wake before a 429's pause ends (an open breaker sheds) */
+        int64_t wait = d.wait_ms, until = paused_until(b, now);
+        if (until > now + wait) wait = until - now;
+        log_info("%s: %s/%s failed (%s); retrying in %lld ms (%s)", r->id, t->provider->name,
+                 t->model, e->message, (long long)wait, d.reason);
+        r->granted = t->provider;
+        wait_then_attempt(r, wait);
+        return true;
+    }
+    case RETRY_FAIL_OVER:
+        log_info("%s: %s/%s failed (%s); failing over to %s/%s (%s)", r->id, t->provider->name,
+                 t->model, e->message, r->plan[r->cur + 1]->provider->name,
+                 r->plan[r->cur + 1]->model, d.reason);
+        fail_over(r);
+        return true;
+    default:
+        log_debug("%s: giving up: %s", r->id, d.reason);
+        return false;
+    }
+}
+
+/* The current candidate's breaker refuses it. A pause (a 429's Retry-After)
+ * that ends within resilience.max_wait_ms and the deadline is sat out when
+ * no other candidate remains; an open breaker, or a longer pause, moves to
+ * the next candidate, or sheds the request: a client retry before
+ * Retry-After would be refused too, and its SDK's retries would multiply
+ * ours (reliability.md §2.2). Returns false when the breaker lets it in. */
+static bool refused_by_breaker(run *r)
+{
+    const target *t = r->plan[r->cur];
+    breaker *b = router_breaker(r->rt, t);
+    int64_t now = util_now_ms();
+    if (!b || breaker_allow(b, now, &r->ticket)) {
+        r->ticket_live = b != NULL;
+        return false;
+    }
+    bool paused = paused_until(b, now) > 0;
+    int64_t at = breaker_retry_at_ms(b, now);
+    int64_t wait = at > now ? at - now : 1;
+    bool last = r->cur + 1 >= r->n_plan;
+    if (paused && last && wait <= config_resilience(router_config(r->rt))->max_wait_ms &&
+        now + wait < r->deadline_ms) {
+        log_info("%s: %s/%s is paused by a rate limit; waiting %lld ms", r->id, t->provider->name,
+                 t->model, (long long)wait);
+        wait_then_attempt(r, wait + 1); /* +1: the timer's clock may run a little early */
+        return true;
+    }
+    r->status = 0;
+    if (!last) {
+        log_info("%s: %s/%s is %s; trying %s/%s", r->id, t->provider->name, t->model,
+                 paused ? "paused by a rate limit" : "open", r->plan[r->cur + 1]->provider->name,
+                 r->plan[r->cur + 1]->model);
+        fail_over(r);
+        return true;
+    }
+    upstream_error e = {.cls = ERRCLASS_RETRYABLE, .retry_after_ms = wait};
+    if (paused) {
+        provider_error_set(&e, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limited");
+        snprintf(e.message, sizeof e.message,
+                 "Provider %s is rate-limiting model %s: it asked for a pause of %lld ms more "
+                 "(Retry-After), longer than this gateway waits (resilience.max_wait_ms)",
+                 t->provider->name, t->model, (long long)wait);
+    } else {
+        provider_error_set(&e, ERRCLASS_RETRYABLE, 503, "server_error", "circuit_open");
+        snprintf(e.message, sizeof e.message,
+                 "Provider %s is failing for model %s and is being rested (circuit breaker open)",
+                 t->provider->name, t->model);
+        r->shed = true;
+    }
+    fail_upstream(r, &e);
+    return true;
+}
+
+/* ------------------------------------------------------------ streams */
+
+/* Bytes for the client's stream: kept in r->out until flushed, and (for an
+ * Idempotency-Key) in the copy to store, as they are emitted. */
+static void emit(run *r, const char *data, size_t len)
+{
+    buf_append(&r->out, data, len);
+    if (r->idem_held && !r->idem_too_big) {
+        if (r->idem_body.len + len > IDEM_STREAM_MAX)
+            r->idem_too_big = true;
+        else
+            buf_append(&r->idem_body, data, len);
+    }
+}
+
+/* Remembers the stream's chunk id (from the first chunk) for the usage chunk. */
+static void remember_chunk_id(run *r, const char *json, size_t len)
+{
+    const char *p = memmem(json, len < 64 ? len : 64, "\"id\":\"", 6);
+    if (!p) return;
+    p += 6;
+    const char *end = memchr(p, '"', (size_t)(json + len - p));
+    if (end && (size_t)(end - p) < sizeof r->chunk_id) memcpy(r->chunk_id, p, (size_t)(end - p));
+}
+
+static void emit_chunk(void *ctx, const char *json, size_t len)
+{
+    run *r = ctx;
+    if (!r->chunk_id[0]) remember_chunk_id(r, json, len);
+    if (r->ttft_us < 0) r->ttft_us = util_now_us() - r->start_us;
+    emit(r, "data: ", 6);
+    emit(r, json, len);
+    emit(r, "\n\n", 2);
+}
+
+static void flush_out(run *r)
+{
+    if (!r->out.len || r->holding || r->state != RUN_RELAYING) return;
+    r->sink->chunk(r->sctx, r->out.data, r->out.len);
+    buf_reset(&r->out);
+}
+
+static int on_stream_event(void *ctx, const stream_event *ev)
+{
+    run *r = ctx;
+    const provider_ops *ops = r->plan[r->cur]->provider->ops;
+    stream_sink sink = {r, emit_chunk};
+    if (ops->stream_event(r->sstate, ev, &r->sres, &sink) < 0 || r->sres.failed) return 1;
+    return 0;
+}
+
+/* The stream's state: parser, the dialect's translator, the output. */
+static void stream_open(run *r)
+{
+    const target *t = r->plan[r->cur];
+    r->relaying = true;
+    r->parser = sse_parser_new(t->provider->ops->framing, 0);
+    r->sstate = t->provider->ops->stream_new ? t->provider->ops->stream_new(&r->canon, t) : NULL;
+}
+
+static void stream_close(run *r)
+{
+    if (!r->relaying) return;
+    const target *t = r->plan[r->cur];
+    if (r->parser) sse_parser_free(r->parser);
+    if (r->sstate && t->provider->ops->stream_free) t->provider->ops->stream_free(r->sstate);
+    r->parser = NULL;
+    r->sstate = NULL;
+    r->relaying = false;
+    buf text = r->sres.text;
+    buf_reset(&text);
+    memset(&r->sres, 0, sizeof r->sres);
+    r->sres.text = text;
+    r->chunk_id[0] = '\0';
+    r->ttft_us = -1;
+    buf_reset(&r->out);
+    buf_reset(&r->idem_body); /* a held stream set aside was never sent */
+    r->idem_too_big = false;
+}
+
+/* The response head: from here on the client is committed to this answer. */
+static void stream_start_reply(run *r)
+{
+    set_state(r, RUN_RELAYING);
+    add_common_headers(r);
+    buf_add_header(&r->head, "Cache-Control", "no-cache");
+    r->sink->head(r->sctx, 200, "text/event-stream", &r->head, true);
+}
+
+/* Where the cascade goes from the current candidate (for a streamed
+ * request: if streams are cascaded): a plan index, or -1. */
+static int cascade_next(const run *r)
+{
+    const policy *pol = config_policy(router_config(r->rt));
+    bool on = r->canon.stream ? policy_cascade_streams(pol) : policy_cascade_enabled(pol);
+    if (!r->by_policy || !on) return -1;
+    int next = policy_escalation_index(pol, &r->pplan, r->cur);
+    return next >= 0 && next < r->n_plan ? next : -1;
+}
+
+static void begin_relay(run *r)
+{
+    stream_open(r);
+    /* A cheaper tier's stream is held back when the cascade could still
+     * escalate: the client must not see an answer that is then replaced. */
+    r->holding = cascade_next(r) >= 0;
+    if (!r->holding) stream_start_reply(r);
+}
+
+static void on_upstream_headers(void *ctx, int status, const upstream_headers *hs)
+{
+    run *r = ctx;
+    r->status = status;
+    r->hs = hs;
+    if (r->canon.stream && status >= 200 && status < 300) begin_relay(r);
+}
+
+static void on_upstream_data(void *ctx, const char *data, size_t len)
+{
+    run *r = ctx;
+    if (r->relaying) {
+        if (!r->sres.failed) sse_parser_feed(r->parser, data, len, on_stream_event, r);
+        flush_out(r);
+        return;
+    }
+    if (r->body.len + len > MAX_UPSTREAM_BODY) {
+        r->body_too_large = true; /* keep reading; on_done reports it */
+        return;
+    }
+    buf_append(&r->body, data, len);
+}
+
+static void emit_stream_error(run *r, const char *type, const char *message)
+{
+    buf b = BUF_INIT;
+    provider_openai_error_json(&b, type, NULL, NULL, message);
+    emit_chunk(r, b.data, b.len);
+    buf_free(&b);
+}
+
+static void emit_usage_chunk(run *r)
+{
+    const stream_result *s = &r->sres;
+    buf b = BUF_INIT;
+    if (!r->chunk_id[0]) snprintf(r->chunk_id, sizeof r->chunk_id, "chatcmpl-%s", r->id + 4);
+    buf_printf(&b,
+               "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+               r->chunk_id, (long long)time(NULL));
+    const char *m = r->plan[r->cur]->model;
+    buf_append_json_str(&b, m, strlen(m));
+    buf_printf(&b,
+               ",\"choices\":[],\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
+               "\"total_tokens\":%lld,\"prompt_tokens_details\":{\"cached_tokens\":%lld},"
+               "\"completion_tokens_details\":{\"reasoning_tokens\":%lld}}}",
+               (long long)s->prompt_tokens, (long long)s->completion_tokens,
+               (long long)(s->prompt_tokens + s->completion_tokens), (long long)s->usage.cache_read,
+               (long long)s->usage.reasoning);
+    emit_chunk(r, b.data, b.len);
+    buf_free(&b);
+}
+
+static void escalate(run *r, int next, const char *check, const usage_record *u);
+
+/* A held stream ended: escalate when it failed a check (or did not
+ * finish), else let the client have it all at once and go on. */
+static bool held_stream_escalates(run *r)
+{
+    int next = cascade_next(r); /* held only when there is one */
+    bool complete = r->sres.done && !r->sres.failed;
+    const char *check = !complete ? "complete"
+                                  : policy_cascade_failed_check(
+                                        config_policy(router_config(r->rt)), r->sres.finish_reason,
+                                        r->sres.text.data ? r->sres.text.data : "",
+                                        r->sres.text.len, r->canon.json_mode);
+    if (check && next >= 0) {
+        usage_record u = r->sres.usage;
+        estimate_usage(r, &u, r->sres.text.len);
+        breaker_settle(r, complete ? BREAKER_SUCCESS : BREAKER_FAILURE);
+        r->holding = false;
+        stream_close(r);
+        escalate(r, next, check, &u);
+        return true;
+    }
+    r->holding = false;
+    r->ttft_us = util_now_us() - r->start_us; /* the first bytes leave now */
+    stream_start_reply(r);
+    flush_out(r);
+    return false;
+}
+
+static void end_relay(run *r, const engine_result *res)
+{
+    if (!r->sres.failed && r->parser) sse_parser_finish(r->parser, on_stream_event, r);
+    bool clean_eof = res->ok && !r->sres.failed;
+    /* Usage seen before a cut or an error is partial, never final. */
+    bool complete = r->sres.done || (clean_eof && r->sres.finish_reason[0]);
+    if (!complete || r->sres.failed) r->sres.usage.exact = false;
+    /* Gemini streams end without a terminator: a clean EOF after a finish
+     * reason is complete. */
+    if (clean_eof && !r->sres.done && r->sres.finish_reason[0]) r->sres.done = true;
+    if (r->holding && held_stream_escalates(r)) return;
+    const char *why, *err_class;
+    bool ok = r->sres.done && !r->sres.failed;
+    if (ok) {
+        if (r->canon.include_usage) emit_usage_chunk(r);
+        why = "stream complete";
+        err_class = "";
+    } else if (r->sres.failed) {
+        emit_stream_error(r, r->sres.error.type[0] ? r->sres.error.type : "api_error",
+                          r->sres.error.message[0] ? r->sres.error.message
+                                                   : "the provider sent an error mid-stream");
+        why = "provider error mid-stream";
+        err_class = "upstream_stream_error";
+    } else if (deadline_cut(r, res)) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "the request's total timeout of %lld ms (%s) ran out mid-stream",
+                 (long long)r->tmo.total_ms, r->tmo.total_from);
+        emit_stream_error(r, "timeout_error", msg);
+        why = "total timeout mid-stream";
+        err_class = "upstream_stream_cut";
+    } else {
+        char msg[300];
+        snprintf(msg, sizeof msg, "the provider's stream was cut before it finished (%s)",
+                 res->what ? res->what : "connection closed");
+        emit_stream_error(r, "api_error", msg);
+        why = "stream cut upstream";
+        err_class = "upstream_stream_cut";
+    }
+    estimate_usage(r, &r->sres.usage, r->sres.text.len);
+    breaker_settle(r, ok                     ? BREAKER_SUCCESS
+                      : deadline_cut(r, res) ? BREAKER_ABANDONED
+                                             : BREAKER_FAILURE);
+    emit(r, "data: [DONE]\n\n", 14);
+    r->served_usage = r->sres.usage;
+    answer a = {200,       "text/event-stream",        NULL, 0, &r->served_usage,
+                err_class, ok ? RUN_DONE : RUN_FAILED, why};
+    answer_with(r, &a);
+}
+
+/* ------------------------------------------------------------ the cascade */
+
+/* The cheaper answer is set aside (and billed with the final one); the
+ * request goes on to plan[next]. */
+static void escalate(run *r, int next, const char *check, const usage_record *u)
+{
+    r->prior_cost_pusd += pricing_cost_pusd(r->plan[r->cur]->price, u, false);
+    add_usage(&r->prior_usage, u);
+    r->prior_usage.exact = u->exact;
+    snprintf(r->cascade_check, sizeof r->cascade_check, "%s", check);
+    log_info("%s: %s's answer failed the %s check; escalating to %s", r->id, r->plan[r->cur]->model,
+             check, r->plan[next]->model);
+    r->cur = next;
+    r->target_attempts = 0;
+    r->usage_estimated = false;
+    start_attempt(r);
+}
+
+/* The answer's text, for the cascade's checks and the usage estimate. */
+static void answer_text(const decoded_response *d, buf *out)
+{
+    if (d->body) {
+        json_object *choices, *msg, *content;
+        if (json_object_object_get_ex(d->body, "choices", &choices) &&
+            json_object_object_get_ex(json_object_array_get_idx(choices, 0), "message", &msg) &&
+            json_object_object_get_ex(msg, "content", &content))
+            provider_content_text(content, out);
+        return;
+    }
+    jdoc doc = JDOC_INIT;
+    if (jdoc_parse(&doc, d->raw, d->raw_len, NULL, 0, NULL) == 0) {
+        uint32_t ch = jdoc_index(&doc, jdoc_get(&doc, 0, "choices"), 0);
+        uint32_t content = jdoc_get(&doc, jdoc_get(&doc, ch, "message"), "content");
+        if (jdoc_type(&doc, content) == JT_STRING) jdoc_str_append(&doc, content, out);
+    }
+    jdoc_free(&doc);
+}
+
+/* The cascade (issue 5): an answer from a cheaper tier that fails a check
+ * (cut by the length cap, not JSON when JSON was asked, starts with the
+ * UNCERTAIN marker, empty) is set aside -- and billed -- and the request
+ * goes to the tier above. Returns true when it escalated. */
+static bool cascade_escalates(run *r, decoded_response *d, const buf *text)
+{
+    int next = r->canon.stream ? -1 : cascade_next(r);
+    if (next < 0) return false;
+    const char *check =
+        policy_cascade_failed_check(config_policy(router_config(r->rt)), d->finish_reason,
+                                    text->data ? text->data : "", text->len, r->canon.json_mode);
+    if (!check) return false;
+    if (d->body) json_object_put(d->body);
+    escalate(r, next, check, &d->usage);
+    return true;
+}
+
+/* ------------------------------------------------------------ attempts */
+
+static void answer_decoded(run *r)
+{
+    const target *t = r->plan[r->cur];
+    decoded_response d;
+    memset(&d, 0, sizeof d);
+    char err[300] = "";
+    if (t->provider->ops->decode(&r->canon, t, r->body.data ? r->body.data : "", r->body.len, &d,
+                                 err, sizeof err) != 0) {
+        if (d.body) json_object_put(d.body);
+        upstream_error e = {.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
+        snprintf(e.type, sizeof e.type, "api_error");
+        snprintf(e.code, sizeof e.code, "upstream_malformed_response");
+        snprintf(e.message, sizeof e.message, "The provider's answer could not be read: %s", err);
+        if (!recover(r, &e)) fail_upstream(r, &e);
+        return;
+    }
+    breaker_settle(r, BREAKER_SUCCESS);
+    buf text = BUF_INIT;
+    if (!d.usage.exact || cascade_next(r) >= 0) answer_text(&d, &text);
+    if (!d.usage.exact) { /* no usage block: bill an estimate, and say so */
+        estimate_usage(r, &d.usage, text.len);
+        r->usage_estimated = true;
+    }
+    bool escalated = cascade_escalates(r, &d, &text);
+    buf_free(&text);
+    if (escalated) return;
+    add_common_headers(r);
+    r->served_usage = d.usage;
+    cost_headers(r, &r->served_usage);
+    if (d.body) {
+        size_t len;
+        const char *s = json_object_to_json_string_length(
+            d.body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        answer_body(r, 200, s, len, &r->served_usage, "", RUN_DONE, "answered");
+        json_object_put(d.body);
+    } else {
+        answer_body(r, 200, d.raw, d.raw_len, &r->served_usage, "", RUN_DONE, "answered");
+    }
+}
+
+/* What went wrong with an attempt that did not answer 2xx. */
+static bool attempt_error(run *r, const engine_result *res, upstream_error *e)
+{
+    memset(e, 0, sizeof *e);
+    if (!res->ok && res->status > 0 && !res->timed_out) {
+        /* it answered, then the connection broke: it may have done (and
+         * billed) the work, so this is retried at most as ambiguous */
+        *e =
+            (upstream_error){.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
+        snprintf(e->type, sizeof e->type, "api_error");
+        snprintf(e->code, sizeof e->code, "upstream_incomplete_response");
+        snprintf(e->message, sizeof e->message,
+                 "the provider's answer (HTTP %d) was cut before it finished (%s)", res->status,
+                 res->what ? res->what : "connection closed");
+    } else if (res->first_byte_late && r->own_first_byte) {
+        char what[200];
+        snprintf(what, sizeof what, "no response within the first-byte timeout of %lld ms (%s)",
+                 (long long)r->tmo.first_byte_ms, r->tmo.first_byte_from);
+        provider_transport_error(what, true, e);
+        r->own_limit_hit = true;
+    } else if (!res->ok) {
+        provider_transport_error(res->what ? res->what : "transfer failed", res->timed_out, e);
+    } else if (r->body_too_large) {
+        *e =
+            (upstream_error){.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
+        snprintf(e->type, sizeof e->type, "api_error");
+        snprintf(e->message, sizeof e->message, "The provider's answer is larger than %d bytes",
+                 MAX_UPSTREAM_BODY);
+    } else if (res->status >= 200 && res->status < 300) {
+        return false;
+    } else {
+        r->plan[r->cur]->provider->ops->classify(res->status, r->hs,
+                                                 r->body.data ? r->body.data : "", r->body.len, e);
+    }
+    return true;
+}
+
+static void on_upstream_done(void *ctx, const engine_result *res)
+{
+    run *r = ctx;
+    r->call = NULL;
+    r->upstream_us += util_now_us() - r->attempt_start_us;
+    slot_release(r);
+    if (run_over(r)) return;
+    if (r->relaying) {
+        end_relay(r, res);
+        return;
+    }
+    if (!(!res->ok && res->status > 0 && !res->timed_out) && deadline_cut(r, res)) {
+        fail_deadline(r);
+        return;
+    }
+    upstream_error e;
+    if (!attempt_error(r, res, &e)) {
+        answer_decoded(r);
+        return;
+    }
+    if (!recover(r, &e)) fail_upstream(r, &e);
+}
+
+/* The provider is at its concurrency limit: like a 503 with Retry-After 1. */
+static void provider_busy(run *r, const provider_conf *p)
+{
+    upstream_error e = {.cls = ERRCLASS_RETRYABLE, .client_status = 503, .retry_after_ms = 1000};
+    snprintf(e.type, sizeof e.type, "server_error");
+    snprintf(e.code, sizeof e.code, "provider_busy");
+    snprintf(e.message, sizeof e.message,
+             "Provider %s is at its concurrency limit (%d calls in flight); retry shortly", p->name,
+             p->max_concurrency);
+    if (!recover(r, &e)) fail_upstream(r, &e);
+}
+
+/* Encodes the request for the current candidate and starts the call. */
+static void start_attempt(run *r)
+{
+    const target *t = r->plan[r->cur];
+    const provider_conf *p = t->provider;
+    set_state(r, RUN_CALLING);
+    if (refused_by_breaker(r)) return;
+    retry_budget *rb = router_budget(r->rt, p);
+    if (r->target_attempts == 0) retry_budget_note_request(rb, util_now_ms());
+    r->target_attempts++;
+    r->status = 0;
+    r->hs = NULL;
+    r->body_too_large = false;
+    buf_reset(&r->body);
+    upstream_request_reset(&r->up);
+    if (!router_slot_take(r->rt, p)) {
+        provider_busy(r, p);
+        return;
+    }
+    r->slot = p;
+    canon_error cerr;
+    if (p->ops->needs_tree && canon_build_tree(&r->canon, NULL, &cerr) != 0) {
+        run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
+        return;
+    }
+    char err[300] = "";
+    if (p->ops->encode(&r->canon, t, &r->up, err, sizeof err) != 0) {
+        run_fail(r, 400, "invalid_request_error", "unsupported_request", NULL, err, false);
+        return;
+    }
+    upstream_request_finish_headers(&r->up);
+    int64_t left = r->deadline_ms - util_now_ms();
+    if (left <= 0) {
+        fail_deadline(r);
+        return;
+    }
+    static const engine_callbacks cb = {on_upstream_headers, on_upstream_data, on_upstream_done};
+    engine_limits lim = {left, r->tmo.connect_ms, r->tmo.first_byte_ms};
+    r->cut_by_deadline = left < (p->total_timeout_ms > 0 ? p->total_timeout_ms : 600000);
+    r->own_first_byte = lim.first_byte_ms > 0 && (p->first_byte_timeout_ms <= 0 ||
+                                                  lim.first_byte_ms < p->first_byte_timeout_ms);
+    r->attempts++;
+    r->attempt_start_us = util_now_us();
+    router_count_attempt(r->rt);
+    r->call = engine_call_start(router_engine(r->rt), &r->up, p, &lim, &cb, r);
+    if (r->call) return;
+    slot_release(r);
+    upstream_error e;
+    provider_transport_error("could not start the upstream call", false, &e);
+    if (!recover(r, &e)) fail_upstream(r, &e);
+}
+
+/* ------------------------------------------------------------ start */
+
+/* Headers win over metadata: a proxy in front of an app can tag it. */
+static void apply_attribution(run *r)
+{
+    if (r->in.task) r->canon.task = r->in.task;
+    if (r->in.agent) r->canon.agent = r->in.agent;
+    if (r->in.feature) r->canon.feature = r->in.feature;
+    /* a key with a team records that team whatever metadata.team says: its
+     * spend always counts against its own team's budget */
+    if (r->key && r->key->team) r->canon.team = r->key->team;
+}
+
+run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
+{
+    run *r = run_alloc(rt);
+    if (!r) {
+        run_outcome o = {RUN_FAILED, 503, "out of memory"};
+        sink->done(ctx, &o);
+        return NULL;
+    }
+    router_count_run(rt, 1);
+    r->rt = rt;
+    r->sink = sink;
+    r->sctx = ctx;
+    r->in = *in;
+    r->key = in->key;
+    r->start_us = util_now_us();
+    r->wall_start_us = util_wall_ms() * 1000 + r->start_us % 1000;
+    r->ttft_us = -1;
+    r->deadline_ms = r->start_us / 1000 + config_limits(router_config(rt))->request_timeout_ms;
+    snprintf(r->id, sizeof r->id, "%s", in->request_id);
+    set_state(r, RUN_PLANNING);
+    canon_error cerr;
+    if (canon_parse_chat(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon,
+                         &cerr) != 0) {
+        run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
+        return r;
+    }
+    apply_attribution(r);
+    if (make_plan(r) != 0) return r;
+    set_state(r, RUN_ADMITTING);
+    admit_next(r);
+    return r;
+}

@@ -1,0 +1,112 @@
+/* One request's life, whichever way it came in (/v1/chat/completions
+ * today; /v1/messages and batch lines next): the run.
+ *
+ *   NEW -> PLANNING -> ADMITTING -> CALLING <-> WAITING
+ *                                  CALLING -> RELAYING (a stream is read)
+ *          any of these -> SETTLING -> DONE | FAILED
+ *          any of these -> DONE | FAILED (the client left, or nothing to settle)
+ *
+ * PLANNING parses the body into the canonical request (router/canon.h) and
+ * makes the plan: the candidates in order (a named model, a route's list,
+ * or the routing policy's choice for "auto" / "tier:NAME"), the output cap
+ * and the request's deadlines.
+ * ADMITTING walks the admission steps in order (run.c: admit_steps[]); a
+ * step lets the run go on, waits (and resumes it later), or answers it.
+ * CALLING makes one attempt on the current candidate through the engine;
+ * WAITING sits out a backoff or a Retry-After; after a failure the run
+ * retries, fails over along the plan, or gives up; a cheaper tier's answer
+ * that fails the cascade's checks escalates to the tier above.
+ * SETTLING walks the settlement steps (run.c: settle_steps[]: the usage
+ * event, the idempotency store, ...) before the answer's last byte goes to
+ * the sink, so a client never holds an answer whose record could be lost.
+ *
+ * Every transition goes through one setter, which asserts that it is in the
+ * table above. Every exit goes through run_finish(), which gives back
+ * everything the run holds: its provider call slot, its breaker ticket (a
+ * probe), a granted retry not yet made, its idempotency claim, its
+ * coalescing entry and followers.
+ *
+ * The run is the only caller of the provider engine. It answers through a
+ * sink, the way in's three functions: head (status and header lines), chunk
+ * (bytes) and done (the outcome). */
+#ifndef BRIDLE_RUN_H
+#define BRIDLE_RUN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "router/config.h"
+#include "router/router.h"
+
+typedef struct run run;
+
+typedef enum {
+    RUN_NEW,
+    RUN_PLANNING,
+    RUN_ADMITTING,
+    RUN_CALLING,
+    RUN_WAITING,
+    RUN_RELAYING,
+    RUN_SETTLING,
+    RUN_DONE,
+    RUN_FAILED,
+} run_state;
+
+/* How a run ended, for the sink's done. */
+typedef struct run_outcome {
+    run_state final; /* RUN_DONE or RUN_FAILED */
+    int status;      /* the HTTP status the client got (499: it left first) */
+    const char *why; /* in words, for logs */
+} run_outcome;
+
+/* The way in. Called on the loop, never after done. head comes once, before
+ * any chunk; with stream false exactly one chunk (the whole body) follows,
+ * with stream true any number. done comes exactly once: after the last
+ * chunk, or without head when the client left (run_cancel) -- possibly
+ * inside run_start() or run_cancel(). */
+typedef struct run_sink {
+    /* `lines` are header lines ("name: value\r\n"); the sink may take them
+     * (buf_reset after use). content_type is for the whole answer. */
+    void (*head)(void *ctx, int status, const char *content_type, buf *lines, bool stream);
+    void (*chunk)(void *ctx, const char *data, size_t len);
+    void (*done)(void *ctx, const run_outcome *o);
+    /* Optional: writes an error body in the way in's own shape; NULL means
+     * OpenAI's error JSON (provider_openai_error_json). */
+    void (*error_body)(void *ctx, buf *out, const char *type, const char *code, const char *param,
+                       const char *message);
+} run_sink;
+
+/* What the way in knows of the request. Strings must stay valid until done. */
+typedef struct run_input {
+    const char *body; /* the request body as received */
+    size_t body_len;
+    const char *what; /* method and path, for the idempotency fingerprint */
+    const key_conf *key;
+    const char *request_id;             /* "req_" + 24 hex digits */
+    const char *task, *agent, *feature; /* x-bridle-* headers, or NULL */
+    const char *tier;                   /* x-bridle-tier, or NULL */
+    const char *idempotency_key;        /* the Idempotency-Key header, or NULL */
+    int idempotency_keys;               /* how many were sent */
+} run_input;
+
+/* Starts a run. The sink hears from it until done. Returns the run (valid
+ * until done has been called; for run_cancel), or NULL when it could not be
+ * allocated: then done has already been called with a 503. */
+run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx);
+
+/* The client left: the provider call is cancelled, the usage event says so
+ * (a provider may still bill what it did), everything held is given back,
+ * and done is called before this returns. A no-op once done was called. */
+void run_cancel(run *r);
+
+run_state run_get_state(const run *r);
+const char *run_state_name(run_state s);
+/* Whether the table above allows from -> to. */
+bool run_transition_ok(run_state from, run_state to);
+
+/* Frees the router's pool of finished runs (router_free calls it). */
+void run_pool_free(router *rt);
+
+#endif
