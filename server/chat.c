@@ -572,7 +572,7 @@ static int plan_by_policy(chat *c)
     c->canon.model_chosen = true;
     snprintf(c->route_rule, sizeof c->route_rule, "%s", plan.rule);
     if (plan.baseline_index >= 0) c->baseline = config_model(a->cfg, plan.baseline_index);
-    if (plan.output_capped) c->canon.max_tokens = plan.max_tokens_applied;
+    c->canon.max_tokens = plan.max_tokens_applied; /* policy_output_cap() */
     /* the client's own reasoning control wins over the task's cap */
     if (plan.thinking_cap > 0 && !c->canon.reasoning_set)
         c->canon.thinking_budget = plan.thinking_cap;
@@ -595,6 +595,8 @@ static int make_plan(chat *c)
             return -1;
         }
         c->plan[c->n_plan++] = &m->target;
+        c->canon.max_tokens =
+            policy_output_cap(config_policy(cfg), c->canon.task, false, c->canon.max_tokens, NULL);
         return 0;
     }
     const route_conf *r = config_find_route(cfg, c->canon.model);
@@ -609,6 +611,8 @@ static int make_plan(chat *c)
                         "None of this route's candidate models has an enabled provider", false);
             return -1;
         }
+        c->canon.max_tokens = policy_output_cap(config_policy(cfg), c->canon.task, r->cap_default,
+                                                c->canon.max_tokens, NULL);
         return 0;
     }
     if (strcmp(c->canon.model, "auto") == 0 || strncmp(c->canon.model, "tier:", 5) == 0)
