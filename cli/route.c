@@ -10,9 +10,11 @@
  *    "prompt_tokens": 500 | "prompt": "text", "output_tokens": 10,
  *    "count": 2000, "per": "day" | "week", "note": "..."}
  * task, tier and model are what the request would carry (metadata.task,
- * x-bridle-tier, model; model defaults to "auto"); output_tokens is its
- * max_tokens (absent: the policy's cap). Every line is routed by the policy
- * and priced on its first candidate.
+ * x-bridle-tier, model: a model, a route of $.routes, "auto" or
+ * "tier:NAME"; model defaults to "auto"); output_tokens is its max_tokens,
+ * bounded by the task's output cap (absent: the cap, else the task's
+ * typical output, as the policy prices it). Every line is routed by the
+ * policy and priced on its first candidate.
  *
  * Money is exact: a workload's cost is summed per week in integer
  * pico-dollars (a "per day" line counts 7 times), then per day = week / 7
@@ -152,6 +154,35 @@ static int find_model(const loaded *L, const char *name)
     return -1;
 }
 
+/* When `model` names a route of $.routes (which the server looks up before
+ * "auto" / "tier:NAME", as it does here), fills the request's route fields,
+ * its candidates' indices into idx[MAX_MODELS], and returns the route. */
+static const route_conf *route_of(const loaded *L, const char *model, policy_request *pr, int *idx)
+{
+    const route_conf *r = model ? config_find_route(L->cfg, model) : NULL;
+    if (!r) return NULL;
+    int n = 0;
+    for (int i = 0; i < r->n_candidates && n < MAX_MODELS; i++)
+        idx[n++] = find_model(L, r->candidates[i]->name);
+    pr->route = r->name;
+    pr->route_models = idx;
+    pr->n_route_models = n;
+    pr->route_cap_default = r->cap_default;
+    return r;
+}
+
+/* A route measures savings against its own baseline (as the server does). */
+static void route_baseline(const loaded *L, const route_conf *r, policy_plan *plan)
+{
+    int b = r && r->baseline ? find_model(L, r->baseline->name) : -1;
+    if (!r) return;
+    plan->baseline_index = b;
+    plan->baseline_cost_pusd =
+        b >= 0 ? policy_estimate_cost_pusd(L->models[b].price, plan->est_prompt_tokens,
+                                           plan->est_output_tokens)
+               : 0;
+}
+
 static const char *usd(int64_t pusd, int decimals, char *out, size_t outlen)
 {
     util_format_pusd(pusd, decimals, out, outlen);
@@ -207,17 +238,18 @@ static void thinking_as_sent(const canon_request *cr, const target *t, char *out
 
 static int route_usage(FILE *f, int code)
 {
-    fprintf(f,
-            "usage: bridle route --config FILE --request FILE.json [--header 'x-bridle-task: "
-            "classify']\n"
-            "                    [--header 'x-bridle-tier: heavy'] [--spend-share PCT "
-            "[--team-budget]]\n"
-            "                    [--busy MODEL] [--down MODEL] [--json]\n"
-            "  Prints the routing decision for one chat request (an OpenAI request body) without\n"
-            "  calling anyone: the plan, the rule that chose, the output cap, the estimated cost\n"
-            "  and the baseline's. --spend-share is the key's spend as a %% of its budget\n"
-            "  (--team-budget: its team's);\n"
-            "  --busy / --down mark a model at its concurrency limit / unhealthy (repeatable).\n");
+    fprintf(
+        f, "usage: bridle route --config FILE --request FILE.json [--header 'x-bridle-task: "
+           "classify']\n"
+           "                    [--header 'x-bridle-tier: heavy'] [--spend-share PCT "
+           "[--team-budget]]\n"
+           "                    [--busy MODEL] [--down MODEL] [--json]\n"
+           "  Prints the routing decision for one chat request (an OpenAI request body) without\n"
+           "  calling anyone: the plan, the rule that chose, the max_tokens the server would send\n"
+           "  (the task's output cap), the estimated cost (input and output sides) and the\n"
+           "  baseline's. --spend-share is the key's spend as a %% of its budget\n"
+           "  (--team-budget: its team's);\n"
+           "  --busy / --down mark a model at its concurrency limit / unhealthy (repeatable).\n");
     return code;
 }
 
@@ -350,6 +382,8 @@ int route_main(int argc, char **argv)
                          .spend_share_pct = spend,
                          .team_budget = arg_flag(argc, argv, "--team-budget")};
     buf_free(&text);
+    static int route_idx[MAX_MODELS];
+    const route_conf *route = route_of(&L, cr.model, &pr, route_idx);
     policy_plan plan;
     policy_result pres =
         policy_plan_request(L.pol, L.models, L.n_models, &pr, &plan, err, sizeof err);
@@ -357,10 +391,28 @@ int route_main(int argc, char **argv)
         fprintf(stderr, "bridle route: %s\n", err);
         goto out;
     }
+    route_baseline(&L, route, &plan);
+    /* how the output side of the estimate was reached */
+    bool typical_for_task = false;
+    int64_t typical = policy_typical_output(L.pol, pr.task, &typical_for_task);
+    char out_from[160];
+    if (plan.max_tokens_applied >= 0)
+        snprintf(out_from, sizeof out_from, "the max_tokens sent");
+    else if (plan.thinking_cap > 0)
+        snprintf(out_from, sizeof out_from, "%s %lld + the thinking cap %lld",
+                 typical_for_task ? "the task's typical_output" : "default_typical_output",
+                 (long long)typical, (long long)plan.thinking_cap);
+    else
+        snprintf(out_from, sizeof out_from, "%s %lld",
+                 typical_for_task ? "the task's typical_output" : "default_typical_output",
+                 (long long)typical);
+    /* the cap the task would fill in (-1 none), to say why max_tokens is what it is */
+    int64_t task_cap = policy_output_cap(L.pol, pr.task, pr.route_cap_default, -1, NULL);
     const char *base = plan.baseline_index >= 0 ? L.models[plan.baseline_index].name : NULL;
     char a[48], b2[48], c2[48];
     /* the request as the server would send it: output cap, thinking budget */
-    if (plan.output_capped) cr.max_tokens = plan.max_tokens_applied;
+    int64_t client_max_tokens = cr.max_tokens;
+    cr.max_tokens = plan.max_tokens_applied; /* policy_output_cap(), as the server */
     bool thinking = plan.thinking_cap > 0 && !cr.reasoning_set;
     if (thinking) cr.thinking_budget = plan.thinking_cap;
     /* the cap, or the client's own control (which the token dialects translate) */
@@ -379,28 +431,36 @@ int route_main(int argc, char **argv)
         put_jstr(&o, pr.tier_header);
         buf_printf(&o, ",\"tier\":\"%s\",\"rule\":", pricing_tier_name(plan.tier));
         put_jstr(&o, plan.rule);
-        buf_printf(
-            &o,
-            ",\"chosen\":\"%s\",\"n_primary\":%d,\"max_tokens_applied\":%lld,"
-            "\"output_capped\":%s,\"thinking_cap\":%lld,\"thinking_sent\":%s,\"prompt_chars\":%lld,"
-            "\"est_prompt_tokens\":%lld,\"estimated\":%s,\"json_mode\":%s,"
-            "\"batch_eligible\":%s,\"downgraded\":%s,\"est_cost_pusd\":%lld,"
-            "\"baseline_model\":",
-            L.models[plan.cand[0].model_index].name, plan.n_primary,
-            (long long)plan.max_tokens_applied, plan.output_capped ? "true" : "false",
-            (long long)plan.thinking_cap, thinking ? "true" : "false", (long long)pr.prompt_chars,
-            (long long)plan.est_prompt_tokens, plan.estimated ? "true" : "false",
-            pr.json_mode ? "true" : "false", plan.batch_eligible ? "true" : "false",
-            plan.downgraded ? "true" : "false", (long long)plan.est_cost_pusd);
+        buf_printf(&o,
+                   ",\"chosen\":\"%s\",\"n_primary\":%d,\"client_max_tokens\":%lld,"
+                   "\"max_tokens_applied\":%lld,\"output_capped\":%s,\"task_output_cap\":%lld,"
+                   "\"est_output_tokens\":%lld,\"est_output_from\":\"%s\","
+                   "\"thinking_cap\":%lld,\"thinking_sent\":%s,\"prompt_chars\":%lld,"
+                   "\"est_prompt_tokens\":%lld,\"estimated\":%s,\"json_mode\":%s,"
+                   "\"batch_eligible\":%s,\"downgraded\":%s,\"est_cost_pusd\":%lld,"
+                   "\"baseline_model\":",
+                   L.models[plan.cand[0].model_index].name, plan.n_primary,
+                   (long long)client_max_tokens, (long long)plan.max_tokens_applied,
+                   plan.output_capped ? "true" : "false", (long long)task_cap,
+                   (long long)plan.est_output_tokens, out_from, (long long)plan.thinking_cap,
+                   thinking ? "true" : "false", (long long)pr.prompt_chars,
+                   (long long)plan.est_prompt_tokens, plan.estimated ? "true" : "false",
+                   pr.json_mode ? "true" : "false", plan.batch_eligible ? "true" : "false",
+                   plan.downgraded ? "true" : "false", (long long)plan.est_cost_pusd);
         put_jstr(&o, base);
         buf_printf(&o, ",\"baseline_cost_pusd\":%lld,\"savings_pusd\":%lld,\"candidates\":[",
                    (long long)plan.baseline_cost_pusd,
                    (long long)(base ? plan.baseline_cost_pusd - plan.est_cost_pusd : 0));
         for (int i = 0; i < plan.n; i++) {
             const policy_candidate *k = &plan.cand[i];
-            buf_printf(&o, "%s{\"model\":\"%s\",\"tier\":\"%s\",\"est_cost_pusd\":%lld,\"reason\":",
+            int64_t in = policy_estimate_cost_pusd(L.models[k->model_index].price,
+                                                   plan.est_prompt_tokens, 0);
+            buf_printf(&o,
+                       "%s{\"model\":\"%s\",\"tier\":\"%s\",\"est_cost_pusd\":%lld,"
+                       "\"est_input_pusd\":%lld,\"est_output_pusd\":%lld,\"reason\":",
                        i ? "," : "", L.models[k->model_index].name, pricing_tier_name(k->tier),
-                       (long long)k->est_cost_pusd);
+                       (long long)k->est_cost_pusd, (long long)in,
+                       (long long)(k->est_cost_pusd - in));
             put_jstr(&o, k->reason);
             buf_append_str(&o, ",\"thinking\":");
             put_jstr(&o, sent[i][0] ? sent[i] : NULL);
@@ -418,14 +478,26 @@ int route_main(int argc, char **argv)
                pr.tier_header ? pr.tier_header : "(none)");
         printf("prompt    %lld tokens (estimated from %lld characters at 4 a token)\n",
                (long long)plan.est_prompt_tokens, (long long)pr.prompt_chars);
-        if (plan.output_capped)
-            printf("output    max_tokens %lld (the policy's cap: the request set none)\n",
+        if (plan.output_capped && client_max_tokens >= 0)
+            printf("output    max_tokens %lld (the task's cap, bounding the request's %lld)\n",
+                   (long long)plan.max_tokens_applied, (long long)client_max_tokens);
+        else if (plan.output_capped)
+            printf("output    max_tokens %lld (the task's cap: the request set none)\n",
                    (long long)plan.max_tokens_applied);
+        else if (plan.max_tokens_applied >= 0 && task_cap < 0)
+            printf("output    max_tokens %lld (the request's own; no cap for the task)\n",
+                   (long long)plan.max_tokens_applied);
+        else if (plan.max_tokens_applied >= 0 && plan.max_tokens_applied <= task_cap)
+            printf("output    max_tokens %lld (the request's own, within the task's cap of %lld)\n",
+                   (long long)plan.max_tokens_applied, (long long)task_cap);
         else if (plan.max_tokens_applied >= 0)
-            printf("output    max_tokens %lld (the request's own)\n",
-                   (long long)plan.max_tokens_applied);
+            printf("output    max_tokens %lld (the request's own: the task's cap of %lld only "
+                   "fills in a missing one, \"cap\": \"default\")\n",
+                   (long long)plan.max_tokens_applied, (long long)task_cap);
         else
-            printf("output    no cap (none in the request, none for the task)\n");
+            printf("output    no max_tokens (none in the request, no cap for the task)\n");
+        printf("estimate  %lld tokens in + %lld tokens out (%s)\n",
+               (long long)plan.est_prompt_tokens, (long long)plan.est_output_tokens, out_from);
         if (thinking)
             printf("thinking  budget %lld tokens (the task's cap), sent to the models that "
                    "reason in their own form\n",
@@ -440,8 +512,13 @@ int route_main(int argc, char **argv)
         printf("plan\n");
         for (int i = 0; i < plan.n; i++) {
             const policy_candidate *k = &plan.cand[i];
-            printf("  %d. %-22s %-7s est $%-12s %s\n", i + 1, L.models[k->model_index].name,
-                   pricing_tier_name(k->tier), usd(k->est_cost_pusd, 8, a, sizeof a), k->reason);
+            int64_t in = policy_estimate_cost_pusd(L.models[k->model_index].price,
+                                                   plan.est_prompt_tokens, 0);
+            char ins[48], outs[48];
+            printf("  %d. %-22s %-7s est $%-12s (in $%s + out $%s)  %s\n", i + 1,
+                   L.models[k->model_index].name, pricing_tier_name(k->tier),
+                   usd(k->est_cost_pusd, 8, a, sizeof a), usd(in, 8, ins, sizeof ins),
+                   usd(k->est_cost_pusd - in, 8, outs, sizeof outs), k->reason);
             if (shown) printf("     thinking: %s\n", sent[i][0] ? sent[i] : "none");
         }
         printf("cost      est $%s on %s", usd(plan.est_cost_pusd, 8, a, sizeof a),
@@ -712,6 +789,8 @@ int simulate_main(int argc, char **argv)
                                  w.prompt ? (int64_t)strlen(w.prompt) : w.prompt_tokens * 4,
                              .max_tokens = w.output_tokens,
                              .spend_share_pct = -1};
+        static int route_idx[MAX_MODELS];
+        route_of(&L, pr.model, &pr, route_idx);
         policy_plan plan;
         if (policy_plan_request(L.pol, L.models, L.n_models, &pr, &plan, err, sizeof err) !=
             POLICY_OK) {
@@ -721,9 +800,7 @@ int simulate_main(int argc, char **argv)
             break;
         }
         int64_t in = w.prompt ? plan.est_prompt_tokens : w.prompt_tokens;
-        int64_t out = plan.max_tokens_applied >= 0 ? plan.max_tokens_applied
-                      : plan.thinking_cap > 0      ? plan.thinking_cap
-                                                   : 0;
+        int64_t out = plan.est_output_tokens; /* max_tokens after the cap, else typical */
         const policy_model *m = &L.models[plan.cand[0].model_index];
         int64_t unit = policy_estimate_cost_pusd(m->price, in, out);
         int64_t base_unit =

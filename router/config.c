@@ -592,7 +592,7 @@ static void parse_models(parse_ctx *pc, json_object *root)
 static void parse_route(parse_ctx *pc, const char *name, json_object *o)
 {
     bridle_config *c = pc->cfg;
-    static const char *const known[] = {"candidates", "baseline", NULL};
+    static const char *const known[] = {"candidates", "baseline", "cap", NULL};
     if (c->n_routes == MAX_ROUTES) {
         fail(pc, "too many routes (at most %d)", MAX_ROUTES);
         return;
@@ -634,6 +634,17 @@ static void parse_route(parse_ctx *pc, const char *name, json_object *o)
     if (base && !r->baseline) {
         old = path_push(pc, ".baseline");
         fail(pc, "expected the name of a model in $.models (got \"%s\")", base);
+        path_pop(pc, old);
+    }
+    const char *cap = pc->failed ? NULL : get_str(pc, o, "cap", false);
+    if (cap && strcmp(cap, "default") == 0)
+        r->cap_default = true;
+    else if (cap && strcmp(cap, "bound") != 0) {
+        old = path_push(pc, ".cap");
+        fail(pc,
+             "expected \"bound\" (output caps bound the request's max_tokens) or \"default\" "
+             "(they only fill in a missing one), got \"%s\"",
+             cap);
         path_pop(pc, old);
     }
 }

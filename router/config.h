@@ -37,6 +37,8 @@ typedef struct route_conf {
     const model_conf **candidates;
     int n_candidates;
     const model_conf *baseline; /* what savings are measured against; default: first candidate */
+    bool cap_default;           /* "cap": "default": output caps only fill in a missing max_tokens
+                                   (policy_output_cap); "bound" (the default): they bound it */
 } route_conf;
 
 /* A team of keys ($.teams.NAME). */

@@ -27,6 +27,7 @@ typedef struct task_tier {
 typedef struct task_cap {
     char *task;
     int64_t cap;
+    bool fill_only; /* output_caps {"cap": "default"}: only fills in a missing max_tokens */
 } task_cap;
 
 struct policy {
@@ -42,6 +43,10 @@ struct policy {
     task_cap *thinking_caps;
     int n_thinking_caps;
     int64_t default_output_cap; /* -1 none */
+    bool default_output_cap_fill_only;
+    task_cap *typical; /* typical_output: {task: tokens} */
+    int n_typical;
+    int64_t default_typical_output;
     bool cascade_enabled;
     bool cascade_streams; /* streamed requests are cascaded too (their answer is held back) */
     unsigned checks;
@@ -316,8 +321,50 @@ static void parse_tasks(pctx *pc, json_object *tasks)
     ppop(pc, old);
 }
 
-static void parse_caps(pctx *pc, json_object *caps, const char *key, int64_t lo, task_cap **out,
-                       int *n_out)
+/* An output cap at the current path: N, or {"max": N, "cap": "bound" |
+ * "default"} ("bound", the default: the cap bounds the request's own
+ * max_tokens; "default": it only fills in a missing one). */
+static bool parse_output_cap(pctx *pc, json_object *v, int64_t *cap, bool *fill_only)
+{
+    *fill_only = false;
+    if (!json_object_is_type(v, json_type_object) && !json_object_is_type(v, json_type_string))
+        return parse_int(pc, v, 1, 100000000, cap); /* says "expected an integer" */
+    if (!json_object_is_type(v, json_type_object)) {
+        perr(pc,
+             "expected a number of tokens, or {\"max\": N, \"cap\": \"bound\" or \"default\"}, "
+             "got %s",
+             jtype(v));
+        return false;
+    }
+    static const char *const known[] = {"max", "cap", NULL};
+    check_keys(pc, v, known, "max or cap");
+    json_object *x;
+    size_t old = ppush(pc, ".max");
+    if (pc->failed) {
+    } else if (!json_object_object_get_ex(v, "max", &x))
+        perr(pc, "required: the cap in tokens");
+    else
+        parse_int(pc, x, 1, 100000000, cap);
+    ppop(pc, old);
+    old = ppush(pc, ".cap");
+    if (!pc->failed && json_object_object_get_ex(v, "cap", &x)) {
+        const char *s = json_object_is_type(x, json_type_string) ? json_object_get_string(x) : "";
+        if (strcmp(s, "default") == 0)
+            *fill_only = true;
+        else if (strcmp(s, "bound") != 0)
+            perr(pc,
+                 "expected \"bound\" (the cap bounds the request's max_tokens) or \"default\" "
+                 "(it only fills in a missing max_tokens), got %s",
+                 json_object_to_json_string(x));
+    }
+    ppop(pc, old);
+    return !pc->failed;
+}
+
+/* {task: N}; with_mode: output_caps, whose values may also be
+ * {"max": N, "cap": ...} (parse_output_cap). */
+static void parse_caps(pctx *pc, json_object *caps, const char *key, int64_t lo, bool with_mode,
+                       task_cap **out, int *n_out)
 {
     if (!caps) return;
     size_t old = ppush(pc, ".%s", key);
@@ -327,8 +374,11 @@ static void parse_caps(pctx *pc, json_object *caps, const char *key, int64_t lo,
         {
             size_t o2 = ppush(pc, ".%s", task);
             int64_t cap;
-            if (parse_int(pc, val, lo, 100000000, &cap)) {
+            bool fill_only = false;
+            if (with_mode ? parse_output_cap(pc, val, &cap, &fill_only)
+                          : parse_int(pc, val, lo, 100000000, &cap)) {
                 (*out)[*n_out].task = xstrdup(task);
+                (*out)[*n_out].fill_only = fill_only;
                 (*out)[(*n_out)++].cap = cap;
             }
             ppop(pc, o2);
@@ -546,6 +596,7 @@ policy *policy_new(json_object *routing, const policy_model *models, int n_model
     p->default_tier = TIER_MID;
     p->prefer_local = true;
     p->default_output_cap = -1;
+    p->default_typical_output = POLICY_DEFAULT_TYPICAL_OUTPUT;
     p->baseline = -1;
     pctx pc = {.p = p,
                .models = models,
@@ -569,11 +620,14 @@ policy *policy_new(json_object *routing, const policy_model *models, int n_model
                                         "batch_tasks",
                                         "baseline",
                                         "default_output_cap",
+                                        "typical_output",
+                                        "default_typical_output",
                                         NULL};
     if (r)
         check_keys(&pc, r, known,
                    "default_tier, tasks, tiers, prefer_local, output_caps, default_output_cap, "
-                   "thinking_caps, cascade, budget_downgrade, batch_tasks or baseline");
+                   "typical_output, default_typical_output, thinking_caps, cascade, "
+                   "budget_downgrade, batch_tasks or baseline");
     json_object *v;
 #define GET(key) (r && json_object_object_get_ex(r, key, &v) ? v : NULL)
     if (!pc.failed) parse_tiers(&pc, GET("tiers"));
@@ -593,13 +647,22 @@ policy *policy_new(json_object *routing, const policy_model *models, int n_model
         ppop(&pc, old);
     }
     if (!pc.failed)
-        parse_caps(&pc, GET("output_caps"), "output_caps", 1, &p->output_caps, &p->n_output_caps);
+        parse_caps(&pc, GET("output_caps"), "output_caps", 1, true, &p->output_caps,
+                   &p->n_output_caps);
     if (!pc.failed)
-        parse_caps(&pc, GET("thinking_caps"), "thinking_caps", 0, &p->thinking_caps,
+        parse_caps(&pc, GET("thinking_caps"), "thinking_caps", 0, false, &p->thinking_caps,
                    &p->n_thinking_caps);
+    if (!pc.failed)
+        parse_caps(&pc, GET("typical_output"), "typical_output", 0, false, &p->typical,
+                   &p->n_typical);
     if (!pc.failed && GET("default_output_cap")) {
         size_t old = ppush(&pc, ".default_output_cap");
-        parse_int(&pc, v, 1, 100000000, &p->default_output_cap);
+        parse_output_cap(&pc, v, &p->default_output_cap, &p->default_output_cap_fill_only);
+        ppop(&pc, old);
+    }
+    if (!pc.failed && GET("default_typical_output")) {
+        size_t old = ppush(&pc, ".default_typical_output");
+        parse_int(&pc, v, 0, 100000000, &p->default_typical_output);
         ppop(&pc, old);
     }
     if (!pc.failed) parse_cascade(&pc, GET("cascade"));
@@ -629,6 +692,9 @@ void policy_free(policy *p)
     for (int i = 0; i < p->n_thinking_caps; i++)
         free(p->thinking_caps[i].task);
     free(p->thinking_caps);
+    for (int i = 0; i < p->n_typical; i++)
+        free(p->typical[i].task);
+    free(p->typical);
     for (int i = 0; i < p->n_batch_tasks; i++)
         free(p->batch_tasks[i]);
     free(p->batch_tasks);
@@ -646,12 +712,43 @@ model_tier policy_task_tier(const policy *p, const char *task)
     return TIER_NONE;
 }
 
+static const task_cap *task_cap_find(const task_cap *caps, int n, const char *task)
+{
+    if (!task || !*task) return NULL;
+    for (int i = 0; i < n; i++)
+        if (strcmp(caps[i].task, task) == 0) return &caps[i];
+    return NULL;
+}
+
 static int64_t task_cap_of(const task_cap *caps, int n, const char *task)
 {
-    if (!task) return -1;
-    for (int i = 0; i < n; i++)
-        if (strcmp(caps[i].task, task) == 0) return caps[i].cap;
-    return -1;
+    const task_cap *c = task_cap_find(caps, n, task);
+    return c ? c->cap : -1;
+}
+
+int64_t policy_output_cap(const policy *p, const char *task, bool route_cap_default,
+                          int64_t client_max_tokens, bool *applied)
+{
+    int64_t client = client_max_tokens >= 0 ? client_max_tokens : -1, cap = -1;
+    bool fill_only = route_cap_default;
+    const task_cap *tc = p ? task_cap_find(p->output_caps, p->n_output_caps, task) : NULL;
+    if (tc) {
+        cap = tc->cap;
+        fill_only = fill_only || tc->fill_only;
+    } else if (p) {
+        cap = p->default_output_cap;
+        fill_only = fill_only || p->default_output_cap_fill_only;
+    }
+    int64_t out = client < 0 ? cap : !fill_only && cap >= 0 && cap < client ? cap : client;
+    if (applied) *applied = out != client;
+    return out;
+}
+
+int64_t policy_typical_output(const policy *p, const char *task, bool *for_task)
+{
+    const task_cap *tc = p ? task_cap_find(p->typical, p->n_typical, task) : NULL;
+    if (for_task) *for_task = tc != NULL;
+    return tc ? tc->cap : p ? p->default_typical_output : POLICY_DEFAULT_TYPICAL_OUTPUT;
 }
 
 const int *policy_tier_models(const policy *p, model_tier tier, int *n)
@@ -949,14 +1046,15 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
 
     /* 1. output cap and prompt estimate */
     const char *task = req->task && *req->task ? req->task : NULL;
-    if (req->max_tokens >= 0)
-        out->max_tokens_applied = req->max_tokens;
-    else {
-        int64_t cap = task_cap_of(p->output_caps, p->n_output_caps, task);
-        out->max_tokens_applied = cap >= 0 ? cap : p->default_output_cap;
-        out->output_capped = out->max_tokens_applied >= 0;
-    }
+    out->max_tokens_applied =
+        policy_output_cap(p, task, req->route_cap_default, req->max_tokens, &out->output_capped);
     out->thinking_cap = task_cap_of(p->thinking_caps, p->n_thinking_caps, task);
+    /* The output priced and fitted: what max_tokens lets through, else the
+     * task's typical answer plus the thinking it is given. */
+    out->est_output_tokens = out->max_tokens_applied >= 0
+                                 ? out->max_tokens_applied
+                                 : policy_typical_output(p, task, NULL) +
+                                       (out->thinking_cap > 0 ? out->thinking_cap : 0);
     int64_t chars = req->prompt_chars > 0 ? req->prompt_chars : 0;
     out->est_prompt_tokens = chars / 4 + (chars % 4 != 0);
     out->estimated = true;
@@ -967,9 +1065,7 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
                    .models = models,
                    .out = out,
                    .prompt = out->est_prompt_tokens,
-                   .output = out->max_tokens_applied >= 0 ? out->max_tokens_applied
-                             : out->thinking_cap > 0      ? out->thinking_cap
-                                                          : 0};
+                   .output = out->est_output_tokens};
     char tname[48];
     safe_name(task, tname, sizeof tname);
 
@@ -977,7 +1073,32 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
     const char *model = req->model && *req->model ? req->model : "auto";
     model_tier tier = TIER_NONE;
     char why[96];
-    if (strncmp(model, "tier:", 5) == 0) {
+    if (req->route) {
+        /* a route of $.routes: its enabled candidates, in its order (the
+         * server's plan for it) */
+        char name[48];
+        safe_name(req->route, name, sizeof name);
+        for (int i = 0; i < req->n_route_models && out->n < POLICY_MAX_CAND; i++) {
+            int idx = req->route_models[i];
+            if (idx < 0 || idx >= n_models || !models[idx].enabled) continue;
+            const policy_model *m = &models[idx];
+            policy_candidate *c = &out->cand[out->n++];
+            c->model_index = idx;
+            c->tier = m->tier;
+            c->est_cost_pusd = policy_estimate_cost_pusd(m->price, pl.prompt, pl.output);
+            fmt_into(c->reason, sizeof c->reason, "route %s #%d%s", name, out->n,
+                     !m->healthy     ? " (unhealthy)"
+                     : !fits(&pl, m) ? " (prompt + output exceed its context window)"
+                                     : "");
+        }
+        if (out->n == 0)
+            return plan_fail(out, POLICY_NO_CANDIDATE, err, errlen,
+                             "route \"%s\": none of its candidate models has an enabled provider",
+                             name);
+        out->n_primary = out->n;
+        out->tier = models[out->cand[0].model_index].tier;
+        fmt_into(out->rule, sizeof out->rule, "route %s: its candidates in order", name);
+    } else if (strncmp(model, "tier:", 5) == 0) {
         char name[48];
         safe_name(model + 5, name, sizeof name);
         if (!pricing_tier_parse(model + 5, &tier))
@@ -1048,7 +1169,7 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
     }
 
     /* 4. budget downgrade */
-    if (p->downgrade_pct > 0 && req->spend_share_pct >= p->downgrade_pct) {
+    if (!req->route && p->downgrade_pct > 0 && req->spend_share_pct >= p->downgrade_pct) {
         policy_plan keep = *out;
         char how[48];
         fmt_into(how, sizeof how, "over budget: %s", pricing_tier_name(p->downgrade_tier));

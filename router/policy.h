@@ -23,9 +23,23 @@
  *                     models whose price-table tier it is, in table order;
  *                     when present, a tier it does not list is empty
  *   prefer_local      local models first in a tier when not busy [true]
- *   output_caps       {task: max output tokens} applied when the request
- *                     sets none
- *   default_output_cap  the cap for requests whose task has none [none]
+ *   output_caps       {task: cap}; a cap is N (max output tokens) or
+ *                     {"max": N, "cap": "bound" | "default"}. "bound" (and
+ *                     a bare N): the request's max_tokens is lowered to N
+ *                     when higher, and set to N when absent. "default": N
+ *                     only fills in a missing max_tokens. A route of
+ *                     $.routes with "cap": "default" makes every cap
+ *                     "default" for its requests. policy_output_cap()
+ *                     computes it, for every plan: auto, tier:NAME, a
+ *                     named model, a route (docs/config.md "Output caps")
+ *   default_output_cap  the cap (same forms) for requests whose task has
+ *                     none in output_caps, and for requests with no task
+ *                     [none]
+ *   typical_output    {task: tokens}: how long the task's answers usually
+ *                     are; prices the output side of a request that has no
+ *                     max_tokens after capping [none]
+ *   default_typical_output  the same for a task not in typical_output
+ *                     [POLICY_DEFAULT_TYPICAL_OUTPUT, 500]
  *   thinking_caps     {task: reasoning-token budget}; the server sends it to
  *                     the models that reason, each dialect in its own form
  *                     (canon_request.thinking_budget, docs/config.md)
@@ -58,6 +72,8 @@
 #include "providers/pricing.h"
 
 #define POLICY_MAX_CAND 8
+/* default_typical_output when the config gives none: a typical chat answer. */
+#define POLICY_DEFAULT_TYPICAL_OUTPUT 500
 
 typedef struct policy policy;
 
@@ -84,6 +100,12 @@ typedef struct policy_request {
     bool json_mode;          /* response_format json_object / json_schema */
     int spend_share_pct;     /* key's or team's spend as % of its budget; -1 unknown */
     bool team_budget;        /* spend_share_pct is the team's (x-bridle-route says so) */
+    /* A route of $.routes the request names (model is its name), or NULL;
+     * its candidates as indices into the model table, in its order. */
+    const char *route;
+    const int *route_models;
+    int n_route_models;
+    bool route_cap_default; /* the route says "cap": "default" */
 } policy_request;
 
 typedef struct policy_candidate {
@@ -98,13 +120,15 @@ typedef struct policy_plan {
     policy_candidate cand[POLICY_MAX_CAND];
     int n_primary; /* cand[0..n_primary) are the chosen tier's (or the named model, or the
                       downgrade tier's); the rest are escalation tiers, then busy local models */
-    int64_t max_tokens_applied; /* the output cap put on the request when it had none, else
-                                   its own; -1 when neither */
-    bool output_capped;         /* max_tokens_applied came from the policy */
+    int64_t max_tokens_applied; /* the max_tokens to send: policy_output_cap() of the
+                                   request's own; -1 none */
+    bool output_capped;         /* the policy set it or lowered it (differs from the request's) */
     int64_t thinking_cap;       /* reasoning-token budget for the task; -1 none */
     int64_t est_prompt_tokens;
-    bool estimated;  /* est_prompt_tokens is the chars/4 estimate (always, for now) */
-    model_tier tier; /* the tier chosen (after a downgrade) */
+    int64_t est_output_tokens; /* the output priced: max_tokens_applied, else the task's
+                                  typical output + its thinking cap */
+    bool estimated;            /* est_prompt_tokens is the chars/4 estimate (always, for now) */
+    model_tier tier;           /* the tier chosen (after a downgrade) */
     bool batch_eligible;
     bool downgraded;            /* the budget downgrade replaced the plan */
     char rule[128];             /* which rule chose, in words (x-bridle-route) */
@@ -138,11 +162,16 @@ void policy_free(policy *p);
  * err ("no model named \"x\"", "x-bridle-tier: unknown tier ...", ...).
  *
  * The rules, in order:
- *  1. Output cap: the request's max_tokens, else output_caps[task], else
- *     default_output_cap, else none. Prompt: ceil(prompt_chars / 4) tokens,
- *     marked estimated. Costs and context fit are estimated for that prompt
- *     and an output of the cap (else the task's thinking cap, else 0).
- *  2. A concrete model is honoured: the plan is that model alone.
+ *  1. Output cap: policy_output_cap(task, route_cap_default, max_tokens).
+ *     Prompt: ceil(prompt_chars / 4) tokens, marked estimated. Output: the
+ *     max_tokens to send, else typical_output[task] (else
+ *     default_typical_output) plus the task's thinking cap. Costs (input
+ *     tokens × input price + output tokens × output price, integer
+ *     pico-dollars) and context fit are estimated for that prompt and
+ *     output.
+ *  2. A route (req->route) is its enabled candidates in its order, never
+ *     downgraded (as the server plans it).
+ *     A concrete model is honoured: the plan is that model alone.
  *     "auto" takes the tier from x-bridle-tier, else from tasks[task], else
  *     default_tier (an explicit tier wins over the task's). "tier:NAME"
  *     takes NAME.
@@ -188,6 +217,21 @@ int policy_baseline_index(const policy *p);
 model_tier policy_task_tier(const policy *p, const char *task);
 /* The models a tier lists (indices into the table); *n receives the count. */
 const int *policy_tier_models(const policy *p, model_tier tier, int *n);
+
+/* The max_tokens to send upstream for a request of `task` (NULL: none)
+ * whose own max_tokens is client_max_tokens (-1: none), the one rule for
+ * every plan (auto, tier:NAME, a named model, a route): the task's cap
+ * (output_caps[task], else default_output_cap) bounds the client's value
+ * (the lower of the two), unless the cap or the route says "cap":
+ * "default" (route_cap_default), when it only fills in a missing one.
+ * Returns -1 when there is neither. *applied (may be NULL): the result
+ * differs from client_max_tokens. p may be NULL (no policy: the client's
+ * value). */
+int64_t policy_output_cap(const policy *p, const char *task, bool route_cap_default,
+                          int64_t client_max_tokens, bool *applied);
+/* The typical output of a task's answer, in tokens: typical_output[task],
+ * else default_typical_output. *for_task (may be NULL): the task had its own. */
+int64_t policy_typical_output(const policy *p, const char *task, bool *for_task);
 
 /* The estimated cost of prompt_tokens in + output_tokens out at a price. */
 int64_t policy_estimate_cost_pusd(const model_price *price, int64_t prompt_tokens,

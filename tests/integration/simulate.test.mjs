@@ -178,7 +178,10 @@ describe('route: one decision, no calls', () => {
     const n = json('route', '--config', CONFIG, '--request', path.join(dir, 'named.json'), '--header', 'x-bridle-task: classify');
     assert.equal(n.chosen, 'claude-sonnet-4-6');
     assert.equal(n.candidates.length, 1);
-    assert.equal(n.max_tokens_applied, 50);
+    // the classify cap (10) bounds the request's own 50, named model or not
+    assert.equal(n.client_max_tokens, 50);
+    assert.equal(n.max_tokens_applied, 10);
+    assert.equal(n.output_capped, true);
 
     const d = json('route', '--config', CONFIG, '--request', request, '--header', 'x-bridle-task: code_gen', '--spend-share', '85');
     assert.equal(d.chosen, 'llama3.2');

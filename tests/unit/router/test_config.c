@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "router/config.h"
+#include "router/policy.h"
 
 /* Names only this test uses, so nothing in the environment interferes. */
 #define UNSET1 "BRIDLE_TEST_CFG_UNSET_1"
@@ -304,6 +305,10 @@ static void test_shipped_config(void **state)
     assert_string_equal(r->candidates[0]->name, "gpt-4o-mini");
     assert_string_equal(r->candidates[1]->name, "claude-haiku-4-5");
     assert_string_equal(r->candidates[2]->name, "gemini-2.5-flash");
+    assert_false(r->cap_default);
+    /* the shipped caps bound what a client asks for; typical outputs price the rest */
+    assert_int_equal(policy_output_cap(config_policy(c), "classify", false, 5000, NULL), 10);
+    assert_true(policy_typical_output(config_policy(c), "agent_orchestration", NULL) > 0);
 
     assert_int_equal(config_n_keys(c), 1);
     const key_conf *k = config_find_key(c, SHA_A);
@@ -734,6 +739,14 @@ static void test_routes(void **state)
     assert_null(config_find_route(c, "gpt-4o"));
     assert_null(config_find_route(c, "Auto"));
     assert_null(config_find_model(c, "auto"));
+    /* output caps bound a route's requests unless it says "cap": "default" */
+    assert_false(r->cap_default);
+    config_free(c);
+    c = load_ok(doc(PROV_P, MODEL_4O,
+                    "\"routes\": {\"long\": {\"candidates\": [\"gpt-4o\"], \"cap\": \"default\"}, "
+                    "\"short\": {\"candidates\": [\"gpt-4o\"], \"cap\": \"bound\"}}"));
+    assert_true(config_find_route(c, "long")->cap_default);
+    assert_false(config_find_route(c, "short")->cap_default);
     config_free(c);
 }
 
@@ -757,6 +770,12 @@ static void test_route_errors(void **state)
     expect_error(doc(PROV_P, MODEL_4O,
                      "\"routes\": {\"auto\": {\"candidates\": [\"gpt-4o\"], \"strategy\": 1}}"),
                  "$.routes.auto.strategy: ", "unknown key");
+    expect_error(doc(PROV_P, MODEL_4O,
+                     "\"routes\": {\"auto\": {\"candidates\": [\"gpt-4o\"], \"cap\": \"soft\"}}"),
+                 "$.routes.auto.cap: ", "expected \"bound\"", "or \"default\"", "\"soft\"");
+    expect_error(doc(PROV_P, MODEL_4O,
+                     "\"routes\": {\"auto\": {\"candidates\": [\"gpt-4o\"], \"cap\": 10}}"),
+                 "$.routes.auto.cap: ", "expected a string");
 }
 
 /* ------------------------------------------------------------ timeouts */

@@ -380,11 +380,32 @@ static void test_context_window_filter(void **state)
     r.prompt_chars = 4 * 127990;
     pl = plan_ok(p, &r);
     assert_string_equal(cand_name(&pl, 0), "gpt-4o-mini");
-    /* the request's own max_tokens counts, not the cap */
+    /* the max_tokens sent counts: the request's own 100, bounded by the
+     * classify cap, is 10, which still fits */
     r.max_tokens = 100;
     pl = plan_ok(p, &r);
-    assert_string_equal(cand_name(&pl, 0), "gemini-2.5-flash");
+    assert_string_equal(cand_name(&pl, 0), "gpt-4o-mini");
+    assert_true(pl.output_capped);
+    assert_int_equal(pl.max_tokens_applied, 10);
+    /* under the cap, the request's own counts: 127993 + 5 fits, + the cap 10 not */
+    r.prompt_chars = 4 * 127993;
+    r.max_tokens = 5;
+    pl = plan_ok(p, &r);
+    assert_string_equal(cand_name(&pl, 0), "gpt-4o-mini");
     assert_false(pl.output_capped);
+    r.max_tokens = -1;
+    pl = plan_ok(p, &r);
+    assert_string_equal(cand_name(&pl, 0), "gemini-2.5-flash");
+    /* no max_tokens and no cap: the typical output is what must fit (500) */
+    r = req_auto("analysis");
+    r.prompt_chars = 4 * 127600;
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.est_output_tokens, POLICY_DEFAULT_TYPICAL_OUTPUT);
+    for (int i = 0; i < pl.n; i++)
+        assert_int_not_equal(pl.cand[i].model_index, GPT4O);
+    r = req_auto("classify");
+    r.prompt_chars = 4 * 127990;
+    r.max_tokens = 20;
     /* 0 = unknown window: fits */
     table[MINI].context_window = 0;
     pl = plan_ok(p, &r);
@@ -436,11 +457,12 @@ static void test_no_candidate(void **state)
     assert_int_equal(pl.n, 0);
     table[OPUS].enabled = true;
     table[GPT55].healthy = true;
-    /* too big for every window (prompt + the thinking cap, 8000) */
+    /* too big for every window (prompt + the typical output, 500, + the
+     * thinking cap, 8000) */
     r.prompt_chars = 4LL * 2000000;
     assert_int_equal(policy_plan_request(p, table, N_MODELS, &r, &pl, err, sizeof err),
                      POLICY_NO_CANDIDATE);
-    assert_contains(err, "2 with a context window under 2008000 tokens");
+    assert_contains(err, "2 with a context window under 2008500 tokens");
     /* a model table of another length */
     assert_int_equal(policy_plan_request(p, table, N_MODELS - 1, &r, &pl, err, sizeof err),
                      POLICY_NO_CANDIDATE);
@@ -638,7 +660,7 @@ static void test_output_caps(void **state)
     assert_true(pl.batch_eligible);
     assert_int_equal(pl.thinking_cap, -1);
 
-    r.max_tokens = 42; /* the request's own wins */
+    r.max_tokens = 42; /* under the cap: the request's own */
     pl = plan_ok(p, &r);
     assert_int_equal(pl.max_tokens_applied, 42);
     assert_false(pl.output_capped);
@@ -647,13 +669,22 @@ static void test_output_caps(void **state)
     pl = plan_ok(p, &r);
     assert_int_equal(pl.max_tokens_applied, 0);
 
+    r.max_tokens = 5000; /* over the cap: bounded by it */
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.max_tokens_applied, 500);
+    assert_true(pl.output_capped);
+    assert_int_equal(pl.est_output_tokens, 500);
+
     r = req_auto("analysis"); /* no cap for it, no default */
     pl = plan_ok(p, &r);
     assert_int_equal(pl.max_tokens_applied, -1);
     assert_false(pl.output_capped);
     assert_false(pl.batch_eligible);
-    /* cost estimated with no output then */
-    assert_int_equal(pl.est_cost_pusd, 100 * 2500000LL); /* gpt-4o: 100 tokens × 2.50 $/M */
+    /* output estimated at the default typical output, 500 tokens:
+     * gpt-4o 100 × 2.50 $/M + 500 × 10 $/M (Sonnet: 100 × 3 + 500 × 15) */
+    assert_int_equal(pl.est_output_tokens, 500);
+    assert_string_equal(cand_name(&pl, 0), "gpt-4o");
+    assert_int_equal(pl.est_cost_pusd, 100 * 2500000LL + 500 * 10000000LL);
     policy_free(p);
 
     p = make("{\"default_output_cap\": 1000, \"output_caps\": {\"classify\": 5}}");
@@ -667,6 +698,187 @@ static void test_output_caps(void **state)
     pl = plan_ok(p, &r);
     assert_int_equal(pl.max_tokens_applied, 1000);
     policy_free(p);
+}
+
+/* Caps are bounds unless they say "cap": "default"; one function, for
+ * every kind of plan (issue 10 e). */
+static void test_output_cap_bounds_the_request(void **state)
+{
+    policy *p = make("{\"output_caps\": {\"classify\": 10, \"draft_writing\": {\"max\": 2000, "
+                     "\"cap\": \"default\"}, \"summarize\": {\"max\": 300, \"cap\": "
+                     "\"bound\"}}, \"default_output_cap\": 4000}");
+    bool applied = false;
+    /* a bound: the lower of the two; set when the client has none */
+    assert_int_equal(policy_output_cap(p, "classify", false, 5000, &applied), 10);
+    assert_true(applied);
+    assert_int_equal(policy_output_cap(p, "classify", false, 7, &applied), 7);
+    assert_false(applied);
+    assert_int_equal(policy_output_cap(p, "classify", false, 10, &applied), 10);
+    assert_false(applied);
+    assert_int_equal(policy_output_cap(p, "classify", false, -1, &applied), 10);
+    assert_true(applied);
+    assert_int_equal(policy_output_cap(p, "summarize", false, 301, &applied), 300);
+    assert_true(applied);
+    /* "cap": "default" on the task: it only fills in */
+    assert_int_equal(policy_output_cap(p, "draft_writing", false, 5000, &applied), 5000);
+    assert_false(applied);
+    assert_int_equal(policy_output_cap(p, "draft_writing", false, -1, &applied), 2000);
+    assert_true(applied);
+    /* "cap": "default" on the route: every cap only fills in */
+    assert_int_equal(policy_output_cap(p, "classify", true, 5000, &applied), 5000);
+    assert_false(applied);
+    assert_int_equal(policy_output_cap(p, "classify", true, -1, &applied), 10);
+    assert_true(applied);
+    /* no task, or a task without its own: default_output_cap, a bound too */
+    assert_int_equal(policy_output_cap(p, NULL, false, 9000, &applied), 4000);
+    assert_true(applied);
+    assert_int_equal(policy_output_cap(p, "poetry", false, 100, NULL), 100);
+    assert_int_equal(policy_output_cap(p, "", false, -1, NULL), 4000);
+    /* no policy: the client's own, never applied */
+    assert_int_equal(policy_output_cap(NULL, "classify", false, 5000, &applied), 5000);
+    assert_false(applied);
+    assert_int_equal(policy_output_cap(NULL, "classify", false, -1, &applied), -1);
+    assert_false(applied);
+
+    /* every plan uses it: auto, tier:NAME and a named model */
+    policy_request r = req_auto("classify");
+    r.max_tokens = 5000;
+    policy_plan pl = plan_ok(p, &r);
+    assert_int_equal(pl.max_tokens_applied, 10);
+    assert_true(pl.output_capped);
+    r.model = "tier:heavy";
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.max_tokens_applied, 10);
+    r.model = "gpt-4o-mini";
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.max_tokens_applied, 10);
+    assert_true(pl.output_capped);
+    r.route_cap_default = true; /* the route's "default" is honoured in a plan too */
+    r.model = "auto";
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.max_tokens_applied, 5000);
+    assert_false(pl.output_capped);
+    r = req_auto("draft_writing");
+    r.max_tokens = 5000;
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.max_tokens_applied, 5000);
+    assert_false(pl.output_capped);
+    /* the default cap, as an object */
+    policy *q = make("{\"default_output_cap\": {\"max\": 100, \"cap\": \"default\"}}");
+    assert_int_equal(policy_output_cap(q, "classify", false, 5000, NULL), 5000);
+    assert_int_equal(policy_output_cap(q, "classify", false, -1, NULL), 100);
+    policy_free(q);
+    policy_free(p);
+}
+
+/* A route of $.routes: its enabled candidates in its order, capped and
+ * priced like any plan, never downgraded. */
+static void test_route_plan(void **state)
+{
+    policy *p = make(EXAMPLE);
+    static const int cands[] = {SONNET, MINI, HAIKU};
+    policy_request r = req_auto("classify");
+    r.model = "cheap";
+    r.route = "cheap";
+    r.route_models = cands;
+    r.n_route_models = 3;
+    r.max_tokens = 5000;
+    r.spend_share_pct = 99;
+    table[MINI].enabled = false;
+    table[HAIKU].healthy = false;
+    policy_plan pl = plan_ok(p, &r);
+    assert_order(&pl, 2, SONNET, HAIKU);
+    assert_int_equal(pl.n_primary, 2);
+    assert_false(pl.downgraded);
+    assert_string_equal(pl.rule, "route cheap: its candidates in order");
+    assert_string_equal(pl.cand[0].reason, "route cheap #1");
+    assert_string_equal(pl.cand[1].reason, "route cheap #2 (unhealthy)");
+    assert_int_equal(pl.max_tokens_applied, 10);
+    /* Sonnet: 100 × 3 $/M + 10 × 15 $/M */
+    assert_int_equal(pl.est_cost_pusd, 100 * 3000000LL + 10 * 15000000LL);
+    r.route_cap_default = true;
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.max_tokens_applied, 5000);
+    table[SONNET].enabled = table[HAIKU].enabled = false;
+    policy_plan none;
+    char err[256];
+    assert_int_equal(policy_plan_request(p, table, N_MODELS, &r, &none, err, sizeof err),
+                     POLICY_NO_CANDIDATE);
+    assert_contains(err, "route \"cheap\": none of its candidate models has an enabled provider");
+    table[SONNET].enabled = table[HAIKU].enabled = table[MINI].enabled = true;
+    table[HAIKU].healthy = true;
+    policy_free(p);
+}
+
+/* Without a cap, the output side is priced from the task's typical output
+ * (issue 10 d): a model with the cheaper input but the dearer output must
+ * not win a task whose answers are long. */
+static void test_typical_output_prices_the_output_side(void **state)
+{
+    /* A: $1/M in, $20/M out; B: $2/M in, $5/M out */
+    static model_price a = {.name = "a", .input = 1000000, .output = 20000000};
+    static model_price b = {.name = "b", .input = 2000000, .output = 5000000};
+    policy_model t[2] = {
+        {.name = "a", .price = &a, .tier = TIER_HEAVY, .enabled = true, .healthy = true},
+        {.name = "b", .price = &b, .tier = TIER_HEAVY, .enabled = true, .healthy = true}};
+    char err[256];
+    json_object *cfg = J("{\"tiers\": {\"heavy\": [\"a\", \"b\"]}, \"default_tier\": \"heavy\","
+                         " \"tasks\": {\"agent_orchestration\": \"heavy\", \"classify\": "
+                         "\"heavy\"},"
+                         " \"typical_output\": {\"agent_orchestration\": 2000, \"classify\": 1},"
+                         " \"default_typical_output\": 0}");
+    policy *p = policy_new(cfg, t, 2, err, sizeof err);
+    json_object_put(cfg);
+    if (!p) fail_msg("policy_new: %s", err);
+    policy_request q = {.model = "auto",
+                        .task = "agent_orchestration",
+                        .prompt_chars = 4 * 1000,
+                        .max_tokens = -1,
+                        .spend_share_pct = -1};
+    policy_plan pl;
+    assert_int_equal(policy_plan_request(p, t, 2, &q, &pl, err, sizeof err), POLICY_OK);
+    /* 1000 in + 2000 out: A 1000 × 1 + 2000 × 20 = $0.041, B 1000 × 2 + 2000 × 5 = $0.012 */
+    assert_int_equal(pl.est_output_tokens, 2000);
+    assert_string_equal(t[pl.cand[0].model_index].name, "b");
+    assert_int_equal(pl.cand[0].est_cost_pusd, 1000 * 2000000LL + 2000 * 5000000LL);
+    assert_string_equal(t[pl.cand[1].model_index].name, "a");
+    assert_int_equal(pl.cand[1].est_cost_pusd, 1000 * 1000000LL + 2000 * 20000000LL);
+    assert_int_not_equal(pl.cand[0].est_cost_pusd, pl.cand[1].est_cost_pusd);
+    /* a short typical answer: the input side decides, A */
+    q.task = "classify";
+    assert_int_equal(policy_plan_request(p, t, 2, &q, &pl, err, sizeof err), POLICY_OK);
+    assert_string_equal(t[pl.cand[0].model_index].name, "a");
+    /* a max_tokens, after capping, replaces the typical output */
+    q.task = "agent_orchestration";
+    q.max_tokens = 10;
+    assert_int_equal(policy_plan_request(p, t, 2, &q, &pl, err, sizeof err), POLICY_OK);
+    assert_int_equal(pl.est_output_tokens, 10);
+    assert_string_equal(t[pl.cand[0].model_index].name, "a");
+    /* default_typical_output for a task without its own; 0 here: input only */
+    q.task = "poetry";
+    q.max_tokens = -1;
+    assert_int_equal(policy_plan_request(p, t, 2, &q, &pl, err, sizeof err), POLICY_OK);
+    assert_int_equal(pl.est_output_tokens, 0);
+    assert_string_equal(t[pl.cand[0].model_index].name, "a");
+    bool own = true;
+    assert_int_equal(policy_typical_output(p, "poetry", &own), 0);
+    assert_false(own);
+    assert_int_equal(policy_typical_output(p, "agent_orchestration", &own), 2000);
+    assert_true(own);
+    policy_free(p);
+
+    /* the built-in default (500) already orders the stock heavy tier by the
+     * output side: gpt-5.5 ($5 in, $30 out) is no longer taken over Opus
+     * ($5 in, $25 out) on list order */
+    policy *s = make(NULL);
+    policy_request h = req_auto("agent_orchestration");
+    pl = plan_ok(s, &h);
+    assert_int_equal(pl.est_output_tokens, POLICY_DEFAULT_TYPICAL_OUTPUT);
+    assert_string_equal(cand_name(&pl, 0), "claude-opus-4-8");
+    assert_string_equal(cand_name(&pl, 1), "gpt-5.5");
+    assert_true(pl.cand[0].est_cost_pusd < pl.cand[1].est_cost_pusd);
+    assert_int_equal(policy_typical_output(NULL, "x", NULL), POLICY_DEFAULT_TYPICAL_OUTPUT);
+    policy_free(s);
 }
 
 static void test_rule_is_header_safe(void **state)
@@ -904,8 +1116,26 @@ static void test_config_errors(void **state)
     expect_error("{\"output_caps\": {\"classify\": 0}}",
                  "$.routing.output_caps.classify: expected an integer from 1 to 100000000 (got 0)");
     expect_error("{\"output_caps\": {\"classify\": \"10\"}}",
-                 "$.routing.output_caps.classify: expected an integer from 1 to 100000000, got "
-                 "string");
+                 "$.routing.output_caps.classify: expected a number of tokens, or {\"max\": N, "
+                 "\"cap\": \"bound\" or \"default\"}, got string");
+    expect_error("{\"output_caps\": {\"draft\": {\"cap\": \"default\"}}}",
+                 "$.routing.output_caps.draft.max: required");
+    expect_error("{\"output_caps\": {\"draft\": {\"max\": 0}}}",
+                 "$.routing.output_caps.draft.max: expected an integer from 1");
+    expect_error("{\"output_caps\": {\"draft\": {\"max\": 10, \"cap\": \"soft\"}}}",
+                 "$.routing.output_caps.draft.cap: expected \"bound\" (the cap bounds the "
+                 "request's max_tokens) or \"default\"");
+    expect_error("{\"output_caps\": {\"draft\": {\"max\": 10, \"mode\": \"default\"}}}",
+                 "$.routing.output_caps.draft.mode: unknown key (expected max or cap)");
+    expect_error("{\"default_output_cap\": {\"max\": 10, \"cap\": 1}}",
+                 "$.routing.default_output_cap.cap: expected \"bound\"");
+    expect_error("{\"typical_output\": {\"code_gen\": -1}}",
+                 "$.routing.typical_output.code_gen: expected an integer from 0");
+    expect_error("{\"typical_output\": [1]}",
+                 "$.routing.typical_output: expected an object, got array");
+    expect_error("{\"default_typical_output\": \"long\"}",
+                 "$.routing.default_typical_output: expected an integer from 0 to 100000000, "
+                 "got string");
     expect_error("{\"output_caps\": {\"classify\": 10.5}}",
                  "$.routing.output_caps.classify: expected an integer");
     expect_error("{\"thinking_caps\": {\"complex_reasoning\": -1}}",
@@ -963,6 +1193,9 @@ int main(void)
         cmocka_unit_test(test_budget_downgrade),
         cmocka_unit_test(test_busy_local_downgrade_keeps_it_last),
         cmocka_unit_test(test_output_caps),
+        cmocka_unit_test(test_output_cap_bounds_the_request),
+        cmocka_unit_test(test_route_plan),
+        cmocka_unit_test(test_typical_output_prices_the_output_side),
         cmocka_unit_test(test_rule_is_header_safe),
         cmocka_unit_test(test_escalate_tier),
         cmocka_unit_test(test_cascade_checks),
