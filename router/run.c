@@ -713,7 +713,7 @@ static int plan_by_policy(run *r)
     r->canon.model_chosen = true;
     snprintf(r->route_rule, sizeof r->route_rule, "%s", plan.rule);
     if (plan.baseline_index >= 0) r->baseline = config_model(cfg, plan.baseline_index);
-    if (plan.output_capped) r->canon.max_tokens = plan.max_tokens_applied;
+    r->canon.max_tokens = plan.max_tokens_applied; /* policy_output_cap() */
     /* the client's own reasoning control wins over the task's cap */
     if (plan.thinking_cap > 0 && !r->canon.reasoning_set)
         r->canon.thinking_budget = plan.thinking_cap;
@@ -733,6 +733,8 @@ static int plan_model(run *r, const model_conf *m)
         return -1;
     }
     r->plan[r->n_plan++] = &m->target;
+    r->canon.max_tokens = policy_output_cap(config_policy(router_config(r->rt)), r->canon.task,
+                                            false, r->canon.max_tokens, NULL);
     return 0;
 }
 
@@ -743,6 +745,8 @@ static int plan_route(run *r, const route_conf *rc)
     r->baseline = rc->baseline;
     for (int i = 0; i < rc->n_candidates && r->n_plan < MAX_PLAN; i++)
         if (rc->candidates[i]->enabled) r->plan[r->n_plan++] = &rc->candidates[i]->target;
+    r->canon.max_tokens = policy_output_cap(config_policy(router_config(r->rt)), r->canon.task,
+                                            rc->cap_default, r->canon.max_tokens, NULL);
     if (r->n_plan) return 0;
     run_fail(r, 503, "server_error", "provider_unavailable", "model",
              "None of this route's candidate models has an enabled provider", false);
@@ -808,7 +812,11 @@ static step_result admit_coalescing(run *r)
 {
     if (!r->canon.deterministic || !config_resilience(router_config(r->rt))->coalesce)
         return STEP_NEXT;
-    request_fingerprint(scope(r), r->in.body, r->in.body_len, r->coalesce_fp);
+    /* the task and tier headers change the plan and the cap: part of "the same" */
+    char what[512];
+    snprintf(what, sizeof what, "%s\t%s\t%s", scope(r), r->in.task ? r->in.task : "",
+             r->in.tier ? r->in.tier : "");
+    request_fingerprint(what, r->in.body, r->in.body_len, r->coalesce_fp);
     run *l = router_coalesce_find(r->rt, r->coalesce_fp);
     if (l) {
         r->leader = l;
