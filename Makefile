@@ -91,6 +91,7 @@ test-spool:
 # Builds in parallel (make -j2 test), then runs the suites one after the other
 # so their output does not interleave.
 test: deps
+	@scripts/check-layers.sh
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-integration
