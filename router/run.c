@@ -1166,8 +1166,8 @@ static bool refused_by_breaker(run *r)
     int64_t at = breaker_retry_at_ms(b, now);
     int64_t wait = at > now ? at - now : 1;
     bool last = r->cur + 1 >= r->n_plan;
-    if (paused && last && wait <= config_resilience(router_config(r->rt))->max_wait_ms &&
-        now + wait < r->deadline_ms) {
+    const resilience_conf *rc = config_resilience(router_config(r->rt));
+    if (paused && last && rc->retries && wait <= rc->max_wait_ms && now + wait < r->deadline_ms) {
         log_info("%s: %s/%s is paused by a rate limit; waiting %lld ms", r->id, t->provider->name,
                  t->model, (long long)wait);
         wait_then_attempt(r, wait + 1); /* +1: the timer's clock may run a little early */
@@ -1186,8 +1186,10 @@ static bool refused_by_breaker(run *r)
         provider_error_set(&e, ERRCLASS_RETRYABLE, 429, "rate_limit_error", "rate_limited");
         snprintf(e.message, sizeof e.message,
                  "Provider %s is rate-limiting model %s: it asked for a pause of %lld ms more "
-                 "(Retry-After), longer than this gateway waits (resilience.max_wait_ms)",
-                 t->provider->name, t->model, (long long)wait);
+                 "(Retry-After), %s",
+                 t->provider->name, t->model, (long long)wait,
+                 rc->retries ? "longer than this gateway waits (resilience.max_wait_ms)"
+                             : "and this gateway does not wait (resilience.retries is off)");
     } else {
         provider_error_set(&e, ERRCLASS_RETRYABLE, 503, "server_error", "circuit_open");
         snprintf(e.message, sizeof e.message,
@@ -1696,11 +1698,11 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
     if (canon_parse_chat(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon,
                          &cerr) != 0) {
         run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
-        return r;
+        return NULL;
     }
     apply_attribution(r);
-    if (make_plan(r) != 0) return r;
+    if (make_plan(r) != 0) return NULL;
     set_state(r, RUN_ADMITTING);
     admit_next(r);
-    return r;
+    return r->done_called ? NULL : r;
 }

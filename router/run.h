@@ -92,8 +92,9 @@ typedef struct run_input {
 } run_input;
 
 /* Starts a run. The sink hears from it until done. Returns the run (valid
- * until done has been called; for run_cancel), or NULL when it could not be
- * allocated: then done has already been called with a 503. */
+ * until done has been called; for run_cancel), or NULL when done has already
+ * been called (a bad body, no plan, an answer without waiting, or no memory:
+ * then with a 503 and no head). */
 run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx);
 
 /* The client left: the provider call is cancelled, the usage event says so

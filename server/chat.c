@@ -52,9 +52,10 @@ void chat_pool_free(app *a)
     a->chat_pool_n = 0;
 }
 
-static void on_reap(evutil_socket_t fd, short what, void *arg)
+/* Back to the pool (or freed). A request whose client left was handed to
+ * us by evhttp: it is freed here, on a loop pass of its own. */
+static void chat_release(chat *c)
 {
-    chat *c = arg;
     app *a = c->a;
     if (c->gone) evhttp_request_free(c->req);
     a->in_flight--;
@@ -70,6 +71,11 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     c->next_free = a->chat_pool;
     a->chat_pool = c;
     a->chat_pool_n++;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    chat_release(arg);
 }
 
 /* ------------------------------------------------------------ the sink */
@@ -105,19 +111,20 @@ static void sink_chunk(void *ctx, const char *data, size_t len)
 static void sink_done(void *ctx, const run_outcome *o)
 {
     chat *c = ctx;
-    c->finished = true;
     c->run = NULL;
-    if (!c->gone) {
-        if (c->stream)
-            evhttp_send_reply_end(c->req);
-        else if (!c->replied) /* the run could not start */
-            http_reply_error(c->a, c->req, 503, "server_error", "out_of_memory", NULL,
-                             "The gateway is out of memory; retry shortly", true);
-        http_unwatch_client(c->a, c->req);
+    if (c->gone) { /* inside the guard's callback: free the request later */
+        evtimer_assign(&c->reap, c->a->base, on_reap, c);
+        struct timeval zero = {0, 0};
+        evtimer_add(&c->reap, &zero);
+        return;
     }
-    evtimer_assign(&c->reap, c->a->base, on_reap, c);
-    struct timeval zero = {0, 0};
-    evtimer_add(&c->reap, &zero);
+    if (c->stream)
+        evhttp_send_reply_end(c->req);
+    else if (!c->replied) /* the run could not start */
+        http_reply_error(c->a, c->req, 503, "server_error", "out_of_memory", NULL,
+                         "The gateway is out of memory; retry shortly", true);
+    http_unwatch_client(c->a, c->req);
+    chat_release(c);
 }
 
 static const run_sink chat_sink = {sink_head, sink_chunk, sink_done, NULL};
@@ -161,5 +168,5 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
     };
     http_watch_client(a, req, on_client_gone, c);
     run *r = run_start(a->router, &ri, &chat_sink, c);
-    if (!c->finished) c->run = r;
+    if (r) c->run = r; /* NULL: done came already, and c is back in the pool */
 }
