@@ -55,37 +55,36 @@ async function until(fn, ms, what) {
 
 describe('a 429 with Retry-After pauses the target for everyone', () => {
   let gw;
-  const PAUSE_MS = 2500 * SLOW;
   before(async () => {
     gw = await startBridle({
-      // breaker on (the pause lives in the target's breaker), retries on (the
-      // request that got the 429 waits for its Retry-After and tries again)
-      config: mockConfig(mock.url, { resilience: { breaker: true, retries: true, max_wait_ms: 60000 } }),
+      // breaker on: the pause lives in the target's breaker. Retries off: the
+      // 429 comes back to its client at once, so what happens to everyone
+      // else during the pause is seen on its own (the retry that waits out a
+      // Retry-After is the next describe).
+      config: mockConfig(mock.url, { resilience: { breaker: true, retries: false } }),
     });
   });
   after(async () => {
     await gw?.stop();
   });
 
-  test('during the pause: health shows it, concurrent requests never reach the target (shed or failed over), then it serves again', async () => {
+  test('retry-after-ms (OpenAI): health shows the pause, concurrent requests never reach the target (shed or failed over), then it serves again', async () => {
+    const PAUSE_MS = 2500 * SLOW;
     await mockReset(mock.url);
     await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives: `status=429,retry_after_ms=${PAUSE_MS}` });
     const t0 = Date.now();
-    const first = post(`${gw.baseURL}/chat/completions`, body('gpt-4o-mini'), gw.auth, { timeoutMs: 30000 * SLOW });
+    const first = await post(`${gw.baseURL}/chat/completions`, body('gpt-4o-mini'), gw.auth);
+    assert.equal(first.status, 429, first.text);
+    assert.equal(first.headers['retry-after'], String(Math.ceil(PAUSE_MS / 1000)));
 
-    // the 429 came back and bridle paused the target: the health endpoint
-    // says when it may be used again (the breaker itself stays closed)
-    const paused = await until(async () => {
-      const t = await target(gw, 'gpt-4o-mini');
-      return t.breaker.retry_in_ms > 0 ? t : null;
-    }, 5000 * SLOW, 'health showing gpt-4o-mini paused');
-    assert.equal(paused.breaker.state, 'closed', `a 429 never trips the breaker: ${JSON.stringify(paused)}`);
-    assert.ok(paused.breaker.retry_in_ms <= PAUSE_MS, JSON.stringify(paused));
-    assert.equal(await calls('gpt-4o-mini'), 1);
+    // the health endpoint says when the target may be used again (the
+    // breaker itself stays closed: a 429 never trips it)
+    const paused = await target(gw, 'gpt-4o-mini');
+    assert.equal(paused.breaker.state, 'closed', JSON.stringify(paused));
+    assert.ok(paused.breaker.retry_in_ms > 0 && paused.breaker.retry_in_ms <= PAUSE_MS, JSON.stringify(paused));
 
-    // other requests, concurrent with the first one (which waits): the
-    // target itself is not called; naming it gets a 503 that says when to
-    // come back, a route answers from its next candidate
+    // everyone else, concurrently: the target is not called; naming it gets a
+    // 503 that says when to come back, a route answers from its next candidate
     const [direct, routed] = await Promise.all([
       Promise.all(Array.from({ length: 4 }, () => post(`${gw.baseURL}/chat/completions`, body('gpt-4o-mini'), gw.auth))),
       Promise.all(Array.from({ length: 3 }, () => post(`${gw.baseURL}/chat/completions`, body('auto'), gw.auth))),
@@ -107,23 +106,85 @@ describe('a 429 with Retry-After pauses the target for everyone', () => {
     assert.equal(await calls('gpt-4o-mini'), 1, 'a request reached the paused target');
     assert.equal(await calls('claude-haiku-4-5'), 3);
 
-    // the first request waited out the Retry-After and was answered
-    const r = await first;
-    const took = Date.now() - t0;
-    assert.equal(r.status, 200, r.text);
-    assert.equal(r.headers['x-bridle-attempts'], '2');
-    assert.ok(took >= PAUSE_MS - 20, `answered after ${took} ms, before the ${PAUSE_MS} ms Retry-After`);
-    assert.equal(await calls('gpt-4o-mini'), 2);
-
-    // the pause is over for everyone
-    const t = await target(gw, 'gpt-4o-mini');
-    assert.equal(t.breaker.retry_in_ms, 0, JSON.stringify(t));
+    // the pause ends for everyone
+    await until(async () => (await target(gw, 'gpt-4o-mini')).breaker.retry_in_ms === 0, PAUSE_MS + 2000 * SLOW, 'the pause to end');
+    assert.ok(Date.now() - t0 >= PAUSE_MS - 20, 'the pause ended early');
     const again = await post(`${gw.baseURL}/chat/completions`, body('gpt-4o-mini'), gw.auth);
     assert.equal(again.status, 200, again.text);
     const routedAgain = await post(`${gw.baseURL}/chat/completions`, body('auto'), gw.auth);
     assert.equal(routedAgain.headers['x-bridle-model'], 'gpt-4o-mini');
-    assert.equal(await calls('gpt-4o-mini'), 4);
+    assert.equal(await calls('gpt-4o-mini'), 3);
   });
+
+  test('a plain Retry-After in seconds, from another dialect (Anthropic), pauses its target the same way', async () => {
+    const SECS = 2 * SLOW;
+    await mockReset(mock.url);
+    await mockFault(mock.url, { model: 'claude-haiku-4-5', count: 1, directives: `status=429,retry_after=${SECS}` });
+    const t0 = Date.now();
+    const first = await post(`${gw.baseURL}/chat/completions`, body('claude-haiku-4-5'), gw.auth);
+    assert.equal(first.status, 429, first.text);
+    const t = await target(gw, 'claude-haiku-4-5');
+    assert.ok(t.breaker.retry_in_ms > 0 && t.breaker.retry_in_ms <= SECS * 1000, JSON.stringify(t));
+    const other = await post(`${gw.baseURL}/chat/completions`, body('claude-haiku-4-5'), gw.auth);
+    assert.ok(Date.now() - t0 < SECS * 1000, 'too slow to judge');
+    assert.equal(other.status, 503, other.text);
+    assert.equal(other.json.error.code, 'circuit_open');
+    assert.equal(await calls('claude-haiku-4-5'), 1, 'a request reached the paused target');
+    await until(async () => (await target(gw, 'claude-haiku-4-5')).breaker.retry_in_ms === 0, SECS * 1000 + 2000 * SLOW, 'the pause to end');
+    const after = await post(`${gw.baseURL}/chat/completions`, body('claude-haiku-4-5'), gw.auth);
+    assert.equal(after.status, 200, after.text);
+    assert.equal(await calls('claude-haiku-4-5'), 2);
+  });
+});
+
+describe('the request that got the 429 waits out its Retry-After', () => {
+  let gw;
+  before(async () => {
+    gw = await startBridle({ config: mockConfig(mock.url, { resilience: { breaker: true, retries: true, max_wait_ms: 60000 } }) });
+  });
+  after(async () => {
+    await gw?.stop();
+  });
+
+  // README: "Failures are retried ...: ... otherwise the same target after a
+  // full-jitter backoff or its Retry-After". The retry's timer is a libevent
+  // timer (coarse, cached clock), the pause is checked against
+  // util_now_ms() (CLOCK_MONOTONIC): the timer can fire a few ms before the
+  // pause has ended by that clock, and then the request is refused by the
+  // pause its own 429 set and shed: 503 circuit_open, x-should-retry: false.
+  // (Likely: the timer's deadline is counted from the time libevent cached at
+  // the start of the loop pass, the pause's from util_now_ms() read later in
+  // that pass, truncated to the ms.) It shows when the loop wakes for other
+  // work near the deadline (here: health polled every few ms); an idle
+  // gateway wakes at the rounded-up deadline and passes.
+  test(
+    'with other traffic on the gateway, it is answered by its retry (attempts 2), never shed by its own pause',
+    { todo: 'bridle defect: the retry after a 429 Retry-After is often refused by that 429\'s own pause (503 circuit_open, x-should-retry: false)' },
+    async () => {
+      const outcomes = {};
+      const TRIALS = 12;
+      for (let i = 0; i < TRIALS; i++) {
+        const model = i % 2 ? 'claude-haiku-4-5' : 'gpt-4o-mini';
+        const seconds = i < 2; // the plain Retry-After: 1 form twice, then retry-after-ms: 300
+        await mockReset(mock.url);
+        await mockFault(mock.url, { model, count: 1, directives: seconds ? 'status=429,retry_after=1' : 'status=429,retry_after_ms=300' });
+        let stop = false;
+        const traffic = (async () => {
+          while (!stop) {
+            await get(`${gw.baseURL}/bridle/health`, gw.auth);
+            await sleep(5);
+          }
+        })();
+        const r = await post(`${gw.baseURL}/chat/completions`, body(model), gw.auth, { timeoutMs: 30000 * SLOW });
+        stop = true;
+        await traffic;
+        const k = `${r.status} ${r.json?.error?.code ?? ''} attempts=${r.headers['x-bridle-attempts']} x-should-retry=${r.headers['x-should-retry'] ?? '-'} upstream calls=${await calls(model)}`;
+        outcomes[k] = (outcomes[k] || 0) + 1;
+        await sleep(seconds ? 1100 : 400); // the pause is over whatever happened
+      }
+      assert.deepEqual(outcomes, { '200  attempts=2 x-should-retry=- upstream calls=2': TRIALS });
+    },
+  );
 });
 
 describe('upstream timeouts open the breaker', () => {
