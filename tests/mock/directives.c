@@ -44,6 +44,7 @@ static const struct dkey {
     L("cache_write_1h_tokens", cache_write_1h_tokens),
     L("reasoning_tokens", reasoning_tokens),
     I("no_usage", no_usage),
+    I("repeat", repeat),
 #undef I
 #undef L
 };

@@ -19,6 +19,7 @@
 #include <json-c/json.h>
 
 #define MOCK_TEXT_MAX 4096 /* longest content= override we keep */
+#define MOCK_REPEAT_MAX 100000 /* repeat=N is capped here */
 #define MOCK_MODEL_MAX 256
 
 /* Per-request overrides; -1 means "not set" for every integer field. */
@@ -43,6 +44,7 @@ struct directives {
     long cache_write_1h_tokens;
     long reasoning_tokens;
     int no_usage;
+    int repeat; /* the answer repeated N times, joined by one space (big answers) */
 };
 
 /** Resets every field to "not set". */
@@ -85,7 +87,8 @@ struct mock_req {
     struct usage use;
     char model[MOCK_MODEL_MAX];
     char id[48];
-    const char *answer; /* dir.content or answer_buf */
+    const char *answer; /* dir.content, answer_buf or answer_heap */
+    char *answer_heap;  /* repeat=N: the repeated answer */
     size_t answer_len;  /* after truncation */
     char answer_buf[MOCK_MODEL_MAX + 64];
     size_t *piece_end;       /* end offset of each streamed piece */

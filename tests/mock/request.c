@@ -108,6 +108,7 @@ static void mock_release(struct mock_req *m)
     if (m->next) m->next->prev = m->prev;
     live_count--;
     if (m->piece_end != m->piece_inline) free(m->piece_end);
+    free(m->answer_heap);
     directives_free(&m->dir);
     free(m);
 }
@@ -519,6 +520,22 @@ static void choose_answer(struct mock_req *m, long cap)
         snprintf(m->answer_buf, sizeof(m->answer_buf), "Hello from %s. This is a mock reply.",
                  m->model);
         m->answer = m->answer_buf;
+    }
+    if (m->dir.repeat > 1) { /* one answer N times, joined by a space: megabytes on demand */
+        int n = m->dir.repeat < MOCK_REPEAT_MAX ? m->dir.repeat : MOCK_REPEAT_MAX;
+        size_t one = strlen(m->answer);
+        char *big = malloc((one + 1) * (size_t)n);
+        if (big) {
+            char *p = big;
+            for (int i = 0; i < n; i++) {
+                if (i) *p++ = ' ';
+                memcpy(p, m->answer, one);
+                p += one;
+            }
+            *p = '\0';
+            m->answer_heap = big;
+            m->answer = big;
+        }
     }
     split_answer(m, cap);
 }

@@ -210,6 +210,8 @@ check "malformed stream" 's==200 && ev.length==1 && typeof ev[0].data=="string"'
 
 req POST /v1/chat/completions "{\"model\":\"m\",$HELLO}" -H 'x-mock: content=UNCERTAIN%2C%20maybe'
 check "content override" 'j.choices[0].message.content=="UNCERTAIN, maybe" && j.usage.completion_tokens==2'
+req POST /v1/chat/completions "{\"model\":\"m\",$HELLO}" -H 'x-mock: content=ab,repeat=3'
+check "repeat" 'j.choices[0].message.content=="ab ab ab" && j.usage.completion_tokens==3'
 
 # A marker in the prompt steers the mock through a gateway. 66 bytes -> 17.
 req POST /v1/chat/completions '{"model":"m","messages":[{"role":"user","content":"hi [[mock:cached_tokens=4,reasoning_tokens=3,content=%7Bnot%20json]]"}]}'
