@@ -119,7 +119,6 @@ describe('scoped per client key', () => {
 describe('which outcomes are stored', () => {
   const cases = [
     { what: 'upstream 400', status: 400, fault: 'status=400' },
-    { what: 'unknown model 404', status: 404, model: 'no-such-model' },
     { what: 'upstream 422', status: 422, fault: 'status=422' },
     { what: 'upstream 413', status: 413, fault: 'status=413' },
   ];
@@ -144,6 +143,24 @@ describe('which outcomes are stored', () => {
       assert.equal(await calls(), n1, 'a replay does not reach the provider');
     });
   }
+
+  // The plan comes before admission (docs/design.md, Decisions): a model the
+  // gateway does not serve is refused before the key is claimed, so nothing
+  // is stored; the same request gets the same 404 again.
+  test('unknown model 404: refused before the key is claimed, the same 404 again, nothing stored', async () => {
+    await mockReset(mock.url);
+    const key = idemKey('final-404');
+    const payload = { ...body('final 404'), model: 'no-such-model' };
+    const first = await send(A(), key, payload);
+    assert.equal(first.status, 404, first.text);
+    assert.equal(first.json.error.code, 'model_not_found');
+    const again = await send(A(), key, payload);
+    assert.equal(again.status, 404, again.text);
+    assert.equal(again.headers['idempotent-replayed'], undefined);
+    assert.deepEqual(again.json.error, first.json.error);
+    assert.deepEqual(await rows(key), [], 'no claim was made');
+    assert.equal(await calls(), 0);
+  });
 
   for (const status of [429, 500, 503]) {
     test(`a ${status} frees the key: the retry with it runs anew, then its 200 is replayed`, async () => {

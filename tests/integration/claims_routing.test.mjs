@@ -123,7 +123,7 @@ describe('local first, cloud when the local host is busy', () => {
   // request naming the model gets 503 provider_busy.
   test(
     'clients that leave while their local calls are slow free the local host: in-flight back to 0, local used again',
-    { todo: 'bridle defect: a provider call cancelled because its client left is never taken off providers[].in_flight; at max_concurrency the provider stays busy for good (503 provider_busy)' },
+    {},
     async () => {
       await mockReset(mock.url);
       const SLOW_MS = 5000 * SLOW;
