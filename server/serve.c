@@ -225,11 +225,14 @@ static int serve(app *a, const char *listen)
     a->provider_inflight = calloc((size_t)config_n_providers(a->cfg) + 1, sizeof(int));
     resilience_new(a);
     routing_new(a);
-    if (start_ledger(a) != 0) return 1;
+    /* The address first: a gateway that cannot serve must not touch the
+     * database or the spool of the one that does. Nothing is accepted
+     * before the loop runs, after the ledger is up. */
     if (http_start(a, host, port, err, sizeof err) != 0) {
         log_error("%s", err);
         return 1;
     }
+    if (start_ledger(a) != 0) return 1;
     struct event *sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
     struct event *sigint = evsignal_new(a->base, SIGINT, on_signal, a);
     event_add(sigterm, NULL);
