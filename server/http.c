@@ -390,13 +390,17 @@ void http_reply_json(app *a, struct evhttp_request *req, int status, const char 
 
 /* evhttp copies each header's name and value (three allocations) and
  * prints each line with its own printf: lines collected here reach it as
- * one entry, printed as they are. Values are refused as evhttp_add_header
- * would refuse them: a line break only as a folded continuation. */
+ * one entry, printed as they are. So nothing here may break a line: a
+ * name must be a token (no CR, LF, colon, space or tab; not empty) and a
+ * value holds no CR or LF at all. evhttp_add_header() would let a value
+ * through with CRLF + space (obsolete folding, which RFC 9112 forbids a
+ * sender to generate) and even "\r\n\r\n <body>" (response splitting);
+ * here such a line is dropped whole. */
 void http_head_add(buf *head, const char *name, const char *value)
 {
-    for (const char *p = value; (p = strpbrk(p, "\r\n"));) {
-        p += strspn(p, "\r\n");
-        if (*p != ' ' && *p != '\t') return;
+    if (!*name || name[strcspn(name, "\r\n: \t")] || strpbrk(value, "\r\n")) {
+        log_debug("a response header with a line break or a bad name was dropped");
+        return;
     }
     buf_append_str(head, name);
     buf_append(head, ": ", 2);

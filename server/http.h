@@ -37,8 +37,9 @@ void http_error_json(buf *b, const char *type, const char *code, const char *par
                      const char *message);
 /* Response header lines collected in a buf ("name: value\r\n"), handed to
  * evhttp as one entry by http_head_flush() before the reply: far cheaper
- * than one evhttp_add_header() each. A value with a bare line break is
- * dropped, as evhttp_add_header() would. */
+ * than one evhttp_add_header() each. A line whose name is not a token or
+ * whose value holds a CR or LF is dropped (stricter than
+ * evhttp_add_header(), which lets folded and even empty lines through). */
 void http_head_add(buf *head, const char *name, const char *value);
 void http_head_flush(struct evhttp_request *req, buf *head);
 /* Sends body as the whole response. */
