@@ -217,6 +217,8 @@ static int serve(app *a, const char *listen)
         log_error("listen address \"%s\" is not HOST:PORT", listen);
         return 1;
     }
+    int rc = 1;
+    struct event *sigterm = NULL, *sigint = NULL;
     a->base = new_base();
     a->eng = engine_new(a->base, 4096);
     a->tok = json_tokener_new_ex(JTOK_MAX_DEPTH + 1); /* accept what lib/jtok accepted */
@@ -230,11 +232,11 @@ static int serve(app *a, const char *listen)
      * before the loop runs, after the ledger is up. */
     if (http_start(a, host, port, err, sizeof err) != 0) {
         log_error("%s", err);
-        return 1;
+        goto out;
     }
-    if (start_ledger(a) != 0) return 1;
-    struct event *sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
-    struct event *sigint = evsignal_new(a->base, SIGINT, on_signal, a);
+    if (start_ledger(a) != 0) goto out;
+    sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
+    sigint = evsignal_new(a->base, SIGINT, on_signal, a);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
     for (int i = 0; i < config_n_providers(a->cfg); i++)
@@ -247,8 +249,10 @@ static int serve(app *a, const char *listen)
     fflush(stdout);
     event_base_dispatch(a->base);
     log_info("bridle stopped");
-    event_free(sigterm);
-    event_free(sigint);
+    rc = 0;
+out: /* also when starting failed: everything above copes with what was not made */
+    if (sigterm) event_free(sigterm);
+    if (sigint) event_free(sigint);
     if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
@@ -262,7 +266,7 @@ static int serve(app *a, const char *listen)
     resilience_free(a);
     free(a->pmodels);
     event_base_free(a->base);
-    return 0;
+    return rc;
 }
 
 int serve_main(int argc, char **argv)

@@ -389,8 +389,11 @@ static void test_address_in_use_is_refused(void **state)
 
 static void test_listen_address_must_be_numeric(void **state)
 {
+    server *s = *state;
     app b;
     memset(&b, 0, sizeof b);
+    b.cfg = s->a.cfg;
+    b.base = s->a.base;
     char err[512] = "";
     assert_int_equal(http_start(&b, "localhost", 1, err, sizeof err), -1);
     assert_non_null(strstr(err, "localhost"));
@@ -417,7 +420,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_healthz, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_address_in_use_is_refused, server_setup,
                                         server_teardown),
-        cmocka_unit_test(test_listen_address_must_be_numeric),
+        cmocka_unit_test_setup_teardown(test_listen_address_must_be_numeric, server_setup,
+                                        server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
