@@ -814,8 +814,10 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     }
     evutil_socket_t fd = listen_socket((struct sockaddr *)&ss, sl, addr, err, errlen);
     if (fd < 0) return -1;
-    /* backlog 0: the socket listens already (with 4096, not evhttp's 128) */
-    a->listener = evconnlistener_new(a->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    /* backlog 0: the socket listens already (with 4096, not evhttp's 128);
+     * CLOSE_ON_EXEC applies to the accepted connections too */
+    a->listener = evconnlistener_new(a->base, NULL, NULL,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (!a->listener) {
         close(fd);
         snprintf(err, errlen, "cannot listen on %s: out of memory", addr);
