@@ -4,6 +4,7 @@
 #   make run        install what is missing, build, start PostgreSQL + mock + gateway
 #   make stop       stop everything `make run` started
 #   make test       unit + integration tests (then the ASan/UBSan pass)
+#   make test-build the Makefile's own test (a first build on a fresh machine)
 #   make test-asan  the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      side-by-side benchmark, results into bench/RESULTS.md
 #   make fuzz       short libFuzzer runs over every parser of untrusted input
@@ -12,8 +13,34 @@
 BUILD ?= build
 CC ?= cc
 PKGS = libevent libcurl json-c msgpack libpq openssl
+# Installs what is missing (Debian packages, the integration suite's npm
+# packages); fast and silent when everything is there.
+DEPS_CMD ?= scripts/install-deps.sh
+RUN_CMD ?= scripts/run.sh
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_FOUND := $(.SHELLSTATUS)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent_openssl
+
+# On a machine without the -dev packages (a fresh Debian 12) pkg-config has
+# no flags to give while this file is read, before any rule could install
+# them: every compile would miss -I/usr/include/postgresql. So a build goal
+# then first installs them through an included file that make must remake
+# before anything else (a FORCE rule running DEPS_CMD), and make reads this
+# Makefile again, with pkg-config's answers. Goals that compile nothing
+# skip it; a second failure after the install stops with the reason.
+NO_FLAGS_GOALS = clean format stop deps test-build
+ifneq ($(PKG_FOUND),0)
+ifneq ($(filter-out $(NO_FLAGS_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifneq ($(MAKE_RESTARTS),)
+$(error pkg-config still finds no flags for "$(PKGS)" after $(DEPS_CMD): install their -dev packages (scripts/install-deps.sh lists them))
+endif
+$(info pkg-config cannot find "$(PKGS)": installing what is missing first ($(DEPS_CMD)))
+include $(BUILD)/.deps-installed
+$(BUILD)/.deps-installed: FORCE
+	@$(DEPS_CMD)
+	@mkdir -p $(dir $@) && touch $@
+endif
+endif
 OPT ?= -O2 -g
 CFLAGS_BASE = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
               -D_GNU_SOURCE -I. $(PKG_CFLAGS)
@@ -35,8 +62,10 @@ MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run stop test test-unit test-integration test-spool test-asan bench fuzz format clean deps
+.PHONY: all run stop test test-unit test-integration test-spool test-asan test-build bench fuzz format clean deps FORCE
 all: $(BUILD)/bridle $(BUILD)/bridle-mock
+
+FORCE:
 
 $(BUILD)/obj/%.o: %.c $(wildcard */*.h tests/*/*.h) Makefile
 	@mkdir -p $(dir $@)
@@ -69,13 +98,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbridle.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libbridle.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
 deps:
-	@scripts/install-deps.sh
+	@$(DEPS_CMD)
 
-run: deps all
-	@scripts/run.sh start
+# One after the other, even with -j2: the build must not start while the
+# packages it compiles against are still being installed.
+run: deps
+	@$(MAKE) --no-print-directory all
+	@$(RUN_CMD) start
 
 stop:
-	@scripts/run.sh stop
+	@$(RUN_CMD) stop
 
 test-unit: $(UNIT_BIN)
 	@scripts/run-unit-tests.sh $(UNIT_BIN)
@@ -92,6 +124,7 @@ test-spool:
 # so their output does not interleave.
 test: deps
 	@scripts/check-layers.sh
+	@$(MAKE) --no-print-directory test-build
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-integration
@@ -103,6 +136,11 @@ test-asan:
 	@$(ASAN_MAKE) all $(UNIT_BIN:$(BUILD)/%=build-asan/%)
 	@$(ASAN_MAKE) test-unit
 	@$(ASAN_MAKE) test-integration
+
+# The Makefile itself: a first build on a machine without the -dev packages
+# (a fake pkg-config that finds nothing until a fake install ran). Seconds.
+test-build:
+	@tests/build/make_fresh.sh
 
 bench: all
 	@bench/run.sh

@@ -174,10 +174,7 @@ char *buf_steal(buf *b)
 
 void buf_add_header(buf *head, const char *name, const char *value)
 {
-    for (const char *p = value; (p = strpbrk(p, "\r\n"));) {
-        p += strspn(p, "\r\n");
-        if (*p != ' ' && *p != '\t') return;
-    }
+    if (!*name || name[strcspn(name, "\r\n: \t")] || strpbrk(value, "\r\n")) return;
     buf_append_str(head, name);
     buf_append(head, ": ", 2);
     buf_append_str(head, value);

@@ -33,9 +33,11 @@ void buf_free(buf *b);
 /* Returns the contents as a malloc'd string and empties b. */
 char *buf_steal(buf *b);
 
-/* Appends the header line "name: value\r\n". A value with a bare line
- * break (not followed by a space or tab) is dropped, as evhttp_add_header()
- * would drop it: no header can be smuggled into an answer. */
+/* Appends the header line "name: value\r\n". Nothing may break a line: a
+ * name must be a token (no CR, LF, colon, space or tab; not empty) and a
+ * value holds no CR or LF at all, else the line is dropped whole.
+ * (evhttp_add_header() lets a value through with CRLF + space, obsolete
+ * folding, and even "\r\n\r\n <body>": response splitting.) */
 void buf_add_header(buf *head, const char *name, const char *value);
 
 #endif

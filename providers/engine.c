@@ -10,6 +10,7 @@
 #include <event2/event_struct.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lib/log.h"
 #include "lib/util.h"
@@ -27,6 +28,7 @@ struct engine {
     struct {
         char *url;
         CURLU *u;
+        bool can_multiplex; /* https: HTTP/2 may be offered by ALPN */
     } urls[URL_CACHE_MAX];
     int n_urls;
     engine_stats stats;
@@ -48,6 +50,7 @@ struct engine_call {
     struct event reap;     /* deferred removal after a cancel inside curl */
     bool fb_armed, reap_armed;
     bool headers_done, cancelled, fb_timed_out;
+    bool pipewait; /* CURLOPT_PIPEWAIT as last set on this pooled handle */
     int64_t start_us, first_byte_us;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -276,10 +279,27 @@ static void on_reap(evutil_socket_t fd, short kind, void *arg)
     call_finish(c, CURLE_ABORTED_BY_CALLBACK);
 }
 
-static CURLU *url_handle(engine *e, const char *url)
+/* Only https can multiplex: curl offers HTTP/2 by ALPN during the TLS
+ * handshake (its default CURL_HTTP_VERSION_2TLS); plain http stays
+ * HTTP/1.1 (bridle never asks for h2c or prior knowledge). */
+static bool url_can_multiplex(CURLU *u)
+{
+    char *scheme = NULL;
+    bool yes = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK && scheme &&
+               strcasecmp(scheme, "https") == 0;
+    curl_free(scheme);
+    return yes;
+}
+
+/* The parsed URL for `url` (cached), and whether calls to it can be
+ * multiplexed; NULL if curl cannot parse it. */
+static CURLU *url_handle(engine *e, const char *url, bool *can_multiplex)
 {
     for (int i = 0; i < e->n_urls; i++)
-        if (strcmp(e->urls[i].url, url) == 0) return e->urls[i].u;
+        if (strcmp(e->urls[i].url, url) == 0) {
+            *can_multiplex = e->urls[i].can_multiplex;
+            return e->urls[i].u;
+        }
     CURLU *u = curl_url();
     if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
         curl_url_cleanup(u);
@@ -293,6 +313,7 @@ static CURLU *url_handle(engine *e, const char *url)
     }
     e->urls[e->n_urls].url = strdup(url);
     e->urls[e->n_urls].u = u;
+    e->urls[e->n_urls].can_multiplex = *can_multiplex = url_can_multiplex(u);
     e->n_urls++;
     return u;
 }
@@ -339,7 +360,6 @@ static void call_set_fixed_options(engine_call *c, bool use_env_proxy)
     curl_easy_setopt(h, CURLOPT_PRIVATE, c);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -354,13 +374,24 @@ static void call_set_fixed_options(engine_call *c, bool use_env_proxy)
     }
 }
 
-static void call_set_options(engine_call *c, CURLU *u, const provider_conf *p,
+static void call_set_options(engine_call *c, CURLU *u, bool can_multiplex, const provider_conf *p,
                              const engine_limits *lim)
 {
     static const engine_limits none;
     if (!lim) lim = &none;
     CURL *h = c->easy;
     curl_easy_setopt(h, CURLOPT_CURLU, u);
+    /* PIPEWAIT makes curl hold a new transfer until a connection to the
+     * host shows whether it multiplexes. Over https that is known at the
+     * TLS handshake (ALPN), and waiting then saves a connection per call.
+     * Over plain http curl learns it only from the first response's
+     * headers, which for an LLM is the time to first token: every call
+     * started meanwhile would wait that long (a fresh burst took 2x the
+     * latency). A pooled handle may serve either scheme: set it per call. */
+    if (c->pipewait != can_multiplex) {
+        curl_easy_setopt(h, CURLOPT_PIPEWAIT, can_multiplex ? 1L : 0L);
+        c->pipewait = can_multiplex;
+    }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
@@ -399,7 +430,8 @@ static void set_headers(engine_call *c, const upstream_request *req)
 engine_call *engine_call_start(engine *e, const upstream_request *req, const provider_conf *p,
                                const engine_limits *lim, const engine_callbacks *cb, void *ctx)
 {
-    CURLU *u = url_handle(e, req->url.data);
+    bool can_multiplex = false;
+    CURLU *u = url_handle(e, req->url.data, &can_multiplex);
     if (!u) {
         log_warn("engine: cannot parse upstream URL for provider %s", p->name);
         return NULL;
@@ -411,7 +443,7 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
     buf_append(&c->body, req->body.data ? req->body.data : "", req->body.len);
     set_headers(c, req);
     c->start_us = util_now_us();
-    call_set_options(c, u, p, lim);
+    call_set_options(c, u, can_multiplex, p, lim);
     if (curl_multi_add_handle(e->multi, c->easy) != CURLM_OK) {
         c->cancelled = true;
         call_release(c);

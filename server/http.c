@@ -1,6 +1,7 @@
 #include "server/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event_struct.h>
@@ -375,8 +376,8 @@ void http_reply_json(app *a, struct evhttp_request *req, int status, const char 
 
 /* evhttp copies each header's name and value (three allocations) and
  * prints each line with its own printf: lines collected here reach it as
- * one entry, printed as they are. Values are refused as evhttp_add_header
- * would refuse them: a line break only as a folded continuation. */
+ * one entry, printed as they are: buf_add_header (lib/buf.h) lets no line
+ * break through. */
 void http_head_flush(struct evhttp_request *req, buf *head)
 {
     if (!head->len) return;
@@ -724,32 +725,73 @@ static void on_request(struct evhttp_request *req, void *arg)
     route_v1(a, req, &h, uri, cmd);
 }
 
+/* The listening socket for sa, or -1 with a reason in err. SO_REUSEADDR
+ * only, so that a restart does not wait for old connections in TIME_WAIT.
+ * Never SO_REUSEPORT: with it the kernel lets any process of the same user
+ * bind the same address and splits the connections between them, so a
+ * second gateway started by mistake (another config, other keys) would
+ * silently take half of the traffic. Without it that bind fails with
+ * EADDRINUSE, and it fails too against a process that does use
+ * SO_REUSEPORT. A future multi-worker mode must keep that guarantee: bind
+ * here once, in the parent, and let the workers inherit this socket (or
+ * create their SO_REUSEPORT sockets only after this bind succeeded). */
+static evutil_socket_t listen_socket(const struct sockaddr *sa, socklen_t sl, const char *addr,
+                                     char *err, size_t errlen)
+{
+    evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: socket: %s", addr, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 || bind(fd, sa, sl) != 0 ||
+        listen(fd, 4096) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EADDRINUSE)
+            snprintf(err, errlen,
+                     "cannot listen on %s: address already in use: another process (perhaps "
+                     "another bridle) is serving it; stop it or choose another --listen address",
+                     addr);
+        else
+            snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(e));
+        return -1;
+    }
+    return fd;
+}
+
 int http_start(app *a, const char *host, int port, char *err, size_t errlen)
 {
     const limits_conf *lim = config_limits(a->cfg);
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     socklen_t sl;
+    char addr[300];
     struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
         s4->sin_family = AF_INET;
         s4->sin_port = htons((uint16_t)port);
         sl = sizeof *s4;
+        snprintf(addr, sizeof addr, "%s:%d", host, port);
     } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons((uint16_t)port);
         sl = sizeof *s6;
+        snprintf(addr, sizeof addr, "[%s]:%d", host, port);
     } else {
         snprintf(err, errlen, "listen address %s is not a numeric IPv4/IPv6 address", host);
         return -1;
     }
-    a->listener = evconnlistener_new_bind(a->base, NULL, NULL,
-                                          LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
-                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                          4096, (struct sockaddr *)&ss, (int)sl);
+    evutil_socket_t fd = listen_socket((struct sockaddr *)&ss, sl, addr, err, errlen);
+    if (fd < 0) return -1;
+    /* backlog 0: the socket listens already (with 4096, not evhttp's 128);
+     * CLOSE_ON_EXEC applies to the accepted connections too */
+    a->listener = evconnlistener_new(a->base, NULL, NULL,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (!a->listener) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        close(fd);
+        snprintf(err, errlen, "cannot listen on %s: out of memory", addr);
         return -1;
     }
     a->http = evhttp_new(a->base);

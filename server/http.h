@@ -12,8 +12,10 @@
 #include "lib/buf.h"
 #include "server/app.h"
 
-/* Binds host:port (SO_REUSEPORT, backlog 4096) and serves. Returns 0, or
- * -1 with a reason in err. */
+/* Binds host:port (backlog 4096) and serves. Returns 0, or -1 with a
+ * reason in err; an address another process listens on is refused
+ * ("address already in use"): there is no SO_REUSEPORT, so a second
+ * gateway cannot share, and silently split, the first one's traffic. */
 int http_start(app *a, const char *host, int port, char *err, size_t errlen);
 /* Stops accepting new connections (graceful drain). */
 void http_stop_accepting(app *a);

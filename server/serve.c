@@ -177,21 +177,26 @@ static int serve(app *a, const char *listen)
         log_error("listen address \"%s\" is not HOST:PORT", listen);
         return 1;
     }
+    int rc = 1;
+    struct event *sigterm = NULL, *sigint = NULL;
     a->base = new_base();
     a->eng = engine_new(a->base, 4096);
     a->guards = ptrmap_new();
-    if (start_ledger(a) != 0) return 1;
+    /* The address first: a gateway that cannot serve must not touch the
+     * database or the spool of the one that does. Nothing is accepted
+     * before the loop runs, after the ledger and the router are up. */
+    if (http_start(a, host, port, err, sizeof err) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (start_ledger(a) != 0) goto out;
     a->router = router_new(a->base, a->cfg, a->eng, a->ledger, a->idem);
     if (!a->router) {
         log_error("out of memory");
-        return 1;
+        goto out;
     }
-    if (http_start(a, host, port, err, sizeof err) != 0) {
-        log_error("%s", err);
-        return 1;
-    }
-    struct event *sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
-    struct event *sigint = evsignal_new(a->base, SIGINT, on_signal, a);
+    sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
+    sigint = evsignal_new(a->base, SIGINT, on_signal, a);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
     for (int i = 0; i < config_n_providers(a->cfg); i++)
@@ -204,8 +209,10 @@ static int serve(app *a, const char *listen)
     fflush(stdout);
     event_base_dispatch(a->base);
     log_info("bridle stopped");
-    event_free(sigterm);
-    event_free(sigint);
+    rc = 0;
+out: /* also when starting failed: everything above copes with what was not made */
+    if (sigterm) event_free(sigterm);
+    if (sigint) event_free(sigint);
     if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
@@ -215,7 +222,7 @@ static int serve(app *a, const char *listen)
     engine_free(a->eng);
     ptrmap_free(a->guards);
     event_base_free(a->base);
-    return 0;
+    return rc;
 }
 
 int serve_main(int argc, char **argv)

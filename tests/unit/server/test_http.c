@@ -1,0 +1,427 @@
+/* Unit tests for server/http.c: the error JSON, response header lines
+ * (no line break may reach the wire from a name or value), request ids,
+ * reply counters; then the listener with a real config on a loopback port:
+ * evhttp's own protocol errors rewritten into OpenAI error JSON (400, 413),
+ * the 431 for too many headers, /healthz, and a second listener on the same
+ * address refused ("address already in use"). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <json-c/json.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lib/buf.h"
+#include "lib/ptrmap.h"
+#include "lib/util.h"
+#include "router/config.h"
+#include "server/app.h"
+#include "server/http.h"
+
+/* ------------------------------------------------------------ error JSON */
+
+static json_object *parse(const buf *b)
+{
+    json_object *o = json_tokener_parse(b->data);
+    if (!o) print_error("not JSON: %.*s\n", (int)b->len, b->data);
+    assert_non_null(o);
+    return o;
+}
+
+static const char *field(json_object *o, const char *k1, const char *k2)
+{
+    json_object *a = NULL, *b = NULL;
+    assert_true(json_object_object_get_ex(o, k1, &a));
+    assert_true(json_object_object_get_ex(a, k2, &b));
+    return b ? json_object_get_string(b) : NULL; /* NULL for JSON null */
+}
+
+static void test_error_json_shape(void **state)
+{
+    buf b = BUF_INIT;
+    http_error_json(&b, "invalid_request_error", "bad_model", "model", "No such model");
+    assert_string_equal(b.data, "{\"error\":{\"message\":\"No such model\",\"type\":"
+                                "\"invalid_request_error\",\"param\":\"model\",\"code\":"
+                                "\"bad_model\"}}");
+    buf_reset(&b);
+    /* no code, no param: JSON null (not "" and not missing) */
+    http_error_json(&b, "server_error", NULL, "", "x");
+    assert_string_equal(
+        b.data,
+        "{\"error\":{\"message\":\"x\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+    buf_free(&b);
+}
+
+static void test_error_json_escapes(void **state)
+{
+    buf b = BUF_INIT;
+    const char *msg = "a \"quoted\" \\ line\nbreak\ttab \x01 caf\xc3\xa9";
+    http_error_json(&b, "t", "c", "p\"q", msg);
+    json_object *o = parse(&b);
+    assert_string_equal(field(o, "error", "message"), msg);
+    assert_string_equal(field(o, "error", "param"), "p\"q");
+    assert_string_equal(field(o, "error", "type"), "t");
+    assert_null(strchr(b.data, '\n')); /* one line */
+    json_object_put(o);
+    buf_free(&b);
+}
+
+/* ------------------------------------------------------------ header lines */
+
+static void test_head_add_lines(void **state)
+{
+    buf h = BUF_INIT;
+    buf_add_header(&h, "x-request-id", "req_1");
+    buf_add_header(&h, "x-bridle-route", "cheapest; escalated: the cheaper answer failed");
+    buf_add_header(&h, "x-empty", "");
+    assert_int_equal(h.len, strlen(h.data));
+    assert_string_equal(h.data, "x-request-id: req_1\r\n"
+                                "x-bridle-route: cheapest; escalated: the cheaper answer failed\r\n"
+                                "x-empty: \r\n");
+    buf_free(&h);
+}
+
+/* Any CR or LF in a value would end the header line on the wire: a value
+ * could then add headers of its own, or end the head and start the body
+ * (response splitting). Folding (CRLF + space) is obsolete and must not be
+ * generated either (RFC 9112 5.2). Such lines are dropped whole. */
+static void test_head_add_refuses_line_breaks_in_values(void **state)
+{
+    static const char *const bad[] = {
+        "a\rb",         "a\nb",       "a\r\nb",   "a\r\nx-injected: 1", "a\r b",
+        "a\n b",        "a\r\n b",    "a\r\n\tb", "a\r\n\r\n <html>",   "\r\n",
+        "trailing\r\n", "trailing\n",
+    };
+    buf h = BUF_INIT;
+    buf_add_header(&h, "x-before", "1");
+    size_t len = h.len;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        buf_add_header(&h, "x-test", bad[i]);
+        if (h.len != len) print_error("value %zu was kept: %s\n", i, h.data + len);
+        assert_int_equal(h.len, len);
+    }
+    buf_add_header(&h, "x-after", "2");
+    assert_string_equal(h.data, "x-before: 1\r\nx-after: 2\r\n");
+    buf_free(&h);
+}
+
+static void test_head_add_refuses_bad_names(void **state)
+{
+    static const char *const bad[] = {"x\r\ny", "x\ny", "x\ry", "", "x:y", "x y", "x\ty"};
+    buf h = BUF_INIT;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        buf_add_header(&h, bad[i], "v");
+        if (h.len) print_error("name %zu was kept: %s\n", i, h.data);
+        assert_int_equal(h.len, 0);
+    }
+    buf_free(&h);
+}
+
+static void test_head_flush(void **state)
+{
+    struct evhttp_request *req = evhttp_request_new(NULL, NULL);
+    assert_non_null(req);
+    buf h = BUF_INIT;
+    http_head_flush(req, &h); /* nothing collected: no entry */
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    assert_null(evhttp_find_header(out, "x-a"));
+    buf_add_header(&h, "x-a", "1");
+    buf_add_header(&h, "x-b", "two words");
+    http_head_flush(req, &h);
+    assert_int_equal(h.len, 0);
+    /* one entry that evhttp prints as "x-a: 1\r\nx-b: two words\r\n" */
+    assert_string_equal(evhttp_find_header(out, "x-a"), "1\r\nx-b: two words");
+    buf_add_header(&h, "x-c", "3");
+    http_head_flush(req, &h);
+    assert_string_equal(evhttp_find_header(out, "x-c"), "3");
+    buf_free(&h);
+    evhttp_request_free(req);
+}
+
+/* ------------------------------------------------------------ small ones */
+
+static void test_request_id(void **state)
+{
+    char prev[32] = "", id[32];
+    for (int i = 0; i < 1000; i++) {
+        http_new_request_id(id);
+        assert_int_equal(strlen(id), 28);
+        assert_memory_equal(id, "req_", 4);
+        for (int j = 4; j < 28; j++)
+            assert_non_null(strchr("0123456789abcdef", id[j]));
+        assert_string_not_equal(id, prev);
+        memcpy(prev, id, sizeof id);
+    }
+}
+
+static void test_count_reply(void **state)
+{
+    app a;
+    memset(&a, 0, sizeof a);
+    int statuses[] = {200, 201, 400, 401, 429, 499, 500, 502, 504};
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+        http_count_reply(&a, statuses[i]);
+    assert_int_equal(a.stats.replies_2xx, 2);
+    assert_int_equal(a.stats.replies_4xx, 4);
+    assert_int_equal(a.stats.replies_5xx, 3);
+}
+
+/* ------------------------------------------------------------ the listener */
+
+#define MAX_BODY 2048
+
+typedef struct server {
+    app a;
+    int port;
+    char path[64];
+} server;
+
+static int server_setup(void **state)
+{
+    server *s = calloc(1, sizeof *s);
+    snprintf(s->path, sizeof s->path, "/tmp/bridle-test-http-XXXXXX");
+    int fd = mkstemp(s->path);
+    assert_true(fd >= 0);
+    char text[512];
+    int n =
+        snprintf(text, sizeof text,
+                 "{\"providers\": {\"p\": {\"kind\": \"openai\", \"base_url\": "
+                 "\"http://127.0.0.1:1/v1\"}}, \"models\": {\"gpt-4o\": {\"provider\": \"p\"}}, "
+                 "\"limits\": {\"max_body_bytes\": %d, \"max_headers\": 8}}",
+                 MAX_BODY);
+    assert_int_equal(write(fd, text, (size_t)n), n);
+    close(fd);
+    char err[512];
+    s->a.cfg = config_load(s->path, err, sizeof err);
+    if (!s->a.cfg) print_error("%s\n", err);
+    assert_non_null(s->a.cfg);
+    s->a.base = event_base_new();
+    s->a.guards = ptrmap_new();
+    assert_int_equal(http_start(&s->a, "127.0.0.1", 0, err, sizeof err), 0);
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    assert_int_equal(
+        getsockname(evconnlistener_get_fd(s->a.listener), (struct sockaddr *)&sin, &sl), 0);
+    s->port = ntohs(sin.sin_port);
+    *state = s;
+    return 0;
+}
+
+static int server_teardown(void **state)
+{
+    server *s = *state;
+    http_free(&s->a);
+    ptrmap_free(s->a.guards);
+    event_base_free(s->a.base);
+    config_free(s->a.cfg);
+    unlink(s->path);
+    free(s);
+    return 0;
+}
+
+typedef struct client {
+    int fd;
+    buf in;
+    bool closed, late;
+} client;
+
+static void on_client_read(evutil_socket_t fd, short what, void *arg)
+{
+    client *c = arg;
+    char tmp[4096];
+    ssize_t n = read(fd, tmp, sizeof tmp);
+    if (n > 0)
+        buf_append(&c->in, tmp, (size_t)n);
+    else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+        c->closed = true;
+}
+
+static void on_client_late(evutil_socket_t fd, short what, void *arg)
+{
+    ((client *)arg)->late = true;
+}
+
+/* Sends raw bytes, runs the loop until the server closed the connection,
+ * `until` appears in the answer, or 3 s passed; returns the answer
+ * (caller frees). */
+static char *exchange(server *s, const char *raw, size_t len, const char *until)
+{
+    client c = {.in = BUF_INIT};
+    c.fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)s->port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(c.fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    size_t off = 0;
+    while (off < len) { /* small: fits in the socket buffer */
+        ssize_t n = write(c.fd, raw + off, len - off);
+        assert_true(n > 0);
+        off += (size_t)n;
+    }
+    evutil_make_socket_nonblocking(c.fd);
+    struct event *rd = event_new(s->a.base, c.fd, EV_READ | EV_PERSIST, on_client_read, &c);
+    struct event *t = evtimer_new(s->a.base, on_client_late, &c);
+    struct timeval tv = {3, 0};
+    event_add(rd, NULL);
+    evtimer_add(t, &tv);
+    while (!c.closed && !c.late && !(until && c.in.data && strstr(c.in.data, until)))
+        event_base_loop(s->a.base, EVLOOP_ONCE);
+    event_free(rd);
+    event_free(t);
+    close(c.fd);
+    /* let the server see the close */
+    event_base_loop(s->a.base, EVLOOP_NONBLOCK);
+    buf_append(&c.in, "", 1);
+    return buf_steal(&c.in);
+}
+
+static const char *body_of(const char *resp)
+{
+    const char *p = strstr(resp, "\r\n\r\n");
+    assert_non_null(p);
+    return p + 4;
+}
+
+static void expect_json_error(const char *resp, const char *status_line, const char *code,
+                              const char *in_message)
+{
+    if (strncmp(resp, status_line, strlen(status_line)) != 0)
+        print_error("want %s, got:\n%s\n", status_line, resp);
+    assert_memory_equal(resp, status_line, strlen(status_line));
+    assert_non_null(strcasestr(resp, "\r\nContent-Type: application/json\r\n"));
+    assert_null(strcasestr(resp, "<html"));
+    json_object *o = json_tokener_parse(body_of(resp));
+    if (!o) print_error("body is not JSON:\n%s\n", resp);
+    assert_non_null(o);
+    assert_string_equal(field(o, "error", "type"), "invalid_request_error");
+    assert_string_equal(field(o, "error", "code"), code);
+    const char *m = field(o, "error", "message");
+    if (!strstr(m, in_message)) print_error("message lacks \"%s\": %s\n", in_message, m);
+    assert_non_null(strstr(m, in_message));
+    json_object_put(o);
+}
+
+static void test_malformed_request_gets_json_400(void **state)
+{
+    server *s = *state;
+    const char raw[] = "THIS IS NOT HTTP\r\n\r\n";
+    char *r = exchange(s, raw, sizeof raw - 1, NULL);
+    expect_json_error(r, "HTTP/1.1 400 ", "bad_request", "limits.max_header_bytes");
+    free(r);
+}
+
+static void test_oversized_body_gets_json_413(void **state)
+{
+    server *s = *state;
+    char raw[256];
+    int n = snprintf(raw, sizeof raw,
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %d\r\n\r\n{",
+                     MAX_BODY * 4);
+    char *r = exchange(s, raw, (size_t)n, NULL);
+    char want[64];
+    snprintf(want, sizeof want, "at most %d bytes", MAX_BODY);
+    expect_json_error(r, "HTTP/1.1 413 ", "request_too_large", want);
+    free(r);
+}
+
+static void test_too_many_headers_get_431(void **state)
+{
+    server *s = *state;
+    buf raw = BUF_INIT;
+    buf_append_str(&raw, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 12; i++)
+        buf_printf(&raw, "X-H%d: %d\r\n", i, i);
+    buf_append_str(&raw, "Connection: close\r\n\r\n");
+    char *r = exchange(s, raw.data, raw.len, NULL);
+    expect_json_error(r, "HTTP/1.1 431 ", "request_header_fields_too_large", "limits.max_headers");
+    free(r);
+    buf_free(&raw);
+}
+
+static void test_healthz(void **state)
+{
+    server *s = *state;
+    const char raw[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *r = exchange(s, raw, sizeof raw - 1, NULL);
+    assert_memory_equal(r, "HTTP/1.1 200 ", 13);
+    assert_string_equal(body_of(r), "{\"status\":\"ok\"}");
+    free(r);
+    assert_int_equal(s->a.stats.replies_2xx, 1);
+}
+
+/* A second listener on the address of the first is refused, with the
+ * address in the reason, and the first one keeps serving. */
+static void test_address_in_use_is_refused(void **state)
+{
+    server *s = *state;
+    app b;
+    memset(&b, 0, sizeof b);
+    b.cfg = s->a.cfg;
+    b.base = s->a.base;
+    char err[512] = "", want[64];
+    assert_int_equal(http_start(&b, "127.0.0.1", s->port, err, sizeof err), -1);
+    snprintf(want, sizeof want, "127.0.0.1:%d", s->port);
+    if (!strstr(err, "address already in use") || !strstr(err, want))
+        print_error("reason: %s\n", err);
+    assert_non_null(strstr(err, "address already in use"));
+    assert_non_null(strstr(err, want));
+    assert_null(b.listener);
+    http_free(&b);
+    const char raw[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *r = exchange(s, raw, sizeof raw - 1, NULL);
+    assert_memory_equal(r, "HTTP/1.1 200 ", 13);
+    free(r);
+}
+
+static void test_listen_address_must_be_numeric(void **state)
+{
+    server *s = *state;
+    app b;
+    memset(&b, 0, sizeof b);
+    b.cfg = s->a.cfg;
+    b.base = s->a.base;
+    char err[512] = "";
+    assert_int_equal(http_start(&b, "localhost", 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, "localhost"));
+    assert_null(b.listener);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_json_shape),
+        cmocka_unit_test(test_error_json_escapes),
+        cmocka_unit_test(test_head_add_lines),
+        cmocka_unit_test(test_head_add_refuses_line_breaks_in_values),
+        cmocka_unit_test(test_head_add_refuses_bad_names),
+        cmocka_unit_test(test_head_flush),
+        cmocka_unit_test(test_request_id),
+        cmocka_unit_test(test_count_reply),
+        cmocka_unit_test_setup_teardown(test_malformed_request_gets_json_400, server_setup,
+                                        server_teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_body_gets_json_413, server_setup,
+                                        server_teardown),
+        cmocka_unit_test_setup_teardown(test_too_many_headers_get_431, server_setup,
+                                        server_teardown),
+        cmocka_unit_test_setup_teardown(test_healthz, server_setup, server_teardown),
+        cmocka_unit_test_setup_teardown(test_address_in_use_is_refused, server_setup,
+                                        server_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_address_must_be_numeric, server_setup,
+                                        server_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
