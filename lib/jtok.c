@@ -509,3 +509,39 @@ const char *jdoc_type_name(const jdoc *d, uint32_t i)
         return "nothing";
     }
 }
+
+void jdoc_raw_append(const jdoc *d, uint32_t i, buf *out)
+{
+    size_t len;
+    const char *raw = jdoc_raw(d, i, &len);
+    buf_append(out, raw, len);
+}
+
+const char *jdoc_str_view(const jdoc *d, uint32_t i, buf *scratch, size_t *len)
+{
+    const jtok *t = &d->t[i];
+    if (!t->escaped) {
+        *len = t->end - t->start;
+        return d->src + t->start;
+    }
+    buf_reset(scratch);
+    jdoc_str_append(d, i, scratch);
+    *len = scratch->len;
+    return scratch->data;
+}
+
+bool jdoc_str_same(const jdoc *d, uint32_t a, uint32_t b)
+{
+    if (jdoc_type(d, a) != JT_STRING || jdoc_type(d, b) != JT_STRING) return false;
+    const jtok *ta = &d->t[a], *tb = &d->t[b];
+    if (!ta->escaped && !tb->escaped)
+        return ta->end - ta->start == tb->end - tb->start &&
+               memcmp(d->src + ta->start, d->src + tb->start, ta->end - ta->start) == 0;
+    buf x = BUF_INIT, y = BUF_INIT;
+    jdoc_str_append(d, a, &x);
+    jdoc_str_append(d, b, &y);
+    bool same = x.len == y.len && (x.len == 0 || memcmp(x.data, y.data, x.len) == 0);
+    buf_free(&x);
+    buf_free(&y);
+    return same;
+}

@@ -92,4 +92,20 @@ const char *jdoc_raw(const jdoc *d, uint32_t i, size_t *len);
 /* "object", "array", "string", "number", "boolean", "null". */
 const char *jdoc_type_name(const jdoc *d, uint32_t i);
 
+/* Appends the raw bytes of a value (jdoc_raw) to out: a client's value
+ * passed through untouched, with no re-serialising. */
+void jdoc_raw_append(const jdoc *d, uint32_t i, buf *out);
+/* The unescaped bytes of a string token and their length: a pointer into
+ * the source when the string has no escapes, else into scratch (reset and
+ * refilled, so valid until scratch changes). May contain NUL (\u0000). */
+const char *jdoc_str_view(const jdoc *d, uint32_t i, buf *scratch, size_t *len);
+/* Two string tokens hold the same text (after unescaping). */
+bool jdoc_str_same(const jdoc *d, uint32_t a, uint32_t b);
+/* Appends a string token as a JSON string literal: its raw bytes, which
+ * jdoc_parse validated, so they need no escaping again. */
+static inline void jdoc_str_append_json(const jdoc *d, uint32_t i, buf *out)
+{
+    jdoc_raw_append(d, i, out);
+}
+
 #endif

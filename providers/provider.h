@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
+#include "lib/jtok.h"
 #include "providers/pricing.h"
 
 /* ------------------------------------------------------------ canonical request */
@@ -264,8 +265,40 @@ int64_t provider_reasoning_budget(const canon_request *req, const target *t);
  * provider_effort_budget). */
 const char *provider_reasoning_effort(int64_t budget);
 
-/* Concatenated text of an OpenAI message content (string or parts). */
+/* Concatenated text of an OpenAI message content (string or parts), for
+ * answers decoded with json-c. */
 void provider_content_text(json_object *content, buf *out);
+/* The same for a content value of the client's request (token `content`
+ * of d): a string, or the text and refusal parts of a list; nothing for
+ * other types. */
+void provider_doc_content_text(const jdoc *d, uint32_t content, buf *out);
+/* jtok readers for the client's request, with json-c's view of a null
+ * member (absent): obj[key] or JT_NONE when absent or null, ... */
+uint32_t provider_doc_get(const jdoc *d, uint32_t obj, const char *key);
+/* ... or JT_NONE unless it has `type`. */
+uint32_t provider_doc_typed(const jdoc *d, uint32_t obj, const char *key, jt_type type);
+/* Appends ,"as":<obj[key] as the client wrote it> when obj[key] is present
+ * and not null; says whether it did. */
+bool provider_doc_member_copy(const jdoc *d, uint32_t obj, const char *key, const char *as,
+                              buf *out);
+/* Appends the request's "stop" as a list of its strings (a bare string is
+ * a list of one); false, appending nothing, when there are none. */
+bool provider_doc_stop_list(const jdoc *d, buf *out);
+/* The URL of an image_url part (image_url a string, or image_url.url),
+ * unescaped (jdoc_str_view with scratch); false when there is none. */
+bool provider_image_url(const jdoc *d, uint32_t part, buf *scratch, const char **url, size_t *len);
+/* Splits data:<media type>;base64,<data>: the media type is url + 5 for
+ * *type_len bytes, the data runs from *data to url + len. False when url is
+ * not of that form (or the media type is empty). */
+bool provider_data_uri(const char *url, size_t len, size_t *type_len, const char **data);
+/* The function.name token of the latest tool call with id `id` (a string
+ * token) in the messages before `before` (a message token, or JT_NONE for
+ * all), only in assistant messages when assistant_only; JT_NONE if none. */
+uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, uint32_t id,
+                                bool assistant_only);
+/* A number token as an integer: an int, or a double (truncated) inside
+ * int64; false for anything else (v may be JT_NONE). */
+bool provider_doc_int(const jdoc *d, uint32_t v, int64_t *out);
 
 /* Adds every "Name: value" line of a NULL-terminated list (a provider's
  * extra_headers; NULL is fine). Lines without a colon are dropped. */

@@ -11,6 +11,7 @@
 
 #include "lib/jtok.h"
 #include "providers/provider.h"
+#include "router/canon.h"
 
 static inline const char *fixture_get_string(json_object *obj, const char *key)
 {
@@ -79,6 +80,48 @@ static inline void fixture_canon_free(canon_request *r)
         jdoc_free((jdoc *)r->doc);
         free((jdoc *)r->doc);
     }
+    memset(r, 0, sizeof *r);
+}
+
+/* What fixture_canon_parse allocates; doc first, so the request's doc
+ * pointer finds it again. */
+typedef struct fixture_canon {
+    jdoc doc;
+    buf strings;
+    char *body;
+} fixture_canon;
+
+/* A canonical request exactly as the server builds it: canon_parse_chat
+ * over json (the one parse; adapters read only its tokens). A body canon
+ * refuses (a stream test's empty messages) still gets its tokens, model,
+ * stream flag and max_tokens -1. Free with fixture_canon_release(). */
+static inline canon_request fixture_canon_parse(const char *json)
+{
+    fixture_canon *h = calloc(1, sizeof *h);
+    size_t len = strlen(json);
+    h->body = strdup(json);
+    canon_request r;
+    canon_error err;
+    if (canon_parse_chat(h->body, len, &h->doc, &h->strings, &r, &err) != 0) {
+        memset(&r, 0, sizeof r);
+        r.max_tokens = -1;
+        jdoc_parse(&h->doc, h->body, len, NULL, 0, NULL);
+        r.body = h->body;
+        r.body_len = len;
+        r.doc = &h->doc;
+        r.stream = jdoc_type(&h->doc, jdoc_get(&h->doc, 0, "stream")) == JT_TRUE;
+    }
+    return r;
+}
+
+static inline void fixture_canon_release(canon_request *r)
+{
+    fixture_canon *h = (fixture_canon *)r->doc;
+    if (!h) return;
+    jdoc_free(&h->doc);
+    buf_free(&h->strings);
+    free(h->body);
+    free(h);
     memset(r, 0, sizeof *r);
 }
 
