@@ -680,22 +680,6 @@ int64_t provider_thinking_budget(const canon_request *req, const target *t)
  * reasoning.effort, else an Anthropic-style thinking object (disabled = 0,
  * enabled = its budget_tokens); -1 when it names no budget. canon checked
  * the efforts and refused duplicates of these keys. */
-/* The same from the json-c tree, for the dialects still encoding from it
- * (Gemini); goes when they read the tokens too. */
-static int64_t client_budget_tree(json_object *root)
-{
-    int64_t b = -1;
-    const char *effort = provider_json_str(root, "reasoning_effort");
-    if (!effort) effort = provider_json_str(provider_json_get(root, "reasoning"), "effort");
-    if (effort) return provider_effort_budget(effort, &b) ? b : -1;
-    json_object *th = provider_json_typed(root, "thinking", json_type_object);
-    const char *type = provider_json_str(th, "type");
-    if (type && strcmp(type, "disabled") == 0) return 0;
-    if (type && strcmp(type, "enabled") == 0 && provider_get_int(th, "budget_tokens", &b) && b >= 0)
-        return b;
-    return -1;
-}
-
 static int64_t client_budget(const jdoc *d)
 {
     int64_t b = -1;
@@ -727,7 +711,6 @@ int64_t provider_reasoning_budget(const canon_request *req, const target *t)
                       t && t->model ? t->model : "the model");
         return -1;
     }
-    if (req->reasoning_set && req->root) return client_budget_tree(req->root);
     if (req->reasoning_set) return req->doc ? client_budget(req->doc) : -1;
     return req->thinking_budget > 0 ? req->thinking_budget : -1;
 }
