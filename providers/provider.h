@@ -19,18 +19,18 @@
 
 /* ------------------------------------------------------------ canonical request */
 
-/* The client's request after validation (server/canon.c). The original JSON
- * is kept whole in `root` so adapters can pass through fields bridle does not
- * model. Strings point into `root` and live as long as it does. */
+/* The client's request after validation (router/canon.c): its body, parsed
+ * once into tokens (doc), and the fields bridle reads. Every dialect
+ * encodes from doc: the OpenAI one forwards the body key by key, the
+ * translating ones copy the client's values from it; none parses the body
+ * again. Strings point into the request's own storage. */
 typedef struct canon_request {
     const char *body; /* the client's body bytes, as received */
     size_t body_len;
-    const struct jdoc *doc; /* body tokenized (lib/jtok.h); the OpenAI dialect reads only this */
-    json_object *root;      /* the client's body as a json-c tree, built only for the
-                               dialects that translate it (needs_tree); owned by the request */
-    const char *model;      /* "model" as the client sent it */
-    json_object *messages;  /* validated array: every item has a string role and
-                               content that is a string, an array of parts, or null */
+    const jdoc *doc;   /* body tokenized (lib/jtok.h); messages is a validated array: every
+                          item has a string role and content that is a string, an array of
+                          parts, or null */
+    const char *model; /* "model" as the client sent it */
     bool stream;
     bool include_usage; /* stream_options.include_usage */
     int64_t max_tokens; /* max_completion_tokens, else max_tokens; -1 when unset */
@@ -175,10 +175,6 @@ typedef enum { FRAMING_SSE, FRAMING_NDJSON } stream_framing;
 struct provider_ops {
     const char *kind; /* "openai", "anthropic", "gemini", "ollama" */
     stream_framing framing;
-    /* encode reads canon_request.root/messages (a json-c tree). Without it,
-     * encode reads only body/doc, and the server skips building the tree. */
-    bool needs_tree;
-
     /* Builds the upstream call for `req` to `t`. The client's stream flag
      * decides the upstream one. Returns 0, or -1 with err set (e.g. a
      * message shape this dialect cannot express). */
@@ -254,7 +250,7 @@ bool provider_reasons(const target *t);
  * which forwards the client's own control as it came. */
 int64_t provider_thinking_budget(const canon_request *req, const target *t);
 /* The reasoning budget for the dialects that take tokens (Anthropic,
- * Gemini), read from the tree: the client's own control (its effort's
+ * Gemini), read from req->doc: the client's own control (its effort's
  * nominal budget, or thinking.budget_tokens; 0 = it asked for none), else
  * the policy's budget; -1 (send nothing) when t does not reason or neither
  * names a budget. Each dialect applies its own limits to it. */

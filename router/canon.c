@@ -443,19 +443,20 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
     return check_fields(&c, out);
 }
 
-int canon_build_tree(canon_request *req, json_tokener *tok, canon_error *err)
+void canon_prompt_text(const canon_request *req, buf *out)
 {
-    if (req->root) return 0;
-    json_tokener_reset(tok); /* made with the same depth limit as lib/jtok (see app) */
-    json_object *root = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
-    if (!root || !json_object_object_get_ex(root, "messages", &req->messages)) {
-        json_object_put(root);
-        snprintf(err->message, sizeof err->message,
-                 "the request body could not be read for this provider (invalid JSON)");
-        snprintf(err->param, sizeof err->param, "%s", "");
-        snprintf(err->code, sizeof err->code, "invalid_json");
-        return -1;
-    }
-    req->root = root;
-    return 0;
+    const jdoc *d = req->doc;
+    uint32_t msgs = d ? jdoc_get(d, 0, "messages") : JT_NONE;
+    if (jdoc_type(d, msgs) != JT_ARRAY) return;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
+        provider_doc_content_text(d, jdoc_get(d, m, "content"), out);
+}
+
+int64_t canon_prompt_chars(const canon_request *req)
+{
+    buf text = BUF_INIT;
+    canon_prompt_text(req, &text);
+    int64_t n = (int64_t)text.len;
+    buf_free(&text);
+    return n;
 }

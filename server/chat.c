@@ -197,7 +197,6 @@ void chat_pool_free(app *a)
 static void chat_free(chat *c)
 {
     buf_free(&c->idem_body);
-    if (c->canon.root) json_object_put(c->canon.root);
     if (c->parser) sse_parser_free(c->parser);
     if (c->sstate && c->plan[c->cur]->provider->ops->stream_free)
         c->plan[c->cur]->provider->ops->stream_free(c->sstate);
@@ -867,23 +866,11 @@ static void on_upstream_data(void *ctx, const char *data, size_t len)
  * start), the rest estimated at about 4 characters a token. */
 static void estimate_usage(chat *c, usage_record *u)
 {
-    canon_error cerr;
     if (u->exact) return;
     int64_t out_est = (int64_t)(c->sres.text.len + 3) / 4;
     if (u->output < out_est) u->output = out_est;
-    if (u->input_uncached + u->cache_read + u->cache_write_5m + u->cache_write_1h > 0 ||
-        canon_build_tree(&c->canon, c->a->tok, &cerr) != 0)
-        return;
-    buf text = BUF_INIT;
-    size_t n = json_object_array_length(c->canon.messages);
-    for (size_t i = 0; i < n; i++) {
-        json_object *content;
-        if (json_object_object_get_ex(json_object_array_get_idx(c->canon.messages, i), "content",
-                                      &content))
-            provider_content_text(content, &text);
-    }
-    u->input_uncached = (int64_t)(text.len + 3) / 4;
-    buf_free(&text);
+    if (u->input_uncached + u->cache_read + u->cache_write_5m + u->cache_write_1h > 0) return;
+    u->input_uncached = (canon_prompt_chars(&c->canon) + 3) / 4;
 }
 
 static void send_stream_error(chat *c, const char *type, const char *message)
@@ -1195,11 +1182,6 @@ static void start_attempt(chat *c)
                  "Provider %s is at its concurrency limit (%d calls in flight); retry shortly",
                  t->provider->name, t->provider->max_concurrency);
         if (!recover(c, &e)) reply_upstream_error(c, &e);
-        return;
-    }
-    canon_error cerr;
-    if (t->provider->ops->needs_tree && canon_build_tree(&c->canon, c->a->tok, &cerr) != 0) {
-        reply_error(c, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
         return;
     }
     char err[300] = "";
