@@ -27,8 +27,9 @@
 /* The encoder reads the client's tokens (canon_request.doc) and writes the
  * Messages body straight into the upstream buffer: values Anthropic takes
  * as OpenAI sent them (strings, schemas, cache_control) are copied as the
- * client's bytes. System blocks go to their own list, added after the
- * turns (key order does not matter in JSON). */
+ * client's bytes (jdoc_json_append: the tree json-c read before, without
+ * building it). System blocks go to their own list, added after the turns
+ * (key order does not matter in JSON). */
 typedef struct anth_enc {
     const jdoc *d;
     buf *b;           /* the body */
@@ -86,7 +87,7 @@ static void blocks_add_text(anth_enc *e, uint32_t text, uint32_t cache_control)
     jdoc_str_append_json(e->d, text, b);
     if (cache_control != JT_NONE) {
         buf_append_str(b, ",\"cache_control\":");
-        jdoc_raw_append(e->d, cache_control, b);
+        jdoc_json_append(e->d, cache_control, b);
     }
     buf_append_char(b, '}');
 }
@@ -176,7 +177,7 @@ static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
     if (jdoc_parse(&e->args, s, len, why, sizeof why, NULL) != 0 ||
         jdoc_type(&e->args, 0) != JT_OBJECT)
         return enc_fail(e, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i, why);
-    buf_append(b, s, len);
+    jdoc_json_append(&e->args, 0, b);
     return 0;
 }
 
@@ -211,7 +212,7 @@ static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
     const jdoc *d = e->d;
     uint32_t id = provider_doc_typed(d, msg, "tool_call_id", JT_STRING);
     if (id == JT_NONE) return enc_fail(e, "tool message without a tool_call_id");
-    uint32_t content = jdoc_get(d, msg, "content");
+    uint32_t content = provider_doc_get(d, msg, "content");
     buf *b = block_begin(e);
     buf_append_str(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
     jdoc_str_append_json(d, id, b);
@@ -235,7 +236,7 @@ static int message_encode(anth_enc *e, uint32_t msg)
 {
     const jdoc *d = e->d;
     uint32_t role = provider_doc_typed(d, msg, "role", JT_STRING);
-    uint32_t content = jdoc_get(d, msg, "content");
+    uint32_t content = provider_doc_get(d, msg, "content");
     if (role == JT_NONE) return enc_fail(e, "message without a role");
     e->system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
     if (e->system) return blocks_add_content(e, content, false);
@@ -246,7 +247,7 @@ static int message_encode(anth_enc *e, uint32_t msg)
     if (jdoc_str_eq(d, role, "assistant")) {
         e->role = "assistant";
         if (blocks_add_content(e, content, false)) return -1;
-        return blocks_add_tool_calls(e, jdoc_get(d, msg, "tool_calls"));
+        return blocks_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
     }
     if (jdoc_str_eq(d, role, "tool")) {
         e->role = "user";
@@ -287,7 +288,7 @@ static void tool_append(const jdoc *d, uint32_t tool, uint32_t fn, uint32_t name
     uint32_t params = provider_doc_typed(d, fn, "parameters", JT_OBJECT);
     buf_append_str(b, ",\"input_schema\":");
     if (params != JT_NONE)
-        jdoc_raw_append(d, params, b);
+        jdoc_json_append(d, params, b);
     else
         buf_append_str(b, "{\"type\":\"object\",\"properties\":{}}");
     provider_doc_member_copy(d, tool, "cache_control", "cache_control", b);
@@ -320,7 +321,7 @@ static int tools_encode(anth_enc *e, bool *any)
 static void tool_choice_encode(const jdoc *d, buf *b)
 {
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
-    uint32_t parallel = jdoc_get(d, 0, "parallel_tool_calls");
+    uint32_t parallel = provider_doc_get(d, 0, "parallel_tool_calls");
     bool has_parallel = jdoc_type(d, parallel) == JT_TRUE || jdoc_type(d, parallel) == JT_FALSE;
     uint32_t s = jdoc_type(d, tc) == JT_STRING ? tc : JT_NONE;
     uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
@@ -360,8 +361,8 @@ static bool thinking_allowed(const jdoc *d)
         tools != JT_NONE && d->t[tools].size > 0 &&
         (jdoc_str_eq(d, tc, "required") || provider_doc_get(d, tc, "function") != JT_NONE);
     double temp, top_p;
-    bool temp_set = jdoc_double(d, jdoc_get(d, 0, "temperature"), &temp) && temp != 1.0;
-    bool top_p_low = jdoc_double(d, jdoc_get(d, 0, "top_p"), &top_p) && top_p < 0.95;
+    bool temp_set = jdoc_double(d, provider_doc_get(d, 0, "temperature"), &temp) && temp != 1.0;
+    bool top_p_low = jdoc_double(d, provider_doc_get(d, 0, "top_p"), &top_p) && top_p < 0.95;
     return !forced && !temp_set && !top_p_low;
 }
 
@@ -393,10 +394,10 @@ static void thinking_encode(const canon_request *req, const target *t, buf *b)
     int64_t def = default_max_tokens(t->provider), max_tokens, budget = 0;
     uint32_t own = provider_doc_typed(d, 0, "thinking", JT_OBJECT);
     if (own != JT_NONE && provider_reasons(t)) {
-        provider_doc_int(d, jdoc_get(d, own, "budget_tokens"), &budget);
+        provider_doc_int(d, provider_doc_get(d, own, "budget_tokens"), &budget);
         max_tokens = req->max_tokens >= 0 ? req->max_tokens : def + (budget > 0 ? budget : 0);
         buf_append_str(b, ",\"thinking\":");
-        jdoc_raw_append(d, own, b);
+        jdoc_json_append(d, own, b);
         buf_printf(b, ",\"max_tokens\":%lld", (long long)max_tokens);
         return;
     }
@@ -415,9 +416,9 @@ static void params_encode(const canon_request *req, const target *t, buf *b)
     size_t at = b->len;
     buf_append_str(b, ",\"stop_sequences\":");
     if (!provider_doc_stop_list(d, b)) b->data[b->len = at] = '\0';
-    if (jdoc_type(d, jdoc_get(d, 0, "temperature")) == JT_NUMBER)
+    if (jdoc_type(d, provider_doc_get(d, 0, "temperature")) == JT_NUMBER)
         provider_doc_member_copy(d, 0, "temperature", "temperature", b);
-    if (jdoc_type(d, jdoc_get(d, 0, "top_p")) == JT_NUMBER)
+    if (jdoc_type(d, provider_doc_get(d, 0, "top_p")) == JT_NUMBER)
         provider_doc_member_copy(d, 0, "top_p", "top_p", b);
     if (req->stream) buf_append_str(b, ",\"stream\":true");
     if (req->user) {
@@ -444,7 +445,7 @@ static int body_encode(const canon_request *req, const target *t, anth_enc *e)
 {
     int64_t n;
     bool tools;
-    if (jdoc_int64(req->doc, jdoc_get(req->doc, 0, "n"), &n) && n > 1)
+    if (jdoc_int64(req->doc, provider_doc_get(req->doc, 0, "n"), &n) && n > 1)
         return enc_fail(e, "anthropic answers with one choice only; n must be 1");
     buf_append_str(e->b, "{\"model\":");
     provider_append_json_str(e->b, t->upstream_model, strlen(t->upstream_model));

@@ -474,13 +474,13 @@ void provider_content_text(json_object *content, buf *out)
 
 uint32_t provider_doc_get(const jdoc *d, uint32_t obj, const char *key)
 {
-    uint32_t v = jdoc_get(d, obj, key);
+    uint32_t v = jdoc_get_last(d, obj, key);
     return jdoc_type(d, v) == JT_NULL ? JT_NONE : v;
 }
 
 uint32_t provider_doc_typed(const jdoc *d, uint32_t obj, const char *key, jt_type type)
 {
-    uint32_t v = jdoc_get(d, obj, key);
+    uint32_t v = provider_doc_get(d, obj, key);
     return jdoc_type(d, v) == type ? v : JT_NONE;
 }
 
@@ -492,24 +492,24 @@ bool provider_doc_member_copy(const jdoc *d, uint32_t obj, const char *key, cons
     buf_append_char(out, ',');
     provider_append_json_str(out, as, strlen(as));
     buf_append_char(out, ':');
-    jdoc_raw_append(d, v, out);
+    jdoc_json_append(d, v, out);
     return true;
 }
 
 bool provider_doc_stop_list(const jdoc *d, buf *out)
 {
-    uint32_t stop = jdoc_get(d, 0, "stop");
+    uint32_t stop = provider_doc_get(d, 0, "stop");
     size_t at = out->len;
     int n = 0;
     if (jdoc_type(d, stop) == JT_STRING) {
         buf_append_char(out, '[');
-        jdoc_raw_append(d, stop, out);
+        jdoc_json_append(d, stop, out);
         n = 1;
     } else if (jdoc_type(d, stop) == JT_ARRAY) {
         for (uint32_t s = jdoc_first(d, stop); s != JT_NONE; s = jdoc_next(d, stop, s)) {
             if (jdoc_type(d, s) != JT_STRING) continue;
             buf_append_char(out, n++ ? ',' : '[');
-            jdoc_raw_append(d, s, out);
+            jdoc_json_append(d, s, out);
         }
     }
     if (n == 0) {
@@ -523,8 +523,8 @@ bool provider_doc_stop_list(const jdoc *d, buf *out)
 
 bool provider_image_url(const jdoc *d, uint32_t part, buf *scratch, const char **url, size_t *len)
 {
-    uint32_t iu = jdoc_get(d, part, "image_url");
-    if (jdoc_type(d, iu) == JT_OBJECT) iu = jdoc_get(d, iu, "url");
+    uint32_t iu = provider_doc_get(d, part, "image_url");
+    if (jdoc_type(d, iu) == JT_OBJECT) iu = provider_doc_get(d, iu, "url");
     if (jdoc_type(d, iu) != JT_STRING) return false;
     *url = jdoc_str_view(d, iu, scratch, len);
     return true;
@@ -546,11 +546,12 @@ uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, u
 {
     uint32_t found = JT_NONE;
     for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE && m != before; m = jdoc_next(d, msgs, m)) {
-        if (assistant_only && !jdoc_str_eq(d, jdoc_get(d, m, "role"), "assistant")) continue;
+        if (assistant_only && !jdoc_str_eq(d, provider_doc_get(d, m, "role"), "assistant"))
+            continue;
         uint32_t calls = provider_doc_typed(d, m, "tool_calls", JT_ARRAY);
         for (uint32_t c = jdoc_first(d, calls); c != JT_NONE; c = jdoc_next(d, calls, c))
-            if (jdoc_str_same(d, jdoc_get(d, c, "id"), id))
-                found = jdoc_get(d, provider_doc_get(d, c, "function"), "name");
+            if (jdoc_str_same(d, provider_doc_get(d, c, "id"), id))
+                found = provider_doc_get(d, provider_doc_get(d, c, "function"), "name");
     }
     return found;
 }
@@ -564,12 +565,12 @@ void provider_doc_content_text(const jdoc *d, uint32_t content, buf *out)
     if (jdoc_type(d, content) != JT_ARRAY) return;
     for (uint32_t part = jdoc_first(d, content); part != JT_NONE;
          part = jdoc_next(d, content, part)) {
-        uint32_t type = jdoc_get(d, part, "type");
+        uint32_t type = provider_doc_get(d, part, "type");
         /* Assistant messages may carry a refusal part instead of text. */
         const char *field = jdoc_str_eq(d, type, "text")      ? "text"
                             : jdoc_str_eq(d, type, "refusal") ? "refusal"
                                                               : NULL;
-        uint32_t text = field ? jdoc_get(d, part, field) : JT_NONE;
+        uint32_t text = field ? provider_doc_get(d, part, field) : JT_NONE;
         if (jdoc_type(d, text) == JT_STRING) jdoc_str_append(d, text, out);
     }
 }
@@ -602,13 +603,6 @@ json_object *provider_json_typed(json_object *o, const char *key, json_type type
 {
     json_object *v = provider_json_get(o, key);
     return json_object_is_type(v, type) ? v : NULL;
-}
-
-json_object *provider_json_copy(json_object *v)
-{
-    json_object *copy = NULL;
-    if (json_object_deep_copy(v, &copy, NULL) != 0) return NULL;
-    return copy;
 }
 
 json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens)
@@ -683,9 +677,9 @@ int64_t provider_thinking_budget(const canon_request *req, const target *t)
 static int64_t client_budget(const jdoc *d)
 {
     int64_t b = -1;
-    uint32_t effort = jdoc_get(d, 0, "reasoning_effort");
+    uint32_t effort = provider_doc_get(d, 0, "reasoning_effort");
     if (jdoc_type(d, effort) != JT_STRING)
-        effort = jdoc_get(d, jdoc_get(d, 0, "reasoning"), "effort");
+        effort = provider_doc_get(d, provider_doc_get(d, 0, "reasoning"), "effort");
     if (jdoc_type(d, effort) == JT_STRING) {
         buf name = BUF_INIT;
         jdoc_str_append(d, effort, &name);
@@ -693,11 +687,11 @@ static int64_t client_budget(const jdoc *d)
         buf_free(&name);
         return known ? b : -1;
     }
-    uint32_t th = jdoc_get(d, 0, "thinking");
-    uint32_t type = jdoc_get(d, th, "type");
+    uint32_t th = provider_doc_get(d, 0, "thinking");
+    uint32_t type = provider_doc_get(d, th, "type");
     if (jdoc_str_eq(d, type, "disabled")) return 0;
     if (jdoc_str_eq(d, type, "enabled") &&
-        provider_doc_int(d, jdoc_get(d, th, "budget_tokens"), &b) && b >= 0)
+        provider_doc_int(d, provider_doc_get(d, th, "budget_tokens"), &b) && b >= 0)
         return b;
     return -1;
 }

@@ -24,8 +24,8 @@
 /* The encoder reads the client's tokens (canon_request.doc) and writes the
  * generateContent body straight into the upstream buffer, copying what
  * Gemini takes as OpenAI sent it (strings, numbers, schemas) as the
- * client's bytes. System parts go to their own list, added after the
- * contents (key order does not matter in JSON). */
+ * client's bytes (jdoc_json_append). System parts go to their own list,
+ * added after the contents (key order does not matter in JSON). */
 typedef struct gem_enc {
     const jdoc *d;
     uint32_t msgs;    /* the messages array, for tool call names */
@@ -152,7 +152,7 @@ static int args_append(gem_enc *e, uint32_t args, size_t i, buf *b)
     if (jdoc_parse(&e->args, s, len, why, sizeof why, NULL) != 0 ||
         jdoc_type(&e->args, 0) != JT_OBJECT)
         return enc_fail(e, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i, why);
-    buf_append(b, s, len);
+    jdoc_json_append(&e->args, 0, b);
     return 0;
 }
 
@@ -193,7 +193,7 @@ static int parts_add_tool_result(gem_enc *e, uint32_t msg)
                         "assistant tool call has",
                         len > 64 ? 64 : (int)len, s);
     }
-    uint32_t content = jdoc_get(d, msg, "content");
+    uint32_t content = provider_doc_get(d, msg, "content");
     buf *b = part_begin(e);
     buf_append_str(b, "{\"functionResponse\":{\"name\":");
     jdoc_str_append_json(d, name, b);
@@ -215,7 +215,7 @@ static int message_encode(gem_enc *e, uint32_t msg)
 {
     const jdoc *d = e->d;
     uint32_t role = provider_doc_typed(d, msg, "role", JT_STRING);
-    uint32_t content = jdoc_get(d, msg, "content");
+    uint32_t content = provider_doc_get(d, msg, "content");
     if (role == JT_NONE) return enc_fail(e, "message without a role");
     e->system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
     if (e->system) return parts_add_content(e, content, false);
@@ -226,7 +226,7 @@ static int message_encode(gem_enc *e, uint32_t msg)
     if (jdoc_str_eq(d, role, "assistant")) {
         e->role = "model";
         if (parts_add_content(e, content, false)) return -1;
-        return parts_add_tool_calls(e, jdoc_get(d, msg, "tool_calls"));
+        return parts_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
     }
     if (jdoc_str_eq(d, role, "tool")) {
         e->role = "user";
@@ -276,7 +276,7 @@ static void gc_copy(const jdoc *d, uint32_t v, jt_type type, const char *as, buf
     bool ok = type == JT_ABSENT ? jdoc_int64(d, v, &x) : jdoc_type(d, v) == type;
     if (!ok) return;
     gc_key(b, open, as);
-    jdoc_raw_append(d, v, b);
+    jdoc_json_append(d, v, b);
 }
 
 /* response_format → responseMimeType (+ responseJsonSchema for a
@@ -288,7 +288,7 @@ static void json_mode_encode(const canon_request *req, buf *b, bool *open)
     gc_key(b, open, "responseMimeType");
     buf_append_str(b, "\"application/json\"");
     uint32_t rf = provider_doc_get(d, 0, "response_format");
-    if (!jdoc_str_eq(d, jdoc_get(d, rf, "type"), "json_schema")) return;
+    if (!jdoc_str_eq(d, provider_doc_get(d, rf, "type"), "json_schema")) return;
     uint32_t schema =
         provider_doc_typed(d, provider_doc_get(d, rf, "json_schema"), "schema", JT_OBJECT);
     gc_copy(d, schema, JT_OBJECT, "responseJsonSchema", b, open);
@@ -325,8 +325,8 @@ static void generation_config_encode(const canon_request *req, const target *t, 
         gc_key(b, &open, "maxOutputTokens");
         buf_printf(b, "%lld", (long long)req->max_tokens);
     }
-    gc_copy(d, jdoc_get(d, 0, "temperature"), JT_NUMBER, "temperature", b, &open);
-    gc_copy(d, jdoc_get(d, 0, "top_p"), JT_NUMBER, "topP", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "temperature"), JT_NUMBER, "temperature", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "top_p"), JT_NUMBER, "topP", b, &open);
     size_t at = b->len;
     bool was_open = open;
     gc_key(b, &open, "stopSequences");
@@ -334,8 +334,8 @@ static void generation_config_encode(const canon_request *req, const target *t, 
         b->data[b->len = at] = '\0';
         open = was_open;
     }
-    gc_copy(d, jdoc_get(d, 0, "n"), JT_ABSENT, "candidateCount", b, &open);
-    gc_copy(d, jdoc_get(d, 0, "seed"), JT_ABSENT, "seed", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "n"), JT_ABSENT, "candidateCount", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "seed"), JT_ABSENT, "seed", b, &open);
     json_mode_encode(req, b, &open);
     thinking_encode(req, t, b, &open);
     if (open) buf_append_char(b, '}');

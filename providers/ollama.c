@@ -20,7 +20,7 @@
 /* The encoder reads the client's tokens (canon_request.doc) and writes
  * Ollama's body straight into the upstream buffer, copying what Ollama
  * takes as OpenAI sent it (strings, options, schemas, tools) as the
- * client's bytes. */
+ * client's bytes (jdoc_json_append). */
 typedef struct oll_enc {
     const jdoc *d;
     uint32_t msgs; /* the messages array, for tool names */
@@ -130,7 +130,7 @@ static int encode_arguments(oll_enc *e, uint32_t args, size_t i)
         snprintf(e->err, e->errlen, "tool call %zu arguments are not a JSON object", i);
         return -1;
     }
-    buf_append(e->b, s, len);
+    jdoc_json_append(&e->args, 0, e->b);
     return 0;
 }
 
@@ -195,7 +195,7 @@ static int encode_message(oll_enc *e, uint32_t m, size_t idx)
     }
     buf_append_str(e->b, idx ? ",{\"role\":" : "{\"role\":");
     append_json_cstr(e->b, role);
-    if (encode_content(e, jdoc_get(d, m, "content")) < 0) return -1;
+    if (encode_content(e, provider_doc_get(d, m, "content")) < 0) return -1;
     if (e->images.len) {
         buf_append_str(e->b, ",\"images\":[");
         buf_append(e->b, e->images.data, e->images.len);
@@ -232,7 +232,7 @@ static void encode_options(const canon_request *req, buf *b)
         uint32_t v = provider_doc_get(d, 0, passed[i]);
         if (v == JT_NONE) continue;
         options_member(b, &first, passed[i]);
-        jdoc_raw_append(d, v, b);
+        jdoc_json_append(d, v, b);
     }
     uint32_t stop = provider_doc_get(d, 0, "stop");
     if (stop != JT_NONE) {
@@ -240,7 +240,7 @@ static void encode_options(const canon_request *req, buf *b)
         options_member(b, &first, "stop");
         bool one = jdoc_type(d, stop) == JT_STRING;
         if (one) buf_append_char(b, '[');
-        jdoc_raw_append(d, stop, b);
+        jdoc_json_append(d, stop, b);
         if (one) buf_append_char(b, ']');
     }
     if (!first) buf_append_char(b, '}');
@@ -254,9 +254,9 @@ static void encode_format(const canon_request *req, buf *b)
     uint32_t rf = provider_doc_get(d, 0, "response_format");
     uint32_t schema =
         provider_doc_typed(d, provider_doc_get(d, rf, "json_schema"), "schema", JT_OBJECT);
-    if (jdoc_str_eq(d, jdoc_get(d, rf, "type"), "json_schema") && schema != JT_NONE) {
+    if (jdoc_str_eq(d, provider_doc_get(d, rf, "type"), "json_schema") && schema != JT_NONE) {
         buf_append_str(b, ",\"format\":");
-        jdoc_raw_append(d, schema, b);
+        jdoc_json_append(d, schema, b);
     } else {
         buf_append_str(b, ",\"format\":\"json\"");
     }
@@ -282,7 +282,7 @@ static int ollama_encode_body(const canon_request *req, const char *model, oll_e
     if (tools != JT_NONE) {
         /* Ollama takes OpenAI's {type:"function", function:{…}} as is. */
         buf_append_str(b, ",\"tools\":");
-        jdoc_raw_append(d, tools, b);
+        jdoc_json_append(d, tools, b);
     }
     buf_append_char(b, '}');
     return 0;

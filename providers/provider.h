@@ -221,13 +221,11 @@ int64_t provider_retry_after_ms(const upstream_headers *hs);
 /* Fills an upstream_error from status alone with the default rules of
  * reliability.md (used by classify implementations as a base). */
 void provider_classify_status(int status, upstream_error *out);
-/* json-c conveniences for the translating dialects: obj[key], NULL when o
+/* json-c conveniences for decoding answers: obj[key], NULL when o
  * is not an object or the key is absent (or not of the type asked). */
 json_object *provider_json_get(json_object *o, const char *key);
 const char *provider_json_str(json_object *o, const char *key);
 json_object *provider_json_typed(json_object *o, const char *key, json_type type);
-/* A deep copy, or NULL. */
-json_object *provider_json_copy(json_object *v);
 /* An OpenAI `usage` object for a usage record; cache_write_tokens only
  * when there were any. */
 json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens);
@@ -268,13 +266,15 @@ void provider_content_text(json_object *content, buf *out);
  * of d): a string, or the text and refusal parts of a list; nothing for
  * other types. */
 void provider_doc_content_text(const jdoc *d, uint32_t content, buf *out);
-/* jtok readers for the client's request, with json-c's view of a null
- * member (absent): obj[key] or JT_NONE when absent or null, ... */
+/* jtok readers for the client's request that see what json-c saw: a null
+ * member is absent and a repeated key's last value wins (the translating
+ * dialects build the upstream body, so there is no copy a provider could
+ * read differently). obj[key] or JT_NONE when absent or null, ... */
 uint32_t provider_doc_get(const jdoc *d, uint32_t obj, const char *key);
 /* ... or JT_NONE unless it has `type`. */
 uint32_t provider_doc_typed(const jdoc *d, uint32_t obj, const char *key, jt_type type);
-/* Appends ,"as":<obj[key] as the client wrote it> when obj[key] is present
- * and not null; says whether it did. */
+/* Appends ,"as":<obj[key] as the client wrote it (jdoc_json_append)> when
+ * obj[key] is present and not null; says whether it did. */
 bool provider_doc_member_copy(const jdoc *d, uint32_t obj, const char *key, const char *as,
                               buf *out);
 /* Appends the request's "stop" as a list of its strings (a bare string is

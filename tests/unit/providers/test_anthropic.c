@@ -460,6 +460,26 @@ static void test_encode_tool_choice_named_and_none(void **state)
     upstream_request_free(&out);
 }
 
+/* What the client's tokens say is what json-c read: a repeated key bridle
+ * does not validate counts by its last value, and a lone surrogate escape
+ * arrives as U+FFFD, not as an escape a strict upstream parser refuses. */
+static void test_encode_reads_like_json_c(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"first\",\"text\":\"x\\ud83d y\"}]}],\"stop\":\"a\",\"stop\":[\"b\"]}",
+        &tgt, &out);
+    json_object *text = jget(jidx(jget(jidx(jget(b, "messages"), 0), "content"), 0), "text");
+    assert_string_equal(json_object_get_string(text), "x\xef\xbf\xbd y");
+    assert_null(strstr(out.body.data, "\\ud83d"));
+    json_object *stop = jget(b, "stop_sequences");
+    assert_int_equal(json_object_array_length(stop), 1);
+    assert_string_equal(json_object_get_string(jidx(stop, 0)), "b");
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
 static void test_encode_errors(void **state)
 {
     encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"only\"}]}",
@@ -1019,6 +1039,7 @@ int main(void)
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),
         cmocka_unit_test(test_encode_tool_choice_named_and_none),
+        cmocka_unit_test(test_encode_reads_like_json_c),
         cmocka_unit_test(test_encode_errors),
         cmocka_unit_test(test_decode_text_with_cache_and_thinking),
         cmocka_unit_test(test_decode_tool_use),
