@@ -344,7 +344,7 @@ int route_main(int argc, char **argv)
             L.models[idx].healthy = false;
     }
 
-    /* The request, validated as the server would, and its message text. */
+    /* The request, validated as the server would; its message text sizes the prompt. */
     char err[1024];
     size_t len;
     char *body = read_file(req_path, &len, err, sizeof err);
@@ -358,30 +358,20 @@ int route_main(int argc, char **argv)
     canon_request cr;
     canon_error cerr;
     memset(&cr, 0, sizeof cr);
-    json_tokener *tok = json_tokener_new();
     int rc = 1;
-    if (canon_parse_chat(body, len, &doc, &strings, &cr, &cerr) != 0 ||
-        canon_build_tree(&cr, tok, &cerr) != 0) {
+    if (canon_parse_chat(body, len, &doc, &strings, &cr, &cerr) != 0) {
         fprintf(stderr, "bridle route: %s: %s%s%s\n", req_path, cerr.message,
                 cerr.param[0] ? " at " : "", cerr.param);
         goto out;
     }
-    buf text = BUF_INIT;
-    for (size_t i = 0; i < json_object_array_length(cr.messages); i++) {
-        json_object *content;
-        if (json_object_object_get_ex(json_object_array_get_idx(cr.messages, i), "content",
-                                      &content))
-            provider_content_text(content, &text);
-    }
     policy_request pr = {.model = cr.model,
                          .task = task_h[0] ? task_h : cr.task,
                          .tier_header = tier_h[0] ? tier_h : NULL,
-                         .prompt_chars = (int64_t)text.len,
+                         .prompt_chars = canon_prompt_chars(&cr),
                          .max_tokens = cr.max_tokens,
                          .json_mode = cr.json_mode,
                          .spend_share_pct = spend,
                          .team_budget = arg_flag(argc, argv, "--team-budget")};
-    buf_free(&text);
     static int route_idx[MAX_MODELS];
     const route_conf *route = route_of(&L, cr.model, &pr, route_idx);
     policy_plan plan;
@@ -535,8 +525,6 @@ int route_main(int argc, char **argv)
     }
     rc = 0;
 out:
-    json_tokener_free(tok);
-    json_object_put(cr.root);
     jdoc_free(&doc);
     buf_free(&strings);
     free(body);

@@ -422,17 +422,30 @@ bool jdoc_str_eq(const jdoc *d, uint32_t i, const char *lit)
     return eq;
 }
 
+static bool key_is(const jdoc *d, uint32_t k, const char *key, size_t ln)
+{
+    const jtok *t = &d->t[k];
+    return t->escaped ? jdoc_str_eq(d, k, key)
+                      : t->end - t->start == ln && memcmp(d->src + t->start, key, ln) == 0;
+}
+
 uint32_t jdoc_get(const jdoc *d, uint32_t obj, const char *key)
 {
     if (obj == JT_NONE || obj >= d->n || d->t[obj].type != JT_OBJECT) return JT_NONE;
     size_t ln = strlen(key); /* once, not once per key compared */
-    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k)) {
-        const jtok *t = &d->t[k];
-        if (t->escaped ? jdoc_str_eq(d, k, key)
-                       : t->end - t->start == ln && memcmp(d->src + t->start, key, ln) == 0)
-            return k + 1;
-    }
+    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k))
+        if (key_is(d, k, key, ln)) return k + 1;
     return JT_NONE;
+}
+
+uint32_t jdoc_get_last(const jdoc *d, uint32_t obj, const char *key)
+{
+    if (obj == JT_NONE || obj >= d->n || d->t[obj].type != JT_OBJECT) return JT_NONE;
+    size_t ln = strlen(key);
+    uint32_t found = JT_NONE;
+    for (uint32_t k = jdoc_first(d, obj); k != JT_NONE; k = jdoc_next(d, obj, k))
+        if (key_is(d, k, key, ln)) found = k + 1;
+    return found;
 }
 
 uint32_t jdoc_index(const jdoc *d, uint32_t arr, uint32_t i)
@@ -508,4 +521,94 @@ const char *jdoc_type_name(const jdoc *d, uint32_t i)
     default:
         return "nothing";
     }
+}
+
+void jdoc_raw_append(const jdoc *d, uint32_t i, buf *out)
+{
+    size_t len;
+    const char *raw = jdoc_raw(d, i, &len);
+    buf_append(out, raw, len);
+}
+
+const char *jdoc_str_view(const jdoc *d, uint32_t i, buf *scratch, size_t *len)
+{
+    const jtok *t = &d->t[i];
+    if (!t->escaped) {
+        *len = t->end - t->start;
+        return d->src + t->start;
+    }
+    buf_reset(scratch);
+    jdoc_str_append(d, i, scratch);
+    *len = scratch->len;
+    return scratch->data;
+}
+
+bool jdoc_str_same(const jdoc *d, uint32_t a, uint32_t b)
+{
+    if (jdoc_type(d, a) != JT_STRING || jdoc_type(d, b) != JT_STRING) return false;
+    const jtok *ta = &d->t[a], *tb = &d->t[b];
+    if (!ta->escaped && !tb->escaped)
+        return ta->end - ta->start == tb->end - tb->start &&
+               memcmp(d->src + ta->start, d->src + tb->start, ta->end - ta->start) == 0;
+    buf x = BUF_INIT, y = BUF_INIT;
+    jdoc_str_append(d, a, &x);
+    jdoc_str_append(d, b, &y);
+    bool same = x.len == y.len && (x.len == 0 || memcmp(x.data, y.data, x.len) == 0);
+    buf_free(&x);
+    buf_free(&y);
+    return same;
+}
+
+/* A \uD800-\uDFFF escape somewhere in s[0..n): a surrogate, maybe lone. */
+static bool has_surrogate_escape(const char *s, size_t n)
+{
+    for (const char *p = s; (p = memmem(p, (size_t)(s + n - p), "\\u", 2)) != NULL; p += 2)
+        if (p + 2 < s + n && (p[2] == 'd' || p[2] == 'D')) return true;
+    return false;
+}
+
+void jdoc_str_append_json(const jdoc *d, uint32_t i, buf *out)
+{
+    const jtok *t = &d->t[i];
+    if (!t->escaped || !has_surrogate_escape(d->src + t->start, t->end - t->start)) {
+        jdoc_raw_append(d, i, out);
+        return;
+    }
+    buf text = BUF_INIT;
+    jdoc_str_append(d, i, &text);
+    buf_append_json_str(out, text.data ? text.data : "", text.len);
+    buf_free(&text);
+}
+
+/* Writes value i token by token (jdoc_json_append's slow path). */
+static void json_append_tokens(const jdoc *d, uint32_t i, buf *out)
+{
+    jt_type type = jdoc_type(d, i);
+    if (type == JT_STRING) {
+        jdoc_str_append_json(d, i, out);
+        return;
+    }
+    if (type != JT_OBJECT && type != JT_ARRAY) {
+        jdoc_raw_append(d, i, out);
+        return;
+    }
+    buf_append_char(out, type == JT_OBJECT ? '{' : '[');
+    for (uint32_t c = jdoc_first(d, i); c != JT_NONE; c = jdoc_next(d, i, c)) {
+        if (c != i + 1) buf_append_char(out, ',');
+        json_append_tokens(d, c, out);
+        if (type != JT_OBJECT) continue;
+        buf_append_char(out, ':');
+        json_append_tokens(d, c + 1, out);
+    }
+    buf_append_char(out, type == JT_OBJECT ? '}' : ']');
+}
+
+void jdoc_json_append(const jdoc *d, uint32_t i, buf *out)
+{
+    size_t len;
+    const char *raw = jdoc_raw(d, i, &len);
+    if (has_surrogate_escape(raw, len))
+        json_append_tokens(d, i, out);
+    else
+        buf_append(out, raw, len);
 }

@@ -65,6 +65,9 @@ void jdoc_free(jdoc *d);
 /* The value of `key` in the object at index obj, or JT_NONE. Keys with
  * escapes are compared after unescaping. */
 uint32_t jdoc_get(const jdoc *d, uint32_t obj, const char *key);
+/* The same, but the last of a repeated key: what json-c and most parsers
+ * read, for values bridle translates rather than validates. */
+uint32_t jdoc_get_last(const jdoc *d, uint32_t obj, const char *key);
 /* The i-th value of the array at index arr, or JT_NONE. */
 uint32_t jdoc_index(const jdoc *d, uint32_t arr, uint32_t i);
 
@@ -91,5 +94,24 @@ bool jdoc_double(const jdoc *d, uint32_t i, double *out);
 const char *jdoc_raw(const jdoc *d, uint32_t i, size_t *len);
 /* "object", "array", "string", "number", "boolean", "null". */
 const char *jdoc_type_name(const jdoc *d, uint32_t i);
+
+/* Appends the raw bytes of a value (jdoc_raw) to out: a client's value
+ * passed through untouched, with no re-serialising. */
+void jdoc_raw_append(const jdoc *d, uint32_t i, buf *out);
+/* The unescaped bytes of a string token and their length: a pointer into
+ * the source when the string has no escapes, else into scratch (reset and
+ * refilled, so valid until scratch changes). May contain NUL (\u0000). */
+const char *jdoc_str_view(const jdoc *d, uint32_t i, buf *scratch, size_t *len);
+/* Two string tokens hold the same text (after unescaping). */
+bool jdoc_str_same(const jdoc *d, uint32_t a, uint32_t b);
+/* Appends a string token as a JSON string literal: its raw bytes, which
+ * jdoc_parse validated, except when it escapes a surrogate: then written
+ * from its unescaped text, so a lone one becomes U+FFFD (as json-c reads
+ * it) rather than reach a parser that refuses it. */
+void jdoc_str_append_json(const jdoc *d, uint32_t i, buf *out);
+/* Appends value i as JSON: its raw bytes, a client's value passed through
+ * untouched, with no re-serialising; token by token, strings as by
+ * jdoc_str_append_json, only when it escapes a surrogate. */
+void jdoc_json_append(const jdoc *d, uint32_t i, buf *out);
 
 #endif

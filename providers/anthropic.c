@@ -4,6 +4,7 @@
  * Upstream calls pin the classic, documented wire: `x-api-key` and
  * `anthropic-version: 2023-06-01` (§3.1). Usage buckets are disjoint on this
  * wire (input_tokens excludes cache reads and writes), unlike OpenAI's. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,350 +22,325 @@
  * stream is not something Anthropic sends. */
 #define MAX_BLOCKS 4096
 
-/* ------------------------------------------------------------ JSON helpers */
+/* ------------------------------------------------------------ encode: writer */
 
-/* A deep copy of member `key` of `from` into `to` when present. */
-static void json_copy_member(json_object *from, const char *key, json_object *to)
+/* The encoder reads the client's tokens (canon_request.doc) and writes the
+ * Messages body straight into the upstream buffer: values Anthropic takes
+ * as OpenAI sent them (strings, schemas, cache_control) are copied as the
+ * client's bytes (jdoc_json_append: the tree json-c read before, without
+ * building it). System blocks go to their own list, added after the turns
+ * (key order does not matter in JSON). */
+typedef struct anth_enc {
+    const jdoc *d;
+    buf *b;           /* the body */
+    buf sys;          /* the system blocks, comma-separated */
+    buf scratch;      /* unescaped strings */
+    jdoc args;        /* a tool call's arguments, validated */
+    bool system;      /* blocks go to sys, not to a turn */
+    const char *role; /* the role of the message being encoded: "user" or "assistant" */
+    const char *turn; /* the role of the open turn, or NULL */
+    int n_turns, n_blocks;
+    char *err;
+    size_t errlen;
+} anth_enc;
+
+static int enc_fail(anth_enc *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int enc_fail(anth_enc *e, const char *fmt, ...)
 {
-    json_object *v = provider_json_get(from, key);
-    json_object *copy = NULL;
-    if (v && json_object_deep_copy(v, &copy, NULL) == 0) json_object_object_add(to, key, copy);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->err, e->errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Where the next block goes: after the last system block, or in the open
+ * turn when it has this message's role (Anthropic requires user/assistant
+ * alternation, so same-role messages merge), else in a new turn. */
+static buf *block_begin(anth_enc *e)
+{
+    if (e->system) {
+        if (e->sys.len) buf_append_char(&e->sys, ',');
+        return &e->sys;
+    }
+    if (e->turn != e->role) {
+        if (e->turn) buf_append_str(e->b, "]}");
+        buf_append_str(e->b, e->n_turns++ ? ",{\"role\":\"" : "{\"role\":\"");
+        buf_append_str(e->b, e->role);
+        buf_append_str(e->b, "\",\"content\":[");
+        e->turn = e->role;
+        e->n_blocks = 0;
+    }
+    if (e->n_blocks++) buf_append_char(e->b, ',');
+    return e->b;
 }
 
 /* ------------------------------------------------------------ encode: content */
 
 /* Adds a text block unless the text is empty: Anthropic rejects empty text
- * blocks, and they carry nothing. */
-static void blocks_add_text(json_object *blocks, const char *text, size_t len,
-                            json_object *cache_control)
+ * blocks, and they carry nothing. `text` is a string token. */
+static void blocks_add_text(anth_enc *e, uint32_t text, uint32_t cache_control)
 {
-    if (len == 0) return;
-    json_object *b = json_object_new_object();
-    json_object_object_add(b, "type", json_object_new_string("text"));
-    json_object_object_add(b, "text", json_object_new_string_len(text, (int)len));
-    if (cache_control)
-        json_object_object_add(b, "cache_control", provider_json_copy(cache_control));
-    json_object_array_add(blocks, b);
+    if (e->d->t[text].end == e->d->t[text].start) return;
+    buf *b = block_begin(e);
+    buf_append_str(b, "{\"type\":\"text\",\"text\":");
+    jdoc_str_append_json(e->d, text, b);
+    if (cache_control != JT_NONE) {
+        buf_append_str(b, ",\"cache_control\":");
+        jdoc_json_append(e->d, cache_control, b);
+    }
+    buf_append_char(b, '}');
 }
 
 /* image_url → image block: data: URIs become base64 sources, http(s) URLs
  * url sources. */
-static int blocks_add_image(json_object *blocks, json_object *part, char *err, size_t errlen)
+static int blocks_add_image(anth_enc *e, uint32_t part)
 {
-    json_object *iu = provider_json_get(part, "image_url");
-    const char *url = json_object_is_type(iu, json_type_string) ? json_object_get_string(iu)
-                                                                : provider_json_str(iu, "url");
-    if (!url) {
-        snprintf(err, errlen, "image_url part without a url");
-        return -1;
-    }
-    json_object *source = json_object_new_object();
-    if (strncmp(url, "data:", 5) == 0) {
-        const char *semi = strstr(url, ";base64,");
-        const char *comma = strchr(url, ',');
-        if (!semi || semi != comma - 7 || semi == url + 5) {
-            json_object_put(source);
-            snprintf(err, errlen, "image data URI must be data:<media type>;base64,<data>");
-            return -1;
-        }
-        json_object_object_add(source, "type", json_object_new_string("base64"));
-        json_object_object_add(source, "media_type",
-                               json_object_new_string_len(url + 5, (int)(semi - url - 5)));
-        json_object_object_add(source, "data", json_object_new_string(semi + 8));
+    const char *url, *data;
+    size_t len, type_len;
+    if (!provider_image_url(e->d, part, &e->scratch, &url, &len))
+        return enc_fail(e, "image_url part without a url");
+    buf src = BUF_INIT;
+    if (len >= 5 && memcmp(url, "data:", 5) == 0) {
+        if (!provider_data_uri(url, len, &type_len, &data))
+            return enc_fail(e, "image data URI must be data:<media type>;base64,<data>");
+        buf_append_str(&src, "{\"type\":\"base64\",\"media_type\":");
+        provider_append_json_str(&src, url + 5, type_len);
+        buf_append_str(&src, ",\"data\":");
+        provider_append_json_str(&src, data, (size_t)(url + len - data));
     } else if (util_starts_with_ci(url, "https://") || util_starts_with_ci(url, "http://")) {
-        json_object_object_add(source, "type", json_object_new_string("url"));
-        json_object_object_add(source, "url", json_object_new_string(url));
+        buf_append_str(&src, "{\"type\":\"url\",\"url\":");
+        provider_append_json_str(&src, url, len);
     } else {
-        json_object_put(source);
-        snprintf(err, errlen, "image URL must be a data: URI or an http(s) URL");
-        return -1;
+        return enc_fail(e, "image URL must be a data: URI or an http(s) URL");
     }
-    json_object *b = json_object_new_object();
-    json_object_object_add(b, "type", json_object_new_string("image"));
-    json_object_object_add(b, "source", source);
-    json_copy_member(part, "cache_control", b);
-    json_object_array_add(blocks, b);
+    buf *b = block_begin(e);
+    buf_append_str(b, "{\"type\":\"image\",\"source\":");
+    buf_append(b, src.data, src.len);
+    buf_append_char(b, '}');
+    buf_free(&src);
+    provider_doc_member_copy(e->d, part, "cache_control", "cache_control", b);
+    buf_append_char(b, '}');
     return 0;
 }
 
 /* One OpenAI content part → Anthropic blocks. `images` says whether the
  * role may carry images (user only). */
-static int blocks_add_part(json_object *blocks, json_object *part, bool images, char *err,
-                           size_t errlen)
+static int blocks_add_part(anth_enc *e, uint32_t part, bool images)
 {
-    const char *type = provider_json_str(part, "type");
-    if (!type) {
-        snprintf(err, errlen, "content part without a type");
-        return -1;
-    }
-    if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
-        json_object *text = provider_json_typed(part, type, json_type_string);
-        if (!text) {
-            snprintf(err, errlen, "%s part without a string %s", type, type);
-            return -1;
-        }
-        blocks_add_text(blocks, json_object_get_string(text),
-                        (size_t)json_object_get_string_len(text),
-                        provider_json_get(part, "cache_control"));
+    const jdoc *d = e->d;
+    uint32_t type = provider_doc_typed(d, part, "type", JT_STRING);
+    if (type == JT_NONE) return enc_fail(e, "content part without a type");
+    const char *field = jdoc_str_eq(d, type, "text")      ? "text"
+                        : jdoc_str_eq(d, type, "refusal") ? "refusal"
+                                                          : NULL;
+    if (field) {
+        uint32_t text = provider_doc_typed(d, part, field, JT_STRING);
+        if (text == JT_NONE) return enc_fail(e, "%s part without a string %s", field, field);
+        blocks_add_text(e, text, provider_doc_get(d, part, "cache_control"));
         return 0;
     }
-    if (images && strcmp(type, "image_url") == 0)
-        return blocks_add_image(blocks, part, err, errlen);
-    snprintf(err, errlen, "content part type \"%.40s\" is not supported by anthropic", type);
-    return -1;
+    if (images && jdoc_str_eq(d, type, "image_url")) return blocks_add_image(e, part);
+    size_t len;
+    const char *s = jdoc_str_view(d, type, &e->scratch, &len);
+    return enc_fail(e, "content part type \"%.*s\" is not supported by anthropic",
+                    len > 40 ? 40 : (int)len, s);
 }
 
 /* An OpenAI message content (string, parts or null) → blocks appended. */
-static int blocks_add_content(json_object *blocks, json_object *content, bool images, char *err,
-                              size_t errlen)
+static int blocks_add_content(anth_enc *e, uint32_t content, bool images)
 {
-    if (json_object_is_type(content, json_type_string)) {
-        blocks_add_text(blocks, json_object_get_string(content),
-                        (size_t)json_object_get_string_len(content), NULL);
+    const jdoc *d = e->d;
+    if (jdoc_type(d, content) == JT_STRING) {
+        blocks_add_text(e, content, JT_NONE);
         return 0;
     }
-    if (!json_object_is_type(content, json_type_array))
+    if (jdoc_type(d, content) != JT_ARRAY)
         return 0; /* null: an assistant turn with only tool calls */
-    size_t n = json_object_array_length(content);
-    for (size_t i = 0; i < n; i++)
-        if (blocks_add_part(blocks, json_object_array_get_idx(content, i), images, err, errlen))
-            return -1;
+    for (uint32_t p = jdoc_first(d, content); p != JT_NONE; p = jdoc_next(d, content, p))
+        if (blocks_add_part(e, p, images)) return -1;
+    return 0;
+}
+
+/* Appends a tool call's arguments (a string token holding a JSON object;
+ * empty means no arguments) as the object itself, checked with jtok. */
+static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
+{
+    size_t len = 0;
+    const char *s =
+        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    if (len == 0) {
+        buf_append_str(b, "{}");
+        return 0;
+    }
+    char why[96] = "not a JSON object";
+    if (jdoc_parse(&e->args, s, len, why, sizeof why, NULL) != 0 ||
+        jdoc_type(&e->args, 0) != JT_OBJECT)
+        return enc_fail(e, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i, why);
+    jdoc_json_append(&e->args, 0, b);
     return 0;
 }
 
 /* assistant tool_calls → tool_use blocks; arguments must be a JSON object
  * (an empty string means no arguments). */
-static int blocks_add_tool_calls(json_object *blocks, json_object *calls, char *err, size_t errlen)
+static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
 {
-    size_t n = json_object_is_type(calls, json_type_array) ? json_object_array_length(calls) : 0;
-    for (size_t i = 0; i < n; i++) {
-        json_object *call = json_object_array_get_idx(calls, i);
-        json_object *fn = provider_json_get(call, "function");
-        const char *id = provider_json_str(call, "id");
-        const char *name = provider_json_str(fn, "name");
-        const char *args = provider_json_str(fn, "arguments");
-        if (!id || !name) {
-            snprintf(err, errlen, "tool_calls[%zu] needs an id and function.name", i);
-            return -1;
-        }
-        char why[96];
-        json_object *input = (args && *args)
-                                 ? provider_parse_object(NULL, args, strlen(args), why, sizeof why)
-                                 : json_object_new_object();
-        if (!input) {
-            snprintf(err, errlen, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i,
-                     why);
-            return -1;
-        }
-        json_object *b = json_object_new_object();
-        json_object_object_add(b, "type", json_object_new_string("tool_use"));
-        json_object_object_add(b, "id", json_object_new_string(id));
-        json_object_object_add(b, "name", json_object_new_string(name));
-        json_object_object_add(b, "input", input);
-        json_object_array_add(blocks, b);
+    const jdoc *d = e->d;
+    size_t i = 0;
+    if (jdoc_type(d, calls) != JT_ARRAY) return 0;
+    for (uint32_t c = jdoc_first(d, calls); c != JT_NONE; c = jdoc_next(d, calls, c), i++) {
+        uint32_t fn = provider_doc_get(d, c, "function");
+        uint32_t id = provider_doc_typed(d, c, "id", JT_STRING);
+        uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
+        if (id == JT_NONE || name == JT_NONE)
+            return enc_fail(e, "tool_calls[%zu] needs an id and function.name", i);
+        buf *b = block_begin(e);
+        buf_append_str(b, "{\"type\":\"tool_use\",\"id\":");
+        jdoc_str_append_json(d, id, b);
+        buf_append_str(b, ",\"name\":");
+        jdoc_str_append_json(d, name, b);
+        buf_append_str(b, ",\"input\":");
+        if (args_append(e, provider_doc_get(d, fn, "arguments"), i, b)) return -1;
+        buf_append_char(b, '}');
     }
     return 0;
 }
 
 /* role:"tool" → one tool_result block (its turn is a user turn). */
-static int blocks_add_tool_result(json_object *blocks, json_object *msg, char *err, size_t errlen)
+static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
 {
-    const char *id = provider_json_str(msg, "tool_call_id");
-    if (!id) {
-        snprintf(err, errlen, "tool message without a tool_call_id");
-        return -1;
+    const jdoc *d = e->d;
+    uint32_t id = provider_doc_typed(d, msg, "tool_call_id", JT_STRING);
+    if (id == JT_NONE) return enc_fail(e, "tool message without a tool_call_id");
+    uint32_t content = provider_doc_get(d, msg, "content");
+    buf *b = block_begin(e);
+    buf_append_str(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
+    jdoc_str_append_json(d, id, b);
+    buf_append_str(b, ",\"content\":");
+    if (jdoc_type(d, content) == JT_STRING) {
+        jdoc_str_append_json(d, content, b);
+    } else {
+        buf_reset(&e->scratch);
+        provider_doc_content_text(d, content, &e->scratch);
+        provider_append_json_str(b, e->scratch.data ? e->scratch.data : "", e->scratch.len);
     }
-    buf text = BUF_INIT;
-    provider_content_text(provider_json_get(msg, "content"), &text);
-    json_object *b = json_object_new_object();
-    json_object_object_add(b, "type", json_object_new_string("tool_result"));
-    json_object_object_add(b, "tool_use_id", json_object_new_string(id));
-    json_object_object_add(b, "content",
-                           json_object_new_string_len(text.data ? text.data : "", (int)text.len));
-    json_object_array_add(blocks, b);
-    buf_free(&text);
+    buf_append_char(b, '}');
     return 0;
 }
 
 /* ------------------------------------------------------------ encode: messages */
 
-/* system/developer content → text blocks of the top-level system array,
- * keeping any cache_control the client put on a part. */
-static int system_add_content(json_object *system, json_object *content, char *err, size_t errlen)
+/* One OpenAI message → blocks for its Anthropic role (system and developer
+ * messages go to `system`, keeping any cache_control on a part). */
+static int message_encode(anth_enc *e, uint32_t msg)
 {
-    return blocks_add_content(system, content, false, err, errlen);
+    const jdoc *d = e->d;
+    uint32_t role = provider_doc_typed(d, msg, "role", JT_STRING);
+    uint32_t content = provider_doc_get(d, msg, "content");
+    if (role == JT_NONE) return enc_fail(e, "message without a role");
+    e->system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
+    if (e->system) return blocks_add_content(e, content, false);
+    if (jdoc_str_eq(d, role, "user")) {
+        e->role = "user";
+        return blocks_add_content(e, content, true);
+    }
+    if (jdoc_str_eq(d, role, "assistant")) {
+        e->role = "assistant";
+        if (blocks_add_content(e, content, false)) return -1;
+        return blocks_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
+    }
+    if (jdoc_str_eq(d, role, "tool")) {
+        e->role = "user";
+        return blocks_add_tool_result(e, msg);
+    }
+    size_t len;
+    const char *s = jdoc_str_view(d, role, &e->scratch, &len);
+    return enc_fail(e, "message role \"%.*s\" is not supported by anthropic",
+                    len > 40 ? 40 : (int)len, s);
 }
 
-/* Appends blocks as a turn of `role`, merged into the previous turn when
- * that has the same role: Anthropic requires user/assistant alternation. */
-static void turns_append(json_object *turns, const char *role, json_object *blocks)
+static int messages_encode(anth_enc *e)
 {
-    size_t n = json_object_array_length(turns);
-    json_object *last = n ? json_object_array_get_idx(turns, n - 1) : NULL;
-    if (json_object_array_length(blocks) == 0) {
-        json_object_put(blocks);
-        return;
+    const jdoc *d = e->d;
+    uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY);
+    buf_append_str(e->b, ",\"messages\":[");
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
+        if (message_encode(e, m)) return -1;
+    if (e->n_turns == 0)
+        return enc_fail(e, "no user or assistant messages left after hoisting system messages; "
+                           "anthropic needs at least one");
+    buf_append_str(e->b, "]}]");
+    if (e->sys.len) {
+        buf_append_str(e->b, ",\"system\":[");
+        buf_append(e->b, e->sys.data, e->sys.len);
+        buf_append_char(e->b, ']');
     }
-    if (last && strcmp(provider_json_str(last, "role"), role) == 0) {
-        json_object *content = provider_json_get(last, "content");
-        size_t m = json_object_array_length(blocks);
-        for (size_t i = 0; i < m; i++)
-            json_object_array_add(content, json_object_get(json_object_array_get_idx(blocks, i)));
-        json_object_put(blocks);
-        return;
-    }
-    json_object *turn = json_object_new_object();
-    json_object_object_add(turn, "role", json_object_new_string(role));
-    json_object_object_add(turn, "content", blocks);
-    json_object_array_add(turns, turn);
-}
-
-/* One OpenAI message → blocks for its Anthropic role (system messages go
- * to `system` instead). */
-static int message_encode(json_object *msg, json_object *turns, json_object *system, char *err,
-                          size_t errlen)
-{
-    const char *role = provider_json_str(msg, "role");
-    json_object *content = provider_json_get(msg, "content");
-    if (!role) {
-        snprintf(err, errlen, "message without a role");
-        return -1;
-    }
-    if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
-        return system_add_content(system, content, err, errlen);
-
-    json_object *blocks = json_object_new_array();
-    int rc;
-    const char *to = "user";
-    if (strcmp(role, "user") == 0) {
-        rc = blocks_add_content(blocks, content, true, err, errlen);
-    } else if (strcmp(role, "assistant") == 0) {
-        to = "assistant";
-        rc = blocks_add_content(blocks, content, false, err, errlen);
-        if (rc == 0)
-            rc = blocks_add_tool_calls(blocks, provider_json_get(msg, "tool_calls"), err, errlen);
-    } else if (strcmp(role, "tool") == 0) {
-        rc = blocks_add_tool_result(blocks, msg, err, errlen);
-    } else {
-        snprintf(err, errlen, "message role \"%.40s\" is not supported by anthropic", role);
-        rc = -1;
-    }
-    if (rc) {
-        json_object_put(blocks);
-        return -1;
-    }
-    turns_append(turns, to, blocks);
     return 0;
-}
-
-static int messages_encode(const canon_request *req, json_object *body, char *err, size_t errlen)
-{
-    json_object *turns = json_object_new_array();
-    json_object *system = json_object_new_array();
-    size_t n = json_object_is_type(req->messages, json_type_array)
-                   ? json_object_array_length(req->messages)
-                   : 0;
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc =
-            message_encode(json_object_array_get_idx(req->messages, i), turns, system, err, errlen);
-    if (rc == 0 && json_object_array_length(turns) == 0) {
-        snprintf(err, errlen,
-                 "no user or assistant messages left after hoisting system messages; "
-                 "anthropic needs at least one");
-        rc = -1;
-    }
-    if (rc == 0 && json_object_array_length(system) > 0) {
-        json_object_object_add(body, "system", system);
-        system = NULL;
-    }
-    if (rc == 0) {
-        json_object_object_add(body, "messages", turns);
-        turns = NULL;
-    }
-    json_object_put(system);
-    json_object_put(turns);
-    return rc;
 }
 
 /* ------------------------------------------------------------ encode: parameters */
 
-static int tools_encode(json_object *root, json_object *body, char *err, size_t errlen)
+static void tool_append(const jdoc *d, uint32_t tool, uint32_t fn, uint32_t name, buf *b)
 {
-    json_object *tools = provider_json_typed(root, "tools", json_type_array);
-    size_t n = tools ? json_object_array_length(tools) : 0;
-    if (n == 0) return 0;
-    json_object *out = json_object_new_array();
-    for (size_t i = 0; i < n; i++) {
-        json_object *tool = json_object_array_get_idx(tools, i);
-        json_object *fn = provider_json_get(tool, "function");
-        const char *name = provider_json_str(fn, "name");
-        if (!name) {
-            json_object_put(out);
-            snprintf(err, errlen, "tools[%zu] is not a function tool with a name", i);
-            return -1;
-        }
-        json_object *t = json_object_new_object();
-        json_object_object_add(t, "name", json_object_new_string(name));
-        json_copy_member(fn, "description", t);
-        json_object *params = provider_json_typed(fn, "parameters", json_type_object);
-        json_object_object_add(t, "input_schema",
-                               params
-                                   ? provider_json_copy(params)
-                                   : json_tokener_parse("{\"type\":\"object\",\"properties\":{}}"));
-        json_copy_member(tool, "cache_control", t);
-        json_object_array_add(out, t);
+    buf_append_str(b, "{\"name\":");
+    jdoc_str_append_json(d, name, b);
+    provider_doc_member_copy(d, fn, "description", "description", b);
+    uint32_t params = provider_doc_typed(d, fn, "parameters", JT_OBJECT);
+    buf_append_str(b, ",\"input_schema\":");
+    if (params != JT_NONE)
+        jdoc_json_append(d, params, b);
+    else
+        buf_append_str(b, "{\"type\":\"object\",\"properties\":{}}");
+    provider_doc_member_copy(d, tool, "cache_control", "cache_control", b);
+    buf_append_char(b, '}');
+}
+
+/* tools → Anthropic tools, the parameters schema as the client wrote it.
+ * Sets *any when there were tools. */
+static int tools_encode(anth_enc *e, bool *any)
+{
+    const jdoc *d = e->d;
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    size_t i = 0;
+    *any = tools != JT_NONE && d->t[tools].size > 0;
+    if (!*any) return 0;
+    buf_append_str(e->b, ",\"tools\":[");
+    for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t), i++) {
+        uint32_t fn = provider_doc_get(d, t, "function");
+        uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
+        if (name == JT_NONE) return enc_fail(e, "tools[%zu] is not a function tool with a name", i);
+        if (i) buf_append_char(e->b, ',');
+        tool_append(d, t, fn, name, e->b);
     }
-    json_object_object_add(body, "tools", out);
+    buf_append_char(e->b, ']');
     return 0;
 }
 
 /* tool_choice: auto/none/required(→any)/named(→tool); parallel_tool_calls
  * false → disable_parallel_tool_use. Only sent with tools. */
-static void tool_choice_encode(json_object *root, json_object *body)
+static void tool_choice_encode(const jdoc *d, buf *b)
 {
-    if (!provider_json_get(body, "tools")) return;
-    json_object *tc = provider_json_get(root, "tool_choice");
-    json_object *parallel = provider_json_typed(root, "parallel_tool_calls", json_type_boolean);
-    json_object *out = json_object_new_object();
-    const char *s = json_object_is_type(tc, json_type_string) ? json_object_get_string(tc) : NULL;
-    const char *named = provider_json_str(provider_json_get(tc, "function"), "name");
-    if (named) {
-        json_object_object_add(out, "type", json_object_new_string("tool"));
-        json_object_object_add(out, "name", json_object_new_string(named));
-    } else if (s && strcmp(s, "required") == 0) {
-        json_object_object_add(out, "type", json_object_new_string("any"));
-    } else if (s && strcmp(s, "none") == 0) {
-        json_object_object_add(out, "type", json_object_new_string("none"));
-    } else if (s || parallel) {
-        json_object_object_add(out, "type", json_object_new_string("auto"));
+    uint32_t tc = provider_doc_get(d, 0, "tool_choice");
+    uint32_t parallel = provider_doc_get(d, 0, "parallel_tool_calls");
+    bool has_parallel = jdoc_type(d, parallel) == JT_TRUE || jdoc_type(d, parallel) == JT_FALSE;
+    uint32_t s = jdoc_type(d, tc) == JT_STRING ? tc : JT_NONE;
+    uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    bool none = jdoc_str_eq(d, s, "none");
+    if (named != JT_NONE) {
+        buf_append_str(b, ",\"tool_choice\":{\"type\":\"tool\",\"name\":");
+        jdoc_str_append_json(d, named, b);
+    } else if (jdoc_str_eq(d, s, "required")) {
+        buf_append_str(b, ",\"tool_choice\":{\"type\":\"any\"");
+    } else if (none) {
+        buf_append_str(b, ",\"tool_choice\":{\"type\":\"none\"");
+    } else if (s != JT_NONE || has_parallel) {
+        buf_append_str(b, ",\"tool_choice\":{\"type\":\"auto\"");
     } else {
-        json_object_put(out);
         return;
     }
-    if (parallel && !json_object_get_boolean(parallel) && !(s && strcmp(s, "none") == 0))
-        json_object_object_add(out, "disable_parallel_tool_use", json_object_new_boolean(1));
-    json_object_object_add(body, "tool_choice", out);
-}
-
-static void stop_encode(json_object *root, json_object *body)
-{
-    json_object *stop = provider_json_get(root, "stop");
-    json_object *seqs = json_object_new_array();
-    if (json_object_is_type(stop, json_type_string)) {
-        json_object_array_add(seqs, provider_json_copy(stop));
-    } else if (json_object_is_type(stop, json_type_array)) {
-        size_t n = json_object_array_length(stop);
-        for (size_t i = 0; i < n; i++) {
-            json_object *s = json_object_array_get_idx(stop, i);
-            if (json_object_is_type(s, json_type_string))
-                json_object_array_add(seqs, provider_json_copy(s));
-        }
-    }
-    if (json_object_array_length(seqs) > 0)
-        json_object_object_add(body, "stop_sequences", seqs);
-    else
-        json_object_put(seqs);
+    if (jdoc_type(d, parallel) == JT_FALSE && !none)
+        buf_append_str(b, ",\"disable_parallel_tool_use\":true");
+    buf_append_char(b, '}');
 }
 
 /* Anthropic requires max_tokens: without the client's cap, the provider's
@@ -377,21 +353,16 @@ static int64_t default_max_tokens(const provider_conf *p)
 /* Anthropic rejects thinking next to a changed temperature, top_p under
  * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats):
  * the client's own sampling choice wins and the request goes without. */
-static bool thinking_allowed(json_object *root)
+static bool thinking_allowed(const jdoc *d)
 {
-    json_object *temp = provider_json_get(root, "temperature");
-    json_object *top_p = provider_json_get(root, "top_p");
-    json_object *tc = provider_json_get(root, "tool_choice");
-    json_object *tools_arr = provider_json_typed(root, "tools", json_type_array);
-    bool tools = tools_arr && json_object_array_length(tools_arr) > 0;
-    const char *tcs = json_object_is_type(tc, json_type_string) ? json_object_get_string(tc) : "";
-    bool forced = tools && (strcmp(tcs, "required") == 0 || provider_json_get(tc, "function"));
-    bool temp_set =
-        (json_object_is_type(temp, json_type_double) || json_object_is_type(temp, json_type_int)) &&
-        json_object_get_double(temp) != 1.0;
-    bool top_p_low = (json_object_is_type(top_p, json_type_double) ||
-                      json_object_is_type(top_p, json_type_int)) &&
-                     json_object_get_double(top_p) < 0.95;
+    uint32_t tc = provider_doc_get(d, 0, "tool_choice");
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    bool forced =
+        tools != JT_NONE && d->t[tools].size > 0 &&
+        (jdoc_str_eq(d, tc, "required") || provider_doc_get(d, tc, "function") != JT_NONE);
+    double temp, top_p;
+    bool temp_set = jdoc_double(d, provider_doc_get(d, 0, "temperature"), &temp) && temp != 1.0;
+    bool top_p_low = jdoc_double(d, provider_doc_get(d, 0, "top_p"), &top_p) && top_p < 0.95;
     return !forced && !temp_set && !top_p_low;
 }
 
@@ -417,46 +388,45 @@ static int64_t thinking_plan(int64_t budget, int64_t req_max_tokens, int64_t def
  * dialect's: it goes as it came (max_tokens raised past its budget only
  * when bridle picks max_tokens). Otherwise the client's effort or the
  * policy's cap, as a budget within thinking_plan's rules. */
-static void thinking_encode(const canon_request *req, const target *t, json_object *body)
+static void thinking_encode(const canon_request *req, const target *t, buf *b)
 {
+    const jdoc *d = req->doc;
     int64_t def = default_max_tokens(t->provider), max_tokens, budget = 0;
-    json_object *own = provider_json_typed(req->root, "thinking", json_type_object);
-    if (own && provider_reasons(t)) {
-        provider_get_int(own, "budget_tokens", &budget);
+    uint32_t own = provider_doc_typed(d, 0, "thinking", JT_OBJECT);
+    if (own != JT_NONE && provider_reasons(t)) {
+        provider_doc_int(d, provider_doc_get(d, own, "budget_tokens"), &budget);
         max_tokens = req->max_tokens >= 0 ? req->max_tokens : def + (budget > 0 ? budget : 0);
-        json_object_object_add(body, "thinking", provider_json_copy(own));
-        json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens));
+        buf_append_str(b, ",\"thinking\":");
+        jdoc_json_append(d, own, b);
+        buf_printf(b, ",\"max_tokens\":%lld", (long long)max_tokens);
         return;
     }
-    if (thinking_allowed(req->root)) budget = provider_reasoning_budget(req, t);
+    if (thinking_allowed(d)) budget = provider_reasoning_budget(req, t);
     budget = thinking_plan(budget, req->max_tokens, def, &max_tokens);
-    json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens));
-    if (budget > 0) {
-        json_object *th = json_object_new_object();
-        json_object_object_add(th, "type", json_object_new_string("enabled"));
-        json_object_object_add(th, "budget_tokens", json_object_new_int64(budget));
-        json_object_object_add(body, "thinking", th);
-    }
+    buf_printf(b, ",\"max_tokens\":%lld", (long long)max_tokens);
+    if (budget > 0)
+        buf_printf(b, ",\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":%lld}",
+                   (long long)budget);
 }
 
-static void params_encode(const canon_request *req, const target *t, json_object *body)
+static void params_encode(const canon_request *req, const target *t, buf *b)
 {
-    json_object *root = req->root;
-    thinking_encode(req, t, body);
-    stop_encode(root, body);
-    json_object *temp = provider_json_get(root, "temperature");
-    if (json_object_is_type(temp, json_type_double) || json_object_is_type(temp, json_type_int))
-        json_object_object_add(body, "temperature", provider_json_copy(temp));
-    json_object *top_p = provider_json_get(root, "top_p");
-    if (json_object_is_type(top_p, json_type_double) || json_object_is_type(top_p, json_type_int))
-        json_object_object_add(body, "top_p", provider_json_copy(top_p));
-    if (req->stream) json_object_object_add(body, "stream", json_object_new_boolean(1));
+    const jdoc *d = req->doc;
+    thinking_encode(req, t, b);
+    size_t at = b->len;
+    buf_append_str(b, ",\"stop_sequences\":");
+    if (!provider_doc_stop_list(d, b)) b->data[b->len = at] = '\0';
+    if (jdoc_type(d, provider_doc_get(d, 0, "temperature")) == JT_NUMBER)
+        provider_doc_member_copy(d, 0, "temperature", "temperature", b);
+    if (jdoc_type(d, provider_doc_get(d, 0, "top_p")) == JT_NUMBER)
+        provider_doc_member_copy(d, 0, "top_p", "top_p", b);
+    if (req->stream) buf_append_str(b, ",\"stream\":true");
     if (req->user) {
-        json_object *meta = json_object_new_object();
-        json_object_object_add(meta, "user_id", json_object_new_string(req->user));
-        json_object_object_add(body, "metadata", meta);
+        buf_append_str(b, ",\"metadata\":{\"user_id\":");
+        provider_append_json_str(b, req->user, strlen(req->user));
+        buf_append_char(b, '}');
     }
-    json_copy_member(root, "cache_control", body);
+    provider_doc_member_copy(d, 0, "cache_control", "cache_control", b);
 }
 
 static void headers_encode(const provider_conf *p, upstream_request *out)
@@ -471,6 +441,21 @@ static void headers_encode(const provider_conf *p, upstream_request *out)
     upstream_request_finish_headers(out);
 }
 
+static int body_encode(const canon_request *req, const target *t, anth_enc *e)
+{
+    int64_t n;
+    bool tools;
+    if (jdoc_int64(req->doc, provider_doc_get(req->doc, 0, "n"), &n) && n > 1)
+        return enc_fail(e, "anthropic answers with one choice only; n must be 1");
+    buf_append_str(e->b, "{\"model\":");
+    provider_append_json_str(e->b, t->upstream_model, strlen(t->upstream_model));
+    if (messages_encode(e) || tools_encode(e, &tools)) return -1;
+    if (tools) tool_choice_encode(req->doc, e->b);
+    params_encode(req, t, e->b);
+    buf_append_char(e->b, '}');
+    return 0;
+}
+
 /* `out` comes initialised (upstream_request_init) from the caller, who
  * frees it whether or not this succeeds. */
 static int anthropic_encode(const canon_request *req, const target *t, upstream_request *out,
@@ -480,25 +465,21 @@ static int anthropic_encode(const canon_request *req, const target *t, upstream_
         snprintf(err, errlen, "anthropic: target has no base_url or upstream model");
         return -1;
     }
-    json_object *n = provider_json_typed(req->root, "n", json_type_int);
-    if (n && json_object_get_int64(n) > 1) {
-        snprintf(err, errlen, "anthropic answers with one choice only; n must be 1");
+    if (!req || !req->doc || jdoc_type(req->doc, 0) != JT_OBJECT) {
+        snprintf(err, errlen, "anthropic: no request object");
         return -1;
     }
-    json_object *body = json_object_new_object();
-    json_object_object_add(body, "model", json_object_new_string(t->upstream_model));
-    int rc = messages_encode(req, body, err, errlen);
-    if (rc == 0) rc = tools_encode(req->root, body, err, errlen);
+    anth_enc e = {.d = req->doc, .b = &out->body, .err = err, .errlen = errlen};
+    int rc = body_encode(req, t, &e);
     if (rc == 0) {
-        tool_choice_encode(req->root, body);
-        params_encode(req, t, body);
         buf_printf(&out->url, "%s/messages", t->provider->base_url);
         headers_encode(t->provider, out);
-        buf_append_str(&out->body,
-                       json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN |
-                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else {
+        buf_reset(&out->body);
     }
-    json_object_put(body);
+    buf_free(&e.sys);
+    buf_free(&e.scratch);
+    jdoc_free(&e.args);
     return rc;
 }
 
@@ -1051,7 +1032,6 @@ static int anthropic_stream_event(void *state, const stream_event *ev, stream_re
 const provider_ops anthropic_ops = {
     .kind = "anthropic",
     .framing = FRAMING_SSE,
-    .needs_tree = true,
     .encode = anthropic_encode,
     .decode = anthropic_decode,
     .stream_new = anthropic_stream_new,

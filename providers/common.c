@@ -472,6 +472,119 @@ void provider_content_text(json_object *content, buf *out)
     }
 }
 
+uint32_t provider_doc_get(const jdoc *d, uint32_t obj, const char *key)
+{
+    uint32_t v = jdoc_get_last(d, obj, key);
+    return jdoc_type(d, v) == JT_NULL ? JT_NONE : v;
+}
+
+uint32_t provider_doc_typed(const jdoc *d, uint32_t obj, const char *key, jt_type type)
+{
+    uint32_t v = provider_doc_get(d, obj, key);
+    return jdoc_type(d, v) == type ? v : JT_NONE;
+}
+
+bool provider_doc_member_copy(const jdoc *d, uint32_t obj, const char *key, const char *as,
+                              buf *out)
+{
+    uint32_t v = provider_doc_get(d, obj, key);
+    if (v == JT_NONE) return false;
+    buf_append_char(out, ',');
+    provider_append_json_str(out, as, strlen(as));
+    buf_append_char(out, ':');
+    jdoc_json_append(d, v, out);
+    return true;
+}
+
+bool provider_doc_stop_list(const jdoc *d, buf *out)
+{
+    uint32_t stop = provider_doc_get(d, 0, "stop");
+    size_t at = out->len;
+    int n = 0;
+    if (jdoc_type(d, stop) == JT_STRING) {
+        buf_append_char(out, '[');
+        jdoc_json_append(d, stop, out);
+        n = 1;
+    } else if (jdoc_type(d, stop) == JT_ARRAY) {
+        for (uint32_t s = jdoc_first(d, stop); s != JT_NONE; s = jdoc_next(d, stop, s)) {
+            if (jdoc_type(d, s) != JT_STRING) continue;
+            buf_append_char(out, n++ ? ',' : '[');
+            jdoc_json_append(d, s, out);
+        }
+    }
+    if (n == 0) {
+        out->len = at;
+        if (out->data) out->data[at] = '\0';
+        return false;
+    }
+    buf_append_char(out, ']');
+    return true;
+}
+
+bool provider_image_url(const jdoc *d, uint32_t part, buf *scratch, const char **url, size_t *len)
+{
+    uint32_t iu = provider_doc_get(d, part, "image_url");
+    if (jdoc_type(d, iu) == JT_OBJECT) iu = provider_doc_get(d, iu, "url");
+    if (jdoc_type(d, iu) != JT_STRING) return false;
+    *url = jdoc_str_view(d, iu, scratch, len);
+    return true;
+}
+
+bool provider_data_uri(const char *url, size_t len, size_t *type_len, const char **data)
+{
+    if (len < 5 || memcmp(url, "data:", 5) != 0) return false;
+    const char *semi = memmem(url, len, ";base64,", 8);
+    const char *comma = memchr(url, ',', len);
+    if (!semi || semi != comma - 7 || semi == url + 5) return false;
+    *type_len = (size_t)(semi - url - 5);
+    *data = semi + 8;
+    return true;
+}
+
+uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, uint32_t id,
+                                bool assistant_only)
+{
+    uint32_t found = JT_NONE;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE && m != before; m = jdoc_next(d, msgs, m)) {
+        if (assistant_only && !jdoc_str_eq(d, provider_doc_get(d, m, "role"), "assistant"))
+            continue;
+        uint32_t calls = provider_doc_typed(d, m, "tool_calls", JT_ARRAY);
+        for (uint32_t c = jdoc_first(d, calls); c != JT_NONE; c = jdoc_next(d, calls, c))
+            if (jdoc_str_same(d, provider_doc_get(d, c, "id"), id))
+                found = provider_doc_get(d, provider_doc_get(d, c, "function"), "name");
+    }
+    return found;
+}
+
+void provider_doc_content_text(const jdoc *d, uint32_t content, buf *out)
+{
+    if (jdoc_type(d, content) == JT_STRING) {
+        jdoc_str_append(d, content, out);
+        return;
+    }
+    if (jdoc_type(d, content) != JT_ARRAY) return;
+    for (uint32_t part = jdoc_first(d, content); part != JT_NONE;
+         part = jdoc_next(d, content, part)) {
+        uint32_t type = provider_doc_get(d, part, "type");
+        /* Assistant messages may carry a refusal part instead of text. */
+        const char *field = jdoc_str_eq(d, type, "text")      ? "text"
+                            : jdoc_str_eq(d, type, "refusal") ? "refusal"
+                                                              : NULL;
+        uint32_t text = field ? provider_doc_get(d, part, field) : JT_NONE;
+        if (jdoc_type(d, text) == JT_STRING) jdoc_str_append(d, text, out);
+    }
+}
+
+bool provider_doc_int(const jdoc *d, uint32_t v, int64_t *out)
+{
+    if (jdoc_int64(d, v, out)) return true;
+    double x;
+    /* Converting NaN or an out-of-range double to int64 is undefined. */
+    if (!jdoc_double(d, v, &x) || !(x > -9.2e18 && x < 9.2e18)) return false;
+    *out = (int64_t)x;
+    return true;
+}
+
 json_object *provider_json_get(json_object *o, const char *key)
 {
     json_object *v = NULL;
@@ -490,13 +603,6 @@ json_object *provider_json_typed(json_object *o, const char *key, json_type type
 {
     json_object *v = provider_json_get(o, key);
     return json_object_is_type(v, type) ? v : NULL;
-}
-
-json_object *provider_json_copy(json_object *v)
-{
-    json_object *copy = NULL;
-    if (json_object_deep_copy(v, &copy, NULL) != 0) return NULL;
-    return copy;
 }
 
 json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens)
@@ -566,17 +672,26 @@ int64_t provider_thinking_budget(const canon_request *req, const target *t)
 
 /* The budget the client's own control stands for: reasoning_effort, else
  * reasoning.effort, else an Anthropic-style thinking object (disabled = 0,
- * enabled = its budget_tokens); -1 when it names no budget. */
-static int64_t client_budget(json_object *root)
+ * enabled = its budget_tokens); -1 when it names no budget. canon checked
+ * the efforts and refused duplicates of these keys. */
+static int64_t client_budget(const jdoc *d)
 {
     int64_t b = -1;
-    const char *effort = provider_json_str(root, "reasoning_effort");
-    if (!effort) effort = provider_json_str(provider_json_get(root, "reasoning"), "effort");
-    if (effort) return provider_effort_budget(effort, &b) ? b : -1;
-    json_object *th = provider_json_typed(root, "thinking", json_type_object);
-    const char *type = provider_json_str(th, "type");
-    if (type && strcmp(type, "disabled") == 0) return 0;
-    if (type && strcmp(type, "enabled") == 0 && provider_get_int(th, "budget_tokens", &b) && b >= 0)
+    uint32_t effort = provider_doc_get(d, 0, "reasoning_effort");
+    if (jdoc_type(d, effort) != JT_STRING)
+        effort = provider_doc_get(d, provider_doc_get(d, 0, "reasoning"), "effort");
+    if (jdoc_type(d, effort) == JT_STRING) {
+        buf name = BUF_INIT;
+        jdoc_str_append(d, effort, &name);
+        bool known = provider_effort_budget(name.data, &b);
+        buf_free(&name);
+        return known ? b : -1;
+    }
+    uint32_t th = provider_doc_get(d, 0, "thinking");
+    uint32_t type = provider_doc_get(d, th, "type");
+    if (jdoc_str_eq(d, type, "disabled")) return 0;
+    if (jdoc_str_eq(d, type, "enabled") &&
+        provider_doc_int(d, provider_doc_get(d, th, "budget_tokens"), &b) && b >= 0)
         return b;
     return -1;
 }
@@ -590,7 +705,7 @@ int64_t provider_reasoning_budget(const canon_request *req, const target *t)
                       t && t->model ? t->model : "the model");
         return -1;
     }
-    if (req->reasoning_set) return client_budget(req->root);
+    if (req->reasoning_set) return req->doc ? client_budget(req->doc) : -1;
     return req->thinking_budget > 0 ? req->thinking_budget : -1;
 }
 

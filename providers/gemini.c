@@ -5,6 +5,7 @@
  * Gemini counts cached tokens inside promptTokenCount (like OpenAI) but keeps
  * thinking tokens OUT of candidatesTokenCount (unlike OpenAI), so output is
  * candidates + thoughts. In streams usageMetadata is a running total. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,291 +19,279 @@
 /* Retry delays are capped here; the router applies its own, lower, cap. */
 #define RETRY_DELAY_MAX_MS ((int64_t)24 * 3600 * 1000)
 
-/* ------------------------------------------------------------ JSON helpers */
+/* ------------------------------------------------------------ encode: writer */
 
-/* Copies member `from_key` of `from` to `to` as `to_key` when it has type
- * `type`. */
-static void json_copy_typed(json_object *from, const char *from_key, json_type type,
-                            json_object *to, const char *to_key)
+/* The encoder reads the client's tokens (canon_request.doc) and writes the
+ * generateContent body straight into the upstream buffer, copying what
+ * Gemini takes as OpenAI sent it (strings, numbers, schemas) as the
+ * client's bytes (jdoc_json_append). System parts go to their own list,
+ * added after the contents (key order does not matter in JSON). */
+typedef struct gem_enc {
+    const jdoc *d;
+    uint32_t msgs;    /* the messages array, for tool call names */
+    buf *b;           /* the body */
+    buf sys;          /* the system parts, comma-separated */
+    buf scratch;      /* unescaped strings */
+    jdoc args;        /* a tool call's arguments, validated */
+    bool system;      /* parts go to sys, not to a turn */
+    const char *role; /* the role of the message being encoded: "user" or "model" */
+    const char *turn; /* the role of the open turn, or NULL */
+    int n_turns, n_parts;
+    char *err;
+    size_t errlen;
+} gem_enc;
+
+static int enc_fail(gem_enc *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int enc_fail(gem_enc *e, const char *fmt, ...)
 {
-    json_object *v = provider_json_typed(from, from_key, type);
-    if (v) json_object_object_add(to, to_key, provider_json_copy(v));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->err, e->errlen, fmt, ap);
+    va_end(ap);
+    return -1;
 }
 
-static bool json_is_number(json_object *v)
+/* Where the next part goes: after the last system part, or in the open
+ * turn when it has this message's role (several tool answers become one
+ * user turn), else in a new turn. */
+static buf *part_begin(gem_enc *e)
 {
-    return json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double);
+    if (e->system) {
+        if (e->sys.len) buf_append_char(&e->sys, ',');
+        return &e->sys;
+    }
+    if (e->turn != e->role) {
+        if (e->turn) buf_append_str(e->b, "]}");
+        buf_append_str(e->b, e->n_turns++ ? ",{\"role\":\"" : "{\"role\":\"");
+        buf_append_str(e->b, e->role);
+        buf_append_str(e->b, "\",\"parts\":[");
+        e->turn = e->role;
+        e->n_parts = 0;
+    }
+    if (e->n_parts++) buf_append_char(e->b, ',');
+    return e->b;
 }
 
 /* ------------------------------------------------------------ encode: parts */
 
-/* Appends {text} unless empty (an empty part is rejected and says nothing). */
-static void parts_add_text(json_object *parts, const char *text, size_t len)
+/* Appends {text} unless empty (an empty part is rejected and says nothing).
+ * `text` is a string token. */
+static void parts_add_text(gem_enc *e, uint32_t text)
 {
-    if (len == 0) return;
-    json_object *p = json_object_new_object();
-    json_object_object_add(p, "text", json_object_new_string_len(text, (int)len));
-    json_object_array_add(parts, p);
+    if (e->d->t[text].end == e->d->t[text].start) return;
+    buf *b = part_begin(e);
+    buf_append_str(b, "{\"text\":");
+    jdoc_str_append_json(e->d, text, b);
+    buf_append_char(b, '}');
 }
 
 /* image_url (data: URI only) → inlineData. Gemini cannot fetch arbitrary
  * URLs through fileData, so an http(s) image is an encode error. */
-static int parts_add_image(json_object *parts, json_object *part, char *err, size_t errlen)
+static int parts_add_image(gem_enc *e, uint32_t part)
 {
-    json_object *iu = provider_json_get(part, "image_url");
-    const char *url = json_object_is_type(iu, json_type_string) ? json_object_get_string(iu)
-                                                                : provider_json_str(iu, "url");
-    const char *semi = url ? strstr(url, ";base64,") : NULL;
-    const char *comma = url ? strchr(url, ',') : NULL;
-    if (!url || strncmp(url, "data:", 5) != 0 || !semi || semi != comma - 7 || semi == url + 5) {
-        snprintf(err, errlen, "gemini accepts images only as data:<media type>;base64,<data> URIs");
-        return -1;
-    }
-    json_object *inl = json_object_new_object();
-    json_object_object_add(inl, "mimeType",
-                           json_object_new_string_len(url + 5, (int)(semi - url - 5)));
-    json_object_object_add(inl, "data", json_object_new_string(semi + 8));
-    json_object *p = json_object_new_object();
-    json_object_object_add(p, "inlineData", inl);
-    json_object_array_add(parts, p);
+    const char *url, *data;
+    size_t len, type_len;
+    if (!provider_image_url(e->d, part, &e->scratch, &url, &len) ||
+        !provider_data_uri(url, len, &type_len, &data))
+        return enc_fail(e, "gemini accepts images only as data:<media type>;base64,<data> URIs");
+    buf *b = part_begin(e);
+    buf_append_str(b, "{\"inlineData\":{\"mimeType\":");
+    provider_append_json_str(b, url + 5, type_len);
+    buf_append_str(b, ",\"data\":");
+    provider_append_json_str(b, data, (size_t)(url + len - data));
+    buf_append_str(b, "}}");
     return 0;
 }
 
-static int parts_add_part(json_object *parts, json_object *part, bool images, char *err,
-                          size_t errlen)
+static int parts_add_part(gem_enc *e, uint32_t part, bool images)
 {
-    const char *type = provider_json_str(part, "type");
-    if (!type) {
-        snprintf(err, errlen, "content part without a type");
-        return -1;
-    }
-    if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
-        json_object *text = provider_json_typed(part, type, json_type_string);
-        if (!text) {
-            snprintf(err, errlen, "%s part without a string %s", type, type);
-            return -1;
-        }
-        parts_add_text(parts, json_object_get_string(text),
-                       (size_t)json_object_get_string_len(text));
+    const jdoc *d = e->d;
+    uint32_t type = provider_doc_typed(d, part, "type", JT_STRING);
+    if (type == JT_NONE) return enc_fail(e, "content part without a type");
+    const char *field = jdoc_str_eq(d, type, "text")      ? "text"
+                        : jdoc_str_eq(d, type, "refusal") ? "refusal"
+                                                          : NULL;
+    if (field) {
+        uint32_t text = provider_doc_typed(d, part, field, JT_STRING);
+        if (text == JT_NONE) return enc_fail(e, "%s part without a string %s", field, field);
+        parts_add_text(e, text);
         return 0;
     }
-    if (images && strcmp(type, "image_url") == 0) return parts_add_image(parts, part, err, errlen);
-    snprintf(err, errlen, "content part type \"%.40s\" is not supported by gemini", type);
-    return -1;
+    if (images && jdoc_str_eq(d, type, "image_url")) return parts_add_image(e, part);
+    size_t len;
+    const char *s = jdoc_str_view(d, type, &e->scratch, &len);
+    return enc_fail(e, "content part type \"%.*s\" is not supported by gemini",
+                    len > 40 ? 40 : (int)len, s);
 }
 
-static int parts_add_content(json_object *parts, json_object *content, bool images, char *err,
-                             size_t errlen)
+static int parts_add_content(gem_enc *e, uint32_t content, bool images)
 {
-    if (json_object_is_type(content, json_type_string)) {
-        parts_add_text(parts, json_object_get_string(content),
-                       (size_t)json_object_get_string_len(content));
+    const jdoc *d = e->d;
+    if (jdoc_type(d, content) == JT_STRING) {
+        parts_add_text(e, content);
         return 0;
     }
-    if (!json_object_is_type(content, json_type_array)) return 0;
-    size_t n = json_object_array_length(content);
-    for (size_t i = 0; i < n; i++)
-        if (parts_add_part(parts, json_object_array_get_idx(content, i), images, err, errlen))
-            return -1;
+    if (jdoc_type(d, content) != JT_ARRAY) return 0;
+    for (uint32_t p = jdoc_first(d, content); p != JT_NONE; p = jdoc_next(d, content, p))
+        if (parts_add_part(e, p, images)) return -1;
     return 0;
 }
 
-/* assistant tool_calls → functionCall parts; remembers id → name in
- * `names` for the functionResponse parts that answer them. */
-static int parts_add_tool_calls(json_object *parts, json_object *calls, json_object *names,
-                                char *err, size_t errlen)
+/* Appends a tool call's arguments (a string token holding a JSON object;
+ * empty means no arguments) as the object itself, checked with jtok. */
+static int args_append(gem_enc *e, uint32_t args, size_t i, buf *b)
 {
-    size_t n = json_object_is_type(calls, json_type_array) ? json_object_array_length(calls) : 0;
-    for (size_t i = 0; i < n; i++) {
-        json_object *call = json_object_array_get_idx(calls, i);
-        json_object *fn = provider_json_get(call, "function");
-        const char *id = provider_json_str(call, "id");
-        const char *name = provider_json_str(fn, "name");
-        const char *args = provider_json_str(fn, "arguments");
-        if (!name) {
-            snprintf(err, errlen, "tool_calls[%zu] needs a function.name", i);
-            return -1;
-        }
-        char why[96];
-        json_object *a = (args && *args)
-                             ? provider_parse_object(NULL, args, strlen(args), why, sizeof why)
-                             : json_object_new_object();
-        if (!a) {
-            snprintf(err, errlen, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i,
-                     why);
-            return -1;
-        }
-        if (id) json_object_object_add(names, id, json_object_new_string(name));
-        json_object *fc = json_object_new_object();
-        json_object_object_add(fc, "name", json_object_new_string(name));
-        json_object_object_add(fc, "args", a);
-        json_object *p = json_object_new_object();
-        json_object_object_add(p, "functionCall", fc);
-        json_object_array_add(parts, p);
+    size_t len = 0;
+    const char *s =
+        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    if (len == 0) {
+        buf_append_str(b, "{}");
+        return 0;
+    }
+    char why[96] = "not a JSON object";
+    if (jdoc_parse(&e->args, s, len, why, sizeof why, NULL) != 0 ||
+        jdoc_type(&e->args, 0) != JT_OBJECT)
+        return enc_fail(e, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i, why);
+    jdoc_json_append(&e->args, 0, b);
+    return 0;
+}
+
+/* assistant tool_calls → functionCall parts (the tool messages that answer
+ * them find their names again with provider_doc_call_name). */
+static int parts_add_tool_calls(gem_enc *e, uint32_t calls)
+{
+    const jdoc *d = e->d;
+    size_t i = 0;
+    if (jdoc_type(d, calls) != JT_ARRAY) return 0;
+    for (uint32_t c = jdoc_first(d, calls); c != JT_NONE; c = jdoc_next(d, calls, c), i++) {
+        uint32_t fn = provider_doc_get(d, c, "function");
+        uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
+        if (name == JT_NONE) return enc_fail(e, "tool_calls[%zu] needs a function.name", i);
+        buf *b = part_begin(e);
+        buf_append_str(b, "{\"functionCall\":{\"name\":");
+        jdoc_str_append_json(d, name, b);
+        buf_append_str(b, ",\"args\":");
+        if (args_append(e, provider_doc_get(d, fn, "arguments"), i, b)) return -1;
+        buf_append_str(b, "}}");
     }
     return 0;
 }
 
 /* role:"tool" → a functionResponse part named after the call it answers
  * (Gemini matches responses by name, OpenAI by id). */
-static int parts_add_tool_result(json_object *parts, json_object *msg, json_object *names,
-                                 char *err, size_t errlen)
+static int parts_add_tool_result(gem_enc *e, uint32_t msg)
 {
-    const char *id = provider_json_str(msg, "tool_call_id");
-    const char *name = id ? provider_json_str(names, id) : NULL;
-    if (!name) name = provider_json_str(msg, "name");
-    if (!name) {
-        snprintf(err, errlen,
-                 "tool message answers tool_call_id \"%.64s\", which no earlier "
-                 "assistant tool call has",
-                 id ? id : "");
-        return -1;
+    const jdoc *d = e->d;
+    uint32_t id = provider_doc_typed(d, msg, "tool_call_id", JT_STRING);
+    uint32_t name = provider_doc_call_name(d, e->msgs, msg, id, true);
+    if (name == JT_NONE) name = provider_doc_typed(d, msg, "name", JT_STRING);
+    if (name == JT_NONE) {
+        size_t len = 0;
+        const char *s = id != JT_NONE ? jdoc_str_view(d, id, &e->scratch, &len) : "";
+        return enc_fail(e,
+                        "tool message answers tool_call_id \"%.*s\", which no earlier "
+                        "assistant tool call has",
+                        len > 64 ? 64 : (int)len, s);
     }
-    buf text = BUF_INIT;
-    provider_content_text(provider_json_get(msg, "content"), &text);
-    json_object *resp = json_object_new_object();
-    json_object_object_add(resp, "content",
-                           json_object_new_string_len(text.data ? text.data : "", (int)text.len));
-    buf_free(&text);
-    json_object *fr = json_object_new_object();
-    json_object_object_add(fr, "name", json_object_new_string(name));
-    json_object_object_add(fr, "response", resp);
-    json_object *p = json_object_new_object();
-    json_object_object_add(p, "functionResponse", fr);
-    json_object_array_add(parts, p);
+    uint32_t content = provider_doc_get(d, msg, "content");
+    buf *b = part_begin(e);
+    buf_append_str(b, "{\"functionResponse\":{\"name\":");
+    jdoc_str_append_json(d, name, b);
+    buf_append_str(b, ",\"response\":{\"content\":");
+    if (jdoc_type(d, content) == JT_STRING) {
+        jdoc_str_append_json(d, content, b);
+    } else {
+        buf_reset(&e->scratch);
+        provider_doc_content_text(d, content, &e->scratch);
+        provider_append_json_str(b, e->scratch.data ? e->scratch.data : "", e->scratch.len);
+    }
+    buf_append_str(b, "}}}");
     return 0;
 }
 
 /* ------------------------------------------------------------ encode: contents */
 
-/* Appends parts as a turn of `role`, merged into the previous turn when it
- * has the same role (several tool answers become one user turn). */
-static void contents_append(json_object *contents, const char *role, json_object *parts)
+static int message_encode(gem_enc *e, uint32_t msg)
 {
-    size_t n = json_object_array_length(contents);
-    json_object *last = n ? json_object_array_get_idx(contents, n - 1) : NULL;
-    if (json_object_array_length(parts) == 0) {
-        json_object_put(parts);
-        return;
+    const jdoc *d = e->d;
+    uint32_t role = provider_doc_typed(d, msg, "role", JT_STRING);
+    uint32_t content = provider_doc_get(d, msg, "content");
+    if (role == JT_NONE) return enc_fail(e, "message without a role");
+    e->system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
+    if (e->system) return parts_add_content(e, content, false);
+    if (jdoc_str_eq(d, role, "user")) {
+        e->role = "user";
+        return parts_add_content(e, content, true);
     }
-    if (last && strcmp(provider_json_str(last, "role"), role) == 0) {
-        json_object *lp = provider_json_get(last, "parts");
-        size_t m = json_object_array_length(parts);
-        for (size_t i = 0; i < m; i++)
-            json_object_array_add(lp, json_object_get(json_object_array_get_idx(parts, i)));
-        json_object_put(parts);
-        return;
+    if (jdoc_str_eq(d, role, "assistant")) {
+        e->role = "model";
+        if (parts_add_content(e, content, false)) return -1;
+        return parts_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
     }
-    json_object *turn = json_object_new_object();
-    json_object_object_add(turn, "role", json_object_new_string(role));
-    json_object_object_add(turn, "parts", parts);
-    json_object_array_add(contents, turn);
+    if (jdoc_str_eq(d, role, "tool")) {
+        e->role = "user";
+        return parts_add_tool_result(e, msg);
+    }
+    size_t len;
+    const char *s = jdoc_str_view(d, role, &e->scratch, &len);
+    return enc_fail(e, "message role \"%.*s\" is not supported by gemini", len > 40 ? 40 : (int)len,
+                    s);
 }
 
-static int message_encode(json_object *msg, json_object *contents, json_object *system,
-                          json_object *names, char *err, size_t errlen)
+static int contents_encode(gem_enc *e)
 {
-    const char *role = provider_json_str(msg, "role");
-    json_object *content = provider_json_get(msg, "content");
-    if (!role) {
-        snprintf(err, errlen, "message without a role");
-        return -1;
+    const jdoc *d = e->d;
+    e->msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY);
+    buf_append_str(e->b, "{\"contents\":[");
+    for (uint32_t m = jdoc_first(d, e->msgs); m != JT_NONE; m = jdoc_next(d, e->msgs, m))
+        if (message_encode(e, m)) return -1;
+    if (e->n_turns == 0)
+        return enc_fail(e, "no user or assistant messages left after taking out system "
+                           "messages; gemini needs at least one");
+    buf_append_str(e->b, "]}]");
+    if (e->sys.len) {
+        buf_append_str(e->b, ",\"systemInstruction\":{\"parts\":[");
+        buf_append(e->b, e->sys.data, e->sys.len);
+        buf_append_str(e->b, "]}");
     }
-    if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
-        return parts_add_content(system, content, false, err, errlen);
-
-    json_object *parts = json_object_new_array();
-    int rc;
-    const char *to = "user";
-    if (strcmp(role, "user") == 0) {
-        rc = parts_add_content(parts, content, true, err, errlen);
-    } else if (strcmp(role, "assistant") == 0) {
-        to = "model";
-        rc = parts_add_content(parts, content, false, err, errlen);
-        if (rc == 0)
-            rc = parts_add_tool_calls(parts, provider_json_get(msg, "tool_calls"), names, err,
-                                      errlen);
-    } else if (strcmp(role, "tool") == 0) {
-        rc = parts_add_tool_result(parts, msg, names, err, errlen);
-    } else {
-        snprintf(err, errlen, "message role \"%.40s\" is not supported by gemini", role);
-        rc = -1;
-    }
-    if (rc) {
-        json_object_put(parts);
-        return -1;
-    }
-    contents_append(contents, to, parts);
     return 0;
-}
-
-static int contents_encode(const canon_request *req, json_object *body, char *err, size_t errlen)
-{
-    json_object *contents = json_object_new_array();
-    json_object *system = json_object_new_array();
-    json_object *names = json_object_new_object();
-    size_t n = json_object_is_type(req->messages, json_type_array)
-                   ? json_object_array_length(req->messages)
-                   : 0;
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = message_encode(json_object_array_get_idx(req->messages, i), contents, system, names,
-                            err, errlen);
-    json_object_put(names);
-    if (rc == 0 && json_object_array_length(contents) == 0) {
-        snprintf(err, errlen,
-                 "no user or assistant messages left after taking out system "
-                 "messages; gemini needs at least one");
-        rc = -1;
-    }
-    if (rc == 0 && json_object_array_length(system) > 0) {
-        json_object *si = json_object_new_object();
-        json_object_object_add(si, "parts", system);
-        json_object_object_add(body, "systemInstruction", si);
-        system = NULL;
-    }
-    if (rc == 0) {
-        json_object_object_add(body, "contents", contents);
-        contents = NULL;
-    }
-    json_object_put(system);
-    json_object_put(contents);
-    return rc;
 }
 
 /* ------------------------------------------------------------ encode: parameters */
 
-static void stop_encode(json_object *root, json_object *gc)
+/* Opens generationConfig before its first member, then separates them. */
+static void gc_key(buf *b, bool *open, const char *key)
 {
-    json_object *stop = provider_json_get(root, "stop");
-    json_object *seqs = json_object_new_array();
-    if (json_object_is_type(stop, json_type_string)) {
-        json_object_array_add(seqs, provider_json_copy(stop));
-    } else if (json_object_is_type(stop, json_type_array)) {
-        size_t n = json_object_array_length(stop);
-        for (size_t i = 0; i < n; i++) {
-            json_object *s = json_object_array_get_idx(stop, i);
-            if (json_object_is_type(s, json_type_string))
-                json_object_array_add(seqs, provider_json_copy(s));
-        }
-    }
-    if (json_object_array_length(seqs) > 0)
-        json_object_object_add(gc, "stopSequences", seqs);
-    else
-        json_object_put(seqs);
+    buf_append_str(b, *open ? ",\"" : ",\"generationConfig\":{\"");
+    *open = true;
+    buf_append_str(b, key);
+    buf_append_str(b, "\":");
+}
+
+/* Copies obj[key] as generationConfig.`as` when it is a `type` token
+ * (JT_NUMBER: any number; JT_ABSENT: an integer). */
+static void gc_copy(const jdoc *d, uint32_t v, jt_type type, const char *as, buf *b, bool *open)
+{
+    int64_t x;
+    bool ok = type == JT_ABSENT ? jdoc_int64(d, v, &x) : jdoc_type(d, v) == type;
+    if (!ok) return;
+    gc_key(b, open, as);
+    jdoc_json_append(d, v, b);
 }
 
 /* response_format → responseMimeType (+ responseJsonSchema for a
- * json_schema format that carries a schema). */
-static void json_mode_encode(const canon_request *req, json_object *gc)
+ * json_schema format that carries a schema, as the client wrote it). */
+static void json_mode_encode(const canon_request *req, buf *b, bool *open)
 {
+    const jdoc *d = req->doc;
     if (!req->json_mode) return;
-    json_object_object_add(gc, "responseMimeType", json_object_new_string("application/json"));
-    json_object *rf = provider_json_get(req->root, "response_format");
-    const char *type = provider_json_str(rf, "type");
-    if (type && strcmp(type, "json_schema") == 0)
-        json_copy_typed(provider_json_get(rf, "json_schema"), "schema", json_type_object, gc,
-                        "responseJsonSchema");
+    gc_key(b, open, "responseMimeType");
+    buf_append_str(b, "\"application/json\"");
+    uint32_t rf = provider_doc_get(d, 0, "response_format");
+    if (!jdoc_str_eq(d, provider_doc_get(d, rf, "type"), "json_schema")) return;
+    uint32_t schema =
+        provider_doc_typed(d, provider_doc_get(d, rf, "json_schema"), "schema", JT_OBJECT);
+    gc_copy(d, schema, JT_OBJECT, "responseJsonSchema", b, open);
 }
 
 /* The smallest thinkingBudget of the Pro models, which cannot turn thinking
@@ -318,93 +307,88 @@ static bool thinking_can_be_off(const target *t)
  * or the policy's cap (0 turns thinking off). Thoughts count against
  * maxOutputTokens, so a cap the request carries bounds the budget too
  * (clamped, never raised). */
-static void thinking_encode(const canon_request *req, const target *t, json_object *gc)
+static void thinking_encode(const canon_request *req, const target *t, buf *b, bool *open)
 {
     int64_t budget = provider_reasoning_budget(req, t);
     if (budget < 0) return;
     if (budget == 0 && !thinking_can_be_off(t)) budget = GEMINI_PRO_MIN_THINKING;
     if (req->max_tokens > 0 && budget > req->max_tokens) budget = req->max_tokens;
-    json_object *tc = json_object_new_object();
-    json_object_object_add(tc, "thinkingBudget", json_object_new_int64(budget));
-    json_object_object_add(gc, "thinkingConfig", tc);
+    gc_key(b, open, "thinkingConfig");
+    buf_printf(b, "{\"thinkingBudget\":%lld}", (long long)budget);
 }
 
-static void generation_config_encode(const canon_request *req, const target *t, json_object *body)
+static void generation_config_encode(const canon_request *req, const target *t, buf *b)
 {
-    json_object *root = req->root;
-    json_object *gc = json_object_new_object();
-    if (req->max_tokens >= 0)
-        json_object_object_add(gc, "maxOutputTokens", json_object_new_int64(req->max_tokens));
-    if (json_is_number(provider_json_get(root, "temperature")))
-        json_object_object_add(gc, "temperature",
-                               provider_json_copy(provider_json_get(root, "temperature")));
-    if (json_is_number(provider_json_get(root, "top_p")))
-        json_object_object_add(gc, "topP", provider_json_copy(provider_json_get(root, "top_p")));
-    stop_encode(root, gc);
-    json_copy_typed(root, "n", json_type_int, gc, "candidateCount");
-    json_copy_typed(root, "seed", json_type_int, gc, "seed");
-    json_mode_encode(req, gc);
-    thinking_encode(req, t, gc);
-    if (json_object_object_length(gc) > 0)
-        json_object_object_add(body, "generationConfig", gc);
-    else
-        json_object_put(gc);
+    const jdoc *d = req->doc;
+    bool open = false;
+    if (req->max_tokens >= 0) {
+        gc_key(b, &open, "maxOutputTokens");
+        buf_printf(b, "%lld", (long long)req->max_tokens);
+    }
+    gc_copy(d, provider_doc_get(d, 0, "temperature"), JT_NUMBER, "temperature", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "top_p"), JT_NUMBER, "topP", b, &open);
+    size_t at = b->len;
+    bool was_open = open;
+    gc_key(b, &open, "stopSequences");
+    if (!provider_doc_stop_list(d, b)) {
+        b->data[b->len = at] = '\0';
+        open = was_open;
+    }
+    gc_copy(d, provider_doc_get(d, 0, "n"), JT_ABSENT, "candidateCount", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "seed"), JT_ABSENT, "seed", b, &open);
+    json_mode_encode(req, b, &open);
+    thinking_encode(req, t, b, &open);
+    if (open) buf_append_char(b, '}');
 }
 
 /* tools → one functionDeclarations list. OpenAI parameters are full JSON
  * Schema, which `parameters` (an OpenAPI subset) rejects in places
- * (additionalProperties, $ref…); parametersJsonSchema takes it as is. */
-static int tools_encode(json_object *root, json_object *body, char *err, size_t errlen)
+ * (additionalProperties, $ref…); parametersJsonSchema takes it as is.
+ * Sets *any when there were tools. */
+static int tools_encode(gem_enc *e, bool *any)
 {
-    json_object *tools = provider_json_typed(root, "tools", json_type_array);
-    size_t n = tools ? json_object_array_length(tools) : 0;
-    if (n == 0) return 0;
-    json_object *decls = json_object_new_array();
-    for (size_t i = 0; i < n; i++) {
-        json_object *fn = provider_json_get(json_object_array_get_idx(tools, i), "function");
-        const char *name = provider_json_str(fn, "name");
-        if (!name) {
-            json_object_put(decls);
-            snprintf(err, errlen, "tools[%zu] is not a function tool with a name", i);
-            return -1;
-        }
-        json_object *d = json_object_new_object();
-        json_object_object_add(d, "name", json_object_new_string(name));
-        json_copy_typed(fn, "description", json_type_string, d, "description");
-        json_copy_typed(fn, "parameters", json_type_object, d, "parametersJsonSchema");
-        json_object_array_add(decls, d);
+    const jdoc *d = e->d;
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    size_t i = 0;
+    *any = tools != JT_NONE && d->t[tools].size > 0;
+    if (!*any) return 0;
+    buf_append_str(e->b, ",\"tools\":[{\"functionDeclarations\":[");
+    for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t), i++) {
+        uint32_t fn = provider_doc_get(d, t, "function");
+        uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
+        if (name == JT_NONE) return enc_fail(e, "tools[%zu] is not a function tool with a name", i);
+        buf_append_str(e->b, i ? ",{\"name\":" : "{\"name\":");
+        jdoc_str_append_json(d, name, e->b);
+        uint32_t desc = provider_doc_typed(d, fn, "description", JT_STRING);
+        if (desc != JT_NONE) provider_doc_member_copy(d, fn, "description", "description", e->b);
+        uint32_t params = provider_doc_typed(d, fn, "parameters", JT_OBJECT);
+        if (params != JT_NONE)
+            provider_doc_member_copy(d, fn, "parameters", "parametersJsonSchema", e->b);
+        buf_append_char(e->b, '}');
     }
-    json_object *tool = json_object_new_object();
-    json_object_object_add(tool, "functionDeclarations", decls);
-    json_object *arr = json_object_new_array();
-    json_object_array_add(arr, tool);
-    json_object_object_add(body, "tools", arr);
+    buf_append_str(e->b, "]}]");
     return 0;
 }
 
 /* tool_choice → toolConfig.functionCallingConfig: auto/none/required(ANY),
- * a named function → ANY restricted to that name. */
-static void tool_choice_encode(json_object *root, json_object *body)
+ * a named function → ANY restricted to that name. Only sent with tools. */
+static void tool_choice_encode(const jdoc *d, buf *b)
 {
-    json_object *tc = provider_json_get(root, "tool_choice");
-    const char *s = json_object_is_type(tc, json_type_string) ? json_object_get_string(tc) : NULL;
-    const char *named = provider_json_str(provider_json_get(tc, "function"), "name");
-    const char *mode = named                             ? "ANY"
-                       : s && strcmp(s, "required") == 0 ? "ANY"
-                       : s && strcmp(s, "none") == 0     ? "NONE"
-                       : s && strcmp(s, "auto") == 0     ? "AUTO"
-                                                         : NULL;
-    if (!mode || !provider_json_get(body, "tools")) return;
-    json_object *fcc = json_object_new_object();
-    json_object_object_add(fcc, "mode", json_object_new_string(mode));
-    if (named) {
-        json_object *names = json_object_new_array();
-        json_object_array_add(names, json_object_new_string(named));
-        json_object_object_add(fcc, "allowedFunctionNames", names);
+    uint32_t tc = provider_doc_get(d, 0, "tool_choice");
+    uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    const char *mode = named != JT_NONE                 ? "ANY"
+                       : jdoc_str_eq(d, tc, "required") ? "ANY"
+                       : jdoc_str_eq(d, tc, "none")     ? "NONE"
+                       : jdoc_str_eq(d, tc, "auto")     ? "AUTO"
+                                                        : NULL;
+    if (!mode) return;
+    buf_printf(b, ",\"toolConfig\":{\"functionCallingConfig\":{\"mode\":\"%s\"", mode);
+    if (named != JT_NONE) {
+        buf_append_str(b, ",\"allowedFunctionNames\":[");
+        jdoc_str_append_json(d, named, b);
+        buf_append_char(b, ']');
     }
-    json_object *cfg = json_object_new_object();
-    json_object_object_add(cfg, "functionCallingConfig", fcc);
-    json_object_object_add(body, "toolConfig", cfg);
+    buf_append_str(b, "}}");
 }
 
 static void headers_encode(const provider_conf *p, upstream_request *out)
@@ -418,6 +402,16 @@ static void headers_encode(const provider_conf *p, upstream_request *out)
     upstream_request_finish_headers(out);
 }
 
+static int body_encode(const canon_request *req, const target *t, gem_enc *e)
+{
+    bool tools;
+    if (contents_encode(e) || tools_encode(e, &tools)) return -1;
+    if (tools) tool_choice_encode(req->doc, e->b);
+    generation_config_encode(req, t, e->b);
+    buf_append_char(e->b, '}');
+    return 0;
+}
+
 /* `out` comes initialised (upstream_request_init) from the caller, who
  * frees it whether or not this succeeds. */
 static int gemini_encode(const canon_request *req, const target *t, upstream_request *out,
@@ -427,21 +421,23 @@ static int gemini_encode(const canon_request *req, const target *t, upstream_req
         snprintf(err, errlen, "gemini: target has no base_url or upstream model");
         return -1;
     }
-    json_object *body = json_object_new_object();
-    int rc = contents_encode(req, body, err, errlen);
-    if (rc == 0) rc = tools_encode(req->root, body, err, errlen);
+    if (!req || !req->doc || jdoc_type(req->doc, 0) != JT_OBJECT) {
+        snprintf(err, errlen, "gemini: no request object");
+        return -1;
+    }
+    gem_enc e = {.d = req->doc, .b = &out->body, .err = err, .errlen = errlen};
+    int rc = body_encode(req, t, &e);
     if (rc == 0) {
-        tool_choice_encode(req->root, body);
-        generation_config_encode(req, t, body);
         /* Without alt=sse the stream is one long JSON array, not SSE. */
         buf_printf(&out->url, "%s/models/%s:%s", t->provider->base_url, t->upstream_model,
                    req->stream ? "streamGenerateContent?alt=sse" : "generateContent");
         headers_encode(t->provider, out);
-        buf_append_str(&out->body,
-                       json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN |
-                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else {
+        buf_reset(&out->body);
     }
-    json_object_put(body);
+    buf_free(&e.sys);
+    buf_free(&e.scratch);
+    jdoc_free(&e.args);
     return rc;
 }
 
@@ -937,7 +933,6 @@ static int gemini_stream_event(void *state, const stream_event *ev, stream_resul
 const provider_ops gemini_ops = {
     .kind = "gemini",
     .framing = FRAMING_SSE,
-    .needs_tree = true,
     .encode = gemini_encode,
     .decode = gemini_decode,
     .stream_new = gemini_stream_new,

@@ -17,6 +17,22 @@
 
 /* ------------------------------------------------------------ encode */
 
+/* The encoder reads the client's tokens (canon_request.doc) and writes
+ * Ollama's body straight into the upstream buffer, copying what Ollama
+ * takes as OpenAI sent it (strings, options, schemas, tools) as the
+ * client's bytes (jdoc_json_append). */
+typedef struct oll_enc {
+    const jdoc *d;
+    uint32_t msgs; /* the messages array, for tool names */
+    buf *b;        /* the body */
+    buf text;      /* a message's text, unescaped */
+    buf images;    /* a message's images, comma-separated JSON strings */
+    buf scratch;   /* unescaped strings */
+    jdoc args;     /* a tool call's arguments, validated */
+    char *err;
+    size_t errlen;
+} oll_enc;
+
 static void append_json_cstr(buf *b, const char *s)
 {
     buf_append_json_str(b, s, strlen(s));
@@ -38,58 +54,61 @@ static bool is_true(json_object *obj, const char *key)
 }
 
 /* Ollama has no developer role and no function role. */
-static const char *ollama_role(const char *role)
+static const char *ollama_role(const jdoc *d, uint32_t role)
 {
-    if (strcmp(role, "developer") == 0) return "system";
-    if (strcmp(role, "function") == 0) return "tool";
-    return role;
+    static const char *const same[] = {"system", "user", "assistant", "tool", NULL};
+    if (jdoc_str_eq(d, role, "developer")) return "system";
+    if (jdoc_str_eq(d, role, "function")) return "tool";
+    for (const char *const *r = same; *r; r++)
+        if (jdoc_str_eq(d, role, *r)) return *r;
+    return NULL; /* canon lets no other role through */
 }
 
 /* Adds the base64 payload of a data: URI to the images list. Ollama takes
  * images only inline, so a remote URL cannot be expressed. */
-static int encode_image(json_object *part, buf *images, char *err, size_t errlen)
+static int encode_image(oll_enc *e, uint32_t part)
 {
-    json_object *iu = NULL;
-    json_object_object_get_ex(part, "image_url", &iu);
-    const char *url = json_object_is_type(iu, json_type_string) ? json_object_get_string(iu)
-                                                                : get_string(iu, "url");
-    const char *b64 = url && strncmp(url, "data:", 5) == 0 ? strstr(url, ";base64,") : NULL;
+    const char *url, *b64 = NULL;
+    size_t len;
+    if (provider_image_url(e->d, part, &e->scratch, &url, &len) && len >= 5 &&
+        memcmp(url, "data:", 5) == 0)
+        b64 = memmem(url, len, ";base64,", 8);
     if (!b64) {
-        snprintf(err, errlen, "ollama accepts images only as base64 data: URIs");
+        snprintf(e->err, e->errlen, "ollama accepts images only as base64 data: URIs");
         return -1;
     }
     b64 += strlen(";base64,");
-    if (images->len) buf_append_char(images, ',');
-    append_json_cstr(images, b64);
+    if (e->images.len) buf_append_char(&e->images, ',');
+    provider_append_json_str(&e->images, b64, (size_t)(url + len - b64));
     return 0;
 }
 
-/* Content (string, parts or null) → one text plus an images list. */
-static int encode_content(json_object *content, buf *text, buf *images, char *err, size_t errlen)
+/* Content parts → one text (parts are separate paragraphs) plus images. */
+static int encode_parts(oll_enc *e, uint32_t content)
 {
-    if (!json_object_is_type(content, json_type_array)) {
-        provider_content_text(content, text);
-        return 0;
-    }
-    size_t n = json_object_array_length(content);
-    for (size_t i = 0; i < n; i++) {
-        json_object *part = json_object_array_get_idx(content, i);
-        const char *type = get_string(part, "type");
-        if (!type) {
-            snprintf(err, errlen, "content part %zu has no type", i);
+    const jdoc *d = e->d;
+    size_t i = 0;
+    for (uint32_t p = jdoc_first(d, content); p != JT_NONE; p = jdoc_next(d, content, p), i++) {
+        uint32_t type = provider_doc_typed(d, p, "type", JT_STRING);
+        const char *field = jdoc_str_eq(d, type, "text")      ? "text"
+                            : jdoc_str_eq(d, type, "refusal") ? "refusal"
+                                                              : NULL;
+        if (type == JT_NONE) {
+            snprintf(e->err, e->errlen, "content part %zu has no type", i);
             return -1;
         }
-        if (strcmp(type, "image_url") == 0) {
-            if (encode_image(part, images, err, errlen) < 0) return -1;
-        } else if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
-            const char *s = get_string(part, type);
-            if (s) {
-                /* Parts are separate paragraphs; keep them apart. */
-                if (text->len) buf_append_char(text, '\n');
-                buf_append_str(text, s);
-            }
+        if (jdoc_str_eq(d, type, "image_url")) {
+            if (encode_image(e, p) < 0) return -1;
+        } else if (field) {
+            uint32_t s = provider_doc_typed(d, p, field, JT_STRING);
+            if (s == JT_NONE) continue;
+            if (e->text.len) buf_append_char(&e->text, '\n');
+            jdoc_str_append(d, s, &e->text);
         } else {
-            snprintf(err, errlen, "ollama cannot take content parts of type \"%.32s\"", type);
+            size_t len;
+            const char *s = jdoc_str_view(d, type, &e->scratch, &len);
+            snprintf(e->err, e->errlen, "ollama cannot take content parts of type \"%.*s\"",
+                     len > 32 ? 32 : (int)len, s);
             return -1;
         }
     }
@@ -97,94 +116,96 @@ static int encode_content(json_object *content, buf *text, buf *images, char *er
 }
 
 /* OpenAI tool calls carry arguments as a JSON string; Ollama wants the
- * object itself. */
-static int encode_tool_calls(json_object *calls, buf *b, char *err, size_t errlen)
+ * object itself (checked with jtok, then copied as the client wrote it). */
+static int encode_arguments(oll_enc *e, uint32_t args, size_t i)
 {
-    buf_append_str(b, ",\"tool_calls\":[");
-    size_t n = json_object_array_length(calls);
-    for (size_t i = 0; i < n; i++) {
-        json_object *fn = NULL, *call = json_object_array_get_idx(calls, i);
-        json_object_object_get_ex(call, "function", &fn);
-        const char *name = get_string(fn, "name");
-        const char *args = get_string(fn, "arguments");
-        if (!name) {
-            snprintf(err, errlen, "tool call %zu has no function name", i);
-            return -1;
-        }
-        json_object *parsed = args && *args ? json_tokener_parse(args) : json_object_new_object();
-        if (!json_object_is_type(parsed, json_type_object)) {
-            json_object_put(parsed);
-            snprintf(err, errlen, "tool call %zu arguments are not a JSON object", i);
-            return -1;
-        }
-        buf_append_str(b, i ? ",{\"function\":{\"name\":" : "{\"function\":{\"name\":");
-        append_json_cstr(b, name);
-        buf_append_str(b, ",\"arguments\":");
-        provider_append_json(b, parsed);
-        buf_append_str(b, "}}");
-        json_object_put(parsed);
+    size_t len = 0;
+    const char *s =
+        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    if (len == 0) {
+        buf_append_str(e->b, "{}");
+        return 0;
     }
-    buf_append_char(b, ']');
+    if (jdoc_parse(&e->args, s, len, NULL, 0, NULL) != 0 || jdoc_type(&e->args, 0) != JT_OBJECT) {
+        snprintf(e->err, e->errlen, "tool call %zu arguments are not a JSON object", i);
+        return -1;
+    }
+    jdoc_json_append(&e->args, 0, e->b);
+    return 0;
+}
+
+static int encode_tool_calls(oll_enc *e, uint32_t calls)
+{
+    const jdoc *d = e->d;
+    size_t i = 0;
+    buf_append_str(e->b, ",\"tool_calls\":[");
+    for (uint32_t c = jdoc_first(d, calls); c != JT_NONE; c = jdoc_next(d, calls, c), i++) {
+        uint32_t fn = provider_doc_get(d, c, "function");
+        uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
+        if (name == JT_NONE) {
+            snprintf(e->err, e->errlen, "tool call %zu has no function name", i);
+            return -1;
+        }
+        buf_append_str(e->b, i ? ",{\"function\":{\"name\":" : "{\"function\":{\"name\":");
+        jdoc_str_append_json(d, name, e->b);
+        buf_append_str(e->b, ",\"arguments\":");
+        if (encode_arguments(e, provider_doc_get(d, fn, "arguments"), i) < 0) return -1;
+        buf_append_str(e->b, "}}");
+    }
+    buf_append_char(e->b, ']');
     return 0;
 }
 
 /* A tool result names its tool in Ollama; OpenAI names only the call id,
- * so look the id up in the earlier assistant messages. */
-static const char *find_tool_name(json_object *msgs, size_t before, const char *call_id)
+ * so look the id up in the earlier messages. */
+static void encode_tool_name(oll_enc *e, uint32_t m)
 {
-    for (size_t i = before; call_id && i-- > 0;) {
-        json_object *calls = NULL, *m = json_object_array_get_idx(msgs, i);
-        if (!json_object_object_get_ex(m, "tool_calls", &calls) ||
-            !json_object_is_type(calls, json_type_array))
-            continue;
-        for (size_t j = 0; j < json_object_array_length(calls); j++) {
-            json_object *c = json_object_array_get_idx(calls, j), *fn = NULL;
-            const char *id = get_string(c, "id");
-            if (id && strcmp(id, call_id) == 0 && json_object_object_get_ex(c, "function", &fn))
-                return get_string(fn, "name");
-        }
-    }
-    return NULL;
+    const jdoc *d = e->d;
+    uint32_t name = provider_doc_typed(d, m, "name", JT_STRING);
+    if (name == JT_NONE)
+        name = provider_doc_call_name(d, e->msgs, m,
+                                      provider_doc_typed(d, m, "tool_call_id", JT_STRING), false);
+    if (jdoc_type(d, name) != JT_STRING) return;
+    buf_append_str(e->b, ",\"tool_name\":");
+    jdoc_str_append_json(d, name, e->b);
 }
 
-static int encode_message(json_object *msgs, size_t idx, buf *b, char *err, size_t errlen)
+/* The content as one JSON string: a string content as it came, parts
+ * joined (their images collected in e->images). */
+static int encode_content(oll_enc *e, uint32_t content)
 {
-    json_object *m = json_object_array_get_idx(msgs, idx), *content = NULL, *calls = NULL;
-    const char *role = get_string(m, "role");
+    buf_reset(&e->text);
+    buf_reset(&e->images);
+    if (jdoc_type(e->d, content) == JT_ARRAY && encode_parts(e, content) < 0) return -1;
+    buf_append_str(e->b, ",\"content\":");
+    if (jdoc_type(e->d, content) == JT_STRING)
+        jdoc_str_append_json(e->d, content, e->b);
+    else
+        buf_append_json_str(e->b, e->text.data ? e->text.data : "", e->text.len);
+    return 0;
+}
+
+static int encode_message(oll_enc *e, uint32_t m, size_t idx)
+{
+    const jdoc *d = e->d;
+    const char *role = ollama_role(d, provider_doc_typed(d, m, "role", JT_STRING));
     if (!role) {
-        snprintf(err, errlen, "message %zu has no role", idx);
+        snprintf(e->err, e->errlen, "message %zu has no role", idx);
         return -1;
     }
-    role = ollama_role(role);
-    json_object_object_get_ex(m, "content", &content);
-    buf text = BUF_INIT, images = BUF_INIT;
-    int rc = encode_content(content, &text, &images, err, errlen);
-    if (rc == 0) {
-        buf_append_str(b, idx ? ",{\"role\":" : "{\"role\":");
-        append_json_cstr(b, role);
-        buf_append_str(b, ",\"content\":");
-        buf_append_json_str(b, text.data ? text.data : "", text.len);
-        if (images.len) {
-            buf_append_str(b, ",\"images\":[");
-            buf_append(b, images.data, images.len);
-            buf_append_char(b, ']');
-        }
-        if (json_object_object_get_ex(m, "tool_calls", &calls) &&
-            json_object_is_type(calls, json_type_array))
-            rc = encode_tool_calls(calls, b, err, errlen);
-        if (rc == 0 && strcmp(role, "tool") == 0) {
-            const char *name = get_string(m, "name");
-            if (!name) name = find_tool_name(msgs, idx, get_string(m, "tool_call_id"));
-            if (name) {
-                buf_append_str(b, ",\"tool_name\":");
-                append_json_cstr(b, name);
-            }
-        }
-        buf_append_char(b, '}');
+    buf_append_str(e->b, idx ? ",{\"role\":" : "{\"role\":");
+    append_json_cstr(e->b, role);
+    if (encode_content(e, provider_doc_get(d, m, "content")) < 0) return -1;
+    if (e->images.len) {
+        buf_append_str(e->b, ",\"images\":[");
+        buf_append(e->b, e->images.data, e->images.len);
+        buf_append_char(e->b, ']');
     }
-    buf_free(&text);
-    buf_free(&images);
-    return rc;
+    uint32_t calls = provider_doc_typed(d, m, "tool_calls", JT_ARRAY);
+    if (calls != JT_NONE && encode_tool_calls(e, calls) < 0) return -1;
+    if (strcmp(role, "tool") == 0) encode_tool_name(e, m);
+    buf_append_char(e->b, '}');
+    return 0;
 }
 
 static void options_member(buf *b, bool *first, const char *name)
@@ -195,30 +216,31 @@ static void options_member(buf *b, bool *first, const char *name)
     buf_append_char(b, ':');
 }
 
-/* Sampling parameters live under "options" in Ollama's API. */
+/* Sampling parameters live under "options" in Ollama's API, as the client
+ * wrote them. */
 static void encode_options(const canon_request *req, buf *b)
 {
     static const char *const passed[] = {"temperature", "top_p", "seed", "frequency_penalty",
                                          "presence_penalty"};
+    const jdoc *d = req->doc;
     bool first = true;
     if (req->max_tokens >= 0) {
         options_member(b, &first, "num_predict");
         buf_printf(b, "%lld", (long long)req->max_tokens);
     }
     for (size_t i = 0; i < sizeof passed / sizeof passed[0]; i++) {
-        json_object *v = NULL;
-        if (json_object_object_get_ex(req->root, passed[i], &v) && v) {
-            options_member(b, &first, passed[i]);
-            provider_append_json(b, v);
-        }
+        uint32_t v = provider_doc_get(d, 0, passed[i]);
+        if (v == JT_NONE) continue;
+        options_member(b, &first, passed[i]);
+        jdoc_json_append(d, v, b);
     }
-    json_object *stop = NULL;
-    if (json_object_object_get_ex(req->root, "stop", &stop) && stop) {
+    uint32_t stop = provider_doc_get(d, 0, "stop");
+    if (stop != JT_NONE) {
         /* Ollama's stop is always a list; OpenAI allows a bare string. */
         options_member(b, &first, "stop");
-        bool one = json_object_is_type(stop, json_type_string);
+        bool one = jdoc_type(d, stop) == JT_STRING;
         if (one) buf_append_char(b, '[');
-        provider_append_json(b, stop);
+        jdoc_json_append(d, stop, b);
         if (one) buf_append_char(b, ']');
     }
     if (!first) buf_append_char(b, '}');
@@ -227,43 +249,40 @@ static void encode_options(const canon_request *req, buf *b)
 /* "json" for json_object mode, the schema itself for json_schema. */
 static void encode_format(const canon_request *req, buf *b)
 {
+    const jdoc *d = req->doc;
     if (!req->json_mode) return;
-    json_object *rf = NULL, *js = NULL, *schema = NULL;
-    json_object_object_get_ex(req->root, "response_format", &rf);
-    const char *type = get_string(rf, "type");
-    if (type && strcmp(type, "json_schema") == 0 &&
-        json_object_object_get_ex(rf, "json_schema", &js) &&
-        json_object_object_get_ex(js, "schema", &schema) &&
-        json_object_is_type(schema, json_type_object)) {
+    uint32_t rf = provider_doc_get(d, 0, "response_format");
+    uint32_t schema =
+        provider_doc_typed(d, provider_doc_get(d, rf, "json_schema"), "schema", JT_OBJECT);
+    if (jdoc_str_eq(d, provider_doc_get(d, rf, "type"), "json_schema") && schema != JT_NONE) {
         buf_append_str(b, ",\"format\":");
-        provider_append_json(b, schema);
+        jdoc_json_append(d, schema, b);
     } else {
         buf_append_str(b, ",\"format\":\"json\"");
     }
 }
 
-static int ollama_encode_body(const canon_request *req, const char *model, buf *b, char *err,
-                              size_t errlen)
+static int ollama_encode_body(const canon_request *req, const char *model, oll_enc *e)
 {
+    const jdoc *d = req->doc;
+    buf *b = e->b;
     buf_append_str(b, "{\"model\":");
     append_json_cstr(b, model);
     buf_append_str(b, ",\"messages\":[");
-    size_t n = json_object_is_type(req->messages, json_type_array)
-                   ? json_object_array_length(req->messages)
-                   : 0;
-    for (size_t i = 0; i < n; i++)
-        if (encode_message(req->messages, i, b, err, errlen) < 0) return -1;
+    e->msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY);
+    size_t i = 0;
+    for (uint32_t m = jdoc_first(d, e->msgs); m != JT_NONE; m = jdoc_next(d, e->msgs, m), i++)
+        if (encode_message(e, m, i) < 0) return -1;
     buf_append_char(b, ']');
     /* Always explicit: Ollama streams unless told otherwise. */
     buf_append_str(b, req->stream ? ",\"stream\":true" : ",\"stream\":false");
     encode_options(req, b);
     encode_format(req, b);
-    json_object *tools = NULL;
-    if (json_object_object_get_ex(req->root, "tools", &tools) &&
-        json_object_is_type(tools, json_type_array)) {
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    if (tools != JT_NONE) {
         /* Ollama takes OpenAI's {type:"function", function:{…}} as is. */
         buf_append_str(b, ",\"tools\":");
-        provider_append_json(b, tools);
+        jdoc_json_append(d, tools, b);
     }
     buf_append_char(b, '}');
     return 0;
@@ -277,12 +296,18 @@ static int ollama_encode(const canon_request *req, const target *t, upstream_req
         return -1;
     }
     const char *model = t->upstream_model ? t->upstream_model : t->model;
-    if (!model || !req || !json_object_is_type(req->root, json_type_object)) {
+    if (!model || !req || !req->doc || jdoc_type(req->doc, 0) != JT_OBJECT) {
         snprintf(err, errlen, "ollama: no upstream model or no request object");
         return -1;
     }
     const provider_conf *pc = t->provider;
-    if (ollama_encode_body(req, model, &out->body, err, errlen) < 0) {
+    oll_enc e = {.d = req->doc, .b = &out->body, .err = err, .errlen = errlen};
+    int rc = ollama_encode_body(req, model, &e);
+    buf_free(&e.text);
+    buf_free(&e.images);
+    buf_free(&e.scratch);
+    jdoc_free(&e.args);
+    if (rc < 0) {
         buf_reset(&out->body);
         return -1;
     }
@@ -635,7 +660,6 @@ static int ollama_stream_event(void *state, const stream_event *ev, stream_resul
 const provider_ops ollama_ops = {
     .kind = "ollama",
     .framing = FRAMING_NDJSON,
-    .needs_tree = true,
     .encode = ollama_encode,
     .decode = ollama_decode,
     .stream_new = ollama_stream_new,

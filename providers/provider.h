@@ -14,22 +14,23 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
+#include "lib/jtok.h"
 #include "providers/pricing.h"
 
 /* ------------------------------------------------------------ canonical request */
 
-/* The client's request after validation (server/canon.c). The original JSON
- * is kept whole in `root` so adapters can pass through fields bridle does not
- * model. Strings point into `root` and live as long as it does. */
+/* The client's request after validation (router/canon.c): its body, parsed
+ * once into tokens (doc), and the fields bridle reads. Every dialect
+ * encodes from doc: the OpenAI one forwards the body key by key, the
+ * translating ones copy the client's values from it; none parses the body
+ * again. Strings point into the request's own storage. */
 typedef struct canon_request {
     const char *body; /* the client's body bytes, as received */
     size_t body_len;
-    const struct jdoc *doc; /* body tokenized (lib/jtok.h); the OpenAI dialect reads only this */
-    json_object *root;      /* the client's body as a json-c tree, built only for the
-                               dialects that translate it (needs_tree); owned by the request */
-    const char *model;      /* "model" as the client sent it */
-    json_object *messages;  /* validated array: every item has a string role and
-                               content that is a string, an array of parts, or null */
+    const jdoc *doc;   /* body tokenized (lib/jtok.h); messages is a validated array: every
+                          item has a string role and content that is a string, an array of
+                          parts, or null */
+    const char *model; /* "model" as the client sent it */
     bool stream;
     bool include_usage; /* stream_options.include_usage */
     int64_t max_tokens; /* max_completion_tokens, else max_tokens; -1 when unset */
@@ -174,10 +175,6 @@ typedef enum { FRAMING_SSE, FRAMING_NDJSON } stream_framing;
 struct provider_ops {
     const char *kind; /* "openai", "anthropic", "gemini", "ollama" */
     stream_framing framing;
-    /* encode reads canon_request.root/messages (a json-c tree). Without it,
-     * encode reads only body/doc, and the server skips building the tree. */
-    bool needs_tree;
-
     /* Builds the upstream call for `req` to `t`. The client's stream flag
      * decides the upstream one. Returns 0, or -1 with err set (e.g. a
      * message shape this dialect cannot express). */
@@ -224,13 +221,11 @@ int64_t provider_retry_after_ms(const upstream_headers *hs);
 /* Fills an upstream_error from status alone with the default rules of
  * reliability.md (used by classify implementations as a base). */
 void provider_classify_status(int status, upstream_error *out);
-/* json-c conveniences for the translating dialects: obj[key], NULL when o
+/* json-c conveniences for decoding answers: obj[key], NULL when o
  * is not an object or the key is absent (or not of the type asked). */
 json_object *provider_json_get(json_object *o, const char *key);
 const char *provider_json_str(json_object *o, const char *key);
 json_object *provider_json_typed(json_object *o, const char *key, json_type type);
-/* A deep copy, or NULL. */
-json_object *provider_json_copy(json_object *v);
 /* An OpenAI `usage` object for a usage record; cache_write_tokens only
  * when there were any. */
 json_object *provider_usage_json(const usage_record *r, int64_t prompt_tokens);
@@ -258,7 +253,7 @@ bool provider_reasons(const target *t);
  * which forwards the client's own control as it came. */
 int64_t provider_thinking_budget(const canon_request *req, const target *t);
 /* The reasoning budget for the dialects that take tokens (Anthropic,
- * Gemini), read from the tree: the client's own control (its effort's
+ * Gemini), read from req->doc: the client's own control (its effort's
  * nominal budget, or thinking.budget_tokens; 0 = it asked for none), else
  * the policy's budget; -1 (send nothing) when t does not reason or neither
  * names a budget. Each dialect applies its own limits to it. */
@@ -269,8 +264,42 @@ int64_t provider_reasoning_budget(const canon_request *req, const target *t);
  * provider_effort_budget). */
 const char *provider_reasoning_effort(int64_t budget);
 
-/* Concatenated text of an OpenAI message content (string or parts). */
+/* Concatenated text of an OpenAI message content (string or parts), for
+ * answers decoded with json-c. */
 void provider_content_text(json_object *content, buf *out);
+/* The same for a content value of the client's request (token `content`
+ * of d): a string, or the text and refusal parts of a list; nothing for
+ * other types. */
+void provider_doc_content_text(const jdoc *d, uint32_t content, buf *out);
+/* jtok readers for the client's request that see what json-c saw: a null
+ * member is absent and a repeated key's last value wins (the translating
+ * dialects build the upstream body, so there is no copy a provider could
+ * read differently). obj[key] or JT_NONE when absent or null, ... */
+uint32_t provider_doc_get(const jdoc *d, uint32_t obj, const char *key);
+/* ... or JT_NONE unless it has `type`. */
+uint32_t provider_doc_typed(const jdoc *d, uint32_t obj, const char *key, jt_type type);
+/* Appends ,"as":<obj[key] as the client wrote it (jdoc_json_append)> when
+ * obj[key] is present and not null; says whether it did. */
+bool provider_doc_member_copy(const jdoc *d, uint32_t obj, const char *key, const char *as,
+                              buf *out);
+/* Appends the request's "stop" as a list of its strings (a bare string is
+ * a list of one); false, appending nothing, when there are none. */
+bool provider_doc_stop_list(const jdoc *d, buf *out);
+/* The URL of an image_url part (image_url a string, or image_url.url),
+ * unescaped (jdoc_str_view with scratch); false when there is none. */
+bool provider_image_url(const jdoc *d, uint32_t part, buf *scratch, const char **url, size_t *len);
+/* Splits data:<media type>;base64,<data>: the media type is url + 5 for
+ * *type_len bytes, the data runs from *data to url + len. False when url is
+ * not of that form (or the media type is empty). */
+bool provider_data_uri(const char *url, size_t len, size_t *type_len, const char **data);
+/* The function.name token of the latest tool call with id `id` (a string
+ * token) in the messages before `before` (a message token, or JT_NONE for
+ * all), only in assistant messages when assistant_only; JT_NONE if none. */
+uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, uint32_t id,
+                                bool assistant_only);
+/* A number token as an integer: an int, or a double (truncated) inside
+ * int64; false for anything else (v may be JT_NONE). */
+bool provider_doc_int(const jdoc *d, uint32_t v, int64_t *out);
 
 /* Adds every "Name: value" line of a NULL-terminated list (a provider's
  * extra_headers; NULL is fine). Lines without a colon are dropped. */

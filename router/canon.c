@@ -443,53 +443,20 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
     return check_fields(&c, out);
 }
 
-int canon_build_tree(canon_request *req, json_tokener *tok, canon_error *err)
-{
-    if (req->root) return 0;
-    static json_tokener *shared; /* one per process: each worker's loop is single-threaded */
-    if (!tok && !shared && (shared = json_tokener_new_ex(JTOK_MAX_DEPTH + 1)))
-        json_tokener_set_flags(shared, JSON_TOKENER_VALIDATE_UTF8);
-    if (!tok) tok = shared;
-    if (!tok) {
-        snprintf(err->message, sizeof err->message, "out of memory");
-        snprintf(err->param, sizeof err->param, "%s", "");
-        snprintf(err->code, sizeof err->code, "out_of_memory");
-        return -1;
-    }
-    json_tokener_reset(tok); /* with the same depth limit as lib/jtok: accepts what it accepted */
-    json_object *root = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
-    if (!root || !json_object_object_get_ex(root, "messages", &req->messages)) {
-        json_object_put(root);
-        snprintf(err->message, sizeof err->message,
-                 "the request body could not be read for this provider (invalid JSON)");
-        snprintf(err->param, sizeof err->param, "%s", "");
-        snprintf(err->code, sizeof err->code, "invalid_json");
-        return -1;
-    }
-    req->root = root;
-    return 0;
-}
-
-/* The text of a content value: a string, or the text parts of an array. */
-static void content_text(const jdoc *d, uint32_t content, buf *out)
-{
-    if (jdoc_type(d, content) == JT_STRING) {
-        jdoc_str_append(d, content, out);
-        return;
-    }
-    if (jdoc_type(d, content) != JT_ARRAY) return;
-    for (uint32_t p = jdoc_first(d, content); p != JT_NONE; p = jdoc_next(d, content, p)) {
-        uint32_t text = jdoc_get(d, p, "text");
-        if (jdoc_type(d, text) == JT_STRING) jdoc_str_append(d, text, out);
-    }
-}
-
 void canon_prompt_text(const canon_request *req, buf *out)
 {
     const jdoc *d = req->doc;
-    if (!d || !d->n) return;
-    uint32_t msgs = jdoc_get(d, 0, "messages");
+    uint32_t msgs = d ? jdoc_get(d, 0, "messages") : JT_NONE;
     if (jdoc_type(d, msgs) != JT_ARRAY) return;
     for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
-        content_text(d, jdoc_get(d, m, "content"), out);
+        provider_doc_content_text(d, jdoc_get(d, m, "content"), out);
+}
+
+int64_t canon_prompt_chars(const canon_request *req)
+{
+    buf text = BUF_INIT;
+    canon_prompt_text(req, &text);
+    int64_t n = (int64_t)text.len;
+    buf_free(&text);
+    return n;
 }

@@ -1,12 +1,14 @@
 /* Turns a client's chat request body into a canon_request, or says
  * precisely what is wrong with it. The body is validated once with
- * lib/jtok (strict JSON, UTF-8) and kept as it came, tokenized, so the
- * OpenAI dialect forwards it byte for byte; the json-c tree the other
- * dialects translate from is built only when one of them is called. */
+ * lib/jtok (strict JSON, UTF-8) and kept as it came, tokenized: that is
+ * the request's one parse. The OpenAI dialect forwards it byte for byte,
+ * the translating dialects encode from its tokens, and nothing parses the
+ * body again. */
 #ifndef BRIDLE_CANON_H
 #define BRIDLE_CANON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lib/jtok.h"
 #include "providers/provider.h"
@@ -23,15 +25,11 @@ typedef struct canon_error {
 int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, canon_request *out,
                      canon_error *err);
 
-/* Builds out->root and out->messages (json-c) from the body, for dialects
- * whose encode needs the tree. Idempotent. Returns 0 or -1 (out of memory
- * or a body json-c rejects, which jtok accepted: reported as a 400). */
-int canon_build_tree(canon_request *req, json_tokener *tok, canon_error *err);
-/* tok may be NULL: a process-wide tokener is used. */
-
-/* Appends the text of every message's content (strings, and the text of
- * content parts), read from the tokens: what a usage estimate counts when
- * a provider reported none. */
+/* Appends the text of every message's content (strings, and the text and
+ * refusal parts of lists, unescaped) to out, read from req->doc: what a
+ * prompt-size estimate counts. */
 void canon_prompt_text(const canon_request *req, buf *out);
+/* The length in bytes of that text (about 4 per token). */
+int64_t canon_prompt_chars(const canon_request *req);
 
 #endif

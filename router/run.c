@@ -254,7 +254,6 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     run *r = arg;
     router_count_run(r->rt, -1);
-    if (r->canon.root) json_object_put(r->canon.root);
     run_recycle(r);
 }
 
@@ -326,10 +325,7 @@ static void estimate_usage(run *r, usage_record *u, size_t answer_chars)
     int64_t out_est = (int64_t)(answer_chars + 3) / 4;
     if (u->output < out_est) u->output = out_est;
     if (u->input_uncached + u->cache_read + u->cache_write_5m + u->cache_write_1h > 0) return;
-    buf text = BUF_INIT;
-    canon_prompt_text(&r->canon, &text);
-    u->input_uncached = (int64_t)(text.len + 3) / 4;
-    buf_free(&text);
+    u->input_uncached = (canon_prompt_chars(&r->canon) + 3) / 4;
 }
 
 /* ------------------------------------------------------------ the ledger */
@@ -1629,11 +1625,6 @@ static void start_attempt(run *r)
         return;
     }
     r->slot = p;
-    canon_error cerr;
-    if (p->ops->needs_tree && canon_build_tree(&r->canon, NULL, &cerr) != 0) {
-        run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
-        return;
-    }
     char err[300] = "";
     if (p->ops->encode(&r->canon, t, &r->up, err, sizeof err) != 0) {
         run_fail(r, 400, "invalid_request_error", "unsupported_request", NULL, err, false);

@@ -1,21 +1,21 @@
 /* libFuzzer target for the Anthropic and Gemini adapters: every byte an
  * upstream (or a client) sends them goes through decode, stream_event,
- * classify and encode here. Any chunk handed to the sink must be valid
- * JSON, whatever the input.
+ * classify and encode here (encode for Ollama too: the three translating
+ * dialects read the client's body from canon's tokens). Any chunk handed
+ * to the sink, and any upstream body encode builds, must be valid JSON,
+ * whatever the input.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. \
- *     tests/fuzz/fuzz_anthropic_gemini.c providers/anthropic.c providers/gemini.c \
- *     providers/common.c lib/buf.c lib/log.c lib/util.c router/pricing.c router/price_table.c \
- *     $(pkg-config --cflags --libs json-c openssl) -o /tmp/fz
- *   /tmp/fz -max_total_time=60 tests/fuzz/corpus/anthropic_gemini */
+ *   FUZZ_SECONDS=60 scripts/fuzz.sh anthropic_gemini */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "providers/provider.h"
+#include "router/canon.h"
 
 extern const provider_ops anthropic_ops;
 extern const provider_ops gemini_ops;
+extern const provider_ops ollama_ops;
 
 static const provider_conf conf = {
     .name = "fuzz",
@@ -23,6 +23,10 @@ static const provider_conf conf = {
     .api_key = "k",
 };
 static const target tgt = {.provider = &conf, .model = "m", .upstream_model = "m-up"};
+/* a reasoning model, for the thinking paths */
+static const model_price reasoning_price = {.name = "m-pro", .reasoning = true};
+static const target tgt_reasons = {
+    .provider = &conf, .model = "m", .upstream_model = "m-pro", .price = &reasoning_price};
 
 static void sink_check(void *ctx, const char *json, size_t len)
 {
@@ -97,22 +101,53 @@ static void run_stream(const provider_ops *ops, const char *s, size_t len, bool 
     buf_free(&res.text);
 }
 
-/* The input as a client body: encode must never crash on what canon lets
- * through (and here, on much more). */
-static void run_encode(const provider_ops *ops, json_object *root)
+/* Encodes req to every translating dialect. Whatever the body, a body
+ * encode produces must be strict JSON: the encoders copy the client's
+ * values as raw bytes, so a token boundary off by one would show here. */
+static void run_encode(const canon_request *req, const target *t)
 {
+    static jdoc out_doc = JDOC_INIT;
+    const provider_ops *ops[] = {&anthropic_ops, &gemini_ops, &ollama_ops};
+    for (int i = 0; i < 3; i++) {
+        upstream_request out;
+        upstream_request_init(&out);
+        char err[256] = "";
+        if (ops[i]->encode(req, t, &out, err, sizeof err) == 0 &&
+            (jdoc_parse(&out_doc, out.body.data, out.body.len, NULL, 0, NULL) != 0 ||
+             jdoc_type(&out_doc, 0) != JT_OBJECT))
+            abort(); /* an upstream body that is not a JSON object */
+        if (memchr(err, '\0', sizeof err) == NULL) abort();
+        upstream_request_free(&out);
+    }
+}
+
+/* The input as a client body, as the server handles it: one parse by canon
+ * (its tokens are all an encoder reads). A body canon refuses but jtok
+ * reads as an object is encoded too, with the flags canon would not let
+ * through together: encode must not crash on more than canon allows. */
+static void run_client_body(const char *s, size_t len)
+{
+    static jdoc doc = JDOC_INIT;
+    static buf strings = BUF_INIT;
     canon_request req;
+    canon_error cerr;
+    if (canon_parse_chat(s, len, &doc, &strings, &req, &cerr) == 0) {
+        run_encode(&req, &tgt);
+        req.json_mode = !req.json_mode;
+        req.thinking_budget = 5000;
+        run_encode(&req, &tgt_reasons);
+        return;
+    }
+    if (jdoc_parse(&doc, s, len, NULL, 0, NULL) != 0 || jdoc_type(&doc, 0) != JT_OBJECT) return;
     memset(&req, 0, sizeof req);
-    req.root = root;
-    json_object_object_get_ex(root, "messages", &req.messages);
+    req.body = s;
+    req.body_len = len;
+    req.doc = &doc;
     req.max_tokens = -1;
     req.stream = true;
     req.json_mode = true;
-    upstream_request out;
-    upstream_request_init(&out);
-    char err[256];
-    ops->encode(&req, &tgt, &out, err, sizeof err);
-    upstream_request_free(&out);
+    req.reasoning_set = true;
+    run_encode(&req, &tgt_reasons);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -126,12 +161,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         run_classify(ops[i], s, size);
         run_stream(ops[i], s, size, i == 1, tok);
     }
-    char err[128];
-    json_object *root = provider_parse_object(NULL, s, size, err, sizeof err);
-    if (root) {
-        for (int i = 0; i < 2; i++)
-            run_encode(ops[i], root);
-        json_object_put(root);
-    }
+    run_client_body(s, size);
     return 0;
 }

@@ -1,4 +1,4 @@
-/* lib/jtok: validation, navigation, unescaping. */
+/* lib/jtok: validation, navigation, unescaping, copying values out. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -152,6 +152,62 @@ static void test_token_cap(void **state)
     jdoc_free(&d);
 }
 
+/* Copying values out: raw bytes, string views, the last of a repeated
+ * key, and surrogate escapes made safe. */
+static void test_copy_helpers(void **state)
+{
+    jdoc d = JDOC_INIT;
+    assert_int_equal(parse(&d, "{\"a\": 1, \"s\": \"x\\ny\", \"a\": [ 2 , {\"k\" : \"v\"} ], "
+                               "\"p\": \"plain\", \"p2\": \"plain\", \"e\": \"pl\\u0061in\"}"),
+                     0);
+    assert_int_equal(jdoc_type(&d, jdoc_get(&d, 0, "a")), JT_NUMBER);
+    uint32_t last = jdoc_get_last(&d, 0, "a");
+    assert_int_equal(jdoc_type(&d, last), JT_ARRAY);
+    assert_int_equal(jdoc_get_last(&d, 0, "nope"), JT_NONE);
+    buf b = BUF_INIT, scratch = BUF_INIT;
+    jdoc_raw_append(&d, last, &b);
+    assert_string_equal(b.data, "[ 2 , {\"k\" : \"v\"} ]");
+    buf_reset(&b);
+    jdoc_json_append(&d, last, &b); /* no surrogate: the same bytes */
+    assert_string_equal(b.data, "[ 2 , {\"k\" : \"v\"} ]");
+    size_t len;
+    const char *v = jdoc_str_view(&d, jdoc_get(&d, 0, "s"), &scratch, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(v, "x\ny", 3);
+    v = jdoc_str_view(&d, jdoc_get(&d, 0, "p"), &scratch, &len);
+    assert_ptr_equal(v, d.src + d.t[jdoc_get(&d, 0, "p")].start); /* no copy */
+    assert_true(jdoc_str_same(&d, jdoc_get(&d, 0, "p"), jdoc_get(&d, 0, "p2")));
+    assert_true(jdoc_str_same(&d, jdoc_get(&d, 0, "p"), jdoc_get(&d, 0, "e")));
+    assert_false(jdoc_str_same(&d, jdoc_get(&d, 0, "p"), jdoc_get(&d, 0, "s")));
+    assert_false(jdoc_str_same(&d, jdoc_get(&d, 0, "p"), last));
+    buf_free(&b);
+    buf_free(&scratch);
+    jdoc_free(&d);
+}
+
+static void test_surrogate_escapes(void **state)
+{
+    jdoc d = JDOC_INIT;
+    assert_int_equal(parse(&d,
+                           "{\"lone\": \"a\\ud83d b\", \"pair\": \"\\ud83d\\ude00\", "
+                           "\"bs\": \"\\\\ud83d\", \"deep\": [{\"x\\udc00\": [\"\\ud800\", 1]}]}"),
+                     0);
+    buf b = BUF_INIT;
+    jdoc_str_append_json(&d, jdoc_get(&d, 0, "lone"), &b);
+    assert_string_equal(b.data, "\"a\xef\xbf\xbd b\""); /* U+FFFD, as json-c reads it */
+    buf_reset(&b);
+    jdoc_str_append_json(&d, jdoc_get(&d, 0, "pair"), &b);
+    assert_string_equal(b.data, "\"\xf0\x9f\x98\x80\"");
+    buf_reset(&b);
+    jdoc_str_append_json(&d, jdoc_get(&d, 0, "bs"), &b); /* an escaped backslash: same text */
+    assert_string_equal(b.data, "\"\\\\ud83d\"");
+    buf_reset(&b);
+    jdoc_json_append(&d, jdoc_get(&d, 0, "deep"), &b);
+    assert_string_equal(b.data, "[{\"x\xef\xbf\xbd\":[\"\xef\xbf\xbd\",1]}]");
+    buf_free(&b);
+    jdoc_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),     cmocka_unit_test(test_navigation),
         cmocka_unit_test(test_unescape),        cmocka_unit_test(test_int64_bounds),
         cmocka_unit_test(test_token_cap),       cmocka_unit_test(test_get_keys),
+        cmocka_unit_test(test_copy_helpers),    cmocka_unit_test(test_surrogate_escapes),
     };
     return cmocka_run_group_tests_name("lib/jtok", tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
-/* Test helper: builds a canon_request from a JSON string the way the
- * server's validator fills it (model, messages, stream, include_usage,
- * max_tokens, json_mode, user, and the metadata tags). Header-only so each
- * provider test can include it. */
+/* Test helpers: a canon_request built from a JSON string by the server's
+ * own validator (router/canon.c), json-c getters for checking what an
+ * adapter produced, and a stream sink. Header-only so each provider test
+ * can include it. */
 #ifndef BRIDLE_TEST_CANON_FIXTURE_H
 #define BRIDLE_TEST_CANON_FIXTURE_H
 
@@ -11,6 +11,7 @@
 
 #include "lib/jtok.h"
 #include "providers/provider.h"
+#include "router/canon.h"
 
 static inline const char *fixture_get_string(json_object *obj, const char *key)
 {
@@ -28,57 +29,77 @@ static inline int64_t fixture_get_int(json_object *obj, const char *key)
     return -1;
 }
 
-/* Returns 0, or -1 when json is not an object (nothing to free then). The
- * caller frees with fixture_canon_free(). */
-static inline int fixture_canon_from_json(const char *json, canon_request *out)
+/* What fixture_canon_parse allocates; doc first, so the request's doc
+ * pointer finds it again. */
+typedef struct fixture_canon {
+    jdoc doc;
+    buf strings;
+    char *body;
+} fixture_canon;
+
+/* A NUL-terminated copy of string member key of obj, kept in h, or NULL. */
+static inline const char *fixture_keep(fixture_canon *h, uint32_t obj, const char *key)
 {
-    memset(out, 0, sizeof *out);
-    json_object *root = json_tokener_parse(json), *v = NULL;
-    if (!json_object_is_type(root, json_type_object)) {
-        json_object_put(root);
-        return -1;
-    }
-    out->root = root;
-    /* the raw body and its tokens, as the server's validator keeps them */
-    out->body = strdup(json);
-    out->body_len = strlen(json);
-    jdoc *doc = calloc(1, sizeof *doc);
-    jdoc_parse(doc, out->body, out->body_len, NULL, 0, NULL);
-    out->doc = doc;
-    out->model = fixture_get_string(root, "model");
-    json_object_object_get_ex(root, "messages", &out->messages);
-    out->stream = json_object_object_get_ex(root, "stream", &v) && json_object_get_boolean(v);
-    json_object *so = NULL;
-    if (json_object_object_get_ex(root, "stream_options", &so) &&
-        json_object_object_get_ex(so, "include_usage", &v))
-        out->include_usage = json_object_get_boolean(v);
-    out->max_tokens = fixture_get_int(root, "max_completion_tokens");
-    if (out->max_tokens < 0) out->max_tokens = fixture_get_int(root, "max_tokens");
-    json_object *rf = NULL;
-    if (json_object_object_get_ex(root, "response_format", &rf)) {
-        const char *type = fixture_get_string(rf, "type");
-        out->json_mode =
-            type && (strcmp(type, "json_object") == 0 || strcmp(type, "json_schema") == 0);
-    }
-    out->user = fixture_get_string(root, "user");
-    json_object *md = NULL;
-    if (json_object_object_get_ex(root, "metadata", &md)) {
-        out->task = fixture_get_string(md, "task");
-        out->agent = fixture_get_string(md, "agent");
-        out->feature = fixture_get_string(md, "feature");
-        out->team = fixture_get_string(md, "team");
-    }
-    return 0;
+    uint32_t v = jdoc_get(&h->doc, obj, key);
+    if (jdoc_type(&h->doc, v) != JT_STRING) return NULL;
+    size_t at = h->strings.len;
+    jdoc_str_append(&h->doc, v, &h->strings);
+    buf_append_char(&h->strings, '\0');
+    return h->strings.data + at;
 }
 
-static inline void fixture_canon_free(canon_request *r)
+/* The fields canon would read, for a body canon refuses (a test of what an
+ * adapter does with stream_options without stream, or empty messages). */
+static inline void fixture_canon_lenient(fixture_canon *h, size_t len, canon_request *r)
 {
-    json_object_put(r->root);
-    free((char *)r->body);
-    if (r->doc) {
-        jdoc_free((jdoc *)r->doc);
-        free((jdoc *)r->doc);
-    }
+    const jdoc *d = &h->doc;
+    memset(r, 0, sizeof *r);
+    jdoc_parse(&h->doc, h->body, len, NULL, 0, NULL);
+    buf_reserve(&h->strings, len + 16); /* never moves: kept strings stay valid */
+    r->body = h->body;
+    r->body_len = len;
+    r->doc = d;
+    r->model = fixture_keep(h, 0, "model");
+    r->stream = jdoc_type(d, jdoc_get(d, 0, "stream")) == JT_TRUE;
+    r->include_usage =
+        jdoc_type(d, jdoc_get(d, jdoc_get(d, 0, "stream_options"), "include_usage")) == JT_TRUE;
+    if (!jdoc_int64(d, jdoc_get(d, 0, "max_completion_tokens"), &r->max_tokens) &&
+        !jdoc_int64(d, jdoc_get(d, 0, "max_tokens"), &r->max_tokens))
+        r->max_tokens = -1;
+    uint32_t type = jdoc_get(d, jdoc_get(d, 0, "response_format"), "type");
+    r->json_mode = jdoc_str_eq(d, type, "json_object") || jdoc_str_eq(d, type, "json_schema");
+    r->user = fixture_keep(h, 0, "user");
+    uint32_t md = jdoc_get(d, 0, "metadata");
+    r->task = fixture_keep(h, md, "task");
+    r->agent = fixture_keep(h, md, "agent");
+    r->feature = fixture_keep(h, md, "feature");
+    r->team = fixture_keep(h, md, "team");
+}
+
+/* A canonical request exactly as the server builds it: canon_parse_chat
+ * over json (the one parse; adapters read only its tokens). A body canon
+ * refuses still gets its tokens and the fields canon would read
+ * (fixture_canon_lenient). Free with fixture_canon_release(). */
+static inline canon_request fixture_canon_parse(const char *json)
+{
+    fixture_canon *h = calloc(1, sizeof *h);
+    size_t len = strlen(json);
+    h->body = strdup(json);
+    canon_request r;
+    canon_error err;
+    if (canon_parse_chat(h->body, len, &h->doc, &h->strings, &r, &err) != 0)
+        fixture_canon_lenient(h, len, &r);
+    return r;
+}
+
+static inline void fixture_canon_release(canon_request *r)
+{
+    fixture_canon *h = (fixture_canon *)r->doc;
+    if (!h) return;
+    jdoc_free(&h->doc);
+    buf_free(&h->strings);
+    free(h->body);
+    free(h);
     memset(r, 0, sizeof *r);
 }
 

@@ -13,6 +13,7 @@
 
 #include "providers/provider.h"
 #include "providers/pricing.h"
+#include "tests/unit/providers/canon_fixture.h"
 
 extern const provider_ops anthropic_ops;
 
@@ -35,25 +36,11 @@ static json_object *jidx(json_object *a, size_t i)
     return json_object_array_get_idx(a, i);
 }
 
-/* A canonical request as server/canon.c would build it from a client body. */
+/* A canonical request as router/canon.c builds it from a client body: the
+ * adapter reads only its tokens, never a second parse. */
 static canon_request canon_from_json(const char *json)
 {
-    canon_request r;
-    memset(&r, 0, sizeof r);
-    r.root = json_tokener_parse(json);
-    assert_non_null(r.root);
-    r.model = jstr(r.root, "model");
-    r.messages = jget(r.root, "messages");
-    r.stream = json_object_get_boolean(jget(r.root, "stream"));
-    r.include_usage =
-        json_object_get_boolean(jget(jget(r.root, "stream_options"), "include_usage"));
-    json_object *mt = jget(r.root, "max_completion_tokens");
-    if (!mt) mt = jget(r.root, "max_tokens");
-    r.max_tokens = mt ? json_object_get_int64(mt) : -1;
-    const char *rf = jstr(jget(r.root, "response_format"), "type");
-    r.json_mode = rf && (strcmp(rf, "json_object") == 0 || strcmp(rf, "json_schema") == 0);
-    r.user = jstr(r.root, "user");
-    return r;
+    return fixture_canon_parse(json);
 }
 
 static provider_conf conf = {
@@ -80,7 +67,7 @@ static json_object *encode_ok(const char *json, const target *t, upstream_reques
     if (rc != 0) fail_msg("encode failed: %s", err);
     json_object *body = json_tokener_parse(out->body.data);
     assert_non_null(body);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
     return body;
 }
 
@@ -93,7 +80,7 @@ static void encode_fails(const char *json, const char *needle)
     assert_int_equal(anthropic_ops.encode(&req, &tgt, &out, err, sizeof err), -1);
     if (!strstr(err, needle)) fail_msg("error \"%s\" does not mention \"%s\"", err, needle);
     upstream_request_free(&out);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
 }
 
 static bool has_header(const upstream_request *r, const char *line)
@@ -208,7 +195,7 @@ static json_object *encode_thinking(const char *json, int64_t budget, bool clien
     json_object *body = json_tokener_parse(out.body.data);
     assert_non_null(body);
     upstream_request_free(&out);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
     return body;
 }
 
@@ -473,6 +460,26 @@ static void test_encode_tool_choice_named_and_none(void **state)
     upstream_request_free(&out);
 }
 
+/* What the client's tokens say is what json-c read: a repeated key bridle
+ * does not validate counts by its last value, and a lone surrogate escape
+ * arrives as U+FFFD, not as an escape a strict upstream parser refuses. */
+static void test_encode_reads_like_json_c(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"first\",\"text\":\"x\\ud83d y\"}]}],\"stop\":\"a\",\"stop\":[\"b\"]}",
+        &tgt, &out);
+    json_object *text = jget(jidx(jget(jidx(jget(b, "messages"), 0), "content"), 0), "text");
+    assert_string_equal(json_object_get_string(text), "x\xef\xbf\xbd y");
+    assert_null(strstr(out.body.data, "\\ud83d"));
+    json_object *stop = jget(b, "stop_sequences");
+    assert_int_equal(json_object_array_length(stop), 1);
+    assert_string_equal(json_object_get_string(jidx(stop, 0)), "b");
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
 static void test_encode_errors(void **state)
 {
     encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"only\"}]}",
@@ -685,7 +692,8 @@ static void test_stream_text_and_tool_call_in_fragments(void **state)
                           "\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}"},
         {"message_stop", "{\"type\":\"message_stop\"}"},
     };
-    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[],\"stream\":true}");
+    canon_request req = canon_from_json(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}");
     void *st = anthropic_ops.stream_new(&req, &tgt);
     stream_result res;
     memset(&res, 0, sizeof res);
@@ -743,12 +751,13 @@ static void test_stream_text_and_tool_call_in_fragments(void **state)
     chunks_free(&c);
     buf_free(&res.text);
     anthropic_ops.stream_free(st);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
 }
 
 static void test_stream_message_delta_overwrites_and_usage_null(void **state)
 {
-    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[],\"stream\":true,\"stream_"
+    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"x\"}],\"stream\":true,\"stream_"
                                         "options\":{\"include_usage\":true}}");
     void *st = anthropic_ops.stream_new(&req, &tgt);
     stream_result res;
@@ -794,7 +803,7 @@ static void test_stream_message_delta_overwrites_and_usage_null(void **state)
     chunks_free(&c);
     buf_free(&res.text);
     anthropic_ops.stream_free(st);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
 }
 
 static void test_stream_error_event(void **state)
@@ -1030,6 +1039,7 @@ int main(void)
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),
         cmocka_unit_test(test_encode_tool_choice_named_and_none),
+        cmocka_unit_test(test_encode_reads_like_json_c),
         cmocka_unit_test(test_encode_errors),
         cmocka_unit_test(test_decode_text_with_cache_and_thinking),
         cmocka_unit_test(test_decode_tool_use),

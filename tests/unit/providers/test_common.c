@@ -313,6 +313,31 @@ static void test_content_text(void **state)
     buf_free(&b);
 }
 
+/* The same text from the client's tokens, escapes undone. */
+static void test_doc_content_text(void **state)
+{
+    static const char *json =
+        "[[{\"type\":\"text\",\"text\":\"a\\u00e9\"},{\"type\":\"image_url\",\"image_url\":"
+        "{\"url\":\"x\"}},{\"type\":\"refusal\",\"refusal\":\"b\"},{\"type\":null},5,"
+        "{\"type\":\"text\"}],\"pl\\nain\",null,7]";
+    jdoc d = JDOC_INIT;
+    assert_int_equal(jdoc_parse(&d, json, strlen(json), NULL, 0, NULL), 0);
+    buf b = BUF_INIT;
+    provider_doc_content_text(&d, jdoc_index(&d, 0, 0), &b);
+    assert_string_equal(b.data, "a\xc3\xa9"
+                                "b");
+    buf_reset(&b);
+    provider_doc_content_text(&d, jdoc_index(&d, 0, 1), &b);
+    assert_string_equal(b.data, "pl\nain");
+    buf_reset(&b);
+    provider_doc_content_text(&d, jdoc_index(&d, 0, 2), &b);
+    provider_doc_content_text(&d, jdoc_index(&d, 0, 3), &b);
+    provider_doc_content_text(&d, JT_NONE, &b);
+    assert_int_equal(b.len, 0);
+    buf_free(&b);
+    jdoc_free(&d);
+}
+
 /* ------------------------------------------------------------ registry */
 
 static void test_registry(void **state)
@@ -387,16 +412,17 @@ static void test_reasoning_budget(void **state)
         {"{\"reasoning\":{\"summary\":\"auto\"}}", true, -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        canon_request req = {.root = json_tokener_parse(cases[i].json),
-                             .reasoning_set = cases[i].client,
-                             .thinking_budget = 3000};
+        jdoc doc = JDOC_INIT;
+        assert_int_equal(jdoc_parse(&doc, cases[i].json, strlen(cases[i].json), NULL, 0, NULL), 0);
+        canon_request req = {
+            .doc = &doc, .reasoning_set = cases[i].client, .thinking_budget = 3000};
         if (provider_reasoning_budget(&req, &tr) != cases[i].want)
             fail_msg("%s: got %lld", cases[i].json,
                      (long long)provider_reasoning_budget(&req, &tr));
         assert_int_equal(provider_reasoning_budget(&req, &tn), -1);
-        json_object_put(req.root);
+        jdoc_free(&doc);
     }
-    canon_request none = {.root = NULL};
+    canon_request none = {.doc = NULL, .reasoning_set = true};
     assert_int_equal(provider_reasoning_budget(&none, &tr), -1);
     assert_int_equal(provider_reasoning_budget(NULL, &tr), -1);
 }
@@ -416,6 +442,7 @@ int main(void)
         cmocka_unit_test(test_get_int_and_count),
         cmocka_unit_test(test_append_json),
         cmocka_unit_test(test_content_text),
+        cmocka_unit_test(test_doc_content_text),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_effort_table),
         cmocka_unit_test(test_reasoning_budget),

@@ -13,6 +13,7 @@
 
 #include "providers/provider.h"
 #include "providers/pricing.h"
+#include "tests/unit/providers/canon_fixture.h"
 
 extern const provider_ops gemini_ops;
 
@@ -35,25 +36,11 @@ static json_object *jidx(json_object *a, size_t i)
     return json_object_array_get_idx(a, i);
 }
 
-/* A canonical request as server/canon.c would build it from a client body. */
+/* A canonical request as router/canon.c builds it from a client body: the
+ * adapter reads only its tokens, never a second parse. */
 static canon_request canon_from_json(const char *json)
 {
-    canon_request r;
-    memset(&r, 0, sizeof r);
-    r.root = json_tokener_parse(json);
-    assert_non_null(r.root);
-    r.model = jstr(r.root, "model");
-    r.messages = jget(r.root, "messages");
-    r.stream = json_object_get_boolean(jget(r.root, "stream"));
-    r.include_usage =
-        json_object_get_boolean(jget(jget(r.root, "stream_options"), "include_usage"));
-    json_object *mt = jget(r.root, "max_completion_tokens");
-    if (!mt) mt = jget(r.root, "max_tokens");
-    r.max_tokens = mt ? json_object_get_int64(mt) : -1;
-    const char *rf = jstr(jget(r.root, "response_format"), "type");
-    r.json_mode = rf && (strcmp(rf, "json_object") == 0 || strcmp(rf, "json_schema") == 0);
-    r.user = jstr(r.root, "user");
-    return r;
+    return fixture_canon_parse(json);
 }
 
 static provider_conf conf = {
@@ -77,7 +64,7 @@ static json_object *encode_ok(const char *json, const target *t, upstream_reques
     if (gemini_ops.encode(&req, t, out, err, sizeof err) != 0) fail_msg("encode failed: %s", err);
     json_object *body = json_tokener_parse(out->body.data);
     assert_non_null(body);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
     return body;
 }
 
@@ -90,7 +77,7 @@ static void encode_fails(const char *json, const char *needle)
     assert_int_equal(gemini_ops.encode(&req, &tgt, &out, err, sizeof err), -1);
     if (!strstr(err, needle)) fail_msg("error \"%s\" does not mention \"%s\"", err, needle);
     upstream_request_free(&out);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
 }
 
 static bool has_header(const upstream_request *r, const char *line)
@@ -273,7 +260,7 @@ static int64_t encoded_thinking_to(const char *upstream_model, const char *json,
     if (tc) assert_int_equal(json_object_object_length(tc), 1);
     json_object_put(body);
     upstream_request_free(&out);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
     return v;
 }
 
@@ -517,7 +504,8 @@ static void test_stream_running_total_usage(void **state)
         "\"cachedContentTokenCount\":4,\"candidatesTokenCount\":5,\"thoughtsTokenCount\":20,"
         "\"totalTokenCount\":35},\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"abc123\"}",
     };
-    canon_request req = canon_from_json("{\"model\":\"flash\",\"messages\":[],\"stream\":true}");
+    canon_request req = canon_from_json("{\"model\":\"flash\",\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"x\"}],\"stream\":true}");
     void *st = gemini_ops.stream_new(&req, &tgt);
     stream_result res;
     memset(&res, 0, sizeof res);
@@ -557,7 +545,7 @@ static void test_stream_running_total_usage(void **state)
     chunks_free(&c);
     buf_free(&res.text);
     gemini_ops.stream_free(st);
-    json_object_put(req.root);
+    fixture_canon_release(&req);
 }
 
 static void test_stream_function_call(void **state)

@@ -23,13 +23,12 @@ static target tgt = {
 
 static json_object *encode_ok(const char *json, upstream_request *out)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json(json, &req), 0);
+    canon_request req = fixture_canon_parse(json);
     char err[256] = "";
     upstream_request_init(out);
     int rc = ollama_ops.encode(&req, &tgt, out, err, sizeof err);
     if (rc != 0) fail_msg("encode failed: %s", err);
-    fixture_canon_free(&req);
+    fixture_canon_release(&req);
     json_object *body = json_tokener_parse(out->body.data);
     assert_non_null(body);
     return body;
@@ -131,15 +130,14 @@ static void test_encode_rejects_what_ollama_cannot_take(void **state)
         "\"input_audio\":{\"data\":\"x\",\"format\":\"wav\"}}]}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        canon_request req;
-        assert_int_equal(fixture_canon_from_json(bad[i], &req), 0);
+        canon_request req = fixture_canon_parse(bad[i]);
         upstream_request out;
         upstream_request_init(&out);
         char err[256] = "";
         assert_int_equal(ollama_ops.encode(&req, &tgt, &out, err, sizeof err), -1);
         assert_true(err[0] != '\0');
         upstream_request_free(&out);
-        fixture_canon_free(&req);
+        fixture_canon_release(&req);
     }
 }
 

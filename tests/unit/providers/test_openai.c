@@ -66,9 +66,8 @@ static bool has_header_prefix(const upstream_request *r, const char *prefix)
 
 static void test_encode_compat_host(void **state)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json(REQ, &req), 0);
-    char *before = strdup(json_object_to_json_string(req.root));
+    canon_request req = fixture_canon_parse(REQ);
+    json_object *sent = json_tokener_parse(REQ);
     upstream_request out;
     json_object *body = encode_ok(&req, &conf_compat, &out), *v;
 
@@ -89,12 +88,12 @@ static void test_encode_compat_host(void **state)
     assert_true(json_object_get_double(v) > 0.19 && json_object_get_double(v) < 0.21);
     json_object *msgs;
     assert_true(json_object_object_get_ex(body, "messages", &msgs));
-    assert_true(json_object_equal(msgs, req.messages));
+    assert_true(json_object_equal(msgs, json_object_object_get(sent, "messages")));
     /* Values go out byte for byte as the client sent them, escapes included. */
     assert_non_null(strstr(out.body.data, "\"content\":\"a/b \\u00e9 hi\""));
 
-    /* The client's object is untouched, so a fallback can encode again. */
-    assert_string_equal(json_object_to_json_string(req.root), before);
+    /* The client's body is untouched, so a fallback can encode again. */
+    assert_string_equal(req.body, REQ);
     upstream_request again;
     json_object *body2 = encode_ok(&req, &conf_compat, &again);
     assert_string_equal(out.body.data, again.body.data);
@@ -103,14 +102,13 @@ static void test_encode_compat_host(void **state)
     upstream_request_free(&again);
     json_object_put(body);
     upstream_request_free(&out);
-    free(before);
-    fixture_canon_free(&req);
+    json_object_put(sent);
+    fixture_canon_release(&req);
 }
 
 static void test_encode_openai_host(void **state)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json(REQ, &req), 0);
+    canon_request req = fixture_canon_parse(REQ);
     upstream_request out;
     json_object *body = encode_ok(&req, &conf_openai, &out), *md;
     assert_int_equal(fixture_get_int(body, "max_completion_tokens"), 100);
@@ -120,16 +118,14 @@ static void test_encode_openai_host(void **state)
     assert_true(has_header(&out, "Authorization: Bearer sk-real"));
     json_object_put(body);
     upstream_request_free(&out);
-    fixture_canon_free(&req);
+    fixture_canon_release(&req);
 }
 
 static void test_encode_max_completion_tokens_renamed(void **state)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json("{\"model\":\"m\",\"messages\":[],"
-                                             "\"max_completion_tokens\":7,\"max_tokens\":9}",
-                                             &req),
-                     0);
+    canon_request req =
+        fixture_canon_parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                            "\"max_completion_tokens\":7,\"max_tokens\":9}");
     upstream_request out;
     json_object *body = encode_ok(&req, &conf_compat, &out);
     /* The canonical value (max_completion_tokens wins) under the host's name, once. */
@@ -138,16 +134,14 @@ static void test_encode_max_completion_tokens_renamed(void **state)
     assert_int_equal(json_object_object_length(body), 3);
     json_object_put(body);
     upstream_request_free(&out);
-    fixture_canon_free(&req);
+    fixture_canon_release(&req);
 }
 
 static void test_encode_stream_forces_usage(void **state)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json("{\"model\":\"m\",\"messages\":[],\"stream\":true,"
-                                             "\"stream_options\":{\"include_usage\":false}}",
-                                             &req),
-                     0);
+    canon_request req = fixture_canon_parse(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":false}}");
     upstream_request out;
     json_object *body = encode_ok(&req, &conf_compat, &out), *so, *v;
     assert_true(json_object_object_get_ex(body, "stream", &v) && json_object_get_boolean(v));
@@ -164,13 +158,13 @@ static void test_encode_stream_forces_usage(void **state)
     assert_false(json_object_object_get_ex(body, "stream_options", NULL));
     json_object_put(body);
     upstream_request_free(&out);
-    fixture_canon_free(&req);
+    fixture_canon_release(&req);
 }
 
 static void test_encode_no_key_extra_headers(void **state)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json("{\"model\":\"m\",\"messages\":[]}", &req), 0);
+    canon_request req = fixture_canon_parse(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}");
     const char *extra[] = {"HTTP-Referer: https://bridle.dev", "X-Title:bridle", "broken", NULL};
     provider_conf local = conf_compat;
     local.api_key = "";
@@ -192,18 +186,17 @@ static void test_encode_no_key_extra_headers(void **state)
     assert_false(json_object_object_get_ex(body, "max_tokens", NULL));
     json_object_put(body);
     upstream_request_free(&out);
-    fixture_canon_free(&req);
+    fixture_canon_release(&req);
 }
 
 /* The body sent to a model (reasoning or not) for `json` with a thinking
  * budget; the client's own control is read from the body as canon does. */
 static char *encode_chosen(const char *json, int64_t budget, bool reasoning, bool chosen)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json(json, &req), 0);
+    canon_request req = fixture_canon_parse(json);
     req.model_chosen = chosen;
     req.thinking_budget = budget;
-    req.reasoning_set = json_object_object_get_ex(req.root, "reasoning_effort", NULL);
+    req.reasoning_set = jdoc_get(req.doc, 0, "reasoning_effort") != JT_NONE;
     model_price price = {.name = "gpt-5.5", .reasoning = reasoning};
     target t = {
         .provider = &conf_openai, .model = "x", .upstream_model = "gpt-5.5", .price = &price};
@@ -213,7 +206,7 @@ static char *encode_chosen(const char *json, int64_t budget, bool reasoning, boo
     assert_int_equal(openai_ops.encode(&req, &t, &out, err, sizeof err), 0);
     char *body = strdup(out.body.data);
     upstream_request_free(&out);
-    fixture_canon_free(&req);
+    fixture_canon_release(&req);
     return body;
 }
 
@@ -282,8 +275,8 @@ static void test_encode_thinking_budget_as_effort(void **state)
 
 static void test_encode_rejects_missing_base_url(void **state)
 {
-    canon_request req;
-    assert_int_equal(fixture_canon_from_json("{\"model\":\"m\",\"messages\":[]}", &req), 0);
+    canon_request req = fixture_canon_parse(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}");
     provider_conf broken = conf_compat;
     broken.base_url = NULL;
     target t = {.provider = &broken, .model = "m", .upstream_model = "m"};
@@ -293,7 +286,7 @@ static void test_encode_rejects_missing_base_url(void **state)
     assert_int_equal(openai_ops.encode(&req, &t, &out, err, sizeof err), -1);
     assert_non_null(strstr(err, "base_url"));
     upstream_request_free(&out);
-    fixture_canon_free(&req);
+    fixture_canon_release(&req);
 }
 
 /* ------------------------------------------------------------ decode */

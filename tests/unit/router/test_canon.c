@@ -1,11 +1,10 @@
-/* server/canon: validation of the client's chat request into a
+/* router/canon: validation of the client's chat request into a
  * canon_request, OpenAI-style errors (param, code, a message that says
- * what to fix), and the json-c tree built on demand. */
+ * what to fix), and the prompt text read from the kept tokens. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,7 +42,6 @@ static parsed *parse(const char *body)
 
 static void parsed_free(parsed *p)
 {
-    json_object_put(p->req.root);
     jdoc_free(&p->doc);
     buf_free(&p->strings);
     free(p->body);
@@ -163,9 +161,6 @@ static void test_full_request(void **state)
     uint32_t m = jdoc_get(&p->doc, 0, "messages");
     assert_int_equal(jdoc_type(&p->doc, m), JT_ARRAY);
     assert_int_equal(p->doc.t[m].size, 7);
-    /* the tree is built only on demand */
-    assert_null(r->root);
-    assert_null(r->messages);
     parsed_free(p);
 }
 
@@ -583,82 +578,45 @@ static void test_first_error_wins(void **state)
                   "empty");
 }
 
-/* ------------------------------------------------------------ the tree */
+/* ------------------------------------------------------------ prompt text */
 
-static void test_build_tree(void **state)
+/* The prompt estimate reads the tokens canon kept: every message's text,
+ * parts' text, no images, no tool calls. */
+static void test_prompt_text(void **state)
 {
     parsed *p = accept_ok(full_request);
-    json_tokener *tok = json_tokener_new();
-    canon_error e;
-    assert_int_equal(canon_build_tree(&p->req, tok, &e), 0);
-    json_object *root = p->req.root;
-    assert_non_null(root);
-    assert_non_null(p->req.messages);
-    assert_true(json_object_is_type(p->req.messages, json_type_array));
-    assert_int_equal(json_object_array_length(p->req.messages), 7);
-    json_object *v;
-    assert_true(json_object_object_get_ex(root, "messages", &v));
-    assert_ptr_equal(v, p->req.messages);
-    /* the tree says what the body says */
-    assert_true(json_object_object_get_ex(root, "model", &v));
-    assert_string_equal(json_object_get_string(v), p->req.model);
-    assert_true(json_object_object_get_ex(root, "max_completion_tokens", &v));
-    assert_int_equal(json_object_get_int64(v), p->req.max_tokens);
-    json_object *m2 = json_object_array_get_idx(p->req.messages, 2);
-    assert_true(json_object_object_get_ex(m2, "content", &v));
-    assert_true(json_object_is_type(v, json_type_array));
-    assert_int_equal(json_object_array_length(v), 2);
-    json_object *m3 = json_object_array_get_idx(p->req.messages, 3);
-    assert_true(json_object_object_get_ex(m3, "role", &v));
-    assert_string_equal(json_object_get_string(v), "assistant");
-    assert_true(json_object_object_get_ex(m3, "content", &v));
-    assert_null(v);
-    json_object *parsed_again = json_tokener_parse(full_request);
-    assert_true(json_object_equal(parsed_again, root));
-    json_object_put(parsed_again);
-
-    /* idempotent: a second call keeps the same tree */
-    json_object *msgs_before = p->req.messages;
-    assert_int_equal(canon_build_tree(&p->req, tok, &e), 0);
-    assert_ptr_equal(p->req.root, root);
-    assert_ptr_equal(p->req.messages, msgs_before);
-    json_tokener_free(tok);
+    buf text = BUF_INIT;
+    canon_prompt_text(&p->req, &text);
+    assert_string_equal(text.data, "You are terse.Answer in JSON.What is in this image?a catA cat."
+                                   "And the colour?");
+    assert_int_equal(canon_prompt_chars(&p->req), (int64_t)text.len);
+    buf_free(&text);
     parsed_free(p);
 }
 
-static void test_build_tree_escapes(void **state)
+static void test_prompt_text_escapes(void **state)
 {
-    parsed *p = accept_ok("{\"model\": \"gpt\\u002d4o\", \"messages\": [{\"role\": \"user\", "
-                          "\"content\": \"caf\\u00e9 \\ud83d\\ude00\\n\"}]}");
-    json_tokener *tok = json_tokener_new();
-    canon_error e;
-    assert_int_equal(canon_build_tree(&p->req, tok, &e), 0);
-    json_object *v;
-    assert_true(json_object_object_get_ex(p->req.root, "model", &v));
-    assert_string_equal(json_object_get_string(v), "gpt-4o");
-    json_object *m0 = json_object_array_get_idx(p->req.messages, 0);
-    assert_true(json_object_object_get_ex(m0, "content", &v));
-    assert_string_equal(json_object_get_string(v), "caf\xc3\xa9 \xf0\x9f\x98\x80\n");
-    json_tokener_free(tok);
+    parsed *p =
+        accept_ok("{\"model\": \"gpt\\u002d4o\", \"messages\": [{\"role\": \"user\", "
+                  "\"content\": \"caf\\u00e9 \\ud83d\\ude00\\n\"}, {\"role\": \"assistant\", "
+                  "\"content\": [{\"type\": \"refusal\", \"refusal\": \"no\"}]}]}");
+    buf text = BUF_INIT;
+    canon_prompt_text(&p->req, &text);
+    assert_string_equal(text.data, "caf\xc3\xa9 \xf0\x9f\x98\x80\nno");
+    assert_int_equal(canon_prompt_chars(&p->req), 13);
+    buf_free(&text);
     parsed_free(p);
-
-    /* the same tokener serves many requests */
-    tok = json_tokener_new();
-    for (int i = 0; i < 3; i++) {
-        p = accept_ok(with("\"stream\": true"));
-        assert_int_equal(canon_build_tree(&p->req, tok, &e), 0);
-        assert_int_equal(json_object_array_length(p->req.messages), 1);
-        parsed_free(p);
-    }
-    json_tokener_free(tok);
+    /* nothing to count: no tokens */
+    canon_request none = {.doc = NULL};
+    assert_int_equal(canon_prompt_chars(&none), 0);
 }
 
 /* Bodies that would make bridle check one thing and forward another:
  * duplicate keys, NUL characters, numbers longer than a small buffer. */
 static void test_ambiguous_bodies_refused(void **state)
 {
-    /* a duplicate key: canon validates the first, json-c (the tree) and
-     * upstream hosts read the last; the body must be refused */
+    /* a duplicate key: canon validates the first, upstream hosts may read
+     * the last; the body must be refused */
     parsed *p = parse("{\"model\": \"gpt-4o-mini\", " MSGS ", \"model\": \"gpt-5.5\"}");
     assert_int_equal(p->rc, -1);
     assert_string_equal(p->err.param, "model");
@@ -710,8 +668,8 @@ int main(void)
         cmocka_unit_test(test_reject_numbers),
         cmocka_unit_test(test_reject_metadata_user_format),
         cmocka_unit_test(test_first_error_wins),
-        cmocka_unit_test(test_build_tree),
-        cmocka_unit_test(test_build_tree_escapes),
+        cmocka_unit_test(test_prompt_text),
+        cmocka_unit_test(test_prompt_text_escapes),
         cmocka_unit_test(test_ambiguous_bodies_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
