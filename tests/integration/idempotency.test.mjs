@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { mockConfig, mockFault, mockReset, mockStats, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startPostgres } from './lib/pg.mjs';
+import { billed, costPusd, expected } from './lib/mockmath.mjs';
 
 let mock;
 let pg;
@@ -74,7 +75,8 @@ describe('Idempotency-Key', () => {
     }
     assert.equal(rows.length, 3, JSON.stringify(rows) + ids);
     assert.equal(rows[0].cache_hit, false);
-    assert.ok(rows[0].cost > 0);
+    // gpt-4o-mini: P = ceil(10 bytes / 4) = 3 input tokens at 0.15 $/M, 8 output at 0.60 $/M
+    assert.equal(rows[0].cost, Number(costPusd('gpt-4o-mini', billed('openai', expected(payload.messages, 'gpt-4o-mini')))));
     for (const r of rows.slice(1)) assert.deepEqual(r, { cache_hit: true, cost: 0, route_reason: 'idempotent replay: no upstream call' });
   });
 
@@ -94,14 +96,17 @@ describe('Idempotency-Key', () => {
 
   test('a failed upstream outcome (503) is not stored: the next request with the key runs', async () => {
     const key = newIdemKey('failed');
-    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives: 'status=503' });
+    // 3 faults: bridle's own attempts (max_attempts 3, the default) all fail
+    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 3, directives: 'status=503' });
     const n0 = await generations();
     const failed = await send(a, key, body('flaky'));
     assert.equal(failed.status, 503, failed.text);
+    assert.equal(failed.headers['x-bridle-attempts'], '3', JSON.stringify(failed.headers));
+    assert.equal(failed.headers['x-should-retry'], 'true', JSON.stringify(failed.headers));
     const retried = await send(b, key, body('flaky'));
     assert.equal(retried.status, 200, retried.text);
     assert.equal(retried.headers['idempotent-replayed'], undefined, 'it ran, it was not replayed');
-    assert.equal((await generations()) - n0, 2);
+    assert.equal((await generations()) - n0, 3 + 1);
     const replay = await send(a, key, body('flaky'));
     assert.equal(replay.headers['idempotent-replayed'], 'true');
     assert.equal(replay.text, retried.text);
