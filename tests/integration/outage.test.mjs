@@ -19,7 +19,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
-import { SANITIZED, mockConfig, mockStats, post, sleep, startBridle, startMock } from './lib/harness.mjs';
+import { SANITIZED, SLOW, mockConfig, mockStats, post, sleep, startBridle, startMock } from './lib/harness.mjs';
 
 const RATE = 200; // client requests per second
 const TOTAL_MS = 60000;
@@ -65,7 +65,7 @@ async function setOutage(on) {
   assert.equal(r.status, 200, r.text);
 }
 
-test('200 req/s for 60 s, the provider down (503) for the middle 30 s', { timeout: 120000 }, async () => {
+test('200 req/s for 60 s, the provider down (503) for the middle 30 s', { timeout: 120000 * SLOW }, async () => {
   const results = []; // {t (sent, ms since start), status, code, retryAfter, shouldRetry}
   const body = { model: MODEL, messages: [{ role: 'user', content: 'Hello' }] };
   const one = async (t) => {

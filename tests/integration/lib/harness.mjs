@@ -71,6 +71,24 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
+// Per-file watchdog. node --test bounds each test (--test-timeout), but a
+// test may ask for more (ledger_fault's T8) and a hook or a hung import is not
+// a test at all; without this a hang ends only when the whole run is killed,
+// which cancels every file silently. scripts/run-integration-tests.sh sets
+// BRIDLE_FILE_TIMEOUT_S; past it the file fails with a message naming it.
+const FILE_TIMEOUT_S = Number(process.env.BRIDLE_FILE_TIMEOUT_S) || 0;
+if (FILE_TIMEOUT_S > 0) {
+  const file = path.relative(ROOT, process.argv[1] || 'the test file');
+  setTimeout(() => {
+    process.stderr.write(
+      `\n${file} timed out after ${FILE_TIMEOUT_S} s (BRIDLE_FILE_TIMEOUT_S; INTEGRATION_FILE_TIMEOUT_S in scripts/run-integration-tests.sh)\n`,
+    );
+    for (const p of live) process.stderr.write(`--- ${p.name} stderr, last lines ---\n${tail(p.stderr, 20)}\n`);
+    process.exitCode = 124;
+    process.exit(124); // the 'exit' handler kills the children
+  }, FILE_TIMEOUT_S * 1000).unref();
+}
+
 /** Stops everything still running; throws if any of them reported a sanitizer error. */
 export async function stopAll() {
   const errors = [];
