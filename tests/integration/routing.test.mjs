@@ -7,6 +7,7 @@ import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { mockConfig, mockFault, mockLast, mockReset, mockStats, post, startBridle, startMock } from './lib/harness.mjs';
+import { answerFor, billed, costPusd, expected, formatSavings, formatUsd, upstreamPromptTokens, words } from './lib/mockmath.mjs';
 
 let mock;
 let gw;
@@ -49,9 +50,12 @@ test('auto + x-bridle-task: classify → the cheapest budget model, output cappe
   assert.match(r.headers['x-bridle-route'], /classify.*budget/);
   const sent = (await mockLast(mock.url, 1))[0].body;
   assert.equal(sent.max_tokens ?? sent.max_completion_tokens, 10, JSON.stringify(sent));
-  const cost = Number(r.headers['x-bridle-cost-usd']);
-  const savings = Number(r.headers['x-bridle-savings-usd']);
-  assert.ok(cost > 0 && savings > 0, `cost ${cost}, savings ${savings}`);
+  // 'Is this spam?' is 13 bytes → P = 4; the 8-word answer fits the cap → C = 8.
+  // The baseline is the priciest heavy model (no routing.baseline): claude-opus-4-8.
+  const u = billed('openai', expected([{ role: 'user', content: 'Is this spam?' }], 'gpt-4o-mini', { cap: 10 }));
+  const cost = costPusd('gpt-4o-mini', u);
+  assert.equal(r.headers['x-bridle-cost-usd'], formatUsd(cost)); // 0.0000054
+  assert.equal(r.headers['x-bridle-savings-usd'], formatSavings(costPusd('claude-opus-4-8', u) - cost)); // 0.000215
 });
 
 test('auto + metadata.task: complex_reasoning → a heavy model', async () => {
@@ -85,7 +89,8 @@ test('the openai SDK with model "auto" gets a normal answer', async () => {
   const client = new OpenAI({ apiKey: gw.key, baseURL: gw.baseURL, maxRetries: 0 });
   const c = await client.chat.completions.create({ model: 'auto', messages: [{ role: 'user', content: 'Hi' }] });
   assert.equal(c.object, 'chat.completion');
-  assert.ok(c.choices[0].message.content.length > 0);
+  assert.equal(c.model, 'gpt-4o'); // default_tier mid, cheapest
+  assert.equal(c.choices[0].message.content, answerFor('gpt-4o'));
 });
 
 test('cascade: a cheap answer that is cut, UNCERTAIN or not JSON escalates to the next tier; both calls billed', async () => {
@@ -105,9 +110,25 @@ test('cascade: a cheap answer that is cut, UNCERTAIN or not JSON escalates to th
     const stats = await mockStats(mock.url);
     assert.equal(stats.by_model['gpt-4o-mini'], 1);
     assert.equal(stats.by_model['gpt-4o'], 1);
-    // the bill covers both answers: more than the final model's alone
-    const single = await ask(final, {}, extra);
-    assert.ok(Number(r.headers['x-bridle-cost-usd']) > Number(single.headers['x-bridle-cost-usd']));
+    assert.equal(stats.by_model['claude-opus-4-8'], final === 'claude-opus-4-8' ? 1 : undefined);
+    // Every answer is billed: the cost is the exact sum of each call's cost,
+    // from the prompt each model received and the answer it gave (the cheap
+    // one from the fault's content=, the others the mock's 8-word default).
+    const calls = await mockLast(mock.url, stats.requests);
+    assert.deepEqual(calls.map((c) => c.body.model), final === 'gpt-4o' ? ['gpt-4o-mini', 'gpt-4o'] : ['gpt-4o-mini', 'gpt-4o', 'claude-opus-4-8']);
+    const content = /content=([^,]*)/.exec(directives)?.[1];
+    let total = 0n;
+    let finalUsage;
+    for (const [i, c] of calls.entries()) {
+      const model = c.body.model;
+      const C = words(i === 0 && content ? decodeURIComponent(content) : answerFor(model)).length;
+      const usage = billed(model.startsWith('claude') ? 'anthropic' : 'openai', { P: upstreamPromptTokens(c.body), C, R: 0, CR: 0, W5: 0, W1: 0 });
+      total += costPusd(model, usage);
+      finalUsage = usage;
+    }
+    assert.equal(r.headers['x-bridle-cost-usd'], formatUsd(total), `${check}: both (all) answers billed`);
+    // savings: the baseline (claude-opus-4-8) on the final answer's usage, less everything paid
+    assert.equal(r.headers['x-bridle-savings-usd'], formatSavings(costPusd('claude-opus-4-8', finalUsage) - total), check);
   }
 });
 
@@ -129,7 +150,11 @@ test('cascade, streamed: a cheaper stream is held back; when it fails a check th
     const events = r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
     assert.ok(events.length > 2);
     assert.ok(events.every((e) => !e.model || e.model.startsWith('gpt-4o') && !e.model.includes('mini')), JSON.stringify(events[0]));
-    assert.ok(events.at(-1).usage?.completion_tokens > 0, 'the usage chunk is the final model\'s');
+    assert.deepEqual(
+      { prompt: events.at(-1).usage?.prompt_tokens, completion: events.at(-1).usage?.completion_tokens },
+      { prompt: 4, completion: 8 },
+      'the usage chunk is the final model\'s (its 8-word default answer to the 4-token prompt)',
+    );
     assert.match(r.text, /data: \[DONE\]\n\n$/);
     const stats = await mockStats(mock.url);
     assert.equal(stats.by_model['gpt-4o-mini'], 1);
