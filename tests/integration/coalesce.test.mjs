@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, test } from 'node:test';
 
-import { mockConfig, mockStats, newKey, post, sleep, startBridle, startMock } from './lib/harness.mjs';
+import { get, mockConfig, mockStats, newKey, post, sleep, startBridle, startMock } from './lib/harness.mjs';
+import { billed, costPusd, expected, formatUsd } from './lib/mockmath.mjs';
 
 let mock;
 let on; // coalescing on
@@ -34,16 +35,35 @@ const req = (text, extra = {}) => ({
   messages: [{ role: 'user', content: `${text} [[mock:latency_ms=200]]` }],
   ...extra,
 });
+/** bridle's own count of calls in flight to the openai provider (GET /v1/bridle/health). */
+async function openaiInFlight(g) {
+  const r = await get(`${g.baseURL}/bridle/health`, g.auth);
+  assert.equal(r.status, 200, r.text);
+  return r.json.providers.find((p) => p.name === 'openai').in_flight;
+}
 const many = (g, n, body, auth = g.auth) => Promise.all(Array.from({ length: n }, () => post(`${g.baseURL}/chat/completions`, body, auth)));
 
 test('10 identical temperature-0 requests in flight: one upstream call, ten equal answers', async () => {
   const n0 = await calls();
-  const rs = await many(on, 10, req('same question'));
+  const pending = many(on, 10, req('same question'));
+  // while the mock sits on the call (200 ms), bridle itself has one call in flight, not ten
+  await sleep(100);
+  assert.equal(await openaiInFlight(on), 1, 'bridle made one upstream call for ten requests');
+  const rs = await pending;
   assert.equal((await calls()) - n0, 1);
+  assert.equal(await openaiInFlight(on), 0);
   for (const r of rs) assert.equal(r.status, 200, r.text);
   assert.equal(new Set(rs.map((r) => r.text)).size, 1);
   assert.equal(rs.filter((r) => r.headers['x-bridle-coalesced'] === 'true').length, 9);
   assert.equal(new Set(rs.map((r) => r.headers['x-request-id'])).size, 10, 'each a request of its own');
+  // the leader made the one attempt and is billed for it; the followers made none
+  const [leader, ...followers] = [...rs].sort((a, b) => (a.headers['x-bridle-coalesced'] ? 1 : 0) - (b.headers['x-bridle-coalesced'] ? 1 : 0));
+  assert.equal(leader.headers['x-bridle-coalesced'], undefined);
+  assert.equal(leader.headers['x-bridle-attempts'], '1');
+  assert.equal(leader.headers['x-bridle-model'], 'gpt-4o-mini');
+  const u = billed('openai', expected(req('same question').messages, 'gpt-4o-mini'));
+  assert.equal(leader.headers['x-bridle-cost-usd'], formatUsd(costPusd('gpt-4o-mini', u)));
+  for (const f of followers) assert.equal(f.headers['x-bridle-attempts'], '0', JSON.stringify(f.headers));
 });
 
 test('not coalesced: temperature above 0, n > 1, streams, another client key, or the option off', async () => {
@@ -81,6 +101,10 @@ test('the leader\'s client leaves: its followers run on their own and are answer
   for (const r of rs) {
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers['x-bridle-coalesced'], undefined, 'they ran themselves');
+    assert.equal(r.headers['x-bridle-attempts'], '1', JSON.stringify(r.headers));
   }
   assert.equal((await calls()) - n0, 4, 'the abandoned call and one per follower');
+  // the abandoned call is not counted as in flight any more
+  for (let i = 0; i < 50 && (await openaiInFlight(on)) !== 0; i++) await sleep(20);
+  assert.equal(await openaiInFlight(on), 0, "bridle's count of calls in flight to openai after the leader left");
 });
