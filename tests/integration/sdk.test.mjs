@@ -171,7 +171,7 @@ test('withResponse(): _request_id is the x-request-id header', async () => {
     .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] })
     .withResponse();
   const hdr = response.headers.get('x-request-id');
-  assert.ok(hdr);
+  assert.match(hdr || '', /^req_[0-9a-f]{24}$/);
   assert.equal(data._request_id, hdr);
   assert.equal(rid, hdr);
   assert.equal(response.headers.get('x-bridle-provider'), 'openai');
@@ -179,7 +179,7 @@ test('withResponse(): _request_id is the x-request-id header', async () => {
   const { response: sresp, data: stream } = await client.chat.completions
     .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }], stream: true })
     .withResponse();
-  assert.ok(sresp.headers.get('x-request-id'));
+  assert.match(sresp.headers.get('x-request-id') || '', /^req_[0-9a-f]{24}$/);
   for await (const _ of stream);
 });
 
