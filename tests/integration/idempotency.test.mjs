@@ -134,6 +134,7 @@ describe('Idempotency-Key', () => {
       const r = await send(a, bad, body('bad key'));
       assert.equal(r.status, 400, `${bad}: ${r.text}`);
       assert.equal(r.json.error.code, 'invalid_idempotency_key');
+      assert.equal(r.headers['x-should-retry'], 'false');
     }
     const bare = await send(a, `${RUN}-bare-token`, body('bare'));
     assert.equal(bare.status, 200, 'a bare token is accepted too');
@@ -224,6 +225,7 @@ describe('Idempotency-Key', () => {
       const ms = Date.now() - t0;
       assert.equal(r.status, 409, r.text);
       assert.equal(r.json.error.code, 'idempotency_key_in_use');
+      assert.equal(r.headers['x-should-retry'], 'true');
       assert.ok(ms >= 650 && ms < 3000, `waited ${ms} ms for a 700 ms deadline`);
       assert.equal((await generations()) - n0, 0);
       // the other gateway stores its answer: a waiting request gets it
@@ -258,6 +260,7 @@ describe('Idempotency-Key: configuration and faults', () => {
       const dup = await send(g, key, payload);
       assert.equal(dup.status, 409, dup.text);
       assert.equal(dup.json.error.code, 'idempotency_key_in_use');
+      assert.equal(dup.headers['x-should-retry'], 'true');
       assert.equal(dup.headers['retry-after'], '1');
       assert.equal((await first).status, 200);
       const after = await send(g, key, payload);

@@ -251,6 +251,7 @@ describe('every request has exactly one row with the right usage, cost and attri
     const messages = (s) => [{ role: 'user', content: s }];
     const unknown = await chat(gw, { model: 'no-such-model', messages: messages('hi') });
     assert.equal(unknown.status, 404, unknown.text);
+    assert.equal(unknown.headers['x-should-retry'], 'false');
     // With the default resilience each failure is retried: 503/529 3 attempts
     // (retryable), 500 2 (ambiguous: once). One model each, so no target
     // reaches the breaker's 5 failures in a row before the cut streams below.

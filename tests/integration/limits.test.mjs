@@ -84,7 +84,10 @@ describe('read deadline', () => {
       assert.ok(elapsed < READ_TIMEOUT_MS + 1500 * SLOW, `closed after ${elapsed} ms`);
       assert.ok(i < req.length, 'the request was never complete');
       // nothing but (at most) a 408 was sent back
-      for (const r of c.responses) assert.equal(r.status, 408, JSON.stringify(r));
+      for (const r of c.responses) {
+        assert.equal(r.status, 408, JSON.stringify(r));
+        assert.equal(r.headers['x-should-retry'], 'false', JSON.stringify(r));
+      }
     } finally {
       clearInterval(trickle);
       c.close();

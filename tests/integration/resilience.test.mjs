@@ -86,6 +86,7 @@ describe('retries on one target', () => {
     const r = await post(`${gw.baseURL}/chat/completions`, body('gpt-4o-mini'), gw.auth);
     assert.equal(r.status, 503, r.text);
     assert.equal(r.headers['x-bridle-attempts'], '3');
+    assert.equal(r.headers['x-should-retry'], 'true');
     assert.equal(await requestsTo('gpt-4o-mini'), 3);
     await mockReset(mock.url);
   });
@@ -95,6 +96,8 @@ describe('retries on one target', () => {
     await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives: 'status=400' });
     const r = await post(`${gw.baseURL}/chat/completions`, body('gpt-4o-mini'), gw.auth);
     assert.equal(r.status, 400, r.text);
+    assert.equal(r.headers['x-should-retry'], 'false');
+    assert.equal(r.headers['x-bridle-attempts'], '1');
     assert.equal(await requestsTo('gpt-4o-mini'), 1);
   });
 
@@ -139,8 +142,11 @@ describe('circuit breaker', () => {
   test('4xx and 429 never open it', async () => {
     await mockReset(mock.url);
     await mockFault(mock.url, { model: 'gemini-2.5-flash', count: 3, directives: 'status=400' });
-    for (let i = 0; i < 3; i++)
-      assert.equal((await post(`${gw.baseURL}/chat/completions`, body('gemini-2.5-flash'), gw.auth)).status, 400);
+    for (let i = 0; i < 3; i++) {
+      const r = await post(`${gw.baseURL}/chat/completions`, body('gemini-2.5-flash'), gw.auth);
+      assert.equal(r.status, 400, r.text);
+      assert.deepEqual([r.headers['x-bridle-attempts'], r.headers['x-should-retry']], ['1', 'false']);
+    }
     // a 429 without Retry-After is retried after a backoff: 3 requests × 3 attempts
     await mockFault(mock.url, { model: 'gemini-2.5-flash', count: 9, directives: 'status=429' });
     for (let i = 0; i < 3; i++) {

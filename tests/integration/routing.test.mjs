@@ -75,6 +75,7 @@ test('x-bridle-tier wins; tier:NAME names a tier; an unknown tier is a 400', asy
   r = await ask('tier:gigantic');
   assert.equal(r.status, 400, r.text);
   assert.equal(r.json.error.code, 'invalid_tier');
+  assert.equal(r.headers['x-should-retry'], 'false');
 });
 
 test('a concrete model is honoured; the default tier applies without a task', async () => {

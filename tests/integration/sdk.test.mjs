@@ -80,7 +80,8 @@ test('unknown model → OpenAI.NotFoundError', async () => {
       assert.equal(e.code, 'model_not_found');
       assert.equal(e.param, 'model');
       assert.match(e.message, /no-such-model/);
-      assert.ok(e.requestID, 'the error carries the request id');
+      assert.match(e.requestID || '', /^req_[0-9a-f]{24}$/, 'the error carries the request id');
+      assert.equal(e.headers.get('x-should-retry'), 'false');
       return true;
     },
   );
@@ -91,6 +92,7 @@ test('wrong key → OpenAI.AuthenticationError', async () => {
   await assert.rejects(bad.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }), (e) => {
     assert.ok(e instanceof OpenAI.AuthenticationError, `${e.constructor.name}: ${e.message}`);
     assert.equal(e.status, 401);
+    assert.equal(e.headers.get('x-should-retry'), 'false');
     return true;
   });
 });
@@ -102,6 +104,7 @@ test('a bad message → OpenAI.BadRequestError naming the parameter', async () =
       assert.ok(e instanceof OpenAI.BadRequestError, `${e.constructor.name}: ${e.message}`);
       assert.equal(e.status, 400);
       assert.equal(e.param, 'messages[0].role');
+      assert.equal(e.headers.get('x-should-retry'), 'false');
       assert.match(e.message, /role/);
       return true;
     },

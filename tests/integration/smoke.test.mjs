@@ -53,9 +53,11 @@ test('the openai SDK works against bridle', async () => {
 test('401 without a key, and with a wrong one', async () => {
   const r = await post(`${gw.baseURL}/chat/completions`, chat);
   assert.equal(r.status, 401, r.text);
+  assert.equal(r.headers['x-should-retry'], 'false');
   assert.equal(typeof r.json?.error?.message, 'string', r.text);
   const w = await post(`${gw.baseURL}/chat/completions`, chat, { authorization: 'Bearer bk-wrong' });
   assert.equal(w.status, 401, w.text);
+  assert.equal(w.headers['x-should-retry'], 'false');
 });
 
 // Why evhttp and not libevhtp (README.md): libevhtp 1.2.18 corrupts the path

@@ -65,6 +65,7 @@ describe('total timeout per task', () => {
   test('metadata.task works like the header', async () => {
     const r = await timed(slow(1000, { metadata: { task: 'classify' } }));
     assert.equal(r.status, 504, r.text);
+    assert.equal(r.headers['x-should-retry'], 'false');
     assert.match(r.json.error.message, /timeouts\.tasks\.classify\.total_ms/);
   });
 
@@ -81,6 +82,7 @@ describe('total timeout per task', () => {
     const r = await timed({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hello' }] }, { 'x-bridle-task': 'classify' });
     assert.equal(r.status, 504, r.text);
     assert.equal(r.headers['x-bridle-attempts'], '2');
+    assert.equal(r.headers['x-should-retry'], 'false');
     assert.match(r.json.error.message, /over 2 attempts/);
     assert.ok(r.ms >= 290 && r.ms < 300 + 400 * SLOW, `answered after ${r.ms} ms`);
     assert.equal((await mockStats(mock.url)).by_model['gpt-4o-mini'], 2);
@@ -120,6 +122,7 @@ describe('first-byte timeout per task', () => {
     assert.equal(r.json.error.code, 'upstream_timeout');
     assert.match(r.json.error.message, /first-byte timeout of 200 ms \(timeouts\.tasks\.extract\.first_byte_ms\)/);
     assert.equal(r.headers['x-bridle-attempts'], '3');
+    assert.equal(r.headers['x-should-retry'], 'true'); // a per-attempt limit, not the request's deadline
     assert.equal((await mockStats(mock.url)).by_model['gpt-4o-mini'], 3);
     assert.ok(r.ms >= 600 && r.ms < 600 + 900 * SLOW, `answered after ${r.ms} ms`);
     // the provider's own first-byte limit (120 s) was not broken: no breaker failure
@@ -138,9 +141,11 @@ describe('total timeout per route', () => {
     const r = await timed(slow(1000, { model: 'auto' }));
     assert.equal(r.status, 504, r.text);
     assert.match(r.json.error.message, /total timeout of 400 ms \(timeouts\.routes\.auto\.total_ms\)/);
+    assert.equal(r.headers['x-should-retry'], 'false');
     assert.ok(r.ms >= 390 && r.ms < 400 + 400 * SLOW, `answered after ${r.ms} ms`);
     const t = await timed(slow(1000, { model: 'auto' }), { 'x-bridle-task': 'classify' });
     assert.equal(t.status, 504, t.text);
+    assert.equal(t.headers['x-should-retry'], 'false');
     assert.match(t.json.error.message, /300 ms \(timeouts\.tasks\.classify\.total_ms\)/);
   });
 
