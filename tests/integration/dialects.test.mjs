@@ -61,6 +61,8 @@ function checkUsage(dialect, usage, e, what) {
 function checkCost(r, m, e, what) {
   const want = formatUsd(costPusd(m.price, billed(m.dialect, e)));
   assert.equal(r.headers['x-bridle-cost-usd'], want, `${what}: x-bridle-cost-usd (usage ${JSON.stringify(r.json?.usage)})`);
+  // a model asked for by name is its own baseline: nothing saved
+  assert.equal(r.headers['x-bridle-savings-usd'], '0.000000', `${what}: x-bridle-savings-usd`);
 }
 
 /** Checks a whole SSE stream; → {chunks (parsed JSON, before [DONE]), text (concatenated content)}. */

@@ -21,7 +21,7 @@ import {
   startMock,
 } from './lib/harness.mjs';
 import { Conn } from './lib/conn.mjs';
-import { answerFor, billed, costPusd, expected, formatUsd, words } from './lib/mockmath.mjs';
+import { answerFor, billed, costPusd, expected, formatSavings, formatUsd, words } from './lib/mockmath.mjs';
 
 const FIRST_BYTE_MS = 500;
 const MAX_BODY = 4096;
@@ -515,7 +515,10 @@ describe('failover across a route', () => {
     assert.equal(r.json.choices[0].message.content, answerFor('claude-haiku-4-5'));
     // the answer's cost: claude-haiku-4-5's prices for the mock's usage
     const e = expected(user('fail over please').messages, 'claude-haiku-4-5');
-    assert.equal(r.headers['x-bridle-cost-usd'], formatUsd(costPusd('claude-haiku-4-5', billed('anthropic', e))));
+    const u = billed('anthropic', e);
+    assert.equal(r.headers['x-bridle-cost-usd'], formatUsd(costPusd('claude-haiku-4-5', u)));
+    // a route's baseline is its first candidate: the failover cost more than gpt-4o-mini would have
+    assert.equal(r.headers['x-bridle-savings-usd'], formatSavings(costPusd('gpt-4o-mini', u) - costPusd('claude-haiku-4-5', u)));
     const after = await byModel();
     assert.equal(delta(before, after, 'gpt-4o-mini'), 1);
     assert.equal(delta(before, after, 'claude-haiku-4-5'), 1);
