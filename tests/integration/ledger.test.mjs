@@ -313,6 +313,17 @@ describe('every request has exactly one row with the right usage, cost and attri
       if (!(Number(row.input_tokens) > 0)) why.push(`input_tokens ${row.input_tokens}`);
       if (row.error_class !== 'upstream_stream_cut' && row.error_class !== 'upstream_stream_error') why.push(`error_class ${row.error_class}`);
       if (c.m.model !== 'llama3.2' && !(BigInt(row.cost_pusd) > 0n)) why.push(`cost_pusd ${row.cost_pusd}`);
+      // Exactly (server/chat.c estimate_usage): counts the provider reported before the cut are
+      // kept (Anthropic's input at message_start; Gemini's running usageMetadata: the prompt and
+      // 3 candidates), the rest is ceil(characters / 4) of the prompt text and of the text relayed
+      // ("Hello from MODEL." — the first 3 words).
+      const relayed = `Hello from ${c.m.model}.`;
+      const wantIn = Math.ceil(Buffer.byteLength('[[mock:cut_after=3]] cut me') / 4);
+      const wantOut = Math.ceil(relayed.length / 4);
+      if (row.input_tokens !== String(wantIn) || row.output_tokens !== String(wantOut))
+        why.push(`tokens in/out ${row.input_tokens}/${row.output_tokens}, want ${wantIn}/${wantOut}`);
+      const wantCost = String(costPusd(c.m.model, { input_uncached: wantIn, cache_read: 0, cache_write_5m: 0, cache_write_1h: 0, output: wantOut }));
+      if (row.cost_pusd !== wantCost) why.push(`cost_pusd ${row.cost_pusd}, want ${wantCost}`);
       if (why.length)
         cutProblems.push(`${c.m.model}: ${why.join(', ')} (output_tokens ${row.output_tokens}, input_tokens ${row.input_tokens}; the client saw ${c.r.text.length} bytes)`);
     }
