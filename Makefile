@@ -148,6 +148,11 @@ bench: all
 fuzz:
 	@scripts/fuzz.sh
 
+# CI (.ci/run): every target in tests/fuzz/ for 20 s; fails on a crash or a target that does not build.
+.PHONY: fuzz-ci
+fuzz-ci:
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} scripts/fuzz.sh
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 

@@ -8,10 +8,13 @@
 #   scripts/fuzz.sh sse json     only fuzz_sse.c and fuzz_json.c
 #   FUZZ_SECONDS=300 scripts/fuzz.sh sse
 #
-# The library sources (lib, router, providers, db, server minus main.c) are
-# compiled once with fuzzer instrumentation into an archive, so each target
-# links only the objects it uses; a source that does not compile is skipped
-# with a warning and only hurts the targets that need it.
+# The library sources (lib, router, providers, db, server, cli minus
+# cli/main.c) are compiled once with fuzzer instrumentation into an archive,
+# so each target links only the objects it uses. A source or a target that
+# does not compile fails the run (exit 1, naming the file and the first
+# errors): a fuzzer that silently stops being built fuzzes nothing.
+#
+# make fuzz-ci (CI) runs every target for FUZZ_SECONDS=20.
 #
 # Objects and binaries go to build/fuzz/; the corpus each run grows and any
 # crash reproducer go to fuzz-out/NAME/ (both are git-ignored). Reproduce a
@@ -65,10 +68,9 @@ build_library() {
         if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||
             { [ -n "$newest_header" ] && [ "$newest_header" -nt "$obj" ]; }; then
             if ! $CC $CFLAGS -fsanitize=fuzzer-no-link $pkg_cflags -c "$src" -o "$obj" 2>"$obj.err"; then
-                echo "fuzz.sh: warning: $src does not compile, left out:" >&2
-                grep -m 3 'error' "$obj.err" >&2
+                grep -m 5 'error' "$obj.err" >&2
                 rm -f "$obj"
-                continue
+                die "$src does not compile with $CC (the library the fuzz targets link); full output in $obj.err"
             fi
         fi
         objs+=("$obj")
@@ -82,7 +84,10 @@ build_library() {
 build_target() {
     local name=$1
     $CC $CFLAGS -fsanitize=fuzzer $pkg_cflags "tests/fuzz/fuzz_$name.c" \
-        "$BUILD/libbridle-fuzz.a" $pkg_libs -lm -o "$BUILD/fuzz_$name"
+        "$BUILD/libbridle-fuzz.a" $pkg_libs -lm -o "$BUILD/fuzz_$name" 2>"$BUILD/fuzz_$name.err"
+    local rc=$?
+    [ $rc -eq 0 ] || grep -m 5 'error' "$BUILD/fuzz_$name.err" >&2
+    return $rc
 }
 
 run_target() {
@@ -119,15 +124,22 @@ else
 fi
 [ ${#names[@]} -gt 0 ] || die "no targets in tests/fuzz/"
 
-build_library
-failed=0
 for name in "${names[@]}"; do
     [ -f "tests/fuzz/fuzz_$name.c" ] || die "no tests/fuzz/fuzz_$name.c"
-    if ! build_target "$name"; then
-        echo "== fuzz_$name: does not build" >&2
-        failed=1
-        continue
-    fi
-    run_target "$name" || failed=1
 done
-exit $failed
+build_library
+# Every target is built before any runs: one that does not compile fails the
+# run at once instead of after the others have fuzzed.
+for name in "${names[@]}"; do
+    build_target "$name" || die "tests/fuzz/fuzz_$name.c does not compile or link; full output in $BUILD/fuzz_$name.err"
+done
+start=$(date +%s)
+failed=()
+for name in "${names[@]}"; do
+    run_target "$name" || failed+=("$name")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzz: ${#names[@]} targets, FAILED: ${failed[*]} (reproducers in $OUT/NAME/)" >&2
+    exit 1
+fi
+echo "fuzz: ${#names[@]} targets, ${FUZZ_SECONDS}s each, no crash ($(($(date +%s) - start)) s)"

@@ -4,7 +4,10 @@
 #   scripts/run-integration-tests.sh                      every tests/integration/*.test.mjs
 #   scripts/run-integration-tests.sh tests/integration/smoke.test.mjs
 # Env: BUILD, TEST_CONCURRENCY (default 2), TEST_TIMEOUT_MS (per test, default
-# 120000), BRIDLE_TEST_VERBOSE=1 (echo the children's stderr).
+# 120000), INTEGRATION_FILE_TIMEOUT_S (per file, default 300, ×3 for an ASan
+# build: a file still running then fails with "FILE timed out after N s"),
+# INTEGRATION_TIMEOUT_S (the whole run, default 900, ×2 for ASan),
+# BRIDLE_TEST_VERBOSE=1 (echo the children's stderr).
 # Last line: "integration: N passed, N failed"; exit status is node's.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,12 +27,18 @@ if (($#)); then files=("$@"); else files=(tests/integration/*.test.mjs); fi
 
 mkdir -p "$BUILD"
 tap=$BUILD/integration.tap
+slow=1
 if [[ $BUILD == *asan* ]]; then
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+  slow=3
 fi
+# The per-file bound (enforced by tests/integration/lib/harness.mjs, which
+# every file imports) must stay below the whole run's.
+export BRIDLE_FILE_TIMEOUT_S=${INTEGRATION_FILE_TIMEOUT_S:-$((300 * slow))}
+run_timeout=${INTEGRATION_TIMEOUT_S:-$((slow > 1 ? 1800 : 900))}
 
-timeout -k 10 "${INTEGRATION_TIMEOUT_S:-900}" node --test \
+timeout -k 10 "$run_timeout" node --test \
   --test-concurrency="${TEST_CONCURRENCY:-2}" \
   --test-timeout="${TEST_TIMEOUT_MS:-120000}" \
   --test-reporter=spec --test-reporter-destination=stdout \

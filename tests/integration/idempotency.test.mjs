@@ -10,8 +10,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { mockConfig, mockFault, mockReset, mockStats, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { SLOW, mockConfig, mockFault, mockReset, mockStats, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startPostgres } from './lib/pg.mjs';
+import { billed, costPusd, expected } from './lib/mockmath.mjs';
 
 let mock;
 let pg;
@@ -74,7 +75,8 @@ describe('Idempotency-Key', () => {
     }
     assert.equal(rows.length, 3, JSON.stringify(rows) + ids);
     assert.equal(rows[0].cache_hit, false);
-    assert.ok(rows[0].cost > 0);
+    // gpt-4o-mini: P = ceil(10 bytes / 4) = 3 input tokens at 0.15 $/M, 8 output at 0.60 $/M
+    assert.equal(rows[0].cost, Number(costPusd('gpt-4o-mini', billed('openai', expected(payload.messages, 'gpt-4o-mini')))));
     for (const r of rows.slice(1)) assert.deepEqual(r, { cache_hit: true, cost: 0, route_reason: 'idempotent replay: no upstream call' });
   });
 
@@ -94,14 +96,17 @@ describe('Idempotency-Key', () => {
 
   test('a failed upstream outcome (503) is not stored: the next request with the key runs', async () => {
     const key = newIdemKey('failed');
-    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives: 'status=503' });
+    // 3 faults: bridle's own attempts (max_attempts 3, the default) all fail
+    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 3, directives: 'status=503' });
     const n0 = await generations();
     const failed = await send(a, key, body('flaky'));
     assert.equal(failed.status, 503, failed.text);
+    assert.equal(failed.headers['x-bridle-attempts'], '3', JSON.stringify(failed.headers));
+    assert.equal(failed.headers['x-should-retry'], 'true', JSON.stringify(failed.headers));
     const retried = await send(b, key, body('flaky'));
     assert.equal(retried.status, 200, retried.text);
     assert.equal(retried.headers['idempotent-replayed'], undefined, 'it ran, it was not replayed');
-    assert.equal((await generations()) - n0, 2);
+    assert.equal((await generations()) - n0, 3 + 1);
     const replay = await send(a, key, body('flaky'));
     assert.equal(replay.headers['idempotent-replayed'], 'true');
     assert.equal(replay.text, retried.text);
@@ -129,6 +134,7 @@ describe('Idempotency-Key', () => {
       const r = await send(a, bad, body('bad key'));
       assert.equal(r.status, 400, `${bad}: ${r.text}`);
       assert.equal(r.json.error.code, 'invalid_idempotency_key');
+      assert.equal(r.headers['x-should-retry'], 'false');
     }
     const bare = await send(a, `${RUN}-bare-token`, body('bare'));
     assert.equal(bare.status, 200, 'a bare token is accepted too');
@@ -219,7 +225,8 @@ describe('Idempotency-Key', () => {
       const ms = Date.now() - t0;
       assert.equal(r.status, 409, r.text);
       assert.equal(r.json.error.code, 'idempotency_key_in_use');
-      assert.ok(ms >= 650 && ms < 3000, `waited ${ms} ms for a 700 ms deadline`);
+      assert.equal(r.headers['x-should-retry'], 'true');
+      assert.ok(ms >= 650 && ms < 3000 * SLOW, `waited ${ms} ms for a 700 ms deadline`);
       assert.equal((await generations()) - n0, 0);
       // the other gateway stores its answer: a waiting request gets it
       const waiting = send(g, held, payload);
@@ -253,6 +260,7 @@ describe('Idempotency-Key: configuration and faults', () => {
       const dup = await send(g, key, payload);
       assert.equal(dup.status, 409, dup.text);
       assert.equal(dup.json.error.code, 'idempotency_key_in_use');
+      assert.equal(dup.headers['x-should-retry'], 'true');
       assert.equal(dup.headers['retry-after'], '1');
       assert.equal((await first).status, 200);
       const after = await send(g, key, payload);
@@ -269,7 +277,7 @@ describe('Idempotency-Key: configuration and faults', () => {
       const r = await send(g, newIdemKey('down'), body('db down'));
       assert.equal(r.status, 503, r.text);
       assert.equal(r.json.error.code, 'idempotency_unavailable');
-      assert.notEqual(r.headers['x-should-retry'], 'false');
+      assert.equal(r.headers['x-should-retry'], 'true');
       const plain = await send(g, null, body('db down, no key'));
       assert.equal(plain.status, 200, plain.text);
     } finally {

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { after, test } from 'node:test';
 
-import { mockConfig, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { SLOW, mockConfig, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { spoolState, startBridleAt, startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
 const N = Number(process.env.LEDGER_FAULT_N || 20000);
@@ -43,7 +43,7 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 
-test(`T8: ${N} requests at ${RATE}/s through a database outage, a gateway SIGKILL and a paused postmaster: 0 lost, 0 duplicated`, { timeout: 420000 }, async () => {
+test(`T8: ${N} requests at ${RATE}/s through a database outage, a gateway SIGKILL and a paused postmaster: 0 lost, 0 duplicated`, { timeout: 240000 * SLOW }, async () => {
   mock = await startMock();
   db = await startCluster();
   const spool = tmpDir('bridle-spool-');

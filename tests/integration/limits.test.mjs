@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { Conn } from './lib/conn.mjs';
-import { get, httpRequest, mockConfig, mockStats, post, rawRequest, sleep, startBridle, startMock } from './lib/harness.mjs';
+import { SLOW, get, httpRequest, mockConfig, mockStats, post, rawRequest, sleep, startBridle, startMock } from './lib/harness.mjs';
 import { answerFor } from './lib/mockmath.mjs';
 
 const READ_TIMEOUT_MS = 1500;
@@ -46,6 +46,14 @@ async function waitUntil(pred, ms, what) {
   }
 }
 const inFlight = async () => (await mockStats(mock.url)).in_flight;
+/** bridle's own count of calls in flight to a provider (GET /v1/bridle/health). */
+async function bridleInFlight(g, provider) {
+  const r = await get(`${g.baseURL}/bridle/health`, g.auth);
+  assert.equal(r.status, 200, r.text);
+  const p = r.json.providers.find((x) => x.name === provider);
+  assert.ok(p, `no provider ${provider} in ${r.text}`);
+  return p.in_flight;
+}
 
 describe('read deadline', () => {
   test(`a client trickling its request (1 byte / 300 ms) is cut off at limits.read_timeout_ms; others are served meanwhile`, async () => {
@@ -68,15 +76,18 @@ describe('read deadline', () => {
       }
       for (const s of served) {
         assert.equal(s.status, 200, JSON.stringify(served));
-        assert.ok(s.ms < 1000, `a normal request took ${s.ms} ms while a slow client trickled: ${JSON.stringify(served)}`);
+        assert.ok(s.ms < 1000 * SLOW, `a normal request took ${s.ms} ms while a slow client trickled: ${JSON.stringify(served)}`);
       }
-      assert.ok(await c.waitClosed(READ_TIMEOUT_MS + 3000), 'the slow connection was never closed');
+      assert.ok(await c.waitClosed(READ_TIMEOUT_MS + 3000 * SLOW), 'the slow connection was never closed');
       const elapsed = c.closedAt - t0;
       assert.ok(elapsed >= READ_TIMEOUT_MS - 100, `closed after ${elapsed} ms, before the deadline`);
-      assert.ok(elapsed < READ_TIMEOUT_MS + 1500, `closed after ${elapsed} ms`);
+      assert.ok(elapsed < READ_TIMEOUT_MS + 1500 * SLOW, `closed after ${elapsed} ms`);
       assert.ok(i < req.length, 'the request was never complete');
       // nothing but (at most) a 408 was sent back
-      for (const r of c.responses) assert.equal(r.status, 408, JSON.stringify(r));
+      for (const r of c.responses) {
+        assert.equal(r.status, 408, JSON.stringify(r));
+        assert.equal(r.headers['x-should-retry'], 'false', JSON.stringify(r));
+      }
     } finally {
       clearInterval(trickle);
       c.close();
@@ -91,9 +102,9 @@ describe('read deadline', () => {
     const req = httpRequest('POST', '/v1/chat/completions', { headers: gwSlow.auth, body: user('stall') });
     const t0 = Date.now();
     await c.write(req.slice(0, req.indexOf('\r\n\r\n') + 10));
-    assert.ok(await c.waitClosed(READ_TIMEOUT_MS + 3000), 'never closed');
+    assert.ok(await c.waitClosed(READ_TIMEOUT_MS + 3000 * SLOW), 'never closed');
     const elapsed = c.closedAt - t0;
-    assert.ok(elapsed >= READ_TIMEOUT_MS - 100 && elapsed < READ_TIMEOUT_MS + 1500, `closed after ${elapsed} ms`);
+    assert.ok(elapsed >= READ_TIMEOUT_MS - 100 && elapsed < READ_TIMEOUT_MS + 1500 * SLOW, `closed after ${elapsed} ms`);
     c.close();
   });
 });
@@ -108,10 +119,12 @@ describe('client disconnects', () => {
       body: JSON.stringify(user('[[mock:hang=1]]')),
       signal: ac.signal,
     }).catch((e) => e);
-    await waitUntil(async () => (await inFlight()) === 1, 3000, 'the hung call upstream');
+    await waitUntil(async () => (await inFlight()) === 1, 3000 * SLOW, 'the hung call upstream');
+    assert.equal(await bridleInFlight(gw, 'openai'), 1, 'bridle counts the call in flight');
     ac.abort();
     await p;
-    await waitUntil(async () => (await inFlight()) === 0, 3000, 'the upstream call to be cancelled');
+    await waitUntil(async () => (await inFlight()) === 0, 3000 * SLOW, 'the upstream call to be cancelled');
+    await waitUntil(async () => (await bridleInFlight(gw, 'openai')) === 0, 1000 * SLOW, "bridle's count of calls in flight to return to 0");
   });
 
   test('a client leaving a stream mid-way cancels the upstream stream', async () => {
@@ -127,17 +140,44 @@ describe('client disconnects', () => {
     const first = await reader.read();
     assert.ok(!first.done);
     assert.equal(await inFlight(), 1);
+    assert.equal(await bridleInFlight(gw, 'anthropic'), 1, 'bridle counts the stream in flight');
     const t0 = Date.now();
     ac.abort();
     await reader.read().catch(() => {});
     // the whole stream would take > 3 s; cancellation must be quicker
-    await waitUntil(async () => (await inFlight()) === 0, 1500, 'the upstream stream to be cancelled');
-    assert.ok(Date.now() - t0 < 1500);
+    await waitUntil(async () => (await inFlight()) === 0, 1500 * SLOW, 'the upstream stream to be cancelled');
+    assert.ok(Date.now() - t0 < 1500 * SLOW);
+    await waitUntil(async () => (await bridleInFlight(gw, 'anthropic')) === 0, 1000 * SLOW, "bridle's count of calls in flight to return to 0");
   });
 
-  test('the gateway is fine afterwards', async () => {
-    const r = await post(`${gw.baseURL}/chat/completions`, user('still there?'), gw.auth, { timeoutMs: 5000 });
+  test("a client leaving does not use up a provider's max_concurrency: with 1, the next request is served", async (t) => {
+    const g = await startBridle({ config: mockConfig(mock.url, { providers: { openai: { max_concurrency: 1 } } }) });
+    t.after(() => g.stop());
+    await waitUntil(async () => (await inFlight()) === 0, 3000 * SLOW, 'a quiet mock');
+    const ac = new AbortController();
+    const p = fetch(`${g.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { ...g.auth, 'content-type': 'application/json' },
+      body: JSON.stringify(user('[[mock:hang=1]]')),
+      signal: ac.signal,
+    }).catch((e) => e);
+    await waitUntil(async () => (await inFlight()) === 1, 3000 * SLOW, 'the hung call upstream');
+    ac.abort();
+    await p;
+    await waitUntil(async () => (await inFlight()) === 0, 3000 * SLOW, 'the upstream call to be cancelled');
+    await sleep(50);
+    const r = await post(`${g.baseURL}/chat/completions`, user('next'), g.auth, { timeoutMs: 5000 * SLOW });
+    assert.equal(r.status, 200, `${r.text} (bridle's in_flight for openai: ${await bridleInFlight(g, 'openai')})`);
+  });
+
+  test('the gateway is fine afterwards: nothing in flight, no breaker touched by the clients that left', async () => {
+    const r = await post(`${gw.baseURL}/chat/completions`, user('still there?'), gw.auth, { timeoutMs: 5000 * SLOW });
     assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['x-bridle-attempts'], '1');
+    const h = (await get(`${gw.baseURL}/bridle/health`, gw.auth)).json;
+    assert.deepEqual(h.providers.map((p) => [p.name, p.in_flight]), [['openai', 0], ['anthropic', 0], ['gemini', 0], ['ollama', 0]]);
+    // a client that leaves says nothing about the provider's health
+    for (const t of h.targets) assert.deepEqual([t.model, t.breaker.state, t.breaker.consecutive_failures], [t.model, 'closed', 0]);
   });
 });
 
@@ -163,7 +203,7 @@ describe('limits.max_connections', () => {
       await extra.write(health);
       assert.equal(await extra.waitResponses(1, 400), false, `connection #${MAX_CONN + 1} was served`);
       conns[0].close();
-      assert.ok(await extra.waitResponses(1, 1000), `connection #${MAX_CONN + 1} not served after one closed`);
+      assert.ok(await extra.waitResponses(1, 1000 * SLOW), `connection #${MAX_CONN + 1} not served after one closed`);
       assert.equal(extra.responses[0].status, 200);
       assert.ok(Date.now() - tOpen < CONN_READ_TIMEOUT_MS, 'served only because the others timed out');
       conns.push(extra);
@@ -185,6 +225,7 @@ describe('keep-alive and pipelining', () => {
     const c = new Conn(gw.port);
     await c.ready;
     const models = ['gpt-4o-mini', 'claude-haiku-4-5', 'gemini-2.5-flash', 'llama3.2'];
+    const ids = new Set();
     try {
       for (let i = 0; i < 20; i++) {
         const model = models[i % models.length];
@@ -194,6 +235,11 @@ describe('keep-alive and pipelining', () => {
         );
         assert.equal(r.status, 200, `request ${i}: ${r.body}`);
         assert.notEqual((r.headers.connection || '').toLowerCase(), 'close', `request ${i}`);
+        assert.equal(r.headers['x-bridle-model'], model, `request ${i}`);
+        assert.equal(r.headers['x-bridle-attempts'], '1', `request ${i}`);
+        assert.match(r.headers['x-request-id'] || '', /^req_[0-9a-f]{24}$/, `request ${i}`);
+        assert.ok(!ids.has(r.headers['x-request-id']), `request ${i}: x-request-id reused`);
+        ids.add(r.headers['x-request-id']);
         if (!stream) assert.equal(JSON.parse(r.body).choices[0].message.content, answerFor(model), `request ${i}`);
         else assert.match(r.body, /data: \[DONE\]\n\n$/, `request ${i}`);
         assert.equal(c.closed, false, `closed after request ${i}`);

@@ -7,6 +7,7 @@ import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { mockConfig, mockFault, mockLast, mockReset, mockStats, post, startBridle, startMock } from './lib/harness.mjs';
+import { answerFor, billed, costPusd, expected, formatSavings, formatUsd, upstreamPromptTokens, words } from './lib/mockmath.mjs';
 
 let mock;
 let gw;
@@ -46,19 +47,22 @@ test('auto + x-bridle-task: classify → the cheapest budget model, output cappe
   const r = await ask('auto', { 'x-bridle-task': 'classify' });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini'); // cheapest of the budget tier
-  assert.match(r.headers['x-bridle-route'], /classify.*budget/);
+  assert.equal(r.headers['x-bridle-route'], 'task classify -> tier budget: cheapest of 3 that fit');
   const sent = (await mockLast(mock.url, 1))[0].body;
   assert.equal(sent.max_tokens ?? sent.max_completion_tokens, 10, JSON.stringify(sent));
-  const cost = Number(r.headers['x-bridle-cost-usd']);
-  const savings = Number(r.headers['x-bridle-savings-usd']);
-  assert.ok(cost > 0 && savings > 0, `cost ${cost}, savings ${savings}`);
+  // 'Is this spam?' is 13 bytes → P = 4; the 8-word answer fits the cap → C = 8.
+  // The baseline is the priciest heavy model (no routing.baseline): claude-opus-4-8.
+  const u = billed('openai', expected([{ role: 'user', content: 'Is this spam?' }], 'gpt-4o-mini', { cap: 10 }));
+  const cost = costPusd('gpt-4o-mini', u);
+  assert.equal(r.headers['x-bridle-cost-usd'], formatUsd(cost)); // 0.0000054
+  assert.equal(r.headers['x-bridle-savings-usd'], formatSavings(costPusd('claude-opus-4-8', u) - cost)); // 0.000215
 });
 
 test('auto + metadata.task: complex_reasoning → a heavy model', async () => {
   const r = await ask('auto', {}, { metadata: { task: 'complex_reasoning' } });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.headers['x-bridle-model'], 'claude-opus-4-8');
-  assert.match(r.headers['x-bridle-route'], /heavy/);
+  assert.equal(r.headers['x-bridle-route'], 'task complex_reasoning -> tier heavy: cheapest of 1 that fit');
 });
 
 test('x-bridle-tier wins; tier:NAME names a tier; an unknown tier is a 400', async () => {
@@ -71,6 +75,7 @@ test('x-bridle-tier wins; tier:NAME names a tier; an unknown tier is a 400', asy
   r = await ask('tier:gigantic');
   assert.equal(r.status, 400, r.text);
   assert.equal(r.json.error.code, 'invalid_tier');
+  assert.equal(r.headers['x-should-retry'], 'false');
 });
 
 test('a concrete model is honoured; the default tier applies without a task', async () => {
@@ -85,7 +90,8 @@ test('the openai SDK with model "auto" gets a normal answer', async () => {
   const client = new OpenAI({ apiKey: gw.key, baseURL: gw.baseURL, maxRetries: 0 });
   const c = await client.chat.completions.create({ model: 'auto', messages: [{ role: 'user', content: 'Hi' }] });
   assert.equal(c.object, 'chat.completion');
-  assert.ok(c.choices[0].message.content.length > 0);
+  assert.equal(c.model, 'gpt-4o'); // default_tier mid, cheapest
+  assert.equal(c.choices[0].message.content, answerFor('gpt-4o'));
 });
 
 test('cascade: a cheap answer that is cut, UNCERTAIN or not JSON escalates to the next tier; both calls billed', async () => {
@@ -101,13 +107,29 @@ test('cascade: a cheap answer that is cut, UNCERTAIN or not JSON escalates to th
     const r = await ask('auto', { 'x-bridle-task': 'extract' }, extra);
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers['x-bridle-model'], final, `${check}: ${r.headers['x-bridle-route']}`);
-    assert.match(r.headers['x-bridle-route'], new RegExp(`escalated.*${check}`));
+    assert.equal(r.headers['x-bridle-route'], `task extract -> tier budget: cheapest of 3 that fit; escalated: the cheaper answer failed the ${check} check`);
     const stats = await mockStats(mock.url);
     assert.equal(stats.by_model['gpt-4o-mini'], 1);
     assert.equal(stats.by_model['gpt-4o'], 1);
-    // the bill covers both answers: more than the final model's alone
-    const single = await ask(final, {}, extra);
-    assert.ok(Number(r.headers['x-bridle-cost-usd']) > Number(single.headers['x-bridle-cost-usd']));
+    assert.equal(stats.by_model['claude-opus-4-8'], final === 'claude-opus-4-8' ? 1 : undefined);
+    // Every answer is billed: the cost is the exact sum of each call's cost,
+    // from the prompt each model received and the answer it gave (the cheap
+    // one from the fault's content=, the others the mock's 8-word default).
+    const calls = await mockLast(mock.url, stats.requests);
+    assert.deepEqual(calls.map((c) => c.body.model), final === 'gpt-4o' ? ['gpt-4o-mini', 'gpt-4o'] : ['gpt-4o-mini', 'gpt-4o', 'claude-opus-4-8']);
+    const content = /content=([^,]*)/.exec(directives)?.[1];
+    let total = 0n;
+    let finalUsage;
+    for (const [i, c] of calls.entries()) {
+      const model = c.body.model;
+      const C = words(i === 0 && content ? decodeURIComponent(content) : answerFor(model)).length;
+      const usage = billed(model.startsWith('claude') ? 'anthropic' : 'openai', { P: upstreamPromptTokens(c.body), C, R: 0, CR: 0, W5: 0, W1: 0 });
+      total += costPusd(model, usage);
+      finalUsage = usage;
+    }
+    assert.equal(r.headers['x-bridle-cost-usd'], formatUsd(total), `${check}: both (all) answers billed`);
+    // savings: the baseline (claude-opus-4-8) on the final answer's usage, less everything paid
+    assert.equal(r.headers['x-bridle-savings-usd'], formatSavings(costPusd('claude-opus-4-8', finalUsage) - total), check);
   }
 });
 
@@ -124,12 +146,16 @@ test('cascade, streamed: a cheaper stream is held back; when it fails a check th
     assert.equal(r.status, 200, r.text);
     assert.match(r.headers['content-type'], /text\/event-stream/);
     assert.equal(r.headers['x-bridle-model'], 'gpt-4o', `${check}: ${r.headers['x-bridle-route']}`);
-    assert.match(r.headers['x-bridle-route'], new RegExp(`escalated.*${check}`));
+    assert.equal(r.headers['x-bridle-route'], `task extract -> tier budget: cheapest of 3 that fit; escalated: the cheaper answer failed the ${check} check`);
     assert.doesNotMatch(r.text, /CHEAP/, `${check}: nothing of the held answer reaches the client`);
     const events = r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
     assert.ok(events.length > 2);
     assert.ok(events.every((e) => !e.model || e.model.startsWith('gpt-4o') && !e.model.includes('mini')), JSON.stringify(events[0]));
-    assert.ok(events.at(-1).usage?.completion_tokens > 0, 'the usage chunk is the final model\'s');
+    assert.deepEqual(
+      { prompt: events.at(-1).usage?.prompt_tokens, completion: events.at(-1).usage?.completion_tokens },
+      { prompt: 4, completion: 8 },
+      'the usage chunk is the final model\'s (its 8-word default answer to the 4-token prompt)',
+    );
     assert.match(r.text, /data: \[DONE\]\n\n$/);
     const stats = await mockStats(mock.url);
     assert.equal(stats.by_model['gpt-4o-mini'], 1);
@@ -142,7 +168,7 @@ test('cascade, streamed: a good cheaper stream passes and is delivered whole', a
   const r = await ask('auto', { 'x-bridle-task': 'extract' }, { stream: true, stream_options: { include_usage: true } });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
-  assert.doesNotMatch(r.headers['x-bridle-route'], /escalated/);
+  assert.equal(r.headers['x-bridle-route'], 'task extract -> tier budget: cheapest of 3 that fit');
   const direct = await ask('gpt-4o-mini', {}, { stream: true, stream_options: { include_usage: true } });
   const content = (t) => t.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)).choices?.[0]?.delta?.content || '').join('');
   assert.equal(content(r.text), content(direct.text), 'the same answer as asking the model directly');
@@ -155,5 +181,5 @@ test('cascade: a good cheap answer is not escalated', async () => {
   const r = await ask('auto', { 'x-bridle-task': 'extract' });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
-  assert.doesNotMatch(r.headers['x-bridle-route'], /escalated/);
+  assert.equal(r.headers['x-bridle-route'], 'task extract -> tier budget: cheapest of 3 that fit');
 });

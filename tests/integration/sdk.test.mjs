@@ -80,7 +80,8 @@ test('unknown model → OpenAI.NotFoundError', async () => {
       assert.equal(e.code, 'model_not_found');
       assert.equal(e.param, 'model');
       assert.match(e.message, /no-such-model/);
-      assert.ok(e.requestID, 'the error carries the request id');
+      assert.match(e.requestID || '', /^req_[0-9a-f]{24}$/, 'the error carries the request id');
+      assert.equal(e.headers.get('x-should-retry'), 'false');
       return true;
     },
   );
@@ -91,6 +92,7 @@ test('wrong key → OpenAI.AuthenticationError', async () => {
   await assert.rejects(bad.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }), (e) => {
     assert.ok(e instanceof OpenAI.AuthenticationError, `${e.constructor.name}: ${e.message}`);
     assert.equal(e.status, 401);
+    assert.equal(e.headers.get('x-should-retry'), 'false');
     return true;
   });
 });
@@ -102,6 +104,7 @@ test('a bad message → OpenAI.BadRequestError naming the parameter', async () =
       assert.ok(e instanceof OpenAI.BadRequestError, `${e.constructor.name}: ${e.message}`);
       assert.equal(e.status, 400);
       assert.equal(e.param, 'messages[0].role');
+      assert.equal(e.headers.get('x-should-retry'), 'false');
       assert.match(e.message, /role/);
       return true;
     },
@@ -127,14 +130,43 @@ test('upstream insufficient_quota → OpenAI.RateLimitError, and the SDK does no
   await mockReset(mock.url);
 });
 
-test('a plain upstream 429 (retryable) is retried by the SDK and then succeeds', async () => {
+test('a plain upstream 429 (retryable) is retried by bridle after its Retry-After: the SDK gets the answer from its one request', async () => {
   await mockReset(mock.url);
   const retrying = new OpenAI({ apiKey: gw.key, baseURL: gw.baseURL, maxRetries: 2, timeout: 10000 });
   await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives: 'status=429,retry_after_ms=10' });
   const before = await requests();
+  const { data: c, response } = await retrying.chat.completions
+    .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] })
+    .withResponse();
+  assert.equal(c.choices[0].message.content, answerFor('gpt-4o-mini'));
+  assert.equal(response.headers.get('x-bridle-attempts'), '2', 'bridle retried the 429 itself');
+  assert.equal((await requests()) - before, 2);
+});
+
+test('bridle\'s attempts used up on a retryable 429 → x-should-retry: true, the SDK retries and succeeds', async () => {
+  await mockReset(mock.url);
+  const seen = [];
+  const retrying = new OpenAI({
+    apiKey: gw.key,
+    baseURL: gw.baseURL,
+    maxRetries: 2,
+    timeout: 10000,
+    fetch: async (url, init) => {
+      const r = await fetch(url, init);
+      seen.push({ status: r.status, retry: r.headers.get('x-should-retry'), attempts: r.headers.get('x-bridle-attempts'), code: r.status >= 400 ? (await r.clone().json()).error?.code : null });
+      return r;
+    },
+  });
+  // 3 = bridle's max_attempts: its own three attempts meet a 429 each
+  await mockFault(mock.url, { model: 'gpt-4o-mini', count: 3, directives: 'status=429,retry_after_ms=10' });
+  const before = await requests();
   const c = await retrying.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] });
   assert.equal(c.choices[0].message.content, answerFor('gpt-4o-mini'));
-  assert.equal((await requests()) - before, 2);
+  assert.deepEqual(seen, [
+    { status: 429, retry: 'true', attempts: '3', code: 'rate_limit_exceeded' },
+    { status: 200, retry: null, attempts: '1', code: null },
+  ]);
+  assert.equal((await requests()) - before, 4);
 });
 
 test('withResponse(): _request_id is the x-request-id header', async () => {
@@ -142,7 +174,7 @@ test('withResponse(): _request_id is the x-request-id header', async () => {
     .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] })
     .withResponse();
   const hdr = response.headers.get('x-request-id');
-  assert.ok(hdr);
+  assert.match(hdr || '', /^req_[0-9a-f]{24}$/);
   assert.equal(data._request_id, hdr);
   assert.equal(rid, hdr);
   assert.equal(response.headers.get('x-bridle-provider'), 'openai');
@@ -150,7 +182,7 @@ test('withResponse(): _request_id is the x-request-id header', async () => {
   const { response: sresp, data: stream } = await client.chat.completions
     .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }], stream: true })
     .withResponse();
-  assert.ok(sresp.headers.get('x-request-id'));
+  assert.match(sresp.headers.get('x-request-id') || '', /^req_[0-9a-f]{24}$/);
   for await (const _ of stream);
 });
 

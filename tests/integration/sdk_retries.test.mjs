@@ -103,7 +103,12 @@ describe('retries on in bridle, breaker on', () => {
     // two requests: three failed attempts, then a fourth (the breaker opens
     // at 4) whose retry the breaker refuses
     const body = { model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'x' }] };
-    for (let i = 0; i < 2; i++) assert.equal((await post(`${gw.baseURL}/chat/completions`, body, gw.auth)).status, 503);
+    for (let i = 0; i < 2; i++) {
+      const r = await post(`${gw.baseURL}/chat/completions`, body, gw.auth);
+      assert.equal(r.status, 503, r.text);
+      // the first: 3 attempts, retryable; the second: its 4th failure opens the breaker, which refuses the retry
+      assert.deepEqual([r.json.error.code, r.headers['x-bridle-attempts'], r.headers['x-should-retry']], i === 0 ? ['upstream_overloaded', '3', 'true'] : ['circuit_open', '1', 'false'], r.text);
+    }
     assert.equal(await upstream('claude-haiku-4-5'), 4);
     const { error, seen, upstream: n } = await failing(gw, 'claude-haiku-4-5');
     assert.equal(error.status, 503);
@@ -157,6 +162,10 @@ describe('retries on in bridle, breaker off: the retry budget', () => {
     assert.ok(spend.every((r) => r.status === 503));
     const made = spend.reduce((n, r) => n + Number(r.headers['x-bridle-attempts']), 0);
     assert.equal(made, 20 + 30, 'the floor of 30 retries, no more');
+    // every request the budget refused a retry (fewer than 3 attempts) says false; one that
+    // used its 3 attempts says false too once the provider's budget is spent, so not checked
+    for (const r of spend)
+      if (r.headers['x-bridle-attempts'] !== '3') assert.equal(r.headers['x-should-retry'], 'false', JSON.stringify(r.headers));
     assert.ok(spend.some((r) => r.headers['x-should-retry'] === 'false'), 'a request refused a retry says so');
     const { error, seen, upstream: n } = await failing(gw, 'gpt-4o-mini');
     assert.equal(error.status, 503);

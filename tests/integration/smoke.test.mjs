@@ -5,6 +5,7 @@ import { before, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { get, httpRequest, mockConfig, mockStats, post, rawRequest, startBridle, startMock } from './lib/harness.mjs';
+import { answerFor } from './lib/mockmath.mjs';
 
 let mock;
 let gw;
@@ -32,27 +33,31 @@ test('a chat completion goes through the mock', async () => {
   const r = await post(`${gw.baseURL}/chat/completions`, chat, gw.auth);
   assert.equal(r.status, 200, r.text);
   assert.equal(r.json.object, 'chat.completion');
-  assert.equal(typeof r.json.choices[0].message.content, 'string');
-  assert.ok(r.json.choices[0].message.content.length > 0);
-  assert.ok(r.json.usage.prompt_tokens > 0, JSON.stringify(r.json.usage));
-  assert.ok(r.json.usage.completion_tokens > 0, JSON.stringify(r.json.usage));
+  assert.equal(r.json.choices[0].message.content, answerFor('gpt-4o-mini'));
+  // 'Hello': 5 bytes → 2 prompt tokens; the 8-word answer → 8 completion tokens
+  assert.equal(r.json.usage.prompt_tokens, 2, JSON.stringify(r.json.usage));
+  assert.equal(r.json.usage.completion_tokens, 8, JSON.stringify(r.json.usage));
+  assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
+  assert.equal(r.headers['x-bridle-attempts'], '1');
   const after = await mockStats(mock.url);
-  assert.ok(after.requests > before.requests, `mock saw no request: ${JSON.stringify(after)}`);
+  assert.equal(after.requests - before.requests, 1, `mock requests: ${JSON.stringify(after)}`);
 });
 
 test('the openai SDK works against bridle', async () => {
   const client = new OpenAI({ apiKey: gw.key, baseURL: gw.baseURL, maxRetries: 0, timeout: 10000 });
   const c = await client.chat.completions.create(chat);
   assert.equal(c.object, 'chat.completion');
-  assert.ok(c.usage.total_tokens > 0);
+  assert.equal(c.usage.total_tokens, 2 + 8);
 });
 
 test('401 without a key, and with a wrong one', async () => {
   const r = await post(`${gw.baseURL}/chat/completions`, chat);
   assert.equal(r.status, 401, r.text);
+  assert.equal(r.headers['x-should-retry'], 'false');
   assert.equal(typeof r.json?.error?.message, 'string', r.text);
   const w = await post(`${gw.baseURL}/chat/completions`, chat, { authorization: 'Bearer bk-wrong' });
   assert.equal(w.status, 401, w.text);
+  assert.equal(w.headers['x-should-retry'], 'false');
 });
 
 // Why evhttp and not libevhtp (README.md): libevhtp 1.2.18 corrupts the path

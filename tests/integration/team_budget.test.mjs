@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { mockConfig, newKey, post, sleep, startBridle, startMock } from './lib/harness.mjs';
+import { SLOW, mockConfig, newKey, post, sleep, startBridle, startMock } from './lib/harness.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 let mock;
@@ -67,26 +67,51 @@ const spentBy = async (where) => {
   return BigInt(r.rows[0].s);
 };
 
+async function waitUntilSpent(where, pusd) {
+  let got;
+  for (let t = 0; t < 100; t++) {
+    got = await spentBy(where);
+    if (got >= pusd) return;
+    await sleep(50);
+  }
+  assert.fail(`${where}: ${got} of ${pusd} pusd in the ledger`);
+}
+
 test('two keys of one team: downgraded together past 80 % of the team budget, each under its own', async () => {
-  let downgraded = null;
-  for (let i = 0; i < 40 && !downgraded; i++) {
+  // 5.4 µ$ a request (P = 4, C = 8 on gpt-4o-mini), alternating a1 and a2:
+  // after 8 requests the team has spent 43.2 µ$ (86 % of 50), each key
+  // 21.6 µ$ (22 % of 100); after 7, 37.8 µ$ (75 %). The 9th request is the
+  // first downgraded one, and none before it.
+  const perRequest = 5_400_000n;
+  const firstOver = Number((TEAM_BUDGET * 80n / 100n + perRequest - 1n) / perRequest);
+  assert.equal(firstOver, 8);
+  const seen = [];
+  for (let i = 0; i <= firstOver; i++) {
+    // bridle's view is current: the earlier requests are in the ledger and a
+    // spend refresh (every 200 ms) has read them back
+    await waitUntilSpent("team = 'alpha'", BigInt(i) * perRequest);
+    await sleep(500 * SLOW);
     const key = i % 2 ? a2 : a1;
     const r = await ask(key.key, i % 4 === 0 ? { team: 'beta' } : {});
     assert.equal(r.status, 200, r.text);
-    if (r.headers['x-bridle-model'] === 'llama3.2') downgraded = { i, route: r.headers['x-bridle-route'] };
-    else assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
-    await sleep(60);
+    seen.push(r.headers['x-bridle-model']);
+    if (i < firstOver) {
+      assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini', `request ${i + 1}: downgraded below the share: ${seen}`);
+      assert.equal(r.headers['x-bridle-route'], 'task classify -> tier budget: cheapest of 1 that fit');
+    } else {
+      assert.equal(r.headers['x-bridle-model'], 'llama3.2', `request ${i + 1}: not downgraded at 86 %: ${seen}`);
+      assert.equal(r.headers['x-bridle-route'], 'task classify -> tier budget: cheapest of 1 that fit; over the team budget (86% >= 80%): local');
+    }
   }
-  assert.ok(downgraded, 'never downgraded');
-  assert.ok(downgraded.i >= 2, `downgraded at request ${downgraded.i}`);
-  assert.match(downgraded.route, /over the team budget \(\d+% >= 80%\): local/);
 
   // what the gateway read: the team past 80 % of its budget, each key under 80 % of its own
-  const team = await spentBy("team = 'alpha'");
-  assert.ok(team * 100n >= 80n * TEAM_BUDGET, `team spent ${team} pusd`);
+  // (the 9th request went to the free local model)
+  await waitUntilSpent("team = 'alpha'", 8n * perRequest);
+  assert.equal(await spentBy("team = 'alpha'"), 8n * perRequest);
   for (const id of ['a1', 'a2']) {
     const own = await spentBy(`key_id = '${id}'`);
-    assert.ok(own > 0n && own * 100n < 80n * KEY_BUDGET, `${id} spent ${own} pusd`);
+    assert.equal(own, 4n * perRequest, `${id} spent ${own} pusd`);
+    assert.ok(own * 100n < 80n * KEY_BUDGET, `${id} spent ${own} pusd`);
   }
   // the keys' team is theirs, whatever metadata.team said
   assert.equal(await spentBy("key_id IN ('a1', 'a2') AND team IS DISTINCT FROM 'alpha'"), 0n);

@@ -196,6 +196,7 @@ test('an unknown reasoning effort is a 400 that names the allowed values', async
       assert.equal(r.json.error.type, 'invalid_request_error');
       assert.equal(r.json.error.param, param);
       assert.equal(r.json.error.code, 'invalid_value');
+      assert.equal(r.headers['x-should-retry'], 'false');
       assert.match(r.json.error.message, /must be one of none, minimal, low, medium, high, xhigh or max/);
     }
   }

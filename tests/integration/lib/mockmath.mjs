@@ -84,7 +84,31 @@ export const PRICES = {
   'claude-haiku-4-5': { input: 1000000n, cached: 100000n, write5m: 1250000n, write1h: 2000000n, output: 5000000n },
   'gemini-2.5-flash': { input: 300000n, cached: 30000n, write5m: 0n, write1h: 0n, output: 2500000n },
   'llama3.2': { input: 0n, cached: 0n, write5m: 0n, write1h: 0n, output: 0n },
+  'gpt-4o': { input: 2500000n, cached: 1250000n, write5m: 0n, write1h: 0n, output: 10000000n },
+  'claude-sonnet-4-6': { input: 3000000n, cached: 300000n, write5m: 3750000n, write1h: 6000000n, output: 15000000n },
+  'claude-opus-4-8': { input: 5000000n, cached: 500000n, write5m: 6250000n, write1h: 10000000n, output: 25000000n },
 };
+
+/**
+ * P for a body as the mock received it (its README: B = the bytes of every
+ * prompt text, dialect by dialect; P = max(1, ceil(B / 4))).
+ */
+export function upstreamPromptTokens(body) {
+  let b = 0;
+  const text = (c) => {
+    if (typeof c === 'string') b += Buffer.byteLength(c);
+    else if (Array.isArray(c))
+      for (const p of c) {
+        if (typeof p?.text === 'string') b += Buffer.byteLength(p.text);
+        if (p?.content !== undefined) text(p.content);
+      }
+  };
+  text(body.system); // Anthropic
+  for (const m of body.messages || []) text(m.content); // OpenAI, Anthropic, Ollama
+  for (const p of body.systemInstruction?.parts || []) text(p.text); // Gemini
+  for (const c of body.contents || []) for (const p of c.parts || []) text(p.text);
+  return Math.max(1, Math.ceil(b / 4));
+}
 
 /**
  * The canonical usage record bridle bills (wire-formats.md §9) for the mock's
@@ -138,4 +162,12 @@ export function formatUsd(pusd) {
   let frac = (pusd % 1000000000000n).toString().padStart(12, '0');
   while (frac.length > 1 && frac.endsWith('0')) frac = frac.slice(0, -1);
   return `${whole}.${frac}`;
+}
+
+/** x-bridle-savings-usd: dollars with 6 decimals, rounded half away from zero (util_format_pusd). */
+export function formatSavings(pusd) {
+  const neg = pusd < 0n;
+  const v = neg ? -pusd : pusd;
+  const r = (v + 500000n) / 1000000n; // in µ$
+  return `${neg ? '-' : ''}${r / 1000000n}.${(r % 1000000n).toString().padStart(6, '0')}`;
 }
