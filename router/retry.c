@@ -44,9 +44,11 @@ static retry_decision retry_rules(const retry_input *in)
         return retry_make(RETRY_GIVE_UP, 0, "response committed: bytes already streamed");
     if (in->deadline_left_ms <= min_attempt)
         return retry_make(RETRY_GIVE_UP, 0, "no time left before the deadline");
+    /* before FATAL: the classifier calls a spent quota fatal for its target,
+     * and another candidate may well have credit */
+    if (in->quota_exhausted) return retry_elsewhere(in, "quota exhausted on this target");
     if (in->cls == ERRCLASS_FATAL)
         return retry_make(RETRY_GIVE_UP, 0, "fatal error: would fail again");
-    if (in->quota_exhausted) return retry_elsewhere(in, "quota exhausted on this target");
     bool ambiguous = in->cls == ERRCLASS_AMBIGUOUS;
     if (ambiguous && in->ambiguous_retries >= 1)
         return retry_make(RETRY_GIVE_UP, 0, "ambiguous error already retried once");

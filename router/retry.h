@@ -59,8 +59,8 @@ typedef struct retry_decision {
  *  1. no error (ERRCLASS_NONE)                        -> GIVE_UP
  *  2. streamed (a byte reached the client)            -> GIVE_UP, never retry
  *  3. deadline_left_ms <= min_attempt_ms (no time)    -> GIVE_UP
- *  4. FATAL (400/401/403/404, policy, too long)       -> GIVE_UP
- *  5. quota_exhausted                                 -> FAIL_OVER, else GIVE_UP
+ *  4. quota_exhausted (whatever its class)           -> FAIL_OVER, else GIVE_UP
+ *  5. FATAL (400/401/403/404, policy, too long)       -> GIVE_UP
  *  6. AMBIGUOUS with ambiguous_retries >= 1           -> GIVE_UP (at most one
  *     retry, same target or another, per request)
  *  Then, for RETRYABLE and a first AMBIGUOUS, retrying the same target is

@@ -435,8 +435,8 @@ static void cost_headers(run *r, const usage_record *u)
     while (n > 2 && s[n - 1] == '0' && s[n - 2] != '.')
         s[--n] = '\0';
     buf_add_header(&r->head, "x-bridle-cost-usd", s);
-    usage_record all = billed_usage(r, u);
-    util_format_pusd(baseline_cost(r, &all) - cost, 6, s, sizeof s);
+    /* the baseline would have answered once: the final answer's usage */
+    util_format_pusd(baseline_cost(r, u) - cost, 6, s, sizeof s);
     buf_add_header(&r->head, "x-bridle-savings-usd", s);
     if (r->usage_estimated) buf_add_header(&r->head, "x-bridle-usage", "estimated");
 }

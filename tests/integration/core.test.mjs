@@ -244,3 +244,17 @@ describe('f. coalesced copies', () => {
     }
   });
 });
+
+describe('a spent quota on one candidate', () => {
+  test('fails over to the next candidate of the route (waiting would not help; another may have credit)', async () => {
+    await mockReset(mock.url);
+    await mockFault(mock.url, { model: 'gpt-4o-mini', count: 1, directives: 'status=429,code=insufficient_quota' });
+    const r = await post(`${gw.baseURL}/chat/completions`, { model: 'auto', messages: [{ role: 'user', content: 'hi' }] }, gw.auth);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['x-bridle-model'], 'claude-haiku-4-5');
+    assert.equal(r.headers['x-bridle-attempts'], '2');
+    const s = await mockStats(mock.url);
+    assert.equal(s.by_model['gpt-4o-mini'], 1);
+    assert.equal(s.by_model['claude-haiku-4-5'], 1);
+  });
+});

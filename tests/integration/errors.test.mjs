@@ -326,9 +326,11 @@ describe('provider failures', () => {
       assertAttempt(r, model, 1);
       assert.equal((await callsTo(model)) - n0, 1, `${model}: not retried`);
       // "a 429 pauses the target for everyone": the next request is refused
-      // without an upstream call, with the pause's remaining time
+      // without an upstream call, as a rate limit (not a breaker), with the
+      // pause's remaining time
       const next = await chat(user('after the 429', model), g.auth, g);
-      assertError(next, 503, { code: 'circuit_open', retry: false });
+      assertError(next, 429, { code: 'rate_limited', retry: true, message: /rate-limiting/ });
+      assert.doesNotMatch(next.json.error.message, /circuit/);
       assert.ok(Number(next.headers['retry-after']) >= 61 - 2 * SLOW && Number(next.headers['retry-after']) <= 61, `${model}: ${JSON.stringify(next.headers)}`);
       assert.equal(next.headers['x-bridle-attempts'], '0', model);
       assert.equal((await callsTo(model)) - n0, 1, `${model}: the paused target was called`);

@@ -252,6 +252,7 @@ static void test_decide_fatal_quota_none(void **state)
     assert_int_equal(decide(in).action, RETRY_GIVE_UP);
 
     in = base_input();
+    in.cls = ERRCLASS_FATAL; /* as the classifiers mark insufficient_quota */
     in.quota_exhausted = true;
     in.retry_after_ms = 10; /* waiting won't bring the quota back */
     d = decide(in);
@@ -347,7 +348,8 @@ static void test_decide_invariants_random(void **state)
         case RETRY_FAIL_OVER:
             assert_true(in.has_alternative);
             assert_false(in.streamed);
-            assert_true(in.cls == ERRCLASS_RETRYABLE || in.cls == ERRCLASS_AMBIGUOUS);
+            assert_true(in.cls == ERRCLASS_RETRYABLE || in.cls == ERRCLASS_AMBIGUOUS ||
+                        in.quota_exhausted);
             assert_true(in.deadline_left_ms > in.min_attempt_ms);
             /* a quota refusal means nothing ran: failing over is safe */
             if (in.cls == ERRCLASS_AMBIGUOUS && !in.quota_exhausted)
