@@ -33,47 +33,14 @@
 typedef struct anth_enc {
     const jdoc *d;
     buf *b;           /* the body */
-    buf sys;          /* the system blocks, comma-separated */
+    provider_turns t; /* the turns and the system items */
     buf scratch;      /* unescaped strings */
     jdoc args;        /* a tool call's arguments, validated */
-    bool system;      /* blocks go to sys, not to a turn */
-    const char *role; /* the role of the message being encoded: "user" or "assistant" */
-    const char *turn; /* the role of the open turn, or NULL */
-    int n_turns, n_blocks;
     char *err;
     size_t errlen;
 } anth_enc;
 
-static int enc_fail(anth_enc *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int enc_fail(anth_enc *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, e->errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-/* Where the next block goes: after the last system block, or in the open
- * turn when it has this message's role (Anthropic requires user/assistant
- * alternation, so same-role messages merge), else in a new turn. */
-static buf *block_begin(anth_enc *e)
-{
-    if (e->system) {
-        if (e->sys.len) buf_append_char(&e->sys, ',');
-        return &e->sys;
-    }
-    if (e->turn != e->role) {
-        if (e->turn) buf_append_str(e->b, "]}");
-        buf_append_str(e->b, e->n_turns++ ? ",{\"role\":\"" : "{\"role\":\"");
-        buf_append_str(e->b, e->role);
-        buf_append_str(e->b, "\",\"content\":[");
-        e->turn = e->role;
-        e->n_blocks = 0;
-    }
-    if (e->n_blocks++) buf_append_char(e->b, ',');
-    return e->b;
-}
+#define enc_fail(e, ...) provider_fail((e)->err, (e)->errlen, __VA_ARGS__)
 
 /* ------------------------------------------------------------ encode: content */
 
@@ -82,7 +49,7 @@ static buf *block_begin(anth_enc *e)
 static void blocks_add_text(anth_enc *e, uint32_t text, uint32_t cache_control)
 {
     if (e->d->t[text].end == e->d->t[text].start) return;
-    buf *b = block_begin(e);
+    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"text\",\"text\":");
     jdoc_str_append_json(e->d, text, b);
     if (cache_control != JT_NONE) {
@@ -114,7 +81,7 @@ static int blocks_add_image(anth_enc *e, uint32_t part)
     } else {
         return enc_fail(e, "image URL must be a data: URI or an http(s) URL");
     }
-    buf *b = block_begin(e);
+    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"image\",\"source\":");
     buf_append(b, src.data, src.len);
     buf_append_char(b, '}');
@@ -194,7 +161,7 @@ static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
         uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
         if (id == JT_NONE || name == JT_NONE)
             return enc_fail(e, "tool_calls[%zu] needs an id and function.name", i);
-        buf *b = block_begin(e);
+        buf *b = provider_turn_item(&e->t);
         buf_append_str(b, "{\"type\":\"tool_use\",\"id\":");
         jdoc_str_append_json(d, id, b);
         buf_append_str(b, ",\"name\":");
@@ -213,7 +180,7 @@ static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
     uint32_t id = provider_doc_typed(d, msg, "tool_call_id", JT_STRING);
     if (id == JT_NONE) return enc_fail(e, "tool message without a tool_call_id");
     uint32_t content = provider_doc_get(d, msg, "content");
-    buf *b = block_begin(e);
+    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
     jdoc_str_append_json(d, id, b);
     buf_append_str(b, ",\"content\":");
@@ -238,19 +205,19 @@ static int message_encode(anth_enc *e, uint32_t msg)
     uint32_t role = provider_doc_typed(d, msg, "role", JT_STRING);
     uint32_t content = provider_doc_get(d, msg, "content");
     if (role == JT_NONE) return enc_fail(e, "message without a role");
-    e->system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
-    if (e->system) return blocks_add_content(e, content, false);
+    e->t.system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
+    if (e->t.system) return blocks_add_content(e, content, false);
     if (jdoc_str_eq(d, role, "user")) {
-        e->role = "user";
+        e->t.role = "user";
         return blocks_add_content(e, content, true);
     }
     if (jdoc_str_eq(d, role, "assistant")) {
-        e->role = "assistant";
+        e->t.role = "assistant";
         if (blocks_add_content(e, content, false)) return -1;
         return blocks_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
     }
     if (jdoc_str_eq(d, role, "tool")) {
-        e->role = "user";
+        e->t.role = "user";
         return blocks_add_tool_result(e, msg);
     }
     size_t len;
@@ -266,13 +233,13 @@ static int messages_encode(anth_enc *e)
     buf_append_str(e->b, ",\"messages\":[");
     for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
         if (message_encode(e, m)) return -1;
-    if (e->n_turns == 0)
+    if (e->t.n_turns == 0)
         return enc_fail(e, "no user or assistant messages left after hoisting system messages; "
                            "anthropic needs at least one");
     buf_append_str(e->b, "]}]");
-    if (e->sys.len) {
+    if (e->t.sys.len) {
         buf_append_str(e->b, ",\"system\":[");
-        buf_append(e->b, e->sys.data, e->sys.len);
+        buf_append(e->b, e->t.sys.data, e->t.sys.len);
         buf_append_char(e->b, ']');
     }
     return 0;
@@ -470,6 +437,7 @@ static int anthropic_encode(const canon_request *req, const target *t, upstream_
         return -1;
     }
     anth_enc e = {.d = req->doc, .b = &out->body, .err = err, .errlen = errlen};
+    e.t = (provider_turns){.b = &out->body, .items = "content"};
     int rc = body_encode(req, t, &e);
     if (rc == 0) {
         buf_printf(&out->url, "%s/messages", t->provider->base_url);
@@ -477,7 +445,7 @@ static int anthropic_encode(const canon_request *req, const target *t, upstream_
     } else {
         buf_reset(&out->body);
     }
-    buf_free(&e.sys);
+    buf_free(&e.t.sys);
     buf_free(&e.scratch);
     jdoc_free(&e.args);
     return rc;

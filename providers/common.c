@@ -3,7 +3,7 @@
  * reliability.md (status → retryable / fatal / ambiguous, and what the
  * client is told). */
 #include "providers/provider.h"
-
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -739,4 +739,35 @@ void provider_openai_error_json(buf *b, const char *type, const char *code, cons
     else
         buf_append_str(b, "null");
     buf_append_str(b, "}}");
+}
+
+int provider_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Same-role messages share the open turn (Anthropic requires user and
+ * assistant to alternate; Gemini's tool answers form one user turn). */
+buf *provider_turn_item(provider_turns *t)
+{
+    if (t->system) {
+        if (t->sys.len) buf_append_char(&t->sys, ',');
+        return &t->sys;
+    }
+    if (t->turn != t->role) {
+        if (t->turn) buf_append_str(t->b, "]}");
+        buf_append_str(t->b, t->n_turns++ ? ",{\"role\":\"" : "{\"role\":\"");
+        buf_append_str(t->b, t->role);
+        buf_append_str(t->b, "\",\"");
+        buf_append_str(t->b, t->items);
+        buf_append_str(t->b, "\":[");
+        t->turn = t->role;
+        t->n_items = 0;
+    }
+    if (t->n_items++) buf_append_char(t->b, ',');
+    return t->b;
 }

@@ -30,47 +30,14 @@ typedef struct gem_enc {
     const jdoc *d;
     uint32_t msgs;    /* the messages array, for tool call names */
     buf *b;           /* the body */
-    buf sys;          /* the system parts, comma-separated */
+    provider_turns t; /* the turns and the system items */
     buf scratch;      /* unescaped strings */
     jdoc args;        /* a tool call's arguments, validated */
-    bool system;      /* parts go to sys, not to a turn */
-    const char *role; /* the role of the message being encoded: "user" or "model" */
-    const char *turn; /* the role of the open turn, or NULL */
-    int n_turns, n_parts;
     char *err;
     size_t errlen;
 } gem_enc;
 
-static int enc_fail(gem_enc *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int enc_fail(gem_enc *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, e->errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-/* Where the next part goes: after the last system part, or in the open
- * turn when it has this message's role (several tool answers become one
- * user turn), else in a new turn. */
-static buf *part_begin(gem_enc *e)
-{
-    if (e->system) {
-        if (e->sys.len) buf_append_char(&e->sys, ',');
-        return &e->sys;
-    }
-    if (e->turn != e->role) {
-        if (e->turn) buf_append_str(e->b, "]}");
-        buf_append_str(e->b, e->n_turns++ ? ",{\"role\":\"" : "{\"role\":\"");
-        buf_append_str(e->b, e->role);
-        buf_append_str(e->b, "\",\"parts\":[");
-        e->turn = e->role;
-        e->n_parts = 0;
-    }
-    if (e->n_parts++) buf_append_char(e->b, ',');
-    return e->b;
-}
+#define enc_fail(e, ...) provider_fail((e)->err, (e)->errlen, __VA_ARGS__)
 
 /* ------------------------------------------------------------ encode: parts */
 
@@ -79,7 +46,7 @@ static buf *part_begin(gem_enc *e)
 static void parts_add_text(gem_enc *e, uint32_t text)
 {
     if (e->d->t[text].end == e->d->t[text].start) return;
-    buf *b = part_begin(e);
+    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"text\":");
     jdoc_str_append_json(e->d, text, b);
     buf_append_char(b, '}');
@@ -94,7 +61,7 @@ static int parts_add_image(gem_enc *e, uint32_t part)
     if (!provider_image_url(e->d, part, &e->scratch, &url, &len) ||
         !provider_data_uri(url, len, &type_len, &data))
         return enc_fail(e, "gemini accepts images only as data:<media type>;base64,<data> URIs");
-    buf *b = part_begin(e);
+    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"inlineData\":{\"mimeType\":");
     provider_append_json_str(b, url + 5, type_len);
     buf_append_str(b, ",\"data\":");
@@ -167,7 +134,7 @@ static int parts_add_tool_calls(gem_enc *e, uint32_t calls)
         uint32_t fn = provider_doc_get(d, c, "function");
         uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
         if (name == JT_NONE) return enc_fail(e, "tool_calls[%zu] needs a function.name", i);
-        buf *b = part_begin(e);
+        buf *b = provider_turn_item(&e->t);
         buf_append_str(b, "{\"functionCall\":{\"name\":");
         jdoc_str_append_json(d, name, b);
         buf_append_str(b, ",\"args\":");
@@ -194,7 +161,7 @@ static int parts_add_tool_result(gem_enc *e, uint32_t msg)
                         len > 64 ? 64 : (int)len, s);
     }
     uint32_t content = provider_doc_get(d, msg, "content");
-    buf *b = part_begin(e);
+    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"functionResponse\":{\"name\":");
     jdoc_str_append_json(d, name, b);
     buf_append_str(b, ",\"response\":{\"content\":");
@@ -217,19 +184,19 @@ static int message_encode(gem_enc *e, uint32_t msg)
     uint32_t role = provider_doc_typed(d, msg, "role", JT_STRING);
     uint32_t content = provider_doc_get(d, msg, "content");
     if (role == JT_NONE) return enc_fail(e, "message without a role");
-    e->system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
-    if (e->system) return parts_add_content(e, content, false);
+    e->t.system = jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
+    if (e->t.system) return parts_add_content(e, content, false);
     if (jdoc_str_eq(d, role, "user")) {
-        e->role = "user";
+        e->t.role = "user";
         return parts_add_content(e, content, true);
     }
     if (jdoc_str_eq(d, role, "assistant")) {
-        e->role = "model";
+        e->t.role = "model";
         if (parts_add_content(e, content, false)) return -1;
         return parts_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
     }
     if (jdoc_str_eq(d, role, "tool")) {
-        e->role = "user";
+        e->t.role = "user";
         return parts_add_tool_result(e, msg);
     }
     size_t len;
@@ -245,13 +212,13 @@ static int contents_encode(gem_enc *e)
     buf_append_str(e->b, "{\"contents\":[");
     for (uint32_t m = jdoc_first(d, e->msgs); m != JT_NONE; m = jdoc_next(d, e->msgs, m))
         if (message_encode(e, m)) return -1;
-    if (e->n_turns == 0)
+    if (e->t.n_turns == 0)
         return enc_fail(e, "no user or assistant messages left after taking out system "
                            "messages; gemini needs at least one");
     buf_append_str(e->b, "]}]");
-    if (e->sys.len) {
+    if (e->t.sys.len) {
         buf_append_str(e->b, ",\"systemInstruction\":{\"parts\":[");
-        buf_append(e->b, e->sys.data, e->sys.len);
+        buf_append(e->b, e->t.sys.data, e->t.sys.len);
         buf_append_str(e->b, "]}");
     }
     return 0;
@@ -426,6 +393,7 @@ static int gemini_encode(const canon_request *req, const target *t, upstream_req
         return -1;
     }
     gem_enc e = {.d = req->doc, .b = &out->body, .err = err, .errlen = errlen};
+    e.t = (provider_turns){.b = &out->body, .items = "parts"};
     int rc = body_encode(req, t, &e);
     if (rc == 0) {
         /* Without alt=sse the stream is one long JSON array, not SSE. */
@@ -435,7 +403,7 @@ static int gemini_encode(const canon_request *req, const target *t, upstream_req
     } else {
         buf_reset(&out->body);
     }
-    buf_free(&e.sys);
+    buf_free(&e.t.sys);
     buf_free(&e.scratch);
     jdoc_free(&e.args);
     return rc;

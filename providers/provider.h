@@ -339,4 +339,25 @@ bool provider_get_int(json_object *obj, const char *key, int64_t *out);
  * the counts are subtracted from each other); false when absent. */
 bool provider_get_count(json_object *obj, const char *key, int64_t *out);
 
+/* Formats a reason into err (errlen bytes); returns -1, for `return
+ * provider_fail(...)` in encoders. */
+int provider_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Role turns with a list of items each (Anthropic's "content" blocks,
+ * Gemini's "parts"), the system items kept aside in their own list, for the
+ * dialects that group messages that way. */
+typedef struct provider_turns {
+    buf *b;            /* the body the turns are written into */
+    buf sys;           /* the system items, comma-separated */
+    const char *items; /* the turn's list: "content" or "parts" */
+    bool system;       /* items go to sys, not to a turn */
+    const char *role;  /* the role of the message being encoded */
+    const char *turn;  /* the role of the open turn, or NULL */
+    int n_turns, n_items;
+} provider_turns;
+/* Where the next item goes: after the last system item, or in the open turn
+ * when it has the message's role, else in a new turn (the open one closed). */
+buf *provider_turn_item(provider_turns *t);
+
 #endif
