@@ -52,7 +52,7 @@ typedef struct canon_request {
 
 typedef struct provider_ops provider_ops;
 
-/* A configured provider endpoint (server/config.c owns these). */
+/* A configured provider endpoint (router/config.c owns these). */
 typedef struct provider_conf {
     const char *name;           /* config key, e.g. "openai" */
     const provider_ops *ops;    /* the dialect */

@@ -1,4 +1,4 @@
-/* Unit tests for router/pricing.c and the built-in table (router/price_table.c). */
+/* Unit tests for providers/pricing.c and the built-in table (providers/price_table.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* server/config: loading, defaults, ${VAR} expansion, optional providers,
+/* router/config: loading, defaults, ${VAR} expansion, optional providers,
  * and error messages that name the file, the JSON path and what was
  * expected. Every case writes its own temporary file under /tmp. */
 #include <setjmp.h>
