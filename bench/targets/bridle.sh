@@ -25,7 +25,9 @@ t_start() {
   "keys": [ { "id": "bench", "sha256": "$sha", "team": "bench" } ]
 }
 CONF
-  taskset -c "$PROXY_CPUS" "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_BENCH_PORT" \
+  # No database section: usage is not recorded (the ledger is bridle-ledger.sh);
+  # env -u: a DATABASE_URL in the environment would turn the ledger on.
+  taskset -c "$PROXY_CPUS" env -u DATABASE_URL "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_BENCH_PORT" \
     >"$RUN_DIR/bridle.out" 2>&1 &
   T_PID=$!
   T_URL="http://127.0.0.1:$BRIDLE_BENCH_PORT/v1/chat/completions"
