@@ -18,7 +18,7 @@
 #   CALLGRIND_N=2000 CALLGRIND_WARMUP=200
 #   CALLGRIND_RUNS=3                     base/measured pairs per configuration; the record gives the median and each
 #   CALLGRIND_GOAL=136800 CALLGRIND_GOAL_LEDGER=157500   instructions per request the record compares to (issue 10)
-#   SHARED_BENCH=<repo>/../shared/bench  where sidebyside.sh lives
+#   SHARED_BENCH=<repo>/../shared/bench  where sidebyside.sh lives (else <repo>/../../shared/bench)
 #   PEERS_DIR=<repo>/bench/.peers        where the harness npm-installs Portkey (the shared dir is read-only)
 #   PG_BIN=/usr/lib/postgresql/15/bin    PostgreSQL server binaries (default: the newest installed)
 #   BENCH_NO_RECORD=1                    do not touch bench/RESULTS.md
@@ -27,7 +27,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
+# ../shared/bench beside the checkout (/work/main), or two up (a worktree in /work/wt/NAME)
+if [[ -z ${SHARED_BENCH:-} ]]; then
+  SHARED_BENCH=$ROOT/../shared/bench
+  [[ -x $SHARED_BENCH/sidebyside.sh || ! -x $ROOT/../../shared/bench/sidebyside.sh ]] || SHARED_BENCH=$ROOT/../../shared/bench
+fi
 BRIDLE=${BRIDLE_BIN:-$ROOT/build/bridle}
 MOCK=${BRIDLE_MOCK_BIN:-$ROOT/build/bridle-mock}
 TARGET=$ROOT/bench/targets/bridle.sh
@@ -85,7 +89,12 @@ fi
 
 # --- callgrind: instructions per request ------------------------------------------
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-free_port() { local p=$1; while port_busy "$p"; do p=$((p + 1)); done; echo "$p"; }
+# A random start: bridle listens with SO_REUSEPORT, so two runs of this script
+# (other worktrees) that picked the same port would share it silently and
+# serve each other's requests (seen: +200 requests, +15,000 instructions per
+# request). listeners() catches what randomness does not.
+free_port() { local p=$((20000 + RANDOM % 20000)); while port_busy "$p"; do p=$((p + 1)); done; echo "$p"; }
+listeners() { ss -Hltn "sport = :$1" 2>/dev/null | wc -l; }
 CG_PIDS=()
 # shellcheck source=bench/lib/pg.sh disable=SC1091
 . "$ROOT/bench/lib/pg.sh"
@@ -138,13 +147,24 @@ const one = () => new Promise((resolve, reject) => {
 JS
 }
 
-# Runs in this shell (not $(...)), so cleanup knows its pid.
+# Runs in this shell (not $(...)), so cleanup knows its pid. Retried (up
+# to 3 times, on a new port) when another process listens on its port.
 callgrind_run() { # NAME CONFIG_TEMPLATE REQUESTS [valgrind|plain] → sets CG_IR (Ir total)
+  local try rc
+  for try in 1 2 3; do
+    rc=0
+    callgrind_run1 "$@" || rc=$?
+    ((rc == 2)) || return "$rc"
+    log "  $1: another process listened on the same port: run again (try $((try + 1)))"
+  done
+  return 1
+}
+callgrind_run1() { # returns 2 when the port was shared
   local name=$1 tmpl=$2 n=$3 how=${4:-valgrind} port pid out=$OUT/callgrind
   CG_IR=""
   local -a pre=()
   [[ $how == plain ]] || pre=(valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$name.out")
-  port=$(free_port 18195)
+  port=$(free_port)
   sed -e "s/@PORT@/$port/" -e "s|@SPOOL@|$out/spool-$name|" "$tmpl" >"$out/bridle-$name.json"
   "${pre[@]}" "$BRIDLE" serve --config "$out/bridle-$name.json" --listen "127.0.0.1:$port" \
     >"$out/bridle-$name.log" 2>&1 </dev/null &
@@ -152,10 +172,14 @@ callgrind_run() { # NAME CONFIG_TEMPLATE REQUESTS [valgrind|plain] → sets CG_I
   CG_PIDS+=("$pid")
   wait_line "$out/bridle-$name.log" "listening on" "$pid" 120 ||
     { tail -n 30 "$out/bridle-$name.log" >&2; echo "bench: bridle ($name) did not start" >&2; return 1; }
-  send_requests "http://127.0.0.1:$port/v1/chat/completions" "$CG_KEY" "$CG_WARM" "$n" ||
-    { kill -TERM "$pid"; return 1; }
+  local shared=0
+  (($(listeners "$port") == 1)) || shared=1
+  ((shared)) || send_requests "http://127.0.0.1:$port/v1/chat/completions" "$CG_KEY" "$CG_WARM" "$n" ||
+    { kill -TERM "$pid"; wait "$pid" || true; return 1; }
+  (($(listeners "$port") == 1)) || shared=1
   kill -TERM "$pid"
   wait "$pid" || true
+  ((shared == 0)) || return 2
   [[ $how == plain ]] && return 0
   # SIGTERM drains the ledger: every event of the run is in PostgreSQL by now
   # (a warning in the log otherwise).
@@ -196,7 +220,7 @@ CG_RESULT="" CG_RESULT_LEDGER="" CG_OK=1
 if [[ $ONLY == all || $ONLY == callgrind ]]; then
   log "callgrind: $CG_WARM warm-up + $CG_N measured requests vs $CG_WARM warm-up only"
   mkdir -p "$OUT/callgrind"
-  mport=$(free_port 18183)
+  mport=$(free_port)
   "$MOCK" --listen "127.0.0.1:$mport" >"$OUT/callgrind/mock.log" 2>&1 </dev/null &
   mpid=$!
   CG_PIDS+=("$mpid")
@@ -263,6 +287,7 @@ cpu_table() { # CSV
       for (i = 1; i <= n; i++) if (parts[i] ~ /^postgres:/) { v = parts[i]; sub(/^postgres:/, "", v); sub(/%$/, "", v); pg += v }
       us = ($5 > 0) ? $13 * 10000 / $5 : 0
       flag = ($20 + 0 >= mf) ? "SUSPECT (foreign " $20 "%" (pg ? ", postgres " pg "%" : "") ")" : ""
+      if ($13 + 0 < 10) flag = flag (flag ? "; " : "") "coarse (CPU% < 10, rounded to whole %)"
       if (!hdr++) printf "%-14s %5s %5s %9s %6s %12s %8s %9s  %s\n", "target", "delay", "conns", "req/s", "CPU%", "µs CPU/req", "foreign%", "postgres%", "note"
       printf "%-14s %5s %5s %9.0f %6s %12.1f %8s %9s  %s\n", $1, $2, $3, $5, $13, us, $20, pg, flag }' "$1"
 }

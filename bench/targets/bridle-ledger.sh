@@ -72,6 +72,10 @@ CONF
   T_HEADERS=()          # Authorization: Bearer $BENCH_KEY is always sent
   # The migrations run before bridle listens: allow 30 s.
   wait_port "$BRIDLE_LEDGER_BENCH_PORT" 300 || { tail -n 20 "$RUN_DIR/bridle.out" >&2; return 1; }
+  # bridle listens with SO_REUSEPORT: a second listener (another run started
+  # at the same moment) would silently take a share of the connections.
+  [ "$(ss -Hltn "sport = :$BRIDLE_LEDGER_BENCH_PORT" | wc -l)" -eq 1 ] ||
+    { echo "bridle-ledger: another process also listens on port $BRIDLE_LEDGER_BENCH_PORT" >&2; return 1; }
   for ((i = 0; i < 100; i++)); do
     curl -s --max-time 2 -H "Authorization: Bearer $BENCH_KEY" \
       "http://127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT/v1/bridle/health" >"$RUN_DIR/health.json" 2>/dev/null

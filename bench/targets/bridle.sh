@@ -32,6 +32,10 @@ CONF
   T_PID=$!
   T_URL="http://127.0.0.1:$BRIDLE_BENCH_PORT/v1/chat/completions"
   T_HEADERS=()          # Authorization: Bearer $BENCH_KEY is always sent
-  wait_port "$BRIDLE_BENCH_PORT"
+  wait_port "$BRIDLE_BENCH_PORT" || return 1
+  # bridle listens with SO_REUSEPORT: a second listener (another run started
+  # at the same moment) would silently take a share of the connections.
+  [ "$(ss -Hltn "sport = :$BRIDLE_BENCH_PORT" | wc -l)" -eq 1 ] ||
+    { echo "bridle: another process also listens on port $BRIDLE_BENCH_PORT" >&2; return 1; }
 }
 t_stop() { stop_pid "$T_PID" TERM; }
