@@ -17,6 +17,8 @@
 #   BENCH_DURATION=10 BENCH_WARMUP=3     wrk seconds per run
 #   CALLGRIND_N=2000 CALLGRIND_WARMUP=200
 #   CALLGRIND_RUNS=3                     base/measured pairs per configuration; the record gives the median and each
+#   CALLGRIND_COMPARE=/path/to/bridle    another build, measured in alternation with this one (same machine noise
+#                                        for both); the record gives both medians and the difference
 #   CALLGRIND_GOAL=136800 CALLGRIND_GOAL_LEDGER=157500   instructions per request the record compares to (issue 10)
 #   SHARED_BENCH=<repo>/../shared/bench  where sidebyside.sh lives (else <repo>/../../shared/bench)
 #   PEERS_DIR=<repo>/bench/.peers        where the harness npm-installs Portkey (the shared dir is read-only)
@@ -53,7 +55,17 @@ WARM=${BENCH_WARMUP:-3}
 CG_N=${CALLGRIND_N:-2000}
 CG_WARM=${CALLGRIND_WARMUP:-200}
 CG_RUNS=${CALLGRIND_RUNS:-3}
+CG_CMP=${CALLGRIND_COMPARE:-}
+CG_BUILDS=(this)
+[[ -z $CG_CMP ]] || CG_BUILDS+=(compare)
+[[ -z $CG_CMP || -x $CG_CMP ]] || { echo "bench: CALLGRIND_COMPARE=$CG_CMP is not an executable" >&2; exit 1; }
 TS=$(date +%Y%m%d-%H%M%S)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# the command as given, for the record
+RUN_CMD="bench/run.sh"
+for v in CALLGRIND_RUNS CALLGRIND_WARMUP CALLGRIND_N BENCH_WARMUP BENCH_DURATION BENCH_LEDGER BENCH_ONLY BENCH_PEERS; do
+  [[ -z ${!v:-} ]] || RUN_CMD="$v=${!v// /\\ } $RUN_CMD"
+done
 OUT=$ROOT/bench/results/$TS
 mkdir -p "$OUT"
 
@@ -166,7 +178,7 @@ callgrind_run1() { # returns 2 when the port was shared
   [[ $how == plain ]] || pre=(valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$name.out")
   port=$(free_port)
   sed -e "s/@PORT@/$port/" -e "s|@SPOOL@|$out/spool-$name|" "$tmpl" >"$out/bridle-$name.json"
-  "${pre[@]}" "$BRIDLE" serve --config "$out/bridle-$name.json" --listen "127.0.0.1:$port" \
+  "${pre[@]}" "${CG_BIN:-$BRIDLE}" serve --config "$out/bridle-$name.json" --listen "127.0.0.1:$port" \
     >"$out/bridle-$name.log" 2>&1 </dev/null &
   pid=$!
   CG_PIDS+=("$pid")
@@ -190,25 +202,44 @@ callgrind_run1() { # returns 2 when the port was shared
   [[ -n $CG_IR ]]
 }
 
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+
 # callgrind_pair LABEL TEMPLATE: CALLGRIND_RUNS times a base run (start,
 # warm-up, SIGTERM) and a measured run (the same + CALLGRIND_N requests);
 # sets CG_PER (median instructions per request) and CG_DETAIL, or returns 1.
-# One pair agrees with the next within ±200 on a quiet machine; with other
-# work on the machine ±2,000 (curl and the ledger's batches see other timing).
+# With CALLGRIND_COMPARE, each round also runs that build (CG_PER_CMP).
+# On a quiet machine one pair agrees with the next within ±250; with other
+# work on the machine the figures spread over ±2,000 and come out LOWER
+# (up to −5,000: under load more happens per pass of the event loop), so
+# compare quiet runs, or two builds in alternation (CALLGRIND_COMPARE).
 callgrind_pair() {
-  local label=$1 tmpl=$2 ir0 irn r all=() detail=""
-  CG_PER="" CG_DETAIL=""
+  local label=$1 tmpl=$2 ir0 irn r bin tag all=() allc=() detail=""
+  CG_PER="" CG_DETAIL="" CG_PER_CMP=""
   for ((r = 1; r <= CG_RUNS; r++)); do
-    callgrind_run "$label-base-$r" "$tmpl" 0 || return 1
-    ir0=$CG_IR
-    callgrind_run "$label-measured-$r" "$tmpl" "$CG_N" || return 1
-    irn=$CG_IR
-    all+=($(((irn - ir0) / CG_N)))
-    detail+="${detail:+, }($irn - $ir0) / $CG_N"
-    log "  $label run $r: ${all[-1]} instructions per request"
+    for bin in "$BRIDLE" ${CG_CMP:+"$CG_CMP"}; do
+      tag=$label
+      [[ $bin == "$BRIDLE" ]] || tag=$label-compare
+      CG_BIN=$bin
+      callgrind_run "$tag-base-$r" "$tmpl" 0 || return 1
+      ir0=$CG_IR
+      callgrind_run "$tag-measured-$r" "$tmpl" "$CG_N" || return 1
+      irn=$CG_IR
+      CG_BIN=""
+      if [[ $tag == "$label" ]]; then
+        all+=($(((irn - ir0) / CG_N)))
+        detail+="${detail:+, }($irn - $ir0) / $CG_N"
+      else
+        allc+=($(((irn - ir0) / CG_N)))
+      fi
+      log "  $tag run $r: $(((irn - ir0) / CG_N)) instructions per request"
+    done
   done
-  CG_PER=$(printf '%s\n' "${all[@]}" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)}')
+  CG_PER=$(printf '%s\n' "${all[@]}" | median)
   CG_DETAIL="[median of $CG_RUNS: ${all[*]}; $detail; each run: start, $CG_WARM warm-up requests, SIGTERM; load average before: $CG_LOAD]"
+  if ((${#allc[@]})); then
+    CG_PER_CMP=$(printf '%s\n' "${allc[@]}" | median)
+    CG_DETAIL+=" [in alternation with CALLGRIND_COMPARE=$CG_CMP: median $CG_PER_CMP (${allc[*]}); this build minus that one: $((CG_PER - CG_PER_CMP))]"
+  fi
   callgrind_annotate "$OUT/callgrind/callgrind.$label-measured-1.out" 2>/dev/null | head -n 60 >"$OUT/callgrind/top.$label.txt" || true
 }
 
@@ -255,11 +286,17 @@ CONF
       PG_DESC="PostgreSQL $("$BENCH_PG_BIN/postgres" --version | awk '{print $3}') (local throwaway cluster, fsync on, shared_buffers 256MB)"
       sed 's|^}$|  ,"database": { "url": "'"$BENCH_PG_URL"'", "spool_dir": "@SPOOL@" }\n}|' \
         "$OUT/callgrind/bridle.json.in" >"$OUT/callgrind/bridle-ledger.json.in"
-      if callgrind_run ledger-prep "$OUT/callgrind/bridle-ledger.json.in" 10 plain &&
-        callgrind_pair ledger "$OUT/callgrind/bridle-ledger.json.in"; then
+      prep_ok=1
+      callgrind_run ledger-prep "$OUT/callgrind/bridle-ledger.json.in" 10 plain || prep_ok=0
+      if [[ -n $CG_CMP ]] && ((prep_ok)); then
+        CG_BIN=$CG_CMP
+        callgrind_run ledger-compare-prep "$OUT/callgrind/bridle-ledger.json.in" 10 plain || prep_ok=0
+        CG_BIN=""
+      fi
+      if ((prep_ok)) && callgrind_pair ledger "$OUT/callgrind/bridle-ledger.json.in"; then
         rows=$("$BENCH_PG_BIN/psql" -X -Atq -h 127.0.0.1 -p "$BENCH_PG_PORT" -U "$BENCH_PG_USER" -d bridle \
           -c 'SELECT count(*) FROM usage_events' 2>/dev/null || echo "?")
-        CG_RESULT_LEDGER="instructions per request (callgrind Ir), ledger on: $CG_PER ($(goal_note "$CG_PER" "$CG_GOAL_LEDGER"))   $CG_DETAIL; $PG_DESC; usage_events rows after the runs: $rows (expected $((10 + CG_WARM + CG_RUNS * (2 * CG_WARM + CG_N))))"
+        CG_RESULT_LEDGER="instructions per request (callgrind Ir), ledger on: $CG_PER ($(goal_note "$CG_PER" "$CG_GOAL_LEDGER"))   $CG_DETAIL; $PG_DESC; usage_events rows after the runs: $rows (expected $(((10 + CG_WARM + CG_RUNS * (2 * CG_WARM + CG_N)) * ${#CG_BUILDS[@]})))"
       else
         CG_RESULT_LEDGER="callgrind, ledger on: no totals (see $OUT/callgrind)" CG_OK=0
       fi
@@ -310,6 +347,7 @@ if [[ -z ${BENCH_NO_RECORD:-} ]]; then
     printf -- '- machine: %s cores, %s, kernel %s\n' "$(nproc)" \
       "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)" "$(uname -r)"
     printf -- '- bridle: %s (%s)\n' "$rev" "$BRIDLE"
+    printf -- '- command: `%s`; load average at the start: %s\n' "$RUN_CMD" "$LOAD0"
     if [[ $json_rc != - ]]; then
       printf -- '- `sidebyside.sh %s` (exit %s)\n' "${JSON_CMD[*]}" "$json_rc"
       printf -- '- `sidebyside.sh %s` (exit %s)\n\n' "${STREAM_CMD[*]}" "$stream_rc"
