@@ -107,7 +107,8 @@ port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 # request). listeners() catches what randomness does not.
 free_port() { local p=$((20000 + RANDOM % 20000)); while port_busy "$p"; do p=$((p + 1)); done; echo "$p"; }
 listeners() { ss -Hltn "sport = :$1" 2>/dev/null | wc -l; }
-CG_PIDS=()
+CG_PIDS=() # started and not yet waited for: only these are signalled on exit
+forget_pid() { local p keep=(); for p in "${CG_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done; CG_PIDS=("${keep[@]}"); }
 # shellcheck source=bench/lib/pg.sh disable=SC1091
 . "$ROOT/bench/lib/pg.sh"
 cleanup() {
@@ -183,14 +184,15 @@ callgrind_run1() { # returns 2 when the port was shared
   pid=$!
   CG_PIDS+=("$pid")
   wait_line "$out/bridle-$name.log" "listening on" "$pid" 120 ||
-    { tail -n 30 "$out/bridle-$name.log" >&2; echo "bench: bridle ($name) did not start" >&2; return 1; }
+    { tail -n 30 "$out/bridle-$name.log" >&2; echo "bench: bridle ($name) did not start" >&2; kill -TERM "$pid" 2>/dev/null; wait "$pid" || true; forget_pid "$pid"; return 1; }
   local shared=0
   (($(listeners "$port") == 1)) || shared=1
   ((shared)) || send_requests "http://127.0.0.1:$port/v1/chat/completions" "$CG_KEY" "$CG_WARM" "$n" ||
-    { kill -TERM "$pid"; wait "$pid" || true; return 1; }
+    { kill -TERM "$pid"; wait "$pid" || true; forget_pid "$pid"; return 1; }
   (($(listeners "$port") == 1)) || shared=1
   kill -TERM "$pid"
   wait "$pid" || true
+  forget_pid "$pid"
   ((shared == 0)) || return 2
   [[ $how == plain ]] && return 0
   # SIGTERM drains the ledger: every event of the run is in PostgreSQL by now
@@ -307,6 +309,8 @@ CONF
     log "$CG_RESULT_LEDGER"
   fi
   kill -TERM "$mpid" 2>/dev/null || true
+  wait "$mpid" 2>/dev/null || true
+  forget_pid "$mpid"
   { echo "$CG_RESULT"; [[ -z $CG_RESULT_LEDGER ]] || echo "$CG_RESULT_LEDGER"; } >"$OUT/callgrind/result.txt"
 fi
 

@@ -93,10 +93,14 @@ bench_pg_watchdog() { # PID [PIDS...]
     trap '' INT TERM HUP
     while kill -0 "$owner" 2>/dev/null && [[ -d $dir ]]; do sleep 1; done
     if [[ -d $dir ]]; then
-      if (($#)); then
-        kill -TERM "$@"
-        for ((i = 0; i < 50; i++)); do kill -0 "$@" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$@"
+      pids=()
+      for p in "$@"; do # still the gateway (not a pid reused since)?
+        grep -qa bridle "/proc/$p/cmdline" 2>/dev/null && pids+=("$p")
+      done
+      if ((${#pids[@]})); then
+        kill -TERM "${pids[@]}"
+        for ((i = 0; i < 50; i++)); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "${pids[@]}"
       fi
       "${_BENCH_PG_AS[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 10 stop
       rm -rf "$dir"
