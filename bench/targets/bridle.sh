@@ -25,11 +25,17 @@ t_start() {
   "keys": [ { "id": "bench", "sha256": "$sha", "team": "bench" } ]
 }
 CONF
-  taskset -c "$PROXY_CPUS" "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_BENCH_PORT" \
+  # No database section: usage is not recorded (the ledger is bridle-ledger.sh);
+  # env -u: a DATABASE_URL in the environment would turn the ledger on.
+  taskset -c "$PROXY_CPUS" env -u DATABASE_URL "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_BENCH_PORT" \
     >"$RUN_DIR/bridle.out" 2>&1 &
   T_PID=$!
   T_URL="http://127.0.0.1:$BRIDLE_BENCH_PORT/v1/chat/completions"
   T_HEADERS=()          # Authorization: Bearer $BENCH_KEY is always sent
-  wait_port "$BRIDLE_BENCH_PORT"
+  wait_port "$BRIDLE_BENCH_PORT" || return 1
+  # bridle listens with SO_REUSEPORT: a second listener (another run started
+  # at the same moment) would silently take a share of the connections.
+  [ "$(ss -Hltn "sport = :$BRIDLE_BENCH_PORT" | wc -l)" -eq 1 ] ||
+    { echo "bridle: another process also listens on port $BRIDLE_BENCH_PORT" >&2; return 1; }
 }
 t_stop() { stop_pid "$T_PID" TERM; }
