@@ -174,9 +174,14 @@ char *buf_steal(buf *b)
 
 void buf_add_header(buf *head, const char *name, const char *value)
 {
-    if (!*name || name[strcspn(name, "\r\n: \t")] || strpbrk(value, "\r\n")) return;
-    buf_append_str(head, name);
-    buf_append(head, ": ", 2);
-    buf_append_str(head, value);
-    buf_append(head, "\r\n", 2);
+    size_t n = strcspn(name, "\r\n: \t"), v = strcspn(value, "\r\n");
+    if (!n || name[n] || value[v]) return; /* the spans are the lengths when clean */
+    buf_reserve(head, n + v + 4);
+    char *p = head->data + head->len;
+    memcpy(p, name, n);
+    memcpy(p + n, ": ", 2);
+    memcpy(p + n + 2, value, v);
+    memcpy(p + n + 2 + v, "\r\n", 2);
+    head->len += n + v + 4;
+    head->data[head->len] = '\0';
 }

@@ -134,28 +134,24 @@ const char *run_state_name(run_state s)
     return s <= RUN_FAILED ? names[s] : "?";
 }
 
+#define TO(s) (1u << (s))
+#define FINAL (TO(RUN_DONE) | TO(RUN_FAILED))
+/* The table of run.h: where each state may go. */
+static const unsigned allowed[] = {
+    [RUN_NEW] = TO(RUN_PLANNING) | FINAL,
+    [RUN_PLANNING] = TO(RUN_ADMITTING) | TO(RUN_SETTLING) | FINAL,
+    [RUN_ADMITTING] = TO(RUN_CALLING) | TO(RUN_SETTLING) | FINAL,
+    [RUN_CALLING] = TO(RUN_CALLING) | TO(RUN_WAITING) | TO(RUN_RELAYING) | TO(RUN_SETTLING) | FINAL,
+    [RUN_WAITING] = TO(RUN_CALLING) | TO(RUN_SETTLING) | FINAL,
+    [RUN_RELAYING] = TO(RUN_SETTLING) | FINAL,
+    [RUN_SETTLING] = FINAL,
+    [RUN_DONE] = 0,
+    [RUN_FAILED] = 0,
+};
+
 bool run_transition_ok(run_state from, run_state to)
 {
-    bool final = to == RUN_DONE || to == RUN_FAILED;
-    switch (from) {
-    case RUN_NEW:
-        return to == RUN_PLANNING || final;
-    case RUN_PLANNING:
-        return to == RUN_ADMITTING || to == RUN_SETTLING || final;
-    case RUN_ADMITTING:
-        return to == RUN_CALLING || to == RUN_SETTLING || final;
-    case RUN_CALLING:
-        return to == RUN_CALLING || to == RUN_WAITING || to == RUN_RELAYING || to == RUN_SETTLING ||
-               final;
-    case RUN_WAITING:
-        return to == RUN_CALLING || to == RUN_SETTLING || final;
-    case RUN_RELAYING:
-        return to == RUN_SETTLING || final;
-    case RUN_SETTLING:
-        return final;
-    default:
-        return false;
-    }
+    return from <= RUN_FAILED && to <= RUN_FAILED && (allowed[from] & TO(to));
 }
 
 static void set_state(run *r, run_state s)
@@ -271,9 +267,13 @@ static const char *scope(const run *r)
     return r->key ? r->key->id : "";
 }
 
+/* src into dst[n], cut to fit (the ledger's fields are bounded); snprintf
+ * cost more than the rest of the event. */
 static void copy_str(char *dst, size_t n, const char *src)
 {
-    snprintf(dst, n, "%s", src ? src : "");
+    size_t len = src ? strnlen(src, n - 1) : 0;
+    memcpy(dst, src ? src : "", len);
+    dst[len] = '\0';
 }
 
 static void add_usage(usage_record *to, const usage_record *u)
@@ -360,8 +360,10 @@ static void record_usage(run *r, int status, const char *err_class, const usage_
     usage_event ev;
     memset(&ev, 0, sizeof ev);
     memcpy(ev.event_id, r->id + 4, 24); /* the request id's 24 hex digits + 8 of time */
-    snprintf(ev.event_id + 24, sizeof ev.event_id - 24, "%08llx",
-             (unsigned long long)(r->wall_start_us / 1000000) & 0xffffffffULL);
+    uint32_t secs = (uint32_t)(r->wall_start_us / 1000000);
+    for (int i = 31; i >= 24; i--, secs >>= 4)
+        ev.event_id[i] = "0123456789abcdef"[secs & 15];
+    ev.event_id[32] = '\0';
     ev.ts_us = r->wall_start_us;
     copy_str(ev.key_id, sizeof ev.key_id, r->key ? r->key->id : NULL);
     copy_str(ev.team, sizeof ev.team, r->canon.team);
@@ -406,9 +408,9 @@ static void add_common_headers(run *r)
 {
     buf *h = &r->head;
     buf_add_header(h, "x-request-id", r->id);
-    char n[16];
-    snprintf(n, sizeof n, "%d", r->attempts);
-    buf_add_header(h, "x-bridle-attempts", n);
+    char n[24], *digits = util_u64_digits((uint64_t)r->attempts, n + sizeof n - 1);
+    n[sizeof n - 1] = '\0';
+    buf_add_header(h, "x-bridle-attempts", digits);
     const target *t = r->served_by ? r->served_by : cur_target(r);
     if (t) {
         buf_add_header(h, "x-bridle-provider", t->provider->name);
@@ -1290,9 +1292,10 @@ static void stream_start_reply(run *r)
  * request: if streams are cascaded): a plan index, or -1. */
 static int cascade_next(const run *r)
 {
+    if (!r->by_policy) return -1;
     const policy *pol = config_policy(router_config(r->rt));
     bool on = r->canon.stream ? policy_cascade_streams(pol) : policy_cascade_enabled(pol);
-    if (!r->by_policy || !on) return -1;
+    if (!on) return -1;
     int next = policy_escalation_index(pol, &r->pplan, r->cur);
     return next >= 0 && next < r->n_plan ? next : -1;
 }
@@ -1683,7 +1686,9 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
     r->wall_start_us = util_wall_ms() * 1000 + r->start_us % 1000;
     r->ttft_us = -1;
     r->deadline_ms = r->start_us / 1000 + config_limits(router_config(rt))->request_timeout_ms;
-    snprintf(r->id, sizeof r->id, "%s", in->request_id);
+    size_t idlen = strnlen(in->request_id, sizeof r->id - 1);
+    memcpy(r->id, in->request_id, idlen);
+    r->id[idlen] = '\0';
     set_state(r, RUN_PLANNING);
     canon_error cerr;
     if (canon_parse_chat(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon,
