@@ -103,6 +103,7 @@ struct run {
     bool replayed;        /* answered from the idempotency store */
     bool coalesced;       /* answered with a leader's answer */
     buf head;             /* the answer's header lines */
+    char why[160];        /* the answer's reason, for logs and the sink's done */
     buf err_body;         /* an error answer's body */
     /* Idempotency-Key (db/idem.h) */
     char idem_key[256];
@@ -450,6 +451,9 @@ static void cost_headers(run *r, const usage_record *u)
 static void answer_with(run *r, const answer *a)
 {
     r->ans = *a;
+    /* the reason may live on the caller's stack; settling may wait */
+    copy_str(r->why, sizeof r->why, a->why);
+    r->ans.why = r->why;
     r->settle_i = 0;
     set_state(r, RUN_SETTLING);
     settle_next(r);
