@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "providers/provider.h"
-#include "tests/unit/providers/canon_fixture.h"
+#include "router/canon.h"
 
 extern const provider_ops openai_ops;
 extern const provider_ops ollama_ops;
@@ -38,11 +38,15 @@ static char *dup_exact(const uint8_t *p, size_t n)
     return c;
 }
 
+/* As the server does: encode only what canon accepted, from its tokens. */
 static void run_encode(const provider_ops *ops, const uint8_t *data, size_t size)
 {
-    char *s = strndup((const char *)data, size);
+    char *s = dup_exact(data, size);
+    jdoc doc = JDOC_INIT;
+    buf strings = BUF_INIT;
     canon_request req;
-    if (fixture_canon_from_json(s, &req) == 0) {
+    canon_error cerr;
+    if (canon_parse_chat(s, size, &doc, &strings, &req, &cerr) == 0) {
         target t = {.provider = &conf, .model = "m", .upstream_model = "up"};
         for (int max_completion = 0; max_completion < 2; max_completion++) {
             conf.use_max_completion_tokens = max_completion;
@@ -56,8 +60,9 @@ static void run_encode(const provider_ops *ops, const uint8_t *data, size_t size
             }
             upstream_request_free(&out);
         }
-        fixture_canon_free(&req);
     }
+    jdoc_free(&doc);
+    buf_free(&strings);
     free(s);
 }
 
