@@ -140,6 +140,8 @@ for name in "${names[@]}"; do
 done
 if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzz: ${#names[@]} targets, FAILED: ${failed[*]} (reproducers in $OUT/NAME/)" >&2
+    echo "fuzz: $((${#names[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
     exit 1
 fi
 echo "fuzz: ${#names[@]} targets, ${FUZZ_SECONDS}s each, no crash ($(($(date +%s) - start)) s)"
+echo "fuzz: ${#names[@]} passed, 0 failed"
