@@ -36,7 +36,25 @@ static struct {
 typedef struct pending {
     struct evhttp_request *req;
     int status;
+    bool stream, dead; /* dead: the caller hung up (the request is gone) */
 } pending;
+
+static const char CHUNK1[] =
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+    "\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+    "\"assistant\",\"content\":\"hel\"},\"finish_reason\":null}]}\n\n";
+static const char CHUNK2[] =
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+    "\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+    "\"lo\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+static void send_chunk(struct evhttp_request *req, const char *s)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, s, strlen(s));
+    evhttp_send_reply_chunk(req, b);
+    evbuffer_free(b);
+}
 
 static void send_answer(struct evhttp_request *req, int status)
 {
@@ -63,22 +81,50 @@ static void send_answer(struct evhttp_request *req, int status)
 static void on_later(evutil_socket_t fd, short what, void *arg)
 {
     pending *p = arg;
-    send_answer(p->req, p->status);
+    if (p->dead) /* libevent left the request to us when its caller hung up */
+        evhttp_request_free(p->req);
+    else {
+        evhttp_connection_set_closecb(evhttp_request_get_connection(p->req), NULL, NULL);
+        if (p->stream) {
+            send_chunk(p->req, CHUNK2);
+            evhttp_send_reply_end(p->req);
+        } else
+            send_answer(p->req, p->status);
+    }
     free(p);
+}
+
+static void on_caller_gone(struct evhttp_connection *conn, void *arg)
+{
+    ((pending *)arg)->dead = true;
 }
 
 static struct event_base *base;
 
+static bool wants_stream(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    return evbuffer_search(in, "\"stream\":true", 13, NULL).pos >= 0;
+}
+
+/* A stream: the first chunk at once, the rest after up.delay_ms. */
 static void on_upstream(struct evhttp_request *req, void *arg)
 {
     up.calls++;
     int status = up.fail_first && up.calls > up.fail_first ? 200 : up.status;
-    if (!up.delay_ms) {
+    bool stream = status == 200 && wants_stream(req);
+    if (stream) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/event-stream");
+        evhttp_send_reply_start(req, 200, "OK");
+        send_chunk(req, CHUNK1);
+    } else if (!up.delay_ms) {
         send_answer(req, status);
         return;
     }
     pending *p = malloc(sizeof *p);
-    *p = (pending){req, status};
+    *p = (pending){req, status, stream, false};
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_caller_gone, p);
     struct timeval tv = {up.delay_ms / 1000, (up.delay_ms % 1000) * 1000};
     event_base_once(base, -1, EV_TIMEOUT, on_later, p, &tv);
 }
@@ -192,6 +238,15 @@ static void spin_until_done(int n)
         event_base_loop(base, EVLOOP_ONCE);
     assert_int_equal(sk.dones, n);
     spin(20);
+}
+
+/* Runs the loop until r is in state s (the first chunk has come). */
+static void spin_until_state(run *r, run_state s)
+{
+    int64_t end = util_now_ms() + 2000;
+    while (run_get_state(r) != s && util_now_ms() < end)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(run_get_state(r), s);
 }
 
 static const char *REQ = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\","
@@ -309,10 +364,7 @@ static void test_cancel_while_waiting_gives_the_retry_back(void **state)
     up.status = 503;
     up.retry_after_ms = 300;
     run *r = start(REQ);
-    int64_t end = util_now_ms() + 2000;
-    while (run_get_state(r) != RUN_WAITING && util_now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    assert_int_equal(run_get_state(r), RUN_WAITING);
+    spin_until_state(r, RUN_WAITING);
     retry_budget_snapshot rs;
     retry_budget_get_snapshot(router_budget(rt, config_provider(cfg, 0)), util_now_ms(), &rs);
     assert_int_equal(rs.retries, 1);
@@ -370,6 +422,42 @@ static void test_cancelled_probe_frees_the_breaker(void **state)
     assert_nothing_held();
 }
 
+static const char *REQ_STREAM =
+    "{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":"
+    "\"user\",\"content\":\"hi\"}]}";
+
+static void test_streamed(void **state)
+{
+    up.delay_ms = 100;
+    run *r = start(REQ_STREAM);
+    spin_until_state(r, RUN_RELAYING);
+    spin_until_done(1);
+    assert_int_equal(sk.out.final, RUN_DONE);
+    assert_int_equal(sk.heads, 1);
+    assert_true(sk.chunks >= 2); /* relayed as it came */
+    assert_non_null(strstr(sk.body.data, "\"hel\""));
+    assert_non_null(strstr(sk.body.data, "data: [DONE]"));
+    assert_nothing_held();
+}
+
+static void test_cancel_while_relaying(void **state)
+{
+    up.delay_ms = 300;
+    run *r = start(REQ_STREAM);
+    spin_until_state(r, RUN_RELAYING);
+    assert_int_equal(router_inflight(rt, 0), 1);
+    run_cancel(r);
+    assert_int_equal(sk.dones, 1);
+    assert_int_equal(sk.out.status, 499);
+    assert_int_equal(router_inflight(rt, 0), 0);
+    spin(400);
+    assert_int_equal(sk.dones, 1);
+    breaker_snapshot sn;
+    breaker_get_snapshot(model_breaker(), util_now_ms(), &sn);
+    assert_int_equal(sn.window_calls, 0); /* abandoned */
+    assert_nothing_held();
+}
+
 static void test_coalesced_followers(void **state)
 {
     up.delay_ms = 100;
@@ -407,6 +495,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_a_503, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_probe_frees_the_breaker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streamed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_while_relaying, setup, teardown),
         cmocka_unit_test_setup_teardown(test_coalesced_followers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leader_cancelled_followers_go_on, setup, teardown),
     };
