@@ -1690,9 +1690,7 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
     r->wall_start_us = util_wall_ms() * 1000 + r->start_us % 1000;
     r->ttft_us = -1;
     r->deadline_ms = r->start_us / 1000 + config_limits(router_config(rt))->request_timeout_ms;
-    size_t idlen = strnlen(in->request_id, sizeof r->id - 1);
-    memcpy(r->id, in->request_id, idlen);
-    r->id[idlen] = '\0';
+    copy_str(r->id, sizeof r->id, in->request_id);
     set_state(r, RUN_PLANNING);
     canon_error cerr;
     if (canon_parse_chat(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon,

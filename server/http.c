@@ -246,12 +246,6 @@ void http_unwatch_client(app *a, struct evhttp_request *req)
 
 /* ------------------------------------------------------------ replies */
 
-void http_error_json(buf *b, const char *type, const char *code, const char *param,
-                     const char *message)
-{
-    provider_openai_error_json(b, type, code, param, message);
-}
-
 static const char *reason_phrase(int status);
 
 /* What a request evhttp rejected itself gets told: 413 for a body over
@@ -279,7 +273,7 @@ static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int stat
     char msg[300];
     buf body = BUF_INIT, resp = BUF_INIT;
     const char *code = protocol_error_text(g->a, status, msg, sizeof msg);
-    http_error_json(&body, "invalid_request_error", code, NULL, msg);
+    provider_openai_error_json(&body, "invalid_request_error", code, NULL, msg);
     buf_printf(&resp,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nx-should-retry: false\r\n"
                "Connection: close\r\nContent-Length: %zu\r\n\r\n",
@@ -432,7 +426,7 @@ void http_reply_error(app *a, struct evhttp_request *req, int status, const char
                       const char *code, const char *param, const char *message, bool should_retry)
 {
     buf b = BUF_INIT;
-    http_error_json(&b, type, code, param, message);
+    provider_openai_error_json(&b, type, code, param, message);
     /* said both ways: the OpenAI SDKs obey it over their own status rules */
     evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry",
                       should_retry ? "true" : "false");

@@ -32,9 +32,6 @@ typedef struct request_headers {
     int idempotency_keys;               /* how many were sent: at most one is allowed */
 } request_headers;
 
-/* The OpenAI error JSON {"error":{"message","type","param","code"}}, appended to b. */
-void http_error_json(buf *b, const char *type, const char *code, const char *param,
-                     const char *message);
 /* Response header lines collected in a buf (buf_add_header: "name:
  * value\r\n"), handed to evhttp as one entry before the reply: far cheaper
  * than one evhttp_add_header() each. */

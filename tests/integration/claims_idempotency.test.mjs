@@ -17,10 +17,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { mockConfig, mockFault, mockReset, mockStats, newKey, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { SLOW, mockConfig, mockFault, mockReset, mockStats, newKey, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
-const SLOW = /asan/i.test(process.env.BUILD || '') ? 3 : 1;
 const RUN = randomBytes(4).toString('hex');
 const idemKey = (s) => `"${RUN}-${s}"`;
 const bare = (k) => k.slice(1, -1);

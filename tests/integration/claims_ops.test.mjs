@@ -18,10 +18,9 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { BUILD, get, httpRequest, mockConfig, post, rawRequest, sleep, spawnTracked, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { BUILD, SLOW, get, httpRequest, mockConfig, post, rawRequest, sleep, spawnTracked, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { spoolState, startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
-const SLOW = /asan/i.test(process.env.BUILD || '') ? 3 : 1;
 const RUN = randomBytes(4).toString('hex');
 
 let mock;

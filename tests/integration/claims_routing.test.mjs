@@ -12,9 +12,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { get, mockConfig, mockFault, mockReset, mockStats, post, sleep, startBridle, startMock } from './lib/harness.mjs';
-
-const SLOW = /asan/i.test(process.env.BUILD || '') ? 3 : 1;
+import { SLOW, get, mockConfig, mockFault, mockReset, mockStats, post, sleep, startBridle, startMock } from './lib/harness.mjs';
 
 let mock;
 before(async () => {

@@ -11,10 +11,9 @@ import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
-import { SANITIZED, get, mockConfig, mockFault, mockReset, mockStats, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { SLOW, get, mockConfig, mockFault, mockReset, mockStats, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
-const SLOW = SANITIZED ? 3 : 1;
 const RUN = randomBytes(4).toString('hex');
 let seq = 0;
 const marker = () => `core-${RUN}-${++seq}`;

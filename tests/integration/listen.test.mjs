@@ -5,9 +5,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, test } from 'node:test';
 
-import { BUILD, SANITIZED, get, mockConfig, post, startBridle, startMock, spawnTracked } from './lib/harness.mjs';
-
-const SLOW = SANITIZED ? 3 : 1;
+import { BUILD, SLOW, get, mockConfig, post, spawnTracked, startBridle, startMock } from './lib/harness.mjs';
 
 let mock, gw;
 before(async () => {

@@ -1,4 +1,5 @@
-/* Unit tests for server/http.c: the error JSON, response header lines
+/* Unit tests for server/http.c: the error JSON it replies with
+ * (provider_openai_error_json), response header lines
  * (no line break may reach the wire from a name or value), request ids,
  * reply counters; then the listener with a real config on a loopback port:
  * evhttp's own protocol errors rewritten into OpenAI error JSON (400, 413),
@@ -52,13 +53,13 @@ static const char *field(json_object *o, const char *k1, const char *k2)
 static void test_error_json_shape(void **state)
 {
     buf b = BUF_INIT;
-    http_error_json(&b, "invalid_request_error", "bad_model", "model", "No such model");
+    provider_openai_error_json(&b, "invalid_request_error", "bad_model", "model", "No such model");
     assert_string_equal(b.data, "{\"error\":{\"message\":\"No such model\",\"type\":"
                                 "\"invalid_request_error\",\"param\":\"model\",\"code\":"
                                 "\"bad_model\"}}");
     buf_reset(&b);
     /* no code, no param: JSON null (not "" and not missing) */
-    http_error_json(&b, "server_error", NULL, "", "x");
+    provider_openai_error_json(&b, "server_error", NULL, "", "x");
     assert_string_equal(
         b.data,
         "{\"error\":{\"message\":\"x\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
@@ -69,7 +70,7 @@ static void test_error_json_escapes(void **state)
 {
     buf b = BUF_INIT;
     const char *msg = "a \"quoted\" \\ line\nbreak\ttab \x01 caf\xc3\xa9";
-    http_error_json(&b, "t", "c", "p\"q", msg);
+    provider_openai_error_json(&b, "t", "c", "p\"q", msg);
     json_object *o = parse(&b);
     assert_string_equal(field(o, "error", "message"), msg);
     assert_string_equal(field(o, "error", "param"), "p\"q");
