@@ -101,10 +101,10 @@ fi
 
 # --- callgrind: instructions per request ------------------------------------------
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-# A random start: bridle listens with SO_REUSEPORT, so two runs of this script
-# (other worktrees) that picked the same port would share it silently and
-# serve each other's requests (seen: +200 requests, +15,000 instructions per
-# request). listeners() catches what randomness does not.
+# A random start: two runs of this script (other worktrees) that picked the
+# same port must not serve each other's requests (seen when bridle still
+# listened with SO_REUSEPORT: +200 requests, +15,000 instructions per
+# request; bridle now refuses an address in use). listeners() checks too.
 free_port() { local p=$((20000 + RANDOM % 20000)); while port_busy "$p"; do p=$((p + 1)); done; echo "$p"; }
 listeners() { ss -Hltn "sport = :$1" 2>/dev/null | wc -l; }
 CG_PIDS=() # started and not yet waited for: only these are signalled on exit

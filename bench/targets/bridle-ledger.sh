@@ -27,6 +27,8 @@ BRIDLE_BIN=${BRIDLE_BIN:-$BRIDLE_REPO/build/bridle}
 BRIDLE_LEDGER_BENCH_PORT=${BRIDLE_LEDGER_BENCH_PORT:-18187}
 # shellcheck source=bench/lib/pg.sh disable=SC1091
 . "$BRIDLE_REPO/bench/lib/pg.sh"
+# shellcheck source=bench/lib/bridle.sh disable=SC1091
+. "$BRIDLE_REPO/bench/lib/bridle.sh"
 BRIDLE_LEDGER_PID=""
 
 bridle_ledger_cleanup() {
@@ -48,21 +50,9 @@ t_start() {
   bench_pg_start "${BRIDLE_BENCH_PG_CPUS:-${MOCK_CPUS:-0}}" ||
     { echo "bridle-ledger: PostgreSQL did not start (see above)" >&2; return 1; }
   echo "postgres: $BENCH_PG_URL (pid $BENCH_PG_PID, dir $BENCH_PG_DIR)" >"$RUN_DIR/postgres.txt"
-  local sha conf="$RUN_DIR/bridle-ledger.json" i up=""
-  sha=$(printf '%s' "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
-  cat >"$conf" <<CONF
-{
-  "listen": "127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT",
-  "log_level": "${BRIDLE_BENCH_LOG_LEVEL:-warn}",
-  "limits": { "max_connections": 16384 },
-  "providers": {
-    "upstream": { "kind": "openai", "base_url": "$UPSTREAM_BASE_URL", "api_key": "sk-bench" }
-  },
-  "models": { "gpt-4o-mini": { "provider": "upstream" } },
-  "keys": [ { "id": "bench", "sha256": "$sha", "team": "bench" } ],
-  "database": { "url": "$BENCH_PG_URL", "spool_dir": "$BENCH_PG_DIR/spool" }
-}
-CONF
+  local conf="$RUN_DIR/bridle-ledger.json" i up=""
+  bench_bridle_config "$conf" "$BRIDLE_LEDGER_BENCH_PORT" \
+    "\"database\": { \"url\": \"$BENCH_PG_URL\", \"spool_dir\": \"$BENCH_PG_DIR/spool\" },"
   taskset -c "$PROXY_CPUS" "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT" \
     >"$RUN_DIR/bridle.out" 2>&1 &
   T_PID=$!
@@ -72,10 +62,7 @@ CONF
   T_HEADERS=()          # Authorization: Bearer $BENCH_KEY is always sent
   # The migrations run before bridle listens: allow 30 s.
   wait_port "$BRIDLE_LEDGER_BENCH_PORT" 300 || { tail -n 20 "$RUN_DIR/bridle.out" >&2; return 1; }
-  # bridle listens with SO_REUSEPORT: a second listener (another run started
-  # at the same moment) would silently take a share of the connections.
-  [ "$(ss -Hltn "sport = :$BRIDLE_LEDGER_BENCH_PORT" | wc -l)" -eq 1 ] ||
-    { echo "bridle-ledger: another process also listens on port $BRIDLE_LEDGER_BENCH_PORT" >&2; return 1; }
+  bench_bridle_alone bridle-ledger "$BRIDLE_LEDGER_BENCH_PORT"
   for ((i = 0; i < 100; i++)); do
     curl -s --max-time 2 -H "Authorization: Bearer $BENCH_KEY" \
       "http://127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT/v1/bridle/health" >"$RUN_DIR/health.json" 2>/dev/null
