@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/buf.h"
 #include "router/policy.h"
@@ -82,6 +83,8 @@ struct bridle_config {
     database_conf database;
     resilience_conf resilience;
     idempotency_conf idempotency;
+    budgets_conf budgets;
+    alerts_conf alerts;
     name_index model_ix, route_ix; /* names → index, built once the config is loaded */
     timeout_level tmo_default;
     timeout_level *tmo_tasks, *tmo_routes;
@@ -664,11 +667,11 @@ static void parse_routes(parse_ctx *pc, json_object *root)
     }
 }
 
-/* keys[].budget_usd: a monthly budget in dollars (up to 6 decimals). */
-static int64_t parse_budget(parse_ctx *pc, json_object *k)
+/* obj[name]: dollars (up to 6 decimals) as pico-dollars; 0 when absent. */
+static int64_t parse_dollars(parse_ctx *pc, json_object *obj, const char *name)
 {
     json_object *v;
-    if (!json_object_object_get_ex(k, "budget_usd", &v)) return 0;
+    if (!obj || !json_object_object_get_ex(obj, name, &v)) return 0;
     int64_t micro = 0;
     const char *s = json_object_is_type(v, json_type_string) ||
                             json_object_is_type(v, json_type_int) ||
@@ -676,12 +679,30 @@ static int64_t parse_budget(parse_ctx *pc, json_object *k)
                         ? json_object_get_string(v)
                         : NULL;
     if (!s || !pricing_parse_usd_per_mtok(s, &micro) || micro > INT64_MAX / 1000000) {
-        size_t old = path_push(pc, ".budget_usd");
-        fail(pc, "expected dollars per month, like 50 or \"12.5\" (at most 6 decimals)");
+        size_t old = path_push(pc, ".%s", name);
+        fail(pc, "expected dollars, like 50 or \"12.5\" (at most 6 decimals)");
         path_pop(pc, old);
         return 0;
     }
     return micro * 1000000; /* µ$ -> pico-dollars */
+}
+
+/* The budget and rate-limit fields a key and a team share; "budget_usd"
+ * is the monthly budget under its older name. */
+#define SPEND_LIMIT_FIELDS                                                                         \
+    "budget_usd", "budget_daily_usd", "budget_weekly_usd", "budget_monthly_usd", "rpm",            \
+        "tokens_per_hour", "usd_per_hour"
+
+static void parse_spend_limits(parse_ctx *pc, json_object *o, spend_limits *l)
+{
+    l->budget_pusd[PERIOD_DAY] = parse_dollars(pc, o, "budget_daily_usd");
+    l->budget_pusd[PERIOD_WEEK] = parse_dollars(pc, o, "budget_weekly_usd");
+    l->budget_pusd[PERIOD_MONTH] = parse_dollars(pc, o, "budget_monthly_usd");
+    if (!l->budget_pusd[PERIOD_MONTH])
+        l->budget_pusd[PERIOD_MONTH] = parse_dollars(pc, o, "budget_usd");
+    l->rpm = get_int(pc, o, "rpm", 0, 0, 100000000);
+    l->tokens_per_hour = get_int(pc, o, "tokens_per_hour", 0, 0, INT64_MAX / 4);
+    l->pusd_per_hour = parse_dollars(pc, o, "usd_per_hour");
 }
 
 /* $.teams: {"NAME": {"budget_usd": X}}. Parsed before the keys, which
@@ -697,7 +718,7 @@ static void parse_teams(parse_ctx *pc, json_object *root)
         return;
     }
     c->teams = own(c, calloc(n ? (size_t)n : 1, sizeof *c->teams));
-    static const char *const known[] = {"budget_usd", NULL};
+    static const char *const known[] = {SPEND_LIMIT_FIELDS, NULL};
     json_object_object_foreach(ts, name, val)
     {
         size_t old = path_push(pc, ".teams.%s", name);
@@ -710,7 +731,7 @@ static void parse_teams(parse_ctx *pc, json_object *root)
             check_keys(pc, val, known);
             team_conf *t = &c->teams[c->n_teams++];
             t->name = own(c, strdup(name));
-            t->budget_pusd = parse_budget(pc, val);
+            parse_spend_limits(pc, val, &t->lim);
         }
         path_pop(pc, old);
     }
@@ -722,6 +743,54 @@ static bool is_hex64(const char *s)
     for (const char *p = s; *p; p++)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return false;
     return true;
+}
+
+/* keys[].kind, agent, feature, models, expires_at. */
+static void parse_key_extras(parse_ctx *pc, json_object *k, key_conf *kc)
+{
+    bridle_config *c = pc->cfg;
+    const char *kind = get_str(pc, k, "kind", false);
+    kc->admin = kind && strcmp(kind, "admin") == 0;
+    if (kind && !kc->admin && strcmp(kind, "client") != 0) {
+        size_t old = path_push(pc, ".kind");
+        fail(pc, "expected \"client\" (the default) or \"admin\" (got \"%s\")", kind);
+        path_pop(pc, old);
+    }
+    kc->agent = get_str(pc, k, "agent", false);
+    kc->feature = get_str(pc, k, "feature", false);
+    json_object *ms;
+    if (json_object_object_get_ex(k, "models", &ms)) {
+        size_t old = path_push(pc, ".models");
+        size_t n = json_object_is_type(ms, json_type_array) ? json_object_array_length(ms) : 0;
+        const char **v = own(c, calloc(n ? n : 1, sizeof *v));
+        for (size_t i = 0; i < n; i++) {
+            json_object *m = json_object_array_get_idx(ms, i);
+            const char *name =
+                json_object_is_type(m, json_type_string) ? json_object_get_string(m) : NULL;
+            if (!name || (!config_find_model(c, name) && !config_find_route(c, name) &&
+                          strcmp(name, "auto") != 0)) {
+                fail(pc, "expected a list of model or route names in $.models or $.routes (got %s)",
+                     json_object_to_json_string(m));
+                break;
+            }
+            v[kc->n_models++] = own(c, strdup(name));
+        }
+        if (!json_object_is_type(ms, json_type_array) || !n)
+            fail(pc, "expected a non-empty list of model or route names (leave it out for any)");
+        kc->models = v;
+        path_pop(pc, old);
+    }
+    const char *exp = get_str(pc, k, "expires_at", false);
+    if (exp) {
+        struct tm tm = {0};
+        const char *end = strptime(exp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (!end || *end) {
+            size_t old = path_push(pc, ".expires_at");
+            fail(pc, "expected a UTC time like \"2027-01-31T00:00:00Z\" (got \"%s\")", exp);
+            path_pop(pc, old);
+        } else
+            kc->expires_ms = (int64_t)timegm(&tm) * 1000;
+    }
 }
 
 static void parse_keys(parse_ctx *pc, json_object *root)
@@ -741,7 +810,9 @@ static void parse_keys(parse_ctx *pc, json_object *root)
     }
     bridle_config *c = pc->cfg;
     c->keys = own(c, calloc(n ? n : 1, sizeof *c->keys));
-    static const char *const known[] = {"id", "sha256", "team", "name", "budget_usd", NULL};
+    static const char *const known[] = {
+        "id",         "sha256",           "team", "name", "kind", "agent", "feature", "models",
+        "expires_at", SPEND_LIMIT_FIELDS, NULL};
     for (size_t i = 0; i < n && !pc->failed; i++) {
         json_object *k = json_object_array_get_idx(ks, i);
         size_t old = path_push(pc, ".keys[%zu]", i);
@@ -755,7 +826,8 @@ static void parse_keys(parse_ctx *pc, json_object *root)
         kc->id = get_str(pc, k, "id", true);
         kc->team = get_str(pc, k, "team", false);
         kc->team_cfg = kc->team ? config_find_team(c, kc->team) : NULL;
-        kc->budget_pusd = parse_budget(pc, k);
+        parse_spend_limits(pc, k, &kc->lim);
+        parse_key_extras(pc, k, kc);
         pc->missing_env = false;
         pc->env_lenient = true;
         const char *h = get_str(pc, k, "sha256", true);
@@ -790,6 +862,8 @@ static void parse_database(parse_ctx *pc, json_object *root)
                                         "flush_interval_ms",
                                         "batch_max",
                                         "spend_refresh_ms",
+                                        "keys_refresh_ms",
+                                        "heartbeat_ms",
                                         NULL};
     database_conf *d = &pc->cfg->database;
     json_object *o = get_obj(pc, root, "database", false);
@@ -821,6 +895,81 @@ static void parse_database(parse_ctx *pc, json_object *root)
     d->flush_interval_ms = get_int(pc, o, "flush_interval_ms", 100, 1, 60000);
     d->batch_max = get_int(pc, o, "batch_max", 5000, 1, 20000);
     d->spend_refresh_ms = get_int(pc, o, "spend_refresh_ms", 30000, 100, 3600000);
+    d->keys_refresh_ms = get_int(pc, o, "keys_refresh_ms", 1000, 50, 2000);
+    d->heartbeat_ms = get_int(pc, o, "heartbeat_ms", 1000, 50, 60000);
+    path_pop(pc, old);
+}
+
+/* $.budgets: {"total": {"daily_usd", "weekly_usd", "monthly_usd"}, lease settings}. */
+static void parse_budgets(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {"total",         "lease_ttl_ms", "sync_ms",
+                                        "lease_max_usd", "fail_open",    NULL};
+    static const char *const total_known[] = {"daily_usd", "weekly_usd", "monthly_usd", NULL};
+    budgets_conf *b = &pc->cfg->budgets;
+    json_object *o = get_obj(pc, root, "budgets", false);
+    size_t old = path_push(pc, ".budgets");
+    if (o) check_keys(pc, o, known);
+    json_object *t = o ? get_obj(pc, o, "total", false) : NULL;
+    if (t) {
+        size_t o2 = path_push(pc, ".total");
+        check_keys(pc, t, total_known);
+        b->total.budget_pusd[PERIOD_DAY] = parse_dollars(pc, t, "daily_usd");
+        b->total.budget_pusd[PERIOD_WEEK] = parse_dollars(pc, t, "weekly_usd");
+        b->total.budget_pusd[PERIOD_MONTH] = parse_dollars(pc, t, "monthly_usd");
+        path_pop(pc, o2);
+    }
+    b->lease_ttl_ms = get_int(pc, o, "lease_ttl_ms", 30000, 1000, 3600000);
+    b->sync_ms = get_int(pc, o, "sync_ms", 1000, 50, 60000);
+    b->lease_max_pusd = parse_dollars(pc, o, "lease_max_usd");
+    if (!b->lease_max_pusd) b->lease_max_pusd = 5000000000000LL; /* $5 */
+    b->fail_open = get_bool(pc, o, "fail_open", false);
+    path_pop(pc, old);
+}
+
+/* $.alerts: {"webhook_url", "thresholds": [0.75, 0.95], "poll_ms"}. */
+static void parse_alerts(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {"webhook_url", "thresholds", "poll_ms", NULL};
+    alerts_conf *a = &pc->cfg->alerts;
+    json_object *o = get_obj(pc, root, "alerts", false);
+    size_t old = path_push(pc, ".alerts");
+    if (o) check_keys(pc, o, known);
+    const char *url = o ? get_str(pc, o, "webhook_url", false) : NULL;
+    a->webhook_url = own(pc->cfg, strdup(url ? url : ""));
+    if (*a->webhook_url && strncmp(a->webhook_url, "http://", 7) != 0 &&
+        strncmp(a->webhook_url, "https://", 8) != 0) {
+        size_t o2 = path_push(pc, ".webhook_url");
+        fail(pc, "expected an http:// or https:// URL (got \"%s\")", a->webhook_url);
+        path_pop(pc, o2);
+    }
+    a->poll_ms = get_int(pc, o, "poll_ms", 1000, 50, 60000);
+    json_object *th;
+    if (!o || !json_object_object_get_ex(o, "thresholds", &th)) {
+        a->thresholds_bp[0] = 7500;
+        a->thresholds_bp[1] = 9500;
+        a->n_thresholds = 2;
+    } else {
+        size_t o2 = path_push(pc, ".thresholds");
+        size_t n = json_object_is_type(th, json_type_array) ? json_object_array_length(th) : 0;
+        if (!json_object_is_type(th, json_type_array) || n > 8)
+            fail(pc, "expected a list of at most 8 shares between 0 and 1, like [0.75, 0.95]");
+        for (size_t i = 0; i < n && !pc->failed; i++) {
+            json_object *v = json_object_array_get_idx(th, i);
+            double d = json_object_get_double(v);
+            int bp = (int)(d * 10000 + 0.5);
+            if ((!json_object_is_type(v, json_type_double) &&
+                 !json_object_is_type(v, json_type_int)) ||
+                bp <= 0 || bp > 10000 || (i && bp <= a->thresholds_bp[i - 1]))
+                fail(
+                    pc,
+                    "expected ascending shares above 0 and at most 1, like [0.75, 0.95] (item %zu)",
+                    i);
+            else
+                a->thresholds_bp[a->n_thresholds++] = bp;
+        }
+        path_pop(pc, o2);
+    }
     path_pop(pc, old);
 }
 
@@ -1022,10 +1171,10 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     parse_ctx pc = {.cfg = c, .path = "$", .err = err, .errlen = errlen};
     json_object *root = read_json_file(&pc, path);
     if (root) {
-        static const char *const known[] = {"listen",  "log_level", "limits",      "providers",
-                                            "models",  "routes",    "keys",        "database",
-                                            "routing", "$schema",   "idempotency", "resilience",
-                                            "teams",   "timeouts",  NULL};
+        static const char *const known[] = {
+            "listen", "log_level", "limits",  "providers", "models",      "routes",
+            "keys",   "database",  "routing", "$schema",   "idempotency", "resilience",
+            "teams",  "timeouts",  "budgets", "alerts",    NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -1040,6 +1189,8 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_limits(&pc, root);
         parse_database(&pc, root);
         parse_resilience(&pc, root);
+        parse_budgets(&pc, root);
+        parse_alerts(&pc, root);
         parse_idempotency(&pc, root);
         parse_providers(&pc, root);
         parse_models(&pc, root);
@@ -1092,6 +1243,16 @@ const limits_conf *config_limits(const bridle_config *c)
 const database_conf *config_database(const bridle_config *c)
 {
     return &c->database;
+}
+
+const budgets_conf *config_budgets(const bridle_config *c)
+{
+    return &c->budgets;
+}
+
+const alerts_conf *config_alerts(const bridle_config *c)
+{
+    return &c->alerts;
 }
 
 const idempotency_conf *config_idempotency(const bridle_config *c)

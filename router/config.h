@@ -41,18 +41,40 @@ typedef struct route_conf {
                                    (policy_output_cap); "bound" (the default): they bound it */
 } route_conf;
 
-/* A team of keys ($.teams.NAME). */
+/* Budget periods, UTC: a day from 00:00, a week from Monday 00:00, a
+ * calendar month from the 1st. */
+typedef enum { PERIOD_DAY, PERIOD_WEEK, PERIOD_MONTH, N_PERIODS } budget_period;
+
+/* What a key, a team or the whole gateway may spend and how fast. 0 = no
+ * limit. Money in pico-dollars. */
+typedef struct spend_limits {
+    int64_t budget_pusd[N_PERIODS]; /* hard budget per period (router/budget.h) */
+    int64_t rpm;                    /* requests per minute (router/ratelimit.h) */
+    int64_t tokens_per_hour;        /* input + output tokens per hour */
+    int64_t pusd_per_hour;          /* cost per hour */
+} spend_limits;
+
+/* A team of keys ($.teams.NAME, or a row of bridle_teams). */
 typedef struct team_conf {
-    const char *name;    /* at most 64 bytes, as recorded in the ledger */
-    int64_t budget_pusd; /* monthly budget of all its keys together, pico-dollars; 0 = none */
+    const char *name; /* at most 64 bytes, as recorded in the ledger */
+    spend_limits lim; /* of all its keys together */
 } team_conf;
 
+/* A client or admin key ($.keys[], or a row of bridle_keys loaded by
+ * router/keyring.h). Only the SHA-256 of the key is ever held. */
 typedef struct key_conf {
     const char *id;
     char sha256[65];
+    bool admin;                /* admin keys work on /v1/bridle/admin/ only, client keys never */
     const char *team;          /* may be NULL */
-    const team_conf *team_cfg; /* the team in $.teams, or NULL */
-    int64_t budget_pusd;       /* monthly budget in pico-dollars; 0 = none */
+    const team_conf *team_cfg; /* the key's team (config or database), or NULL */
+    spend_limits lim;
+    const char *agent, *feature; /* recorded with its usage when the request names none */
+    const char *const *models;   /* models or routes it may ask for; n_models 0 = any */
+    int n_models;
+    int64_t expires_ms; /* wall clock, ms since the epoch; 0 = never */
+    bool revoked;       /* kept so that the 401 can say so */
+    struct keyset *set; /* the database snapshot that owns it; NULL in the file */
 } key_conf;
 
 typedef enum { MIGRATE_APPLY, MIGRATE_CHECK, MIGRATE_OFF } migrate_mode;
@@ -68,7 +90,27 @@ typedef struct database_conf {
     int64_t flush_interval_ms;
     int64_t batch_max;
     int64_t spend_refresh_ms; /* how often month-to-date spend per key is read back */
+    int64_t keys_refresh_ms;  /* how often bridle_keys changes are looked for (<= 2 s) */
+    int64_t heartbeat_ms;     /* instance heartbeat in bridle_instances (rate-limit shares) */
 } database_conf;
+
+/* $.budgets: the gateway-wide budget and how budget leases behave
+ * (router/budget.h). */
+typedef struct budgets_conf {
+    spend_limits total;     /* only budget_pusd is used: the whole gateway's budgets */
+    int64_t lease_ttl_ms;   /* a dead instance's held budget comes back after this */
+    int64_t sync_ms;        /* leases are synced (renewed, returned, read back) this often */
+    int64_t lease_max_pusd; /* the largest slice taken at once */
+    bool fail_open;         /* budgets cannot be leased (database down): admit instead of 503 */
+} budgets_conf;
+
+/* $.alerts: budget alerts (router/alerts.h). */
+typedef struct alerts_conf {
+    const char *webhook_url; /* "" = none */
+    int thresholds_bp[8];    /* shares in basis points (7500 = 75 %), ascending */
+    int n_thresholds;
+    int64_t poll_ms; /* how often undelivered alerts are claimed */
+} alerts_conf;
 
 /* How failures are retried and failing targets rested (router/retry.h,
  * router/breaker.h). */
@@ -119,6 +161,8 @@ const limits_conf *config_limits(const bridle_config *c);
 const database_conf *config_database(const bridle_config *c);
 const resilience_conf *config_resilience(const bridle_config *c);
 const idempotency_conf *config_idempotency(const bridle_config *c);
+const budgets_conf *config_budgets(const bridle_config *c);
+const alerts_conf *config_alerts(const bridle_config *c);
 /* The deadlines for a request of `task` (may be NULL) to `route` (a name in
  * $.routes, or NULL). */
 void config_request_timeouts(const bridle_config *c, const char *task, const char *route,

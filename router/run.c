@@ -668,9 +668,11 @@ static int spend_share(const run *r, bool *team)
     ledger *lg = router_ledger(r->rt);
     *team = false;
     if (!lg || !r->key) return -1;
-    int key = share_pct(ledger_key_spend_pusd(lg, r->key->id), r->key->budget_pusd);
+    int key =
+        share_pct(ledger_key_spend_pusd(lg, r->key->id), r->key->lim.budget_pusd[PERIOD_MONTH]);
     const team_conf *t = r->key->team_cfg;
-    int of_team = t ? share_pct(ledger_team_spend_pusd(lg, t->name), t->budget_pusd) : -1;
+    int of_team =
+        t ? share_pct(ledger_team_spend_pusd(lg, t->name), t->lim.budget_pusd[PERIOD_MONTH]) : -1;
     *team = of_team > key;
     return *team ? of_team : key;
 }

@@ -892,8 +892,8 @@ static void test_teams(void **state)
     assert_int_equal(config_n_teams(c), 2);
     const team_conf *t = config_find_team(c, "search");
     assert_non_null(t);
-    assert_int_equal(t->budget_pusd, 12500000000000LL);
-    assert_int_equal(config_find_team(c, "ops")->budget_pusd, 0);
+    assert_int_equal(t->lim.budget_pusd[PERIOD_MONTH], 12500000000000LL);
+    assert_int_equal(config_find_team(c, "ops")->lim.budget_pusd[PERIOD_MONTH], 0);
     assert_null(config_find_team(c, "elsewhere"));
     assert_ptr_equal(config_find_key(c, SHA_A)->team_cfg, t);
     assert_null(config_find_key(c, SHA_B)->team_cfg); /* a team without an entry: no budget */
