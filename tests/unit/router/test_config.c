@@ -900,7 +900,7 @@ static void test_teams(void **state)
     config_free(c);
 
     expect_error(doc(PROV_P, MODEL_4O, "\"teams\": {\"search\": {\"budget_usd\": -3}}"),
-                 "$.teams.search.budget_usd: ", "expected dollars per month");
+                 "$.teams.search.budget_usd: ", "expected dollars, like 50");
     expect_error(doc(PROV_P, MODEL_4O, "\"teams\": {\"search\": {\"budget\": 3}}"),
                  "$.teams.search.budget: ", "unknown key");
     expect_error(doc(PROV_P, MODEL_4O, "\"teams\": {\"search\": 3}"),
