@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "lib/util.h"
@@ -25,6 +26,7 @@ struct router {
     breaker **breakers;     /* one per model target (target.index); NULL when off */
     retry_budget **budgets; /* one per provider (provider_conf.index) */
     uint64_t rng;           /* splitmix64 state */
+    char instance[96];      /* this process among the gateways sharing the database */
     policy_model *pmodels;  /* the policy's model table (config order) */
     int n_pmodels;
     int64_t pmodels_health_ms; /* when pmodels[].healthy was last read from the breakers */
@@ -62,6 +64,10 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
     *rt = (router){.base = base, .cfg = cfg, .eng = eng, .ledger = ledger, .idem = idem};
     char seed[17];
     rt->rng = util_random_hex(seed, 8) ? strtoull(seed, NULL, 16) : (uint64_t)util_now_us();
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(rt->instance, sizeof rt->instance, "%s:%d:%08llx", host, (int)getpid(),
+             (unsigned long long)(rt->rng >> 32));
     int nm = config_n_models(cfg), np = config_n_providers(cfg);
     rt->inflight = calloc((size_t)np + 1, sizeof *rt->inflight);
     rt->pmodels = calloc((size_t)nm + 1, sizeof *rt->pmodels);
@@ -145,6 +151,11 @@ breaker *router_breaker(const router *rt, const target *t)
 retry_budget *router_budget(const router *rt, const provider_conf *p)
 {
     return rt->budgets[p->index];
+}
+
+const char *router_instance_id(const router *rt)
+{
+    return rt->instance;
 }
 
 uint64_t router_random(router *rt)

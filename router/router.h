@@ -56,6 +56,9 @@ breaker *router_breaker(const router *rt, const target *t);
 retry_budget *router_budget(const router *rt, const provider_conf *p);
 /* A uniform 64-bit random value (splitmix64) for jitter. */
 uint64_t router_random(router *rt);
+/* "host:pid:random": this process among the gateways sharing a database
+ * (budget leases, alert claims, rate-limit heartbeats). New at each start. */
+const char *router_instance_id(const router *rt);
 
 /* ------------------------------------------------------------ policy */
 
