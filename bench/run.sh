@@ -14,6 +14,8 @@
 #   BENCH_PEERS="direct nginx portkey"   targets run before bridle ("direct nginx" skips npm)
 #   BENCH_ONLY=all|sidebyside|callgrind  which parts to run (default all)
 #   BENCH_LEDGER=1                       0: leave out bridle-ledger and the ledger's callgrind run
+#   BENCH_LIMITS=1                       0: leave out bridle-limits (ledger + a budget and rate limits on the
+#                                        bench key) and its callgrind run
 #   BENCH_DURATION=10 BENCH_WARMUP=3     wrk seconds per run
 #   CALLGRIND_N=2000 CALLGRIND_WARMUP=200
 #   CALLGRIND_RUNS=3                     base/measured pairs per configuration; the record gives the median and each
@@ -41,6 +43,10 @@ TARGET_LEDGER=$ROOT/bench/targets/bridle-ledger.sh
 LEDGER=${BENCH_LEDGER:-1}
 TARGETS=("$TARGET")
 [[ $LEDGER == 0 ]] || TARGETS+=("$TARGET_LEDGER")
+LIMITS=${BENCH_LIMITS:-$LEDGER}
+[[ $LIMITS == 0 ]] || TARGETS+=("$ROOT/bench/targets/bridle-limits.sh")
+# shellcheck source=bench/lib/bridle.sh disable=SC1091
+. "$ROOT/bench/lib/bridle.sh"   # BRIDLE_BENCH_LIMITS_EXTRA
 export PEERS_DIR=${PEERS_DIR:-$ROOT/bench/.peers}
 # The runs without the ledger must not get one from the environment
 # (database.url defaults to $DATABASE_URL).
@@ -63,7 +69,7 @@ TS=$(date +%Y%m%d-%H%M%S)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 # the command as given, for the record
 RUN_CMD="bench/run.sh"
-for v in CALLGRIND_RUNS CALLGRIND_WARMUP CALLGRIND_N BENCH_WARMUP BENCH_DURATION BENCH_LEDGER BENCH_ONLY BENCH_PEERS; do
+for v in CALLGRIND_RUNS CALLGRIND_WARMUP CALLGRIND_N BENCH_WARMUP BENCH_DURATION BENCH_LEDGER BENCH_LIMITS BENCH_ONLY BENCH_PEERS; do
   [[ -z ${!v:-} ]] || RUN_CMD="$v=${!v// /\\ } $RUN_CMD"
 done
 OUT=$ROOT/bench/results/$TS
@@ -249,7 +255,7 @@ goal_note() { # PER GOAL
   if (($1 <= $2)); then printf 'goal ≤ %s: met' "$2"; else printf 'goal ≤ %s: NOT met (+%s)' "$2" "$(($1 - $2))"; fi
 }
 
-CG_RESULT="" CG_RESULT_LEDGER="" CG_OK=1
+CG_RESULT="" CG_RESULT_LEDGER="" CG_RESULT_LIMITS="" CG_OK=1
 if [[ $ONLY == all || $ONLY == callgrind ]]; then
   log "callgrind: $CG_WARM warm-up + $CG_N measured requests vs $CG_WARM warm-up only"
   mkdir -p "$OUT/callgrind"
@@ -302,6 +308,17 @@ CONF
       else
         CG_RESULT_LEDGER="callgrind, ledger on: no totals (see $OUT/callgrind)" CG_OK=0
       fi
+      if [[ $LIMITS != 0 ]]; then
+        # the same again with budgets and rate limits on the bench key
+        sed 's|"team": "bench" }|"team": "bench"'"$BRIDLE_BENCH_LIMITS_EXTRA"' }|' \
+          "$OUT/callgrind/bridle-ledger.json.in" >"$OUT/callgrind/bridle-limits.json.in"
+        if callgrind_pair limits "$OUT/callgrind/bridle-limits.json.in"; then
+          CG_RESULT_LIMITS="instructions per request (callgrind Ir), ledger on + budgets and rate limits on the key: $CG_PER   $CG_DETAIL"
+        else
+          CG_RESULT_LIMITS="callgrind, ledger + limits: no totals (see $OUT/callgrind)" CG_OK=0
+        fi
+        log "$CG_RESULT_LIMITS"
+      fi
       bench_pg_stop
     else
       CG_RESULT_LEDGER="callgrind, ledger on: PostgreSQL did not start" CG_OK=0
@@ -311,7 +328,8 @@ CONF
   kill -TERM "$mpid" 2>/dev/null || true
   wait "$mpid" 2>/dev/null || true
   forget_pid "$mpid"
-  { echo "$CG_RESULT"; [[ -z $CG_RESULT_LEDGER ]] || echo "$CG_RESULT_LEDGER"; } >"$OUT/callgrind/result.txt"
+  { echo "$CG_RESULT"; [[ -z $CG_RESULT_LEDGER ]] || echo "$CG_RESULT_LEDGER"
+    [[ -z $CG_RESULT_LIMITS ]] || echo "$CG_RESULT_LIMITS"; } >"$OUT/callgrind/result.txt"
 fi
 
 # --- CPU time per request ----------------------------------------------------------------
@@ -370,6 +388,7 @@ if [[ -z ${BENCH_NO_RECORD:-} ]]; then
     fi
     [[ -z $CG_RESULT ]] || printf '\n- %s\n' "$CG_RESULT"
     [[ -z $CG_RESULT_LEDGER ]] || printf -- '- %s\n' "$CG_RESULT_LEDGER"
+    [[ -z $CG_RESULT_LIMITS ]] || printf -- '- %s\n' "$CG_RESULT_LIMITS"
   } >>bench/RESULTS.md
   log "appended to bench/RESULTS.md (raw: $OUT)"
 fi
@@ -378,7 +397,7 @@ fi
 if [[ $json_rc != - ]]; then
   for csv in "$OUT/json/results.csv" "$OUT/stream/results.csv"; do
     [[ -f $csv ]] || { echo "bench: $csv missing" >&2; exit 1; }
-    if grep -Eq '^bridle(-ledger)?,.*,FAILED,' "$csv"; then echo "bench: bridle FAILED its check in $csv" >&2; exit 1; fi
+    if grep -Eq '^bridle(-ledger|-limits)?,.*,FAILED,' "$csv"; then echo "bench: bridle FAILED its check in $csv" >&2; exit 1; fi
     # a target that did not start has no row at all (the harness logs "start failed")
     for t in "${TARGETS[@]}"; do
       t=$(basename "$t" .sh)
