@@ -65,7 +65,11 @@ function runBridle(args) {
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code, signal) => {
+      if (/ERROR: (Address|Leak)Sanitizer|runtime error:/.test(stderr)) return reject(new Error(`bridle ${args.join(' ')}: sanitizer report:\n${stderr}`));
+      if (signal) return reject(new Error(`bridle ${args.join(' ')} died of ${signal}\n${stderr}`));
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
@@ -191,6 +195,22 @@ describe('budget alerts', () => {
     assert.equal(row.last_error, 'the webhook answered HTTP 500');
     assert.ok(claimedByGateway(row.claimed_by), row.claimed_by);
     assert.equal(logCount(/ warn budget alert: key "k2" daily budget 50% reached/), 1, 'logged once, not per attempt');
+    assert.doesNotMatch(A.proc.stderr + B.proc.stderr, /\/hook/, 'the webhook URL is never logged');
+  });
+
+  test('a webhook that keeps failing: given up after 10 attempts in all, with an error line', async () => {
+    failFor = { doomed: 1000 };
+    // seven attempts were made before (earlier claims): three are left
+    await db.query(
+      `INSERT INTO bridle_budget_alerts (scope, scope_id, period, period_start, share_bp, limit_pusd, spent_pusd, attempts)
+       VALUES ('key', 'doomed', 'week', bridle_period_start('week', now()), 7500, 1000000000000, 800000000000, 7)`,
+    );
+    await waitUntil(() => logCount(/ error budget alert NOT delivered after 10 attempts, giving up \(the webhook answered HTTP 500\): key "doomed" weekly budget 75% reached/) === 1, 15000 * SLOW, 'the error line');
+    await sleep(1500); // more polls: nobody claims it again
+    assert.equal(posts.filter((p) => p.body?.id === 'doomed').length, 3);
+    const [row] = await alertRows('doomed');
+    assert.deepEqual([row.attempts, row.delivered, row.last_error], [10, false, 'the webhook answered HTTP 500']);
+    assert.equal(logCount(/ error budget alert NOT delivered/), 1);
   });
 
   test('a claim left by a dead gateway is taken over after claim_timeout_ms', async () => {
@@ -209,6 +229,18 @@ describe('budget alerts', () => {
     assert.equal(row.attempts, 2);
     assert.ok(claimedByGateway(row.claimed_by), row.claimed_by);
     console.log(`# a dead gateway's claim was taken over and delivered ${ms} ms after it was made (claim_timeout_ms ${CLAIM_TIMEOUT_MS})`);
+  });
+
+  test('a webhook without a database: a warning at start, the gateway serves', async () => {
+    const g = await startBridle({ config: mockConfig(mock.url, { alerts: { webhook_url: hook.url } }), keyId: 'gw-nodb' });
+    try {
+      assert.match(g.proc.stderr, / warn alerts\.webhook_url is set but there is no database: budget alerts are fired and delivered through PostgreSQL, so none will be sent/);
+      assert.doesNotMatch(g.proc.stderr, /127\.0\.0\.1:\d+\/hook/, 'the webhook URL is never logged');
+      const r = await post(`${g.baseURL}/chat/completions`, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }, g.auth);
+      assert.equal(r.status, 200, r.text);
+    } finally {
+      await g.stop();
+    }
   });
 });
 
