@@ -139,6 +139,7 @@ describe('budget alerts', () => {
     await spend(A, 'k1'); // $0.25: below both
     await spend(B, 'k1'); // $0.50: 50 %
     await spend(A, 'k1'); // $0.75: 75 %
+    const charged = Date.now();
     await waitUntil(async () => (await alertRows('k1')).filter((r) => r.delivered).length === 2, 10000 * SLOW, 'both alerts delivered');
     await sleep(1500); // several more polls by both gateways: nothing more may arrive
     const got = posts.filter((p) => p.body?.id === 'k1');
@@ -153,6 +154,7 @@ describe('budget alerts', () => {
     assert.match(start, /T00:00:00Z$/);
     const end = new Date(Date.parse(start) + 86400000).toISOString().replace('.000Z', 'Z');
     got.sort((x, y) => x.body.threshold - y.body.threshold);
+    console.log(`# the 75 % alert reached the webhook ${got[1].at - charged} ms after its spend was in the database (poll_ms 200)`);
     for (const [i, [thr, usd]] of [[0.5, 0.5], [0.75, 0.75]].entries()) {
       assert.equal(got[i].status, 200);
       assert.equal(got[i].method, 'POST');
