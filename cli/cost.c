@@ -5,6 +5,7 @@
  *   bridle cost summary   [--period day|week|month] [--from TS] [--to TS]
  *   bridle cost breakdown --by model|provider|key|team|agent|task|feature|user|tier|day [...]
  *   bridle cost top       [--limit N] [...]
+ *   bridle cost alert     [--threshold 0.75]
  *   common: [--json] [--database-url URL]  (env DATABASE_URL)
  *
  * A period is the window ending now: day = last 24 hours, week = last 7 days,
@@ -15,6 +16,11 @@
  * printed here from the integer's digits: no floating point anywhere. JSON
  * carries dollars with all 12 decimals ("cost_usd": 0.012500000000) and the
  * exact integer ("cost_pusd": 12500000000); tables round to 6 decimals.
+ *
+ * `cost alert` reads the budgets instead (the view bridle_budget_status of
+ * migrations/0004_keys_budgets.sql): every budget whose current period's
+ * spend is at or above --threshold of its limit, with the spend projected
+ * linearly to the period's end.
  *
  * Blocking libpq: a CLI, never on the serving path. */
 #include "cli/cli.h"
@@ -234,7 +240,7 @@ static void table_measures(PGresult *r, int row, int col0, char cells[M_N][64])
 }
 
 typedef struct opts {
-    const char *sub, *url, *period, *from, *to, *by;
+    const char *sub, *url, *period, *from, *to, *by, *threshold;
     int limit;
     bool json;
 } opts;
@@ -483,6 +489,82 @@ static int do_top(PGconn *c, const opts *o, const window *w)
     return 0;
 }
 
+/* ------------------------------------------------------------ alert */
+
+/* Budgets at or above the threshold in their current period. Money comes
+ * back as integer pico-dollars (the view's dollars are exact numerics);
+ * the projection is spent / elapsed share of the period, rounded. */
+static int do_alert(PGconn *c, const opts *o, double threshold)
+{
+    const char *params[] = {o->threshold};
+    PGresult *r =
+        PQexecParams(c,
+                     "SELECT scope, scope_id, period,"
+                     "  to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+                     "  to_char(period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+                     "  round(spent_usd * 1e12)::bigint, round(limit_usd * 1e12)::bigint,"
+                     "  round(share, 6),"
+                     "  round(spent_usd * 1e12 * extract(epoch FROM period_end - period_start)"
+                     "        / greatest(extract(epoch FROM now() - period_start), 0.001))::bigint,"
+                     "  round(100 * share, 1) "
+                     "FROM bridle_budget_status WHERE share >= $1::numeric "
+                     "ORDER BY share DESC, scope, scope_id, period",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        print_pg_error("query failed", r, c);
+        PQclear(r);
+        return 1;
+    }
+    int n = PQntuples(r);
+#define V(i, col) PQgetvalue(r, (i), (col))
+    if (o->json) {
+        printf("[");
+        for (int i = 0; i < n; i++) {
+            char spent[64], limit[64], proj[64];
+            report_format_pusd(V(i, 5), 12, false, spent, sizeof spent);
+            report_format_pusd(V(i, 6), 12, false, limit, sizeof limit);
+            report_format_pusd(V(i, 8), 12, false, proj, sizeof proj);
+            printf(i ? ",\n {\"scope\": " : "\n {\"scope\": ");
+            json_str(stdout, V(i, 0));
+            printf(", \"id\": ");
+            json_str(stdout, V(i, 1));
+            printf(", \"period\": \"%s\", \"period_start\": \"%s\", \"period_end\": \"%s\", "
+                   "\"spent_usd\": %s, \"limit_usd\": %s, \"share\": %s, \"projected_usd\": %s, "
+                   "\"spent_pusd\": %s, \"limit_pusd\": %s, \"projected_pusd\": %s}",
+                   V(i, 2), V(i, 3), V(i, 4), spent, limit, V(i, 7), proj, V(i, 5), V(i, 6),
+                   V(i, 8));
+        }
+        printf(n ? "\n]\n" : "]\n");
+    } else if (n == 0) {
+        printf("no budget at or above %g %% of its limit\n", threshold * 100);
+    } else {
+        static const char *const head[] = {"scope", "id",    "period",    "spent",
+                                           "limit", "share", "projected", "resets (UTC)"};
+        static const bool right[] = {false, false, false, true, true, true, true, false};
+        table t = {.ncols = 8, .head = (const char **)head, .right = right, .rule_before = -1};
+        for (int i = 0; i < n; i++) {
+            char spent[64], limit[64], proj[64], s1[60], s2[60], s3[60], share[32], resets[32];
+            report_format_pusd(V(i, 5), 6, true, s1, sizeof s1);
+            report_format_pusd(V(i, 6), 2, true, s2, sizeof s2);
+            report_format_pusd(V(i, 8), 6, true, s3, sizeof s3);
+            snprintf(spent, sizeof spent, "$%s", s1);
+            snprintf(limit, sizeof limit, "$%s", s2);
+            snprintf(proj, sizeof proj, "$%s", s3);
+            snprintf(share, sizeof share, "%s %%", V(i, 9));
+            snprintf(resets, sizeof resets, "%.16s", V(i, 4));
+            resets[10] = ' ';
+            const char *row[] = {
+                V(i, 0), *V(i, 1) ? V(i, 1) : "(all)", V(i, 2), spent, limit, share, proj, resets};
+            table_add(&t, row);
+        }
+        printf("budgets at or above %g %% of their limit in the current period\n", threshold * 100);
+        table_print(&t, stdout);
+    }
+#undef V
+    PQclear(r);
+    return 0;
+}
+
 /* ------------------------------------------------------------ the command */
 
 static int cost_usage(FILE *f, int code)
@@ -493,6 +575,8 @@ static int cost_usage(FILE *f, int code)
             "  bridle cost breakdown --by model|provider|key|team|agent|task|feature|user|tier|day"
             " [--period ...]\n"
             "  bridle cost top       [--limit N] [--period ...]\n"
+            "  bridle cost alert     [--threshold 0.75]   budgets at or above a share of their\n"
+            "                        limit this period, with the spend projected to its end\n"
             "options for all: --json (for scripts), --database-url URL (env DATABASE_URL)\n"
             "periods end now: day = last 24 hours (default), week = 7 days, month = 30 days;\n"
             "--from / --to take any PostgreSQL timestamp (e.g. 2026-11-01T00:00:00Z).\n");
@@ -507,7 +591,7 @@ int cost_main(int argc, char **argv)
     if (strcmp(o.sub, "-h") == 0 || strcmp(o.sub, "--help") == 0 || strcmp(o.sub, "help") == 0)
         return cost_usage(stdout, 0);
     if (strcmp(o.sub, "summary") != 0 && strcmp(o.sub, "breakdown") != 0 &&
-        strcmp(o.sub, "top") != 0) {
+        strcmp(o.sub, "top") != 0 && strcmp(o.sub, "alert") != 0) {
         fprintf(stderr, "bridle cost: unknown report \"%s\"\n", o.sub);
         return cost_usage(stderr, 2);
     }
@@ -524,6 +608,7 @@ int cost_main(int argc, char **argv)
                             : strcmp(a, "--from") == 0       ? &o.from
                             : strcmp(a, "--to") == 0         ? &o.to
                             : strcmp(a, "--by") == 0         ? &o.by
+                            : strcmp(a, "--threshold") == 0  ? &o.threshold
                                                              : NULL;
         if (strcmp(a, "--limit") == 0 && v) {
             char *end;
@@ -557,6 +642,21 @@ int cost_main(int argc, char **argv)
                 o.by ? " (not \"" : "", o.by ? o.by : "", o.by ? "\")" : "");
         return 2;
     }
+    double threshold = 0.75;
+    if (o.threshold) {
+        char *end;
+        threshold = strtod(o.threshold, &end);
+        if (end == o.threshold || *end || !(threshold >= 0 && threshold <= 10)) {
+            fprintf(stderr,
+                    "bridle cost alert: --threshold wants a share of the budget from 0 to 10, "
+                    "like 0.75 for 75 %%, not \"%s\"\n",
+                    o.threshold);
+            return 2;
+        }
+    }
+    char threshold_arg[32];
+    snprintf(threshold_arg, sizeof threshold_arg, "%.6f", threshold);
+    o.threshold = threshold_arg; /* normalized: PostgreSQL reads it as numeric */
     if (!o.url || !*o.url) {
         fprintf(stderr, "bridle cost: no database: pass --database-url URL or set DATABASE_URL\n");
         return 2;
@@ -568,9 +668,16 @@ int cost_main(int argc, char **argv)
         return 1;
     }
     int rc = 1;
-    PGresult *r = PQexec(c, "SELECT to_regclass('usage_events_v') IS NOT NULL");
+    bool alert = strcmp(o.sub, "alert") == 0;
+    PGresult *r = PQexec(c, alert ? "SELECT to_regclass('bridle_budget_status') IS NOT NULL"
+                                  : "SELECT to_regclass('usage_events_v') IS NOT NULL");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         print_pg_error("checking the schema", r, c);
+    } else if (alert && PQgetvalue(r, 0, 0)[0] != 't') {
+        fprintf(stderr, "bridle cost: this database has no budgets (bridle_budget_status is "
+                        "missing): run `bridle migrate` first\n");
+    } else if (alert) {
+        rc = do_alert(c, &o, threshold);
     } else if (PQgetvalue(r, 0, 0)[0] != 't') {
         fprintf(stderr, "bridle cost: this database has no usage ledger (usage_events_v is "
                         "missing): run `bridle migrate` first\n");

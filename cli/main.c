@@ -6,7 +6,7 @@
  *   bridle hash-key KEY
  *   bridle version
  *   bridle migrate [--database-url URL] [--dry-run | --status]     (cli/migrate.c)
- *   bridle cost summary|breakdown|top [...]                      (cli/cost.c)
+ *   bridle cost summary|breakdown|top|alert [...]                (cli/cost.c)
  *   bridle route --config FILE --request FILE.json [...]         (cli/route.c)
  *   bridle simulate --config FILE --workload FILE.jsonl [...]    (cli/route.c) */
 #include <stdio.h>
@@ -27,6 +27,7 @@ static int usage(FILE *f, int code)
         "  bridle version\n"
         "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
         "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
+        "  bridle cost alert [--threshold 0.75] [--json]   budgets near or over their limit\n"
         "                                                   (bridle cost --help)\n"
         "  bridle route --config FILE --request FILE.json [--header 'x-bridle-task: T'] [--json]\n"
         "                                                   the routing decision, no calls\n"

@@ -930,7 +930,8 @@ static void parse_budgets(parse_ctx *pc, json_object *root)
 /* $.alerts: {"webhook_url", "thresholds": [0.75, 0.95], "poll_ms"}. */
 static void parse_alerts(parse_ctx *pc, json_object *root)
 {
-    static const char *const known[] = {"webhook_url", "thresholds", "poll_ms", NULL};
+    static const char *const known[] = {"webhook_url", "thresholds", "poll_ms", "claim_timeout_ms",
+                                        NULL};
     alerts_conf *a = &pc->cfg->alerts;
     json_object *o = get_obj(pc, root, "alerts", false);
     size_t old = path_push(pc, ".alerts");
@@ -944,6 +945,7 @@ static void parse_alerts(parse_ctx *pc, json_object *root)
         path_pop(pc, o2);
     }
     a->poll_ms = get_int(pc, o, "poll_ms", 1000, 50, 60000);
+    a->claim_timeout_ms = get_int(pc, o, "claim_timeout_ms", 60000, 1000, 3600000);
     json_object *th;
     if (!o || !json_object_object_get_ex(o, "thresholds", &th)) {
         a->thresholds_bp[0] = 7500;

@@ -109,7 +109,8 @@ typedef struct alerts_conf {
     const char *webhook_url; /* "" = none */
     int thresholds_bp[8];    /* shares in basis points (7500 = 75 %), ascending */
     int n_thresholds;
-    int64_t poll_ms; /* how often undelivered alerts are claimed */
+    int64_t poll_ms;          /* how often undelivered alerts are claimed */
+    int64_t claim_timeout_ms; /* a claim not delivered within this is taken over */
 } alerts_conf;
 
 /* How failures are retried and failing targets rested (router/retry.h,

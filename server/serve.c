@@ -13,6 +13,7 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "providers/engine.h"
+#include "router/alerts.h"
 #include "router/config.h"
 #include "router/router.h"
 #include "server/app.h"
@@ -179,6 +180,7 @@ static int serve(app *a, const char *listen)
     }
     int rc = 1;
     struct event *sigterm = NULL, *sigint = NULL;
+    alerts *budget_alerts = NULL;
     a->base = new_base();
     a->eng = engine_new(a->base, 4096);
     a->guards = ptrmap_new();
@@ -195,6 +197,7 @@ static int serve(app *a, const char *listen)
         log_error("out of memory");
         goto out;
     }
+    budget_alerts = alerts_start(a->router); /* budget alerts: claimed and delivered on the loop */
     sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
     sigint = evsignal_new(a->base, SIGINT, on_signal, a);
     event_add(sigterm, NULL);
@@ -216,6 +219,7 @@ out: /* also when starting failed: everything above copes with what was not made
     if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
+    alerts_free(budget_alerts);
     router_free(a->router);
     idem_free(a->idem);
     ledger_free(a->ledger);

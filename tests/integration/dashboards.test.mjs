@@ -258,6 +258,30 @@ const COLS = [
   'latency_us', 'ttft_us', 'upstream_us', 'cache_hit', 'batch_id',
 ];
 
+// Budgets (bridle_budgets) for the budget panel: limits in pico-dollars.
+const BUDGETS = [
+  { scope: 'key', scope_id: 'key-a', period: 'day', limit: 50_000_000_000n },
+  { scope: 'key', scope_id: 'key-c', period: 'month', limit: 20_000_000_000_000n },
+  { scope: 'team', scope_id: 'alpha', period: 'week', limit: 5_000_000_000_000n },
+  { scope: 'total', scope_id: '', period: 'month', limit: 100_000_000_000_000n },
+  { scope: 'key', scope_id: 'key-z', period: 'day', limit: 1_000_000_000_000n }, // nothing spent
+];
+
+/** The UTC start of the period holding ms (a week starts on Monday), as bridle_period_start. */
+function periodStart(period, ms) {
+  const day = Math.floor(ms / DAY) * DAY;
+  if (period === 'day') return day;
+  if (period === 'week') return day - ((new Date(day).getUTCDay() + 6) % 7) * DAY;
+  const d = new Date(ms);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+}
+function periodEnd(period, start) {
+  if (period === 'day') return start + DAY;
+  if (period === 'week') return start + 7 * DAY;
+  const d = new Date(start);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
+}
+
 /** The ledger's statement shape: multi-row INSERT ... ON CONFLICT DO NOTHING. */
 async function insertEvents(client, events) {
   const values = [];
@@ -401,15 +425,32 @@ const CHECKS = {
       const prompt = sum(es, (e) => e.input_tokens + e.cache_read_tokens + e.cache_write_tokens);
       near(row.prompt_cache_read, prompt ? Number(sum(es, (e) => e.cache_read_tokens)) / Number(prompt) : null, `prompt cache @${t}`);
     }),
-  'Budget use by key': (rows, evs) => {
-    const want = [...groupMap(evs, (e) => e.key_id ?? '(none)').entries()]
-      .map(([key, es]) => ({ key, spend: sum(es, (e) => e.cost_pusd) }))
-      .sort((a, b) => (a.spend === b.spend ? (a.key < b.key ? -1 : 1) : a.spend > b.spend ? -1 : 1));
-    assert.deepEqual(rows.map((r) => r.key), want.map((w) => w.key));
+  'Budgets this period': (rows) => {
+    // every configured budget, with the spend of the period that holds now
+    const now = Date.now();
+    const want = BUDGETS.map((b) => {
+      const start = periodStart(b.period, now);
+      const match = (e) => (b.scope === 'key' ? e.key_id === b.scope_id : b.scope === 'team' ? e.team === b.scope_id : true);
+      const spent = sum(EVENTS.filter((e) => e.ts.getTime() >= start && match(e)), (e) => e.cost_pusd);
+      return { ...b, id: b.scope === 'total' ? '(total)' : b.scope_id, spent, end: periodEnd(b.period, start) };
+    });
+    // share DESC (compared exactly), then scope, scope_id, period
+    want.sort((x, y) => {
+      const l = x.spent * y.limit;
+      const r = y.spent * x.limit;
+      if (l !== r) return l > r ? -1 : 1;
+      for (const k of ['scope', 'scope_id', 'period']) if (x[k] !== y[k]) return x[k] < y[k] ? -1 : 1;
+      return 0;
+    });
+    assert.ok(want.filter((w) => w.spent > 0n).length >= 3, 'the seed spends against several budgets this period');
+    assert.deepEqual(rows.map((r) => [r.scope, r.id, r.period]), want.map((w) => [w.scope, w.id, w.period]));
     rows.forEach((r, i) => {
-      assert.equal(r.spend_usd, usd(want[i].spend));
-      assert.equal(Number(r.budget_usd), 100);
-      near(r.budget_used_pct, Number(usd(want[i].spend)), `budget % ${r.key}`); // 100 * spend / 100
+      const w = want[i];
+      assert.equal(r.spent_usd, usd(w.spent), `spent ${w.id} ${w.period}`);
+      assert.equal(r.limit_usd, usd(w.limit), `limit ${w.id} ${w.period}`);
+      assert.equal(r.held_usd, usd(0n));
+      near(r.used_pct, (100 * Number(w.spent)) / Number(w.limit), `used % ${w.id} ${w.period}`);
+      assert.equal(r.resets.getTime(), w.end, `resets ${w.id} ${w.period}`);
     });
   },
   'Spend per key per day': (rows, evs) => costBy('key_id')(rows, evs, DAY), // fixed '1d' buckets
@@ -477,6 +518,8 @@ before(async () => {
     const again = await insertEvents(c, EVENTS.slice(0, 5)); // a replay
     assert.equal(again.rowCount, 0, 'a replayed event is dropped by ON CONFLICT DO NOTHING');
     await c.query('COMMIT');
+    for (const b of BUDGETS)
+      await c.query('INSERT INTO bridle_budgets (scope, scope_id, period, limit_pusd) VALUES ($1, $2, $3, $4)', [b.scope, b.scope_id, b.period, b.limit.toString()]);
   } finally {
     await c.end();
   }
@@ -504,10 +547,14 @@ describe('grafana dashboard', () => {
       for (const t of p.targets) {
         assert.deepEqual(t.datasource, p.datasource, p.title);
         assert.ok(t.rawQuery && t.editorMode === 'code' && ['time_series', 'table'].includes(t.format), p.title);
-        assert.match(t.rawSql, /\$__timeFilter\(ts\)/, `${p.title} filters on the dashboard's time range`);
+        if (/bridle_budget_status/.test(t.rawSql))
+          // budgets are about the period that holds now, not the dashboard's range
+          assert.doesNotMatch(t.rawSql, /\$__time|\$budget/, `${p.title} reads the configured budgets, no dashboard variable`);
+        else assert.match(t.rawSql, /\$__timeFilter\(ts\)/, `${p.title} filters on the dashboard's time range`);
         if (t.format === 'time_series') assert.match(t.rawSql, /AS "time"|\$__timeGroupAlias/, p.title);
       }
     }
+    assert.deepEqual(DASHBOARD.templating.list.map((v) => v.name), [], 'no dashboard variables: budgets come from bridle_budgets');
     // every panel has a check below, and every check a panel
     assert.deepEqual(panels.map((p) => p.title).sort(), Object.keys(CHECKS).sort());
   });
@@ -519,13 +566,13 @@ describe('grafana dashboard', () => {
       try {
         const evs = EVENTS.filter((e) => e.ts >= RANGE.from && e.ts <= RANGE.to);
         for (const t of p.targets) {
-          const sql = grafanaExpand(t.rawSql, { ...RANGE, intervalMs: DAY, vars: { budget_usd: '100' } });
+          const sql = grafanaExpand(t.rawSql, { ...RANGE, intervalMs: DAY });
           assert.doesNotMatch(sql, /\$__|\$budget/, 'every macro expanded');
           const { rows } = await c.query(sql);
           assert.ok(rows.length > 0, `${p.title}: rows`);
           CHECKS[p.title](rows, evs, DAY);
           // the same panel zoomed in to one hour (narrow range, 1m buckets) must still run
-          const narrow = grafanaExpand(t.rawSql, { from: new Date(NOW - 3600000), to: new Date(NOW), intervalMs: 60000, vars: { budget_usd: '100' } });
+          const narrow = grafanaExpand(t.rawSql, { from: new Date(NOW - 3600000), to: new Date(NOW), intervalMs: 60000 });
           await c.query(narrow);
         }
       } finally {
