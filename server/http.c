@@ -479,7 +479,47 @@ static void reply_models(app *a, struct evhttp_request *req)
 
 /* GET /v1/bridle/health: what the gateway knows about its upstreams (circuit
  * breakers, calls in flight) and its usage ledger. */
-static void reply_health(app *a, struct evhttp_request *req)
+static void health_limits(buf *b, const spend_limits *l)
+{
+    char d[40], w[40], m[40], h[40];
+    util_format_pusd(l->budget_pusd[PERIOD_DAY], 6, d, sizeof d);
+    util_format_pusd(l->budget_pusd[PERIOD_WEEK], 6, w, sizeof w);
+    util_format_pusd(l->budget_pusd[PERIOD_MONTH], 6, m, sizeof m);
+    util_format_pusd(l->pusd_per_hour, 6, h, sizeof h);
+    buf_printf(b,
+               "{\"budget_daily_usd\":\"%s\",\"budget_weekly_usd\":\"%s\","
+               "\"budget_monthly_usd\":\"%s\",\"rpm\":%lld,\"tokens_per_hour\":%lld,"
+               "\"usd_per_hour\":\"%s\"}",
+               d, w, m, (long long)l->rpm, (long long)l->tokens_per_hour, h);
+}
+
+/* The caller's key as this gateway holds it (after the last reload): its
+ * team and the limits that apply; never the key or its hash. */
+static void health_key(app *a, buf *b, const key_conf *k)
+{
+    buf_append_str(b, ",\"key\":{\"id\":");
+    buf_append_json_str(b, k->id, strlen(k->id));
+    buf_printf(b, ",\"kind\":\"%s\",\"source\":\"%s\",\"team\":", k->admin ? "admin" : "client",
+               k->set ? "database" : "config");
+    if (k->team)
+        buf_append_json_str(b, k->team, strlen(k->team));
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, ",\"limits\":");
+    health_limits(b, &k->lim);
+    buf_append_str(b, ",\"team_limits\":");
+    if (k->team_cfg)
+        health_limits(b, &k->team_cfg->lim);
+    else
+        buf_append_str(b, "null");
+    buf_append_char(b, '}');
+    if (a->keys)
+        buf_printf(b, ",\"keys\":{\"loaded\":%s,\"generation\":%llu,\"database_keys\":%d}",
+                   keyring_loaded(a->keys) ? "true" : "false",
+                   (unsigned long long)keyring_generation(a->keys), keyring_n_db_keys(a->keys));
+}
+
+static void reply_health(app *a, struct evhttp_request *req, const key_conf *k)
 {
     int64_t now = util_now_ms();
     buf b = BUF_INIT;
@@ -525,6 +565,7 @@ static void reply_health(app *a, struct evhttp_request *req)
                    (long long)ls.oldest_unshipped_ms, (long long)ls.last_insert_ms_ago,
                    ledger_can_accept(a->ledger) ? "true" : "false");
     }
+    health_key(a, &b, k);
     buf_append_char(&b, '}');
     http_reply_json(a, req, 200, b.data, b.len);
     buf_free(&b);
@@ -727,7 +768,8 @@ static void route_v1(app *a, struct evhttp_request *req, const request_headers *
         return;
     }
     if (path_is(path, "/v1/bridle/health")) {
-        if (authenticate(a, req, h, KEYS_ANY)) reply_health(a, req);
+        const key_conf *k = authenticate(a, req, h, KEYS_ANY);
+        if (k) reply_health(a, req, k);
         return;
     }
     if (strncmp(path, "/v1/bridle/admin/", 17) == 0 || path_is(path, "/v1/bridle/admin")) {
