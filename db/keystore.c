@@ -127,7 +127,8 @@ static const char load_sql[] =
     " k.feature, k.rpm, k.tokens_per_hour, k.usd_per_hour_pusd, coalesce(b.d, 0),"
     " coalesce(b.w, 0), coalesce(b.m, 0),"
     " coalesce((extract(epoch FROM k.expires_at) * 1000)::bigint, 0),"
-    " coalesce(greatest((extract(epoch FROM k.revoked_at) * 1000)::bigint, 1), 0), 0"
+    " CASE WHEN k.revoked_at IS NULL THEN 0"
+    " ELSE greatest((extract(epoch FROM k.revoked_at) * 1000)::bigint, 1) END, 0"
     " FROM bridle_keys k LEFT JOIN b ON b.scope = 'key' AND b.scope_id = k.id"
     " UNION ALL"
     " SELECT 't', t.name, NULL, NULL, NULL, NULL, NULL, NULL, t.rpm, t.tokens_per_hour,"
@@ -325,7 +326,7 @@ static void on_state(void *ctx, bool up)
     } else if (ks->version < 0 && !ks->warned) {
         log_warn("key store: cannot reach the database (%s): database keys are not loaded yet; "
                  "keys from the config file work",
-                 pgconn_last_error(ks->pg));
+                 ks->pg ? pgconn_last_error(ks->pg) : "connection refused");
         ks->warned = true;
     }
 }
