@@ -36,13 +36,16 @@ int check_config_main(int argc, char **argv)
 
 int new_key_main(int argc, char **argv)
 {
-    char hex[65], key[70], sha[65];
-    if (!util_random_hex(hex, 24)) {
+    bool admin = argc > 2 && strcmp(argv[2], "--admin") == 0;
+    if (argc > 2 && !admin) {
+        fprintf(stderr, "usage: bridle new-key [--admin]\n");
+        return 2;
+    }
+    char key[KEYSTORE_KEY_MAX], sha[65], prefix[16], last4[5];
+    if (!keystore_make_key(admin, key, sha, prefix, last4)) {
         fprintf(stderr, "bridle: cannot read random bytes\n");
         return 1;
     }
-    snprintf(key, sizeof key, "bk-%s", hex);
-    util_sha256_hex(key, strlen(key), sha);
     printf("key: %s\nsha256: %s\n", key, sha);
     return 0;
 }
