@@ -123,6 +123,13 @@ static void on_result(void *ctx, PGresult *res, const char *error)
     const char *json = row ? PQgetvalue(res, 0, 0) : "";
     switch (j->what) {
     case OP_CREATE: {
+        if (!row || json[0] != '{') { /* the INSERT returns its row, always */
+            http_reply_error(a, req, 500, "server_error", "internal_error", NULL,
+                             "The key was not returned by the database; list the keys to see "
+                             "whether it was made",
+                             false);
+            break;
+        }
         buf b = BUF_INIT;
         buf_append_str(&b, "{\"key\":");
         buf_append_json_str(&b, j->key, strlen(j->key));
