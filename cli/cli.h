@@ -35,5 +35,9 @@ void report_format_pusd(const char *pusd, int decimals, bool group, char *out, s
 int check_config_main(int argc, char **argv);
 int new_key_main(int argc, char **argv);
 int hash_key_main(int argc, char **argv);
+/* bridle keys create|list|revoke, bridle teams set|list (DATABASE_URL):
+ * cli/keys.c. */
+int keys_main(int argc, char **argv);
+int teams_main(int argc, char **argv);
 
 #endif

@@ -4,6 +4,7 @@
  *   bridle check-config FILE
  *   bridle new-key
  *   bridle hash-key KEY
+ *   bridle keys create|list|revoke, bridle teams set|list             (cli/keys.c)
  *   bridle version
  *   bridle migrate [--database-url URL] [--dry-run | --status]     (cli/migrate.c)
  *   bridle cost summary|breakdown|top|alert [...]                (cli/cost.c)
@@ -22,8 +23,11 @@ static int usage(FILE *f, int code)
         "usage:\n"
         "  bridle serve --config FILE [--listen HOST:PORT]   (env BRIDLE_CONFIG, BRIDLE_LISTEN)\n"
         "  bridle check-config FILE\n"
-        "  bridle new-key                                   print a new client key and its sha256\n"
+        "  bridle new-key [--admin]                         print a new client (or admin) key and "
+        "its sha256\n"
         "  bridle hash-key KEY                              print the sha256 of a key\n"
+        "  bridle keys create --team TEAM [...] | list | revoke ID   keys in PostgreSQL\n"
+        "  bridle teams set NAME [--budget-daily USD ...] | list     (bridle keys --help)\n"
         "  bridle version\n"
         "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
         "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
@@ -45,6 +49,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check-config") == 0) return check_config_main(argc, argv);
     if (strcmp(cmd, "new-key") == 0) return new_key_main(argc, argv);
     if (strcmp(cmd, "hash-key") == 0) return hash_key_main(argc, argv);
+    if (strcmp(cmd, "keys") == 0) return keys_main(argc, argv);
+    if (strcmp(cmd, "teams") == 0) return teams_main(argc, argv);
     if (strcmp(cmd, "migrate") == 0) return migrate_main(argc, argv);
     if (strcmp(cmd, "cost") == 0) return cost_main(argc, argv);
     if (strcmp(cmd, "route") == 0) return route_main(argc, argv);

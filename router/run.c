@@ -17,6 +17,7 @@
 #include "lib/util.h"
 #include "providers/sse.h"
 #include "router/canon.h"
+#include "router/keyring.h"
 
 #define MAX_PLAN 8
 #define MAX_UPSTREAM_BODY (64 << 20)
@@ -251,6 +252,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     run *r = arg;
     router_count_run(r->rt, -1);
+    keyring_release(r->key); /* held since run_start */
     run_recycle(r);
 }
 
@@ -757,12 +759,30 @@ static int plan_route(run *r, const route_conf *rc)
     return -1;
 }
 
+/* A key with a list of models (key_conf.models) may ask only for those
+ * models or routes, or "auto" / "tier:NAME" when listed: else 403. */
+static int check_allowed_model(run *r)
+{
+    const key_conf *k = r->key;
+    if (!k || !k->n_models) return 0;
+    for (int i = 0; i < k->n_models; i++)
+        if (strcmp(k->models[i], r->canon.model) == 0) return 0;
+    char msg[600];
+    int n = snprintf(msg, sizeof msg, "This key may not use the model '%.100s': it may use ",
+                     r->canon.model);
+    for (int i = 0; i < k->n_models && n > 0 && (size_t)n < sizeof msg; i++)
+        n += snprintf(msg + n, sizeof msg - (size_t)n, "%s'%.100s'", i ? ", " : "", k->models[i]);
+    run_fail(r, 403, "permission_error", "model_not_allowed", "model", msg, false);
+    return -1;
+}
+
 /* The candidates in order, then the deadlines (they depend on the route the
  * plan took: a route of $.routes, or the policy's "auto" / "tier:NAME"). */
 static int make_plan(run *r)
 {
     const bridle_config *cfg = router_config(r->rt);
     const char *model = r->canon.model;
+    if (check_allowed_model(r) != 0) return -1;
     const model_conf *m = config_find_model(cfg, model);
     const route_conf *rc = m ? NULL : config_find_route(cfg, model);
     int rv;
@@ -1672,6 +1692,9 @@ static void apply_attribution(run *r)
     /* a key with a team records that team whatever metadata.team says: its
      * spend always counts against its own team's budget */
     if (r->key && r->key->team) r->canon.team = r->key->team;
+    /* the key's own agent and feature when the request names none */
+    if (r->key && !r->canon.agent) r->canon.agent = r->key->agent;
+    if (r->key && !r->canon.feature) r->canon.feature = r->key->feature;
 }
 
 run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
@@ -1688,6 +1711,7 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
     r->sctx = ctx;
     r->in = *in;
     r->key = in->key;
+    keyring_hold(r->key); /* a reload may replace its snapshot meanwhile */
     r->start_us = util_now_us();
     r->wall_start_us = util_wall_ms() * 1000 + r->start_us % 1000;
     r->ttft_us = -1;

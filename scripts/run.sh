@@ -8,7 +8,8 @@
 #
 # Everything lives under ./var/ (gitignored): var/pg (cluster), var/pgsock
 # (its socket), var/log/*.log, var/run/*.pid, var/dev-key (the dev client key,
-# kept across runs), var/env (the URLs of the running stack).
+# kept across runs), var/dev-admin-key (the dev admin key, for the admin API
+# under /v1/bridle/admin/), var/env (the URLs of the running stack).
 # Ports: PostgreSQL 5433, mock 18181, bridle 8080 — or the next free one
 # (override the start with BRIDLE_PG_PORT, BRIDLE_MOCK_PORT, BRIDLE_PORT).
 set -euo pipefail
@@ -261,10 +262,28 @@ dev_key() {
   export BRIDLE_DEV_KEY_SHA256
 }
 
+# The dev admin key: a config key of "kind": "admin" (config keys work
+# without the database), for /v1/bridle/admin/ only.
+dev_admin_key() {
+  local out
+  if [[ ! -s $VAR/dev-admin-key ]]; then
+    out=$("$BRIDLE" new-key --admin) || die "bridle new-key --admin failed"
+    (umask 077 && printf '%s\n' "$out" >"$VAR/dev-admin-key")
+    say "key: generated a dev admin key into var/dev-admin-key"
+  fi
+  chmod 600 "$VAR/dev-admin-key"
+  DEV_ADMIN_KEY=$(sed -n 's/^key: *//p' "$VAR/dev-admin-key")
+  BRIDLE_DEV_ADMIN_KEY_SHA256=$(sed -n 's/^sha256: *//p' "$VAR/dev-admin-key")
+  [[ $DEV_ADMIN_KEY == bk-admin-* && -n $BRIDLE_DEV_ADMIN_KEY_SHA256 ]] ||
+    die "var/dev-admin-key is not 'key: bk-admin-…' + 'sha256: …'; delete it to regenerate"
+  export BRIDLE_DEV_ADMIN_KEY_SHA256
+}
+
 start_bridle() {
   local pid port i
   [[ -x $BRIDLE ]] || die "$BRIDLE not built (run make)"
   dev_key
+  dev_admin_key
   if pid=$(live_pid bridle "bridle serve"); then
     BRIDLE_URL=$(env_get BRIDLE_URL)
     say "bridle: already running (pid $pid, $BRIDLE_URL)"
@@ -306,6 +325,7 @@ bridle is running.
   BRIDLE_MOCK_URL=$BRIDLE_MOCK_URL
   BRIDLE_DEV_KEY_SHA256=$BRIDLE_DEV_KEY_SHA256
   dev key:         $DEV_KEY   (var/dev-key)
+  admin key:       $DEV_ADMIN_KEY   (var/dev-admin-key; /v1/bridle/admin/ only)
   logs:            var/log/bridle.log, var/log/mock.log, var/log/postgres.log
 
 Try it:
@@ -313,6 +333,11 @@ Try it:
 
 Streaming:
   curl -N $BRIDLE_URL/v1/chat/completions -H "Authorization: Bearer $DEV_KEY" -H "Content-Type: application/json" -d '$sbody'
+
+Admin API (keys and teams in PostgreSQL; the CLI is 'DATABASE_URL=… build/bridle keys --help'):
+  ADMIN=$DEV_ADMIN_KEY
+  curl -H "Authorization: Bearer \$ADMIN" $BRIDLE_URL/v1/bridle/admin/keys
+  curl -H "Authorization: Bearer \$ADMIN" -H "Content-Type: application/json" -d '{"team":"dev","budget_daily_usd":5}' $BRIDLE_URL/v1/bridle/admin/keys
 
 Every model answers from the mock provider. Set OPENAI_API_KEY, ANTHROPIC_API_KEY
 or GEMINI_API_KEY before 'make run' to send the gpt-*, claude-* or gemini-*

@@ -22,7 +22,9 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "db/ledger.h"
+#include "router/keyring.h"
 #include "router/router.h"
+#include "server/admin.h"
 #include "server/chat.h"
 
 /* ------------------------------------------------------------ connections
@@ -477,7 +479,47 @@ static void reply_models(app *a, struct evhttp_request *req)
 
 /* GET /v1/bridle/health: what the gateway knows about its upstreams (circuit
  * breakers, calls in flight) and its usage ledger. */
-static void reply_health(app *a, struct evhttp_request *req)
+static void health_limits(buf *b, const spend_limits *l)
+{
+    char d[40], w[40], m[40], h[40];
+    util_format_pusd(l->budget_pusd[PERIOD_DAY], 6, d, sizeof d);
+    util_format_pusd(l->budget_pusd[PERIOD_WEEK], 6, w, sizeof w);
+    util_format_pusd(l->budget_pusd[PERIOD_MONTH], 6, m, sizeof m);
+    util_format_pusd(l->pusd_per_hour, 6, h, sizeof h);
+    buf_printf(b,
+               "{\"budget_daily_usd\":\"%s\",\"budget_weekly_usd\":\"%s\","
+               "\"budget_monthly_usd\":\"%s\",\"rpm\":%lld,\"tokens_per_hour\":%lld,"
+               "\"usd_per_hour\":\"%s\"}",
+               d, w, m, (long long)l->rpm, (long long)l->tokens_per_hour, h);
+}
+
+/* The caller's key as this gateway holds it (after the last reload): its
+ * team and the limits that apply; never the key or its hash. */
+static void health_key(app *a, buf *b, const key_conf *k)
+{
+    buf_append_str(b, ",\"key\":{\"id\":");
+    buf_append_json_str(b, k->id, strlen(k->id));
+    buf_printf(b, ",\"kind\":\"%s\",\"source\":\"%s\",\"team\":", k->admin ? "admin" : "client",
+               k->set ? "database" : "config");
+    if (k->team)
+        buf_append_json_str(b, k->team, strlen(k->team));
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, ",\"limits\":");
+    health_limits(b, &k->lim);
+    buf_append_str(b, ",\"team_limits\":");
+    if (k->team_cfg)
+        health_limits(b, &k->team_cfg->lim);
+    else
+        buf_append_str(b, "null");
+    buf_append_char(b, '}');
+    if (a->keys)
+        buf_printf(b, ",\"keys\":{\"loaded\":%s,\"generation\":%llu,\"database_keys\":%d}",
+                   keyring_loaded(a->keys) ? "true" : "false",
+                   (unsigned long long)keyring_generation(a->keys), keyring_n_db_keys(a->keys));
+}
+
+static void reply_health(app *a, struct evhttp_request *req, const key_conf *k)
 {
     int64_t now = util_now_ms();
     buf b = BUF_INIT;
@@ -523,6 +565,7 @@ static void reply_health(app *a, struct evhttp_request *req)
                    (long long)ls.oldest_unshipped_ms, (long long)ls.last_insert_ms_ago,
                    ledger_can_accept(a->ledger) ? "true" : "false");
     }
+    health_key(a, &b, k);
     buf_append_char(&b, '}');
     http_reply_json(a, req, 200, b.data, b.len);
     buf_free(&b);
@@ -544,13 +587,16 @@ static const char *client_key(const request_headers *h)
 /* Hashing every presented key with SHA-256 costs as much as the rest of
  * the request parsing; a small direct-mapped cache of keys already verified
  * skips it. A hit needs the exact key (compared in constant time); a miss
- * only costs the hash it would have cost anyway. */
+ * only costs the hash it would have cost anyway. Entries die with the
+ * keyring's generation: a reload (a revoked key, a changed budget) makes
+ * every key be looked up again. */
 #define KEY_CACHE_SLOTS 256
 static struct {
     char key[128];
     size_t len;
     const key_conf *conf;
-    const bridle_config *cfg; /* entries die with the config they came from */
+    const bridle_config *cfg;
+    uint64_t generation;
 } key_cache[KEY_CACHE_SLOTS];
 
 static size_t key_slot(const char *key, size_t len)
@@ -564,22 +610,36 @@ static size_t key_slot(const char *key, size_t len)
 static const key_conf *find_key(app *a, const char *key)
 {
     size_t len = strlen(key), slot = key_slot(key, len);
-    if (key_cache[slot].cfg == a->cfg && key_cache[slot].len == len &&
-        util_consttime_eq(key_cache[slot].key, key, len))
+    uint64_t gen = a->keys ? keyring_generation(a->keys) : 0;
+    if (key_cache[slot].cfg == a->cfg && key_cache[slot].generation == gen &&
+        key_cache[slot].len == len && util_consttime_eq(key_cache[slot].key, key, len))
         return key_cache[slot].conf;
     char hex[65];
     util_sha256_hex(key, len, hex);
-    const key_conf *k = config_find_key(a->cfg, hex);
+    const key_conf *k = a->keys ? keyring_find(a->keys, hex) : config_find_key(a->cfg, hex);
     if (k && len < sizeof key_cache[slot].key) {
         memcpy(key_cache[slot].key, key, len);
         key_cache[slot].len = len;
         key_cache[slot].conf = k;
         key_cache[slot].cfg = a->cfg;
+        key_cache[slot].generation = gen;
     }
     return k;
 }
 
-static const key_conf *authenticate(app *a, struct evhttp_request *req, const request_headers *h)
+/* Which keys a route takes. */
+typedef enum { KEYS_CLIENT, KEYS_ADMIN, KEYS_ANY } key_kind;
+
+static void format_utc(int64_t ms, char *out, size_t n)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static const key_conf *authenticate(app *a, struct evhttp_request *req, const request_headers *h,
+                                    key_kind want)
 {
     const char *key = client_key(h);
     if (!key) {
@@ -590,11 +650,55 @@ static const key_conf *authenticate(app *a, struct evhttp_request *req, const re
         return NULL;
     }
     const key_conf *k = find_key(a, key);
-    if (!k)
+    char msg[300], when[40];
+    if (!k && a->keys && !keyring_loaded(a->keys)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        http_reply_error(a, req, 503, "server_error", "key_store_loading", NULL,
+                         "The key store is loading: this gateway has not read its keys from the "
+                         "database yet; retry in a second",
+                         true);
+        return NULL;
+    }
+    if (!k) {
         http_reply_error(a, req, 401, "invalid_request_error", "invalid_api_key", NULL,
                          "Incorrect API key: this key is not known to the gateway; check the key "
                          "you pass in \"Authorization: Bearer ...\"",
                          false);
+        return NULL;
+    }
+    if (k->revoked) {
+        format_utc(keyring_revoked_ms(k), when, sizeof when);
+        snprintf(msg, sizeof msg,
+                 "Incorrect API key: this key was revoked (at %s); ask for a new one (`bridle keys "
+                 "create`)",
+                 when);
+        http_reply_error(a, req, 401, "invalid_request_error", "invalid_api_key", NULL, msg, false);
+        return NULL;
+    }
+    if (k->expires_ms && util_wall_ms() >= k->expires_ms) {
+        format_utc(k->expires_ms, when, sizeof when);
+        snprintf(msg, sizeof msg,
+                 "Incorrect API key: this key expired at %s; create a new one with `bridle keys "
+                 "create`",
+                 when);
+        http_reply_error(a, req, 401, "invalid_request_error", "invalid_api_key", NULL, msg, false);
+        return NULL;
+    }
+    if (want == KEYS_CLIENT && k->admin) {
+        http_reply_error(a, req, 403, "permission_error", "admin_key", NULL,
+                         "This is an admin key: admin keys only work on /v1/bridle/admin/; use a "
+                         "client key for this route",
+                         false);
+        return NULL;
+    }
+    if (want == KEYS_ADMIN && !k->admin) {
+        http_reply_error(
+            a, req, 403, "permission_error", "admin_key_required", NULL,
+            "The admin API (/v1/bridle/admin/) takes admin keys only: this is a client "
+            "key; create an admin key with `bridle keys create --admin`",
+            false);
+        return NULL;
+    }
     return k;
 }
 
@@ -652,7 +756,7 @@ static void route_v1(app *a, struct evhttp_request *req, const request_headers *
                              "Use POST for /v1/chat/completions", false);
             return;
         }
-        const key_conf *k = authenticate(a, req, h);
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
         if (!k) return;
         char id[32];
         http_new_request_id(id);
@@ -660,11 +764,16 @@ static void route_v1(app *a, struct evhttp_request *req, const request_headers *
         return;
     }
     if (path_is(path, "/v1/models")) {
-        if (authenticate(a, req, h)) reply_models(a, req);
+        if (authenticate(a, req, h, KEYS_CLIENT)) reply_models(a, req);
         return;
     }
     if (path_is(path, "/v1/bridle/health")) {
-        if (authenticate(a, req, h)) reply_health(a, req);
+        const key_conf *k = authenticate(a, req, h, KEYS_ANY);
+        if (k) reply_health(a, req, k);
+        return;
+    }
+    if (strncmp(path, "/v1/bridle/admin/", 17) == 0 || path_is(path, "/v1/bridle/admin")) {
+        if (authenticate(a, req, h, KEYS_ADMIN)) admin_handle(a, req, path, cmd);
         return;
     }
     char msg[300];

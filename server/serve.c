@@ -15,7 +15,9 @@
 #include "providers/engine.h"
 #include "router/alerts.h"
 #include "router/config.h"
+#include "router/keyring.h"
 #include "router/router.h"
+#include "server/admin.h"
 #include "server/app.h"
 #include "server/serve.h"
 #include "server/chat.h"
@@ -127,6 +129,23 @@ static int start_ledger(app *a)
     return 0;
 }
 
+/* The keys: the config's, and the database's when there is one (reloaded
+ * within database.keys_refresh_ms of a change); the admin API with them. */
+static int start_keys(app *a)
+{
+    const database_conf *db = config_database(a->cfg);
+    a->keys = keyring_new(a->base, a->cfg, db->url, db->keys_refresh_ms);
+    if (!a->keys) {
+        log_error("out of memory");
+        return -1;
+    }
+    if (db->url[0] && !(a->admin = admin_new(a))) {
+        log_error("out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     app *a = arg;
@@ -198,6 +217,7 @@ static int serve(app *a, const char *listen)
         goto out;
     }
     budget_alerts = alerts_start(a->router); /* budget alerts: claimed and delivered on the loop */
+    if (start_keys(a) != 0) goto out;
     sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
     sigint = evsignal_new(a->base, SIGINT, on_signal, a);
     event_add(sigterm, NULL);
@@ -220,7 +240,9 @@ out: /* also when starting failed: everything above copes with what was not made
     http_free(a);
     chat_pool_free(a);
     alerts_free(budget_alerts);
+    admin_free(a->admin);
     router_free(a->router);
+    keyring_free(a->keys);
     idem_free(a->idem);
     ledger_free(a->ledger);
     engine_free(a->eng);
