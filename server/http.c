@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "lib/ptrmap.h"
 #include "lib/util.h"
+#include "db/instances.h"
 #include "db/ledger.h"
 #include "router/router.h"
 #include "server/chat.h"
@@ -523,6 +524,13 @@ static void reply_health(app *a, struct evhttp_request *req)
                    (long long)ls.oldest_unshipped_ms, (long long)ls.last_insert_ms_ago,
                    ledger_can_accept(a->ledger) ? "true" : "false");
     }
+    /* rate limits: N (the gateways sharing them) and the windows here */
+    buf_append_str(&b, ",\"rate_limits\":");
+    ratelimit_health_json(router_ratelimit(a->router), now, 200, &b);
+    const struct instances *in = router_instances(a->router);
+    buf_printf(&b, ",\"heartbeat\":{\"database\":%s,\"ok\":%s,\"beats\":%lld}",
+               in ? "true" : "false", instances_ok(in) ? "true" : "false",
+               (long long)instances_beats(in));
     buf_append_char(&b, '}');
     http_reply_json(a, req, 200, b.data, b.len);
     buf_free(&b);
