@@ -18,6 +18,7 @@ static const int64_t unit_ms[RL_N_KINDS] = {1000, 60000, 60000};
  * (head - RL_SLOTS, head]; sum is their total. */
 typedef struct rl_window {
     int64_t head;
+    int64_t first; /* buckets before it are empty: where looking for the oldest starts */
     int64_t sum;
     int64_t slot[RL_SLOTS];
 } rl_window;
@@ -83,15 +84,20 @@ static void win_take(rl_window *w, int64_t b, int64_t v)
 /* Milliseconds until the window (rolled to now) has dropped at least
  * `need` from its oldest buckets; bucket b leaves when bucket b + RL_SLOTS
  * begins. 0 when need <= 0. */
-static int64_t win_wait(const rl_window *w, rl_kind k, int64_t now_ms, int64_t need)
+static int64_t win_wait(rl_window *w, rl_kind k, int64_t now_ms, int64_t need)
 {
     if (need <= 0) return 0;
     int64_t dropped = 0, b = w->head - RL_SLOTS + 1;
-    for (; b <= w->head; b++) {
-        dropped += w->slot[((b % RL_SLOTS) + RL_SLOTS) % RL_SLOTS];
-        if (dropped >= need) break;
+    if (w->first > b) b = w->first;
+    int i = (int)(b % RL_SLOTS);
+    for (; b < w->head; b++) {
+        dropped += w->slot[i];
+        if (!dropped)
+            w->first = b + 1; /* empty so far: the next look starts after it */
+        else if (dropped >= need)
+            break;
+        if (++i == RL_SLOTS) i = 0;
     }
-    if (b > w->head) b = w->head;
     int64_t ms = (b + RL_SLOTS) * unit_ms[k] - now_ms;
     return ms > 0 ? ms : 1;
 }
@@ -314,6 +320,7 @@ void ratelimit_status(ratelimiter *rl, const key_conf *k, const rl_hold *h, int6
     memset(st, 0, sizeof *st);
     const spend_limits *L[2] = {&k->lim, k->team_cfg ? &k->team_cfg->lim : NULL};
     const char *names[2] = {k->id, k->team_cfg ? k->team_cfg->name : NULL};
+    rl_window *chosen[RL_N_KINDS] = {NULL, NULL, NULL};
     for (int i = 0; i < 2; i++) {
         if (!L[i] || !names[i] || !rl_limits_any(L[i])) continue;
         rl_entry *e = h && h->held ? h->e[i] : NULL;
@@ -328,59 +335,87 @@ void ratelimit_status(ratelimiter *rl, const key_conf *k, const rl_hold *h, int6
             st->has[kind] = true;
             st->limit[kind] = limit;
             st->remaining[kind] = rem;
-            st->reset_ms[kind] = used > 0 ? win_wait(&e->w[kind], kind, now_ms, 1) : 0;
+            chosen[kind] = e && used > 0 ? &e->w[kind] : NULL;
         }
     }
+    for (int kind = 0; kind < RL_N_KINDS; kind++)
+        if (chosen[kind]) st->reset_ms[kind] = win_wait(chosen[kind], kind, now_ms, 1);
+}
+
+/* Writes the digits of v at p; returns the end. */
+static char *put_num(char *p, int64_t v)
+{
+    char d[24], *s = util_u64_digits((uint64_t)(v < 0 ? 0 : v), d + sizeof d);
+    size_t len = (size_t)(d + sizeof d - s);
+    memcpy(p, s, len);
+    return p + len;
+}
+
+/* Without snprintf: this runs for every answer of a limited key. */
+static size_t duration(int64_t ms, char *p)
+{
+    char *start = p;
+    if (ms <= 0) {
+        memcpy(p, "0s", 2);
+        return 2;
+    }
+    if (ms < 1000) {
+        p = put_num(p, ms);
+        memcpy(p, "ms", 2);
+        return (size_t)(p + 2 - start);
+    }
+    int64_t h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60, frac = ms % 1000;
+    if (h) {
+        p = put_num(p, h);
+        *p++ = 'h';
+    }
+    if (h || m) {
+        p = put_num(p, m);
+        *p++ = 'm';
+    }
+    p = put_num(p, sec);
+    if (frac) {
+        *p++ = '.';
+        *p++ = (char)('0' + frac / 100);
+        if (frac % 100) *p++ = (char)('0' + frac / 10 % 10);
+        if (frac % 10) *p++ = (char)('0' + frac % 10);
+    }
+    *p++ = 's';
+    return (size_t)(p - start);
 }
 
 void ratelimit_format_duration(int64_t ms, char *out, size_t n)
 {
-    if (ms <= 0) {
-        snprintf(out, n, "0s");
-        return;
-    }
-    if (ms < 1000) {
-        snprintf(out, n, "%lldms", (long long)ms);
-        return;
-    }
-    long long h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
-    char sec[24];
-    if (frac) {
-        int len = snprintf(sec, sizeof sec, "%lld.%03lld", s, frac);
-        while (sec[len - 1] == '0')
-            sec[--len] = '\0';
-    } else
-        snprintf(sec, sizeof sec, "%lld", s);
-    if (h)
-        snprintf(out, n, "%lldh%lldm%ss", h, m, sec);
-    else if (m)
-        snprintf(out, n, "%lldm%ss", m, sec);
-    else
-        snprintf(out, n, "%ss", sec);
+    char d[64];
+    size_t len = duration(ms, d);
+    if (!n) return;
+    if (len >= n) len = n - 1;
+    memcpy(out, d, len);
+    out[len] = '\0';
 }
 
-static void add_num(buf *head, const char *name, int64_t v)
-{
-    char d[24], *s = util_u64_digits((uint64_t)(v < 0 ? 0 : v), d + sizeof d - 1);
-    d[sizeof d - 1] = '\0';
-    buf_add_header(head, name, s);
-}
+#define PUT(p, lit) (memcpy((p), (lit), sizeof(lit) - 1), (p) + sizeof(lit) - 1)
 
+/* The lines are written in one piece: names are constants, values digits
+ * and unit letters, so nothing needs buf_add_header's checks. */
 void ratelimit_add_headers(const rl_status *st, buf *head)
 {
-    static const char *const names[2][3] = {
-        {"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-         "x-ratelimit-reset-requests"},
-        {"x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"},
-    };
-    for (int kind = 0; kind < 2; kind++) {
-        if (!st->has[kind]) continue;
-        add_num(head, names[kind][0], st->limit[kind]);
-        add_num(head, names[kind][1], st->remaining[kind]);
-        char d[48];
-        ratelimit_format_duration(st->reset_ms[kind], d, sizeof d);
-        buf_add_header(head, names[kind][2], d);
+    char lines[512], *p = lines;
+    if (st->has[RL_REQUESTS]) {
+        p = PUT(p, "x-ratelimit-limit-requests: ");
+        p = PUT(put_num(p, st->limit[RL_REQUESTS]), "\r\nx-ratelimit-remaining-requests: ");
+        p = PUT(put_num(p, st->remaining[RL_REQUESTS]), "\r\nx-ratelimit-reset-requests: ");
+        p += duration(st->reset_ms[RL_REQUESTS], p);
+        p = PUT(p, "\r\n");
     }
+    if (st->has[RL_TOKENS]) {
+        p = PUT(p, "x-ratelimit-limit-tokens: ");
+        p = PUT(put_num(p, st->limit[RL_TOKENS]), "\r\nx-ratelimit-remaining-tokens: ");
+        p = PUT(put_num(p, st->remaining[RL_TOKENS]), "\r\nx-ratelimit-reset-tokens: ");
+        p += duration(st->reset_ms[RL_TOKENS], p);
+        p = PUT(p, "\r\n");
+    }
+    if (p > lines) buf_append(head, lines, (size_t)(p - lines));
 }
 
 /* ------------------------------------------------------------ health */
