@@ -11,10 +11,12 @@
 #include "lib/util.h"
 
 /* The upsert and the count in one round trip. The count reads the snapshot
- * taken before the upsert, so this instance is counted as the 1 in front. */
+ * taken before the upsert, so this instance is counted as the 1 in front.
+ * Rows of instances gone for a day are dropped on the way. */
 static const char HEARTBEAT_SQL[] =
     "WITH up AS (INSERT INTO bridle_instances (instance) VALUES ($1) "
-    "ON CONFLICT (instance) DO UPDATE SET seen_at = now()) "
+    "ON CONFLICT (instance) DO UPDATE SET seen_at = now()), "
+    "gone AS (DELETE FROM bridle_instances WHERE seen_at < now() - interval '1 day') "
     "SELECT 1 + count(*) FROM bridle_instances "
     "WHERE instance <> $1 AND seen_at > now() - $2::bigint * interval '1 millisecond'";
 
