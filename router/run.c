@@ -1058,6 +1058,14 @@ static void rate_limit_refuse(run *r, const rl_refusal *w)
     rl_amount(w->kind, w->used, used, sizeof used);
     rl_amount(w->kind, w->asked, asked, sizeof asked);
     const char *scope_name = w->team ? "team" : "key";
+    if (w->too_large && w->kind == RL_REQUESTS) { /* a limit below N */
+        snprintf(msg, sizeof msg,
+                 "The rate limit of %s \"%.64s\" on %s (%s) is below the number of gateway "
+                 "instances sharing it (%d), so each admits none: raise the limit to at least %d",
+                 scope_name, w->name, rl_what[w->kind], limit, w->n, w->n);
+        run_fail(r, 429, rl_type[w->kind], "rate_limit_exceeded", NULL, msg, false);
+        return;
+    }
     if (w->too_large) {
         char share[40];
         rl_amount(w->kind, w->limit / (w->n > 0 ? w->n : 1), share, sizeof share);
@@ -1124,8 +1132,8 @@ static step_result admit_rate_limit(run *r)
 
 /* In order. A step goes on (STEP_NEXT), answers the run itself
  * (STEP_ANSWERED), or waits (STEP_WAIT) and later resumes the run past
- * itself (admit_i++, admit_next). Rate limits, the budget reservation and
- * the cache lookup will join here. */
+ * itself (admit_i++, admit_next). The budget reservation and the cache
+ * lookup will join here. */
 static const run_step admit_steps[] = {
     {"usage_log", admit_usage_log},
     {"rate_limit", admit_rate_limit},
