@@ -5,7 +5,9 @@
 #include <unistd.h>
 #include <string.h>
 
+#include "db/instances.h"
 #include "lib/util.h"
+#include "router/ratelimit.h"
 #include "router/run.h"
 
 #define COALESCE_BUCKETS 1024
@@ -35,6 +37,8 @@ struct router {
     struct run *pool;
     int pool_n;
     router_stats stats;
+    ratelimiter *rl; /* rate-limit windows per key and team */
+    instances *inst; /* heartbeats: the gateways sharing the limits; NULL without a database */
 };
 
 static bool resilience_new(router *rt)
@@ -54,6 +58,13 @@ static bool resilience_new(router *rt)
     for (int i = 0; i < np; i++)
         if (!(rt->budgets[i] = retry_budget_new(NULL))) return false;
     return true;
+}
+
+/* N from the heartbeats: each instance enforces floor(limit / N). */
+static void on_instances(void *ctx, int n)
+{
+    router *rt = ctx;
+    ratelimit_set_instances(rt->rl, n);
 }
 
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
@@ -76,6 +87,17 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
         return NULL;
     }
     rt->n_pmodels = policy_models_from_config(cfg, rt->pmodels, nm);
+    if (!(rt->rl = ratelimit_new())) {
+        router_free(rt);
+        return NULL;
+    }
+    const database_conf *db = config_database(cfg);
+    if (db->url && *db->url &&
+        !(rt->inst =
+              instances_new(base, db->url, rt->instance, db->heartbeat_ms, on_instances, rt))) {
+        router_free(rt);
+        return NULL;
+    }
     return rt;
 }
 
@@ -83,6 +105,8 @@ void router_free(router *rt)
 {
     if (!rt) return;
     run_pool_free(rt);
+    instances_free(rt->inst);
+    ratelimit_free(rt->rl);
     for (int i = 0; rt->breakers && i < config_n_models(rt->cfg); i++)
         breaker_free(rt->breakers[i]);
     for (int i = 0; rt->budgets && i < config_n_providers(rt->cfg); i++)
@@ -99,6 +123,16 @@ void router_free(router *rt)
     free(rt->inflight);
     free(rt->pmodels);
     free(rt);
+}
+
+ratelimiter *router_ratelimit(const router *rt)
+{
+    return rt->rl;
+}
+
+const struct instances *router_instances(const router *rt)
+{
+    return rt->inst;
 }
 
 struct event_base *router_base(const router *rt)

@@ -20,12 +20,14 @@
 #include "router/breaker.h"
 #include "router/config.h"
 #include "router/policy.h"
+#include "router/ratelimit.h"
 #include "router/retry.h"
 
 typedef struct router router;
 struct ledger;
 struct idem_store;
 struct run;
+struct instances;
 
 /* ledger and idem may be NULL (no database). Returns NULL on OOM. */
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
@@ -59,6 +61,13 @@ uint64_t router_random(router *rt);
 /* "host:pid:random": this process among the gateways sharing a database
  * (budget leases, alert claims, rate-limit heartbeats). New at each start. */
 const char *router_instance_id(const router *rt);
+
+/* ------------------------------------------------------------ rate limits */
+
+/* The rate-limit windows (router/ratelimit.h), shared by N instances. */
+ratelimiter *router_ratelimit(const router *rt);
+/* The heartbeats that count N (db/instances.h), or NULL without a database. */
+const struct instances *router_instances(const router *rt);
 
 /* ------------------------------------------------------------ policy */
 

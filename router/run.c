@@ -18,6 +18,7 @@
 #include "providers/sse.h"
 #include "router/canon.h"
 #include "router/keyring.h"
+#include "router/ratelimit.h"
 
 #define MAX_PLAN 8
 #define MAX_UPSTREAM_BODY (64 << 20)
@@ -77,6 +78,7 @@ struct run {
     int64_t attempt_start_us, upstream_us, ttft_us;
     bool budget_exhausted; /* a retry was refused by the retry budget */
     bool shed;             /* the last target's open breaker refused the request */
+    rl_hold rl;            /* its reservation in its key's and team's rate-limit windows */
     /* holds: each given back by release_holds() */
     const provider_conf *slot;    /* a call slot of this provider */
     breaker_ticket ticket;        /* the current attempt's admission by its target's breaker */
@@ -486,11 +488,22 @@ static void run_fail(run *r, int status, const char *type, const char *code, con
 
 static void coalesce_answer(run *leader, const answer *a);
 
+/* x-ratelimit-{limit,remaining,reset}-{requests,tokens} for a key with a
+ * rate limit (its own or its team's), on every answer. */
+static void rate_limit_headers(run *r)
+{
+    if (!ratelimit_applies(r->key)) return;
+    rl_status st;
+    ratelimit_status(router_ratelimit(r->rt), r->key, &r->rl, util_now_ms(), &st);
+    ratelimit_add_headers(&st, &r->head);
+}
+
 /* The last step of settling: the sink gets the answer. */
 static void deliver(run *r)
 {
     const answer *a = &r->ans;
     if (a->body) {
+        rate_limit_headers(r);
         r->sink->head(r->sctx, a->status, a->content_type, &r->head, false);
         r->sink->chunk(r->sctx, a->body, a->len);
         coalesce_answer(r, a);
@@ -557,8 +570,32 @@ static step_result settle_idempotency(run *r)
     return STEP_NEXT;
 }
 
+/* Tokens and cost the request used, for its rate limits: nothing for an
+ * answer no upstream call made (a replay, a coalesced copy). */
+static void rate_limit_settle(run *r, const usage_record *u)
+{
+    if (!r->rl.held) return;
+    int64_t tokens = 0, cost = 0;
+    if (!r->replayed && !r->coalesced) {
+        usage_record none = {.exact = true};
+        usage_record all = billed_usage(r, u ? u : &none);
+        tokens = all.input_uncached + all.cache_read + all.cache_write_5m + all.cache_write_1h +
+                 all.output; /* output includes reasoning */
+        cost = answer_cost(r, u ? u : &none);
+    }
+    ratelimit_settle(router_ratelimit(r->rt), &r->rl, util_now_ms(), tokens, cost);
+}
+
+/* The reservation made at admission becomes what the answer used. */
+static step_result settle_rate_limit(run *r)
+{
+    rate_limit_settle(r, r->ans.usage);
+    return STEP_NEXT;
+}
+
 /* In order; budget settlement and the cache store will join here. */
 static const run_step settle_steps[] = {
+    {"rate_limit", settle_rate_limit},
     {"usage_event", settle_usage_event},
     {"idempotency", settle_idempotency},
 };
@@ -601,6 +638,8 @@ static void release_holds(run *r)
     if (r->idem_held && !r->idem_settled) /* an outcome a retry may better: free the key */
         idem_release(router_idem(r->rt), scope(r), r->idem_key, r->idem_owner);
     r->idem_held = false;
+    if (r->rl.held) /* a request that ends unsettled gives back what it reserved */
+        ratelimit_settle(router_ratelimit(r->rt), &r->rl, util_now_ms(), 0, 0);
     coalesce_end(r);
     breaker_settle(r, BREAKER_ABANDONED);
     if (r->timer_armed) {
@@ -648,6 +687,7 @@ void run_cancel(run *r)
         usage_record u = r->sres.usage;
         estimate_usage(r, &u, r->sres.text.len);
         record_usage(r, 499, "client_closed", &u);
+        rate_limit_settle(r, &u);
     } else
         record_usage(r, 499, "client_closed", NULL);
     run_finish(r, RUN_FAILED, 499, "the client closed the connection");
@@ -1009,12 +1049,114 @@ static step_result admit_usage_log(run *r)
     return STEP_ANSWERED;
 }
 
+/* ------------------------------------------------------------ rate limits */
+
+/* The output reserved for a request that sets no max_tokens (and whose
+ * route or task caps none). */
+#define RL_DEFAULT_OUTPUT 4096
+
+static const char *const rl_what[RL_N_KINDS] = {"requests per minute (RPM)",
+                                                "tokens per hour (TPH)", "cost per hour"};
+static const char *const rl_type[RL_N_KINDS] = {"requests", "tokens", "cost"};
+
+static void rl_amount(rl_kind kind, int64_t v, char *out, size_t n)
+{
+    if (kind != RL_COST) {
+        snprintf(out, n, "%lld", (long long)v);
+        return;
+    }
+    out[0] = '$';
+    util_format_pusd(v, 6, out + 1, n - 1);
+}
+
+/* A 429 in OpenAI's shape, with Retry-After (whole seconds, rounded up)
+ * and retry-after-ms; no upstream call, no database query. */
+static void rate_limit_refuse(run *r, const rl_refusal *w)
+{
+    char limit[40], used[40], asked[40], msg[700];
+    rl_amount(w->kind, w->limit, limit, sizeof limit);
+    rl_amount(w->kind, w->used, used, sizeof used);
+    rl_amount(w->kind, w->asked, asked, sizeof asked);
+    const char *scope_name = w->team ? "team" : "key";
+    if (w->too_large && w->kind == RL_REQUESTS) { /* a limit below N */
+        snprintf(msg, sizeof msg,
+                 "The rate limit of %s \"%.64s\" on %s (%s) is below the number of gateway "
+                 "instances sharing it (%d), so each admits none: raise the limit to at least %d",
+                 scope_name, w->name, rl_what[w->kind], limit, w->n, w->n);
+        run_fail(r, 429, rl_type[w->kind], "rate_limit_exceeded", NULL, msg, false);
+        return;
+    }
+    if (w->too_large) {
+        char share[40];
+        rl_amount(w->kind, w->limit / (w->n > 0 ? w->n : 1), share, sizeof share);
+        snprintf(msg, sizeof msg,
+                 "Request too large for %s \"%.64s\" on %s: it may use up to %s (its body's bytes "
+                 "counted as tokens plus max_tokens %lld), more than the %s allowed per hour "
+                 "(%s on each of %d gateway instance(s)). Lower max_tokens or send a smaller "
+                 "request.",
+                 scope_name, w->name, rl_what[w->kind], asked,
+                 (long long)(r->canon.max_tokens > 0 ? r->canon.max_tokens : RL_DEFAULT_OUTPUT),
+                 limit, share, w->n);
+        run_fail(r, 429, rl_type[w->kind], "rate_limit_exceeded", NULL, msg, false);
+        return;
+    }
+    char wait[48], n[24];
+    ratelimit_format_duration(w->retry_ms, wait, sizeof wait);
+    bool minute = w->kind == RL_REQUESTS;
+    int len =
+        snprintf(msg, sizeof msg,
+                 "Rate limit reached for %s \"%.64s\" on %s: limit %s, used %s in "
+                 "the last %s",
+                 scope_name, w->name, rl_what[w->kind], limit, used, minute ? "minute" : "hour");
+    if (!minute && len > 0 && (size_t)len < sizeof msg)
+        len += snprintf(msg + len, sizeof msg - (size_t)len, ", requested %s", asked);
+    if (len > 0 && (size_t)len < sizeof msg)
+        len += snprintf(msg + len, sizeof msg - (size_t)len, ". Try again in %s.", wait);
+    if (w->n > 1 && len > 0 && (size_t)len < sizeof msg)
+        snprintf(msg + len, sizeof msg - (size_t)len,
+                 " (%d gateway instances share this limit, each admitting %s of it.)", w->n,
+                 (rl_amount(w->kind, w->limit / w->n, n, sizeof n), n));
+    char *s = util_u64_digits((uint64_t)((w->retry_ms + 999) / 1000), n + sizeof n - 1);
+    n[sizeof n - 1] = '\0';
+    buf_add_header(&r->head, "Retry-After", s);
+    s = util_u64_digits((uint64_t)w->retry_ms, n + sizeof n - 1);
+    buf_add_header(&r->head, "retry-after-ms", s);
+    run_fail(r, 429, rl_type[w->kind], "rate_limit_exceeded", NULL, msg, true);
+}
+
+/* Requests per minute, tokens and cost per hour, the key's and its team's
+ * (router/ratelimit.h). Tokens and cost are reserved at an upper bound
+ * (the body's bytes as input tokens, the output cap as output, priced on
+ * the dearest candidate of the plan) and settled to the actual. */
+static step_result admit_rate_limit(run *r)
+{
+    if (!ratelimit_applies(r->key)) return STEP_NEXT;
+    int64_t out = r->canon.max_tokens > 0 ? r->canon.max_tokens : RL_DEFAULT_OUTPUT;
+    int64_t in = (int64_t)r->canon.body_len;
+    int64_t est_pusd = 0;
+    const team_conf *t = r->key->team_cfg;
+    if (r->key->lim.pusd_per_hour > 0 || (t && t->lim.pusd_per_hour > 0)) {
+        usage_record u = {.input_uncached = in, .output = out};
+        for (int i = 0; i < r->n_plan; i++) {
+            int64_t c = pricing_cost_pusd(r->plan[i]->price, &u, false);
+            if (c > est_pusd) est_pusd = c;
+        }
+    }
+    rl_refusal why;
+    if (ratelimit_admit(router_ratelimit(r->rt), r->key, util_now_ms(), in + out, est_pusd, &r->rl,
+                        &why))
+        return STEP_NEXT;
+    rate_limit_refuse(r, &why);
+    return STEP_ANSWERED;
+}
+
 /* In order. A step goes on (STEP_NEXT), answers the run itself
  * (STEP_ANSWERED), or waits (STEP_WAIT) and later resumes the run past
- * itself (admit_i++, admit_next). Rate limits, the budget reservation and
- * the cache lookup will join here. */
+ * itself (admit_i++, admit_next). The budget reservation and the cache
+ * lookup will join here. */
 static const run_step admit_steps[] = {
     {"usage_log", admit_usage_log},
+    {"rate_limit", admit_rate_limit},
     {"idempotency", admit_idempotency},
     {"coalescing", admit_coalescing},
 };
@@ -1311,6 +1453,7 @@ static void stream_start_reply(run *r)
     set_state(r, RUN_RELAYING);
     add_common_headers(r);
     buf_add_header(&r->head, "Cache-Control", "no-cache");
+    rate_limit_headers(r);
     r->sink->head(r->sctx, 200, "text/event-stream", &r->head, true);
 }
 

@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "lib/ptrmap.h"
 #include "lib/util.h"
+#include "db/instances.h"
 #include "db/ledger.h"
 #include "router/keyring.h"
 #include "router/router.h"
@@ -566,6 +567,13 @@ static void reply_health(app *a, struct evhttp_request *req, const key_conf *k)
                    ledger_can_accept(a->ledger) ? "true" : "false");
     }
     health_key(a, &b, k);
+    /* rate limits: N (the gateways sharing them) and the windows here */
+    buf_append_str(&b, ",\"rate_limits\":");
+    ratelimit_health_json(router_ratelimit(a->router), now, 200, &b);
+    const struct instances *in = router_instances(a->router);
+    buf_printf(&b, ",\"heartbeat\":{\"database\":%s,\"ok\":%s,\"beats\":%lld}",
+               in ? "true" : "false", instances_ok(in) ? "true" : "false",
+               (long long)instances_beats(in));
     buf_append_char(&b, '}');
     http_reply_json(a, req, 200, b.data, b.len);
     buf_free(&b);
