@@ -193,6 +193,8 @@ const team_conf *config_find_team(const bridle_config *c, const char *name);
 /* The key whose SHA-256 hex equals sha256_hex, or NULL. */
 const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex);
 int config_n_keys(const bridle_config *c);
+/* The file's key i (0 <= i < config_n_keys). */
+const key_conf *config_key(const bridle_config *c, int i);
 
 struct policy_model;
 /* Fills out[0..max) from a loaded config: name, price, context window and

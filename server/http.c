@@ -22,6 +22,7 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "db/ledger.h"
+#include "router/budget.h"
 #include "router/router.h"
 #include "server/chat.h"
 
@@ -522,6 +523,16 @@ static void reply_health(app *a, struct evhttp_request *req)
                    (long long)ls.inserted, (long long)ls.queued, (long long)ls.spool_bytes,
                    (long long)ls.oldest_unshipped_ms, (long long)ls.last_insert_ms_ago,
                    ledger_can_accept(a->ledger) ? "true" : "false");
+    }
+    if (router_budgets(a->router)) { /* router/budget.h */
+        budget_stats bs = budget_get_stats(router_budgets(a->router));
+        buf_printf(&b,
+                   ",\"budgets\":{\"tracked\":%lld,\"held_pusd\":%lld,\"waiting\":%lld,"
+                   "\"local_admits\":%lld,\"lease_calls\":%lld,\"sync_calls\":%lld,"
+                   "\"refused\":%lld,\"unavailable\":%lld,\"queries\":%lld}",
+                   (long long)bs.tracked, (long long)bs.held_pusd, (long long)bs.waiting,
+                   (long long)bs.local_admits, (long long)bs.lease_calls, (long long)bs.sync_calls,
+                   (long long)bs.refused, (long long)bs.unavailable, (long long)bs.store_queries);
     }
     buf_append_char(&b, '}');
     http_reply_json(a, req, 200, b.data, b.len);

@@ -101,7 +101,6 @@ static int start_ledger(app *a)
         .batch_max = (int)db->batch_max,
         .partitions_ahead_days = (int)db->partitions_ahead_days,
         .retention_days = (int)db->retention_days,
-        .spend_refresh_ms = (int)db->spend_refresh_ms,
     };
     char err[512];
     a->ledger = ledger_new(a->base, &lo, err, sizeof err);
