@@ -105,7 +105,7 @@ static const char config_sql[] =
     "WITH l AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
     "AS u(scope, sid, period, lim)), "
     "up AS (INSERT INTO bridle_budgets AS b (scope, scope_id, period, limit_pusd, source) "
-    "SELECT scope, sid, period, lim FROM l ORDER BY 1, 2, 3 "
+    "SELECT scope, sid, period, lim, 'config' FROM l ORDER BY 1, 2, 3 "
     "ON CONFLICT (scope, scope_id, period) DO UPDATE SET limit_pusd = excluded.limit_pusd, "
     "source = 'config', updated_at = now() "
     "WHERE b.limit_pusd <> excluded.limit_pusd OR b.source <> 'config' RETURNING 1), "
@@ -131,13 +131,12 @@ static void on_result(void *ctx, PGresult *res, const char *error)
     pg_op_kind k = s->in_flight;
     s->in_flight = PG_NONE;
     if (k == PG_CONFIG) {
+        s->config_due = false; /* tried again at the next connection */
         if (error)
             log_warn("budgets: writing the config's budgets and alert thresholds failed: %s",
                      error);
-        else {
-            s->config_due = false;
+        else
             log_info("budgets: the config's budgets and alert thresholds are in the database");
-        }
     } else if (k == PG_SWEEP) {
         if (error) log_warn("budgets: sweeping expired leases failed: %s", error);
     } else if (k == PG_LEASE || k == PG_SYNC) {

@@ -187,8 +187,8 @@ static bool fits(const budget *b, const budget_hold *h)
     int64_t now = now_ms(b);
     for (int i = 0; i < h->n; i++) {
         const bentry *e = h->e[i];
-        if (e->avail < h->amount) return false;
-        if (h->amount > 0 && now >= e->valid_until_ms) return false; /* the lease may be gone */
+        if (e->avail < h->ask) return false;
+        if (h->ask > 0 && now >= e->valid_until_ms) return false; /* the lease may be gone */
     }
     return true;
 }
@@ -197,11 +197,13 @@ static void take(budget *b, budget_hold *h)
 {
     for (int i = 0; i < h->n; i++) {
         bentry *e = h->e[i];
-        e->avail -= h->amount;
-        e->reserved += h->amount;
+        e->avail -= h->ask;
+        e->reserved += h->ask;
         e->used = true;
-        entry_recent(b, e, h->amount);
+        entry_recent(b, e, h->ask);
     }
+    h->amount += h->ask;
+    h->ask = 0;
     h->reserved = true;
 }
 
@@ -220,7 +222,7 @@ static void say_exceeded(budget *b, budget_hold *h, const bentry *e)
     char lim[32], spent[32], cost[32], at[32];
     fmt_usd(e->it.limit_pusd, lim, sizeof lim);
     fmt_usd(e->spent + e->unshipped, spent, sizeof spent);
-    fmt_usd(h->amount, cost, sizeof cost);
+    fmt_usd(h->amount + h->ask, cost, sizeof cost);
     int64_t end = budget_period_end(e->period, e->it.start_s);
     time_t te = (time_t)end;
     struct tm tm;
@@ -300,18 +302,18 @@ static int start_lease(budget *b)
     for (int i = 0; i < h->n; i++) {
         bentry *e = h->e[i];
         bool stale = now >= e->valid_until_ms;
-        if (e->avail >= h->amount && !stale) continue;
+        if (e->avail >= h->ask && !stale) continue;
         /* a lease not renewed in time may have been swept: what it had is gone */
         if (stale && e->avail > 0) e->avail = 0;
-        int64_t need = h->amount - e->avail;
+        int64_t need = h->ask - e->avail;
         if (need < 0) need = 0;
         /* the waiters behind it on the same budget are served from the grant */
         int64_t queued = 0;
         for (budget_hold *w = b->q_head; w; w = w->next)
             for (int j = 0; j < w->n; j++)
-                if (w->e[j] == e) queued += w->amount;
+                if (w->e[j] == e) queued += w->ask;
         int64_t want = entry_recent(b, e, 0);
-        if (want < MIN_SLICE_REQUESTS * h->amount) want = MIN_SLICE_REQUESTS * h->amount;
+        if (want < MIN_SLICE_REQUESTS * h->ask) want = MIN_SLICE_REQUESTS * h->ask;
         if (want < queued) want = queued;
         if (b->opt.lease_max_pusd > 0 && want > b->opt.lease_max_pusd) want = b->opt.lease_max_pusd;
         if (want < need) want = need;
@@ -340,7 +342,7 @@ static const bentry *refused_for(const budget *b, const budget_hold *h)
     for (int i = 0; i < h->n; i++) {
         const bentry *e = h->e[i];
         if (b->serving_gen && e->refused_gen == b->serving_gen &&
-            h->amount - (e->avail > 0 ? e->avail : 0) >= e->refused_need)
+            h->ask - (e->avail > 0 ? e->avail : 0) >= e->refused_need)
             return e;
     }
     return NULL;
@@ -382,6 +384,7 @@ static void serve_queue(budget *b, const char *error)
             continue;
         }
         q_remove(b, h);
+        h->ask = 0;
         h->cb(h->ctx, st); /* may settle, release or reserve again */
     }
     b->processing = false;
@@ -430,16 +433,10 @@ static void add_scope(budget *b, budget_hold *h, int scope, const char *id, cons
     }
 }
 
-budget_status budget_reserve(budget *b, budget_hold *h, const budget_request *req,
-                             void (*cb)(void *ctx, budget_status st), void *ctx)
+/* Takes h->ask now, or queues h for a lease. */
+static budget_status ask(budget *b, budget_hold *h, void (*cb)(void *ctx, budget_status st),
+                         void *ctx)
 {
-    memset(h, 0, sizeof *h);
-    int64_t ts_s = util_floor_div(req->ts_us, 1000000);
-    if (req->key_id) add_scope(b, h, 0, req->key_id, req->key_limits, ts_s);
-    if (req->team) add_scope(b, h, 1, req->team, req->team_limits, ts_s);
-    add_scope(b, h, 2, "", req->total_limits, ts_s);
-    h->amount = req->amount_pusd > 0 ? req->amount_pusd : 0;
-    if (!h->n) return BUDGET_OK;
     h->cb = cb;
     h->ctx = ctx;
     if (fits(b, h)) {
@@ -451,15 +448,38 @@ budget_status budget_reserve(budget *b, budget_hold *h, const budget_request *re
     if (b->leasing || b->syncing || b->processing || b->q_head != h) return BUDGET_WAIT;
     if (start_lease(b) == 0) return BUDGET_WAIT;
     q_remove(b, h);
+    h->ask = 0;
     if (b->opt.fail_open) return BUDGET_OK;
     say_unavailable(b, h, "the database is unreachable");
     b->st.unavailable++;
     return BUDGET_UNAVAILABLE;
 }
 
+budget_status budget_reserve(budget *b, budget_hold *h, const budget_request *req,
+                             void (*cb)(void *ctx, budget_status st), void *ctx)
+{
+    memset(h, 0, sizeof *h);
+    int64_t ts_s = util_floor_div(req->ts_us, 1000000);
+    if (req->key_id) add_scope(b, h, 0, req->key_id, req->key_limits, ts_s);
+    if (req->team) add_scope(b, h, 1, req->team, req->team_limits, ts_s);
+    add_scope(b, h, 2, "", req->total_limits, ts_s);
+    if (!h->n) return BUDGET_OK;
+    h->ask = req->amount_pusd > 0 ? req->amount_pusd : 0;
+    return ask(b, h, cb, ctx);
+}
+
+budget_status budget_extend(budget *b, budget_hold *h, int64_t total_pusd,
+                            void (*cb)(void *ctx, budget_status st), void *ctx)
+{
+    if (!h->n || total_pusd <= h->amount || h->waiting) return BUDGET_OK;
+    h->ask = total_pusd - h->amount;
+    return ask(b, h, cb, ctx);
+}
+
 void budget_settle(budget *b, budget_hold *h, int64_t cost_pusd)
 {
     if (h->waiting) q_remove(b, h);
+    h->ask = 0;
     if (!h->reserved) return;
     h->reserved = false;
     if (cost_pusd < 0) cost_pusd = 0;
@@ -541,6 +561,10 @@ static void on_sync(void *ctx, const char *error)
             e->spent = it->spent_pusd;
             e->known = true;
             e->valid_until_ms = valid;
+            /* spent past what the lease assumed (a cost above its bound, spend
+             * recorded by hand): what would go over the limit is not used */
+            int64_t room = e->it.limit_pusd - e->spent - e->unshipped - e->reserved;
+            if (e->avail > room) e->avail = room > 0 ? room : 0;
             bool past = budget_period_end(e->period, e->it.start_s) <= now_s;
             if (it->held_pusd == 0 && entry_held(e) == 0 && past && e->reserved == 0) {
                 bool queued = false;

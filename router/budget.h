@@ -65,9 +65,10 @@ typedef enum { BUDGET_OK, BUDGET_WAIT, BUDGET_EXCEEDED, BUDGET_UNAVAILABLE } bud
 typedef struct budget_hold {
     struct bentry *e[BUDGET_MAX_PER_REQUEST];
     int n;
-    int64_t amount;
-    bool reserved; /* amount is reserved on every e[i]: settle or release it */
-    bool waiting;  /* queued for a lease */
+    int64_t amount; /* reserved on every e[i] */
+    int64_t ask;    /* being asked for on top of it */
+    bool reserved;  /* amount is reserved: settle or release it */
+    bool waiting;   /* queued for a lease */
     struct budget_hold *next;
     void (*cb)(void *ctx, budget_status st);
     void *ctx;
@@ -96,6 +97,11 @@ void budget_free(budget *b);
  * UNAVAILABLE now: h->message says why. */
 budget_status budget_reserve(budget *b, budget_hold *h, const budget_request *req,
                              void (*cb)(void *ctx, budget_status st), void *ctx);
+/* Raises h's reservation to total_pusd (a fail-over or an escalation to a
+ * dearer candidate), with the same answers as budget_reserve; what is
+ * already reserved stays reserved whatever the answer. */
+budget_status budget_extend(budget *b, budget_hold *h, int64_t total_pusd,
+                            void (*cb)(void *ctx, budget_status st), void *ctx);
 /* The request ended having cost cost_pusd: its reservation becomes
  * settled spend (unshipped until the ledger commits it) and the rest goes
  * back to avail. A no-op when nothing is reserved. */

@@ -1030,16 +1030,17 @@ static int64_t call_bound_pusd(const model_price *p, int64_t in, int64_t out)
     return max;
 }
 
-/* E: the dearest candidate of the plan (a failed attempt is not billed,
- * one answer is); with the cascade every candidate's answer may be billed,
- * so their sum. */
-static int64_t reservation_pusd(const run *r)
+/* E up to candidate `upto` of the plan: the dearest of them (a failed
+ * attempt is not billed, one answer is); with the cascade every answer set
+ * aside is billed too, so their sum. Reserved for candidate 0 at admission,
+ * raised before an attempt on a dearer one (start_attempt). */
+static int64_t reservation_pusd(const run *r, int upto)
 {
     int64_t in = (int64_t)r->in.body_len;
     int64_t out = r->canon.max_tokens > 0 ? r->canon.max_tokens : 0;
     if (r->canon.thinking_budget > 0) out += r->canon.thinking_budget; /* where it is extra */
     int64_t max = 0, sum = 0;
-    for (int i = 0; i < r->n_plan; i++) {
+    for (int i = 0; i <= upto && i < r->n_plan; i++) {
         int64_t c = call_bound_pusd(r->plan[i]->price, in, out);
         sum += c;
         if (c > max) max = c;
@@ -1085,7 +1086,7 @@ static step_result admit_budget(run *r)
         r->canon.max_tokens =
             p && p->default_max_tokens > 0 ? p->default_max_tokens : BUDGET_DEFAULT_MAX_TOKENS;
     }
-    req.amount_pusd = reservation_pusd(r);
+    req.amount_pusd = reservation_pusd(r, 0);
     budget_status st = budget_reserve(router_budgets(r->rt), &r->bhold, &req, on_budget, r);
     if (st == BUDGET_OK) return STEP_NEXT;
     if (st == BUDGET_WAIT) return STEP_WAIT;
@@ -1733,12 +1734,39 @@ static void provider_busy(run *r, const provider_conf *p)
     if (!recover(r, &e)) fail_upstream(r, &e);
 }
 
+static void on_budget_raised(void *ctx, budget_status st)
+{
+    run *r = ctx;
+    if (st == BUDGET_OK)
+        start_attempt(r);
+    else
+        budget_refused(r, st);
+}
+
+/* A fail-over or an escalation to a dearer candidate first raises the
+ * reservation to its bound; false when the run waits for it or was
+ * answered. */
+static bool budget_covers_attempt(run *r)
+{
+    if (!r->bhold.n) return true;
+    int64_t need = reservation_pusd(r, r->cur);
+    if (need <= r->bhold.amount) return true;
+    budget_status st = budget_extend(router_budgets(r->rt), &r->bhold, need, on_budget_raised, r);
+    if (st == BUDGET_OK) return true;
+    if (st == BUDGET_WAIT)
+        set_state(r, RUN_WAITING);
+    else
+        budget_refused(r, st);
+    return false;
+}
+
 /* Encodes the request for the current candidate and starts the call. */
 static void start_attempt(run *r)
 {
     const target *t = r->plan[r->cur];
     const provider_conf *p = t->provider;
     set_state(r, RUN_CALLING);
+    if (!budget_covers_attempt(r)) return;
     if (refused_by_breaker(r)) return;
     retry_budget *rb = router_budget(r->rt, p);
     if (r->target_attempts == 0) retry_budget_note_request(rb, util_now_ms());
