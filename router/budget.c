@@ -359,7 +359,7 @@ static void serve_queue(budget *b, const char *error)
         const bentry *no;
         if (fits(b, h)) {
             take(b, h);
-            b->st.local_admits++;
+            b->st.lease_admits++;
             st = BUDGET_OK;
         } else if ((no = refused_for(b, h))) {
             say_exceeded(b, h, no);

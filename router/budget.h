@@ -82,6 +82,7 @@ typedef struct budget_stats {
     int64_t held_pusd;    /* their leases: avail + reserved + unshipped */
     int64_t waiting;      /* requests waiting for a lease */
     int64_t local_admits; /* reservations that took no database call */
+    int64_t lease_admits; /* reservations that waited for a lease call */
     int64_t lease_calls, sync_calls;
     int64_t refused, unavailable;
     int64_t store_queries; /* statements sent to the database */
