@@ -33,6 +33,7 @@ typedef struct bentry {
     int64_t win_start_ms, win_cur, win_prev; /* reservations, for the slice size */
     int64_t refused_need;                    /* lease refused_gen refused this much */
     int64_t refused_gen;
+    int refs; /* holds that point at it (not freed while > 0) */
     struct bentry *next, *hnext;
 } bentry;
 
@@ -429,6 +430,7 @@ static void add_scope(budget *b, budget_hold *h, int scope, const char *id, cons
         bentry *e = entry_get(b, scope, id ? id : "", p, budget_period_start(p, ts_s));
         if (!e) continue;
         e->it.limit_pusd = lim[p]; /* the limit as it is now (keys reload) */
+        e->refs++;
         h->e[h->n++] = e;
     }
 }
@@ -480,19 +482,22 @@ void budget_settle(budget *b, budget_hold *h, int64_t cost_pusd)
 {
     if (h->waiting) q_remove(b, h);
     h->ask = 0;
-    if (!h->reserved) return;
-    h->reserved = false;
     if (cost_pusd < 0) cost_pusd = 0;
     for (int i = 0; i < h->n; i++) {
         bentry *e = h->e[i];
-        e->reserved -= h->amount;
-        e->avail += h->amount - cost_pusd;
-        if (b->opt.local) {
-            if (b->store->ops->charge) b->store->ops->charge(b->store, &e->it, cost_pusd);
-            e->spent += cost_pusd;
-        } else
-            e->unshipped += cost_pusd;
+        if (h->reserved) {
+            e->reserved -= h->amount;
+            e->avail += h->amount - cost_pusd;
+            if (b->opt.local) {
+                if (b->store->ops->charge) b->store->ops->charge(b->store, &e->it, cost_pusd);
+                e->spent += cost_pusd;
+            } else
+                e->unshipped += cost_pusd;
+        }
+        e->refs--;
     }
+    h->reserved = false;
+    h->n = 0; /* done with: a second call is a no-op */
 }
 
 void budget_release(budget *b, budget_hold *h)
@@ -566,13 +571,8 @@ static void on_sync(void *ctx, const char *error)
             int64_t room = e->it.limit_pusd - e->spent - e->unshipped - e->reserved;
             if (e->avail > room) e->avail = room > 0 ? room : 0;
             bool past = budget_period_end(e->period, e->it.start_s) <= now_s;
-            if (it->held_pusd == 0 && entry_held(e) == 0 && past && e->reserved == 0) {
-                bool queued = false;
-                for (budget_hold *w = b->q_head; w && !queued; w = w->next)
-                    for (int j = 0; j < w->n; j++)
-                        queued |= w->e[j] == e;
-                if (!queued) entry_forget(b, e);
-            }
+            if (it->held_pusd == 0 && entry_held(e) == 0 && past && e->refs == 0)
+                entry_forget(b, e);
         }
     }
     b->sync_n = 0;

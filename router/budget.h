@@ -105,9 +105,12 @@ budget_status budget_extend(budget *b, budget_hold *h, int64_t total_pusd,
                             void (*cb)(void *ctx, budget_status st), void *ctx);
 /* The request ended having cost cost_pusd: its reservation becomes
  * settled spend (unshipped until the ledger commits it) and the rest goes
- * back to avail. A no-op when nothing is reserved. */
+ * back to avail; a hold still queued leaves the queue. Every hold that
+ * budget_reserve filled is ended by exactly one call of this (later calls
+ * are no-ops). */
 void budget_settle(budget *b, budget_hold *h, int64_t cost_pusd);
-/* Gives back a reservation (or leaves the queue) without a cost. */
+/* budget_settle with no cost: a failed request gives back its whole
+ * reservation. */
 void budget_release(budget *b, budget_hold *h);
 /* The ledger committed ev (ledger_options.on_shipped). */
 void budget_shipped(void *b, const usage_event *ev);
