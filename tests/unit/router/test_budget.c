@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -157,6 +158,31 @@ static void test_periods(void **state)
     assert_int_equal(budget_period_start(PERIOD_DAY, 951782400 + 86399), 951782400);
     assert_int_equal(budget_period_start(PERIOD_DAY, -1), -86400); /* floor, not truncation */
     assert_int_equal(budget_period_end(PERIOD_MONTH, 949363200), 951868800); /* Feb 2000 */
+}
+
+/* The integer calendar against libc's gmtime/timegm, every 7 hours and a
+ * bit over 1900..2200. */
+static void test_periods_match_libc(void **state)
+{
+    (void)state;
+    for (int64_t t = -2208988800LL; t < 7258118400LL; t += 7 * 3600 + 13) {
+        time_t tt = (time_t)t;
+        struct tm tm;
+        gmtime_r(&tt, &tm);
+        tm.tm_mday = 1;
+        tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+        int64_t start = (int64_t)timegm(&tm);
+        assert_int_equal(budget_period_start(PERIOD_MONTH, t), start);
+        tm.tm_mon++;
+        assert_int_equal(budget_period_end(PERIOD_MONTH, start), (int64_t)timegm(&tm));
+        gmtime_r(&tt, &tm);
+        int64_t wk = budget_period_start(PERIOD_WEEK, t);
+        time_t wt = (time_t)wk;
+        struct tm wm;
+        gmtime_r(&wt, &wm);
+        assert_int_equal(wm.tm_wday, 1); /* a Monday */
+        assert_true(t - wk >= 0 && t - wk < 7 * 86400);
+    }
 }
 
 static void test_reserve_from_lease_then_locally(void **state)
@@ -400,6 +426,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_periods),
+        cmocka_unit_test(test_periods_match_libc),
         cmocka_unit_test(test_reserve_from_lease_then_locally),
         cmocka_unit_test(test_fifo_waiters_one_lease),
         cmocka_unit_test(test_refused_when_used_up),
