@@ -89,7 +89,7 @@ typedef struct database_conf {
     int64_t partitions_ahead_days;
     int64_t flush_interval_ms;
     int64_t batch_max;
-    int64_t spend_refresh_ms; /* how often month-to-date spend per key is read back */
+    int64_t spend_refresh_ms; /* unused: replaced by budgets.sync_ms (accepted in old configs) */
     int64_t keys_refresh_ms;  /* how often bridle_keys changes are looked for (<= 2 s) */
     int64_t heartbeat_ms;     /* instance heartbeat in bridle_instances (rate-limit shares) */
 } database_conf;

@@ -1110,8 +1110,9 @@ static step_result admit_usage_log(run *r)
 
 /* In order. A step goes on (STEP_NEXT), answers the run itself
  * (STEP_ANSWERED), or waits (STEP_WAIT) and later resumes the run past
- * itself (admit_i++, admit_next). Rate limits, the budget reservation and
- * the cache lookup will join here. */
+ * itself (admit_i++, admit_next). The budget reservation comes after the
+ * idempotency and coalescing steps: a replay or a copy costs nothing. Rate
+ * limits and the cache lookup will join here. */
 static const run_step admit_steps[] = {
     {"usage_log", admit_usage_log},
     {"idempotency", admit_idempotency},
