@@ -38,12 +38,13 @@ const k2 = newKey(); // $1.00: a capped request fits, an uncapped one does not
 const k3 = newKey(); // $20: an uncapped request fits its default cap
 const k4 = newKey(); // $1,000: slack in hand, for counting queries
 const k5 = newKey(); // $0.10, for the idempotent replay
+const k6 = newKey(); // $1.00, first used while the database is down
 
 function config(mockUrl, dbUrl) {
   return mockConfig(mockUrl, {
     database: dbUrl ? { url: dbUrl, spool_dir: '${T7_SPOOL}', flush_interval_ms: 50 } : undefined,
     budgets: { lease_ttl_ms: TTL_MS, sync_ms: SYNC_MS },
-    alerts: { thresholds: [0.75, 0.95] },
+    alerts: { thresholds: [0.5, 0.75] },
     models: { t7: { provider: 'openai', prices: { input: '1', output: '3750' } } },
     keys: [
       { id: 'k1', sha256: k1.sha256, budget_usd: '1.00' },
@@ -51,6 +52,7 @@ function config(mockUrl, dbUrl) {
       { id: 'k3', sha256: k3.sha256, budget_usd: '20' },
       { id: 'k4', sha256: k4.sha256, budget_daily_usd: '1000' },
       { id: 'k5', sha256: k5.sha256, budget_usd: '0.10' },
+      { id: 'k6', sha256: k6.sha256, budget_usd: '1.00' },
     ],
   });
 }
@@ -171,9 +173,13 @@ describe('two gateways, one PostgreSQL', () => {
     // every 200 the clients saw is one billed event
     assert.ok(BigInt(ok.length) * A <= settled + 0n, `${ok.length} answers, ${settled} pusd settled`);
 
-    // the 75 % alert, once
-    const alerts = await q("SELECT share_bp, count(*)::int AS n FROM bridle_budget_alerts WHERE scope = 'key' AND scope_id = 'k1' GROUP BY 1 ORDER BY 1");
-    assert.deepEqual(alerts.find((a) => a.share_bp === 7500), { share_bp: 7500, n: 1 });
+    // the config's thresholds replaced the default ones (75 %, 95 %) in the database,
+    // and the 50 % and 75 % alerts fired once each (two gateways, a replay)
+    assert.deepEqual((await q('SELECT share_bp FROM bridle_alert_thresholds ORDER BY 1')).map((r) => r.share_bp), [5000, 7500]);
+    const alerts = await q("SELECT share_bp, count(*)::int AS n FROM bridle_budget_alerts WHERE scope = 'key' AND scope_id = 'k1' AND period = 'month' GROUP BY 1 ORDER BY 1");
+    assert.deepEqual(alerts, [{ share_bp: 5000, n: 1 }, { share_bp: 7500, n: 1 }]);
+    const [lim] = await q("SELECT limit_pusd::text AS l, source FROM bridle_budgets WHERE scope = 'key' AND scope_id = 'k1' AND period = 'month'");
+    assert.deepEqual(lim, { l: String(USD), source: 'config' });
 
     // the leases come back to 0 (the killed one's by the sweep) within the TTL and a few syncs
     const t0 = Date.now();
@@ -234,6 +240,35 @@ describe('two gateways, one PostgreSQL', () => {
     const replay = await post(`${g.url}/v1/chat/completions`, body(), idem);
     assert.equal(replay.status, 200, replay.text);
     assert.equal(replay.headers['idempotent-replayed'], 'true');
+  });
+
+  test('database down: slack in hand keeps admitting until its lease may have expired; a request that needs a lease gets 503 budget_unavailable with Retry-After; back when it returns', async () => {
+    const g = gw[1];
+    const warm = await post(`${g.url}/v1/chat/completions`, body(), auth(k4));
+    assert.equal(warm.status, 200, warm.text);
+    db.stopImmediate();
+    try {
+      // k4 has slack in this gateway's lease: no database needed
+      const inHand = await post(`${g.url}/v1/chat/completions`, body(), auth(k4));
+      assert.equal(inHand.status, 200, inHand.text);
+      // k6 has none: its lease cannot be asked for
+      const t0 = Date.now();
+      const r = await post(`${g.url}/v1/chat/completions`, body(), auth(k6));
+      assert.equal(r.status, 503, r.text);
+      assert.equal(r.json.error.code, 'budget_unavailable');
+      assert.equal(r.headers['retry-after'], '1');
+      assert.equal(r.headers['x-should-retry'], 'true');
+      assert.match(r.json.error.message, /cannot check this request against its budgets right now/);
+      assert.ok(Date.now() - t0 < 6000 * SLOW, `answered after ${Date.now() - t0} ms`);
+      // past 3/4 of the TTL without a renewal the slack is not trusted any more
+      await sleep(TTL_MS);
+      const stale = await post(`${g.url}/v1/chat/completions`, body(), auth(k4));
+      assert.equal(stale.status, 503, stale.text);
+      assert.equal(stale.json.error.code, 'budget_unavailable');
+    } finally {
+      db.start();
+    }
+    await waitUntil(async () => (await post(`${g.url}/v1/chat/completions`, body(), auth(k6))).status === 200, 15000 * SLOW, 'k6 served once the database is back');
   });
 });
 
