@@ -1014,7 +1014,8 @@ static bool any_limit(const int64_t *lim)
 
 /* An upper bound of what one call to t can cost: every byte of the body a
  * token (no tokenizer makes fewer bytes than tokens of text; the JSON
- * around the messages outweighs the chat template's few tokens a message),
+ * around the messages outweighs the chat template's few tokens a message;
+ * images by URL are added, input_bound_tokens),
  * at the dearest input rate (plain, or a cache write), and max_tokens of
  * output. Long-context re-pricing comes with pricing_cost_pusd. */
 static int64_t call_bound_pusd(const model_price *p, int64_t in, int64_t out)
@@ -1034,9 +1035,29 @@ static int64_t call_bound_pusd(const model_price *p, int64_t in, int64_t out)
  * attempt is not billed, one answer is); with the cascade every answer set
  * aside is billed too, so their sum. Reserved for candidate 0 at admission,
  * raised before an attempt on a dearer one (start_attempt). */
-static int64_t reservation_pusd(const run *r, int upto)
+/* An image given by URL costs tokens its bytes do not show: at most about
+ * 1,600 (Anthropic, 1.15 megapixels), 1,105 (gpt-4o high detail) or 2,488
+ * (OpenAI's patch-based models) a picture, whatever its size. */
+#define IMAGE_TOKENS_MAX 3000
+#define TOOLS_TOKENS_MAX 1000
+
+static int64_t input_bound_tokens(const run *r)
 {
     int64_t in = (int64_t)r->in.body_len;
+    const char *p = r->in.body, *end = p ? p + r->in.body_len : NULL;
+    static const char tag[] = "\"image_url\"";
+    while (p && (p = memmem(p, (size_t)(end - p), tag, sizeof tag - 1))) {
+        in += IMAGE_TOKENS_MAX;
+        p += sizeof tag - 1;
+    }
+    /* tools add a system prompt of their own (Anthropic: about 350 tokens) */
+    if (r->in.body && memmem(r->in.body, r->in.body_len, "\"tools\"", 7)) in += TOOLS_TOKENS_MAX;
+    return in;
+}
+
+static int64_t reservation_pusd(const run *r, int upto)
+{
+    int64_t in = input_bound_tokens(r);
     int64_t out = r->canon.max_tokens > 0 ? r->canon.max_tokens : 0;
     if (r->canon.thinking_budget > 0) out += r->canon.thinking_budget; /* where it is extra */
     int64_t max = 0, sum = 0;
