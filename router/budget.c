@@ -62,6 +62,9 @@ struct budget {
     int64_t sync_sent_ms;
     int syncs;
     bool processing;
+    bool draining, drain_sent; /* budget_drain: the last sync, leases given back */
+    void (*drain_done)(void *ctx);
+    void *drain_ctx;
     struct event sync_ev;
     bool sync_armed;
     budget_stats st;
@@ -311,6 +314,7 @@ static void q_remove(budget *b, budget_hold *h)
 
 static void on_lease(void *ctx, const char *error);
 static void start_sync(budget *b);
+static void drain_finish(budget *b);
 
 /* Asks for what the queue's head is missing, and a slice more. 0: asked
  * (or nothing to ask); -1: the store cannot be asked. */
@@ -410,6 +414,7 @@ static void serve_queue(budget *b, const char *error)
     }
     b->processing = false;
     if (!b->leasing && b->sync_due) start_sync(b);
+    if (b->draining && !b->syncing && !b->leasing) drain_finish(b); /* nothing to send */
     if (b->q_head && !b->leasing && !b->syncing && start_lease(b) != 0)
         serve_queue(b, "the database is unreachable");
 }
@@ -571,6 +576,13 @@ int budget_share_pct(const budget *b, const budget_request *req, bool *team)
 
 /* ------------------------------------------------------------ sync */
 
+static void drain_finish(budget *b)
+{
+    void (*done)(void *) = b->drain_done;
+    b->drain_done = NULL;
+    if (done) done(b->drain_ctx);
+}
+
 static void on_sync(void *ctx, const char *error)
 {
     budget *b = ctx;
@@ -596,6 +608,10 @@ static void on_sync(void *ctx, const char *error)
         }
     }
     b->sync_n = 0;
+    if (b->drain_sent) {
+        drain_finish(b);
+        return;
+    }
     serve_queue(b, NULL); /* waiters that fit now, or the lease they wait for */
 }
 
@@ -613,8 +629,8 @@ static void start_sync(budget *b)
     if (ents) b->sync_entries = ents;
     if (!items || !ents) return;
     for (bentry *e = b->all; e; e = e->next) {
-        /* idle since the last sync: its slack goes back */
-        if (!e->used && e->avail > 0) e->avail = 0;
+        /* idle since the last sync (or stopping): its slack goes back */
+        if ((!e->used || b->draining) && e->avail > 0) e->avail = 0;
         e->used = false;
         b->sync_entries[n] = e;
         budget_item *it = &b->sync_items[n++];
@@ -629,6 +645,7 @@ static void start_sync(budget *b)
         return;
     }
     b->syncing = true;
+    b->drain_sent = b->draining;
     b->st.sync_calls++;
     if (++b->syncs % SWEEP_EVERY == 0) b->store->ops->sweep(b->store);
 }
@@ -636,6 +653,23 @@ static void start_sync(budget *b)
 void budget_sync_now(budget *b)
 {
     start_sync(b);
+}
+
+void budget_drain(budget *b, void (*done)(void *ctx), void *ctx)
+{
+    if (!b) {
+        done(ctx);
+        return;
+    }
+    b->draining = true;
+    b->drain_done = done;
+    b->drain_ctx = ctx;
+    if (b->leasing || b->syncing) {
+        b->sync_due = true; /* once the call in flight is back */
+        return;
+    }
+    start_sync(b);
+    if (!b->syncing) drain_finish(b); /* nothing held, or the database is away */
 }
 
 static void on_sync_timer(evutil_socket_t fd, short what, void *arg)

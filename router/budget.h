@@ -122,6 +122,10 @@ int budget_share_pct(const budget *b, const budget_request *req, bool *team);
 
 /* Syncs every lease now (the timer does it every sync_ms). */
 void budget_sync_now(budget *b);
+/* For shutdown, after the ledger drained: gives every lease back but what
+ * is still reserved or unshipped (one sync), then calls done(ctx) (at
+ * once when there is nothing to give back or the database is away). */
+void budget_drain(budget *b, void (*done)(void *ctx), void *ctx);
 budget_stats budget_get_stats(const budget *b);
 
 /* The UTC start of the period holding t (Unix seconds), and its end. */

@@ -13,6 +13,7 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "providers/engine.h"
+#include "router/budget.h"
 #include "router/config.h"
 #include "router/router.h"
 #include "server/app.h"
@@ -24,10 +25,17 @@
 
 /* ------------------------------------------------------------ serve */
 
-static void on_ledger_drained(void *arg)
+static void on_budgets_drained(void *arg)
 {
     app *a = arg;
     event_base_loopexit(a->base, NULL);
+}
+
+/* Then the budget leases go back at once rather than after their TTL. */
+static void on_ledger_drained(void *arg)
+{
+    app *a = arg;
+    budget_drain(router_budgets(a->router), on_budgets_drained, a);
 }
 
 /* SIGTERM: wait for the requests in flight, then for the ledger to hand
@@ -45,7 +53,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     if (a->ledger)
         ledger_drain(a->ledger, 5000, on_ledger_drained, a);
     else
-        event_base_loopexit(a->base, NULL);
+        on_ledger_drained(a);
 }
 
 /* Applies pending migrations (or checks there are none) before serving;

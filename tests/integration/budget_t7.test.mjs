@@ -270,6 +270,22 @@ describe('two gateways, one PostgreSQL', () => {
     }
     await waitUntil(async () => (await post(`${g.url}/v1/chat/completions`, body(), auth(k6))).status === 200, 15000 * SLOW, 'k6 served once the database is back');
   });
+
+  test('a gateway stopped with SIGTERM gives its leases back at once, not after their TTL', async () => {
+    const g = gw[1];
+    const r = await post(`${g.url}/v1/chat/completions`, body(), auth(k4));
+    assert.equal(r.status, 200, r.text);
+    const pid = g.proc.child.pid;
+    const leases = async () =>
+      (await q(`SELECT count(*)::int AS n FROM bridle_budget_leases WHERE instance LIKE '%:${pid}:%' AND held_pusd > 0`))[0].n;
+    assert.ok((await leases()) > 0, 'it holds a lease');
+    const ex = await g.proc.stop();
+    assert.equal(ex.code, 0, g.proc.logs());
+    assert.equal(await leases(), 0, 'its leases are gone when it has exited');
+    const [h] = await q("SELECT held_pusd::int AS h FROM bridle_budget_spend WHERE scope = 'key' AND scope_id = 'k4' ORDER BY period_start DESC LIMIT 1");
+    assert.equal(h.h, 0);
+    g.proc = null;
+  });
 });
 
 describe('no database', () => {

@@ -422,6 +422,45 @@ static void test_extend_and_scopes(void **state)
     budget_free(b);
 }
 
+static int drained;
+static void on_drained(void *ctx)
+{
+    drained++;
+}
+
+static void test_drain_gives_leases_back(void **state)
+{
+    (void)state;
+    budget *b = new_budget(false);
+    int64_t E = 50000000000LL;
+    waiter w = {0}, x = {0};
+    budget_request r = req_of(E);
+    budget_reserve(b, &w.h, &r, on_done, &w);
+    answer(&F);
+    assert_int_equal(budget_reserve(b, &x.h, &r, on_done, &x), BUDGET_OK);
+    budget_settle(b, &w.h, E); /* shipped below */
+    usage_event ev;
+    memset(&ev, 0, sizeof ev);
+    strcpy(ev.key_id, "k1");
+    ev.ts_us = r.ts_us;
+    ev.cost_pusd = E;
+    budget_shipped(b, &ev);
+    drained = 0;
+    budget_drain(b, on_drained, NULL);
+    assert_int_equal(drained, 0);
+    assert_int_equal(F.syncs, 1);
+    assert_int_equal(F.items[0].held_pusd, E); /* only x's reservation stays held */
+    answer(&F);
+    assert_int_equal(drained, 1);
+    budget_settle(b, &x.h, 0);
+    budget_free(b);
+    /* nothing held: done at once */
+    b = new_budget(false);
+    budget_drain(b, on_drained, NULL);
+    assert_int_equal(drained, 2);
+    budget_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_idle_slack_and_period_rollover),
         cmocka_unit_test(test_database_down),
         cmocka_unit_test(test_extend_and_scopes),
+        cmocka_unit_test(test_drain_gives_leases_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
