@@ -1031,10 +1031,6 @@ static int64_t call_bound_pusd(const model_price *p, int64_t in, int64_t out)
     return max;
 }
 
-/* E up to candidate `upto` of the plan: the dearest of them (a failed
- * attempt is not billed, one answer is); with the cascade every answer set
- * aside is billed too, so their sum. Reserved for candidate 0 at admission,
- * raised before an attempt on a dearer one (start_attempt). */
 /* An image given by URL costs tokens its bytes do not show: at most about
  * 1,600 (Anthropic, 1.15 megapixels), 1,105 (gpt-4o high detail) or 2,488
  * (OpenAI's patch-based models) a picture, whatever its size. */
@@ -1055,6 +1051,10 @@ static int64_t input_bound_tokens(const run *r)
     return in;
 }
 
+/* E up to candidate `upto` of the plan: the dearest of them (a failed
+ * attempt is not billed, one answer is); with the cascade every answer set
+ * aside is billed too, so their sum. Reserved for candidate 0 at admission,
+ * raised before an attempt on a dearer one (start_attempt). */
 static int64_t reservation_pusd(const run *r, int upto)
 {
     int64_t in = input_bound_tokens(r);
