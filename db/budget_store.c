@@ -90,10 +90,12 @@ typedef struct pg_store {
     char *cfg_params[5]; /* scope[], id[], period[], limit[], thresholds[] */
 } pg_store;
 
+/* migrations/0005: the lease set to what this gateway holds now, then
+ * extended, in one call */
 static const char lease_sql[] =
-    "SELECT i, granted, spent_pusd, held_pusd FROM bridle_budget_lease($1, $2::text[], "
+    "SELECT i, granted, spent_pusd, held_pusd FROM bridle_budget_lease_held($1, $2::text[], "
     "$3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::bigint[], "
-    "$9::integer) ORDER BY i";
+    "$9::bigint[], $10::integer) ORDER BY i";
 static const char sync_sql[] =
     "SELECT i, spent_pusd, held_pusd FROM bridle_budget_sync($1, $2::text[], $3::text[], "
     "$4::text[], $5::timestamptz[], $6::bigint[], $7::integer) ORDER BY i";
@@ -161,31 +163,33 @@ static void on_result(void *ctx, PGresult *res, const char *error)
 
 static int send_call(pg_store *s, pg_op_kind k, pg_call *c)
 {
-    buf a[9] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT,
-                BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
+    buf a[10] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT,
+                 BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
     key_arrays(a, c->items, c->n);
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)c->ttl_ms);
-    const char *v[9] = {c->instance};
+    const char *v[10] = {c->instance};
     for (int i = 0; i < 4; i++)
         v[i + 1] = a[i].data;
     int rc;
     if (k == PG_LEASE) {
         int_array(&a[4], c->items, c->n, offsetof(budget_item, limit_pusd));
-        int_array(&a[5], c->items, c->n, offsetof(budget_item, need_pusd));
-        int_array(&a[6], c->items, c->n, offsetof(budget_item, want_pusd));
+        int_array(&a[5], c->items, c->n, offsetof(budget_item, held_pusd));
+        int_array(&a[6], c->items, c->n, offsetof(budget_item, need_pusd));
+        int_array(&a[7], c->items, c->n, offsetof(budget_item, want_pusd));
         v[5] = a[4].data;
         v[6] = a[5].data;
         v[7] = a[6].data;
-        v[8] = ttl;
-        rc = pgconn_send(s->pg, lease_sql, 9, v, on_result, s);
+        v[8] = a[7].data;
+        v[9] = ttl;
+        rc = pgconn_send(s->pg, lease_sql, 10, v, on_result, s);
     } else {
         int_array(&a[4], c->items, c->n, offsetof(budget_item, held_pusd));
         v[5] = a[4].data;
         v[6] = ttl;
         rc = pgconn_send(s->pg, sync_sql, 7, v, on_result, s);
     }
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < 10; i++)
         buf_free(&a[i]);
     return rc;
 }
@@ -377,6 +381,7 @@ static int mem_lease(budget_store *bs, const char *instance, budget_item *items,
         budget_item *it = &items[i];
         mem_row *r = mem_find(s, it);
         if (!r) return -1;
+        r->held = it->held_pusd > 0 ? it->held_pusd : 0; /* what the caller holds now */
         it->granted_pusd = 0;
         if (r->spent + r->held + it->need_pusd <= it->limit_pusd) {
             int64_t left = (it->limit_pusd - r->spent - r->held) / 4;

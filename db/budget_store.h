@@ -1,6 +1,6 @@
 /* Where budget leases come from (router/budget.h): PostgreSQL
- * (bridle_budget_lease / bridle_budget_sync / bridle_budget_sweep of
- * migrations/0004), or, without a database, this process alone (an
+ * (bridle_budget_lease_held of migrations/0005, bridle_budget_sync and
+ * bridle_budget_sweep of migrations/0004), or, without a database, this process alone (an
  * in-memory spent + held per budget, reset at restart).
  *
  * A store is a table of functions so that router/budget.c can be tested
@@ -24,7 +24,8 @@ typedef struct budget_item {
     int64_t limit_pusd;
     /* lease: in */
     int64_t need_pusd, want_pusd;
-    /* sync: in, this process's whole lease on it */
+    /* lease and sync: in, this process's whole lease on it now (before the
+     * grant) */
     int64_t held_pusd;
     /* out (lease and sync) */
     int64_t granted_pusd;    /* lease: 0 = refused (spent + held + need > limit) */

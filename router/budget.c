@@ -347,6 +347,7 @@ static int start_lease(budget *b)
         *it = e->it;
         it->need_pusd = need;
         it->want_pusd = want;
+        it->held_pusd = entry_held(e); /* corrects the row first: no cost counted twice */
         it->granted_pusd = it->spent_pusd = it->total_held_pusd = 0;
     }
     if (!n) return 0;
@@ -434,7 +435,7 @@ static void on_lease(void *ctx, const char *error)
             e->avail += it->granted_pusd;
             e->spent = it->spent_pusd;
             e->known = true;
-            if (it->granted_pusd > 0) e->valid_until_ms = valid; /* the row was renewed */
+            e->valid_until_ms = valid; /* the row was set and renewed, granted or not */
             if (it->granted_pusd == 0) {
                 e->refused_need = it->need_pusd;
                 e->refused_gen = gen;

@@ -233,6 +233,10 @@ describe('two gateways, one PostgreSQL', () => {
     const idem = { ...auth(k5), 'idempotency-key': 'k5-first' };
     const first = await post(`${g.url}/v1/chat/completions`, body(), idem);
     assert.equal(first.status, 200, first.text);
+    // its cost is committed (charged to spent_pusd) while this gateway's lease row still
+    // counts it until the next sync: the lease call corrects the row first (0005), so the
+    // next request, which fits, is not refused for a cost counted twice
+    await waitUntil(async () => Number((await q("SELECT coalesce(sum(spent_pusd), 0)::text AS s FROM bridle_budget_spend WHERE scope = 'key' AND scope_id = 'k5'"))[0].s) > 0, 10000 * SLOW, 'k5 charged', 5);
     const second = await post(`${g.url}/v1/chat/completions`, body(), auth(k5));
     assert.equal(second.status, 200, second.text);
     const third = await post(`${g.url}/v1/chat/completions`, body(), auth(k5));
@@ -269,6 +273,25 @@ describe('two gateways, one PostgreSQL', () => {
       db.start();
     }
     await waitUntil(async () => (await post(`${g.url}/v1/chat/completions`, body(), auth(k6))).status === 200, 15000 * SLOW, 'k6 served once the database is back');
+  });
+
+  test('bridle_budget_lease_held (migration 0005) sets the caller\'s lease to what it holds, then grants within the limit', async () => {
+    const call = async (held, need, want) =>
+      (await q(`SELECT i, granted::int AS g, spent_pusd::int AS s, held_pusd::int AS h FROM bridle_budget_lease_held('sql:1:t', '{key}', '{sqltest}', '{day}', '{2026-01-01T00:00:00Z}', '{100}', '{${held}}', '{${need}}', '{${want}}', 60000)`))[0];
+    const row = async () => (await q("SELECT held_pusd::int AS h FROM bridle_budget_leases WHERE instance = 'sql:1:t'"))[0]?.h ?? null;
+    // a quarter of what is left: 25
+    assert.deepEqual(await call(0, 10, 40), { i: 1, g: 25, s: 0, h: 25 });
+    // the ledger charges 20 of it; the gateway holds 5 now. 20 + 5 + 70 fits in 100
+    // (0004's bridle_budget_lease would count the 20 twice: 20 + 25 + 70 > 100)
+    await q("UPDATE bridle_budget_spend SET spent_pusd = 20 WHERE scope_id = 'sqltest'");
+    assert.deepEqual(await call(5, 70, 70), { i: 1, g: 70, s: 20, h: 75 });
+    assert.equal(await row(), 75);
+    // over: nothing granted, the lease stays what it holds (renewed)
+    assert.deepEqual(await call(75, 10, 10), { i: 1, g: 0, s: 20, h: 75 });
+    assert.equal(await row(), 75);
+    // holding nothing ends the lease
+    assert.deepEqual(await call(0, 0, 0), { i: 1, g: 0, s: 20, h: 0 });
+    assert.equal(await row(), null);
   });
 
   test('a gateway stopped with SIGTERM gives its leases back at once, not after their TTL', async () => {

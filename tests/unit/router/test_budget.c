@@ -87,6 +87,7 @@ static void answer(fake *f)
     for (int i = 0; i < f->n; i++) {
         budget_item *it = &f->items[i];
         if (f->is_lease) {
+            if (strcmp(it->scope, "key") == 0) f->held = it->held_pusd; /* one gateway */
             bool ok = f->spent + f->held + it->need_pusd <= it->limit_pusd;
             int64_t room = it->limit_pusd - f->spent - f->held;
             it->granted_pusd = ok ? (it->want_pusd < room ? it->want_pusd : room) : 0;
