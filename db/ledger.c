@@ -31,17 +31,6 @@ typedef struct queued {
     usage_event ev;
 } queued;
 
-/* Month-to-date spend by name (a key id or a team), for budgets. Few
- * entries per process, looked up once per routed request: a flat array. */
-struct spend {
-    char name[65]; /* usage_event.key_id / .team */
-    int64_t pusd;
-};
-typedef struct spend_table {
-    struct spend *v;
-    int n, cap;
-} spend_table;
-
 struct ledger {
     struct event_base *base;
     ledger_options opt;
@@ -64,10 +53,6 @@ struct ledger {
     buf batch;  /* the COPY text of the batch in flight */
     bool dedup; /* the batch holds events the table has: take the dedup path */
     int64_t batch_min_ts, batch_max_ts;
-    spend_table key_spend;  /* month-to-date spend per key */
-    spend_table team_spend; /* ... and per team (the usage_events.team column) */
-    bool spend_known;
-    int64_t spend_due_ms;
     ledger_stats stats;
 };
 
@@ -292,6 +277,9 @@ static void on_insert_done(void *ctx, PGresult *res, const char *error)
         return;
     }
     uint64_t last = q_at(l, n - 1)->seq;
+    if (l->opt.on_shipped) /* committed: COPY and dedup paths alike, replays too */
+        for (int i = 0; i < n; i++)
+            l->opt.on_shipped(l->opt.shipped_ctx, &q_at(l, i)->ev);
     l->q_head = (l->q_head + n) % l->opt.queue_max;
     l->q_len -= n;
     l->stats.inserted += n;
@@ -361,81 +349,10 @@ static void check_drained(ledger *l)
     done(l->drain_ctx);
 }
 
-static struct spend *spend_slot(spend_table *t, const char *name, bool create)
-{
-    for (int i = 0; i < t->n; i++)
-        if (strcmp(t->v[i].name, name) == 0) return &t->v[i];
-    if (!create) return NULL;
-    if (t->n == t->cap) {
-        int cap = t->cap ? t->cap * 2 : 16;
-        struct spend *v = realloc(t->v, sizeof *v * (size_t)cap);
-        if (!v) return NULL;
-        t->v = v;
-        t->cap = cap;
-    }
-    struct spend *sp = &t->v[t->n++];
-    snprintf(sp->name, sizeof sp->name, "%s", name);
-    sp->pusd = 0;
-    return sp;
-}
-
-static void spend_add(spend_table *t, const char *name, int64_t pusd)
-{
-    struct spend *sp = name && *name ? spend_slot(t, name, true) : NULL;
-    if (sp) sp->pusd += pusd;
-}
-
-static void spend_zero(spend_table *t)
-{
-    for (int i = 0; i < t->n; i++)
-        t->v[i].pusd = 0;
-}
-
-static int64_t spend_get(const ledger *l, const spend_table *t, const char *name)
-{
-    if (!l->spend_known) return -1;
-    for (int i = 0; i < t->n; i++)
-        if (strcmp(t->v[i].name, name) == 0) return t->v[i].pusd;
-    return 0;
-}
-
-static void on_spend_read(void *ctx, PGresult *res, const char *error)
-{
-    ledger *l = ctx;
-    l->spend_due_ms = util_now_ms() + l->opt.spend_refresh_ms;
-    if (error) {
-        log_warn("ledger: reading spend per key and team failed: %s", error);
-    } else {
-        spend_zero(&l->key_spend);
-        spend_zero(&l->team_spend);
-        for (int r = 0; r < PQntuples(res); r++) { /* one row per (key, team) */
-            int64_t pusd = strtoll(PQgetvalue(res, r, 2), NULL, 10);
-            if (!PQgetisnull(res, r, 0)) spend_add(&l->key_spend, PQgetvalue(res, r, 0), pusd);
-            if (!PQgetisnull(res, r, 1)) spend_add(&l->team_spend, PQgetvalue(res, r, 1), pusd);
-        }
-        l->spend_known = true;
-    }
-    flush(l);
-}
-
-/* Month-to-date spend per key and per team, for budgets: one scan of this
- * month's partitions (BRIN on ts), grouped by both; the sums per key and
- * per team are added up from its rows. */
-static bool read_spend(ledger *l)
-{
-    return pgconn_send(l->pg,
-                       "SELECT key_id, team, sum(cost_pusd)::bigint FROM usage_events WHERE ts >= "
-                       "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND "
-                       "(key_id IS NOT NULL OR team IS NOT NULL) GROUP BY key_id, team",
-                       0, NULL, on_spend_read, l) == 0;
-}
-
 static void flush(ledger *l)
 {
     if (pgconn_idle(l->pg)) {
         if (l->maintenance_due && run_maintenance(l)) return;
-        /* spend is read when nothing waits to be inserted, so it includes it */
-        if (l->q_len == 0 && util_now_ms() >= l->spend_due_ms && read_spend(l)) return;
         refill_from_spool(l);
         if (l->q_len > 0) send_batch(l);
     }
@@ -494,22 +411,15 @@ int ledger_record(ledger *l, const usage_event *ev)
     }
     l->stats.recorded++;
     l->last_appended = seq;
-    /* counted now; the next read from the database replaces it */
-    spend_add(&l->key_spend, ev->key_id, ev->cost_pusd);
-    spend_add(&l->team_spend, ev->team, ev->cost_pusd);
     q_push(l, seq, ev);
     if (l->q_len >= l->opt.batch_max) flush(l);
     return 0;
 }
 
-int64_t ledger_key_spend_pusd(const ledger *l, const char *key_id)
+void ledger_set_on_shipped(ledger *l, void (*fn)(void *ctx, const usage_event *ev), void *ctx)
 {
-    return spend_get(l, &l->key_spend, key_id);
-}
-
-int64_t ledger_team_spend_pusd(const ledger *l, const char *team)
-{
-    return spend_get(l, &l->team_spend, team);
+    l->opt.on_shipped = fn;
+    l->opt.shipped_ctx = ctx;
 }
 
 bool ledger_can_accept(const ledger *l)
@@ -595,8 +505,6 @@ void ledger_free(ledger *l)
     if (spool_close(l->sp) != 0) log_error("ledger: closing the spool failed: %s", strerror(errno));
     buf_free(&l->batch);
     free(l->q);
-    free(l->key_spend.v);
-    free(l->team_spend.v);
     free(l);
 }
 

@@ -26,8 +26,10 @@ typedef struct ledger_options {
     int partitions_ahead_days; /* default 7 */
     int retention_days;        /* 0: keep everything */
     int query_timeout_ms;      /* a slower INSERT drops the connection; default 10000 */
-    int spend_refresh_ms;      /* month-to-date spend per key and team read back this often; default
-                                  30000 */
+    /* Optional: called for each event once the batch holding it has committed
+     * (the COPY and the dedup path alike, replayed events too), in order. */
+    void (*on_shipped)(void *ctx, const usage_event *ev);
+    void *shipped_ctx;
 } ledger_options;
 
 typedef struct ledger_stats {
@@ -59,12 +61,9 @@ bool ledger_can_accept(const ledger *l);
  * limit_ms passes, then makes the spool durable and calls done(ctx). */
 void ledger_drain(ledger *l, int limit_ms, void (*done)(void *ctx), void *ctx);
 
-/* Month-to-date spend of a key in pico-dollars, as last read from
- * PostgreSQL plus what was recorded since; -1 when not known yet. For
- * routing's budget downgrade: it lags by at most the refresh interval. */
-int64_t ledger_key_spend_pusd(const ledger *l, const char *key_id);
-/* The same for a team (the events' team column), read by the same query. */
-int64_t ledger_team_spend_pusd(const ledger *l, const char *team);
+/* Sets ledger_options.on_shipped after ledger_new (the budget module is
+ * made after the ledger). */
+void ledger_set_on_shipped(ledger *l, void (*fn)(void *ctx, const usage_event *ev), void *ctx);
 
 void ledger_free(ledger *l);
 ledger_stats ledger_get_stats(const ledger *l);

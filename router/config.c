@@ -1391,6 +1391,11 @@ int config_n_keys(const bridle_config *c)
     return c->n_keys;
 }
 
+const key_conf *config_key(const bridle_config *c, int i)
+{
+    return &c->keys[i];
+}
+
 int policy_models_from_config(const struct bridle_config *c, policy_model *out, int max)
 {
     int n = config_n_models(c);

@@ -89,7 +89,7 @@ typedef struct database_conf {
     int64_t partitions_ahead_days;
     int64_t flush_interval_ms;
     int64_t batch_max;
-    int64_t spend_refresh_ms; /* how often month-to-date spend per key is read back */
+    int64_t spend_refresh_ms; /* unused: replaced by budgets.sync_ms (accepted in old configs) */
     int64_t keys_refresh_ms;  /* how often bridle_keys changes are looked for (<= 2 s) */
     int64_t heartbeat_ms;     /* instance heartbeat in bridle_instances (rate-limit shares) */
 } database_conf;
@@ -194,6 +194,8 @@ const team_conf *config_find_team(const bridle_config *c, const char *name);
 /* The key whose SHA-256 hex equals sha256_hex, or NULL. */
 const key_conf *config_find_key(const bridle_config *c, const char *sha256_hex);
 int config_n_keys(const bridle_config *c);
+/* The file's key i (0 <= i < config_n_keys). */
+const key_conf *config_key(const bridle_config *c, int i);
 
 struct policy_model;
 /* Fills out[0..max) from a loaded config: name, price, context window and

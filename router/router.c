@@ -6,7 +6,10 @@
 #include <string.h>
 
 #include "db/instances.h"
+#include "db/ledger.h"
+#include "lib/log.h"
 #include "lib/util.h"
+#include "router/budget.h"
 #include "router/ratelimit.h"
 #include "router/run.h"
 
@@ -24,6 +27,7 @@ struct router {
     engine *eng;
     struct ledger *ledger;
     struct idem_store *idem;
+    struct budget *hard;    /* hard budgets (router/budget.h) */
     int *inflight;          /* calls in flight per provider index */
     breaker **breakers;     /* one per model target (target.index); NULL when off */
     retry_budget **budgets; /* one per provider (provider_conf.index) */
@@ -67,12 +71,68 @@ static void on_instances(void *ctx, int n)
     ratelimit_set_instances(rt->rl, n);
 }
 
+/* The config file's budgets, for bridle_budgets (source 'config'). */
+static int config_budget_rows(const bridle_config *cfg, budget_limit_row **out)
+{
+    static const char *const periods[] = {"day", "week", "month"};
+    int nk = config_n_keys(cfg), nt = config_n_teams(cfg), n = 0;
+    budget_limit_row *rows = calloc((size_t)(nk + nt + 1) * N_PERIODS + 1, sizeof *rows);
+    if (!rows) return -1;
+    for (int i = 0; i <= nk + nt; i++) {
+        const char *scope = i < nk ? "key" : i < nk + nt ? "team" : "total";
+        const char *id = i < nk        ? config_key(cfg, i)->id
+                         : i < nk + nt ? config_team(cfg, i - nk)->name
+                                       : "";
+        const spend_limits *l = i < nk        ? &config_key(cfg, i)->lim
+                                : i < nk + nt ? &config_team(cfg, i - nk)->lim
+                                              : &config_budgets(cfg)->total;
+        for (int p = 0; p < N_PERIODS; p++)
+            if (l->budget_pusd[p] > 0)
+                rows[n++] = (budget_limit_row){scope, id, periods[p], l->budget_pusd[p]};
+    }
+    *out = rows;
+    return n;
+}
+
+static bool budgets_new(router *rt)
+{
+    const bridle_config *cfg = rt->cfg;
+    const budgets_conf *bc = config_budgets(cfg);
+    const char *url = config_database(cfg)->url;
+    budget_limit_row *rows = NULL;
+    int n = config_budget_rows(cfg, &rows);
+    if (n < 0) return false;
+    budget_store *st;
+    if (url && url[0]) {
+        const alerts_conf *ac = config_alerts(cfg);
+        st = budget_store_pg_new(rt->base, url, rows, n, ac->thresholds_bp, ac->n_thresholds);
+    } else {
+        if (n > 0)
+            log_warn("no database configured: budgets are enforced by this process alone, and "
+                     "what was spent is forgotten at restart");
+        st = budget_store_mem_new(rt->base);
+    }
+    free(rows);
+    if (!st) return false;
+    budget_options bo = {
+        .instance = rt->instance,
+        .lease_ttl_ms = bc->lease_ttl_ms,
+        .sync_ms = bc->sync_ms,
+        .lease_max_pusd = bc->lease_max_pusd,
+        .fail_open = bc->fail_open,
+        .local = !(url && url[0]),
+    };
+    if (!(rt->hard = budget_new(rt->base, st, &bo))) return false;
+    if (rt->ledger) ledger_set_on_shipped(rt->ledger, budget_shipped, rt->hard);
+    return true;
+}
+
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
-                   struct ledger *ledger, struct idem_store *idem)
+                   struct ledger *lg, struct idem_store *idem)
 {
     router *rt = calloc(1, sizeof *rt);
     if (!rt) return NULL;
-    *rt = (router){.base = base, .cfg = cfg, .eng = eng, .ledger = ledger, .idem = idem};
+    *rt = (router){.base = base, .cfg = cfg, .eng = eng, .ledger = lg, .idem = idem};
     char seed[17];
     rt->rng = util_random_hex(seed, 8) ? strtoull(seed, NULL, 16) : (uint64_t)util_now_us();
     char host[64] = "";
@@ -82,7 +142,7 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
     int nm = config_n_models(cfg), np = config_n_providers(cfg);
     rt->inflight = calloc((size_t)np + 1, sizeof *rt->inflight);
     rt->pmodels = calloc((size_t)nm + 1, sizeof *rt->pmodels);
-    if (!rt->inflight || !rt->pmodels || !resilience_new(rt)) {
+    if (!rt->inflight || !rt->pmodels || !resilience_new(rt) || !budgets_new(rt)) {
         router_free(rt);
         return NULL;
     }
@@ -107,6 +167,8 @@ void router_free(router *rt)
     run_pool_free(rt);
     instances_free(rt->inst);
     ratelimit_free(rt->rl);
+    if (rt->ledger && rt->hard) ledger_set_on_shipped(rt->ledger, NULL, NULL);
+    budget_free(rt->hard);
     for (int i = 0; rt->breakers && i < config_n_models(rt->cfg); i++)
         breaker_free(rt->breakers[i]);
     for (int i = 0; rt->budgets && i < config_n_providers(rt->cfg); i++)
@@ -150,6 +212,10 @@ engine *router_engine(const router *rt)
 struct ledger *router_ledger(const router *rt)
 {
     return rt->ledger;
+}
+struct budget *router_budgets(const router *rt)
+{
+    return rt->hard;
 }
 struct idem_store *router_idem(const router *rt)
 {

@@ -28,6 +28,7 @@ struct ledger;
 struct idem_store;
 struct run;
 struct instances;
+struct budget;
 
 /* ledger and idem may be NULL (no database). Returns NULL on OOM. */
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
@@ -40,6 +41,9 @@ const bridle_config *router_config(const router *rt);
 engine *router_engine(const router *rt);
 struct ledger *router_ledger(const router *rt);
 struct idem_store *router_idem(const router *rt);
+/* The hard budgets (router/budget.h): leases in PostgreSQL, or this
+ * process's own accounting without a database. */
+struct budget *router_budgets(const router *rt);
 
 /* ------------------------------------------------------------ call slots */
 

@@ -16,6 +16,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "providers/sse.h"
+#include "router/budget.h"
 #include "router/canon.h"
 #include "router/keyring.h"
 #include "router/ratelimit.h"
@@ -25,6 +26,9 @@
 /* The stream as the client gets it, kept to replay for its Idempotency-Key
  * (up to a cap: a longer one is not stored, and the key is freed). */
 #define IDEM_STREAM_MAX (8 << 20)
+/* The output cap a budgeted request without one gets (unless its provider
+ * has its own default_max_tokens): its reservation must be bounded. */
+#define BUDGET_DEFAULT_MAX_TOKENS 4096
 
 /* The answer the settlement steps see and the sink then gets. */
 typedef struct answer {
@@ -116,6 +120,10 @@ struct run {
     idem_op *idem_pending; /* claim or store in flight */
     buf idem_body;         /* the answer to store (a stream as sent) */
     bool idem_too_big;
+    /* budgets (router/budget.h) */
+    budget_hold bhold; /* the reservation: settled or given back exactly once */
+    int64_t cost_pusd; /* what the usage event charges (answer_cost) */
+    bool cost_known;
     /* coalescing */
     char coalesce_fp[65];
     bool leading;
@@ -360,6 +368,11 @@ static void event_route_reason(const run *r, usage_event *ev)
 static void record_usage(run *r, int status, const char *err_class, const usage_record *u)
 {
     ledger *lg = router_ledger(r->rt);
+    if (!r->cost_known) { /* what the budgets settle, with or without a ledger */
+        usage_record none0 = {.exact = true};
+        r->cost_known = true;
+        r->cost_pusd = answer_cost(r, u ? u : &none0);
+    }
     if (r->recorded || !lg) return;
     r->recorded = true;
     usage_event ev;
@@ -529,6 +542,14 @@ static step_result settle_usage_event(run *r)
     return STEP_NEXT;
 }
 
+/* The reservation becomes the cost the usage event charges; the rest goes
+ * back to the budgets' local slack. */
+static step_result settle_budget(run *r)
+{
+    budget_settle(router_budgets(r->rt), &r->bhold, r->cost_known ? r->cost_pusd : 0);
+    return STEP_NEXT;
+}
+
 static void on_idem_stored(void *ctx, const idem_result *res)
 {
     run *r = ctx;
@@ -593,10 +614,13 @@ static step_result settle_rate_limit(run *r)
     return STEP_NEXT;
 }
 
-/* In order; budget settlement and the cache store will join here. */
+/* In order; the cache store will join here. The budget settles right
+ * after the usage event, in the same loop pass: before the ledger can have
+ * shipped that event. */
 static const run_step settle_steps[] = {
     {"rate_limit", settle_rate_limit},
     {"usage_event", settle_usage_event},
+    {"budget", settle_budget},
     {"idempotency", settle_idempotency},
 };
 
@@ -641,6 +665,9 @@ static void release_holds(run *r)
     if (r->rl.held) /* a request that ends unsettled gives back what it reserved */
         ratelimit_settle(router_ratelimit(r->rt), &r->rl, util_now_ms(), 0, 0);
     coalesce_end(r);
+    /* a run that ends without its settlement step (the client left, a
+     * failure): the cost recorded, if any, else the whole reservation back */
+    budget_settle(router_budgets(r->rt), &r->bhold, r->cost_known ? r->cost_pusd : 0);
     breaker_settle(r, BREAKER_ABANDONED);
     if (r->timer_armed) {
         evtimer_del(&r->timer);
@@ -695,28 +722,29 @@ void run_cancel(run *r)
 
 /* ------------------------------------------------------------ planning */
 
-/* Month-to-date spend as a % of a budget, or -1 (no budget, not known). */
-static int share_pct(int64_t spent, int64_t budget_pusd)
+/* The budgets a request is charged to (router/budget.h). */
+static void budget_request_of(const run *r, budget_request *req)
 {
-    if (budget_pusd <= 0 || spent < 0) return -1;
-    int64_t pct = spent / (budget_pusd / 100 > 0 ? budget_pusd / 100 : 1);
-    return pct > 1000 ? 1000 : (int)pct;
+    memset(req, 0, sizeof *req);
+    if (r->key) {
+        req->key_id = r->key->id;
+        req->key_limits = r->key->lim.budget_pusd;
+        if (r->key->team_cfg) {
+            req->team = r->key->team_cfg->name;
+            req->team_limits = r->key->team_cfg->lim.budget_pusd;
+        }
+    }
+    req->total_limits = config_budgets(router_config(r->rt))->total.budget_pusd;
+    req->ts_us = r->wall_start_us;
 }
 
-/* The higher of the key's and its team's spend shares, or -1; *team says
- * the team's was higher. */
+/* The highest share spent among the key's and its team's budgets, or -1;
+ * *team says the team's was higher. */
 static int spend_share(const run *r, bool *team)
 {
-    ledger *lg = router_ledger(r->rt);
-    *team = false;
-    if (!lg || !r->key) return -1;
-    int key =
-        share_pct(ledger_key_spend_pusd(lg, r->key->id), r->key->lim.budget_pusd[PERIOD_MONTH]);
-    const team_conf *t = r->key->team_cfg;
-    int of_team =
-        t ? share_pct(ledger_team_spend_pusd(lg, t->name), t->lim.budget_pusd[PERIOD_MONTH]) : -1;
-    *team = of_team > key;
-    return *team ? of_team : key;
+    budget_request req;
+    budget_request_of(r, &req);
+    return budget_share_pct(router_budgets(r->rt), &req, team);
 }
 
 /* "auto" and "tier:NAME": the routing policy (router/policy.h) picks the
@@ -1035,6 +1063,118 @@ static step_result admit_idempotency(run *r)
     return STEP_ANSWERED;
 }
 
+/* ------------------------------------------------------------ budgets */
+
+static bool any_limit(const int64_t *lim)
+{
+    for (int p = 0; lim && p < N_PERIODS; p++)
+        if (lim[p] > 0) return true;
+    return false;
+}
+
+/* An upper bound of what one call to t can cost: every byte of the body a
+ * token (no tokenizer makes fewer bytes than tokens of text; the JSON
+ * around the messages outweighs the chat template's few tokens a message;
+ * images by URL are added, input_bound_tokens),
+ * at the dearest input rate (plain, or a cache write), and max_tokens of
+ * output. Long-context re-pricing comes with pricing_cost_pusd. */
+static int64_t call_bound_pusd(const model_price *p, int64_t in, int64_t out)
+{
+    usage_record u[3] = {{.input_uncached = in, .output = out},
+                         {.cache_write_5m = in, .output = out},
+                         {.cache_write_1h = in, .output = out}};
+    int64_t max = 0;
+    for (int i = 0; i < 3; i++) {
+        int64_t c = pricing_cost_pusd(p, &u[i], false);
+        if (c > max) max = c;
+    }
+    return max;
+}
+
+/* An image given by URL costs tokens its bytes do not show: at most about
+ * 1,600 (Anthropic, 1.15 megapixels), 1,105 (gpt-4o high detail) or 2,488
+ * (OpenAI's patch-based models) a picture, whatever its size. */
+#define IMAGE_TOKENS_MAX 3000
+#define TOOLS_TOKENS_MAX 1000
+
+static int64_t input_bound_tokens(const run *r)
+{
+    int64_t in = (int64_t)r->in.body_len;
+    const char *p = r->in.body, *end = p ? p + r->in.body_len : NULL;
+    static const char tag[] = "\"image_url\"";
+    while (p && (p = memmem(p, (size_t)(end - p), tag, sizeof tag - 1))) {
+        in += IMAGE_TOKENS_MAX;
+        p += sizeof tag - 1;
+    }
+    /* tools add a system prompt of their own (Anthropic: about 350 tokens) */
+    if (r->in.body && memmem(r->in.body, r->in.body_len, "\"tools\"", 7)) in += TOOLS_TOKENS_MAX;
+    return in;
+}
+
+/* E up to candidate `upto` of the plan: the dearest of them (a failed
+ * attempt is not billed, one answer is); with the cascade every answer set
+ * aside is billed too, so their sum. Reserved for candidate 0 at admission,
+ * raised before an attempt on a dearer one (start_attempt). */
+static int64_t reservation_pusd(const run *r, int upto)
+{
+    int64_t in = input_bound_tokens(r);
+    int64_t out = r->canon.max_tokens > 0 ? r->canon.max_tokens : 0;
+    if (r->canon.thinking_budget > 0) out += r->canon.thinking_budget; /* where it is extra */
+    int64_t max = 0, sum = 0;
+    for (int i = 0; i <= upto && i < r->n_plan; i++) {
+        int64_t c = call_bound_pusd(r->plan[i]->price, in, out);
+        sum += c;
+        if (c > max) max = c;
+    }
+    const policy *pol = config_policy(router_config(r->rt));
+    return r->by_policy && pol && policy_cascade_enabled(pol) ? sum : max;
+}
+
+static void budget_refused(run *r, budget_status st)
+{
+    if (st == BUDGET_EXCEEDED) {
+        run_fail(r, 429, "budget_exceeded", "budget_exceeded", NULL, r->bhold.message, false);
+        return;
+    }
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", r->bhold.retry_after_s > 0 ? r->bhold.retry_after_s : 1);
+    buf_add_header(&r->head, "retry-after", ra);
+    run_fail(r, 503, "server_error", "budget_unavailable", NULL, r->bhold.message, true);
+}
+
+static void on_budget(void *ctx, budget_status st)
+{
+    run *r = ctx;
+    if (st != BUDGET_OK) {
+        budget_refused(r, st);
+        return;
+    }
+    r->admit_i++;
+    admit_next(r);
+}
+
+/* Reserves E on the request's budgets: from this process's lease when it
+ * has enough, else after one lease call (router/budget.h). After the
+ * coalescing and idempotency steps: a copy or a replay costs nothing. */
+static step_result admit_budget(run *r)
+{
+    budget_request req;
+    budget_request_of(r, &req);
+    bool key = r->key && any_limit(req.key_limits), team = any_limit(req.team_limits);
+    if (!key && !team && !any_limit(req.total_limits)) return STEP_NEXT;
+    if (r->canon.max_tokens < 0) { /* never unbounded */
+        const provider_conf *p = r->n_plan ? r->plan[0]->provider : NULL;
+        r->canon.max_tokens =
+            p && p->default_max_tokens > 0 ? p->default_max_tokens : BUDGET_DEFAULT_MAX_TOKENS;
+    }
+    req.amount_pusd = reservation_pusd(r, 0);
+    budget_status st = budget_reserve(router_budgets(r->rt), &r->bhold, &req, on_budget, r);
+    if (st == BUDGET_OK) return STEP_NEXT;
+    if (st == BUDGET_WAIT) return STEP_WAIT;
+    budget_refused(r, st);
+    return STEP_ANSWERED;
+}
+
 /* ------------------------------------------------------------ admission steps */
 
 /* A request the ledger could not record is not served. */
@@ -1152,13 +1292,16 @@ static step_result admit_rate_limit(run *r)
 
 /* In order. A step goes on (STEP_NEXT), answers the run itself
  * (STEP_ANSWERED), or waits (STEP_WAIT) and later resumes the run past
- * itself (admit_i++, admit_next). The budget reservation and the cache
- * lookup will join here. */
+ * itself (admit_i++, admit_next). The rate limit comes first: a refusal
+ * there costs nothing. The budget reservation comes after the idempotency
+ * and coalescing steps: a replay or a copy costs nothing. The cache lookup
+ * will join here. */
 static const run_step admit_steps[] = {
     {"usage_log", admit_usage_log},
     {"rate_limit", admit_rate_limit},
     {"idempotency", admit_idempotency},
     {"coalescing", admit_coalescing},
+    {"budget", admit_budget},
 };
 
 static void admit_next(run *r)
@@ -1777,12 +1920,39 @@ static void provider_busy(run *r, const provider_conf *p)
     if (!recover(r, &e)) fail_upstream(r, &e);
 }
 
+static void on_budget_raised(void *ctx, budget_status st)
+{
+    run *r = ctx;
+    if (st == BUDGET_OK)
+        start_attempt(r);
+    else
+        budget_refused(r, st);
+}
+
+/* A fail-over or an escalation to a dearer candidate first raises the
+ * reservation to its bound; false when the run waits for it or was
+ * answered. */
+static bool budget_covers_attempt(run *r)
+{
+    if (!r->bhold.n) return true;
+    int64_t need = reservation_pusd(r, r->cur);
+    if (need <= r->bhold.amount) return true;
+    budget_status st = budget_extend(router_budgets(r->rt), &r->bhold, need, on_budget_raised, r);
+    if (st == BUDGET_OK) return true;
+    if (st == BUDGET_WAIT)
+        set_state(r, RUN_WAITING);
+    else
+        budget_refused(r, st);
+    return false;
+}
+
 /* Encodes the request for the current candidate and starts the call. */
 static void start_attempt(run *r)
 {
     const target *t = r->plan[r->cur];
     const provider_conf *p = t->provider;
     set_state(r, RUN_CALLING);
+    if (!budget_covers_attempt(r)) return;
     if (refused_by_breaker(r)) return;
     retry_budget *rb = router_budget(r->rt, p);
     if (r->target_attempts == 0) retry_budget_note_request(rb, util_now_ms());

@@ -24,6 +24,7 @@
 #include "db/instances.h"
 #include "db/ledger.h"
 #include "router/keyring.h"
+#include "router/budget.h"
 #include "router/router.h"
 #include "server/admin.h"
 #include "server/chat.h"
@@ -574,6 +575,18 @@ static void reply_health(app *a, struct evhttp_request *req, const key_conf *k)
     buf_printf(&b, ",\"heartbeat\":{\"database\":%s,\"ok\":%s,\"beats\":%lld}",
                in ? "true" : "false", instances_ok(in) ? "true" : "false",
                (long long)instances_beats(in));
+    if (router_budgets(a->router)) { /* router/budget.h */
+        budget_stats bs = budget_get_stats(router_budgets(a->router));
+        buf_printf(&b,
+                   ",\"budgets\":{\"tracked\":%lld,\"held_pusd\":%lld,\"waiting\":%lld,"
+                   "\"local_admits\":%lld,\"lease_admits\":%lld,\"lease_calls\":%lld,"
+                   "\"sync_calls\":%lld,"
+                   "\"refused\":%lld,\"unavailable\":%lld,\"queries\":%lld}",
+                   (long long)bs.tracked, (long long)bs.held_pusd, (long long)bs.waiting,
+                   (long long)bs.local_admits, (long long)bs.lease_admits,
+                   (long long)bs.lease_calls, (long long)bs.sync_calls, (long long)bs.refused,
+                   (long long)bs.unavailable, (long long)bs.store_queries);
+    }
     buf_append_char(&b, '}');
     http_reply_json(a, req, 200, b.data, b.len);
     buf_free(&b);

@@ -14,6 +14,7 @@
 #include "lib/util.h"
 #include "providers/engine.h"
 #include "router/alerts.h"
+#include "router/budget.h"
 #include "router/config.h"
 #include "router/keyring.h"
 #include "router/router.h"
@@ -27,10 +28,17 @@
 
 /* ------------------------------------------------------------ serve */
 
-static void on_ledger_drained(void *arg)
+static void on_budgets_drained(void *arg)
 {
     app *a = arg;
     event_base_loopexit(a->base, NULL);
+}
+
+/* Then the budget leases go back at once rather than after their TTL. */
+static void on_ledger_drained(void *arg)
+{
+    app *a = arg;
+    budget_drain(router_budgets(a->router), on_budgets_drained, a);
 }
 
 /* SIGTERM: wait for the requests in flight, then for the ledger to hand
@@ -48,7 +56,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     if (a->ledger)
         ledger_drain(a->ledger, 5000, on_ledger_drained, a);
     else
-        event_base_loopexit(a->base, NULL);
+        on_ledger_drained(a);
 }
 
 /* Applies pending migrations (or checks there are none) before serving;
@@ -104,7 +112,6 @@ static int start_ledger(app *a)
         .batch_max = (int)db->batch_max,
         .partitions_ahead_days = (int)db->partitions_ahead_days,
         .retention_days = (int)db->retention_days,
-        .spend_refresh_ms = (int)db->spend_refresh_ms,
     };
     char err[512];
     a->ledger = ledger_new(a->base, &lo, err, sizeof err);
