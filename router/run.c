@@ -1297,10 +1297,8 @@ static step_result admit_rate_limit(run *r)
  * and coalescing steps: a replay or a copy costs nothing. The cache lookup
  * will join here. */
 static const run_step admit_steps[] = {
-    {"usage_log", admit_usage_log},
-    {"rate_limit", admit_rate_limit},
-    {"idempotency", admit_idempotency},
-    {"coalescing", admit_coalescing},
+    {"usage_log", admit_usage_log},     {"rate_limit", admit_rate_limit},
+    {"idempotency", admit_idempotency}, {"coalescing", admit_coalescing},
     {"budget", admit_budget},
 };
 
