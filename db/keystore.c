@@ -176,6 +176,17 @@ static int64_t i64(PGresult *res, int row, int col)
     return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
+/* Columns 8..13 of the load query: rpm, tokens/h, pusd/h, then the day,
+ * week and month budgets. */
+static void read_limits(PGresult *res, int row, keystore_limits *l)
+{
+    l->rpm = i64(res, row, 8);
+    l->tokens_per_hour = i64(res, row, 9);
+    l->pusd_per_hour = i64(res, row, 10);
+    for (int p = 0; p < KS_PERIODS; p++)
+        l->budget_pusd[p] = i64(res, row, 11 + p);
+}
+
 static bool split_models(const char *s, keystore_key *k)
 {
     if (!s || !*s) return true;
@@ -216,21 +227,13 @@ static keystore_rows *rows_from(PGresult *res)
             if (!PQgetisnull(res, i, 5) && !split_models(PQgetvalue(res, i, 5), k)) oom = true;
             k->agent = dup_or_null(res, i, 6, &oom);
             k->feature = dup_or_null(res, i, 7, &oom);
-            k->rpm = i64(res, i, 8);
-            k->tokens_per_hour = i64(res, i, 9);
-            k->pusd_per_hour = i64(res, i, 10);
-            for (int p = 0; p < KS_PERIODS; p++)
-                k->budget_pusd[p] = i64(res, i, 11 + p);
+            read_limits(res, i, &k->lim);
             k->expires_ms = i64(res, i, 14);
             k->revoked_ms = i64(res, i, 15);
         } else if (what == 't') {
             keystore_team *t = &rows->teams[rows->n_teams++];
             t->name = dup_or_null(res, i, 1, &oom);
-            t->rpm = i64(res, i, 8);
-            t->tokens_per_hour = i64(res, i, 9);
-            t->pusd_per_hour = i64(res, i, 10);
-            for (int p = 0; p < KS_PERIODS; p++)
-                t->budget_pusd[p] = i64(res, i, 11 + p);
+            read_limits(res, i, &t->lim);
         }
     }
     if (oom) {

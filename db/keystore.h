@@ -25,6 +25,12 @@
 
 enum { KS_DAY, KS_WEEK, KS_MONTH, KS_PERIODS };
 
+/* What a key or a team may spend and how fast; 0 = no limit. */
+typedef struct keystore_limits {
+    int64_t rpm, tokens_per_hour, pusd_per_hour;
+    int64_t budget_pusd[KS_PERIODS];
+} keystore_limits;
+
 typedef struct keystore_key {
     char *id;
     char sha256[65];
@@ -33,16 +39,14 @@ typedef struct keystore_key {
     char **models;
     int n_models; /* 0: any model */
     char *agent, *feature;
-    int64_t rpm, tokens_per_hour, pusd_per_hour;
-    int64_t budget_pusd[KS_PERIODS]; /* 0: none */
-    int64_t expires_ms;              /* 0: never */
-    int64_t revoked_ms;              /* 0: not revoked */
+    keystore_limits lim;
+    int64_t expires_ms; /* 0: never */
+    int64_t revoked_ms; /* 0: not revoked */
 } keystore_key;
 
 typedef struct keystore_team {
     char *name;
-    int64_t rpm, tokens_per_hour, pusd_per_hour;
-    int64_t budget_pusd[KS_PERIODS];
+    keystore_limits lim;
 } keystore_team;
 
 typedef struct keystore_rows {

@@ -48,15 +48,14 @@ static size_t slot_of(const char *sha256, size_t mask)
     return h & mask;
 }
 
-static void copy_limits(spend_limits *l, const int64_t budget[KS_PERIODS], int64_t rpm, int64_t tph,
-                        int64_t pph)
+static void copy_limits(spend_limits *l, const keystore_limits *r)
 {
-    l->budget_pusd[PERIOD_DAY] = budget[KS_DAY];
-    l->budget_pusd[PERIOD_WEEK] = budget[KS_WEEK];
-    l->budget_pusd[PERIOD_MONTH] = budget[KS_MONTH];
-    l->rpm = rpm;
-    l->tokens_per_hour = tph;
-    l->pusd_per_hour = pph;
+    l->budget_pusd[PERIOD_DAY] = r->budget_pusd[KS_DAY];
+    l->budget_pusd[PERIOD_WEEK] = r->budget_pusd[KS_WEEK];
+    l->budget_pusd[PERIOD_MONTH] = r->budget_pusd[KS_MONTH];
+    l->rpm = r->rpm;
+    l->tokens_per_hour = r->tokens_per_hour;
+    l->pusd_per_hour = r->pusd_per_hour;
 }
 
 static const team_conf *team_for(struct keyset *s, int n_db_teams, const bridle_config *cfg,
@@ -99,7 +98,7 @@ static struct keyset *set_build(const bridle_config *cfg, keystore_rows *rows)
         keystore_team *r = &rows->teams[i];
         team_conf *t = &s->teams[s->n_teams++];
         t->name = r->name;
-        copy_limits(&t->lim, r->budget_pusd, r->rpm, r->tokens_per_hour, r->pusd_per_hour);
+        copy_limits(&t->lim, &r->lim);
     }
     int n_db_teams = s->n_teams;
     for (int i = 0; i < rows->n_keys; i++) {
@@ -110,7 +109,7 @@ static struct keyset *set_build(const bridle_config *cfg, keystore_rows *rows)
         k->admin = r->admin;
         k->team = r->team;
         k->team_cfg = r->team ? team_for(s, n_db_teams, cfg, r->team) : NULL;
-        copy_limits(&k->lim, r->budget_pusd, r->rpm, r->tokens_per_hour, r->pusd_per_hour);
+        copy_limits(&k->lim, &r->lim);
         k->agent = r->agent;
         k->feature = r->feature;
         k->models = (const char *const *)r->models;

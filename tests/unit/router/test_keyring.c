@@ -64,8 +64,8 @@ static keystore_rows *rows(int64_t budget, bool revoked, const char *b_team)
     r->keys[1].id = xdup("db-b");
     memcpy(r->keys[1].sha256, SHA_B, 65);
     r->keys[1].team = xdup(b_team);
-    r->keys[1].budget_pusd[KS_DAY] = budget;
-    r->keys[1].rpm = 60;
+    r->keys[1].lim.budget_pusd[KS_DAY] = budget;
+    r->keys[1].lim.rpm = 60;
     r->keys[1].agent = xdup("agent-b");
     r->keys[1].models = calloc(1, sizeof(char *));
     r->keys[1].models[0] = xdup("gpt-4o");
@@ -76,7 +76,7 @@ static keystore_rows *rows(int64_t budget, bool revoked, const char *b_team)
     r->keys[2].revoked_ms = revoked ? 1700000000000 : 0;
     r->keys[2].admin = true;
     r->teams[0].name = xdup("dbteam");
-    r->teams[0].budget_pusd[KS_MONTH] = 7;
+    r->teams[0].lim.budget_pusd[KS_MONTH] = 7;
     return r;
 }
 
