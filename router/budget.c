@@ -3,6 +3,7 @@
 
 #include <event2/event_struct.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -486,7 +487,8 @@ static budget_status ask(budget *b, budget_hold *h, void (*cb)(void *ctx, budget
 budget_status budget_reserve(budget *b, budget_hold *h, const budget_request *req,
                              void (*cb)(void *ctx, budget_status st), void *ctx)
 {
-    memset(h, 0, sizeof *h);
+    memset(h, 0, offsetof(budget_hold, message));
+    h->message[0] = '\0';
     int64_t ts_s = util_floor_div(req->ts_us, 1000000);
     if (req->key_id) add_scope(b, h, 0, req->key_id, req->key_limits, ts_s);
     if (req->team) add_scope(b, h, 1, req->team, req->team_limits, ts_s);

@@ -72,9 +72,10 @@ typedef struct budget_hold {
     struct budget_hold *next;
     void (*cb)(void *ctx, budget_status st);
     void *ctx;
-    /* BUDGET_EXCEEDED / BUDGET_UNAVAILABLE: what to tell the client */
-    char message[512];
     int retry_after_s;
+    /* BUDGET_EXCEEDED / BUDGET_UNAVAILABLE: what to tell the client (last:
+     * budget_reserve clears only what comes before it) */
+    char message[512];
 } budget_hold;
 
 typedef struct budget_stats {

@@ -26,9 +26,10 @@
 /* The stream as the client gets it, kept to replay for its Idempotency-Key
  * (up to a cap: a longer one is not stored, and the key is freed). */
 #define IDEM_STREAM_MAX (8 << 20)
-/* The output cap a budgeted request without one gets (unless its provider
- * has its own default_max_tokens): its reservation must be bounded. */
-#define BUDGET_DEFAULT_MAX_TOKENS 4096
+/* The output a request without max_tokens is reserved for (unless its
+ * provider has its own default_max_tokens): a budget or a rate limit must
+ * never reserve an unbounded amount. A budgeted request also sends it. */
+#define DEFAULT_OUTPUT_BOUND 4096
 
 /* The answer the settlement steps see and the sink then gets. */
 typedef struct answer {
@@ -44,6 +45,7 @@ typedef struct answer {
 
 struct run {
     router *rt;
+    int64_t input_bound; /* input_bound_tokens, once computed; 0 before */
     const run_sink *sink;
     void *sctx;
     run_state state;
@@ -1080,15 +1082,13 @@ static bool any_limit(const int64_t *lim)
  * output. Long-context re-pricing comes with pricing_cost_pusd. */
 static int64_t call_bound_pusd(const model_price *p, int64_t in, int64_t out)
 {
-    usage_record u[3] = {{.input_uncached = in, .output = out},
-                         {.cache_write_5m = in, .output = out},
-                         {.cache_write_1h = in, .output = out}};
-    int64_t max = 0;
-    for (int i = 0; i < 3; i++) {
-        int64_t c = pricing_cost_pusd(p, &u[i], false);
-        if (c > max) max = c;
-    }
-    return max;
+    if (!p) return 0;
+    usage_record u = {.input_uncached = in, .output = out}; /* 0 write price = input's */
+    if (p->cache_write_5m > p->input && p->cache_write_5m >= p->cache_write_1h)
+        u = (usage_record){.cache_write_5m = in, .output = out};
+    else if (p->cache_write_1h > p->input)
+        u = (usage_record){.cache_write_1h = in, .output = out};
+    return pricing_cost_pusd(p, &u, false);
 }
 
 /* An image given by URL costs tokens its bytes do not show: at most about
@@ -1097,8 +1097,10 @@ static int64_t call_bound_pusd(const model_price *p, int64_t in, int64_t out)
 #define IMAGE_TOKENS_MAX 3000
 #define TOOLS_TOKENS_MAX 1000
 
-static int64_t input_bound_tokens(const run *r)
+/* Computed once per run (a budget and a rate limit both ask). */
+static int64_t input_bound_tokens(run *r)
 {
+    if (r->input_bound) return r->input_bound;
     int64_t in = (int64_t)r->in.body_len;
     const char *p = r->in.body, *end = p ? p + r->in.body_len : NULL;
     static const char tag[] = "\"image_url\"";
@@ -1108,18 +1110,32 @@ static int64_t input_bound_tokens(const run *r)
     }
     /* tools add a system prompt of their own (Anthropic: about 350 tokens) */
     if (r->in.body && memmem(r->in.body, r->in.body_len, "\"tools\"", 7)) in += TOOLS_TOKENS_MAX;
-    return in;
+    return r->input_bound = in > 0 ? in : 1;
+}
+
+/* max_tokens as capped, else the provider's default or
+ * DEFAULT_OUTPUT_BOUND. */
+static int64_t output_cap_tokens(const run *r)
+{
+    const provider_conf *p = r->n_plan ? r->plan[0]->provider : NULL;
+    if (r->canon.max_tokens > 0) return r->canon.max_tokens;
+    return p && p->default_max_tokens > 0 ? p->default_max_tokens : DEFAULT_OUTPUT_BOUND;
+}
+
+/* The cap plus the thinking budget where it is extra. */
+static int64_t output_bound_tokens(const run *r)
+{
+    int64_t out = output_cap_tokens(r);
+    return r->canon.thinking_budget > 0 ? out + r->canon.thinking_budget : out;
 }
 
 /* E up to candidate `upto` of the plan: the dearest of them (a failed
  * attempt is not billed, one answer is); with the cascade every answer set
  * aside is billed too, so their sum. Reserved for candidate 0 at admission,
  * raised before an attempt on a dearer one (start_attempt). */
-static int64_t reservation_pusd(const run *r, int upto)
+static int64_t reservation_pusd(run *r, int upto)
 {
-    int64_t in = input_bound_tokens(r);
-    int64_t out = r->canon.max_tokens > 0 ? r->canon.max_tokens : 0;
-    if (r->canon.thinking_budget > 0) out += r->canon.thinking_budget; /* where it is extra */
+    int64_t in = input_bound_tokens(r), out = output_bound_tokens(r);
     int64_t max = 0, sum = 0;
     for (int i = 0; i <= upto && i < r->n_plan; i++) {
         int64_t c = call_bound_pusd(r->plan[i]->price, in, out);
@@ -1162,11 +1178,8 @@ static step_result admit_budget(run *r)
     budget_request_of(r, &req);
     bool key = r->key && any_limit(req.key_limits), team = any_limit(req.team_limits);
     if (!key && !team && !any_limit(req.total_limits)) return STEP_NEXT;
-    if (r->canon.max_tokens < 0) { /* never unbounded */
-        const provider_conf *p = r->n_plan ? r->plan[0]->provider : NULL;
-        r->canon.max_tokens =
-            p && p->default_max_tokens > 0 ? p->default_max_tokens : BUDGET_DEFAULT_MAX_TOKENS;
-    }
+    if (r->canon.max_tokens < 0) /* never unbounded: the bound reserved is sent */
+        r->canon.max_tokens = output_cap_tokens(r);
     req.amount_pusd = reservation_pusd(r, 0);
     budget_status st = budget_reserve(router_budgets(r->rt), &r->bhold, &req, on_budget, r);
     if (st == BUDGET_OK) return STEP_NEXT;
@@ -1190,10 +1203,6 @@ static step_result admit_usage_log(run *r)
 }
 
 /* ------------------------------------------------------------ rate limits */
-
-/* The output reserved for a request that sets no max_tokens (and whose
- * route or task caps none). */
-#define RL_DEFAULT_OUTPUT 4096
 
 static const char *const rl_what[RL_N_KINDS] = {"requests per minute (RPM)",
                                                 "tokens per hour (TPH)", "cost per hour"};
@@ -1229,14 +1238,14 @@ static void rate_limit_refuse(run *r, const rl_refusal *w)
     if (w->too_large) {
         char share[40];
         rl_amount(w->kind, w->limit / (w->n > 0 ? w->n : 1), share, sizeof share);
-        snprintf(msg, sizeof msg,
-                 "Request too large for %s \"%.64s\" on %s: it may use up to %s (its body's bytes "
-                 "counted as tokens plus max_tokens %lld), more than the %s allowed per hour "
-                 "(%s on each of %d gateway instance(s)). Lower max_tokens or send a smaller "
-                 "request.",
-                 scope_name, w->name, rl_what[w->kind], asked,
-                 (long long)(r->canon.max_tokens > 0 ? r->canon.max_tokens : RL_DEFAULT_OUTPUT),
-                 limit, share, w->n);
+        snprintf(
+            msg, sizeof msg,
+            "Request too large for %s \"%.64s\" on %s: it may use up to %s (its body's bytes "
+            "as tokens, images and tools, plus max_tokens %lld), more than the %s allowed per hour "
+            "(%s on each of %d gateway instance(s)). Lower max_tokens or send a smaller "
+            "request.",
+            scope_name, w->name, rl_what[w->kind], asked, (long long)output_cap_tokens(r), limit,
+            share, w->n);
         run_fail(r, 429, rl_type[w->kind], "rate_limit_exceeded", NULL, msg, false);
         return;
     }
@@ -1271,17 +1280,11 @@ static void rate_limit_refuse(run *r, const rl_refusal *w)
 static step_result admit_rate_limit(run *r)
 {
     if (!ratelimit_applies(r->key)) return STEP_NEXT;
-    int64_t out = r->canon.max_tokens > 0 ? r->canon.max_tokens : RL_DEFAULT_OUTPUT;
-    int64_t in = (int64_t)r->canon.body_len;
-    int64_t est_pusd = 0;
+    /* the same upper bound as a budget's (the whole plan: any candidate may answer) */
+    int64_t in = input_bound_tokens(r), out = output_bound_tokens(r), est_pusd = 0;
     const team_conf *t = r->key->team_cfg;
-    if (r->key->lim.pusd_per_hour > 0 || (t && t->lim.pusd_per_hour > 0)) {
-        usage_record u = {.input_uncached = in, .output = out};
-        for (int i = 0; i < r->n_plan; i++) {
-            int64_t c = pricing_cost_pusd(r->plan[i]->price, &u, false);
-            if (c > est_pusd) est_pusd = c;
-        }
-    }
+    if (r->key->lim.pusd_per_hour > 0 || (t && t->lim.pusd_per_hour > 0))
+        est_pusd = reservation_pusd(r, r->n_plan - 1);
     rl_refusal why;
     if (ratelimit_admit(router_ratelimit(r->rt), r->key, util_now_ms(), in + out, est_pusd, &r->rl,
                         &why))
