@@ -102,13 +102,13 @@ function copyIn(events) {
 }
 
 // a multi-row INSERT; dedup: the ledger's 23505 path (replays are not inserted)
-async function insertRows(events, dedup = false) {
+async function insertRows(events, dedup = false, url = pg.url) {
   const vals = [];
   const params = [];
   for (const e of events) {
     vals.push(`(${COLS.map((c) => `$${params.push(e[c])}`).join(',')})`);
   }
-  await pg.query(`INSERT INTO usage_events (${COLS.join(',')}) VALUES ${vals.join(',')}${dedup ? ' ON CONFLICT DO NOTHING' : ''}`, params);
+  await pg.query(`INSERT INTO usage_events (${COLS.join(',')}) VALUES ${vals.join(',')}${dedup ? ' ON CONFLICT DO NOTHING' : ''}`, params, url);
 }
 
 const inserted = []; // every event really in (for replays)
@@ -395,7 +395,7 @@ test("the gateway's periodic rollup step moves what requests recorded; nothing l
   const url = pg.urlFor('e2e');
   mock = await startMock();
   const config = mockConfig(mock.url, {
-    database: { url, spool_dir: path.join(tmpDir('bridle-rollup-'), 'spool'), rollup_interval_ms: 300, rollup_batch: 100 },
+    database: { url, spool_dir: path.join(tmpDir('bridle-rollup-'), 'spool'), rollup_interval_ms: 1500, rollup_batch: 100 },
   });
   gw = await startBridle({ config });
   const N = 12;
@@ -418,6 +418,25 @@ test("the gateway's periodic rollup step moves what requests recorded; nothing l
   assert.equal(cmp.r1, cmp.raw);
   const h = (await get(`${gw.baseURL}/bridle/health`, gw.auth)).json.rollup;
   assert.ok(h && h.runs > 0 && h.moved > 0 && h.failures === 0 && h.retention_runs >= 1, JSON.stringify(h));
+  // a backlog (a bulk import): the gateway calls again at once while a call moves a full
+  // batch, so 2000 events in ~1000 pending rows (10+ batches of 100) are in well before
+  // 10 intervals of 1.5 s
+  await q("SELECT bridle_ensure_partition((now() AT TIME ZONE 'UTC')::date)");
+  const runs0 = h.runs;
+  const sinceMidnight = Date.now() - today;
+  const bulk = Array.from({ length: 2000 }, () => ({ ...randomEvent(), ts: new Date(today + Math.floor(rnd() * sinceMidnight)).toISOString() }));
+  for (let i = 0; i < bulk.length; i += 250) await insertRows(bulk.slice(i, i + 250), false, url);
+  const pend = Number((await q('SELECT count(*) AS n FROM usage_rollup_pending')).rows[0].n);
+  assert.ok(pend > 500, `a backlog of ${pend} pending rows`);
+  const t0 = Date.now();
+  await waitUntil(async () => Number((await q('SELECT count(*) AS n FROM usage_rollup_pending')).rows[0].n) === 0, 5000 * SLOW, 'the gateway caught up');
+  const took = Date.now() - t0;
+  const h2 = (await get(`${gw.baseURL}/bridle/health`, gw.auth)).json.rollup;
+  assert.ok(h2.runs - runs0 >= Math.floor(pend / 100), `${h2.runs - runs0} calls for ${pend} pending rows`);
+  assert.ok(took < 5000 * SLOW, `caught up in ${took} ms`);
+  const tot = (await q("SELECT (SELECT count(*) FROM usage_events)::int AS raw, (SELECT sum(requests) FROM usage_rollup WHERE grain = '1d')::int AS r")).rows[0];
+  assert.equal(tot.r, tot.raw);
+  assert.equal(tot.raw, N + bulk.length);
   // the CLI agrees: nothing pending
   const st = spawnSync(BRIDLE, ['ledger', 'status', '--database-url', url, '--json'], { encoding: 'utf8' });
   assert.equal(st.status, 0, st.stderr);
