@@ -21,6 +21,10 @@ int simulate_main(int argc, char **argv);
  * DATABASE_URL): cli/migrate.c. */
 int migrate_main(int argc, char **argv);
 
+/* bridle ledger rollup [--limit N] [--json] | status [--json] (env
+ * DATABASE_URL): the rollup step of migration 0006 by hand (cli/ledger.c). */
+int ledger_main(int argc, char **argv);
+
 /* bridle cost summary|breakdown|top: spend reports over the usage ledger
  * (cli/cost.c, which says more). */
 int cost_main(int argc, char **argv);

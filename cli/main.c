@@ -30,6 +30,8 @@ static int usage(FILE *f, int code)
         "  bridle teams set NAME [--budget-daily USD ...] | list     (bridle keys --help)\n"
         "  bridle version\n"
         "  bridle migrate [--database-url URL] [--dry-run | --status]   (env DATABASE_URL)\n"
+        "  bridle ledger rollup [--limit N] [--json] | status   move pending usage into the "
+        "rollups\n"
         "  bridle cost summary|breakdown|top [--period day|week|month] [--json] ...\n"
         "  bridle cost alert [--threshold 0.75] [--json]   budgets near or over their limit\n"
         "                                                   (bridle cost --help)\n"
@@ -52,6 +54,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "keys") == 0) return keys_main(argc, argv);
     if (strcmp(cmd, "teams") == 0) return teams_main(argc, argv);
     if (strcmp(cmd, "migrate") == 0) return migrate_main(argc, argv);
+    if (strcmp(cmd, "ledger") == 0) return ledger_main(argc, argv);
     if (strcmp(cmd, "cost") == 0) return cost_main(argc, argv);
     if (strcmp(cmd, "route") == 0) return route_main(argc, argv);
     if (strcmp(cmd, "simulate") == 0) return simulate_main(argc, argv);

@@ -864,6 +864,11 @@ static void parse_database(parse_ctx *pc, json_object *root)
                                         "spend_refresh_ms",
                                         "keys_refresh_ms",
                                         "heartbeat_ms",
+                                        "rollup_interval_ms",
+                                        "rollup_batch",
+                                        "rollup_retention_days_5m",
+                                        "rollup_retention_days_1h",
+                                        "rollup_retention_days_1d",
                                         NULL};
     database_conf *d = &pc->cfg->database;
     json_object *o = get_obj(pc, root, "database", false);
@@ -897,6 +902,18 @@ static void parse_database(parse_ctx *pc, json_object *root)
     d->spend_refresh_ms = get_int(pc, o, "spend_refresh_ms", 30000, 100, 3600000);
     d->keys_refresh_ms = get_int(pc, o, "keys_refresh_ms", 1000, 50, 2000);
     d->heartbeat_ms = get_int(pc, o, "heartbeat_ms", 1000, 50, 60000);
+    /* the rollup step (db/rollup.h); 0 = this gateway does not run it */
+    d->rollup_interval_ms = get_int(pc, o, "rollup_interval_ms", 2000, 0, 3600000);
+    if (d->rollup_interval_ms > 0 && d->rollup_interval_ms < 100) {
+        size_t o2 = path_push(pc, ".rollup_interval_ms");
+        fail(pc, "expected 0 (off: run `bridle ledger rollup` instead) or 100..3600000 (got %lld)",
+             (long long)d->rollup_interval_ms);
+        path_pop(pc, o2);
+    }
+    d->rollup_batch = get_int(pc, o, "rollup_batch", 100000, 100, 10000000);
+    d->rollup_retention_days_5m = get_int(pc, o, "rollup_retention_days_5m", 90, 0, 36500);
+    d->rollup_retention_days_1h = get_int(pc, o, "rollup_retention_days_1h", 730, 0, 36500);
+    d->rollup_retention_days_1d = get_int(pc, o, "rollup_retention_days_1d", 0, 0, 36500);
     path_pop(pc, old);
 }
 

@@ -89,9 +89,13 @@ typedef struct database_conf {
     int64_t partitions_ahead_days;
     int64_t flush_interval_ms;
     int64_t batch_max;
-    int64_t spend_refresh_ms; /* unused: replaced by budgets.sync_ms (accepted in old configs) */
-    int64_t keys_refresh_ms;  /* how often bridle_keys changes are looked for (<= 2 s) */
-    int64_t heartbeat_ms;     /* instance heartbeat in bridle_instances (rate-limit shares) */
+    int64_t spend_refresh_ms;   /* unused: replaced by budgets.sync_ms (accepted in old configs) */
+    int64_t keys_refresh_ms;    /* how often bridle_keys changes are looked for (<= 2 s) */
+    int64_t heartbeat_ms;       /* instance heartbeat in bridle_instances (rate-limit shares) */
+    int64_t rollup_interval_ms; /* the rollup step (db/rollup.h); 0 = not in this gateway */
+    int64_t rollup_batch;       /* bridle_rollup's limit per call */
+    int64_t rollup_retention_days_5m, rollup_retention_days_1h,
+        rollup_retention_days_1d; /* 0 = keep */
 } database_conf;
 
 /* $.budgets: the gateway-wide budget and how budget leases behave

@@ -33,6 +33,7 @@ typedef struct app {
     struct ptrmap *guards;   /* client bufferevent -> its conn_guard (server/http.c) */
     struct ledger *ledger;   /* NULL when no database is configured */
     struct idem_store *idem; /* Idempotency-Key claims; NULL without a database */
+    struct rollup *rollup;   /* the rollup step (db/rollup.h); NULL without a database */
     struct keyring *keys;    /* config and database keys (router/keyring.h) */
     struct admin *admin;     /* /v1/bridle/admin/ (server/admin.h); NULL without a database */
     app_stats stats;

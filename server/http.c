@@ -22,6 +22,7 @@
 #include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "db/instances.h"
+#include "db/rollup.h"
 #include "db/ledger.h"
 #include "router/keyring.h"
 #include "router/budget.h"
@@ -566,6 +567,16 @@ static void reply_health(app *a, struct evhttp_request *req, const key_conf *k)
                    (long long)ls.inserted, (long long)ls.queued, (long long)ls.spool_bytes,
                    (long long)ls.oldest_unshipped_ms, (long long)ls.last_insert_ms_ago,
                    ledger_can_accept(a->ledger) ? "true" : "false");
+    }
+    if (a->rollup) { /* db/rollup.h */
+        rollup_stats rs = rollup_get_stats(a->rollup);
+        buf_printf(&b,
+                   ",\"rollup\":{\"runs\":%lld,\"moved\":%lld,\"last_moved\":%lld,"
+                   "\"last_ms\":%lld,\"last_run_ms_ago\":%lld,\"failures\":%lld,"
+                   "\"catching_up\":%s,\"retention_runs\":%lld}",
+                   (long long)rs.runs, (long long)rs.moved, (long long)rs.last_moved,
+                   (long long)rs.last_ms, (long long)rs.last_run_ms_ago, (long long)rs.failures,
+                   rs.catching_up ? "true" : "false", (long long)rs.retention_runs);
     }
     health_key(a, &b, k);
     /* rate limits: N (the gateways sharing them) and the windows here */

@@ -9,6 +9,7 @@
 #include "db/idem.h"
 #include "db/ledger.h"
 #include "db/migrate.h"
+#include "db/rollup.h"
 #include "lib/log.h"
 #include "lib/ptrmap.h"
 #include "lib/util.h"
@@ -133,6 +134,18 @@ static int start_ledger(app *a)
         log_error("idempotency: out of memory");
         return -1;
     }
+    if (db->rollup_interval_ms > 0) { /* the rollup step: db/rollup.h */
+        rollup_options ro = {.database_url = db->url,
+                             .interval_ms = (int)db->rollup_interval_ms,
+                             .batch = (int)db->rollup_batch,
+                             .retention_days_5m = (int)db->rollup_retention_days_5m,
+                             .retention_days_1h = (int)db->rollup_retention_days_1h,
+                             .retention_days_1d = (int)db->rollup_retention_days_1d};
+        if (!(a->rollup = rollup_new(a->base, &ro))) {
+            log_error("rollup: out of memory");
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -250,6 +263,7 @@ out: /* also when starting failed: everything above copes with what was not made
     admin_free(a->admin);
     router_free(a->router);
     keyring_free(a->keys);
+    rollup_free(a->rollup);
     idem_free(a->idem);
     ledger_free(a->ledger);
     engine_free(a->eng);

@@ -986,6 +986,38 @@ static void test_idempotency_section(void **state)
                     "$.idempotency.lease");
 }
 
+/* database.rollup_*: the rollup step's keys (db/rollup.h), defaults and bounds */
+static void test_rollup_keys(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P, MODEL_4O, NULL));
+    const database_conf *d = config_database(c);
+    assert_int_equal(d->rollup_interval_ms, 2000);
+    assert_int_equal(d->rollup_batch, 100000);
+    assert_int_equal(d->rollup_retention_days_5m, 90);
+    assert_int_equal(d->rollup_retention_days_1h, 730);
+    assert_int_equal(d->rollup_retention_days_1d, 0);
+    config_free(c);
+    c = load_ok(doc(PROV_P, MODEL_4O,
+                    "\"database\": {\"rollup_interval_ms\": 0, \"rollup_batch\": 500, "
+                    "\"rollup_retention_days_5m\": 7, \"rollup_retention_days_1d\": 3650}"));
+    d = config_database(c);
+    assert_int_equal(d->rollup_interval_ms, 0);
+    assert_int_equal(d->rollup_batch, 500);
+    assert_int_equal(d->rollup_retention_days_5m, 7);
+    assert_int_equal(d->rollup_retention_days_1d, 3650);
+    config_free(c);
+    expect_error(doc(PROV_P, MODEL_4O, "\"database\": {\"rollup_interval_ms\": 50}"),
+                 "$.database.rollup_interval_ms: ", "0 (off", "got 50");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"database\": {\"rollup_interval_ms\": -1}"),
+                    "$.database.rollup_interval_ms");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"database\": {\"rollup_batch\": 0}"),
+                    "$.database.rollup_batch");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"database\": {\"rollup_retention_days_1h\": -3}"),
+                    "$.database.rollup_retention_days_1h");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"database\": {\"rollup_retention\": 3}"),
+                    "$.database.rollup_retention");
+}
+
 static void test_precise_errors(void **state)
 {
     /* an unset ${VAR} in base_url names the variable, not "got \"\"" */
@@ -1053,6 +1085,7 @@ int main(void)
         cmocka_unit_test_setup(test_key_errors, setup_env),
         cmocka_unit_test_setup(test_precise_errors, setup_env),
         cmocka_unit_test(test_idempotency_section),
+        cmocka_unit_test(test_rollup_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
