@@ -371,7 +371,7 @@ END $$;
 -- and below 5 minutes to the raw events.
 CREATE FUNCTION bridle_cover(p_from timestamptz, p_to timestamptz, p_max_grain interval)
 RETURNS TABLE (grain text, lo timestamptz, hi timestamptz)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE ROWS 7 AS $$
 DECLARE
     grains text[] := ARRAY['1d', '1h', '5m'];
     steps interval[] := ARRAY[interval '1 day', interval '1 hour', interval '5 minutes'];
@@ -438,7 +438,10 @@ LANGUAGE sql STABLE AS $$
                r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, r.cost_pusd,
                r.baseline_cost_pusd, r.latency_us_sum, r.ttft_us_sum, r.ttft_count,
                r.upstream_us_sum
-        FROM c JOIN usage_rollup r ON r.grain = c.grain AND r.bucket >= c.lo AND r.bucket < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_rollup r0
+            WHERE r0.grain = c.grain AND r0.bucket >= c.lo AND r0.bucket < c.hi OFFSET 0) r
+        WHERE c.grain <> 'raw'
         UNION ALL
         SELECT CASE c.grain WHEN '5m' THEN p.bucket
                             WHEN '1h' THEN date_trunc('hour', p.bucket, 'UTC')
@@ -463,7 +466,9 @@ LANGUAGE sql STABLE AS $$
                e.baseline_cost_pusd, e.latency_us,
                CASE WHEN e.streamed AND e.ttft_us >= 0 THEN e.ttft_us ELSE 0 END,
                CASE WHEN e.streamed AND e.ttft_us >= 0 THEN 1 ELSE 0 END, e.upstream_us
-        FROM c JOIN usage_events e ON c.grain = 'raw' AND e.ts >= c.lo AND e.ts < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_events e0 WHERE e0.ts >= c.lo AND e0.ts < c.hi OFFSET 0) e
+        WHERE c.grain = 'raw'
     )
     SELECT bucket, grain, key_id, team, model, provider, agent, task, feature, tier, status,
            error_class, sum(requests)::bigint, sum(errors)::bigint, sum(retries)::bigint,
@@ -487,8 +492,10 @@ LANGUAGE sql STABLE AS $$
     WITH c AS (SELECT * FROM bridle_cover(p_from, p_to, p_max_grain)),
     parts AS (
         SELECT h.bucket, h.grain, h.metric, h.model, h.provider, h.idx, h.n
-        FROM c JOIN usage_rollup_hist h ON h.grain = c.grain AND h.bucket >= c.lo
-                                        AND h.bucket < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_rollup_hist h0
+            WHERE h0.grain = c.grain AND h0.bucket >= c.lo AND h0.bucket < c.hi OFFSET 0) h
+        WHERE c.grain <> 'raw'
         UNION ALL
         SELECT CASE c.grain WHEN '5m' THEN p.bucket
                             WHEN '1h' THEN date_trunc('hour', p.bucket, 'UTC')
@@ -499,11 +506,12 @@ LANGUAGE sql STABLE AS $$
         UNION ALL
         SELECT bridle_bucket_5m(e.ts), 'raw', m.metric, coalesce(e.model, ''),
                coalesce(e.provider, ''), bridle_hist_idx(m.us), 1
-        FROM c JOIN usage_events e ON c.grain = 'raw' AND e.ts >= c.lo AND e.ts < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_events e0 WHERE e0.ts >= c.lo AND e0.ts < c.hi OFFSET 0) e
         CROSS JOIN LATERAL (VALUES ('latency', e.latency_us),
                                    ('ttft', CASE WHEN e.streamed AND e.ttft_us >= 0
                                                  THEN e.ttft_us END)) m(metric, us)
-        WHERE m.us IS NOT NULL
+        WHERE c.grain = 'raw' AND m.us IS NOT NULL
     )
     SELECT bucket, grain, metric, model, provider, idx, sum(n)::bigint
     FROM parts GROUP BY bucket, grain, metric, model, provider, idx
@@ -526,7 +534,9 @@ LANGUAGE sql STABLE AS $$
                e.provider, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
                e.output_tokens, e.cost_pusd, e.baseline_cost_pusd, e.latency_us, e.status,
                e.attempts
-        FROM c JOIN usage_events e ON c.grain IN ('5m', 'raw') AND e.ts >= c.lo AND e.ts < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_events e0 WHERE e0.ts >= c.lo AND e0.ts < c.hi OFFSET 0) e
+        WHERE c.grain IN ('5m', 'raw')
     )
     SELECT DISTINCT ON (cost_pusd, ts, event_id) * FROM cand
     ORDER BY cost_pusd DESC, ts DESC, event_id
