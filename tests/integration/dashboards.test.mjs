@@ -607,6 +607,8 @@ describe('grafana dashboard', () => {
           // a time series' grain is never coarser than its points: at most $__interval (at least 5 minutes, the finest rollup)
           if (t.format === 'time_series' && /\$__interval/.test(t.rawSql))
             assert.match(t.rawSql, /LEAST\(interval '1 day', GREATEST\(interval '5 minutes', '\$__interval'::interval\)\)/, p.title);
+          // at most 720 points: Grafana's interval for 30 days is then 1 h (not 30 min), so a month reads hour rows
+          if (t.format === 'time_series' && /\$__interval/.test(t.rawSql)) assert.equal(p.maxDataPoints, 720, p.title);
         }
         if (t.format === 'time_series') assert.match(t.rawSql, /AS "time"|\$__timeGroupAlias/, p.title);
       }
