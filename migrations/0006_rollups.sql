@@ -33,6 +33,10 @@
 -- edges, and raw events only for the pieces shorter than 5 minutes at the
 -- edges. bridle_top(from, to, n) does the same for the most expensive
 -- events. Retention: bridle_rollup_retention(days_5m, days_1h, days_1d).
+-- Each reader reaches every table through a LATERAL subquery per piece of
+-- bridle_cover (OFFSET 0 keeps it one): a range scan of the primary key for
+-- the rollups and of the partitions' (ts, event_id) keys for the raw edges,
+-- with run-time partition pruning, whatever the size of the tables.
 
 -- ---------------------------------------------------------------- tables
 
