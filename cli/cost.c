@@ -1,6 +1,15 @@
-/* `bridle cost`: spend reports over the usage ledger (usage_events_v, made by
- * migrations/0001_usage_events.sql), for people (aligned tables) and scripts
- * (--json).
+/* `bridle cost`: spend reports over the usage ledger, for people (aligned
+ * tables) and scripts (--json). They read the rollups of
+ * migrations/0006_rollups.sql, never a scan of usage_events:
+ *   summary, breakdown  bridle_usage(from, to, 1 day): whole days, hours and
+ *                       5 minutes from usage_rollup (plus rows still pending),
+ *                       raw events only for the < 5 minute edges, so a month
+ *                       reads ~30 day rows per dimension set;
+ *   top                 bridle_top(from, to, N): the kept top 100 of each whole
+ *                       hour, raw events for the partial hours at the edges;
+ *                       so N is at most 100.
+ * --by user and --by requested_model are not rollup dimensions: those two
+ * breakdowns still scan the raw events of the window (usage_events_v).
  *
  *   bridle cost summary   [--period day|week|month] [--from TS] [--to TS]
  *   bridle cost breakdown --by model|provider|key|team|agent|task|feature|user|tier|day [...]
@@ -194,7 +203,16 @@ static void table_print(table *t, FILE *f)
 
 /* ------------------------------------------------------------ queries */
 
-/* The measures every report shows, in this order (10 columns). */
+/* The measures every report shows, in this order (10 columns): MEASURES
+ * over usage_events_v (raw rows), MEASURES_R over bridle_usage() rows. */
+#define MEASURES_R                                                                                 \
+    "coalesce(sum(requests), 0), coalesce(sum(errors), 0), "                                       \
+    "coalesce(sum(input_tokens), 0), coalesce(sum(cache_read_tokens), 0), "                        \
+    "coalesce(sum(cache_write_tokens), 0), coalesce(sum(output_tokens), 0), "                      \
+    "coalesce(sum(reasoning_tokens), 0), coalesce(sum(cost_pusd), 0), "                            \
+    "coalesce(sum(baseline_cost_pusd), 0), "                                                       \
+    "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0)"
+#define USAGE_FROM " FROM bridle_usage($1::timestamptz, $2::timestamptz, interval '1 day') "
 #define MEASURES                                                                                   \
     "count(*), count(*) FILTER (WHERE is_error), "                                                 \
     "coalesce(sum(input_tokens), 0), coalesce(sum(cache_read_tokens), 0), "                        \
@@ -317,8 +335,7 @@ static PGresult *run(PGconn *c, const char *sql, const window *w, const char *ex
 
 static int do_summary(PGconn *c, const opts *o, const window *w)
 {
-    PGresult *r =
-        run(c, "SELECT " MEASURES " FROM usage_events_v WHERE ts >= $1 AND ts < $2", w, NULL);
+    PGresult *r = run(c, "SELECT " MEASURES_R USAGE_FROM, w, NULL);
     if (!r) return 1;
     if (o->json) {
         printf("{\"period\": \"%s\", \"from\": \"%s\", \"to\": \"%s\"", w->label, w->from_iso,
@@ -343,38 +360,46 @@ static int do_summary(PGconn *c, const opts *o, const window *w)
     return 0;
 }
 
-/* --by NAME -> the SQL expression it groups by. */
-static const char *by_expr(const char *by)
+/* --by NAME -> the SQL expression it groups by: over bridle_usage() rows
+ * ('' is none there: back to NULL, as the raw rows have it), or, for the
+ * two that are not rollup dimensions, over usage_events_v (*raw = true). */
+static const char *by_expr(const char *by, bool *raw)
 {
-    static const char *const map[][2] = {
-        {"model", "model"},
-        {"provider", "provider"},
-        {"key", "key_id"},
-        {"team", "team"},
-        {"agent", "agent"},
-        {"task", "task"},
-        {"feature", "feature"},
-        {"user", "end_user"},
-        {"tier", "tier"},
-        {"requested_model", "requested_model"},
-        {"day", "to_char(day, 'YYYY-MM-DD')"},
+    static const char *const map[][3] = {
+        {"model", "nullif(model, '')", ""},
+        {"provider", "nullif(provider, '')", ""},
+        {"key", "nullif(key_id, '')", ""},
+        {"team", "nullif(team, '')", ""},
+        {"agent", "nullif(agent, '')", ""},
+        {"task", "nullif(task, '')", ""},
+        {"feature", "nullif(feature, '')", ""},
+        {"user", "end_user", "raw"},
+        {"tier", "nullif(tier, '')", ""},
+        {"requested_model", "requested_model", "raw"},
+        {"day", "to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD')", ""},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(by, map[i][0]) == 0) return map[i][1];
+        if (strcmp(by, map[i][0]) == 0) {
+            if (raw) *raw = map[i][2][0] != '\0';
+            return map[i][1];
+        }
     return NULL;
 }
 
 static int do_breakdown(PGconn *c, const opts *o, const window *w)
 {
-    const char *e = by_expr(o->by);
+    bool raw = false;
+    const char *e = by_expr(o->by, &raw);
     bool by_day = strcmp(o->by, "day") == 0;
     char sql[2048];
     /* GROUPING SETS adds the total row, summed exactly by PostgreSQL. */
     snprintf(sql, sizeof sql,
-             "SELECT grouping(%s), %s, " MEASURES " FROM usage_events_v "
-             "WHERE ts >= $1 AND ts < $2 GROUP BY GROUPING SETS ((%s), ()) "
+             "SELECT grouping(%s), %s, %s GROUP BY GROUPING SETS ((%s), ()) "
              "ORDER BY 1, %s 2 NULLS LAST",
-             e, e, e, by_day ? "" : "sum(cost_pusd) DESC,");
+             e, e,
+             raw ? MEASURES " FROM usage_events_v WHERE ts >= $1 AND ts < $2"
+                 : MEASURES_R USAGE_FROM,
+             e, by_day ? "" : "sum(cost_pusd) DESC,");
     PGresult *r = run(c, sql, w, NULL);
     if (!r) return 1;
     int n = PQntuples(r);
@@ -428,9 +453,9 @@ static int do_top(PGconn *c, const opts *o, const window *w)
                       "  to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
                       "  key_id, team, model, provider, input_tokens, cache_read_tokens,"
                       "  cache_write_tokens, output_tokens, cost_pusd, baseline_cost_pusd,"
-                      "  latency_ms, status, attempts "
-                      "FROM usage_events_v WHERE ts >= $1 AND ts < $2 "
-                      "ORDER BY cost_pusd DESC, ts DESC, event_id LIMIT $3::int",
+                      "  latency_us * 0.001, status, attempts "
+                      "FROM bridle_top($1::timestamptz, $2::timestamptz, $3::int) "
+                      "ORDER BY cost_pusd DESC, ts DESC, event_id",
                       w, lim);
     if (!r) return 1;
     int n = PQntuples(r);
@@ -574,12 +599,14 @@ static int cost_usage(FILE *f, int code)
             "  bridle cost summary   [--period day|week|month] [--from TS] [--to TS]\n"
             "  bridle cost breakdown --by model|provider|key|team|agent|task|feature|user|tier|day"
             " [--period ...]\n"
-            "  bridle cost top       [--limit N] [--period ...]\n"
+            "  bridle cost top       [--limit N] [--period ...]   N from 1 to 100 (default 10)\n"
             "  bridle cost alert     [--threshold 0.75]   budgets at or above a share of their\n"
             "                        limit this period, with the spend projected to its end\n"
             "options for all: --json (for scripts), --database-url URL (env DATABASE_URL)\n"
             "periods end now: day = last 24 hours (default), week = 7 days, month = 30 days;\n"
-            "--from / --to take any PostgreSQL timestamp (e.g. 2026-11-01T00:00:00Z).\n");
+            "--from / --to take any PostgreSQL timestamp (e.g. 2026-11-01T00:00:00Z).\n"
+            "Reports read the rollups (whole days, hours, 5 minutes; raw events only at the\n"
+            "edges); --by user and --by requested_model scan the raw events of the window.\n");
     return code;
 }
 
@@ -613,9 +640,11 @@ int cost_main(int argc, char **argv)
         if (strcmp(a, "--limit") == 0 && v) {
             char *end;
             long l = strtol(v, &end, 10);
-            if (*end || l < 1 || l > 100000) {
+            if (*end || l < 1 || l > 100) {
                 fprintf(stderr,
-                        "bridle cost: --limit wants a number from 1 to 100000, not \"%s\"\n", v);
+                        "bridle cost: --limit wants a number from 1 to 100, not \"%s\" (the "
+                        "rollups keep the 100 most expensive requests of each hour)\n",
+                        v);
                 return 2;
             }
             o.limit = (int)l;
@@ -635,7 +664,7 @@ int cost_main(int argc, char **argv)
         fprintf(stderr, "bridle cost: --period is day, week or month, not \"%s\"\n", o.period);
         return 2;
     }
-    if (strcmp(o.sub, "breakdown") == 0 && (!o.by || !by_expr(o.by))) {
+    if (strcmp(o.sub, "breakdown") == 0 && (!o.by || !by_expr(o.by, NULL))) {
         fprintf(stderr,
                 "bridle cost breakdown: --by is one of model, provider, key, team, agent, task, "
                 "feature, user, tier, requested_model, day%s%s%s\n",
@@ -670,7 +699,9 @@ int cost_main(int argc, char **argv)
     int rc = 1;
     bool alert = strcmp(o.sub, "alert") == 0;
     PGresult *r = PQexec(c, alert ? "SELECT to_regclass('bridle_budget_status') IS NOT NULL"
-                                  : "SELECT to_regclass('usage_events_v') IS NOT NULL");
+                                  : "SELECT to_regclass('usage_events_v') IS NOT NULL AND "
+                                    "to_regprocedure('bridle_top(timestamptz, timestamptz, "
+                                    "integer)') IS NOT NULL");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         print_pg_error("checking the schema", r, c);
     } else if (alert && PQgetvalue(r, 0, 0)[0] != 't') {
@@ -679,8 +710,9 @@ int cost_main(int argc, char **argv)
     } else if (alert) {
         rc = do_alert(c, &o, threshold);
     } else if (PQgetvalue(r, 0, 0)[0] != 't') {
-        fprintf(stderr, "bridle cost: this database has no usage ledger (usage_events_v is "
-                        "missing): run `bridle migrate` first\n");
+        fprintf(stderr, "bridle cost: this database has no usage ledger or no rollups "
+                        "(usage_events_v or bridle_usage of 0006 is missing): run `bridle "
+                        "migrate` first\n");
     } else {
         window w;
         if (resolve_window(c, &o, &w) == 0) {

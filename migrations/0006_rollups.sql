@@ -33,6 +33,10 @@
 -- edges, and raw events only for the pieces shorter than 5 minutes at the
 -- edges. bridle_top(from, to, n) does the same for the most expensive
 -- events. Retention: bridle_rollup_retention(days_5m, days_1h, days_1d).
+-- Each reader reaches every table through a LATERAL subquery per piece of
+-- bridle_cover (OFFSET 0 keeps it one): a range scan of the primary key for
+-- the rollups and of the partitions' (ts, event_id) keys for the raw edges,
+-- with run-time partition pruning, whatever the size of the tables.
 
 -- ---------------------------------------------------------------- tables
 
@@ -455,7 +459,10 @@ LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
                r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, r.cost_pusd,
                r.baseline_cost_pusd, r.latency_us_sum, r.ttft_us_sum, r.ttft_count,
                r.upstream_us_sum
-        FROM c JOIN usage_rollup r ON r.grain = c.grain AND r.bucket >= c.lo AND r.bucket < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_rollup r0
+            WHERE r0.grain = c.grain AND r0.bucket >= c.lo AND r0.bucket < c.hi OFFSET 0) r
+        WHERE c.grain <> 'raw'
         UNION ALL
         SELECT CASE c.grain WHEN '5m' THEN p.bucket
                             WHEN '1h' THEN date_trunc('hour', p.bucket, 'UTC')
@@ -480,7 +487,9 @@ LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
                e.baseline_cost_pusd, e.latency_us,
                CASE WHEN e.streamed AND e.ttft_us >= 0 THEN e.ttft_us ELSE 0 END,
                CASE WHEN e.streamed AND e.ttft_us >= 0 THEN 1 ELSE 0 END, e.upstream_us
-        FROM c JOIN usage_events e ON c.grain = 'raw' AND e.ts >= c.lo AND e.ts < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_events e0 WHERE e0.ts >= c.lo AND e0.ts < c.hi OFFSET 0) e
+        WHERE c.grain = 'raw'
     )
     SELECT bucket, grain, key_id, team, model, provider, agent, task, feature, tier, status,
            error_class, sum(requests)::bigint, sum(errors)::bigint, sum(retries)::bigint,
@@ -504,8 +513,10 @@ LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
     WITH c AS (SELECT * FROM bridle_cover(p_from, p_to, p_max_grain)),
     parts AS (
         SELECT h.bucket, h.grain, h.metric, h.model, h.provider, h.idx, h.n
-        FROM c JOIN usage_rollup_hist h ON h.grain = c.grain AND h.bucket >= c.lo
-                                        AND h.bucket < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_rollup_hist h0
+            WHERE h0.grain = c.grain AND h0.bucket >= c.lo AND h0.bucket < c.hi OFFSET 0) h
+        WHERE c.grain <> 'raw'
         UNION ALL
         SELECT CASE c.grain WHEN '5m' THEN p.bucket
                             WHEN '1h' THEN date_trunc('hour', p.bucket, 'UTC')
@@ -516,11 +527,12 @@ LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
         UNION ALL
         SELECT bridle_bucket_5m(e.ts), 'raw', m.metric, coalesce(e.model, ''),
                coalesce(e.provider, ''), bridle_hist_idx(m.us), 1
-        FROM c JOIN usage_events e ON c.grain = 'raw' AND e.ts >= c.lo AND e.ts < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_events e0 WHERE e0.ts >= c.lo AND e0.ts < c.hi OFFSET 0) e
         CROSS JOIN LATERAL (VALUES ('latency', e.latency_us),
                                    ('ttft', CASE WHEN e.streamed AND e.ttft_us >= 0
                                                  THEN e.ttft_us END)) m(metric, us)
-        WHERE m.us IS NOT NULL
+        WHERE c.grain = 'raw' AND m.us IS NOT NULL
     )
     SELECT bucket, grain, metric, model, provider, idx, sum(n)::bigint
     FROM parts GROUP BY bucket, grain, metric, model, provider, idx
@@ -543,7 +555,9 @@ LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
                e.provider, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
                e.output_tokens, e.cost_pusd, e.baseline_cost_pusd, e.latency_us, e.status,
                e.attempts
-        FROM c JOIN usage_events e ON c.grain IN ('5m', 'raw') AND e.ts >= c.lo AND e.ts < c.hi
+        FROM c CROSS JOIN LATERAL (
+            SELECT * FROM usage_events e0 WHERE e0.ts >= c.lo AND e0.ts < c.hi OFFSET 0) e
+        WHERE c.grain IN ('5m', 'raw')
     )
     SELECT DISTINCT ON (cost_pusd, ts, event_id) * FROM cand
     ORDER BY cost_pusd DESC, ts DESC, event_id

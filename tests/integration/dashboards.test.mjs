@@ -2,7 +2,15 @@
 // throwaway PostgreSQL, a seed of usage events we control exactly, then
 //  - every panel of deploy/grafana/dashboards/bridle-costs.json, its macros
 //    expanded the way Grafana's PostgreSQL datasource expands them, run and
-//    checked against numbers computed here from the seed;
+//    checked against numbers computed here from the raw seed. The panels read
+//    the rollups of migrations/0006 (bridle_usage, bridle_usage_hist,
+//    bridle_top), never usage_events: the seed is inserted in two statements
+//    with `SELECT bridle_rollup()` between them, so rolled-up rows and rows
+//    still pending share buckets, and the ranges end off the 5-minute grid
+//    with events in the raw edges (and just outside them). Sums and counts
+//    must be exact; percentiles come from eighth-octave histograms, so they
+//    are checked against the same interpolation done here and to be within
+//    9 % (one bucket: 2^(1/8) - 1 = 9.05 %) of the raw nearest-rank value;
 //  - `bridle cost summary|breakdown|top` (--json exact, tables readable,
 //    errors clear);
 //  - migrations (twice is a no-op, concurrent runs apply once) and the
@@ -141,6 +149,11 @@ const NOW = Date.now();
 const TODAY0 = Math.floor(NOW / DAY) * DAY;
 const SEED_DAYS = [12, 11, 10, 9, 8, 7, 6, 5, 4, 3].map((k) => TODAY0 - k * DAY);
 const OUTLIER_DAY = TODAY0 - 7 * DAY;
+// A range off every grid (7 min 13 s into a day .. 2 h 2.5 min into another):
+// its edges are raw pieces shorter than 5 minutes, and the seed has events in
+// them, exactly on `from` (counted), exactly on `to` (not counted) and a
+// second outside either end.
+const EDGE = { from: new Date(TODAY0 - 8 * DAY + 433000), to: new Date(TODAY0 - 3 * DAY + 7350000) };
 
 function mulberry32(a) {
   return () => {
@@ -246,6 +259,13 @@ function makeSeed() {
   });
   // the last 24 hours, for `--period day`
   for (let h = 1; h <= 6; h++) ev(NOW - h * 3600000 - 17000);
+  // the raw edges of EDGE, and just outside them
+  for (const t of [-1000, 0, 1000, 100000]) ev(EDGE.from.getTime() + t);
+  for (const t of [-100000, -1000, 0, 1000]) ev(EDGE.to.getTime() + t);
+  // one in the raw edge at the end of the dashboard's range (it ends a minute
+  // from now, off the grid): tokens and a request, no cost (a budget's
+  // period must not depend on it), after `now` so the CLI periods skip it
+  ev(NOW + 59999, { cost_pusd: 0n, status: 200, error_class: null });
   return events;
 }
 
@@ -373,12 +393,34 @@ const perBucket = (rows, evs, ms, fn) => {
   assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort(), 'buckets');
   for (const [t, es] of want) fn(got.get(t), es, t);
 };
+// migrations/0006's histograms: bucket 0 is below 100 µs, bucket i is
+// [0.1 ms · 2^((i-1)/8), 0.1 ms · 2^(i/8)), bucket 191 takes the rest.
+const histIdx = (us) => (us < 100 ? 0 : Math.min(191, 1 + Math.floor(8 * Math.log2(us / 100))));
+const histLo = (i) => (i <= 0 ? 0 : 0.1 * 2 ** ((i - 1) / 8));
+const histHi = (i) => 0.1 * 2 ** (i / 8);
+/** bridle_hist_quantile, independently: the bucket holding rank q·N, interpolated linearly. */
+function histQuantile(valuesMs, q) {
+  const n = new Map();
+  for (const v of valuesMs) n.set(histIdx(Math.round(v * 1000)), (n.get(histIdx(Math.round(v * 1000))) ?? 0) + 1);
+  const target = q * valuesMs.length;
+  let cum = 0;
+  for (const i of [...n.keys()].sort((a, b) => a - b)) {
+    const c = n.get(i);
+    if (cum + c >= target) return histLo(i) + ((histHi(i) - histLo(i)) * Math.max(target - cum, 0)) / c;
+    cum += c;
+  }
+  return histHi(191);
+}
 const percentiles = (valueOf) => (rows, evs, ms) =>
   perBucket(rows, evs.filter((e) => valueOf(e) !== null), ms, (row, es, t) => {
     const vals = es.map(valueOf);
-    near(row.p50, percentileCont(vals, 0.5), `p50 @${t}`, 1e-9);
-    near(row.p95, percentileCont(vals, 0.95), `p95 @${t}`, 1e-9);
-    near(row.p99, percentileCont(vals, 0.99), `p99 @${t}`, 1e-9);
+    const sorted = [...vals].sort((a, b) => a - b);
+    for (const [col, q] of [['p50', 0.5], ['p95', 0.95], ['p99', 0.99]]) {
+      near(row[col], histQuantile(vals, q), `${col} @${t} (histogram)`, 1e-9);
+      // within one eighth-octave bucket of the raw nearest-rank percentile
+      const raw = sorted[Math.max(Math.ceil(q * sorted.length), 1) - 1];
+      assert.ok(Math.abs(row[col] - raw) <= 0.0906 * raw, `${col} @${t}: ${row[col]} vs raw ${raw}: more than 9 % off`);
+    }
   });
 const perProvider = (field, fn) => (rows, evs, ms) => {
   const got = new Map(rows.map((r) => [`${Number(r.time)}|${r.metric}`, r[field]]));
@@ -512,12 +554,20 @@ before(async () => {
     // the seed reaches back 12 days: older than the partitions migrate made
     const days = new Set(EVENTS.map((e) => e.ts.toISOString().slice(0, 10)));
     for (const day of days) await c.query('SELECT bridle_ensure_partition($1::date)', [day]);
+    // half the events rolled up, the other half still pending, in the same buckets
+    const first = EVENTS.filter((_, i) => i % 2 === 0);
+    const second = EVENTS.filter((_, i) => i % 2 === 1);
+    assert.equal((await insertEvents(c, first)).rowCount, first.length);
+    const moved = await c.query('SELECT bridle_rollup() AS n');
+    assert.ok(Number(moved.rows[0].n) > 0, 'the first half is rolled up');
     await c.query('BEGIN');
-    const r = await insertEvents(c, EVENTS);
-    assert.equal(r.rowCount, EVENTS.length);
+    const r = await insertEvents(c, second);
+    assert.equal(r.rowCount, second.length);
     const again = await insertEvents(c, EVENTS.slice(0, 5)); // a replay
     assert.equal(again.rowCount, 0, 'a replayed event is dropped by ON CONFLICT DO NOTHING');
     await c.query('COMMIT');
+    const state = await c.query('SELECT (SELECT count(*) FROM usage_rollup)::int AS rolled, (SELECT count(*) FROM usage_rollup_pending)::int AS pending');
+    assert.ok(state.rows[0].rolled > 0 && state.rows[0].pending > 0, `rolled-up and pending rows both take part: ${JSON.stringify(state.rows[0])}`);
     for (const b of BUDGETS)
       await c.query('INSERT INTO bridle_budgets (scope, scope_id, period, limit_pusd) VALUES ($1, $2, $3, $4)', [b.scope, b.scope_id, b.period, b.limit.toString()]);
   } finally {
@@ -550,7 +600,16 @@ describe('grafana dashboard', () => {
         if (/bridle_budget_status/.test(t.rawSql))
           // budgets are about the period that holds now, not the dashboard's range
           assert.doesNotMatch(t.rawSql, /\$__time|\$budget/, `${p.title} reads the configured budgets, no dashboard variable`);
-        else assert.match(t.rawSql, /\$__timeFilter\(ts\)/, `${p.title} filters on the dashboard's time range`);
+        else {
+          // the rollup readers over the dashboard's range, never a scan of the raw events
+          assert.match(t.rawSql, /bridle_(usage|usage_hist|top)\(\$__timeFrom\(\)::timestamptz, \$__timeTo\(\)::timestamptz,/, `${p.title} reads the rollups over the dashboard's time range`);
+          assert.doesNotMatch(t.rawSql, /usage_events|\$__timeFilter/, `${p.title} does not scan usage_events`);
+          // a time series' grain is never coarser than its points: at most $__interval (at least 5 minutes, the finest rollup)
+          if (t.format === 'time_series' && /\$__interval/.test(t.rawSql))
+            assert.match(t.rawSql, /LEAST\(interval '1 day', GREATEST\(interval '5 minutes', '\$__interval'::interval\)\)/, p.title);
+          // at most 720 points: Grafana's interval for 30 days is then 1 h (not 30 min), so a month reads hour rows
+          if (t.format === 'time_series' && /\$__interval/.test(t.rawSql)) assert.equal(p.maxDataPoints, 720, p.title);
+        }
         if (t.format === 'time_series') assert.match(t.rawSql, /AS "time"|\$__timeGroupAlias/, p.title);
       }
     }
@@ -559,19 +618,26 @@ describe('grafana dashboard', () => {
     assert.deepEqual(panels.map((p) => p.title).sort(), Object.keys(CHECKS).sort());
   });
 
+  // checks that hold on the long range only (the budgets are about now; one
+  // outlier among six partial days is not > 2.5 σ)
+  const LONG_ONLY = new Set(['Budgets this period', 'Days above mean + 2σ']);
   for (const p of panels) {
     test(`panel: ${p.title}`, async () => {
       const c = new pg.Client({ connectionString: URL });
       await c.connect();
       try {
-        const evs = EVENTS.filter((e) => e.ts >= RANGE.from && e.ts <= RANGE.to);
+        const inRange = (r) => EVENTS.filter((e) => e.ts >= r.from && e.ts < r.to); // [from, to), as bridle_usage
         for (const t of p.targets) {
-          const sql = grafanaExpand(t.rawSql, { ...RANGE, intervalMs: DAY });
-          assert.doesNotMatch(sql, /\$__|\$budget/, 'every macro expanded');
-          const { rows } = await c.query(sql);
-          assert.ok(rows.length > 0, `${p.title}: rows`);
-          CHECKS[p.title](rows, evs, DAY);
-          // the same panel zoomed in to one hour (narrow range, 1m buckets) must still run
+          const runs = [[RANGE, DAY], [RANGE, 3600000], [EDGE, DAY], [EDGE, 3600000], [EDGE, 300000]];
+          for (const [range, ms] of runs) {
+            if (LONG_ONLY.has(p.title) && (range !== RANGE || ms !== DAY)) continue;
+            const sql = grafanaExpand(t.rawSql, { ...range, intervalMs: ms });
+            assert.doesNotMatch(sql, /\$__|\$budget/, 'every macro expanded');
+            const { rows } = await c.query(sql);
+            assert.ok(rows.length > 0, `${p.title}: rows`);
+            CHECKS[p.title](rows, inRange(range), ms);
+          }
+          // the same panel zoomed in to one hour (narrow range, 1m points on the 5m grain) must still run
           const narrow = grafanaExpand(t.rawSql, { from: new Date(NOW - 3600000), to: new Date(NOW), intervalMs: 60000 });
           await c.query(narrow);
         }
@@ -672,8 +738,10 @@ describe('bridle cost', () => {
     assert.equal(month.period, 'month');
     assert.equal(Date.parse(month.to) - Date.parse(month.from), 30 * DAY);
     const inMonth = EVENTS.filter((e) => e.ts >= Date.parse(month.from) && e.ts < Date.parse(month.to));
-    assert.equal(inMonth.length, EVENTS.length);
+    assert.equal(inMonth.length, EVENTS.length - 1, 'all but the one a minute from now');
     assert.equal(month.cost_usd, measures(EVENTS).cost_usd);
+    const { period: _p, from: _f, to: _t, ...monthRest } = month;
+    assert.deepEqual(monthRest, measures(inMonth));
     const day = JSON.parse((await runOk(['cost', 'summary', '--period', 'day', '--json', '--database-url', URL])).stdout);
     assert.equal(day.period, 'day');
     const inDay = EVENTS.filter((e) => e.ts >= Date.parse(day.from) && e.ts < Date.parse(day.to));
@@ -728,6 +796,42 @@ describe('bridle cost', () => {
     assert.equal(t.output_tokens, Number(TOP_EVENT.output_tokens));
     const table = (await runOk(['cost', 'top', '--database-url', URL, ...win])).stdout;
     assert.match(table, new RegExp(`${TOP_EVENT.event_id}.*\\$9\\.876543`));
+  });
+
+  test('a window off the 5-minute grid, rows still pending: summary, breakdown and top stay exact', async () => {
+    // EDGE starts 7 min 13 s into a day and ends 2 h 2.5 min into another: raw
+    // pieces at both ends (with events on `from`, on `to` and a second outside),
+    // whole hours and days from the rollups, half of every bucket still pending
+    const edge = ['--from', EDGE.from.toISOString(), '--to', EDGE.to.toISOString()];
+    const evs = EVENTS.filter((e) => e.ts >= EDGE.from && e.ts < EDGE.to);
+    assert.ok(evs.some((e) => e.ts.getTime() === EDGE.from.getTime()) && EVENTS.some((e) => e.ts.getTime() === EDGE.to.getTime()));
+    const pending = await PG.query(URL, 'SELECT count(*)::int AS n FROM usage_rollup_pending WHERE bucket >= $1 AND bucket < $2', [EDGE.from, EDGE.to]);
+    assert.ok(pending.rows[0].n > 0, 'some of the window is still pending');
+    const s = JSON.parse((await runOk(['cost', 'summary', '--json', '--database-url', URL, ...edge])).stdout);
+    const { period, from, to, ...rest } = s;
+    assert.deepEqual(rest, measures(evs));
+    for (const [by, col] of [['key', 'key_id'], ['day', null]]) {
+      const rows = JSON.parse((await runOk(['cost', 'breakdown', '--by', by, '--json', '--database-url', URL, ...edge])).stdout);
+      const keyOf = col ? (e) => e[col] : (e) => e.ts.toISOString().slice(0, 10);
+      const got = new Map(rows.map(({ [by]: k, ...m }) => [k, m]));
+      const want = new Map([...groupMap(evs, keyOf).entries()].map(([k, es]) => [k, measures(es)]));
+      assert.deepEqual(got, want, `breakdown --by ${by}`);
+    }
+    const top = JSON.parse((await runOk(['cost', 'top', '--limit', '100', '--json', '--database-url', URL, ...edge])).stdout);
+    const want = [...evs].sort((a, b) => (a.cost_pusd !== b.cost_pusd ? (a.cost_pusd > b.cost_pusd ? -1 : 1) : b.ts - a.ts || (a.event_id < b.event_id ? -1 : 1))).slice(0, 100);
+    assert.deepEqual(top.map((r) => r.event_id), want.map((e) => e.event_id));
+    assert.deepEqual(top.map((r) => r.latency_ms), want.map((e) => Number(e.latency_us) / 1000));
+    // a rollup run in between changes nothing
+    await PG.query(URL, 'SELECT bridle_rollup()');
+    const again = JSON.parse((await runOk(['cost', 'summary', '--json', '--database-url', URL, ...edge])).stdout);
+    assert.deepEqual(again, s);
+  });
+
+  test('top: --limit is at most 100 (the rollups keep the top 100 of each hour)', async () => {
+    const r = await runBridle(['cost', 'top', '--limit', '101', '--database-url', URL]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--limit wants a number from 1 to 100, not "101"/);
+    assert.equal(r.stdout, '');
   });
 
   test('errors: unreachable database, missing schema, bad arguments', async () => {
