@@ -68,7 +68,7 @@ static int f_sync(budget_store *s, const char *inst, budget_item *items, int n, 
     ((fake *)s)->syncs++;
     return f_call(s, false, items, n, cb, ctx);
 }
-static void f_sweep(budget_store *s)
+static void f_sweep(budget_store *s, int64_t orphan_ttl_ms)
 {
     ((fake *)s)->sweeps++;
 }
@@ -77,7 +77,7 @@ static bool f_up(const budget_store *s)
     return !((const fake *)s)->down;
 }
 static void f_free(budget_store *s) {}
-static const budget_store_ops fake_ops = {f_lease, f_sync, f_sweep, NULL, f_up, f_free};
+static const budget_store_ops fake_ops = {f_lease, f_sync, f_sweep, NULL, f_up, f_free, NULL};
 
 /* Answers the call in flight like bridle_budget_lease/_sync would, on
  * f->spent and f->held: a lease grants want if spent + held + need fits. */
