@@ -68,7 +68,7 @@ static void int_array(buf *a, const budget_item *it, int n, size_t field)
 
 /* ------------------------------------------------------------ PostgreSQL */
 
-typedef enum { PG_NONE, PG_CONFIG, PG_LEASE, PG_SYNC, PG_SWEEP } pg_op_kind;
+typedef enum { PG_NONE, PG_CONFIG, PG_LEASE, PG_SYNC, PG_SWEEP, PG_RELEASE } pg_op_kind;
 
 typedef struct pg_call {
     bool pending;
@@ -85,21 +85,25 @@ typedef struct pg_store {
     pgconn *pg;
     bool down; /* the last connection attempt failed, or the connection was lost */
     bool config_due, sweep_due;
+    int64_t orphan_ttl_ms; /* of the sweep due */
+    char release_inst[96]; /* to end with bridle_budget_release_instance ("" none) */
+    bool release_due;      /* send it (again at each connection until it ran) */
     pg_op_kind in_flight;
     pg_call lease, sync;
     char *cfg_params[5]; /* scope[], id[], period[], limit[], thresholds[] */
 } pg_store;
 
-/* migrations/0005: the lease set to what this gateway holds now, then
- * extended, in one call */
+/* migrations/0007: the lease set to what this gateway holds now (and the
+ * unshipped part of it), then extended, in one call */
 static const char lease_sql[] =
-    "SELECT i, granted, spent_pusd, held_pusd FROM bridle_budget_lease_held($1, $2::text[], "
+    "SELECT i, granted, spent_pusd, held_pusd FROM bridle_budget_lease_held2($1, $2::text[], "
     "$3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::bigint[], "
-    "$9::bigint[], $10::integer) ORDER BY i";
+    "$9::bigint[], $10::bigint[], $11::integer) ORDER BY i";
 static const char sync_sql[] =
-    "SELECT i, spent_pusd, held_pusd FROM bridle_budget_sync($1, $2::text[], $3::text[], "
-    "$4::text[], $5::timestamptz[], $6::bigint[], $7::integer) ORDER BY i";
-static const char sweep_sql[] = "SELECT bridle_budget_sweep()";
+    "SELECT i, spent_pusd, held_pusd FROM bridle_budget_sync2($1, $2::text[], $3::text[], "
+    "$4::text[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::integer) ORDER BY i";
+static const char sweep_sql[] = "SELECT bridle_budget_sweep_orphans($1::bigint)";
+static const char release_sql[] = "SELECT bridle_budget_release_instance($1)";
 /* The config's limits (an update only where they differ: every statement
  * on bridle_budgets bumps the keys' version all the same) and the alert
  * thresholds, replaced. */
@@ -141,6 +145,16 @@ static void on_result(void *ctx, PGresult *res, const char *error)
             log_info("budgets: the config's budgets and alert thresholds are in the database");
     } else if (k == PG_SWEEP) {
         if (error) log_warn("budgets: sweeping expired leases failed: %s", error);
+    } else if (k == PG_RELEASE) {
+        if (error) {
+            /* sent again at the next connection */
+            log_warn("budgets: releasing the leases of the previous run %s failed: %s",
+                     s->release_inst, error);
+        } else {
+            log_info("budgets: the leases of the previous run %s are released (%s budgets)",
+                     s->release_inst, PQntuples(res) ? PQgetvalue(res, 0, 0) : "0");
+            s->release_inst[0] = '\0';
+        }
     } else if (k == PG_LEASE || k == PG_SYNC) {
         pg_call *c = k == PG_LEASE ? &s->lease : &s->sync;
         if (!error) {
@@ -163,33 +177,34 @@ static void on_result(void *ctx, PGresult *res, const char *error)
 
 static int send_call(pg_store *s, pg_op_kind k, pg_call *c)
 {
-    buf a[10] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT,
+    buf a[11] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT,
                  BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
     key_arrays(a, c->items, c->n);
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)c->ttl_ms);
-    const char *v[10] = {c->instance};
+    const char *v[11] = {c->instance};
     for (int i = 0; i < 4; i++)
         v[i + 1] = a[i].data;
     int rc;
     if (k == PG_LEASE) {
         int_array(&a[4], c->items, c->n, offsetof(budget_item, limit_pusd));
         int_array(&a[5], c->items, c->n, offsetof(budget_item, held_pusd));
-        int_array(&a[6], c->items, c->n, offsetof(budget_item, need_pusd));
-        int_array(&a[7], c->items, c->n, offsetof(budget_item, want_pusd));
-        v[5] = a[4].data;
-        v[6] = a[5].data;
-        v[7] = a[6].data;
-        v[8] = a[7].data;
-        v[9] = ttl;
-        rc = pgconn_send(s->pg, lease_sql, 10, v, on_result, s);
+        int_array(&a[6], c->items, c->n, offsetof(budget_item, unshipped_pusd));
+        int_array(&a[7], c->items, c->n, offsetof(budget_item, need_pusd));
+        int_array(&a[8], c->items, c->n, offsetof(budget_item, want_pusd));
+        for (int i = 4; i < 9; i++)
+            v[i + 1] = a[i].data;
+        v[10] = ttl;
+        rc = pgconn_send(s->pg, lease_sql, 11, v, on_result, s);
     } else {
         int_array(&a[4], c->items, c->n, offsetof(budget_item, held_pusd));
+        int_array(&a[5], c->items, c->n, offsetof(budget_item, unshipped_pusd));
         v[5] = a[4].data;
-        v[6] = ttl;
-        rc = pgconn_send(s->pg, sync_sql, 7, v, on_result, s);
+        v[6] = a[5].data;
+        v[7] = ttl;
+        rc = pgconn_send(s->pg, sync_sql, 8, v, on_result, s);
     }
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < 11; i++)
         buf_free(&a[i]);
     return rc;
 }
@@ -214,7 +229,19 @@ static void pg_flush(pg_store *s)
         }
         return;
     }
-    if (s->sweep_due && pgconn_send(s->pg, sweep_sql, 0, NULL, on_result, s) == 0) {
+    if (s->release_due && s->release_inst[0]) {
+        const char *v[1] = {s->release_inst};
+        if (pgconn_send(s->pg, release_sql, 1, v, on_result, s) == 0) {
+            s->release_due = false;
+            s->in_flight = PG_RELEASE;
+            s->base.queries++;
+        }
+        return;
+    }
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)s->orphan_ttl_ms);
+    const char *v[1] = {ttl};
+    if (s->sweep_due && pgconn_send(s->pg, sweep_sql, 1, v, on_result, s) == 0) {
         s->sweep_due = false;
         s->in_flight = PG_SWEEP;
         s->base.queries++;
@@ -227,6 +254,7 @@ static void on_state(void *ctx, bool up)
     s->down = !up;
     if (up) {
         s->config_due = true;
+        s->release_due = s->release_inst[0] != '\0';
         pg_flush(s);
         return;
     }
@@ -261,10 +289,20 @@ static int pg_sync(budget_store *bs, const char *instance, budget_item *items, i
     return pg_queue(s, &s->sync, instance, items, n, ttl_ms, cb, ctx);
 }
 
-static void pg_sweep(budget_store *bs)
+static void pg_sweep(budget_store *bs, int64_t orphan_ttl_ms)
 {
     pg_store *s = (pg_store *)bs;
     s->sweep_due = true;
+    s->orphan_ttl_ms = orphan_ttl_ms > 0 ? orphan_ttl_ms : 86400000;
+    pg_flush(s);
+}
+
+static void pg_release_instance(budget_store *bs, const char *instance)
+{
+    pg_store *s = (pg_store *)bs;
+    if (!instance || !instance[0]) return;
+    snprintf(s->release_inst, sizeof s->release_inst, "%s", instance);
+    s->release_due = true;
     pg_flush(s);
 }
 
@@ -283,7 +321,8 @@ static void pg_free(budget_store *bs)
     free(s);
 }
 
-static const budget_store_ops pg_ops = {pg_lease, pg_sync, pg_sweep, NULL, pg_up, pg_free};
+static const budget_store_ops pg_ops = {pg_lease, pg_sync, pg_sweep,           NULL,
+                                        pg_up,    pg_free, pg_release_instance};
 
 budget_store *budget_store_pg_new(struct event_base *base, const char *url,
                                   const budget_limit_row *rows, int n_rows,
@@ -420,7 +459,7 @@ static int mem_sync(budget_store *bs, const char *instance, budget_item *items, 
     return mem_later(s, cb, ctx);
 }
 
-static void mem_sweep(budget_store *bs) {}
+static void mem_sweep(budget_store *bs, int64_t orphan_ttl_ms) {}
 
 static void mem_charge(budget_store *bs, const budget_item *item, int64_t pusd)
 {
@@ -446,8 +485,8 @@ static void mem_free(budget_store *bs)
     free(s);
 }
 
-static const budget_store_ops mem_ops = {mem_lease,  mem_sync, mem_sweep,
-                                         mem_charge, mem_up,   mem_free};
+static const budget_store_ops mem_ops = {mem_lease, mem_sync, mem_sweep, mem_charge,
+                                         mem_up,    mem_free, NULL};
 
 budget_store *budget_store_mem_new(struct event_base *base)
 {

@@ -1,7 +1,7 @@
 /* Where budget leases come from (router/budget.h): PostgreSQL
- * (bridle_budget_lease_held of migrations/0005, bridle_budget_sync and
- * bridle_budget_sweep of migrations/0004), or, without a database, this process alone (an
- * in-memory spent + held per budget, reset at restart).
+ * (bridle_budget_lease_held2, bridle_budget_sync2, bridle_budget_sweep_orphans
+ * and bridle_budget_release_instance of migrations/0007), or, without a database, this process
+ * alone (an in-memory spent + held per budget, reset at restart).
  *
  * A store is a table of functions so that router/budget.c can be tested
  * with a fake one. Every call is asynchronous: it returns 0 and later calls
@@ -27,6 +27,9 @@ typedef struct budget_item {
     /* lease and sync: in, this process's whole lease on it now (before the
      * grant) */
     int64_t held_pusd;
+    /* lease and sync: in, the part of held_pusd that is settled spend not yet
+     * committed by the ledger (kept as an orphan if this process dies) */
+    int64_t unshipped_pusd;
     /* out (lease and sync) */
     int64_t granted_pusd;    /* lease: 0 = refused (spent + held + need > limit) */
     int64_t spent_pusd;      /* settled spend of the period, all gateways */
@@ -48,13 +51,18 @@ typedef struct budget_store_ops {
                  budget_store_cb cb, void *ctx);
     int (*sync)(budget_store *s, const char *instance, budget_item *items, int n, int64_t ttl_ms,
                 budget_store_cb cb, void *ctx);
-    /* Ends expired leases (any gateway's); fire and forget. */
-    void (*sweep)(budget_store *s);
+    /* Ends expired leases (any gateway's), keeping their unshipped part as
+     * orphans for orphan_ttl_ms; fire and forget. */
+    void (*sweep)(budget_store *s, int64_t orphan_ttl_ms);
     /* In-process store only (NULL for PostgreSQL): settled spend, charged at
      * once (there is no ledger to charge it): spent += pusd, held -= pusd. */
     void (*charge)(budget_store *s, const budget_item *item, int64_t pusd);
     bool (*up)(const budget_store *s);
     void (*free)(budget_store *s);
+    /* Ends every lease of instance (a predecessor whose spool has replayed);
+     * fire and forget, sent again at each reconnection until it ran. NULL:
+     * nothing to do (the in-process store). */
+    void (*release_instance)(budget_store *s, const char *instance);
 } budget_store_ops;
 
 struct budget_store {

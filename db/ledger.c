@@ -43,6 +43,10 @@ struct ledger {
     int q_head, q_len;
     uint64_t next_to_queue; /* the next sequence number the queue expects */
     uint64_t last_appended;
+    uint64_t start_appended; /* the last event in the spool at open (an earlier run's) */
+    bool start_replayed;     /* every event up to start_appended is committed */
+    void (*on_replayed)(void *);
+    void *replayed_ctx;
     int in_flight;          /* events in the INSERT being run */
     int64_t last_insert_ms; /* util_now_ms of the last committed batch; 0: none */
     bool maintenance_due;
@@ -57,6 +61,19 @@ struct ledger {
 };
 
 static void flush(ledger *l);
+
+/* The earlier run's events are all committed (acked: the last sequence
+ * number PostgreSQL has, in order): tell ledger_set_on_replayed's fn once. */
+static void check_replayed(ledger *l, uint64_t acked)
+{
+    if (l->start_replayed || acked < l->start_appended) return;
+    l->start_replayed = true;
+    if (l->start_appended > 0)
+        log_info("ledger: the events of an earlier run in the spool are all in the database");
+    void (*fn)(void *) = l->on_replayed;
+    l->on_replayed = NULL;
+    if (fn) fn(l->replayed_ctx);
+}
 
 /* ------------------------------------------------------------ queue */
 
@@ -286,6 +303,7 @@ static void on_insert_done(void *ctx, PGresult *res, const char *error)
     l->last_insert_ms = util_now_ms();
     l->dedup = false;
     spool_ack(l->sp, last);
+    check_replayed(l, last);
     flush(l);
 }
 
@@ -356,6 +374,9 @@ static void flush(ledger *l)
         refill_from_spool(l);
         if (l->q_len > 0) send_batch(l);
     }
+    /* the spool may have skipped records it lost: nothing left before next_to_queue */
+    if (l->q_len == 0 && l->in_flight == 0 && l->next_to_queue > 0)
+        check_replayed(l, l->next_to_queue - 1);
     check_drained(l);
 }
 
@@ -414,6 +435,16 @@ int ledger_record(ledger *l, const usage_event *ev)
     q_push(l, seq, ev);
     if (l->q_len >= l->opt.batch_max) flush(l);
     return 0;
+}
+
+void ledger_set_on_replayed(ledger *l, void (*fn)(void *ctx), void *ctx)
+{
+    if (l->start_replayed) {
+        if (fn) fn(ctx);
+        return;
+    }
+    l->on_replayed = fn;
+    l->replayed_ctx = ctx;
 }
 
 void ledger_set_on_shipped(ledger *l, void (*fn)(void *ctx, const usage_event *ev), void *ctx)
@@ -477,6 +508,8 @@ ledger *ledger_new(struct event_base *base, const ledger_options *opt, char *err
     spool_get_stats(l->sp, &st);
     l->last_appended = st.appended;
     l->next_to_queue = st.acked + 1;
+    l->start_appended = st.appended;
+    l->start_replayed = st.appended <= st.acked;
     if (st.appended > st.acked)
         log_info("ledger: %llu events from an earlier run wait in the spool; they will be sent",
                  (unsigned long long)(st.appended - st.acked));

@@ -65,6 +65,11 @@ void ledger_drain(ledger *l, int limit_ms, void (*done)(void *ctx), void *ctx);
  * made after the ledger). */
 void ledger_set_on_shipped(ledger *l, void (*fn)(void *ctx, const usage_event *ev), void *ctx);
 
+/* Calls fn(ctx) once every event that was in the spool when this ledger
+ * opened it (an earlier run's, replayed) is committed to PostgreSQL: at
+ * once when that is already so. NULL fn: no call. */
+void ledger_set_on_replayed(ledger *l, void (*fn)(void *ctx), void *ctx);
+
 void ledger_free(ledger *l);
 ledger_stats ledger_get_stats(const ledger *l);
 

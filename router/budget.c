@@ -46,6 +46,7 @@ struct budget {
     bentry *all;
     int64_t n_entries;
     int64_t created_wall_us;
+    char previous[96];            /* the previous run's instance (budget_take_over) */
     budget_hold *q_head, *q_tail; /* waiting for a lease, FIFO */
     int64_t n_waiting;
     /* the lease call in flight */
@@ -349,6 +350,7 @@ static int start_lease(budget *b)
         it->need_pusd = need;
         it->want_pusd = want;
         it->held_pusd = entry_held(e); /* corrects the row first: no cost counted twice */
+        it->unshipped_pusd = e->unshipped < it->held_pusd ? e->unshipped : it->held_pusd;
         it->granted_pusd = it->spent_pusd = it->total_held_pusd = 0;
     }
     if (!n) return 0;
@@ -639,6 +641,7 @@ static void start_sync(budget *b)
         budget_item *it = &b->sync_items[n++];
         *it = e->it;
         it->held_pusd = entry_held(e);
+        it->unshipped_pusd = e->unshipped < it->held_pusd ? e->unshipped : it->held_pusd;
     }
     b->sync_n = n;
     b->sync_sent_ms = now_ms(b);
@@ -650,7 +653,7 @@ static void start_sync(budget *b)
     b->syncing = true;
     b->drain_sent = b->draining;
     b->st.sync_calls++;
-    if (++b->syncs % SWEEP_EVERY == 0) b->store->ops->sweep(b->store);
+    if (++b->syncs % SWEEP_EVERY == 0) b->store->ops->sweep(b->store, b->opt.orphan_ttl_ms);
 }
 
 void budget_sync_now(budget *b)
@@ -679,7 +682,53 @@ static void on_sync_timer(evutil_socket_t fd, short what, void *arg)
 {
     budget *b = arg;
     start_sync(b);
-    if (!b->n_entries && ++b->syncs % SWEEP_EVERY == 0) b->store->ops->sweep(b->store);
+    if (!b->n_entries && ++b->syncs % SWEEP_EVERY == 0)
+        b->store->ops->sweep(b->store, b->opt.orphan_ttl_ms);
+}
+
+/* ------------------------------------------------------------ restarts */
+
+int budget_take_over(budget *b, const char *dir)
+{
+    char path[4096], tmp[4096];
+    snprintf(path, sizeof path, "%s/instance", dir);
+    snprintf(tmp, sizeof tmp, "%s/instance.tmp", dir);
+    b->previous[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(b->previous, sizeof b->previous, f))
+            b->previous[strcspn(b->previous, "\r\n")] = '\0';
+        else
+            b->previous[0] = '\0';
+        fclose(f);
+    }
+    if (strcmp(b->previous, b->opt.instance ? b->opt.instance : "") == 0) b->previous[0] = '\0';
+    f = fopen(tmp, "w");
+    bool ok = f && fprintf(f, "%s\n", b->opt.instance ? b->opt.instance : "") > 0;
+    if (f && fclose(f) != 0) ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        log_warn("budgets: cannot write %s: a restart on this spool will not release this "
+                 "run's leases early (the sweep does, after budgets.orphan_ttl_ms)",
+                 path);
+        return -1;
+    }
+    if (b->previous[0])
+        log_info("budgets: the previous run on this spool was %s: its leases are released once "
+                 "its events are replayed",
+                 b->previous);
+    return 0;
+}
+
+void budget_spool_replayed(void *ctx)
+{
+    budget *b = ctx;
+    if (!b || !b->previous[0] || !b->store->ops->release_instance) return;
+    b->store->ops->release_instance(b->store, b->previous);
+}
+
+const char *budget_previous_instance(const budget *b)
+{
+    return b->previous;
 }
 
 /* ------------------------------------------------------------ life */
@@ -695,6 +744,7 @@ budget *budget_new(struct event_base *base, budget_store *store, const budget_op
     b->store = store;
     b->opt = *opt;
     if (b->opt.lease_ttl_ms <= 0) b->opt.lease_ttl_ms = 30000;
+    if (b->opt.orphan_ttl_ms <= 0) b->opt.orphan_ttl_ms = 86400000;
     b->created_wall_us = wall_ms(b) * 1000;
     b->lease_items = calloc(BUDGET_MAX_PER_REQUEST, sizeof *b->lease_items);
     b->lease_entries = calloc(BUDGET_MAX_PER_REQUEST, sizeof *b->lease_entries);

@@ -17,7 +17,9 @@
  * and a slice more. Granted 0 means the budget is used up: the request is
  * refused. Every budgets.sync_ms the lease is synced (renewed, idle slack
  * given back, spend read back); a dead process's lease expires after
- * budgets.lease_ttl_ms and is swept. Without a database the same
+ * budgets.lease_ttl_ms and is swept, all but its unshipped part, which
+ * stays held as an orphan until the restarted process has replayed its
+ * spool (budget_take_over) or budgets.orphan_ttl_ms passes. Without a database the same
  * accounting runs against this process alone (db/budget_store.h). */
 #ifndef BRIDLE_BUDGET_H
 #define BRIDLE_BUDGET_H
@@ -38,6 +40,7 @@ typedef struct budget_options {
     int64_t lease_ttl_ms;
     int64_t sync_ms;          /* 0: no timer (tests call budget_sync_now) */
     int64_t lease_max_pusd;   /* the largest slice asked for at once; 0: no cap */
+    int64_t orphan_ttl_ms;    /* an expired lease's unshipped part stays held this long; 0: 24 h */
     bool fail_open;           /* a lease that cannot be asked for admits instead of 503 */
     bool local;               /* the store is this process's: settled spend is charged at once */
     int64_t (*now_ms)(void);  /* monotonic; NULL: util_now_ms */
@@ -115,6 +118,18 @@ void budget_settle(budget *b, budget_hold *h, int64_t cost_pusd);
 void budget_release(budget *b, budget_hold *h);
 /* The ledger committed ev (ledger_options.on_shipped). */
 void budget_shipped(void *b, const usage_event *ev);
+
+/* A restart: reads the previous run's instance id from <dir>/instance
+ * (the spool directory) and writes this one's there (a temporary file
+ * renamed over it). Its leases are ended by budget_spool_replayed. -1
+ * (logged): the file cannot be written. */
+int budget_take_over(budget *b, const char *dir);
+/* The events the spool held at start are committed (ledger_set_on_replayed):
+ * the previous run's leases (bridle_budget_release_instance), orphans
+ * included, are ended; until then they hold those events' cost. */
+void budget_spool_replayed(void *b);
+/* The previous run's instance id ("" none), for tests and logs. */
+const char *budget_previous_instance(const budget *b);
 
 /* The highest share, in %, of (spent + unshipped) / limit among the key's
  * and its team's budgets for a request at ts_us, or -1 when none is known;

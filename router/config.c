@@ -920,8 +920,8 @@ static void parse_database(parse_ctx *pc, json_object *root)
 /* $.budgets: {"total": {"daily_usd", "weekly_usd", "monthly_usd"}, lease settings}. */
 static void parse_budgets(parse_ctx *pc, json_object *root)
 {
-    static const char *const known[] = {"total",         "lease_ttl_ms", "sync_ms",
-                                        "lease_max_usd", "fail_open",    NULL};
+    static const char *const known[] = {"total",     "lease_ttl_ms",  "sync_ms", "lease_max_usd",
+                                        "fail_open", "orphan_ttl_ms", NULL};
     static const char *const total_known[] = {"daily_usd", "weekly_usd", "monthly_usd", NULL};
     budgets_conf *b = &pc->cfg->budgets;
     json_object *o = get_obj(pc, root, "budgets", false);
@@ -941,6 +941,7 @@ static void parse_budgets(parse_ctx *pc, json_object *root)
     b->lease_max_pusd = parse_dollars(pc, o, "lease_max_usd");
     if (!b->lease_max_pusd) b->lease_max_pusd = 5000000000000LL; /* $5 */
     b->fail_open = get_bool(pc, o, "fail_open", false);
+    b->orphan_ttl_ms = get_int(pc, o, "orphan_ttl_ms", 86400000, 1000, 2592000000LL);
     path_pop(pc, old);
 }
 

@@ -106,6 +106,7 @@ typedef struct budgets_conf {
     int64_t sync_ms;        /* leases are synced (renewed, returned, read back) this often */
     int64_t lease_max_pusd; /* the largest slice taken at once */
     bool fail_open;         /* budgets cannot be leased (database down): admit instead of 503 */
+    int64_t orphan_ttl_ms;  /* an expired lease's unshipped part stays held this long */
 } budgets_conf;
 
 /* $.alerts: budget alerts (router/alerts.h). */

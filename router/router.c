@@ -121,9 +121,14 @@ static bool budgets_new(router *rt)
         .lease_max_pusd = bc->lease_max_pusd,
         .fail_open = bc->fail_open,
         .local = !(url && url[0]),
+        .orphan_ttl_ms = bc->orphan_ttl_ms,
     };
     if (!(rt->hard = budget_new(rt->base, st, &bo))) return false;
     if (rt->ledger) ledger_set_on_shipped(rt->ledger, budget_shipped, rt->hard);
+    /* a restart on this spool: the previous run's leases end once its events are in */
+    const char *spool = config_database(cfg)->spool_dir;
+    if (rt->ledger && url && url[0] && spool && spool[0] && budget_take_over(rt->hard, spool) == 0)
+        ledger_set_on_replayed(rt->ledger, budget_spool_replayed, rt->hard);
     return true;
 }
 
@@ -168,6 +173,7 @@ void router_free(router *rt)
     instances_free(rt->inst);
     ratelimit_free(rt->rl);
     if (rt->ledger && rt->hard) ledger_set_on_shipped(rt->ledger, NULL, NULL);
+    if (rt->ledger && rt->hard) ledger_set_on_replayed(rt->ledger, NULL, NULL);
     budget_free(rt->hard);
     for (int i = 0; rt->breakers && i < config_n_models(rt->cfg); i++)
         breaker_free(rt->breakers[i]);

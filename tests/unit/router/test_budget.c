@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -40,6 +41,8 @@ typedef struct fake {
     void *ctx;
     /* the database: spent and held of the one budget the tests look at */
     int64_t spent, held;
+    char released[96]; /* release_instance's last instance */
+    int releases;
 } fake;
 
 static int f_call(budget_store *s, bool lease, budget_item *items, int n, budget_store_cb cb,
@@ -68,7 +71,7 @@ static int f_sync(budget_store *s, const char *inst, budget_item *items, int n, 
     ((fake *)s)->syncs++;
     return f_call(s, false, items, n, cb, ctx);
 }
-static void f_sweep(budget_store *s)
+static void f_sweep(budget_store *s, int64_t orphan_ttl_ms)
 {
     ((fake *)s)->sweeps++;
 }
@@ -77,7 +80,14 @@ static bool f_up(const budget_store *s)
     return !((const fake *)s)->down;
 }
 static void f_free(budget_store *s) {}
-static const budget_store_ops fake_ops = {f_lease, f_sync, f_sweep, NULL, f_up, f_free};
+static void f_release_instance(budget_store *s, const char *inst)
+{
+    fake *f = (fake *)s;
+    snprintf(f->released, sizeof f->released, "%s", inst);
+    f->releases++;
+}
+static const budget_store_ops fake_ops = {f_lease, f_sync, f_sweep,           NULL,
+                                          f_up,    f_free, f_release_instance};
 
 /* Answers the call in flight like bridle_budget_lease/_sync would, on
  * f->spent and f->held: a lease grants want if spent + held + need fits. */
@@ -309,11 +319,22 @@ static void test_release_and_settle(void **state)
     ev.ts_us = 1000;
     budget_shipped(b, &ev);
     assert_int_equal(budget_get_stats(b).held_pusd, G - A);
-    /* the sync sends the whole lease: avail + reserved + unshipped */
+    /* the sync sends the whole lease: avail + reserved + unshipped, and the
+     * unshipped part of it (kept as an orphan if this process dies) */
     budget_sync_now(b);
     assert_int_equal(F.syncs, 1);
     assert_int_equal(F.items[0].held_pusd, G - A);
+    assert_int_equal(F.items[0].unshipped_pusd, A);
     answer(&F);
+    /* a lease call sends it too */
+    waiter y = {0};
+    budget_request big = req_of(G);
+    assert_int_equal(budget_reserve(b, &y.h, &big, on_done, &y), BUDGET_WAIT);
+    assert_true(F.is_lease);
+    assert_int_equal(F.items[0].unshipped_pusd, A);
+    answer(&F);
+    assert_int_equal(y.st, BUDGET_OK);
+    budget_release(b, &y.h);
     budget_free(b);
 }
 
@@ -462,6 +483,48 @@ static void test_drain_gives_leases_back(void **state)
     budget_free(b);
 }
 
+/* A restart on a spool: the previous run's instance id is read from
+ * <spool>/instance, this one's written, and the previous run's leases are
+ * released once the spool has replayed. */
+static void test_take_over_previous_instance(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bridle-test-budget-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    budget *b = new_budget(false);
+    assert_int_equal(budget_take_over(b, dir), 0);
+    assert_string_equal(budget_previous_instance(b), ""); /* the first run on it */
+    budget_spool_replayed(b);
+    assert_int_equal(F.releases, 0);
+    budget_free(b);
+    char path[512], line[128] = "";
+    snprintf(path, sizeof path, "%s/instance", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_string_equal(line, "test:1:x\n");
+    /* the next run */
+    memset(&F, 0, sizeof F);
+    F.base.ops = &fake_ops;
+    budget_options o = {.instance = "test:2:y", .now_ms = fake_now, .wall_ms = fake_wall};
+    b = budget_new(NULL, &F.base, &o);
+    assert_int_equal(budget_take_over(b, dir), 0);
+    assert_string_equal(budget_previous_instance(b), "test:1:x");
+    assert_int_equal(F.releases, 0); /* not before the spool has replayed */
+    budget_spool_replayed(b);
+    assert_int_equal(F.releases, 1);
+    assert_string_equal(F.released, "test:1:x");
+    budget_free(b);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_string_equal(line, "test:2:y\n");
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_database_down),
         cmocka_unit_test(test_extend_and_scopes),
         cmocka_unit_test(test_drain_gives_leases_back),
+        cmocka_unit_test(test_take_over_previous_instance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
