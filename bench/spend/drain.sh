@@ -74,7 +74,7 @@ cat >"$W/bridle.json" <<CONF
   "limits": { "max_connections": 16384 },
   "providers": { "upstream": { "kind": "openai", "base_url": "http://127.0.0.1:$MPORT/v1", "api_key": "sk-bench" } },
   "models": { "gpt-4o-mini": { "provider": "upstream" }, "gpt-4o": { "provider": "upstream" },
-              "o3-mini": { "provider": "upstream" }, "gpt-4.1-mini": { "provider": "upstream" } },
+              "gpt-4.1": { "provider": "upstream" }, "gpt-4.1-mini": { "provider": "upstream" } },
   "keys": [ $keys_json ],
   "database": { "url": "$DATABASE_URL", "spool_dir": "$W/spool", "flush_interval_ms": 100, "batch_max": ${BATCH_MAX:-5000} }
 }
@@ -86,7 +86,7 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$GPORT/readyz" >/dev/null 2>&
 curl -fs "http://127.0.0.1:$GPORT/readyz" >/dev/null || { cat "$W/bridle.log" >&2; slog "bridle did not start"; exit 1; }
 cat >"$W/post.lua" <<LUA
 local keys = { $keys_lua }
-local models = { "gpt-4o-mini", "gpt-4o", "o3-mini", "gpt-4.1-mini" }
+local models = { "gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini" }
 math.randomseed(42)
 request = function()
   local k = math.random(#keys)
@@ -138,7 +138,7 @@ for mode in ${ORDER:-on off}; do
     sleep 0.02
   done
   te=$(now_ms)
-  rate=$(awk -v n="$((n - ${first_ins:-$i0}))" -v a="${first_ms:-$ts}" -v b="$te" 'BEGIN { d = (b - a) / 1000; printf "%.0f", d > 0 ? n / d : 0 }')
+  rate=$(awk -v n="$((n - ${first_ins:-$i0}))" -v a="${first_ms:-$ts}" -v b="$te" 'BEGIN { d = (b - a) / 1000; printf "%.0f", (d > 0) ? n / d : 0 }')
   secs=$(awk -v a="${first_ms:-$ts}" -v b="$te" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
   note="trigger disabled: no rollups"
   if [[ $mode == on ]]; then
