@@ -134,8 +134,8 @@ out pending_hist_rows "$(q 'SELECT count(*) FROM usage_rollup_hist_pending')"
 
 # the rollup step until nothing is pending
 if "$BRIDLE" ledger rollup --help >/dev/null 2>&1; then
-  ROLLUP_CMD="bridle ledger rollup"
-  rollup_once() { "$BRIDLE" ledger rollup --database-url "$DATABASE_URL" >/dev/null; }
+  ROLLUP_CMD="bridle ledger rollup --limit $ROLLUP_LIMIT"
+  rollup_once() { "$BRIDLE" ledger rollup --limit "$ROLLUP_LIMIT" --database-url "$DATABASE_URL" >/dev/null; }
 else
   ROLLUP_CMD="SELECT bridle_rollup($ROLLUP_LIMIT) until 0"
   rollup_once() { q "SELECT bridle_rollup($ROLLUP_LIMIT)"; }
