@@ -45,7 +45,7 @@ section=$(
   printf '\n### %s: N = %s\n\n' "$STARTED" "$(printf "%'d" "$N" 2>/dev/null || echo "$N")"
   printf -- '- command: `bench/spend/run.sh %s %s`\n' "$N" "$STEPS"
   printf -- '- machine: %s; load average at the start %s, after load+reads %s, at the end %s (2 cores shared with other work)\n' "$(spend_machine)" "$LOADAVG0" "${LOADAVG1:-–}" "$LOADAVG2"
-  printf -- '- checkout: %s (readers: the dashboard, `cli/cost.c` and migrations as of %s); PostgreSQL %s, fsync on, synchronous_commit on, shared_buffers 256MB (bench/lib/pg.sh)\n' "$(spend_rev)" "$("$(bench_pg_bin)/postgres" --version | awk '{print $3}')"
+  printf -- '- checkout: %s (readers: the dashboard, `cli/cost.c` and migrations as of %s); PostgreSQL %s, fsync on, synchronous_commit on, shared_buffers 256MB (bench/lib/pg.sh)\n' "$REV" "$READERS" "$("$(bench_pg_bin)/postgres" --version | awk '{print $3}')"
   if [[ -n $(kv load_rows) && $(kv load_rows) != 0 ]]; then
     printf -- '- load: %s events in %s s = **%s events/s** (INSERT … SELECT generate_series, %s rows per statement, capture and budget triggers on); usage_events %s, rollups %s\n' \
       "$(kv load_rows)" "$(kv load_s)" "$(kv load_rate)" "${CHUNK:-1000000}" "$(kv size_events)" "$(kv size_rollups)"
