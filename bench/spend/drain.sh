@@ -23,6 +23,7 @@
 # Env: DUR (10), CONNS (16), BRIDLE_CPUS (1), LOAD_CPUS (0), BATCH_MAX (5000),
 # ORDER ("on off"). Prints a markdown table (appended to SPEND_OUT_TABLE).
 set -euo pipefail
+# shellcheck source=bench/spend/common.sh disable=SC2153,SC2034
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DUR=${DUR:-10}
 CONNS=${CONNS:-16}
@@ -51,7 +52,7 @@ PGOPTS="-p $BENCH_PG_PORT -k $BENCH_PG_DIR -c listen_addresses=127.0.0.1 -c shar
 pg_down() { "${_BENCH_PG_AS[@]}" "$BENCH_PG_BIN/pg_ctl" -D "$BENCH_PG_DIR/data" -m immediate -w stop >/dev/null; }
 pg_up() {
   "${_BENCH_PG_AS[@]}" "$BENCH_PG_BIN/pg_ctl" -D "$BENCH_PG_DIR/data" -l "$BENCH_PG_DIR/postgres.log" -w -t 60 -o "$PGOPTS" start >/dev/null
-  BENCH_PG_PID=$(head -n1 "$BENCH_PG_DIR/data/postmaster.pid")
+  BENCH_PG_PID=$(head -n1 "$BENCH_PG_DIR/data/postmaster.pid") # bench_pg_stop kills it by pid
 }
 "$BRIDLE" migrate --database-url "$DATABASE_URL" >/dev/null
 q "SELECT bridle_ensure_partitions(2)" >/dev/null
@@ -124,7 +125,7 @@ for mode in ${ORDER:-on off}; do
   backlog=$(wrk_total "$W/wrk-$mode.txt")
   i0=$(inserted)
   pg_up
-  ts=$(now_ms) first_ms="" first_ins="" peak_pending=0 rolls=0
+  ts=$(now_ms) first_ms="" first_ins="" rolls=0
   if [[ $mode == on ]]; then
     rolled0=$(rolled)
     (while :; do rollup_once; echo x >>"$W/rolls"; sleep "$ROLLUP_EVERY"; done) &

@@ -31,6 +31,7 @@
 # Prints key=value lines (load_rows, load_s, load_rate, rollup_s,
 # rollup_rate, sizes) on stdout; SPEND_OUT=FILE appends them there too.
 set -euo pipefail
+# shellcheck source=bench/spend/common.sh disable=SC2153,SC2034
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 N=${1:?usage: bench/spend/load.sh N}
 CHUNK=${CHUNK:-1000000}

@@ -23,6 +23,7 @@
 #
 # Output: a markdown table on stdout (and appended to SPEND_OUT when set).
 set -euo pipefail
+# shellcheck source=bench/spend/common.sh disable=SC2153,SC2034
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS=${RUNS:-5}
 DASH=${DASH:-$SPEND_ROOT/deploy/grafana/dashboards/bridle-costs.json}

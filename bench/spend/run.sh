@@ -12,6 +12,7 @@
 #   bench/spend/run.sh 5000000             # the issue's table
 #   bench/spend/run.sh 50000000 load reads # the goal's volume
 set -euo pipefail
+# shellcheck source=bench/spend/common.sh disable=SC2153,SC2034
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 N=${1:?usage: bench/spend/run.sh N [load] [reads] [drain]}
 shift
