@@ -525,6 +525,27 @@ static void test_take_over_previous_instance(void **state)
     rmdir(dir);
 }
 
+/* A cost already in PostgreSQL's spent but not yet acknowledged to this
+ * process (still unshipped here) is not counted twice in a refusal. */
+static void test_refusal_counts_a_shipped_cost_once(void **state)
+{
+    (void)state;
+    budget *b = new_budget(false);
+    waiter w = {0}, v = {0};
+    budget_request half = req_of(USD / 2);
+    assert_int_equal(budget_reserve(b, &w.h, &half, on_done, &w), BUDGET_WAIT);
+    answer(&F);
+    assert_int_equal(w.st, BUDGET_OK);
+    budget_settle(b, &w.h, 4 * USD / 10); /* $0.40: unshipped here */
+    F.spent = 4 * USD / 10;               /* ...and already committed there */
+    budget_request big = req_of(9 * USD / 10);
+    assert_int_equal(budget_reserve(b, &v.h, &big, on_done, &v), BUDGET_WAIT);
+    answer(&F);
+    assert_int_equal(v.st, BUDGET_EXCEEDED);
+    assert_non_null(strstr(v.h.message, "($0.40 spent,"));
+    budget_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_extend_and_scopes),
         cmocka_unit_test(test_drain_gives_leases_back),
         cmocka_unit_test(test_take_over_previous_instance),
+        cmocka_unit_test(test_refusal_counts_a_shipped_cost_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
