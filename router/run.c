@@ -413,7 +413,7 @@ static void record_usage(run *r, int status, const char *err_class, const usage_
     ev.output_tokens = all.output;
     ev.reasoning_tokens = all.reasoning;
     ev.usage_exact = all.exact;
-    ev.cost_pusd = answer_cost(r, u);
+    ev.cost_pusd = r->cost_pusd; /* priced above, from the same usage */
     ev.baseline_cost_pusd = baseline_cost(r, &all);
     ev.latency_us = util_now_us() - r->start_us;
     ev.ttft_us = r->ttft_us;
