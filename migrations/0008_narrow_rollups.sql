@@ -303,6 +303,17 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- 0006's bucket bounds computed power() in numeric (2.0 is a numeric
+-- literal): float8 is several times cheaper per histogram row read.
+CREATE OR REPLACE FUNCTION bridle_hist_lower_ms(idx integer) RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN idx <= 0 THEN 0 ELSE 0.1::float8 * power(2.0::float8, (idx - 1) / 8.0::float8) END
+$$;
+CREATE OR REPLACE FUNCTION bridle_hist_upper_ms(idx integer) RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 0.1::float8 * power(2.0::float8, idx / 8.0::float8)
+$$;
+
 -- ---------------------------------------------------------------- rollup
 
 -- The start of the grain's UTC period holding ts.
