@@ -1,18 +1,26 @@
 /* `bridle cost`: spend reports over the usage ledger, for people (aligned
- * tables) and scripts (--json). They read the rollups of
- * migrations/0006_rollups.sql, never a scan of usage_events:
- *   summary, breakdown  bridle_usage(from, to, 1 day): whole days, hours and
- *                       5 minutes from usage_rollup (plus rows still pending),
- *                       raw events only for the < 5 minute edges, so a month
- *                       reads ~30 day rows per dimension set;
+ * tables) and scripts (--json). They read the readers of
+ * migrations/0008_narrow_rollups.sql, never a scan of usage_events (but for
+ * --by user); each reader covers [from, to) with whole days, hours and
+ * 5 minutes of rollups (plus rows still pending) and raw events only for the
+ * < 5 minute edges, and returns pieces that share buckets: always summed here.
+ *   summary, breakdown --by model|provider|requested_model|day
+ *                       bridle_usage(from, to, 1 day): the ops rollup (model,
+ *                       provider, requested_model, status, error class);
+ *   breakdown --by key|team|agent|task|feature|tier
+ *                       bridle_usage_by(dim, from, to, 1 day): one row per
+ *                       value of that one dimension ('' = none);
  *   top                 bridle_top(from, to, N): the kept top 100 of each whole
  *                       hour, raw events for the partial hours at the edges;
  *                       so N is at most 100.
- * --by user and --by requested_model are not rollup dimensions: those two
- * breakdowns still scan the raw events of the window (usage_events_v).
+ * --by user is not a rollup dimension (end_user would multiply the rows): it
+ * still scans the raw events of the window (usage_events_v). Rows written
+ * before 0008 have requested_model '' (0006 did not keep it): --by
+ * requested_model shows them as none.
  *
  *   bridle cost summary   [--period day|week|month] [--from TS] [--to TS]
- *   bridle cost breakdown --by model|provider|key|team|agent|task|feature|user|tier|day [...]
+ *   bridle cost breakdown --by model|provider|requested_model|key|team|agent|task|feature|tier|
+ *                              user|day [...]
  *   bridle cost top       [--limit N] [...]
  *   bridle cost alert     [--threshold 0.75]
  *   common: [--json] [--database-url URL]  (env DATABASE_URL)
@@ -204,7 +212,7 @@ static void table_print(table *t, FILE *f)
 /* ------------------------------------------------------------ queries */
 
 /* The measures every report shows, in this order (10 columns): MEASURES
- * over usage_events_v (raw rows), MEASURES_R over bridle_usage() rows. */
+ * over usage_events_v (raw rows), MEASURES_R over the readers' rows. */
 #define MEASURES_R                                                                                 \
     "coalesce(sum(requests), 0), coalesce(sum(errors), 0), "                                       \
     "coalesce(sum(input_tokens), 0), coalesce(sum(cache_read_tokens), 0), "                        \
@@ -213,6 +221,8 @@ static void table_print(table *t, FILE *f)
     "coalesce(sum(baseline_cost_pusd), 0), "                                                       \
     "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0)"
 #define USAGE_FROM " FROM bridle_usage($1::timestamptz, $2::timestamptz, interval '1 day') "
+#define USAGE_BY_FROM                                                                              \
+    " FROM bridle_usage_by($3::text, $1::timestamptz, $2::timestamptz, interval '1 day') "
 #define MEASURES                                                                                   \
     "count(*), count(*) FILTER (WHERE is_error), "                                                 \
     "coalesce(sum(input_tokens), 0), coalesce(sum(cache_read_tokens), 0), "                        \
@@ -360,47 +370,55 @@ static int do_summary(PGconn *c, const opts *o, const window *w)
     return 0;
 }
 
-/* --by NAME -> the SQL expression it groups by: over bridle_usage() rows
- * ('' is none there: back to NULL, as the raw rows have it), or, for the
- * two that are not rollup dimensions, over usage_events_v (*raw = true). */
-static const char *by_expr(const char *by, bool *raw)
+/* Where a breakdown's rows come from. */
+typedef enum { SRC_OPS, SRC_ATTR, SRC_RAW } by_source;
+
+/* --by NAME -> the SQL expression it groups by and its source: bridle_usage()
+ * rows, bridle_usage_by(NAME) rows (the --by name is the reader's dim) or,
+ * for end_user, usage_events_v. The readers say none as '': back to NULL,
+ * as the raw rows have it. */
+static const char *by_expr(const char *by, by_source *src)
 {
-    static const char *const map[][3] = {
-        {"model", "nullif(model, '')", ""},
-        {"provider", "nullif(provider, '')", ""},
-        {"key", "nullif(key_id, '')", ""},
-        {"team", "nullif(team, '')", ""},
-        {"agent", "nullif(agent, '')", ""},
-        {"task", "nullif(task, '')", ""},
-        {"feature", "nullif(feature, '')", ""},
-        {"user", "end_user", "raw"},
-        {"tier", "nullif(tier, '')", ""},
-        {"requested_model", "requested_model", "raw"},
-        {"day", "to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD')", ""},
+    static const struct {
+        const char *name, *expr;
+        by_source src;
+    } map[] = {
+        {"model", "nullif(model, '')", SRC_OPS},
+        {"provider", "nullif(provider, '')", SRC_OPS},
+        {"requested_model", "nullif(requested_model, '')", SRC_OPS},
+        {"key", "nullif(value, '')", SRC_ATTR},
+        {"team", "nullif(value, '')", SRC_ATTR},
+        {"agent", "nullif(value, '')", SRC_ATTR},
+        {"task", "nullif(value, '')", SRC_ATTR},
+        {"feature", "nullif(value, '')", SRC_ATTR},
+        {"tier", "nullif(value, '')", SRC_ATTR},
+        {"user", "end_user", SRC_RAW},
+        {"day", "to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD')", SRC_OPS},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(by, map[i][0]) == 0) {
-            if (raw) *raw = map[i][2][0] != '\0';
-            return map[i][1];
+        if (strcmp(by, map[i].name) == 0) {
+            if (src) *src = map[i].src;
+            return map[i].expr;
         }
     return NULL;
 }
 
 static int do_breakdown(PGconn *c, const opts *o, const window *w)
 {
-    bool raw = false;
-    const char *e = by_expr(o->by, &raw);
+    by_source src = SRC_OPS;
+    const char *e = by_expr(o->by, &src);
     bool by_day = strcmp(o->by, "day") == 0;
+    const char *from = src == SRC_RAW ? MEASURES " FROM usage_events_v WHERE ts >= $1 AND ts < $2"
+                       : src == SRC_ATTR ? MEASURES_R USAGE_BY_FROM
+                                         : MEASURES_R USAGE_FROM;
     char sql[2048];
-    /* GROUPING SETS adds the total row, summed exactly by PostgreSQL. */
+    /* GROUPING SETS adds the total row, summed exactly by PostgreSQL (over
+     * the readers' pieces, which share buckets and values). */
     snprintf(sql, sizeof sql,
              "SELECT grouping(%s), %s, %s GROUP BY GROUPING SETS ((%s), ()) "
              "ORDER BY 1, %s 2 NULLS LAST",
-             e, e,
-             raw ? MEASURES " FROM usage_events_v WHERE ts >= $1 AND ts < $2"
-                 : MEASURES_R USAGE_FROM,
-             e, by_day ? "" : "sum(cost_pusd) DESC,");
-    PGresult *r = run(c, sql, w, NULL);
+             e, e, from, e, by_day ? "" : "sum(cost_pusd) DESC,");
+    PGresult *r = run(c, sql, w, src == SRC_ATTR ? o->by : NULL);
     if (!r) return 1;
     int n = PQntuples(r);
     if (o->json) {
@@ -594,19 +612,19 @@ static int do_alert(PGconn *c, const opts *o, double threshold)
 
 static int cost_usage(FILE *f, int code)
 {
-    fprintf(f,
-            "usage:\n"
-            "  bridle cost summary   [--period day|week|month] [--from TS] [--to TS]\n"
-            "  bridle cost breakdown --by model|provider|key|team|agent|task|feature|user|tier|day"
-            " [--period ...]\n"
-            "  bridle cost top       [--limit N] [--period ...]   N from 1 to 100 (default 10)\n"
-            "  bridle cost alert     [--threshold 0.75]   budgets at or above a share of their\n"
-            "                        limit this period, with the spend projected to its end\n"
-            "options for all: --json (for scripts), --database-url URL (env DATABASE_URL)\n"
-            "periods end now: day = last 24 hours (default), week = 7 days, month = 30 days;\n"
-            "--from / --to take any PostgreSQL timestamp (e.g. 2026-11-01T00:00:00Z).\n"
-            "Reports read the rollups (whole days, hours, 5 minutes; raw events only at the\n"
-            "edges); --by user and --by requested_model scan the raw events of the window.\n");
+    fprintf(f, "usage:\n"
+               "  bridle cost summary   [--period day|week|month] [--from TS] [--to TS]\n"
+               "  bridle cost breakdown --by model|provider|requested_model|key|team|agent|task|\n"
+               "                             feature|tier|user|day [--period ...]\n"
+               "  bridle cost top       [--limit N] [--period ...]   N from 1 to 100 (default 10)\n"
+               "  bridle cost alert     [--threshold 0.75]   budgets at or above a share of their\n"
+               "                        limit this period, with the spend projected to its end\n"
+               "options for all: --json (for scripts), --database-url URL (env DATABASE_URL)\n"
+               "periods end now: day = last 24 hours (default), week = 7 days, month = 30 days;\n"
+               "--from / --to take any PostgreSQL timestamp (e.g. 2026-11-01T00:00:00Z).\n"
+               "Reports read the rollups (whole days, hours, 5 minutes; raw events only at the\n"
+               "edges); --by user scans the raw events of the window. Events from before\n"
+               "migration 0008 have no requested_model in the rollups: shown as (none).\n");
     return code;
 }
 
@@ -665,10 +683,11 @@ int cost_main(int argc, char **argv)
         return 2;
     }
     if (strcmp(o.sub, "breakdown") == 0 && (!o.by || !by_expr(o.by, NULL))) {
-        fprintf(stderr,
-                "bridle cost breakdown: --by is one of model, provider, key, team, agent, task, "
-                "feature, user, tier, requested_model, day%s%s%s\n",
-                o.by ? " (not \"" : "", o.by ? o.by : "", o.by ? "\")" : "");
+        fprintf(
+            stderr,
+            "bridle cost breakdown: --by is one of model, provider, requested_model, key, team, "
+            "agent, task, feature, tier, user, day%s%s%s\n",
+            o.by ? " (not \"" : "", o.by ? o.by : "", o.by ? "\")" : "");
         return 2;
     }
     double threshold = 0.75;
@@ -701,7 +720,9 @@ int cost_main(int argc, char **argv)
     PGresult *r = PQexec(c, alert ? "SELECT to_regclass('bridle_budget_status') IS NOT NULL"
                                   : "SELECT to_regclass('usage_events_v') IS NOT NULL AND "
                                     "to_regprocedure('bridle_top(timestamptz, timestamptz, "
-                                    "integer)') IS NOT NULL");
+                                    "integer)') IS NOT NULL AND "
+                                    "to_regprocedure('bridle_usage_by(text, timestamptz, "
+                                    "timestamptz, interval)') IS NOT NULL");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         print_pg_error("checking the schema", r, c);
     } else if (alert && PQgetvalue(r, 0, 0)[0] != 't') {
@@ -710,9 +731,9 @@ int cost_main(int argc, char **argv)
     } else if (alert) {
         rc = do_alert(c, &o, threshold);
     } else if (PQgetvalue(r, 0, 0)[0] != 't') {
-        fprintf(stderr, "bridle cost: this database has no usage ledger or no rollups "
-                        "(usage_events_v or bridle_usage of 0006 is missing): run `bridle "
-                        "migrate` first\n");
+        fprintf(stderr, "bridle cost: this database has no usage ledger or not the rollups "
+                        "of migration 0008 (usage_events_v, bridle_top or bridle_usage_by is "
+                        "missing): run `bridle migrate` first\n");
     } else {
         window w;
         if (resolve_window(c, &o, &w) == 0) {
