@@ -316,6 +316,37 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT 0.1::float8 * power(2.0::float8, idx / 8.0::float8)
 $$;
 
+-- The p-quantiles (p[i] ascending, in 0..1) in milliseconds of one
+-- histogram given as its buckets (idx ascending) and their counts,
+-- interpolated linearly inside the bucket: one call per time slot and one
+-- pass for all p. bridle_hist_quantile (0006) passes its 193-cell state in
+-- and out on every row: 4 to 8 times slower over a 30-day hourly chart.
+CREATE FUNCTION bridle_hist_quantiles(idx smallint[], n bigint[], p float8[])
+RETURNS float8[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    total float8 := 0;
+    cum float8 := 0;
+    out float8[] := array_fill(NULL::float8, ARRAY[array_length(p, 1)]);
+    k integer := 1;
+    lo float8;
+    hi float8;
+BEGIN
+    IF idx IS NULL THEN RETURN out; END IF;
+    FOR i IN 1..array_length(n, 1) LOOP total := total + n[i]; END LOOP;
+    IF total = 0 THEN RETURN out; END IF;
+    FOR i IN 1..array_length(idx, 1) LOOP
+        CONTINUE WHEN n[i] <= 0;
+        WHILE k <= array_length(p, 1) AND cum + n[i] >= p[k] * total LOOP
+            lo := bridle_hist_lower_ms(idx[i]);
+            hi := bridle_hist_upper_ms(idx[i]);
+            out[k] := lo + (hi - lo) * greatest(p[k] * total - cum, 0) / n[i];
+            k := k + 1;
+        END LOOP;
+        cum := cum + n[i];
+    END LOOP;
+    RETURN out;
+END $$;
+
 -- ---------------------------------------------------------------- rollup
 
 -- The start of the grain's UTC period holding ts.
