@@ -1,4 +1,4 @@
-/* `bridle ledger rollup|status`: the rollup step of migration 0006 run by
+/* `bridle ledger rollup|status`: the rollup step of migrations 0006/0008 run by
  * hand (or from cron), and what is waiting for it. Blocking libpq: this is
  * not the serving path. */
 #include <libpq-fe.h>
@@ -13,15 +13,16 @@
 
 static int ledger_usage(FILE *f, int code)
 {
-    fprintf(f, "usage: bridle ledger rollup [--database-url URL] [--limit N] [--json]\n"
-               "       bridle ledger status [--database-url URL] [--json]\n"
-               "  rollup  moves the usage still pending (captured by the trigger on usage_events)\n"
-               "          into the 5-minute, hourly and daily rollups: bridle_rollup(N) until it\n"
-               "          moves nothing (N pending rows a call, default 100000). Idempotent; safe\n"
-               "          next to gateways and other runs (every gateway also runs it every\n"
-               "          database.rollup_interval_ms)\n"
-               "  status  pending rows, the oldest pending bucket, rollup rows per grain\n"
-               "  env DATABASE_URL when no --database-url\n");
+    fprintf(f,
+            "usage: bridle ledger rollup [--database-url URL] [--limit N] [--json]\n"
+            "       bridle ledger status [--database-url URL] [--json]\n"
+            "  rollup  moves the usage still pending (captured by the trigger on usage_events)\n"
+            "          into the 5-minute, hourly and daily rollups: bridle_rollup(N) until it\n"
+            "          moves nothing (N pending rows a call, default 100000). Idempotent; safe\n"
+            "          next to gateways and other runs (every gateway also runs it every\n"
+            "          database.rollup_interval_ms)\n"
+            "  status  pending rows, the oldest pending bucket, rollup rows per table and grain\n"
+            "  env DATABASE_URL when no --database-url\n");
     return code;
 }
 
@@ -70,16 +71,25 @@ static int do_rollup(PGconn *c, long long limit, bool json)
     return 0;
 }
 
+/* Rollup rows per table and grain (0008: ops cube, attribution values,
+ * histograms); rollup_rows stays the ops rows (scripts read it). */
 static const char STATUS_SQL[] =
     "SELECT (SELECT count(*) FROM usage_rollup_pending), "
     "(SELECT count(*) FROM usage_rollup_hist_pending), "
     "(SELECT coalesce(to_char(min(bucket) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "'') FROM usage_rollup_pending), "
     "(SELECT count(*) FROM usage_top_dirty), "
-    "(SELECT count(*) FROM usage_rollup WHERE grain = '5m'), "
-    "(SELECT count(*) FROM usage_rollup WHERE grain = '1h'), "
-    "(SELECT count(*) FROM usage_rollup WHERE grain = '1d'), "
-    "(SELECT count(*) FROM usage_rollup_hist), (SELECT count(*) FROM usage_top)";
+    "(SELECT count(*) FROM usage_rollup_ops WHERE grain = '5m'), "
+    "(SELECT count(*) FROM usage_rollup_ops WHERE grain = '1h'), "
+    "(SELECT count(*) FROM usage_rollup_ops WHERE grain = '1d'), "
+    "(SELECT count(*) FROM usage_rollup_attr WHERE grain = '5m'), "
+    "(SELECT count(*) FROM usage_rollup_attr WHERE grain = '1h'), "
+    "(SELECT count(*) FROM usage_rollup_attr WHERE grain = '1d'), "
+    "(SELECT count(*) FROM usage_rollup_hist WHERE grain = '5m'), "
+    "(SELECT count(*) FROM usage_rollup_hist WHERE grain = '1h'), "
+    "(SELECT count(*) FROM usage_rollup_hist WHERE grain = '1d'), "
+    "(SELECT count(*) FROM usage_top), (SELECT count(*) FROM usage_top_floor)";
+enum { NSTATUS = 15 };
 
 static int do_status(PGconn *c, bool json)
 {
@@ -90,23 +100,30 @@ static int do_status(PGconn *c, bool json)
                 strstr(err, "does not exist") ? " (run `bridle migrate` first)" : "");
         return 1;
     }
-    const char *v[9];
-    for (int i = 0; i < 9; i++)
+    const char *v[NSTATUS];
+    for (int i = 0; i < NSTATUS; i++)
         v[i] = PQgetvalue(r, 0, i);
+    long long hist = 0;
+    for (int i = 10; i < 13; i++)
+        hist += strtoll(v[i], NULL, 10);
     if (json)
         printf("{\"pending\":%s,\"pending_hist\":%s,\"oldest_pending_bucket\":%s%s%s,"
                "\"top_hours_dirty\":%s,\"rollup_rows\":{\"5m\":%s,\"1h\":%s,\"1d\":%s},"
-               "\"hist_rows\":%s,\"top_rows\":%s}\n",
+               "\"attr_rows\":{\"5m\":%s,\"1h\":%s,\"1d\":%s},"
+               "\"hist_rows\":%lld,\"hist_rows_by_grain\":{\"5m\":%s,\"1h\":%s,\"1d\":%s},"
+               "\"top_rows\":%s,\"top_floor_hours\":%s}\n",
                v[0], v[1], *v[2] ? "\"" : "", *v[2] ? v[2] : "null", *v[2] ? "\"" : "", v[3], v[4],
-               v[5], v[6], v[7], v[8]);
+               v[5], v[6], v[7], v[8], v[9], hist, v[10], v[11], v[12], v[13], v[14]);
     else
         printf("pending rows:          %s (histogram rows %s)\n"
                "oldest pending bucket: %s\n"
                "hours to trim (top):   %s\n"
-               "rollup rows:           5m %s, 1h %s, 1d %s\n"
-               "histogram rows:        %s\n"
-               "top events kept:       %s\n",
-               v[0], v[1], *v[2] ? v[2] : "-", v[3], v[4], v[5], v[6], v[7], v[8]);
+               "ops rollup rows:       5m %s, 1h %s, 1d %s\n"
+               "attribution rows:      5m %s, 1h %s, 1d %s\n"
+               "histogram rows:        5m %s, 1h %s, 1d %s\n"
+               "top events kept:       %s (hours with a floor %s)\n",
+               v[0], v[1], *v[2] ? v[2] : "-", v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
+               v[11], v[12], v[13], v[14]);
     PQclear(r);
     return 0;
 }

@@ -3,8 +3,8 @@
 //  - every panel of deploy/grafana/dashboards/bridle-costs.json, its macros
 //    expanded the way Grafana's PostgreSQL datasource expands them, run and
 //    checked against numbers computed here from the raw seed. The panels read
-//    the rollups of migrations/0006 (bridle_usage, bridle_usage_hist,
-//    bridle_top), never usage_events: the seed is inserted in two statements
+//    the rollup readers of migrations/0008 (bridle_usage, bridle_usage_by,
+//    bridle_usage_hist, bridle_top), never usage_events: the seed is inserted in two statements
 //    with `SELECT bridle_rollup()` between them, so rolled-up rows and rows
 //    still pending share buckets, and the ranges end off the 5-minute grid
 //    with events in the raw edges (and just outside them). Sums and counts
@@ -378,10 +378,16 @@ function meanSd(xs) {
 // ---------------------------------------------------------------------------
 // per-panel checks: title -> (rows, events in range, interval ms)
 
-const costBy = (col) => (rows, evs, ms) => {
+// top: only the `top` values that cost most over the range (ties by value)
+// are series of their own, the others add up in '(other)'
+const costBy = (col, top = Infinity) => (rows, evs, ms) => {
   const got = new Map(rows.map((r) => [`${Number(r.time)}|${r.metric}`, r.cost_usd ?? r.spend_usd]));
   const want = new Map();
-  for (const [k, es] of groupMap(evs, (e) => `${bucketOf(e, ms)}|${e[col] ?? '(none)'}`)) want.set(k, usd(sum(es, (e) => e.cost_pusd)));
+  const totals = [...groupMap(evs, (e) => e[col] ?? '')].map(([v, es]) => [v, sum(es, (e) => e.cost_pusd)]);
+  totals.sort(([va, a], [vb, b]) => (a !== b ? (a > b ? -1 : 1) : va < vb ? -1 : va > vb ? 1 : 0));
+  const kept = new Set(totals.slice(0, top).map(([v]) => v));
+  const series = (e) => (kept.has(e[col] ?? '') ? (e[col] ?? '(none)') : '(other)');
+  for (const [k, es] of groupMap(evs, (e) => `${bucketOf(e, ms)}|${series(e)}`)) want.set(k, usd(sum(es, (e) => e.cost_pusd)));
   sameMap(got, want, `cost by ${col}`);
   // a time series must be sorted by time
   const times = rows.map((r) => Number(r.time));
@@ -442,7 +448,7 @@ const CHECKS = {
   'Error rate': ([row], evs) => near(row.error_rate, evs.filter(isError).length / evs.length, 'error rate'),
   'Cost by model': costBy('model'),
   'Cost by provider': costBy('provider'),
-  'Cost by key': costBy('key_id'),
+  'Cost by key': costBy('key_id', 10),
   'Cost by team': costBy('team'),
   'Cost by agent': costBy('agent'),
   'Cost by task': costBy('task'),
@@ -566,7 +572,7 @@ before(async () => {
     const again = await insertEvents(c, EVENTS.slice(0, 5)); // a replay
     assert.equal(again.rowCount, 0, 'a replayed event is dropped by ON CONFLICT DO NOTHING');
     await c.query('COMMIT');
-    const state = await c.query('SELECT (SELECT count(*) FROM usage_rollup)::int AS rolled, (SELECT count(*) FROM usage_rollup_pending)::int AS pending');
+    const state = await c.query('SELECT (SELECT count(*) FROM usage_rollup_ops)::int AS rolled, (SELECT count(*) FROM usage_rollup_pending)::int AS pending');
     assert.ok(state.rows[0].rolled > 0 && state.rows[0].pending > 0, `rolled-up and pending rows both take part: ${JSON.stringify(state.rows[0])}`);
     for (const b of BUDGETS)
       await c.query('INSERT INTO bridle_budgets (scope, scope_id, period, limit_pusd) VALUES ($1, $2, $3, $4)', [b.scope, b.scope_id, b.period, b.limit.toString()]);
@@ -602,7 +608,11 @@ describe('grafana dashboard', () => {
           assert.doesNotMatch(t.rawSql, /\$__time|\$budget/, `${p.title} reads the configured budgets, no dashboard variable`);
         else {
           // the rollup readers over the dashboard's range, never a scan of the raw events
-          assert.match(t.rawSql, /bridle_(usage|usage_hist|top)\(\$__timeFrom\(\)::timestamptz, \$__timeTo\(\)::timestamptz,/, `${p.title} reads the rollups over the dashboard's time range`);
+          assert.match(
+            t.rawSql,
+            /bridle_(usage|usage_hist|top)\(\$__timeFrom\(\)::timestamptz, \$__timeTo\(\)::timestamptz,|bridle_usage_by\('(key|team|agent|task|feature|tier)', \$__timeFrom\(\)::timestamptz, \$__timeTo\(\)::timestamptz,/,
+            `${p.title} reads the rollups over the dashboard's time range`,
+          );
           assert.doesNotMatch(t.rawSql, /usage_events|\$__timeFilter/, `${p.title} does not scan usage_events`);
           // a time series' grain is never coarser than its points: at most $__interval (at least 5 minutes, the finest rollup)
           if (t.format === 'time_series' && /\$__interval/.test(t.rawSql))
@@ -654,6 +664,46 @@ describe('grafana dashboard', () => {
     CHECKS['Cost by model'](rows, EVENTS, 3600000);
     const total = rows.reduce((a, r) => a + BigInt(r.cost_usd.replace('.', '')), 0n);
     assert.equal(total, sum(EVENTS, (e) => e.cost_pusd));
+  });
+
+  test('cost by key: the 10 keys that cost most over the range, the others add up in (other)', async () => {
+    // 14 keys and no key (the cheapest), costs distinct per key, over yesterday and today;
+    // half rolled up, half pending
+    const url = await PG.createDatabase('manykeys');
+    await runOk(['migrate', '--database-url', url]);
+    const today = await pgToday(url);
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      for (const day of [today - DAY, today]) await c.query('SELECT bridle_ensure_partition($1::date)', [new Date(day).toISOString().slice(0, 10)]);
+      const evs = [];
+      for (let k = 0; k <= 14; k++)
+        for (let j = 0; j < 6; j++) {
+          const ts = new Date(Math.min(today - DAY + j * 9000000 + k * 61000, NOW - 1000));
+          evs.push({ event_id: `mk-${k}-${j}`, ts, key_id: k === 0 ? null : `key-${String(k).padStart(2, '0')}`, cost_pusd: BigInt((k + 1) * 1000003 + j) });
+        }
+      const ins = (es) =>
+        c.query(
+          `INSERT INTO usage_events (event_id, ts, key_id, status, cost_pusd) SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::int[], $5::bigint[])`,
+          [es.map((e) => e.event_id), es.map((e) => e.ts), es.map((e) => e.key_id), es.map(() => 200), es.map((e) => e.cost_pusd.toString())],
+        );
+      await ins(evs.filter((_, i) => i % 2 === 0));
+      await c.query('SELECT bridle_rollup()');
+      await ins(evs.filter((_, i) => i % 2 === 1));
+      const p = panels.find((x) => x.title === 'Cost by key');
+      for (const ms of [DAY, 3600000]) {
+        const range = { from: new Date(today - 2 * DAY), to: new Date(NOW + 60000) };
+        const { rows } = await c.query(grafanaExpand(p.targets[0].rawSql, { ...range, intervalMs: ms }));
+        CHECKS['Cost by key'](rows, evs, ms);
+        const names = [...new Set(rows.map((r) => r.metric))].sort();
+        // keys 05..14 cost most; 01..04 and the keyless events are (other)
+        assert.deepEqual(names, ['(other)', ...Array.from({ length: 10 }, (_, i) => `key-${String(i + 5).padStart(2, '0')}`)]);
+        const other = rows.filter((r) => r.metric === '(other)').reduce((a, r) => a + BigInt(r.cost_usd.replace('.', '')), 0n);
+        assert.equal(other, sum(evs.filter((e) => e.key_id === null || e.key_id < 'key-05'), (e) => e.cost_pusd));
+      }
+    } finally {
+      await c.end();
+    }
   });
 
   test('days above mean + 2σ: a moderate spike (2 < z < 3) is flagged, ordinary days are not', async () => {
