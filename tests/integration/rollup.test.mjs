@@ -243,6 +243,16 @@ async function checkUsage(ranges, { url = pg.url, ops = OPS } = {}) {
         );
         assert.equal(a.bad, null, `bridle_usage_by('${dim}', ${iso(from)}, ${iso(to)}, ${g}) != raw (seed ${SEED}): ${JSON.stringify(a.bad)}`);
         assert.equal(a.n > 0, d.n > 0, `bridle_usage_by('${dim}') has rows where bridle_usage has`);
+        // the two values that cost most, and only their rows (the index path of "top n + (other)")
+        const top2 = `SELECT coalesce(${col}, '') AS value FROM usage_events WHERE ts >= $1 AND ts < $2 GROUP BY 1 ORDER BY sum(cost_pusd) DESC, 1 LIMIT 2`;
+        const v = await diff(
+          `SELECT value, ${SUM_M} FROM bridle_usage_by_values('${dim}', bridle_top_values('${dim}', $1, $2, 2), $1, $2, $3::interval) GROUP BY value`,
+          `SELECT coalesce(${col}, '') AS value, ${RAW_M} FROM usage_events WHERE ts >= $1 AND ts < $2 AND $3::interval IS NOT NULL AND coalesce(${col}, '') IN (${top2}) GROUP BY 1`,
+          params,
+          url,
+        );
+        assert.equal(v.bad, null, `bridle_usage_by_values('${dim}', top 2, ${iso(from)}, ${iso(to)}, ${g}) != raw (seed ${SEED}): ${JSON.stringify(v.bad)}`);
+        assert.equal(v.n > 0, d.n > 0, `bridle_usage_by_values('${dim}', top 2) has rows where bridle_usage has`);
       }
     }
   }
