@@ -65,7 +65,7 @@ while IFS=$'\t' read -r title fmt sql; do
 done <"$W/panels.tsv"
 
 slog "bridle cost reports (month, $RUNS runs each)"
-for args in "summary --period month" "breakdown --by model --period month" "breakdown --by key --period month" \
+for args in "summary --period month" "breakdown --by model --period month" "breakdown --by requested_model --period month" "breakdown --by key --period month" "breakdown --by task --period month" \
   "breakdown --by team --period month" "top --period month" "alert"; do
   # shellcheck disable=SC2086
   read -r med max < <(cmd_times "$BRIDLE" cost $args --database-url "$DATABASE_URL" | stats)

@@ -243,7 +243,9 @@ async function checkUsage(ranges, { url = pg.url, ops = OPS } = {}) {
         );
         assert.equal(a.bad, null, `bridle_usage_by('${dim}', ${iso(from)}, ${iso(to)}, ${g}) != raw (seed ${SEED}): ${JSON.stringify(a.bad)}`);
         assert.equal(a.n > 0, d.n > 0, `bridle_usage_by('${dim}') has rows where bridle_usage has`);
-        // the two values that cost most, and only their rows (the index path of "top n + (other)")
+        // the two values that cost most, and only their rows (the index path of "top n + (other)");
+        // one grain: the cover is the same code for every reader, checked above
+        if (g !== '1 hour') continue;
         const top2 = `SELECT coalesce(${col}, '') AS value FROM usage_events WHERE ts >= $1 AND ts < $2 GROUP BY 1 ORDER BY sum(cost_pusd) DESC, 1 LIMIT 2`;
         const v = await diff(
           `SELECT value, ${SUM_M} FROM bridle_usage_by_values('${dim}', bridle_top_values('${dim}', $1, $2, 2), $1, $2, $3::interval) GROUP BY value`,
@@ -384,7 +386,7 @@ test(`property: rollups == raw aggregates after inserts, replays, concurrent rol
     await load(1500);
     await load(150, pg.url, denseEvent); // over 100 in one hour: a floor after the first rollup
     // readers are exact before any rollup ran (pending rows are read too)
-    let ranges = Array.from({ length: 6 }, randomRange);
+    let ranges = Array.from({ length: 4 }, randomRange);
     ranges.push([liveFrom, Date.now() + 1000]);
     ranges.push([denseHour, denseHour + HOUR]);
     await checkUsage(ranges.slice(0, 3));
@@ -433,7 +435,7 @@ test(`property: rollups == raw aggregates after inserts, replays, concurrent rol
 
     await checkGrains();
     await checkUsage(ranges);
-    await checkHist(ranges.slice(0, 4));
+    await checkHist(ranges.slice(0, 3));
     await checkTop(ranges);
     assert.ok((await checkFloors()) >= 1, 'the dense hour has a floor');
     if (round >= 2) {
