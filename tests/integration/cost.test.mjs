@@ -18,6 +18,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { BUILD, SANITIZED } from './lib/harness.mjs';
+import { insertEvents, usd } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 const BRIDLE = path.join(BUILD, 'bridle');
@@ -136,37 +137,11 @@ function makeSeed() {
 }
 
 let EVENTS = makeSeed();
-const COLS = [
-  'event_id', 'ts', 'key_id', 'team', 'end_user', 'agent', 'task', 'feature', 'requested_model', 'provider', 'model',
-  'tier', 'route_reason', 'streamed', 'status', 'error_class', 'attempts', 'input_tokens', 'cache_read_tokens',
-  'cache_write_tokens', 'output_tokens', 'reasoning_tokens', 'usage_exact', 'cost_pusd', 'baseline_cost_pusd',
-  'latency_us', 'ttft_us', 'upstream_us', 'cache_hit', 'batch_id',
-];
 
-async function insertEvents(client, events) {
-  const values = [];
-  const rows = events.map((e, i) => {
-    for (const c of COLS) values.push(typeof e[c] === 'bigint' ? e[c].toString() : e[c]);
-    return `(${COLS.map((_, j) => `$${i * COLS.length + j + 1}`).join(', ')})`;
-  });
-  return client.query(`INSERT INTO usage_events (${COLS.join(', ')}) VALUES ${rows.join(', ')} ON CONFLICT DO NOTHING`, values);
-}
 
 // ---------------------------------------------------------------------------
 // arithmetic on the seed
 
-/** pico-dollars -> the exact decimal text (12 or fewer decimals, half away from zero). */
-function usd(p, decimals = 12) {
-  const neg = p < 0n;
-  let a = neg ? -p : p;
-  if (decimals < 12) {
-    const unit = 10n ** BigInt(12 - decimals);
-    a = (a + unit / 2n) / unit;
-  }
-  const s = a.toString().padStart(decimals + 1, '0');
-  const int = s.slice(0, s.length - decimals);
-  return `${neg && a !== 0n ? '-' : ''}${int}${decimals ? `.${s.slice(s.length - decimals)}` : ''}`;
-}
 const grouped = (s) => s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 const money6 = (p) => `$${grouped(usd(p, 6).split('.')[0])}.${usd(p, 6).split('.')[1]}`;
 const sum = (evs, f) => evs.reduce((a, e) => a + f(e), 0n);

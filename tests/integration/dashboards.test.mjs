@@ -23,6 +23,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { BUILD, ROOT, SANITIZED, freePort } from './lib/harness.mjs';
+import { insertEvents, usd } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 const BRIDLE = path.join(BUILD, 'bridle');
@@ -271,12 +272,6 @@ function makeSeed() {
 
 const EVENTS = makeSeed();
 const TOP_EVENT = EVENTS.find((e) => e.cost_pusd === 9_876_543_210_987n);
-const COLS = [
-  'event_id', 'ts', 'key_id', 'team', 'end_user', 'agent', 'task', 'feature', 'requested_model', 'provider', 'model',
-  'tier', 'route_reason', 'streamed', 'status', 'error_class', 'attempts', 'input_tokens', 'cache_read_tokens',
-  'cache_write_tokens', 'output_tokens', 'reasoning_tokens', 'usage_exact', 'cost_pusd', 'baseline_cost_pusd',
-  'latency_us', 'ttft_us', 'upstream_us', 'cache_hit', 'batch_id',
-];
 
 // Budgets (bridle_budgets) for the budget panel: limits in pico-dollars.
 const BUDGETS = [
@@ -302,32 +297,10 @@ function periodEnd(period, start) {
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
 }
 
-/** The ledger's statement shape: multi-row INSERT ... ON CONFLICT DO NOTHING. */
-async function insertEvents(client, events) {
-  const values = [];
-  const rows = events.map((e, i) => {
-    for (const c of COLS) values.push(typeof e[c] === 'bigint' ? e[c].toString() : e[c]);
-    return `(${COLS.map((_, j) => `$${i * COLS.length + j + 1}`).join(', ')})`;
-  });
-  return client.query(`INSERT INTO usage_events (${COLS.join(', ')}) VALUES ${rows.join(', ')} ON CONFLICT DO NOTHING`, values);
-}
 
 // ---------------------------------------------------------------------------
 // independent arithmetic
 
-/** pico-dollars -> the exact numeric text PostgreSQL prints at scale 12. */
-function usd(p, decimals = 12) {
-  const neg = p < 0n;
-  let a = neg ? -p : p;
-  if (decimals < 12) {
-    const unit = 10n ** BigInt(12 - decimals);
-    a = (a + unit / 2n) / unit; // half away from zero on the magnitude
-  }
-  const s = a.toString().padStart(decimals + 1, '0');
-  const int = s.slice(0, s.length - decimals);
-  const frac = s.slice(s.length - decimals);
-  return `${neg && a !== 0n ? '-' : ''}${int}${decimals ? `.${frac}` : ''}`;
-}
 const grouped = (s) => s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 /** The table form: $ and thousands, 6 decimals. */
 function money6(p) {

@@ -1,0 +1,33 @@
+// Seeding usage_events in tests and the exact money text they compare with
+// (shared by dashboards.test.mjs and cost.test.mjs).
+
+/** usage_events' columns, in the order the seeds give them. */
+export const COLS = [
+  'event_id', 'ts', 'key_id', 'team', 'end_user', 'agent', 'task', 'feature', 'requested_model', 'provider', 'model',
+  'tier', 'route_reason', 'streamed', 'status', 'error_class', 'attempts', 'input_tokens', 'cache_read_tokens',
+  'cache_write_tokens', 'output_tokens', 'reasoning_tokens', 'usage_exact', 'cost_pusd', 'baseline_cost_pusd',
+  'latency_us', 'ttft_us', 'upstream_us', 'cache_hit', 'batch_id',
+];
+
+/** The ledger's statement shape: multi-row INSERT ... ON CONFLICT DO NOTHING. */
+export async function insertEvents(client, events) {
+  const values = [];
+  const rows = events.map((e, i) => {
+    for (const c of COLS) values.push(typeof e[c] === 'bigint' ? e[c].toString() : e[c]);
+    return `(${COLS.map((_, j) => `$${i * COLS.length + j + 1}`).join(', ')})`;
+  });
+  return client.query(`INSERT INTO usage_events (${COLS.join(', ')}) VALUES ${rows.join(', ')} ON CONFLICT DO NOTHING`, values);
+}
+
+/** pico-dollars -> the exact numeric text PostgreSQL prints at scale 12 (fewer decimals: half away from zero). */
+export function usd(p, decimals = 12) {
+  const neg = p < 0n;
+  let a = neg ? -p : p;
+  if (decimals < 12) {
+    const unit = 10n ** BigInt(12 - decimals);
+    a = (a + unit / 2n) / unit; // half away from zero on the magnitude
+  }
+  const s = a.toString().padStart(decimals + 1, '0');
+  const int = s.slice(0, s.length - decimals);
+  return `${neg && a !== 0n ? '-' : ''}${int}${decimals ? `.${s.slice(s.length - decimals)}` : ''}`;
+}
