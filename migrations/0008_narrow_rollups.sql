@@ -714,14 +714,18 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Latency and time-to-first-token histograms in [p_from, p_to), the same
--- way (feed them to bridle_hist_quantile).
+-- way (feed them to bridle_hist_quantiles); p_metric 'latency' or 'ttft'
+-- reads only that one, NULL both.
 CREATE FUNCTION bridle_usage_hist(p_from timestamptz, p_to timestamptz,
-                                  p_max_grain interval DEFAULT interval '1 day')
+                                  p_max_grain interval DEFAULT interval '1 day',
+                                  p_metric text DEFAULT NULL)
 RETURNS TABLE (bucket timestamptz, grain text, metric text, idx smallint, n bigint)
 LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
-    WITH c AS (SELECT * FROM bridle_cover(p_from, p_to, p_max_grain))
+    WITH c AS (SELECT * FROM bridle_cover(p_from, p_to, p_max_grain)),
+    m AS (SELECT * FROM (VALUES ('latency'), ('ttft')) v(metric)
+          WHERE p_metric IS NULL OR v.metric = p_metric)
     SELECT h.bucket, h.grain, h.metric, h.idx, h.n
-    FROM c CROSS JOIN (VALUES ('latency'), ('ttft')) m(metric)
+    FROM c CROSS JOIN m
     CROSS JOIN LATERAL (
         SELECT * FROM usage_rollup_hist h0
         WHERE h0.grain = c.grain AND h0.metric = m.metric AND h0.bucket >= c.lo
@@ -731,11 +735,62 @@ LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
     SELECT bridle_grain_bucket(c.grain, p.bucket), c.grain, p.metric, p.idx, p.n
     FROM c JOIN usage_rollup_hist_pending p
       ON c.grain <> 'raw' AND p.bucket >= c.lo AND p.bucket < c.hi
+    WHERE p.metric IN (SELECT metric FROM m)
     UNION ALL
-    SELECT bridle_bucket_5m(e.ts), 'raw', m.metric, bridle_hist_idx(m.us), 1
+    SELECT bridle_bucket_5m(e.ts), 'raw', x.metric, bridle_hist_idx(x.us), 1
     FROM c CROSS JOIN LATERAL bridle_raw_measures(c.lo, c.hi) e
-    CROSS JOIN LATERAL (VALUES ('latency', e.latency_us), ('ttft', e.ttft_us)) m(metric, us)
-    WHERE c.grain = 'raw' AND m.us IS NOT NULL
+    CROSS JOIN LATERAL (VALUES ('latency', e.latency_us), ('ttft', e.ttft_us)) x(metric, us)
+    WHERE c.grain = 'raw' AND x.us IS NOT NULL AND x.metric IN (SELECT metric FROM m)
+$$;
+
+-- The p_n most expensive events in [p_from, p_to) (p_n <= 100): the kept
+-- top 100 of each whole hour, and for a partial hour at an edge, the kept
+-- top 100 of that hour that fall inside the range when there are at least
+-- p_n of them (an hour's top 100 beat every other event of the hour, so
+-- then the range's top p_n are among them); only otherwise the edge's raw
+-- events (0006 always scanned them: up to two hours of events). Ties:
+-- later first, then event_id.
+CREATE OR REPLACE FUNCTION bridle_top(p_from timestamptz, p_to timestamptz, p_n integer)
+RETURNS SETOF usage_top
+LANGUAGE sql STABLE SET enable_seqscan = off SET jit = off AS $$
+    WITH c AS (SELECT * FROM bridle_cover(p_from, p_to, interval '1 hour')),
+    hours AS (SELECT min(lo) AS lo, max(hi) AS hi FROM c WHERE grain = '1h'),
+    edges AS (  -- the partial hours, each as one range inside its hour
+        SELECT h.hour, min(greatest(c.lo, h.hour)) AS lo,
+               max(least(c.hi, h.hour + interval '1 hour')) AS hi
+        FROM c CROSS JOIN LATERAL generate_series(date_trunc('hour', c.lo, 'UTC'),
+                                                  c.hi - interval '1 microsecond',
+                                                  interval '1 hour') h(hour)
+        WHERE c.grain IN ('5m', 'raw')
+        GROUP BY h.hour
+    ),
+    kept AS (
+        SELECT e.hour AS edge, t.*
+        FROM edges e CROSS JOIN LATERAL (
+            SELECT * FROM usage_top t0 WHERE t0.hour = e.hour
+            ORDER BY t0.cost_pusd DESC, t0.ts DESC, t0.event_id LIMIT 100) t
+        WHERE t.ts >= e.lo AND t.ts < e.hi
+    ),
+    enough AS (SELECT edge FROM kept GROUP BY edge HAVING count(*) >= p_n),
+    cand AS (
+        SELECT t.* FROM hours h JOIN usage_top t ON t.hour >= h.lo AND t.hour < h.hi
+        UNION ALL
+        SELECT k.hour, k.ts, k.event_id, k.key_id, k.team, k.model, k.provider, k.input_tokens,
+               k.cache_read_tokens, k.cache_write_tokens, k.output_tokens, k.cost_pusd,
+               k.baseline_cost_pusd, k.latency_us, k.status, k.attempts
+        FROM kept k WHERE k.edge IN (SELECT edge FROM enough)
+        UNION ALL
+        SELECT date_trunc('hour', ev.ts, 'UTC'), ev.ts, ev.event_id, ev.key_id, ev.team, ev.model,
+               ev.provider, ev.input_tokens, ev.cache_read_tokens, ev.cache_write_tokens,
+               ev.output_tokens, ev.cost_pusd, ev.baseline_cost_pusd, ev.latency_us, ev.status,
+               ev.attempts
+        FROM edges e CROSS JOIN LATERAL (
+            SELECT * FROM usage_events e0 WHERE e0.ts >= e.lo AND e0.ts < e.hi OFFSET 0) ev
+        WHERE e.hour NOT IN (SELECT edge FROM enough)
+    )
+    SELECT DISTINCT ON (cost_pusd, ts, event_id) * FROM cand
+    ORDER BY cost_pusd DESC, ts DESC, event_id
+    LIMIT p_n
 $$;
 
 -- Grafana reads these tables through the readers only; the planner needs

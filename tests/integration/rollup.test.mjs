@@ -389,6 +389,7 @@ test(`property: rollups == raw aggregates after inserts, replays, concurrent rol
     let ranges = Array.from({ length: 4 }, randomRange);
     ranges.push([liveFrom, Date.now() + 1000]);
     ranges.push([denseHour, denseHour + HOUR]);
+    ranges.push([denseHour + 7 * 60000, denseHour + 53 * 60000]); // bridle_top from the hour's kept top 100
     await checkUsage(ranges.slice(0, 3));
 
     // replays through the dedup path: only the fresh ones are new
