@@ -445,6 +445,8 @@ describe('faults', () => {
       const n = (await c.query('SELECT count(*)::int n, count(DISTINCT event_id)::int d FROM usage_events')).rows[0];
       assert.deepEqual(n, { n: 1600, d: 1600 });
       await g.stop();
+      // no batch held an event already sent: the dedup path is for replays only
+      assert.doesNotMatch(g.proc.stderr, /already has \(a replay\)/, g.logs());
     } finally {
       await c.destroy();
     }
