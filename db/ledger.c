@@ -7,7 +7,12 @@
  * the queue has room again. A batch goes to PostgreSQL as one COPY (see
  * "SQL" below for duplicates); when it commits, the spool is told
  * (spool_ack) and trims itself. A restart replays what the spool still
- * holds; a replayed event that PostgreSQL already has is a no-op. */
+ * holds; a replayed event that PostgreSQL already has is a no-op.
+ *
+ * One batch is in flight at a time (acks stay in order, one transaction per
+ * batch). While PostgreSQL takes it, the loop reads the spool and writes the
+ * next batch's COPY text, so that batch leaves the moment the commit comes
+ * back: the drain costs PostgreSQL's time, not the sum of both sides'. */
 #include "db/ledger.h"
 
 #include <errno.h>
@@ -57,6 +62,16 @@ struct ledger {
     buf batch;  /* the COPY text of the batch in flight */
     bool dedup; /* the batch holds events the table has: take the dedup path */
     int64_t batch_min_ts, batch_max_ts;
+    /* The COPY text of the next next_n events after those in flight, written
+     * while they are; dropped when the batch in flight fails. */
+    buf next;
+    int next_n;
+    int64_t next_min_ts, next_max_ts;
+    /* The spool is read on from where the last refill stopped (a fresh
+     * cursor scans its segment from the start): valid while cur_last is the
+     * last event queued. */
+    spool_cursor *cur;
+    uint64_t cur_last;
     ledger_stats stats;
 };
 
@@ -93,27 +108,50 @@ static bool q_push(ledger *l, uint64_t seq, const usage_event *ev)
     return true;
 }
 
-static int refill_cb(void *ctx, uint64_t seq, const usage_event *ev)
+static void drop_cursor(ledger *l)
 {
-    ledger *l = ctx;
-    if (seq < l->next_to_queue) return 0; /* a replayed record the queue already holds */
-    l->next_to_queue = seq;               /* the spool may skip numbers it lost: follow it */
-    if (!q_push(l, seq, ev)) return 1;
-    l->stats.replayed++;
-    return 0;
+    spool_cursor_free(l->cur);
+    l->cur = NULL;
+}
+
+/* The next spool record after the last one queued. The kept cursor holds a
+ * copy of its segment as it was when loaded: a record it skips or misses may
+ * only have been appended since, so anything but the very next number sends
+ * the question to a fresh cursor, whose answer (a gap the spool lost, or
+ * the end) is the spool's. 1: a record, 0: none, -1: error. */
+static int spool_next(ledger *l, usage_event *ev, uint64_t *seq)
+{
+    if (l->cur && l->cur_last == l->next_to_queue - 1) {
+        if (spool_cursor_next(l->cur, ev, seq) == 1 && *seq == l->next_to_queue) {
+            l->cur_last = *seq;
+            return 1;
+        }
+    }
+    drop_cursor(l);
+    l->cur = spool_cursor_new(l->sp, l->next_to_queue - 1);
+    if (!l->cur) return -1;
+    int r = spool_cursor_next(l->cur, ev, seq); /* above next_to_queue - 1 only */
+    if (r != 1) {
+        drop_cursor(l);
+        return r;
+    }
+    l->cur_last = *seq;
+    return 1;
 }
 
 /* Reads events that are only in the spool back into the queue, in order. */
 static void refill_from_spool(ledger *l)
 {
-    if (l->q_len >= l->opt.queue_max || l->next_to_queue > l->last_appended) return;
-    spool_cursor *cur = spool_cursor_new(l->sp, l->next_to_queue - 1);
-    if (!cur) return;
     usage_event ev;
     uint64_t seq;
-    while (l->q_len < l->opt.queue_max && spool_cursor_next(cur, &ev, &seq) == 1)
-        if (refill_cb(l, seq, &ev)) break;
-    spool_cursor_free(cur);
+    while (l->q_len < l->opt.queue_max && l->next_to_queue <= l->last_appended &&
+           spool_next(l, &ev, &seq) == 1) {
+        l->next_to_queue = seq; /* the spool may skip numbers it lost: follow it */
+        q_push(l, seq, &ev);    /* room checked above, seq is next_to_queue */
+        l->stats.replayed++;
+    }
+    /* caught up: the queue follows ledger_record; free the segment's copy */
+    if (l->next_to_queue > l->last_appended) drop_cursor(l);
 }
 
 /* ------------------------------------------------------------ SQL
@@ -271,12 +309,35 @@ static bool ensure_batch_partitions(ledger *l)
     return rc == 0;
 }
 
+/* Appends the COPY text of queue entries [from, to) to the next batch. */
+static void extend_next(ledger *l, int from, int to)
+{
+    if (l->next_n == 0) {
+        buf_reset(&l->next);
+        l->next_min_ts = INT64_MAX;
+        l->next_max_ts = INT64_MIN;
+    }
+    for (int i = from; i < to; i++) {
+        const usage_event *e = &q_at(l, i)->ev;
+        event_line(&l->next, e);
+        if (e->ts_us < l->next_min_ts) l->next_min_ts = e->ts_us;
+        if (e->ts_us > l->next_max_ts) l->next_max_ts = e->ts_us;
+    }
+    l->next_n += to - from;
+}
+
+static void drop_next(ledger *l)
+{
+    l->next_n = 0;
+}
+
 static void on_insert_done(void *ctx, PGresult *res, const char *error)
 {
     ledger *l = ctx;
     int n = l->in_flight;
     l->in_flight = 0;
     if (error) {
+        drop_next(l);
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         if (state && strcmp(state, "23514") == 0) { /* no partition for a row */
             ensure_batch_partitions(l);
@@ -312,6 +373,7 @@ static void on_insert_done(void *ctx, PGresult *res, const char *error)
 static bool dedup_failed(ledger *l, const char *error)
 {
     if (!error) return false;
+    drop_next(l);
     log_warn("ledger: staging %d events failed (they stay in the spool): %s", l->in_flight, error);
     l->in_flight = 0;
     return true;
@@ -332,22 +394,35 @@ static void on_stage_ready(void *ctx, PGresult *res, const char *error)
         l->in_flight = 0;
 }
 
+/* pgconn_on_copy_sent: PostgreSQL has the batch; ready the next one meanwhile. */
+static void prepare_next(void *ctx)
+{
+    ledger *l = ctx;
+    refill_from_spool(l);
+    int have = l->in_flight + l->next_n;
+    int want =
+        l->q_len - l->in_flight < l->opt.batch_max ? l->q_len : l->in_flight + l->opt.batch_max;
+    if (want > have) extend_next(l, have, want);
+}
+
 static void send_batch(ledger *l)
 {
     int n = l->q_len < l->opt.batch_max ? l->q_len : l->opt.batch_max;
-    l->batch_min_ts = INT64_MAX;
-    l->batch_max_ts = INT64_MIN;
-    buf_reset(&l->batch);
-    for (int i = 0; i < n; i++) {
-        const usage_event *e = &q_at(l, i)->ev;
-        event_line(&l->batch, e);
-        if (e->ts_us < l->batch_min_ts) l->batch_min_ts = e->ts_us;
-        if (e->ts_us > l->batch_max_ts) l->batch_max_ts = e->ts_us;
-    }
+    /* the text written while the last batch was in flight, completed: the
+     * dedup path writes its own from the queue (drop_next ran) */
+    if (l->next_n < n) extend_next(l, l->next_n, n);
+    buf t = l->batch;
+    l->batch = l->next;
+    l->next = t;
+    l->next_n = 0;
+    l->batch_min_ts = l->next_min_ts;
+    l->batch_max_ts = l->next_max_ts;
     int rc = l->dedup
                  ? pgconn_send(l->pg, stage_sql, 0, NULL, on_stage_ready, l)
                  : pgconn_copy_in(l->pg, copy_sql, l->batch.data, l->batch.len, on_insert_done, l);
-    if (rc == 0) l->in_flight = n;
+    if (rc != 0) return;
+    l->in_flight = n;
+    if (!l->dedup) pgconn_on_copy_sent(l->pg, prepare_next, l);
 }
 
 static void check_drained(ledger *l)
@@ -371,7 +446,8 @@ static void flush(ledger *l)
 {
     if (pgconn_idle(l->pg)) {
         if (l->maintenance_due && run_maintenance(l)) return;
-        refill_from_spool(l);
+        /* a full batch goes first; the spool is read while it is in flight */
+        if (l->q_len < l->opt.batch_max) refill_from_spool(l);
         if (l->q_len > 0) send_batch(l);
     }
     /* the spool may have skipped records it lost: nothing left before next_to_queue */
@@ -537,6 +613,8 @@ void ledger_free(ledger *l)
     pgconn_free(l->pg);
     if (spool_close(l->sp) != 0) log_error("ledger: closing the spool failed: %s", strerror(errno));
     buf_free(&l->batch);
+    buf_free(&l->next);
+    spool_cursor_free(l->cur);
     free(l->q);
     free(l);
 }

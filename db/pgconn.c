@@ -29,6 +29,9 @@ struct pgconn {
     PGresult *last;
     const char *copy_data; /* pgconn_copy_in: sent once the server asks for it */
     size_t copy_len;
+    bool copy_ended; /* the COPY's data and end are queued in libpq */
+    void (*on_copy_sent)(void *ctx);
+    void *copy_sent_ctx;
     char err[256];
 };
 
@@ -84,6 +87,8 @@ static void connection_lost(pgconn *c, const char *why)
     c->conn = NULL;
     c->state = PG_DOWN;
     c->on_result = NULL;
+    c->copy_ended = false;
+    c->on_copy_sent = NULL;
     int cap = c->backoff_ms ? c->backoff_ms * 2 : c->opt.backoff_min_ms;
     if (cap > c->opt.backoff_max_ms) cap = c->opt.backoff_max_ms;
     c->backoff_ms = cap;
@@ -130,6 +135,8 @@ static void deliver(pgconn *c)
     c->on_result = NULL;
     c->state = PG_IDLE;
     c->copy_data = NULL;
+    c->copy_ended = false;
+    c->on_copy_sent = NULL;
     watch(c, EV_READ);
     const char *err = NULL;
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -140,6 +147,15 @@ static void deliver(pgconn *c)
     }
     if (cb) cb(rctx, res, err);
     if (res) PQclear(res);
+}
+
+/* The COPY's data has all left libpq: tell pgconn_on_copy_sent's fn, once. */
+static void copy_sent(pgconn *c)
+{
+    void (*fn)(void *) = c->on_copy_sent;
+    c->copy_ended = false;
+    c->on_copy_sent = NULL;
+    if (fn) fn(c->copy_sent_ctx);
 }
 
 /* The server is ready for COPY input: all of it, then the end. In
@@ -168,6 +184,8 @@ static int send_copy_data(pgconn *c)
         return -1;
     }
     watch(c, f == 1 ? EV_READ | EV_WRITE : EV_READ);
+    c->copy_ended = true;
+    if (f == 0) copy_sent(c);
     return 0;
 }
 
@@ -181,6 +199,7 @@ static void query_step(pgconn *c, short what)
             return;
         }
         watch(c, f == 1 ? EV_READ | EV_WRITE : EV_READ);
+        if (f == 0 && c->copy_ended) copy_sent(c);
     }
     if (!(what & EV_READ)) return;
     if (!PQconsumeInput(c->conn)) {
@@ -326,6 +345,12 @@ int pgconn_copy_in(pgconn *c, const char *sql, const char *data, size_t len,
     c->copy_data = data;
     c->copy_len = len;
     return 0;
+}
+
+void pgconn_on_copy_sent(pgconn *c, void (*fn)(void *ctx), void *ctx)
+{
+    c->on_copy_sent = fn;
+    c->copy_sent_ctx = ctx;
 }
 
 const char *pgconn_last_error(const pgconn *c)

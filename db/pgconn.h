@@ -50,6 +50,11 @@ int pgconn_send(pgconn *c, const char *sql, int nparams, const char *const *valu
 int pgconn_copy_in(pgconn *c, const char *sql, const char *data, size_t len,
                    pgconn_result_fn on_result, void *ctx);
 
+/* Optional, for the query pgconn_copy_in has just started: fn(ctx) runs
+ * once, when all of its data is in the socket (the server is taking it and
+ * the loop is free until the result). Not called if the query ends first. */
+void pgconn_on_copy_sent(pgconn *c, void (*fn)(void *ctx), void *ctx);
+
 /* The last connection error, for logs (no secrets: libpq's messages name
  * host and user, never the password). */
 const char *pgconn_last_error(const pgconn *c);

@@ -8,7 +8,7 @@
 # DUR seconds of requests, so the events pile up in the spool; PostgreSQL
 # started again and the drain timed from bridle's own counter
 # (/v1/bridle/health ledger.inserted), first committed batch to last. Twice on
-# one cluster with 0006 applied:
+# one cluster with the migrations applied (0008: the rollups are usage_rollup_ops/_attr/_hist):
 #   on:  the capture trigger enabled (as shipped), and the rollup step run
 #        every ROLLUP_EVERY seconds (1) during the drain (`bridle ledger
 #        rollup` when the binary has it, else SELECT bridle_rollup()): its
@@ -108,7 +108,7 @@ else
   rollup_once() { q "SELECT bridle_rollup()" >/dev/null 2>&1; }
 fi
 pending() { q "SELECT (SELECT count(*) FROM usage_rollup_pending) || ' ' || (SELECT coalesce(sum(requests), 0) FROM usage_rollup_pending)" 2>/dev/null || echo "? ?"; }
-rolled() { q "SELECT coalesce(sum(requests), 0) FROM usage_rollup WHERE grain = '5m'" 2>/dev/null || echo 0; }
+rolled() { q "SELECT coalesce(sum(requests), 0) FROM usage_rollup_ops WHERE grain = '5m'" 2>/dev/null || echo 0; }
 
 # warm-up: the connection, the partitions, the prepared statements
 taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d2s -s "$W/post.lua" "http://127.0.0.1:$GPORT/" >/dev/null 2>&1

@@ -418,6 +418,40 @@ describe('faults', () => {
     }
   });
 
+  test('a backlog many times the in-memory queue, drained while requests keep coming: every event once', async () => {
+    // batch_max 20: the queue holds 80 events, the rest are read back from
+    // the spool in many refills (the ledger keeps its spool cursor between
+    // them) while new events are appended behind it and batches go out
+    // while the next is written.
+    const c = await migratedCluster();
+    try {
+      c.stopImmediate();
+      const { g, spool } = await gatewayFor(c, { migrate: 'off', batch_max: 20 });
+      const sent = [];
+      for (const r of await sendMany(g, 1200, sent, 8)) assert.equal(r.status, 200, r.text);
+      const health = async () => (await get(`${g.baseURL}/bridle/health`, g.auth)).json.ledger;
+      const down = await health();
+      assert.deepEqual([down.recorded, down.inserted, down.queued], [1200, 0, 80], JSON.stringify(down));
+      c.start();
+      const during = [];
+      for (const r of await sendMany(g, 400, during, 2)) assert.equal(r.status, 200, r.text);
+      const all = [...sent, ...during];
+      const { byMarker, ms } = await waitRows(c, all, 30000);
+      for (const m of all) one(byMarker, m, 'backlog and live events');
+      await waitUntil(() => spoolState(spool).unacked === 0, 5000, 'spool acked');
+      const up = await health();
+      console.log(`# backlog of 1200 (queue 80) + 400 live: all rows ${ms} ms after the live requests; ${JSON.stringify(up)}`);
+      assert.deepEqual([up.recorded, up.inserted, up.queued], [1600, 1600, 0], JSON.stringify(up));
+      const n = (await c.query('SELECT count(*)::int n, count(DISTINCT event_id)::int d FROM usage_events')).rows[0];
+      assert.deepEqual(n, { n: 1600, d: 1600 });
+      await g.stop();
+      // no batch held an event already sent: the dedup path is for replays only
+      assert.doesNotMatch(g.proc.stderr, /already has \(a replay\)/, g.logs());
+    } finally {
+      await c.destroy();
+    }
+  });
+
   test('database down at start with the default migrate ("apply"): the gateway still starts and serves', async () => {
     // DB off the hot path (reliability.md §5.2 item 4): a restart during a database outage must not become a gateway outage.
     const c = await migratedCluster();
