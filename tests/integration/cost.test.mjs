@@ -18,7 +18,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { BUILD, SANITIZED } from './lib/harness.mjs';
-import { insertEvents, usd } from './lib/events.mjs';
+import { insertEvents, mulberry32, usd } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 const BRIDLE = path.join(BUILD, 'bridle');
@@ -60,16 +60,6 @@ const SEED_DAYS = [6, 5, 4, 3, 2].map((k) => TODAY0 - k * DAY);
 const WIN = { from: new Date(TODAY0 - 5 * DAY + 433000), to: new Date(TODAY0 - 2 * DAY + 7350000) };
 // a whole day inside WIN whose raw events the last test deletes
 const GONE_DAY = TODAY0 - 4 * DAY;
-
-function mulberry32(a) {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ROUTES = [
   { requested_model: 'gpt-4o', model: 'gpt-4o', provider: 'openai', tier: 'heavy' },

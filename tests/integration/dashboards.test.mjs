@@ -23,7 +23,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { BUILD, ROOT, SANITIZED, freePort } from './lib/harness.mjs';
-import { insertEvents, usd } from './lib/events.mjs';
+import { insertEvents, mulberry32, usd } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 const BRIDLE = path.join(BUILD, 'bridle');
@@ -155,16 +155,6 @@ const OUTLIER_DAY = TODAY0 - 7 * DAY;
 // them, exactly on `from` (counted), exactly on `to` (not counted) and a
 // second outside either end.
 const EDGE = { from: new Date(TODAY0 - 8 * DAY + 433000), to: new Date(TODAY0 - 3 * DAY + 7350000) };
-
-function mulberry32(a) {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const MODELS = [
   { model: 'gpt-4o', provider: 'openai', requested_model: 'gpt-4o', tier: 'heavy' },

@@ -31,3 +31,14 @@ export function usd(p, decimals = 12) {
   const int = s.slice(0, s.length - decimals);
   return `${neg && a !== 0n ? '-' : ''}${int}${decimals ? `.${s.slice(s.length - decimals)}` : ''}`;
 }
+
+/** A seeded PRNG (uniform in [0, 1)): the same seed, the same events. */
+export function mulberry32(a) {
+  return () => {
+    a |= 0;
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
