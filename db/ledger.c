@@ -570,7 +570,9 @@ ledger *ledger_new(struct event_base *base, const ledger_options *opt, char *err
     apply_defaults(&l->opt);
     l->q = calloc((size_t)l->opt.queue_max, sizeof *l->q);
     mkdir(opt->spool_dir, 0700);
-    spool_options so = {.cap_bytes = (uint64_t)l->opt.spool_max_bytes};
+    spool_options so = {.cap_bytes = (uint64_t)l->opt.spool_max_bytes,
+                        .sync_interval_ms =
+                            l->opt.spool_sync_ms < 0 ? SPOOL_SYNC_AT_ONCE : l->opt.spool_sync_ms};
     char serr[256] = "";
     l->sp = l->q ? spool_open(opt->spool_dir, &so, serr, sizeof serr) : NULL;
     if (!l->sp) {

@@ -26,6 +26,10 @@ typedef struct ledger_options {
     int partitions_ahead_days; /* default 7 */
     int retention_days;        /* 0: keep everything */
     int query_timeout_ms;      /* a slower INSERT drops the connection; default 10000 */
+    /* The spool's fdatasync: at most this many ms after an append (0: 10);
+     * -1: as soon as a record is unsynced and no sync is in flight. The
+     * reply never waits for it (the record is in the page cache). */
+    int spool_sync_ms;
     /* Optional: called for each event once the batch holding it has committed
      * (the COPY and the dedup path alike, replayed events too), in order. */
     void (*on_shipped)(void *ctx, const usage_event *ev);

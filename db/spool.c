@@ -667,7 +667,10 @@ static void *sync_main(void *arg)
 {
     spool *sp = arg;
     int64_t deadline = 0, ckpt_last = 0;
-    const int64_t interval = (int64_t)sp->o.sync_interval_ms * 1000000;
+    /* At once: this loop is the group commit (what arrives during one
+     * fdatasync is the next group). */
+    const bool at_once = sp->o.sync_interval_ms == SPOOL_SYNC_AT_ONCE;
+    const int64_t interval = at_once ? 0 : (int64_t)sp->o.sync_interval_ms * 1000000;
     const int64_t ckpt_gap = (int64_t)sp->o.checkpoint_interval_ms * 1000000;
     fdlist retired = {0};
     u64list unl = {0};
@@ -680,7 +683,7 @@ static void *sync_main(void *arg)
             deadline = 0;
         else if (!deadline)
             deadline = now + interval;
-        bool do_sync = dirty && (sp->stop || sp->sh_sync_want > sp->sh_durable ||
+        bool do_sync = dirty && (at_once || sp->stop || sp->sh_sync_want > sp->sh_durable ||
                                  sp->sh_appended - sp->sh_durable >= (uint64_t)sp->o.sync_every ||
                                  now >= deadline);
         bool ack_pending = sp->sh_ack_want > sp->sh_ack_written;
@@ -938,7 +941,8 @@ spool *spool_open(const char *dir, const spool_options *opts, char *err, size_t 
     if (!sp->o.segment_bytes) sp->o.segment_bytes = DEFAULT_SEGMENT;
     if (sp->o.segment_bytes < SPOOL_MAX_RECORD) sp->o.segment_bytes = SPOOL_MAX_RECORD;
     if (!sp->o.cap_bytes) sp->o.cap_bytes = DEFAULT_CAP;
-    if (sp->o.sync_interval_ms <= 0) sp->o.sync_interval_ms = 10;
+    if (sp->o.sync_interval_ms == 0 || sp->o.sync_interval_ms < SPOOL_SYNC_AT_ONCE)
+        sp->o.sync_interval_ms = 10;
     if (sp->o.sync_every <= 0) sp->o.sync_every = 64;
     if (sp->o.checkpoint_interval_ms <= 0) sp->o.checkpoint_interval_ms = 100;
     pthread_mutex_init(&sp->mu, NULL);

@@ -52,7 +52,8 @@
  * loop: reliability.md §0 item 6). The thread syncs when one of these
  * holds: sync_interval_ms (10) passed since the first unsynced append,
  * sync_every (64) records are unsynced, or spool_request_sync /
- * spool_sync_now asked. After each successful round it writes 1 to an
+ * spool_sync_now asked; with SPOOL_SYNC_AT_ONCE, as soon as a record is
+ * unsynced and no sync is in flight. After each successful round it writes 1 to an
  * eventfd (spool_sync_fd): register it with the loop for EV_READ and call
  * spool_on_sync_ready, which reports the sequence number now durable.
  * New segments are preallocated (fallocate) so a sync does not also have to
@@ -125,10 +126,14 @@ enum {
     SPOOL_FULL = -2,  /* the cap would be exceeded: refuse the billable request */
 };
 
+/* sync_interval_ms: start an fdatasync as soon as a record is unsynced and
+ * none is in flight; what is appended meanwhile is the next group. */
+#define SPOOL_SYNC_AT_ONCE (-1)
+
 typedef struct spool_options {
     uint64_t segment_bytes;     /* rotate at; 0 = 8 MiB */
     uint64_t cap_bytes;         /* refuse appends beyond; 0 = 1 GiB */
-    int sync_interval_ms;       /* max wait before a group sync; 0 = 10 */
+    int sync_interval_ms;       /* max wait before a group sync; 0 = 10; or SPOOL_SYNC_AT_ONCE */
     int sync_every;             /* sync at once when this many are unsynced; 0 = 64 */
     int checkpoint_interval_ms; /* min gap between ack checkpoints; 0 = 100 */
     bool no_preallocate;        /* do not fallocate new segments */

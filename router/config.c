@@ -860,6 +860,7 @@ static void parse_database(parse_ctx *pc, json_object *root)
                                         "retention_days",
                                         "partitions_ahead_days",
                                         "flush_interval_ms",
+                                        "spool_flush_ms",
                                         "batch_max",
                                         "spend_refresh_ms",
                                         "keys_refresh_ms",
@@ -899,6 +900,7 @@ static void parse_database(parse_ctx *pc, json_object *root)
     d->partitions_ahead_days = get_int(pc, o, "partitions_ahead_days", 7, 1, 366);
     d->flush_interval_ms = get_int(pc, o, "flush_interval_ms", 100, 1, 60000);
     d->batch_max = get_int(pc, o, "batch_max", 5000, 1, 20000);
+    d->spool_flush_ms = get_int(pc, o, "spool_flush_ms", 10, 0, 1000);
     d->spend_refresh_ms = get_int(pc, o, "spend_refresh_ms", 30000, 100, 3600000);
     d->keys_refresh_ms = get_int(pc, o, "keys_refresh_ms", 1000, 50, 2000);
     d->heartbeat_ms = get_int(pc, o, "heartbeat_ms", 1000, 50, 60000);

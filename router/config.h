@@ -88,6 +88,7 @@ typedef struct database_conf {
     int64_t retention_days; /* 0 = keep */
     int64_t partitions_ahead_days;
     int64_t flush_interval_ms;
+    int64_t spool_flush_ms; /* the spool's fdatasync within N ms of an append; 0 = at once */
     int64_t batch_max;
     int64_t spend_refresh_ms;   /* unused: replaced by budgets.sync_ms (accepted in old configs) */
     int64_t keys_refresh_ms;    /* how often bridle_keys changes are looked for (<= 2 s) */

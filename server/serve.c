@@ -110,6 +110,7 @@ static int start_ledger(app *a)
         .spool_dir = db->spool_dir,
         .spool_max_bytes = db->spool_max_bytes,
         .flush_interval_ms = (int)db->flush_interval_ms,
+        .spool_sync_ms = db->spool_flush_ms > 0 ? (int)db->spool_flush_ms : -1,
         .batch_max = (int)db->batch_max,
         .partitions_ahead_days = (int)db->partitions_ahead_days,
         .retention_days = (int)db->retention_days,

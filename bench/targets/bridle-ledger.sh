@@ -52,7 +52,7 @@ t_start() {
   echo "postgres: $BENCH_PG_URL (pid $BENCH_PG_PID, dir $BENCH_PG_DIR)" >"$RUN_DIR/postgres.txt"
   local conf="$RUN_DIR/bridle-ledger.json" i up=""
   bench_bridle_config "$conf" "$BRIDLE_LEDGER_BENCH_PORT" \
-    "\"database\": { \"url\": \"$BENCH_PG_URL\", \"spool_dir\": \"$BENCH_PG_DIR/spool\" },"
+    "\"database\": { \"url\": \"$BENCH_PG_URL\", \"spool_dir\": \"$BENCH_PG_DIR/spool\"${BRIDLE_LEDGER_BENCH_DB:+, $BRIDLE_LEDGER_BENCH_DB} },"
   taskset -c "$PROXY_CPUS" "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT" \
     >"$RUN_DIR/bridle.out" 2>&1 &
   T_PID=$!

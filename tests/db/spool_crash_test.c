@@ -139,7 +139,9 @@ static void report(int fd, char type, uint64_t n)
 static void writer(const char *dir, uint64_t start, int wfd, uint64_t seed)
 {
     rng_state = seed | 1;
-    spool *sp = spool_open(dir, &kill_opts, NULL, 0);
+    spool_options o = kill_opts;
+    if (seed & 2) o.sync_interval_ms = SPOOL_SYNC_AT_ONCE; /* half the kills: the other policy */
+    spool *sp = spool_open(dir, &o, NULL, 0);
     if (!sp) _exit(3);
     struct pollfd pfd = {.fd = spool_sync_fd(sp), .events = POLLIN};
     uint64_t first_seq = 0, last_seq = 0, acked = 0, n = start;
