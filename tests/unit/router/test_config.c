@@ -1018,6 +1018,21 @@ static void test_rollup_keys(void **state)
                     "$.database.rollup_retention");
 }
 
+/* database.spool_flush_ms: the spool's sync policy (db/spool.h) */
+static void test_spool_flush_key(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P, MODEL_4O, NULL));
+    assert_int_equal(config_database(c)->spool_flush_ms, 10);
+    config_free(c);
+    c = load_ok(doc(PROV_P, MODEL_4O, "\"database\": {\"spool_flush_ms\": 0}"));
+    assert_int_equal(config_database(c)->spool_flush_ms, 0);
+    config_free(c);
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"database\": {\"spool_flush_ms\": 1001}"),
+                    "$.database.spool_flush_ms");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"database\": {\"spool_flush_ms\": -1}"),
+                    "$.database.spool_flush_ms");
+}
+
 static void test_precise_errors(void **state)
 {
     /* an unset ${VAR} in base_url names the variable, not "got \"\"" */
@@ -1086,6 +1101,7 @@ int main(void)
         cmocka_unit_test_setup(test_precise_errors, setup_env),
         cmocka_unit_test(test_idempotency_section),
         cmocka_unit_test(test_rollup_keys),
+        cmocka_unit_test(test_spool_flush_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
