@@ -7,8 +7,11 @@
 #
 # CPU per request is measured in the steady state only: bridle's utime+stime
 # (/proc/PID/stat) over a window that starts WARM seconds after wrk, divided
-# by the requests the mock received in that window (its /_mock/stats). wrk's
-# latency percentiles and errors cover the whole run, ramp-up included.
+# by the requests the mock received in that window (its /_mock/stats).
+# p50/p99: a probe of INFLIGHT_PROBE=100 of the N connections, opened for
+# the window only (steady state); "p99 incl. ramp": the other N-100, whose
+# first requests queue behind thousands of connects at once. Errors: both.
+# direct: the same load straight to the mock (what the harness adds).
 # A fresh bridle per N, so VmHWM is that N's peak.
 #
 #   bench/inflight.sh                    # N = 500 1000 3000 5000 9000
@@ -29,6 +32,7 @@ WARM=${INFLIGHT_WARM:-4}
 DUR=${INFLIGHT_DUR:-8}
 PERF_N=${INFLIGHT_PERF:-}
 PERF_S=${INFLIGHT_PERF_S:-10}
+PROBE=${INFLIGHT_PROBE:-100}
 PROXY_CPUS=${PROXY_CPUS:-1}
 LOAD_CPUS=${LOAD_CPUS:-0}
 OUT=${INFLIGHT_OUT:-$ROOT/bench/results/inflight-$(date +%Y%m%d-%H%M%S)}
@@ -77,9 +81,39 @@ HZ=$(getconf CLK_TCK)
     "window ${DUR} s after ${WARM} s; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "bridle: $BRIDLE ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
   echo
-  echo "| in flight | req/s | bridle CPU µs/req | p50 | p99 | errors | peak RSS | direct p50 | direct p99 |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| in flight | req/s | bridle CPU µs/req | p50 | p99 | p99 incl. ramp | errors | peak RSS | direct p50 | direct p99 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
 } | tee "$OUT/table.md"
+
+# wrk holding N-PROBE connections for the whole run, and a probe of PROBE
+# more for the DUR s window only: its latencies are the steady state's,
+# without the ramp (thousands of connects at once overflow the listen
+# backlogs and wait for SYN retries, 1 s and more).
+# Sets W (main wrk's WRKRESULT line), P (the probe's), C0/C1 R0/R1 T0/T1.
+run_load() { # URL N TAG [PID to measure]
+  local url=$1 n=$2 tag=$3 pid=${4:-} wpid ppid
+  taskset -c "$LOAD_CPUS" wrk -t1 -c"$((n - PROBE))" -d"$((WARM + DUR + 2))s" --timeout 30s -s "$OUT/inflight.lua" \
+    -H "Authorization: Bearer $BENCH_KEY" "$url" >"$OUT/$tag-$n.txt" 2>&1 &
+  wpid=$!
+  sleep "$WARM"
+  C0=0 C1=0
+  [[ -z $pid ]] || C0=$(cpu_ticks "$pid")
+  R0=$(mock_requests) T0=$(date +%s.%N)
+  taskset -c "$LOAD_CPUS" wrk -t1 -c"$PROBE" -d"${DUR}s" --timeout 30s -s "$OUT/inflight.lua" \
+    -H "Authorization: Bearer $BENCH_KEY" "$url" >"$OUT/$tag-probe-$n.txt" 2>&1 &
+  ppid=$!
+  if [[ -n $pid && $n == "$PERF_N" ]]; then
+    perf record -g -o "$OUT/perf-$n.data" -p "$pid" -- sleep "$PERF_S" >"$OUT/perf-$n.log" 2>&1 || true
+  fi
+  wait "$ppid" || true
+  [[ -z $pid ]] || C1=$(cpu_ticks "$pid")
+  R1=$(mock_requests) T1=$(date +%s.%N)
+  wait "$wpid" || true
+  W=$(grep WRKRESULT "$OUT/$tag-$n.txt" || echo "")
+  P=$(grep WRKRESULT "$OUT/$tag-probe-$n.txt" || echo "")
+}
+get() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+secs() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else printf "%.3f s", u / 1e6 }'; }
 
 for n in "${NS[@]}"; do
   port=$(free_port)
@@ -92,40 +126,25 @@ for n in "${NS[@]}"; do
   bpid=$!
   PIDS+=("$bpid")
   wait_port "$port" || { echo "inflight: bridle did not start (N=$n)" >&2; tail "$OUT/bridle-$n.log" >&2; exit 1; }
-  taskset -c "$LOAD_CPUS" wrk -t1 -c"$n" -d"$((WARM + DUR + 2))s" --timeout 30s -s "$OUT/inflight.lua" \
-    -H "Authorization: Bearer $BENCH_KEY" "http://127.0.0.1:$port/v1/chat/completions" >"$OUT/wrk-$n.txt" 2>&1 &
-  wpid=$!
-  sleep "$WARM"
-  c0=$(cpu_ticks "$bpid") r0=$(mock_requests) t0=$(date +%s.%N)
-  if [[ $n == "$PERF_N" ]]; then
-    perf record -g -o "$OUT/perf-$n.data" -p "$bpid" -- sleep "$PERF_S" >"$OUT/perf-$n.log" 2>&1 || true
-    sleep "$((DUR > PERF_S ? DUR - PERF_S : 0))"
-  else
-    sleep "$DUR"
-  fi
-  c1=$(cpu_ticks "$bpid") r1=$(mock_requests) t1=$(date +%s.%N)
-  wait "$wpid" || true
+  run_load "http://127.0.0.1:$port/v1/chat/completions" "$n" wrk "$bpid"
   hwm=$(awk '/VmHWM/ {printf "%d MB", $2 / 1024}' "/proc/$bpid/status")
   kill -TERM "$bpid"
   wait "$bpid" || true
-  line=$(grep WRKRESULT "$OUT/wrk-$n.txt" || echo "")
-  get() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$line"; }
+  BW=$W BP=$P cpu=$((C1 - C0)) reqs=$((R1 - R0)) dt=$(echo "$T1 - $T0" | bc)
+  err=$(($(get errors "$BW") + $(get errors "$BP"))) non2=$(($(get non2xx "$BW") + $(get non2xx "$BP")))
   dp50=- dp99=-
   if [[ ${INFLIGHT_DIRECT:-1} == 1 ]]; then
     sleep 1
-    taskset -c "$LOAD_CPUS" wrk -t1 -c"$n" -d"$((WARM + DUR + 2))s" --timeout 30s -s "$OUT/inflight.lua" \
-      "http://127.0.0.1:$MPORT/v1/chat/completions" >"$OUT/direct-$n.txt" 2>&1 || true
-    dline=$(grep WRKRESULT "$OUT/direct-$n.txt" || echo "")
-    dp50=$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<"$dline" | awk '{printf "%.3f s", $1 / 1e6}')
-    dp99=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$dline" | awk '{printf "%.3f s", $1 / 1e6}')
+    run_load "http://127.0.0.1:$MPORT/v1/chat/completions" "$n" direct
+    dp50=$(secs "$(get p50_us "$P")") dp99=$(secs "$(get p99_us "$P")")
   fi
-  awk -v n="$n" -v c="$((c1 - c0))" -v hz="$HZ" -v r="$((r1 - r0))" -v dt="$(echo "$t1 - $t0" | bc)" \
-    -v p50="$(get p50_us)" -v p99="$(get p99_us)" -v err="$(get errors)" -v non2="$(get non2xx)" -v rss="$hwm" \
-    -v dp50="$dp50" -v dp99="$dp99" \
-    'BEGIN { printf "| %d | %.0f | %.0f | %.3f s | %.3f s | %d (+%d non-2xx) | %s | %s | %s |\n",
-      n, r / dt, (r ? c / hz * 1e6 / r : 0), p50 / 1e6, p99 / 1e6, err, non2, rss, dp50, dp99 }' | tee -a "$OUT/table.md"
+  awk -v n="$n" -v c="$cpu" -v hz="$HZ" -v r="$reqs" -v dt="$dt" \
+    -v p50="$(secs "$(get p50_us "$BP")")" -v p99="$(secs "$(get p99_us "$BP")")" -v p99all="$(secs "$(get p99_us "$BW")")" \
+    -v err="$err" -v non2="$non2" -v rss="$hwm" -v dp50="$dp50" -v dp99="$dp99" \
+    'BEGIN { printf "| %d | %.0f | %.0f | %s | %s | %s | %d (+%d non-2xx) | %s | %s | %s |\n",
+      n, r / dt, (r ? c / hz * 1e6 / r : 0), p50, p99, p99all, err, non2, rss, dp50, dp99 }' | tee -a "$OUT/table.md"
   if [[ $n == "$PERF_N" && -s $OUT/perf-$n.data ]]; then
-    perf report -i "$OUT/perf-$n.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' | head -80 >"$OUT/perf-$n.txt" || true
+    perf report -i "$OUT/perf-$n.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -v '^$' | head -60 >"$OUT/perf-$n.txt" || true
   fi
   sleep 1
 done
