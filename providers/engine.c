@@ -17,11 +17,26 @@
 
 #define URL_CACHE_MAX 256
 #define CALL_POOL_MAX 4096
+/* curl 7.88 looks for a reusable connection by walking every connection
+ * to the host in its multi handle's cache, in use or not, so the cost of
+ * starting a call grew with the calls in flight (issue 13). Calls are
+ * spread over shards, each a multi handle with its own cache, holding at
+ * most SHARD_CALLS calls: the walk stays short at any concurrency. */
+#define SHARD_CALLS 128
+#define SHARDS_MAX 256
+
+typedef struct shard {
+    engine *e;
+    CURLM *multi;
+    struct event timer;
+    int in_flight;
+} shard;
 
 struct engine {
     struct event_base *base;
-    CURLM *multi;
-    struct event timer;
+    shard *shards[SHARDS_MAX];
+    int n_shards;
+    long max_connects; /* per shard */
     int in_curl;       /* > 0 while curl_multi_socket_action runs */
     engine_call *pool; /* free calls with their easy handles, singly linked */
     int pool_n;
@@ -37,6 +52,7 @@ struct engine {
 
 struct engine_call {
     engine *e;
+    shard *sh; /* while added to its multi handle */
     CURL *easy;
     engine_call *next_free;
     struct curl_slist *headers;
@@ -62,33 +78,33 @@ typedef struct sock_watch {
 
 /* ------------------------------------------------------------ curl -> loop */
 
-static void check_multi_info(engine *e);
+static void check_multi_info(shard *sh);
 
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
-    engine *e = arg;
+    shard *sh = arg;
     int action =
         ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
-    e->in_curl++;
-    curl_multi_socket_action(e->multi, fd, action, &running);
-    e->in_curl--;
-    check_multi_info(e);
+    sh->e->in_curl++;
+    curl_multi_socket_action(sh->multi, fd, action, &running);
+    sh->e->in_curl--;
+    check_multi_info(sh);
 }
 
 static void on_curl_timer(evutil_socket_t fd, short kind, void *arg)
 {
-    engine *e = arg;
+    shard *sh = arg;
     int running;
-    e->in_curl++;
-    curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    e->in_curl--;
-    check_multi_info(e);
+    sh->e->in_curl++;
+    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    sh->e->in_curl--;
+    check_multi_info(sh);
 }
 
 static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    engine *e = userp;
+    shard *sh = userp;
     sock_watch *w = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (w) {
@@ -102,27 +118,27 @@ static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     if (!w) {
         w = calloc(1, sizeof *w);
         if (!w) return -1;
-        curl_multi_assign(e->multi, s, w);
+        curl_multi_assign(sh->multi, s, w);
     } else if (w->what == what) {
         return 0; /* interest unchanged: no epoll_ctl */
     } else {
         event_del(&w->ev);
     }
     w->what = what;
-    event_assign(&w->ev, e->base, s, kind, on_socket_event, e);
+    event_assign(&w->ev, sh->e->base, s, kind, on_socket_event, sh);
     event_add(&w->ev, NULL);
     return 0;
 }
 
 static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
 {
-    engine *e = userp;
+    shard *sh = userp;
     if (timeout_ms < 0) {
-        evtimer_del(&e->timer);
+        evtimer_del(&sh->timer);
         return 0;
     }
     struct timeval tv = util_ms_timeval(timeout_ms);
-    evtimer_add(&e->timer, &tv);
+    evtimer_add(&sh->timer, &tv);
     return 0;
 }
 
@@ -135,6 +151,8 @@ static void call_release(engine_call *c)
     if (c->reap_armed) evtimer_del(&c->reap);
     c->fb_armed = c->reap_armed = false;
     e->stats.in_flight--;
+    if (c->sh) c->sh->in_flight--;
+    c->sh = NULL;
     if (e->pool_n >= CALL_POOL_MAX) {
         curl_slist_free_all(c->headers);
         curl_easy_cleanup(c->easy);
@@ -152,7 +170,7 @@ static void call_release(engine_call *c)
 static void call_finish(engine_call *c, CURLcode res)
 {
     engine *e = c->e;
-    curl_multi_remove_handle(e->multi, c->easy);
+    curl_multi_remove_handle(c->sh->multi, c->easy);
     if (c->cancelled) {
         call_release(c);
         return;
@@ -181,11 +199,11 @@ static void call_finish(engine_call *c, CURLcode res)
     call_release(c);
 }
 
-static void check_multi_info(engine *e)
+static void check_multi_info(shard *sh)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(e->multi, &left))) {
+    while ((msg = curl_multi_info_read(sh->multi, &left))) {
         if (msg->msg != CURLMSG_DONE) continue;
         engine_call *c = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
@@ -320,6 +338,54 @@ static CURLU *url_handle(engine *e, const char *url, bool *can_multiplex)
 
 static void call_set_fixed_options(engine_call *c, bool use_env_proxy);
 
+static shard *shard_new(engine *e)
+{
+    shard *sh = calloc(1, sizeof *sh);
+    if (!sh) return NULL;
+    sh->e = e;
+    sh->multi = curl_multi_init();
+    if (!sh->multi) {
+        free(sh);
+        return NULL;
+    }
+    evtimer_assign(&sh->timer, e->base, on_curl_timer, sh);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh);
+    /* Keep as many idle upstream connections as the shard's peak
+     * concurrency, or curl churns them (performance.md). Never cap per
+     * host in curl: its pending queue is expensive; providers queue in our
+     * code instead. */
+    curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, e->max_connects);
+    curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    e->shards[e->n_shards++] = sh;
+    return sh;
+}
+
+/* The first shard with room, so that calls reuse the warm connections of
+ * the low shards and the high ones stay idle once a peak is over; a new
+ * shard when all are full; past SHARDS_MAX, the least loaded. Counts the
+ * call in the shard's in_flight. */
+static shard *pick_shard(engine *e)
+{
+    shard *best = NULL;
+    for (int i = 0; i < e->n_shards; i++) {
+        shard *sh = e->shards[i];
+        if (sh->in_flight < SHARD_CALLS) {
+            best = sh;
+            break;
+        }
+        if (!best || sh->in_flight < best->in_flight) best = sh;
+    }
+    if (best && best->in_flight >= SHARD_CALLS && e->n_shards < SHARDS_MAX) {
+        shard *sh = shard_new(e);
+        if (sh) best = sh;
+    }
+    if (best) best->in_flight++;
+    return best;
+}
+
 static engine_call *call_acquire(engine *e)
 {
     engine_call *c = e->pool;
@@ -444,7 +510,8 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
     set_headers(c, req);
     c->start_us = util_now_us();
     call_set_options(c, u, can_multiplex, p, lim);
-    if (curl_multi_add_handle(e->multi, c->easy) != CURLM_OK) {
+    c->sh = pick_shard(e);
+    if (!c->sh || curl_multi_add_handle(c->sh->multi, c->easy) != CURLM_OK) {
         c->cancelled = true;
         call_release(c);
         return NULL;
@@ -483,17 +550,11 @@ engine *engine_new(struct event_base *base, long max_connects)
         "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy", NULL};
     for (const char *const *v = proxy_vars; *v; v++)
         e->use_env_proxy = e->use_env_proxy || (getenv(*v) && *getenv(*v));
-    e->multi = curl_multi_init();
-    evtimer_assign(&e->timer, base, on_curl_timer, e);
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
-    /* Keep as many idle upstream connections as peak concurrency, or curl
-     * churns them (performance.md). Never cap per host in curl: its pending
-     * queue is expensive; providers queue in our code instead. */
-    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, max_connects > 0 ? max_connects : 4096L);
-    curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    e->max_connects = max_connects > 0 && max_connects < SHARD_CALLS ? max_connects : SHARD_CALLS;
+    if (!shard_new(e)) { /* fail now rather than on the first call */
+        free(e);
+        return NULL;
+    }
     return e;
 }
 
@@ -509,8 +570,11 @@ void engine_free(engine *e)
         buf_free(&c->hbuf);
         free(c);
     }
-    curl_multi_cleanup(e->multi);
-    evtimer_del(&e->timer);
+    for (int i = 0; i < e->n_shards; i++) {
+        curl_multi_cleanup(e->shards[i]->multi);
+        evtimer_del(&e->shards[i]->timer);
+        free(e->shards[i]);
+    }
     for (int i = 0; i < e->n_urls; i++) {
         free(e->urls[i].url);
         curl_url_cleanup(e->urls[i].u);

@@ -44,6 +44,8 @@ typedef struct engine_stats {
     int64_t started, completed, failed, in_flight;
 } engine_stats;
 
+/* max_connects: idle upstream connections kept per shard (a curl multi
+ * handle of at most 128 calls), at most 128; <= 0: 128. */
 engine *engine_new(struct event_base *base, long max_connects);
 void engine_free(engine *e);
 

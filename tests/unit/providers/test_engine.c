@@ -42,6 +42,8 @@ typedef struct upstream {
     char last_header[128];          /* the X-Test-Req header of the last request */
     struct evhttp_request *held[8]; /* never answered (/hang, /headers-then-hang) */
     int n_held;
+    uint16_t ports[1024]; /* the client ports seen, one per connection */
+    int n_ports;
 } upstream;
 
 typedef struct pending_reply {
@@ -75,6 +77,13 @@ static void on_upstream_request(struct evhttp_request *req, void *arg)
     }
     u->requests++;
     if (++u->in_flight > u->max_in) u->max_in = u->in_flight;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    int k = 0;
+    while (k < u->n_ports && u->ports[k] != port)
+        k++;
+    if (k == u->n_ports && u->n_ports < 1024) u->ports[u->n_ports++] = port;
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = evbuffer_get_length(in);
     if (n >= sizeof u->last_body) n = sizeof u->last_body - 1;
@@ -450,6 +459,39 @@ static void test_plain_http_burst_is_not_serialized(void **state)
     assert_true(slowest < DELAY * 17 / 10);
 }
 
+/* More calls at once than one shard (multi handle) holds: all run at
+ * once and succeed, and a second wave reuses the first wave's connections
+ * (each shard keeps its own). */
+static void test_many_calls_at_once_reuse_connections(void **state)
+{
+    enum { N = 300, DELAY = 1500 }; /* > the 1 s SYN retry: the test listener's backlog is 128 */
+    fixture *f = *state;
+    engine_free(f->eng);
+    f->eng = engine_new(f->base, 4096);
+    static call_log l[N];
+    f->up.delay_ms = DELAY;
+    make_request(f, "/slow", NULL);
+    for (int wave = 0; wave < 2; wave++) {
+        memset(l, 0, sizeof l);
+        f->up.max_in = 0;
+        for (int i = 0; i < N; i++)
+            assert_non_null(engine_call_start(f->eng, &f->req, &f->prov, NULL, &callbacks, &l[i]));
+        assert_int_equal(engine_get_stats(f->eng).in_flight, N);
+        for (int i = 0; i < N; i++)
+            run_until(f, &l[i].done, 1, 10000);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(l[i].done, 1);
+            assert_true(l[i].r.ok);
+        }
+        assert_int_equal(f->up.max_in, N);
+        assert_int_equal(engine_get_stats(f->eng).in_flight, 0);
+    }
+    assert_int_equal(f->up.requests, 2 * N);
+    if (f->up.n_ports != N)
+        print_error("%d connections for 2 waves of %d calls\n", f->up.n_ports, N);
+    assert_int_equal(f->up.n_ports, N);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_first_byte_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plain_http_burst_is_not_serialized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_calls_at_once_reuse_connections, setup, teardown),
     };
     if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
