@@ -18,7 +18,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { BUILD, SANITIZED } from './lib/harness.mjs';
-import { insertEvents, mulberry32, usd } from './lib/events.mjs';
+import { groupMap, insertEvents, money6, mulberry32, reportMeasures, sum } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 const BRIDLE = path.join(BUILD, 'bridle');
@@ -132,34 +132,7 @@ let EVENTS = makeSeed();
 // ---------------------------------------------------------------------------
 // arithmetic on the seed
 
-const grouped = (s) => s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-const money6 = (p) => `$${grouped(usd(p, 6).split('.')[0])}.${usd(p, 6).split('.')[1]}`;
-const sum = (evs, f) => evs.reduce((a, e) => a + f(e), 0n);
-const isError = (e) => (e.error_class ?? '') !== '' || e.status >= 400;
-const measures = (evs) => ({
-  requests: evs.length,
-  errors: evs.filter(isError).length,
-  input_tokens: Number(sum(evs, (e) => e.input_tokens)),
-  cache_read_tokens: Number(sum(evs, (e) => e.cache_read_tokens)),
-  cache_write_tokens: Number(sum(evs, (e) => e.cache_write_tokens)),
-  output_tokens: Number(sum(evs, (e) => e.output_tokens)),
-  reasoning_tokens: Number(sum(evs, (e) => e.reasoning_tokens)),
-  cost_usd: Number(usd(sum(evs, (e) => e.cost_pusd))),
-  cost_pusd: Number(sum(evs, (e) => e.cost_pusd)),
-  baseline_cost_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd))),
-  baseline_cost_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd)),
-  savings_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd))),
-  savings_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd)),
-});
-function groupMap(evs, keyFn) {
-  const m = new Map();
-  for (const e of evs) {
-    const k = keyFn(e);
-    if (!m.has(k)) m.set(k, []);
-    m.get(k).push(e);
-  }
-  return m;
-}
+const measures = reportMeasures;
 /** The rows `breakdown --by BY --json` must print: most expensive first, none last among equals. */
 function wantRows(by, evs, keyFn) {
   return [...groupMap(evs, keyFn).entries()]

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { BUILD, ROOT, SANITIZED, freePort } from './lib/harness.mjs';
-import { insertEvents, mulberry32, usd } from './lib/events.mjs';
+import { groupMap, grouped, insertEvents, isError, money6, mulberry32, reportMeasures, sum, usd } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 const BRIDLE = path.join(BUILD, 'bridle');
@@ -291,27 +291,8 @@ function periodEnd(period, start) {
 // ---------------------------------------------------------------------------
 // independent arithmetic
 
-const grouped = (s) => s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-/** The table form: $ and thousands, 6 decimals. */
-function money6(p) {
-  const s = usd(p, 6);
-  const neg = s.startsWith('-');
-  const [i, f] = (neg ? s.slice(1) : s).split('.');
-  return `${neg ? '-' : ''}$${grouped(i)}.${f}`;
-}
-const sum = (evs, f) => evs.reduce((a, e) => a + f(e), 0n);
-const isError = (e) => (e.error_class ?? '') !== '' || e.status >= 400;
 const retries = (e) => Math.max(e.attempts - 1, 0);
 const bucketOf = (e, ms) => Math.floor(e.ts.getTime() / ms) * (ms / 1000);
-function groupMap(evs, keyFn) {
-  const m = new Map();
-  for (const e of evs) {
-    const k = keyFn(e);
-    if (!m.has(k)) m.set(k, []);
-    m.get(k).push(e);
-  }
-  return m;
-}
 function percentileCont(values, p) {
   const v = [...values].sort((a, b) => a - b);
   const pos = p * (v.length - 1);
@@ -717,21 +698,7 @@ describe('bridle cost', () => {
   const FROM = new Date(TODAY0 - 13 * DAY).toISOString();
   const TO = new Date(NOW + 60000).toISOString();
   const win = ['--from', FROM, '--to', TO];
-  const measures = (evs) => ({
-    requests: evs.length,
-    errors: evs.filter(isError).length,
-    input_tokens: Number(sum(evs, (e) => e.input_tokens)),
-    cache_read_tokens: Number(sum(evs, (e) => e.cache_read_tokens)),
-    cache_write_tokens: Number(sum(evs, (e) => e.cache_write_tokens)),
-    output_tokens: Number(sum(evs, (e) => e.output_tokens)),
-    reasoning_tokens: Number(sum(evs, (e) => e.reasoning_tokens)),
-    cost_usd: Number(usd(sum(evs, (e) => e.cost_pusd))),
-    cost_pusd: Number(sum(evs, (e) => e.cost_pusd)),
-    baseline_cost_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd))),
-    baseline_cost_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd)),
-    savings_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd))),
-    savings_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd)),
-  });
+  const measures = reportMeasures;
 
   test('summary --json: exact totals over a window', async () => {
     const { stdout } = await runOk(['cost', 'summary', '--json', '--database-url', URL, ...win]);

@@ -42,3 +42,42 @@ export function mulberry32(a) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+// ---------------------------------------------------------------------------
+// arithmetic on seeded events, independent of the code under test
+
+export const grouped = (s) => s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+/** The table form: $ and thousands, 6 decimals. */
+export function money6(p) {
+  const s = usd(p, 6);
+  const neg = s.startsWith('-');
+  const [i, f] = (neg ? s.slice(1) : s).split('.');
+  return `${neg ? '-' : ''}$${grouped(i)}.${f}`;
+}
+export const sum = (evs, f) => evs.reduce((a, e) => a + f(e), 0n);
+export const isError = (e) => (e.error_class ?? '') !== '' || e.status >= 400;
+export function groupMap(evs, keyFn) {
+  const m = new Map();
+  for (const e of evs) {
+    const k = keyFn(e);
+    if (!m.has(k)) m.set(k, []);
+    m.get(k).push(e);
+  }
+  return m;
+}
+/** What `bridle cost summary|breakdown --json` prints for these events. */
+export const reportMeasures = (evs) => ({
+  requests: evs.length,
+  errors: evs.filter(isError).length,
+  input_tokens: Number(sum(evs, (e) => e.input_tokens)),
+  cache_read_tokens: Number(sum(evs, (e) => e.cache_read_tokens)),
+  cache_write_tokens: Number(sum(evs, (e) => e.cache_write_tokens)),
+  output_tokens: Number(sum(evs, (e) => e.output_tokens)),
+  reasoning_tokens: Number(sum(evs, (e) => e.reasoning_tokens)),
+  cost_usd: Number(usd(sum(evs, (e) => e.cost_pusd))),
+  cost_pusd: Number(sum(evs, (e) => e.cost_pusd)),
+  baseline_cost_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd))),
+  baseline_cost_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd)),
+  savings_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd))),
+  savings_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd)),
+});
