@@ -13,42 +13,13 @@
 // dashboards.test.mjs checks summary, top and the other breakdowns.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { BUILD, SANITIZED } from './lib/harness.mjs';
+import { runCli as runBridle, runCliOk as runOk } from './lib/harness.mjs';
 import { groupMap, insertEvents, money6, mulberry32, reportMeasures, sum } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
-const BRIDLE = path.join(BUILD, 'bridle');
-const SAN_PATTERNS = [/ERROR: AddressSanitizer/, /ERROR: LeakSanitizer/, /runtime error:/];
-
-function runBridle(args) {
-  const env = { ...process.env };
-  delete env.DATABASE_URL; // only what the test passes
-  if (SANITIZED) Object.assign(env, { ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0', UBSAN_OPTIONS: 'print_stacktrace=1' });
-  return new Promise((resolve, reject) => {
-    const child = spawn(BRIDLE, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      for (const p of SAN_PATTERNS)
-        if (p.test(stderr)) return reject(new Error(`bridle ${args.join(' ')}: sanitizer report:\n${stderr}`));
-      if (signal) return reject(new Error(`bridle ${args.join(' ')} died of ${signal}\n${stderr}`));
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function runOk(args) {
-  const r = await runBridle(args);
-  assert.equal(r.code, 0, `bridle ${args.join(' ')} exited ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-  return r;
-}
 
 // ---------------------------------------------------------------------------
 // the seed: deterministic, relative to today (UTC)

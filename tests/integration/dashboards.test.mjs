@@ -17,49 +17,20 @@
 //    partition functions (ensure is idempotent, retention drops only old days).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { BUILD, ROOT, SANITIZED, freePort } from './lib/harness.mjs';
+import { ROOT, freePort, runCli as runBridle, runCliOk as runOk } from './lib/harness.mjs';
 import { groupMap, grouped, insertEvents, isError, money6, mulberry32, reportMeasures, sum, usd } from './lib/events.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
-const BRIDLE = path.join(BUILD, 'bridle');
 const DASHBOARD = JSON.parse(fs.readFileSync(path.join(ROOT, 'deploy/grafana/dashboards/bridle-costs.json'), 'utf8'));
 const DATASOURCES = fs.readFileSync(path.join(ROOT, 'deploy/grafana/provisioning/datasources/postgres.yaml'), 'utf8');
 
 // ---------------------------------------------------------------------------
 // running the binary
 
-const SAN_PATTERNS = [/ERROR: AddressSanitizer/, /ERROR: LeakSanitizer/, /runtime error:/];
-
-function runBridle(args, { env = {} } = {}) {
-  const baseEnv = { ...process.env };
-  delete baseEnv.DATABASE_URL; // only what the test passes
-  if (SANITIZED) Object.assign(baseEnv, { ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0', UBSAN_OPTIONS: 'print_stacktrace=1' });
-  return new Promise((resolve, reject) => {
-    const child = spawn(BRIDLE, args, { env: { ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      for (const p of SAN_PATTERNS)
-        if (p.test(stderr)) return reject(new Error(`bridle ${args.join(' ')}: sanitizer report:\n${stderr}`));
-      if (signal) return reject(new Error(`bridle ${args.join(' ')} died of ${signal}\n${stderr}`));
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function runOk(args, opts) {
-  const r = await runBridle(args, opts);
-  assert.equal(r.code, 0, `bridle ${args.join(' ')} exited ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-  return r;
-}
 
 // ---------------------------------------------------------------------------
 // Grafana's PostgreSQL macro expansion (pkg/tsdb/sqleng Interpolate, then

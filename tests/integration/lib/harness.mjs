@@ -620,3 +620,32 @@ export async function mockReset(mockUrl) {
   if (r.status !== 200) throw new Error(`POST /_mock/reset → ${r.status}: ${r.text}`);
   return r.json;
 }
+
+/** Runs build/bridle ARGS (a CLI command) to its end: {code, stdout, stderr}; rejects on a sanitizer
+ * report or a signal. DATABASE_URL is not inherited: only what the test passes. */
+export function runCli(args, { env = {} } = {}) {
+  const baseEnv = { ...process.env };
+  delete baseEnv.DATABASE_URL;
+  if (SANITIZED) Object.assign(baseEnv, { ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0', UBSAN_OPTIONS: 'print_stacktrace=1' });
+  return new Promise((resolve, reject) => {
+    const child = spawn(path.join(BUILD, 'bridle'), args, { env: { ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      for (const p of SAN_PATTERNS)
+        if (p.test(stderr)) return reject(new Error(`bridle ${args.join(' ')}: sanitizer report:\n${stderr}`));
+      if (signal) return reject(new Error(`bridle ${args.join(' ')} died of ${signal}\n${stderr}`));
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** runCli, and the command must exit 0. */
+export async function runCliOk(args, opts) {
+  const r = await runCli(args, opts);
+  if (r.code !== 0) throw new Error(`bridle ${args.join(' ')} exited ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+  return r;
+}
