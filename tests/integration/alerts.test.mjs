@@ -11,11 +11,9 @@
 //  - `bridle cost alert` (--json, --threshold, the table, bad arguments).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import http from 'node:http';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BUILD, SLOW, mockConfig, newKey, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { SLOW, mockConfig, newKey, post, runCli as runBridle, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
 const PUSD = 1_000_000_000_000n; // pico-dollars per dollar
@@ -55,23 +53,6 @@ function startReceiver() {
   });
 }
 
-function runBridle(args) {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    delete env.DATABASE_URL;
-    const child = spawn(path.join(BUILD, 'bridle'), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (/ERROR: (Address|Leak)Sanitizer|runtime error:/.test(stderr)) return reject(new Error(`bridle ${args.join(' ')}: sanitizer report:\n${stderr}`));
-      if (signal) return reject(new Error(`bridle ${args.join(' ')} died of ${signal}\n${stderr}`));
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 const gatewayConfig = () =>
   mockConfig(mock.url, {
