@@ -11,8 +11,9 @@
  *                       bridle_usage_by(dim, from, to, 1 day): one row per
  *                       value of that one dimension ('' = none);
  *   top                 bridle_top(from, to, N): the kept top 100 of each whole
- *                       hour, raw events for the partial hours at the edges;
- *                       so N is at most 100.
+ *                       hour; for a partial hour at an edge, that hour's kept
+ *                       top 100 when N of them fall inside, else its raw
+ *                       events; so N is at most 100.
  * --by user is not a rollup dimension (end_user would multiply the rows): it
  * still scans the raw events of the window (usage_events_v). Rows written
  * before 0008 have requested_model '' (0006 did not keep it): --by

@@ -42,7 +42,8 @@
 --
 -- Readers: bridle_usage(from, to, max_grain) over the ops dimensions,
 -- bridle_usage_by(dim, from, to, max_grain) over one attribution dimension,
--- bridle_usage_hist(from, to, max_grain); bridle_top as in 0006. They cover
+-- bridle_usage_hist(from, to, max_grain, metric); bridle_top as in 0006 but
+-- for its partial edge hours (see its definition below). They cover
 -- [from, to) as 0006 did (bridle_cover: rollups of whole periods, pending
 -- rows, raw events only for pieces shorter than 5 minutes at the edges),
 -- but return their pieces without merging them: several rows may share a
