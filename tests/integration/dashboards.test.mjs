@@ -221,6 +221,11 @@ function makeSeed() {
   });
   // the last 24 hours, for `--period day`
   for (let h = 1; h <= 6; h++) ev(NOW - h * 3600000 - 17000);
+  // spend inside every current budget period whatever the date and hour (the
+  // hours above are yesterday just after midnight, and a week can start today)
+  const current = Math.max(TODAY0, NOW - 1000);
+  ev(current, { key_id: 'key-a', team: 'alpha', cost_pusd: 3_000_000_000n, status: 200, error_class: null });
+  ev(current, { key_id: 'key-c', team: 'beta', cost_pusd: 2_000_000_000n, status: 200, error_class: null });
   // the raw edges of EDGE, and just outside them
   for (const t of [-1000, 0, 1000, 100000]) ev(EDGE.from.getTime() + t);
   for (const t of [-100000, -1000, 0, 1000]) ev(EDGE.to.getTime() + t);
@@ -696,7 +701,7 @@ describe('bridle cost', () => {
     const day = JSON.parse((await runOk(['cost', 'summary', '--period', 'day', '--json', '--database-url', URL])).stdout);
     assert.equal(day.period, 'day');
     const inDay = EVENTS.filter((e) => e.ts >= Date.parse(day.from) && e.ts < Date.parse(day.to));
-    assert.equal(inDay.length, 6);
+    assert.equal(inDay.length, 8); // the 6 hourly ones and the 2 in the current periods
     const { period, from, to, ...rest } = day;
     assert.deepEqual(rest, measures(inDay));
   });
