@@ -51,11 +51,20 @@ typedef struct ledger_stats {
  * NULL with a reason in err. */
 ledger *ledger_new(struct event_base *base, const ledger_options *opt, char *err, size_t errlen);
 
-/* Records one event. On 0 the event is in the spool (in the page cache:
- * it survives a kill of this process) and queued for PostgreSQL. -1: the
- * spool is full or cannot be written; the event is logged whole at error
- * level so it is still not lost silently. */
+/* Records one event: it is staged, and the loop pass's staged events go
+ * to the spool in one pwrite at the end of the pass (an event made active
+ * now runs after the callbacks already active, before the loop waits for
+ * I/O again, so before a reply handed to evhttp in this pass can reach its
+ * socket). Once written the event is in the page cache (it survives a kill
+ * of this process) and queued for PostgreSQL; then the ledger_set_on_written
+ * callback runs. An event the spool refuses (full, cannot be written) is
+ * logged whole at error level so it is still not lost silently. -1: out of
+ * memory to stage it (logged the same way). */
 int ledger_record(ledger *l, const usage_event *ev);
+
+/* Called after each spool write of staged events (ledger_record), for
+ * whoever holds answers until their events are written. */
+void ledger_set_on_written(ledger *l, void (*fn)(void *ctx), void *ctx);
 
 /* False when the spool is at its cap: billable requests must be refused
  * (503) rather than served without a place to record them. */

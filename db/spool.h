@@ -42,16 +42,16 @@
  *
  * ---------------------------------------------------------------- durability
  *
- * spool_append encodes the record into a stack buffer and hands it to the
- * kernel in one pwrite(2): when it returns 0 the record is in the page
- * cache, which survives a kill of the process. Nothing is buffered in user
- * space between calls.
+ * spool_append encodes the record and hands it to the kernel in one
+ * pwrite(2) (spool_append_many: a run of records in one pwrite): when it
+ * returns 0 the record is in the page cache, which survives a kill of the
+ * process. Nothing is buffered in user space between calls.
  *
  * Power loss is bounded by grouped fdatasync on a helper thread owned by
  * the spool (an fdatasync takes up to 5.4 ms here, which would stall the
  * loop: reliability.md §0 item 6). The thread syncs when one of these
  * holds: sync_interval_ms (10) passed since the first unsynced append,
- * sync_every (64) records are unsynced, or spool_request_sync /
+ * sync_every (1024) records are unsynced, or spool_request_sync /
  * spool_sync_now asked; with SPOOL_SYNC_AT_ONCE, as soon as a record is
  * unsynced and no sync is in flight. After each successful round it writes 1 to an
  * eventfd (spool_sync_fd): register it with the loop for EV_READ and call
@@ -134,7 +134,7 @@ typedef struct spool_options {
     uint64_t segment_bytes;     /* rotate at; 0 = 8 MiB */
     uint64_t cap_bytes;         /* refuse appends beyond; 0 = 1 GiB */
     int sync_interval_ms;       /* max wait before a group sync; 0 = 10; or SPOOL_SYNC_AT_ONCE */
-    int sync_every;             /* sync at once when this many are unsynced; 0 = 64 */
+    int sync_every;             /* sync at once when this many are unsynced; 0 = 1024 */
     int checkpoint_interval_ms; /* min gap between ack checkpoints; 0 = 100 */
     bool no_preallocate;        /* do not fallocate new segments */
     /* Called by spool_on_sync_ready on the loop thread with the newest
@@ -173,6 +173,14 @@ int spool_close(spool *sp);
  * the cap would be exceeded; SPOOL_ERROR with errno otherwise (nothing is
  * appended then). Never blocks on a sync. */
 int spool_append(spool *sp, const usage_event *ev, uint64_t *seq);
+
+/** Appends evs[0..n) in order with one pwrite per segment they land in (a
+ * loop turn's events at once: one syscall instead of one per event).
+ * *appended says how many were appended, always a prefix (numbered
+ * *first_seq on); SPOOL_OK when all were, otherwise the error that
+ * stopped the rest, as spool_append's. Never blocks on a sync. */
+int spool_append_many(spool *sp, const usage_event *evs, size_t n, size_t *appended,
+                      uint64_t *first_seq);
 
 /** Asks the thread to sync everything appended so far now (not waiting
  * for the interval). Returns at once. */

@@ -22,8 +22,8 @@
  * starting a call grew with the calls in flight (issue 13). Calls are
  * spread over shards, each a multi handle with its own cache, holding at
  * most SHARD_CALLS calls: the walk stays short at any concurrency. */
-#define SHARD_CALLS 128
-#define SHARDS_MAX 256
+#define SHARD_CALLS 32 /* 128 cost 5-25 % more per request at 256 connections */
+#define SHARDS_MAX 1024
 
 typedef struct shard {
     engine *e;

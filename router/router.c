@@ -40,6 +40,7 @@ struct router {
     int n_coalesce;
     struct run *pool;
     int pool_n;
+    struct run *spool_waiting, *spool_resuming; /* router/run.c */
     router_stats stats;
     ratelimiter *rl; /* rate-limit windows per key and team */
     instances *inst; /* heartbeats: the gateways sharing the limits; NULL without a database */
@@ -152,6 +153,7 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
         return NULL;
     }
     rt->n_pmodels = policy_models_from_config(cfg, rt->pmodels, nm);
+    if (lg) ledger_set_on_written(lg, run_spool_written, rt);
     if (!(rt->rl = ratelimit_new())) {
         router_free(rt);
         return NULL;
@@ -172,6 +174,7 @@ void router_free(router *rt)
     run_pool_free(rt);
     instances_free(rt->inst);
     ratelimit_free(rt->rl);
+    if (rt->ledger) ledger_set_on_written(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_shipped(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_replayed(rt->ledger, NULL, NULL);
     budget_free(rt->hard);
@@ -359,6 +362,11 @@ void router_count_run(router *rt, int delta)
 void router_count_attempt(router *rt)
 {
     rt->stats.upstream_attempts++;
+}
+
+struct run **router_spool_waiters(router *rt, bool resuming)
+{
+    return resuming ? &rt->spool_resuming : &rt->spool_waiting;
 }
 
 struct run **router_run_pool(router *rt, int **count)

@@ -101,6 +101,10 @@ router_stats router_get_stats(const router *rt);
 /* For router/run.c: counts a run in or out, and an upstream attempt. */
 void router_count_run(router *rt, int delta);
 void router_count_attempt(router *rt);
+/* The runs waiting for the ledger's spool write, and those being resumed
+ * after it (router/run.c). */
+struct run **router_spool_waiters(router *rt, bool resuming);
+
 /* The head of the pool of finished runs kept for reuse (router/run.c). */
 struct run **router_run_pool(router *rt, int **count);
 

@@ -107,13 +107,15 @@ struct run {
     /* what the answer says about itself */
     const target *served_by; /* a coalesced answer: the leader's target */
     usage_record served_usage;
-    bool usage_estimated; /* the provider reported no usage: counts are estimates */
-    bool recorded;        /* the usage event is in the ledger */
-    bool replayed;        /* answered from the idempotency store */
-    bool coalesced;       /* answered with a leader's answer */
-    buf head;             /* the answer's header lines */
-    char why[160];        /* the answer's reason, for logs and the sink's done */
-    buf err_body;         /* an error answer's body */
+    bool usage_estimated;   /* the provider reported no usage: counts are estimates */
+    bool recorded;          /* the usage event is in the ledger */
+    bool replayed;          /* answered from the idempotency store */
+    bool coalesced;         /* answered with a leader's answer */
+    buf head;               /* the answer's header lines */
+    char why[160];          /* the answer's reason, for logs and the sink's done */
+    char ctype[128];        /* the answer's content type, once settling waits */
+    usage_record ans_usage; /* the answer's usage, once settling waits */
+    buf err_body;           /* an error answer's body */
     /* Idempotency-Key (db/idem.h) */
     char idem_key[256];
     char idem_owner[48];
@@ -132,6 +134,8 @@ struct run {
     struct run *leader, *followers, *next_follower;
     struct event reap;
     struct run *next_free;
+    /* waiting for the ledger's spool write of its usage event */
+    struct run **wait_list, *wait_next, *wait_prev;
 };
 
 static void run_finish(run *r, run_state final, int status, const char *why);
@@ -365,9 +369,9 @@ static void event_route_reason(const run *r, usage_event *ev)
         copy_str(ev->route_reason, sizeof ev->route_reason, "the model requested");
 }
 
-/* Writes the request's usage event to the ledger: once, before the last
- * byte of the answer leaves. */
-static void record_usage(run *r, int status, const char *err_class, const usage_record *u)
+/* Hands the request's usage event to the ledger, once. True when it was
+ * staged now: the spool write comes at the end of the loop pass. */
+static bool record_usage(run *r, int status, const char *err_class, const usage_record *u)
 {
     ledger *lg = router_ledger(r->rt);
     if (!r->cost_known) { /* what the budgets settle, with or without a ledger */
@@ -375,7 +379,7 @@ static void record_usage(run *r, int status, const char *err_class, const usage_
         r->cost_known = true;
         r->cost_pusd = answer_cost(r, u ? u : &none0);
     }
-    if (r->recorded || !lg) return;
+    if (r->recorded || !lg) return false;
     r->recorded = true;
     usage_event ev;
     memset(&ev, 0, sizeof ev);
@@ -418,8 +422,9 @@ static void record_usage(run *r, int status, const char *err_class, const usage_
     ev.latency_us = util_now_us() - r->start_us;
     ev.ttft_us = r->ttft_us;
     ev.upstream_us = r->upstream_us;
-    if (ledger_record(lg, &ev) != 0)
-        log_error("%s: the usage event could not be written to the spool (logged above)", r->id);
+    if (ledger_record(lg, &ev) == 0) return true;
+    log_error("%s: the usage event could not be written to the spool (logged above)", r->id);
+    return false;
 }
 
 /* ------------------------------------------------------------ headers */
@@ -538,10 +543,79 @@ typedef struct run_step {
     step_result (*fn)(run *r);
 } run_step;
 
+/* The run joins (or leaves) one of the router's lists of runs waiting for
+ * the spool write. */
+static void spool_wait_join(run *r, run **list)
+{
+    r->wait_list = list;
+    r->wait_prev = NULL;
+    r->wait_next = *list;
+    if (*list) (*list)->wait_prev = r;
+    *list = r;
+}
+
+static void spool_wait_leave(run *r)
+{
+    if (!r->wait_list) return;
+    if (r->wait_prev)
+        r->wait_prev->wait_next = r->wait_next;
+    else
+        *r->wait_list = r->wait_next;
+    if (r->wait_next) r->wait_next->wait_prev = r->wait_prev;
+    r->wait_list = NULL;
+}
+
+/* Settling is about to wait: the answer's body, content type and usage may live
+ * in what another callback frees or reuses meanwhile (an engine call's
+ * buffer, a leader's answer, an idempotency result), so the run keeps
+ * copies. */
+static void keep_answer(run *r)
+{
+    answer *a = &r->ans;
+    if (a->body && a->body != r->idem_body.data) {
+        buf_reset(&r->idem_body);
+        buf_append(&r->idem_body, a->body, a->len);
+        a->body = r->idem_body.data ? r->idem_body.data : "";
+    }
+    if (a->content_type && a->content_type != r->ctype) {
+        copy_str(r->ctype, sizeof r->ctype, a->content_type);
+        a->content_type = r->ctype;
+    }
+    if (a->usage && a->usage != &r->ans_usage) { /* coalesced followers are priced from it */
+        r->ans_usage = *a->usage;
+        a->usage = &r->ans_usage;
+    }
+}
+
+/* The answer waits until its usage event is in the spool (in the page
+ * cache: a kill of the process cannot lose it). The ledger writes every
+ * event of a loop pass in one pwrite at the end of the pass, then calls
+ * run_spool_written. */
 static step_result settle_usage_event(run *r)
 {
-    record_usage(r, r->ans.status, r->ans.err_class, r->ans.usage);
-    return STEP_NEXT;
+    if (!record_usage(r, r->ans.status, r->ans.err_class, r->ans.usage)) return STEP_NEXT;
+    keep_answer(r);
+    spool_wait_join(r, router_spool_waiters(r->rt, false));
+    return STEP_WAIT;
+}
+
+void run_spool_written(void *ctx)
+{
+    router *rt = ctx;
+    run **waiting = router_spool_waiters(rt, false), **resuming = router_spool_waiters(rt, true);
+    /* Runs that join while these resume (a coalesced follower's answer)
+     * wait for the next write. */
+    while (*waiting) {
+        run *r = *waiting;
+        spool_wait_leave(r);
+        spool_wait_join(r, resuming);
+    }
+    while (*resuming) {
+        run *r = *resuming;
+        spool_wait_leave(r);
+        r->settle_i++;
+        settle_next(r);
+    }
 }
 
 /* The reservation becomes the cost the usage event charges; the rest goes
@@ -580,11 +654,7 @@ static step_result settle_idempotency(run *r)
     int s = a->status;
     bool storable = (s >= 200 && s < 300) || s == 400 || s == 404 || s == 413 || s == 422;
     if (!storable) return STEP_NEXT;
-    if (a->body != r->idem_body.data) { /* the body must outlive the store */
-        buf_reset(&r->idem_body);
-        buf_append(&r->idem_body, a->body, a->len);
-        r->ans.body = r->idem_body.data;
-    }
+    keep_answer(r); /* it must outlive the store */
     r->idem_settled = true;
     r->idem_pending = idem_store_result(st, scope(r), r->idem_key, r->idem_owner, s,
                                         a->content_type, a->body, a->len, on_idem_stored, r);
@@ -657,6 +727,7 @@ static void slot_release(run *r)
  * of its kind is held. */
 static void release_holds(run *r)
 {
+    spool_wait_leave(r);
     if (r->idem_pending) {
         idem_cancel(r->idem_pending);
         r->idem_pending = NULL;

@@ -18,7 +18,9 @@
  * that fails the cascade's checks escalates to the tier above.
  * SETTLING walks the settlement steps (run.c: settle_steps[]: the usage
  * event, the idempotency store, ...) before the answer's last byte goes to
- * the sink, so a client never holds an answer whose record could be lost.
+ * the sink, so a client never holds an answer whose record could be lost:
+ * the usage event step waits for the ledger's spool write at the end of
+ * the loop pass (one pwrite for the pass's events).
  *
  * Every transition goes through one setter, which asserts that it is in the
  * table above. Every exit goes through run_finish(), which gives back
@@ -106,6 +108,10 @@ run_state run_get_state(const run *r);
 const char *run_state_name(run_state s);
 /* Whether the table above allows from -> to. */
 bool run_transition_ok(run_state from, run_state to);
+
+/* The ledger's spool write is done (ledger_set_on_written, set by
+ * router_new; ctx is the router): the runs whose answers waited for it go on. */
+void run_spool_written(void *ctx);
 
 /* Frees the router's pool of finished runs (router_free calls it). */
 void run_pool_free(router *rt);

@@ -19,6 +19,13 @@
 # (pg_ctl -m immediate) and removes its dir; the harness's EXIT trap is
 # extended to do the same; a watchdog stops bridle and the cluster if the
 # harness dies by SIGKILL.
+# Variants, targets of their own so that the table names them; they set
+# BRIDLE_LEDGER_VARIANT before sourcing this file, which takes it for this
+# target only (the harness sources every target into one shell):
+#   bridle-spool.sh (spool): no PostgreSQL; the database URL points at a
+#     closed port, so the spool alone is measured;
+#   bridle-ledger-idle.sh (idle): PostgreSQL in the SCHED_IDLE class
+#     (BENCH_PG_IDLE=1, bench/lib/pg.sh).
 # Env: BRIDLE_BIN (default: build/bridle of this repo), BRIDLE_LEDGER_BENCH_PORT
 #      (18187), BRIDLE_BENCH_LOG_LEVEL (warn), BRIDLE_BENCH_PG_CPUS ($MOCK_CPUS),
 #      PG_BIN (newest /usr/lib/postgresql/*/bin).
@@ -30,6 +37,8 @@ BRIDLE_LEDGER_BENCH_PORT=${BRIDLE_LEDGER_BENCH_PORT:-18187}
 # shellcheck source=bench/lib/bridle.sh disable=SC1091
 . "$BRIDLE_REPO/bench/lib/bridle.sh"
 BRIDLE_LEDGER_PID=""
+BRIDLE_LEDGER_MODE=${BRIDLE_LEDGER_VARIANT:-}
+unset BRIDLE_LEDGER_VARIANT
 
 bridle_ledger_cleanup() {
   if [[ -n $BRIDLE_LEDGER_PID ]]; then stop_pid "$BRIDLE_LEDGER_PID" TERM; BRIDLE_LEDGER_PID=""; fi
@@ -47,12 +56,20 @@ t_start() {
     trap -- "${3:+$3; }bridle_ledger_cleanup" EXIT
     BRIDLE_LEDGER_TRAPPED=1
   fi
-  bench_pg_start "${BRIDLE_BENCH_PG_CPUS:-${MOCK_CPUS:-0}}" ||
-    { echo "bridle-ledger: PostgreSQL did not start (see above)" >&2; return 1; }
-  echo "postgres: $BENCH_PG_URL (pid $BENCH_PG_PID, dir $BENCH_PG_DIR)" >"$RUN_DIR/postgres.txt"
-  local conf="$RUN_DIR/bridle-ledger.json" i up=""
+  local conf="$RUN_DIR/bridle-ledger.json" i up="" url want='"database_up":true'
+  if [[ $BRIDLE_LEDGER_MODE == spool ]]; then
+    # the spool alone: nothing listens on port 1, so every event stays in the spool
+    BENCH_PG_DIR=$(mktemp -d /tmp/bridle-bench-spool.XXXXXX)
+    url="postgresql://127.0.0.1:1/none?connect_timeout=1" want='"database_up":false'
+  else
+    BENCH_PG_IDLE=${BENCH_PG_IDLE:-$([[ $BRIDLE_LEDGER_MODE == idle ]] && echo 1)} \
+      bench_pg_start "${BRIDLE_BENCH_PG_CPUS:-${MOCK_CPUS:-0}}" ||
+      { echo "bridle-ledger: PostgreSQL did not start (see above)" >&2; return 1; }
+    echo "postgres: $BENCH_PG_URL (pid $BENCH_PG_PID, dir $BENCH_PG_DIR)" >"$RUN_DIR/postgres.txt"
+    url=$BENCH_PG_URL
+  fi
   bench_bridle_config "$conf" "$BRIDLE_LEDGER_BENCH_PORT" \
-    "\"database\": { \"url\": \"$BENCH_PG_URL\", \"spool_dir\": \"$BENCH_PG_DIR/spool\"${BRIDLE_LEDGER_BENCH_DB:+, $BRIDLE_LEDGER_BENCH_DB} },"
+    "\"database\": { \"url\": \"$url\", \"spool_dir\": \"$BENCH_PG_DIR/spool\"${BRIDLE_LEDGER_BENCH_DB:+, $BRIDLE_LEDGER_BENCH_DB} },"
   taskset -c "$PROXY_CPUS" "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT" \
     >"$RUN_DIR/bridle.out" 2>&1 &
   T_PID=$!
@@ -66,10 +83,10 @@ t_start() {
   for ((i = 0; i < 100; i++)); do
     curl -s --max-time 2 -H "Authorization: Bearer $BENCH_KEY" \
       "http://127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT/v1/bridle/health" >"$RUN_DIR/health.json" 2>/dev/null
-    grep -q '"database_up":true' "$RUN_DIR/health.json" && { up=1; break; }
+    grep -qF "$want" "$RUN_DIR/health.json" && { up=1; break; }
     sleep 0.1
   done
-  [[ -n $up ]] || { echo "bridle-ledger: the ledger did not report the database up in 10 s: $(head -c 400 "$RUN_DIR/health.json")" >&2
+  [[ -n $up ]] || { echo "bridle-ledger: the ledger did not report $want in 10 s: $(head -c 400 "$RUN_DIR/health.json")" >&2
     tail -n 20 "$RUN_DIR/bridle.out" >&2; return 1; }
 }
 t_stop() {

@@ -406,6 +406,54 @@ static void test_cap(void **state)
     rmrf(dir);
 }
 
+/* A loop pass's events in one call: across segment boundaries they are
+ * all there, in order, numbered on from the last; at the cap, a prefix is
+ * appended and said so, and nothing else reaches the files. */
+static void test_append_many(void **state)
+{
+    char *dir = tmpdir();
+    spool_options o = {.segment_bytes = 4096};
+    spool *sp = open_or_fail(dir, &o);
+    append_n(sp, 0, 3, 1);
+    usage_event evs[60];
+    for (int i = 0; i < 60; i++)
+        make_event(&evs[i], 3 + (uint64_t)i);
+    size_t done = 0;
+    uint64_t first = 0;
+    assert_int_equal(spool_append_many(sp, evs, 60, &done, &first), SPOOL_OK);
+    assert_int_equal(done, 60);
+    assert_int_equal(first, 4);
+    spool_stats st;
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.appended, 63);
+    assert_true(st.segments >= 2); /* the run crossed segment boundaries */
+    collected *c = malloc(sizeof *c);
+    replay_all(sp, c);
+    assert_int_equal(c->n, 63);
+    for (size_t i = 0; i < c->n; i++) {
+        assert_int_equal(c->seq[i], i + 1);
+        assert_int_equal(c->num[i], i);
+    }
+    assert_int_equal(spool_close(sp), 0);
+    rmrf(dir);
+
+    dir = tmpdir();
+    spool_options capped = {.segment_bytes = 4096, .cap_bytes = 6000};
+    sp = open_or_fail(dir, &capped);
+    assert_int_equal(spool_append_many(sp, evs, 60, &done, &first), SPOOL_FULL);
+    assert_int_equal(errno, ENOSPC);
+    assert_true(done > 5 && done < 60);
+    assert_int_equal(first, 1);
+    assert_true(spool_bytes(sp) <= 6000);
+    replay_all(sp, c);
+    assert_int_equal(c->n, done); /* the prefix, and only it */
+    for (size_t i = 0; i < c->n; i++)
+        assert_int_equal(c->num[i], 3 + i);
+    free(c);
+    assert_int_equal(spool_close(sp), 0);
+    rmrf(dir);
+}
+
 static void test_torn_tail_truncated(void **state)
 {
     char *dir = tmpdir();
@@ -494,7 +542,8 @@ static void test_sync_thread(void **state)
 {
     char *dir = tmpdir();
     int calls = 0;
-    spool_options o = {.sync_interval_ms = 5, .on_durable = on_durable, .ctx = &calls};
+    spool_options o = {
+        .sync_interval_ms = 5, .sync_every = 64, .on_durable = on_durable, .ctx = &calls};
     spool *sp = open_or_fail(dir, &o);
     int fd = spool_sync_fd(sp);
     assert_true(fd >= 0);
@@ -641,6 +690,7 @@ int main(void)
         cmocka_unit_test(test_cursor_from_position),
         cmocka_unit_test(test_ack_deletes_and_survives_reopen),
         cmocka_unit_test(test_cap),
+        cmocka_unit_test(test_append_many),
         cmocka_unit_test(test_torn_tail_truncated),
         cmocka_unit_test(test_corrupt_middle_skipped),
         cmocka_unit_test(test_sync_thread),
