@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "lib/log.h"
 #include "lib/util.h"
@@ -25,6 +27,8 @@
 #define SHARD_CALLS 32 /* 128 cost 5-25 % more per request at 256 connections */
 #define SHARDS_MAX 1024
 
+typedef struct sock_watch sock_watch;
+
 typedef struct shard {
     engine *e;
     CURLM *multi;
@@ -36,9 +40,12 @@ struct engine {
     struct event_base *base;
     shard *shards[SHARDS_MAX];
     int n_shards;
-    long max_connects; /* per shard */
-    int in_curl;       /* > 0 while curl_multi_socket_action runs */
-    engine_call *pool; /* free calls with their easy handles, singly linked */
+    long max_connects;  /* per shard */
+    int in_curl;        /* > 0 while curl_multi_socket_action runs */
+    engine_call *pool;  /* free calls with their easy handles, singly linked */
+    sock_watch **watch; /* by fd: curl's sockets, watched or parked */
+    int n_watch;
+    bool closing; /* engine_free: the multi handles are going */
     int pool_n;
     struct {
         char *url;
@@ -71,10 +78,48 @@ struct engine_call {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-typedef struct sock_watch {
+/* A socket curl watches. When curl stops watching a connection it keeps
+ * (CURL_POLL_REMOVE after a transfer), the watch stays registered for
+ * reading, "parked": the next transfer on that connection asks for
+ * CURL_POLL_IN again and no epoll_ctl is needed (two fewer per request).
+ * The engine finds a parked watch by fd; curl's open and close socket
+ * callbacks drop it whenever its fd number is closed or handed out anew, so
+ * a parked watch never outlives its socket. */
+struct sock_watch {
     struct event ev;
-    int what;
-} sock_watch;
+    shard *sh;
+    curl_socket_t s;
+    int what;    /* CURL_POLL_* registered */
+    bool parked; /* curl does not watch it now */
+};
+
+static sock_watch *watch_at(engine *e, curl_socket_t s)
+{
+    return s >= 0 && s < e->n_watch ? e->watch[s] : NULL;
+}
+
+static bool watch_store(engine *e, curl_socket_t s, sock_watch *w)
+{
+    if (s >= e->n_watch) {
+        int n = e->n_watch ? e->n_watch : 1024;
+        while (n <= s)
+            n *= 2;
+        sock_watch **nv = realloc(e->watch, (size_t)n * sizeof *nv);
+        if (!nv) return false;
+        memset(nv + e->n_watch, 0, (size_t)(n - e->n_watch) * sizeof *nv);
+        e->watch = nv;
+        e->n_watch = n;
+    }
+    e->watch[s] = w;
+    return true;
+}
+
+static void watch_drop(engine *e, sock_watch *w)
+{
+    event_del(&w->ev);
+    if (watch_at(e, w->s) == w) e->watch[w->s] = NULL;
+    free(w);
+}
 
 /* ------------------------------------------------------------ curl -> loop */
 
@@ -82,7 +127,13 @@ static void check_multi_info(shard *sh);
 
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
-    shard *sh = arg;
+    sock_watch *w = arg;
+    shard *sh = w->sh;
+    if (w->parked) { /* an idle connection spoke (closed, most likely): curl
+                      * finds out when it next tries it; stop listening */
+        watch_drop(sh->e, w);
+        return;
+    }
     int action =
         ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
@@ -105,29 +156,66 @@ static void on_curl_timer(evutil_socket_t fd, short kind, void *arg)
 static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     shard *sh = userp;
+    engine *e = sh->e;
     sock_watch *w = socketp;
     if (what == CURL_POLL_REMOVE) {
-        if (w) {
-            event_del(&w->ev);
-            free(w);
-        }
+        if (!w) return 0;
+        if (w->what == CURL_POLL_IN) /* kept for the connection's next transfer */
+            w->parked = true;
+        else
+            watch_drop(e, w);
         return 0;
     }
+    if (!w) {
+        w = watch_at(e, s);
+        if (w && (!w->parked || w->sh != sh)) { /* not this connection's: stale */
+            watch_drop(e, w);
+            w = NULL;
+        }
+        if (!w) {
+            if (!(w = calloc(1, sizeof *w))) return -1;
+            w->sh = sh;
+            w->s = s;
+            if (!watch_store(e, s, w)) {
+                free(w);
+                return -1;
+            }
+        }
+        w->parked = false;
+        curl_multi_assign(sh->multi, s, w);
+    }
+    if (w->what == what) return 0; /* interest unchanged: no epoll_ctl */
+    if (w->what) event_del(&w->ev);
+    w->what = what;
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (!w) {
-        w = calloc(1, sizeof *w);
-        if (!w) return -1;
-        curl_multi_assign(sh->multi, s, w);
-    } else if (w->what == what) {
-        return 0; /* interest unchanged: no epoll_ctl */
-    } else {
-        event_del(&w->ev);
-    }
-    w->what = what;
-    event_assign(&w->ev, sh->e->base, s, kind, on_socket_event, sh);
+    event_assign(&w->ev, e->base, s, kind, on_socket_event, w);
     event_add(&w->ev, NULL);
     return 0;
+}
+
+/* curl opens a socket: a watch still filed under its number belonged to a
+ * socket closed behind our back, so it goes. */
+static curl_socket_t open_fn(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    engine *e = clientp;
+    curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    sock_watch *w = watch_at(e, s);
+    if (w) watch_drop(e, w);
+    return s;
+}
+
+/* curl closes a socket (it told socket_fn to remove it first, if it was
+ * watching): its watch goes before the number can be reused. */
+static int close_fn(void *clientp, curl_socket_t s)
+{
+    engine *e = clientp;
+    sock_watch *w = watch_at(e, s);
+    if (w) {
+        if (!w->parked && !e->closing) curl_multi_assign(w->sh->multi, s, NULL);
+        watch_drop(e, w);
+    }
+    return close(s);
 }
 
 static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
@@ -400,6 +488,7 @@ static engine_call *call_acquire(engine *e)
             free(c);
             return NULL;
         }
+        c->e = e;
         call_set_fixed_options(c, e->use_env_proxy);
     }
     c->e = e;
@@ -427,6 +516,10 @@ static void call_set_fixed_options(engine_call *c, bool use_env_proxy)
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_fn);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, c->e);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, close_fn);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, c->e);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -570,6 +663,7 @@ void engine_free(engine *e)
         buf_free(&c->hbuf);
         free(c);
     }
+    e->closing = true;
     for (int i = 0; i < e->n_shards; i++) {
         curl_multi_cleanup(e->shards[i]->multi);
         evtimer_del(&e->shards[i]->timer);
@@ -579,6 +673,9 @@ void engine_free(engine *e)
         free(e->urls[i].url);
         curl_url_cleanup(e->urls[i].u);
     }
+    for (int i = 0; i < e->n_watch; i++) /* sockets curl left open at cleanup */
+        if (e->watch[i]) watch_drop(e, e->watch[i]);
+    free(e->watch);
     free(e);
 }
 

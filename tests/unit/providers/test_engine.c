@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -462,6 +463,41 @@ static void test_plain_http_burst_is_not_serialized(void **state)
 /* More calls at once than one shard (multi handle) holds: all run at
  * once and succeed, and a second wave reuses the first wave's connections
  * (each shard keeps its own). */
+/* After a call the engine keeps the connection's read watch ("parked") for
+ * the next call. When the upstream closes the idle connection, the parked
+ * watch fires once and goes: the loop does not spin on the closed socket
+ * (CPU while idle stays low), and the next call gets a new connection. */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void test_idle_connection_closed_by_upstream(void **state)
+{
+    fixture *f = *state;
+    evhttp_set_timeout(f->up.http, 1); /* the upstream drops idle connections after 1 s */
+    call_log l = {0};
+    make_request(f, "/ok", NULL);
+    assert_non_null(engine_call_start(f->eng, &f->req, &f->prov, NULL, &callbacks, &l));
+    run_until(f, &l.done, 1, 5000);
+    assert_true(l.r.ok);
+    double cpu0 = cpu_seconds();
+    run_for(f, 2500); /* the upstream closes it meanwhile */
+    double idle_cpu = cpu_seconds() - cpu0;
+    if (idle_cpu >= 0.5) print_error("%.2f s of CPU in 2.5 s idle\n", idle_cpu);
+    assert_true(idle_cpu < 0.5);
+    call_log l2 = {0};
+    assert_non_null(engine_call_start(f->eng, &f->req, &f->prov, NULL, &callbacks, &l2));
+    run_until(f, &l2.done, 1, 5000);
+    assert_true(l2.r.ok);
+    assert_int_equal(l2.body_len, 5);
+    assert_int_equal(f->up.requests, 2);
+    assert_int_equal(f->up.n_ports, 2); /* a new connection for the second call */
+}
+
 static void test_many_calls_at_once_reuse_connections(void **state)
 {
     enum { N = 300, DELAY = 1500 }; /* > the 1 s SYN retry: the test listener's backlog is 128 */
@@ -502,6 +538,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_first_byte_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plain_http_burst_is_not_serialized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_connection_closed_by_upstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_calls_at_once_reuse_connections, setup, teardown),
     };
     if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
