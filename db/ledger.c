@@ -1,7 +1,8 @@
 /* The ledger: spool first, PostgreSQL second.
  *
- * Every event is appended to the spool (db/spool) and gets a sequence
- * number. A bounded in-memory queue holds a contiguous run of those events
+ * Every event is staged, and a loop pass's events are appended to the
+ * spool (db/spool) in one write at the end of the pass; each gets a
+ * sequence number. A bounded in-memory queue holds a contiguous run of those events
  * for the database; when it is full (the database is away or slow) new
  * events stay only in the spool and are read back from it, in order, when
  * the queue has room again. A batch goes to PostgreSQL as one COPY (see
@@ -10,8 +11,9 @@
  * holds; a replayed event that PostgreSQL already has is a no-op.
  *
  * One batch is in flight at a time (acks stay in order, one transaction per
- * batch). While PostgreSQL takes it, the loop reads the spool and writes the
- * next batch's COPY text, so that batch leaves the moment the commit comes
+ * batch). Each event's COPY line is written when it is queued, and while
+ * PostgreSQL takes a batch the loop reads the spool and writes the rest of
+ * the next batch's text, so that batch leaves the moment the commit comes
  * back: the drain costs PostgreSQL's time, not the sum of both sides'. */
 #include "db/ledger.h"
 
@@ -44,8 +46,8 @@ struct ledger {
     struct event sync_ev;  /* the spool's eventfd: durable position advanced */
     struct event flush_ev; /* periodic flush */
     struct event maint_ev; /* partitions ahead, retention */
-    struct event write_ev; /* activated by ledger_record: the turn's events go to the spool */
-    usage_event *staged;   /* this loop turn's events, for one spool write */
+    struct event write_ev; /* activated by ledger_record: the pass's events go to the spool */
+    usage_event *staged;   /* this loop pass's events, for one spool write */
     int staged_n, staged_cap;
     void (*on_written)(void *);
     void *written_ctx;
@@ -516,7 +518,7 @@ static void log_lost_event(const usage_event *e, const char *why)
               (long long)e->baseline_cost_pusd);
 }
 
-/* The turn's events into the spool in one write, then into the queue;
+/* The pass's events into the spool in one write, then into the queue;
  * what the spool refused is logged whole. */
 static void spool_staged(ledger *l)
 {

@@ -175,7 +175,7 @@ int spool_close(spool *sp);
 int spool_append(spool *sp, const usage_event *ev, uint64_t *seq);
 
 /** Appends evs[0..n) in order with one pwrite per segment they land in (a
- * loop turn's events at once: one syscall instead of one per event).
+ * loop pass's events at once: one syscall instead of one per event).
  * *appended says how many were appended, always a prefix (numbered
  * *first_seq on); SPOOL_OK when all were, otherwise the error that
  * stopped the rest, as spool_append's. Never blocks on a sync. */
