@@ -259,6 +259,18 @@ static void run_for(fixture *f, int ms)
 
 /* ------------------------------------------------------------ tests */
 
+/* Another call of the fixture's request completes; it is the upstream's
+ * second request. */
+static void second_call_succeeds(fixture *f)
+{
+    call_log l2 = {0};
+    assert_non_null(engine_call_start(f->eng, &f->req, &f->prov, NULL, &callbacks, &l2));
+    run_until(f, &l2.done, 1, 5000);
+    assert_true(l2.r.ok);
+    assert_int_equal(l2.body_len, 5);
+    assert_int_equal(f->up.requests, 2);
+}
+
 static void test_call_completes(void **state)
 {
     fixture *f = *state;
@@ -288,12 +300,7 @@ static void test_call_completes(void **state)
     assert_int_equal(st.failed, 0);
 
     /* the pooled handle serves the next call the same way */
-    call_log l2 = {0};
-    assert_non_null(engine_call_start(f->eng, &f->req, &f->prov, NULL, &callbacks, &l2));
-    run_until(f, &l2.done, 1, 5000);
-    assert_true(l2.r.ok);
-    assert_int_equal(l2.body_len, 5);
-    assert_int_equal(f->up.requests, 2);
+    second_call_succeeds(f);
 }
 
 static void test_error_status_is_a_completed_transfer(void **state)
@@ -489,12 +496,7 @@ static void test_idle_connection_closed_by_upstream(void **state)
     double idle_cpu = cpu_seconds() - cpu0;
     if (idle_cpu >= 0.5) print_error("%.2f s of CPU in 2.5 s idle\n", idle_cpu);
     assert_true(idle_cpu < 0.5);
-    call_log l2 = {0};
-    assert_non_null(engine_call_start(f->eng, &f->req, &f->prov, NULL, &callbacks, &l2));
-    run_until(f, &l2.done, 1, 5000);
-    assert_true(l2.r.ok);
-    assert_int_equal(l2.body_len, 5);
-    assert_int_equal(f->up.requests, 2);
+    second_call_succeeds(f);
     assert_int_equal(f->up.n_ports, 2); /* a new connection for the second call */
 }
 
