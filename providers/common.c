@@ -62,6 +62,23 @@ void upstream_request_add_header(upstream_request *r, const char *name, const ch
     request_add_header_n(r, name, strlen(name), value ? value : "", value ? strlen(value) : 0);
 }
 
+void upstream_request_add_bearer(upstream_request *r, const char *token)
+{
+    size_t n = strlen(token);
+    char small[512]; /* most keys: no heap copy of the key per request */
+    if (n + 7 <= sizeof small) {
+        memcpy(small, "Bearer ", 7);
+        memcpy(small + 7, token, n);
+        request_add_header_n(r, "Authorization", 13, small, n + 7);
+        return;
+    }
+    buf auth = BUF_INIT;
+    buf_append_str(&auth, "Bearer ");
+    buf_append(&auth, token, n);
+    request_add_header_n(r, "Authorization", 13, auth.data, auth.len);
+    buf_free(&auth);
+}
+
 void upstream_request_add_header_lines(upstream_request *r, const char **lines)
 {
     for (const char **l = lines; l && *l; l++) {

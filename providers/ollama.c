@@ -315,10 +315,7 @@ static int ollama_encode(const canon_request *req, const target *t, upstream_req
     buf_append_str(&out->url, "/api/chat");
     if (pc->api_key && pc->api_key[0]) {
         /* Plain Ollama has no auth; a reverse proxy or ollama.com may. */
-        buf auth = BUF_INIT;
-        buf_printf(&auth, "Bearer %s", pc->api_key);
-        upstream_request_add_header(out, "Authorization", auth.data);
-        buf_free(&auth);
+        upstream_request_add_bearer(out, pc->api_key);
     }
     upstream_request_add_header(out, "Content-Type", "application/json");
     upstream_request_add_header(out, "Expect", "");

@@ -198,11 +198,7 @@ static int openai_encode(const canon_request *req, const target *t, upstream_req
 
     if (pc->api_key && pc->api_key[0]) {
         /* Local hosts (vLLM, LM Studio, Ollama) run without a key. */
-        buf auth = BUF_INIT;
-        buf_append_str(&auth, "Bearer ");
-        buf_append_str(&auth, pc->api_key);
-        upstream_request_add_header(out, "Authorization", auth.data);
-        buf_free(&auth);
+        upstream_request_add_bearer(out, pc->api_key);
     }
     upstream_request_add_header(out, "Content-Type", "application/json");
     /* Empty: stops curl waiting for 100-continue on large prompts. */

@@ -91,6 +91,8 @@ typedef struct upstream_request {
 void upstream_request_init(upstream_request *r);
 /* Adds a header line "Name: value" (copied). */
 void upstream_request_add_header(upstream_request *r, const char *name, const char *value);
+/* Authorization: Bearer token. */
+void upstream_request_add_bearer(upstream_request *r, const char *token);
 /* Makes headers[] point into header_store; call once after the last add. */
 void upstream_request_finish_headers(upstream_request *r);
 void upstream_request_free(upstream_request *r);

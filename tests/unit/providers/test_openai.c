@@ -106,6 +106,24 @@ static void test_encode_compat_host(void **state)
     fixture_canon_release(&req);
 }
 
+/* A key too long for the stack buffer still goes out whole. */
+static void test_encode_long_key(void **state)
+{
+    char key[700], want[740];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    snprintf(want, sizeof want, "Authorization: Bearer %s", key);
+    provider_conf long_key = conf_openai;
+    long_key.api_key = key;
+    canon_request req = fixture_canon_parse(REQ);
+    upstream_request out;
+    json_object *body = encode_ok(&req, &long_key, &out);
+    assert_true(has_header(&out, want));
+    json_object_put(body);
+    upstream_request_free(&out);
+    fixture_canon_release(&req);
+}
+
 static void test_encode_openai_host(void **state)
 {
     canon_request req = fixture_canon_parse(REQ);
@@ -728,6 +746,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode_compat_host),
         cmocka_unit_test(test_encode_openai_host),
+        cmocka_unit_test(test_encode_long_key),
         cmocka_unit_test(test_encode_max_completion_tokens_renamed),
         cmocka_unit_test(test_encode_stream_forces_usage),
         cmocka_unit_test(test_encode_no_key_extra_headers),
