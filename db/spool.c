@@ -1177,11 +1177,12 @@ int spool_append_many(spool *sp, const usage_event *evs, size_t n, size_t *appen
     }
     size_t len = 0, nrec = 0;
     for (size_t i = 0; i < n;) {
-        uint8_t rec[SPOOL_MAX_RECORD];
-        size_t rn = spool_encode_record(&evs[i], sp->next_seq + nrec, rec, sizeof rec);
+        /* encoded in place: wbuf holds n records of any size; a record
+         * that does not fit the segment is left uncounted and encoded again */
+        size_t rn =
+            spool_encode_record(&evs[i], sp->next_seq + nrec, sp->wbuf + len, SPOOL_MAX_RECORD);
         int room = rn ? make_room(sp, len, rn) : (errno = EINVAL, SPOOL_ERROR);
         if (room == 0) {
-            memcpy(sp->wbuf + len, rec, rn);
             len += rn;
             nrec++;
             i++;
