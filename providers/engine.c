@@ -40,13 +40,13 @@ struct engine {
     struct event_base *base;
     shard *shards[SHARDS_MAX];
     int n_shards;
-    long max_connects;  /* per shard */
-    int in_curl;        /* > 0 while curl_multi_socket_action runs */
-    engine_call *pool;  /* free calls with their easy handles, singly linked */
+    long max_connects; /* per shard */
+    int in_curl;       /* > 0 while curl_multi_socket_action runs */
+    engine_call *pool; /* free calls with their easy handles, singly linked */
+    int pool_n;
     sock_watch **watch; /* by fd: curl's sockets, watched or parked */
     int n_watch;
     bool closing; /* engine_free: the multi handles are going */
-    int pool_n;
     struct {
         char *url;
         CURLU *u;
@@ -121,6 +121,14 @@ static void watch_drop(engine *e, sock_watch *w)
     free(w);
 }
 
+/* Drops a watch found by fd rather than handed over by curl: one curl
+ * still uses (not parked) is first taken back from curl's socket entry. */
+static void watch_forget(engine *e, sock_watch *w)
+{
+    if (!w->parked && !e->closing) curl_multi_assign(w->sh->multi, w->s, NULL);
+    watch_drop(e, w);
+}
+
 /* ------------------------------------------------------------ curl -> loop */
 
 static void check_multi_info(shard *sh);
@@ -169,7 +177,7 @@ static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     if (!w) {
         w = watch_at(e, s);
         if (w && (!w->parked || w->sh != sh)) { /* not this connection's: stale */
-            watch_drop(e, w);
+            watch_forget(e, w);
             w = NULL;
         }
         if (!w) {
@@ -201,7 +209,7 @@ static curl_socket_t open_fn(void *clientp, curlsocktype purpose, struct curl_so
     engine *e = clientp;
     curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     sock_watch *w = watch_at(e, s);
-    if (w) watch_drop(e, w);
+    if (w) watch_forget(e, w);
     return s;
 }
 
@@ -211,10 +219,7 @@ static int close_fn(void *clientp, curl_socket_t s)
 {
     engine *e = clientp;
     sock_watch *w = watch_at(e, s);
-    if (w) {
-        if (!w->parked && !e->closing) curl_multi_assign(w->sh->multi, s, NULL);
-        watch_drop(e, w);
-    }
+    if (w) watch_forget(e, w);
     return close(s);
 }
 
@@ -488,10 +493,9 @@ static engine_call *call_acquire(engine *e)
             free(c);
             return NULL;
         }
-        c->e = e;
+        c->e = e; /* the pool is this engine's: pooled calls have it already */
         call_set_fixed_options(c, e->use_env_proxy);
     }
-    c->e = e;
     c->hs.n = 0;
     buf_reset(&c->hbuf);
     c->headers_done = c->cancelled = c->fb_timed_out = false;
