@@ -187,91 +187,89 @@ static const char stage_insert_sql[] =
     "WITH staged AS (DELETE FROM ledger_stage RETURNING *) "
     "INSERT INTO usage_events SELECT * FROM staged ON CONFLICT DO NOTHING";
 
-/* A text column: NULL when empty; backslash, tab, newline and carriage
- * return escaped as COPY's text format wants. */
-static void col_str(buf *b, const char *s)
+/* The col_* write one column and its tab at p and return the end;
+ * event_line reserves room for the longest line first, so none checks.
+ * A text column is NULL when empty; backslash, tab, newline and carriage
+ * return are escaped as COPY's text format wants. */
+static char *col_str(char *p, const char *s)
 {
-    if (!s || !*s) {
-        buf_append(b, "\\N\t", 3);
-        return;
+    if (!*s) return memcpy(p, "\\N\t", 3), p + 3;
+    for (; *s; s++) {
+        char c = *s;
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            *p++ = '\\';
+            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+        }
+        *p++ = c;
     }
-    for (;;) {
-        size_t n = strcspn(s, "\\\t\n\r");
-        buf_append(b, s, n);
-        s += n;
-        if (!*s) break;
-        char esc[2] = {'\\', *s == '\t' ? 't' : *s == '\n' ? 'n' : *s == '\r' ? 'r' : '\\'};
-        buf_append(b, esc, 2);
-        s++;
-    }
-    buf_append_char(b, '\t');
+    *p++ = '\t';
+    return p;
 }
 
-static void col_int(buf *b, int64_t v)
+static char *col_int(char *p, int64_t v)
 {
-    char tmp[24], *p = tmp + sizeof tmp;
+    char tmp[24], *end = tmp + sizeof tmp, *d;
     uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-    *--p = '\t';
-    p = util_u64_digits(u, p);
-    if (v < 0) *--p = '-';
-    buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+    *--end = '\t';
+    d = util_u64_digits(u, end);
+    if (v < 0) *--d = '-';
+    size_t n = (size_t)(tmp + sizeof tmp - d);
+    memcpy(p, d, n);
+    return p + n;
 }
 
-static void col_bool(buf *b, bool v)
+static char *col_bool(char *p, bool v)
 {
-    buf_append(b, v ? "t\t" : "f\t", 2);
+    *p++ = v ? 't' : 'f';
+    *p++ = '\t';
+    return p;
 }
 
-static void format_ts(char *out, size_t n, int64_t us)
+static char *col_ts(char *p, int64_t us)
 {
-    time_t s = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t k = strftime(out, n, "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(out + k, n - k, ".%06lld+00", (long long)(us % 1000000));
-}
-
-static void col_ts(buf *b, int64_t us)
-{
-    char tmp[48];
-    format_ts(tmp, sizeof tmp, us);
-    col_str(b, tmp);
+    p += util_format_utc_us(us, p); /* nothing in it needs COPY's escapes */
+    *p++ = '\t';
+    return p;
 }
 
 /* One line of COPY text: the columns of LEDGER_COLUMN_LIST, in order. */
 static void event_line(buf *b, const usage_event *e)
 {
-    col_str(b, e->event_id);
-    col_ts(b, e->ts_us);
-    col_str(b, e->key_id);
-    col_str(b, e->team);
-    col_str(b, e->end_user);
-    col_str(b, e->agent);
-    col_str(b, e->task);
-    col_str(b, e->feature);
-    col_str(b, e->requested_model);
-    col_str(b, e->provider);
-    col_str(b, e->model);
-    col_str(b, e->tier);
-    col_str(b, e->route_reason);
-    col_bool(b, e->streamed);
-    col_int(b, e->status);
-    col_str(b, e->error_class);
-    col_int(b, e->attempts);
-    col_int(b, e->input_tokens);
-    col_int(b, e->cache_read_tokens);
-    col_int(b, e->cache_write_tokens);
-    col_int(b, e->output_tokens);
-    col_int(b, e->reasoning_tokens);
-    col_bool(b, e->usage_exact);
-    col_int(b, e->cost_pusd);
-    col_int(b, e->baseline_cost_pusd);
-    col_int(b, e->latency_us);
-    col_int(b, e->ttft_us);
-    col_int(b, e->upstream_us);
-    col_bool(b, e->cache_hit);
-    col_str(b, e->batch_id);
-    b->data[b->len - 1] = '\n'; /* the last column ends the line, not a tab */
+    /* every text column escaped at worst doubles; the numbers are ≤ 21 each */
+    buf_reserve(b, 2 * sizeof *e + 40 * 21);
+    char *p = b->data + b->len;
+    p = col_str(p, e->event_id);
+    p = col_ts(p, e->ts_us);
+    p = col_str(p, e->key_id);
+    p = col_str(p, e->team);
+    p = col_str(p, e->end_user);
+    p = col_str(p, e->agent);
+    p = col_str(p, e->task);
+    p = col_str(p, e->feature);
+    p = col_str(p, e->requested_model);
+    p = col_str(p, e->provider);
+    p = col_str(p, e->model);
+    p = col_str(p, e->tier);
+    p = col_str(p, e->route_reason);
+    p = col_bool(p, e->streamed);
+    p = col_int(p, e->status);
+    p = col_str(p, e->error_class);
+    p = col_int(p, e->attempts);
+    p = col_int(p, e->input_tokens);
+    p = col_int(p, e->cache_read_tokens);
+    p = col_int(p, e->cache_write_tokens);
+    p = col_int(p, e->output_tokens);
+    p = col_int(p, e->reasoning_tokens);
+    p = col_bool(p, e->usage_exact);
+    p = col_int(p, e->cost_pusd);
+    p = col_int(p, e->baseline_cost_pusd);
+    p = col_int(p, e->latency_us);
+    p = col_int(p, e->ttft_us);
+    p = col_int(p, e->upstream_us);
+    p = col_bool(p, e->cache_hit);
+    p = col_str(p, e->batch_id);
+    p[-1] = '\n'; /* the last column ends the line, not a tab */
+    b->len = (size_t)(p - b->data);
 }
 
 /* ------------------------------------------------------------ database */
@@ -304,9 +302,9 @@ static bool run_maintenance(ledger *l)
  * partitions for the batch's days, then the batch is retried. */
 static bool ensure_batch_partitions(ledger *l)
 {
-    char from[48], to[48];
-    format_ts(from, sizeof from, l->batch_min_ts);
-    format_ts(to, sizeof to, l->batch_max_ts);
+    char from[UTIL_UTC_US_LEN], to[UTIL_UTC_US_LEN];
+    util_format_utc_us(l->batch_min_ts, from);
+    util_format_utc_us(l->batch_max_ts, to);
     const char *values[2] = {from, to};
     int rc = pgconn_send(l->pg,
                          "SELECT count(*) FILTER (WHERE bridle_ensure_partition(d::date)) FROM "

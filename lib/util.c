@@ -135,3 +135,54 @@ int64_t util_floor_div(int64_t a, int64_t b)
     int64_t q = a / b;
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
+
+int64_t util_days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = util_floor_div(y, 400);
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+void util_civil_from_days(int64_t days, int64_t *y, int64_t *m, int64_t *d)
+{
+    int64_t z = days + 719468;
+    int64_t era = util_floor_div(z, 146097);
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* n (< 10^width) as exactly `width` decimal digits at p. */
+static char *put_digits(char *p, int64_t n, int width)
+{
+    for (int i = width - 1; i >= 0; i--, n /= 10)
+        p[i] = (char)('0' + n % 10);
+    return p + width;
+}
+
+size_t util_format_utc_us(int64_t us, char out[UTIL_UTC_US_LEN])
+{
+    static const int64_t lo = -62167219200LL * 1000000, /* 0000-01-01 */
+        hi = 253402300799LL * 1000000 + 999999;         /* 9999-12-31 23:59:59.999999 */
+    us = us < lo ? lo : us > hi ? hi : us;
+    int64_t s = util_floor_div(us, 1000000), days = util_floor_div(s, 86400);
+    int64_t sod = s - days * 86400, y, m, d;
+    util_civil_from_days(days, &y, &m, &d);
+    char *p = out;
+    p = put_digits(p, y, 4), *p++ = '-';
+    p = put_digits(p, m, 2), *p++ = '-';
+    p = put_digits(p, d, 2), *p++ = ' ';
+    p = put_digits(p, sod / 3600, 2), *p++ = ':';
+    p = put_digits(p, sod / 60 % 60, 2), *p++ = ':';
+    p = put_digits(p, sod % 60, 2), *p++ = '.';
+    p = put_digits(p, us - s * 1000000, 6);
+    memcpy(p, "+00", 4);
+    return (size_t)(p + 3 - out);
+}

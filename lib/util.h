@@ -33,6 +33,18 @@ struct timeval util_ms_timeval(int64_t ms);
 /* a / b rounded toward minus infinity (b > 0): time buckets for any clock. */
 int64_t util_floor_div(int64_t a, int64_t b);
 
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back (Howard
+ * Hinnant's civil-date algorithms): integer arithmetic, no gmtime/timegm,
+ * which cost more than the rest of a budget reservation or a ledger line. */
+int64_t util_days_from_civil(int64_t y, int64_t m, int64_t d);
+void util_civil_from_days(int64_t days, int64_t *y, int64_t *m, int64_t *d);
+
+/* Microseconds since the epoch as "YYYY-MM-DD HH:MM:SS.uuuuuu+00" (UTC,
+ * what PostgreSQL's timestamptz input takes) into out, NUL-terminated;
+ * returns the length. Years outside 0..9999 are clamped to those bounds. */
+#define UTIL_UTC_US_LEN 32
+size_t util_format_utc_us(int64_t us, char out[UTIL_UTC_US_LEN]);
+
 /* Case-insensitive prefix test. */
 bool util_starts_with_ci(const char *s, const char *prefix);
 

@@ -84,49 +84,24 @@ static int64_t wall_ms(const budget *b)
 
 /* ------------------------------------------------------------ periods */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date, and back (Howard
- * Hinnant's civil-date algorithms): integer arithmetic, no gmtime/timegm,
- * which cost more than the rest of a reservation. */
-static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-    y -= m <= 2;
-    int64_t era = util_floor_div(y, 400);
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int64_t *m)
-{
-    z += 719468;
-    int64_t era = util_floor_div(z, 146097);
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
 int64_t budget_period_start(budget_period p, int64_t t)
 {
     int64_t day = util_floor_div(t, 86400);
     if (p == PERIOD_DAY) return day * 86400;
     if (p == PERIOD_WEEK) /* 1970-01-01 was a Thursday: Monday is 3 days before */
         return (day - ((day % 7 + 7 + 3) % 7)) * 86400;
-    int64_t y, m;
-    civil_from_days(day, &y, &m);
-    return days_from_civil(y, m, 1) * 86400;
+    int64_t y, m, d;
+    util_civil_from_days(day, &y, &m, &d);
+    return util_days_from_civil(y, m, 1) * 86400;
 }
 
 int64_t budget_period_end(budget_period p, int64_t start)
 {
     if (p == PERIOD_DAY) return start + 86400;
     if (p == PERIOD_WEEK) return start + 7 * 86400;
-    int64_t y, m;
-    civil_from_days(util_floor_div(start, 86400), &y, &m);
-    return days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400;
+    int64_t y, m, d;
+    util_civil_from_days(util_floor_div(start, 86400), &y, &m, &d);
+    return util_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400;
 }
 
 /* ------------------------------------------------------------ entries */
@@ -543,13 +518,15 @@ void budget_shipped(void *ctx, const usage_event *ev)
 {
     budget *b = ctx;
     /* an earlier process's event (spool replay): its cost was never ours */
-    if (!b || ev->cost_pusd <= 0 || ev->ts_us < b->created_wall_us) return;
-    int64_t ts_s = util_floor_div(ev->ts_us, 1000000);
+    if (!b || b->n_entries == 0 || ev->cost_pusd <= 0 || ev->ts_us < b->created_wall_us) return;
+    int64_t ts_s = util_floor_div(ev->ts_us, 1000000), start[N_PERIODS];
+    for (int p = 0; p < N_PERIODS; p++)
+        start[p] = budget_period_start(p, ts_s);
     const char *ids[3] = {ev->key_id, ev->team, ""};
     for (int s = 0; s < 3; s++) {
         if (s < 2 && !ids[s][0]) continue;
         for (int p = 0; p < N_PERIODS; p++) {
-            bentry *e = entry_find(b, s, ids[s], p, budget_period_start(p, ts_s));
+            bentry *e = entry_find(b, s, ids[s], p, start[p]);
             if (!e) continue;
             int64_t c = ev->cost_pusd < e->unshipped ? ev->cost_pusd : e->unshipped;
             e->unshipped -= c;

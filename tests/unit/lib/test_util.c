@@ -1,10 +1,13 @@
-/* lib/util: the money formatting the reply headers use. */
+/* lib/util: the money formatting the reply headers use, and the ledger's
+ * timestamps. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/util.h"
 
@@ -53,10 +56,45 @@ static void test_format_pusd_truncates(void **state)
     assert_string_equal(out, "1.23"); /* no room: untouched */
 }
 
+/* What gmtime_r and strftime make of us: the formatter's reference. */
+static void utc_reference(int64_t us, char *out, size_t n)
+{
+    time_t s = (time_t)util_floor_div(us, 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%06lld+00", (long long)(us - (int64_t)s * 1000000));
+}
+
+static void test_format_utc_us(void **state)
+{
+    char got[UTIL_UTC_US_LEN], want[64];
+    assert_int_equal(util_format_utc_us(0, got), 29);
+    assert_string_equal(got, "1970-01-01 00:00:00.000000+00");
+    util_format_utc_us(1796601600123456LL, got); /* 2026-12-07, the leap days behind it */
+    assert_string_equal(got, "2026-12-07 00:00:00.123456+00");
+    util_format_utc_us(951782399999999LL, got); /* the end of 2000-02-28 */
+    assert_string_equal(got, "2000-02-28 23:59:59.999999+00");
+    util_format_utc_us(-1, got);
+    assert_string_equal(got, "1969-12-31 23:59:59.999999+00");
+    util_format_utc_us(INT64_MAX, got); /* clamped */
+    assert_string_equal(got, "9999-12-31 23:59:59.999999+00");
+    util_format_utc_us(INT64_MIN, got);
+    assert_string_equal(got, "0000-01-01 00:00:00.000000+00");
+    /* every day from 1900 to 2400 at a varying time of day, against libc */
+    for (int64_t day = -25567; day < 157000; day++) {
+        int64_t us = (day * 86400 + (day * 7919) % 86400) * 1000000 + (day * 104729) % 1000000;
+        utc_reference(us, want, sizeof want);
+        util_format_utc_us(us, got);
+        assert_string_equal(got, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_u64_digits),
+        cmocka_unit_test(test_format_utc_us),
         cmocka_unit_test(test_format_pusd),
         cmocka_unit_test(test_format_pusd_truncates),
     };
