@@ -1,8 +1,6 @@
 /* The admin API: see admin.h. */
 #include "server/admin.h"
 
-#include <event2/buffer.h>
-#include <event2/keyvalq_struct.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +20,8 @@ typedef enum { OP_CREATE, OP_LIST_KEYS, OP_REVOKE, OP_TEAM_SET, OP_LIST_TEAMS, O
 
 typedef struct job {
     admin *ad;
-    struct evhttp_request *req;
-    bool gone; /* the client left: evhttp handed the request to us */
+    h1_req *req;
+    bool gone; /* the client left: the request is ours to release */
     op what;
     const char *sql;
     char *params[MAX_PARAMS];
@@ -43,10 +41,10 @@ static void pump(admin *ad);
 
 /* ------------------------------------------------------------ replies */
 
-static void bad_request(app *a, struct evhttp_request *req, const char *param, const char *fmt, ...)
+static void bad_request(app *a, h1_req *req, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static void bad_request(app *a, struct evhttp_request *req, const char *param, const char *fmt, ...)
+static void bad_request(app *a, h1_req *req, const char *param, const char *fmt, ...)
 {
     char msg[400];
     va_list ap;
@@ -68,14 +66,14 @@ static void job_free(job *j)
 static void job_end(job *j)
 {
     if (j->gone)
-        evhttp_request_free(j->req);
+        h1_req_release(j->req);
     else
         http_unwatch_client(j->ad->a, j->req);
     j->ad->a->in_flight--;
     job_free(j);
 }
 
-static void reply_list(app *a, struct evhttp_request *req, const char *array)
+static void reply_list(app *a, h1_req *req, const char *array)
 {
     buf b = BUF_INIT;
     buf_printf(&b, "{\"object\":\"list\",\"data\":%s}", array);
@@ -94,7 +92,7 @@ static void on_result(void *ctx, PGresult *res, const char *error)
         pump(ad);
         return;
     }
-    struct evhttp_request *req = j->req;
+    h1_req *req = j->req;
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (!error && PQresultStatus(res) != PGRES_TUPLES_OK) error = PQresultErrorMessage(res);
     if (error) {
@@ -112,7 +110,7 @@ static void on_result(void *ctx, PGresult *res, const char *error)
         } else {
             log_warn("admin: query failed: %s", error);
             snprintf(msg, sizeof msg, "The database could not be reached or failed: %.300s", error);
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+            h1_add_header(req, "Retry-After", "1");
             http_reply_error(a, req, 503, "server_error", "database_unavailable", NULL, msg, true);
         }
         job_end(j);
@@ -202,7 +200,7 @@ static void on_state(void *ctx, bool up)
         ad->head = j->next;
         ad->queued--;
         if (!j->gone) {
-            evhttp_add_header(evhttp_request_get_output_headers(j->req), "Retry-After", "1");
+            h1_add_header(j->req, "Retry-After", "1");
             http_reply_error(ad->a, j->req, 503, "server_error", "database_unavailable", NULL,
                              "The database cannot be reached: the admin API needs it; retry "
                              "shortly",
@@ -219,11 +217,11 @@ static void on_client_gone(void *arg)
     j->gone = true;
 }
 
-static void submit(app *a, struct evhttp_request *req, job *j)
+static void submit(app *a, h1_req *req, job *j)
 {
     admin *ad = a->admin;
     if (!pgconn_up(ad->pg) || ad->queued >= MAX_QUEUE) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        h1_add_header(req, "Retry-After", "1");
         http_reply_error(a, req, 503, "server_error", "database_unavailable", NULL,
                          pgconn_up(ad->pg)
                              ? "The admin API is busy: too many requests are queued; retry shortly"
@@ -274,11 +272,10 @@ static bool param_i64(job *j, bool set, int64_t v)
 /* ------------------------------------------------------------ bodies */
 
 /* The request body as a JSON object; NULL after a 400. */
-static json_object *read_body(app *a, struct evhttp_request *req)
+static json_object *read_body(app *a, h1_req *req)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    size_t len;
+    const char *body = h1_req_body(req, &len);
     json_tokener *tok = json_tokener_new();
     json_object *o = tok ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
     bool whole = tok && json_tokener_get_error(tok) == json_tokener_success &&
@@ -301,8 +298,7 @@ static bool known_field(const char *name, const char *const *known)
 }
 
 /* Every field of o is known; else a 400 that names the first that is not. */
-static bool check_fields(app *a, struct evhttp_request *req, json_object *o,
-                         const char *const *known)
+static bool check_fields(app *a, h1_req *req, json_object *o, const char *const *known)
 {
     json_object_object_foreach(o, k, v)
     {
@@ -320,8 +316,8 @@ static bool check_fields(app *a, struct evhttp_request *req, json_object *o,
 }
 
 /* o[name] as a string of 1..max bytes; *out NULL when absent or null. */
-static bool get_string(app *a, struct evhttp_request *req, json_object *o, const char *name,
-                       size_t max, const char **out)
+static bool get_string(app *a, h1_req *req, json_object *o, const char *name, size_t max,
+                       const char **out)
 {
     json_object *v;
     *out = NULL;
@@ -336,8 +332,7 @@ static bool get_string(app *a, struct evhttp_request *req, json_object *o, const
 }
 
 /* o[name] as dollars (a number or a decimal string) in pico-dollars. */
-static bool get_usd(app *a, struct evhttp_request *req, json_object *o, const char *name, bool *set,
-                    int64_t *pusd)
+static bool get_usd(app *a, h1_req *req, json_object *o, const char *name, bool *set, int64_t *pusd)
 {
     json_object *v;
     *set = false;
@@ -359,8 +354,7 @@ static bool get_usd(app *a, struct evhttp_request *req, json_object *o, const ch
     return true;
 }
 
-static bool get_count(app *a, struct evhttp_request *req, json_object *o, const char *name,
-                      bool *set, int64_t *n)
+static bool get_count(app *a, h1_req *req, json_object *o, const char *name, bool *set, int64_t *n)
 {
     json_object *v;
     *set = false;
@@ -380,7 +374,7 @@ typedef struct limits_in {
     int64_t v[6]; /* budgets day, week, month (pusd), rpm, tokens/h, pusd/h */
 } limits_in;
 
-static bool get_limits(app *a, struct evhttp_request *req, json_object *o, limits_in *l)
+static bool get_limits(app *a, h1_req *req, json_object *o, limits_in *l)
 {
     return get_usd(a, req, o, "budget_daily_usd", &l->set[0], &l->v[0]) &&
            get_usd(a, req, o, "budget_weekly_usd", &l->set[1], &l->v[1]) &&
@@ -396,7 +390,7 @@ static bool get_limits(app *a, struct evhttp_request *req, json_object *o, limit
 
 /* ------------------------------------------------------------ operations */
 
-static void oom(app *a, struct evhttp_request *req)
+static void oom(app *a, h1_req *req)
 {
     http_reply_error(a, req, 503, "server_error", "out_of_memory", NULL,
                      "The gateway is out of memory; retry shortly", true);
@@ -407,7 +401,7 @@ static bool model_known(const bridle_config *c, const char *name)
     return config_find_model(c, name) || config_find_route(c, name) || strcmp(name, "auto") == 0;
 }
 
-static void create_key(app *a, struct evhttp_request *req)
+static void create_key(app *a, h1_req *req)
 {
     static const char *const known[] = {"team",    "id",         "kind",       "models", "agent",
                                         "feature", "expires_at", LIMIT_FIELDS, NULL};
@@ -492,7 +486,7 @@ out:
     json_object_put(o);
 }
 
-static void set_team(app *a, struct evhttp_request *req, const char *name)
+static void set_team(app *a, h1_req *req, const char *name)
 {
     static const char *const known[] = {LIMIT_FIELDS, NULL};
     json_object *o = read_body(a, req);
@@ -519,7 +513,7 @@ out:
     json_object_put(o);
 }
 
-static void simple(app *a, struct evhttp_request *req, op what, const char *sql, const char *arg)
+static void simple(app *a, h1_req *req, op what, const char *sql, const char *arg)
 {
     job *j = job_new(what, sql);
     if (!j || (arg && !param(j, arg))) {
@@ -530,16 +524,15 @@ static void simple(app *a, struct evhttp_request *req, op what, const char *sql,
     submit(a, req, j);
 }
 
-static void method_not_allowed(app *a, struct evhttp_request *req, const char *path,
-                               const char *allowed)
+static void method_not_allowed(app *a, h1_req *req, const char *path, const char *allowed)
 {
     char msg[300];
     snprintf(msg, sizeof msg, "Use %s for %.150s", allowed, path);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allowed);
+    h1_add_header(req, "Allow", allowed);
     http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL, msg, false);
 }
 
-void admin_handle(app *a, struct evhttp_request *req, const char *uri, enum evhttp_cmd_type cmd)
+void admin_handle(app *a, h1_req *req, const char *uri, h1_method cmd)
 {
     if (!a->admin) {
         http_reply_error(a, req, 503, "server_error", "no_database", NULL,
@@ -557,23 +550,23 @@ void admin_handle(app *a, struct evhttp_request *req, const char *uri, enum evht
         path[--n] = '\0';
     const char *rest = path + strlen("/v1/bridle/admin");
     if (strcmp(rest, "/keys") == 0) {
-        if (cmd == EVHTTP_REQ_POST)
+        if (cmd == H1_POST)
             create_key(a, req);
-        else if (cmd == EVHTTP_REQ_GET)
+        else if (cmd == H1_GET)
             simple(a, req, OP_LIST_KEYS, keystore_list_keys_sql, NULL);
         else
             method_not_allowed(a, req, path, "GET, POST");
         return;
     }
     if (strcmp(rest, "/teams") == 0) {
-        if (cmd == EVHTTP_REQ_GET)
+        if (cmd == H1_GET)
             simple(a, req, OP_LIST_TEAMS, keystore_list_teams_sql, NULL);
         else
             method_not_allowed(a, req, path, "GET");
         return;
     }
     if (strcmp(rest, "/budgets") == 0) {
-        if (cmd == EVHTTP_REQ_GET)
+        if (cmd == H1_GET)
             simple(a, req, OP_BUDGETS, keystore_budgets_sql, NULL);
         else
             method_not_allowed(a, req, path, "GET");
@@ -592,22 +585,22 @@ void admin_handle(app *a, struct evhttp_request *req, const char *uri, enum evht
         if (len && len < sizeof seg) {
             memcpy(seg, p, len);
             seg[len] = '\0';
-            char *name = evhttp_uridecode(seg, 0, NULL);
+            char *name = h1_uri_decode(seg, strlen(seg));
             if (!name) {
                 oom(a, req);
                 return;
             }
             if (teams) {
-                if (cmd == EVHTTP_REQ_PUT)
+                if (cmd == H1_PUT)
                     set_team(a, req, name);
                 else
                     method_not_allowed(a, req, path, "PUT");
             } else if (revoke) {
-                if (cmd == EVHTTP_REQ_POST)
+                if (cmd == H1_POST)
                     simple(a, req, OP_REVOKE, keystore_revoke_sql, name);
                 else
                     method_not_allowed(a, req, path, "POST");
-            } else if (cmd == EVHTTP_REQ_DELETE)
+            } else if (cmd == H1_DELETE)
                 simple(a, req, OP_REVOKE, keystore_revoke_sql, name);
             else
                 method_not_allowed(a, req, path, "DELETE");
@@ -652,11 +645,11 @@ void admin_free(admin *ad)
     while (ad->head) {
         job *j = ad->head;
         ad->head = j->next;
-        if (j->gone) evhttp_request_free(j->req);
+        if (j->gone) h1_req_release(j->req);
         job_free(j);
     }
     if (running) {
-        if (running->gone) evhttp_request_free(running->req);
+        if (running->gone) h1_req_release(running->req);
         job_free(running);
     }
     free(ad);

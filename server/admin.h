@@ -14,7 +14,7 @@
 #ifndef BRIDLE_ADMIN_H
 #define BRIDLE_ADMIN_H
 
-#include <event2/http.h>
+#include "server/h1.h"
 
 #include "server/app.h"
 
@@ -26,6 +26,6 @@ void admin_free(admin *ad);
 
 /* Serves one admin request (its key was checked). Without a database
  * (a->admin NULL): 503. */
-void admin_handle(app *a, struct evhttp_request *req, const char *path, enum evhttp_cmd_type cmd);
+void admin_handle(app *a, h1_req *req, const char *path, h1_method cmd);
 
 #endif

@@ -4,8 +4,6 @@
 #define BRIDLE_APP_H
 
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/listener.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -13,24 +11,20 @@
 #include "router/config.h"
 
 typedef struct app_stats {
-    int64_t requests, replies_2xx, replies_4xx, replies_5xx, upstream_attempts, connections;
+    int64_t requests, replies_2xx, replies_4xx, replies_5xx, upstream_attempts;
 } app_stats;
 
 typedef struct app {
     struct event_base *base;
     bridle_config *cfg;
     engine *eng;
-    struct evhttp *http;
-    struct evconnlistener *listener;
+    struct h1_server *h1;  /* the HTTP server (server/h1.h) */
     struct router *router; /* breakers, budgets, call slots, coalescing (router/router.h) */
-    int64_t open_connections;
-    bool listener_paused;
-    int64_t in_flight; /* client requests being served */
-    bool draining;     /* SIGTERM: finish what is in flight, then exit */
+    int64_t in_flight;     /* client requests being served */
+    bool draining;         /* SIGTERM: finish what is in flight, then exit */
     struct event *drain_timer;
     struct chat *chat_pool; /* finished requests' sinks kept for reuse (server/chat.c) */
     int chat_pool_n;
-    struct ptrmap *guards;   /* client bufferevent -> its conn_guard (server/http.c) */
     struct ledger *ledger;   /* NULL when no database is configured */
     struct idem_store *idem; /* Idempotency-Key claims; NULL without a database */
     struct rollup *rollup;   /* the rollup step (db/rollup.h); NULL without a database */

@@ -1,10 +1,9 @@
 /* POST /v1/chat/completions: the way in for OpenAI chat requests. The body
  * goes to a run (router/run.h), which plans, admits, calls and settles; this
- * file is the run's sink: the answer's head, bytes and end go to evhttp. A
- * client that hangs up cancels its run. */
+ * file is the run's sink: the answer's head, bytes and end go to the
+ * client (server/h1.h). A client that hangs up cancels its run. */
 #include "server/chat.h"
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <stdlib.h>
@@ -15,15 +14,14 @@
 
 typedef struct chat {
     app *a;
-    struct evhttp_request *req;
+    h1_req *req;
     run *run;      /* until done */
     bool finished; /* the run called done */
-    bool gone;     /* the client left: evhttp handed the request to us */
+    bool gone;     /* the client left: the request is ours to release */
     bool stream;   /* the answer is being streamed */
     bool replied;  /* the answer's head went out */
     int status;    /* a whole answer's status and type, from head */
     const char *ctype;
-    struct evbuffer *out; /* a stream's next chunk */
     struct event reap;
     struct chat *next_free; /* in the app's pool */
 } chat;
@@ -46,28 +44,23 @@ void chat_pool_free(app *a)
     while (a->chat_pool) {
         chat *c = a->chat_pool;
         a->chat_pool = c->next_free;
-        if (c->out) evbuffer_free(c->out);
         free(c);
     }
     a->chat_pool_n = 0;
 }
 
-/* Back to the pool (or freed). A request whose client left was handed to
- * us by evhttp: it is freed here, on a loop pass of its own. */
+/* Back to the pool (or freed). A request whose client left is ours: it is
+ * released here, on a loop pass of its own. */
 static void chat_release(chat *c)
 {
     app *a = c->a;
-    if (c->gone) evhttp_request_free(c->req);
+    if (c->gone) h1_req_release(c->req);
     a->in_flight--;
-    struct evbuffer *out = c->out;
-    if (out) evbuffer_drain(out, evbuffer_get_length(out));
     if (a->chat_pool_n >= CHAT_POOL_MAX || a->draining) {
-        if (out) evbuffer_free(out);
         free(c);
         return;
     }
     memset(c, 0, sizeof *c);
-    c->out = out;
     c->next_free = a->chat_pool;
     a->chat_pool = c;
     a->chat_pool_n++;
@@ -84,46 +77,44 @@ static void sink_head(void *ctx, int status, const char *content_type, buf *line
 {
     chat *c = ctx;
     c->replied = true;
-    http_head_flush(c->req, lines); /* evhttp must find Content-Type: its own entry */
+    http_head_flush(c->req, lines);
     if (!stream) {
         c->status = status;
         c->ctype = content_type;
         return;
     }
     c->stream = true;
-    evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", content_type);
     http_count_reply(c->a, status);
-    evhttp_send_reply_start(c->req, status, "OK");
+    h1_reply_start(c->req, status, content_type);
 }
 
 static void sink_chunk(void *ctx, const char *data, size_t len)
 {
     chat *c = ctx;
-    if (!c->stream) {
+    if (!c->stream) { /* the whole answer: the request is not ours after the reply */
+        http_unwatch_client(c->a, c->req);
         http_reply(c->a, c->req, c->status, c->ctype, data, len);
         return;
     }
-    if (!c->out && !(c->out = evbuffer_new())) return;
-    evbuffer_add(c->out, data, len);
-    evhttp_send_reply_chunk(c->req, c->out);
+    h1_reply_chunk(c->req, data, len);
 }
 
 static void sink_done(void *ctx, const run_outcome *o)
 {
     chat *c = ctx;
     c->run = NULL;
-    if (c->gone) { /* inside the guard's callback: free the request later */
+    if (c->gone) { /* perhaps inside h1's callback: release the request later */
         evtimer_assign(&c->reap, c->a->base, on_reap, c);
         struct timeval zero = {0, 0};
         evtimer_add(&c->reap, &zero);
         return;
     }
+    if (c->stream || !c->replied) http_unwatch_client(c->a, c->req);
     if (c->stream)
-        evhttp_send_reply_end(c->req);
+        h1_reply_end(c->req);
     else if (!c->replied) /* the run could not start */
         http_reply_error(c->a, c->req, 503, "server_error", "out_of_memory", NULL,
                          "The gateway is out of memory; retry shortly", true);
-    http_unwatch_client(c->a, c->req);
     chat_release(c);
 }
 
@@ -138,8 +129,8 @@ static void on_client_gone(void *arg)
 
 /* ------------------------------------------------------------ entry */
 
-void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
-                 const request_headers *hdr, const char *request_id)
+void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
+                 const char *request_id)
 {
     chat *c = chat_alloc(a);
     if (!c) {
@@ -150,11 +141,10 @@ void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
     a->in_flight++;
     c->a = a;
     c->req = req;
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *body = (const char *)evbuffer_pullup(in, -1);
+    size_t len;
+    const char *body = h1_req_body(req, &len);
     run_input ri = {
-        .body = body ? body : "",
+        .body = body,
         .body_len = len,
         .what = "POST /v1/chat/completions",
         .key = key,

@@ -3,7 +3,7 @@
 #ifndef BRIDLE_CHAT_H
 #define BRIDLE_CHAT_H
 
-#include <event2/http.h>
+#include "server/h1.h"
 
 #include "server/app.h"
 #include "router/config.h"
@@ -12,7 +12,7 @@
 void chat_pool_free(app *a);
 
 struct request_headers;
-void chat_handle(app *a, struct evhttp_request *req, const key_conf *key,
-                 const struct request_headers *hdr, const char *request_id);
+void chat_handle(app *a, h1_req *req, const key_conf *key, const struct request_headers *hdr,
+                 const char *request_id);
 
 #endif

@@ -2,13 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event_struct.h>
-#include <event2/http_struct.h>
-#include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +13,6 @@
 
 #include "lib/buf.h"
 #include "lib/log.h"
-#include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "db/instances.h"
 #include "db/rollup.h"
@@ -30,232 +23,23 @@
 #include "server/admin.h"
 #include "server/chat.h"
 
-/* ------------------------------------------------------------ connections
- *
- * Each client connection has a guard that holds it to an absolute deadline
- * for receiving a whole request (headers and body): evhttp's own timeout is
- * per read, so a client trickling a byte at a time would never be cut off.
- * The same deadline bounds an idle keep-alive connection. The guard also
- * tells the request being served when its client goes away, and counts
- * connections for limits.max_connections.
- *
- * evhttp gives no hook at accept time but the bufferevent callback, which
- * runs before the connection is set up; the guard attaches to the
- * connection on the next loop pass, holding a reference on the bufferevent
- * meanwhile so it can tell whether evhttp dropped the connection already. */
+/* ------------------------------------------------------------ clients */
 
-typedef enum { GUARD_RECEIVING, GUARD_BUSY } guard_state;
-
-typedef struct conn_guard {
-    app *a;
-    struct bufferevent *bev;
-    struct evhttp_connection *evcon;
-    guard_state state;
-    struct event deadline;
-    struct event peer_closed; /* EV_CLOSED while a request is being served */
-    bool watching_close;
-    struct evbuffer_cb_entry *out_cb; /* on_output, enabled while receiving */
-    bool evhttp_error_page;           /* the response being written is evhttp's own HTML error */
-    int error_status;
-    void (*on_gone)(void *arg); /* the request being served, told if the client leaves */
-    void *gone_arg;
-} conn_guard;
-
-static void guard_count_close(app *a)
+void http_watch_client(app *a, h1_req *req, void (*on_gone)(void *), void *arg)
 {
-    a->open_connections--;
-    if (a->listener_paused && !a->draining &&
-        a->open_connections < config_limits(a->cfg)->max_connections) {
-        evconnlistener_enable(a->listener);
-        a->listener_paused = false;
-    }
+    h1_watch_gone(req, on_gone, arg);
 }
 
-static void guard_arm(conn_guard *g)
+void http_unwatch_client(app *a, h1_req *req)
 {
-    int64_t ms = config_limits(g->a->cfg)->read_timeout_ms;
-    struct timeval tv = util_ms_timeval(ms);
-    g->state = GUARD_RECEIVING;
-    evtimer_add(&g->deadline, &tv);
-    /* evhttp writes its own error pages only while a request is arriving */
-    if (g->out_cb)
-        evbuffer_cb_set_flags(bufferevent_get_output(g->bev), g->out_cb, EVBUFFER_CB_ENABLED);
-}
-
-static void on_guard_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    conn_guard *g = arg;
-    if (g->state != GUARD_RECEIVING) return;
-    log_debug("closing a client connection: no whole request within %lld ms",
-              (long long)config_limits(g->a->cfg)->read_timeout_ms);
-    evhttp_connection_free(g->evcon); /* runs on_conn_close, which frees g */
-}
-
-static void guard_unwatch_close(conn_guard *g)
-{
-    if (g->watching_close) event_del(&g->peer_closed);
-    g->watching_close = false;
-}
-
-/* evhttp does not read while a request is being served, so it would not
- * notice a client that hung up until it writes the reply; we watch for the
- * hang-up (EPOLLRDHUP) for the connection's whole life (one registration,
- * merged with evhttp's own) and hand it to evhttp as the EOF it would have
- * read, which detaches the request and closes the connection as usual. */
-static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
-{
-    conn_guard *g = arg;
-    guard_unwatch_close(g);
-    bufferevent_event_cb eventcb = NULL;
-    void *cbarg = NULL;
-    bufferevent_getcb(g->bev, NULL, NULL, &eventcb, &cbarg);
-    if (eventcb) eventcb(g->bev, BEV_EVENT_EOF | BEV_EVENT_READING, cbarg);
-}
-
-static void guard_watch_close(conn_guard *g)
-{
-    evutil_socket_t fd = bufferevent_getfd(g->bev);
-    if (g->watching_close || fd < 0) return;
-    event_assign(&g->peer_closed, g->a->base, fd, EV_CLOSED | EV_PERSIST, on_peer_closed, g);
-    g->watching_close = event_add(&g->peer_closed, NULL) == 0;
-}
-
-static void on_conn_close(struct evhttp_connection *evcon, void *arg)
-{
-    conn_guard *g = arg;
-    ptrmap_del(g->a->guards, evcon);
-    evtimer_del(&g->deadline);
-    guard_unwatch_close(g);
-    if (g->on_gone) g->on_gone(g->gone_arg);
-    guard_count_close(g->a);
-    free(g);
-}
-
-static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int status);
-
-/* evhttp answers a few protocol errors itself (oversized body or headers,
- * unparseable request) with an HTML page and closes; we replace that page
- * with an OpenAI error JSON so that every error has the same shape. */
-static void on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
-{
-    conn_guard *g = arg;
-    if (info->n_added == 0) return;
-    /* A socket bufferevent keeps its output's start frozen between writes
-     * (only its own write unfreezes it); we do the same, briefly. */
-    char head[16];
-    bool frozen = false;
-    if (info->orig_size == 0) { /* a response starts: only its status line matters */
-        frozen = evbuffer_copyout(out, head, 13) < 0;
-        if (frozen) evbuffer_unfreeze(out, 1);
-        g->evhttp_error_page =
-            evbuffer_copyout(out, head, 13) == 13 && memcmp(head, "HTTP/1.", 7) == 0 &&
-            (memcmp(head + 8, " 413 ", 5) == 0 || memcmp(head + 8, " 400 ", 5) == 0);
-        g->error_status = head[10] == '1' ? 413 : 400;
-    } else if (g->evhttp_error_page && (frozen = evbuffer_copyout(out, head, 1) < 0)) {
-        evbuffer_unfreeze(out, 1);
-    }
-    if (g->evhttp_error_page && evbuffer_search(out, "</BODY></HTML>", 14, NULL).pos >= 0) {
-        g->evhttp_error_page = false; /* evhttp's page is whole */
-        rewrite_protocol_error(g, out, g->error_status);
-    }
-    if (frozen) evbuffer_freeze(out, 1);
-}
-
-static void on_guard_attach(evutil_socket_t fd, short what, void *arg)
-{
-    conn_guard *g = arg;
-    bufferevent_event_cb eventcb = NULL;
-    void *cbarg = NULL;
-    bufferevent_getcb(g->bev, NULL, NULL, &eventcb, &cbarg);
-    bufferevent_decref(g->bev);
-    if (!eventcb || !cbarg) { /* evhttp already dropped the connection */
-        guard_count_close(g->a);
-        free(g);
-        return;
-    }
-    g->evcon = cbarg; /* evhttp's bufferevent callbacks carry the connection */
-    /* Streams are written a chunk at a time: without TCP_NODELAY, Nagle and
-     * the client's delayed ACK hold chunks back by up to 40 ms. */
-    int one = 1, sock = bufferevent_getfd(g->bev);
-    if (sock >= 0) setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    evhttp_connection_set_closecb(g->evcon, on_conn_close, g);
-    g->out_cb = evbuffer_add_cb(bufferevent_get_output(g->bev), on_output, g);
-    ptrmap_put(g->a->guards, g->evcon, g);
-    evtimer_assign(&g->deadline, g->a->base, on_guard_deadline, g);
-    guard_arm(g);
-    guard_watch_close(g);
-}
-
-static struct bufferevent *make_conn_bev(struct event_base *base, void *arg)
-{
-    app *a = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    conn_guard *g = bev ? calloc(1, sizeof *g) : NULL;
-    if (!g) return bev;
-    g->a = a;
-    g->bev = bev;
-    bufferevent_incref(bev);
-    struct timeval zero = {0, 0};
-    event_base_once(base, -1, EV_TIMEOUT, on_guard_attach, g, &zero);
-    a->open_connections++;
-    a->stats.connections++;
-    if (a->open_connections >= config_limits(a->cfg)->max_connections && !a->listener_paused) {
-        log_warn("%lld client connections open (limits.max_connections): pausing accept",
-                 (long long)a->open_connections);
-        evconnlistener_disable(a->listener);
-        a->listener_paused = true;
-    }
-    return bev;
-}
-
-static conn_guard *guard_of(app *a, struct evhttp_request *req)
-{
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    return evcon ? ptrmap_get(a->guards, evcon) : NULL;
-}
-
-static void on_reply_complete(struct evhttp_request *req, void *arg)
-{
-    conn_guard *g = arg;
-    g->on_gone = NULL;
-    guard_arm(g); /* the next request on this connection gets its own deadline */
-}
-
-/* The request has been received whole: its deadline no longer applies
- * until the reply is complete. */
-static void guard_request_received(app *a, struct evhttp_request *req)
-{
-    conn_guard *g = guard_of(a, req);
-    if (!g) return;
-    g->state = GUARD_BUSY;
-    evtimer_del(&g->deadline);
-    if (g->out_cb) /* our own replies need no rewriting: skip the callback */
-        evbuffer_cb_clear_flags(bufferevent_get_output(g->bev), g->out_cb, EVBUFFER_CB_ENABLED);
-    evhttp_request_set_on_complete_cb(req, on_reply_complete, g);
-}
-
-void http_watch_client(app *a, struct evhttp_request *req, void (*on_gone)(void *), void *arg)
-{
-    conn_guard *g = guard_of(a, req);
-    if (g) {
-        g->on_gone = on_gone;
-        g->gone_arg = arg;
-    }
-}
-
-void http_unwatch_client(app *a, struct evhttp_request *req)
-{
-    conn_guard *g = guard_of(a, req);
-    if (g) g->on_gone = NULL;
+    h1_watch_gone(req, NULL, NULL);
 }
 
 /* ------------------------------------------------------------ replies */
 
-static const char *reason_phrase(int status);
-
-/* What a request evhttp rejected itself gets told: 413 for a body over
- * the limit, 400 for a request line or headers it could not read. Returns
- * the error code and fills msg. */
+/* What a request that could not be read gets told: 413 for a body over
+ * the limit, 431 for headers far over it, 400 for a request line or
+ * headers that could not be parsed. Returns the error code and fills msg. */
 static const char *protocol_error_text(app *a, int status, char *msg, size_t n)
 {
     const limits_conf *lim = config_limits(a->cfg);
@@ -266,29 +50,18 @@ static const char *protocol_error_text(app *a, int status, char *msg, size_t n)
                  (long long)lim->max_body_bytes);
         return "request_too_large";
     }
+    if (status == 431) {
+        snprintf(msg, n,
+                 "The request headers are too large: at most %lld header lines and %lld bytes "
+                 "are accepted (limits.max_headers, limits.max_header_bytes)",
+                 (long long)lim->max_headers, (long long)lim->max_header_bytes);
+        return "request_header_fields_too_large";
+    }
     snprintf(msg, n,
              "The HTTP request could not be read: the request line or headers are malformed, "
              "or the headers are larger than %lld bytes (limits.max_header_bytes)",
              (long long)lim->max_header_bytes);
     return "bad_request";
-}
-
-static void rewrite_protocol_error(conn_guard *g, struct evbuffer *out, int status)
-{
-    char msg[300];
-    buf body = BUF_INIT, resp = BUF_INIT;
-    const char *code = protocol_error_text(g->a, status, msg, sizeof msg);
-    provider_openai_error_json(&body, "invalid_request_error", code, NULL, msg);
-    buf_printf(&resp,
-               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nx-should-retry: false\r\n"
-               "Connection: close\r\nContent-Length: %zu\r\n\r\n",
-               status, reason_phrase(status), body.len);
-    buf_append(&resp, body.data, body.len);
-    g->a->stats.replies_4xx++;
-    evbuffer_drain(out, evbuffer_get_length(out));
-    evbuffer_add(out, resp.data, resp.len);
-    buf_free(&body);
-    buf_free(&resp);
 }
 
 /* Request ids need to be unique, not secret: a 64-bit counter mixed by
@@ -326,122 +99,38 @@ void http_count_reply(app *a, int status)
         a->stats.replies_5xx++;
 }
 
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Payload Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 422:
-        return "Unprocessable Entity";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return status < 400 ? "OK" : "Error";
-    }
-}
-
-void http_reply_json(app *a, struct evhttp_request *req, int status, const char *body, size_t len)
+void http_reply_json(app *a, h1_req *req, int status, const char *body, size_t len)
 {
     http_reply(a, req, status, "application/json", body, len);
 }
 
-/* evhttp copies each header's name and value (three allocations) and
- * prints each line with its own printf: lines collected here reach it as
- * one entry, printed as they are: buf_add_header (lib/buf.h) lets no line
- * break through. */
-void http_head_flush(struct evhttp_request *req, buf *head)
+void http_head_flush(h1_req *req, buf *head)
 {
-    if (!head->len) return;
-    /* "name: value\r\nname2: value2\r\n" -> name = "name", value = the rest
-     * without the last line break; evhttp prints "%s: %s\r\n". It frees the
-     * entry with free() (bridle sets no libevent allocator). */
-    const char *colon = memchr(head->data, ':', head->len);
-    struct evkeyval *kv = calloc(1, sizeof *kv);
-    if (!colon || !kv) abort();
-    size_t nlen = (size_t)(colon - head->data);
-    kv->key = strndup(head->data, nlen);
-    kv->value = strndup(colon + 2, head->len - nlen - 4);
-    if (!kv->key || !kv->value) abort();
-    struct evkeyvalq *q = evhttp_request_get_output_headers(req);
-    kv->next.tqe_next = NULL; /* TAILQ_INSERT_TAIL */
-    kv->next.tqe_prev = q->tqh_last;
-    *q->tqh_last = kv;
-    q->tqh_last = &kv->next.tqe_next;
+    h1_add_header_lines(req, head->data, head->len);
     buf_reset(head);
 }
 
-/* evhttp formats a Date (gmtime_r, snprintf) for every HTTP/1.1 reply that
- * has none; the text changes once a second, so it is made once a second. */
-static void add_date(struct evhttp_request *req, struct evkeyvalq *out)
+void http_reply(app *a, h1_req *req, int status, const char *content_type, const char *body,
+                size_t len)
 {
-    static time_t last = -1;
-    static char date[50];
-    if (req->major != 1 || req->minor < 1) return; /* where evhttp adds none */
-    time_t now = time(NULL);
-    if (now != last) {
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        evutil_date_rfc1123(date, sizeof date, &tm);
-        last = now;
-    }
-    evhttp_add_header(out, "Date", date);
-}
-
-void http_reply(app *a, struct evhttp_request *req, int status, const char *content_type,
-                const char *body, size_t len)
-{
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "Content-Type", content_type);
-    add_date(req, out);
-    /* straight into the request's own buffer: no evbuffer to make and free */
-    evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
     http_count_reply(a, status);
-    evhttp_send_reply(req, status, reason_phrase(status), NULL);
+    h1_reply(req, status, content_type, body, len);
 }
 
-void http_reply_error(app *a, struct evhttp_request *req, int status, const char *type,
-                      const char *code, const char *param, const char *message, bool should_retry)
+void http_reply_error(app *a, h1_req *req, int status, const char *type, const char *code,
+                      const char *param, const char *message, bool should_retry)
 {
     buf b = BUF_INIT;
     provider_openai_error_json(&b, type, code, param, message);
     /* said both ways: the OpenAI SDKs obey it over their own status rules */
-    evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry",
-                      should_retry ? "true" : "false");
+    h1_add_header(req, "x-should-retry", should_retry ? "true" : "false");
     http_reply_json(a, req, status, b.data, b.len);
     buf_free(&b);
 }
 
 /* ------------------------------------------------------------ routes */
 
-static void reply_models(app *a, struct evhttp_request *req)
+static void reply_models(app *a, h1_req *req)
 {
     buf b = BUF_INIT;
     buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
@@ -522,7 +211,7 @@ static void health_key(app *a, buf *b, const key_conf *k)
                    (unsigned long long)keyring_generation(a->keys), keyring_n_db_keys(a->keys));
 }
 
-static void reply_health(app *a, struct evhttp_request *req, const key_conf *k)
+static void reply_health(app *a, h1_req *req, const key_conf *k)
 {
     int64_t now = util_now_ms();
     buf b = BUF_INIT;
@@ -670,8 +359,7 @@ static void format_utc(int64_t ms, char *out, size_t n)
     strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static const key_conf *authenticate(app *a, struct evhttp_request *req, const request_headers *h,
-                                    key_kind want)
+static const key_conf *authenticate(app *a, h1_req *req, const request_headers *h, key_kind want)
 {
     const char *key = client_key(h);
     if (!key) {
@@ -684,7 +372,7 @@ static const key_conf *authenticate(app *a, struct evhttp_request *req, const re
     const key_conf *k = find_key(a, key);
     char msg[300], when[40];
     if (!k && a->keys && !keyring_loaded(a->keys)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        h1_add_header(req, "Retry-After", "1");
         http_reply_error(a, req, 503, "server_error", "key_store_loading", NULL,
                          "The key store is loading: this gateway has not read its keys from the "
                          "database yet; retry in a second",
@@ -736,38 +424,40 @@ static const key_conf *authenticate(app *a, struct evhttp_request *req, const re
 
 /* One pass over the request headers: their count and size for the limits,
  * and the few bridle reads. */
-static void scan_headers(struct evkeyvalq *in, request_headers *h)
+static void scan_headers(const h1_req *req, request_headers *h)
 {
     memset(h, 0, sizeof *h);
-    for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
-        size_t klen = strlen(kv->key);
-        h->count++;
-        h->bytes += (int64_t)(klen + strlen(kv->value) + 4);
-        if (klen == 13 && strcasecmp(kv->key, "authorization") == 0)
-            h->authorization = kv->value;
-        else if (klen == 9 && strcasecmp(kv->key, "x-api-key") == 0)
-            h->x_api_key = kv->value;
-        else if (klen == 15 && strcasecmp(kv->key, "idempotency-key") == 0) {
-            h->idempotency_key = kv->value;
+    h->count = h1_req_header_count(req);
+    for (int i = 0; i < h->count; i++) {
+        const char *key, *value;
+        h1_req_header(req, i, &key, &value);
+        size_t klen = strlen(key);
+        h->bytes += (int64_t)(klen + strlen(value) + 4);
+        if (klen == 13 && strcasecmp(key, "authorization") == 0)
+            h->authorization = value;
+        else if (klen == 9 && strcasecmp(key, "x-api-key") == 0)
+            h->x_api_key = value;
+        else if (klen == 15 && strcasecmp(key, "idempotency-key") == 0) {
+            h->idempotency_key = value;
             h->idempotency_keys++;
-        } else if (klen > 9 && strncasecmp(kv->key, "x-bridle-", 9) == 0) {
-            const char *name = kv->key + 9;
+        } else if (klen > 9 && strncasecmp(key, "x-bridle-", 9) == 0) {
+            const char *name = key + 9;
             if (strcasecmp(name, "task") == 0)
-                h->task = kv->value;
+                h->task = value;
             else if (strcasecmp(name, "agent") == 0)
-                h->agent = kv->value;
+                h->agent = value;
             else if (strcasecmp(name, "feature") == 0)
-                h->feature = kv->value;
+                h->feature = value;
             else if (strcasecmp(name, "tier") == 0)
-                h->tier = kv->value;
+                h->tier = value;
         }
     }
 }
 
-/* evhttp calls us with no URI when it rejected the request itself. */
-static void reply_protocol_error(app *a, struct evhttp_request *req)
+/* A request that could not be read, or whose headers are over the limits:
+ * 400, 413 or 431. */
+static void reply_unreadable(app *a, h1_req *req, int status)
 {
-    int status = evhttp_request_get_response_code(req) == 413 ? 413 : 400;
     char msg[300];
     const char *code = protocol_error_text(a, status, msg, sizeof msg);
     http_reply_error(a, req, status, "invalid_request_error", code, NULL, msg, false);
@@ -779,11 +469,10 @@ static bool path_is(const char *path, const char *want)
     return strncmp(path, want, n) == 0 && (path[n] == '\0' || path[n] == '?');
 }
 
-static void route_v1(app *a, struct evhttp_request *req, const request_headers *h, const char *path,
-                     enum evhttp_cmd_type cmd)
+static void route_v1(app *a, h1_req *req, const request_headers *h, const char *path, h1_method cmd)
 {
     if (path_is(path, "/v1/chat/completions")) {
-        if (cmd != EVHTTP_REQ_POST) {
+        if (cmd != H1_POST) {
             http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
                              "Use POST for /v1/chat/completions", false);
             return;
@@ -816,30 +505,23 @@ static void route_v1(app *a, struct evhttp_request *req, const request_headers *
     http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL, msg, false);
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+static void on_request(h1_req *req, void *arg)
 {
     app *a = arg;
     a->stats.requests++;
-    const char *uri = evhttp_request_get_uri(req);
-    if (!uri) {
-        reply_protocol_error(a, req);
+    if (h1_req_error(req)) {
+        reply_unreadable(a, req, h1_req_error(req));
         return;
     }
-    guard_request_received(a, req);
+    const char *uri = h1_req_target(req);
     request_headers h;
-    scan_headers(evhttp_request_get_input_headers(req), &h);
+    scan_headers(req, &h);
     const limits_conf *lim = config_limits(a->cfg);
     if (h.count > lim->max_headers || h.bytes > lim->max_header_bytes) {
-        char msg[200];
-        snprintf(msg, sizeof msg,
-                 "The request headers are too large: at most %lld header lines and %lld bytes "
-                 "are accepted (limits.max_headers, limits.max_header_bytes)",
-                 (long long)lim->max_headers, (long long)lim->max_header_bytes);
-        http_reply_error(a, req, 431, "invalid_request_error", "request_header_fields_too_large",
-                         NULL, msg, false);
+        reply_unreadable(a, req, 431);
         return;
     }
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    h1_method cmd = h1_req_method(req);
     if (path_is(uri, "/healthz")) {
         http_reply_json(a, req, 200, "{\"status\":\"ok\"}", 15);
         return;
@@ -920,31 +602,17 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     }
     evutil_socket_t fd = listen_socket((struct sockaddr *)&ss, sl, addr, err, errlen);
     if (fd < 0) return -1;
-    /* backlog 0: the socket listens already (with 4096, not evhttp's 128);
-     * CLOSE_ON_EXEC applies to the accepted connections too */
-    a->listener = evconnlistener_new(a->base, NULL, NULL,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-    if (!a->listener) {
+    h1_options o = {
+        .max_body_bytes = (size_t)lim->max_body_bytes,
+        .max_header_bytes = (size_t)lim->max_header_bytes,
+        .max_headers = (int)lim->max_headers,
+        .read_timeout_ms = lim->read_timeout_ms,
+        .max_connections = lim->max_connections,
+    };
+    a->h1 = h1_server_new(a->base, fd, &o, on_request, a);
+    if (!a->h1) {
         close(fd);
         snprintf(err, errlen, "cannot listen on %s: out of memory", addr);
-        return -1;
-    }
-    a->http = evhttp_new(a->base);
-    evhttp_set_bevcb(a->http, make_conn_bev, a);
-    evhttp_set_max_body_size(a->http, lim->max_body_bytes);
-    /* evhttp's own cap is a hard stop well above ours (4x, at least 64 KiB),
-     * so that oversized headers get our 431 rather than evhttp's generic 400. */
-    evhttp_set_max_headers_size(
-        a->http, lim->max_header_bytes * 4 > 65536 ? lim->max_header_bytes * 4 : 65536);
-    struct timeval idle = util_ms_timeval(lim->read_timeout_ms);
-    evhttp_set_timeout_tv(a->http, &idle);
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_PUT);
-    evhttp_set_default_content_type(a->http, "application/json");
-    evhttp_set_gencb(a->http, on_request, a);
-    if (!evhttp_bind_listener(a->http, a->listener)) {
-        snprintf(err, errlen, "cannot attach the HTTP server to the listener");
         return -1;
     }
     return 0;
@@ -952,13 +620,11 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
 
 void http_stop_accepting(app *a)
 {
-    if (a->listener && !a->listener_paused) evconnlistener_disable(a->listener);
-    a->listener_paused = true;
+    if (a->h1) h1_server_stop_accepting(a->h1);
 }
 
 void http_free(app *a)
 {
-    if (a->http) evhttp_free(a->http); /* frees the bound listener too */
-    a->http = NULL;
-    a->listener = NULL;
+    h1_server_free(a->h1);
+    a->h1 = NULL;
 }

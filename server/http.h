@@ -1,16 +1,16 @@
-/* The HTTP surface: libevent's evhttp on the app's event_base (why not
- * libevhtp: DEVELOPERS.md), the routes, limits and error replies. Keep
- * every evhttp detail behind this header and the server folder, so the HTTP
- * library stays a local choice. */
+/* The HTTP surface: bridle's own HTTP/1.1 server (server/h1.h) on the app's
+ * event_base, the routes, limits and error replies. Keep every detail of
+ * the HTTP layer behind this header and the server folder, so it stays a
+ * local choice (DEVELOPERS.md: why not libevhtp, why not evhttp). */
 #ifndef BRIDLE_HTTP_H
 #define BRIDLE_HTTP_H
 
-#include <event2/http.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "lib/buf.h"
 #include "server/app.h"
+#include "server/h1.h"
 
 /* Binds host:port (backlog 4096) and serves. Returns 0, or -1 with a
  * reason in err; an address another process listens on is refused
@@ -33,26 +33,25 @@ typedef struct request_headers {
 } request_headers;
 
 /* Response header lines collected in a buf (buf_add_header: "name:
- * value\r\n"), handed to evhttp as one entry before the reply: far cheaper
- * than one evhttp_add_header() each. */
-void http_head_flush(struct evhttp_request *req, buf *head);
+ * value\r\n"), added to the reply as they are. */
+void http_head_flush(h1_req *req, buf *head);
 /* Sends body as the whole response. */
-void http_reply(app *a, struct evhttp_request *req, int status, const char *content_type,
-                const char *body, size_t len);
+void http_reply(app *a, h1_req *req, int status, const char *content_type, const char *body,
+                size_t len);
 
 /* Sends an OpenAI error JSON {"error":{"message","type","param","code"}}
  * with `status`; `should_retry` false adds `x-should-retry: false`. */
-void http_reply_error(app *a, struct evhttp_request *req, int status, const char *type,
-                      const char *code, const char *param, const char *message, bool should_retry);
+void http_reply_error(app *a, h1_req *req, int status, const char *type, const char *code,
+                      const char *param, const char *message, bool should_retry);
 /* Sends a JSON body with `status`. */
-void http_reply_json(app *a, struct evhttp_request *req, int status, const char *body, size_t len);
+void http_reply_json(app *a, h1_req *req, int status, const char *body, size_t len);
 /* Counts a reply by status class. */
 void http_count_reply(app *a, int status);
 
 /* Calls on_gone(arg) if the client's connection closes before the reply
  * to `req` is complete; http_unwatch_client() stops that. */
-void http_watch_client(app *a, struct evhttp_request *req, void (*on_gone)(void *), void *arg);
-void http_unwatch_client(app *a, struct evhttp_request *req);
+void http_watch_client(app *a, h1_req *req, void (*on_gone)(void *), void *arg);
+void http_unwatch_client(app *a, h1_req *req);
 
 /* A fresh request id ("req_" + 24 hex) into out (32 bytes). */
 void http_new_request_id(char out[32]);

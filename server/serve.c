@@ -12,7 +12,6 @@
 #include "db/migrate.h"
 #include "db/rollup.h"
 #include "lib/log.h"
-#include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "providers/engine.h"
 #include "router/alerts.h"
@@ -224,7 +223,6 @@ static int serve(app *a, const char *listen)
     alerts *budget_alerts = NULL;
     a->base = new_base();
     a->eng = engine_new(a->base, 4096);
-    a->guards = ptrmap_new();
     /* The address first: a gateway that cannot serve must not touch the
      * database or the spool of the one that does. Nothing is accepted
      * before the loop runs, after the ledger and the router are up. */
@@ -269,7 +267,6 @@ out: /* also when starting failed: everything above copes with what was not made
     idem_free(a->idem);
     ledger_free(a->ledger);
     engine_free(a->eng);
-    ptrmap_free(a->guards);
     event_base_free(a->base);
     return rc;
 }

@@ -1,8 +1,9 @@
 /* Unit tests for server/http.c: the error JSON it replies with
  * (provider_openai_error_json), response header lines
  * (no line break may reach the wire from a name or value), request ids,
- * reply counters; then the listener with a real config on a loopback port:
- * evhttp's own protocol errors rewritten into OpenAI error JSON (400, 413),
+ * reply counters, request framing (server/h1.c: lengths, chunks, limits,
+ * keep-alive); then the listener with a real config on a loopback port:
+ * requests that cannot be read answered with OpenAI error JSON (400, 413),
  * the 431 for too many headers, /healthz, and a second listener on the same
  * address refused ("address already in use"). */
 #include <setjmp.h>
@@ -18,15 +19,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/listener.h>
 #include <json-c/json.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "lib/buf.h"
-#include "lib/ptrmap.h"
 #include "lib/util.h"
 #include "router/config.h"
 #include "server/app.h"
@@ -131,25 +129,111 @@ static void test_head_add_refuses_bad_names(void **state)
     buf_free(&h);
 }
 
-static void test_head_flush(void **state)
+/* ------------------------------------------------------------ framing */
+
+static const h1_options frame_opts = {.max_body_bytes = 64,
+                                      .max_header_bytes = 1024,
+                                      .max_headers = 8,
+                                      .read_timeout_ms = 1000,
+                                      .max_connections = 10};
+
+static int frame(const char *text, h1_frame *f, char *copy)
 {
-    struct evhttp_request *req = evhttp_request_new(NULL, NULL);
-    assert_non_null(req);
-    buf h = BUF_INIT;
-    http_head_flush(req, &h); /* nothing collected: no entry */
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    assert_null(evhttp_find_header(out, "x-a"));
-    buf_add_header(&h, "x-a", "1");
-    buf_add_header(&h, "x-b", "two words");
-    http_head_flush(req, &h);
-    assert_int_equal(h.len, 0);
-    /* one entry that evhttp prints as "x-a: 1\r\nx-b: two words\r\n" */
-    assert_string_equal(evhttp_find_header(out, "x-a"), "1\r\nx-b: two words");
-    buf_add_header(&h, "x-c", "3");
-    http_head_flush(req, &h);
-    assert_string_equal(evhttp_find_header(out, "x-c"), "3");
-    buf_free(&h);
-    evhttp_request_free(req);
+    size_t n = strlen(text);
+    memcpy(copy, text, n + 1);
+    return h1_frame_request(copy, n, &frame_opts, f);
+}
+
+static void test_frame_lengths(void **state)
+{
+    char b[512];
+    h1_frame f;
+    const char *req = "POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET";
+    assert_int_equal(frame(req, &f, b), H1_FRAME_DONE);
+    assert_int_equal(f.consumed, strlen(req) - 3); /* the pipelined GET is not taken */
+    assert_memory_equal(b + f.body_off, "hello", 5);
+    assert_int_equal(f.body_len, 5);
+    assert_true(f.keep_alive);
+    /* incomplete head, incomplete body */
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nContent-Le", &f, b), H1_FRAME_MORE);
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel", &f, b),
+                     H1_FRAME_MORE);
+    /* no body at all */
+    assert_int_equal(frame("GET / HTTP/1.1\r\n\r\n", &f, b), H1_FRAME_DONE);
+    assert_int_equal(f.body_len, 0);
+    /* over the body limit: 413 before the body arrives */
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nContent-Length: 65\r\n\r\n", &f, b), 413);
+    /* malformed or ambiguous lengths: 400 */
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &f, b), 400);
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", &f, b), 400);
+    assert_int_equal(
+        frame("POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", &f, b), 400);
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: "
+                           "chunked\r\n\r\n0\r\n\r\n",
+                           &f, b),
+                     400);
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", &f, b), 400);
+    assert_int_equal(frame("NOT HTTP\r\n\r\n", &f, b), 400);
+}
+
+static void test_frame_chunked(void **state)
+{
+    char b[512];
+    h1_frame f;
+    const char *req = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: t\r\n\r\nNEXT";
+    assert_int_equal(frame(req, &f, b), H1_FRAME_DONE);
+    assert_true(f.chunked);
+    assert_int_equal(f.body_len, 11);
+    assert_memory_equal(b + f.body_off, "hello world", 11);
+    assert_int_equal(f.consumed, strlen(req) - 4);
+    /* cut anywhere: more is needed */
+    for (size_t cut = strlen("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+         cut < strlen(req) - 4; cut++) {
+        char part[512];
+        memcpy(part, req, cut);
+        part[cut] = '\0';
+        assert_int_equal(frame(part, &f, b), H1_FRAME_MORE);
+    }
+    /* decoded length over the limit; a bad size line; a chunk without its CRLF */
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n", &f, b),
+                     413);
+    assert_int_equal(frame("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", &f, b),
+                     400);
+    assert_int_equal(
+        frame("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n", &f, b),
+        400);
+}
+
+static void test_frame_connection(void **state)
+{
+    char b[2048];
+    h1_frame f;
+    assert_int_equal(frame("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &f, b), H1_FRAME_DONE);
+    assert_false(f.keep_alive);
+    assert_int_equal(frame("GET / HTTP/1.0\r\n\r\n", &f, b), H1_FRAME_DONE);
+    assert_false(f.keep_alive);
+    assert_int_equal(f.minor_version, 0);
+    assert_int_equal(frame("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &f, b),
+                     H1_FRAME_DONE);
+    assert_true(f.keep_alive);
+    /* Expect: 100-continue is reported while the body is missing */
+    assert_int_equal(
+        frame("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", &f, b),
+        H1_FRAME_MORE);
+    assert_true(f.expect_100);
+    assert_int_equal(frame("POST / HTTP/1.1\r\nExpect: something\r\n\r\n", &f, b), 400);
+    /* more header lines than the parser holds: 431 */
+    buf many = BUF_INIT;
+    buf_append_str(&many, "GET / HTTP/1.1\r\n");
+    for (int i = 0; i < 300; i++)
+        buf_printf(&many, "h%d: v\r\n", i);
+    buf_append_str(&many, "\r\n");
+    char *big = malloc(many.len + 1);
+    memcpy(big, many.data, many.len + 1);
+    assert_int_equal(h1_frame_request(big, many.len, &frame_opts, &f), 431);
+    free(big);
+    buf_free(&many);
 }
 
 /* ------------------------------------------------------------ small ones */
@@ -210,12 +294,10 @@ static int server_setup(void **state)
     if (!s->a.cfg) print_error("%s\n", err);
     assert_non_null(s->a.cfg);
     s->a.base = event_base_new();
-    s->a.guards = ptrmap_new();
     assert_int_equal(http_start(&s->a, "127.0.0.1", 0, err, sizeof err), 0);
     struct sockaddr_in sin;
     socklen_t sl = sizeof sin;
-    assert_int_equal(
-        getsockname(evconnlistener_get_fd(s->a.listener), (struct sockaddr *)&sin, &sl), 0);
+    assert_int_equal(getsockname(h1_server_fd(s->a.h1), (struct sockaddr *)&sin, &sl), 0);
     s->port = ntohs(sin.sin_port);
     *state = s;
     return 0;
@@ -225,7 +307,6 @@ static int server_teardown(void **state)
 {
     server *s = *state;
     http_free(&s->a);
-    ptrmap_free(s->a.guards);
     event_base_free(s->a.base);
     config_free(s->a.cfg);
     unlink(s->path);
@@ -380,7 +461,7 @@ static void test_address_in_use_is_refused(void **state)
         print_error("reason: %s\n", err);
     assert_non_null(strstr(err, "address already in use"));
     assert_non_null(strstr(err, want));
-    assert_null(b.listener);
+    assert_null(b.h1);
     http_free(&b);
     const char raw[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     char *r = exchange(s, raw, sizeof raw - 1, NULL);
@@ -398,7 +479,7 @@ static void test_listen_address_must_be_numeric(void **state)
     char err[512] = "";
     assert_int_equal(http_start(&b, "localhost", 1, err, sizeof err), -1);
     assert_non_null(strstr(err, "localhost"));
-    assert_null(b.listener);
+    assert_null(b.h1);
 }
 
 int main(void)
@@ -409,7 +490,9 @@ int main(void)
         cmocka_unit_test(test_head_add_lines),
         cmocka_unit_test(test_head_add_refuses_line_breaks_in_values),
         cmocka_unit_test(test_head_add_refuses_bad_names),
-        cmocka_unit_test(test_head_flush),
+        cmocka_unit_test(test_frame_lengths),
+        cmocka_unit_test(test_frame_chunked),
+        cmocka_unit_test(test_frame_connection),
         cmocka_unit_test(test_request_id),
         cmocka_unit_test(test_count_reply),
         cmocka_unit_test_setup_teardown(test_malformed_request_gets_json_400, server_setup,
