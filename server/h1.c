@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "lib/buf.h"
+#include "lib/log.h"
 #include "lib/picohttpparser.h"
 #include "lib/util.h"
 
@@ -568,6 +569,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     s->open++;
     s->accepted++;
     if (s->open >= s->o.max_connections && !s->paused) {
+        log_warn("%lld client connections open (limits.max_connections): pausing accept",
+                 (long long)s->open);
         evconnlistener_disable(s->listener);
         s->paused = true;
     }
