@@ -230,6 +230,12 @@ static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
         evtimer_del(&sh->timer);
         return 0;
     }
+    /* "At once" (a transfer just added): run on this loop pass, after the
+     * callbacks already due, rather than after another epoll_wait. */
+    if (timeout_ms == 0) {
+        event_active(&sh->timer, EV_TIMEOUT, 1);
+        return 0;
+    }
     struct timeval tv = util_ms_timeval(timeout_ms);
     evtimer_add(&sh->timer, &tv);
     return 0;
