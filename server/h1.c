@@ -26,6 +26,10 @@
  * above the configured limit, so that the app's own 431 names it. */
 #define HEAD_HARD_MIN (64 * 1024)
 #define READ_SIZE (64 * 1024)
+/* A connection keeps its buffers for the next request up to this size; a
+ * larger one (a long prompt, a long answer) is given back, so thousands of
+ * idle keep-alive connections do not each hold their largest request. */
+#define KEEP_BUF_MAX (64 * 1024)
 /* After an error reply the client's remaining bytes are read and dropped
  * this long at most, so that closing does not reset the connection before
  * the client has read the reply (nginx's lingering close). */
@@ -374,6 +378,9 @@ static bool finish_request(conn *c)
     c->sent_100 = false;
     c->req.on_gone = NULL;
     buf_reset(&c->req.head);
+    buf *bufs[] = {&c->held, &c->out, &c->req.head};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]->cap > KEEP_BUF_MAX) buf_free(bufs[i]);
     if (c->fd < 0) {
         if (!c->told) conn_free(c); /* else the handler releases it */
         return false;
