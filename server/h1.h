@@ -25,8 +25,9 @@ typedef enum { H1_GET, H1_POST, H1_PUT, H1_DELETE, H1_HEAD, H1_OPTIONS, H1_OTHER
 
 typedef struct h1_options {
     size_t max_body_bytes;   /* a longer body: error 413 */
-    size_t max_header_bytes; /* a longer request line and headers: error 431 */
-    int max_headers;         /* more header lines: error 431 */
+    size_t max_header_bytes; /* the request line and headers may reach 4x this
+                                (at least 64 KiB) before error 431; the exact
+                                limits are the caller's to check */
     int64_t read_timeout_ms; /* a whole request must arrive within this (and an idle
                                 keep-alive connection lives this long) */
     int64_t max_connections; /* accepting pauses at this many open connections */

@@ -605,7 +605,6 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     h1_options o = {
         .max_body_bytes = (size_t)lim->max_body_bytes,
         .max_header_bytes = (size_t)lim->max_header_bytes,
-        .max_headers = (int)lim->max_headers,
         .read_timeout_ms = lim->read_timeout_ms,
         .max_connections = lim->max_connections,
     };

@@ -12,7 +12,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const h1_options o = {.max_body_bytes = 4096,
                                  .max_header_bytes = 1024,
-                                 .max_headers = 16,
                                  .read_timeout_ms = 1000,
                                  .max_connections = 1};
     char *b = malloc(size + 1);

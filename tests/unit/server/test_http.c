@@ -131,11 +131,8 @@ static void test_head_add_refuses_bad_names(void **state)
 
 /* ------------------------------------------------------------ framing */
 
-static const h1_options frame_opts = {.max_body_bytes = 64,
-                                      .max_header_bytes = 1024,
-                                      .max_headers = 8,
-                                      .read_timeout_ms = 1000,
-                                      .max_connections = 10};
+static const h1_options frame_opts = {
+    .max_body_bytes = 64, .max_header_bytes = 1024, .read_timeout_ms = 1000, .max_connections = 10};
 
 static int frame(const char *text, h1_frame *f, char *copy)
 {
