@@ -87,13 +87,15 @@ static int hexval(char c)
 }
 
 /* A chunked body at data[0..len): H1_FRAME_MORE, H1_FRAME_DONE with its
- * encoded length in *used and the data length in *data_len (and, when out
- * is not NULL, the data copied to out, which may be data: it only moves
- * left), or 400 / 413. Chunk extensions and trailers are skipped. */
-static int scan_chunked(char *data, size_t len, size_t max, size_t *used, size_t *data_len,
-                        char *out)
+ * encoded length in *used and the data length in *total (and, when out is
+ * not NULL, the data copied to out, which may be data: it only moves
+ * left), or 400 / 413. Chunk extensions and trailers are skipped. The scan
+ * starts at *pos with *total bytes decoded before it, and leaves both at
+ * the last whole chunk, so a body arriving in pieces is scanned once. */
+static int scan_chunked(char *data, size_t len, size_t max, size_t *pos, size_t *total,
+                        size_t *used, char *out)
 {
-    size_t i = 0, total = 0;
+    size_t i = *pos, sum = *total;
     for (;;) {
         size_t size = 0, digits = 0;
         int d;
@@ -109,14 +111,16 @@ static int scan_chunked(char *data, size_t len, size_t max, size_t *used, size_t
         if (i == len) return H1_FRAME_MORE;
         i++;
         if (size == 0) break;
-        if (size > max - total) return 413;
+        if (size > max - sum) return 413;
         if (len - i < size + 2) return H1_FRAME_MORE;
-        if (out) memmove(out + total, data + i, size);
-        total += size;
+        if (out) memmove(out + sum, data + i, size);
+        sum += size;
         i += size;
         if (data[i] == '\r') i++;
         if (data[i] != '\n') return 400;
         i++;
+        *pos = i;
+        *total = sum;
     }
     for (;;) { /* trailer lines, then the empty line */
         size_t start = i;
@@ -127,7 +131,7 @@ static int scan_chunked(char *data, size_t len, size_t max, size_t *used, size_t
         if (i - start == 1 || (i - start == 2 && data[start] == '\r')) break;
     }
     *used = i;
-    *data_len = total;
+    *total = sum;
     return H1_FRAME_DONE;
 }
 
@@ -137,13 +141,25 @@ typedef struct parsed_head {
     struct phr_header headers[HEADERS_MAX];
 } parsed_head;
 
-static int frame_head(const char *data, size_t len, const h1_options *o, h1_frame *f,
-                      parsed_head *p)
+/* The request line and headers. While they are incomplete, picohttpparser
+ * is told how much it saw before (it then only looks for the blank line in
+ * the new bytes); a full parse, which finds a malformed line before the
+ * blank line comes, runs again each time the bytes have doubled: a head
+ * trickling in costs its length, and garbage is refused within twice its
+ * length. */
+static int frame_head(const char *data, size_t len, h1_frame_state *st, const h1_options *o,
+                      h1_frame *f, parsed_head *p)
 {
+    bool full = st->last_len == 0 || len >= 2 * st->full_len;
     p->num_headers = HEADERS_MAX;
-    int n = phr_parse_request(data, len, &p->method, &p->method_len, &p->path, &p->path_len,
-                              &f->minor_version, p->headers, &p->num_headers, 0);
-    if (n == -2) return len > head_hard_limit(o) ? 431 : H1_FRAME_MORE;
+    int n =
+        phr_parse_request(data, len, &p->method, &p->method_len, &p->path, &p->path_len,
+                          &f->minor_version, p->headers, &p->num_headers, full ? 0 : st->last_len);
+    if (n == -2) {
+        st->last_len = len;
+        if (full) st->full_len = len;
+        return len > head_hard_limit(o) ? 431 : H1_FRAME_MORE;
+    }
     if (n < 0) return p->num_headers == HEADERS_MAX ? 431 : 400;
     if ((size_t)n > head_hard_limit(o)) return 431;
     f->head_len = (size_t)n;
@@ -182,26 +198,32 @@ static int frame_headers(const parsed_head *p, h1_frame *f, int64_t *length)
     return H1_FRAME_DONE;
 }
 
-static int frame_request(char *data, size_t len, const h1_options *o, h1_frame *f, parsed_head *p)
+static int frame_request(char *data, size_t len, const h1_options *o, h1_frame *f, parsed_head *p,
+                         h1_frame_state *st)
 {
     memset(f, 0, sizeof *f);
+    if (st->need && len < st->need) return H1_FRAME_MORE;
     int64_t length;
-    int rc = frame_head(data, len, o, f, p);
+    int rc = frame_head(data, len, st, o, f, p);
     if (rc == H1_FRAME_DONE) rc = frame_headers(p, f, &length);
     if (rc != H1_FRAME_DONE) return rc;
     f->body_off = f->head_len;
+    char *body = data + f->head_len;
     if (f->chunked) {
-        size_t used = 0, body = 0;
-        rc = scan_chunked(data + f->head_len, len - f->head_len, o->max_body_bytes, &used, &body,
-                          NULL);
+        size_t used = 0, pos = 0, total = 0;
+        rc = scan_chunked(body, len - f->head_len, o->max_body_bytes, &st->chunk_pos,
+                          &st->chunk_total, &used, NULL);
         if (rc != H1_FRAME_DONE) return rc;
-        scan_chunked(data + f->head_len, used, o->max_body_bytes, &used, &body, data + f->head_len);
-        f->body_len = body;
+        scan_chunked(body, used, o->max_body_bytes, &pos, &total, &used, body);
+        f->body_len = total;
         f->consumed = f->head_len + used;
     } else {
         if (length < 0) length = 0;
         if ((uint64_t)length > o->max_body_bytes) return 413;
-        if (len - f->head_len < (size_t)length) return H1_FRAME_MORE;
+        if (len - f->head_len < (size_t)length) {
+            st->need = f->head_len + (size_t)length;
+            return H1_FRAME_MORE;
+        }
         f->body_len = (size_t)length;
         f->consumed = f->head_len + (size_t)length;
     }
@@ -209,10 +231,11 @@ static int frame_request(char *data, size_t len, const h1_options *o, h1_frame *
     return H1_FRAME_DONE;
 }
 
-int h1_frame_request(char *data, size_t len, const h1_options *o, h1_frame *f)
+int h1_frame_request(char *data, size_t len, const h1_options *o, h1_frame_state *st, h1_frame *f)
 {
     static parsed_head p; /* one thread; 8 KiB is too much for a callback's stack */
-    return frame_request(data, len, o, f, &p);
+    h1_frame_state fresh = {0};
+    return frame_request(data, len, o, f, &p, st ? st : &fresh);
 }
 
 /* ------------------------------------------------------------ types */
@@ -244,9 +267,10 @@ struct conn {
     struct event rd, wr, deadline;
     struct event done; /* the reply is out: the request ends on the loop */
     bool wr_pending;
-    buf in;   /* bytes received, not yet a request; always one byte spare */
-    buf held; /* the bytes of the request being served */
-    buf out;  /* bytes to send */
+    buf in;            /* bytes received, not yet a request; always one byte spare */
+    h1_frame_state fs; /* how far framing got in c->in */
+    buf held;          /* the bytes of the request being served */
+    buf out;           /* bytes to send */
     size_t out_off;
     bool busy;       /* the handler has the request */
     bool reply_done; /* the reply is whole (in out or sent) */
@@ -524,7 +548,7 @@ static void conn_process(conn *c)
     h1_server *s = c->s;
     while (c->fd >= 0 && !c->busy && !c->lingering && c->in.len > 0) {
         h1_frame f;
-        int rc = frame_request(c->in.data, c->in.len, &s->o, &f, &s->head);
+        int rc = frame_request(c->in.data, c->in.len, &s->o, &f, &s->head, &c->fs);
         if (rc == H1_FRAME_MORE) {
             if (f.expect_100 && !c->sent_100) {
                 c->sent_100 = true;
@@ -533,6 +557,7 @@ static void conn_process(conn *c)
             }
             break;
         }
+        memset(&c->fs, 0, sizeof c->fs); /* the next request starts afresh */
         if (rc != H1_FRAME_DONE || !take_request(c, &f)) {
             clear_request(c, rc != H1_FRAME_DONE ? rc : 400, false);
             buf_reset(&c->in);

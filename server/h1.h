@@ -101,6 +101,17 @@ typedef struct h1_frame {
     bool expect_100;   /* Expect: 100-continue with the body not all here */
     int minor_version; /* HTTP/1.x */
 } h1_frame;
-int h1_frame_request(char *buf, size_t len, const h1_options *o, h1_frame *f);
+/* Where framing an incomplete request stopped, so that more bytes do not
+ * make it start over (a request trickling in a byte at a time costs its
+ * length, not its length squared; a malformed head may then be refused
+ * only once twice its bytes are in). Zeroed for each new request; NULL
+ * frames from scratch. */
+typedef struct h1_frame_state {
+    size_t last_len;               /* the head was incomplete at this length */
+    size_t full_len;               /* ... at its last full parse */
+    size_t need;                   /* a Content-Length body: whole at this length */
+    size_t chunk_pos, chunk_total; /* a chunked body: scanned this far */
+} h1_frame_state;
+int h1_frame_request(char *buf, size_t len, const h1_options *o, h1_frame_state *st, h1_frame *f);
 
 #endif
