@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/util.h"
+
 static void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n);
@@ -43,6 +45,12 @@ void buf_append_str(buf *b, const char *s)
 void buf_append_char(buf *b, char c)
 {
     buf_append(b, &c, 1);
+}
+
+void buf_append_u64(buf *b, uint64_t v)
+{
+    char digits[24], *p = util_u64_digits(v, digits + sizeof digits);
+    buf_append(b, p, (size_t)(digits + sizeof digits - p));
 }
 
 void buf_vprintf(buf *b, const char *fmt, va_list ap)

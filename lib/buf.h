@@ -5,6 +5,7 @@
 #define BRIDLE_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdarg.h>
 
 typedef struct buf {
@@ -22,6 +23,8 @@ void buf_reserve(buf *b, size_t extra);
 void buf_append(buf *b, const void *data, size_t len);
 void buf_append_str(buf *b, const char *s);
 void buf_append_char(buf *b, char c);
+/* Appends the decimal digits of v (no printf: hot paths). */
+void buf_append_u64(buf *b, uint64_t v);
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(buf *b, const char *fmt, va_list ap);
 /* Appends s as a JSON string literal, quotes included. */

@@ -90,8 +90,7 @@ static void body_append_max_tokens(buf *b, bool *first, const canon_request *req
     else
         BODY_MEMBER(b, first, "\"max_tokens\":");
     /* By hand: vsnprintf twice (buf_printf) costs more than the rest. */
-    char digits[24], *p = util_u64_digits((uint64_t)req->max_tokens, digits + sizeof digits);
-    buf_append(b, p, (size_t)(digits + sizeof digits - p));
+    buf_append_u64(b, (uint64_t)req->max_tokens);
 }
 
 /* Copies the client's object key by key from its original bytes with the

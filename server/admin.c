@@ -1,6 +1,7 @@
 /* The admin API: see admin.h. */
 #include "server/admin.h"
 
+#include <event2/http.h> /* evhttp_uridecode: libevent's, linked for the loop anyway */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +69,7 @@ static void job_end(job *j)
     if (j->gone)
         h1_req_release(j->req);
     else
-        http_unwatch_client(j->ad->a, j->req);
+        h1_watch_gone(j->req, NULL, NULL);
     j->ad->a->in_flight--;
     job_free(j);
 }
@@ -234,7 +235,7 @@ static void submit(app *a, h1_req *req, job *j)
     j->ad = ad;
     j->req = req;
     a->in_flight++;
-    http_watch_client(a, req, on_client_gone, j);
+    h1_watch_gone(req, on_client_gone, j);
     if (ad->tail)
         ad->tail->next = j;
     else
@@ -585,7 +586,7 @@ void admin_handle(app *a, h1_req *req, const char *uri, h1_method cmd)
         if (len && len < sizeof seg) {
             memcpy(seg, p, len);
             seg[len] = '\0';
-            char *name = h1_uri_decode(seg, strlen(seg));
+            char *name = evhttp_uridecode(seg, 0, NULL);
             if (!name) {
                 oom(a, req);
                 return;

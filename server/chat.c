@@ -92,7 +92,7 @@ static void sink_chunk(void *ctx, const char *data, size_t len)
 {
     chat *c = ctx;
     if (!c->stream) { /* the whole answer: the request is not ours after the reply */
-        http_unwatch_client(c->a, c->req);
+        h1_watch_gone(c->req, NULL, NULL);
         http_reply(c->a, c->req, c->status, c->ctype, data, len);
         return;
     }
@@ -109,7 +109,7 @@ static void sink_done(void *ctx, const run_outcome *o)
         evtimer_add(&c->reap, &zero);
         return;
     }
-    if (c->stream || !c->replied) http_unwatch_client(c->a, c->req);
+    if (c->stream || !c->replied) h1_watch_gone(c->req, NULL, NULL);
     if (c->stream)
         h1_reply_end(c->req);
     else if (!c->replied) /* the run could not start */
@@ -156,7 +156,7 @@ void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers
         .idempotency_key = hdr->idempotency_key,
         .idempotency_keys = hdr->idempotency_keys,
     };
-    http_watch_client(a, req, on_client_gone, c);
+    h1_watch_gone(req, on_client_gone, c);
     run *r = run_start(a->router, &ri, &chat_sink, c);
     if (r) c->run = r; /* NULL: done came already, and c is back in the pool */
 }

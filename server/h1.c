@@ -292,7 +292,7 @@ struct h1_server {
     h1_handler on_request;
     void *arg;
     bool stopped, paused;
-    int64_t open, accepted;
+    int64_t open;
     conn *conns;
     char *scratch;
     parsed_head head;
@@ -599,7 +599,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     event_add(&c->rd, NULL);
     arm_deadline(c, s->o.read_timeout_ms);
     s->open++;
-    s->accepted++;
     if (s->open >= s->o.max_connections && !s->paused) {
         log_warn("%lld client connections open (limits.max_connections): pausing accept",
                  (long long)s->open);
@@ -663,16 +662,6 @@ void h1_server_free(h1_server *s)
     free(s);
 }
 
-int64_t h1_server_open_connections(const h1_server *s)
-{
-    return s->open;
-}
-
-int64_t h1_server_accepted(const h1_server *s)
-{
-    return s->accepted;
-}
-
 evutil_socket_t h1_server_fd(const h1_server *s)
 {
     return evconnlistener_get_fd(s->listener);
@@ -693,11 +682,6 @@ h1_method h1_req_method(const h1_req *r)
 const char *h1_req_target(const h1_req *r)
 {
     return r->target;
-}
-
-int h1_req_minor_version(const h1_req *r)
-{
-    return r->minor;
 }
 
 int h1_req_header_count(const h1_req *r)
@@ -751,102 +735,15 @@ static const char *http_date(void)
     static char date[40];
     time_t now = time(NULL);
     if (now != last) {
-        static const char days[] = "SunMonTueWedThuFriSat",
-                          months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
         struct tm tm;
         gmtime_r(&now, &tm);
-        snprintf(date, sizeof date, "%.3s, %02d %.3s %d %02d:%02d:%02d GMT", days + 3 * tm.tm_wday,
-                 tm.tm_mday, months + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec);
+        evutil_date_rfc1123(date, sizeof date, &tm);
         last = now;
     }
     return date;
 }
 
-static void put_status_line(conn *c, int status, const char *content_type)
-{
-    char num[24], *end = num + sizeof num, *d = util_u64_digits((uint64_t)status, end);
-    buf *o = &c->out;
-    buf_append(o, "HTTP/1.1 ", 9);
-    buf_append(o, d, (size_t)(end - d));
-    buf_append_char(o, ' ');
-    buf_append_str(o, h1_reason(status));
-    buf_append(o, "\r\nDate: ", 8);
-    buf_append_str(o, http_date());
-    buf_append(o, "\r\nContent-Type: ", 16);
-    buf_append_str(o, content_type);
-    buf_append(o, "\r\n", 2);
-    buf_append(o, c->req.head.data, c->req.head.len);
-    if (c->close_after)
-        buf_append(o, "Connection: close\r\n", 19);
-    else if (c->req.minor == 0)
-        buf_append(o, "Connection: keep-alive\r\n", 24);
-}
-
-static bool can_reply(const h1_req *r)
-{
-    return r->c->fd >= 0 && r->c->busy && !r->c->reply_done;
-}
-
-void h1_reply(h1_req *r, int status, const char *content_type, const char *body, size_t len)
-{
-    conn *c = r->c;
-    if (!can_reply(r)) {
-        reply_on_closed(c);
-        return;
-    }
-    put_status_line(c, status, content_type);
-    char num[24], *end = num + sizeof num, *d = util_u64_digits(len, end);
-    buf_append(&c->out, "Content-Length: ", 16);
-    buf_append(&c->out, d, (size_t)(end - d));
-    buf_append(&c->out, "\r\n\r\n", 4);
-    if (r->method != H1_HEAD) buf_append(&c->out, body, len);
-    c->reply_done = true;
-    conn_flush(c);
-}
-
-void h1_reply_start(h1_req *r, int status, const char *content_type)
-{
-    conn *c = r->c;
-    if (!can_reply(r)) return;
-    /* HTTP/1.0 has no chunks: the body ends with the connection */
-    c->chunked_out = r->minor >= 1;
-    if (!c->chunked_out) c->close_after = true;
-    put_status_line(c, status, content_type);
-    if (c->chunked_out) buf_append(&c->out, "Transfer-Encoding: chunked\r\n", 28);
-    buf_append(&c->out, "\r\n", 2);
-    conn_flush(c);
-}
-
-void h1_reply_chunk(h1_req *r, const char *data, size_t len)
-{
-    conn *c = r->c;
-    if (!can_reply(r) || len == 0 || r->method == H1_HEAD) return;
-    if (c->chunked_out) {
-        char hex[20];
-        int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
-        buf_append(&c->out, hex, (size_t)n);
-    }
-    buf_append(&c->out, data, len);
-    if (c->chunked_out) buf_append(&c->out, "\r\n", 2);
-    if (!c->wr_pending) conn_flush(c); /* else the pending write takes it too */
-}
-
-void h1_reply_end(h1_req *r)
-{
-    conn *c = r->c;
-    if (!can_reply(r)) {
-        reply_on_closed(c);
-        return;
-    }
-    if (c->chunked_out && r->method != H1_HEAD) buf_append(&c->out, "0\r\n\r\n", 5);
-    c->reply_done = true;
-    conn_flush(c);
-}
-
-/* ------------------------------------------------------------ helpers */
-
-const char *h1_reason(int status)
+static const char *reason(int status)
 {
     switch (status) {
     case 100:
@@ -892,20 +789,81 @@ const char *h1_reason(int status)
     }
 }
 
-char *h1_uri_decode(const char *s, size_t len)
+static void put_status_line(conn *c, int status, const char *content_type)
 {
-    char *out = malloc(len + 1), *p = out;
-    if (!out) return NULL;
-    for (size_t i = 0; i < len; i++) {
-        int hi, lo;
-        if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 &&
-            (lo = hexval(s[i + 2])) >= 0) {
-            *p++ = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            *p++ = s[i];
-        }
+    buf *o = &c->out;
+    buf_append(o, "HTTP/1.1 ", 9);
+    buf_append_u64(o, (uint64_t)status);
+    buf_append_char(o, ' ');
+    buf_append_str(o, reason(status));
+    buf_append(o, "\r\nDate: ", 8);
+    buf_append_str(o, http_date());
+    buf_append(o, "\r\nContent-Type: ", 16);
+    buf_append_str(o, content_type);
+    buf_append(o, "\r\n", 2);
+    buf_append(o, c->req.head.data, c->req.head.len);
+    if (c->close_after)
+        buf_append(o, "Connection: close\r\n", 19);
+    else if (c->req.minor == 0)
+        buf_append(o, "Connection: keep-alive\r\n", 24);
+}
+
+static bool can_reply(const h1_req *r)
+{
+    return r->c->fd >= 0 && r->c->busy && !r->c->reply_done;
+}
+
+void h1_reply(h1_req *r, int status, const char *content_type, const char *body, size_t len)
+{
+    conn *c = r->c;
+    if (!can_reply(r)) {
+        reply_on_closed(c);
+        return;
     }
-    *p = '\0';
-    return out;
+    put_status_line(c, status, content_type);
+    buf_append(&c->out, "Content-Length: ", 16);
+    buf_append_u64(&c->out, len);
+    buf_append(&c->out, "\r\n\r\n", 4);
+    if (r->method != H1_HEAD) buf_append(&c->out, body, len);
+    c->reply_done = true;
+    conn_flush(c);
+}
+
+void h1_reply_start(h1_req *r, int status, const char *content_type)
+{
+    conn *c = r->c;
+    if (!can_reply(r)) return;
+    /* HTTP/1.0 has no chunks: the body ends with the connection */
+    c->chunked_out = r->minor >= 1;
+    if (!c->chunked_out) c->close_after = true;
+    put_status_line(c, status, content_type);
+    if (c->chunked_out) buf_append(&c->out, "Transfer-Encoding: chunked\r\n", 28);
+    buf_append(&c->out, "\r\n", 2);
+    conn_flush(c);
+}
+
+void h1_reply_chunk(h1_req *r, const char *data, size_t len)
+{
+    conn *c = r->c;
+    if (!can_reply(r) || len == 0 || r->method == H1_HEAD) return;
+    if (c->chunked_out) {
+        char hex[20];
+        int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
+        buf_append(&c->out, hex, (size_t)n);
+    }
+    buf_append(&c->out, data, len);
+    if (c->chunked_out) buf_append(&c->out, "\r\n", 2);
+    if (!c->wr_pending) conn_flush(c); /* else the pending write takes it too */
+}
+
+void h1_reply_end(h1_req *r)
+{
+    conn *c = r->c;
+    if (!can_reply(r)) {
+        reply_on_closed(c);
+        return;
+    }
+    if (c->chunked_out && r->method != H1_HEAD) buf_append(&c->out, "0\r\n\r\n", 5);
+    c->reply_done = true;
+    conn_flush(c);
 }

@@ -45,8 +45,6 @@ h1_server *h1_server_new(struct event_base *base, evutil_socket_t fd, const h1_o
 void h1_server_stop_accepting(h1_server *s);
 /* Closes every connection and the listening socket. */
 void h1_server_free(h1_server *s);
-int64_t h1_server_open_connections(const h1_server *s);
-int64_t h1_server_accepted(const h1_server *s);
 evutil_socket_t h1_server_fd(const h1_server *s); /* the listening socket */
 
 /* 0 for a request to serve; 400 (malformed), 413 (body too large) or 431
@@ -55,7 +53,6 @@ evutil_socket_t h1_server_fd(const h1_server *s); /* the listening socket */
 int h1_req_error(const h1_req *r);
 h1_method h1_req_method(const h1_req *r);
 const char *h1_req_target(const h1_req *r); /* as sent: path and query */
-int h1_req_minor_version(const h1_req *r);
 int h1_req_header_count(const h1_req *r);
 /* Header i's name and value, NUL-terminated, as sent (value trimmed). */
 void h1_req_header(const h1_req *r, int i, const char **name, const char **value);
@@ -78,12 +75,6 @@ void h1_reply_end(h1_req *r);
  * caller's to h1_req_release (not from inside fn). NULL fn: stop. */
 void h1_watch_gone(h1_req *r, void (*fn)(void *arg), void *arg);
 void h1_req_release(h1_req *r);
-
-/* The reason phrase for a status ("Not Found"). */
-const char *h1_reason(int status);
-/* Percent-decodes s[0..len) into a new string ("+" stays; a %00 ends it);
- * NULL when out of memory. */
-char *h1_uri_decode(const char *s, size_t len);
 
 /* Request framing, for the fuzzer and the tests: how much of buf[0..len)
  * the first request takes. Returns H1_FRAME_MORE (incomplete), or

@@ -23,18 +23,6 @@
 #include "server/admin.h"
 #include "server/chat.h"
 
-/* ------------------------------------------------------------ clients */
-
-void http_watch_client(app *a, h1_req *req, void (*on_gone)(void *), void *arg)
-{
-    h1_watch_gone(req, on_gone, arg);
-}
-
-void http_unwatch_client(app *a, h1_req *req)
-{
-    h1_watch_gone(req, NULL, NULL);
-}
-
 /* ------------------------------------------------------------ replies */
 
 /* What a request that could not be read gets told: 413 for a body over

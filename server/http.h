@@ -48,11 +48,6 @@ void http_reply_json(app *a, h1_req *req, int status, const char *body, size_t l
 /* Counts a reply by status class. */
 void http_count_reply(app *a, int status);
 
-/* Calls on_gone(arg) if the client's connection closes before the reply
- * to `req` is complete; http_unwatch_client() stops that. */
-void http_watch_client(app *a, h1_req *req, void (*on_gone)(void *), void *arg);
-void http_unwatch_client(app *a, h1_req *req);
-
 /* A fresh request id ("req_" + 24 hex) into out (32 bytes). */
 void http_new_request_id(char out[32]);
 
