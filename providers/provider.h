@@ -32,11 +32,14 @@ typedef struct canon_request {
                           parts, or null */
     const char *model; /* "model" as the client sent it */
     bool stream;
-    bool include_usage; /* stream_options.include_usage */
-    int64_t max_tokens; /* max_completion_tokens, else max_tokens; -1 when unset */
-    bool json_mode;     /* response_format.type is json_object or json_schema */
-    bool deterministic; /* temperature 0, n 1, not streamed: may share an identical call */
-    const char *user;   /* "user" or NULL */
+    bool include_usage;    /* stream_options.include_usage */
+    int64_t max_tokens;    /* max_completion_tokens, else max_tokens; -1 when unset */
+    bool json_mode;        /* response_format.type is json_object or json_schema */
+    bool deterministic;    /* temperature 0, n 1, not streamed: may share an identical call */
+    bool temperature_set;  /* "temperature" was sent */
+    bool temperature_zero; /* ... and is 0 */
+    int64_t n;             /* choices asked for: "n", 1 when unset */
+    const char *user;      /* "user" or NULL */
     const char *task, *agent, *feature, *team; /* metadata / x-bridle-* headers, or NULL */
     bool model_chosen;  /* bridle chose the model (a route or the routing policy), not the client */
     bool reasoning_set; /* the client set its own reasoning control (reasoning_effort,

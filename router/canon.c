@@ -411,8 +411,10 @@ static int check_fields(cctx *c, canon_request *out)
     out->max_tokens = mct >= 0 ? mct : mt;
     double temp;
     uint32_t tv = c->top[K_TEMPERATURE];
-    out->deterministic =
-        n == 1 && tv != JT_NONE && jdoc_double(c->d, tv, &temp) && temp == 0 && !out->stream;
+    out->n = n;
+    out->temperature_set = tv != JT_NONE;
+    out->temperature_zero = out->temperature_set && jdoc_double(c->d, tv, &temp) && temp == 0;
+    out->deterministic = n == 1 && out->temperature_zero && !out->stream;
     return check_reasoning(c, out);
 }
 

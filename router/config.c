@@ -24,6 +24,12 @@ typedef struct timeout_level {
     const char *from[3]; /* the config paths of connect, first byte and total */
 } timeout_level;
 
+/* A task's or a route's cache TTL (cache.tasks, cache.routes). */
+typedef struct cache_ttl {
+    const char *name;
+    int64_t ttl_s;
+} cache_ttl;
+
 /* A read-only hash of names to array indexes, for the per-request lookups
  * ("model" → model or route): open addressing, built once at load. */
 typedef struct name_index {
@@ -85,7 +91,11 @@ struct bridle_config {
     idempotency_conf idempotency;
     budgets_conf budgets;
     alerts_conf alerts;
-    name_index model_ix, route_ix; /* names → index, built once the config is loaded */
+    cache_conf cache;
+    cache_ttl *cache_tasks, *cache_routes; /* cache.tasks / cache.routes */
+    int n_cache_tasks, n_cache_routes;
+    bool cache_deterministic[MAX_MODELS]; /* by model index: cache.deterministic_models */
+    name_index model_ix, route_ix;        /* names → index, built once the config is loaded */
     timeout_level tmo_default;
     timeout_level *tmo_tasks, *tmo_routes;
     int n_tmo_tasks, n_tmo_routes;
@@ -1046,6 +1056,97 @@ static void parse_idempotency(parse_ctx *pc, json_object *root)
     path_pop(pc, old);
 }
 
+/* ------------------------------------------------------------ cache */
+
+static bool is_route_name(const bridle_config *c, const char *name)
+{
+    return config_find_route(c, name) || strcmp(name, "auto") == 0 ||
+           strncmp(name, "tier:", 5) == 0;
+}
+
+/* cache.tasks / cache.routes: NAME -> seconds (0: never cached). */
+static cache_ttl *parse_cache_ttls(parse_ctx *pc, json_object *o, const char *key, int *n)
+{
+    json_object *m = get_obj(pc, o, key, false);
+    if (!m) return NULL;
+    bool routes = strcmp(key, "routes") == 0;
+    int cap = json_object_object_length(m);
+    cache_ttl *t = own(pc->cfg, calloc(cap ? (size_t)cap : 1, sizeof *t));
+    json_object_object_foreach(m, name, val)
+    {
+        size_t old = path_push(pc, ".%s.%s", key, name);
+        int64_t secs = json_object_get_int64(val);
+        if (!json_object_is_type(val, json_type_int) || secs < 0 || secs > 31 * 86400)
+            fail(pc, "expected a TTL in seconds from 0 (never cached) to 2678400 (31 days)");
+        else if (routes && !is_route_name(pc->cfg, name))
+            fail(pc,
+                 "expected the name of a route in $.routes, \"auto\" or \"tier:NAME\" (got "
+                 "\"%s\")",
+                 name);
+        else if (!*name)
+            fail(pc, "expected a non-empty task name");
+        else {
+            t[*n].name = own(pc->cfg, strdup(name));
+            t[*n].ttl_s = secs;
+            (*n)++;
+        }
+        path_pop(pc, old);
+    }
+    return t;
+}
+
+static void parse_cache_deterministic(parse_ctx *pc, json_object *o)
+{
+    json_object *list;
+    if (!o || !json_object_object_get_ex(o, "deterministic_models", &list)) return;
+    size_t old = path_push(pc, ".deterministic_models");
+    if (!json_object_is_type(list, json_type_array))
+        fail(pc, "expected a list of model names from $.models, got %s", type_name(list));
+    for (size_t i = 0; !pc->failed && i < json_object_array_length(list); i++) {
+        json_object *v = json_object_array_get_idx(list, i);
+        const char *name = json_object_get_string(v);
+        int m = -1;
+        for (int k = 0; json_object_is_type(v, json_type_string) && k < pc->cfg->n_models; k++)
+            if (strcmp(pc->cfg->models[k].name, name) == 0) m = k;
+        if (m < 0)
+            fail(pc, "item %zu: expected the name of a model in $.models (got %s)", i,
+                 json_object_to_json_string(v));
+        else
+            pc->cfg->cache_deterministic[m] = true;
+    }
+    path_pop(pc, old);
+}
+
+static void parse_cache(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {
+        "enabled", "max_mb", "ttl_s", "scope", "tasks", "routes", "deterministic_models", NULL};
+    bridle_config *c = pc->cfg;
+    cache_conf *k = &c->cache;
+    json_object *o = get_obj(pc, root, "cache", false);
+    size_t old = path_push(pc, ".cache");
+    if (o) check_keys(pc, o, known);
+    k->enabled = get_bool(pc, o, "enabled", false);
+    k->max_bytes = get_int(pc, o, "max_mb", 64, 1, 65536) << 20;
+    k->ttl_s = get_int(pc, o, "ttl_s", 3600, 0, 31 * 86400);
+    const char *scope = o ? get_str(pc, o, "scope", false) : NULL;
+    k->team_scope = scope && strcmp(scope, "team") == 0;
+    if (scope && !k->team_scope && strcmp(scope, "key") != 0) {
+        size_t o2 = path_push(pc, ".scope");
+        fail(pc,
+             "expected \"key\" (each client key has its own answers) or \"team\" (the keys "
+             "of a team share theirs) (got \"%s\")",
+             scope);
+        path_pop(pc, o2);
+    }
+    if (o) {
+        c->cache_tasks = parse_cache_ttls(pc, o, "tasks", &c->n_cache_tasks);
+        c->cache_routes = parse_cache_ttls(pc, o, "routes", &c->n_cache_routes);
+    }
+    parse_cache_deterministic(pc, o);
+    path_pop(pc, old);
+}
+
 /* ------------------------------------------------------------ timeouts */
 
 static void parse_timeout_level(parse_ctx *pc, json_object *o, timeout_level *lv)
@@ -1086,8 +1187,7 @@ static timeout_level *parse_timeout_map(parse_ctx *pc, json_object *o, const cha
         if (!json_object_is_type(val, json_type_object))
             fail(pc, "expected an object of connect_ms, first_byte_ms, total_ms, got %s",
                  type_name(val));
-        else if (routes && !config_find_route(pc->cfg, name) && strcmp(name, "auto") != 0 &&
-                 strncmp(name, "tier:", 5) != 0)
+        else if (routes && !is_route_name(pc->cfg, name))
             fail(pc,
                  "expected the name of a route in $.routes, \"auto\" or \"tier:NAME\" (got "
                  "\"%s\")",
@@ -1196,7 +1296,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         static const char *const known[] = {
             "listen", "log_level", "limits",  "providers", "models",      "routes",
             "keys",   "database",  "routing", "$schema",   "idempotency", "resilience",
-            "teams",  "timeouts",  "budgets", "alerts",    NULL};
+            "teams",  "timeouts",  "budgets", "alerts",    "cache",       NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -1219,6 +1319,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_routes(&pc, root);
         parse_teams(&pc, root);
         parse_timeouts(&pc, root);
+        parse_cache(&pc, root);
         parse_keys(&pc, root);
         parse_routing(&pc, root);
         json_object_put(root);
@@ -1319,6 +1420,33 @@ void config_request_timeouts(const bridle_config *c, const char *task, const cha
             out->total_from = lv->from[2];
         }
     }
+}
+
+const cache_conf *config_cache(const bridle_config *c)
+{
+    return &c->cache;
+}
+
+static const cache_ttl *find_cache_ttl(const cache_ttl *t, int n, const char *name)
+{
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(t[i].name, name) == 0) return &t[i];
+    return NULL;
+}
+
+int64_t config_cache_ttl_s(const bridle_config *c, const char *task, const char *route)
+{
+    const cache_ttl *t = find_cache_ttl(c->cache_tasks, c->n_cache_tasks, task);
+    if (!t) t = find_cache_ttl(c->cache_routes, c->n_cache_routes, route);
+    return t ? t->ttl_s : c->cache.ttl_s;
+}
+
+bool config_cache_deterministic_model(const bridle_config *c, const char *model)
+{
+    int i = model ? name_index_find(&c->model_ix, &c->models[0].name, sizeof c->models[0],
+                                    c->n_models, model)
+                  : -1;
+    return i >= 0 && c->cache_deterministic[i];
 }
 
 const struct policy *config_policy(const bridle_config *c)

@@ -140,6 +140,14 @@ typedef struct idempotency_conf {
     int64_t connections;     /* PostgreSQL connections for the claims */
 } idempotency_conf;
 
+/* The response cache (router/cache.h, docs/config.md "cache"). */
+typedef struct cache_conf {
+    bool enabled;
+    int64_t max_bytes; /* memory per process, for answers and their keys */
+    int64_t ttl_s;     /* how long an answer is replayed (per task or route below) */
+    bool team_scope;   /* "scope": "team": a team's keys share answers; else each key its own */
+} cache_conf;
+
 /* Deadlines for one level of the "timeouts" section; 0 = not set here. */
 typedef struct timeout_conf {
     int64_t connect_ms, first_byte_ms, total_ms;
@@ -169,6 +177,14 @@ const database_conf *config_database(const bridle_config *c);
 const resilience_conf *config_resilience(const bridle_config *c);
 const idempotency_conf *config_idempotency(const bridle_config *c);
 const budgets_conf *config_budgets(const bridle_config *c);
+const cache_conf *config_cache(const bridle_config *c);
+/* How long an answer to a request of `task` (may be NULL) to `route` (a
+ * name in $.routes, "auto", "tier:NAME", or NULL) is cached, in seconds:
+ * cache.tasks.TASK, else cache.routes.ROUTE, else cache.ttl_s. 0: never. */
+int64_t config_cache_ttl_s(const bridle_config *c, const char *task, const char *route);
+/* Whether `model` answers deterministically when a request sets no
+ * temperature (cache.deterministic_models). */
+bool config_cache_deterministic_model(const bridle_config *c, const char *model);
 const alerts_conf *config_alerts(const bridle_config *c);
 /* The deadlines for a request of `task` (may be NULL) to `route` (a name in
  * $.routes, or NULL). */

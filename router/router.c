@@ -10,6 +10,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "router/budget.h"
+#include "router/cache.h"
 #include "router/ratelimit.h"
 #include "router/run.h"
 
@@ -42,8 +43,9 @@ struct router {
     int pool_n;
     struct run *spool_waiting, *spool_resuming; /* router/run.c */
     router_stats stats;
-    ratelimiter *rl; /* rate-limit windows per key and team */
-    instances *inst; /* heartbeats: the gateways sharing the limits; NULL without a database */
+    ratelimiter *rl;   /* rate-limit windows per key and team */
+    instances *inst;   /* heartbeats: the gateways sharing the limits; NULL without a database */
+    resp_cache *cache; /* the response cache; NULL when off */
 };
 
 static bool resilience_new(router *rt)
@@ -154,7 +156,9 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
     }
     rt->n_pmodels = policy_models_from_config(cfg, rt->pmodels, nm);
     if (lg) ledger_set_on_written(lg, run_spool_written, rt);
-    if (!(rt->rl = ratelimit_new())) {
+    const cache_conf *cc = config_cache(cfg);
+    if (!(rt->rl = ratelimit_new()) ||
+        (cc->enabled && !(rt->cache = resp_cache_new(cc->max_bytes)))) {
         router_free(rt);
         return NULL;
     }
@@ -174,6 +178,7 @@ void router_free(router *rt)
     run_pool_free(rt);
     instances_free(rt->inst);
     ratelimit_free(rt->rl);
+    resp_cache_free(rt->cache);
     if (rt->ledger) ledger_set_on_written(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_shipped(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_replayed(rt->ledger, NULL, NULL);
@@ -194,6 +199,11 @@ void router_free(router *rt)
     free(rt->inflight);
     free(rt->pmodels);
     free(rt);
+}
+
+struct resp_cache *router_cache(const router *rt)
+{
+    return rt->cache;
 }
 
 ratelimiter *router_ratelimit(const router *rt)

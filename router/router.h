@@ -29,6 +29,7 @@ struct idem_store;
 struct run;
 struct instances;
 struct budget;
+struct resp_cache;
 
 /* ledger and idem may be NULL (no database). Returns NULL on OOM. */
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
@@ -44,6 +45,9 @@ struct idem_store *router_idem(const router *rt);
 /* The hard budgets (router/budget.h): leases in PostgreSQL, or this
  * process's own accounting without a database. */
 struct budget *router_budgets(const router *rt);
+
+/* The response cache (router/cache.h), or NULL when cache.enabled is off. */
+struct resp_cache *router_cache(const router *rt);
 
 /* ------------------------------------------------------------ call slots */
 

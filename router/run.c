@@ -17,6 +17,7 @@
 #include "lib/util.h"
 #include "providers/sse.h"
 #include "router/budget.h"
+#include "router/cache.h"
 #include "router/canon.h"
 #include "router/keyring.h"
 #include "router/ratelimit.h"
@@ -24,7 +25,8 @@
 #define MAX_PLAN 8
 #define MAX_UPSTREAM_BODY (64 << 20)
 /* The stream as the client gets it, kept to replay for its Idempotency-Key
- * (up to a cap: a longer one is not stored, and the key is freed). */
+ * or to store in the response cache (up to a cap: a longer one is not
+ * stored, and the key is freed). */
 #define IDEM_STREAM_MAX (8 << 20)
 /* The output a request without max_tokens is reserved for (unless its
  * provider has its own default_max_tokens): a budget or a rate limit must
@@ -110,6 +112,7 @@ struct run {
     bool usage_estimated;   /* the provider reported no usage: counts are estimates */
     bool recorded;          /* the usage event is in the ledger */
     bool replayed;          /* answered from the idempotency store */
+    bool cache_hit;         /* answered from the response cache */
     bool coalesced;         /* answered with a leader's answer */
     buf head;               /* the answer's header lines */
     char why[160];          /* the answer's reason, for logs and the sink's done */
@@ -122,8 +125,12 @@ struct run {
     bool idem_held;        /* this run holds the key's claim: store or release it */
     bool idem_settled;     /* the outcome was handed to the store */
     idem_op *idem_pending; /* claim or store in flight */
-    buf idem_body;         /* the answer to store (a stream as sent) */
+    buf idem_body;         /* the answer to store (a stream as sent), here or in the cache */
     bool idem_too_big;
+    /* the response cache (router/cache.h) */
+    char cache_key[65];
+    bool cache_store;     /* a miss: its answer is stored when it completes */
+    int64_t cache_ttl_ms; /* for how long */
     /* budgets (router/budget.h) */
     budget_hold bhold; /* the reservation: settled or given back exactly once */
     int64_t cost_pusd; /* what the usage event charges (answer_cost) */
@@ -310,7 +317,7 @@ static void add_usage(usage_record *to, const usage_record *u)
  * cascade set aside. */
 static int64_t answer_cost(const run *r, const usage_record *u)
 {
-    if (r->replayed || r->coalesced || !r->n_plan) return 0;
+    if (r->replayed || r->coalesced || r->cache_hit || !r->n_plan) return 0;
     return pricing_cost_pusd(r->plan[r->cur]->price, u, false) + r->prior_cost_pusd;
 }
 
@@ -359,6 +366,8 @@ static void event_route_reason(const run *r, usage_event *ev)
         buf_free(&why);
     } else if (r->replayed)
         copy_str(ev->route_reason, sizeof ev->route_reason, "idempotent replay: no upstream call");
+    else if (r->cache_hit)
+        copy_str(ev->route_reason, sizeof ev->route_reason, "response cache hit: no upstream call");
     else if (r->coalesced)
         copy_str(ev->route_reason, sizeof ev->route_reason,
                  "coalesced with an identical request in flight: no upstream call");
@@ -403,7 +412,7 @@ static bool record_usage(run *r, int status, const char *err_class, const usage_
         copy_str(ev.tier, sizeof ev.tier, t->price->tier ? pricing_tier_name(t->price->tier) : "");
     }
     event_route_reason(r, &ev);
-    ev.cache_hit = r->replayed || r->coalesced;
+    ev.cache_hit = r->replayed || r->coalesced || r->cache_hit;
     ev.streamed = r->canon.stream;
     ev.status = status;
     copy_str(ev.error_class, sizeof ev.error_class, err_class);
@@ -450,6 +459,8 @@ static void add_common_headers(run *r)
         buf_add_header(h, "x-bridle-route", r->route_rule);
     else if (r->route_name)
         buf_add_header(h, "x-bridle-route", r->route_name);
+    if (r->cache_hit || r->cache_store)
+        buf_add_header(h, "x-bridle-cache", r->cache_hit ? "hit" : "miss");
 }
 
 static void cost_headers(run *r, const usage_record *u)
@@ -669,7 +680,7 @@ static void rate_limit_settle(run *r, const usage_record *u)
 {
     if (!r->rl.held) return;
     int64_t tokens = 0, cost = 0;
-    if (!r->replayed && !r->coalesced) {
+    if (!r->replayed && !r->coalesced && !r->cache_hit) {
         usage_record none = {.exact = true};
         usage_record all = billed_usage(r, u ? u : &none);
         tokens = all.input_uncached + all.cache_read + all.cache_write_5m + all.cache_write_1h +
@@ -686,14 +697,38 @@ static step_result settle_rate_limit(run *r)
     return STEP_NEXT;
 }
 
-/* In order; the cache store will join here. The budget settles right
- * after the usage event, in the same loop pass: before the ledger can have
- * shipped that event. */
+/* A miss's complete answer goes into the response cache: a whole 200
+ * body as sent, or a stream as the body it adds up to. Errors, cut
+ * streams and answers the cascade set aside never get here as RUN_DONE. */
+static step_result settle_cache(run *r)
+{
+    const answer *a = &r->ans;
+    resp_cache *c = router_cache(r->rt);
+    if (!r->cache_store || !c || a->final != RUN_DONE || a->status != 200 || !a->usage)
+        return STEP_NEXT;
+    if (r->coalesced) return STEP_NEXT; /* its leader stored it */
+    cache_answer ca = {a->body, a->len, cur_target(r), *a->usage, r->usage_estimated};
+    buf whole = BUF_INIT;
+    if (!a->body) {
+        if (r->idem_too_big ||
+            resp_cache_completion_of(r->idem_body.data, r->idem_body.len, a->usage, &whole) != 0) {
+            buf_free(&whole);
+            return STEP_NEXT;
+        }
+        ca.body = whole.data;
+        ca.len = whole.len;
+    }
+    resp_cache_put(c, r->cache_key, &ca, util_now_ms() + r->cache_ttl_ms);
+    buf_free(&whole);
+    return STEP_NEXT;
+}
+
+/* In order. The budget settles right after the usage event, in the same
+ * loop pass: before the ledger can have shipped that event. */
 static const run_step settle_steps[] = {
-    {"rate_limit", settle_rate_limit},
-    {"usage_event", settle_usage_event},
-    {"budget", settle_budget},
-    {"idempotency", settle_idempotency},
+    {"rate_limit", settle_rate_limit}, {"usage_event", settle_usage_event},
+    {"budget", settle_budget},         {"idempotency", settle_idempotency},
+    {"cache", settle_cache},
 };
 
 static void settle_next(run *r)
@@ -919,6 +954,13 @@ static int check_allowed_model(run *r)
 
 /* The candidates in order, then the deadlines (they depend on the route the
  * plan took: a route of $.routes, or the policy's "auto" / "tier:NAME"). */
+/* The route the request asked for, for per-route settings: a name in
+ * $.routes, "auto" or "tier:NAME"; NULL for a model. */
+static const char *route_of(const run *r)
+{
+    return r->route_name ? r->route_name : r->by_policy ? r->canon.model : NULL;
+}
+
 static int make_plan(run *r)
 {
     const bridle_config *cfg = router_config(r->rt);
@@ -943,11 +985,7 @@ static int make_plan(run *r)
         return -1;
     }
     if (rv != 0) return -1;
-    config_request_timeouts(cfg, r->canon.task,
-                            r->route_name  ? r->route_name
-                            : r->by_policy ? model
-                                           : NULL,
-                            &r->tmo);
+    config_request_timeouts(cfg, r->canon.task, route_of(r), &r->tmo);
     r->deadline_ms = r->start_us / 1000 + r->tmo.total_ms;
     return 0;
 }
@@ -1259,6 +1297,94 @@ static step_result admit_budget(run *r)
     return STEP_ANSWERED;
 }
 
+/* ------------------------------------------------------------ the response cache */
+
+/* Whether a Cache-Control header value has `directive` among its
+ * comma-separated directives. */
+static bool cache_control_has(const char *value, const char *directive)
+{
+    size_t n = strlen(directive);
+    for (const char *p = value; p && *p;) {
+        p += strspn(p, " \t,");
+        size_t len = strcspn(p, ",");
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == n && strncasecmp(p, directive, n) == 0) return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
+/* A hit: the stored answer as this client asked for it (the same body, or
+ * the stream it adds up to), at no cost, with the usage it saved. False
+ * when the entry cannot be replayed that way (then it is a miss). */
+static bool cache_replay(run *r, const cache_answer *c)
+{
+    buf_reset(&r->idem_body); /* the answer must outlive the entry while settling */
+    if (!r->canon.stream)
+        buf_append(&r->idem_body, c->body, c->len);
+    else if (resp_cache_stream_of(c->body, c->len, r->canon.include_usage, &r->idem_body) != 0) {
+        buf_reset(&r->idem_body);
+        return false;
+    }
+    r->cache_hit = true;
+    r->served_by = c->served_by;
+    r->served_usage = c->usage;
+    r->usage_estimated = c->usage_estimated;
+    add_common_headers(r);
+    if (r->canon.stream) buf_add_header(&r->head, "Cache-Control", "no-cache");
+    cost_headers(r, &r->served_usage);
+    answer a = {200,
+                r->canon.stream ? "text/event-stream" : "application/json",
+                r->idem_body.data ? r->idem_body.data : "",
+                r->idem_body.len,
+                &r->served_usage,
+                "",
+                RUN_DONE,
+                "answered from the response cache"};
+    answer_with(r, &a);
+    return true;
+}
+
+/* Answers from the response cache when the request is deterministic
+ * (temperature 0, or none on a model cache.deterministic_models names) or
+ * opts in (x-bridle-cache: on), and n is 1. Cache-Control: no-store skips
+ * the cache; no-cache skips the lookup but stores the new answer. */
+static step_result admit_cache(run *r)
+{
+    resp_cache *c = router_cache(r->rt);
+    const bridle_config *cfg = router_config(r->rt);
+    const char *opt = r->in.cache_opt, *cc = r->in.cache_control;
+    if (!c || r->canon.n != 1) return STEP_NEXT;
+    if (opt && strcasecmp(opt, "on") != 0 && strcasecmp(opt, "off") != 0) {
+        run_fail(r, 400, "invalid_request_error", "invalid_cache_header", NULL,
+                 "The x-bridle-cache header takes \"on\" (cache this request's answer even "
+                 "though it samples) or \"off\" (skip the response cache)",
+                 false);
+        return STEP_ANSWERED;
+    }
+    const target *t = cur_target(r);
+    bool deterministic =
+        r->canon.temperature_zero ||
+        (!r->canon.temperature_set && config_cache_deterministic_model(cfg, t->model));
+    bool on = opt && strcasecmp(opt, "on") == 0, off = opt && !on;
+    if ((!deterministic && !on) || off || cache_control_has(cc, "no-store")) return STEP_NEXT;
+    int64_t ttl_s = config_cache_ttl_s(cfg, r->canon.task, route_of(r));
+    if (ttl_s <= 0) return STEP_NEXT;
+    char scope_name[160];
+    bool team = config_cache(cfg)->team_scope && r->key && r->key->team;
+    snprintf(scope_name, sizeof scope_name, "%s\t%s", team ? "team" : "key",
+             team ? r->key->team : scope(r));
+    resp_cache_key(&r->canon, scope_name, t->model, output_cap_tokens(r), r->cache_key);
+    cache_answer hit;
+    if (!cache_control_has(cc, "no-cache") &&
+        resp_cache_get(c, r->cache_key, util_now_ms(), &hit) && cache_replay(r, &hit))
+        return STEP_ANSWERED;
+    r->cache_store = true;
+    r->cache_ttl_ms = ttl_s * 1000;
+    return STEP_NEXT;
+}
+
 /* ------------------------------------------------------------ admission steps */
 
 /* A request the ledger could not record is not served. */
@@ -1368,12 +1494,12 @@ static step_result admit_rate_limit(run *r)
  * (STEP_ANSWERED), or waits (STEP_WAIT) and later resumes the run past
  * itself (admit_i++, admit_next). The rate limit comes first: a refusal
  * there costs nothing. The budget reservation comes after the idempotency
- * and coalescing steps: a replay or a copy costs nothing. The cache lookup
- * will join here. */
+ * and coalescing steps: a replay, a cached answer or a copy costs
+ * nothing. */
 static const run_step admit_steps[] = {
     {"usage_log", admit_usage_log},     {"rate_limit", admit_rate_limit},
-    {"idempotency", admit_idempotency}, {"coalescing", admit_coalescing},
-    {"budget", admit_budget},
+    {"idempotency", admit_idempotency}, {"cache", admit_cache},
+    {"coalescing", admit_coalescing},   {"budget", admit_budget},
 };
 
 static void admit_next(run *r)
@@ -1589,7 +1715,7 @@ static bool refused_by_breaker(run *r)
 static void emit(run *r, const char *data, size_t len)
 {
     buf_append(&r->out, data, len);
-    if (r->idem_held && !r->idem_too_big) {
+    if ((r->idem_held || r->cache_store) && !r->idem_too_big) {
         if (r->idem_body.len + len > IDEM_STREAM_MAX)
             r->idem_too_big = true;
         else

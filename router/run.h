@@ -91,6 +91,8 @@ typedef struct run_input {
     const char *tier;                   /* x-bridle-tier, or NULL */
     const char *idempotency_key;        /* the Idempotency-Key header, or NULL */
     int idempotency_keys;               /* how many were sent */
+    const char *cache_control;          /* the Cache-Control header, or NULL */
+    const char *cache_opt;              /* x-bridle-cache: "on" / "off", or NULL */
 } run_input;
 
 /* Starts a run. The sink hears from it until done. Returns the run (valid

@@ -155,6 +155,8 @@ void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers
         .tier = hdr->tier,
         .idempotency_key = hdr->idempotency_key,
         .idempotency_keys = hdr->idempotency_keys,
+        .cache_control = hdr->cache_control,
+        .cache_opt = hdr->cache,
     };
     h1_watch_gone(req, on_client_gone, c);
     run *r = run_start(a->router, &ri, &chat_sink, c);

@@ -19,6 +19,7 @@
 #include "db/ledger.h"
 #include "router/keyring.h"
 #include "router/budget.h"
+#include "router/cache.h"
 #include "router/router.h"
 #include "server/admin.h"
 #include "server/chat.h"
@@ -255,6 +256,17 @@ static void reply_health(app *a, h1_req *req, const key_conf *k)
                    (long long)rs.last_ms, (long long)rs.last_run_ms_ago, (long long)rs.failures,
                    rs.catching_up ? "true" : "false", (long long)rs.retention_runs);
     }
+    struct resp_cache *rc = router_cache(a->router);
+    if (rc) { /* router/cache.h */
+        cache_stats cs = resp_cache_get_stats(rc);
+        buf_printf(&b,
+                   ",\"cache\":{\"entries\":%lld,\"bytes\":%lld,\"max_bytes\":%lld,\"hits\":%lld,"
+                   "\"misses\":%lld,\"stores\":%lld,\"evictions\":%lld,\"expired\":%lld,"
+                   "\"refused\":%lld}",
+                   (long long)cs.entries, (long long)cs.bytes, (long long)cs.max_bytes,
+                   (long long)cs.hits, (long long)cs.misses, (long long)cs.stores,
+                   (long long)cs.evictions, (long long)cs.expired, (long long)cs.refused);
+    }
     health_key(a, &b, k);
     /* rate limits: N (the gateways sharing them) and the windows here */
     buf_append_str(&b, ",\"rate_limits\":");
@@ -425,6 +437,8 @@ static void scan_headers(const h1_req *req, request_headers *h)
             h->authorization = value;
         else if (klen == 9 && strcasecmp(key, "x-api-key") == 0)
             h->x_api_key = value;
+        else if (klen == 13 && strcasecmp(key, "cache-control") == 0)
+            h->cache_control = value;
         else if (klen == 15 && strcasecmp(key, "idempotency-key") == 0) {
             h->idempotency_key = value;
             h->idempotency_keys++;
@@ -438,6 +452,8 @@ static void scan_headers(const h1_req *req, request_headers *h)
                 h->feature = value;
             else if (strcasecmp(name, "tier") == 0)
                 h->tier = value;
+            else if (strcasecmp(name, "cache") == 0)
+                h->cache = value;
         }
     }
 }

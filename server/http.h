@@ -30,6 +30,8 @@ typedef struct request_headers {
     const char *tier;                   /* x-bridle-tier */
     const char *idempotency_key;        /* Idempotency-Key (the last one) */
     int idempotency_keys;               /* how many were sent: at most one is allowed */
+    const char *cache_control;          /* Cache-Control */
+    const char *cache;                  /* x-bridle-cache */
 } request_headers;
 
 /* Response header lines collected in a buf (buf_add_header: "name:
