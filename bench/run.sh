@@ -16,6 +16,8 @@
 #   BENCH_LEDGER=1                       0: leave out bridle-ledger and the ledger's callgrind run
 #   BENCH_LIMITS=1                       0: leave out bridle-limits (ledger + a budget and rate limits on the
 #                                        bench key) and its callgrind run
+#   BENCH_CACHE=1                        0: leave out the response cache's callgrind runs (ledger on, every
+#                                        request a hit; every request a miss that stores its answer)
 #   BENCH_DURATION=10 BENCH_WARMUP=3     wrk seconds per run
 #   CALLGRIND_N=2000 CALLGRIND_WARMUP=200
 #   CALLGRIND_RUNS=3                     base/measured pairs per configuration; the record gives the median and each
@@ -44,7 +46,9 @@ LEDGER=${BENCH_LEDGER:-1}
 TARGETS=("$TARGET")
 [[ $LEDGER == 0 ]] || TARGETS+=("$TARGET_LEDGER")
 LIMITS=${BENCH_LIMITS:-$LEDGER}
+CACHE=${BENCH_CACHE:-$LEDGER}
 [[ $LIMITS == 0 ]] || TARGETS+=("$ROOT/bench/targets/bridle-limits.sh")
+[[ $CACHE == 0 ]] || TARGETS+=("$ROOT/bench/targets/bridle-cache-miss.sh" "$ROOT/bench/targets/bridle-cache-hit.sh")
 # shellcheck source=bench/lib/bridle.sh disable=SC1091
 . "$ROOT/bench/lib/bridle.sh"   # BRIDLE_BENCH_LIMITS_EXTRA
 export PEERS_DIR=${PEERS_DIR:-$ROOT/bench/.peers}
@@ -69,7 +73,7 @@ TS=$(date +%Y%m%d-%H%M%S)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 # the command as given, for the record
 RUN_CMD="bench/run.sh"
-for v in CALLGRIND_RUNS CALLGRIND_WARMUP CALLGRIND_N BENCH_WARMUP BENCH_DURATION BENCH_LEDGER BENCH_LIMITS BENCH_ONLY BENCH_PEERS; do
+for v in CALLGRIND_RUNS CALLGRIND_WARMUP CALLGRIND_N BENCH_WARMUP BENCH_DURATION BENCH_LEDGER BENCH_LIMITS BENCH_CACHE BENCH_ONLY BENCH_PEERS; do
   [[ -z ${!v:-} ]] || RUN_CMD="$v=${!v// /\\ } $RUN_CMD"
 done
 OUT=$ROOT/bench/results/$TS
@@ -141,16 +145,17 @@ wait_line() { # FILE PATTERN PID SECONDS
 }
 
 # Sequential keep-alive POSTs with node (no per-request process start-up).
-send_requests() { # URL KEY WARMUP N
-  node - "$@" <<'JS'
+send_requests() { # URL KEY WARMUP N; $CG_HEADERS: more request headers, as a JSON object
+  node - "$@" "${CG_HEADERS:-{\}}" <<'JS'
 const http = require('node:http');
-const [url, key, warm, n] = process.argv.slice(2);
+const [url, key, warm, n, more] = process.argv.slice(2);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 let shown = 0;
 const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hello, how are you today?' }] });
 const one = () => new Promise((resolve, reject) => {
   const req = http.request(url, { method: 'POST', agent, headers: {
-    'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${key}` } },
+    'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${key}`,
+    ...JSON.parse(more) } },
     (res) => { let b = ''; res.on('data', (d) => { if (b.length < 300) b += d; });
       res.on('end', () => { if (res.statusCode !== 200 && !shown++) console.error(`first non-200: ${res.statusCode} ${b}`);
         resolve(res.statusCode); }); });
@@ -255,7 +260,7 @@ goal_note() { # PER GOAL
   if (($1 <= $2)); then printf 'goal ≤ %s: met' "$2"; else printf 'goal ≤ %s: NOT met (+%s)' "$2" "$(($1 - $2))"; fi
 }
 
-CG_RESULT="" CG_RESULT_LEDGER="" CG_RESULT_LIMITS="" CG_OK=1
+CG_RESULT="" CG_RESULT_LEDGER="" CG_RESULT_LIMITS="" CG_RESULT_CACHE="" CG_OK=1
 if [[ $ONLY == all || $ONLY == callgrind ]]; then
   log "callgrind: $CG_WARM warm-up + $CG_N measured requests vs $CG_WARM warm-up only"
   mkdir -p "$OUT/callgrind"
@@ -319,6 +324,28 @@ CONF
         fi
         log "$CG_RESULT_LIMITS"
       fi
+      if [[ $CACHE != 0 ]]; then
+        # The response cache (issue 14), with the ledger: every request a
+        # miss that stores its answer (x-bridle-cache: on, Cache-Control:
+        # no-cache), the same requests with the cache off (the same bytes
+        # in and out, so the difference is the cache's work), and every
+        # request a hit.
+        sed 's|^}$|  ,"cache": { "enabled": true }\n}|' \
+          "$OUT/callgrind/bridle-ledger.json.in" >"$OUT/callgrind/bridle-cache.json.in"
+        for kind in off miss hit; do
+          tmpl=$OUT/callgrind/bridle-cache.json.in
+          [[ $kind == off ]] && tmpl=$OUT/callgrind/bridle-ledger.json.in
+          CG_HEADERS='{"x-bridle-cache":"on","cache-control":"no-cache"}'
+          [[ $kind == hit ]] && CG_HEADERS='{"x-bridle-cache":"on"}'
+          if callgrind_pair "cache-$kind" "$tmpl"; then
+            CG_RESULT_CACHE+="${CG_RESULT_CACHE:+$'\n'}instructions per request (callgrind Ir), ledger on, response cache $kind (headers $CG_HEADERS): $CG_PER   $CG_DETAIL"
+          else
+            CG_RESULT_CACHE+="${CG_RESULT_CACHE:+$'\n'}callgrind, cache $kind: no totals (see $OUT/callgrind)" CG_OK=0
+          fi
+          CG_HEADERS=""
+        done
+        log "$CG_RESULT_CACHE"
+      fi
       bench_pg_stop
     else
       CG_RESULT_LEDGER="callgrind, ledger on: PostgreSQL did not start" CG_OK=0
@@ -329,7 +356,8 @@ CONF
   wait "$mpid" 2>/dev/null || true
   forget_pid "$mpid"
   { echo "$CG_RESULT"; [[ -z $CG_RESULT_LEDGER ]] || echo "$CG_RESULT_LEDGER"
-    [[ -z $CG_RESULT_LIMITS ]] || echo "$CG_RESULT_LIMITS"; } >"$OUT/callgrind/result.txt"
+    [[ -z $CG_RESULT_LIMITS ]] || echo "$CG_RESULT_LIMITS"
+    [[ -z $CG_RESULT_CACHE ]] || echo "$CG_RESULT_CACHE"; } >"$OUT/callgrind/result.txt"
 fi
 
 # --- CPU time per request ----------------------------------------------------------------
@@ -389,6 +417,7 @@ if [[ -z ${BENCH_NO_RECORD:-} ]]; then
     [[ -z $CG_RESULT ]] || printf '\n- %s\n' "$CG_RESULT"
     [[ -z $CG_RESULT_LEDGER ]] || printf -- '- %s\n' "$CG_RESULT_LEDGER"
     [[ -z $CG_RESULT_LIMITS ]] || printf -- '- %s\n' "$CG_RESULT_LIMITS"
+    [[ -z $CG_RESULT_CACHE ]] || printf -- '%s\n' "$CG_RESULT_CACHE" | sed 's/^/- /'
   } >>bench/RESULTS.md
   log "appended to bench/RESULTS.md (raw: $OUT)"
 fi

@@ -603,11 +603,6 @@ static void json_append_tokens(const jdoc *d, uint32_t i, buf *out)
     buf_append_char(out, type == JT_OBJECT ? '}' : ']');
 }
 
-void jdoc_json_append_compact(const jdoc *d, uint32_t i, buf *out)
-{
-    json_append_tokens(d, i, out);
-}
-
 void jdoc_json_append(const jdoc *d, uint32_t i, buf *out)
 {
     size_t len;

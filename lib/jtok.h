@@ -113,9 +113,5 @@ void jdoc_str_append_json(const jdoc *d, uint32_t i, buf *out);
  * untouched, with no re-serialising; token by token, strings as by
  * jdoc_str_append_json, only when it escapes a surrogate. */
 void jdoc_json_append(const jdoc *d, uint32_t i, buf *out);
-/* Appends value i as compact JSON: no whitespace between tokens, strings
- * (as by jdoc_str_append_json) and numbers as sent, keys in their order.
- * Two values that differ only in whitespace come out the same. */
-void jdoc_json_append_compact(const jdoc *d, uint32_t i, buf *out);
 
 #endif

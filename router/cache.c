@@ -15,14 +15,14 @@ typedef struct entry {
     struct entry *chain;         /* next in its bucket */
     struct entry *newer, *older; /* the LRU list */
     uint64_t hash;
-    char key[65];
+    size_t key_len; /* the key's bytes follow the body's NUL */
     int64_t expires_ms;
     size_t cost; /* bytes charged against max_bytes */
     const target *served_by;
     usage_record usage;
     bool usage_estimated;
     size_t len;
-    char body[]; /* len bytes and a NUL */
+    char body[]; /* len bytes, a NUL, then the key's key_len bytes */
 } entry;
 
 struct resp_cache {
@@ -62,19 +62,35 @@ cache_stats resp_cache_get_stats(const resp_cache *c)
     return c->st;
 }
 
-/* The key is hex SHA-256: its first 16 digits are hash enough. */
-static uint64_t key_hash(const char key[65])
+/* For the buckets only (the key is compared whole): 8 bytes a step,
+ * multiply and fold. */
+static uint64_t key_hash(const buf *key)
 {
-    uint64_t h = 0;
-    for (int i = 0; i < 16; i++)
-        h = h << 4 | (uint64_t)(key[i] <= '9' ? key[i] - '0' : (key[i] | 32) - 'a' + 10);
-    return h;
+    const unsigned char *p = (const unsigned char *)key->data;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ key->len;
+    size_t n = key->len;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    return h ^ h >> 29;
 }
 
-static entry **slot_of(resp_cache *c, uint64_t hash, const char key[65])
+static const char *entry_key(const entry *e)
+{
+    return e->body + e->len + 1;
+}
+
+static entry **slot_of(resp_cache *c, uint64_t hash, const char *key, size_t len)
 {
     entry **p = &c->buckets[hash & c->mask];
-    while (*p && ((*p)->hash != hash || memcmp((*p)->key, key, 64) != 0))
+    while (*p &&
+           ((*p)->hash != hash || (*p)->key_len != len || memcmp(entry_key(*p), key, len) != 0))
         p = &(*p)->chain;
     return p;
 }
@@ -103,7 +119,7 @@ static void lru_push(resp_cache *c, entry *e)
 
 static void drop(resp_cache *c, entry *e)
 {
-    entry **p = slot_of(c, e->hash, e->key);
+    entry **p = slot_of(c, e->hash, entry_key(e), e->key_len);
     if (*p == e) *p = e->chain;
     lru_unlink(c, e);
     c->st.entries--;
@@ -129,9 +145,9 @@ static void maybe_grow(resp_cache *c)
     c->mask = n - 1;
 }
 
-bool resp_cache_get(resp_cache *c, const char key[65], int64_t now_ms, cache_answer *out)
+bool resp_cache_get(resp_cache *c, const buf *key, int64_t now_ms, cache_answer *out)
 {
-    entry *e = *slot_of(c, key_hash(key), key);
+    entry *e = *slot_of(c, key_hash(key), key->data, key->len);
     if (e && e->expires_ms <= now_ms) {
         drop(c, e);
         c->st.expired++;
@@ -148,33 +164,35 @@ bool resp_cache_get(resp_cache *c, const char key[65], int64_t now_ms, cache_ans
     return true;
 }
 
-bool resp_cache_put(resp_cache *c, const char key[65], const cache_answer *a, int64_t expires_ms)
+bool resp_cache_put(resp_cache *c, const buf *key, const cache_answer *a, int64_t expires_ms)
 {
-    size_t cost = sizeof(entry) + a->len + 1 + ENTRY_OVERHEAD;
+    size_t size = sizeof(entry) + a->len + 1 + key->len;
+    size_t cost = size + ENTRY_OVERHEAD;
     if ((int64_t)cost > c->st.max_bytes / 8) {
         c->st.refused++;
         return false;
     }
-    entry *e = malloc(sizeof(entry) + a->len + 1);
+    entry *e = malloc(size);
     if (!e) return false;
     uint64_t hash = key_hash(key);
-    entry *old = *slot_of(c, hash, key);
+    entry *old = *slot_of(c, hash, key->data, key->len);
     if (old) drop(c, old);
     while (c->oldest && c->st.bytes + (int64_t)cost > c->st.max_bytes) {
         drop(c, c->oldest);
         c->st.evictions++;
     }
     *e = (entry){.hash = hash,
+                 .key_len = key->len,
                  .expires_ms = expires_ms,
                  .cost = cost,
                  .served_by = a->served_by,
                  .usage = a->usage,
                  .usage_estimated = a->usage_estimated,
                  .len = a->len};
-    memcpy(e->key, key, 65);
     memcpy(e->body, a->body, a->len);
     e->body[a->len] = '\0';
-    entry **p = slot_of(c, hash, key); /* the chain may have changed above */
+    memcpy(e->body + a->len + 1, key->data, key->len);
+    entry **p = slot_of(c, hash, key->data, key->len); /* the chain may have changed above */
     e->chain = *p;
     *p = e;
     lru_push(c, e);
@@ -188,15 +206,60 @@ bool resp_cache_put(resp_cache *c, const char key[65], const cache_answer *a, in
 /* ------------------------------------------------------------ the key */
 
 /* Top-level fields that cannot change the answer's content, or that the
- * key carries in another form. */
-static bool key_ignores(const jdoc *d, uint32_t k)
+ * key carries in another form; `name` as sent, quotes included (a name
+ * spelled with escapes stays in the key: a more specific key, never a
+ * wrong hit). */
+static bool key_ignores(const char *name, size_t len)
 {
-    static const char *const skip[] = {"model",    "max_tokens",     "max_completion_tokens",
-                                       "stream",   "stream_options", "user",
-                                       "metadata", "store"};
+#define SKIP(s)                                                                                    \
+    {                                                                                              \
+        "\"" s "\"", sizeof s + 1                                                                  \
+    }
+    static const struct {
+        const char *name;
+        size_t len;
+    } skip[] = {SKIP("model"),    SKIP("max_tokens"),     SKIP("max_completion_tokens"),
+                SKIP("stream"),   SKIP("stream_options"), SKIP("user"),
+                SKIP("metadata"), SKIP("store")};
+#undef SKIP
     for (size_t i = 0; i < sizeof skip / sizeof *skip; i++)
-        if (jdoc_str_eq(d, k, skip[i])) return true;
+        if (len == skip[i].len && memcmp(name, skip[i].name, len) == 0) return true;
     return false;
+}
+
+/* Writes a validated JSON value's raw bytes without the whitespace
+ * between its tokens to o (room for len bytes), returning the end: two
+ * values that differ only in whitespace come out the same. */
+static char *put_compact(char *o, const char *raw, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = raw[i];
+        if (in_string) {
+            *o++ = ch;
+            if (ch == '\\')
+                *o++ = raw[++i]; /* valid JSON: an escape is never the last byte */
+            else if (ch == '"')
+                in_string = false;
+        } else if (ch != ' ' && ch != '\n' && ch != '\r' && ch != '\t') {
+            *o++ = ch;
+            in_string = ch == '"';
+        }
+    }
+    return o;
+}
+
+static char *put_str(char *o, const char *s, size_t n, char end)
+{
+    memcpy(o, s, n);
+    o[n] = end;
+    return o + n + 1;
+}
+
+static char *put_u64(char *o, uint64_t v, char end)
+{
+    char tmp[24], *d = util_u64_digits(v, tmp + sizeof tmp);
+    return put_str(o, d, (size_t)(tmp + sizeof tmp - d), end);
 }
 
 typedef struct field {
@@ -214,34 +277,43 @@ static int field_cmp(const void *a, const void *b)
     return x->value < y->value ? -1 : x->value > y->value; /* duplicates: in order */
 }
 
-void resp_cache_key(const canon_request *req, const char *scope, const char *model,
-                    int64_t output_cap, char out[65])
+void resp_cache_key(const canon_request *req, bool team, const char *scope, const char *model,
+                    int64_t output_cap, buf *out)
 {
     const jdoc *d = req->doc;
-    buf b = BUF_INIT;
-    buf_append_str(&b, "chat.completion v1\n");
-    buf_append_str(&b, scope ? scope : "");
-    buf_append_char(&b, '\n');
-    buf_append_str(&b, model ? model : "");
-    buf_printf(&b, "\n%lld\n%lld\n", (long long)output_cap, (long long)req->thinking_budget);
+    scope = scope ? scope : "";
+    model = model ? model : "";
+    size_t ns = strlen(scope), nm = strlen(model);
+    buf_reset(out);
+    buf_reserve(out, ns + nm + 64);
+    char *o = put_str(out->data, team ? "team" : "key", team ? 4 : 3, '\t');
+    o = put_str(o, scope, ns, '\n');
+    o = put_str(o, model, nm, '\n');
+    o = put_u64(o, (uint64_t)output_cap, '\n');
+    o = put_u64(o, (uint64_t)req->thinking_budget, '\n');
+    out->len = (size_t)(o - out->data);
+    field few[32], *f = few;
     uint32_t n = d->t[0].size, k = 0;
-    field *f = calloc(n ? n : 1, sizeof *f);
-    for (uint32_t c = jdoc_first(d, 0); f && c != JT_NONE; c = jdoc_next(d, 0, c))
-        if (!key_ignores(d, c)) {
-            f[k].name = jdoc_raw(d, c, &f[k].len);
-            f[k++].value = c + 1;
-        }
-    if (f) qsort(f, k, sizeof *f, field_cmp);
-    for (uint32_t i = 0; f && i < k; i++) {
-        buf_append(&b, f[i].name, f[i].len);
-        buf_append_char(&b, ':');
-        jdoc_json_append_compact(d, f[i].value, &b);
-        buf_append_char(&b, '\n');
+    if (n > 32 && !(f = calloc(n, sizeof *f))) {
+        buf_append(out, req->body, req->body_len); /* out of memory: the body as sent */
+        return;
     }
-    if (!f) buf_append_str(&b, req->body); /* out of memory: the body as sent, unsorted */
-    free(f);
-    util_sha256_hex(b.data, b.len, out);
-    buf_free(&b);
+    for (uint32_t c = jdoc_first(d, 0); c != JT_NONE; c = jdoc_next(d, 0, c)) {
+        f[k].name = jdoc_raw(d, c, &f[k].len);
+        f[k].value = c + 1;
+        if (!key_ignores(f[k].name, f[k].len)) k++;
+    }
+    qsort(f, k, sizeof *f, field_cmp);
+    for (uint32_t i = 0; i < k; i++) { /* name:value\n */
+        size_t len;
+        const char *raw = jdoc_raw(d, f[i].value, &len);
+        buf_reserve(out, f[i].len + len + 2);
+        o = put_str(out->data + out->len, f[i].name, f[i].len, ':');
+        o = put_compact(o, raw, len);
+        *o++ = '\n';
+        out->len = (size_t)(o - out->data);
+    }
+    if (f != few) free(f);
 }
 
 /* ------------------------------------------------------------ plain to stream */

@@ -39,26 +39,29 @@ typedef struct cache_stats {
 resp_cache *resp_cache_new(int64_t max_bytes);
 void resp_cache_free(resp_cache *c);
 
-/* The live entry for key, made the most recently used: *out points into
- * it, valid until the next resp_cache_put or resp_cache_free. An expired
- * entry is dropped and not found. Counts a hit or a miss. */
-bool resp_cache_get(resp_cache *c, const char key[65], int64_t now_ms, cache_answer *out);
-/* Stores a copy of a under key (replacing an entry there) until
+/* The live entry for key (resp_cache_key's bytes, compared whole), made
+ * the most recently used: *out points into it, valid until the next
+ * resp_cache_put or resp_cache_free. An expired entry is dropped and not
+ * found. Counts a hit or a miss. */
+bool resp_cache_get(resp_cache *c, const buf *key, int64_t now_ms, cache_answer *out);
+/* Stores a copy of a and key (replacing an entry with that key) until
  * expires_ms, evicting the least recently used entries to stay within
- * max_bytes. An answer larger than an eighth of max_bytes is refused (one
+ * max_bytes. An entry larger than an eighth of max_bytes is refused (one
  * answer must not empty the cache): false. */
-bool resp_cache_put(resp_cache *c, const char key[65], const cache_answer *a, int64_t expires_ms);
+bool resp_cache_put(resp_cache *c, const buf *key, const cache_answer *a, int64_t expires_ms);
 cache_stats resp_cache_get_stats(const resp_cache *c);
 
-/* The key of a request: SHA-256 hex over the scope (a key id or a team),
- * the model the router chose, the output cap it gets and every field of
- * the body that can change the answer, in compact JSON with the top-level
- * fields sorted. Left out: "model" (the chosen model stands for it),
- * "max_tokens" / "max_completion_tokens" (the cap does), and the fields
- * that change only the answer's form or bookkeeping: "stream",
- * "stream_options", "user", "metadata", "store". */
-void resp_cache_key(const canon_request *req, const char *scope, const char *model,
-                    int64_t output_cap, char out[65]);
+/* The key of a request, written to out (reset first): the scope (a key id,
+ * or a team when `team`), the model the router chose, the output cap it gets, the
+ * thinking budget, and every field of the body that can change the
+ * answer, in compact JSON with the top-level fields sorted. Left out:
+ * "model" (the chosen model stands for it), "max_tokens" /
+ * "max_completion_tokens" (the cap does), and the fields that change only
+ * the answer's form or bookkeeping: "stream", "stream_options", "user",
+ * "metadata", "store". The whole key is kept and compared, so two
+ * requests never share an entry by a hash collision. */
+void resp_cache_key(const canon_request *req, bool team, const char *scope, const char *model,
+                    int64_t output_cap, buf *out);
 
 /* A chat.completion (n = 1) replayed as the stream a streaming client
  * expects: the message in one chunk, the finish reason, the usage chunk

@@ -1441,12 +1441,9 @@ int64_t config_cache_ttl_s(const bridle_config *c, const char *task, const char 
     return t ? t->ttl_s : c->cache.ttl_s;
 }
 
-bool config_cache_deterministic_model(const bridle_config *c, const char *model)
+bool config_cache_deterministic_model(const bridle_config *c, int i)
 {
-    int i = model ? name_index_find(&c->model_ix, &c->models[0].name, sizeof c->models[0],
-                                    c->n_models, model)
-                  : -1;
-    return i >= 0 && c->cache_deterministic[i];
+    return i >= 0 && i < c->n_models && c->cache_deterministic[i];
 }
 
 const struct policy *config_policy(const bridle_config *c)

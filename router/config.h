@@ -182,9 +182,9 @@ const cache_conf *config_cache(const bridle_config *c);
  * name in $.routes, "auto", "tier:NAME", or NULL) is cached, in seconds:
  * cache.tasks.TASK, else cache.routes.ROUTE, else cache.ttl_s. 0: never. */
 int64_t config_cache_ttl_s(const bridle_config *c, const char *task, const char *route);
-/* Whether `model` answers deterministically when a request sets no
- * temperature (cache.deterministic_models). */
-bool config_cache_deterministic_model(const bridle_config *c, const char *model);
+/* Whether the model at index i (target.index) answers deterministically
+ * when a request sets no temperature (cache.deterministic_models). */
+bool config_cache_deterministic_model(const bridle_config *c, int i);
 const alerts_conf *config_alerts(const bridle_config *c);
 /* The deadlines for a request of `task` (may be NULL) to `route` (a name in
  * $.routes, or NULL). */

@@ -128,7 +128,7 @@ struct run {
     buf idem_body;         /* the answer to store (a stream as sent), here or in the cache */
     bool idem_too_big;
     /* the response cache (router/cache.h) */
-    char cache_key[65];
+    buf cache_key;        /* resp_cache_key's bytes */
     bool cache_store;     /* a miss: its answer is stored when it completes */
     int64_t cache_ttl_ms; /* for how long */
     /* budgets (router/budget.h) */
@@ -224,6 +224,7 @@ static void run_destroy(run *r)
     buf_free(&r->out);
     buf_free(&r->err_body);
     buf_free(&r->idem_body);
+    buf_free(&r->cache_key);
     free(r);
 }
 
@@ -238,10 +239,10 @@ static void run_recycle(run *r)
     }
     jdoc doc = r->doc;
     buf strings = r->strings, body = r->body, text = r->sres.text, head = r->head, out = r->out,
-        err_body = r->err_body, idem_body = r->idem_body;
+        err_body = r->err_body, idem_body = r->idem_body, cache_key = r->cache_key;
     upstream_request up = r->up;
     upstream_request_reset(&up);
-    buf *keep[] = {&strings, &body, &text, &head, &out, &err_body, &idem_body};
+    buf *keep[] = {&strings, &body, &text, &head, &out, &err_body, &idem_body, &cache_key};
     for (size_t i = 0; i < sizeof keep / sizeof *keep; i++)
         buf_reset(keep[i]);
     memset(r, 0, sizeof *r);
@@ -253,6 +254,7 @@ static void run_recycle(run *r)
     r->out = out;
     r->err_body = err_body;
     r->idem_body = idem_body;
+    r->cache_key = cache_key;
     r->up = up;
     r->next_free = *pool;
     *pool = r;
@@ -718,7 +720,7 @@ static step_result settle_cache(run *r)
         ca.body = whole.data;
         ca.len = whole.len;
     }
-    resp_cache_put(c, r->cache_key, &ca, util_now_ms() + r->cache_ttl_ms);
+    resp_cache_put(c, &r->cache_key, &ca, util_now_ms() + r->cache_ttl_ms);
     buf_free(&whole);
     return STEP_NEXT;
 }
@@ -1299,20 +1301,23 @@ static step_result admit_budget(run *r)
 
 /* ------------------------------------------------------------ the response cache */
 
-/* Whether a Cache-Control header value has `directive` among its
- * comma-separated directives. */
-static bool cache_control_has(const char *value, const char *directive)
+enum { CC_NO_STORE = 1, CC_NO_CACHE = 2 };
+
+/* The no-store and no-cache directives of a Cache-Control header value
+ * (comma-separated, any case). */
+static int cache_control_flags(const char *value)
 {
-    size_t n = strlen(directive);
+    int flags = 0;
     for (const char *p = value; p && *p;) {
         p += strspn(p, " \t,");
         size_t len = strcspn(p, ",");
         while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
-        if (len == n && strncasecmp(p, directive, n) == 0) return true;
+        if (len == 8 && strncasecmp(p, "no-store", 8) == 0) flags |= CC_NO_STORE;
+        if (len == 8 && strncasecmp(p, "no-cache", 8) == 0) flags |= CC_NO_CACHE;
         p += strcspn(p, ",");
     }
-    return false;
+    return flags;
 }
 
 /* A hit: the stored answer as this client asked for it (the same body, or
@@ -1354,7 +1359,7 @@ static step_result admit_cache(run *r)
 {
     resp_cache *c = router_cache(r->rt);
     const bridle_config *cfg = router_config(r->rt);
-    const char *opt = r->in.cache_opt, *cc = r->in.cache_control;
+    const char *opt = r->in.cache_opt;
     if (!c || r->canon.n != 1) return STEP_NEXT;
     if (opt && strcasecmp(opt, "on") != 0 && strcasecmp(opt, "off") != 0) {
         run_fail(r, 400, "invalid_request_error", "invalid_cache_header", NULL,
@@ -1366,19 +1371,18 @@ static step_result admit_cache(run *r)
     const target *t = cur_target(r);
     bool deterministic =
         r->canon.temperature_zero ||
-        (!r->canon.temperature_set && config_cache_deterministic_model(cfg, t->model));
+        (!r->canon.temperature_set && config_cache_deterministic_model(cfg, t->index));
     bool on = opt && strcasecmp(opt, "on") == 0, off = opt && !on;
-    if ((!deterministic && !on) || off || cache_control_has(cc, "no-store")) return STEP_NEXT;
+    int cc = cache_control_flags(r->in.cache_control);
+    if ((!deterministic && !on) || off || (cc & CC_NO_STORE)) return STEP_NEXT;
     int64_t ttl_s = config_cache_ttl_s(cfg, r->canon.task, route_of(r));
     if (ttl_s <= 0) return STEP_NEXT;
-    char scope_name[160];
     bool team = config_cache(cfg)->team_scope && r->key && r->key->team;
-    snprintf(scope_name, sizeof scope_name, "%s\t%s", team ? "team" : "key",
-             team ? r->key->team : scope(r));
-    resp_cache_key(&r->canon, scope_name, t->model, output_cap_tokens(r), r->cache_key);
+    resp_cache_key(&r->canon, team, team ? r->key->team : scope(r), t->model, output_cap_tokens(r),
+                   &r->cache_key);
     cache_answer hit;
-    if (!cache_control_has(cc, "no-cache") &&
-        resp_cache_get(c, r->cache_key, util_now_ms(), &hit) && cache_replay(r, &hit))
+    if (!(cc & CC_NO_CACHE) && resp_cache_get(c, &r->cache_key, util_now_ms(), &hit) &&
+        cache_replay(r, &hit))
         return STEP_ANSWERED;
     r->cache_store = true;
     r->cache_ttl_ms = ttl_s * 1000;

@@ -25,7 +25,11 @@
 #   bridle-spool.sh (spool): no PostgreSQL; the database URL points at a
 #     closed port, so the spool alone is measured;
 #   bridle-ledger-idle.sh (idle): PostgreSQL in the SCHED_IDLE class
-#     (BENCH_PG_IDLE=1, bench/lib/pg.sh).
+#     (BENCH_PG_IDLE=1, bench/lib/pg.sh);
+#   bridle-cache-hit.sh (cache-hit): the response cache on and every request
+#     opting in (x-bridle-cache: on): all but the first are hits;
+#   bridle-cache-miss.sh (cache-miss): the same with Cache-Control: no-cache,
+#     so every request is a miss that computes its key and stores its answer.
 # Env: BRIDLE_BIN (default: build/bridle of this repo), BRIDLE_LEDGER_BENCH_PORT
 #      (18187), BRIDLE_BENCH_LOG_LEVEL (warn), BRIDLE_BENCH_PG_CPUS ($MOCK_CPUS),
 #      PG_BIN (newest /usr/lib/postgresql/*/bin).
@@ -68,8 +72,10 @@ t_start() {
     echo "postgres: $BENCH_PG_URL (pid $BENCH_PG_PID, dir $BENCH_PG_DIR)" >"$RUN_DIR/postgres.txt"
     url=$BENCH_PG_URL
   fi
+  local cache=""
+  [[ $BRIDLE_LEDGER_MODE == cache-* ]] && cache='"cache": { "enabled": true },'
   bench_bridle_config "$conf" "$BRIDLE_LEDGER_BENCH_PORT" \
-    "\"database\": { \"url\": \"$url\", \"spool_dir\": \"$BENCH_PG_DIR/spool\"${BRIDLE_LEDGER_BENCH_DB:+, $BRIDLE_LEDGER_BENCH_DB} },"
+    "$cache \"database\": { \"url\": \"$url\", \"spool_dir\": \"$BENCH_PG_DIR/spool\"${BRIDLE_LEDGER_BENCH_DB:+, $BRIDLE_LEDGER_BENCH_DB} },"
   taskset -c "$PROXY_CPUS" "$BRIDLE_BIN" serve --config "$conf" --listen "127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT" \
     >"$RUN_DIR/bridle.out" 2>&1 &
   T_PID=$!
@@ -77,6 +83,8 @@ t_start() {
   bench_pg_watchdog "$$" "$T_PID"
   T_URL="http://127.0.0.1:$BRIDLE_LEDGER_BENCH_PORT/v1/chat/completions"
   T_HEADERS=()          # Authorization: Bearer $BENCH_KEY is always sent
+  [[ $BRIDLE_LEDGER_MODE == cache-* ]] && T_HEADERS=(-H "x-bridle-cache: on")
+  [[ $BRIDLE_LEDGER_MODE == cache-miss ]] && T_HEADERS+=(-H "Cache-Control: no-cache")
   # The migrations run before bridle listens: allow 30 s.
   wait_port "$BRIDLE_LEDGER_BENCH_PORT" 300 || { tail -n 20 "$RUN_DIR/bridle.out" >&2; return 1; }
   bench_bridle_alone bridle-ledger "$BRIDLE_LEDGER_BENCH_PORT"

@@ -13,21 +13,13 @@
 #include "router/cache.h"
 #include "router/canon.h"
 
-static void key_of(int i, char out[65])
+/* A key like resp_cache_key's: a few lines of text. */
+static const buf *key_of(int i)
 {
-    char s[32];
-    snprintf(s, sizeof s, "%d", i);
-    /* any 64 hex digits; spread like SHA-256 */
-    static const char hex[] = "0123456789abcdef";
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = s; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    for (int k = 0; k < 64; k++) {
-        out[k] = hex[h & 15];
-        h = h >> 4 | h << 60;
-        if (k % 16 == 15) h = h * 6364136223846793005ULL + 1;
-    }
-    out[64] = '\0';
+    static buf k;
+    buf_reset(&k);
+    buf_printf(&k, "key\tk1\ngpt-4o-mini\n4096\n0\n\"messages\":[{\"content\":\"%d\"}]\n", i);
+    return &k;
 }
 
 static cache_answer answer_of(const char *body)
@@ -42,8 +34,7 @@ static cache_answer answer_of(const char *body)
 static void test_put_get_and_expiry(void **state)
 {
     resp_cache *c = resp_cache_new(1 << 20);
-    char k[65];
-    key_of(1, k);
+    const buf *k = key_of(1);
     cache_answer got, a = answer_of("{\"a\":1}");
     assert_false(resp_cache_get(c, k, 1000, &got));
     assert_true(resp_cache_put(c, k, &a, 2000));
@@ -65,8 +56,7 @@ static void test_put_get_and_expiry(void **state)
 static void test_replace_same_key(void **state)
 {
     resp_cache *c = resp_cache_new(1 << 20);
-    char k[65];
-    key_of(7, k);
+    const buf *k = key_of(7);
     cache_answer got, a = answer_of("first"), b = answer_of("second answer");
     assert_true(resp_cache_put(c, k, &a, 5000));
     assert_true(resp_cache_put(c, k, &b, 5000));
@@ -82,34 +72,31 @@ static void test_lru_under_the_memory_cap(void **state)
 {
     const int64_t cap = 64 << 10;
     resp_cache *c = resp_cache_new(cap);
-    char body[1000], k[65];
+    char body[1000];
     memset(body, 'x', sizeof body - 1);
     body[sizeof body - 1] = '\0';
     cache_answer a = answer_of(body), got;
-    char k0[65];
-    key_of(0, k0);
-    assert_true(resp_cache_put(c, k0, &a, 1 << 30));
+    buf k0 = BUF_INIT;
+    buf_append(&k0, key_of(0)->data, key_of(0)->len);
+    assert_true(resp_cache_put(c, &k0, &a, 1 << 30));
     for (int i = 1; i < 2000; i++) {
-        key_of(i, k);
-        assert_true(resp_cache_put(c, k, &a, 1 << 30));
+        assert_true(resp_cache_put(c, key_of(i), &a, 1 << 30));
         assert_true(resp_cache_get_stats(c).bytes <= cap);
-        assert_true(resp_cache_get(c, k0, 0, &got)); /* used all along: never evicted */
+        assert_true(resp_cache_get(c, &k0, 0, &got)); /* used all along: never evicted */
     }
+    buf_free(&k0);
     cache_stats st = resp_cache_get_stats(c);
     assert_true(st.entries > 30 && st.entries < 70);
     assert_int_equal(st.stores, 2000);
     assert_int_equal(st.evictions, 2000 - st.entries);
-    key_of(1, k);
-    assert_false(resp_cache_get(c, k, 0, &got)); /* the oldest unused went first */
-    key_of(1999, k);
-    assert_true(resp_cache_get(c, k, 0, &got));
+    assert_false(resp_cache_get(c, key_of(1), 0, &got)); /* the oldest unused went first */
+    assert_true(resp_cache_get(c, key_of(1999), 0, &got));
     /* one answer bigger than an eighth of the cache is refused */
     char *big = malloc(cap / 8);
     memset(big, 'y', cap / 8 - 1);
     big[cap / 8 - 1] = '\0';
     cache_answer b = answer_of(big);
-    key_of(5000, k);
-    assert_false(resp_cache_put(c, k, &b, 1 << 30));
+    assert_false(resp_cache_put(c, key_of(5000), &b, 1 << 30));
     assert_int_equal(resp_cache_get_stats(c).refused, 1);
     free(big);
     resp_cache_free(c);
@@ -131,12 +118,19 @@ static void parse(parsed *p, const char *body)
     if (rc != 0) fail_msg("%s: %s", body, err.message);
 }
 
+/* The key as a string (it holds no NUL). */
 static void key_for(const char *body, const char *scope, const char *model, int64_t cap,
-                    char out[65])
+                    char out[4096])
 {
     parsed p;
+    buf k = BUF_INIT;
     parse(&p, body);
-    resp_cache_key(&p.req, scope, model, cap, out);
+    resp_cache_key(&p.req, strncmp(scope, "team\t", 5) == 0, strchr(scope, '\t') + 1, model, cap,
+                   &k);
+    assert_true(k.len < 4096);
+    memcpy(out, k.data, k.len);
+    out[k.len] = '\0';
+    buf_free(&k);
     jdoc_free(&p.doc);
     buf_free(&p.strings);
 }
@@ -146,7 +140,7 @@ static void key_for(const char *body, const char *scope, const char *model, int6
 
 static void test_key_changes_with_what_changes_the_answer(void **state)
 {
-    char base[65], k[65];
+    char base[4096], k[4096];
     key_for("{" BASE "}", "key\tk1", "gpt-4o-mini", 4096, base);
     static const char *const changed[] = {
         "{\"model\":\"m\",\"temperature\":0,\"messages\":[{\"role\":\"user\",\"content\":\"hi!\"}]"
@@ -183,7 +177,7 @@ static void test_key_changes_with_what_changes_the_answer(void **state)
 
 static void test_key_ignores_form_and_bookkeeping(void **state)
 {
-    char base[65], k[65];
+    char base[4096], k[4096];
     key_for("{" BASE "}", "key\tk1", "gpt-4o-mini", 4096, base);
     static const char *const same[] = {
         "{" BASE ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
