@@ -212,15 +212,21 @@ static void table_print(table *t, FILE *f)
 
 /* ------------------------------------------------------------ queries */
 
-/* The measures every report shows, in this order (10 columns): MEASURES
- * over usage_events_v (raw rows), MEASURES_R over the readers' rows. */
+/* The measures every report shows, in this order (12 columns): MEASURES
+ * over usage_events_v (raw rows), MEASURES_R over the readers' rows.
+ * Savings split in two (migration 0009): what answers served without an
+ * upstream call saved (cache_hit events: their baseline is the call they
+ * replaced) and what routing saved (the rest). */
 #define MEASURES_R                                                                                 \
     "coalesce(sum(requests), 0), coalesce(sum(errors), 0), "                                       \
     "coalesce(sum(input_tokens), 0), coalesce(sum(cache_read_tokens), 0), "                        \
     "coalesce(sum(cache_write_tokens), 0), coalesce(sum(output_tokens), 0), "                      \
     "coalesce(sum(reasoning_tokens), 0), coalesce(sum(cost_pusd), 0), "                            \
     "coalesce(sum(baseline_cost_pusd), 0), "                                                       \
-    "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0)"
+    "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0), "                         \
+    "coalesce(sum(cache_saved_pusd), 0), "                                                         \
+    "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0) - "                        \
+    "coalesce(sum(cache_saved_pusd), 0)"
 #define USAGE_FROM " FROM bridle_usage($1::timestamptz, $2::timestamptz, interval '1 day') "
 #define USAGE_BY_FROM                                                                              \
     " FROM bridle_usage_by($3::text, $1::timestamptz, $2::timestamptz, interval '1 day') "
@@ -230,11 +236,15 @@ static void table_print(table *t, FILE *f)
     "coalesce(sum(cache_write_tokens), 0), coalesce(sum(output_tokens), 0), "                      \
     "coalesce(sum(reasoning_tokens), 0), coalesce(sum(cost_pusd), 0), "                            \
     "coalesce(sum(baseline_cost_pusd), 0), "                                                       \
-    "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0)"
-enum { M_REQ, M_ERR, M_IN, M_CR, M_CW, M_OUT, M_REAS, M_COST, M_BASE, M_SAV, M_N };
+    "coalesce(sum(baseline_cost_pusd), 0) - coalesce(sum(cost_pusd), 0), "                         \
+    "coalesce(sum(baseline_cost_pusd) FILTER (WHERE cache_hit), 0), "                              \
+    "coalesce(sum(baseline_cost_pusd) FILTER (WHERE NOT cache_hit), 0) - "                         \
+    "coalesce(sum(cost_pusd), 0)"
+enum { M_REQ, M_ERR, M_IN, M_CR, M_CW, M_OUT, M_REAS, M_COST, M_BASE, M_SAV, M_CSAV, M_RSAV, M_N };
 static const char *const M_JSON[M_N] = {
-    "requests",      "errors",           "input_tokens", "cache_read_tokens", "cache_write_tokens",
-    "output_tokens", "reasoning_tokens", "cost",         "baseline_cost",     "savings"};
+    "requests",           "errors",        "input_tokens",     "cache_read_tokens",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost",
+    "baseline_cost",      "savings",       "cache_savings",    "routing_savings"};
 
 static void json_measures(FILE *f, PGresult *r, int row, int col0)
 {
@@ -356,10 +366,18 @@ static int do_summary(PGconn *c, const opts *o, const window *w)
     } else {
         char cells[M_N][64];
         table_measures(r, 0, 0, cells);
-        static const char *const label[M_N] = {
-            "requests",           "errors",        "input tokens (uncached)", "cache read tokens",
-            "cache write tokens", "output tokens", "reasoning tokens",        "cost",
-            "baseline cost",      "savings"};
+        static const char *const label[M_N] = {"requests",
+                                               "errors",
+                                               "input tokens (uncached)",
+                                               "cache read tokens",
+                                               "cache write tokens",
+                                               "output tokens",
+                                               "reasoning tokens",
+                                               "cost",
+                                               "baseline cost",
+                                               "savings",
+                                               "  by caching",
+                                               "  by routing"};
         printf("cost summary, %s (%s .. %s)\n", window_words(w), w->from_iso, w->to_iso);
         int vw = 0;
         for (int m = 0; m < M_N; m++)
@@ -436,22 +454,25 @@ static int do_breakdown(PGconn *c, const opts *o, const window *w)
         }
         printf(k ? "\n]\n" : "]\n");
     } else {
-        static const char *const head[] = {"",           "requests",    "errors", "input",
-                                           "cache read", "cache write", "output", "cost",
-                                           "baseline",   "savings"};
-        static const bool right[] = {false, true, true, true, true, true, true, true, true, true};
-        static const int pick[] = {M_REQ, M_ERR, M_IN, M_CR, M_CW, M_OUT, M_COST, M_BASE, M_SAV};
-        const char *h[10];
+        static const char *const head[] = {"",           "requests",    "errors",    "input",
+                                           "cache read", "cache write", "output",    "cost",
+                                           "baseline",   "savings",     "by caching"};
+        static const bool right[] = {false, true, true, true, true, true,
+                                     true,  true, true, true, true};
+        static const int pick[] = {M_REQ, M_ERR,  M_IN,   M_CR,  M_CW,
+                                   M_OUT, M_COST, M_BASE, M_SAV, M_CSAV};
+        enum { NCOLS = 1 + sizeof pick / sizeof *pick };
+        const char *h[NCOLS];
         memcpy(h, head, sizeof h);
         h[0] = o->by;
-        table t = {.ncols = 10, .head = h, .right = right, .rule_before = -1};
+        table t = {.ncols = NCOLS, .head = h, .right = right, .rule_before = -1};
         for (int i = 0; i < n; i++) {
             bool total = strcmp(PQgetvalue(r, i, 0), "0") != 0;
             char cells[M_N][64];
             table_measures(r, i, 2, cells);
-            const char *row[10];
+            const char *row[NCOLS];
             row[0] = total ? "total" : PQgetisnull(r, i, 1) ? "(none)" : PQgetvalue(r, i, 1);
-            for (int k = 0; k < 9; k++)
+            for (int k = 0; k < NCOLS - 1; k++)
                 row[k + 1] = cells[pick[k]];
             if (total) t.rule_before = t.nrows;
             table_add(&t, row);

@@ -324,10 +324,14 @@ static int64_t answer_cost(const run *r, const usage_record *u)
 }
 
 /* What the same usage would have cost on the model the client asked for
- * (or, for a route, its baseline): savings are a subtraction. */
+ * (or, for a route, its baseline): savings are a subtraction. An answer
+ * served without an upstream call (a cached answer, a coalesced copy, a
+ * replay) measures against the call it replaced, the served model's price:
+ * its savings are the cache's, not routing's (migration 0009). */
 static int64_t baseline_cost(const run *r, const usage_record *u)
 {
-    if (r->baseline) return pricing_cost_pusd(&r->baseline->price, u, false);
+    bool copy = r->cache_hit || r->coalesced || r->replayed;
+    if (r->baseline && !copy) return pricing_cost_pusd(&r->baseline->price, u, false);
     const target *t = r->served_by ? r->served_by : cur_target(r);
     return t ? pricing_cost_pusd(t->price, u, false) : 0;
 }

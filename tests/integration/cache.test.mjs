@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { get, mockConfig, mockFault, mockStats, newKey, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { get, mockConfig, mockFault, mockStats, newKey, post, runCliOk, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { billed, costPusd, expected, formatUsd } from './lib/mockmath.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
@@ -111,6 +111,31 @@ test('a repeat is a hit: the same bytes, cost 0, no upstream call; the ledger re
   assert.deepEqual(rows[0], { cost: String(cost), baseline: String(cost), cache_hit: false, attempts: 1, status: 200, streamed: false, ...tokens, route_reason: 'the model requested' });
   // the hit: cost 0, the answer's tokens, and what it saved (the served model's price of them)
   assert.deepEqual(rows[1], { cost: '0', baseline: String(cost), cache_hit: true, attempts: 0, status: 200, streamed: false, ...tokens, route_reason: 'response cache hit: no upstream call' });
+});
+
+test('bridle cost summary splits savings: by caching (the hits) and by routing (the rest), to the pico-dollar', async () => {
+  const user = unique('split');
+  const b = body('How much did the cache save?', { user });
+  for (let i = 0; i < 3; i++) assert.equal((await ask(gw, b)).status, 200);
+  assert.equal((await ledgerRows(user, 3)).length, 3);
+  const from = new Date(Date.now() - 3600e3).toISOString();
+  const to = new Date(Date.now() + 60e3).toISOString();
+  const want = (
+    await pg.query(
+      pg.url,
+      `SELECT coalesce(sum(baseline_cost_pusd) FILTER (WHERE cache_hit), 0)::text AS caching,
+              (sum(baseline_cost_pusd - cost_pusd) - coalesce(sum(baseline_cost_pusd) FILTER (WHERE cache_hit), 0))::text AS routing,
+              count(*) FILTER (WHERE cache_hit)::int AS hits
+         FROM usage_events WHERE ts >= $1 AND ts < $2`,
+      [from, to],
+    )
+  ).rows[0];
+  assert.ok(want.hits >= 2 && BigInt(want.caching) > 0n, JSON.stringify(want));
+  const { stdout } = await runCliOk(['cost', 'summary', '--json', '--database-url', pg.url, '--from', from, '--to', to]);
+  const j = JSON.parse(stdout);
+  assert.equal(String(j.cache_savings_pusd), want.caching);
+  assert.equal(String(j.routing_savings_pusd), want.routing);
+  assert.equal(BigInt(j.cache_savings_pusd) + BigInt(j.routing_savings_pusd), BigInt(j.savings_pusd));
 });
 
 test('a streamed request replays a plain answer as a stream the openai SDK reads, usage chunk included', async () => {

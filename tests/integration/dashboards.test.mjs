@@ -360,6 +360,10 @@ const CHECKS = {
   'Savings vs baseline': ([row], evs) => {
     assert.equal(row.savings_usd, usd(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd)));
     assert.equal(row.baseline_cost_usd, usd(sum(evs, (e) => e.baseline_cost_pusd)));
+    // migration 0009: an answer served without an upstream call saved its baseline (the call it replaced)
+    assert.equal(row.by_caching_usd, usd(sum(evs, (e) => (e.cache_hit ? e.baseline_cost_pusd : 0n))));
+    assert.equal(row.by_routing_usd, usd(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd - (e.cache_hit ? e.baseline_cost_pusd : 0n))));
+    assert.ok(evs.some((e) => e.cache_hit && e.baseline_cost_pusd > 0n), 'the seed has hits that saved something');
   },
   'Requests and errors': ([row], evs) => {
     assert.equal(row.requests, String(evs.length));
@@ -378,6 +382,8 @@ const CHECKS = {
       assert.equal(row.baseline_usd, usd(sum(es, (e) => e.baseline_cost_pusd)));
       assert.equal(row.actual_usd, usd(sum(es, (e) => e.cost_pusd)));
       assert.equal(row.savings_usd, usd(sum(es, (e) => e.baseline_cost_pusd - e.cost_pusd)));
+      assert.equal(row.by_caching_usd, usd(sum(es, (e) => (e.cache_hit ? e.baseline_cost_pusd : 0n))));
+      assert.equal(row.by_routing_usd, usd(sum(es, (e) => e.baseline_cost_pusd - e.cost_pusd - (e.cache_hit ? e.baseline_cost_pusd : 0n))));
     }),
   'Tokens in / out / cached': (rows, evs, ms) =>
     perBucket(rows, evs, ms, (row, es) => {

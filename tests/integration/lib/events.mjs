@@ -80,4 +80,9 @@ export const reportMeasures = (evs) => ({
   baseline_cost_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd)),
   savings_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd))),
   savings_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd)),
+  // migration 0009: a cache_hit event saved its baseline (the call it replaced); routing saved the rest
+  cache_savings_usd: Number(usd(sum(evs, (e) => (e.cache_hit ? e.baseline_cost_pusd : 0n)))),
+  cache_savings_pusd: Number(sum(evs, (e) => (e.cache_hit ? e.baseline_cost_pusd : 0n))),
+  routing_savings_usd: Number(usd(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd - (e.cache_hit ? e.baseline_cost_pusd : 0n)))),
+  routing_savings_pusd: Number(sum(evs, (e) => e.baseline_cost_pusd - e.cost_pusd - (e.cache_hit ? e.baseline_cost_pusd : 0n))),
 });
