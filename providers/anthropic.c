@@ -30,9 +30,19 @@
  * client's bytes (jdoc_json_append: the tree json-c read before, without
  * building it). System blocks go to their own list, added after the turns
  * (key order does not matter in JSON). */
+/* Where bridle marks the prompt for Anthropic's prompt cache (options
+ * prompt_cache "auto"), decided before encoding (cache_plan_make). */
+typedef struct cache_plan {
+    bool tools, system; /* after the last tool; after the last system block */
+    uint32_t msgs[4];   /* after these messages' last block */
+    int n_msgs;
+    const char *mark; /* the cache_control value */
+} cache_plan;
+
 typedef struct anth_enc {
     const jdoc *d;
-    buf *b;           /* the body */
+    buf *b; /* the body */
+    cache_plan cp;
     provider_turns t; /* the turns and the system items */
     buf scratch;      /* unescaped strings */
     jdoc args;        /* a tool call's arguments, validated */
@@ -195,6 +205,96 @@ static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
     return 0;
 }
 
+/* ------------------------------------------------------------ encode: prompt caching
+ *
+ * Anthropic caches a prompt's prefix up to a block marked with
+ * cache_control, in the order tools, system, messages; a cached read costs
+ * 0.1x input, a write 1.25x (5 minutes) or 2x (1 hour). Clients rarely mark
+ * anything, so with options.prompt_cache "auto" bridle marks the long
+ * stable prefix itself: after the tools, after the system prompt, after the
+ * earliest messages that are long on their own (a pasted document), and
+ * after the conversation so far (the message before the last), each only
+ * where the prefix has reached the model's minimum cacheable length
+ * (model_price.min_cache_tokens; about 4 bytes of text a token), at most
+ * Anthropic's 4. A request that carries any cache_control of its own is
+ * left as the client wrote it. */
+
+#define CACHE_BREAKPOINTS_MAX 4
+
+/* About how many tokens a message's text and tool calls take. */
+static int64_t message_tokens(anth_enc *e, uint32_t msg)
+{
+    buf_reset(&e->scratch);
+    provider_doc_content_text(e->d, provider_doc_get(e->d, msg, "content"), &e->scratch);
+    size_t bytes = e->scratch.len, calls_len = 0;
+    uint32_t calls = provider_doc_get(e->d, msg, "tool_calls");
+    if (calls != JT_NONE) jdoc_raw(e->d, calls, &calls_len);
+    return (int64_t)(bytes + calls_len + 3) / 4;
+}
+
+static bool is_system(const jdoc *d, uint32_t msg)
+{
+    uint32_t role = provider_doc_typed(d, msg, "role", JT_STRING);
+    return jdoc_str_eq(d, role, "system") || jdoc_str_eq(d, role, "developer");
+}
+
+static void cache_plan_make(const canon_request *req, const target *t, anth_enc *e)
+{
+    cache_plan *cp = &e->cp;
+    int64_t min = t->price ? t->price->min_cache_tokens : 0, at = 0, sys = 0, last = -1;
+    if (!t->provider->prompt_cache_auto || min <= 0 ||
+        memmem(req->body, req->body_len, "\"cache_control\"", 15))
+        return;
+    cp->mark = t->provider->prompt_cache_1h ? "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}"
+                                            : "{\"type\":\"ephemeral\"}";
+    const jdoc *d = e->d;
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY),
+             msgs = provider_doc_get(d, 0, "messages");
+    size_t len = 0;
+    if (tools != JT_NONE && d->t[tools].size) jdoc_raw(d, tools, &len);
+    at = (int64_t)(len + 3) / 4;
+    cp->tools = len && at >= min;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
+        if (is_system(d, m)) sys += message_tokens(e, m);
+    at += sys;
+    cp->system = sys && at >= min;
+    int n = cp->tools + cp->system;
+    uint32_t prev = JT_NONE; /* the conversation so far ends here */
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m)) {
+        if (is_system(d, m)) continue;
+        if (prev != JT_NONE) { /* every message but the last may end a cached prefix */
+            int64_t own = message_tokens(e, prev);
+            at += own;
+            if (own >= min && n < CACHE_BREAKPOINTS_MAX - 1) {
+                cp->msgs[cp->n_msgs++] = prev;
+                n++;
+            }
+            last = at >= min ? (int64_t)prev : -1;
+        }
+        prev = m;
+    }
+    if (last >= 0 && n < CACHE_BREAKPOINTS_MAX &&
+        (cp->n_msgs == 0 || cp->msgs[cp->n_msgs - 1] != (uint32_t)last))
+        cp->msgs[cp->n_msgs++] = (uint32_t)last;
+}
+
+/* Marks the item that ends b (a JSON object) with the plan's cache_control. */
+static void cache_mark(const cache_plan *cp, buf *b)
+{
+    if (!b->len || b->data[b->len - 1] != '}') return;
+    b->len--;
+    buf_append_str(b, ",\"cache_control\":");
+    buf_append_str(b, cp->mark);
+    buf_append_char(b, '}');
+}
+
+static bool cache_marks_message(const cache_plan *cp, uint32_t msg)
+{
+    for (int i = 0; i < cp->n_msgs; i++)
+        if (cp->msgs[i] == msg) return true;
+    return false;
+}
+
 /* ------------------------------------------------------------ encode: messages */
 
 /* One OpenAI message → blocks for its Anthropic role (system and developer
@@ -231,13 +331,18 @@ static int messages_encode(anth_enc *e)
     const jdoc *d = e->d;
     uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY);
     buf_append_str(e->b, ",\"messages\":[");
-    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m)) {
+        size_t before = e->b->len;
         if (message_encode(e, m)) return -1;
+        if (e->b->len > before && !e->t.system && cache_marks_message(&e->cp, m))
+            cache_mark(&e->cp, e->b);
+    }
     if (e->t.n_turns == 0)
         return enc_fail(e, "no user or assistant messages left after hoisting system messages; "
                            "anthropic needs at least one");
     buf_append_str(e->b, "]}]");
     if (e->t.sys.len) {
+        if (e->cp.system) cache_mark(&e->cp, &e->t.sys);
         buf_append_str(e->b, ",\"system\":[");
         buf_append(e->b, e->t.sys.data, e->t.sys.len);
         buf_append_char(e->b, ']');
@@ -279,6 +384,7 @@ static int tools_encode(anth_enc *e, bool *any)
         if (i) buf_append_char(e->b, ',');
         tool_append(d, t, fn, name, e->b);
     }
+    if (e->cp.tools) cache_mark(&e->cp, e->b);
     buf_append_char(e->b, ']');
     return 0;
 }
@@ -416,6 +522,7 @@ static int body_encode(const canon_request *req, const target *t, anth_enc *e)
         return enc_fail(e, "anthropic answers with one choice only; n must be 1");
     buf_append_str(e->b, "{\"model\":");
     provider_append_json_str(e->b, t->upstream_model, strlen(t->upstream_model));
+    cache_plan_make(req, t, e);
     if (messages_encode(e) || tools_encode(e, &tools)) return -1;
     if (tools) tool_choice_encode(req->doc, e->b);
     params_encode(req, t, e->b);

@@ -15,14 +15,17 @@
 #define CHECKED "2026-11-22"
 
 /* Anthropic: cache read 0.1×, 5-minute write 1.25×, 1-hour write 2× input;
- * Message Batches half price. Every Claude 4.x takes a thinking budget. */
-#define ANTHROPIC(id, in, out, ctx, tier_, lc_thr, lc_in, lc_out, why)                             \
+ * Message Batches half price. Every Claude 4.x takes a thinking budget.
+ * min_cache: the shortest cacheable prefix in tokens (wire-formats.md §6.1:
+ * 1,024 for Sonnet 4.5/4.6 and Opus 4.1/4.8, 4,096 for Opus 4.5-4.7, one
+ * source; Haiku 4.5's 2,048 from the issue, not seen in a source). */
+#define ANTHROPIC(id, in, out, ctx, tier_, min_cache, lc_thr, lc_in, lc_out, why)                  \
     {                                                                                              \
         .name = id, .input = USD(in), .cached_input = USD((in) / 10),                              \
         .cache_write_5m = USD((in)*1.25), .cache_write_1h = USD((in)*2), .output = USD(out),       \
         .batch_discount_pct = 50, .long_ctx_threshold = lc_thr, .long_ctx_input_pct = lc_in,       \
-        .long_ctx_output_pct = lc_out, .context_window = ctx, .tier = tier_, .reasoning = true,    \
-        .effective_from = CHECKED, .note = why                                                     \
+        .long_ctx_output_pct = lc_out, .context_window = ctx, .min_cache_tokens = min_cache,       \
+        .tier = tier_, .reasoning = true, .effective_from = CHECKED, .note = why                   \
     }
 
 /* Providers whose prompt cache has no write charge (OpenAI, Gemini,
@@ -52,20 +55,20 @@
 
 static const model_price price_table[] = {
     /* ---------------------------------------------------------- Anthropic */
-    ANTHROPIC("claude-haiku-4-5", 1.00, 5.00, 200000, TIER_BUDGET, 0, 0, 0, NULL),
-    ANTHROPIC("claude-sonnet-4-5", 3.00, 15.00, 1000000, TIER_MID, 200000, 200, 150,
+    ANTHROPIC("claude-haiku-4-5", 1.00, 5.00, 200000, TIER_BUDGET, 2048, 0, 0, 0, NULL),
+    ANTHROPIC("claude-sonnet-4-5", 3.00, 15.00, 1000000, TIER_MID, 1024, 200000, 200, 150,
               "200k standard, 1M with the context-1m beta; whole request 2x input / 1.5x "
               "output above 200k input"),
-    ANTHROPIC("claude-sonnet-4-6", 3.00, 15.00, 1000000, TIER_MID, 0, 0, 0,
+    ANTHROPIC("claude-sonnet-4-6", 3.00, 15.00, 1000000, TIER_MID, 1024, 0, 0, 0,
               "flat price at 1M since the 2026-03-13 GA [third-party sources]"),
-    ANTHROPIC("claude-opus-4-5", 5.00, 25.00, 200000, TIER_HEAVY, 0, 0, 0, NULL),
-    ANTHROPIC("claude-opus-4-6", 5.00, 25.00, 1000000, TIER_HEAVY, 0, 0, 0,
+    ANTHROPIC("claude-opus-4-5", 5.00, 25.00, 200000, TIER_HEAVY, 4096, 0, 0, 0, NULL),
+    ANTHROPIC("claude-opus-4-6", 5.00, 25.00, 1000000, TIER_HEAVY, 4096, 0, 0, 0,
               "flat price at 1M since the 2026-03-13 GA [third-party sources]"),
-    ANTHROPIC("claude-opus-4-7", 5.00, 25.00, 1000000, TIER_HEAVY, 0, 0, 0,
+    ANTHROPIC("claude-opus-4-7", 5.00, 25.00, 1000000, TIER_HEAVY, 4096, 0, 0, 0,
               "new tokenizer (~+35% tokens); 1M flat [third-party sources]"),
-    ANTHROPIC("claude-opus-4-8", 5.00, 25.00, 1000000, TIER_HEAVY, 0, 0, 0,
+    ANTHROPIC("claude-opus-4-8", 5.00, 25.00, 1000000, TIER_HEAVY, 1024, 0, 0, 0,
               "context window assumed 1M like 4.6/4.7 [unverified]"),
-    ANTHROPIC("claude-opus-4-1", 15.00, 75.00, 200000, TIER_HEAVY, 0, 0, 0, "legacy"),
+    ANTHROPIC("claude-opus-4-1", 15.00, 75.00, 200000, TIER_HEAVY, 1024, 0, 0, 0, "legacy"),
 
     /* ---------------------------------------------------------- OpenAI */
     CACHED("gpt-4o", 2.50, 1.25, 10.00, 50, 128000, TIER_MID, 0, 0, 0, NULL),

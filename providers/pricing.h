@@ -36,6 +36,8 @@ typedef struct model_price {
     int long_ctx_input_pct;     /* e.g. 200 = 2× input-side prices above the threshold; 0 = 100 */
     int long_ctx_output_pct;    /* e.g. 150 = 1.5× output above the threshold; 0 = 100 */
     int64_t context_window;     /* tokens */
+    int64_t min_cache_tokens; /* the shortest prefix the provider's prompt cache takes (Anthropic);
+                                 0 = unknown: bridle places no breakpoints for it */
     model_tier tier;
     bool reasoning; /* takes a thinking budget or effort (routing.thinking_caps reach it) */
     const char *effective_from; /* YYYY-MM-DD the figures were last checked */

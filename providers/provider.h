@@ -66,6 +66,9 @@ typedef struct provider_conf {
     bool use_max_completion_tokens; /* send max_completion_tokens (OpenAI) instead of max_tokens */
     bool stream_usage;              /* host honours stream_options.include_usage */
     int64_t default_max_tokens;     /* for dialects that require a cap (Anthropic) */
+    bool
+        prompt_cache_auto; /* place prompt-cache breakpoints (Anthropic) when the client set none */
+    bool prompt_cache_1h;  /* ... with a 1-hour TTL, else 5 minutes */
     int connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
     int max_concurrency;
     int index; /* position in the config, for per-provider runtime state */

@@ -358,6 +358,30 @@ static const char **parse_headers(parse_ctx *pc, json_object *h)
     return lines;
 }
 
+/* options.prompt_cache ("auto": bridle places cache breakpoints where the
+ * dialect has them, Anthropic; "off") and options.prompt_cache_ttl ("5m",
+ * "1h": the breakpoints' TTL, priced at that write rate). */
+static void parse_prompt_cache(parse_ctx *pc, json_object *opt, provider_conf *p)
+{
+    const char *mode = opt ? get_str(pc, opt, "prompt_cache", false) : NULL;
+    const char *ttl = opt ? get_str(pc, opt, "prompt_cache_ttl", false) : NULL;
+    p->prompt_cache_auto = !mode || strcmp(mode, "auto") == 0;
+    p->prompt_cache_1h = ttl && strcmp(ttl, "1h") == 0;
+    if (mode && !p->prompt_cache_auto && strcmp(mode, "off") != 0) {
+        size_t o = path_push(pc, ".prompt_cache");
+        fail(pc,
+             "expected \"auto\" (bridle marks the long stable prefix for the provider's prompt "
+             "cache) or \"off\" (got \"%s\")",
+             mode);
+        path_pop(pc, o);
+    }
+    if (ttl && !p->prompt_cache_1h && strcmp(ttl, "5m") != 0) {
+        size_t o = path_push(pc, ".prompt_cache_ttl");
+        fail(pc, "expected \"5m\" or \"1h\" (got \"%s\")", ttl);
+        path_pop(pc, o);
+    }
+}
+
 static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
 {
     static const char *const known[] = {"kind",     "base_url",        "api_key",
@@ -412,11 +436,13 @@ static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
     json_object *opt = get_obj(pc, o, "options", false);
     size_t old = path_push(pc, ".options");
     static const char *const opt_known[] = {"max_completion_tokens", "stream_usage",
-                                            "default_max_tokens", NULL};
+                                            "default_max_tokens",    "prompt_cache",
+                                            "prompt_cache_ttl",      NULL};
     if (opt) check_keys(pc, opt, opt_known);
     p->use_max_completion_tokens = get_bool(pc, opt, "max_completion_tokens", false);
     p->stream_usage = get_bool(pc, opt, "stream_usage", true);
     p->default_max_tokens = get_int(pc, opt, "default_max_tokens", 4096, 1, 10000000);
+    parse_prompt_cache(pc, opt, p);
     path_pop(pc, old);
 
     json_object *t = get_obj(pc, o, "timeouts", false);
@@ -476,9 +502,16 @@ static int64_t price_field(parse_ctx *pc, json_object *prices, const char *key, 
 
 static void parse_prices(parse_ctx *pc, json_object *pr, model_price *mp)
 {
-    static const char *const known[] = {"input",          "output",         "cached_input",
-                                        "cache_write_5m", "cache_write_1h", "batch_discount_pct",
-                                        "context_window", "tier",           NULL};
+    static const char *const known[] = {"input",
+                                        "output",
+                                        "cached_input",
+                                        "cache_write_5m",
+                                        "cache_write_1h",
+                                        "batch_discount_pct",
+                                        "context_window",
+                                        "tier",
+                                        "min_cache_tokens",
+                                        NULL};
     size_t old = path_push(pc, ".prices");
     check_keys(pc, pr, known);
     mp->input = price_field(pc, pr, "input", mp->input);
@@ -490,6 +523,7 @@ static void parse_prices(parse_ctx *pc, json_object *pr, model_price *mp)
     mp->batch_discount_pct =
         (int)get_int(pc, pr, "batch_discount_pct", mp->batch_discount_pct, 0, 100);
     mp->context_window = get_int(pc, pr, "context_window", mp->context_window, 0, 100000000);
+    mp->min_cache_tokens = get_int(pc, pr, "min_cache_tokens", mp->min_cache_tokens, 0, 100000000);
     const char *tier = get_str(pc, pr, "tier", false);
     if (tier && !pricing_tier_parse(tier, &mp->tier)) {
         size_t o2 = path_push(pc, ".tier");

@@ -18,7 +18,7 @@
 #include <event2/http.h>
 #include <json-c/json.h>
 
-#define MOCK_TEXT_MAX 4096 /* longest content= override we keep */
+#define MOCK_TEXT_MAX 4096     /* longest content= override we keep */
 #define MOCK_REPEAT_MAX 100000 /* repeat=N is capped here */
 #define MOCK_MODEL_MAX 256
 
@@ -100,6 +100,9 @@ struct mock_req {
     bool length;        /* finish because of the cap (or finish=length) */
     bool waiting_close; /* a close callback on the connection points at us */
     long created;       /* unix seconds */
+    /* Anthropic's prompt cache, simulated (request.c): the tokens this
+     * request reads from it and writes to it; -1 when it marks nothing */
+    long pc_read, pc_w5m, pc_w1h;
 };
 
 /*

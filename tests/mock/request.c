@@ -446,6 +446,131 @@ static const char *read_fields(struct mock_req *m, enum dialect d, json_object *
     return NULL;
 }
 
+/* ---- Anthropic's prompt cache, simulated ---------------------------------
+ *
+ * A block with cache_control ends a cacheable prefix: the system blocks,
+ * then the messages' blocks, in order (tools carry no prompt text here). A
+ * prefix is the hash of its blocks' JSON and the model; its tokens are its
+ * text bytes / 4, rounded up, as P is. A request reads the longest of its
+ * marked prefixes that an earlier request wrote (within its TTL, which a
+ * read renews), and writes from there to its last mark: 5 minutes, or 1
+ * hour for cache_control.ttl "1h". A top-level cache_control marks the
+ * last block. Directives (cached_tokens=, cache_write_tokens=, ...) win. */
+
+#define PCACHE_SLOTS 4096
+#define PCACHE_MARKS 8
+
+static struct {
+    uint64_t h;
+    int64_t expires_ms;
+} pcache[PCACHE_SLOTS];
+
+struct pc_walk {
+    uint64_t h;   /* the prefix so far */
+    size_t bytes; /* its text */
+    int n;
+    struct {
+        uint64_t h;
+        size_t bytes;
+        bool one_hour;
+    } mark[PCACHE_MARKS];
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t fnv(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* The slot of h (found, or where it goes: an empty or expired one). */
+static int pcache_slot(uint64_t h, int64_t now, bool *found)
+{
+    int free_slot = -1;
+    for (int i = 0; i < PCACHE_SLOTS; i++) {
+        int k = (int)((h + (uint64_t)i) % PCACHE_SLOTS);
+        if (pcache[k].h == h && pcache[k].expires_ms > now) {
+            *found = true;
+            return k;
+        }
+        if (free_slot < 0 && pcache[k].expires_ms <= now) free_slot = k;
+        if (pcache[k].h == 0) break;
+    }
+    *found = false;
+    return free_slot >= 0 ? free_slot : (int)(h % PCACHE_SLOTS);
+}
+
+static void pc_mark(struct pc_walk *w, json_object *cc)
+{
+    if (w->n == PCACHE_MARKS) return;
+    json_object *ttl = get(cc, "ttl");
+    w->mark[w->n].h = w->h;
+    w->mark[w->n].bytes = w->bytes;
+    w->mark[w->n].one_hour = ttl && strcmp(json_object_get_string(ttl), "1h") == 0;
+    w->n++;
+}
+
+static void pc_block(struct pc_walk *w, json_object *block)
+{
+    struct directives tmp; /* the bytes only: markers were read already */
+    directives_init(&tmp);
+    struct scan sc = {&tmp, 0};
+    scan_content(&sc, block, 0);
+    directives_free(&tmp);
+    w->bytes += sc.bytes;
+    w->h = fnv(w->h, json_object_to_json_string_ext(block, JSON_C_TO_STRING_PLAIN));
+    json_object *cc =
+        json_object_is_type(block, json_type_object) ? get(block, "cache_control") : NULL;
+    if (cc) pc_mark(w, cc);
+}
+
+static void pc_blocks(struct pc_walk *w, json_object *content)
+{
+    if (json_object_is_type(content, json_type_array))
+        for (size_t i = 0; i < json_object_array_length(content); i++)
+            pc_block(w, json_object_array_get_idx(content, i));
+    else if (content)
+        pc_block(w, content);
+}
+
+static void prompt_cache(struct mock_req *m, json_object *root)
+{
+    struct pc_walk w = {.h = fnv(1469598103934665603ULL, m->model)};
+    pc_blocks(&w, get(root, "system"));
+    json_object *msgs = get(root, "messages");
+    for (size_t i = 0;
+         json_object_is_type(msgs, json_type_array) && i < json_object_array_length(msgs); i++)
+        pc_blocks(&w, get(json_object_array_get_idx(msgs, i), "content"));
+    json_object *top = get(root, "cache_control");
+    if (top) pc_mark(&w, top);
+    m->pc_read = m->pc_w5m = m->pc_w1h = -1;
+    if (!w.n) return;
+    int64_t now = mono_ms();
+    size_t read = 0;
+    for (int i = w.n - 1; i >= 0 && !read; i--) { /* the longest prefix written before */
+        bool found;
+        pcache_slot(w.mark[i].h, now, &found);
+        if (found) read = w.mark[i].bytes;
+    }
+    for (int i = 0; i < w.n; i++) { /* write (or renew) every mark */
+        bool found;
+        int k = pcache_slot(w.mark[i].h, now, &found);
+        pcache[k].h = w.mark[i].h;
+        pcache[k].expires_ms = now + (w.mark[i].one_hour ? 3600000 : 300000);
+    }
+    long last = (long)((w.mark[w.n - 1].bytes + 3) / 4), cached = (long)((read + 3) / 4);
+    m->pc_read = cached;
+    m->pc_w5m = w.mark[w.n - 1].one_hour ? 0 : last - cached;
+    m->pc_w1h = w.mark[w.n - 1].one_hour ? last - cached : 0;
+}
+
 /* Every text that counts toward prompt bytes (and may carry markers). */
 static size_t scan_prompt(struct mock_req *m, enum dialect d, json_object *root)
 {
@@ -507,9 +632,12 @@ static void compute_usage(struct mock_req *m, size_t prompt_bytes)
     u->reasoning = pick(d->reasoning_tokens, 0);
     u->words = m->npieces;
     u->completion = pick(d->completion_tokens, u->words + u->reasoning);
-    u->cached = pick(d->cached_tokens, 0);
-    u->cache_w5m = pick(d->cache_write_tokens, 0);
-    u->cache_w1h = pick(d->cache_write_1h_tokens, 0);
+    bool directed =
+        d->cached_tokens >= 0 || d->cache_write_tokens >= 0 || d->cache_write_1h_tokens >= 0;
+    bool simulated = m->pc_read >= 0 && !directed;
+    u->cached = pick(d->cached_tokens, simulated ? m->pc_read : 0);
+    u->cache_w5m = pick(d->cache_write_tokens, simulated ? m->pc_w5m : 0);
+    u->cache_w1h = pick(d->cache_write_1h_tokens, simulated ? m->pc_w1h : 0);
 }
 
 static void choose_answer(struct mock_req *m, long cap)
@@ -584,6 +712,8 @@ static const char *prepare(struct mock_req *m, enum dialect d, json_object *root
     /* Precedence, lowest first: queue rule, prompt markers, x-mock header. */
     faults_take(m->model, &m->dir);
     size_t bytes = scan_prompt(m, d, root);
+    m->pc_read = m->pc_w5m = m->pc_w1h = -1;
+    if (d == D_ANTHROPIC) prompt_cache(m, root);
     apply_header_directives(m);
     choose_answer(m, cap);
     compute_usage(m, bytes);

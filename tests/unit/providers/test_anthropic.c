@@ -498,6 +498,126 @@ static void test_encode_errors(void **state)
 
 /* ------------------------------------------------------------ decode */
 
+/* ------------------------------------------------------------ prompt caching */
+
+static model_price cache_price = {.name = "sonnet", .input = 3000000, .min_cache_tokens = 1024};
+
+/* "x" repeated n times: a text of about n / 4 tokens. */
+static char *text_of(size_t n)
+{
+    char *t = malloc(n + 1);
+    memset(t, 'x', n);
+    t[n] = '\0';
+    return t;
+}
+
+/* How many cache_control marks the body has. */
+static int marks(const char *body)
+{
+    int n = 0;
+    for (const char *p = body; (p = strstr(p, "\"cache_control\"")); p++)
+        n++;
+    return n;
+}
+
+static json_object *encode_cached(const char *json, bool one_hour, upstream_request *out)
+{
+    static provider_conf c;
+    static target t;
+    c = conf;
+    c.prompt_cache_auto = true;
+    c.prompt_cache_1h = one_hour;
+    t = tgt;
+    t.provider = &c;
+    t.price = &cache_price;
+    return encode_ok(json, &t, out);
+}
+
+static void test_encode_prompt_cache_threshold(void **state)
+{
+    /* a system prompt of 1,023 tokens (4,092 bytes) is below Sonnet's minimum of 1,024 */
+    for (int over = 0; over < 2; over++) {
+        char *sys = text_of(over ? 4096 : 4092), json[8192];
+        snprintf(json, sizeof json,
+                 "{\"model\":\"sonnet\",\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
+                 "{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                 sys);
+        upstream_request out;
+        json_object *b = encode_cached(json, false, &out);
+        assert_int_equal(marks(out.body.data), over);
+        if (over) {
+            json_object *cc = jget(jidx(jget(b, "system"), 0), "cache_control");
+            assert_string_equal(json_object_to_json_string_ext(cc, JSON_C_TO_STRING_PLAIN),
+                                "{\"type\":\"ephemeral\"}");
+        }
+        json_object_put(b);
+        upstream_request_free(&out);
+        free(sys);
+    }
+}
+
+static void test_encode_prompt_cache_placement(void **state)
+{
+    /* tools of ~1,100 tokens, a system prompt, a long pasted document, then
+     * a conversation: tools, system, the document and the conversation so
+     * far are marked (4, Anthropic's limit); the last message never is */
+    char *desc = text_of(4400), *doc = text_of(8000), *json = malloc(20000);
+    snprintf(
+        json, 20000,
+        "{\"model\":\"sonnet\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"description\":\"%s\",\"parameters\":{\"type\":\"object\"}}}],"
+        "\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+        "{\"role\":\"user\",\"content\":\"%s\"},{\"role\":\"assistant\",\"content\":\"Read.\"},"
+        "{\"role\":\"user\",\"content\":\"Summarise\"},{\"role\":\"assistant\",\"content\":"
+        "\"Done.\"},{\"role\":\"user\",\"content\":\"Shorter\"}]}",
+        desc, doc);
+    upstream_request out;
+    json_object *b = encode_cached(json, true, &out);
+    assert_int_equal(marks(out.body.data), 4);
+    const char *one_h = "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}";
+    json_object *tools = jget(b, "tools");
+    assert_string_equal(json_object_to_json_string_ext(jget(jidx(tools, 0), "cache_control"),
+                                                       JSON_C_TO_STRING_PLAIN),
+                        one_h);
+    assert_non_null(jget(jidx(jget(b, "system"), 0), "cache_control"));
+    json_object *msgs = jget(b, "messages"); /* user, assistant, user, assistant, user */
+    assert_int_equal(json_object_array_length(msgs), 5);
+    assert_non_null(jget(jidx(jget(jidx(msgs, 0), "content"), 0), "cache_control")); /* document */
+    assert_null(jget(jidx(jget(jidx(msgs, 1), "content"), 0), "cache_control"));
+    assert_null(jget(jidx(jget(jidx(msgs, 2), "content"), 0), "cache_control"));
+    assert_non_null(jget(jidx(jget(jidx(msgs, 3), "content"), 0), "cache_control")); /* so far */
+    assert_null(jget(jidx(jget(jidx(msgs, 4), "content"), 0), "cache_control"));
+    json_object_put(b);
+    upstream_request_free(&out);
+    free(desc);
+    free(doc);
+    free(json);
+}
+
+static void test_encode_prompt_cache_client_marks_win(void **state)
+{
+    /* one cache_control of the client's own: bridle adds none */
+    char *sys = text_of(9000), json[10000];
+    snprintf(json, sizeof json,
+             "{\"model\":\"sonnet\",\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
+             "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi\","
+             "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
+             sys);
+    upstream_request out;
+    json_object *b = encode_cached(json, false, &out);
+    assert_int_equal(marks(out.body.data), 1);
+    assert_null(jget(jidx(jget(b, "system"), 0), "cache_control"));
+    json_object_put(b);
+    upstream_request_free(&out);
+    /* and with options.prompt_cache off (this file's provider): none */
+    b = encode_ok("{\"model\":\"sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                  &tgt, &out);
+    assert_int_equal(marks(out.body.data), 0);
+    json_object_put(b);
+    upstream_request_free(&out);
+    free(sys);
+}
+
 static void test_decode_text_with_cache_and_thinking(void **state)
 {
     const char *body =
@@ -1041,6 +1161,9 @@ int main(void)
         cmocka_unit_test(test_encode_tool_choice_named_and_none),
         cmocka_unit_test(test_encode_reads_like_json_c),
         cmocka_unit_test(test_encode_errors),
+        cmocka_unit_test(test_encode_prompt_cache_threshold),
+        cmocka_unit_test(test_encode_prompt_cache_placement),
+        cmocka_unit_test(test_encode_prompt_cache_client_marks_win),
         cmocka_unit_test(test_decode_text_with_cache_and_thinking),
         cmocka_unit_test(test_decode_tool_use),
         cmocka_unit_test(test_decode_finish_reasons),
