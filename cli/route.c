@@ -536,18 +536,22 @@ out:
 
 static int simulate_usage(FILE *f, int code)
 {
-    fprintf(f,
-            "usage: bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] "
-            "[--json]\n"
-            "  Routes every line of a workload with the config's policy (no calls) and prints the\n"
-            "  projected cost per week, day and month (30 days) against the baseline model, by\n"
-            "  task and by model. A line: {\"task\": \"classify\", \"tier\": \"budget\", "
-            "\"model\": \"auto\",\n"
-            "  \"prompt_tokens\": 500 or \"prompt\": \"text\", \"output_tokens\": 10, \"count\": "
-            "2000,\n"
-            "  \"per\": \"day\" | \"week\"}. Baseline: --baseline, else $.routing.baseline, else "
-            "the\n"
-            "  most expensive model of the heavy tier.\n");
+    fprintf(
+        f,
+        "usage: bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] "
+        "[--json]\n"
+        "  Routes every line of a workload with the config's policy (no calls) and prints the\n"
+        "  projected cost per week, day and month (30 days) against the baseline model, by\n"
+        "  task and by model. A line: {\"task\": \"classify\", \"tier\": \"budget\", "
+        "\"model\": \"auto\",\n"
+        "  \"prompt_tokens\": 500 or \"prompt\": \"text\", \"output_tokens\": 10, \"count\": "
+        "2000,\n"
+        "  \"per\": \"day\" | \"week\", \"cached_prefix_tokens\": 2000}. Baseline: --baseline, "
+        "else\n"
+        "  $.routing.baseline, else the most expensive model of the heavy tier. Lines with\n"
+        "  cached_prefix_tokens (a stable prefix, e.g. the system prompt) are also priced with\n"
+        "  the provider's prompt cache: reads at the cached rate, one write a day while requests\n"
+        "  come at least once per cache TTL, else a write every request.\n");
     return code;
 }
 
@@ -569,6 +573,7 @@ typedef struct tally {
     char name[64];
     int64_t requests; /* per week */
     wide routed, baseline;
+    wide cached; /* routed, with the prompt cache on the lines that declare a prefix */
 } tally;
 
 typedef struct tallies {
@@ -591,11 +596,44 @@ static tally *tally_of(tallies *ts, const char *name)
     return t;
 }
 
-static void tally_add(tally *t, int64_t weekly, int64_t unit, int64_t base_unit)
+static void tally_add(tally *t, int64_t weekly, int64_t unit, int64_t base_unit, wide cached)
 {
     t->requests += weekly;
     t->routed += (wide)unit * weekly;
     t->baseline += (wide)base_unit * weekly;
+    t->cached += cached;
+}
+
+/* The shortest prefix a provider caches: the price table's figure, else
+ * 1,024 tokens where the model has a cached rate at all (OpenAI's and
+ * Gemini Flash's published minimum), else none. */
+static int64_t min_cache_tokens(const model_price *p)
+{
+    if (p->min_cache_tokens > 0) return p->min_cache_tokens;
+    return p->cached_input > 0 && p->cached_input < p->input ? 1024 : 0;
+}
+
+/* A week of `weekly` requests of (in, out) tokens whose first `prefix`
+ * tokens are the same each time, priced with the provider's prompt cache:
+ * a warm request reads the prefix at the cached rate; a write pays the
+ * write rate (Anthropic 1.25x or 2x input, others input). Uniform
+ * arrivals keep the cache warm when they come at least once per TTL (one
+ * write a day, the cold start), else every request writes. Without a
+ * prefix the cache can take, the plain unit cost. */
+static wide cached_week(const model_price *p, bool one_hour, int64_t in, int64_t out,
+                        int64_t prefix, int64_t weekly, int64_t unit)
+{
+    if (prefix <= 0 || prefix < min_cache_tokens(p) || prefix > in) return (wide)unit * weekly;
+    usage_record warm = {.input_uncached = in - prefix, .cache_read = prefix, .output = out};
+    usage_record cold = {.input_uncached = in - prefix, .output = out};
+    if (one_hour)
+        cold.cache_write_1h = prefix;
+    else
+        cold.cache_write_5m = prefix;
+    int64_t gap_s = weekly > 0 ? 7 * 86400 / weekly : 0, ttl_s = one_hour ? 3600 : 300;
+    int64_t writes = gap_s <= ttl_s ? (weekly < 7 ? weekly : 7) : weekly; /* per week */
+    return (wide)pricing_cost_pusd(p, &warm, false) * (weekly - writes) +
+           (wide)pricing_cost_pusd(p, &cold, false) * writes;
 }
 
 /* Per day and per month (30 days) from a weekly amount, rounded half up. */
@@ -627,7 +665,7 @@ static void print_tally_row(const tally *t, bool with_baseline)
 
 typedef struct wl_line {
     const char *task, *tier, *model, *prompt;
-    int64_t prompt_tokens, output_tokens, count;
+    int64_t prompt_tokens, output_tokens, count, cached_prefix_tokens;
     bool weekly;
 } wl_line;
 
@@ -663,27 +701,38 @@ static bool parse_line(json_object *obj, wl_line *w, char *err, size_t errlen)
             w->output_tokens = n;
         else if (strcmp(key, "count") == 0 && is_int && n >= 1 && n <= 1000000000)
             w->count = n;
+        else if (strcmp(key, "cached_prefix_tokens") == 0 && is_int && n >= 0 && n <= 100000000)
+            w->cached_prefix_tokens = n;
         else if (strcmp(key, "per") == 0 && is_str &&
                  (strcmp(s, "day") == 0 || strcmp(s, "week") == 0))
             w->weekly = strcmp(s, "week") == 0;
         else {
-            static const char *const known[] = {
-                "task",          "tier",  "model", "prompt", "prompt_tokens",
-                "output_tokens", "count", "per",   "note",   NULL};
+            static const char *const known[] = {"task",
+                                                "tier",
+                                                "model",
+                                                "prompt",
+                                                "prompt_tokens",
+                                                "output_tokens",
+                                                "count",
+                                                "per",
+                                                "note",
+                                                "cached_prefix_tokens",
+                                                NULL};
             bool k = false;
             for (const char *const *p = known; *p && !k; p++)
                 k = strcmp(*p, key) == 0;
             if (!k)
                 snprintf(err, errlen,
                          "\"%s\": unknown key (expected task, tier, model, prompt_tokens or "
-                         "prompt, output_tokens, count, per, note)",
+                         "prompt, output_tokens, count, per, cached_prefix_tokens, note)",
                          key);
             else
                 snprintf(err, errlen, "\"%s\": %s (got %s)", key,
                          strcmp(key, "per") == 0     ? "expected \"day\" or \"week\""
                          : strcmp(key, "count") == 0 ? "expected an integer from 1"
                          : is_str || strcmp(key, "prompt_tokens") == 0 ||
-                                 strcmp(key, "output_tokens") == 0
+                                 strcmp(key, "output_tokens") == 0 ||
+                                 strcmp(key, "cached_prefix_tokens") == 0
                              ? "expected a non-negative integer"
                              : "expected a non-empty string",
                          json_object_to_json_string(v));
@@ -748,6 +797,7 @@ int simulate_main(int argc, char **argv)
     memset(&total, 0, sizeof total);
     buf routes = BUF_INIT;
     int rc = 0, n_lines = 0, lineno = 0;
+    bool any_prefix = false; /* some line declares cached_prefix_tokens */
     for (char *line = text, *next; line && *line && rc == 0; line = next) {
         next = strchr(line, '\n');
         if (next) *next++ = '\0';
@@ -794,9 +844,15 @@ int simulate_main(int argc, char **argv)
         int64_t base_unit =
             base >= 0 ? policy_estimate_cost_pusd(L.models[base].price, in, out) : 0;
         int64_t weekly = w.count * (w.weekly ? 1 : 7);
-        tally_add(tally_of(&by_task, w.task ? w.task : "(no task)"), weekly, unit, base_unit);
-        tally_add(tally_of(&by_model, m->name), weekly, unit, base_unit);
-        tally_add(&total, weekly, unit, base_unit);
+        const model_conf *mc = config_find_model(L.cfg, m->name);
+        bool one_hour = mc && mc->target.provider && mc->target.provider->prompt_cache_1h;
+        wide cached =
+            cached_week(m->price, one_hour, in, out, w.cached_prefix_tokens, weekly, unit);
+        any_prefix |= w.cached_prefix_tokens > 0;
+        tally_add(tally_of(&by_task, w.task ? w.task : "(no task)"), weekly, unit, base_unit,
+                  cached);
+        tally_add(tally_of(&by_model, m->name), weekly, unit, base_unit, cached);
+        tally_add(&total, weekly, unit, base_unit, cached);
         buf_printf(&routes, "%s{\"line\":%d,\"task\":", n_lines > 1 ? "," : "", lineno);
         put_jstr(&routes, w.task);
         buf_printf(&routes,
@@ -831,6 +887,10 @@ int simulate_main(int argc, char **argv)
         json_money(&o, "baseline", total.baseline);
         buf_append_str(&o, ",");
         json_money(&o, "savings", total.baseline - total.routed);
+        if (any_prefix) {
+            buf_append_str(&o, ",");
+            json_money(&o, "routed_with_prompt_cache", total.cached);
+        }
         for (int k = 0; k < 2; k++) {
             tallies *ts = k ? &by_model : &by_task;
             buf_printf(&o, ",\"%s\":[", k ? "by_model" : "by_task");
@@ -841,6 +901,10 @@ int simulate_main(int argc, char **argv)
                 json_money(&o, "routed", ts->t[i].routed);
                 buf_append_str(&o, ",");
                 json_money(&o, "baseline", ts->t[i].baseline);
+                if (any_prefix) {
+                    buf_append_str(&o, ",");
+                    json_money(&o, "routed_with_prompt_cache", ts->t[i].cached);
+                }
                 buf_append_str(&o, "}");
             }
             buf_append_str(&o, "]");
@@ -882,6 +946,12 @@ int simulate_main(int argc, char **argv)
                    usd(per_month(saved < 0 ? 0 : saved), 6, d, sizeof d), (long long)(bp / 10),
                    (long long)(bp < 0 ? -bp % 10 : bp % 10));
         }
+        if (any_prefix)
+            printf("with the prompt cache  $%s/week  $%s/day  $%s/month  (routed, the lines' "
+                   "cached_prefix_tokens read from the provider's cache)\n",
+                   usd(sat(total.cached), 6, a, sizeof a),
+                   usd(per_day(total.cached), 6, b2, sizeof b2),
+                   usd(per_month(total.cached), 6, c, sizeof c));
     }
     buf_free(&routes);
     free(by_task.t);

@@ -216,3 +216,43 @@ describe('route: one decision, no calls', () => {
     assert.match(r.stderr, /bad-config\.json: \$\.models\.gpt-4o-mini\.provider: no provider named "nowhere"/);
   });
 });
+
+describe('simulate: with and without the provider prompt cache (issue 14)', () => {
+  const run = (lines) => {
+    const dir = tmpDir('bridle-simulate-pc-');
+    const wl = path.join(dir, 'workload.jsonl');
+    writeFileSync(wl, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    return json('simulate', '--config', CONFIG, '--workload', wl);
+  };
+  // prices are µ$ per million tokens, so tokens × price is pico-dollars
+
+  test("the seed's arithmetic: a 2,000-token system prompt, 1,000 requests a day on Sonnet: $6/day without, $0.6069 with", () => {
+    const r = run([{ model: 'claude-sonnet-4-6', prompt_tokens: 2000, output_tokens: 0, count: 1000, per: 'day', cached_prefix_tokens: 2000 }]);
+    assert.equal(pusd(r.routed.per_day_pusd), 6n * USD); // 2,000 × 1,000 × $3/M
+    // warm: 999 reads at $0.30/M; one write a day (the cold start) at $3.75/M
+    const day = 999n * 2000n * 300_000n + 1n * 2000n * 3_750_000n;
+    assert.equal(pusd(r.routed_with_prompt_cache.per_week_pusd), 7n * day);
+    assert.equal(pusd(r.routed_with_prompt_cache.per_day_pusd), day); // $0.6069 (the seed says "about $0.63")
+  });
+
+  test('a request an hour misses the 5-minute cache every time: writes cost more than no cache; under the minimum nothing changes', () => {
+    const slow = run([{ model: 'claude-sonnet-4-6', prompt_tokens: 2000, output_tokens: 0, count: 24, per: 'day', cached_prefix_tokens: 2000 }]);
+    assert.equal(pusd(slow.routed_with_prompt_cache.per_week_pusd), 7n * 24n * 2000n * 3_750_000n);
+    assert.ok(pusd(slow.routed_with_prompt_cache.per_week_pusd) > pusd(slow.routed.per_week_pusd));
+    const short = run([{ model: 'claude-sonnet-4-6', prompt_tokens: 2000, output_tokens: 0, count: 1000, per: 'day', cached_prefix_tokens: 1000 }]);
+    assert.equal(short.routed_with_prompt_cache.per_week_pusd, short.routed.per_week_pusd, "below Sonnet's 1,024-token minimum");
+  });
+
+  test('OpenAI: reads at the cached rate, writes at the plain rate; lines without a prefix count the same both ways', () => {
+    const r = run([
+      { model: 'gpt-4o-mini', prompt_tokens: 3000, output_tokens: 100, count: 7000, per: 'week', cached_prefix_tokens: 2500 },
+      { model: 'gpt-4o-mini', prompt_tokens: 300, output_tokens: 10, count: 70, per: 'week' },
+    ]);
+    const warm = 500n * 150_000n + 2500n * 75_000n + 100n * 600_000n;
+    const cold = 3000n * 150_000n + 100n * 600_000n;
+    const plain = 300n * 150_000n + 10n * 600_000n;
+    // 1,000 a day: one every 86 s keeps the cache warm; one write a day
+    assert.equal(pusd(r.routed_with_prompt_cache.per_week_pusd), 6993n * warm + 7n * cold + 70n * plain);
+    assert.equal(pusd(r.routed.per_week_pusd), 7000n * cold + 70n * plain);
+  });
+});
