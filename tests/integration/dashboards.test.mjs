@@ -399,6 +399,28 @@ const CHECKS = {
       const prompt = sum(es, (e) => e.input_tokens + e.cache_read_tokens + e.cache_write_tokens);
       near(row.prompt_cache_read, prompt ? Number(sum(es, (e) => e.cache_read_tokens)) / Number(prompt) : null, `prompt cache @${t}`);
     }),
+  'Prompt cache by model': (rows, evs) => {
+    const want = [...groupMap(evs, (e) => e.model ?? '(none)')].map(([model, es]) => ({
+      model,
+      input_uncached: sum(es, (e) => e.input_tokens).toString(),
+      cache_read: sum(es, (e) => e.cache_read_tokens).toString(),
+      cache_write: sum(es, (e) => e.cache_write_tokens).toString(),
+      cost_usd: usd(sum(es, (e) => e.cost_pusd)),
+      read: sum(es, (e) => e.cache_read_tokens),
+      prompt: sum(es, (e) => e.input_tokens + e.cache_read_tokens + e.cache_write_tokens),
+    }));
+    want.sort((a, b) => (a.read !== b.read ? (a.read > b.read ? -1 : 1) : a.model < b.model ? -1 : 1));
+    assert.deepEqual(
+      rows.map((r) => r.model),
+      want.map((w) => w.model),
+    );
+    rows.forEach((r, i) => {
+      const w = want[i];
+      for (const k of ['input_uncached', 'cache_read', 'cache_write', 'cost_usd']) assert.equal(r[k], w[k], `${w.model} ${k}`);
+      near(r.read_share, w.prompt ? Number(w.read) / Number(w.prompt) : null, `${w.model} read share`);
+    });
+    assert.ok(want.some((w) => w.read > 0n) && want.some((w) => BigInt(w.cache_write) > 0n), 'the seed reads and writes prompt caches');
+  },
   'Budgets this period': (rows) => {
     // every configured budget, with the spend of the period that holds now
     const now = Date.now();
