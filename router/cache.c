@@ -313,6 +313,7 @@ void resp_cache_key(const canon_request *req, bool team, const char *scope, cons
         *o++ = '\n';
         out->len = (size_t)(o - out->data);
     }
+    out->data[out->len] = '\0'; /* buf's promise, kept by hand after the direct writes */
     if (f != few) free(f);
 }
 

@@ -1153,8 +1153,17 @@ static void parse_cache_deterministic(parse_ctx *pc, json_object *o)
 
 static void parse_cache(parse_ctx *pc, json_object *root)
 {
-    static const char *const known[] = {
-        "enabled", "max_mb", "ttl_s", "scope", "tasks", "routes", "deterministic_models", NULL};
+    static const char *const known[] = {"enabled",
+                                        "max_mb",
+                                        "ttl_s",
+                                        "scope",
+                                        "tasks",
+                                        "routes",
+                                        "deterministic_models",
+                                        "shared",
+                                        "shared_max_mb",
+                                        "shared_timeout_ms",
+                                        NULL};
     bridle_config *c = pc->cfg;
     cache_conf *k = &c->cache;
     json_object *o = get_obj(pc, root, "cache", false);
@@ -1178,6 +1187,15 @@ static void parse_cache(parse_ctx *pc, json_object *root)
         c->cache_routes = parse_cache_ttls(pc, o, "routes", &c->n_cache_routes);
     }
     parse_cache_deterministic(pc, o);
+    k->shared = get_bool(pc, o, "shared", false);
+    k->shared_max_bytes = get_int(pc, o, "shared_max_mb", 1024, 1, 1048576) << 20;
+    k->shared_timeout_ms = get_int(pc, o, "shared_timeout_ms", 50, 1, 10000);
+    if (k->shared && (!c->database.url || !*c->database.url)) {
+        size_t o2 = path_push(pc, ".shared");
+        fail(pc, "the shared level lives in PostgreSQL: set database.url (or DATABASE_URL), or "
+                 "\"shared\": false");
+        path_pop(pc, o2);
+    }
     path_pop(pc, old);
 }
 

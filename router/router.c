@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <string.h>
 
+#include "db/cache_store.h"
 #include "db/instances.h"
 #include "db/ledger.h"
 #include "lib/log.h"
@@ -43,9 +44,10 @@ struct router {
     int pool_n;
     struct run *spool_waiting, *spool_resuming; /* router/run.c */
     router_stats stats;
-    ratelimiter *rl;   /* rate-limit windows per key and team */
-    instances *inst;   /* heartbeats: the gateways sharing the limits; NULL without a database */
-    resp_cache *cache; /* the response cache; NULL when off */
+    ratelimiter *rl;     /* rate-limit windows per key and team */
+    instances *inst;     /* heartbeats: the gateways sharing the limits; NULL without a database */
+    resp_cache *cache;   /* the response cache; NULL when off */
+    cache_store *shared; /* its level in PostgreSQL; NULL when off */
 };
 
 static bool resilience_new(router *rt)
@@ -157,8 +159,12 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
     rt->n_pmodels = policy_models_from_config(cfg, rt->pmodels, nm);
     if (lg) ledger_set_on_written(lg, run_spool_written, rt);
     const cache_conf *cc = config_cache(cfg);
+    cache_store_options so = {.database_url = config_database(cfg)->url,
+                              .timeout_ms = (int)cc->shared_timeout_ms,
+                              .max_bytes = cc->shared_max_bytes};
     if (!(rt->rl = ratelimit_new()) ||
-        (cc->enabled && !(rt->cache = resp_cache_new(cc->max_bytes)))) {
+        (cc->enabled && !(rt->cache = resp_cache_new(cc->max_bytes))) ||
+        (cc->enabled && cc->shared && !(rt->shared = cache_store_new(base, &so)))) {
         router_free(rt);
         return NULL;
     }
@@ -179,6 +185,7 @@ void router_free(router *rt)
     instances_free(rt->inst);
     ratelimit_free(rt->rl);
     resp_cache_free(rt->cache);
+    cache_store_free(rt->shared);
     if (rt->ledger) ledger_set_on_written(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_shipped(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_replayed(rt->ledger, NULL, NULL);
@@ -204,6 +211,11 @@ void router_free(router *rt)
 struct resp_cache *router_cache(const router *rt)
 {
     return rt->cache;
+}
+
+struct cache_store *router_cache_store(const router *rt)
+{
+    return rt->shared;
 }
 
 ratelimiter *router_ratelimit(const router *rt)

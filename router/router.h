@@ -30,6 +30,7 @@ struct run;
 struct instances;
 struct budget;
 struct resp_cache;
+struct cache_store;
 
 /* ledger and idem may be NULL (no database). Returns NULL on OOM. */
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
@@ -48,6 +49,9 @@ struct budget *router_budgets(const router *rt);
 
 /* The response cache (router/cache.h), or NULL when cache.enabled is off. */
 struct resp_cache *router_cache(const router *rt);
+/* Its shared level in PostgreSQL (db/cache_store.h), or NULL when
+ * cache.shared is off. */
+struct cache_store *router_cache_store(const router *rt);
 
 /* ------------------------------------------------------------ call slots */
 

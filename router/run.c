@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "db/cache_store.h"
 #include "db/idem.h"
 #include "db/ledger.h"
 #include "lib/buf.h"
@@ -128,9 +129,10 @@ struct run {
     buf idem_body;         /* the answer to store (a stream as sent), here or in the cache */
     bool idem_too_big;
     /* the response cache (router/cache.h) */
-    buf cache_key;        /* resp_cache_key's bytes */
-    bool cache_store;     /* a miss: its answer is stored when it completes */
-    int64_t cache_ttl_ms; /* for how long */
+    buf cache_key;            /* resp_cache_key's bytes */
+    bool cache_store;         /* a miss: its answer is stored when it completes */
+    int64_t cache_ttl_ms;     /* for how long */
+    cache_store_op *cache_op; /* the lookup in the shared level, in flight */
     /* budgets (router/budget.h) */
     budget_hold bhold; /* the reservation: settled or given back exactly once */
     int64_t cost_pusd; /* what the usage event charges (answer_cost) */
@@ -725,6 +727,15 @@ static step_result settle_cache(run *r)
         ca.len = whole.len;
     }
     resp_cache_put(c, &r->cache_key, &ca, util_now_ms() + r->cache_ttl_ms);
+    cache_store *shared = router_cache_store(r->rt);
+    if (shared) {
+        const usage_record *u = &ca.usage;
+        cache_store_usage su = {u->input_uncached, u->cache_read,     u->cache_write_5m,
+                                u->cache_write_1h, u->output,         u->reasoning,
+                                u->exact,          ca.usage_estimated};
+        cache_store_put(shared, r->cache_key.data, ca.body, ca.len, ca.served_by->model, &su,
+                        r->cache_ttl_ms);
+    }
     buf_free(&whole);
     return STEP_NEXT;
 }
@@ -769,6 +780,10 @@ static void slot_release(run *r)
 static void release_holds(run *r)
 {
     spool_wait_leave(r);
+    if (r->cache_op) {
+        cache_store_cancel(r->cache_op);
+        r->cache_op = NULL;
+    }
     if (r->idem_pending) {
         idem_cancel(r->idem_pending);
         r->idem_pending = NULL;
@@ -1355,6 +1370,36 @@ static bool cache_replay(run *r, const cache_answer *c)
     return true;
 }
 
+/* An answer from the shared level: kept in memory too (for what is left
+ * of its TTL, at most this request's), then replayed. False when this
+ * gateway does not serve the model that answered. */
+static bool shared_replay(run *r, const cache_store_row *row)
+{
+    const model_conf *m = config_find_model(router_config(r->rt), row->model);
+    if (!m) return false;
+    const cache_store_usage *su = &row->usage;
+    cache_answer a = {row->body,
+                      row->len,
+                      &m->target,
+                      {su->input_uncached, su->cache_read, su->cache_write_5m, su->cache_write_1h,
+                       su->output, su->reasoning, su->exact},
+                      su->estimated};
+    int64_t ttl = row->ttl_left_ms < r->cache_ttl_ms ? row->ttl_left_ms : r->cache_ttl_ms;
+    resp_cache_put(router_cache(r->rt), &r->cache_key, &a, util_now_ms() + ttl);
+    return cache_replay(r, &a);
+}
+
+/* The shared level answered (row NULL: a miss, or no answer in time). */
+static void on_shared(void *ctx, const cache_store_row *row)
+{
+    run *r = ctx;
+    r->cache_op = NULL;
+    if (row && shared_replay(r, row)) return;
+    r->cache_store = true;
+    r->admit_i++; /* past the cache step */
+    admit_next(r);
+}
+
 /* Answers from the response cache when the request is deterministic
  * (temperature 0, or none on a model cache.deterministic_models names) or
  * opts in (x-bridle-cache: on), and n is 1. Cache-Control: no-store skips
@@ -1384,12 +1429,16 @@ static step_result admit_cache(run *r)
     bool team = config_cache(cfg)->team_scope && r->key && r->key->team;
     resp_cache_key(&r->canon, team, team ? r->key->team : scope(r), t->model, output_cap_tokens(r),
                    &r->cache_key);
-    cache_answer hit;
-    if (!(cc & CC_NO_CACHE) && resp_cache_get(c, &r->cache_key, util_now_ms(), &hit) &&
-        cache_replay(r, &hit))
-        return STEP_ANSWERED;
-    r->cache_store = true;
     r->cache_ttl_ms = ttl_s * 1000;
+    cache_answer hit;
+    if (!(cc & CC_NO_CACHE)) {
+        if (resp_cache_get(c, &r->cache_key, util_now_ms(), &hit) && cache_replay(r, &hit))
+            return STEP_ANSWERED;
+        cache_store *shared = router_cache_store(r->rt);
+        if (shared && (r->cache_op = cache_store_get(shared, r->cache_key.data, on_shared, r)))
+            return STEP_WAIT;
+    }
+    r->cache_store = true;
     return STEP_NEXT;
 }
 

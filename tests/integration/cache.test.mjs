@@ -21,6 +21,9 @@ let team; // scope "team"
 let short; // ttl 1 s, per-task and per-route TTLs
 let small; // 1 MB of memory
 let off; // the default: no cache
+let shared1; // two gateways sharing the PostgreSQL level (cache.shared)
+let shared2;
+let away; // cache.shared with the database unreachable
 const mate = newKey(); // a second key of gw's and team's team "test"
 const stranger = newKey(); // a key of another team
 
@@ -45,10 +48,18 @@ before(async () => {
   });
   small = await startBridle({ config: mockConfig(mock.url, { cache: { enabled: true, max_mb: 1 } }) });
   off = await startBridle({ config: mockConfig(mock.url) });
+  const sharedConfig = (url) =>
+    mockConfig(mock.url, {
+      cache: { enabled: true, shared: true, shared_timeout_ms: 2000 },
+      database: { url, spool_dir: path.join(tmpDir('bridle-cache-shared-'), 'spool'), flush_interval_ms: 50 },
+    });
+  shared1 = await startBridle({ config: sharedConfig(pg.url) });
+  shared2 = await startBridle({ config: sharedConfig(pg.url) });
+  away = await startBridle({ config: sharedConfig('postgresql://127.0.0.1:1/none?connect_timeout=1') });
 });
 
 after(async () => {
-  for (const g of [gw, team, short, small, off]) await g?.stop();
+  for (const g of [gw, team, short, small, off, shared1, shared2, away]) await g?.stop();
   await mock?.stop();
   await pg?.stop?.();
 });
@@ -378,4 +389,46 @@ test('the cache is off by default: no header, no counters, every request goes up
   assert.equal(r2.headers['x-bridle-cache'], undefined);
   assert.equal((await allCalls()) - a0, 2);
   assert.equal((await health(off)).cache, undefined);
+});
+
+test('cache.shared: two gateways share answers through PostgreSQL; the second keeps a copy in memory', async () => {
+  const b = body(unique('Shared level'));
+  // the same key on both: the same client key id and team ("test"), different secrets
+  const a0 = await allCalls();
+  const h1 = (await health(shared2)).cache.shared;
+  const first = await ask(shared1, b);
+  assert.equal(first.headers['x-bridle-cache'], 'miss');
+  let second;
+  for (let i = 0; i < 50; i++) { // the write to PostgreSQL is not awaited by the first answer
+    second = await ask(shared2, { ...b, stream: i % 2 === 1 });
+    if (second.headers['x-bridle-cache'] === 'hit') break;
+    await sleep(20);
+  }
+  assert.equal(second.headers['x-bridle-cache'], 'hit');
+  assert.equal(second.headers['x-bridle-cost-usd'], '0.0');
+  assert.equal(second.headers['x-bridle-model'], 'gpt-4o-mini');
+  const h2 = (await health(shared2)).cache.shared;
+  assert.ok(h2.hits - h1.hits >= 1, JSON.stringify(h2));
+  // now in shared2's memory: no lookup in PostgreSQL
+  const third = await ask(shared2, b);
+  assert.equal(third.headers['x-bridle-cache'], 'hit');
+  assert.equal(third.text, first.text, 'the same bytes, from the other gateway');
+  assert.equal((await health(shared2)).cache.shared.lookups, h2.lookups);
+  // one upstream call, plus the misses of shared2 while the write was on its way
+  const calls = (await allCalls()) - a0;
+  assert.ok(calls >= 1 && calls <= 1 + (h2.misses - h1.misses), `${calls} upstream calls`);
+  const rows = await pg.query(pg.url, "SELECT count(*)::int AS n, bool_and(expires_at > now() + interval '50 minutes') AS fresh FROM bridle_response_cache");
+  assert.ok(rows.rows[0].n >= 1 && rows.rows[0].fresh, JSON.stringify(rows.rows));
+});
+
+test('cache.shared with the database away: lookups are misses at once, requests are served, memory still hits', async () => {
+  const b = body(unique('away'));
+  const r1 = await ask(away, b);
+  assert.equal(r1.status, 200, r1.text);
+  assert.equal(r1.headers['x-bridle-cache'], 'miss');
+  const r2 = await ask(away, b);
+  assert.equal(r2.headers['x-bridle-cache'], 'hit');
+  const h = (await health(away)).cache.shared;
+  assert.equal(h.hits, 0);
+  assert.ok(h.lookups >= 1 && h.misses >= 1, JSON.stringify(h));
 });
