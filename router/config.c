@@ -1098,6 +1098,21 @@ static bool is_route_name(const bridle_config *c, const char *name)
            strncmp(name, "tier:", 5) == 0;
 }
 
+/* A name in a per-task or per-route map (timeouts, cache): a route is one
+ * of $.routes or a virtual model of the routing policy ("auto",
+ * "tier:NAME"). False, with the error, when it is not one. */
+static bool map_name_ok(parse_ctx *pc, bool routes, const char *name)
+{
+    if (routes && !is_route_name(pc->cfg, name))
+        fail(pc, "expected the name of a route in $.routes, \"auto\" or \"tier:NAME\" (got \"%s\")",
+             name);
+    else if (!*name)
+        fail(pc, "expected a non-empty task name");
+    else
+        return true;
+    return false;
+}
+
 /* cache.tasks / cache.routes: NAME -> seconds (0: never cached). */
 static cache_ttl *parse_cache_ttls(parse_ctx *pc, json_object *o, const char *key, int *n)
 {
@@ -1112,14 +1127,7 @@ static cache_ttl *parse_cache_ttls(parse_ctx *pc, json_object *o, const char *ke
         int64_t secs = json_object_get_int64(val);
         if (!json_object_is_type(val, json_type_int) || secs < 0 || secs > 31 * 86400)
             fail(pc, "expected a TTL in seconds from 0 (never cached) to 2678400 (31 days)");
-        else if (routes && !is_route_name(pc->cfg, name))
-            fail(pc,
-                 "expected the name of a route in $.routes, \"auto\" or \"tier:NAME\" (got "
-                 "\"%s\")",
-                 name);
-        else if (!*name)
-            fail(pc, "expected a non-empty task name");
-        else {
+        else if (map_name_ok(pc, routes, name)) {
             t[*n].name = own(pc->cfg, strdup(name));
             t[*n].ttl_s = secs;
             (*n)++;
@@ -1239,14 +1247,7 @@ static timeout_level *parse_timeout_map(parse_ctx *pc, json_object *o, const cha
         if (!json_object_is_type(val, json_type_object))
             fail(pc, "expected an object of connect_ms, first_byte_ms, total_ms, got %s",
                  type_name(val));
-        else if (routes && !is_route_name(pc->cfg, name))
-            fail(pc,
-                 "expected the name of a route in $.routes, \"auto\" or \"tier:NAME\" (got "
-                 "\"%s\")",
-                 name);
-        else if (!*name)
-            fail(pc, "expected a non-empty task name");
-        else {
+        else if (map_name_ok(pc, routes, name)) {
             lv[*n].name = own(pc->cfg, strdup(name));
             parse_timeout_level(pc, val, &lv[*n]);
             (*n)++;

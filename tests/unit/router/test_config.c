@@ -470,6 +470,60 @@ static void test_extra_headers(void **state)
                  "$.providers.p.headers.X-Num: ", "expected a string header value, got int");
 }
 
+/* The response cache's section and the prompt-cache options (issue 14). */
+static void test_cache_section(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P, MODEL_4O, NULL));
+    const cache_conf *k = config_cache(c);
+    assert_false(k->enabled);
+    assert_int_equal(k->max_bytes, 64 << 20);
+    assert_int_equal(k->ttl_s, 3600);
+    assert_false(k->team_scope);
+    assert_false(k->shared);
+    assert_true(config_provider(c, 0)->prompt_cache_auto);
+    assert_false(config_provider(c, 0)->prompt_cache_1h);
+    config_free(c);
+    c = load_ok(doc("\"p\": {\"kind\": \"anthropic\", \"base_url\": \"http://h/v1\", \"options\": "
+                    "{\"prompt_cache\": \"off\", \"prompt_cache_ttl\": \"1h\"}}",
+                    MODEL_4O,
+                    "\"routes\": {\"r\": {\"candidates\": [\"gpt-4o\"]}}, \"cache\": {\"enabled\": "
+                    "true, \"max_mb\": 8, \"ttl_s\": 60, \"scope\": \"team\", \"tasks\": "
+                    "{\"faq\": 86400, \"chat\": 0}, \"routes\": {\"r\": 5, \"auto\": 0}, "
+                    "\"deterministic_models\": [\"gpt-4o\"]}"));
+    k = config_cache(c);
+    assert_true(k->enabled);
+    assert_int_equal(k->max_bytes, 8 << 20);
+    assert_true(k->team_scope);
+    assert_int_equal(config_cache_ttl_s(c, "faq", "r"), 86400); /* the task wins */
+    assert_int_equal(config_cache_ttl_s(c, "chat", NULL), 0);
+    assert_int_equal(config_cache_ttl_s(c, NULL, "r"), 5);
+    assert_int_equal(config_cache_ttl_s(c, "other", "auto"), 0);
+    assert_int_equal(config_cache_ttl_s(c, NULL, NULL), 60);
+    assert_true(config_cache_deterministic_model(c, 0));
+    assert_false(config_cache_deterministic_model(c, 1));
+    assert_false(config_provider(c, 0)->prompt_cache_auto);
+    assert_true(config_provider(c, 0)->prompt_cache_1h);
+    config_free(c);
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"cache\": {\"scope\": \"org\"}"), "$.cache.scope");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"cache\": {\"ttl\": 5}"), "$.cache.ttl");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"cache\": {\"tasks\": {\"x\": -1}}"),
+                    "$.cache.tasks.x");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"cache\": {\"routes\": {\"nope\": 5}}"),
+                    "$.cache.routes.nope");
+    expect_error(doc(PROV_P, MODEL_4O, "\"cache\": {\"deterministic_models\": [\"gpt-5\"]}"),
+                 "$.cache.deterministic_models", "item 0", "\"gpt-5\"");
+    expect_error(doc(PROV_P, MODEL_4O, "\"cache\": {\"shared\": true}"), "$.cache.shared",
+                 "database.url");
+    expect_error_at(doc("\"p\": {\"kind\": \"anthropic\", \"base_url\": \"http://h/v1\", "
+                        "\"options\": {\"prompt_cache\": \"always\"}}",
+                        MODEL_4O, NULL),
+                    "$.providers.p.options.prompt_cache");
+    expect_error_at(doc("\"p\": {\"kind\": \"anthropic\", \"base_url\": \"http://h/v1\", "
+                        "\"options\": {\"prompt_cache_ttl\": \"2h\"}}",
+                        MODEL_4O, NULL),
+                    "$.providers.p.options.prompt_cache_ttl");
+}
+
 static void test_provider_errors(void **state)
 {
     expect_error(doc("\"p\": {\"kind\": \"openai\", \"base_url\": \"http://h/v1\", \"apikey\": "
@@ -1079,6 +1133,7 @@ int main(void)
         cmocka_unit_test_setup(test_base_url_trailing_slashes, setup_env),
         cmocka_unit_test_setup(test_extra_headers, setup_env),
         cmocka_unit_test_setup(test_provider_errors, setup_env),
+        cmocka_unit_test_setup(test_cache_section, setup_env),
         cmocka_unit_test_setup(test_invalid_json, setup_env),
         cmocka_unit_test_setup(test_truncated_json, setup_env),
         cmocka_unit_test_setup(test_top_level_not_object, setup_env),
