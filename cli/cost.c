@@ -212,13 +212,13 @@ static void table_print(table *t, FILE *f)
 
 /* ------------------------------------------------------------ queries */
 
-/* The measures every report shows, in this order (12 columns): MEASURES
+/* The measures every report shows, in this order (13 columns): MEASURES
  * over usage_events_v (raw rows), MEASURES_R over the readers' rows.
  * Savings split in two (migration 0009): what answers served without an
  * upstream call saved (cache_hit events: their baseline is the call they
  * replaced) and what routing saved (the rest). */
 #define MEASURES_R                                                                                 \
-    "coalesce(sum(requests), 0), coalesce(sum(errors), 0), "                                       \
+    "coalesce(sum(requests), 0), coalesce(sum(errors), 0), coalesce(sum(cache_hits), 0), "         \
     "coalesce(sum(input_tokens), 0), coalesce(sum(cache_read_tokens), 0), "                        \
     "coalesce(sum(cache_write_tokens), 0), coalesce(sum(output_tokens), 0), "                      \
     "coalesce(sum(reasoning_tokens), 0), coalesce(sum(cost_pusd), 0), "                            \
@@ -231,7 +231,7 @@ static void table_print(table *t, FILE *f)
 #define USAGE_BY_FROM                                                                              \
     " FROM bridle_usage_by($3::text, $1::timestamptz, $2::timestamptz, interval '1 day') "
 #define MEASURES                                                                                   \
-    "count(*), count(*) FILTER (WHERE is_error), "                                                 \
+    "count(*), count(*) FILTER (WHERE is_error), count(*) FILTER (WHERE cache_hit), "              \
     "coalesce(sum(input_tokens), 0), coalesce(sum(cache_read_tokens), 0), "                        \
     "coalesce(sum(cache_write_tokens), 0), coalesce(sum(output_tokens), 0), "                      \
     "coalesce(sum(reasoning_tokens), 0), coalesce(sum(cost_pusd), 0), "                            \
@@ -240,11 +240,35 @@ static void table_print(table *t, FILE *f)
     "coalesce(sum(baseline_cost_pusd) FILTER (WHERE cache_hit), 0), "                              \
     "coalesce(sum(baseline_cost_pusd) FILTER (WHERE NOT cache_hit), 0) - "                         \
     "coalesce(sum(cost_pusd), 0)"
-enum { M_REQ, M_ERR, M_IN, M_CR, M_CW, M_OUT, M_REAS, M_COST, M_BASE, M_SAV, M_CSAV, M_RSAV, M_N };
-static const char *const M_JSON[M_N] = {
-    "requests",           "errors",        "input_tokens",     "cache_read_tokens",
-    "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost",
-    "baseline_cost",      "savings",       "cache_savings",    "routing_savings"};
+enum {
+    M_REQ,
+    M_ERR,
+    M_HITS,
+    M_IN,
+    M_CR,
+    M_CW,
+    M_OUT,
+    M_REAS,
+    M_COST,
+    M_BASE,
+    M_SAV,
+    M_CSAV,
+    M_RSAV,
+    M_N
+};
+static const char *const M_JSON[M_N] = {"requests",
+                                        "errors",
+                                        "cache_hits",
+                                        "input_tokens",
+                                        "cache_read_tokens",
+                                        "cache_write_tokens",
+                                        "output_tokens",
+                                        "reasoning_tokens",
+                                        "cost",
+                                        "baseline_cost",
+                                        "savings",
+                                        "cache_savings",
+                                        "routing_savings"};
 
 static void json_measures(FILE *f, PGresult *r, int row, int col0)
 {
@@ -368,6 +392,7 @@ static int do_summary(PGconn *c, const opts *o, const window *w)
         table_measures(r, 0, 0, cells);
         static const char *const label[M_N] = {"requests",
                                                "errors",
+                                               "cache hits",
                                                "input tokens (uncached)",
                                                "cache read tokens",
                                                "cache write tokens",

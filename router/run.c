@@ -973,8 +973,6 @@ static int check_allowed_model(run *r)
     return -1;
 }
 
-/* The candidates in order, then the deadlines (they depend on the route the
- * plan took: a route of $.routes, or the policy's "auto" / "tier:NAME"). */
 /* The route the request asked for, for per-route settings: a name in
  * $.routes, "auto" or "tier:NAME"; NULL for a model. */
 static const char *route_of(const run *r)
@@ -982,6 +980,8 @@ static const char *route_of(const run *r)
     return r->route_name ? r->route_name : r->by_policy ? r->canon.model : NULL;
 }
 
+/* The candidates in order, then the deadlines (they depend on the route the
+ * plan took: a route of $.routes, or the policy's "auto" / "tier:NAME"). */
 static int make_plan(run *r)
 {
     const bridle_config *cfg = router_config(r->rt);

@@ -69,6 +69,7 @@ export function groupMap(evs, keyFn) {
 export const reportMeasures = (evs) => ({
   requests: evs.length,
   errors: evs.filter(isError).length,
+  cache_hits: evs.filter((e) => e.cache_hit).length,
   input_tokens: Number(sum(evs, (e) => e.input_tokens)),
   cache_read_tokens: Number(sum(evs, (e) => e.cache_read_tokens)),
   cache_write_tokens: Number(sum(evs, (e) => e.cache_write_tokens)),
