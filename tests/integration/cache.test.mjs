@@ -44,7 +44,7 @@ before(async () => {
   });
   team = await startBridle({ config: mockConfig(mock.url, { cache: { ...cache, scope: 'team' }, keys }) });
   short = await startBridle({
-    config: mockConfig(mock.url, { cache: { enabled: true, ttl_s: 1, tasks: { chat: 0, faq: 3600 }, routes: { auto: 0 } } }),
+    config: mockConfig(mock.url, { cache: { enabled: true, ttl_s: 2, tasks: { chat: 0, faq: 3600 }, routes: { auto: 0 } } }),
   });
   small = await startBridle({ config: mockConfig(mock.url, { cache: { enabled: true, max_mb: 1 } }) });
   off = await startBridle({ config: mockConfig(mock.url) });
@@ -343,15 +343,15 @@ test('TTL: an answer expires after ttl_s; per-task and per-route TTLs, 0 meaning
   const b = body(unique('ttl'));
   assert.equal((await ask(short, b)).headers['x-bridle-cache'], 'miss');
   assert.equal((await ask(short, b)).headers['x-bridle-cache'], 'hit');
-  await sleep(1100);
-  assert.equal((await ask(short, b)).headers['x-bridle-cache'], 'miss', 'expired after 1 s');
+  await sleep(2100);
+  assert.equal((await ask(short, b)).headers['x-bridle-cache'], 'miss', 'expired after 2 s');
   assert.equal((await health(short)).cache.expired, 1);
-  // cache.tasks.chat = 0: never; cache.tasks.faq = 3600 wins over the 1 s default
+  // cache.tasks.chat = 0: never; cache.tasks.faq = 3600 wins over the 2 s default
   const t = body(unique('task'));
   await ask(short, t, { 'x-bridle-task': 'chat' });
   assert.equal((await ask(short, t, { 'x-bridle-task': 'chat' })).headers['x-bridle-cache'], undefined);
   await ask(short, t, { 'x-bridle-task': 'faq' });
-  await sleep(1100);
+  await sleep(2100);
   assert.equal((await ask(short, t, { 'x-bridle-task': 'faq' })).headers['x-bridle-cache'], 'hit');
   // cache.routes.auto = 0
   const r = body(unique('route'), { model: 'auto' });
