@@ -12,7 +12,7 @@
 #define QUEUE_MAX 1024 /* past this a lookup is a miss at once and a write is dropped */
 #define TRIM_INTERVAL_S 30
 
-typedef enum { OP_GET, OP_PUT, OP_TRIM } op_kind;
+typedef enum { OP_GET, OP_PUT, OP_TRIM, OP_PERSIST } op_kind;
 
 struct cache_store_op {
     cache_store *s;
@@ -35,6 +35,7 @@ struct cache_store {
     pgconn *pg;
     cache_store_op *head, *tail, *job; /* the queue, and the query in flight */
     int queued;
+    bool persist_again; /* setting LOGGED / UNLOGGED failed (migration 0010 not applied yet?) */
     struct event trim_timer;
     cache_store_stats st;
 };
@@ -65,6 +66,11 @@ static const char trim_sql[] =
     "OVER (ORDER BY stored_at DESC, key_hash) AS running FROM bridle_response_cache) "
     "DELETE FROM bridle_response_cache c USING sized s "
     "WHERE c.key_hash = s.key_hash AND s.running > $1::bigint";
+
+/* Both are no-ops when the table already is so; the gateways sharing a
+ * database should agree (the last to connect wins). */
+static const char logged_sql[] = "ALTER TABLE bridle_response_cache SET LOGGED";
+static const char unlogged_sql[] = "ALTER TABLE bridle_response_cache SET UNLOGGED";
 
 static void pump(cache_store *s);
 
@@ -128,6 +134,12 @@ static bool enqueue(cache_store *s, cache_store_op *op)
     return true;
 }
 
+static void enqueue_new(cache_store *s, op_kind kind)
+{
+    cache_store_op *op = op_new(s, kind);
+    if (op && !enqueue(s, op)) op_free(op);
+}
+
 /* ------------------------------------------------------------ results */
 
 static int64_t col_int(PGresult *r, int c)
@@ -171,8 +183,11 @@ static void on_result(void *ctx, PGresult *res, const char *error)
         on_get_result(op, res, error);
     } else if (error || (res && PQresultStatus(res) != PGRES_COMMAND_OK)) {
         s->st.errors++;
+        if (op->kind == OP_PERSIST) s->persist_again = true; /* with the next trim */
         log_warn("response cache: %s in PostgreSQL failed: %s",
-                 op->kind == OP_PUT ? "storing an answer" : "trimming the table",
+                 op->kind == OP_PUT    ? "storing an answer"
+                 : op->kind == OP_TRIM ? "trimming the table"
+                                       : "setting the table LOGGED or UNLOGGED",
                  error ? error : PQresultErrorMessage(res));
     }
     op_release(op);
@@ -187,6 +202,8 @@ static int send_op(cache_store *s, cache_store_op *op)
         const char *v[] = {op->key};
         return pgconn_send(s->pg, get_sql, 1, v, on_result, s);
     }
+    if (op->kind == OP_PERSIST)
+        return pgconn_send(s->pg, s->opt.logged ? logged_sql : unlogged_sql, 0, NULL, on_result, s);
     if (op->kind == OP_TRIM) {
         char max[24];
         snprintf(max, sizeof max, "%lld", (long long)s->opt.max_bytes);
@@ -244,7 +261,7 @@ static void on_conn_state(void *ctx, bool up)
 {
     cache_store *s = ctx;
     if (up) {
-        pump(s);
+        enqueue_new(s, OP_PERSIST); /* first in the queue, which is empty */
         return;
     }
     cache_store_op *op;
@@ -262,8 +279,11 @@ static void on_conn_state(void *ctx, bool up)
 static void on_trim_timer(evutil_socket_t fd, short what, void *arg)
 {
     cache_store *s = arg;
-    cache_store_op *op = op_new(s, OP_TRIM);
-    if (op && !enqueue(s, op)) op_free(op);
+    if (s->persist_again) {
+        s->persist_again = false;
+        enqueue_new(s, OP_PERSIST);
+    }
+    enqueue_new(s, OP_TRIM);
 }
 
 /* ------------------------------------------------------------ public */

@@ -42,6 +42,8 @@ typedef struct cache_store_options {
     const char *database_url;
     int timeout_ms;    /* a lookup's answer must come within this; default 50 */
     int64_t max_bytes; /* the table is trimmed to this (keys and bodies), oldest first */
+    bool logged;       /* the table is made LOGGED (kept through a crash of PostgreSQL, and on
+                          replicas) at each connection; else UNLOGGED, the default */
 } cache_store_options;
 
 cache_store *cache_store_new(struct event_base *base, const cache_store_options *opt);

@@ -3,7 +3,9 @@
 -- gateway stored is found by the others.
 --
 -- UNLOGGED: it is a cache, so nothing of it goes to the WAL and a crash of
--- PostgreSQL may empty it (replicas do not have it either).
+-- PostgreSQL may empty it (replicas do not have it either). A gateway with
+-- cache.shared_logged makes it LOGGED when it connects (and one without,
+-- UNLOGGED again).
 --
 -- key is the request's whole canonical key (scope, routed model, output cap,
 -- the answer-changing fields in compact JSON), compared on every read, so

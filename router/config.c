@@ -1171,6 +1171,7 @@ static void parse_cache(parse_ctx *pc, json_object *root)
                                         "shared",
                                         "shared_max_mb",
                                         "shared_timeout_ms",
+                                        "shared_logged",
                                         NULL};
     bridle_config *c = pc->cfg;
     cache_conf *k = &c->cache;
@@ -1198,6 +1199,7 @@ static void parse_cache(parse_ctx *pc, json_object *root)
     k->shared = get_bool(pc, o, "shared", false);
     k->shared_max_bytes = get_int(pc, o, "shared_max_mb", 1024, 1, 1048576) << 20;
     k->shared_timeout_ms = get_int(pc, o, "shared_timeout_ms", 50, 1, 10000);
+    k->shared_logged = get_bool(pc, o, "shared_logged", false);
     if (k->shared && (!c->database.url || !*c->database.url)) {
         size_t o2 = path_push(pc, ".shared");
         fail(pc, "the shared level lives in PostgreSQL: set database.url (or DATABASE_URL), or "

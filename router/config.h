@@ -147,6 +147,7 @@ typedef struct cache_conf {
     int64_t ttl_s;     /* how long an answer is replayed (per task or route below) */
     bool team_scope;   /* "scope": "team": a team's keys share answers; else each key its own */
     bool shared;       /* a second level in PostgreSQL that the gateways share (db/cache_store.h) */
+    bool shared_logged; /* its table LOGGED (survives a crash of PostgreSQL); UNLOGGED by default */
     int64_t shared_max_bytes;
     int64_t shared_timeout_ms; /* a lookup there answers within this, or is a miss */
 } cache_conf;

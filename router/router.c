@@ -161,7 +161,8 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
     const cache_conf *cc = config_cache(cfg);
     cache_store_options so = {.database_url = config_database(cfg)->url,
                               .timeout_ms = (int)cc->shared_timeout_ms,
-                              .max_bytes = cc->shared_max_bytes};
+                              .max_bytes = cc->shared_max_bytes,
+                              .logged = cc->shared_logged};
     if (!(rt->rl = ratelimit_new()) ||
         (cc->enabled && !(rt->cache = resp_cache_new(cc->max_bytes))) ||
         (cc->enabled && cc->shared && !(rt->shared = cache_store_new(base, &so)))) {

@@ -434,3 +434,35 @@ test('cache.shared with the database away: lookups are misses at once, requests 
   assert.equal(h.hits, 0);
   assert.ok(h.lookups >= 1 && h.misses >= 1, JSON.stringify(h));
 });
+
+test('cache.shared_logged: the shared table is made LOGGED at connection; UNLOGGED is the default', async () => {
+  const persistence = async () =>
+    (await pg.query(pg.url, "SELECT relpersistence FROM pg_class WHERE relname = 'bridle_response_cache'")).rows[0]?.relpersistence;
+  const until = async (want) => {
+    for (let i = 0; i < 100 && (await persistence()) !== want; i++) await sleep(50);
+    return persistence();
+  };
+  assert.equal(await persistence(), 'u', 'migration 0010 creates it UNLOGGED');
+  const start = (logged) =>
+    startBridle({
+      config: mockConfig(mock.url, {
+        cache: { enabled: true, shared: true, shared_logged: logged },
+        database: { url: pg.url, spool_dir: path.join(tmpDir('bridle-cache-logged-'), 'spool') },
+      }),
+    });
+  const logged = await start(true);
+  try {
+    assert.equal(await until('p'), 'p');
+    const b = body(unique('logged'));
+    assert.equal((await ask(logged, b)).headers['x-bridle-cache'], 'miss');
+    assert.equal((await ask(logged, b)).headers['x-bridle-cache'], 'hit');
+  } finally {
+    await logged.stop();
+  }
+  const unlogged = await start(false);
+  try {
+    assert.equal(await until('u'), 'u');
+  } finally {
+    await unlogged.stop();
+  }
+});
