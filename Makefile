@@ -123,6 +123,7 @@ test-spool:
 # Builds in parallel (make -j2 test), then runs the suites one after the other
 # so their output does not interleave.
 test: deps
+	@TEST_PKGS=1 $(DEPS_CMD)
 	@scripts/check-layers.sh
 	@$(MAKE) --no-print-directory test-build
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)

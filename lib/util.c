@@ -7,6 +7,9 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 int64_t util_now_ms(void)
 {
@@ -185,4 +188,52 @@ size_t util_format_utc_us(int64_t us, char out[UTIL_UTC_US_LEN])
     p = put_digits(p, us - s * 1000000, 6);
     memcpy(p, "+00", 4);
     return (size_t)(p + 3 - out);
+}
+
+int util_cidr_parse(const char *s, util_cidr *out)
+{
+    char host[64];
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n == 0 || n >= sizeof host) return -1;
+    memcpy(host, s, n);
+    host[n] = '\0';
+    memset(out, 0, sizeof *out);
+    if (inet_pton(AF_INET, host, out->addr) == 1)
+        out->family = AF_INET;
+    else if (inet_pton(AF_INET6, host, out->addr) == 1)
+        out->family = AF_INET6;
+    else
+        return -1;
+    int max = out->family == AF_INET ? 32 : 128;
+    out->bits = max;
+    if (slash) {
+        char *end;
+        long b = strtol(slash + 1, &end, 10);
+        if (end == slash + 1 || *end || b < 0 || b > max) return -1;
+        out->bits = (int)b;
+    }
+    return 0;
+}
+
+bool util_cidr_match(const util_cidr *c, const struct sockaddr *sa)
+{
+    const unsigned char *a = NULL;
+    int family = sa ? sa->sa_family : AF_UNSPEC;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (family == AF_INET) {
+        a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (family == AF_INET6) {
+        a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (c->family == AF_INET && memcmp(a, mapped, 12) == 0) { /* ::ffff:a.b.c.d */
+            a += 12;
+            family = AF_INET;
+        }
+    }
+    if (!a || family != c->family) return false;
+    int whole = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(a, c->addr, (size_t)whole) != 0) return false;
+    if (!rest) return true;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return (a[whole] & mask) == (c->addr[whole] & mask);
 }

@@ -54,4 +54,18 @@ bool util_consttime_eq(const char *a, const char *b, size_t len);
 /* Parses "HOST:PORT" into host (≤ 255) and port; false on error. */
 bool util_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 
+/* An address block, "10.0.0.0/8", "::1/128" or a bare address (all of
+ * its bits). */
+typedef struct util_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int bits;
+} util_cidr;
+/* Returns 0, or -1 when s is not an address block. */
+int util_cidr_parse(const char *s, util_cidr *out);
+/* Whether sa (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts as
+ * IPv4) is inside c. */
+struct sockaddr;
+bool util_cidr_match(const util_cidr *c, const struct sockaddr *sa);
+
 #endif

@@ -1,5 +1,7 @@
 #include "router/config.h"
 
+#include "lib/util.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -95,7 +97,9 @@ struct bridle_config {
     cache_ttl *cache_tasks, *cache_routes; /* cache.tasks / cache.routes */
     int n_cache_tasks, n_cache_routes;
     bool cache_deterministic[MAX_MODELS]; /* by model index: cache.deterministic_models */
-    name_index model_ix, route_ix;        /* names → index, built once the config is loaded */
+    util_cidr *metrics_allow;             /* metrics.allow: who may read GET /metrics */
+    int n_metrics_allow;
+    name_index model_ix, route_ix; /* names → index, built once the config is loaded */
     timeout_level tmo_default;
     timeout_level *tmo_tasks, *tmo_routes;
     int n_tmo_tasks, n_tmo_routes;
@@ -1209,6 +1213,44 @@ static void parse_cache(parse_ctx *pc, json_object *root)
     path_pop(pc, old);
 }
 
+/* ------------------------------------------------------------ metrics */
+
+/* metrics.allow: the address blocks GET /metrics answers; loopback only by
+ * default (the figures name models, providers and spend). */
+static void parse_metrics(parse_ctx *pc, json_object *root)
+{
+    static const char *const known[] = {"allow", NULL};
+    static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
+    bridle_config *c = pc->cfg;
+    json_object *o = get_obj(pc, root, "metrics", false), *list = NULL;
+    size_t old = path_push(pc, ".metrics");
+    if (o) check_keys(pc, o, known);
+    if (o && json_object_object_get_ex(o, "allow", &list) &&
+        !json_object_is_type(list, json_type_array)) {
+        size_t o2 = path_push(pc, ".allow");
+        fail(pc, "expected a list of address blocks like [\"127.0.0.0/8\", \"10.0.0.0/8\"]");
+        path_pop(pc, o2);
+        list = NULL;
+    }
+    size_t n = list ? json_object_array_length(list) : 2;
+    c->metrics_allow = own(c, calloc(n ? n : 1, sizeof *c->metrics_allow));
+    for (size_t i = 0; i < n && !pc->failed; i++) {
+        json_object *v = list ? json_object_array_get_idx(list, i) : NULL;
+        const char *cidr = list ? json_object_get_string(v) : loopback[i];
+        if (list && (!json_object_is_type(v, json_type_string) ||
+                     util_cidr_parse(cidr, &c->metrics_allow[i]) != 0)) {
+            size_t o2 = path_push(pc, ".allow[%zu]", i);
+            fail(pc, "expected an address block like \"10.0.0.0/8\" or \"::1/128\" (got %s)",
+                 json_object_to_json_string(v));
+            path_pop(pc, o2);
+        } else if (!list) {
+            util_cidr_parse(cidr, &c->metrics_allow[i]);
+        }
+        c->n_metrics_allow++;
+    }
+    path_pop(pc, old);
+}
+
 /* ------------------------------------------------------------ timeouts */
 
 static void parse_timeout_level(parse_ctx *pc, json_object *o, timeout_level *lv)
@@ -1349,9 +1391,9 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     json_object *root = read_json_file(&pc, path);
     if (root) {
         static const char *const known[] = {
-            "listen", "log_level", "limits",  "providers", "models",      "routes",
-            "keys",   "database",  "routing", "$schema",   "idempotency", "resilience",
-            "teams",  "timeouts",  "budgets", "alerts",    "cache",       NULL};
+            "listen",   "log_level", "limits",  "providers",   "models",     "routes", "keys",
+            "database", "routing",   "$schema", "idempotency", "resilience", "teams",  "timeouts",
+            "budgets",  "alerts",    "cache",   "metrics",     NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -1375,6 +1417,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_teams(&pc, root);
         parse_timeouts(&pc, root);
         parse_cache(&pc, root);
+        parse_metrics(&pc, root);
         parse_keys(&pc, root);
         parse_routing(&pc, root);
         json_object_put(root);
@@ -1475,6 +1518,13 @@ void config_request_timeouts(const bridle_config *c, const char *task, const cha
             out->total_from = lv->from[2];
         }
     }
+}
+
+bool config_metrics_allowed(const bridle_config *c, const struct sockaddr *peer)
+{
+    for (int i = 0; i < c->n_metrics_allow; i++)
+        if (util_cidr_match(&c->metrics_allow[i], peer)) return true;
+    return false;
 }
 
 const cache_conf *config_cache(const bridle_config *c)

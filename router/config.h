@@ -182,6 +182,9 @@ const resilience_conf *config_resilience(const bridle_config *c);
 const idempotency_conf *config_idempotency(const bridle_config *c);
 const budgets_conf *config_budgets(const bridle_config *c);
 const cache_conf *config_cache(const bridle_config *c);
+/* Whether GET /metrics answers a client at peer (metrics.allow). */
+struct sockaddr;
+bool config_metrics_allowed(const bridle_config *c, const struct sockaddr *peer);
 /* How long an answer to a request of `task` (may be NULL) to `route` (a
  * name in $.routes, "auto", "tier:NAME", or NULL) is cached, in seconds:
  * cache.tasks.TASK, else cache.routes.ROUTE, else cache.ttl_s. 0: never. */

@@ -12,6 +12,7 @@
 #include "lib/util.h"
 #include "router/budget.h"
 #include "router/cache.h"
+#include "router/metrics.h"
 #include "router/ratelimit.h"
 #include "router/run.h"
 
@@ -48,6 +49,7 @@ struct router {
     instances *inst;     /* heartbeats: the gateways sharing the limits; NULL without a database */
     resp_cache *cache;   /* the response cache; NULL when off */
     cache_store *shared; /* its level in PostgreSQL; NULL when off */
+    metrics *metrics;    /* what the runs did, for GET /metrics */
 };
 
 static bool resilience_new(router *rt)
@@ -163,7 +165,7 @@ router *router_new(struct event_base *base, const bridle_config *cfg, engine *en
                               .timeout_ms = (int)cc->shared_timeout_ms,
                               .max_bytes = cc->shared_max_bytes,
                               .logged = cc->shared_logged};
-    if (!(rt->rl = ratelimit_new()) ||
+    if (!(rt->rl = ratelimit_new()) || !(rt->metrics = metrics_new()) ||
         (cc->enabled && !(rt->cache = resp_cache_new(cc->max_bytes))) ||
         (cc->enabled && cc->shared && !(rt->shared = cache_store_new(base, &so)))) {
         router_free(rt);
@@ -187,6 +189,7 @@ void router_free(router *rt)
     ratelimit_free(rt->rl);
     resp_cache_free(rt->cache);
     cache_store_free(rt->shared);
+    metrics_free(rt->metrics);
     if (rt->ledger) ledger_set_on_written(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_shipped(rt->ledger, NULL, NULL);
     if (rt->ledger && rt->hard) ledger_set_on_replayed(rt->ledger, NULL, NULL);
@@ -217,6 +220,11 @@ struct resp_cache *router_cache(const router *rt)
 struct cache_store *router_cache_store(const router *rt)
 {
     return rt->shared;
+}
+
+struct metrics *router_metrics(const router *rt)
+{
+    return rt->metrics;
 }
 
 ratelimiter *router_ratelimit(const router *rt)

@@ -31,6 +31,7 @@ struct instances;
 struct budget;
 struct resp_cache;
 struct cache_store;
+struct metrics;
 
 /* ledger and idem may be NULL (no database). Returns NULL on OOM. */
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
@@ -52,6 +53,8 @@ struct resp_cache *router_cache(const router *rt);
 /* Its shared level in PostgreSQL (db/cache_store.h), or NULL when
  * cache.shared is off. */
 struct cache_store *router_cache_store(const router *rt);
+/* What the runs did (router/metrics.h), for GET /metrics. */
+struct metrics *router_metrics(const router *rt);
 
 /* ------------------------------------------------------------ call slots */
 

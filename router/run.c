@@ -21,6 +21,7 @@
 #include "router/cache.h"
 #include "router/canon.h"
 #include "router/keyring.h"
+#include "router/metrics.h"
 #include "router/ratelimit.h"
 
 #define MAX_PLAN 8
@@ -112,6 +113,7 @@ struct run {
     usage_record served_usage;
     bool usage_estimated;   /* the provider reported no usage: counts are estimates */
     bool recorded;          /* the usage event is in the ledger */
+    bool metered;           /* router/metrics.h has it */
     bool replayed;          /* answered from the idempotency store */
     bool cache_hit;         /* answered from the response cache */
     bool coalesced;         /* answered with a leader's answer */
@@ -386,6 +388,31 @@ static void event_route_reason(const run *r, usage_event *ev)
         copy_str(ev->route_reason, sizeof ev->route_reason, "the model requested");
 }
 
+/* The request for GET /metrics, once (with or without a ledger). */
+static void meter(run *r, int status, const usage_record *u)
+{
+    if (r->metered) return;
+    r->metered = true;
+    const target *t = r->served_by ? r->served_by : cur_target(r);
+    bool copy = r->cache_hit || r->coalesced || r->replayed;
+    usage_record all = {.exact = true};
+    if (u) all = billed_usage(r, u);
+    metrics_sample x = {
+        .request_model = r->n_plan && r->canon.model ? r->canon.model : "",
+        .response_model = t ? t->model : "",
+        .provider = t ? t->provider->name : "",
+        .status = status,
+        .upstream_usage = u && !copy && r->attempts > 0,
+        .input_tokens =
+            all.input_uncached + all.cache_read + all.cache_write_5m + all.cache_write_1h,
+        .output_tokens = all.output,
+        .cost_pusd = r->cost_pusd,
+        .duration_us = util_now_us() - r->start_us,
+        .ttft_us = r->ttft_us,
+    };
+    metrics_record(router_metrics(r->rt), &x);
+}
+
 /* Hands the request's usage event to the ledger, once. True when it was
  * staged now: the spool write comes at the end of the loop pass. */
 static bool record_usage(run *r, int status, const char *err_class, const usage_record *u)
@@ -396,6 +423,7 @@ static bool record_usage(run *r, int status, const char *err_class, const usage_
         r->cost_known = true;
         r->cost_pusd = answer_cost(r, u ? u : &none0);
     }
+    meter(r, status, u);
     if (r->recorded || !lg) return false;
     r->recorded = true;
     usage_event ev;

@@ -3,11 +3,15 @@
 # integration suite's npm packages. Fast and silent when everything is there.
 #   scripts/install-deps.sh           everything
 #   NO_NPM=1 scripts/install-deps.sh  skip tests/integration/node_modules
+#   TEST_PKGS=1 scripts/install-deps.sh  also what only the tests use (prometheus)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(build-essential pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev
       libmsgpack-dev libpq-dev libssl-dev libcmocka-dev postgresql clang curl valgrind)
+# The tests also scrape GET /metrics with a real Prometheus and promtool
+# (tests/integration/metrics.test.mjs); `make run` does not need them.
+[[ ${TEST_PKGS:-0} == 1 ]] && PKGS+=(prometheus)
 # nodejs/npm only when there is no node at all (NodeSource's nodejs bundles npm).
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 

@@ -264,6 +264,7 @@ struct h1_req {
 struct conn {
     h1_server *s;
     evutil_socket_t fd;
+    struct sockaddr_storage peer; /* the client's address, as accepted */
     struct event rd, wr, deadline;
     struct event done; /* the reply is out: the request ends on the loop */
     bool wr_pending;
@@ -588,6 +589,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->s = s;
     c->fd = fd;
+    if (sa && sl > 0 && (size_t)sl <= sizeof c->peer) memcpy(&c->peer, sa, (size_t)sl);
     c->req.c = c;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
@@ -677,6 +679,11 @@ int h1_req_error(const h1_req *r)
 h1_method h1_req_method(const h1_req *r)
 {
     return r->method;
+}
+
+const struct sockaddr *h1_req_peer(const h1_req *r)
+{
+    return (const struct sockaddr *)&r->c->peer;
 }
 
 const char *h1_req_target(const h1_req *r)

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 struct event_base;
@@ -53,6 +54,8 @@ evutil_socket_t h1_server_fd(const h1_server *s); /* the listening socket */
 int h1_req_error(const h1_req *r);
 h1_method h1_req_method(const h1_req *r);
 const char *h1_req_target(const h1_req *r); /* as sent: path and query */
+/* The client's address (AF_INET or AF_INET6; AF_UNSPEC if unknown). */
+const struct sockaddr *h1_req_peer(const h1_req *r);
 int h1_req_header_count(const h1_req *r);
 /* Header i's name and value, NUL-terminated, as sent (value trimmed). */
 void h1_req_header(const h1_req *r, int i, const char **name, const char **value);

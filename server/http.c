@@ -24,6 +24,7 @@
 #include "router/router.h"
 #include "server/admin.h"
 #include "server/chat.h"
+#include "server/metrics.h"
 
 /* ------------------------------------------------------------ replies */
 
@@ -548,6 +549,10 @@ static void on_request(h1_req *req, void *arg)
                              "The gateway is shutting down", true);
         else
             http_reply_json(a, req, 200, "{\"status\":\"ready\"}", 18);
+        return;
+    }
+    if (path_is(uri, "/metrics") && cmd == H1_GET) {
+        metrics_reply(a, req); /* server/metrics.h: also while draining */
         return;
     }
     if (a->draining) {

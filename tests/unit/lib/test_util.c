@@ -11,6 +11,10 @@
 
 #include "lib/util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 static const char *usd(int64_t pusd, int decimals)
 {
     static char out[48];
@@ -90,13 +94,52 @@ static void test_format_utc_us(void **state)
     }
 }
 
+static bool peer_in(const char *cidr, const char *addr)
+{
+    util_cidr c;
+    assert_int_equal(util_cidr_parse(cidr, &c), 0);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (strchr(addr, ':')) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        a6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, addr, &a6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+        a4->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, addr, &a4->sin_addr), 1);
+    }
+    return util_cidr_match(&c, (const struct sockaddr *)&ss);
+}
+
+static void test_cidr(void **state)
+{
+    assert_true(peer_in("127.0.0.0/8", "127.1.2.3"));
+    assert_false(peer_in("127.0.0.0/8", "128.0.0.1"));
+    assert_true(peer_in("10.1.0.0/17", "10.1.127.255"));
+    assert_false(peer_in("10.1.0.0/17", "10.1.128.0"));
+    assert_true(peer_in("0.0.0.0/0", "8.8.8.8"));
+    assert_true(peer_in("192.168.1.7", "192.168.1.7")); /* a bare address: all its bits */
+    assert_false(peer_in("192.168.1.7", "192.168.1.8"));
+    assert_true(peer_in("::1/128", "::1"));
+    assert_false(peer_in("::1/128", "::2"));
+    assert_true(peer_in("fd00::/8", "fd12:3456::1"));
+    assert_true(peer_in("127.0.0.0/8", "::ffff:127.0.0.1")); /* IPv4-mapped counts as IPv4 */
+    assert_false(peer_in("::1/128", "127.0.0.1"));
+    util_cidr c;
+    const char *bad[] = {"",          "/8",          "10.0.0.0/33", "::/129",
+                         "10.0.0.0/", "10.0.0.0/8x", "host",        "1.2.3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (util_cidr_parse(bad[i], &c) == 0) fail_msg("accepted \"%s\"", bad[i]);
+    assert_false(util_cidr_match(&c, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_u64_digits),
-        cmocka_unit_test(test_format_utc_us),
-        cmocka_unit_test(test_format_pusd),
-        cmocka_unit_test(test_format_pusd_truncates),
+        cmocka_unit_test(test_u64_digits),  cmocka_unit_test(test_format_utc_us),
+        cmocka_unit_test(test_format_pusd), cmocka_unit_test(test_format_pusd_truncates),
+        cmocka_unit_test(test_cidr),
     };
     return cmocka_run_group_tests_name("lib/util", tests, NULL, NULL);
 }

@@ -518,6 +518,10 @@ static void test_cache_section(void **state)
                         "\"options\": {\"prompt_cache\": \"always\"}}",
                         MODEL_4O, NULL),
                     "$.providers.p.options.prompt_cache");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"metrics\": {\"allow\": [\"10.0.0.0/8\", \"nope\"]}"),
+                    "$.metrics.allow[1]");
+    expect_error_at(doc(PROV_P, MODEL_4O, "\"metrics\": {\"allow\": \"10.0.0.0/8\"}"),
+                    "$.metrics.allow");
     expect_error_at(doc("\"p\": {\"kind\": \"anthropic\", \"base_url\": \"http://h/v1\", "
                         "\"options\": {\"prompt_cache_ttl\": \"2h\"}}",
                         MODEL_4O, NULL),
