@@ -1236,12 +1236,14 @@ static void parse_metrics(parse_ctx *pc, json_object *root)
     c->metrics_allow = own(c, calloc(n ? n : 1, sizeof *c->metrics_allow));
     for (size_t i = 0; i < n && !pc->failed; i++) {
         json_object *v = list ? json_object_array_get_idx(list, i) : NULL;
-        const char *cidr = list ? json_object_get_string(v) : loopback[i];
-        if (list && (!json_object_is_type(v, json_type_string) ||
-                     util_cidr_parse(cidr, &c->metrics_allow[i]) != 0)) {
+        const char *cidr = !list ? loopback[i]
+                           : json_object_is_type(v, json_type_string)
+                               ? expand_env(pc, json_object_get_string(v))
+                               : NULL;
+        if (list && (!cidr || util_cidr_parse(cidr, &c->metrics_allow[i]) != 0)) {
             size_t o2 = path_push(pc, ".allow[%zu]", i);
-            fail(pc, "expected an address block like \"10.0.0.0/8\" or \"::1/128\" (got %s)",
-                 json_object_to_json_string(v));
+            fail(pc, "expected an address block like \"10.0.0.0/8\" or \"::1/128\" (got %s%s%s)",
+                 cidr ? "\"" : "", cidr ? cidr : json_object_to_json_string(v), cidr ? "\"" : "");
             path_pop(pc, o2);
         } else if (!list) {
             util_cidr_parse(cidr, &c->metrics_allow[i]);

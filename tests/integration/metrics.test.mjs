@@ -5,11 +5,11 @@
 // and reads the counters back as they move, and only metrics.allow may read it.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { freePort, get, mockConfig, post, sleep, spawnTracked, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { freePort, get, mockConfig, post, ROOT, sleep, spawnTracked, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { billed, costPusd, expected } from './lib/mockmath.mjs';
 
 let mock;
@@ -140,7 +140,29 @@ test('a real Prometheus scrapes bridle and reads the counters back as they move'
     assert.equal(await until((v) => v === 5, '5 Gemini requests'), 5);
     const up = await query('up{job="bridle"}');
     assert.equal(up[0].value[1], '1');
+    // every panel of the dashboard's "Live" row runs, and the traffic shows in them
+    const dash = JSON.parse(readFileSync(path.join(ROOT, 'deploy/grafana/dashboards/bridle-costs.json'), 'utf8'));
+    const live = dash.panels.filter((p) => p.datasource?.type === 'prometheus');
+    assert.ok(live.length >= 5, `${live.length} Prometheus panels`);
+    const prov = readFileSync(path.join(ROOT, 'deploy/grafana/provisioning/datasources/prometheus.yaml'), 'utf8');
+    for (const p of live) {
+      assert.equal(p.datasource.uid, /uid:\s*([\w-]+)/.exec(prov)[1], p.title);
+      for (const t of p.targets) {
+        let res = null;
+        for (let i = 0; i < 50 && !(res && res.length); i++) {
+          res = await query(t.expr);
+          assert.ok(res, `${p.title}: ${t.expr} is not a valid query`);
+          if (!res.length) await sleep(200);
+        }
+        if (!/time_to_first_token/.test(t.expr)) assert.ok(res.length > 0, `${p.title}: no series after traffic`);
+      }
+    }
   } finally {
     await prom.stop();
   }
+});
+
+test("docker-compose's Prometheus config passes promtool check config", () => {
+  const r = spawnSync('promtool', ['check', 'config', path.join(ROOT, 'deploy/prometheus/prometheus.yml')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
 });
