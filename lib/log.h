@@ -3,11 +3,20 @@
 #ifndef BRIDLE_LOG_H
 #define BRIDLE_LOG_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 typedef enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR } log_level;
 
 void log_set_level(log_level level);
 log_level log_get_level(void);
+/* JSON lines instead of text: {"ts":..,"level":..,"msg":..}. */
+void log_set_json(bool on);
 void log_msg(log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One access line at info level: `fields` are JSON object members
+ * ("\"k\":v,...", no braces). Text: `ts info access {fields}`; JSON: the
+ * fields beside ts, level and "msg":"access". */
+void log_access(const char *fields, size_t len);
 
 #define log_debug(...)                                                                             \
     do {                                                                                           \

@@ -87,6 +87,8 @@ struct bridle_config {
     char *path;
     char *listen;
     char *log_level;
+    bool log_json;   /* log_format "json" */
+    bool access_log; /* one line per request */
     limits_conf limits;
     database_conf database;
     resilience_conf resilience;
@@ -1393,9 +1395,10 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
     json_object *root = read_json_file(&pc, path);
     if (root) {
         static const char *const known[] = {
-            "listen",   "log_level", "limits",  "providers",   "models",     "routes", "keys",
-            "database", "routing",   "$schema", "idempotency", "resilience", "teams",  "timeouts",
-            "budgets",  "alerts",    "cache",   "metrics",     NULL};
+            "listen",     "log_level",  "limits",  "providers", "models",      "routes",
+            "keys",       "database",   "routing", "$schema",   "idempotency", "resilience",
+            "teams",      "timeouts",   "budgets", "alerts",    "cache",       "metrics",
+            "log_format", "access_log", NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -1407,6 +1410,14 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
             fail(&pc, "expected debug, info, warn or error (got \"%s\")", c->log_level);
             path_pop(&pc, old);
         }
+        const char *fmt = get_str(&pc, root, "log_format", false);
+        c->log_json = fmt && strcmp(fmt, "json") == 0;
+        if (fmt && !c->log_json && strcmp(fmt, "text") != 0) {
+            size_t old = path_push(&pc, ".log_format");
+            fail(&pc, "expected \"text\" or \"json\" (JSON lines) (got \"%s\")", fmt);
+            path_pop(&pc, old);
+        }
+        c->access_log = get_bool(&pc, root, "access_log", false);
         parse_limits(&pc, root);
         parse_database(&pc, root);
         parse_resilience(&pc, root);
@@ -1527,6 +1538,16 @@ bool config_metrics_allowed(const bridle_config *c, const struct sockaddr *peer)
     for (int i = 0; i < c->n_metrics_allow; i++)
         if (util_cidr_match(&c->metrics_allow[i], peer)) return true;
     return false;
+}
+
+bool config_log_json(const bridle_config *c)
+{
+    return c->log_json;
+}
+
+bool config_access_log(const bridle_config *c)
+{
+    return c->access_log;
 }
 
 const cache_conf *config_cache(const bridle_config *c)

@@ -176,6 +176,10 @@ void config_free(bridle_config *c);
 
 const char *config_listen(const bridle_config *c);
 const char *config_log_level(const bridle_config *c);
+/* log_format "json": every log line a JSON object (lib/log.h). */
+bool config_log_json(const bridle_config *c);
+/* access_log: one line per request (router/run.c), never a secret. */
+bool config_access_log(const bridle_config *c);
 const limits_conf *config_limits(const bridle_config *c);
 const database_conf *config_database(const bridle_config *c);
 const resilience_conf *config_resilience(const bridle_config *c);

@@ -299,6 +299,13 @@ static const char *scope(const run *r)
     return r->key ? r->key->id : "";
 }
 
+/* The route the request asked for, for per-route settings: a name in
+ * $.routes, "auto" or "tier:NAME"; NULL for a model. */
+static const char *route_of(const run *r)
+{
+    return r->route_name ? r->route_name : r->by_policy ? r->canon.model : NULL;
+}
+
 /* src into dst[n], cut to fit (the ledger's fields are bounded); snprintf
  * cost more than the rest of the event. */
 static void copy_str(char *dst, size_t n, const char *src)
@@ -388,6 +395,46 @@ static void event_route_reason(const run *r, usage_event *ev)
         copy_str(ev->route_reason, sizeof ev->route_reason, "the model requested");
 }
 
+static void json_member(buf *b, const char *name, const char *v)
+{
+    buf_printf(b, ",\"%s\":", name);
+    if (v && *v)
+        buf_append_json_str(b, v, strlen(v));
+    else
+        buf_append_str(b, "null");
+}
+
+/* The access log's line for the request (config access_log): who, what,
+ * where it went, how it ended, what it used and cost, how long it took.
+ * The key's id and team, never the key. */
+static void access_line(const run *r, const metrics_sample *x)
+{
+    buf b = BUF_INIT;
+    buf_append_str(&b, "\"request_id\":");
+    buf_append_json_str(&b, r->id, strlen(r->id));
+    json_member(&b, "key", r->key ? r->key->id : NULL);
+    json_member(&b, "team", r->canon.team);
+    json_member(&b, "requested_model", x->request_model);
+    json_member(&b, "route", route_of(r));
+    json_member(&b, "model", x->response_model);
+    json_member(&b, "provider", x->provider);
+    json_member(&b, "cache", r->cache_hit ? "hit" : r->cache_store ? "miss" : NULL);
+    char cost[48];
+    util_format_pusd(x->cost_pusd, 12, cost, sizeof cost);
+    buf_printf(&b,
+               ",\"status\":%d,\"attempts\":%d,\"streamed\":%s,\"input_tokens\":%lld,"
+               "\"output_tokens\":%lld,\"cost_usd\":%s,\"latency_ms\":%.3f,\"ttft_ms\":",
+               x->status, r->attempts, r->canon.stream ? "true" : "false",
+               (long long)x->input_tokens, (long long)x->output_tokens, cost,
+               (double)x->duration_us / 1e3);
+    if (x->ttft_us >= 0)
+        buf_printf(&b, "%.3f", (double)x->ttft_us / 1e3);
+    else
+        buf_append_str(&b, "null");
+    log_access(b.data, b.len);
+    buf_free(&b);
+}
+
 /* The request for GET /metrics, once (with or without a ledger). */
 static void meter(run *r, int status, const usage_record *u)
 {
@@ -411,6 +458,7 @@ static void meter(run *r, int status, const usage_record *u)
         .ttft_us = r->ttft_us,
     };
     metrics_record(router_metrics(r->rt), &x);
+    if (config_access_log(router_config(r->rt))) access_line(r, &x);
 }
 
 /* Hands the request's usage event to the ledger, once. True when it was
@@ -999,13 +1047,6 @@ static int check_allowed_model(run *r)
         n += snprintf(msg + n, sizeof msg - (size_t)n, "%s'%.100s'", i ? ", " : "", k->models[i]);
     run_fail(r, 403, "permission_error", "model_not_allowed", "model", msg, false);
     return -1;
-}
-
-/* The route the request asked for, for per-route settings: a name in
- * $.routes, "auto" or "tier:NAME"; NULL for a model. */
-static const char *route_of(const run *r)
-{
-    return r->route_name ? r->route_name : r->by_policy ? r->canon.model : NULL;
 }
 
 /* The candidates in order, then the deadlines (they depend on the route the

@@ -299,6 +299,7 @@ int serve_main(int argc, char **argv)
         return 1;
     }
     set_log_level(config_log_level(a.cfg));
+    log_set_json(config_log_json(a.cfg));
     const char *listen = arg_value(argc, argv, "--listen");
     if (!listen) listen = config_listen(a.cfg); /* the config's own default reads BRIDLE_LISTEN */
     if (getenv("BRIDLE_LISTEN") && !arg_value(argc, argv, "--listen"))
