@@ -19,8 +19,10 @@ static void family(buf *b, const char *name, const char *type, const char *help)
     buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void sample_i64(buf *b, const char *name, int64_t v)
+/* A family of one sample without labels. */
+static void one(buf *b, const char *name, const char *type, const char *help, int64_t v)
 {
+    family(b, name, type, help);
     buf_printf(b, "%s %lld\n", name, (long long)v);
 }
 
@@ -79,45 +81,37 @@ static void caches(app *a, buf *b)
     struct resp_cache *rc = router_cache(a->router);
     if (!rc) return;
     cache_stats cs = resp_cache_get_stats(rc);
-    family(b, "bridle_response_cache_hits_total", "counter",
-           "Requests answered from the response cache (memory).");
-    sample_i64(b, "bridle_response_cache_hits_total", cs.hits);
-    family(b, "bridle_response_cache_misses_total", "counter",
-           "Cacheable requests the memory level did not have.");
-    sample_i64(b, "bridle_response_cache_misses_total", cs.misses);
-    family(b, "bridle_response_cache_evictions_total", "counter",
-           "Entries evicted to stay within cache.max_mb.");
-    sample_i64(b, "bridle_response_cache_evictions_total", cs.evictions);
-    family(b, "bridle_response_cache_bytes", "gauge", "Memory the response cache holds.");
-    sample_i64(b, "bridle_response_cache_bytes", cs.bytes);
-    family(b, "bridle_response_cache_entries", "gauge", "Answers the response cache holds.");
-    sample_i64(b, "bridle_response_cache_entries", cs.entries);
+    one(b, "bridle_response_cache_hits_total", "counter",
+        "Requests answered from the response cache (memory).", cs.hits);
+    one(b, "bridle_response_cache_misses_total", "counter",
+        "Cacheable requests the memory level did not have.", cs.misses);
+    one(b, "bridle_response_cache_evictions_total", "counter",
+        "Entries evicted to stay within cache.max_mb.", cs.evictions);
+    one(b, "bridle_response_cache_bytes", "gauge", "Memory the response cache holds.", cs.bytes);
+    one(b, "bridle_response_cache_entries", "gauge", "Answers the response cache holds.",
+        cs.entries);
     struct cache_store *sh = router_cache_store(a->router);
     if (!sh) return;
     cache_store_stats ss = cache_store_get_stats(sh);
-    family(b, "bridle_response_cache_shared_hits_total", "counter",
-           "Answers found in the shared level (PostgreSQL).");
-    sample_i64(b, "bridle_response_cache_shared_hits_total", ss.hits);
-    family(b, "bridle_response_cache_shared_timeouts_total", "counter",
-           "Lookups in the shared level that did not answer in time (served as misses).");
-    sample_i64(b, "bridle_response_cache_shared_timeouts_total", ss.timeouts);
+    one(b, "bridle_response_cache_shared_hits_total", "counter",
+        "Answers found in the shared level (PostgreSQL).", ss.hits);
+    one(b, "bridle_response_cache_shared_timeouts_total", "counter",
+        "Lookups in the shared level that did not answer in time (served as misses).", ss.timeouts);
 }
 
 static void ledger_figures(app *a, buf *b)
 {
     if (!a->ledger) return;
     ledger_stats ls = ledger_get_stats(a->ledger);
-    family(b, "bridle_ledger_database_up", "gauge", "1 while the ledger reaches PostgreSQL.");
-    sample_i64(b, "bridle_ledger_database_up", ls.database_up);
-    family(b, "bridle_ledger_events_recorded_total", "counter",
-           "Usage events written to the spool.");
-    sample_i64(b, "bridle_ledger_events_recorded_total", ls.recorded);
-    family(b, "bridle_ledger_events_inserted_total", "counter", "Usage events in PostgreSQL.");
-    sample_i64(b, "bridle_ledger_events_inserted_total", ls.inserted);
-    family(b, "bridle_ledger_queue_events", "gauge", "Usage events waiting for PostgreSQL.");
-    sample_i64(b, "bridle_ledger_queue_events", ls.queued);
-    family(b, "bridle_ledger_spool_bytes", "gauge", "The spool's size on disk.");
-    sample_i64(b, "bridle_ledger_spool_bytes", ls.spool_bytes);
+    one(b, "bridle_ledger_database_up", "gauge", "1 while the ledger reaches PostgreSQL.",
+        ls.database_up);
+    one(b, "bridle_ledger_events_recorded_total", "counter", "Usage events written to the spool.",
+        ls.recorded);
+    one(b, "bridle_ledger_events_inserted_total", "counter", "Usage events in PostgreSQL.",
+        ls.inserted);
+    one(b, "bridle_ledger_queue_events", "gauge", "Usage events waiting for PostgreSQL.",
+        ls.queued);
+    one(b, "bridle_ledger_spool_bytes", "gauge", "The spool's size on disk.", ls.spool_bytes);
     family(b, "bridle_ledger_ship_lag_seconds", "gauge",
            "Age of the oldest usage event not yet in PostgreSQL (0: none).");
     buf_printf(b, "bridle_ledger_ship_lag_seconds %.3f\n", (double)ls.oldest_unshipped_ms / 1e3);
@@ -135,11 +129,9 @@ void metrics_reply(app *a, h1_req *req)
     buf b = BUF_INIT;
     metrics_render(router_metrics(a->router), &b);
     router_stats rs = router_get_stats(a->router);
-    family(&b, "bridle_requests_in_flight", "gauge", "Client requests being served.");
-    sample_i64(&b, "bridle_requests_in_flight", rs.runs);
-    family(&b, "bridle_upstream_attempts_total", "counter",
-           "Calls made to providers (retries and failovers included).");
-    sample_i64(&b, "bridle_upstream_attempts_total", rs.upstream_attempts);
+    one(&b, "bridle_requests_in_flight", "gauge", "Client requests being served.", rs.runs);
+    one(&b, "bridle_upstream_attempts_total", "counter",
+        "Calls made to providers (retries and failovers included).", rs.upstream_attempts);
     providers(a, &b);
     breakers(a, &b);
     caches(a, &b);
