@@ -1,9 +1,8 @@
 #include "lib/log.h"
 
-#include "lib/buf.h"
-
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -28,22 +27,41 @@ static void stamp_now(char out[32])
     snprintf(out + n, 32 - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
 }
 
+/* s as a JSON string literal into out (room for n bytes), cut to fit;
+ * returns the length written. Standalone: the lowest module needs no buf. */
+static size_t json_quote(char *out, size_t n, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < len && o + 8 < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hex[c >> 4];
+            out[o + 5] = hex[c & 15];
+            o += 6;
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    return o;
+}
+
 /* Writes one JSON line: ts, level, msg, then the extra members. */
 static void json_line(log_level level, const char *msg, size_t len, const char *extra,
                       size_t extra_len)
 {
-    char stamp[32];
+    char stamp[32], quoted[4200];
     stamp_now(stamp);
-    buf b = BUF_INIT;
-    buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", stamp, level_names[level]);
-    buf_append_json_str(&b, msg, len);
-    if (extra_len) {
-        buf_append_char(&b, ',');
-        buf_append(&b, extra, extra_len);
-    }
-    buf_append_str(&b, "}\n");
-    fwrite(b.data, 1, b.len, stderr);
-    buf_free(&b);
+    size_t q = json_quote(quoted, sizeof quoted, msg, len);
+    fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":%.*s%s%.*s}\n", stamp,
+            level_names[level], (int)q, quoted, extra_len ? "," : "", (int)extra_len,
+            extra ? extra : "");
 }
 
 void log_access(const char *fields, size_t len)
