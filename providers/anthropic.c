@@ -426,8 +426,43 @@ static int64_t default_max_tokens(const provider_conf *p)
 /* Anthropic rejects thinking next to a changed temperature, top_p under
  * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats):
  * the client's own sampling choice wins and the request goes without. */
+/* ------------------------------------------------------------ structured output
+ *
+ * response_format json_object / json_schema has no Messages equivalent, so
+ * it becomes a tool the model is forced to call, whose input is the answer
+ * (input_schema: the client's schema, or any object); the tool_use that
+ * comes back is turned into the message's content, as JSON text, and its
+ * stop reason into "stop". Extended thinking cannot run with a forced
+ * tool: it is not sent then. Tools of the client's own and response_format
+ * together are refused: one forced tool leaves no choice among others. */
+
+#define STRUCTURED_TOOL "json_answer"
+
+/* Whether the request asks for a JSON answer; *schema gets its schema
+ * (JT_NONE for json_object). */
+static bool structured_output(const jdoc *d, uint32_t *schema)
+{
+    uint32_t rf = provider_doc_get(d, 0, "response_format");
+    uint32_t type = provider_doc_get(d, rf, "type");
+    *schema = provider_doc_typed(d, provider_doc_get(d, rf, "json_schema"), "schema", JT_OBJECT);
+    return jdoc_str_eq(d, type, "json_object") || jdoc_str_eq(d, type, "json_schema");
+}
+
+static void structured_encode(const jdoc *d, uint32_t schema, buf *b)
+{
+    buf_append_str(b, ",\"tools\":[{\"name\":\"" STRUCTURED_TOOL "\",\"description\":\"Give "
+                      "the answer as this tool's input.\",\"input_schema\":");
+    if (schema != JT_NONE)
+        jdoc_json_append(d, schema, b);
+    else
+        buf_append_str(b, "{\"type\":\"object\"}");
+    buf_append_str(b, "}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"" STRUCTURED_TOOL "\"}");
+}
+
 static bool thinking_allowed(const jdoc *d)
 {
+    uint32_t schema;
+    if (structured_output(d, &schema)) return false; /* a forced tool */
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
     bool forced =
@@ -524,7 +559,14 @@ static int body_encode(const canon_request *req, const target *t, anth_enc *e)
     provider_append_json_str(e->b, t->upstream_model, strlen(t->upstream_model));
     cache_plan_make(req, t, e);
     if (messages_encode(e) || tools_encode(e, &tools)) return -1;
+    uint32_t schema;
+    bool structured = structured_output(req->doc, &schema);
+    if (structured && tools)
+        return enc_fail(e, "response_format and tools together: anthropic answers in JSON through "
+                           "a forced tool, which leaves no choice among other tools; send one of "
+                           "them");
     if (tools) tool_choice_encode(req->doc, e->b);
+    if (structured) structured_encode(req->doc, schema, e->b);
     params_encode(req, t, e->b);
     buf_append_char(e->b, '}');
     return 0;
@@ -658,6 +700,29 @@ static json_object *tool_call_from_block(json_object *block)
 
 /* content blocks → OpenAI assistant message: text concatenated, tool_use
  * blocks as tool_calls; thinking blocks stay out of the answer. */
+/* The forced tool's input as the message's content (JSON text), or NULL
+ * when the answer has no such tool_use. */
+static json_object *structured_message(json_object *content)
+{
+    size_t n =
+        json_object_is_type(content, json_type_array) ? json_object_array_length(content) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *block = json_object_array_get_idx(content, i);
+        const char *type = provider_json_str(block, "type");
+        const char *name = provider_json_str(block, "name");
+        if (!type || strcmp(type, "tool_use") || !name || strcmp(name, STRUCTURED_TOOL)) continue;
+        json_object *msg = json_object_new_object();
+        json_object_object_add(msg, "role", json_object_new_string("assistant"));
+        json_object_object_add(msg, "content",
+                               json_object_new_string(json_object_to_json_string_ext(
+                                   provider_json_get(block, "input"),
+                                   JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)));
+        json_object_object_add(msg, "refusal", NULL);
+        return msg;
+    }
+    return NULL;
+}
+
 static json_object *message_from_content(json_object *content)
 {
     buf text = BUF_INIT;
@@ -708,6 +773,11 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
     const char *id = provider_json_str(root, "id");
     const char *model = provider_json_str(root, "model");
     const char *finish = finish_reason_map(provider_json_str(root, "stop_reason"));
+    uint32_t schema;
+    json_object *structured = req && req->doc && structured_output(req->doc, &schema)
+                                  ? structured_message(provider_json_get(root, "content"))
+                                  : NULL;
+    if (structured && strcmp(finish, "tool_calls") == 0) finish = "stop";
     out->usage = anthropic_usage_map(provider_json_get(root, "usage"));
     out->prompt_tokens = usage_prompt_tokens(&out->usage);
     out->completion_tokens = out->usage.output;
@@ -716,7 +786,8 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
     json_object *choice = json_object_new_object();
     json_object_object_add(choice, "index", json_object_new_int(0));
     json_object_object_add(choice, "message",
-                           message_from_content(provider_json_get(root, "content")));
+                           structured ? structured
+                                      : message_from_content(provider_json_get(root, "content")));
     json_object_object_add(choice, "logprobs", NULL);
     json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
@@ -823,6 +894,7 @@ typedef struct anth_stream {
     buf prefix;                 /* `{"id":…,"model":…,"choices":[{"index":0,"delta":` */
     buf chunk;                  /* scratch for the chunk being built */
     bool role_sent, finish_sent;
+    bool structured; /* response_format: the forced tool's input is the content */
     int n_tools;     /* OpenAI tool-call indexes handed out */
     int *block_tool; /* Anthropic block index → OpenAI tool index, -1 none */
     int n_blocks;
@@ -835,6 +907,8 @@ static void *anthropic_stream_new(const canon_request *req, const target *t)
     if (!s) abort();
     s->include_usage = req && req->include_usage;
     s->fallback_model = t ? t->upstream_model : NULL;
+    uint32_t schema;
+    s->structured = req && req->doc && structured_output(req->doc, &schema);
     return s;
 }
 
@@ -930,6 +1004,9 @@ static void stream_update_usage(anth_stream *s, stream_result *res)
     res->completion_tokens = res->usage.output;
 }
 
+/* The block of the forced tool of structured output (not a tool call). */
+#define STRUCTURED_BLOCK (-2)
+
 /* Remembers that content block `index` is OpenAI tool call `tool`. */
 static void stream_map_block(anth_stream *s, int64_t index, int tool)
 {
@@ -978,10 +1055,14 @@ static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
     if (!type || strcmp(type, "tool_use") != 0)
         return; /* thinking, server tools: not part of an OpenAI answer */
     json_object *idx = provider_json_typed(ev, "index", json_type_int);
-    int tool = s->n_tools++;
-    stream_map_block(s, idx ? json_object_get_int64(idx) : -1, tool);
     const char *id = provider_json_str(block, "id");
     const char *name = provider_json_str(block, "name");
+    if (s->structured && name && strcmp(name, STRUCTURED_TOOL) == 0) {
+        stream_map_block(s, idx ? json_object_get_int64(idx) : -1, STRUCTURED_BLOCK);
+        return; /* its input arrives as the answer's text */
+    }
+    int tool = s->n_tools++;
+    stream_map_block(s, idx ? json_object_get_int64(idx) : -1, tool);
     stream_emit_role(s, sink);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"id\":", tool);
@@ -1007,6 +1088,10 @@ static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
         return; /* thinking_delta, signature_delta, citations_delta */
     json_object *pj = provider_json_typed(delta, "partial_json", json_type_string);
     int tool = stream_block_tool(s, ev);
+    if (pj && tool == STRUCTURED_BLOCK) {
+        stream_emit_text(s, pj, res, sink);
+        return;
+    }
     if (!pj || tool < 0 || json_object_get_string_len(pj) == 0) return;
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", tool);
@@ -1025,6 +1110,7 @@ static void on_message_delta(anth_stream *s, json_object *ev, stream_result *res
     const char *stop = provider_json_str(provider_json_get(ev, "delta"), "stop_reason");
     if (!stop) return;
     const char *finish = finish_reason_map(stop);
+    if (s->structured && s->n_tools == 0 && strcmp(finish, "tool_calls") == 0) finish = "stop";
     snprintf(res->finish_reason, sizeof res->finish_reason, "%s", finish);
     stream_emit_finish(s, finish, sink);
 }

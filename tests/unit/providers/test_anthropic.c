@@ -998,6 +998,91 @@ static upstream_error classify(int status, const upstream_headers *hs, const cha
     return e;
 }
 
+/* ------------------------------------------------------------ structured output */
+
+static void test_structured_output_encode(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+        "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"r\","
+        "\"schema\":{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":\"boolean\"}}}}},"
+        "\"reasoning_effort\":\"high\"}",
+        &tgt, &out);
+    json_object *tool = jidx(jget(b, "tools"), 0);
+    assert_string_equal(jstr(tool, "name"), "json_answer");
+    assert_string_equal(jstr(jget(jget(jget(tool, "input_schema"), "properties"), "ok"), "type"),
+                        "boolean");
+    assert_string_equal(jstr(jget(b, "tool_choice"), "type"), "tool");
+    assert_string_equal(jstr(jget(b, "tool_choice"), "name"), "json_answer");
+    assert_null(jget(b, "thinking")); /* not with a forced tool */
+    json_object_put(b);
+    upstream_request_free(&out);
+    b = encode_ok("{\"model\":\"sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+                  "\"response_format\":{\"type\":\"json_object\"}}",
+                  &tgt, &out);
+    assert_string_equal(jstr(jget(jidx(jget(b, "tools"), 0), "input_schema"), "type"), "object");
+    json_object_put(b);
+    upstream_request_free(&out);
+    encode_fails("{\"model\":\"sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+                 "\"response_format\":{\"type\":\"json_object\"},\"tools\":[{\"type\":\"function\","
+                 "\"function\":{\"name\":\"f\"}}]}",
+                 "response_format and tools together");
+}
+
+static void test_structured_output_decode_and_stream(void **state)
+{
+    canon_request req =
+        canon_from_json("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                        "\"response_format\":{\"type\":\"json_object\"},\"stream\":true}");
+    const char *body =
+        "{\"id\":\"msg_03\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\","
+        "\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"json_answer\","
+        "\"input\":{\"ok\":true,\"n\":2}}],\"stop_reason\":\"tool_use\","
+        "\"usage\":{\"input_tokens\":10,\"output_tokens\":6}}";
+    decoded_response d;
+    char err[256];
+    assert_int_equal(anthropic_ops.decode(&req, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    json_object *msg = jget(jidx(jget(d.body, "choices"), 0), "message");
+    assert_string_equal(jstr(msg, "content"), "{\"ok\":true,\"n\":2}");
+    assert_null(jget(msg, "tool_calls"));
+    assert_string_equal(d.finish_reason, "stop");
+    json_object_put(d.body);
+    static const char *const events[][2] = {
+        {"message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_04\",\"model\":"
+                          "\"claude\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}"},
+        {"content_block_start",
+         "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\","
+         "\"id\":\"toolu_2\",\"name\":\"json_answer\",\"input\":{}}}"},
+        {"content_block_delta",
+         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+         "\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"ok\\\":\"}}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+                                "\"type\":\"input_json_delta\",\"partial_json\":\"true}\"}}"},
+        {"message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},"
+                          "\"usage\":{\"output_tokens\":5}}"},
+        {"message_stop", "{\"type\":\"message_stop\"}"},
+    };
+    void *st = anthropic_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+        assert_int_equal(feed(st, events[i][0], events[i][1], &res, &sink), 0);
+    /* role, two pieces of the JSON as content, the finish */
+    assert_int_equal(c.n, 4);
+    assert_string_equal(jstr(chunk_delta(&c, 1), "content"), "{\"ok\":");
+    assert_string_equal(jstr(chunk_delta(&c, 2), "content"), "true}");
+    assert_null(jget(chunk_delta(&c, 1), "tool_calls"));
+    assert_string_equal(chunk_finish(&c, 3), "stop");
+    assert_true(res.text.len == 11 && memcmp(res.text.data, "{\"ok\":true}", 11) == 0);
+    anthropic_ops.stream_free(st);
+    buf_free(&res.text);
+    chunks_free(&c);
+    fixture_canon_release(&req);
+}
+
 static void test_classify_overloaded_and_rate_limit(void **state)
 {
     upstream_headers hs = {.n = 1};
@@ -1164,6 +1249,8 @@ int main(void)
         cmocka_unit_test(test_encode_prompt_cache_threshold),
         cmocka_unit_test(test_encode_prompt_cache_placement),
         cmocka_unit_test(test_encode_prompt_cache_client_marks_win),
+        cmocka_unit_test(test_structured_output_encode),
+        cmocka_unit_test(test_structured_output_decode_and_stream),
         cmocka_unit_test(test_decode_text_with_cache_and_thinking),
         cmocka_unit_test(test_decode_tool_use),
         cmocka_unit_test(test_decode_finish_reasons),
