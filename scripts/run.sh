@@ -334,6 +334,12 @@ Try it:
 Streaming:
   curl -N $BRIDLE_URL/v1/chat/completions -H "Authorization: Bearer $DEV_KEY" -H "Content-Type: application/json" -d '$sbody'
 
+The response cache is on: send the first curl twice with "temperature":0 and
+compare the x-bridle-cache and x-bridle-cost-usd headers.
+
+Metrics (Prometheus text format, loopback only):
+  curl $BRIDLE_URL/metrics
+
 Admin API (keys and teams in PostgreSQL; the CLI is 'DATABASE_URL=… build/bridle keys --help'):
   ADMIN=$DEV_ADMIN_KEY
   curl -H "Authorization: Bearer \$ADMIN" $BRIDLE_URL/v1/bridle/admin/keys
