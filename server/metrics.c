@@ -128,6 +128,12 @@ void metrics_reply(app *a, h1_req *req)
     }
     buf b = BUF_INIT;
     metrics_render(router_metrics(a->router), &b);
+    family(&b, "bridle_http_responses_total", "counter",
+           "Every HTTP response, by status class (auth and protocol errors too).");
+    const int64_t by_class[] = {a->stats.replies_2xx, a->stats.replies_4xx, a->stats.replies_5xx};
+    for (int i = 0; i < 3; i++)
+        buf_printf(&b, "bridle_http_responses_total{code=\"%dxx\"} %lld\n", i ? i + 3 : 2,
+                   (long long)by_class[i]);
     router_stats rs = router_get_stats(a->router);
     one(&b, "bridle_requests_in_flight", "gauge", "Client requests being served.", rs.runs);
     one(&b, "bridle_upstream_attempts_total", "counter",

@@ -86,6 +86,11 @@ test('requests, tokens, cost and durations, to the token and the pico-dollar', a
   // bridle's own
   assert.equal(value(samples, 'bridle_upstream_attempts_total'), '4');
   assert.equal(value(samples, 'bridle_requests_in_flight'), '0');
+  // every HTTP response by class: the three 200s, the 404 and a 401 that never became a run
+  assert.equal((await post(`${gw.baseURL}/chat/completions`, { model: 'gpt-4o-mini', messages }, { authorization: 'Bearer bk-nobody' })).status, 401);
+  const after401 = (await scrape(gw)).samples;
+  assert.ok(Number(value(after401, 'bridle_http_responses_total', { code: '4xx' })) >= 2);
+  assert.ok(Number(value(after401, 'bridle_http_responses_total', { code: '2xx' })) >= 4);
   assert.equal(value(samples, 'bridle_provider_calls_in_flight', { gen_ai_provider_name: 'openai' }), '0');
   assert.equal(value(samples, 'bridle_breaker_state', { gen_ai_response_model: 'gpt-4o-mini', state: 'closed' }), '1');
   assert.equal(value(samples, 'bridle_breaker_state', { gen_ai_response_model: 'gpt-4o-mini', state: 'open' }), '0');
