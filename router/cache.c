@@ -321,17 +321,26 @@ void resp_cache_key(const canon_request *req, bool team, const char *scope, cons
 
 /* The head every chunk of the replayed stream shares: {"id":..,"object":
  * "chat.completion.chunk","created":..,"model":..[,"system_fingerprint":..] */
-static void chunk_head(const jdoc *d, buf *out)
+/* The members an answer and its chunks share, from object d, each followed
+ * by a comma: "id" (then "object": object), "created", "model",
+ * "system_fingerprint". Both replay forms write them. */
+static void head_members(const jdoc *d, const char *object, buf *out)
 {
     static const char *const copied[] = {"id", "created", "model", "system_fingerprint"};
-    buf_append_str(out, "data: {");
     for (size_t i = 0; i < sizeof copied / sizeof *copied; i++) {
         uint32_t v = jdoc_get(d, 0, copied[i]);
         if (v == JT_NONE) continue;
         buf_printf(out, "\"%s\":", copied[i]);
         jdoc_json_append(d, v, out);
-        buf_append_str(out, i == 0 ? ",\"object\":\"chat.completion.chunk\"," : ",");
+        if (i == 0) buf_printf(out, ",\"object\":\"%s\"", object);
+        buf_append_char(out, ',');
     }
+}
+
+static void chunk_head(const jdoc *d, buf *out)
+{
+    buf_append_str(out, "data: {");
+    head_members(d, "chat.completion.chunk", out);
 }
 
 /* The message's tool calls, each with the "index" a delta carries. */
@@ -446,14 +455,7 @@ static int add_chunk(assembly *a, const char *json, size_t len)
     if (jdoc_parse(&d, json, len, NULL, 0, NULL) != 0 || jdoc_type(&d, 0) != JT_OBJECT) goto end;
     if (jdoc_get(&d, 0, "error") != JT_NONE) goto end;
     if (!a->have_head) {
-        static const char *const copied[] = {"id", "created", "model", "system_fingerprint"};
-        for (size_t i = 0; i < sizeof copied / sizeof *copied; i++) {
-            uint32_t v = jdoc_get(&d, 0, copied[i]);
-            if (v == JT_NONE) continue;
-            buf_printf(&a->head, "\"%s\":", copied[i]);
-            jdoc_json_append(&d, v, &a->head);
-            buf_append_str(&a->head, i == 0 ? ",\"object\":\"chat.completion\"," : ",");
-        }
+        head_members(&d, "chat.completion", &a->head);
         a->have_head = true;
     }
     uint32_t usage = jdoc_get(&d, 0, "usage");

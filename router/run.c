@@ -292,6 +292,21 @@ static const target *cur_target(const run *r)
     return r->n_plan ? r->plan[r->cur] : NULL;
 }
 
+/* The target whose answer the client gets: a coalesced copy's leader's,
+ * a cached answer's, else the current candidate. */
+static const target *answered_by(const run *r)
+{
+    return r->served_by ? r->served_by : cur_target(r);
+}
+
+/* Answered without an upstream call of its own: an idempotent replay, a
+ * coalesced copy or a cached answer. It costs nothing; its baseline is
+ * the call it replaced. */
+static bool no_call(const run *r)
+{
+    return r->replayed || r->coalesced || r->cache_hit;
+}
+
 /* Idempotency keys and coalescing are per client key: one client cannot see
  * another's answers. */
 static const char *scope(const run *r)
@@ -330,7 +345,7 @@ static void add_usage(usage_record *to, const usage_record *u)
  * cascade set aside. */
 static int64_t answer_cost(const run *r, const usage_record *u)
 {
-    if (r->replayed || r->coalesced || r->cache_hit || !r->n_plan) return 0;
+    if (no_call(r) || !r->n_plan) return 0;
     return pricing_cost_pusd(r->plan[r->cur]->price, u, false) + r->prior_cost_pusd;
 }
 
@@ -341,9 +356,8 @@ static int64_t answer_cost(const run *r, const usage_record *u)
  * its savings are the cache's, not routing's (migration 0009). */
 static int64_t baseline_cost(const run *r, const usage_record *u)
 {
-    bool copy = r->cache_hit || r->coalesced || r->replayed;
-    if (r->baseline && !copy) return pricing_cost_pusd(&r->baseline->price, u, false);
-    const target *t = r->served_by ? r->served_by : cur_target(r);
+    if (r->baseline && !no_call(r)) return pricing_cost_pusd(&r->baseline->price, u, false);
+    const target *t = answered_by(r);
     return t ? pricing_cost_pusd(t->price, u, false) : 0;
 }
 
@@ -435,24 +449,23 @@ static void access_line(const run *r, const metrics_sample *x)
     buf_free(&b);
 }
 
-/* The request for GET /metrics, once (with or without a ledger). */
-static void meter(run *r, int status, const usage_record *u)
+/* The request for GET /metrics, once (with or without a ledger). `all`:
+ * its billed usage, NULL when no answer reported any. */
+static void meter(run *r, int status, const usage_record *all)
 {
     if (r->metered) return;
     r->metered = true;
-    const target *t = r->served_by ? r->served_by : cur_target(r);
-    bool copy = r->cache_hit || r->coalesced || r->replayed;
-    usage_record all = {.exact = true};
-    if (u) all = billed_usage(r, u);
+    const target *t = answered_by(r);
     metrics_sample x = {
         .request_model = r->n_plan && r->canon.model ? r->canon.model : "",
         .response_model = t ? t->model : "",
         .provider = t ? t->provider->name : "",
         .status = status,
-        .upstream_usage = u && !copy && r->attempts > 0,
+        .upstream_usage = all && !no_call(r) && r->attempts > 0,
         .input_tokens =
-            all.input_uncached + all.cache_read + all.cache_write_5m + all.cache_write_1h,
-        .output_tokens = all.output,
+            all ? all->input_uncached + all->cache_read + all->cache_write_5m + all->cache_write_1h
+                : 0,
+        .output_tokens = all ? all->output : 0,
         .cost_pusd = r->cost_pusd,
         .duration_us = util_now_us() - r->start_us,
         .ttft_us = r->ttft_us,
@@ -466,12 +479,13 @@ static void meter(run *r, int status, const usage_record *u)
 static bool record_usage(run *r, int status, const char *err_class, const usage_record *u)
 {
     ledger *lg = router_ledger(r->rt);
+    usage_record none = {.exact = true};
+    usage_record all = billed_usage(r, u ? u : &none);
     if (!r->cost_known) { /* what the budgets settle, with or without a ledger */
-        usage_record none0 = {.exact = true};
         r->cost_known = true;
-        r->cost_pusd = answer_cost(r, u ? u : &none0);
+        r->cost_pusd = answer_cost(r, u ? u : &none);
     }
-    meter(r, status, u);
+    meter(r, status, u ? &all : NULL);
     if (r->recorded || !lg) return false;
     r->recorded = true;
     usage_event ev;
@@ -489,21 +503,18 @@ static bool record_usage(run *r, int status, const char *err_class, const usage_
     copy_str(ev.task, sizeof ev.task, r->canon.task);
     copy_str(ev.feature, sizeof ev.feature, r->canon.feature);
     copy_str(ev.requested_model, sizeof ev.requested_model, r->canon.model);
-    const target *t = r->served_by ? r->served_by : cur_target(r);
+    const target *t = answered_by(r);
     if (t) {
         copy_str(ev.provider, sizeof ev.provider, t->provider->name);
         copy_str(ev.model, sizeof ev.model, t->model);
         copy_str(ev.tier, sizeof ev.tier, t->price->tier ? pricing_tier_name(t->price->tier) : "");
     }
     event_route_reason(r, &ev);
-    ev.cache_hit = r->replayed || r->coalesced || r->cache_hit;
+    ev.cache_hit = no_call(r);
     ev.streamed = r->canon.stream;
     ev.status = status;
     copy_str(ev.error_class, sizeof ev.error_class, err_class);
     ev.attempts = r->attempts;
-    usage_record none = {.exact = true};
-    if (!u) u = &none;
-    usage_record all = billed_usage(r, u);
     ev.input_tokens = all.input_uncached;
     ev.cache_read_tokens = all.cache_read;
     ev.cache_write_tokens = all.cache_write_5m + all.cache_write_1h;
@@ -529,7 +540,7 @@ static void add_common_headers(run *r)
     char n[24], *digits = util_u64_digits((uint64_t)r->attempts, n + sizeof n - 1);
     n[sizeof n - 1] = '\0';
     buf_add_header(h, "x-bridle-attempts", digits);
-    const target *t = r->served_by ? r->served_by : cur_target(r);
+    const target *t = answered_by(r);
     if (t) {
         buf_add_header(h, "x-bridle-provider", t->provider->name);
         buf_add_header(h, "x-bridle-model", t->model);
@@ -764,7 +775,7 @@ static void rate_limit_settle(run *r, const usage_record *u)
 {
     if (!r->rl.held) return;
     int64_t tokens = 0, cost = 0;
-    if (!r->replayed && !r->coalesced && !r->cache_hit) {
+    if (!no_call(r)) {
         usage_record none = {.exact = true};
         usage_record all = billed_usage(r, u ? u : &none);
         tokens = all.input_uncached + all.cache_read + all.cache_write_5m + all.cache_write_1h +

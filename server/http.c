@@ -264,21 +264,21 @@ static void reply_health(app *a, h1_req *req, const key_conf *k)
         buf_printf(&b,
                    ",\"cache\":{\"entries\":%lld,\"bytes\":%lld,\"max_bytes\":%lld,\"hits\":%lld,"
                    "\"misses\":%lld,\"stores\":%lld,\"evictions\":%lld,\"expired\":%lld,"
-                   "\"refused\":%lld}",
+                   "\"refused\":%lld",
                    (long long)cs.entries, (long long)cs.bytes, (long long)cs.max_bytes,
                    (long long)cs.hits, (long long)cs.misses, (long long)cs.stores,
                    (long long)cs.evictions, (long long)cs.expired, (long long)cs.refused);
         struct cache_store *sh = router_cache_store(a->router);
         if (sh) { /* db/cache_store.h: the level in PostgreSQL */
             cache_store_stats ss = cache_store_get_stats(sh);
-            b.len--; /* inside the "cache" object */
             buf_printf(&b,
                        ",\"shared\":{\"lookups\":%lld,\"hits\":%lld,\"misses\":%lld,"
-                       "\"timeouts\":%lld,\"stores\":%lld,\"dropped\":%lld,\"errors\":%lld}}",
+                       "\"timeouts\":%lld,\"stores\":%lld,\"dropped\":%lld,\"errors\":%lld}",
                        (long long)ss.lookups, (long long)ss.hits, (long long)ss.misses,
                        (long long)ss.timeouts, (long long)ss.stores, (long long)ss.dropped,
                        (long long)ss.errors);
         }
+        buf_append_char(&b, '}');
     }
     health_key(a, &b, k);
     /* rate limits: N (the gateways sharing them) and the windows here */
