@@ -77,6 +77,7 @@ struct idem_store {
     uint64_t counter;
     struct event expire_timer;
     struct event fail_timer; /* answers queued work soon when no connection is up */
+    bool connecting;         /* the first connections are still being made */
 };
 
 static void pump(idem_store *s);
@@ -290,10 +291,12 @@ static bool any_up(const idem_store *s)
 
 /* With no connection up, what is queued fails on the next loop pass (a
  * client is waiting), never inside the call that queued it. */
+/* While the first connections are still being made (just after start),
+ * work waits for them: their outcome, up or down, answers it. */
 static void enqueue_or_fail_soon(idem_store *s, idem_op *op)
 {
     enqueue(s, op);
-    if (!any_up(s)) {
+    if (!any_up(s) && !s->connecting) {
         struct timeval zero = {0, 0};
         evtimer_add(&s->fail_timer, &zero);
     }
@@ -519,6 +522,7 @@ static void on_conn_state(void *ctx, bool up)
 {
     slot *sl = ctx;
     idem_store *s = sl->s;
+    s->connecting = false;
     if (up)
         pump(s);
     else if (!any_up(s))
@@ -701,6 +705,7 @@ idem_store *idem_new(struct event_base *base, const idem_options *opt)
     if (s->opt.query_timeout_ms <= 0) s->opt.query_timeout_ms = 5000;
     if (!util_random_hex(s->instance, 8)) snprintf(s->instance, sizeof s->instance, "%d", 0);
     evtimer_assign(&s->fail_timer, base, on_fail_timer, s);
+    s->connecting = true;
     event_assign(&s->expire_timer, base, -1, EV_PERSIST, on_expire_timer, s);
     pgconn_options po = {.query_timeout_ms = s->opt.query_timeout_ms};
     for (int i = 0; i < s->opt.connections; i++) {
