@@ -71,7 +71,7 @@ static void blocks_add_text(anth_enc *e, uint32_t text, uint32_t cache_control)
 
 /* image_url → image block: data: URIs become base64 sources, http(s) URLs
  * url sources. */
-static int blocks_add_image(anth_enc *e, uint32_t part)
+static int image_block_append(anth_enc *e, uint32_t part, buf *b)
 {
     const char *url, *data;
     size_t len, type_len;
@@ -91,7 +91,6 @@ static int blocks_add_image(anth_enc *e, uint32_t part)
     } else {
         return enc_fail(e, "image URL must be a data: URI or an http(s) URL");
     }
-    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"image\",\"source\":");
     buf_append(b, src.data, src.len);
     buf_append_char(b, '}');
@@ -99,6 +98,11 @@ static int blocks_add_image(anth_enc *e, uint32_t part)
     provider_doc_member_copy(e->d, part, "cache_control", "cache_control", b);
     buf_append_char(b, '}');
     return 0;
+}
+
+static int blocks_add_image(anth_enc *e, uint32_t part)
+{
+    return image_block_append(e, part, provider_turn_item(&e->t));
 }
 
 /* One OpenAI content part → Anthropic blocks. `images` says whether the
@@ -183,6 +187,33 @@ static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
     return 0;
 }
 
+/* A tool message's parts → a tool_result's content blocks (text and
+ * images), written to b; the turn's own item list is left alone. */
+static int tool_result_blocks(anth_enc *e, uint32_t content, buf *b)
+{
+    const jdoc *d = e->d;
+    buf_append_char(b, '[');
+    bool first = true;
+    for (uint32_t p = jdoc_first(d, content); p != JT_NONE; p = jdoc_next(d, content, p)) {
+        uint32_t type = provider_doc_typed(d, p, "type", JT_STRING);
+        uint32_t text = provider_doc_typed(d, p, "text", JT_STRING);
+        if (jdoc_str_eq(d, type, "text") && text != JT_NONE) {
+            buf_append_str(b, first ? "{\"type\":\"text\",\"text\":"
+                                    : ",{\"type\":\"text\",\"text\":");
+            jdoc_str_append_json(d, text, b);
+            provider_doc_member_copy(d, p, "cache_control", "cache_control", b);
+            buf_append_char(b, '}');
+            first = false;
+        } else if (jdoc_str_eq(d, type, "image_url")) {
+            if (!first) buf_append_char(b, ',');
+            first = false;
+            if (image_block_append(e, p, b)) return -1;
+        }
+    }
+    buf_append_char(b, ']');
+    return 0;
+}
+
 /* role:"tool" → one tool_result block (its turn is a user turn). */
 static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
 {
@@ -196,11 +227,12 @@ static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
     buf_append_str(b, ",\"content\":");
     if (jdoc_type(d, content) == JT_STRING) {
         jdoc_str_append_json(d, content, b);
-    } else {
-        buf_reset(&e->scratch);
-        provider_doc_content_text(d, content, &e->scratch);
-        provider_append_json_str(b, e->scratch.data ? e->scratch.data : "", e->scratch.len);
+    } else if (tool_result_blocks(e, content, b)) {
+        return -1;
     }
+    if (jdoc_type(d, provider_doc_get(d, msg, "is_error")) == JT_TRUE)
+        buf_append_str(b, ",\"is_error\":true");
+    provider_doc_member_copy(d, msg, "cache_control", "cache_control", b);
     buf_append_char(b, '}');
     return 0;
 }
@@ -297,6 +329,15 @@ static bool cache_marks_message(const cache_plan *cp, uint32_t msg)
 
 /* ------------------------------------------------------------ encode: messages */
 
+/* An assistant message's thinking_blocks (the Messages way in keeps
+ * them, router/messages.h) go back first in the turn, as they came:
+ * Anthropic checks their signatures. */
+static void blocks_add_thinking(anth_enc *e, uint32_t blocks)
+{
+    for (uint32_t b = jdoc_first(e->d, blocks); b != JT_NONE; b = jdoc_next(e->d, blocks, b))
+        if (jdoc_type(e->d, b) == JT_OBJECT) jdoc_json_append(e->d, b, provider_turn_item(&e->t));
+}
+
 /* One OpenAI message → blocks for its Anthropic role (system and developer
  * messages go to `system`, keeping any cache_control on a part). */
 static int message_encode(anth_enc *e, uint32_t msg)
@@ -313,6 +354,7 @@ static int message_encode(anth_enc *e, uint32_t msg)
     }
     if (jdoc_str_eq(d, role, "assistant")) {
         e->t.role = "assistant";
+        blocks_add_thinking(e, provider_doc_typed(d, msg, "thinking_blocks", JT_ARRAY));
         if (blocks_add_content(e, content, false)) return -1;
         return blocks_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
     }
@@ -528,6 +570,8 @@ static void params_encode(const canon_request *req, const target *t, buf *b)
         provider_doc_member_copy(d, 0, "temperature", "temperature", b);
     if (jdoc_type(d, provider_doc_get(d, 0, "top_p")) == JT_NUMBER)
         provider_doc_member_copy(d, 0, "top_p", "top_p", b);
+    if (jdoc_type(d, provider_doc_get(d, 0, "top_k")) == JT_NUMBER)
+        provider_doc_member_copy(d, 0, "top_k", "top_k", b);
     if (req->stream) buf_append_str(b, ",\"stream\":true");
     if (req->user) {
         buf_append_str(b, ",\"metadata\":{\"user_id\":");
@@ -723,7 +767,24 @@ static json_object *structured_message(json_object *content)
     return NULL;
 }
 
-static json_object *message_from_content(json_object *content)
+/* The thinking and redacted_thinking blocks as they came (signatures
+ * included), for a client of the Messages way in; NULL when none. */
+static json_object *thinking_blocks(json_object *content)
+{
+    json_object *list = NULL;
+    size_t n =
+        json_object_is_type(content, json_type_array) ? json_object_array_length(content) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *block = json_object_array_get_idx(content, i);
+        const char *type = provider_json_str(block, "type");
+        if (!type || (strcmp(type, "thinking") && strcmp(type, "redacted_thinking"))) continue;
+        if (!list) list = json_object_new_array();
+        json_object_array_add(list, json_object_get(block));
+    }
+    return list;
+}
+
+static json_object *message_from_content(json_object *content, bool keep_thinking)
 {
     buf text = BUF_INIT;
     json_object *calls = json_object_new_array();
@@ -751,6 +812,8 @@ static json_object *message_from_content(json_object *content)
         json_object_object_add(msg, "tool_calls", calls);
     else
         json_object_put(calls);
+    json_object *thinking = keep_thinking ? thinking_blocks(content) : NULL;
+    if (thinking) json_object_object_add(msg, "thinking_blocks", thinking);
     buf_free(&text);
     return msg;
 }
@@ -787,7 +850,8 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
     json_object_object_add(choice, "index", json_object_new_int(0));
     json_object_object_add(choice, "message",
                            structured ? structured
-                                      : message_from_content(provider_json_get(root, "content")));
+                                      : message_from_content(provider_json_get(root, "content"),
+                                                             req && req->messages_api));
     json_object_object_add(choice, "logprobs", NULL);
     json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
@@ -895,6 +959,7 @@ typedef struct anth_stream {
     buf chunk;                  /* scratch for the chunk being built */
     bool role_sent, finish_sent;
     bool structured; /* response_format: the forced tool's input is the content */
+    bool thinking;   /* pass thinking on (canon_request.messages_api) */
     int n_tools;     /* OpenAI tool-call indexes handed out */
     int *block_tool; /* Anthropic block index → OpenAI tool index, -1 none */
     int n_blocks;
@@ -909,6 +974,7 @@ static void *anthropic_stream_new(const canon_request *req, const target *t)
     s->fallback_model = t ? t->upstream_model : NULL;
     uint32_t schema;
     s->structured = req && req->doc && structured_output(req->doc, &schema);
+    s->thinking = req && req->messages_api;
     return s;
 }
 
@@ -987,6 +1053,22 @@ static void stream_emit_text(anth_stream *s, json_object *text, stream_result *r
     chunk_emit(s, NULL, sink);
 }
 
+/* Thinking for a Messages client: a delta member of the chunk that
+ * router/messages.c turns back into thinking_delta / signature_delta /
+ * a redacted_thinking block. */
+static void stream_emit_thinking(anth_stream *s, const char *member, json_object *v,
+                                 const stream_sink *sink)
+{
+    if (!s->thinking || !v || json_object_get_string_len(v) == 0) return;
+    stream_emit_role(s, sink);
+    chunk_begin(s);
+    buf_printf(&s->chunk, "{\"%s\":", member);
+    buf_append_json_str(&s->chunk, json_object_get_string(v),
+                        (size_t)json_object_get_string_len(v));
+    buf_append_char(&s->chunk, '}');
+    chunk_emit(s, NULL, sink);
+}
+
 static void stream_emit_finish(anth_stream *s, const char *finish, const stream_sink *sink)
 {
     if (s->finish_sent) return;
@@ -1052,6 +1134,12 @@ static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
         if (text) stream_emit_text(s, text, res, sink);
         return;
     }
+    if (type && strcmp(type, "thinking") == 0)
+        stream_emit_thinking(s, "reasoning_content",
+                             provider_json_typed(block, "thinking", json_type_string), sink);
+    if (type && strcmp(type, "redacted_thinking") == 0)
+        stream_emit_thinking(s, "redacted_thinking",
+                             provider_json_typed(block, "data", json_type_string), sink);
     if (!type || strcmp(type, "tool_use") != 0)
         return; /* thinking, server tools: not part of an OpenAI answer */
     json_object *idx = provider_json_typed(ev, "index", json_type_int);
@@ -1084,6 +1172,12 @@ static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
         if (text) stream_emit_text(s, text, res, sink);
         return;
     }
+    if (strcmp(type, "thinking_delta") == 0)
+        stream_emit_thinking(s, "reasoning_content",
+                             provider_json_typed(delta, "thinking", json_type_string), sink);
+    if (strcmp(type, "signature_delta") == 0)
+        stream_emit_thinking(s, "thinking_signature",
+                             provider_json_typed(delta, "signature", json_type_string), sink);
     if (strcmp(type, "input_json_delta") != 0)
         return; /* thinking_delta, signature_delta, citations_delta */
     json_object *pj = provider_json_typed(delta, "partial_json", json_type_string);

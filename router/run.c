@@ -2372,6 +2372,7 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
         run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
         return NULL;
     }
+    r->canon.messages_api = in->messages_api;
     apply_attribution(r);
     if (make_plan(r) != 0) return NULL;
     set_state(r, RUN_ADMITTING);

@@ -19,6 +19,7 @@
 #include "db/cache_store.h"
 #include "db/ledger.h"
 #include "router/keyring.h"
+#include "router/messages.h"
 #include "router/budget.h"
 #include "router/cache.h"
 #include "router/router.h"
@@ -112,7 +113,13 @@ void http_reply_error(app *a, h1_req *req, int status, const char *type, const c
                       const char *param, const char *message, bool should_retry)
 {
     buf b = BUF_INIT;
-    provider_openai_error_json(&b, type, code, param, message);
+    const char *path = h1_req_target(req);
+    if (path && strncmp(path, "/v1/messages", 12) == 0) { /* Anthropic's clients */
+        messages_error_json(&b, status, message, strlen(message));
+        status = messages_status(status);
+    } else {
+        provider_openai_error_json(&b, type, code, param, message);
+    }
     /* said both ways: the OpenAI SDKs obey it over their own status rules */
     h1_add_header(req, "x-should-retry", should_retry ? "true" : "false");
     http_reply_json(a, req, status, b.data, b.len);
@@ -501,6 +508,26 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         chat_handle(a, req, k, h, id);
         return;
     }
+    if (path_is(path, "/v1/messages") || path_is(path, "/v1/messages/count_tokens")) {
+        bool count = path[12] == '/';
+        if (cmd != H1_POST) {
+            http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                             count ? "Use POST for /v1/messages/count_tokens"
+                                   : "Use POST for /v1/messages",
+                             false);
+            return;
+        }
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (!k) return;
+        if (count) {
+            messages_count_tokens(a, req);
+            return;
+        }
+        char id[32];
+        http_new_request_id(id);
+        messages_handle(a, req, k, h, id);
+        return;
+    }
     if (path_is(path, "/v1/models")) {
         if (authenticate(a, req, h, KEYS_CLIENT)) reply_models(a, req);
         return;
@@ -517,7 +544,8 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
     char msg[300];
     snprintf(
         msg, sizeof msg,
-        "Unknown path %.120s: this gateway serves POST /v1/chat/completions and GET /v1/models",
+        "Unknown path %.120s: this gateway serves POST /v1/chat/completions, POST /v1/messages "
+        "and GET /v1/models",
         path);
     http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL, msg, false);
 }
