@@ -11,12 +11,35 @@
 
 /* ------------------------------------------------------------ request */
 
+/* The top-level members a Messages request may have, in top_keys order. */
+enum {
+    T_MODEL,
+    T_MAX_TOKENS,
+    T_MESSAGES,
+    T_SYSTEM,
+    T_STREAM,
+    T_TEMPERATURE,
+    T_TOP_P,
+    T_TOP_K,
+    T_STOP_SEQUENCES,
+    T_METADATA,
+    T_TOOLS,
+    T_TOOL_CHOICE,
+    T_THINKING,
+    T_CACHE_CONTROL,
+    T_SERVICE_TIER,
+    T_OUTPUT_CONFIG,
+    T_INFERENCE_GEO,
+    T_COUNT
+};
+
 typedef struct tx {
     const jdoc *d;
     buf *o;
     char *err;
     size_t errlen;
     buf scratch;
+    uint32_t top[T_COUNT]; /* each top-level value (the last of a repeated key), or JT_NONE */
 } tx;
 
 static int fail(tx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -40,13 +63,20 @@ static void raw(tx *x, uint32_t v)
     jdoc_json_append(x->d, v, x->o);
 }
 
-/* ,"as":<value as sent> when obj[key] is present. */
+/* ,"as":<v as sent> when v is present. */
+static void copy_value(tx *x, uint32_t v, const char *as)
+{
+    if (v == JT_NONE) return;
+    buf_append_str(x->o, ",\"");
+    buf_append_str(x->o, as);
+    buf_append_str(x->o, "\":");
+    raw(x, v);
+}
+
+/* ,"as":<obj[key] as sent> when it is present. */
 static void copy_member(tx *x, uint32_t obj, const char *key, const char *as)
 {
-    uint32_t v = get(x, obj, key);
-    if (v == JT_NONE) return;
-    buf_printf(x->o, ",\"%s\":", as);
-    raw(x, v);
+    copy_value(x, get(x, obj, key), as);
 }
 
 static const char *const top_keys[] = {
@@ -55,13 +85,20 @@ static const char *const top_keys[] = {
     "thinking", "cache_control", "service_tier",   "output_config", "inference_geo", NULL,
 };
 
+/* One pass over the top-level members: each known one into x->top, an
+ * unknown one refused. */
 static int check_top_keys(tx *x)
 {
+    for (int i = 0; i < T_COUNT; i++)
+        x->top[i] = JT_NONE;
     for (uint32_t k = jdoc_first(x->d, 0); k != JT_NONE; k = jdoc_next(x->d, 0, k)) {
-        bool known = false;
-        for (int i = 0; top_keys[i] && !known; i++)
-            known = jdoc_str_eq(x->d, k, top_keys[i]);
-        if (known) continue;
+        int known = -1;
+        for (int i = 0; top_keys[i] && known < 0; i++)
+            if (jdoc_str_eq(x->d, k, top_keys[i])) known = i;
+        if (known >= 0) {
+            x->top[known] = jdoc_type(x->d, k + 1) == JT_NULL ? JT_NONE : k + 1;
+            continue;
+        }
         size_t len;
         const char *s = jdoc_str_view(x->d, k, &x->scratch, &len);
         return fail(x,
@@ -74,36 +111,54 @@ static int check_top_keys(tx *x)
     return 0;
 }
 
-static int need_type(tx *x, uint32_t v, jt_type t, const char *what, const char *path)
+/* Refuses v unless it is of type t; the message names path + suffix
+ * (joined only then: most requests never fail). */
+static int need_type(tx *x, uint32_t v, jt_type t, const char *what, const char *path,
+                     const char *suffix)
 {
     if (jdoc_type(x->d, v) == t) return 0;
-    return fail(x, "%s: %s, got %s", path, v == JT_NONE ? "Field required" : what,
+    return fail(x, "%s%s: %s, got %s", path, suffix, v == JT_NONE ? "Field required" : what,
                 v == JT_NONE ? "nothing" : jdoc_type_name(x->d, v));
+}
+
+/* out = base + mid + i (e.g. "messages.1" + ".content." + 2), by hand:
+ * snprintf costs more than a whole block's translation. */
+static void path_index(char *out, size_t n, const char *base, const char *mid, int i)
+{
+    char digits[16], *d = digits + sizeof digits;
+    *--d = '\0';
+    do
+        *--d = (char)('0' + i % 10);
+    while ((i /= 10) > 0 && d > digits);
+    size_t lb = strlen(base), lm = strlen(mid), ld = strlen(d);
+    if (lb + lm + ld >= n) lb = n > lm + ld + 1 ? n - lm - ld - 1 : 0;
+    if (lb + lm + ld >= n) { /* cannot happen with the sizes used here */
+        out[0] = '\0';
+        return;
+    }
+    memcpy(out, base, lb);
+    memcpy(out + lb, mid, lm);
+    memcpy(out + lb + lm, d, ld + 1);
 }
 
 /* source {type: base64, media_type, data} | {type: url, url} → image_url. */
 static int image_part(tx *x, uint32_t block, const char *path)
 {
-    char p[160];
     uint32_t src = get(x, block, "source");
-    snprintf(p, sizeof p, "%.100s.source", path);
-    if (need_type(x, src, JT_OBJECT, "must be an object", p)) return -1;
+    if (need_type(x, src, JT_OBJECT, "must be an object", path, ".source")) return -1;
     uint32_t type = get(x, src, "type");
     buf_reset(&x->scratch);
     if (jdoc_str_eq(x->d, type, "base64")) {
         uint32_t mt = get(x, src, "media_type"), data = get(x, src, "data");
-        snprintf(p, sizeof p, "%.100s.source.media_type", path);
-        if (need_type(x, mt, JT_STRING, "must be a string", p)) return -1;
-        snprintf(p, sizeof p, "%.100s.source.data", path);
-        if (need_type(x, data, JT_STRING, "must be a string", p)) return -1;
+        if (need_type(x, mt, JT_STRING, "must be a string", path, ".source.media_type")) return -1;
+        if (need_type(x, data, JT_STRING, "must be a string", path, ".source.data")) return -1;
         buf_append_str(&x->scratch, "data:");
         jdoc_str_append(x->d, mt, &x->scratch);
         buf_append_str(&x->scratch, ";base64,");
         jdoc_str_append(x->d, data, &x->scratch);
     } else if (jdoc_str_eq(x->d, type, "url")) {
         uint32_t url = get(x, src, "url");
-        snprintf(p, sizeof p, "%.100s.source.url", path);
-        if (need_type(x, url, JT_STRING, "must be a string", p)) return -1;
+        if (need_type(x, url, JT_STRING, "must be a string", path, ".source.url")) return -1;
         jdoc_str_append(x->d, url, &x->scratch);
     } else {
         return fail(x, "%s.source.type: must be \"base64\" or \"url\"", path);
@@ -118,10 +173,8 @@ static int image_part(tx *x, uint32_t block, const char *path)
 
 static int text_part(tx *x, uint32_t block, const char *path)
 {
-    char p[160];
     uint32_t text = get(x, block, "text");
-    snprintf(p, sizeof p, "%.100s.text", path);
-    if (need_type(x, text, JT_STRING, "must be a string", p)) return -1;
+    if (need_type(x, text, JT_STRING, "must be a string", path, ".text")) return -1;
     buf_append_str(x->o, "{\"type\":\"text\",\"text\":");
     raw(x, text);
     copy_member(x, block, "cache_control", "cache_control");
@@ -150,8 +203,7 @@ static int tool_result(tx *x, uint32_t block, const char *path)
 {
     char p[160];
     uint32_t id = get(x, block, "tool_use_id"), content = get(x, block, "content");
-    snprintf(p, sizeof p, "%.100s.tool_use_id", path);
-    if (need_type(x, id, JT_STRING, "must be a string", p)) return -1;
+    if (need_type(x, id, JT_STRING, "must be a string", path, ".tool_use_id")) return -1;
     buf_append_str(x->o, "{\"role\":\"tool\",\"tool_call_id\":");
     raw(x, id);
     buf_append_str(x->o, ",\"content\":");
@@ -164,7 +216,7 @@ static int tool_result(tx *x, uint32_t block, const char *path)
         int i = 0;
         for (uint32_t b = jdoc_first(x->d, content); b != JT_NONE;
              b = jdoc_next(x->d, content, b), i++) {
-            snprintf(p, sizeof p, "%.100s.content.%d", path, i);
+            path_index(p, sizeof p, path, ".content.", i);
             if (i) buf_append_char(x->o, ',');
             if (block_is(x, b, "text")    ? text_part(x, b, p)
                 : block_is(x, b, "image") ? image_part(x, b, p)
@@ -190,7 +242,7 @@ static int user_message(tx *x, uint32_t content, const char *path, bool *first)
     int i = 0, others = 0;
     for (uint32_t b = jdoc_first(x->d, content); b != JT_NONE;
          b = jdoc_next(x->d, content, b), i++) {
-        snprintf(p, sizeof p, "%.100s.content.%d", path, i);
+        path_index(p, sizeof p, path, ".content.", i);
         if (jdoc_type(x->d, b) != JT_OBJECT) return fail(x, "%s: must be an object", p);
         if (!block_is(x, b, "tool_result")) {
             others++;
@@ -209,7 +261,7 @@ static int user_message(tx *x, uint32_t content, const char *path, bool *first)
     for (uint32_t b = jdoc_first(x->d, content); b != JT_NONE;
          b = jdoc_next(x->d, content, b), i++) {
         if (block_is(x, b, "tool_result")) continue;
-        snprintf(p, sizeof p, "%.100s.content.%d", path, i);
+        path_index(p, sizeof p, path, ".content.", i);
         if (sep) buf_append_char(x->o, ',');
         sep = true;
         if (block_is(x, b, "text")    ? text_part(x, b, p)
@@ -223,14 +275,10 @@ static int user_message(tx *x, uint32_t content, const char *path, bool *first)
 
 static int tool_use(tx *x, uint32_t block, const char *path, bool first)
 {
-    char p[160];
     uint32_t id = get(x, block, "id"), name = get(x, block, "name"), input = get(x, block, "input");
-    snprintf(p, sizeof p, "%.100s.id", path);
-    if (need_type(x, id, JT_STRING, "must be a string", p)) return -1;
-    snprintf(p, sizeof p, "%.100s.name", path);
-    if (need_type(x, name, JT_STRING, "must be a string", p)) return -1;
-    snprintf(p, sizeof p, "%.100s.input", path);
-    if (need_type(x, input, JT_OBJECT, "must be an object", p)) return -1;
+    if (need_type(x, id, JT_STRING, "must be a string", path, ".id")) return -1;
+    if (need_type(x, name, JT_STRING, "must be a string", path, ".name")) return -1;
+    if (need_type(x, input, JT_OBJECT, "must be an object", path, ".input")) return -1;
     buf_append_str(x->o, first ? "{\"id\":" : ",{\"id\":");
     raw(x, id);
     buf_append_str(x->o, ",\"type\":\"function\",\"function\":{\"name\":");
@@ -253,7 +301,7 @@ static int assistant_message(tx *x, uint32_t content, const char *path)
     buf_append_str(x->o, "{\"role\":\"assistant\",\"content\":[");
     bool sep = false;
     for (uint32_t b = jdoc_first(d, content); b != JT_NONE; b = jdoc_next(d, content, b), i++) {
-        snprintf(p, sizeof p, "%.100s.content.%d", path, i);
+        path_index(p, sizeof p, path, ".content.", i);
         if (jdoc_type(d, b) != JT_OBJECT) return fail(x, "%s: must be an object", p);
         if (block_is(x, b, "tool_use")) {
             calls++;
@@ -274,7 +322,7 @@ static int assistant_message(tx *x, uint32_t content, const char *path)
         bool first = true;
         for (uint32_t b = jdoc_first(d, content); b != JT_NONE; b = jdoc_next(d, content, b), i++) {
             if (!block_is(x, b, "tool_use")) continue;
-            snprintf(p, sizeof p, "%.100s.content.%d", path, i);
+            path_index(p, sizeof p, path, ".content.", i);
             if (tool_use(x, b, p, first)) return -1;
             first = false;
         }
@@ -298,28 +346,26 @@ static int assistant_message(tx *x, uint32_t content, const char *path)
 static int one_message(tx *x, uint32_t m, int i, bool *first)
 {
     char path[64];
-    snprintf(path, sizeof path, "messages.%d", i);
+    path_index(path, sizeof path, "messages", ".", i);
     if (jdoc_type(x->d, m) != JT_OBJECT) return fail(x, "%s: must be an object", path);
     uint32_t role = get(x, m, "role"), content = get(x, m, "content");
-    char p[80];
-    snprintf(p, sizeof p, "%.100s.role", path);
-    if (need_type(x, role, JT_STRING, "must be \"user\" or \"assistant\"", p)) return -1;
+    if (need_type(x, role, JT_STRING, "must be \"user\" or \"assistant\"", path, ".role"))
+        return -1;
     bool user = jdoc_str_eq(x->d, role, "user"), asst = jdoc_str_eq(x->d, role, "assistant"),
          sys = jdoc_str_eq(x->d, role, "system");
-    if (!user && !asst && !sys) return fail(x, "%s: must be \"user\" or \"assistant\"", p);
-    snprintf(p, sizeof p, "%.100s.content", path);
+    if (!user && !asst && !sys) return fail(x, "%s.role: must be \"user\" or \"assistant\"", path);
     if (jdoc_type(x->d, content) == JT_STRING) {
         if (!*first) buf_append_char(x->o, ',');
         *first = false;
-        buf_printf(x->o, "{\"role\":\"%s\",\"content\":",
-                   user   ? "user"
-                   : asst ? "assistant"
-                          : "system");
+        buf_append_str(x->o, user   ? "{\"role\":\"user\",\"content\":"
+                             : asst ? "{\"role\":\"assistant\",\"content\":"
+                                    : "{\"role\":\"system\",\"content\":");
         raw(x, content);
         buf_append_char(x->o, '}');
         return 0;
     }
-    if (need_type(x, content, JT_ARRAY, "must be a string or a list of content blocks", p))
+    if (need_type(x, content, JT_ARRAY, "must be a string or a list of content blocks", path,
+                  ".content"))
         return -1;
     if (user) return user_message(x, content, path, first);
     if (!*first) buf_append_char(x->o, ',');
@@ -330,7 +376,7 @@ static int one_message(tx *x, uint32_t m, int i, bool *first)
     for (uint32_t b = jdoc_first(x->d, content); b != JT_NONE;
          b = jdoc_next(x->d, content, b), j++) {
         char bp[120];
-        snprintf(bp, sizeof bp, "%.90s.content.%d", path, j);
+        path_index(bp, sizeof bp, path, ".content.", j);
         if (j) buf_append_char(x->o, ',');
         if (block_is(x, b, "text") ? text_part(x, b, bp)
                                    : unsupported_block(x, b, bp, "in a system message"))
@@ -342,7 +388,7 @@ static int one_message(tx *x, uint32_t m, int i, bool *first)
 
 static int system_prompt(tx *x, bool *first)
 {
-    uint32_t sys = get(x, 0, "system");
+    uint32_t sys = x->top[T_SYSTEM];
     if (sys == JT_NONE) return 0;
     if (jdoc_type(x->d, sys) == JT_STRING) {
         buf_append_str(x->o, "{\"role\":\"system\",\"content\":");
@@ -351,13 +397,13 @@ static int system_prompt(tx *x, bool *first)
         *first = false;
         return 0;
     }
-    if (need_type(x, sys, JT_ARRAY, "must be a string or a list of text blocks", "system"))
+    if (need_type(x, sys, JT_ARRAY, "must be a string or a list of text blocks", "system", ""))
         return -1;
     buf_append_str(x->o, "{\"role\":\"system\",\"content\":[");
     int i = 0;
     for (uint32_t b = jdoc_first(x->d, sys); b != JT_NONE; b = jdoc_next(x->d, sys, b), i++) {
         char p[48];
-        snprintf(p, sizeof p, "system.%d", i);
+        path_index(p, sizeof p, "system", ".", i);
         if (i) buf_append_char(x->o, ',');
         if (jdoc_type(x->d, b) != JT_OBJECT || !block_is(x, b, "text"))
             return fail(x, "%s: must be a text block {\"type\": \"text\", \"text\": ...}", p);
@@ -370,8 +416,8 @@ static int system_prompt(tx *x, bool *first)
 
 static int messages_part(tx *x)
 {
-    uint32_t msgs = get(x, 0, "messages");
-    if (need_type(x, msgs, JT_ARRAY, "must be a list of messages", "messages")) return -1;
+    uint32_t msgs = x->top[T_MESSAGES];
+    if (need_type(x, msgs, JT_ARRAY, "must be a list of messages", "messages", "")) return -1;
     if (x->d->t[msgs].size == 0) return fail(x, "messages: at least one message is required");
     buf_append_str(x->o, ",\"messages\":[");
     bool first = true;
@@ -385,23 +431,22 @@ static int messages_part(tx *x)
 
 static int tools_part(tx *x)
 {
-    uint32_t tools = get(x, 0, "tools");
+    uint32_t tools = x->top[T_TOOLS];
     if (tools == JT_NONE) return 0;
-    if (need_type(x, tools, JT_ARRAY, "must be a list of tools", "tools")) return -1;
+    if (need_type(x, tools, JT_ARRAY, "must be a list of tools", "tools", "")) return -1;
     buf_append_str(x->o, ",\"tools\":[");
     int i = 0;
     for (uint32_t t = jdoc_first(x->d, tools); t != JT_NONE; t = jdoc_next(x->d, tools, t), i++) {
         char p[64];
-        snprintf(p, sizeof p, "tools.%d", i);
+        path_index(p, sizeof p, "tools", ".", i);
         if (jdoc_type(x->d, t) != JT_OBJECT) return fail(x, "%s: must be an object", p);
         uint32_t type = get(x, t, "type");
         if (type != JT_NONE && !jdoc_str_eq(x->d, type, "custom"))
             return unsupported_block(x, t, p, "as a tool (server tools run at Anthropic only)");
         uint32_t name = get(x, t, "name"), schema = get(x, t, "input_schema");
-        snprintf(p, sizeof p, "tools.%d.name", i);
-        if (need_type(x, name, JT_STRING, "must be a string", p)) return -1;
-        snprintf(p, sizeof p, "tools.%d.input_schema", i);
-        if (need_type(x, schema, JT_OBJECT, "must be a JSON schema object", p)) return -1;
+        if (need_type(x, name, JT_STRING, "must be a string", p, ".name")) return -1;
+        if (need_type(x, schema, JT_OBJECT, "must be a JSON schema object", p, ".input_schema"))
+            return -1;
         buf_append_str(x->o, i ? ",{" : "{");
         buf_append_str(x->o, "\"type\":\"function\",\"function\":{\"name\":");
         raw(x, name);
@@ -419,9 +464,10 @@ static int tools_part(tx *x)
 
 static int tool_choice_part(tx *x)
 {
-    uint32_t tc = get(x, 0, "tool_choice");
+    uint32_t tc = x->top[T_TOOL_CHOICE];
     if (tc == JT_NONE) return 0;
-    if (need_type(x, tc, JT_OBJECT, "must be an object like {\"type\": \"auto\"}", "tool_choice"))
+    if (need_type(x, tc, JT_OBJECT, "must be an object like {\"type\": \"auto\"}", "tool_choice",
+                  ""))
         return -1;
     uint32_t type = get(x, tc, "type");
     if (jdoc_str_eq(x->d, type, "auto"))
@@ -432,7 +478,7 @@ static int tool_choice_part(tx *x)
         buf_append_str(x->o, ",\"tool_choice\":\"none\"");
     else if (jdoc_str_eq(x->d, type, "tool")) {
         uint32_t name = get(x, tc, "name");
-        if (need_type(x, name, JT_STRING, "must be a string", "tool_choice.name")) return -1;
+        if (need_type(x, name, JT_STRING, "must be a string", "tool_choice.name", "")) return -1;
         buf_append_str(x->o, ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":");
         raw(x, name);
         buf_append_str(x->o, "}}");
@@ -446,9 +492,9 @@ static int tool_choice_part(tx *x)
 /* output_config: effort → reasoning_effort, format → response_format. */
 static int output_config_part(tx *x)
 {
-    uint32_t oc = get(x, 0, "output_config");
+    uint32_t oc = x->top[T_OUTPUT_CONFIG];
     if (oc == JT_NONE) return 0;
-    if (need_type(x, oc, JT_OBJECT, "must be an object", "output_config")) return -1;
+    if (need_type(x, oc, JT_OBJECT, "must be an object", "output_config", "")) return -1;
     copy_member(x, oc, "effort", "reasoning_effort");
     uint32_t fmt = get(x, oc, "format");
     if (fmt == JT_NONE) return 0;
@@ -467,34 +513,38 @@ static int output_config_part(tx *x)
 static int params_part(tx *x, bool count)
 {
     const jdoc *d = x->d;
-    static const char *const numbers[] = {"temperature", "top_p", "top_k", NULL};
-    for (int i = 0; numbers[i]; i++) {
-        uint32_t v = get(x, 0, numbers[i]);
-        if (v != JT_NONE && need_type(x, v, JT_NUMBER, "must be a number", numbers[i])) return -1;
-        copy_member(x, 0, numbers[i], numbers[i]);
+    for (int i = T_TEMPERATURE; i <= T_TOP_K; i++) {
+        uint32_t v = x->top[i];
+        if (v != JT_NONE && need_type(x, v, JT_NUMBER, "must be a number", top_keys[i], ""))
+            return -1;
+        copy_value(x, v, top_keys[i]);
     }
-    uint32_t stop = get(x, 0, "stop_sequences");
+    uint32_t stop = x->top[T_STOP_SEQUENCES];
     if (stop != JT_NONE) {
-        if (need_type(x, stop, JT_ARRAY, "must be a list of strings", "stop_sequences")) return -1;
+        if (need_type(x, stop, JT_ARRAY, "must be a list of strings", "stop_sequences", ""))
+            return -1;
         for (uint32_t s = jdoc_first(d, stop); s != JT_NONE; s = jdoc_next(d, stop, s))
             if (jdoc_type(d, s) != JT_STRING)
                 return fail(x, "stop_sequences: must be a list of strings");
-        if (d->t[stop].size) copy_member(x, 0, "stop_sequences", "stop");
+        if (d->t[stop].size) copy_value(x, stop, "stop");
     }
-    uint32_t md = get(x, 0, "metadata");
+    uint32_t md = x->top[T_METADATA];
     if (md != JT_NONE) {
-        if (need_type(x, md, JT_OBJECT, "must be an object like {\"user_id\": ...}", "metadata"))
+        if (need_type(x, md, JT_OBJECT, "must be an object like {\"user_id\": ...}", "metadata",
+                      ""))
             return -1;
         uint32_t uid = get(x, md, "user_id");
-        if (uid != JT_NONE && need_type(x, uid, JT_STRING, "must be a string", "metadata.user_id"))
+        if (uid != JT_NONE &&
+            need_type(x, uid, JT_STRING, "must be a string", "metadata.user_id", ""))
             return -1;
         copy_member(x, md, "user_id", "user");
     }
-    uint32_t th = get(x, 0, "thinking");
-    if (th != JT_NONE && need_type(x, th, JT_OBJECT, "must be an object", "thinking")) return -1;
-    copy_member(x, 0, "thinking", "thinking");
-    copy_member(x, 0, "cache_control", "cache_control");
-    uint32_t stream = get(x, 0, "stream");
+    uint32_t th = x->top[T_THINKING];
+    if (th != JT_NONE && need_type(x, th, JT_OBJECT, "must be an object", "thinking", ""))
+        return -1;
+    copy_value(x, th, "thinking");
+    copy_value(x, x->top[T_CACHE_CONTROL], "cache_control");
+    uint32_t stream = x->top[T_STREAM];
     if (stream != JT_NONE && jdoc_type(d, stream) != JT_TRUE && jdoc_type(d, stream) != JT_FALSE)
         return fail(x, "stream: must be true or false");
     if (jdoc_type(d, stream) == JT_TRUE && !count)
@@ -505,7 +555,7 @@ static int params_part(tx *x, bool count)
 int messages_to_chat(const char *body, size_t len, bool count, jdoc *doc, buf *out, char *err,
                      size_t errlen)
 {
-    tx x = {doc, out, err, errlen, BUF_INIT};
+    tx x = {.d = doc, .o = out, .err = err, .errlen = errlen, .scratch = BUF_INIT};
     char why[128];
     size_t pos = 0;
     int rc = -1;
@@ -518,16 +568,19 @@ int messages_to_chat(const char *body, size_t len, bool count, jdoc *doc, buf *o
         goto done;
     }
     if (check_top_keys(&x)) goto done;
-    uint32_t model = get(&x, 0, "model"), max = get(&x, 0, "max_tokens");
+    uint32_t model = x.top[T_MODEL], max = x.top[T_MAX_TOKENS];
     int64_t n = 0;
-    if (need_type(&x, model, JT_STRING, "must be a string", "model")) goto done;
-    if (!count && (need_type(&x, max, JT_NUMBER, "must be an integer", "max_tokens") ||
+    if (need_type(&x, model, JT_STRING, "must be a string", "model", "")) goto done;
+    if (!count && (need_type(&x, max, JT_NUMBER, "must be an integer", "max_tokens", "") ||
                    (!jdoc_int64(doc, max, &n) && fail(&x, "max_tokens: must be an integer")) ||
                    (n < 1 && fail(&x, "max_tokens: must be at least 1, got %lld", (long long)n))))
         goto done;
     buf_append_str(out, "{\"model\":");
     raw(&x, model);
-    if (!count) buf_printf(out, ",\"max_tokens\":%lld", (long long)n);
+    if (!count) {
+        buf_append_str(out, ",\"max_tokens\":");
+        buf_append_u64(out, (uint64_t)n);
+    }
     if (messages_part(&x) || params_part(&x, count)) goto done;
     buf_append_char(out, '}');
     rc = 0;
@@ -563,11 +616,15 @@ static void usage_append(const jdoc *d, uint32_t u, buf *out)
             write = count_of(d, pd, "cache_write_tokens"),
             output = count_of(d, u, "completion_tokens");
     int64_t input = prompt - read - write;
-    buf_printf(out,
-               "{\"input_tokens\":%lld,\"cache_creation_input_tokens\":%lld,"
-               "\"cache_read_input_tokens\":%lld,\"output_tokens\":%lld}",
-               (long long)(input > 0 ? input : 0), (long long)write, (long long)read,
-               (long long)output);
+    buf_append_str(out, "{\"input_tokens\":");
+    buf_append_u64(out, (uint64_t)(input > 0 ? input : 0));
+    buf_append_str(out, ",\"cache_creation_input_tokens\":");
+    buf_append_u64(out, (uint64_t)write);
+    buf_append_str(out, ",\"cache_read_input_tokens\":");
+    buf_append_u64(out, (uint64_t)read);
+    buf_append_str(out, ",\"output_tokens\":");
+    buf_append_u64(out, (uint64_t)output);
+    buf_append_char(out, '}');
 }
 
 /* Tool call arguments (a JSON string holding an object) → the object;
@@ -648,8 +705,9 @@ int messages_from_completion(const char *json, size_t len, const char *msg_id, j
         buf_append_str(out, "\"\"");
     buf_append_str(out, ",\"content\":[");
     content_append(d, msg, out);
-    buf_printf(out, "],\"stop_reason\":\"%s\",\"stop_sequence\":null,\"usage\":",
-               stop_reason(d, jdoc_get_last(d, choice, "finish_reason")));
+    buf_append_str(out, "],\"stop_reason\":\"");
+    buf_append_str(out, stop_reason(d, jdoc_get_last(d, choice, "finish_reason")));
+    buf_append_str(out, "\",\"stop_sequence\":null,\"usage\":");
     usage_append(d, jdoc_get_last(d, 0, "usage"), out);
     buf_append_char(out, '}');
     return 0;
@@ -760,7 +818,9 @@ void messages_stream_free(messages_stream *s)
 
 static void event_begin(buf *out, const char *name)
 {
-    buf_printf(out, "event: %s\ndata: ", name);
+    buf_append_str(out, "event: ");
+    buf_append_str(out, name);
+    buf_append_str(out, "\ndata: ");
 }
 
 static void event_end(buf *out)
@@ -772,7 +832,9 @@ static void block_close(messages_stream *s, buf *out)
 {
     if (s->open == BLOCK_NONE) return;
     event_begin(out, "content_block_stop");
-    buf_printf(out, "{\"type\":\"content_block_stop\",\"index\":%d}", s->index);
+    buf_append_str(out, "{\"type\":\"content_block_stop\",\"index\":");
+    buf_append_u64(out, (uint64_t)s->index);
+    buf_append_char(out, '}');
     event_end(out);
     s->open = BLOCK_NONE;
 }
@@ -786,8 +848,11 @@ static void block_open(messages_stream *s, buf *out, block_kind kind, const char
     s->index++;
     s->open = kind;
     event_begin(out, "content_block_start");
-    buf_printf(out, "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":%s}",
-               s->index, start);
+    buf_append_str(out, "{\"type\":\"content_block_start\",\"index\":");
+    buf_append_u64(out, (uint64_t)s->index);
+    buf_append_str(out, ",\"content_block\":");
+    buf_append_str(out, start);
+    buf_append_char(out, '}');
     event_end(out);
 }
 
@@ -796,9 +861,13 @@ static void block_delta(messages_stream *s, buf *out, const char *type, const ch
                         uint32_t v)
 {
     event_begin(out, "content_block_delta");
-    buf_printf(out,
-               "{\"type\":\"content_block_delta\",\"index\":%d,\"delta\":{\"type\":\"%s\",\"%s\":",
-               s->index, type, field);
+    buf_append_str(out, "{\"type\":\"content_block_delta\",\"index\":");
+    buf_append_u64(out, (uint64_t)s->index);
+    buf_append_str(out, ",\"delta\":{\"type\":\"");
+    buf_append_str(out, type);
+    buf_append_str(out, "\",\"");
+    buf_append_str(out, field);
+    buf_append_str(out, "\":");
     jdoc_str_append_json(&s->doc, v, out);
     buf_append_str(out, "}}");
     event_end(out);

@@ -240,8 +240,11 @@ void messages_handle(app *a, h1_req *req, const key_conf *key, const request_hea
     chat *c = chat_begin(a, req);
     if (!c) return;
     c->messages_api = true;
-    snprintf(c->req_id, sizeof c->req_id, "%s", request_id);
-    snprintf(c->msg_id, sizeof c->msg_id, "msg_%s", request_id + 4); /* past "req_" */
+    size_t idl = strnlen(request_id, sizeof c->req_id - 1); /* "req_" + 24 hex */
+    memcpy(c->req_id, request_id, idl);
+    c->req_id[idl] = '\0';
+    memcpy(c->msg_id, "msg_", 4);
+    memcpy(c->msg_id + 4, c->req_id + 4, idl - 4 + 1); /* the digits past "req_" */
     char err[400];
     if (messages_to_chat(body, len, false, &c->doc, &c->body, err, sizeof err) != 0) {
         http_reply_error(a, req, 400, "invalid_request_error", "invalid_request", NULL, err, false);

@@ -167,6 +167,40 @@ static void reply_models(app *a, h1_req *req)
     buf_free(&b);
 }
 
+/* GET /v1/models from Anthropic's SDKs (they send anthropic-version):
+ * Anthropic's list shape, every model and route, one page. */
+static void reply_models_anthropic(app *a, h1_req *req)
+{
+    buf b = BUF_INIT;
+    const char *first_id = NULL, *last_id = NULL;
+    buf_append_str(&b, "{\"data\":[");
+    int n_models = config_n_models(a->cfg), n = n_models + config_n_routes(a->cfg);
+    for (int i = 0; i < n; i++) {
+        const model_conf *m = i < n_models ? config_model(a->cfg, i) : NULL;
+        if (m && !m->enabled) continue;
+        const char *id = m ? m->name : config_route(a->cfg, i - n_models)->name;
+        if (first_id) buf_append_char(&b, ',');
+        if (!first_id) first_id = id;
+        last_id = id;
+        buf_append_str(&b, "{\"type\":\"model\",\"id\":");
+        buf_append_json_str(&b, id, strlen(id));
+        buf_append_str(&b, ",\"display_name\":");
+        buf_append_json_str(&b, id, strlen(id));
+        buf_append_str(&b, ",\"created_at\":\"2025-01-01T00:00:00Z\"}");
+    }
+    buf_append_str(&b, "],\"has_more\":false,\"first_id\":");
+    if (first_id) {
+        buf_append_json_str(&b, first_id, strlen(first_id));
+        buf_append_str(&b, ",\"last_id\":");
+        buf_append_json_str(&b, last_id, strlen(last_id));
+    } else {
+        buf_append_str(&b, "null,\"last_id\":null");
+    }
+    buf_append_char(&b, '}');
+    http_reply_json(a, req, 200, b.data, b.len);
+    buf_free(&b);
+}
+
 /* GET /v1/bridle/health: what the gateway knows about its upstreams (circuit
  * breakers, calls in flight) and its usage ledger. */
 static void health_limits(buf *b, const spend_limits *l)
@@ -457,6 +491,8 @@ static void scan_headers(const h1_req *req, request_headers *h)
             h->authorization = value;
         else if (klen == 9 && strcasecmp(key, "x-api-key") == 0)
             h->x_api_key = value;
+        else if (klen == 17 && strcasecmp(key, "anthropic-version") == 0)
+            h->anthropic_version = value;
         else if (klen == 13 && strcasecmp(key, "cache-control") == 0)
             h->cache_control = value;
         else if (klen == 15 && strcasecmp(key, "idempotency-key") == 0) {
@@ -529,7 +565,11 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         return;
     }
     if (path_is(path, "/v1/models")) {
-        if (authenticate(a, req, h, KEYS_CLIENT)) reply_models(a, req);
+        if (!authenticate(a, req, h, KEYS_CLIENT)) return;
+        if (h->anthropic_version)
+            reply_models_anthropic(a, req);
+        else
+            reply_models(a, req);
         return;
     }
     if (path_is(path, "/v1/bridle/health")) {

@@ -144,6 +144,16 @@ describe('the SDK, plain and streamed, on every dialect', () => {
   });
 });
 
+test('models.list answers in Anthropic shape to an Anthropic client', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) {
+    assert.equal(m.type, 'model');
+    ids.push(m.id);
+  }
+  for (const { model } of MODELS) assert.ok(ids.includes(model), ids.join());
+  assert.ok(ids.includes('auto'));
+});
+
 describe('what each dialect receives', () => {
   const convo = {
     max_tokens: 200,
