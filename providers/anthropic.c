@@ -581,10 +581,25 @@ static void params_encode(const canon_request *req, const target *t, buf *b)
     provider_doc_member_copy(d, 0, "cache_control", "cache_control", b);
 }
 
-static void headers_encode(const provider_conf *p, upstream_request *out)
+/* A client's anthropic-beta list is forwarded when it is only feature
+ * names (letters, digits, '-', '_', '.', ',' and spaces): nothing that
+ * could end the header line or smuggle another. */
+static bool beta_header_ok(const char *v)
+{
+    if (!v || !*v || strlen(v) > 512) return false;
+    for (const char *c = v; *c; c++)
+        if (!(*c >= 'a' && *c <= 'z') && !(*c >= 'A' && *c <= 'Z') && !(*c >= '0' && *c <= '9') &&
+            !strchr("-_., ", *c))
+            return false;
+    return true;
+}
+
+static void headers_encode(const canon_request *req, const provider_conf *p, upstream_request *out)
 {
     if (p && p->api_key && *p->api_key) upstream_request_add_header(out, "x-api-key", p->api_key);
     upstream_request_add_header(out, "anthropic-version", ANTHROPIC_VERSION);
+    if (beta_header_ok(req->anthropic_beta))
+        upstream_request_add_header(out, "anthropic-beta", req->anthropic_beta);
     upstream_request_add_header(out, "content-type", "application/json");
     /* curl would otherwise send Expect: 100-continue for large bodies and
      * wait a round trip before sending them. */
@@ -634,7 +649,7 @@ static int anthropic_encode(const canon_request *req, const target *t, upstream_
     int rc = body_encode(req, t, &e);
     if (rc == 0) {
         buf_printf(&out->url, "%s/messages", t->provider->base_url);
-        headers_encode(t->provider, out);
+        headers_encode(req, t->provider, out);
     } else {
         buf_reset(&out->body);
     }

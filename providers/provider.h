@@ -46,12 +46,14 @@ typedef struct canon_request {
                            reasoning or thinking): it wins over any thinking budget,
                            and the budget dialects translate it
                            (provider_reasoning_budget) */
-    bool messages_api;  /* it came in as an Anthropic Messages request (router/messages.h):
-                           the OpenAI dialect leaves out its extension members, and the
-                           Anthropic one answers with its thinking blocks */
-    int64_t thinking_budget; /* reasoning tokens the routing policy allows (thinking_caps);
-                                0 = none. Sent only to reasoning models, each dialect in its
-                                own form (provider_thinking_budget) */
+    const char *anthropic_beta; /* the client's anthropic-beta header (Messages way in), for
+                                   an Anthropic target; NULL when none */
+    bool messages_api;          /* it came in as an Anthropic Messages request (router/messages.h):
+                                   the OpenAI dialect leaves out its extension members, and the
+                                   Anthropic one answers with its thinking blocks */
+    int64_t thinking_budget;    /* reasoning tokens the routing policy allows (thinking_caps);
+                                   0 = none. Sent only to reasoning models, each dialect in its
+                                   own form (provider_thinking_budget) */
 } canon_request;
 
 /* ------------------------------------------------------------ targets */

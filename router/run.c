@@ -2373,6 +2373,7 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
         return NULL;
     }
     r->canon.messages_api = in->messages_api;
+    r->canon.anthropic_beta = in->messages_api ? in->anthropic_beta : NULL;
     apply_attribution(r);
     if (make_plan(r) != 0) return NULL;
     set_state(r, RUN_ADMITTING);

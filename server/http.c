@@ -493,6 +493,8 @@ static void scan_headers(const h1_req *req, request_headers *h)
             h->x_api_key = value;
         else if (klen == 17 && strcasecmp(key, "anthropic-version") == 0)
             h->anthropic_version = value;
+        else if (klen == 14 && strcasecmp(key, "anthropic-beta") == 0)
+            h->anthropic_beta = value;
         else if (klen == 13 && strcasecmp(key, "cache-control") == 0)
             h->cache_control = value;
         else if (klen == 15 && strcasecmp(key, "idempotency-key") == 0) {

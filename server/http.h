@@ -33,6 +33,7 @@ typedef struct request_headers {
     const char *cache_control;          /* Cache-Control */
     const char *cache;                  /* x-bridle-cache */
     const char *anthropic_version;      /* anthropic-version: an Anthropic SDK */
+    const char *anthropic_beta;         /* anthropic-beta (forwarded to Anthropic models) */
 } request_headers;
 
 /* Response header lines collected in a buf (buf_add_header: "name:

@@ -141,6 +141,16 @@ describe('the SDK, plain and streamed, on every dialect', () => {
     });
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.type, 'message');
+    const [last] = await mockLast(mock.url);
+    assert.equal(last.headers['anthropic-beta'], 'prompt-caching-2024-07-31');
+    assert.equal(last.headers['anthropic-version'], '2023-06-01');
+  });
+
+  test('anthropic-beta goes to Anthropic models only, and only when it is feature names', async () => {
+    await post(url(), { model: 'gpt-4o-mini', max_tokens: 32, messages: hello }, { ...gw.auth, 'anthropic-beta': 'context-1m-2025-08-07' });
+    assert.equal((await mockLast(mock.url))[0].headers['anthropic-beta'], undefined);
+    await post(url(), { model: 'claude-haiku-4-5', max_tokens: 32, messages: hello }, { ...gw.auth, 'anthropic-beta': 'a;b=c' });
+    assert.equal((await mockLast(mock.url))[0].headers['anthropic-beta'], undefined);
   });
 });
 
