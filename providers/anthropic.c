@@ -159,7 +159,9 @@ static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
 }
 
 /* assistant tool_calls → tool_use blocks; arguments must be a JSON object
- * (an empty string means no arguments). */
+ * (an empty string means no arguments). Ids are made to fit Anthropic's
+ * ^[a-zA-Z0-9_-]+$: a conversation begun on another provider (Gemini ids
+ * carry a thought signature, some hosts use '.' or ':') goes on here. */
 static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
 {
     const jdoc *d = e->d;
@@ -173,7 +175,7 @@ static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
             return enc_fail(e, "tool_calls[%zu] needs an id and function.name", i);
         buf *b = provider_turn_item(&e->t);
         buf_append_str(b, "{\"type\":\"tool_use\",\"id\":");
-        jdoc_str_append_json(d, id, b);
+        provider_doc_tool_id_append(d, id, &e->scratch, b);
         buf_append_str(b, ",\"name\":");
         jdoc_str_append_json(d, name, b);
         buf_append_str(b, ",\"input\":");
@@ -192,7 +194,7 @@ static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
     uint32_t content = provider_doc_get(d, msg, "content");
     buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
-    jdoc_str_append_json(d, id, b);
+    provider_doc_tool_id_append(d, id, &e->scratch, b);
     buf_append_str(b, ",\"content\":");
     if (jdoc_type(d, content) == JT_STRING) {
         jdoc_str_append_json(d, content, b);

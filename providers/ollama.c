@@ -262,6 +262,40 @@ static void encode_format(const canon_request *req, buf *b)
     }
 }
 
+/* Ollama takes OpenAI's {type:"function", function:{…}} tools as is, but
+ * has no tool_choice: "none" is kept by sending no tools, a named function
+ * by sending only that tool ("required" cannot be expressed: every tool
+ * goes, and the model may answer in text). */
+static int encode_tools(oll_enc *e)
+{
+    const jdoc *d = e->d;
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    uint32_t tc = provider_doc_get(d, 0, "tool_choice");
+    uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    if (tools == JT_NONE || jdoc_str_eq(d, tc, "none")) return 0;
+    buf_append_str(e->b, ",\"tools\":");
+    if (named == JT_NONE) {
+        jdoc_json_append(d, tools, e->b);
+        return 0;
+    }
+    for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t)) {
+        uint32_t name =
+            provider_doc_typed(d, provider_doc_get(d, t, "function"), "name", JT_STRING);
+        if (name == JT_NONE || !jdoc_str_same(d, name, named)) continue;
+        buf_append_char(e->b, '[');
+        jdoc_json_append(d, t, e->b);
+        buf_append_char(e->b, ']');
+        return 0;
+    }
+    size_t len;
+    const char *s = jdoc_str_view(d, named, &e->scratch, &len);
+    snprintf(e->err, e->errlen,
+             "tool_choice names the function \"%.*s\", which is not among the request's tools; "
+             "add it to tools or name one of them",
+             len > 64 ? 64 : (int)len, s);
+    return -1;
+}
+
 static int ollama_encode_body(const canon_request *req, const char *model, oll_enc *e)
 {
     const jdoc *d = req->doc;
@@ -278,12 +312,7 @@ static int ollama_encode_body(const canon_request *req, const char *model, oll_e
     buf_append_str(b, req->stream ? ",\"stream\":true" : ",\"stream\":false");
     encode_options(req, b);
     encode_format(req, b);
-    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
-    if (tools != JT_NONE) {
-        /* Ollama takes OpenAI's {type:"function", function:{…}} as is. */
-        buf_append_str(b, ",\"tools\":");
-        jdoc_json_append(d, tools, b);
-    }
+    if (encode_tools(e) < 0) return -1;
     buf_append_char(b, '}');
     return 0;
 }
@@ -458,7 +487,10 @@ static int ollama_decode(const canon_request *req, const target *t, const char *
 
     json_object *m = json_object_new_object();
     json_object_object_add(m, "role", json_object_new_string("assistant"));
-    json_object_object_add(m, "content", json_object_new_string(content ? content : ""));
+    /* OpenAI says null, not "", next to tool calls; clients test for it */
+    bool no_text = !content || !*content;
+    json_object_object_add(
+        m, "content", calls && no_text ? NULL : json_object_new_string(content ? content : ""));
     if (calls) json_object_object_add(m, "tool_calls", calls);
     const char *fr = ollama_finish_reason(obj, calls != NULL);
     json_object *choice = json_object_new_object();

@@ -433,6 +433,35 @@ static void test_encode_tool_round_trip(void **state)
     upstream_request_free(&out);
 }
 
+/* Ids from other providers are made to fit ^[a-zA-Z0-9_-]+$ the same way in
+ * tool_use and tool_result, so they still match; a Gemini thought signature
+ * riding in an id is dropped. */
+static void test_encode_foreign_tool_ids(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"hi\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+        "{\"id\":\"functions.get_weather:0\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_weather\",\"arguments\":\"{}\"}},"
+        "{\"id\":\"call_ab12__thought__c2ln+/A=\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_time\",\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"functions.get_weather:0\",\"content\":\"18C\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_ab12__thought__c2ln+/A=\",\"content\":"
+        "\"noon\"}]}",
+        &tgt, &out);
+    json_object *msgs = jget(b, "messages");
+    json_object *asst = jget(jidx(msgs, 1), "content");
+    json_object *user = jget(jidx(msgs, 2), "content");
+    assert_string_equal(jstr(jidx(asst, 0), "id"), "functions_get_weather_0");
+    assert_string_equal(jstr(jidx(user, 0), "tool_use_id"), "functions_get_weather_0");
+    assert_string_equal(jstr(jidx(asst, 1), "id"), "call_ab12");
+    assert_string_equal(jstr(jidx(user, 1), "tool_use_id"), "call_ab12");
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
 static void test_encode_tool_choice_named_and_none(void **state)
 {
     upstream_request out;
@@ -1243,6 +1272,7 @@ int main(void)
         cmocka_unit_test(test_encode_headers_without_key_and_extras),
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),
+        cmocka_unit_test(test_encode_foreign_tool_ids),
         cmocka_unit_test(test_encode_tool_choice_named_and_none),
         cmocka_unit_test(test_encode_reads_like_json_c),
         cmocka_unit_test(test_encode_errors),
