@@ -426,8 +426,9 @@ static int64_t default_max_tokens(const provider_conf *p)
 }
 
 /* Anthropic rejects thinking next to a changed temperature, top_p under
- * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats):
- * the client's own sampling choice wins and the request goes without. */
+ * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats),
+ * and in a tool loop whose thinking blocks are gone (in_tool_loop): the
+ * request goes without. */
 /* ------------------------------------------------------------ structured output
  *
  * response_format json_object / json_schema has no Messages equivalent, so
@@ -461,10 +462,25 @@ static void structured_encode(const jdoc *d, uint32_t schema, buf *b)
     buf_append_str(b, "}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"" STRUCTURED_TOOL "\"}");
 }
 
+/* Whether the conversation's last assistant message made tool calls: the
+ * turn is a tool loop that goes on. With thinking enabled Anthropic wants
+ * that message to start with the thinking block it came with ("To avoid
+ * this requirement, disable thinking"), and OpenAI's wire has no place
+ * to carry it back. */
+static bool in_tool_loop(const jdoc *d)
+{
+    uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY), last = JT_NONE;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
+        if (jdoc_str_eq(d, provider_doc_get(d, m, "role"), "assistant")) last = m;
+    uint32_t calls = provider_doc_typed(d, last, "tool_calls", JT_ARRAY);
+    return calls != JT_NONE && d->t[calls].size > 0;
+}
+
 static bool thinking_allowed(const jdoc *d)
 {
     uint32_t schema;
     if (structured_output(d, &schema)) return false; /* a forced tool */
+    if (in_tool_loop(d)) return false;
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
     bool forced =

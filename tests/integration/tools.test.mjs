@@ -432,6 +432,22 @@ describe('text with the calls, and conversations that move between providers', (
     }
   });
 
+  test('Anthropic with thinking: the tool loop goes on without it (its thinking blocks did not come back)', async () => {
+    for (const s of [false, true]) {
+      const messages = ask(1);
+      const call = (body) => (s ? streamed(body) : create(body));
+      const body = { model: 'claude-haiku-4-5', tools: TOOLS, reasoning_effort: 'low' };
+      const first = await call({ ...body, messages });
+      const calls = assertCalls(first.c, ['get_weather'], 'first');
+      assert.deepEqual((await upstream()).thinking, { type: 'enabled', budget_tokens: 1024 }, 'the question is thought about');
+      const messages2 = [...messages, assistantTurn(first.c.choices[0].message), ...toolTurns(calls)];
+      // with thinking on, the mock refuses this as Anthropic does (400)
+      const second = await call({ ...body, messages: messages2 });
+      assert.equal(second.c.choices[0].message.content, answerFor('claude-haiku-4-5'));
+      assert.equal((await upstream()).thinking, undefined, 'no thinking for the results');
+    }
+  });
+
   test('calls made by Gemini 3 answered through Anthropic, OpenAI and Ollama', async () => {
     const messages = ask(2);
     const first = await create({ model: 'gemini-3-flash', messages, tools: TOOLS });

@@ -206,12 +206,39 @@ static const char *check_openai(json_object *root)
     return NULL;
 }
 
+/* Anthropic with thinking enabled: the final assistant message, when it
+ * holds tool_use blocks, must start with a thinking block. */
+static const char *check_anthropic_thinking(json_object *root)
+{
+    json_object *msgs = get(root, "messages");
+    if (!str_is(get_str(get(root, "thinking"), "type"), "enabled")) return NULL;
+    for (size_t i = arr_len(msgs); i-- > 0;) {
+        json_object *m = json_object_array_get_idx(msgs, i);
+        if (!str_is(get_str(m, "role"), "assistant")) continue;
+        json_object *content = get(m, "content");
+        if (!has_id(content, 0, NULL, NULL, "type", "tool_use")) return NULL;
+        const char *first = get_str(json_object_array_get_idx(content, 0), "type");
+        if (str_is(first, "thinking") || str_is(first, "redacted_thinking")) return NULL;
+        snprintf(check_err, sizeof check_err,
+                 "messages.%zu.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+                 "found `%s`. When `thinking` is enabled, a final `assistant` message must start "
+                 "with a thinking block (preceeding the lastmost set of `tool_use` and "
+                 "`tool_result` blocks). We recommend you include thinking blocks from previous "
+                 "turns. To avoid this requirement, disable `thinking`.",
+                 i, first ? first : "(none)");
+        return check_err;
+    }
+    return NULL;
+}
+
 /* Anthropic: tool_use ids are ^[a-zA-Z0-9_-]+$; each is answered by a
  * tool_result in the next message, and each tool_result answers one of the
  * message before. */
 static const char *check_anthropic(json_object *root)
 {
     json_object *msgs = get(root, "messages");
+    const char *err = check_anthropic_thinking(root);
+    if (err) return err;
     for (size_t i = 0; i < arr_len(msgs); i++) {
         json_object *content = get(json_object_array_get_idx(msgs, i), "content");
         json_object *next =

@@ -290,6 +290,27 @@ static void test_encode_client_effort(void **state)
     assert_thinking(
         encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," MSGS "}", 0, true, false),
         0, 4096);
+    /* a tool loop going on: its thinking blocks did not come back, which
+     * Anthropic refuses with thinking on; the results go without */
+#define LOOP(calls)                                                                                \
+    "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":"     \
+    "null,"                                                                                        \
+    "\"tool_calls\":" calls "},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]"
+#define CALL                                                                                       \
+    "[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]"
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," LOOP(CALL) "}", 0, true,
+                        true),
+        0, 4096);
+    /* an empty tool_calls list is no loop */
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"low\",\"messages\":[{\"role\":"
+                        "\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":\"y\","
+                        "\"tool_calls\":[]},{\"role\":\"user\",\"content\":\"z\"}]}",
+                        0, true, true),
+        1024, 4096 + 1024);
+#undef CALL
+#undef LOOP
 #undef OWN
 #undef MSGS
 }
