@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { mockConfig, mockLast, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { mockConfig, mockLast, mockReset, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster } from './lib/ledgerlib.mjs';
 import { answerFor } from './lib/mockmath.mjs';
 
@@ -485,5 +485,48 @@ describe('text with the calls, and conversations that move between providers', (
       assert.deepEqual(p2.c.choices[0].message.tool_calls, s1.c.choices[0].message.tool_calls, `${m.model}: stream replayed plain`);
       assert.equal(p2.c.choices[0].finish_reason, 'tool_calls');
     }
+  });
+});
+
+describe('the cascade', () => {
+  let cgw, cclient;
+  before(async () => {
+    const config = mockConfig(mock.url, {
+      models: { 'gpt-4o': { provider: 'openai' } },
+      routing: {
+        default_tier: 'budget',
+        tiers: { budget: ['gpt-4o-mini'], mid: ['gpt-4o'], heavy: ['gpt-4o'] },
+        cascade: { enabled: true, checks: ['length', 'json', 'uncertain', 'empty'], uncertain_marker: 'UNCERTAIN' },
+      },
+    });
+    delete config.routes.auto; // "auto" goes to the routing policy
+    cgw = await startBridle({ config });
+    cclient = new OpenAI({ apiKey: cgw.key, baseURL: cgw.baseURL, maxRetries: 0, timeout: 15000 });
+  });
+
+  test('an answer of tool calls has no text and is not escalated as empty (plain and streamed)', async () => {
+    for (const stream of [false, true]) {
+      await mockReset(mock.url);
+      const body = { model: 'auto', messages: ask(1), tools: TOOLS };
+      const { data, response } = stream
+        ? await (async () => {
+            const s = cclient.chat.completions.stream(body);
+            return { data: await s.finalChatCompletion(), response: null };
+          })()
+        : await cclient.chat.completions.create(body).withResponse();
+      assertCalls(data, ['get_weather'], stream ? 'streamed' : 'plain');
+      if (response) {
+        assert.equal(response.headers.get('x-bridle-model'), 'gpt-4o-mini');
+        assert.doesNotMatch(response.headers.get('x-bridle-route'), /escalated/);
+      }
+      const stats = await mockStats(mock.url);
+      assert.deepEqual(stats.by_model, { 'gpt-4o-mini': 1 }, 'one call, to the cheap model');
+    }
+    // a text answer that is empty still escalates (the check is on)
+    await mockReset(mock.url);
+    const { response } = await cclient.chat.completions
+      .create({ model: 'auto', messages: [{ role: 'user', content: 'hi [[mock:content=%20]]' }] })
+      .withResponse();
+    assert.match(response.headers.get('x-bridle-route'), /failed the empty check/);
   });
 });
