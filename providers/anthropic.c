@@ -1081,6 +1081,7 @@ static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
     }
     int tool = s->n_tools++;
     stream_map_block(s, idx ? json_object_get_int64(idx) : -1, tool);
+    res->tool_bytes += name ? strlen(name) : 0;
     stream_emit_role(s, sink);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"id\":", tool);
@@ -1111,6 +1112,7 @@ static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
         return;
     }
     if (!pj || tool < 0 || json_object_get_string_len(pj) == 0) return;
+    res->tool_bytes += (size_t)json_object_get_string_len(pj);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", tool);
     buf_append_json_str(&s->chunk, json_object_get_string(pj),

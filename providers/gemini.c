@@ -826,12 +826,13 @@ static void stream_emit_text(gem_stream *s, json_object *text, stream_result *re
 
 /* A functionCall arrives whole in one part: id, name and all arguments. */
 static void stream_emit_tool_call(gem_stream *s, json_object *part, json_object *fc,
-                                  const stream_sink *sink)
+                                  stream_result *res, const stream_sink *sink)
 {
     tool_call_id(part, fc, &s->id);
     const char *id = s->id.data;
     const char *name = provider_json_str(fc, "name");
     const char *args = tool_call_args(fc);
+    res->tool_bytes += (name ? strlen(name) : 0) + strlen(args);
     chunk_begin(s);
     chunk_member(s);
     buf_printf(&s->chunk, "\"tool_calls\":[{\"index\":%d,\"id\":", s->n_tools++);
@@ -869,7 +870,7 @@ static void stream_candidate(gem_stream *s, json_object *cand, stream_result *re
         if (t && !part_is_thought(part))
             stream_emit_text(s, t, res, sink);
         else if (fc)
-            stream_emit_tool_call(s, part, fc, sink);
+            stream_emit_tool_call(s, part, fc, res, sink);
     }
     const char *reason = provider_json_str(cand, "finishReason");
     if (reason) stream_finish(s, finish_reason_map(reason, s->n_tools > 0), res, sink);

@@ -602,12 +602,16 @@ static void chunk_end_emit(ollama_stream *st, const char *finish, const stream_s
 
 /* Ollama sends each tool call whole in one line; OpenAI streams them as
  * indexed fragments, of which a whole call is the simplest case. */
-static void chunk_tool_calls(ollama_stream *st, json_object *calls)
+static void chunk_tool_calls(ollama_stream *st, json_object *calls, stream_result *res)
 {
     size_t n = json_object_array_length(calls);
-    for (size_t i = 0; i < n; i++)
-        json_object_object_add(json_object_array_get_idx(calls, i), "index",
-                               json_object_new_int(st->tool_index++));
+    for (size_t i = 0; i < n; i++) {
+        json_object *c = json_object_array_get_idx(calls, i), *fn = NULL;
+        json_object_object_add(c, "index", json_object_new_int(st->tool_index++));
+        json_object_object_get_ex(c, "function", &fn);
+        const char *name = get_string(fn, "name"), *args = get_string(fn, "arguments");
+        res->tool_bytes += (name ? strlen(name) : 0) + (args ? strlen(args) : 0);
+    }
     chunk_delta_member(&st->chunk, "\"tool_calls\":");
     provider_append_json(&st->chunk, calls);
     st->saw_tool_calls = true;
@@ -639,7 +643,7 @@ static void stream_relay_message(ollama_stream *st, json_object *line, stream_re
         buf_append_json_str(&st->chunk, clen ? json_object_get_string(content) : "", clen);
         if (clen) buf_append(&res->text, json_object_get_string(content), clen);
     }
-    if (calls) chunk_tool_calls(st, calls);
+    if (calls) chunk_tool_calls(st, calls, res);
     chunk_end_emit(st, NULL, sink);
     json_object_put(calls);
 }

@@ -174,6 +174,7 @@ typedef struct stream_result {
     bool failed;            /* the provider sent an error event */
     upstream_error error;   /* when failed */
     buf text;               /* the answer text so far (for cascade checks) */
+    size_t tool_bytes;      /* tool calls' names and arguments so far (for estimates) */
 } stream_result;
 
 typedef enum { FRAMING_SSE, FRAMING_NDJSON } stream_framing;

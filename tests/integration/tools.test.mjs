@@ -488,6 +488,26 @@ describe('text with the calls, and conversations that move between providers', (
   });
 });
 
+describe('estimates', () => {
+  for (const m of MODELS)
+    test(`${m.model} (${m.dialect}): an answer of tool calls without usage is billed on the calls' bytes`, async () => {
+      for (const s of [false, true]) {
+        const how = s ? 'streamed' : 'plain';
+        const messages = [{ role: 'user', content: 'Weather? [[mock:tool_calls=2,no_usage=1]]' }];
+        const r = s ? await streamed({ model: m.model, messages, tools: TOOLS }) : await create({ model: m.model, messages, tools: TOOLS });
+        assertCalls(r.c, ['get_weather', 'get_time'], how);
+        if (!s) assert.equal(r.headers.get('x-bridle-usage'), 'estimated', how);
+        const row = (await ledgerRows([r.user])).get(r.user);
+        assert.ok(row, how);
+        assert.equal(row.usage_exact, false, how);
+        // what the model wrote: names and arguments, 4 bytes a token
+        const bytes = ['get_weather', 'get_time'].reduce((n, k) => n + k.length + JSON.stringify(ARGS[k]).length, 0);
+        assert.equal(Number(row.output_tokens), Math.ceil(bytes / 4), `${how}: output estimated from the calls`);
+        assert.ok(BigInt(row.cost_pusd) > 0n, how);
+      }
+    });
+});
+
 describe('the cascade', () => {
   let cgw, cclient;
   before(async () => {

@@ -904,6 +904,8 @@ static void test_stream_text_and_tool_call_in_fragments(void **state)
         strcat(args, jstr(jget(frag, "function"), "arguments"));
     }
     assert_string_equal(args, "{\"city\": \"Paris\"}");
+    /* the call's name and arguments, for a usage estimate */
+    assert_int_equal(res.tool_bytes, strlen("get_weather") + strlen(args));
     assert_int_equal(json_object_object_length(chunk_delta(&c, 6)), 0);
     assert_string_equal(chunk_finish(&c, 6), "tool_calls");
 

@@ -572,6 +572,7 @@ static void test_stream_function_call(void **state)
     assert_string_equal(jstr(tc, "type"), "function");
     assert_string_equal(jstr(jget(tc, "function"), "name"), "get_weather");
     assert_string_equal(jstr(jget(tc, "function"), "arguments"), "{\"city\":\"Rome\"}");
+    assert_int_equal(res.tool_bytes, strlen("get_weather") + strlen("{\"city\":\"Rome\"}"));
     assert_string_equal(chunk_finish(&c, 1), "tool_calls");
     assert_string_equal(res.finish_reason, "tool_calls");
     assert_true(res.done);

@@ -352,6 +352,7 @@ static void test_stream_tool_call_and_cached_prompt(void **state)
     json_object *tc = json_object_array_get_idx(member(delta, "tool_calls"), 0);
     assert_int_equal(fixture_get_int(tc, "index"), 0);
     assert_string_equal(fixture_get_string(member(tc, "function"), "arguments"), "{\"x\":1}");
+    assert_int_equal(res.tool_bytes, strlen("f") + strlen("{\"x\":1}"));
     json_object_put(ch0);
     assert_string_equal(res.finish_reason, "tool_calls");
     assert_true(res.usage.exact);
