@@ -177,8 +177,8 @@ static const char *check_openai(json_object *root)
     json_object *msgs = get(root, "messages");
     json_object *open_calls = NULL; /* the last assistant's tool_calls */
     size_t n = arr_len(msgs);
-    for (size_t i = 0; i < n; i++) {
-        json_object *m = json_object_array_get_idx(msgs, i);
+    for (size_t i = 0; i <= n; i++) { /* i == n: the end answers nothing */
+        json_object *m = i < n ? json_object_array_get_idx(msgs, i) : NULL;
         const char *role = get_str(m, "role");
         if (str_is(role, "tool")) {
             const char *id = get_str(m, "tool_call_id");
@@ -189,10 +189,13 @@ static const char *check_openai(json_object *root)
         }
         for (size_t k = 0; k < arr_len(open_calls); k++) { /* the turn before is complete? */
             const char *id = get_str(json_object_array_get_idx(open_calls, k), "id");
-            size_t j = i;
-            while (j > 0 && str_is(get_str(json_object_array_get_idx(msgs, j - 1), "role"), "tool"))
-                j--;
-            if (!has_id(msgs, j, "role", "tool", "tool_call_id", id)) {
+            bool answered = false; /* by the tool messages right before i */
+            for (size_t j = i; j > 0 && !answered; j--) {
+                json_object *t = json_object_array_get_idx(msgs, j - 1);
+                if (!str_is(get_str(t, "role"), "tool")) break;
+                answered = str_is(get_str(t, "tool_call_id"), id);
+            }
+            if (!answered) {
                 snprintf(check_err, sizeof check_err,
                          "An assistant message with 'tool_calls' must be followed by tool "
                          "messages responding to each 'tool_call_id'. The following "
