@@ -163,7 +163,9 @@ static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
 }
 
 /* assistant tool_calls → tool_use blocks; arguments must be a JSON object
- * (an empty string means no arguments). */
+ * (an empty string means no arguments). Ids are made to fit Anthropic's
+ * ^[a-zA-Z0-9_-]+$: a conversation begun on another provider (Gemini ids
+ * carry a thought signature, some hosts use '.' or ':') goes on here. */
 static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
 {
     const jdoc *d = e->d;
@@ -177,7 +179,7 @@ static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
             return enc_fail(e, "tool_calls[%zu] needs an id and function.name", i);
         buf *b = provider_turn_item(&e->t);
         buf_append_str(b, "{\"type\":\"tool_use\",\"id\":");
-        jdoc_str_append_json(d, id, b);
+        provider_doc_tool_id_append(d, id, &e->scratch, b);
         buf_append_str(b, ",\"name\":");
         jdoc_str_append_json(d, name, b);
         buf_append_str(b, ",\"input\":");
@@ -223,7 +225,7 @@ static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
     uint32_t content = provider_doc_get(d, msg, "content");
     buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
-    jdoc_str_append_json(d, id, b);
+    provider_doc_tool_id_append(d, id, &e->scratch, b);
     buf_append_str(b, ",\"content\":");
     if (jdoc_type(d, content) == JT_STRING) {
         jdoc_str_append_json(d, content, b);
@@ -466,8 +468,9 @@ static int64_t default_max_tokens(const provider_conf *p)
 }
 
 /* Anthropic rejects thinking next to a changed temperature, top_p under
- * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats):
- * the client's own sampling choice wins and the request goes without. */
+ * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats),
+ * and in a tool loop whose thinking blocks are gone (in_tool_loop): the
+ * request goes without. */
 /* ------------------------------------------------------------ structured output
  *
  * response_format json_object / json_schema has no Messages equivalent, so
@@ -501,10 +504,25 @@ static void structured_encode(const jdoc *d, uint32_t schema, buf *b)
     buf_append_str(b, "}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"" STRUCTURED_TOOL "\"}");
 }
 
+/* Whether the conversation's last assistant message made tool calls: the
+ * turn is a tool loop that goes on. With thinking enabled Anthropic wants
+ * that message to start with the thinking block it came with ("To avoid
+ * this requirement, disable thinking"), and OpenAI's wire has no place
+ * to carry it back. */
+static bool in_tool_loop(const jdoc *d)
+{
+    uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY), last = JT_NONE;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
+        if (jdoc_str_eq(d, provider_doc_get(d, m, "role"), "assistant")) last = m;
+    uint32_t calls = provider_doc_typed(d, last, "tool_calls", JT_ARRAY);
+    return calls != JT_NONE && d->t[calls].size > 0;
+}
+
 static bool thinking_allowed(const jdoc *d)
 {
     uint32_t schema;
     if (structured_output(d, &schema)) return false; /* a forced tool */
+    if (in_tool_loop(d)) return false;
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
     bool forced =
@@ -1166,6 +1184,7 @@ static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
     }
     int tool = s->n_tools++;
     stream_map_block(s, idx ? json_object_get_int64(idx) : -1, tool);
+    res->tool_bytes += name ? strlen(name) : 0;
     stream_emit_role(s, sink);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"id\":", tool);
@@ -1202,6 +1221,7 @@ static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
         return;
     }
     if (!pj || tool < 0 || json_object_get_string_len(pj) == 0) return;
+    res->tool_bytes += (size_t)json_object_get_string_len(pj);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", tool);
     buf_append_json_str(&s->chunk, json_object_get_string(pj),

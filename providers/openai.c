@@ -541,8 +541,20 @@ static void stream_fail_error(stream_result *res, const jdoc *d, uint32_t e)
     res->failed = true;
 }
 
+/* A string token's length unescaped, as the other dialects count it; 0
+ * for anything else. */
+static size_t str_token_len(const jdoc *d, uint32_t v)
+{
+    static buf scratch; /* one thread per process */
+    if (jdoc_type(d, v) != JT_STRING) return 0;
+    if (!d->t[v].escaped) return d->t[v].end - d->t[v].start;
+    buf_reset(&scratch);
+    jdoc_str_append(d, v, &scratch);
+    return scratch.len;
+}
+
 /* Finish reason from any choice; the text of choice 0 only, since the
- * cascade checks read one answer. */
+ * cascade checks read one answer; the bytes of every tool call. */
 static void stream_note_choices(stream_result *res, const jdoc *d, uint32_t choices)
 {
     for (uint32_t c = jdoc_first(d, choices); c != JT_NONE; c = jdoc_next(d, choices, c)) {
@@ -550,9 +562,16 @@ static void stream_note_choices(stream_result *res, const jdoc *d, uint32_t choi
                            sizeof res->finish_reason);
         int64_t index = 0;
         jdoc_int64(d, jdoc_get(d, c, "index"), &index);
-        uint32_t content = jdoc_get(d, jdoc_get(d, c, "delta"), "content");
+        uint32_t delta = jdoc_get(d, c, "delta");
+        uint32_t content = jdoc_get(d, delta, "content");
         if (index == 0 && jdoc_type(d, content) == JT_STRING)
             jdoc_str_append(d, content, &res->text);
+        uint32_t calls = jdoc_get(d, delta, "tool_calls");
+        for (uint32_t tc = jdoc_first(d, calls); tc != JT_NONE; tc = jdoc_next(d, calls, tc)) {
+            uint32_t fn = jdoc_get(d, tc, "function");
+            res->tool_bytes += str_token_len(d, jdoc_get(d, fn, "name")) +
+                               str_token_len(d, jdoc_get(d, fn, "arguments"));
+        }
     }
 }
 

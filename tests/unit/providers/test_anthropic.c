@@ -290,6 +290,27 @@ static void test_encode_client_effort(void **state)
     assert_thinking(
         encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," MSGS "}", 0, true, false),
         0, 4096);
+    /* a tool loop going on: its thinking blocks did not come back, which
+     * Anthropic refuses with thinking on; the results go without */
+#define LOOP(calls)                                                                                \
+    "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":"     \
+    "null,"                                                                                        \
+    "\"tool_calls\":" calls "},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]"
+#define CALL                                                                                       \
+    "[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]"
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," LOOP(CALL) "}", 0, true,
+                        true),
+        0, 4096);
+    /* an empty tool_calls list is no loop */
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"low\",\"messages\":[{\"role\":"
+                        "\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":\"y\","
+                        "\"tool_calls\":[]},{\"role\":\"user\",\"content\":\"z\"}]}",
+                        0, true, true),
+        1024, 4096 + 1024);
+#undef CALL
+#undef LOOP
 #undef OWN
 #undef MSGS
 }
@@ -433,6 +454,35 @@ static void test_encode_tool_round_trip(void **state)
     json_object *tc = jget(b, "tool_choice");
     assert_string_equal(jstr(tc, "type"), "any");
     assert_true(json_object_get_boolean(jget(tc, "disable_parallel_tool_use")));
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+/* Ids from other providers are made to fit ^[a-zA-Z0-9_-]+$ the same way in
+ * tool_use and tool_result, so they still match; a Gemini thought signature
+ * riding in an id is dropped. */
+static void test_encode_foreign_tool_ids(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"hi\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+        "{\"id\":\"functions.get_weather:0\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_weather\",\"arguments\":\"{}\"}},"
+        "{\"id\":\"call_ab12__thought__c2ln+/A=\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_time\",\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"functions.get_weather:0\",\"content\":\"18C\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_ab12__thought__c2ln+/A=\",\"content\":"
+        "\"noon\"}]}",
+        &tgt, &out);
+    json_object *msgs = jget(b, "messages");
+    json_object *asst = jget(jidx(msgs, 1), "content");
+    json_object *user = jget(jidx(msgs, 2), "content");
+    assert_string_equal(jstr(jidx(asst, 0), "id"), "functions_get_weather_0");
+    assert_string_equal(jstr(jidx(user, 0), "tool_use_id"), "functions_get_weather_0");
+    assert_string_equal(jstr(jidx(asst, 1), "id"), "call_ab12");
+    assert_string_equal(jstr(jidx(user, 1), "tool_use_id"), "call_ab12");
     json_object_put(b);
     upstream_request_free(&out);
 }
@@ -858,6 +908,8 @@ static void test_stream_text_and_tool_call_in_fragments(void **state)
         strcat(args, jstr(jget(frag, "function"), "arguments"));
     }
     assert_string_equal(args, "{\"city\": \"Paris\"}");
+    /* the call's name and arguments, for a usage estimate */
+    assert_int_equal(res.tool_bytes, strlen("get_weather") + strlen(args));
     assert_int_equal(json_object_object_length(chunk_delta(&c, 6)), 0);
     assert_string_equal(chunk_finish(&c, 6), "tool_calls");
 
@@ -1337,6 +1389,7 @@ int main(void)
         cmocka_unit_test(test_encode_headers_without_key_and_extras),
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),
+        cmocka_unit_test(test_encode_foreign_tool_ids),
         cmocka_unit_test(test_encode_tool_choice_named_and_none),
         cmocka_unit_test(test_encode_reads_like_json_c),
         cmocka_unit_test(test_encode_errors),
