@@ -308,3 +308,54 @@ describe('count_tokens', () => {
     assert.match(r.json.error.message, /messages\.0\.role/);
   });
 });
+
+describe('tool calls through /v1/messages', () => {
+  const tools = [
+    {
+      name: 'get_weather',
+      description: 'Weather for a city',
+      input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+    },
+    { name: 'get_time', input_schema: { type: 'object', properties: { zone: { type: 'string' } } } },
+  ];
+  const ask = (model, messages, stream, extra = {}) =>
+    stream
+      ? client.messages.stream({ model, max_tokens: 256, tools, messages, ...extra }).finalMessage()
+      : client.messages.create({ model, max_tokens: 256, tools, messages, ...extra });
+
+  test('a round trip on each dialect, plain and streamed, reassembled by the SDK', async () => {
+    for (const { model } of MODELS)
+      for (const stream of [false, true]) {
+        const what = `${model} stream=${stream}`;
+        const messages = [{ role: 'user', content: '[[mock:tool_calls=2]] Weather and time in Paris?' }];
+        const first = await ask(model, messages, stream);
+        assert.equal(first.stop_reason, 'tool_use', what);
+        const calls = first.content.filter((b) => b.type === 'tool_use');
+        assert.deepEqual(calls.map((c) => c.name), ['get_weather', 'get_time'], what);
+        assert.deepEqual(calls[0].input, { city: 'mock-city' }, what);
+        assert.deepEqual(calls[1].input, { zone: 'mock-zone' }, what);
+        assert.ok(calls.every((c) => c.id) && calls[0].id !== calls[1].id, what);
+        messages.push({ role: 'assistant', content: first.content });
+        messages.push({
+          role: 'user',
+          content: calls.map((c, i) => ({ type: 'tool_result', tool_use_id: c.id, content: i ? '12:00' : 'Sunny' })),
+        });
+        const second = await ask(model, messages, stream);
+        assert.equal(second.stop_reason, 'end_turn', what);
+        assert.equal(second.content[0].type, 'text', what);
+        assert.ok(second.content[0].text.length > 0, what);
+      }
+  });
+
+  test('tool_choice tool, and disable_parallel_tool_use, reach every dialect', async () => {
+    for (const { model } of MODELS) {
+      const m = await ask(model, [{ role: 'user', content: '[[mock:tool_calls=2]] Time?' }], false, {
+        tool_choice: { type: 'tool', name: 'get_time', disable_parallel_tool_use: true },
+      });
+      const calls = m.content.filter((b) => b.type === 'tool_use');
+      assert.ok(calls.length >= 1 && calls.every((c) => c.name === 'get_time'), model);
+      // OpenAI's parallel_tool_calls and Anthropic's own flag limit the answer to one call
+      if (model === 'gpt-4o-mini' || model === 'claude-haiku-4-5') assert.equal(calls.length, 1, model);
+    }
+  });
+});
