@@ -359,3 +359,23 @@ describe('tool calls through /v1/messages', () => {
     }
   });
 });
+
+test('thinking comes back signed and goes back as it came, plain and streamed', async () => {
+  for (const stream of [false, true]) {
+    const messages = [{ role: 'user', content: '[[mock:thinking=1]] Think, then answer.' }];
+    const req = { model: 'claude-haiku-4-5', max_tokens: 256, messages };
+    const m = stream ? await client.messages.stream(req).finalMessage() : await client.messages.create(req);
+    assert.equal(m.content[0].type, 'thinking', `stream=${stream}`);
+    assert.equal(m.content[0].thinking, 'Let me think this through.');
+    assert.match(m.content[0].signature, /^sig_/);
+    assert.equal(m.content[1].type, 'text');
+    messages.push({ role: 'assistant', content: m.content }, { role: 'user', content: 'Go on.' });
+    await client.messages.create({ ...req, messages });
+    const [last] = await mockLast(mock.url);
+    assert.deepEqual(last.body.messages[1].content[0], m.content[0]);
+  }
+  // a chat completion of the same answer has no thinking in it
+  const r = await post(`${gw.baseURL}/chat/completions`, { model: 'claude-haiku-4-5', messages: [{ role: 'user', content: '[[mock:thinking=1]] x' }] }, gw.auth);
+  assert.equal(r.status, 200);
+  assert.ok(!r.text.includes('thinking'), r.text);
+});

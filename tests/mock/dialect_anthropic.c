@@ -62,6 +62,26 @@ static bool has_text_block(struct mock_req *m)
     return !m->ncalls || m->answer_len > 0;
 }
 
+/* thinking=1: a thinking block comes first (index 0), with a signature
+ * naming the request, as extended thinking answers. */
+static long thinking_blocks(struct mock_req *m)
+{
+    return m->dir.thinking == 1;
+}
+
+#define MOCK_THINKING "Let me think this through."
+
+static void thinking_block(struct mock_req *m, bool streaming, struct evbuffer *out)
+{
+    if (streaming)
+        ADD_LIT(out, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}");
+    else
+        evbuffer_add_printf(out,
+                            "{\"type\":\"thinking\",\"thinking\":\"" MOCK_THINKING
+                            "\",\"signature\":\"sig_%s\"},",
+                            m->id);
+}
+
 static void tool_use_block(const struct mock_call *c, bool streaming, struct evbuffer *out)
 {
     ADD_LIT(out, "{\"type\":\"tool_use\",\"id\":");
@@ -86,6 +106,7 @@ static void message(struct mock_req *m, bool streaming, struct evbuffer *out)
         ADD_LIT(out, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null");
     } else {
         ADD_LIT(out, ",\"content\":[");
+        if (thinking_blocks(m)) thinking_block(m, false, out);
         if (has_text_block(m)) {
             ADD_LIT(out, "{\"type\":\"text\",\"text\":");
             json_str(out, m->answer, m->answer_len);
@@ -116,6 +137,13 @@ static void event_head(const char *name, struct evbuffer *out)
     evbuffer_add_printf(out, "event: %s\ndata: {\"type\":\"%s\"", name, name);
 }
 
+static void block_stop(long index, struct evbuffer *out)
+{
+    event_head("content_block_stop", out);
+    ADD_NUM(out, ",\"index\":", index);
+    ADD_LIT(out, "}\n\n");
+}
+
 static void anthropic_open(struct mock_req *m, struct evbuffer *out)
 {
     event_head("message_start", out);
@@ -124,16 +152,26 @@ static void anthropic_open(struct mock_req *m, struct evbuffer *out)
     ADD_LIT(out, "}\n\n");
     event_head("ping", out);
     ADD_LIT(out, "}\n\n");
+    if (thinking_blocks(m)) { /* the whole thinking block: start, text, signature, stop */
+        event_head("content_block_start", out);
+        ADD_LIT(out, ",\"index\":0,\"content_block\":");
+        thinking_block(m, true, out);
+        ADD_LIT(out, "}\n\n");
+        event_head("content_block_delta", out);
+        ADD_LIT(out,
+                ",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"" MOCK_THINKING
+                "\"}}\n\n");
+        event_head("content_block_delta", out);
+        evbuffer_add_printf(out,
+                            ",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":"
+                            "\"sig_%s\"}}\n\n",
+                            m->id);
+        block_stop(0, out);
+    }
     if (!has_text_block(m)) return;
     event_head("content_block_start", out);
-    ADD_LIT(out, ",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
-}
-
-static void block_stop(long index, struct evbuffer *out)
-{
-    event_head("content_block_stop", out);
-    ADD_NUM(out, ",\"index\":", index);
-    ADD_LIT(out, "}\n\n");
+    ADD_NUM(out, ",\"index\":", thinking_blocks(m));
+    ADD_LIT(out, ",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
 }
 
 /* Per call, as Anthropic streams it: content_block_start (tool_use, input
@@ -155,9 +193,9 @@ static void anthropic_tool_piece(struct mock_req *m, int j, struct evbuffer *out
 {
     int part, k = tools_locate(m, j, anthropic_call_pieces, &part);
     const struct mock_call *c = &m->calls[k];
-    long index = k + has_text_block(m);
+    long index = k + has_text_block(m) + thinking_blocks(m);
     if (part == 0) {
-        if (k == 0 && has_text_block(m)) block_stop(0, out);
+        if (k == 0 && has_text_block(m)) block_stop(thinking_blocks(m), out);
         event_head("content_block_start", out);
         ADD_NUM(out, ",\"index\":", index);
         ADD_LIT(out, ",\"content_block\":");
@@ -181,14 +219,15 @@ static void anthropic_piece(struct mock_req *m, int k, struct evbuffer *out)
     size_t s, e;
     piece_bounds(m, k, &s, &e);
     event_head("content_block_delta", out);
-    ADD_LIT(out, ",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":");
+    ADD_NUM(out, ",\"index\":", thinking_blocks(m));
+    ADD_LIT(out, ",\"delta\":{\"type\":\"text_delta\",\"text\":");
     json_str(out, m->answer + s, e - s);
     ADD_LIT(out, "}}\n\n");
 }
 
 static void anthropic_close(struct mock_req *m, struct evbuffer *out)
 {
-    if (!m->ncalls) block_stop(0, out); /* each call's block stopped itself */
+    if (!m->ncalls) block_stop(thinking_blocks(m), out); /* each call's block stopped itself */
     event_head("message_delta", out);
     evbuffer_add_printf(out, ",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null}",
                         stop_reason(m));

@@ -46,6 +46,7 @@ static const struct dkey {
     I("no_usage", no_usage),
     I("repeat", repeat),
     I("tool_calls", tool_calls),
+    I("thinking", thinking),
 #undef I
 #undef L
 };

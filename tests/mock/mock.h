@@ -47,6 +47,7 @@ struct directives {
     int no_usage;
     int repeat;     /* the answer repeated N times, joined by one space (big answers) */
     int tool_calls; /* tool_calls=N: N calls of the request's own tools */
+    int thinking;   /* thinking=1: Anthropic answers with a signed thinking block first */
     /* tool_call=NAME[:ARGS] items, in order; one source's list (the header,
      * one marker, one fault rule) replaces an earlier source's */
     char *tool_call[MOCK_CALLS_MAX];
