@@ -25,6 +25,7 @@
 #include "router/router.h"
 #include "server/admin.h"
 #include "server/chat.h"
+#include "server/files.h"
 #include "server/metrics.h"
 
 /* ------------------------------------------------------------ replies */
@@ -566,6 +567,11 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         messages_handle(a, req, k, h, id);
         return;
     }
+    if (path_is(path, "/v1/files") || strncmp(path, "/v1/files/", 10) == 0) {
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (k) files_handle(a, req, k, path, cmd);
+        return;
+    }
     if (path_is(path, "/v1/models")) {
         if (!authenticate(a, req, h, KEYS_CLIENT)) return;
         if (h->anthropic_version)
@@ -695,6 +701,8 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     if (fd < 0) return -1;
     h1_options o = {
         .max_body_bytes = (size_t)lim->max_body_bytes,
+        .max_upload_bytes = (size_t)lim->max_upload_bytes,
+        .upload_prefix = "/v1/files",
         .max_header_bytes = (size_t)lim->max_header_bytes,
         .read_timeout_ms = lim->read_timeout_ms,
         .max_connections = lim->max_connections,
