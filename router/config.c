@@ -99,6 +99,7 @@ struct bridle_config {
     cache_ttl *cache_tasks, *cache_routes; /* cache.tasks / cache.routes */
     int n_cache_tasks, n_cache_routes;
     bool cache_deterministic[MAX_MODELS]; /* by model index: cache.deterministic_models */
+    batches_conf batches;                 /* batches: the local queue */
     util_cidr *metrics_allow;             /* metrics.allow: who may read GET /metrics */
     int n_metrics_allow;
     name_index model_ix, route_ix; /* names → index, built once the config is loaded */
@@ -1216,6 +1217,25 @@ static void parse_cache(parse_ctx *pc, json_object *root)
     path_pop(pc, old);
 }
 
+/* ------------------------------------------------------------ batches */
+
+/* batches: the local queue that runs batch lines (server/batches.h). */
+static void parse_batches(parse_ctx *pc, json_object *root)
+{
+    json_object *o = get_obj(pc, root, "batches", false);
+    size_t old = path_push(pc, ".batches");
+    static const char *const known[] = {"concurrency", "yield_above", NULL};
+    if (o) check_keys(pc, o, known);
+    pc->cfg->batches.concurrency = (int)get_int(pc, o, "concurrency", 8, 1, 1024);
+    pc->cfg->batches.yield_above = (int)get_int(pc, o, "yield_above", 256, 0, 1000000);
+    path_pop(pc, old);
+}
+
+const batches_conf *config_batches(const bridle_config *c)
+{
+    return &c->batches;
+}
+
 /* ------------------------------------------------------------ metrics */
 
 /* metrics.allow: the address blocks GET /metrics answers; loopback only by
@@ -1399,7 +1419,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
             "listen",     "log_level",  "limits",  "providers", "models",      "routes",
             "keys",       "database",   "routing", "$schema",   "idempotency", "resilience",
             "teams",      "timeouts",   "budgets", "alerts",    "cache",       "metrics",
-            "log_format", "access_log", NULL};
+            "log_format", "access_log", "batches", NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -1432,6 +1452,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_timeouts(&pc, root);
         parse_cache(&pc, root);
         parse_metrics(&pc, root);
+        parse_batches(&pc, root);
         parse_keys(&pc, root);
         parse_routing(&pc, root);
         json_object_put(root);

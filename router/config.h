@@ -187,6 +187,13 @@ const resilience_conf *config_resilience(const bridle_config *c);
 const idempotency_conf *config_idempotency(const bridle_config *c);
 const budgets_conf *config_budgets(const bridle_config *c);
 const cache_conf *config_cache(const bridle_config *c);
+/* batches: the local queue that runs batch lines (server/batches.h). */
+typedef struct batches_conf {
+    int concurrency; /* lines in flight per process */
+    int yield_above; /* no new line while more live requests than this are in flight */
+} batches_conf;
+const batches_conf *config_batches(const bridle_config *c);
+
 /* Whether GET /metrics answers a client at peer (metrics.allow). */
 struct sockaddr;
 bool config_metrics_allowed(const bridle_config *c, const struct sockaddr *peer);

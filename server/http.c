@@ -26,6 +26,7 @@
 #include "server/admin.h"
 #include "server/chat.h"
 #include "server/files.h"
+#include "server/batches.h"
 #include "server/metrics.h"
 
 /* ------------------------------------------------------------ replies */
@@ -565,6 +566,11 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         char id[32];
         http_new_request_id(id);
         messages_handle(a, req, k, h, id);
+        return;
+    }
+    if (path_is(path, "/v1/batches") || strncmp(path, "/v1/batches/", 12) == 0) {
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (k) batches_handle(a, req, k, path, cmd);
         return;
     }
     if (path_is(path, "/v1/files") || strncmp(path, "/v1/files/", 10) == 0) {

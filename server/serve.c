@@ -24,6 +24,7 @@
 #include "server/serve.h"
 #include "server/chat.h"
 #include "server/files.h"
+#include "server/batches.h"
 #include "db/filestore.h"
 #include "server/http.h"
 
@@ -240,6 +241,10 @@ static int serve(app *a, const char *listen)
     }
     budget_alerts = alerts_start(a->router); /* budget alerts: claimed and delivered on the loop */
     if (start_keys(a) != 0) goto out;
+    if (config_database(a->cfg)->url[0] && !(a->batches = batches_new(a))) {
+        log_error("out of memory");
+        goto out;
+    }
     sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
     sigint = evsignal_new(a->base, SIGINT, on_signal, a);
     event_add(sigterm, NULL);
@@ -264,6 +269,7 @@ out: /* also when starting failed: everything above copes with what was not made
     alerts_free(budget_alerts);
     admin_free(a->admin);
     filestore_free(a->files);
+    batches_free(a->batches);
     router_free(a->router);
     keyring_free(a->keys);
     rollup_free(a->rollup);

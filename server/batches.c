@@ -1,0 +1,443 @@
+/* The Batch API and its local queue (server/batches.h). */
+#include "server/batches.h"
+
+#include <event2/event.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db/batchstore.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "router/keyring.h"
+#include "router/router.h"
+#include "router/run.h"
+#include "server/http.h"
+
+#define TICK_MS 200
+#define FINALIZE_EVERY_TICKS 5 /* 1 s */
+#define RECOVER_EVERY_TICKS 25 /* 5 s */
+
+struct batches {
+    app *a;
+    pgqueue *q;
+    struct event *tick;
+    int running; /* lines in flight here */
+    bool claiming, finalizing, recovering;
+    long ticks;
+    int concurrency;
+};
+
+/* ------------------------------------------------------------ the API */
+
+typedef struct bcall {
+    app *a;
+    h1_req *req;
+    bool gone;
+    const key_conf *key;
+    char id[40];
+    char file_id[64];
+    char *metadata;
+} bcall;
+
+static void on_gone(void *arg)
+{
+    ((bcall *)arg)->gone = true;
+}
+
+static bcall *call_new(app *a, h1_req *req, const key_conf *key)
+{
+    bcall *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->a = a;
+    c->req = req;
+    c->key = key;
+    keyring_hold(key);
+    a->in_flight++;
+    h1_watch_gone(req, on_gone, c);
+    return c;
+}
+
+/* The call is over: answered now (status and body), or its client left. */
+static void call_end(bcall *c, int status, const char *json, size_t len, const char *code,
+                     const char *param, const char *msg)
+{
+    app *a = c->a;
+    if (c->gone) {
+        h1_req_release(c->req);
+    } else {
+        h1_watch_gone(c->req, NULL, NULL);
+        if (status == 200)
+            http_reply_json(a, c->req, 200, json, len);
+        else {
+            if (status == 503) h1_add_header(c->req, "Retry-After", "1");
+            http_reply_error(a, c->req, status,
+                             status == 503 ? "server_error" : "invalid_request_error", code, param,
+                             msg, status == 503);
+        }
+    }
+    keyring_release(c->key);
+    a->in_flight--;
+    free(c->metadata);
+    free(c);
+}
+
+static void db_failed(bcall *c, const char *why)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg, "The Batch API needs the database, which failed: %.300s",
+             why ? why : "unknown error");
+    call_end(c, 503, NULL, 0, "database_unavailable", NULL, msg);
+}
+
+static bool result_ok(PGresult *res)
+{
+    return res && PQresultStatus(res) == PGRES_TUPLES_OK;
+}
+
+/* Row 0 as the answer, or 404 naming the batch. */
+static void on_batch(void *ctx, PGresult *res, const char *error)
+{
+    bcall *c = ctx;
+    if (!result_ok(res)) {
+        db_failed(c, res ? PQresultErrorMessage(res) : error);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "No batch found with id '%.64s'", c->id);
+        call_end(c, 404, NULL, 0, "batch_not_found", "batch_id", msg);
+        return;
+    }
+    call_end(c, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), NULL, NULL, NULL);
+}
+
+static void on_file_endpoint(void *ctx, PGresult *res, const char *error)
+{
+    bcall *c = ctx;
+    if (!result_ok(res)) {
+        db_failed(c, res ? PQresultErrorMessage(res) : error);
+        return;
+    }
+    char msg[300];
+    if (PQntuples(res) == 0) {
+        snprintf(msg, sizeof msg,
+                 "No batch input file '%.64s' for this key: upload it first (POST /v1/files, "
+                 "purpose \"batch\")",
+                 c->file_id);
+        call_end(c, 400, NULL, 0, "invalid_request", "input_file_id", msg);
+        return;
+    }
+    batches *bs = c->a->batches;
+    batch_new b = {.id = c->id,
+                   .key_id = c->key->id,
+                   .key_sha256 = c->key->sha256,
+                   .team = c->key->team,
+                   .input_file_id = c->file_id,
+                   .endpoint = PQgetvalue(res, 0, 0),
+                   .completion_window = "24h",
+                   .metadata = c->metadata};
+    if (batchstore_create(bs->q, &b, on_batch, c) != 0) db_failed(c, "it is busy or away");
+}
+
+static void bad(app *a, h1_req *req, const char *param, const char *msg)
+{
+    http_reply_error(a, req, 400, "invalid_request_error", "invalid_request", param, msg, false);
+}
+
+static void create(app *a, h1_req *req, const key_conf *key)
+{
+    size_t len;
+    const char *body = h1_req_body(req, &len);
+    json_tokener *tok = json_tokener_new();
+    json_object *o = tok ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
+    if (tok) json_tokener_free(tok);
+    json_object *v;
+    const char *file = NULL, *endpoint = NULL, *window = NULL;
+    if (json_object_object_get_ex(o, "input_file_id", &v)) file = json_object_get_string(v);
+    if (json_object_object_get_ex(o, "endpoint", &v)) endpoint = json_object_get_string(v);
+    if (json_object_object_get_ex(o, "completion_window", &v)) window = json_object_get_string(v);
+    json_object *md = NULL;
+    json_object_object_get_ex(o, "metadata", &md);
+    if (!o || !json_object_is_type(o, json_type_object))
+        bad(a, req, NULL,
+            "The body must be a JSON object with input_file_id, endpoint and "
+            "completion_window");
+    else if (!file || !*file || strlen(file) >= 64)
+        bad(a, req, "input_file_id", "input_file_id must name an uploaded batch file");
+    else if (!endpoint || strcmp(endpoint, "/v1/chat/completions") != 0)
+        bad(a, req, "endpoint", "endpoint must be \"/v1/chat/completions\"");
+    else if (!window || strcmp(window, "24h") != 0)
+        bad(a, req, "completion_window", "completion_window must be \"24h\"");
+    else if (md && !json_object_is_type(md, json_type_null) &&
+             !json_object_is_type(md, json_type_object))
+        bad(a, req, "metadata", "metadata must be an object of strings");
+    else {
+        bcall *c = call_new(a, req, key);
+        if (!c) {
+            json_object_put(o);
+            return;
+        }
+        snprintf(c->file_id, sizeof c->file_id, "%s", file);
+        memcpy(c->id, "batch_", 6);
+        if (md && json_object_is_type(md, json_type_object))
+            c->metadata = strdup(json_object_to_json_string_ext(md, JSON_C_TO_STRING_PLAIN));
+        if (!util_random_hex(c->id + 6, 12) ||
+            batchstore_file_endpoint(a->batches->q, file, key->id, on_file_endpoint, c) != 0)
+            db_failed(c, "it is busy or away");
+    }
+    json_object_put(o);
+}
+
+/* /v1/batches/{id}[/cancel] */
+static bool batch_id(const char *path, char out[40], bool *cancel)
+{
+    const char *p = path + 12; /* past "/v1/batches/" */
+    size_t n = strcspn(p, "/?");
+    if (n == 0 || n >= 40) return false;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    const char *rest = p + n;
+    *cancel = strncmp(rest, "/cancel", 7) == 0 && (rest[7] == '\0' || rest[7] == '?');
+    return *cancel || *rest == '\0' || *rest == '?';
+}
+
+/* ?limit=N&after=ID */
+static void list_query(const char *path, int *limit, char after[40])
+{
+    const char *q = strchr(path, '?');
+    *limit = 20;
+    after[0] = '\0';
+    for (const char *p = q; p && *p; p = strchr(p + 1, '&')) {
+        const char *kv = p + 1;
+        if (strncmp(kv, "limit=", 6) == 0) *limit = atoi(kv + 6);
+        if (strncmp(kv, "after=", 6) == 0) {
+            size_t n = strcspn(kv + 6, "&");
+            if (n < 40) {
+                memcpy(after, kv + 6, n);
+                after[n] = '\0';
+            }
+        }
+    }
+    if (*limit < 1) *limit = 1;
+    if (*limit > 100) *limit = 100;
+}
+
+void batches_handle(app *a, h1_req *req, const key_conf *key, const char *path, h1_method cmd)
+{
+    batches *bs = a->batches;
+    if (!bs) {
+        h1_add_header(req, "Retry-After", "1");
+        http_reply_error(a, req, 503, "server_error", "database_unavailable", NULL,
+                         "The Batch API needs the database (database.url), which is not "
+                         "configured",
+                         true);
+        return;
+    }
+    bool list = strcmp(path, "/v1/batches") == 0 || strncmp(path, "/v1/batches?", 12) == 0;
+    char id[40];
+    bool cancel = false;
+    if (!list && !batch_id(path, id, &cancel)) {
+        http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL,
+                         "Unknown batch path: use /v1/batches, /v1/batches/{id} or "
+                         "/v1/batches/{id}/cancel",
+                         false);
+        return;
+    }
+    if (list && cmd == H1_POST) {
+        create(a, req, key);
+        return;
+    }
+    if (!(list ? cmd == H1_GET : (cancel ? cmd == H1_POST : cmd == H1_GET))) {
+        http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                         "The Batch API takes POST /v1/batches, GET /v1/batches, GET "
+                         "/v1/batches/{id} and POST /v1/batches/{id}/cancel",
+                         false);
+        return;
+    }
+    bcall *c = call_new(a, req, key);
+    if (!c) return;
+    int rc;
+    if (list) {
+        int limit;
+        char after[40];
+        list_query(path, &limit, after);
+        rc = batchstore_list(bs->q, key->id, after[0] ? after : NULL, limit, on_batch, c);
+    } else {
+        snprintf(c->id, sizeof c->id, "%s", id);
+        rc = cancel ? batchstore_cancel(bs->q, id, key->id, on_batch, c)
+                    : batchstore_get(bs->q, id, key->id, on_batch, c);
+    }
+    if (rc != 0) db_failed(c, "it is busy or away");
+}
+
+/* ------------------------------------------------------------ the local queue */
+
+/* One line being run: the run's sink. */
+typedef struct bline {
+    batches *bs;
+    char batch_id[40], line_no[16], request_id[32];
+    int status;
+    buf request; /* the line's body: the run reads it until done */
+    buf body;    /* the answer */
+} bline;
+
+static void on_finished(void *ctx, PGresult *res, const char *error)
+{
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+        log_warn("batches: a line's result was not recorded: %s",
+                 res ? PQresultErrorMessage(res) : error);
+}
+
+/* Records the line's end (it stays running in the database if this fails:
+ * the next start's recovery fails it, never sends it again). */
+static void line_end(bline *l, const char *state, const char *status, const char *response)
+{
+    batches *bs = l->bs;
+    const char *instance = router_instance_id(bs->a->router);
+    if (batchstore_finish(bs->q, l->batch_id, l->line_no, instance, state, status, l->request_id,
+                          response, on_finished, NULL) != 0)
+        log_warn("batches: line %s of %s: the database is away; its result is lost and it will "
+                 "be failed as interrupted",
+                 l->line_no, l->batch_id);
+    bs->running--;
+    bs->a->in_flight--;
+    buf_free(&l->request);
+    buf_free(&l->body);
+    free(l);
+}
+
+static void sink_head(void *ctx, int status, const char *content_type, buf *lines, bool stream)
+{
+    bline *l = ctx;
+    l->status = status;
+    buf_reset(lines);
+}
+
+static void sink_chunk(void *ctx, const char *data, size_t len)
+{
+    buf_append(&((bline *)ctx)->body, data, len);
+}
+
+static void sink_done(void *ctx, const run_outcome *o)
+{
+    bline *l = ctx;
+    char status[16];
+    snprintf(status, sizeof status, "%d", l->status ? l->status : o->status);
+    bool answered = l->status && l->body.len;
+    line_end(l, answered && l->status < 400 ? "done" : "failed", answered ? status : "",
+             answered ? l->body.data : (o->why ? o->why : "the request failed"));
+}
+
+static const run_sink line_sink = {sink_head, sink_chunk, sink_done, NULL};
+
+static void line_start(batches *bs, PGresult *res, int row)
+{
+    app *a = bs->a;
+    bline *l = calloc(1, sizeof *l);
+    if (!l) return; /* stays running: the next start fails it as interrupted */
+    l->bs = bs;
+    snprintf(l->batch_id, sizeof l->batch_id, "%s", PQgetvalue(res, row, 0));
+    snprintf(l->line_no, sizeof l->line_no, "%s", PQgetvalue(res, row, 1));
+    http_new_request_id(l->request_id);
+    bs->running++;
+    a->in_flight++;
+    const key_conf *k = keyring_find(a->keys, PQgetvalue(res, row, 4));
+    if (!k || k->revoked || (k->expires_ms && util_wall_ms() >= k->expires_ms)) {
+        line_end(l, "failed", "",
+                 "the key that created this batch is no longer valid (revoked, expired or gone)");
+        return;
+    }
+    run_input in = {
+        .body = PQgetvalue(res, row, 3),
+        .body_len = (size_t)PQgetlength(res, row, 3),
+        .what = "POST /v1/chat/completions (batch)",
+        .key = k,
+        .request_id = l->request_id,
+    };
+    /* the run reads the body until done; the claim's result goes now */
+    buf_append(&l->request, in.body, in.body_len);
+    in.body = l->request.data;
+    run_start(a->router, &in, &line_sink, l);
+}
+
+static void on_claimed(void *ctx, PGresult *res, const char *error)
+{
+    batches *bs = ctx;
+    bs->claiming = false;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_warn("batches: claiming lines failed: %s", res ? PQresultErrorMessage(res) : error);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        line_start(bs, res, i);
+}
+
+static void on_finalized(void *ctx, PGresult *res, const char *error)
+{
+    batches *bs = ctx;
+    bs->finalizing = false;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_warn("batches: finalizing failed: %s", res ? PQresultErrorMessage(res) : error);
+        return;
+    }
+    if (PQntuples(res) == 0) return;
+    log_info("batches: batch %s ended", PQgetvalue(res, 0, 0));
+    if (batchstore_finalize(bs->q, on_finalized, bs) == 0) bs->finalizing = true; /* another? */
+}
+
+static void on_recovered(void *ctx, PGresult *res, const char *error)
+{
+    batches *bs = ctx;
+    bs->recovering = false;
+    if (res && PQresultStatus(res) == PGRES_COMMAND_OK && atoi(PQcmdTuples(res)) > 0)
+        log_warn("batches: %s lines left running by a stopped gateway failed as interrupted",
+                 PQcmdTuples(res));
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    batches *bs = arg;
+    app *a = bs->a;
+    if (a->draining || !pgqueue_up(bs->q)) return;
+    const char *instance = router_instance_id(a->router);
+    bs->ticks++;
+    if (!bs->recovering && bs->ticks % RECOVER_EVERY_TICKS == 1 &&
+        batchstore_recover(bs->q, instance, on_recovered, bs) == 0)
+        bs->recovering = true;
+    if (!bs->finalizing && bs->ticks % FINALIZE_EVERY_TICKS == 0 &&
+        batchstore_finalize(bs->q, on_finalized, bs) == 0)
+        bs->finalizing = true;
+    /* live traffic first: no new line while it is busy */
+    if (a->in_flight - bs->running > config_batches(a->cfg)->yield_above) return;
+    int room = bs->concurrency - bs->running;
+    if (!bs->claiming && room > 0 && batchstore_claim(bs->q, instance, room, on_claimed, bs) == 0)
+        bs->claiming = true;
+}
+
+batches *batches_new(app *a)
+{
+    const database_conf *db = config_database(a->cfg);
+    if (!db->url[0]) return NULL;
+    batches *bs = calloc(1, sizeof *bs);
+    if (!bs) return NULL;
+    bs->a = a;
+    bs->concurrency = config_batches(a->cfg)->concurrency;
+    bs->q = pgqueue_new(a->base, db->url, 30000, 256);
+    bs->tick = event_new(a->base, -1, EV_PERSIST, on_tick, bs);
+    struct timeval tv = {0, TICK_MS * 1000};
+    if (!bs->q || !bs->tick || event_add(bs->tick, &tv) != 0) {
+        batches_free(bs);
+        return NULL;
+    }
+    return bs;
+}
+
+void batches_free(batches *bs)
+{
+    if (!bs) return;
+    if (bs->tick) event_free(bs->tick);
+    pgqueue_free(bs->q);
+    free(bs);
+}

@@ -1,0 +1,155 @@
+// The Batch API with the local queue (issue 16, second step): the openai
+// SDK's batches calls against bridle, the mock and a real PostgreSQL. A
+// batch's lines run as requests of its key (one ledger row each), its
+// output file keeps the input's order, failed lines go to the error file,
+// and a cancelled batch sends none of its pending lines.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import OpenAI, { toFile } from 'openai';
+
+import { mockConfig, mockReset, mockStats, newKey, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { startCluster } from './lib/ledgerlib.mjs';
+import { answerFor } from './lib/mockmath.mjs';
+
+const RUN = randomBytes(4).toString('hex');
+let mock, db, gw, client, other;
+
+before(async () => {
+  mock = await startMock();
+  db = await startCluster();
+  const second = newKey();
+  gw = await startBridle({
+    config: mockConfig(mock.url, {
+      database: { url: db.url, spool_dir: tmpDir('bridle-spool-'), flush_interval_ms: 100 },
+      keys: [{ id: 'other', sha256: second.sha256, team: 'other' }],
+      resilience: { max_attempts: 1 },
+      batches: { concurrency: 4 },
+    }),
+    keyId: 'batcher',
+  });
+  client = new OpenAI({ apiKey: gw.key, baseURL: gw.baseURL, maxRetries: 0 });
+  other = new OpenAI({ apiKey: second.key, baseURL: gw.baseURL, maxRetries: 0 });
+});
+
+after(async () => {
+  await gw?.stop();
+  await mock?.stop();
+  await db?.destroy();
+});
+
+const MODELS = ['gpt-4o-mini', 'claude-haiku-4-5', 'gemini-2.5-flash', 'llama3.2'];
+const line = (id, content, model = 'gpt-4o-mini') =>
+  JSON.stringify({
+    custom_id: id,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model, messages: [{ role: 'user', content }], user: `${RUN}-${id}` },
+  });
+
+async function submit(lines) {
+  const file = await client.files.create({ file: await toFile(Buffer.from(lines.join('\n') + '\n'), 'in.jsonl'), purpose: 'batch' });
+  return client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { run: RUN } });
+}
+
+async function until(id, statuses, ms = 30000) {
+  const t0 = Date.now();
+  for (;;) {
+    const b = await client.batches.retrieve(id);
+    if (statuses.includes(b.status)) return b;
+    if (Date.now() - t0 > ms) assert.fail(`batch ${id} still ${b.status} after ${ms} ms`);
+    await sleep(100);
+  }
+}
+
+const fileLines = async (id) => (await (await client.files.content(id)).text()).trim().split('\n').map((l) => JSON.parse(l));
+
+describe('a batch through the local queue', () => {
+  test('every line answered, in order, one ledger row each; a failed line in the error file', async () => {
+    const n = 24;
+    const lines = [];
+    for (let i = 0; i < n; i++) lines.push(line(`req-${i}`, i === 7 ? '[[mock:status=400]] refuse me' : `Hello number ${i}`, MODELS[i % 4]));
+    const created = await submit(lines);
+    assert.match(created.id, /^batch_[0-9a-f]{24}$/);
+    assert.equal(created.object, 'batch');
+    assert.equal(created.status, 'in_progress');
+    assert.equal(created.endpoint, '/v1/chat/completions');
+    assert.deepEqual(created.metadata, { run: RUN });
+    assert.equal(created.request_counts.total, n);
+
+    const done = await until(created.id, ['completed']);
+    assert.deepEqual(done.request_counts, { total: n, completed: n - 1, failed: 1 });
+    assert.ok(done.completed_at >= done.created_at);
+    const out = await fileLines(done.output_file_id);
+    assert.deepEqual(out.map((o) => o.custom_id), lines.map((_, i) => `req-${i}`).filter((id) => id !== 'req-7'));
+    for (const o of out) {
+      const i = Number(o.custom_id.slice(4));
+      assert.equal(o.response.status_code, 200);
+      assert.equal(o.error, null);
+      assert.equal(o.response.body.choices[0].message.content, answerFor(MODELS[i % 4]), o.custom_id);
+      assert.match(o.response.request_id, /^req_/);
+    }
+    const errs = await fileLines(done.error_file_id);
+    assert.equal(errs.length, 1);
+    assert.equal(errs[0].custom_id, 'req-7');
+    assert.equal(errs[0].response.status_code, 400);
+
+    // bridle's own record: one usage event per line, under the batch's key
+    let rows;
+    for (let t = 0; t < 50; t++) {
+      ({ rows } = await db.query('SELECT end_user, key_id, status FROM usage_events WHERE end_user LIKE $1', [`${RUN}-req-%`]));
+      if (rows.length >= n) break;
+      await sleep(100);
+    }
+    assert.equal(rows.length, n);
+    assert.ok(rows.every((r) => r.key_id === 'batcher'));
+    assert.equal(rows.filter((r) => r.status === 400).length, 1);
+  });
+
+  test('cancel midway: the pending lines are never sent', async () => {
+    await mockReset(mock.url);
+    const n = 40;
+    const lines = [];
+    for (let i = 0; i < n; i++) lines.push(line(`slow-${i}`, '[[mock:latency_ms=300]] slowly'));
+    const created = await submit(lines);
+    await sleep(700);
+    const cancelling = await client.batches.cancel(created.id);
+    assert.ok(['cancelling', 'cancelled'].includes(cancelling.status), cancelling.status);
+    const end = await until(created.id, ['cancelled']);
+    const { completed, failed, total } = end.request_counts;
+    assert.equal(total, n);
+    assert.ok(completed >= 1 && completed < n, `completed ${completed}`);
+    assert.equal(completed + failed, n);
+    const sent = (await mockStats(mock.url)).requests;
+    assert.equal(sent, completed, 'only the lines that ran reached the provider');
+    const errs = await fileLines(end.error_file_id);
+    assert.ok(errs.every((e) => e.error.code === 'batch_cancelled'));
+    assert.equal(errs.length, failed);
+  });
+
+  test('list, pages, and another key sees nothing', async () => {
+    const page = await client.batches.list({ limit: 1 });
+    assert.equal(page.data.length, 1);
+    assert.equal(page.has_more, true);
+    const ids = [];
+    for await (const b of client.batches.list({ limit: 1 })) ids.push(b.id);
+    assert.ok(ids.length >= 2);
+    assert.equal(new Set(ids).size, ids.length);
+    await assert.rejects(other.batches.retrieve(ids[0]), (e) => e.status === 404);
+    await assert.rejects(other.batches.cancel(ids[0]), (e) => e.status === 404);
+    const mine = [];
+    for await (const b of other.batches.list()) mine.push(b.id);
+    assert.deepEqual(mine, []);
+  });
+
+  test('a batch of a file that is not there, or of another endpoint, is refused', async () => {
+    await assert.rejects(
+      client.batches.create({ input_file_id: 'file-000000000000000000000000', endpoint: '/v1/chat/completions', completion_window: '24h' }),
+      (e) => e.status === 400 && e.param === 'input_file_id',
+    );
+    await assert.rejects(
+      client.batches.create({ input_file_id: 'file-x', endpoint: '/v1/embeddings', completion_window: '24h' }),
+      (e) => e.status === 400 && e.param === 'endpoint',
+    );
+  });
+});
