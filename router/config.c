@@ -87,6 +87,7 @@ struct bridle_config {
     char *path;
     char *listen;
     char *log_level;
+    int workers;     /* worker processes; 0 = "auto" (one per core) */
     bool log_json;   /* log_format "json" */
     bool access_log; /* one line per request */
     limits_conf limits;
@@ -1386,6 +1387,26 @@ static json_object *read_json_file(parse_ctx *pc, const char *path)
     return root;
 }
 
+/* "workers": an integer 1-1024, or "auto" (stored as 0). */
+static void parse_workers(parse_ctx *pc, json_object *root)
+{
+    json_object *v;
+    pc->cfg->workers = 1;
+    if (!json_object_object_get_ex(root, "workers", &v)) return;
+    if (json_object_is_type(v, json_type_string)) {
+        if (strcmp(json_object_get_string(v), "auto") == 0) {
+            pc->cfg->workers = 0;
+            return;
+        }
+        size_t old = path_push(pc, ".workers");
+        fail(pc, "expected an integer from 1 to 1024 or \"auto\" (one per core), got \"%s\"",
+             json_object_get_string(v));
+        path_pop(pc, old);
+        return;
+    }
+    pc->cfg->workers = (int)get_int(pc, root, "workers", 1, 1, 1024);
+}
+
 bridle_config *config_load(const char *path, char *err, size_t errlen)
 {
     bridle_config *c = calloc(1, sizeof *c);
@@ -1398,7 +1419,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
             "listen",     "log_level",  "limits",  "providers", "models",      "routes",
             "keys",       "database",   "routing", "$schema",   "idempotency", "resilience",
             "teams",      "timeouts",   "budgets", "alerts",    "cache",       "metrics",
-            "log_format", "access_log", NULL};
+            "log_format", "access_log", "workers", NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -1418,6 +1439,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
             path_pop(&pc, old);
         }
         c->access_log = get_bool(&pc, root, "access_log", false);
+        parse_workers(&pc, root);
         parse_limits(&pc, root);
         parse_database(&pc, root);
         parse_resilience(&pc, root);
@@ -1462,6 +1484,17 @@ void config_free(bridle_config *c)
 const char *config_listen(const bridle_config *c)
 {
     return c->listen;
+}
+
+int config_workers(const bridle_config *c)
+{
+    return c->workers;
+}
+
+void config_set_spool_dir(bridle_config *c, const char *dir)
+{
+    char *d = strdup(dir);
+    if (d) c->database.spool_dir = own(c, d);
 }
 
 const char *config_log_level(const bridle_config *c)

@@ -176,6 +176,12 @@ void config_free(bridle_config *c);
 
 const char *config_listen(const bridle_config *c);
 const char *config_log_level(const bridle_config *c);
+/* "workers": how many worker processes serve (1 by default; 0 = "auto",
+ * one per core the process may run on). */
+int config_workers(const bridle_config *c);
+/* A worker's own spool directory (server/serve.c): no two processes ever
+ * share a spool. */
+void config_set_spool_dir(bridle_config *c, const char *dir);
 /* log_format "json": every log line a JSON object (lib/log.h). */
 bool config_log_json(const bridle_config *c);
 /* access_log: one line per request (router/run.c), never a secret. */
