@@ -206,7 +206,9 @@ static void reply_health(app *a, h1_req *req, const key_conf *k)
 {
     int64_t now = util_now_ms();
     buf b = BUF_INIT;
-    buf_append_str(&b, "{\"providers\":[");
+    /* which process answered: under a supervisor, the worker's index */
+    buf_printf(&b, "{\"process\":{\"pid\":%d,\"worker\":%d},\"providers\":[", (int)getpid(),
+               a->worker);
     for (int i = 0; i < config_n_providers(a->cfg); i++) {
         const provider_conf *p = config_provider(a->cfg, i);
         buf_printf(&b, "%s{\"name\":", i ? "," : "");
