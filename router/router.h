@@ -36,7 +36,21 @@ struct metrics;
 /* ledger and idem may be NULL (no database). Returns NULL on OOM. */
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
                    struct ledger *ledger, struct idem_store *idem);
-/* Frees the router and its pool; no run may still be live. */
+/* A config reload (SIGHUP): a router for cfg that shares everything of old
+ * that does not come from the config (the loop, engine, ledger,
+ * idempotency store, budgets and their leases, rate-limit windows,
+ * heartbeats, metrics, the run pool, the spool's waiters, the shared cache
+ * level) and the live state keyed by name: a breaker per model and
+ * provider name, calls in flight and the retry budget per provider name.
+ * Its own: the config (it takes ownership: freed with it), the policy's
+ * model table, the coalescing table and the in-memory response cache
+ * (whose entries point into their config), which starts empty.
+ * New runs must go to the returned router; runs in flight keep old and
+ * its config, and old is freed (with its config if it owned it) on the
+ * loop pass after its last run is reaped. NULL on OOM: old stays. */
+router *router_reload(router *old, bridle_config *cfg);
+/* Frees the router, every older one still alive and all they share; no
+ * run may still be live. */
 void router_free(router *rt);
 
 struct event_base *router_base(const router *rt);

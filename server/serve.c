@@ -184,19 +184,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_add(a->drain_timer, &tv);
 }
 
-static void serve_reload(app *a)
-{
-    log_warn("SIGHUP: reloading the config is not supported yet; ignored (pid %d)", (int)getpid());
-}
-
-/* SIGHUP: reload the config. */
-static void on_hup(evutil_socket_t sig, short what, void *arg)
-{
-    app *a = arg;
-    if (a->draining) return;
-    serve_reload(a);
-}
-
 static const char *arg_value(int argc, char **argv, const char *name)
 {
     for (int i = 2; i < argc - 1; i++)
@@ -214,6 +201,55 @@ static void set_log_level(const char *lvl)
     else if (strcmp(lvl, "error") == 0)
         l = LOG_ERROR;
     log_set_level(l);
+}
+
+/* Worker i > 0 spools in spool_dir/worker-i (worker_main): the same for a
+ * reloaded config, so that the spool directory never reads as changed. */
+static void worker_spool_dir(bridle_config *cfg, int worker)
+{
+    if (worker <= 0) return;
+    char sub[4096];
+    snprintf(sub, sizeof sub, "%s/worker-%d", config_database(cfg)->spool_dir, worker);
+    config_set_spool_dir(cfg, sub);
+}
+
+/* SIGHUP: the config file again. A file that does not load is refused
+ * whole (the old config stays, the log names the file and JSON path); a
+ * setting that needs a restart is logged and kept as it runs. Otherwise
+ * new requests get a router for the new config (router_reload); requests
+ * in flight finish on the old one, which goes with its last run. */
+static void serve_reload(app *a)
+{
+    char err[1024];
+    const char *path = config_path(a->cfg);
+    bridle_config *nw = config_load(path, err, sizeof err);
+    if (!nw) {
+        log_error("config reload refused, the running config is kept: %s", err);
+        return;
+    }
+    worker_spool_dir(nw, a->worker);
+    int kept = config_keep_restart_settings(nw, a->cfg, true);
+    struct router *rt = router_reload(a->router, nw);
+    if (!rt) {
+        config_free(nw);
+        log_error("config reload: out of memory; the running config is kept");
+        return;
+    }
+    a->router = rt;
+    a->cfg = nw;
+    keyring_set_config(a->keys, nw);
+    set_log_level(config_log_level(nw));
+    log_set_json(config_log_json(nw));
+    log_info("config reloaded from %s: %d models, %d routes%s", path, config_n_models(nw),
+             config_n_routes(nw), kept ? "; some changes wait for a restart (above)" : "");
+}
+
+/* SIGHUP: reload the config. */
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    app *a = arg;
+    if (a->draining) return;
+    serve_reload(a);
 }
 
 static struct event_base *new_base(void)
@@ -322,16 +358,25 @@ static int worker_main(int index, int fd, void *arg)
     a.cfg = w->cfg;
     a.worker = index;
     const char *dir = config_database(a.cfg)->spool_dir;
-    if (index > 0) {
-        char sub[4096];
-        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-            log_warn("worker %d: mkdir %s: %s", index, dir, strerror(errno));
-        snprintf(sub, sizeof sub, "%s/worker-%d", dir, index);
-        config_set_spool_dir(a.cfg, sub);
-    }
+    if (index > 0 && mkdir(dir, 0700) != 0 && errno != EEXIST)
+        log_warn("worker %d: mkdir %s: %s", index, dir, strerror(errno));
+    worker_spool_dir(a.cfg, index);
     int rc = serve(&a, fd, w->listen);
-    config_free(a.cfg);
+    config_free(w->cfg); /* a reloaded config is the router's, freed with it */
     return rc;
+}
+
+/* SIGHUP in the supervisor: the config a restarted worker starts with is
+ * the one the others reloaded (each worker logs what it refused). */
+static void supervisor_hup(void *arg)
+{
+    worker_ctx *w = arg;
+    char err[1024];
+    bridle_config *nw = config_load(config_path(w->cfg), err, sizeof err);
+    if (!nw) return;
+    config_keep_restart_settings(nw, w->cfg, false);
+    config_free(w->cfg);
+    w->cfg = nw;
 }
 
 /* How many workers: --workers N|auto, else the config's "workers". */
@@ -399,15 +444,17 @@ int serve_main(int argc, char **argv)
         return 1;
     }
     int rc;
+    bridle_config *first = a.cfg; /* a reloaded config is the router's, freed with it */
     if (n == 1) {
         a.worker = -1;
         rc = serve(&a, fds[0], listen);
+        config_free(first);
     } else {
         worker_ctx w = {.cfg = a.cfg, .listen = listen};
-        rc = workers_run(n, fds, worker_main, NULL, &w);
+        rc = workers_run(n, fds, worker_main, supervisor_hup, &w);
         for (int i = 0; i < n; i++)
             close(fds[i]);
+        config_free(w.cfg);
     }
-    config_free(a.cfg);
     return rc;
 }
