@@ -358,7 +358,7 @@ static int worker_main(int index, int fd, void *arg)
     a.cfg = w->cfg;
     a.worker = index;
     const char *dir = config_database(a.cfg)->spool_dir;
-    if (index > 0 && mkdir(dir, 0700) != 0 && errno != EEXIST)
+    if (index > 0 && config_database(a.cfg)->url[0] && mkdir(dir, 0700) != 0 && errno != EEXIST)
         log_warn("worker %d: mkdir %s: %s", index, dir, strerror(errno));
     worker_spool_dir(a.cfg, index);
     int rc = serve(&a, fd, w->listen);

@@ -9,7 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { SLOW, mockConfig, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { SLOW, mockConfig, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
 /** One request on a connection of its own (so the kernel's SO_REUSEPORT
@@ -47,9 +47,9 @@ function request(port, method, p, { headers = {}, body } = {}) {
   });
 }
 
-const chat = (gw, content) =>
+const chat = (gw, content, headers = {}) =>
   request(gw.port, 'POST', '/v1/chat/completions', {
-    headers: gw.auth,
+    headers: { ...gw.auth, ...headers },
     body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content }] },
   });
 const health = (gw) => request(gw.port, 'GET', '/v1/bridle/health', { headers: gw.auth });
@@ -181,6 +181,21 @@ describe('two workers', () => {
       200,
     );
     for (const id of ids) assert.equal(rows.get(id), 1, `rows for ${id}`);
+  });
+
+  test('state shared in PostgreSQL holds across workers: one Idempotency-Key sent to both runs once', async () => {
+    const before = (await mockStats(mock.url)).requests;
+    const key = `workers-${Date.now()}`;
+    const rs = await Promise.all(Array.from({ length: 16 }, () => chat(gw, 'once across workers [[mock:latency_ms=400]]', { 'idempotency-key': key })));
+    const workers = new Set();
+    for (const r of rs) {
+      assert.equal(r.status, 200, r.text ?? r.error);
+      assert.equal(r.json.id, rs[0].json.id, 'every one got the one answer');
+      workers.add(r.headers['x-bridle-worker']);
+    }
+    assert.deepEqual([...workers].sort(), ['0', '1'], 'both workers answered');
+    assert.equal((await mockStats(mock.url)).requests - before, 1, 'one upstream call');
+    assert.equal(rs.filter((r) => r.headers['idempotent-replayed'] !== 'true').length, 1, 'one ran, the rest were replays');
   });
 
   test('SIGTERM on the supervisor drains both workers: requests in flight finish, it exits 0', async () => {
