@@ -357,6 +357,7 @@ static int worker_main(int index, int fd, void *arg)
     memset(&a, 0, sizeof a);
     a.cfg = w->cfg;
     a.worker = index;
+    log_set_worker(index);
     const char *dir = config_database(a.cfg)->spool_dir;
     if (index > 0 && config_database(a.cfg)->url[0] && mkdir(dir, 0700) != 0 && errno != EEXIST)
         log_warn("worker %d: mkdir %s: %s", index, dir, strerror(errno));
