@@ -1,14 +1,19 @@
 /* The router: what every request of one worker process shares while it is
- * routed. It owns the circuit breakers (one per model target), the retry
- * budgets and call slots (one per provider), the routing policy's model
+ * routed, as one config sees it. Behind it is a core that outlives
+ * configs (router_reload): the circuit breakers (one per model and
+ * provider name), the retry budgets and call slots (one per provider
+ * name), budgets, rate limits, heartbeats, metrics and the pool of
+ * finished runs. The router itself holds its config (borrowed from the
+ * process for the first, owned after a reload), the routing policy's model
  * table with each model's live state, the table of coalesced calls and the
- * pool of finished runs. It borrows the event loop, the config, the engine
+ * memory response cache. It borrows the event loop, the engine
  * (providers/engine.h), the ledger and the idempotency store, which the
  * process owns.
  *
- * The runs (router/run.h) are its only users on the request path; the
- * server reads it for /v1/bridle/health and the drain. One per process,
- * on one thread. */
+ * The runs (router/run.h) are its only users on the request path: a run
+ * keeps the router it started on; the server reads the current one for
+ * /v1/bridle/health and the drain. One current router per process, on one
+ * thread. */
 #ifndef BRIDLE_ROUTER_H
 #define BRIDLE_ROUTER_H
 

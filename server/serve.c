@@ -406,6 +406,13 @@ static void tune_malloc(void)
 int serve_main(int argc, char **argv)
 {
     tune_malloc();
+    /* SIGHUP's default is to end the process: held until the loop handles
+     * it (serve() unblocks it), so a reload asked for during start-up
+     * waits instead of killing the gateway */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_BLOCK, &hup, NULL);
     const char *path = arg_value(argc, argv, "--config");
     if (!path) path = getenv("BRIDLE_CONFIG");
     if (!path) path = "config/bridle.json";
