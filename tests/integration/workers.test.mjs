@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { SLOW, mockConfig, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
-import { startCluster, waitUntil } from './lib/ledgerlib.mjs';
+import { spoolState, startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
 /** One request on a connection of its own (so the kernel's SO_REUSEPORT
  * hash picks a worker for each): → {status, headers, json} or {error}. */
@@ -130,7 +130,7 @@ describe('two workers', () => {
     for (let i = 0; i < 2; i++) assert.ok(per[i] >= N * 0.35 && per[i] <= N * 0.65, `worker ${i} served ${per[i]} of ${N}`);
   });
 
-  test('a worker killed with SIGKILL under load is replaced; only its in-flight requests fail; every success has exactly one ledger row', async (t) => {
+  test('a worker killed with SIGKILL under load is replaced and its spool replayed; only its in-flight requests fail; every success has exactly one ledger row; a second death soon after waits twice as long', async (t) => {
     const oldPid = await pidOf(gw, 1);
     let inFlight = 0;
     let stop = false;
@@ -151,12 +151,15 @@ describe('two workers', () => {
     const served1 = ok.filter((r) => r.headers['x-bridle-worker'] === '1').length;
     inFlightAtKill = inFlight;
     process.kill(oldPid, 'SIGKILL');
+    // what it left in its spool, before its successor (100 ms later) replays it
+    const left = spoolState(path.join(spool, 'worker-1'));
     await sleep(1500);
     stop = true;
     await Promise.all(loops);
 
     t.diagnostic(`${ok.length} answered, ${failed.length} failed, ${inFlightAtKill} in flight at the kill`);
     assert.ok(served1 > 0, 'worker 1 served requests before it was killed');
+    assert.ok(left.unacked > 0, `the killed worker left events its successor must replay: ${JSON.stringify(left)}`);
     await gw.proc.waitFor((p) => new RegExp(`worker 1 \\(pid ${oldPid}\\) was killed by signal 9 \\(Killed\\); restarting it in \\d+ ms`).test(p.stderr), 5000 * SLOW, 'the restart log line');
     const newPid = await pidOf(gw, 1, oldPid);
     assert.notEqual(newPid, oldPid);
@@ -181,6 +184,12 @@ describe('two workers', () => {
       200,
     );
     for (const id of ids) assert.equal(rows.get(id), 1, `rows for ${id}`);
+    await waitUntil(() => spoolState(path.join(spool, 'worker-1')).unacked === 0, 10000 * SLOW, 'the successor shipped its predecessor\'s spool');
+
+    // dying again soon after a restart doubles the wait: a crash loop does not spin
+    process.kill(newPid, 'SIGKILL');
+    await gw.proc.waitFor((p) => new RegExp(`worker 1 \\(pid ${newPid}\\) was killed by signal 9 \\(Killed\\); restarting it in 200 ms`).test(p.stderr), 5000 * SLOW, 'the second restart, after 200 ms');
+    await pidOf(gw, 1, newPid);
   });
 
   test('state shared in PostgreSQL holds across workers: one Idempotency-Key sent to both runs once', async () => {
