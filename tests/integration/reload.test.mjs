@@ -9,7 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { SLOW, get, mockConfig, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { SLOW, get, mockConfig, mockFault, mockReset, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
 let mock, db;
@@ -167,6 +167,28 @@ describe('one gateway', () => {
     const rows = await allRows(ids);
     assert.equal(rows.get(ids[1]).cost, rows.get(ids[0]).cost, 'the in-flight row is priced as before');
     assert.equal(BigInt(rows.get(ids[2]).cost), BigInt(want) * 1000000n, 'the new row is priced at the new price (pico-dollars)');
+    writeFileSync(gw.configPath, JSON.stringify(base, null, 2));
+    await reload(gw, base);
+  });
+
+  test('a target keeps its circuit breaker across a reload; a model moved to another provider gets a fresh one', async () => {
+    const breakerOf = async (model) => (await get(`${gw.url}/v1/bridle/health`, gw.auth)).json.targets.find((t) => t.model === model)?.breaker;
+    await mockFault(mock.url, { model: 'claude-haiku-4-5', count: 50, directives: 'status=503' });
+    for (let i = 0; i < 10 && (await breakerOf('claude-haiku-4-5')).state !== 'open'; i++) await chat(gw, 'claude-haiku-4-5', `fail ${i}`);
+    const open = await breakerOf('claude-haiku-4-5');
+    assert.equal(open.state, 'open', JSON.stringify(open));
+    await mockReset(mock.url);
+    const cfg = structuredClone(base);
+    cfg.models['gpt-4o'] = { provider: 'anthropic', upstream_model: 'claude-haiku-4-5', price: 'gpt-4o' }; // moved
+    await reload(gw, cfg);
+    const kept = await breakerOf('claude-haiku-4-5');
+    assert.equal(kept.state, 'open', `the same model and provider keep their breaker: ${JSON.stringify(kept)}`);
+    assert.ok(kept.opens_total >= open.opens_total);
+    const r = await chat(gw, 'claude-haiku-4-5', 'still resting?');
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.json.error.code, 'circuit_open', r.text);
+    const moved = await breakerOf('gpt-4o');
+    assert.deepEqual([moved.state, moved.opens_total], ['closed', 0], 'a new (model, provider) pair starts closed');
     writeFileSync(gw.configPath, JSON.stringify(base, null, 2));
     await reload(gw, base);
   });
