@@ -1,5 +1,5 @@
 /* One request's life, whichever way it came in (/v1/chat/completions
- * today; /v1/messages and batch lines next): the run.
+ * and /v1/messages today; batch lines next): the run.
  *
  *   NEW -> PLANNING -> ADMITTING -> CALLING <-> WAITING
  *                                  CALLING -> RELAYING (a stream is read)
@@ -93,6 +93,8 @@ typedef struct run_input {
     int idempotency_keys;               /* how many were sent */
     const char *cache_control;          /* the Cache-Control header, or NULL */
     const char *cache_opt;              /* x-bridle-cache: "on" / "off", or NULL */
+    bool messages_api; /* body is the canonical form of a Messages request (router/messages.h) */
+    const char *anthropic_beta; /* ... and its anthropic-beta header, or NULL */
 } run_input;
 
 /* Starts a run. The sink hears from it until done. Returns the run (valid
