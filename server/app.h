@@ -17,6 +17,7 @@ typedef struct app_stats {
 typedef struct app {
     struct event_base *base;
     bridle_config *cfg;
+    int worker; /* this worker's index under a supervisor, or -1 (one process) */
     engine *eng;
     struct h1_server *h1;  /* the HTTP server (server/h1.h) */
     struct router *router; /* breakers, budgets, call slots, coalescing (router/router.h) */

@@ -26,7 +26,6 @@ struct batches {
     int running; /* lines in flight here */
     bool claiming, finalizing, recovering;
     long ticks;
-    int concurrency;
 };
 
 /* ------------------------------------------------------------ the API */
@@ -411,7 +410,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         bs->finalizing = true;
     /* live traffic first: no new line while it is busy */
     if (a->in_flight - bs->running > config_batches(a->cfg)->yield_above) return;
-    int room = bs->concurrency - bs->running;
+    int room = config_batches(a->cfg)->concurrency - bs->running;
     if (!bs->claiming && room > 0 && batchstore_claim(bs->q, instance, room, on_claimed, bs) == 0)
         bs->claiming = true;
 }
@@ -423,7 +422,6 @@ batches *batches_new(app *a)
     batches *bs = calloc(1, sizeof *bs);
     if (!bs) return NULL;
     bs->a = a;
-    bs->concurrency = config_batches(a->cfg)->concurrency;
     bs->q = pgqueue_new(a->base, db->url, 30000, 256);
     bs->tick = event_new(a->base, -1, EV_PERSIST, on_tick, bs);
     struct timeval tv = {0, TICK_MS * 1000};
