@@ -6,25 +6,26 @@
 #define EPOCH(x) "extract(epoch FROM " x ")::bigint"
 
 /* A batch row `b` as OpenAI's Batch object. */
-#define BATCH_JSON                                                                                                                                                                                                                                          \
-    "json_build_object('id', b.id, 'object', 'batch', 'endpoint', b.endpoint, 'errors', NULL, "                                                                                                                                                             \
-    "'input_file_id', b.input_file_id, 'completion_window', b.completion_window, 'status', "                                                                                                                                                                \
-    "b.status, 'output_file_id', b.output_file_id, 'error_file_id', b.error_file_id, "                                                                                                                                                                      \
-    "'created_at', " EPOCH("b.created_at") ", 'in_progress_at', " EPOCH("b.in_progress_at") ", "                                                                                                                                                            \
-                                                                                            "'exp"                                                                                                                                                          \
-                                                                                            "ires"                                                                                                                                                          \
-                                                                                            "_at'"                                                                                                                                                          \
-                                                                                            ","                                                                                                                                                             \
-                                                                                            " " EPOCH("b.expires_at") ", 'finalizing_at', " EPOCH("b.finalizing_at") ", 'completed_at', " EPOCH(                                                            \
-                                                                                                "b.completed_at") ", 'failed_at', NULL, "                                                                                                                   \
-                                                                                                                  "'expired_at', NULL, "                                                                                                                    \
-                                                                                                                  "'cancelling_at', " EPOCH(                                                                                                                \
-                                                                                                                      "b.cancelling_at") ", "                                                                                                               \
-                                                                                                                                         "'cancelled_at', " EPOCH(                                                                                          \
-                                                                                                                                             "b.cancelled_at") ", 'request_counts', (SELECT json_build_object('total', "                                    \
-                                                                                                                                                               "b.total, 'completed', count(*) FILTER (WHERE l.state = 'done'), 'failed', count(*) FILTER " \
-                                                                                                                                                               "(WHERE l.state IN ('failed', 'cancelled'))) FROM bridle_batch_lines l WHERE l.batch_id = "  \
-                                                                                                                                                               "b.id), 'metadata', b.metadata)"
+#define BATCH_JSON                                                                                                                                                                                                                        \
+    "json_build_object('id', b.id, 'object', 'batch', 'endpoint', b.endpoint, 'errors', NULL, "                                                                                                                                           \
+    "'input_file_id', b.input_file_id, 'completion_window', b.completion_window, 'status', "                                                                                                                                              \
+    "b.status, 'output_file_id', b.output_file_id, 'error_file_id', b.error_file_id, "                                                                                                                                                    \
+    "'created_at', " EPOCH("b.created_at") ", 'in_progress_at', " EPOCH(                                                                                                                                                                  \
+        "b.in_progress_at") ", "                                                                                                                                                                                                          \
+                            "'exp"                                                                                                                                                                                                        \
+                            "ires"                                                                                                                                                                                                        \
+                            "_at'"                                                                                                                                                                                                        \
+                            ","                                                                                                                                                                                                           \
+                            " " EPOCH("b.expires_at") ", 'finalizing_at', " EPOCH(                                                                                                                                                        \
+                                "b.finalizing_at") ", 'completed_at', " EPOCH("b.completed_at") ", 'failed_at', NULL, "                                                                                                                   \
+                                                                                                "'expired_at', NULL, "                                                                                                                    \
+                                                                                                "'cancelling_at', " EPOCH(                                                                                                                \
+                                                                                                    "b.cancelling_at") ", "                                                                                                               \
+                                                                                                                       "'cancelled_at', " EPOCH(                                                                                          \
+                                                                                                                           "b.cancelled_at") ", 'request_counts', (SELECT json_build_object('total', "                                    \
+                                                                                                                                             "b.total, 'completed', count(*) FILTER (WHERE l.state = 'done'), 'failed', count(*) FILTER " \
+                                                                                                                                             "(WHERE l.state IN ('failed', 'cancelled'))) FROM bridle_batch_lines l WHERE l.batch_id = "  \
+                                                                                                                                             "b.id), 'metadata', b.metadata)"
 
 static const char SQL_FILE_ENDPOINT[] =
     "SELECT endpoint FROM bridle_files WHERE id = $1 AND key_id = $2 AND purpose = 'batch' AND "
@@ -86,7 +87,7 @@ static const char SQL_FINISH[] =
     "l.line_no)), "                                                                                \
     "'custom_id', l.custom_id, 'response', CASE WHEN l.status IS NULL THEN NULL ELSE "             \
     "json_build_object('status_code', l.status, 'request_id', l.request_id, 'body', "              \
-    "l.response::jsonb) END, 'error', CASE WHEN l.status IS NOT NULL THEN NULL WHEN l.state = "     \
+    "l.response::jsonb) END, 'error', CASE WHEN l.status IS NOT NULL THEN NULL WHEN l.state = "    \
     "'cancelled' THEN json_build_object('code', 'batch_cancelled', 'message', 'the batch was "     \
     "cancelled before this request was sent') ELSE json_build_object('code', "                     \
     "'batch_request_failed', 'message', l.response) END)::text"
@@ -117,9 +118,9 @@ static const char SQL_FINALIZE[] =
 static const char SQL_RECOVER[] =
     "UPDATE bridle_batch_lines l SET state = 'failed', response = 'interrupted: the gateway "
     "sending this request stopped before its answer was recorded; it is not sent again, so that "
-    "no request runs twice' WHERE l.state = 'running' AND l.claimed_by <> $1 AND NOT EXISTS "
-    "(SELECT 1 FROM bridle_instances i WHERE i.instance = l.claimed_by AND i.seen_at > now() - "
-    "interval '30 seconds')";
+    "no request runs twice' WHERE l.state = 'running' AND l.claimed_by <> $1 AND (l.claimed_by "
+    "= $2 OR NOT EXISTS (SELECT 1 FROM bridle_instances i WHERE i.instance = l.claimed_by AND "
+    "i.seen_at > now() - interval '30 seconds'))";
 
 int batchstore_file_endpoint(pgqueue *q, const char *file_id, const char *key_id, pgqueue_fn fn,
                              void *ctx)
@@ -178,8 +179,9 @@ int batchstore_finalize(pgqueue *q, pgqueue_fn fn, void *ctx)
     return pgqueue_send(q, SQL_FINALIZE, NULL, 0, -1, fn, ctx);
 }
 
-int batchstore_recover(pgqueue *q, const char *instance, pgqueue_fn fn, void *ctx)
+int batchstore_recover(pgqueue *q, const char *instance, const char *previous, pgqueue_fn fn,
+                       void *ctx)
 {
-    const char *p[] = {instance};
-    return pgqueue_send(q, SQL_RECOVER, p, 1, -1, fn, ctx);
+    const char *p[] = {instance, previous};
+    return pgqueue_send(q, SQL_RECOVER, p, 2, -1, fn, ctx);
 }

@@ -10,6 +10,7 @@
 #include "db/batchstore.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "router/budget.h"
 #include "router/keyring.h"
 #include "router/router.h"
 #include "router/run.h"
@@ -273,6 +274,8 @@ void batches_handle(app *a, h1_req *req, const key_conf *key, const char *path, 
 
 /* ------------------------------------------------------------ the local queue */
 
+static void try_claim(batches *bs);
+
 /* One line being run: the run's sink. */
 typedef struct bline {
     batches *bs;
@@ -302,6 +305,7 @@ static void line_end(bline *l, const char *state, const char *status, const char
                  l->line_no, l->batch_id);
     bs->running--;
     bs->a->in_flight--;
+    try_claim(bs); /* the next line at once, not at the next tick */
     buf_free(&l->request);
     buf_free(&l->body);
     free(l);
@@ -395,6 +399,28 @@ static void on_recovered(void *ctx, PGresult *res, const char *error)
                  PQcmdTuples(res));
 }
 
+/* Claims lines for the room left, unless live traffic is busy (it comes
+ * first) or a claim is on its way. */
+static void try_claim(batches *bs)
+{
+    app *a = bs->a;
+    if (bs->claiming || a->draining || !pgqueue_up(bs->q)) return;
+    if (a->in_flight - bs->running > config_batches(a->cfg)->yield_above) return;
+    int room = config_batches(a->cfg)->concurrency - bs->running;
+    if (room > 0 &&
+        batchstore_claim(bs->q, router_instance_id(a->router), room, on_claimed, bs) == 0)
+        bs->claiming = true;
+}
+
+/* The process this one replaced on its spool: its running lines are
+ * interrupted for sure. NULL when none. */
+static const char *previous_instance(app *a)
+{
+    const struct budget *b = router_budgets(a->router);
+    const char *p = b ? budget_previous_instance(b) : NULL;
+    return p && *p ? p : NULL;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     batches *bs = arg;
@@ -403,16 +429,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     const char *instance = router_instance_id(a->router);
     bs->ticks++;
     if (!bs->recovering && bs->ticks % RECOVER_EVERY_TICKS == 1 &&
-        batchstore_recover(bs->q, instance, on_recovered, bs) == 0)
+        batchstore_recover(bs->q, instance, previous_instance(a), on_recovered, bs) == 0)
         bs->recovering = true;
     if (!bs->finalizing && bs->ticks % FINALIZE_EVERY_TICKS == 0 &&
         batchstore_finalize(bs->q, on_finalized, bs) == 0)
         bs->finalizing = true;
-    /* live traffic first: no new line while it is busy */
-    if (a->in_flight - bs->running > config_batches(a->cfg)->yield_above) return;
-    int room = config_batches(a->cfg)->concurrency - bs->running;
-    if (!bs->claiming && room > 0 && batchstore_claim(bs->q, instance, room, on_claimed, bs) == 0)
-        bs->claiming = true;
+    try_claim(bs);
 }
 
 batches *batches_new(app *a)

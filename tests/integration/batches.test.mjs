@@ -24,7 +24,7 @@ before(async () => {
       database: { url: db.url, spool_dir: tmpDir('bridle-spool-'), flush_interval_ms: 100 },
       keys: [{ id: 'other', sha256: second.sha256, team: 'other' }],
       resilience: { max_attempts: 1 },
-      batches: { concurrency: 4 },
+      batches: { concurrency: 16 },
     }),
     keyId: 'batcher',
   });
@@ -104,6 +104,28 @@ describe('a batch through the local queue', () => {
     assert.equal(rows.length, n);
     assert.ok(rows.every((r) => r.key_id === 'batcher'));
     assert.equal(rows.filter((r) => r.status === 400).length, 1);
+  });
+
+  test('10,000 lines: every one answered, in order, one ledger row each', async () => {
+    await mockReset(mock.url);
+    const n = 10000;
+    const lines = [];
+    for (let i = 0; i < n; i++) lines.push(line(`big-${i}`, `Line ${i} of the big batch`, MODELS[i % 4]));
+    const t0 = Date.now();
+    const created = await submit(lines);
+    const done = await until(created.id, ['completed'], 240000);
+    const ms = Date.now() - t0;
+    assert.deepEqual(done.request_counts, { total: n, completed: n, failed: 0 });
+    const out = await fileLines(done.output_file_id);
+    assert.equal(out.length, n);
+    out.forEach((o, i) => {
+      assert.equal(o.custom_id, `big-${i}`);
+      assert.equal(o.response.body.choices[0].message.content, answerFor(MODELS[i % 4]));
+    });
+    assert.equal((await mockStats(mock.url)).requests, n);
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM usage_events WHERE end_user LIKE $1', [`${RUN}-big-%`]);
+    assert.equal(rows[0].n, n);
+    console.log(`# 10,000 lines in ${ms} ms`);
   });
 
   test('cancel midway: the pending lines are never sent', async () => {
