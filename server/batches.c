@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "db/batchstore.h"
+#include "db/idem.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "router/budget.h"
@@ -39,6 +40,8 @@ typedef struct bcall {
     char id[40];
     char file_id[64];
     char *metadata;
+    char idem_key[256];  /* the Idempotency-Key, or "" */
+    char idem_owner[64]; /* the claim's token, while it is held */
 } bcall;
 
 static void on_gone(void *arg)
@@ -59,11 +62,14 @@ static bcall *call_new(app *a, h1_req *req, const key_conf *key)
     return c;
 }
 
+static void idem_settle(bcall *c, int status, const char *json, size_t len);
+
 /* The call is over: answered now (status and body), or its client left. */
 static void call_end(bcall *c, int status, const char *json, size_t len, const char *code,
                      const char *param, const char *msg)
 {
     app *a = c->a;
+    idem_settle(c, status, json, len);
     if (c->gone) {
         h1_req_release(c->req);
     } else {
@@ -81,6 +87,21 @@ static void call_end(bcall *c, int status, const char *json, size_t len, const c
     a->in_flight--;
     free(c->metadata);
     free(c);
+}
+
+/* The creation's outcome under its Idempotency-Key: a batch made (or a
+ * request refused for good) is kept for replay; a failure of the database
+ * gives the key up, so a retry runs anew. */
+static void idem_settle(bcall *c, int status, const char *json, size_t len)
+{
+    idem_store *st = router_idem(c->a->router);
+    if (!c->idem_owner[0] || !st) return;
+    if (status == 200)
+        idem_store_result(st, c->key->id, c->idem_key, c->idem_owner, 200, "application/json", json,
+                          len, NULL, NULL);
+    else
+        idem_release(st, c->key->id, c->idem_key, c->idem_owner);
+    c->idem_owner[0] = '\0';
 }
 
 static void db_failed(bcall *c, const char *why)
@@ -146,7 +167,67 @@ static void bad(app *a, h1_req *req, const char *param, const char *msg)
     http_reply_error(a, req, 400, "invalid_request_error", "invalid_request", param, msg, false);
 }
 
-static void create(app *a, h1_req *req, const key_conf *key)
+static void create_start(bcall *c)
+{
+    if (batchstore_file_endpoint(c->a->batches->q, c->file_id, c->key->id, on_file_endpoint, c) !=
+        0)
+        db_failed(c, "it is busy or away");
+}
+
+static void on_idem_claim(void *ctx, const idem_result *res)
+{
+    bcall *c = ctx;
+    switch (res->outcome) {
+    case IDEM_CLAIMED:
+        snprintf(c->idem_owner, sizeof c->idem_owner, "%s", res->owner);
+        create_start(c);
+        return;
+    case IDEM_REPLAY:
+        if (!c->gone) h1_add_header(c->req, "Idempotent-Replayed", "true");
+        call_end(c, res->status, res->body, res->body_len, NULL, NULL, NULL);
+        return;
+    case IDEM_MISMATCH:
+        call_end(c, 422, NULL, 0, "idempotency_key_reused", NULL,
+                 "This Idempotency-Key was already used with a different request body; a key "
+                 "names one request: send a new key with a new request");
+        return;
+    case IDEM_IN_PROGRESS:
+        call_end(c, 409, NULL, 0, "idempotency_key_in_use", NULL,
+                 "A request with this Idempotency-Key is still being processed; retry after it "
+                 "finishes to get its answer");
+        return;
+    default:
+        db_failed(c, res->error ? res->error : "did not answer the Idempotency-Key claim");
+    }
+}
+
+/* The same rules as chat completions (db/idem.h): one creation per key and
+ * body, replayed after. */
+static void idem_begin(bcall *c, const char *header, const char *body, size_t len)
+{
+    idem_store *st = router_idem(c->a->router);
+    if (!st) {
+        create_start(c);
+        return;
+    }
+    if (idem_parse_key(header, c->idem_key, sizeof c->idem_key) != 0) {
+        call_end(c, 400, NULL, 0, "invalid_idempotency_key", NULL,
+                 "The Idempotency-Key header must be 1 to 255 printable ASCII characters, as a "
+                 "quoted string (\"...\") or a bare token without spaces");
+        return;
+    }
+    buf b = BUF_INIT;
+    buf_append_str(&b, "POST /v1/batches\n");
+    buf_append(&b, body, len);
+    char fp[65];
+    util_sha256_hex(b.data, b.len, fp);
+    buf_free(&b);
+    bool wait = config_idempotency(c->a->cfg)->wait;
+    if (!idem_claim(st, c->key->id, c->idem_key, fp, wait, util_now_ms() + 30000, on_idem_claim, c))
+        db_failed(c, "could not be asked (no memory)");
+}
+
+static void create(app *a, h1_req *req, const key_conf *key, const char *idem_key)
 {
     size_t len;
     const char *body = h1_req_body(req, &len);
@@ -183,9 +264,12 @@ static void create(app *a, h1_req *req, const key_conf *key)
         memcpy(c->id, "batch_", 6);
         if (md && json_object_is_type(md, json_type_object))
             c->metadata = strdup(json_object_to_json_string_ext(md, JSON_C_TO_STRING_PLAIN));
-        if (!util_random_hex(c->id + 6, 12) ||
-            batchstore_file_endpoint(a->batches->q, file, key->id, on_file_endpoint, c) != 0)
-            db_failed(c, "it is busy or away");
+        if (!util_random_hex(c->id + 6, 12))
+            db_failed(c, "gave no random id");
+        else if (idem_key)
+            idem_begin(c, idem_key, body, len);
+        else
+            create_start(c);
     }
     json_object_put(o);
 }
@@ -224,7 +308,8 @@ static void list_query(const char *path, int *limit, char after[40])
     if (*limit > 100) *limit = 100;
 }
 
-void batches_handle(app *a, h1_req *req, const key_conf *key, const char *path, h1_method cmd)
+void batches_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
+                    const char *path, h1_method cmd)
 {
     batches *bs = a->batches;
     if (!bs) {
@@ -246,7 +331,11 @@ void batches_handle(app *a, h1_req *req, const key_conf *key, const char *path, 
         return;
     }
     if (list && cmd == H1_POST) {
-        create(a, req, key);
+        if (hdr->idempotency_keys > 1)
+            http_reply_error(a, req, 400, "invalid_request_error", "invalid_idempotency_key", NULL,
+                             "Send at most one Idempotency-Key header", false);
+        else
+            create(a, req, key, hdr->idempotency_key);
         return;
     }
     if (!(list ? cmd == H1_GET : (cancel ? cmd == H1_POST : cmd == H1_GET))) {

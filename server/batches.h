@@ -17,7 +17,9 @@ typedef struct batches batches;
 
 batches *batches_new(app *a); /* NULL without a database (or memory) */
 void batches_free(batches *bs);
-/* path starts with /v1/batches. */
-void batches_handle(app *a, h1_req *req, const key_conf *key, const char *path, h1_method cmd);
+struct request_headers;
+/* path starts with /v1/batches; hdr: its Idempotency-Key. */
+void batches_handle(app *a, h1_req *req, const key_conf *key, const struct request_headers *hdr,
+                    const char *path, h1_method cmd);
 
 #endif

@@ -572,7 +572,7 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
     }
     if (path_is(path, "/v1/batches") || strncmp(path, "/v1/batches/", 12) == 0) {
         const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
-        if (k) batches_handle(a, req, k, path, cmd);
+        if (k) batches_handle(a, req, k, h, path, cmd);
         return;
     }
     if (path_is(path, "/v1/files") || strncmp(path, "/v1/files/", 10) == 0) {

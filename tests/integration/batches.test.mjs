@@ -164,6 +164,21 @@ describe('a batch through the local queue', () => {
     assert.deepEqual(mine, []);
   });
 
+  test('Idempotency-Key on creation: one batch, replayed; another body with the key is a 422', async () => {
+    const file = await client.files.create({ file: await toFile(Buffer.from(line('idem-1', 'hi') + '\n'), 'i.jsonl'), purpose: 'batch' });
+    const body = { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' };
+    const key = `idem-${RUN}`;
+    const first = await client.batches.create(body, { headers: { 'Idempotency-Key': key } }).withResponse();
+    const again = await client.batches.create(body, { headers: { 'Idempotency-Key': key } }).withResponse();
+    assert.equal(again.data.id, first.data.id);
+    assert.equal(again.response.headers.get('idempotent-replayed'), 'true');
+    assert.equal(first.response.headers.get('idempotent-replayed'), null);
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM bridle_batches WHERE input_file_id = $1', [file.id]);
+    assert.equal(rows[0].n, 1);
+    await assert.rejects(client.batches.create({ ...body, metadata: { x: 'y' } }, { headers: { 'Idempotency-Key': key } }), (e) => e.status === 422);
+    await until(first.data.id, ['completed']);
+  });
+
   test('a batch of a file that is not there, or of another endpoint, is refused', async () => {
     await assert.rejects(
       client.batches.create({ input_file_id: 'file-000000000000000000000000', endpoint: '/v1/chat/completions', completion_window: '24h' }),
