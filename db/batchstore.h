@@ -7,6 +7,9 @@
 
 #include "db/pgqueue.h"
 
+/* The API a batch came in by: it decides the shape of its answers. */
+typedef enum { BATCH_API_OPENAI, BATCH_API_ANTHROPIC } batch_api;
+
 typedef struct batch_new {
     const char *id; /* "batch_" + 24 hex digits */
     const char *key_id, *key_sha256, *team;
@@ -21,17 +24,27 @@ int batchstore_file_endpoint(pgqueue *q, const char *file_id, const char *key_id
                              void *ctx);
 /* Creates the batch and its lines from the file; row 0: the batch JSON. */
 int batchstore_create(pgqueue *q, const batch_new *b, pgqueue_fn fn, void *ctx);
-/* Row 0: the batch JSON, or no row. */
-int batchstore_get(pgqueue *q, const char *id, const char *key_id, pgqueue_fn fn, void *ctx);
-/* Row 0: {"object":"list","data":[...],"first_id","last_id","has_more"}, newest
+/* An Anthropic batch from its requests, already translated to canonical
+ * JSONL lines (jsonl: not copied, valid until fn runs; file_id names the
+ * file they are kept in); row 0: the MessageBatch JSON. */
+int batchstore_create_messages(pgqueue *q, const batch_new *b, const char *file_id,
+                               const char *jsonl, int lines, pgqueue_fn fn, void *ctx);
+/* Row 0: the batch JSON in api's shape, or no row (none of this key and API). */
+int batchstore_get(pgqueue *q, batch_api api, const char *id, const char *key_id, pgqueue_fn fn,
+                   void *ctx);
+/* Row 0: the list in api's shape ({"object":"list"} for OpenAI), newest
  * first, after: the id the previous page ended with (or NULL). */
-int batchstore_list(pgqueue *q, const char *key_id, const char *after, int limit, pgqueue_fn fn,
-                    void *ctx);
+int batchstore_list(pgqueue *q, batch_api api, const char *key_id, const char *after, int limit,
+                    pgqueue_fn fn, void *ctx);
 /* Cancels (its pending lines are never sent); row 0: the batch JSON, or no row. */
-int batchstore_cancel(pgqueue *q, const char *id, const char *key_id, pgqueue_fn fn, void *ctx);
+int batchstore_cancel(pgqueue *q, batch_api api, const char *id, const char *key_id, pgqueue_fn fn,
+                      void *ctx);
+/* An Anthropic batch's lines in order; rows: the batch's status, then each
+ * line's custom_id, state, status and response. No row: no such batch. */
+int batchstore_results(pgqueue *q, const char *id, const char *key_id, pgqueue_fn fn, void *ctx);
 
 /* Claims up to n pending lines of running batches for `instance`; rows:
- * batch_id, line_no, custom_id, body, key_sha256. */
+ * batch_id, line_no, custom_id, body, key_sha256, api. */
 int batchstore_claim(pgqueue *q, const char *instance, int n, pgqueue_fn fn, void *ctx);
 /* A claimed line's end: state "done" or "failed", the answer's status
  * ("" when there was none), its request id, and the body (or, without a

@@ -41,7 +41,8 @@ static const char SQL_DELETE[] =
 static const char SQL_LIST[] =
     "SELECT json_build_object('object', 'list', 'data', coalesce(json_agg(f.j ORDER BY f.t DESC), "
     "'[]'), 'has_more', false) FROM (SELECT " FILE_JSON " AS j, created_at AS t FROM bridle_files "
-    "WHERE key_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR purpose = $2) ORDER BY "
+    "WHERE key_id = $1 AND deleted_at IS NULL AND purpose <> 'messages_batch' AND ($2::text IS "
+    "NULL OR purpose = $2) ORDER BY "
     "created_at DESC LIMIT $3::integer) f";
 
 static void on_result(void *ctx, PGresult *res, const char *error)

@@ -12,7 +12,8 @@ CREATE TABLE bridle_batches (
     key_id            text        NOT NULL,
     key_sha256        text        NOT NULL,       -- the key it runs under (its hash, as in bridle_keys)
     team              text,
-    input_file_id     text        NOT NULL REFERENCES bridle_files (id),
+    input_file_id     text        NOT NULL REFERENCES bridle_files (id), -- Anthropic's: a file of its own
+    api               text        NOT NULL DEFAULT 'openai', -- the API it came in by: openai, anthropic
     endpoint          text        NOT NULL,
     completion_window text        NOT NULL,
     status            text        NOT NULL,       -- in_progress, finalizing, completed, cancelling, cancelled, failed

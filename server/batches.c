@@ -13,6 +13,7 @@
 #include "lib/util.h"
 #include "router/budget.h"
 #include "router/keyring.h"
+#include "router/messages.h"
 #include "router/router.h"
 #include "router/run.h"
 #include "server/http.h"
@@ -40,6 +41,9 @@ typedef struct bcall {
     char id[40];
     char file_id[64];
     char *metadata;
+    batch_api api;
+    bool binary;         /* the answer is JSONL (results), not JSON */
+    buf lines;           /* an Anthropic batch's canonical lines, while it is created */
     char idem_key[256];  /* the Idempotency-Key, or "" */
     char idem_owner[64]; /* the claim's token, while it is held */
 } bcall;
@@ -74,7 +78,9 @@ static void call_end(bcall *c, int status, const char *json, size_t len, const c
         h1_req_release(c->req);
     } else {
         h1_watch_gone(c->req, NULL, NULL);
-        if (status == 200)
+        if (status == 200 && c->binary)
+            http_reply(a, c->req, 200, "application/x-jsonlines", json, len);
+        else if (status == 200)
             http_reply_json(a, c->req, 200, json, len);
         else {
             if (status == 503) h1_add_header(c->req, "Retry-After", "1");
@@ -86,6 +92,7 @@ static void call_end(bcall *c, int status, const char *json, size_t len, const c
     keyring_release(c->key);
     a->in_flight--;
     free(c->metadata);
+    buf_free(&c->lines);
     free(c);
 }
 
@@ -296,10 +303,13 @@ static void list_query(const char *path, int *limit, char after[40])
     for (const char *p = q; p && *p; p = strchr(p + 1, '&')) {
         const char *kv = p + 1;
         if (strncmp(kv, "limit=", 6) == 0) *limit = atoi(kv + 6);
-        if (strncmp(kv, "after=", 6) == 0) {
-            size_t n = strcspn(kv + 6, "&");
+        size_t skip = strncmp(kv, "after=", 6) == 0      ? 6
+                      : strncmp(kv, "after_id=", 9) == 0 ? 9 /* Anthropic's */
+                                                         : 0;
+        if (skip) {
+            size_t n = strcspn(kv + skip, "&");
             if (n < 40) {
-                memcpy(after, kv + 6, n);
+                memcpy(after, kv + skip, n);
                 after[n] = '\0';
             }
         }
@@ -352,11 +362,12 @@ void batches_handle(app *a, h1_req *req, const key_conf *key, const request_head
         int limit;
         char after[40];
         list_query(path, &limit, after);
-        rc = batchstore_list(bs->q, key->id, after[0] ? after : NULL, limit, on_batch, c);
+        rc = batchstore_list(bs->q, BATCH_API_OPENAI, key->id, after[0] ? after : NULL, limit,
+                             on_batch, c);
     } else {
         snprintf(c->id, sizeof c->id, "%s", id);
-        rc = cancel ? batchstore_cancel(bs->q, id, key->id, on_batch, c)
-                    : batchstore_get(bs->q, id, key->id, on_batch, c);
+        rc = cancel ? batchstore_cancel(bs->q, BATCH_API_OPENAI, id, key->id, on_batch, c)
+                    : batchstore_get(bs->q, BATCH_API_OPENAI, id, key->id, on_batch, c);
     }
     if (rc != 0) db_failed(c, "it is busy or away");
 }
@@ -447,6 +458,7 @@ static void line_start(batches *bs, PGresult *res, int row)
         .what = "POST /v1/chat/completions (batch)",
         .key = k,
         .request_id = l->request_id,
+        .messages_api = strcmp(PQgetvalue(res, row, 5), "anthropic") == 0,
     };
     /* the run reads the body until done; the claim's result goes now */
     buf_append(&l->request, in.body, in.body_len);
@@ -549,4 +561,239 @@ void batches_free(batches *bs)
     if (bs->tick) event_free(bs->tick);
     pgqueue_free(bs->q);
     free(bs);
+}
+
+/* ------------------------------------------------------------ Anthropic's Message Batches */
+
+#define MESSAGES_BATCH_MAX 100000
+
+static bool custom_id_ok(const jdoc *d, uint32_t v)
+{
+    if (jdoc_type(d, v) != JT_STRING) return false;
+    size_t n = d->t[v].end - d->t[v].start;
+    if (n < 1 || n > 64 || d->t[v].escaped) return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = d->src[d->t[v].start + i];
+        if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') && !(ch >= '0' && ch <= '9') &&
+            ch != '_' && ch != '-')
+            return false;
+    }
+    return true;
+}
+
+/* requests[i] → one canonical JSONL line in out; -1 with err. ids: the
+ * custom_ids so far, "\n"-separated (a batch is small enough to scan). */
+static int messages_request_line(const jdoc *d, uint32_t r, int i, buf *ids, buf *out, char *err,
+                                 size_t errlen)
+{
+    uint32_t id = jdoc_get(d, r, "custom_id"), params = jdoc_get(d, r, "params");
+    if (!custom_id_ok(d, id)) {
+        snprintf(err, errlen, "requests.%d.custom_id: must be 1 to 64 letters, digits, '_' or '-'",
+                 i);
+        return -1;
+    }
+    size_t idl;
+    const char *ids_raw = jdoc_raw(d, id, &idl); /* with its quotes */
+    if (memmem(ids->data ? ids->data : "", ids->len, ids_raw, idl)) {
+        snprintf(err, errlen,
+                 "requests.%d.custom_id: %.*s is used twice: each request needs its own", i,
+                 (int)idl, ids_raw);
+        return -1;
+    }
+    buf_append(ids, ids_raw, idl);
+    if (jdoc_type(d, params) != JT_OBJECT) {
+        snprintf(err, errlen, "requests.%d.params: Field required (the Messages API request)", i);
+        return -1;
+    }
+    if (jdoc_type(d, jdoc_get(d, params, "stream")) == JT_TRUE) {
+        snprintf(err, errlen, "requests.%d.params.stream: a batch request cannot stream", i);
+        return -1;
+    }
+    size_t plen;
+    const char *praw = jdoc_raw(d, params, &plen);
+    buf body = BUF_INIT;
+    jdoc pd = JDOC_INIT;
+    char why[400];
+    int rc = messages_to_chat(praw, plen, false, &pd, &body, why, sizeof why);
+    if (rc != 0)
+        snprintf(err, errlen, "requests.%d.params.%s", i, why);
+    else {
+        buf_append_str(out, "{\"custom_id\":");
+        buf_append(out, ids_raw, idl);
+        buf_append_str(out, ",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":");
+        buf_append(out, body.data, body.len);
+        buf_append_str(out, "}\n");
+    }
+    jdoc_free(&pd);
+    buf_free(&body);
+    return rc;
+}
+
+static void create_messages(app *a, h1_req *req, const key_conf *key)
+{
+    size_t len;
+    const char *body = h1_req_body(req, &len);
+    jdoc d = JDOC_INIT;
+    buf lines = BUF_INIT, ids = BUF_INIT;
+    char err[500] = "";
+    uint32_t reqs = JT_NONE;
+    int n = 0;
+    if (jdoc_parse(&d, body, len, err, sizeof err, NULL) != 0 || jdoc_type(&d, 0) != JT_OBJECT)
+        snprintf(err, sizeof err, "the body must be a JSON object {\"requests\": [...]}");
+    else if (jdoc_type(&d, reqs = jdoc_get(&d, 0, "requests")) != JT_ARRAY || !d.t[reqs].size)
+        snprintf(err, sizeof err, "requests: a list of at least one {custom_id, params}");
+    else if (d.t[reqs].size > MESSAGES_BATCH_MAX)
+        snprintf(err, sizeof err, "requests: at most %d in a batch", MESSAGES_BATCH_MAX);
+    else {
+        err[0] = '\0';
+        for (uint32_t r = jdoc_first(&d, reqs); r != JT_NONE && !err[0]; r = jdoc_next(&d, reqs, r))
+            messages_request_line(&d, r, n++, &ids, &lines, err, sizeof err);
+    }
+    jdoc_free(&d);
+    buf_free(&ids);
+    if (err[0]) {
+        bad(a, req, NULL, err);
+        buf_free(&lines);
+        return;
+    }
+    bcall *c = call_new(a, req, key);
+    if (!c) {
+        buf_free(&lines);
+        return;
+    }
+    c->api = BATCH_API_ANTHROPIC;
+    c->lines = lines; /* kept until the query ends (borrowed by it) */
+    char file_id[40] = "file-";
+    memcpy(c->id, "msgbatch_", 9);
+    if (!util_random_hex(c->id + 9, 12) || !util_random_hex(file_id + 5, 12)) {
+        db_failed(c, "gave no random id");
+        return;
+    }
+    batch_new b = {.id = c->id, .key_id = key->id, .key_sha256 = key->sha256, .team = key->team};
+    if (batchstore_create_messages(a->batches->q, &b, file_id, c->lines.data, n, on_batch, c) != 0)
+        db_failed(c, "it is busy or away");
+}
+
+/* One line of the results file, Anthropic's shape. */
+static void result_line(bcall *c, PGresult *res, int row, jdoc *d, buf *out)
+{
+    const char *state = PQgetvalue(res, row, 2), *response = PQgetvalue(res, row, 4);
+    int status = PQgetisnull(res, row, 3) ? 0 : atoi(PQgetvalue(res, row, 3));
+    buf_append_str(out, "{\"custom_id\":");
+    const char *id = PQgetvalue(res, row, 1);
+    buf_append_json_str(out, id, strlen(id));
+    buf_append_str(out, ",\"result\":");
+    size_t at = out->len;
+    if (strcmp(state, "done") == 0) {
+        buf_append_str(out, "{\"type\":\"succeeded\",\"message\":");
+        char msg_id[40];
+        snprintf(msg_id, sizeof msg_id, "msg_%.24s", c->id + 9);
+        if (messages_from_completion(response, strlen(response), msg_id, d, out) == 0) {
+            buf_append_str(out, "}}\n");
+            return;
+        }
+        out->len = at; /* unreadable: an error below */
+        status = 502;
+    }
+    if (strcmp(state, "cancelled") == 0) {
+        buf_append_str(out, "{\"type\":\"canceled\"}}\n");
+        return;
+    }
+    buf_append_str(out, "{\"type\":\"errored\",\"error\":");
+    if (status)
+        messages_error_from(response, strlen(response), status, d, out);
+    else
+        messages_error_json(out, 500, response, strlen(response));
+    buf_append_str(out, "}}\n");
+}
+
+static void on_results(void *ctx, PGresult *res, const char *error)
+{
+    bcall *c = ctx;
+    if (!result_ok(res)) {
+        db_failed(c, res ? PQresultErrorMessage(res) : error);
+        return;
+    }
+    char msg[200];
+    if (PQntuples(res) == 0) {
+        snprintf(msg, sizeof msg, "No batch found with id '%.64s'", c->id);
+        call_end(c, 404, NULL, 0, "batch_not_found", NULL, msg);
+        return;
+    }
+    const char *st = PQgetvalue(res, 0, 0);
+    if (strcmp(st, "completed") != 0 && strcmp(st, "cancelled") != 0) {
+        snprintf(msg, sizeof msg, "Batch %.64s has not ended yet: its results come once it has",
+                 c->id);
+        call_end(c, 400, NULL, 0, "batch_not_ended", NULL, msg);
+        return;
+    }
+    buf out = BUF_INIT;
+    jdoc d = JDOC_INIT;
+    for (int i = 0; i < PQntuples(res); i++)
+        if (!PQgetisnull(res, i, 1)) result_line(c, res, i, &d, &out);
+    c->binary = true;
+    call_end(c, 200, out.data ? out.data : "", out.len, NULL, NULL, NULL);
+    jdoc_free(&d);
+    buf_free(&out);
+}
+
+void messages_batches_handle(app *a, h1_req *req, const key_conf *key, const char *path,
+                             h1_method cmd)
+{
+    batches *bs = a->batches;
+    if (!bs) {
+        http_reply_error(a, req, 503, "server_error", "database_unavailable", NULL,
+                         "Message Batches need the database (database.url), which is not "
+                         "configured",
+                         true);
+        return;
+    }
+    const char *rest = path + 20; /* past "/v1/messages/batches" */
+    bool list = *rest == '\0' || *rest == '?';
+    char id[40] = "";
+    const char *tail = "";
+    if (!list) {
+        size_t n = strcspn(rest + 1, "/?");
+        if (*rest != '/' || n == 0 || n >= sizeof id) {
+            http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL,
+                             "Unknown path under /v1/messages/batches", false);
+            return;
+        }
+        memcpy(id, rest + 1, n);
+        id[n] = '\0';
+        tail = rest + 1 + n;
+    }
+    bool cancel = strncmp(tail, "/cancel", 7) == 0, results = strncmp(tail, "/results", 8) == 0;
+    if (list && cmd == H1_POST) {
+        create_messages(a, req, key);
+        return;
+    }
+    bool ok = list     ? cmd == H1_GET
+              : cancel ? cmd == H1_POST
+                       : (results || !*tail || *tail == '?') && cmd == H1_GET;
+    if (!ok) {
+        http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                         "Message Batches take POST and GET /v1/messages/batches, GET "
+                         "/v1/messages/batches/{id}, POST .../{id}/cancel and GET .../{id}/results",
+                         false);
+        return;
+    }
+    bcall *c = call_new(a, req, key);
+    if (!c) return;
+    c->api = BATCH_API_ANTHROPIC;
+    snprintf(c->id, sizeof c->id, "%s", id);
+    int rc;
+    if (list) {
+        int limit;
+        char after[40];
+        list_query(path, &limit, after);
+        rc = batchstore_list(bs->q, BATCH_API_ANTHROPIC, key->id, after[0] ? after : NULL, limit,
+                             on_batch, c);
+    } else if (results)
+        rc = batchstore_results(bs->q, id, key->id, on_results, c);
+    else if (cancel)
+        rc = batchstore_cancel(bs->q, BATCH_API_ANTHROPIC, id, key->id, on_batch, c);
+    else
+        rc = batchstore_get(bs->q, BATCH_API_ANTHROPIC, id, key->id, on_batch, c);
+    if (rc != 0) db_failed(c, "it is busy or away");
 }

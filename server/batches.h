@@ -22,4 +22,12 @@ struct request_headers;
 void batches_handle(app *a, h1_req *req, const key_conf *key, const struct request_headers *hdr,
                     const char *path, h1_method cmd);
 
+/* Anthropic's Message Batches on the same machinery (path starts with
+ * /v1/messages/batches): each request's params are translated to the
+ * canonical chat request at creation (router/messages.h), run with the
+ * Anthropic way in's answers, and the results come back as Anthropic's
+ * {custom_id, result} lines. */
+void messages_batches_handle(app *a, h1_req *req, const key_conf *key, const char *path,
+                             h1_method cmd);
+
 #endif

@@ -550,6 +550,11 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         chat_handle(a, req, k, h, id);
         return;
     }
+    if (path_is(path, "/v1/messages/batches") || strncmp(path, "/v1/messages/batches/", 21) == 0) {
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (k) messages_batches_handle(a, req, k, path, cmd);
+        return;
+    }
     if (path_is(path, "/v1/messages") || path_is(path, "/v1/messages/count_tokens")) {
         bool count = path[12] == '/';
         if (cmd != H1_POST) {

@@ -6,9 +6,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI, { toFile } from 'openai';
 
-import { mockConfig, mockReset, mockStats, newKey, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { mockConfig, mockReset, mockStats, newKey, runCli, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster } from './lib/ledgerlib.mjs';
 import { answerFor } from './lib/mockmath.mjs';
 
@@ -189,4 +193,95 @@ describe('a batch through the local queue', () => {
       (e) => e.status === 400 && e.param === 'endpoint',
     );
   });
+});
+
+describe("Anthropic's Message Batches", () => {
+  let ac;
+  before(() => {
+    ac = new Anthropic({ apiKey: gw.key, baseURL: gw.url, maxRetries: 0 });
+  });
+  const req = (id, content, model = 'claude-haiku-4-5') => ({
+    custom_id: id,
+    params: { model, max_tokens: 64, messages: [{ role: 'user', content }], metadata: { user_id: `${RUN}-${id}` } },
+  });
+  async function ended(id) {
+    for (let t = 0; t < 300; t++) {
+      const b = await ac.messages.batches.retrieve(id);
+      if (b.processing_status === 'ended') return b;
+      await sleep(100);
+    }
+    assert.fail(`message batch ${id} did not end`);
+  }
+
+  test('create, retrieve, results in order; an errored request; routed to any dialect', async () => {
+    const requests = MODELS.map((m, i) => req(`m-${i}`, `Hello ${i}`, m));
+    requests.push(req('m-bad', '[[mock:status=400]] refuse'));
+    const b = await ac.messages.batches.create({ requests });
+    assert.match(b.id, /^msgbatch_[0-9a-f]{24}$/);
+    assert.equal(b.type, 'message_batch');
+    assert.equal(b.processing_status, 'in_progress');
+    assert.match(b.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    const end = await ended(b.id);
+    assert.deepEqual(end.request_counts, { processing: 0, succeeded: 4, errored: 1, canceled: 0, expired: 0 });
+    assert.equal(end.results_url, `/v1/messages/batches/${b.id}/results`);
+    const results = [];
+    for await (const r of await ac.messages.batches.results(b.id)) results.push(r);
+    assert.deepEqual(results.map((r) => r.custom_id), requests.map((r) => r.custom_id));
+    results.slice(0, 4).forEach((r, i) => {
+      assert.equal(r.result.type, 'succeeded');
+      assert.equal(r.result.message.type, 'message');
+      assert.equal(r.result.message.content[0].text, answerFor(MODELS[i]));
+    });
+    assert.equal(results[4].result.type, 'errored');
+    assert.equal(results[4].result.error.error.type, 'invalid_request_error');
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM usage_events WHERE end_user LIKE $1', [`${RUN}-m-%`]);
+    assert.equal(rows[0].n, 5);
+    // the batch's own file is not among the client's files
+    const files = [];
+    for await (const f of client.files.list()) files.push(f.purpose);
+    assert.ok(!files.includes('messages_batch'));
+  });
+
+  test('list and cancel; results before the end are refused; bad requests name their index', async () => {
+    const slow = [];
+    for (let i = 0; i < 30; i++) slow.push(req(`s-${i}`, '[[mock:latency_ms=300]] slowly'));
+    const b = await ac.messages.batches.create({ requests: slow });
+    await assert.rejects(ac.messages.batches.results(b.id), /results_url/);
+    const c = await ac.messages.batches.cancel(b.id);
+    assert.ok(['canceling', 'ended'].includes(c.processing_status));
+    const end = await ended(b.id);
+    assert.ok(end.request_counts.canceled > 0);
+    const ids = [];
+    for await (const x of ac.messages.batches.list({ limit: 1 })) ids.push(x.id);
+    assert.ok(ids.includes(b.id) && ids.every((x) => x.startsWith('msgbatch_')));
+    await assert.rejects(
+      ac.messages.batches.create({ requests: [req('a', 'x'), { custom_id: 'b', params: { model: 'claude-haiku-4-5', messages: [] } }] }),
+      (e) => e.status === 400 && /requests\.1\.params\.max_tokens/.test(e.message),
+    );
+    await assert.rejects(ac.messages.batches.create({ requests: [req('a', 'x'), req('a', 'y')] }), (e) => e.status === 400 && /used twice/.test(e.message));
+    await assert.rejects(ac.messages.batches.retrieve('msgbatch_000000000000000000000000'), (e) => e.status === 404 && e.error.error.type === 'not_found_error');
+  });
+});
+
+test('the CLI: bridle batch submit --wait, status, results', async () => {
+  const file = path.join(tmpDir('bridle-cli-'), 'in.jsonl');
+  const lines = [];
+  for (let i = 0; i < 12; i++) lines.push(line(`cli-${i}`, i === 3 ? '[[mock:status=400]] no' : `Hi ${i}`));
+  writeFileSync(file, lines.join('\n') + '\n');
+  const env = { BRIDLE_URL: gw.url, BRIDLE_KEY: gw.key };
+  const sub = await runCli(['batch', 'submit', file, '--wait'], { env });
+  assert.equal(sub.code, 0, sub.stderr);
+  const m = /^(batch_[0-9a-f]{24})  completed  11\/12 completed, 1 failed  output file-\w+  errors file-\w+$/m.exec(sub.stdout);
+  assert.ok(m, sub.stdout);
+  const st = await runCli(['batch', 'status', m[1], '--json'], { env });
+  assert.equal(JSON.parse(st.stdout).request_counts.completed, 11);
+  const out = await runCli(['batch', 'results', m[1]], { env });
+  assert.deepEqual(out.stdout.trim().split('\n').map((l) => JSON.parse(l).custom_id), lines.map((_, i) => `cli-${i}`).filter((x) => x !== 'cli-3'));
+  const errs = await runCli(['batch', 'results', m[1], '--errors'], { env });
+  assert.equal(JSON.parse(errs.stdout.trim()).custom_id, 'cli-3');
+  const bad = await runCli(['batch', 'status', 'batch_x'], { env });
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /HTTP 404: No batch found/);
+  const nokey = await runCli(['batch', 'status', 'batch_x'], { env: { BRIDLE_URL: gw.url } });
+  assert.equal(nokey.code, 2);
 });
