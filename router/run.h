@@ -95,6 +95,7 @@ typedef struct run_input {
     const char *cache_opt;              /* x-bridle-cache: "on" / "off", or NULL */
     bool messages_api; /* body is the canonical form of a Messages request (router/messages.h) */
     const char *anthropic_beta; /* ... and its anthropic-beta header, or NULL */
+    const char *batch_id;       /* a batch line: its batch (on the usage event), or NULL */
 } run_input;
 
 /* Starts a run. The sink hears from it until done. Returns the run (valid

@@ -459,6 +459,7 @@ static void line_start(batches *bs, PGresult *res, int row)
         .key = k,
         .request_id = l->request_id,
         .messages_api = strcmp(PQgetvalue(res, row, 5), "anthropic") == 0,
+        .batch_id = l->batch_id,
     };
     /* the run reads the body until done; the claim's result goes now */
     buf_append(&l->request, in.body, in.body_len);

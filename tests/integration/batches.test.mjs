@@ -101,12 +101,12 @@ describe('a batch through the local queue', () => {
     // bridle's own record: one usage event per line, under the batch's key
     let rows;
     for (let t = 0; t < 50; t++) {
-      ({ rows } = await db.query('SELECT end_user, key_id, status FROM usage_events WHERE end_user LIKE $1', [`${RUN}-req-%`]));
+      ({ rows } = await db.query('SELECT end_user, key_id, status, batch_id FROM usage_events WHERE end_user LIKE $1', [`${RUN}-req-%`]));
       if (rows.length >= n) break;
       await sleep(100);
     }
     assert.equal(rows.length, n);
-    assert.ok(rows.every((r) => r.key_id === 'batcher'));
+    assert.ok(rows.every((r) => r.key_id === 'batcher' && r.batch_id === created.id));
     assert.equal(rows.filter((r) => r.status === 400).length, 1);
   });
 
