@@ -16,11 +16,12 @@
     "'status', b.status, 'output_file_id', b.output_file_id, 'error_file_id', b.error_file_id, " \
     "'created_at', " EPOCH("b.created_at") ", 'in_progress_at', " EPOCH("b.in_progress_at") ", " \
     "'expires_at', " EPOCH("b.expires_at") ", 'finalizing_at', " EPOCH("b.finalizing_at") ", " \
-    "'completed_at', " EPOCH("b.completed_at") ", 'failed_at', NULL, 'expired_at', NULL, " \
+    "'completed_at', " EPOCH("b.completed_at") ", 'failed_at', NULL, " \
+    "'expired_at', " EPOCH("b.expired_at") ", " \
     "'cancelling_at', " EPOCH("b.cancelling_at") ", 'cancelled_at', " EPOCH("b.cancelled_at") ", " \
     "'request_counts', " COUNT_LINES("json_build_object('total', b.total, " \
     "'completed', count(*) FILTER (WHERE l.state = 'done'), " \
-    "'failed', count(*) FILTER (WHERE l.state IN ('failed', 'cancelled')))") ", " \
+    "'failed', count(*) FILTER (WHERE l.state IN ('failed', 'cancelled', 'expired')))") ", " \
     "'metadata', b.metadata)"
 
 /* A batch row `b` as Anthropic's MessageBatch (times in RFC 3339). */
@@ -31,11 +32,12 @@
     "'processing', count(*) FILTER (WHERE l.state IN ('pending', 'running')), " \
     "'succeeded', count(*) FILTER (WHERE l.state = 'done'), " \
     "'errored', count(*) FILTER (WHERE l.state = 'failed'), " \
-    "'canceled', count(*) FILTER (WHERE l.state = 'cancelled'), 'expired', 0)") ", " \
-    "'ended_at', " RFC3339("coalesce(b.completed_at, b.cancelled_at)") ", " \
+    "'canceled', count(*) FILTER (WHERE l.state = 'cancelled'), " \
+    "'expired', count(*) FILTER (WHERE l.state = 'expired'))") ", " \
+    "'ended_at', " RFC3339("coalesce(b.completed_at, b.cancelled_at, b.expired_at)") ", " \
     "'created_at', " RFC3339("b.created_at") ", 'expires_at', " RFC3339("b.expires_at") ", " \
     "'archived_at', NULL, 'cancel_initiated_at', " RFC3339("b.cancelling_at") ", " \
-    "'results_url', CASE WHEN b.status IN ('completed', 'cancelled') THEN " \
+    "'results_url', CASE WHEN b.status IN ('completed', 'cancelled', 'expired') THEN " \
     "'/v1/messages/batches/' || b.id || '/results' END)"
 /* clang-format on */
 
@@ -132,7 +134,9 @@ static const char SQL_FINISH[] =
     "json_build_object('status_code', l.status, 'request_id', l.request_id, 'body', "              \
     "l.response::jsonb) END, 'error', CASE WHEN l.status IS NOT NULL THEN NULL WHEN l.state = "    \
     "'cancelled' THEN json_build_object('code', 'batch_cancelled', 'message', 'the batch was "     \
-    "cancelled before this request was sent') ELSE json_build_object('code', "                     \
+    "cancelled before this request was sent') WHEN l.state = 'expired' THEN "                      \
+    "json_build_object('code', 'batch_expired', 'message', 'the batch''s completion window "       \
+    "ended before this request was sent') ELSE json_build_object('code', "                         \
     "'batch_request_failed', 'message', l.response) END)::text"
 
 #define NEW_FILE_ID "'file-' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 24)"
@@ -151,12 +155,21 @@ static const char SQL_FINALIZE[] =
     "octet_length(r.ok) + 1, r.n_ok, r.ok || E'\\n' FROM b, r WHERE r.n_ok > 0 RETURNING id), "
     "fe AS (INSERT INTO bridle_files (id, key_id, team, purpose, filename, bytes, lines, content) "
     "SELECT " NEW_FILE_ID ", b.key_id, b.team, 'batch_output', b.id || '_error.jsonl', "
-    "octet_length(r.bad) + 1, r.n_bad, r.bad || E'\\n' FROM b, r WHERE r.n_bad > 0 RETURNING id) "
-    "UPDATE bridle_batches u SET status = CASE WHEN b.status = 'cancelling' THEN 'cancelled' ELSE "
-    "'completed' END, finalizing_at = now(), completed_at = CASE WHEN b.status = 'cancelling' "
-    "THEN NULL ELSE now() END, cancelled_at = CASE WHEN b.status = 'cancelling' THEN now() END, "
+    "octet_length(r.bad) + 1, r.n_bad, r.bad || E'\\n' FROM b, r WHERE r.n_bad > 0 RETURNING id), "
+    "x AS (SELECT count(*) AS n FROM b JOIN bridle_batch_lines l ON l.batch_id = b.id AND "
+    "l.state = 'expired') "
+    "UPDATE bridle_batches u SET status = CASE WHEN b.status = 'cancelling' THEN 'cancelled' WHEN "
+    "(SELECT n FROM x) > 0 THEN 'expired' ELSE 'completed' END, finalizing_at = now(), "
+    "completed_at = CASE WHEN b.status = 'cancelling' OR (SELECT n FROM x) > 0 THEN NULL ELSE "
+    "now() END, expired_at = CASE WHEN b.status <> 'cancelling' AND (SELECT n FROM x) > 0 THEN "
+    "now() END, cancelled_at = CASE WHEN b.status = 'cancelling' THEN now() END, "
     "output_file_id = (SELECT id FROM fo), error_file_id = (SELECT id FROM fe) FROM b WHERE u.id "
     "= b.id RETURNING u.id";
+
+/* Pending lines of batches past their window never run. */
+static const char SQL_EXPIRE[] =
+    "UPDATE bridle_batch_lines l SET state = 'expired' FROM bridle_batches b WHERE b.id = "
+    "l.batch_id AND b.status = 'in_progress' AND b.expires_at <= now() AND l.state = 'pending'";
 
 static const char SQL_RECOVER[] =
     "UPDATE bridle_batch_lines l SET state = 'failed', response = 'interrupted: the gateway "
@@ -244,4 +257,9 @@ int batchstore_recover(pgqueue *q, const char *instance, const char *previous, p
 {
     const char *p[] = {instance, previous};
     return pgqueue_send(q, SQL_RECOVER, p, 2, -1, fn, ctx);
+}
+
+int batchstore_expire(pgqueue *q, pgqueue_fn fn, void *ctx)
+{
+    return pgqueue_send(q, SQL_EXPIRE, NULL, 0, -1, fn, ctx);
 }

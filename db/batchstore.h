@@ -55,6 +55,9 @@ int batchstore_finish(pgqueue *q, const char *batch_id, const char *line_no, con
 /* Ends one batch with no line left to run (its output and error files);
  * row 0: its id, or no row when there is none. */
 int batchstore_finalize(pgqueue *q, pgqueue_fn fn, void *ctx);
+/* Pending lines of batches whose window (24 h) has passed expire: never
+ * sent, reported as batch_expired. */
+int batchstore_expire(pgqueue *q, pgqueue_fn fn, void *ctx);
 /* Lines left running by an instance that stopped (`previous`, the one
  * this process replaced on its spool, at once; any other after 30 s
  * without a heartbeat) fail as interrupted: they are never sent again. */

@@ -4,7 +4,8 @@
 -- gateway on the database can run any line (FOR UPDATE SKIP LOCKED).
 --
 -- A line is pending, then running (claimed_by: the instance that sends
--- it, claimed before it is sent), then done or failed; or cancelled. A
+-- it, claimed before it is sent), then done or failed; or cancelled, or
+-- expired (its batch's window ended before it was sent). A
 -- running line whose instance stopped (no heartbeat in bridle_instances)
 -- is failed, never sent again: nothing is sent upstream twice.
 CREATE TABLE bridle_batches (
@@ -16,7 +17,7 @@ CREATE TABLE bridle_batches (
     api               text        NOT NULL DEFAULT 'openai', -- the API it came in by: openai, anthropic
     endpoint          text        NOT NULL,
     completion_window text        NOT NULL,
-    status            text        NOT NULL,       -- in_progress, finalizing, completed, cancelling, cancelled, failed
+    status            text        NOT NULL,       -- in_progress, completed, cancelling, cancelled, expired
     metadata          json,
     total             integer     NOT NULL,
     output_file_id    text,
@@ -27,6 +28,7 @@ CREATE TABLE bridle_batches (
     completed_at      timestamptz,
     cancelling_at     timestamptz,
     cancelled_at      timestamptz,
+    expired_at        timestamptz,
     expires_at        timestamptz NOT NULL
 );
 CREATE INDEX bridle_batches_key ON bridle_batches (key_id, created_at DESC);

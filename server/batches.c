@@ -492,6 +492,12 @@ static void on_finalized(void *ctx, PGresult *res, const char *error)
     if (batchstore_finalize(bs->q, on_finalized, bs) == 0) bs->finalizing = true; /* another? */
 }
 
+static void on_expired(void *ctx, PGresult *res, const char *error)
+{
+    if (res && PQresultStatus(res) == PGRES_COMMAND_OK && atoi(PQcmdTuples(res)) > 0)
+        log_warn("batches: %s lines expired: their batch's 24 h window ended", PQcmdTuples(res));
+}
+
 static void on_recovered(void *ctx, PGresult *res, const char *error)
 {
     batches *bs = ctx;
@@ -533,6 +539,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (!bs->recovering && bs->ticks % RECOVER_EVERY_TICKS == 1 &&
         batchstore_recover(bs->q, instance, previous_instance(a), on_recovered, bs) == 0)
         bs->recovering = true;
+    if (bs->ticks % FINALIZE_EVERY_TICKS == 2) batchstore_expire(bs->q, on_expired, bs);
     if (!bs->finalizing && bs->ticks % FINALIZE_EVERY_TICKS == 0 &&
         batchstore_finalize(bs->q, on_finalized, bs) == 0)
         bs->finalizing = true;
@@ -696,8 +703,9 @@ static void result_line(bcall *c, PGresult *res, int row, jdoc *d, buf *out)
         out->len = at; /* unreadable: an error below */
         status = 502;
     }
-    if (strcmp(state, "cancelled") == 0) {
-        buf_append_str(out, "{\"type\":\"canceled\"}}\n");
+    if (strcmp(state, "cancelled") == 0 || strcmp(state, "expired") == 0) {
+        buf_append_str(out, state[0] == 'c' ? "{\"type\":\"canceled\"}}\n"
+                                            : "{\"type\":\"expired\"}}\n");
         return;
     }
     buf_append_str(out, "{\"type\":\"errored\",\"error\":");
@@ -722,7 +730,7 @@ static void on_results(void *ctx, PGresult *res, const char *error)
         return;
     }
     const char *st = PQgetvalue(res, 0, 0);
-    if (strcmp(st, "completed") != 0 && strcmp(st, "cancelled") != 0) {
+    if (strcmp(st, "completed") && strcmp(st, "cancelled") && strcmp(st, "expired")) {
         snprintf(msg, sizeof msg, "Batch %.64s has not ended yet: its results come once it has",
                  c->id);
         call_end(c, 400, NULL, 0, "batch_not_ended", NULL, msg);

@@ -153,6 +153,23 @@ describe('a batch through the local queue', () => {
     assert.equal(errs.length, failed);
   });
 
+  test('a batch past its window expires: its pending lines are never sent', async () => {
+    await mockReset(mock.url);
+    const lines = [];
+    for (let i = 0; i < 120; i++) lines.push(line(`exp-${i}`, '[[mock:latency_ms=300]] slowly'));
+    const created = await submit(lines);
+    await sleep(300);
+    await db.query("UPDATE bridle_batches SET expires_at = now() WHERE id = $1", [created.id]);
+    const end = await until(created.id, ['expired'], 20000);
+    assert.ok(end.expired_at >= end.created_at);
+    const { completed, failed, total } = end.request_counts;
+    assert.equal(completed + failed, total);
+    assert.ok(completed >= 1 && completed < total, `completed ${completed}`);
+    assert.equal((await mockStats(mock.url)).requests, completed);
+    const errs = await fileLines(end.error_file_id);
+    assert.ok(errs.every((e) => e.error.code === 'batch_expired'), JSON.stringify(errs[0]));
+  });
+
   test('list, pages, and another key sees nothing', async () => {
     const page = await client.batches.list({ limit: 1 });
     assert.equal(page.data.length, 1);
