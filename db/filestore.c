@@ -8,8 +8,6 @@
 #include "db/pgqueue.h"
 #include "lib/log.h"
 
-#define MAX_QUEUE 256
-
 struct filestore {
     pgqueue *q;
 };
@@ -61,21 +59,15 @@ static void on_result(void *ctx, PGresult *res, const char *error)
     }
 }
 
-filestore *filestore_new(struct event_base *base, const char *database_url)
+filestore *filestore_new(pgqueue *q)
 {
     filestore *fs = calloc(1, sizeof *fs);
-    if (!fs) return NULL;
-    if (!(fs->q = pgqueue_new(base, database_url, 60000, MAX_QUEUE))) {
-        free(fs);
-        return NULL;
-    }
+    if (fs) fs->q = q;
     return fs;
 }
 
 void filestore_free(filestore *fs)
 {
-    if (!fs) return;
-    pgqueue_free(fs->q);
     free(fs);
 }
 

@@ -1,18 +1,18 @@
 /* Files (migration 0011, bridle_files): what the Files API stores, in
  * PostgreSQL so that every gateway on the database serves every file.
  * Each call answers JSON in OpenAI's shapes, built by the query itself, or
- * the file's content. Queries run one at a time on one non-blocking
- * connection (db/pgconn), queued in order; callbacks run on the loop,
- * never inside the call that queued them. A file belongs to the key that
+ * the file's content. Queries run in order on a db/pgqueue (one
+ * non-blocking connection); callbacks run on the loop, never inside the
+ * call that queued them. A file belongs to the key that
  * stored it: another key gets 404, as for a file that does not exist. */
 #ifndef BRIDLE_FILESTORE_H
 #define BRIDLE_FILESTORE_H
 
-#include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct pgqueue;
 typedef struct filestore filestore;
 
 /* status: 200 (json holds the answer), 404 (no such file for this key),
@@ -21,7 +21,8 @@ typedef struct filestore filestore;
 typedef void (*filestore_fn)(void *ctx, int status, const char *json, size_t len,
                              const char *error);
 
-filestore *filestore_new(struct event_base *base, const char *database_url);
+/* On q (not owned: the batches' queries share its connection). */
+filestore *filestore_new(struct pgqueue *q);
 void filestore_free(filestore *fs);
 
 /* What a new file is. */

@@ -31,6 +31,8 @@ typedef struct app {
     struct rollup *rollup;   /* the rollup step (db/rollup.h); NULL without a database */
     struct keyring *keys;    /* config and database keys (router/keyring.h) */
     struct admin *admin;     /* /v1/bridle/admin/ (server/admin.h); NULL without a database */
+    struct pgqueue
+        *db_queue; /* one connection for the Files and Batch APIs' queries (db/pgqueue.h) */
     struct filestore *files; /* the Files API's store (server/files.h); NULL without a database */
     struct batches
         *batches; /* the Batch API and local queue (server/batches.h); NULL without one */

@@ -548,12 +548,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 batches *batches_new(app *a)
 {
-    const database_conf *db = config_database(a->cfg);
-    if (!db->url[0]) return NULL;
+    if (!a->db_queue) return NULL;
     batches *bs = calloc(1, sizeof *bs);
     if (!bs) return NULL;
     bs->a = a;
-    bs->q = pgqueue_new(a->base, db->url, 30000, 256);
+    bs->q = a->db_queue;
     bs->tick = event_new(a->base, -1, EV_PERSIST, on_tick, bs);
     struct timeval tv = {0, TICK_MS * 1000};
     if (!bs->q || !bs->tick || event_add(bs->tick, &tv) != 0) {
@@ -567,7 +566,6 @@ void batches_free(batches *bs)
 {
     if (!bs) return;
     if (bs->tick) event_free(bs->tick);
-    pgqueue_free(bs->q);
     free(bs);
 }
 

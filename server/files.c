@@ -22,8 +22,7 @@ typedef struct fcall {
 
 filestore *files_store_new(app *a)
 {
-    const database_conf *db = config_database(a->cfg);
-    return db->url[0] ? filestore_new(a->base, db->url) : NULL;
+    return a->db_queue ? filestore_new(a->db_queue) : NULL;
 }
 
 static void on_gone(void *arg)

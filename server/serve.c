@@ -29,6 +29,7 @@
 #include "server/files.h"
 #include "server/batches.h"
 #include "db/filestore.h"
+#include "db/pgqueue.h"
 #include "server/http.h"
 #include "server/workers.h"
 
@@ -167,7 +168,9 @@ static int start_keys(app *a)
         log_error("out of memory");
         return -1;
     }
-    if (db->url[0] && (!(a->admin = admin_new(a)) || !(a->files = files_store_new(a)))) {
+    if (db->url[0] && (!(a->admin = admin_new(a)) ||
+                       !(a->db_queue = pgqueue_new(a->base, db->url, 60000, 1024)) ||
+                       !(a->files = files_store_new(a)))) {
         log_error("out of memory");
         return -1;
     }
@@ -336,6 +339,7 @@ out: /* also when starting failed: everything above copes with what was not made
     admin_free(a->admin);
     filestore_free(a->files);
     batches_free(a->batches);
+    pgqueue_free(a->db_queue);
     router_free(a->router);
     keyring_free(a->keys);
     rollup_free(a->rollup);

@@ -77,7 +77,7 @@ export async function startCluster({ database = 'bridle', fsyncOff = true } = {}
     // WAL can still be in PostgreSQL's own buffers when `stop -m immediate`
     // hits, and the database itself would lose acknowledged rows.
     ...(fsyncOff ? ['-c fsync=off', '-c full_page_writes=off'] : []),
-    '-c max_connections=40',
+    '-c max_connections=100',
   ].join(' ');
   // the same, without blocking the event loop (for tests that keep load running meanwhile)
   const runAsync = (cmd, args, timeout = 120000) =>

@@ -80,7 +80,7 @@ export async function startPostgres({ database = 'bridle' } = {}) {
       '-c fsync=off',
       '-c synchronous_commit=off',
       '-c full_page_writes=off',
-      '-c max_connections=40',
+      '-c max_connections=100',
     ].join(' ');
     started = run(path.join(bin, 'pg_ctl'), ['-D', data, '-l', log, '-w', '-t', '60', '-o', opts, 'start']);
   }
