@@ -1,5 +1,5 @@
-/* One request's life, whichever way it came in (/v1/chat/completions
- * today; /v1/messages and batch lines next): the run.
+/* One request's life, whichever way it came in (/v1/chat/completions and
+ * /v1/embeddings today; /v1/messages and batch lines next): the run.
  *
  *   NEW -> PLANNING -> ADMITTING -> CALLING <-> WAITING
  *                                  CALLING -> RELAYING (a stream is read)
@@ -93,6 +93,7 @@ typedef struct run_input {
     int idempotency_keys;               /* how many were sent */
     const char *cache_control;          /* the Cache-Control header, or NULL */
     const char *cache_opt;              /* x-bridle-cache: "on" / "off", or NULL */
+    bool embeddings; /* POST /v1/embeddings (embedding models, never streamed), else chat */
 } run_input;
 
 /* Starts a run. The sink hears from it until done. Returns the run (valid

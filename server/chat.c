@@ -1,4 +1,5 @@
-/* POST /v1/chat/completions: the way in for OpenAI chat requests. The body
+/* POST /v1/chat/completions: the way in for OpenAI chat requests (and POST
+ * /v1/embeddings, whose answers are whole bodies through the same sink). The body
  * goes to a run (router/run.h), which plans, admits, calls and settles; this
  * file is the run's sink: the answer's head, bytes and end go to the
  * client (server/h1.h). A client that hangs up cancels its run. */
@@ -129,8 +130,9 @@ static void on_client_gone(void *arg)
 
 /* ------------------------------------------------------------ entry */
 
-void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
-                 const char *request_id)
+/* One run for the request; `what` names it for the idempotency fingerprint. */
+static void start(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
+                  const char *request_id, const char *what, bool embeddings)
 {
     chat *c = chat_alloc(a);
     if (!c) {
@@ -146,7 +148,7 @@ void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers
     run_input ri = {
         .body = body,
         .body_len = len,
-        .what = "POST /v1/chat/completions",
+        .what = what,
         .key = key,
         .request_id = request_id,
         .task = hdr->task,
@@ -157,8 +159,22 @@ void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers
         .idempotency_keys = hdr->idempotency_keys,
         .cache_control = hdr->cache_control,
         .cache_opt = hdr->cache,
+        .embeddings = embeddings,
     };
     h1_watch_gone(req, on_client_gone, c);
     run *r = run_start(a->router, &ri, &chat_sink, c);
     if (r) c->run = r; /* NULL: done came already, and c is back in the pool */
+}
+
+void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
+                 const char *request_id)
+{
+    start(a, req, key, hdr, request_id, "POST /v1/chat/completions", false);
+}
+
+/* The same sink: an embeddings answer is one whole JSON body. */
+void embeddings_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
+                       const char *request_id)
+{
+    start(a, req, key, hdr, request_id, "POST /v1/embeddings", true);
 }
