@@ -220,23 +220,25 @@ static int openai_embed_encode(const canon_request *req, const target *t, upstre
     return 0;
 }
 
-/* A host that ignores encoding_format answers floats to a client that
- * asked for base64 (the openai SDK's default): the list is written anew
- * with the vectors in base64. */
-static int openai_rewrite_base64(const jdoc *d, uint32_t data, const char *model, int64_t prompt,
-                                 buf *out, char *err, size_t errlen)
+/* The list written anew, when what the host sent is not what the client
+ * gets: floats to a client that asked for base64 (a host that ignores
+ * encoding_format; base64 is the openai SDK's default), or no usage (the
+ * SDK expects one: bridle's estimate, which it bills). Vectors already in
+ * base64 are copied. */
+static int openai_rewrite(const canon_request *req, const jdoc *d, uint32_t data, const char *model,
+                          int64_t prompt, buf *out, char *err, size_t errlen)
 {
     embed_list_begin(out);
     int64_t i = 0;
     for (uint32_t it = jdoc_first(d, data); it != JT_NONE; it = jdoc_next(d, data, it), i++) {
         uint32_t v = jdoc_get(d, it, "embedding");
-        if (jdoc_type(d, v) == JT_STRING) { /* already base64 */
+        if (jdoc_type(d, v) == JT_STRING) {
             buf_printf(out,
                        "%s{\"object\":\"embedding\",\"index\":%lld,\"embedding\":", i ? "," : "",
                        (long long)i);
             jdoc_raw_append(d, v, out);
             buf_append_char(out, '}');
-        } else if (embed_list_vector(out, d, v, i, true) != 0) {
+        } else if (embed_list_vector(out, d, v, i, req->embed.base64) != 0) {
             return bad_vector("openai", i, err, errlen);
         }
     }
@@ -271,7 +273,7 @@ static int openai_embed_decode(const canon_request *req, const target *t, const 
     int64_t prompt = 0;
     bool reported = jdoc_int64(d, jdoc_get(d, jdoc_get(d, 0, "usage"), "prompt_tokens"), &prompt);
     set_usage(req, reported, clamp_count(prompt), usage);
-    if (!(req->embed.base64 && floats)) return 0; /* relayed as it came */
+    if (reported && !(req->embed.base64 && floats)) return 0; /* relayed as it came */
     const char *model = upstream_model(t);
     buf name = BUF_INIT;
     uint32_t m = jdoc_get(d, 0, "model");
@@ -280,7 +282,7 @@ static int openai_embed_decode(const canon_request *req, const target *t, const 
         buf_append_char(&name, '\0');
         model = name.data;
     }
-    int rc = openai_rewrite_base64(d, data, model, usage->input_uncached, out, err, errlen);
+    int rc = openai_rewrite(req, d, data, model, usage->input_uncached, out, err, errlen);
     buf_free(&name);
     if (rc != 0) buf_reset(out);
     return rc;

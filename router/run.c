@@ -1088,15 +1088,19 @@ static int check_operation(run *r)
 {
     bool embed = r->canon.embed.on;
     if (r->plan[0]->price->embedding != embed) {
+        static const char *const what[2][2] = {
+            {"The model '%.100s' is an embedding model: send it to POST /v1/embeddings, or name a "
+             "chat model here (GET /v1/models lists the models this gateway serves)",
+             "The route '%.100s' lists embedding models: send it to POST /v1/embeddings, or name "
+             "a chat model here (GET /v1/models lists the models this gateway serves)"},
+            {"The model '%.100s' is a chat model, not an embedding model: send it to POST "
+             "/v1/chat/completions, or name an embedding model here (GET /v1/models lists the "
+             "models this gateway serves)",
+             "The route '%.100s' lists chat models, not embedding models: send it to POST "
+             "/v1/chat/completions, or name an embedding model here (GET /v1/models lists the "
+             "models this gateway serves)"}};
         char msg[400];
-        snprintf(msg, sizeof msg,
-                 embed ? "The model '%.100s' is a chat model, not an embedding model: send it to "
-                         "POST /v1/chat/completions, or name an embedding model here (GET "
-                         "/v1/models lists the models this gateway serves)"
-                       : "The model '%.100s' is an embedding model: send it to POST "
-                         "/v1/embeddings, or name a chat model here (GET /v1/models lists the "
-                         "models this gateway serves)",
-                 r->canon.model);
+        snprintf(msg, sizeof msg, what[embed][r->route_name != NULL], r->canon.model);
         run_fail(r, 400, "invalid_request_error", "invalid_model", "model", msg, false);
         return -1;
     }
