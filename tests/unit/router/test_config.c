@@ -294,7 +294,11 @@ static void test_shipped_config(void **state)
     assert_string_equal(config_find_model(c, "gemini-2.5-flash")->target.provider->name,
                         "mock-gemini");
     assert_string_equal(config_find_model(c, "llama3.2")->target.provider->name, "mock-ollama");
-    assert_int_equal(config_n_models(c), 10);
+    assert_int_equal(config_n_models(c), 11);
+    /* one embedding model, from the mock until OPENAI_API_KEY is set */
+    m = config_find_model(c, "text-embedding-3-small");
+    assert_true(m->enabled && m->price.embedding);
+    assert_string_equal(m->target.provider->name, "mock");
 
     /* "auto" is the routing policy's; the shipped named route is a fallback chain */
     assert_null(config_find_route(c, "auto"));
