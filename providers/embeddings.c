@@ -27,6 +27,7 @@ uint32_t embed_input_next(const canon_request *req, uint32_t cur)
 void embed_base64(buf *out, const unsigned char *data, size_t len)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (len == 0) return; /* a bare reserve would leave a new buf unterminated */
     buf_reserve(out, (len + 2) / 3 * 4);
     size_t i = 0;
     for (; i + 3 <= len; i += 3) {
@@ -306,7 +307,7 @@ static void gemini_request(const canon_request *req, const char *model, uint32_t
     size_t at = b->len;
     buf_append_json_str(b, model, strlen(model)); /* "model", escaped: drop its opening quote */
     memmove(b->data + at, b->data + at + 1, b->len - at - 1);
-    b->len--;
+    b->data[--b->len] = '\0';
     buf_append_str(b, ",\"content\":{\"parts\":[{\"text\":");
     jdoc_str_append_json(d, text, b);
     buf_append_str(b, "}]}");
