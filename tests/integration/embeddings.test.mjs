@@ -361,6 +361,22 @@ describe('raw HTTP: headers, estimates, errors', () => {
     await mockReset(mock.url);
   });
 
+  test('an Idempotency-Key replays the stored answer without a second call', async () => {
+    const user = marker();
+    const body = { model: 'gemini-embedding-001', input: [`once ${user}`], dimensions: 4, user };
+    const headers = { 'Idempotency-Key': `idem-${user}` };
+    const before = (await mockStats(mock.url)).by_model['gemini-embedding-001'] ?? 0;
+    const a = await emb(body, headers);
+    assert.equal(a.status, 200, a.text);
+    const b = await emb(body, headers);
+    assert.equal(b.status, 200, b.text);
+    assert.equal(b.headers['idempotent-replayed'], 'true');
+    assert.equal(b.text, a.text);
+    assert.equal((await mockStats(mock.url)).by_model['gemini-embedding-001'] - before, 1);
+    const rows = await rowsOf(user, 2);
+    assert.equal(BigInt(rows[1].cost_pusd), 0n);
+  });
+
   test('/metrics counts embeddings apart from chat, with input tokens only', async () => {
     const text = `metered ${marker()}`;
     const r = await emb({ model: 'nomic-embed-text', input: text });
@@ -414,5 +430,33 @@ describe('the response cache and coalescing', () => {
     for (const r of rs) assert.deepEqual(r.json, rs[0].json);
     const rows = await rowsOf(user, 3);
     assert.equal(rows.filter((r) => r.cache_hit).length, 2); // the copies: no upstream call
+  });
+});
+
+describe('budgets', () => {
+  let g;
+  before(async () => {
+    // a team of its own (the gateway's total budget would count the other
+    // gateways' spend on this database): $0.000002 a day, 2,000,000
+    // pico-dollars, 100 tokens of text-embedding-3-small
+    const team = `emb-budget-${RUN}`;
+    g = await startBridle({ team, config: config({ teams: { [team]: { budget_daily_usd: 0.000002 } } }) });
+  });
+  after(async () => g?.stop());
+
+  test('the reservation is the body as input tokens at the input price; the settlement is the actual', async () => {
+    const user = marker();
+    const small = { model: 'text-embedding-3-small', input: 'tiny', user }; // ~75 bytes: 1.5 M reserved
+    const a = await post(`${g.baseURL}/embeddings`, small, g.auth);
+    assert.equal(a.status, 200, a.text);
+    const big = await post(`${g.baseURL}/embeddings`, { ...small, input: 'x'.repeat(200) }, g.auth);
+    assert.equal(big.status, 429, big.text); // ~275 bytes: 5.5 M does not fit
+    assert.equal(big.json.error.type, 'budget_exceeded');
+    const free = await post(`${g.baseURL}/embeddings`, { ...small, model: 'nomic-embed-text', input: 'x'.repeat(200) }, g.auth);
+    assert.equal(free.status, 200, free.text); // a free (local) model always fits
+    const rows = await rowsOf(user, 3);
+    assert.deepEqual(rows.map((r) => r.status), [200, 429, 200]);
+    assert.equal(BigInt(rows[0].cost_pusd), 20000n); // settled at its 1 token, not the reservation
+    assert.equal(rows[1].attempts, 0);
   });
 });
