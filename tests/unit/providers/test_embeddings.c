@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -122,6 +124,92 @@ static void test_vector_base64_is_float32_le(void **state)
     jdoc_free(&d);
     buf_free(&b);
     buf_free(&want);
+}
+
+static int b64_value(char c)
+{
+    const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = strchr(tab, c);
+    return p && c ? (int)(p - tab) : -1;
+}
+
+/* Decodes standard base64 (with padding) into out; returns the byte count. */
+static size_t b64_decode(const char *s, size_t n, unsigned char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i + 4 <= n; i += 4) {
+        int a = b64_value(s[i]), b = b64_value(s[i + 1]), c = b64_value(s[i + 2]),
+            d = b64_value(s[i + 3]);
+        out[o++] = (unsigned char)(a << 2 | b >> 4);
+        if (s[i + 2] != '=') out[o++] = (unsigned char)((b & 15) << 4 | c >> 2);
+        if (s[i + 3] != '=') out[o++] = (unsigned char)((c & 3) << 6 | d);
+    }
+    return o;
+}
+
+/* The float32 values written in base64 are (float)strtod of each number,
+ * bit for bit, whatever its shape: the fast path and strtod agree. */
+static void test_base64_values_match_strtod(void **state)
+{
+    static const char *const fixed[] = {"0",
+                                        "-0",
+                                        "1",
+                                        "-1",
+                                        "0.5",
+                                        "1e-3",
+                                        "1E+2",
+                                        "-2.5e-05",
+                                        "123456789012345678",
+                                        "0.1234567890123456789012",
+                                        "9007199254740993",
+                                        "1e-30",
+                                        "3.4028235e38",
+                                        "1e39",
+                                        "-0.0455776826",
+                                        "0.746527612",
+                                        "1.17549435e-38",
+                                        "100",
+                                        "1.50",
+                                        "0.000123"};
+    srand(7);
+    buf arr = BUF_INIT, out = BUF_INIT;
+    buf_append_char(&arr, '[');
+    const int n_random = 5000;
+    char num[64];
+    int n = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++, n++)
+        buf_printf(&arr, "%s%s", n ? "," : "", fixed[i]);
+    for (int i = 0; i < n_random; i++, n++) {
+        double x = ((double)rand() / RAND_MAX - 0.5) * pow(10, rand() % 40 - 30);
+        static const char *const fmts[] = {"%.9g", "%.17g", "%g", "%.3f", "%.12e"};
+        snprintf(num, sizeof num, fmts[i % 5], x);
+        buf_printf(&arr, ",%s", num);
+    }
+    buf_append_char(&arr, ']');
+    jdoc d = JDOC_INIT;
+    assert_int_equal(jdoc_parse(&d, arr.data, arr.len, NULL, 0, NULL), 0);
+    assert_int_equal(embed_list_vector(&out, &d, 0, 0, true), 0);
+    const char *b64 = strstr(out.data, "\"embedding\":\"") + 13;
+    size_t len = (size_t)(strchr(b64, '"') - b64);
+    unsigned char *raw = malloc(len);
+    assert_int_equal(b64_decode(b64, len, raw), (size_t)n * 4);
+    int k = 0;
+    for (uint32_t v = jdoc_first(&d, 0); v != JT_NONE; v = jdoc_next(&d, 0, v), k++) {
+        size_t rl;
+        const char *r = jdoc_raw(&d, v, &rl);
+        snprintf(num, sizeof num, "%.*s", (int)rl, r);
+        float want = (float)strtod(num, NULL);
+        uint32_t w, got = 0;
+        memcpy(&w, &want, 4);
+        for (int b = 0; b < 4; b++)
+            got |= (uint32_t)raw[k * 4 + b] << (8 * b);
+        if (got != w) fail_msg("%s: got %08x, strtod gives %08x", num, got, w);
+    }
+    assert_int_equal(k, n);
+    free(raw);
+    jdoc_free(&d);
+    buf_free(&arr);
+    buf_free(&out);
 }
 
 static void test_dialect_tables(void **state)
@@ -375,6 +463,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_vector_base64_is_float32_le),
+        cmocka_unit_test(test_base64_values_match_strtod),
         cmocka_unit_test(test_dialect_tables),
         cmocka_unit_test(test_openai_encode_forwards_the_body),
         cmocka_unit_test(test_openai_decode_relays_as_received),
