@@ -6,8 +6,10 @@
 #include <strings.h>
 
 /* A vector is up to a few thousand numbers and a batch up to 2,048 of them:
- * more tokens than a chat answer has (jtok's default limit is 1,000,000). */
-#define EMBED_MAX_TOKENS (1u << 25)
+ * more tokens than a chat answer has (jtok's default limit is 1,000,000);
+ * 8 M covers 2,048 vectors of 3,072. */
+#define EMBED_MAX_TOKENS (1u << 23)
+#define EMBED_KEEP_TOKENS (1u << 16) /* a scratch document larger than this is freed */
 
 /* ------------------------------------------------------------ shared */
 
@@ -150,27 +152,34 @@ void embed_list_end(buf *out, const char *model, int64_t prompt_tokens)
     buf_append_str(out, "}}");
 }
 
-/* The upstream body, tokenized into a reused scratch document (one thread
- * per process). NULL with err set when it is not a JSON object. */
-static const jdoc *parse_answer(const char *dialect, const char *body, size_t len, char *err,
-                                size_t errlen)
+/* A dialect's decoder over the answer's tokens. */
+typedef int (*doc_decoder)(const jdoc *d, const canon_request *req, const target *t, buf *out,
+                           usage_record *usage, char *err, size_t errlen);
+
+/* Tokenizes the upstream body into a scratch document reused across calls
+ * (one thread per process), then decodes it with fn. A batch's tokens (up
+ * to EMBED_MAX_TOKENS, 20 bytes each) are given back afterwards rather
+ * than kept for the process's life. */
+static int decode_with(const char *dialect, doc_decoder fn, const canon_request *req,
+                       const target *t, const char *body, size_t len, buf *out, usage_record *usage,
+                       char *err, size_t errlen)
 {
     static jdoc d = JDOC_INIT;
     d.max_tokens = EMBED_MAX_TOKENS;
     char why[96] = "";
     size_t pos = 0;
-    if (jdoc_parse(&d, body, len, why, sizeof why, &pos) != 0) {
+    int rc = -1;
+    if (jdoc_parse(&d, body, len, why, sizeof why, &pos) != 0)
         snprintf(err, errlen,
                  "%s answered 200 with a body that is not an embeddings answer: invalid JSON (%s "
                  "at byte %zu)",
                  dialect, why, pos);
-        return NULL;
-    }
-    if (jdoc_type(&d, 0) != JT_OBJECT) {
+    else if (jdoc_type(&d, 0) != JT_OBJECT)
         snprintf(err, errlen, "%s answered 200 with a body that is not a JSON object", dialect);
-        return NULL;
-    }
-    return &d;
+    else
+        rc = fn(&d, req, t, out, usage, err, errlen);
+    if (d.cap > EMBED_KEEP_TOKENS) jdoc_free(&d);
+    return rc;
 }
 
 /* What the provider reported, or the request's estimate (not exact). */
@@ -292,11 +301,9 @@ static int openai_rewrite(const canon_request *req, const jdoc *d, uint32_t data
     return 0;
 }
 
-static int openai_embed_decode(const canon_request *req, const target *t, const char *body,
-                               size_t len, buf *out, usage_record *usage, char *err, size_t errlen)
+static int openai_decode_doc(const jdoc *d, const canon_request *req, const target *t, buf *out,
+                             usage_record *usage, char *err, size_t errlen)
 {
-    const jdoc *d = parse_answer("openai", body, len, err, errlen);
-    if (!d) return -1;
     uint32_t data = jdoc_get(d, 0, "data");
     if (jdoc_type(d, data) != JT_ARRAY) {
         uint32_t msg = jdoc_get(d, jdoc_get(d, 0, "error"), "message");
@@ -332,6 +339,12 @@ static int openai_embed_decode(const canon_request *req, const target *t, const 
     buf_free(&name);
     if (rc != 0) buf_reset(out);
     return rc;
+}
+
+static int openai_embed_decode(const canon_request *req, const target *t, const char *body,
+                               size_t len, buf *out, usage_record *usage, char *err, size_t errlen)
+{
+    return decode_with("openai", openai_decode_doc, req, t, body, len, out, usage, err, errlen);
 }
 
 const embed_ops openai_embed_ops = {
@@ -389,11 +402,9 @@ static int gemini_embed_encode(const canon_request *req, const target *t, upstre
     return 0;
 }
 
-static int gemini_embed_decode(const canon_request *req, const target *t, const char *body,
-                               size_t len, buf *out, usage_record *usage, char *err, size_t errlen)
+static int gemini_decode_doc(const jdoc *d, const canon_request *req, const target *t, buf *out,
+                             usage_record *usage, char *err, size_t errlen)
 {
-    const jdoc *d = parse_answer("gemini", body, len, err, errlen);
-    if (!d) return -1;
     /* embedContent: {"embedding":{"values":[...]}}; batch: {"embeddings":[{"values":[...]}]} */
     uint32_t one = jdoc_get(d, 0, "embedding"), list = jdoc_get(d, 0, "embeddings");
     if (req->embed.single ? jdoc_type(d, one) != JT_OBJECT : jdoc_type(d, list) != JT_ARRAY)
@@ -416,6 +427,12 @@ static int gemini_embed_decode(const canon_request *req, const target *t, const 
         }
     embed_list_end(out, upstream_model(t), usage->input_uncached);
     return 0;
+}
+
+static int gemini_embed_decode(const canon_request *req, const target *t, const char *body,
+                               size_t len, buf *out, usage_record *usage, char *err, size_t errlen)
+{
+    return decode_with("gemini", gemini_decode_doc, req, t, body, len, out, usage, err, errlen);
 }
 
 const embed_ops gemini_embed_ops = {
@@ -450,11 +467,9 @@ static int ollama_embed_encode(const canon_request *req, const target *t, upstre
     return 0;
 }
 
-static int ollama_embed_decode(const canon_request *req, const target *t, const char *body,
-                               size_t len, buf *out, usage_record *usage, char *err, size_t errlen)
+static int ollama_decode_doc(const jdoc *d, const canon_request *req, const target *t, buf *out,
+                             usage_record *usage, char *err, size_t errlen)
 {
-    const jdoc *d = parse_answer("ollama", body, len, err, errlen);
-    if (!d) return -1;
     uint32_t list = jdoc_get(d, 0, "embeddings");
     if (jdoc_type(d, list) != JT_ARRAY)
         return provider_fail(err, errlen, "ollama answered 200 without an \"embeddings\" list");
@@ -472,6 +487,12 @@ static int ollama_embed_decode(const canon_request *req, const target *t, const 
         }
     embed_list_end(out, upstream_model(t), usage->input_uncached);
     return 0;
+}
+
+static int ollama_embed_decode(const canon_request *req, const target *t, const char *body,
+                               size_t len, buf *out, usage_record *usage, char *err, size_t errlen)
+{
+    return decode_with("ollama", ollama_decode_doc, req, t, body, len, out, usage, err, errlen);
 }
 
 const embed_ops ollama_embed_ops = {
