@@ -186,6 +186,20 @@ describe('the openai SDK', () => {
     }
   });
 
+  test('2,048 inputs, the most one request takes, in each dialect', async () => {
+    for (const [model, provider] of MODELS) {
+      const user = marker();
+      const input = Array.from({ length: 2048 }, (_, i) => `item ${i} of ${user}`);
+      const r = await client.embeddings.create({ model, input, dimensions: 8, user });
+      assert.equal(r.data.length, 2048, model);
+      assert.deepEqual(r.data.map((d) => d.index), input.map((_, i) => i));
+      for (const i of [0, 1, 1000, 2047]) assert.deepEqual(r.data[i].embedding, mockVector(input[i], 8), `${model} #${i}`);
+      const tokens = input.reduce((a, t) => a + tokensOf(t), 0);
+      assert.equal(r.usage.prompt_tokens, tokens);
+      checkRow(await rowOf(user), { model, provider, tokens });
+    }
+  });
+
   test('the same text gives the same vector whichever dialect answers', async () => {
     const text = `one text ${marker()}`;
     const got = [];
