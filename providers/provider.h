@@ -19,11 +19,6 @@
 
 /* ------------------------------------------------------------ canonical request */
 
-/* The client's request after validation (router/canon.c): its body, parsed
- * once into tokens (doc), and the fields bridle reads. Every dialect
- * encodes from doc: the OpenAI one forwards the body key by key, the
- * translating ones copy the client's values from it; none parses the body
- * again. Strings point into the request's own storage. */
 /* An embeddings request (POST /v1/embeddings), as validated: where its
  * inputs are in the doc and what it asks for. */
 typedef struct canon_embed {
@@ -38,6 +33,11 @@ typedef struct canon_embed {
                            bytes / 4 rounded up (at least 1), or the token ids counted */
 } canon_embed;
 
+/* The client's request after validation (router/canon.c): its body, parsed
+ * once into tokens (doc), and the fields bridle reads. Every dialect
+ * encodes from doc: the OpenAI one forwards the body key by key, the
+ * translating ones copy the client's values from it; none parses the body
+ * again. Strings point into the request's own storage. */
 typedef struct canon_request {
     const char *body; /* the client's body bytes, as received */
     size_t body_len;
