@@ -12,7 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { SLOW, get, mockConfig, mockFault, mockLast, mockReset, mockStats, post, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT, SLOW, get, mockConfig, mockFault, mockLast, mockReset, mockStats, post, runCli, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster, waitUntil } from './lib/ledgerlib.mjs';
 
 const RUN = randomBytes(4).toString('hex');
@@ -291,6 +293,15 @@ describe('raw HTTP: headers, estimates, errors', () => {
     assert.equal(row.status, 400);
     assert.equal(BigInt(row.cost_pusd), 0n);
     assert.equal(row.attempts, 0);
+  });
+
+  test('bridle route says what the gateway does with a chat request for an embedding model', async () => {
+    const req = path.join(tmpDir('bridle-route-'), 'req.json');
+    fs.writeFileSync(req, JSON.stringify({ model: 'text-embedding-3-small', messages: [{ role: 'user', content: 'hi' }] }));
+    // make run's config (bridle route needs a routing policy): it serves text-embedding-3-small
+    const r = await runCli(['route', '--config', path.join(ROOT, 'config', 'bridle.json'), '--request', req]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /text-embedding-3-small is an embedding model: .*400.*POST \/v1\/embeddings/);
   });
 
   test('bad bodies: 400 with the field and how to fix it', async () => {
