@@ -2,6 +2,8 @@
 # callgrind instructions per request for an Anthropic-dialect model
 # (claude-haiku-4-5 on bridle-mock): the path that translates the request.
 #   bench/dialect_callgrind.sh BRIDLE_BIN TAG   (CALLGRIND_N=1000, CALLGRIND_WARMUP=100)
+# WAY=messages sends the same request in Anthropic's shape to /v1/messages
+# (the Anthropic way in: translated in and out on top of the same work).
 # The same shape as bench/run.sh BENCH_ONLY=callgrind, with another model.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,10 +15,12 @@ wait_line() { local i; for ((i = 0; i < $4 * 10; i++)); do grep -q -- "$2" "$1" 
 send_requests() {
   node - "$@" <<'JS'
 const http = require('node:http');
-const [url, key, warm, n] = process.argv.slice(2);
+const [url, key, warm, n, way] = process.argv.slice(2);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 let shown = 0;
-const body = JSON.stringify({ model: 'claude-haiku-4-5', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello, how are you today?' }], temperature: 0.5, max_tokens: 100 });
+const body = JSON.stringify(way === 'messages'
+  ? { model: 'claude-haiku-4-5', system: 'Be brief.', messages: [{ role: 'user', content: 'Hello, how are you today?' }], temperature: 0.5, max_tokens: 100 }
+  : { model: 'claude-haiku-4-5', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello, how are you today?' }], temperature: 0.5, max_tokens: 100 });
 const one = () => new Promise((resolve, reject) => {
   const req = http.request(url, { method: 'POST', agent, headers: {
     'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${key}` } },
@@ -54,7 +58,9 @@ run() { local name=$1 n=$2 port pid
   valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.$name.out "$BRIDLE" serve --config $OUT/bridle-$name.json --listen 127.0.0.1:$port >$OUT/bridle-$name.log 2>&1 </dev/null &
   pid=$!
   wait_line $OUT/bridle-$name.log "listening on" $pid 120
-  send_requests http://127.0.0.1:$port/v1/chat/completions $KEY $WARM $n || { kill -TERM $pid; return 1; }
+  local path=/v1/chat/completions
+  [[ ${WAY:-chat} == messages ]] && path=/v1/messages
+  send_requests http://127.0.0.1:$port$path $KEY $WARM $n ${WAY:-chat} || { kill -TERM $pid; return 1; }
   kill -TERM $pid; wait $pid || true
   sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' $OUT/callgrind.$name.out | head -n1
 }

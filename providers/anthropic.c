@@ -71,7 +71,7 @@ static void blocks_add_text(anth_enc *e, uint32_t text, uint32_t cache_control)
 
 /* image_url → image block: data: URIs become base64 sources, http(s) URLs
  * url sources. */
-static int blocks_add_image(anth_enc *e, uint32_t part)
+static int image_block_append(anth_enc *e, uint32_t part, buf *b)
 {
     const char *url, *data;
     size_t len, type_len;
@@ -91,7 +91,6 @@ static int blocks_add_image(anth_enc *e, uint32_t part)
     } else {
         return enc_fail(e, "image URL must be a data: URI or an http(s) URL");
     }
-    buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"image\",\"source\":");
     buf_append(b, src.data, src.len);
     buf_append_char(b, '}');
@@ -99,6 +98,11 @@ static int blocks_add_image(anth_enc *e, uint32_t part)
     provider_doc_member_copy(e->d, part, "cache_control", "cache_control", b);
     buf_append_char(b, '}');
     return 0;
+}
+
+static int blocks_add_image(anth_enc *e, uint32_t part)
+{
+    return image_block_append(e, part, provider_turn_item(&e->t));
 }
 
 /* One OpenAI content part → Anthropic blocks. `images` says whether the
@@ -159,7 +163,9 @@ static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
 }
 
 /* assistant tool_calls → tool_use blocks; arguments must be a JSON object
- * (an empty string means no arguments). */
+ * (an empty string means no arguments). Ids are made to fit Anthropic's
+ * ^[a-zA-Z0-9_-]+$: a conversation begun on another provider (Gemini ids
+ * carry a thought signature, some hosts use '.' or ':') goes on here. */
 static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
 {
     const jdoc *d = e->d;
@@ -173,13 +179,40 @@ static int blocks_add_tool_calls(anth_enc *e, uint32_t calls)
             return enc_fail(e, "tool_calls[%zu] needs an id and function.name", i);
         buf *b = provider_turn_item(&e->t);
         buf_append_str(b, "{\"type\":\"tool_use\",\"id\":");
-        jdoc_str_append_json(d, id, b);
+        provider_doc_tool_id_append(d, id, &e->scratch, b);
         buf_append_str(b, ",\"name\":");
         jdoc_str_append_json(d, name, b);
         buf_append_str(b, ",\"input\":");
         if (args_append(e, provider_doc_get(d, fn, "arguments"), i, b)) return -1;
         buf_append_char(b, '}');
     }
+    return 0;
+}
+
+/* A tool message's parts → a tool_result's content blocks (text and
+ * images), written to b; the turn's own item list is left alone. */
+static int tool_result_blocks(anth_enc *e, uint32_t content, buf *b)
+{
+    const jdoc *d = e->d;
+    buf_append_char(b, '[');
+    bool first = true;
+    for (uint32_t p = jdoc_first(d, content); p != JT_NONE; p = jdoc_next(d, content, p)) {
+        uint32_t type = provider_doc_typed(d, p, "type", JT_STRING);
+        uint32_t text = provider_doc_typed(d, p, "text", JT_STRING);
+        if (jdoc_str_eq(d, type, "text") && text != JT_NONE) {
+            buf_append_str(b, first ? "{\"type\":\"text\",\"text\":"
+                                    : ",{\"type\":\"text\",\"text\":");
+            jdoc_str_append_json(d, text, b);
+            provider_doc_member_copy(d, p, "cache_control", "cache_control", b);
+            buf_append_char(b, '}');
+            first = false;
+        } else if (jdoc_str_eq(d, type, "image_url")) {
+            if (!first) buf_append_char(b, ',');
+            first = false;
+            if (image_block_append(e, p, b)) return -1;
+        }
+    }
+    buf_append_char(b, ']');
     return 0;
 }
 
@@ -192,15 +225,16 @@ static int blocks_add_tool_result(anth_enc *e, uint32_t msg)
     uint32_t content = provider_doc_get(d, msg, "content");
     buf *b = provider_turn_item(&e->t);
     buf_append_str(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
-    jdoc_str_append_json(d, id, b);
+    provider_doc_tool_id_append(d, id, &e->scratch, b);
     buf_append_str(b, ",\"content\":");
     if (jdoc_type(d, content) == JT_STRING) {
         jdoc_str_append_json(d, content, b);
-    } else {
-        buf_reset(&e->scratch);
-        provider_doc_content_text(d, content, &e->scratch);
-        provider_append_json_str(b, e->scratch.data ? e->scratch.data : "", e->scratch.len);
+    } else if (tool_result_blocks(e, content, b)) {
+        return -1;
     }
+    if (jdoc_type(d, provider_doc_get(d, msg, "is_error")) == JT_TRUE)
+        buf_append_str(b, ",\"is_error\":true");
+    provider_doc_member_copy(d, msg, "cache_control", "cache_control", b);
     buf_append_char(b, '}');
     return 0;
 }
@@ -297,6 +331,15 @@ static bool cache_marks_message(const cache_plan *cp, uint32_t msg)
 
 /* ------------------------------------------------------------ encode: messages */
 
+/* An assistant message's thinking_blocks (the Messages way in keeps
+ * them, router/messages.h) go back first in the turn, as they came:
+ * Anthropic checks their signatures. */
+static void blocks_add_thinking(anth_enc *e, uint32_t blocks)
+{
+    for (uint32_t b = jdoc_first(e->d, blocks); b != JT_NONE; b = jdoc_next(e->d, blocks, b))
+        if (jdoc_type(e->d, b) == JT_OBJECT) jdoc_json_append(e->d, b, provider_turn_item(&e->t));
+}
+
 /* One OpenAI message → blocks for its Anthropic role (system and developer
  * messages go to `system`, keeping any cache_control on a part). */
 static int message_encode(anth_enc *e, uint32_t msg)
@@ -313,6 +356,7 @@ static int message_encode(anth_enc *e, uint32_t msg)
     }
     if (jdoc_str_eq(d, role, "assistant")) {
         e->t.role = "assistant";
+        blocks_add_thinking(e, provider_doc_typed(d, msg, "thinking_blocks", JT_ARRAY));
         if (blocks_add_content(e, content, false)) return -1;
         return blocks_add_tool_calls(e, provider_doc_get(d, msg, "tool_calls"));
     }
@@ -424,8 +468,9 @@ static int64_t default_max_tokens(const provider_conf *p)
 }
 
 /* Anthropic rejects thinking next to a changed temperature, top_p under
- * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats):
- * the client's own sampling choice wins and the request goes without. */
+ * 0.95 or a forced tool (its extended-thinking docs; not in wire-formats),
+ * and in a tool loop whose thinking blocks are gone (in_tool_loop): the
+ * request goes without. */
 /* ------------------------------------------------------------ structured output
  *
  * response_format json_object / json_schema has no Messages equivalent, so
@@ -459,10 +504,25 @@ static void structured_encode(const jdoc *d, uint32_t schema, buf *b)
     buf_append_str(b, "}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"" STRUCTURED_TOOL "\"}");
 }
 
+/* Whether the conversation's last assistant message made tool calls: the
+ * turn is a tool loop that goes on. With thinking enabled Anthropic wants
+ * that message to start with the thinking block it came with ("To avoid
+ * this requirement, disable thinking"), and OpenAI's wire has no place
+ * to carry it back. */
+static bool in_tool_loop(const jdoc *d)
+{
+    uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY), last = JT_NONE;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m))
+        if (jdoc_str_eq(d, provider_doc_get(d, m, "role"), "assistant")) last = m;
+    uint32_t calls = provider_doc_typed(d, last, "tool_calls", JT_ARRAY);
+    return calls != JT_NONE && d->t[calls].size > 0;
+}
+
 static bool thinking_allowed(const jdoc *d)
 {
     uint32_t schema;
     if (structured_output(d, &schema)) return false; /* a forced tool */
+    if (in_tool_loop(d)) return false;
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
     bool forced =
@@ -528,6 +588,8 @@ static void params_encode(const canon_request *req, const target *t, buf *b)
         provider_doc_member_copy(d, 0, "temperature", "temperature", b);
     if (jdoc_type(d, provider_doc_get(d, 0, "top_p")) == JT_NUMBER)
         provider_doc_member_copy(d, 0, "top_p", "top_p", b);
+    if (jdoc_type(d, provider_doc_get(d, 0, "top_k")) == JT_NUMBER)
+        provider_doc_member_copy(d, 0, "top_k", "top_k", b);
     if (req->stream) buf_append_str(b, ",\"stream\":true");
     if (req->user) {
         buf_append_str(b, ",\"metadata\":{\"user_id\":");
@@ -537,10 +599,25 @@ static void params_encode(const canon_request *req, const target *t, buf *b)
     provider_doc_member_copy(d, 0, "cache_control", "cache_control", b);
 }
 
-static void headers_encode(const provider_conf *p, upstream_request *out)
+/* A client's anthropic-beta list is forwarded when it is only feature
+ * names (letters, digits, '-', '_', '.', ',' and spaces): nothing that
+ * could end the header line or smuggle another. */
+static bool beta_header_ok(const char *v)
+{
+    if (!v || !*v || strlen(v) > 512) return false;
+    for (const char *c = v; *c; c++)
+        if (!(*c >= 'a' && *c <= 'z') && !(*c >= 'A' && *c <= 'Z') && !(*c >= '0' && *c <= '9') &&
+            !strchr("-_., ", *c))
+            return false;
+    return true;
+}
+
+static void headers_encode(const canon_request *req, const provider_conf *p, upstream_request *out)
 {
     if (p && p->api_key && *p->api_key) upstream_request_add_header(out, "x-api-key", p->api_key);
     upstream_request_add_header(out, "anthropic-version", ANTHROPIC_VERSION);
+    if (beta_header_ok(req->anthropic_beta))
+        upstream_request_add_header(out, "anthropic-beta", req->anthropic_beta);
     upstream_request_add_header(out, "content-type", "application/json");
     /* curl would otherwise send Expect: 100-continue for large bodies and
      * wait a round trip before sending them. */
@@ -590,7 +667,7 @@ static int anthropic_encode(const canon_request *req, const target *t, upstream_
     int rc = body_encode(req, t, &e);
     if (rc == 0) {
         buf_printf(&out->url, "%s/messages", t->provider->base_url);
-        headers_encode(t->provider, out);
+        headers_encode(req, t->provider, out);
     } else {
         buf_reset(&out->body);
     }
@@ -723,7 +800,24 @@ static json_object *structured_message(json_object *content)
     return NULL;
 }
 
-static json_object *message_from_content(json_object *content)
+/* The thinking and redacted_thinking blocks as they came (signatures
+ * included), for a client of the Messages way in; NULL when none. */
+static json_object *thinking_blocks(json_object *content)
+{
+    json_object *list = NULL;
+    size_t n =
+        json_object_is_type(content, json_type_array) ? json_object_array_length(content) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *block = json_object_array_get_idx(content, i);
+        const char *type = provider_json_str(block, "type");
+        if (!type || (strcmp(type, "thinking") && strcmp(type, "redacted_thinking"))) continue;
+        if (!list) list = json_object_new_array();
+        json_object_array_add(list, json_object_get(block));
+    }
+    return list;
+}
+
+static json_object *message_from_content(json_object *content, bool keep_thinking)
 {
     buf text = BUF_INIT;
     json_object *calls = json_object_new_array();
@@ -751,6 +845,8 @@ static json_object *message_from_content(json_object *content)
         json_object_object_add(msg, "tool_calls", calls);
     else
         json_object_put(calls);
+    json_object *thinking = keep_thinking ? thinking_blocks(content) : NULL;
+    if (thinking) json_object_object_add(msg, "thinking_blocks", thinking);
     buf_free(&text);
     return msg;
 }
@@ -787,7 +883,8 @@ static int anthropic_decode(const canon_request *req, const target *t, const cha
     json_object_object_add(choice, "index", json_object_new_int(0));
     json_object_object_add(choice, "message",
                            structured ? structured
-                                      : message_from_content(provider_json_get(root, "content")));
+                                      : message_from_content(provider_json_get(root, "content"),
+                                                             req && req->messages_api));
     json_object_object_add(choice, "logprobs", NULL);
     json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
@@ -895,6 +992,7 @@ typedef struct anth_stream {
     buf chunk;                  /* scratch for the chunk being built */
     bool role_sent, finish_sent;
     bool structured; /* response_format: the forced tool's input is the content */
+    bool thinking;   /* pass thinking on (canon_request.messages_api) */
     int n_tools;     /* OpenAI tool-call indexes handed out */
     int *block_tool; /* Anthropic block index → OpenAI tool index, -1 none */
     int n_blocks;
@@ -909,6 +1007,7 @@ static void *anthropic_stream_new(const canon_request *req, const target *t)
     s->fallback_model = t ? t->upstream_model : NULL;
     uint32_t schema;
     s->structured = req && req->doc && structured_output(req->doc, &schema);
+    s->thinking = req && req->messages_api;
     return s;
 }
 
@@ -987,6 +1086,22 @@ static void stream_emit_text(anth_stream *s, json_object *text, stream_result *r
     chunk_emit(s, NULL, sink);
 }
 
+/* Thinking for a Messages client: a delta member of the chunk that
+ * router/messages.c turns back into thinking_delta / signature_delta /
+ * a redacted_thinking block. */
+static void stream_emit_thinking(anth_stream *s, const char *member, json_object *v,
+                                 const stream_sink *sink)
+{
+    if (!s->thinking || !v || json_object_get_string_len(v) == 0) return;
+    stream_emit_role(s, sink);
+    chunk_begin(s);
+    buf_printf(&s->chunk, "{\"%s\":", member);
+    buf_append_json_str(&s->chunk, json_object_get_string(v),
+                        (size_t)json_object_get_string_len(v));
+    buf_append_char(&s->chunk, '}');
+    chunk_emit(s, NULL, sink);
+}
+
 static void stream_emit_finish(anth_stream *s, const char *finish, const stream_sink *sink)
 {
     if (s->finish_sent) return;
@@ -1052,6 +1167,12 @@ static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
         if (text) stream_emit_text(s, text, res, sink);
         return;
     }
+    if (type && strcmp(type, "thinking") == 0)
+        stream_emit_thinking(s, "reasoning_content",
+                             provider_json_typed(block, "thinking", json_type_string), sink);
+    if (type && strcmp(type, "redacted_thinking") == 0)
+        stream_emit_thinking(s, "redacted_thinking",
+                             provider_json_typed(block, "data", json_type_string), sink);
     if (!type || strcmp(type, "tool_use") != 0)
         return; /* thinking, server tools: not part of an OpenAI answer */
     json_object *idx = provider_json_typed(ev, "index", json_type_int);
@@ -1063,6 +1184,7 @@ static void on_block_start(anth_stream *s, json_object *ev, stream_result *res,
     }
     int tool = s->n_tools++;
     stream_map_block(s, idx ? json_object_get_int64(idx) : -1, tool);
+    res->tool_bytes += name ? strlen(name) : 0;
     stream_emit_role(s, sink);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"id\":", tool);
@@ -1084,6 +1206,12 @@ static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
         if (text) stream_emit_text(s, text, res, sink);
         return;
     }
+    if (strcmp(type, "thinking_delta") == 0)
+        stream_emit_thinking(s, "reasoning_content",
+                             provider_json_typed(delta, "thinking", json_type_string), sink);
+    if (strcmp(type, "signature_delta") == 0)
+        stream_emit_thinking(s, "thinking_signature",
+                             provider_json_typed(delta, "signature", json_type_string), sink);
     if (strcmp(type, "input_json_delta") != 0)
         return; /* thinking_delta, signature_delta, citations_delta */
     json_object *pj = provider_json_typed(delta, "partial_json", json_type_string);
@@ -1093,6 +1221,7 @@ static void on_block_delta(anth_stream *s, json_object *ev, stream_result *res,
         return;
     }
     if (!pj || tool < 0 || json_object_get_string_len(pj) == 0) return;
+    res->tool_bytes += (size_t)json_object_get_string_len(pj);
     chunk_begin(s);
     buf_printf(&s->chunk, "{\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", tool);
     buf_append_json_str(&s->chunk, json_object_get_string(pj),

@@ -573,6 +573,23 @@ uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, u
     return found;
 }
 
+void provider_doc_tool_id_append(const jdoc *d, uint32_t id, buf *scratch, buf *out)
+{
+    size_t len;
+    const char *s = jdoc_str_view(d, id, scratch, &len);
+    const char *sig = memmem(s, len, PROVIDER_THOUGHT_SEP, sizeof PROVIDER_THOUGHT_SEP - 1);
+    if (sig && sig > s) len = (size_t)(sig - s);
+    buf_append_char(out, '"');
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+        buf_append_char(out, ok ? c : '_');
+    }
+    if (len == 0) buf_append_char(out, '_'); /* an empty id matches no pattern either */
+    buf_append_char(out, '"');
+}
+
 void provider_doc_content_text(const jdoc *d, uint32_t content, buf *out)
 {
     if (jdoc_type(d, content) == JT_STRING) {

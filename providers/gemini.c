@@ -124,6 +124,21 @@ static int args_append(gem_enc *e, uint32_t args, size_t i, buf *b)
     return 0;
 }
 
+/* The thoughtSignature a call's id carries (tool_call_id, below) goes back
+ * on its functionCall part. */
+static void signature_append(gem_enc *e, uint32_t id, buf *b)
+{
+    size_t len;
+    if (id == JT_NONE) return;
+    const char *s = jdoc_str_view(e->d, id, &e->scratch, &len);
+    const char *sig = memmem(s, len, PROVIDER_THOUGHT_SEP, strlen(PROVIDER_THOUGHT_SEP));
+    if (!sig) return;
+    sig += strlen(PROVIDER_THOUGHT_SEP);
+    if (sig == s + len) return;
+    buf_append_str(b, ",\"thoughtSignature\":");
+    provider_append_json_str(b, sig, (size_t)(s + len - sig));
+}
+
 /* assistant tool_calls → functionCall parts (the tool messages that answer
  * them find their names again with provider_doc_call_name). */
 static int parts_add_tool_calls(gem_enc *e, uint32_t calls)
@@ -140,7 +155,9 @@ static int parts_add_tool_calls(gem_enc *e, uint32_t calls)
         jdoc_str_append_json(d, name, b);
         buf_append_str(b, ",\"args\":");
         if (args_append(e, provider_doc_get(d, fn, "arguments"), i, b)) return -1;
-        buf_append_str(b, "}}");
+        buf_append_char(b, '}');
+        signature_append(e, provider_doc_typed(d, c, "id", JT_STRING), b);
+        buf_append_char(b, '}');
     }
     return 0;
 }
@@ -456,17 +473,29 @@ static const char *finish_reason_map(const char *reason, bool tool_calls)
     return "stop";
 }
 
-/* A tool call id: Gemini's own when it sent one, else a fresh one. */
-static void tool_call_id(json_object *fc, char *out, size_t outlen)
+/* A tool call id: Gemini's own when it sent one, else a fresh one; then,
+ * when the part carries a thoughtSignature, THOUGHT_SEP and the signature.
+ * Gemini 3 refuses a function call turn sent back without the signature
+ * its first call came with, and OpenAI's wire has no place for it but the
+ * id, which every client sends back as it got it (LiteLLM does the same,
+ * with the same separator). The other dialects strip it again. */
+static void tool_call_id(json_object *part, json_object *fc, buf *out)
 {
     const char *id = provider_json_str(fc, "id");
+    const char *sig = provider_json_str(part, "thoughtSignature");
+    buf_reset(out);
     if (id && *id) {
-        snprintf(out, outlen, "%s", id);
-        return;
+        buf_append_str(out, id);
+    } else {
+        char hex[25];
+        if (!util_random_hex(hex, 12)) snprintf(hex, sizeof hex, "%llx", (long long)util_now_us());
+        buf_append_str(out, "call_");
+        buf_append_str(out, hex);
     }
-    char hex[25];
-    if (!util_random_hex(hex, 12)) snprintf(hex, sizeof hex, "%llx", (long long)util_now_us());
-    snprintf(out, outlen, "call_%s", hex);
+    if (sig && *sig) {
+        buf_append_str(out, PROVIDER_THOUGHT_SEP);
+        buf_append_str(out, sig);
+    }
 }
 
 /* The arguments of a functionCall as the JSON string OpenAI carries. */
@@ -478,16 +507,18 @@ static const char *tool_call_args(json_object *fc)
                 : "{}";
 }
 
-static json_object *tool_call_from_part(json_object *fc)
+static json_object *tool_call_from_part(json_object *part, json_object *fc)
 {
-    char id[80];
-    tool_call_id(fc, id, sizeof id);
+    buf idb = BUF_INIT;
+    tool_call_id(part, fc, &idb);
+    const char *id = idb.data;
     const char *name = provider_json_str(fc, "name");
     json_object *fn = json_object_new_object();
     json_object_object_add(fn, "name", json_object_new_string(name ? name : ""));
     json_object_object_add(fn, "arguments", json_object_new_string(tool_call_args(fc)));
     json_object *call = json_object_new_object();
     json_object_object_add(call, "id", json_object_new_string(id));
+    buf_free(&idb);
     json_object_object_add(call, "type", json_object_new_string("function"));
     json_object_object_add(call, "function", fn);
     return call;
@@ -513,7 +544,7 @@ static json_object *message_from_parts(json_object *parts, bool *has_calls)
         if (t && !part_is_thought(part))
             buf_append(&text, json_object_get_string(t), (size_t)json_object_get_string_len(t));
         else if (fc)
-            json_object_array_add(calls, tool_call_from_part(fc));
+            json_object_array_add(calls, tool_call_from_part(part, fc));
     }
     *has_calls = json_object_array_length(calls) > 0;
     json_object *msg = json_object_new_object();
@@ -710,6 +741,7 @@ typedef struct gem_stream {
     const char *fallback_model; /* t->upstream_model; outlives the stream */
     buf prefix;                 /* `{"id":…,"model":…,"choices":[{"index":0,"delta":` */
     buf chunk;
+    buf id; /* a tool call's id */
     bool role_sent, finish_sent;
     int n_tools;
 } gem_stream;
@@ -729,6 +761,7 @@ static void gemini_stream_free(void *state)
     if (!s) return;
     buf_free(&s->prefix);
     buf_free(&s->chunk);
+    buf_free(&s->id);
     free(s);
 }
 
@@ -793,12 +826,14 @@ static void stream_emit_text(gem_stream *s, json_object *text, stream_result *re
 }
 
 /* A functionCall arrives whole in one part: id, name and all arguments. */
-static void stream_emit_tool_call(gem_stream *s, json_object *fc, const stream_sink *sink)
+static void stream_emit_tool_call(gem_stream *s, json_object *part, json_object *fc,
+                                  stream_result *res, const stream_sink *sink)
 {
-    char id[80];
-    tool_call_id(fc, id, sizeof id);
+    tool_call_id(part, fc, &s->id);
+    const char *id = s->id.data;
     const char *name = provider_json_str(fc, "name");
     const char *args = tool_call_args(fc);
+    res->tool_bytes += (name ? strlen(name) : 0) + strlen(args);
     chunk_begin(s);
     chunk_member(s);
     buf_printf(&s->chunk, "\"tool_calls\":[{\"index\":%d,\"id\":", s->n_tools++);
@@ -836,7 +871,7 @@ static void stream_candidate(gem_stream *s, json_object *cand, stream_result *re
         if (t && !part_is_thought(part))
             stream_emit_text(s, t, res, sink);
         else if (fc)
-            stream_emit_tool_call(s, fc, sink);
+            stream_emit_tool_call(s, part, fc, res, sink);
     }
     const char *reason = provider_json_str(cand, "finishReason");
     if (reason) stream_finish(s, finish_reason_map(reason, s->n_tools > 0), res, sink);

@@ -263,6 +263,40 @@ static void encode_format(const canon_request *req, buf *b)
     }
 }
 
+/* Ollama takes OpenAI's {type:"function", function:{…}} tools as is, but
+ * has no tool_choice: "none" is kept by sending no tools, a named function
+ * by sending only that tool ("required" cannot be expressed: every tool
+ * goes, and the model may answer in text). */
+static int encode_tools(oll_enc *e)
+{
+    const jdoc *d = e->d;
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    uint32_t tc = provider_doc_get(d, 0, "tool_choice");
+    uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    if (tools == JT_NONE || jdoc_str_eq(d, tc, "none")) return 0;
+    buf_append_str(e->b, ",\"tools\":");
+    if (named == JT_NONE) {
+        jdoc_json_append(d, tools, e->b);
+        return 0;
+    }
+    for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t)) {
+        uint32_t name =
+            provider_doc_typed(d, provider_doc_get(d, t, "function"), "name", JT_STRING);
+        if (name == JT_NONE || !jdoc_str_same(d, name, named)) continue;
+        buf_append_char(e->b, '[');
+        jdoc_json_append(d, t, e->b);
+        buf_append_char(e->b, ']');
+        return 0;
+    }
+    size_t len;
+    const char *s = jdoc_str_view(d, named, &e->scratch, &len);
+    snprintf(e->err, e->errlen,
+             "tool_choice names the function \"%.*s\", which is not among the request's tools; "
+             "add it to tools or name one of them",
+             len > 64 ? 64 : (int)len, s);
+    return -1;
+}
+
 static int ollama_encode_body(const canon_request *req, const char *model, oll_enc *e)
 {
     const jdoc *d = req->doc;
@@ -279,12 +313,7 @@ static int ollama_encode_body(const canon_request *req, const char *model, oll_e
     buf_append_str(b, req->stream ? ",\"stream\":true" : ",\"stream\":false");
     encode_options(req, b);
     encode_format(req, b);
-    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
-    if (tools != JT_NONE) {
-        /* Ollama takes OpenAI's {type:"function", function:{…}} as is. */
-        buf_append_str(b, ",\"tools\":");
-        jdoc_json_append(d, tools, b);
-    }
+    if (encode_tools(e) < 0) return -1;
     buf_append_char(b, '}');
     return 0;
 }
@@ -459,7 +488,10 @@ static int ollama_decode(const canon_request *req, const target *t, const char *
 
     json_object *m = json_object_new_object();
     json_object_object_add(m, "role", json_object_new_string("assistant"));
-    json_object_object_add(m, "content", json_object_new_string(content ? content : ""));
+    /* OpenAI says null, not "", next to tool calls; clients test for it */
+    bool no_text = !content || !*content;
+    json_object_object_add(
+        m, "content", calls && no_text ? NULL : json_object_new_string(content ? content : ""));
     if (calls) json_object_object_add(m, "tool_calls", calls);
     const char *fr = ollama_finish_reason(obj, calls != NULL);
     json_object *choice = json_object_new_object();
@@ -571,12 +603,16 @@ static void chunk_end_emit(ollama_stream *st, const char *finish, const stream_s
 
 /* Ollama sends each tool call whole in one line; OpenAI streams them as
  * indexed fragments, of which a whole call is the simplest case. */
-static void chunk_tool_calls(ollama_stream *st, json_object *calls)
+static void chunk_tool_calls(ollama_stream *st, json_object *calls, stream_result *res)
 {
     size_t n = json_object_array_length(calls);
-    for (size_t i = 0; i < n; i++)
-        json_object_object_add(json_object_array_get_idx(calls, i), "index",
-                               json_object_new_int(st->tool_index++));
+    for (size_t i = 0; i < n; i++) {
+        json_object *c = json_object_array_get_idx(calls, i), *fn = NULL;
+        json_object_object_add(c, "index", json_object_new_int(st->tool_index++));
+        json_object_object_get_ex(c, "function", &fn);
+        const char *name = get_string(fn, "name"), *args = get_string(fn, "arguments");
+        res->tool_bytes += (name ? strlen(name) : 0) + (args ? strlen(args) : 0);
+    }
     chunk_delta_member(&st->chunk, "\"tool_calls\":");
     provider_append_json(&st->chunk, calls);
     st->saw_tool_calls = true;
@@ -608,7 +644,7 @@ static void stream_relay_message(ollama_stream *st, json_object *line, stream_re
         buf_append_json_str(&st->chunk, clen ? json_object_get_string(content) : "", clen);
         if (clen) buf_append(&res->text, json_object_get_string(content), clen);
     }
-    if (calls) chunk_tool_calls(st, calls);
+    if (calls) chunk_tool_calls(st, calls, res);
     chunk_end_emit(st, NULL, sink);
     json_object_put(calls);
 }

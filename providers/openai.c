@@ -29,6 +29,7 @@ typedef enum {
     KEY_METADATA,       /* OpenAI only */
     KEY_REASONING,      /* reasoning_effort / reasoning: not to a model bridle chose that can't */
     KEY_DROP,           /* bridle's own keys, never forwarded */
+    KEY_MESSAGES_API,   /* carries the Messages way in's extensions (router/messages.h) */
 } openai_key;
 
 /* Keys under "bridle…" / "x-bridle…" / "x_bridle…" are bridle's own
@@ -40,12 +41,20 @@ static openai_key openai_classify_key(const char *k)
     switch (k[0]) {
     case 'm':
         if (strcmp(k, "model") == 0) return KEY_MODEL;
+        if (strcmp(k, "messages") == 0) return KEY_MESSAGES_API;
         if (strcmp(k, "max_tokens") == 0 || strcmp(k, "max_completion_tokens") == 0)
             return KEY_MAX_TOKENS;
         if (strcmp(k, "metadata") == 0) return KEY_METADATA;
         break;
     case 'r':
         if (strcmp(k, "reasoning_effort") == 0 || strcmp(k, "reasoning") == 0) return KEY_REASONING;
+        break;
+    case 'c':
+        if (strcmp(k, "cache_control") == 0) return KEY_MESSAGES_API;
+        break;
+    case 't':
+        if (strcmp(k, "top_k") == 0 || strcmp(k, "thinking") == 0 || strcmp(k, "tools") == 0)
+            return KEY_MESSAGES_API;
         break;
     case 's':
         if (strcmp(k, "stream") == 0) return KEY_STREAM;
@@ -92,6 +101,104 @@ static void body_append_max_tokens(buf *b, bool *first, const canon_request *req
         BODY_MEMBER(b, first, "\"max_tokens\":");
     /* By hand: vsnprintf twice (buf_printf) costs more than the rest. */
     buf_append_u64(b, (uint64_t)req->max_tokens);
+}
+
+/* ------------------------------------------------------------ encode: Messages extensions */
+
+/* Appends object o without its members named in drop; the value of a
+ * member named `inner` goes through inner_fn instead of as it came. */
+static void object_copy_without(const jdoc *d, uint32_t o, const char *const *drop,
+                                const char *inner, void (*inner_fn)(const jdoc *, uint32_t, buf *),
+                                buf *b)
+{
+    buf_append_char(b, '{');
+    bool first = true;
+    for (uint32_t k = jdoc_first(d, o); k != JT_NONE; k = jdoc_next(d, o, k)) {
+        bool dropped = false;
+        for (int i = 0; drop[i] && !dropped; i++)
+            dropped = jdoc_str_eq(d, k, drop[i]);
+        if (dropped) continue;
+        if (!first) buf_append_char(b, ',');
+        first = false;
+        jdoc_raw_append(d, k, b);
+        buf_append_char(b, ':');
+        if (inner && jdoc_str_eq(d, k, inner))
+            inner_fn(d, k + 1, b);
+        else
+            jdoc_raw_append(d, k + 1, b);
+    }
+    buf_append_char(b, '}');
+}
+
+static const char *const no_cache_control[] = {"cache_control", NULL};
+
+/* An array whose object items lose their cache_control (content parts,
+ * tools); anything else is copied as it came. */
+static void items_copy(const jdoc *d, uint32_t arr, buf *b)
+{
+    if (jdoc_type(d, arr) != JT_ARRAY) {
+        jdoc_raw_append(d, arr, b);
+        return;
+    }
+    buf_append_char(b, '[');
+    for (uint32_t v = jdoc_first(d, arr); v != JT_NONE; v = jdoc_next(d, arr, v)) {
+        if (v != jdoc_first(d, arr)) buf_append_char(b, ',');
+        if (jdoc_type(d, v) == JT_OBJECT)
+            object_copy_without(d, v, no_cache_control, NULL, NULL, b);
+        else
+            jdoc_raw_append(d, v, b);
+    }
+    buf_append_char(b, ']');
+}
+
+static void messages_copy(const jdoc *d, uint32_t msgs, buf *b)
+{
+    static const char *const drop[] = {"cache_control", "thinking_blocks", "is_error", NULL};
+    if (jdoc_type(d, msgs) != JT_ARRAY) {
+        jdoc_raw_append(d, msgs, b);
+        return;
+    }
+    buf_append_char(b, '[');
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m)) {
+        if (m != jdoc_first(d, msgs)) buf_append_char(b, ',');
+        if (jdoc_type(d, m) == JT_OBJECT)
+            object_copy_without(d, m, drop, "content", items_copy, b);
+        else
+            jdoc_raw_append(d, m, b);
+    }
+    buf_append_char(b, ']');
+}
+
+/* A request that came in through /v1/messages carries members Anthropic
+ * reads and OpenAI refuses: messages and tools lose them, top_k and
+ * cache_control are left out, and a thinking budget becomes the effort
+ * that fits under it (for a model that reasons). Anything else, and any
+ * chat request, is copied as it came. */
+static void messages_api_member(const canon_request *req, const target *t, const char *key,
+                                uint32_t k, bool *first, buf *b)
+{
+    const jdoc *d = req->doc;
+    size_t rlen, vlen;
+    const char *raw_key = jdoc_raw(d, k, &rlen), *raw_val = jdoc_raw(d, k + 1, &vlen);
+    if (!req->messages_api) {
+        body_copy_member(b, first, raw_key, rlen, raw_val, vlen);
+        return;
+    }
+    if (strcmp(key, "messages") == 0 || strcmp(key, "tools") == 0) {
+        if (!*first) buf_append_char(b, ',');
+        *first = false;
+        buf_append(b, raw_key, rlen);
+        buf_append_char(b, ':');
+        (key[0] == 'm' ? messages_copy : items_copy)(d, k + 1, b);
+        return;
+    }
+    int64_t budget = 0;
+    if (strcmp(key, "thinking") == 0 && provider_reasons(t) &&
+        provider_doc_int(d, provider_doc_get(d, k + 1, "budget_tokens"), &budget) && budget > 0) {
+        BODY_MEMBER(b, first, "\"reasoning_effort\":\"");
+        buf_append_str(b, provider_reasoning_effort(budget));
+        buf_append_char(b, '"');
+    }
 }
 
 /* Copies the client's object key by key from its original bytes with the
@@ -147,6 +254,9 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
              * client meant for whichever model answers: dropped. */
             if (!req->model_chosen || provider_reasons(t))
                 body_copy_member(b, &first, raw_key, rlen, raw_val, vlen);
+            break;
+        case KEY_MESSAGES_API:
+            messages_api_member(req, t, key.data, k, &first, b);
             break;
         case KEY_STREAM_OPTIONS: /* written below from our own rule */
         case KEY_DROP:
@@ -432,8 +542,20 @@ static void stream_fail_error(stream_result *res, const jdoc *d, uint32_t e)
     res->failed = true;
 }
 
+/* A string token's length unescaped, as the other dialects count it; 0
+ * for anything else. */
+static size_t str_token_len(const jdoc *d, uint32_t v)
+{
+    static buf scratch; /* one thread per process */
+    if (jdoc_type(d, v) != JT_STRING) return 0;
+    if (!d->t[v].escaped) return d->t[v].end - d->t[v].start;
+    buf_reset(&scratch);
+    jdoc_str_append(d, v, &scratch);
+    return scratch.len;
+}
+
 /* Finish reason from any choice; the text of choice 0 only, since the
- * cascade checks read one answer. */
+ * cascade checks read one answer; the bytes of every tool call. */
 static void stream_note_choices(stream_result *res, const jdoc *d, uint32_t choices)
 {
     for (uint32_t c = jdoc_first(d, choices); c != JT_NONE; c = jdoc_next(d, choices, c)) {
@@ -441,9 +563,16 @@ static void stream_note_choices(stream_result *res, const jdoc *d, uint32_t choi
                            sizeof res->finish_reason);
         int64_t index = 0;
         jdoc_int64(d, jdoc_get(d, c, "index"), &index);
-        uint32_t content = jdoc_get(d, jdoc_get(d, c, "delta"), "content");
+        uint32_t delta = jdoc_get(d, c, "delta");
+        uint32_t content = jdoc_get(d, delta, "content");
         if (index == 0 && jdoc_type(d, content) == JT_STRING)
             jdoc_str_append(d, content, &res->text);
+        uint32_t calls = jdoc_get(d, delta, "tool_calls");
+        for (uint32_t tc = jdoc_first(d, calls); tc != JT_NONE; tc = jdoc_next(d, calls, tc)) {
+            uint32_t fn = jdoc_get(d, tc, "function");
+            res->tool_bytes += str_token_len(d, jdoc_get(d, fn, "name")) +
+                               str_token_len(d, jdoc_get(d, fn, "arguments"));
+        }
     }
 }
 

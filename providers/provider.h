@@ -60,10 +60,15 @@ typedef struct canon_request {
                            reasoning or thinking): it wins over any thinking budget,
                            and the budget dialects translate it
                            (provider_reasoning_budget) */
-    int64_t thinking_budget; /* reasoning tokens the routing policy allows (thinking_caps);
-                                0 = none. Sent only to reasoning models, each dialect in its
-                                own form (provider_thinking_budget) */
-    canon_embed embed;       /* POST /v1/embeddings (canon_parse_embeddings); zero for chat */
+    const char *anthropic_beta; /* the client's anthropic-beta header (Messages way in), for
+                                   an Anthropic target; NULL when none */
+    bool messages_api;          /* it came in as an Anthropic Messages request (router/messages.h):
+                                   the OpenAI dialect leaves out its extension members, and the
+                                   Anthropic one answers with its thinking blocks */
+    int64_t thinking_budget;    /* reasoning tokens the routing policy allows (thinking_caps);
+                                   0 = none. Sent only to reasoning models, each dialect in its
+                                   own form (provider_thinking_budget) */
+    canon_embed embed;          /* POST /v1/embeddings (canon_parse_embeddings); zero for chat */
 } canon_request;
 
 /* ------------------------------------------------------------ targets */
@@ -189,6 +194,7 @@ typedef struct stream_result {
     bool failed;            /* the provider sent an error event */
     upstream_error error;   /* when failed */
     buf text;               /* the answer text so far (for cascade checks) */
+    size_t tool_bytes;      /* tool calls' names and arguments so far (for estimates) */
 } stream_result;
 
 typedef enum { FRAMING_SSE, FRAMING_NDJSON } stream_framing;
@@ -327,6 +333,14 @@ uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, u
 /* A number token as an integer: an int, or a double (truncated) inside
  * int64; false for anything else (v may be JT_NONE). */
 bool provider_doc_int(const jdoc *d, uint32_t v, int64_t *out);
+/* Where a tool call id that bridle gave a Gemini call carries the call's
+ * thoughtSignature (gemini.c): "<id>__thought__<signature>". */
+#define PROVIDER_THOUGHT_SEP "__thought__"
+/* Appends the tool call id token `id` as a JSON string for a provider that
+ * takes ids of [a-zA-Z0-9_-] only (Anthropic): without a Gemini thought
+ * signature, every other byte as '_'. The same id always maps the same
+ * way, so a call and its result still match. */
+void provider_doc_tool_id_append(const jdoc *d, uint32_t id, buf *scratch, buf *out);
 
 /* Adds every "Name: value" line of a NULL-terminated list (a provider's
  * extra_headers; NULL is fine). Lines without a colon are dropped. */

@@ -320,6 +320,7 @@ static const struct {
     size_t offset;
 } limit_table[] = {
     {"max_body_bytes", 4 << 20, 1024, 1LL << 30, offsetof(limits_conf, max_body_bytes)},
+    {"max_upload_bytes", 210 << 20, 1024, 1LL << 31, offsetof(limits_conf, max_upload_bytes)},
     {"max_header_bytes", 16384, 1024, 1 << 20, offsetof(limits_conf, max_header_bytes)},
     {"max_headers", 64, 8, 1000, offsetof(limits_conf, max_headers)},
     {"read_timeout_ms", 30000, 100, 3600000, offsetof(limits_conf, read_timeout_ms)},

@@ -16,6 +16,7 @@ typedef struct bridle_config bridle_config;
 
 typedef struct limits_conf {
     int64_t max_body_bytes;
+    int64_t max_upload_bytes; /* POST /v1/files */
     int64_t max_header_bytes;
     int64_t max_headers;
     int64_t read_timeout_ms;

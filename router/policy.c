@@ -1237,6 +1237,9 @@ const char *policy_cascade_failed_check(const policy *p, const char *finish_reas
                                         const char *answer_text, size_t len, bool json_mode)
 {
     if (!p || !p->cascade_enabled) return NULL;
+    /* Tool calls are what the model chose to do, not a text to grade: no
+     * text is their normal shape, and a dearer model would only call too. */
+    if (finish_reason && strcmp(finish_reason, "tool_calls") == 0) return NULL;
     if (!answer_text) len = 0;
     if ((p->checks & CHECK_LENGTH) && finish_reason && strcmp(finish_reason, "length") == 0)
         return "length";

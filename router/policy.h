@@ -196,7 +196,8 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
  * "empty": nothing but white space; "uncertain": starts, after white space,
  * with the uncertain marker; "json": json_mode and the text is not one JSON
  * value), or NULL when it passes or the cascade is disabled. Only the
- * configured checks run. finish_reason may be NULL. */
+ * configured checks run; an answer of tool calls (finish_reason
+ * "tool_calls") passes them all. finish_reason may be NULL. */
 const char *policy_cascade_failed_check(const policy *p, const char *finish_reason,
                                         const char *answer_text, size_t len, bool json_mode);
 /* policy_cascade_failed_check() != NULL. */

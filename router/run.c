@@ -387,6 +387,12 @@ static void estimate_usage(run *r, usage_record *u, size_t answer_chars)
         r->canon.embed.on ? r->canon.embed.est_tokens : (canon_prompt_chars(&r->canon) + 3) / 4;
 }
 
+/* What a stream's answer has said so far: its text and its tool calls. */
+static size_t stream_output_chars(const run *r)
+{
+    return r->sres.text.len + r->sres.tool_bytes;
+}
+
 /* ------------------------------------------------------------ the ledger */
 
 static void event_route_reason(const run *r, usage_event *ev)
@@ -931,7 +937,7 @@ void run_cancel(run *r)
     if (!r || run_over(r) || r->done_called) return;
     if (r->attempts) { /* the provider may bill what it did */
         usage_record u = r->sres.usage;
-        estimate_usage(r, &u, r->sres.text.len);
+        estimate_usage(r, &u, stream_output_chars(r));
         record_usage(r, 499, "client_closed", &u);
         rate_limit_settle(r, &u);
     } else
@@ -2082,7 +2088,7 @@ static bool held_stream_escalates(run *r)
                                         r->sres.text.len, r->canon.json_mode);
     if (check && next >= 0) {
         usage_record u = r->sres.usage;
-        estimate_usage(r, &u, r->sres.text.len);
+        estimate_usage(r, &u, stream_output_chars(r));
         breaker_settle(r, complete ? BREAKER_SUCCESS : BREAKER_FAILURE);
         r->holding = false;
         stream_close(r);
@@ -2134,7 +2140,7 @@ static void end_relay(run *r, const engine_result *res)
         why = "stream cut upstream";
         err_class = "upstream_stream_cut";
     }
-    estimate_usage(r, &r->sres.usage, r->sres.text.len);
+    estimate_usage(r, &r->sres.usage, stream_output_chars(r));
     breaker_settle(r, ok                     ? BREAKER_SUCCESS
                       : deadline_cut(r, res) ? BREAKER_ABANDONED
                                              : BREAKER_FAILURE);
@@ -2161,6 +2167,43 @@ static void escalate(run *r, int next, const char *check, const usage_record *u)
     r->target_attempts = 0;
     r->usage_estimated = false;
     start_attempt(r);
+}
+
+/* The bytes of the answer's tool calls (names and arguments), which the
+ * model wrote as much as its text: for the usage estimate. */
+static size_t answer_tool_bytes(const decoded_response *d)
+{
+    size_t n = 0;
+    if (d->body) {
+        json_object *choices, *msg, *calls;
+        if (json_object_object_get_ex(d->body, "choices", &choices) &&
+            json_object_object_get_ex(json_object_array_get_idx(choices, 0), "message", &msg) &&
+            json_object_object_get_ex(msg, "tool_calls", &calls))
+            for (size_t i = 0; i < json_object_array_length(calls); i++) {
+                json_object *fn =
+                    provider_json_get(json_object_array_get_idx(calls, i), "function");
+                const char *name = provider_json_str(fn, "name");
+                const char *args = provider_json_str(fn, "arguments");
+                n += (name ? strlen(name) : 0) + (args ? strlen(args) : 0);
+            }
+        return n;
+    }
+    jdoc doc = JDOC_INIT;
+    if (jdoc_parse(&doc, d->raw, d->raw_len, NULL, 0, NULL) == 0) {
+        uint32_t ch = jdoc_index(&doc, jdoc_get(&doc, 0, "choices"), 0);
+        uint32_t calls = jdoc_get(&doc, jdoc_get(&doc, ch, "message"), "tool_calls");
+        for (uint32_t c = jdoc_first(&doc, calls); c != JT_NONE; c = jdoc_next(&doc, calls, c)) {
+            uint32_t fn = jdoc_get(&doc, c, "function");
+            buf tmp = BUF_INIT;
+            uint32_t name = jdoc_get(&doc, fn, "name"), args = jdoc_get(&doc, fn, "arguments");
+            if (jdoc_type(&doc, name) == JT_STRING) jdoc_str_append(&doc, name, &tmp);
+            if (jdoc_type(&doc, args) == JT_STRING) jdoc_str_append(&doc, args, &tmp);
+            n += tmp.len;
+            buf_free(&tmp);
+        }
+    }
+    jdoc_free(&doc);
+    return n;
 }
 
 /* The answer's text, for the cascade's checks and the usage estimate. */
@@ -2258,7 +2301,7 @@ static void answer_decoded(run *r)
     buf text = BUF_INIT;
     if (!d.usage.exact || cascade_next(r) >= 0) answer_text(&d, &text);
     if (!d.usage.exact) { /* no usage block: bill an estimate, and say so */
-        estimate_usage(r, &d.usage, text.len);
+        estimate_usage(r, &d.usage, text.len + answer_tool_bytes(&d));
         r->usage_estimated = true;
     }
     bool escalated = cascade_escalates(r, &d, &text);
@@ -2471,6 +2514,8 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
         run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
         return NULL;
     }
+    r->canon.messages_api = in->messages_api;
+    r->canon.anthropic_beta = in->messages_api ? in->anthropic_beta : NULL;
     apply_attribution(r);
     if (make_plan(r) != 0) return NULL;
     set_state(r, RUN_ADMITTING);

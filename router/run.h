@@ -1,5 +1,5 @@
-/* One request's life, whichever way it came in (/v1/chat/completions and
- * /v1/embeddings today; /v1/messages and batch lines next): the run.
+/* One request's life, whichever way it came in (/v1/chat/completions,
+ * /v1/messages and /v1/embeddings today; batch lines next): the run.
  *
  *   NEW -> PLANNING -> ADMITTING -> CALLING <-> WAITING
  *                                  CALLING -> RELAYING (a stream is read)
@@ -93,6 +93,8 @@ typedef struct run_input {
     int idempotency_keys;               /* how many were sent */
     const char *cache_control;          /* the Cache-Control header, or NULL */
     const char *cache_opt;              /* x-bridle-cache: "on" / "off", or NULL */
+    bool messages_api; /* body is the canonical form of a Messages request (router/messages.h) */
+    const char *anthropic_beta; /* ... and its anthropic-beta header, or NULL */
     bool embeddings; /* POST /v1/embeddings (embedding models, never streamed), else chat */
 } run_input;
 

@@ -30,6 +30,7 @@ typedef struct app {
     struct rollup *rollup;   /* the rollup step (db/rollup.h); NULL without a database */
     struct keyring *keys;    /* config and database keys (router/keyring.h) */
     struct admin *admin;     /* /v1/bridle/admin/ (server/admin.h); NULL without a database */
+    struct filestore *files; /* the Files API's store (server/files.h); NULL without a database */
     app_stats stats;
 } app;
 

@@ -10,12 +10,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "router/canon.h"
+#include "router/messages.h"
 #include "router/run.h"
 #include "server/http.h"
 
 typedef struct chat {
     app *a;
     h1_req *req;
+    bool messages_api; /* POST /v1/messages: the answer goes out in Anthropic's shape */
+    bool embeddings;   /* POST /v1/embeddings: one whole body in OpenAI's shape */
+    char msg_id[40];   /* its message id: "msg_" + the request id's digits */
+    char req_id[32];
+    buf body; /* its canonical body (router/messages.h) */
+    buf out;  /* its translated answer */
+    jdoc doc; /* scratch for the translations */
+    messages_stream *ms;
     run *run;      /* until done */
     bool finished; /* the run called done */
     bool gone;     /* the client left: the request is ours to release */
@@ -40,12 +50,21 @@ static chat *chat_alloc(app *a)
     return c;
 }
 
+static void chat_free(chat *c)
+{
+    buf_free(&c->body);
+    buf_free(&c->out);
+    jdoc_free(&c->doc);
+    messages_stream_free(c->ms);
+    free(c);
+}
+
 void chat_pool_free(app *a)
 {
     while (a->chat_pool) {
         chat *c = a->chat_pool;
         a->chat_pool = c->next_free;
-        free(c);
+        chat_free(c);
     }
     a->chat_pool_n = 0;
 }
@@ -58,10 +77,18 @@ static void chat_release(chat *c)
     if (c->gone) h1_req_release(c->req);
     a->in_flight--;
     if (a->chat_pool_n >= CHAT_POOL_MAX || a->draining) {
-        free(c);
+        chat_free(c);
         return;
     }
+    messages_stream_free(c->ms);
+    buf body = c->body, out = c->out; /* their memory is kept for the next request */
+    jdoc doc = c->doc;
     memset(c, 0, sizeof *c);
+    buf_reset(&body);
+    buf_reset(&out);
+    c->body = body;
+    c->out = out;
+    c->doc = doc;
     c->next_free = a->chat_pool;
     a->chat_pool = c;
     a->chat_pool_n++;
@@ -78,6 +105,10 @@ static void sink_head(void *ctx, int status, const char *content_type, buf *line
 {
     chat *c = ctx;
     c->replied = true;
+    if (c->messages_api) { /* the Anthropic SDK reads its request id from request-id */
+        buf_add_header(lines, "request-id", c->req_id);
+        if (stream) c->ms = messages_stream_new(c->msg_id);
+    }
     http_head_flush(c->req, lines);
     if (!stream) {
         c->status = status;
@@ -89,12 +120,33 @@ static void sink_head(void *ctx, int status, const char *content_type, buf *line
     h1_reply_start(c->req, status, content_type);
 }
 
+/* A whole chat answer or error → Anthropic's message or error. */
+static void messages_whole(chat *c, const char **data, size_t *len)
+{
+    buf_reset(&c->out);
+    if (c->status != 200 ||
+        messages_from_completion(*data, *len, c->msg_id, &c->doc, &c->out) != 0) {
+        buf_reset(&c->out);
+        messages_error_from(*data, *len, c->status == 200 ? 502 : c->status, &c->doc, &c->out);
+        c->status = messages_status(c->status == 200 ? 502 : c->status);
+    }
+    *data = c->out.data;
+    *len = c->out.len;
+}
+
 static void sink_chunk(void *ctx, const char *data, size_t len)
 {
     chat *c = ctx;
     if (!c->stream) { /* the whole answer: the request is not ours after the reply */
         h1_watch_gone(c->req, NULL, NULL);
+        if (c->messages_api) messages_whole(c, &data, &len);
         http_reply(c->a, c->req, c->status, c->ctype, data, len);
+        return;
+    }
+    if (c->messages_api) {
+        buf_reset(&c->out);
+        messages_stream_feed(c->ms, data, len, &c->out);
+        if (c->out.len) h1_reply_chunk(c->req, c->out.data, c->out.len);
         return;
     }
     h1_reply_chunk(c->req, data, len);
@@ -130,25 +182,34 @@ static void on_client_gone(void *arg)
 
 /* ------------------------------------------------------------ entry */
 
-/* One run for the request; `what` names it for the idempotency fingerprint. */
-static void start(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
-                  const char *request_id, const char *what, bool embeddings)
+static chat *chat_begin(app *a, h1_req *req)
 {
     chat *c = chat_alloc(a);
     if (!c) {
         http_reply_error(a, req, 503, "server_error", "out_of_memory", NULL,
                          "The gateway is out of memory; retry shortly", true);
-        return;
+        return NULL;
     }
     a->in_flight++;
     c->a = a;
     c->req = req;
-    size_t len;
-    const char *body = h1_req_body(req, &len);
+    return c;
+}
+
+static void chat_run(chat *c, const char *body, size_t len, const key_conf *key,
+                     const request_headers *hdr, const char *request_id)
+{
+    app *a = c->a;
+    h1_req *req = c->req;
     run_input ri = {
         .body = body,
         .body_len = len,
-        .what = what,
+        .what = c->messages_api ? "POST /v1/messages"
+                : c->embeddings ? "POST /v1/embeddings"
+                                : "POST /v1/chat/completions",
+        .embeddings = c->embeddings,
+        .messages_api = c->messages_api,
+        .anthropic_beta = hdr->anthropic_beta,
         .key = key,
         .request_id = request_id,
         .task = hdr->task,
@@ -159,7 +220,6 @@ static void start(app *a, h1_req *req, const key_conf *key, const request_header
         .idempotency_keys = hdr->idempotency_keys,
         .cache_control = hdr->cache_control,
         .cache_opt = hdr->cache,
-        .embeddings = embeddings,
     };
     h1_watch_gone(req, on_client_gone, c);
     run *r = run_start(a->router, &ri, &chat_sink, c);
@@ -169,12 +229,80 @@ static void start(app *a, h1_req *req, const key_conf *key, const request_header
 void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
                  const char *request_id)
 {
-    start(a, req, key, hdr, request_id, "POST /v1/chat/completions", false);
+    chat *c = chat_begin(a, req);
+    if (!c) return;
+    size_t len;
+    const char *body = h1_req_body(req, &len);
+    chat_run(c, body, len, key, hdr, request_id);
 }
 
-/* The same sink: an embeddings answer is one whole JSON body. */
+/* POST /v1/embeddings: the same sink, an embeddings answer being one whole
+ * JSON body. */
 void embeddings_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
                        const char *request_id)
 {
-    start(a, req, key, hdr, request_id, "POST /v1/embeddings", true);
+    chat *c = chat_begin(a, req);
+    if (!c) return;
+    c->embeddings = true;
+    size_t len;
+    const char *body = h1_req_body(req, &len);
+    chat_run(c, body, len, key, hdr, request_id);
+}
+
+/* ------------------------------------------------------------ /v1/messages */
+
+void messages_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
+                     const char *request_id)
+{
+    size_t len;
+    const char *body = h1_req_body(req, &len);
+    chat *c = chat_begin(a, req);
+    if (!c) return;
+    c->messages_api = true;
+    size_t idl = strnlen(request_id, sizeof c->req_id - 1); /* "req_" + 24 hex */
+    memcpy(c->req_id, request_id, idl);
+    c->req_id[idl] = '\0';
+    memcpy(c->msg_id, "msg_", 4);
+    memcpy(c->msg_id + 4, c->req_id + 4, idl - 4 + 1); /* the digits past "req_" */
+    char err[400];
+    if (messages_to_chat(body, len, false, &c->doc, &c->body, err, sizeof err) != 0) {
+        http_reply_error(a, req, 400, "invalid_request_error", "invalid_request", NULL, err, false);
+        chat_release(c);
+        return;
+    }
+    chat_run(c, c->body.data, c->body.len, key, hdr, request_id);
+}
+
+/* POST /v1/messages/count_tokens: the request checked as /v1/messages
+ * checks it, and its prompt counted the way budgets estimate one (about 4
+ * bytes of text a token, tool definitions included): an estimate, which
+ * the answer says in a header, not the provider's own count. */
+void messages_count_tokens(app *a, h1_req *req)
+{
+    size_t len;
+    const char *body = h1_req_body(req, &len);
+    buf chat_body = BUF_INIT, strings = BUF_INIT;
+    jdoc doc = JDOC_INIT, cdoc = JDOC_INIT;
+    canon_request cr;
+    canon_error cerr;
+    char err[400];
+    if (messages_to_chat(body, len, true, &doc, &chat_body, err, sizeof err) != 0) {
+        http_reply_error(a, req, 400, "invalid_request_error", "invalid_request", NULL, err, false);
+    } else if (canon_parse_chat(chat_body.data, chat_body.len, &cdoc, &strings, &cr, &cerr) != 0) {
+        http_reply_error(a, req, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message,
+                         false);
+    } else {
+        size_t tools_len = 0;
+        uint32_t tools = jdoc_get(&cdoc, 0, "tools");
+        if (tools != JT_NONE) jdoc_raw(&cdoc, tools, &tools_len);
+        int64_t chars = canon_prompt_chars(&cr) + (int64_t)tools_len;
+        char out[64];
+        int n = snprintf(out, sizeof out, "{\"input_tokens\":%lld}", (long long)((chars + 3) / 4));
+        h1_add_header(req, "x-bridle-estimate", "true");
+        http_reply_json(a, req, 200, out, (size_t)n);
+    }
+    buf_free(&chat_body);
+    buf_free(&strings);
+    jdoc_free(&doc);
+    jdoc_free(&cdoc);
 }

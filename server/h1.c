@@ -198,6 +198,16 @@ static int frame_headers(const parsed_head *p, h1_frame *f, int64_t *length)
     return H1_FRAME_DONE;
 }
 
+/* Uploads (the Files API) may be larger than any other body. */
+static size_t body_limit(const h1_options *o, const parsed_head *p)
+{
+    size_t n = o->upload_prefix ? strlen(o->upload_prefix) : 0;
+    if (n && p->path_len >= n && memcmp(p->path, o->upload_prefix, n) == 0 &&
+        o->max_upload_bytes > o->max_body_bytes)
+        return o->max_upload_bytes;
+    return o->max_body_bytes;
+}
+
 static int frame_request(char *data, size_t len, const h1_options *o, h1_frame *f, parsed_head *p,
                          h1_frame_state *st)
 {
@@ -209,17 +219,18 @@ static int frame_request(char *data, size_t len, const h1_options *o, h1_frame *
     if (rc != H1_FRAME_DONE) return rc;
     f->body_off = f->head_len;
     char *body = data + f->head_len;
+    size_t limit = body_limit(o, p);
     if (f->chunked) {
         size_t used = 0, pos = 0, total = 0;
-        rc = scan_chunked(body, len - f->head_len, o->max_body_bytes, &st->chunk_pos,
-                          &st->chunk_total, &used, NULL);
+        rc = scan_chunked(body, len - f->head_len, limit, &st->chunk_pos, &st->chunk_total, &used,
+                          NULL);
         if (rc != H1_FRAME_DONE) return rc;
-        scan_chunked(body, used, o->max_body_bytes, &pos, &total, &used, body);
+        scan_chunked(body, used, limit, &pos, &total, &used, body);
         f->body_len = total;
         f->consumed = f->head_len + used;
     } else {
         if (length < 0) length = 0;
-        if ((uint64_t)length > o->max_body_bytes) return 413;
+        if ((uint64_t)length > limit) return 413;
         if (len - f->head_len < (size_t)length) {
             st->need = f->head_len + (size_t)length;
             return H1_FRAME_MORE;
@@ -389,7 +400,9 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     buf_reserve(&c->in, 1);
     /* a client sending more than a whole request while one is served waits:
      * it is read again once that request is answered */
-    if (c->busy && c->in.len > head_hard_limit(&s->o) + s->o.max_body_bytes) event_del(&c->rd);
+    if (c->busy && c->in.len > head_hard_limit(&s->o) + s->o.max_body_bytes +
+                                   (s->o.upload_prefix ? s->o.max_upload_bytes : 0))
+        event_del(&c->rd);
     if (!c->busy) conn_process(c);
 }
 

@@ -25,13 +25,15 @@ typedef struct h1_req h1_req;
 typedef enum { H1_GET, H1_POST, H1_PUT, H1_DELETE, H1_HEAD, H1_OPTIONS, H1_OTHER } h1_method;
 
 typedef struct h1_options {
-    size_t max_body_bytes;   /* a longer body: error 413 */
-    size_t max_header_bytes; /* the request line and headers may reach 4x this
-                                (at least 64 KiB) before error 431; the exact
-                                limits are the caller's to check */
-    int64_t read_timeout_ms; /* a whole request must arrive within this (and an idle
-                                keep-alive connection lives this long) */
-    int64_t max_connections; /* accepting pauses at this many open connections */
+    size_t max_body_bytes;     /* a longer body: error 413 */
+    size_t max_upload_bytes;   /* ... but for a target starting with upload_prefix */
+    const char *upload_prefix; /* NULL: none */
+    size_t max_header_bytes;   /* the request line and headers may reach 4x this
+                                  (at least 64 KiB) before error 431; the exact
+                                  limits are the caller's to check */
+    int64_t read_timeout_ms;   /* a whole request must arrive within this (and an idle
+                                  keep-alive connection lives this long) */
+    int64_t max_connections;   /* accepting pauses at this many open connections */
 } h1_options;
 
 /* Called for every request received whole, and for one that could not be

@@ -19,11 +19,13 @@
 #include "db/cache_store.h"
 #include "db/ledger.h"
 #include "router/keyring.h"
+#include "router/messages.h"
 #include "router/budget.h"
 #include "router/cache.h"
 #include "router/router.h"
 #include "server/admin.h"
 #include "server/chat.h"
+#include "server/files.h"
 #include "server/metrics.h"
 
 /* ------------------------------------------------------------ replies */
@@ -112,7 +114,13 @@ void http_reply_error(app *a, h1_req *req, int status, const char *type, const c
                       const char *param, const char *message, bool should_retry)
 {
     buf b = BUF_INIT;
-    provider_openai_error_json(&b, type, code, param, message);
+    const char *path = h1_req_target(req);
+    if (path && strncmp(path, "/v1/messages", 12) == 0) { /* Anthropic's clients */
+        messages_error_json(&b, status, message, strlen(message));
+        status = messages_status(status);
+    } else {
+        provider_openai_error_json(&b, type, code, param, message);
+    }
     /* said both ways: the OpenAI SDKs obey it over their own status rules */
     h1_add_header(req, "x-should-retry", should_retry ? "true" : "false");
     http_reply_json(a, req, status, b.data, b.len);
@@ -156,6 +164,40 @@ static void reply_models(app *a, h1_req *req)
         first = false;
     }
     buf_append_str(&b, "]}");
+    http_reply_json(a, req, 200, b.data, b.len);
+    buf_free(&b);
+}
+
+/* GET /v1/models from Anthropic's SDKs (they send anthropic-version):
+ * Anthropic's list shape, every model and route, one page. */
+static void reply_models_anthropic(app *a, h1_req *req)
+{
+    buf b = BUF_INIT;
+    const char *first_id = NULL, *last_id = NULL;
+    buf_append_str(&b, "{\"data\":[");
+    int n_models = config_n_models(a->cfg), n = n_models + config_n_routes(a->cfg);
+    for (int i = 0; i < n; i++) {
+        const model_conf *m = i < n_models ? config_model(a->cfg, i) : NULL;
+        if (m && !m->enabled) continue;
+        const char *id = m ? m->name : config_route(a->cfg, i - n_models)->name;
+        if (first_id) buf_append_char(&b, ',');
+        if (!first_id) first_id = id;
+        last_id = id;
+        buf_append_str(&b, "{\"type\":\"model\",\"id\":");
+        buf_append_json_str(&b, id, strlen(id));
+        buf_append_str(&b, ",\"display_name\":");
+        buf_append_json_str(&b, id, strlen(id));
+        buf_append_str(&b, ",\"created_at\":\"2025-01-01T00:00:00Z\"}");
+    }
+    buf_append_str(&b, "],\"has_more\":false,\"first_id\":");
+    if (first_id) {
+        buf_append_json_str(&b, first_id, strlen(first_id));
+        buf_append_str(&b, ",\"last_id\":");
+        buf_append_json_str(&b, last_id, strlen(last_id));
+    } else {
+        buf_append_str(&b, "null,\"last_id\":null");
+    }
+    buf_append_char(&b, '}');
     http_reply_json(a, req, 200, b.data, b.len);
     buf_free(&b);
 }
@@ -450,6 +492,10 @@ static void scan_headers(const h1_req *req, request_headers *h)
             h->authorization = value;
         else if (klen == 9 && strcasecmp(key, "x-api-key") == 0)
             h->x_api_key = value;
+        else if (klen == 17 && strcasecmp(key, "anthropic-version") == 0)
+            h->anthropic_version = value;
+        else if (klen == 14 && strcasecmp(key, "anthropic-beta") == 0)
+            h->anthropic_beta = value;
         else if (klen == 13 && strcasecmp(key, "cache-control") == 0)
             h->cache_control = value;
         else if (klen == 15 && strcasecmp(key, "idempotency-key") == 0) {
@@ -501,6 +547,26 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         chat_handle(a, req, k, h, id);
         return;
     }
+    if (path_is(path, "/v1/messages") || path_is(path, "/v1/messages/count_tokens")) {
+        bool count = path[12] == '/';
+        if (cmd != H1_POST) {
+            http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                             count ? "Use POST for /v1/messages/count_tokens"
+                                   : "Use POST for /v1/messages",
+                             false);
+            return;
+        }
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (!k) return;
+        if (count) {
+            messages_count_tokens(a, req);
+            return;
+        }
+        char id[32];
+        http_new_request_id(id);
+        messages_handle(a, req, k, h, id);
+        return;
+    }
     if (path_is(path, "/v1/embeddings")) {
         if (cmd != H1_POST) {
             http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
@@ -514,8 +580,17 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         embeddings_handle(a, req, k, h, id);
         return;
     }
+    if (path_is(path, "/v1/files") || strncmp(path, "/v1/files/", 10) == 0) {
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (k) files_handle(a, req, k, path, cmd);
+        return;
+    }
     if (path_is(path, "/v1/models")) {
-        if (authenticate(a, req, h, KEYS_CLIENT)) reply_models(a, req);
+        if (!authenticate(a, req, h, KEYS_CLIENT)) return;
+        if (h->anthropic_version)
+            reply_models_anthropic(a, req);
+        else
+            reply_models(a, req);
         return;
     }
     if (path_is(path, "/v1/bridle/health")) {
@@ -530,7 +605,7 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
     char msg[300];
     snprintf(msg, sizeof msg,
              "Unknown path %.120s: this gateway serves POST /v1/chat/completions, POST "
-             "/v1/embeddings and GET /v1/models",
+             "/v1/messages, POST /v1/embeddings and GET /v1/models",
              path);
     http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL, msg, false);
 }
@@ -638,6 +713,8 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
     if (fd < 0) return -1;
     h1_options o = {
         .max_body_bytes = (size_t)lim->max_body_bytes,
+        .max_upload_bytes = (size_t)lim->max_upload_bytes,
+        .upload_prefix = "/v1/files",
         .max_header_bytes = (size_t)lim->max_header_bytes,
         .read_timeout_ms = lim->read_timeout_ms,
         .max_connections = lim->max_connections,

@@ -32,6 +32,8 @@ typedef struct request_headers {
     int idempotency_keys;               /* how many were sent: at most one is allowed */
     const char *cache_control;          /* Cache-Control */
     const char *cache;                  /* x-bridle-cache */
+    const char *anthropic_version;      /* anthropic-version: an Anthropic SDK */
+    const char *anthropic_beta;         /* anthropic-beta (forwarded to Anthropic models) */
 } request_headers;
 
 /* Response header lines collected in a buf (buf_add_header: "name:

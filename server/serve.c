@@ -23,6 +23,8 @@
 #include "server/app.h"
 #include "server/serve.h"
 #include "server/chat.h"
+#include "server/files.h"
+#include "db/filestore.h"
 #include "server/http.h"
 
 #define DRAIN_LIMIT_MS 30000
@@ -160,7 +162,7 @@ static int start_keys(app *a)
         log_error("out of memory");
         return -1;
     }
-    if (db->url[0] && !(a->admin = admin_new(a))) {
+    if (db->url[0] && (!(a->admin = admin_new(a)) || !(a->files = files_store_new(a)))) {
         log_error("out of memory");
         return -1;
     }
@@ -261,6 +263,7 @@ out: /* also when starting failed: everything above copes with what was not made
     chat_pool_free(a);
     alerts_free(budget_alerts);
     admin_free(a->admin);
+    filestore_free(a->files);
     router_free(a->router);
     keyring_free(a->keys);
     rollup_free(a->rollup);

@@ -53,7 +53,47 @@ static void anthropic_usage(struct mock_req *m, long output, struct evbuffer *ou
 
 static const char *stop_reason(struct mock_req *m)
 {
-    return m->length ? "max_tokens" : "end_turn";
+    return m->ncalls ? "tool_use" : m->length ? "max_tokens" : "end_turn";
+}
+
+/* An answer of tool calls alone has no text block; any other has one. */
+static bool has_text_block(struct mock_req *m)
+{
+    return !m->ncalls || m->answer_len > 0;
+}
+
+/* thinking=1: a thinking block comes first (index 0), with a signature
+ * naming the request, as extended thinking answers. */
+static long thinking_blocks(struct mock_req *m)
+{
+    return m->dir.thinking == 1;
+}
+
+#define MOCK_THINKING "Let me think this through."
+
+static void thinking_block(struct mock_req *m, bool streaming, struct evbuffer *out)
+{
+    if (streaming)
+        ADD_LIT(out, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}");
+    else
+        evbuffer_add_printf(out,
+                            "{\"type\":\"thinking\",\"thinking\":\"" MOCK_THINKING
+                            "\",\"signature\":\"sig_%s\"},",
+                            m->id);
+}
+
+static void tool_use_block(const struct mock_call *c, bool streaming, struct evbuffer *out)
+{
+    ADD_LIT(out, "{\"type\":\"tool_use\",\"id\":");
+    json_cstr(out, c->id);
+    ADD_LIT(out, ",\"name\":");
+    json_cstr(out, c->name);
+    ADD_LIT(out, ",\"input\":");
+    if (streaming) /* the input arrives in input_json_delta events */
+        ADD_LIT(out, "{}");
+    else
+        evbuffer_add(out, c->args, c->args_len);
+    ADD_LIT(out, "}");
 }
 
 /* The message object; `streaming` leaves content empty and output small. */
@@ -65,10 +105,18 @@ static void message(struct mock_req *m, bool streaming, struct evbuffer *out)
     if (streaming) {
         ADD_LIT(out, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null");
     } else {
-        ADD_LIT(out, ",\"content\":[{\"type\":\"text\",\"text\":");
-        json_str(out, m->answer, m->answer_len);
-        evbuffer_add_printf(out, "}],\"stop_reason\":\"%s\",\"stop_sequence\":null",
-                            stop_reason(m));
+        ADD_LIT(out, ",\"content\":[");
+        if (thinking_blocks(m)) thinking_block(m, false, out);
+        if (has_text_block(m)) {
+            ADD_LIT(out, "{\"type\":\"text\",\"text\":");
+            json_str(out, m->answer, m->answer_len);
+            ADD_LIT(out, "}");
+        }
+        for (int k = 0; k < m->ncalls; k++) {
+            if (k || has_text_block(m)) ADD_LIT(out, ",");
+            tool_use_block(&m->calls[k], false, out);
+        }
+        evbuffer_add_printf(out, "],\"stop_reason\":\"%s\",\"stop_sequence\":null", stop_reason(m));
     }
     if (m->dir.no_usage != 1) {
         evbuffer_add(out, ",", 1);
@@ -89,6 +137,13 @@ static void event_head(const char *name, struct evbuffer *out)
     evbuffer_add_printf(out, "event: %s\ndata: {\"type\":\"%s\"", name, name);
 }
 
+static void block_stop(long index, struct evbuffer *out)
+{
+    event_head("content_block_stop", out);
+    ADD_NUM(out, ",\"index\":", index);
+    ADD_LIT(out, "}\n\n");
+}
+
 static void anthropic_open(struct mock_req *m, struct evbuffer *out)
 {
     event_head("message_start", out);
@@ -97,8 +152,66 @@ static void anthropic_open(struct mock_req *m, struct evbuffer *out)
     ADD_LIT(out, "}\n\n");
     event_head("ping", out);
     ADD_LIT(out, "}\n\n");
+    if (thinking_blocks(m)) { /* the whole thinking block: start, text, signature, stop */
+        event_head("content_block_start", out);
+        ADD_LIT(out, ",\"index\":0,\"content_block\":");
+        thinking_block(m, true, out);
+        ADD_LIT(out, "}\n\n");
+        event_head("content_block_delta", out);
+        ADD_LIT(out,
+                ",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"" MOCK_THINKING
+                "\"}}\n\n");
+        event_head("content_block_delta", out);
+        evbuffer_add_printf(out,
+                            ",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":"
+                            "\"sig_%s\"}}\n\n",
+                            m->id);
+        block_stop(0, out);
+    }
+    if (!has_text_block(m)) return;
     event_head("content_block_start", out);
-    ADD_LIT(out, ",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+    ADD_NUM(out, ",\"index\":", thinking_blocks(m));
+    ADD_LIT(out, ",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+}
+
+/* Per call, as Anthropic streams it: content_block_start (tool_use, input
+ * {}), an input_json_delta with "" and one per fragment, content_block_stop. */
+static int anthropic_call_pieces(const struct mock_call *c)
+{
+    return 3 + tools_frags(c);
+}
+
+static int anthropic_tool_npieces(struct mock_req *m)
+{
+    int n = 0;
+    for (int k = 0; k < m->ncalls; k++)
+        n += anthropic_call_pieces(&m->calls[k]);
+    return n;
+}
+
+static void anthropic_tool_piece(struct mock_req *m, int j, struct evbuffer *out)
+{
+    int part, k = tools_locate(m, j, anthropic_call_pieces, &part);
+    const struct mock_call *c = &m->calls[k];
+    long index = k + has_text_block(m) + thinking_blocks(m);
+    if (part == 0) {
+        if (k == 0 && has_text_block(m)) block_stop(thinking_blocks(m), out);
+        event_head("content_block_start", out);
+        ADD_NUM(out, ",\"index\":", index);
+        ADD_LIT(out, ",\"content_block\":");
+        tool_use_block(c, true, out);
+        ADD_LIT(out, "}\n\n");
+    } else if (part == anthropic_call_pieces(c) - 1) {
+        block_stop(index, out);
+    } else {
+        size_t s = 0, e = 0;
+        if (part > 1) tools_frag(c, part - 2, &s, &e);
+        event_head("content_block_delta", out);
+        ADD_NUM(out, ",\"index\":", index);
+        ADD_LIT(out, ",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":");
+        json_str(out, c->args + s, e - s);
+        ADD_LIT(out, "}}\n\n");
+    }
 }
 
 static void anthropic_piece(struct mock_req *m, int k, struct evbuffer *out)
@@ -106,15 +219,15 @@ static void anthropic_piece(struct mock_req *m, int k, struct evbuffer *out)
     size_t s, e;
     piece_bounds(m, k, &s, &e);
     event_head("content_block_delta", out);
-    ADD_LIT(out, ",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":");
+    ADD_NUM(out, ",\"index\":", thinking_blocks(m));
+    ADD_LIT(out, ",\"delta\":{\"type\":\"text_delta\",\"text\":");
     json_str(out, m->answer + s, e - s);
     ADD_LIT(out, "}}\n\n");
 }
 
 static void anthropic_close(struct mock_req *m, struct evbuffer *out)
 {
-    event_head("content_block_stop", out);
-    ADD_LIT(out, ",\"index\":0}\n\n");
+    if (!m->ncalls) block_stop(thinking_blocks(m), out); /* each call's block stopped itself */
     event_head("message_delta", out);
     evbuffer_add_printf(out, ",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null}",
                         stop_reason(m));
@@ -133,4 +246,6 @@ const struct dialect_ops anthropic_ops = {
     .open = anthropic_open,
     .piece = anthropic_piece,
     .close = anthropic_close,
+    .tool_npieces = anthropic_tool_npieces,
+    .tool_piece = anthropic_tool_piece,
 };

@@ -73,13 +73,38 @@ static void usage_metadata(struct mock_req *m, long candidates, struct evbuffer 
         u->prompt, u->cached, candidates, u->reasoning, u->prompt + candidates + u->reasoning);
 }
 
-/* One GenerateContentResponse holding `text`; `last` adds finishReason. */
-static void response(struct mock_req *m, const char *text, size_t len, bool last, long candidates,
-                     struct evbuffer *out)
+/* functionCall parts: the whole call at once, args an object, no id. */
+static void function_calls(struct mock_req *m, bool comma, struct evbuffer *out)
 {
-    ADD_LIT(out, "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":");
-    json_str(out, text, len);
-    ADD_LIT(out, "}]}");
+    for (int k = 0; k < m->ncalls; k++) {
+        if (k || comma) ADD_LIT(out, ",");
+        ADD_LIT(out, "{\"functionCall\":{\"name\":");
+        json_cstr(out, m->calls[k].name);
+        ADD_LIT(out, ",\"args\":");
+        evbuffer_add(out, m->calls[k].args, m->calls[k].args_len);
+        ADD_LIT(out, "}");
+        if (k == 0) { /* opaque base64 in real life; "/NAME/" lets the mock check it */
+            ADD_LIT(out, ",\"thoughtSignature\":\"c2lnbmF0dXJl+/");
+            evbuffer_add_printf(out, "%s/%s=\"", m->calls[k].name, m->id);
+        }
+        ADD_LIT(out, "}");
+    }
+}
+
+/* One GenerateContentResponse holding `text` (and the tool calls when
+ * `calls`); `last` adds finishReason. */
+static void response(struct mock_req *m, const char *text, size_t len, bool calls, bool last,
+                     long candidates, struct evbuffer *out)
+{
+    bool text_part = len > 0 || !calls;
+    ADD_LIT(out, "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[");
+    if (text_part) {
+        ADD_LIT(out, "{\"text\":");
+        json_str(out, text, len);
+        ADD_LIT(out, "}");
+    }
+    if (calls) function_calls(m, text_part, out);
+    ADD_LIT(out, "]}");
     if (last)
         evbuffer_add_printf(out, ",\"finishReason\":\"%s\"", m->length ? "MAX_TOKENS" : "STOP");
     ADD_LIT(out, ",\"index\":0}]");
@@ -91,7 +116,7 @@ static void response(struct mock_req *m, const char *text, size_t len, bool last
 
 static void gemini_body(struct mock_req *m, struct evbuffer *out)
 {
-    response(m, m->answer, m->answer_len, true, final_candidates(m), out);
+    response(m, m->answer, m->answer_len, m->ncalls > 0, true, final_candidates(m), out);
     evbuffer_add(out, "\n", 1);
 }
 
@@ -101,12 +126,25 @@ static void gemini_open(struct mock_req *m, struct evbuffer *out) {}
 static void gemini_piece(struct mock_req *m, int k, struct evbuffer *out)
 {
     size_t s, e;
-    bool last = k == m->npieces - 1;
+    bool last = k == m->npieces - 1 && !m->ncalls; /* else the calls come last */
     long fin = final_candidates(m);
     long running = last ? fin : (k + 1 < fin ? k + 1 : fin);
     piece_bounds(m, k, &s, &e);
     ADD_LIT(out, "data: ");
-    response(m, m->answer + s, e - s, last, running, out);
+    response(m, m->answer + s, e - s, false, last, running, out);
+    ADD_LIT(out, "\n\n");
+}
+
+/* Gemini sends function calls whole: every call in one last message. */
+static int gemini_tool_npieces(struct mock_req *m)
+{
+    return 1;
+}
+
+static void gemini_tool_piece(struct mock_req *m, int j, struct evbuffer *out)
+{
+    ADD_LIT(out, "data: ");
+    response(m, "", 0, true, true, final_candidates(m), out);
     ADD_LIT(out, "\n\n");
 }
 
@@ -114,9 +152,9 @@ static void gemini_piece(struct mock_req *m, int k, struct evbuffer *out)
  * frame of its own. */
 static void gemini_close(struct mock_req *m, struct evbuffer *out)
 {
-    if (m->npieces > 0) return;
+    if (m->npieces > 0 || m->ncalls) return;
     ADD_LIT(out, "data: ");
-    response(m, "", 0, true, final_candidates(m), out);
+    response(m, "", 0, false, true, final_candidates(m), out);
     ADD_LIT(out, "\n\n");
 }
 
@@ -128,4 +166,6 @@ const struct dialect_ops gemini_ops = {
     .open = gemini_open,
     .piece = gemini_piece,
     .close = gemini_close,
+    .tool_npieces = gemini_tool_npieces,
+    .tool_piece = gemini_tool_piece,
 };

@@ -8,8 +8,27 @@ static void ollama_error(struct mock_req *m, int status, const char *msg, struct
     ADD_LIT(out, "}\n");
 }
 
-/* The start of every line: model, created_at and the message content. */
-static void line_head(struct mock_req *m, const char *text, size_t len, struct evbuffer *out)
+/* message.tool_calls of calls [from, to): arguments are objects, each
+ * function carries its index, as Ollama sends them. */
+static void tool_calls(struct mock_req *m, int from, int to, struct evbuffer *out)
+{
+    ADD_LIT(out, ",\"tool_calls\":[");
+    for (int k = from; k < to; k++) {
+        if (k > from) ADD_LIT(out, ",");
+        ADD_NUM(out, "{\"function\":{\"index\":", k);
+        ADD_LIT(out, ",\"name\":");
+        json_cstr(out, m->calls[k].name);
+        ADD_LIT(out, ",\"arguments\":");
+        evbuffer_add(out, m->calls[k].args, m->calls[k].args_len);
+        ADD_LIT(out, "}}");
+    }
+    ADD_LIT(out, "]");
+}
+
+/* The start of every line: model, created_at and the message content (and
+ * the tool calls [from, to), if any). */
+static void line_head_calls(struct mock_req *m, const char *text, size_t len, int from, int to,
+                            struct evbuffer *out)
 {
     char ts[48];
     iso8601_now(ts, sizeof(ts));
@@ -18,7 +37,13 @@ static void line_head(struct mock_req *m, const char *text, size_t len, struct e
     evbuffer_add_printf(
         out, ",\"created_at\":\"%s\",\"message\":{\"role\":\"assistant\",\"content\":", ts);
     json_str(out, text, len);
+    if (to > from) tool_calls(m, from, to, out);
     evbuffer_add(out, "}", 1);
+}
+
+static void line_head(struct mock_req *m, const char *text, size_t len, struct evbuffer *out)
+{
+    line_head_calls(m, text, len, 0, 0, out);
 }
 
 /* Durations are made up but deterministic: load 1 ms, prompt 0.1 ms per
@@ -41,7 +66,7 @@ static void final_fields(struct mock_req *m, struct evbuffer *out)
 
 static void ollama_body(struct mock_req *m, struct evbuffer *out)
 {
-    line_head(m, m->answer, m->answer_len, out);
+    line_head_calls(m, m->answer, m->answer_len, 0, m->ncalls, out);
     final_fields(m, out);
 }
 
@@ -52,6 +77,18 @@ static void ollama_piece(struct mock_req *m, int k, struct evbuffer *out)
     size_t s, e;
     piece_bounds(m, k, &s, &e);
     line_head(m, m->answer + s, e - s, out);
+    ADD_LIT(out, ",\"done\":false}\n");
+}
+
+/* One done:false line per call (Ollama's done_reason stays "stop"). */
+static int ollama_tool_npieces(struct mock_req *m)
+{
+    return m->ncalls;
+}
+
+static void ollama_tool_piece(struct mock_req *m, int j, struct evbuffer *out)
+{
+    line_head_calls(m, "", 0, j, j + 1, out);
     ADD_LIT(out, ",\"done\":false}\n");
 }
 
@@ -69,4 +106,6 @@ const struct dialect_ops ollama_ops = {
     .open = ollama_open,
     .piece = ollama_piece,
     .close = ollama_close,
+    .tool_npieces = ollama_tool_npieces,
+    .tool_piece = ollama_tool_piece,
 };

@@ -40,7 +40,25 @@ static void openai_usage(struct mock_req *m, struct evbuffer *out)
 
 static const char *finish_reason(struct mock_req *m)
 {
-    return m->length ? "length" : "stop";
+    return m->ncalls ? "tool_calls" : m->length ? "length" : "stop";
+}
+
+/* message.tool_calls: arguments are a JSON string holding the object. */
+static void tool_calls(struct mock_req *m, struct evbuffer *out)
+{
+    ADD_LIT(out, ",\"tool_calls\":[");
+    for (int k = 0; k < m->ncalls; k++) {
+        const struct mock_call *c = &m->calls[k];
+        if (k) ADD_LIT(out, ",");
+        ADD_LIT(out, "{\"id\":");
+        json_cstr(out, c->id);
+        ADD_LIT(out, ",\"type\":\"function\",\"function\":{\"name\":");
+        json_cstr(out, c->name);
+        ADD_LIT(out, ",\"arguments\":");
+        json_str(out, c->args, c->args_len);
+        ADD_LIT(out, "}}");
+    }
+    ADD_LIT(out, "]");
 }
 
 static void openai_body(struct mock_req *m, struct evbuffer *out)
@@ -51,11 +69,14 @@ static void openai_body(struct mock_req *m, struct evbuffer *out)
     ADD_LIT(out, ",\"model\":");
     json_cstr(out, m->model);
     ADD_LIT(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    json_str(out, m->answer, m->answer_len);
-    if (m->length)
-        ADD_LIT(out, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"length\"}]");
+    if (m->ncalls && m->answer_len == 0) /* OpenAI: null next to tool calls */
+        ADD_LIT(out, "null");
     else
-        ADD_LIT(out, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}]");
+        json_str(out, m->answer, m->answer_len);
+    if (m->ncalls) tool_calls(m, out);
+    ADD_LIT(out, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":");
+    json_cstr(out, finish_reason(m));
+    ADD_LIT(out, "}]");
     if (m->dir.no_usage != 1) {
         ADD_LIT(out, ",");
         openai_usage(m, out);
@@ -88,8 +109,10 @@ static void chunk_tail(struct mock_req *m, struct evbuffer *out)
 static void openai_open(struct mock_req *m, struct evbuffer *out)
 {
     chunk_head(m, out);
-    evbuffer_add_printf(out, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\","
-                             "\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}");
+    evbuffer_add_printf(out,
+                        "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":%s,"
+                        "\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}",
+                        m->ncalls && m->answer_len == 0 ? "null" : "\"\"");
     chunk_tail(m, out);
 }
 
@@ -101,6 +124,44 @@ static void openai_piece(struct mock_req *m, int k, struct evbuffer *out)
     ADD_LIT(out, "{\"index\":0,\"delta\":{\"content\":");
     json_str(out, m->answer + s, e - s);
     ADD_LIT(out, "},\"logprobs\":null,\"finish_reason\":null}");
+    chunk_tail(m, out);
+}
+
+/* Per call: a delta with its index, id, name and empty arguments, then
+ * the arguments in fragments. */
+static int openai_call_pieces(const struct mock_call *c)
+{
+    return 1 + tools_frags(c);
+}
+
+static int openai_tool_npieces(struct mock_req *m)
+{
+    int n = 0;
+    for (int k = 0; k < m->ncalls; k++)
+        n += openai_call_pieces(&m->calls[k]);
+    return n;
+}
+
+static void openai_tool_piece(struct mock_req *m, int j, struct evbuffer *out)
+{
+    int part, k = tools_locate(m, j, openai_call_pieces, &part);
+    const struct mock_call *c = &m->calls[k];
+    chunk_head(m, out);
+    ADD_NUM(out, "{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":", k);
+    if (part == 0) {
+        ADD_LIT(out, ",\"id\":");
+        json_cstr(out, c->id);
+        ADD_LIT(out, ",\"type\":\"function\",\"function\":{\"name\":");
+        json_cstr(out, c->name);
+        ADD_LIT(out, ",\"arguments\":\"\"}");
+    } else {
+        size_t s, e;
+        tools_frag(c, part - 1, &s, &e);
+        ADD_LIT(out, ",\"function\":{\"arguments\":");
+        json_str(out, c->args + s, e - s);
+        ADD_LIT(out, "}");
+    }
+    ADD_LIT(out, "}]},\"logprobs\":null,\"finish_reason\":null}");
     chunk_tail(m, out);
 }
 
@@ -128,4 +189,6 @@ const struct dialect_ops openai_ops = {
     .open = openai_open,
     .piece = openai_piece,
     .close = openai_close,
+    .tool_npieces = openai_tool_npieces,
+    .tool_piece = openai_tool_piece,
 };

@@ -45,6 +45,8 @@ static const struct dkey {
     L("reasoning_tokens", reasoning_tokens),
     I("no_usage", no_usage),
     I("repeat", repeat),
+    I("tool_calls", tool_calls),
+    I("thinking", thinking),
 #undef I
 #undef L
 };
@@ -60,10 +62,29 @@ void directives_init(struct directives *d)
     }
 }
 
+static void tool_call_clear(struct directives *d)
+{
+    for (int i = 0; i < d->n_tool_call; i++)
+        free(d->tool_call[i]);
+    d->n_tool_call = 0;
+}
+
 void directives_free(struct directives *d)
 {
     free(d->content);
     d->content = NULL;
+    tool_call_clear(d);
+}
+
+/* tool_call= adds to the list of the current source and replaces the list
+ * an earlier source left. */
+static void tool_call_add(struct directives *d, const char *val)
+{
+    if (d->tool_call_gen != d->apply_gen) {
+        tool_call_clear(d);
+        d->tool_call_gen = d->apply_gen;
+    }
+    if (d->n_tool_call < MOCK_CALLS_MAX) d->tool_call[d->n_tool_call++] = strdup(val);
 }
 
 static int hexval(int c)
@@ -101,6 +122,10 @@ static void set_one(struct directives *d, const char *k, size_t klen, const char
         d->finish_length = !strcmp(val, "length");
         return;
     }
+    if (klen == 9 && !memcmp(k, "tool_call", 9)) {
+        tool_call_add(d, val);
+        return;
+    }
     for (size_t i = 0; i < sizeof(dkeys) / sizeof(dkeys[0]); i++) {
         const struct dkey *dk = &dkeys[i];
         if (strlen(dk->name) != klen || memcmp(dk->name, k, klen)) continue;
@@ -122,6 +147,7 @@ static void set_one(struct directives *d, const char *k, size_t klen, const char
 void directives_apply(struct directives *d, const char *s, size_t len)
 {
     const char *end = s + len;
+    d->apply_gen++;
     while (s < end) {
         const char *comma = memchr(s, ',', (size_t)(end - s));
         const char *item_end = comma ? comma : end;

@@ -21,6 +21,7 @@
 #define MOCK_TEXT_MAX 4096     /* longest content= override we keep */
 #define MOCK_REPEAT_MAX 100000 /* repeat=N is capped here */
 #define MOCK_MODEL_MAX 256
+#define MOCK_CALLS_MAX 16 /* tool calls in one answer */
 
 /* Per-request overrides; -1 means "not set" for every integer field. */
 struct directives {
@@ -44,7 +45,14 @@ struct directives {
     long cache_write_1h_tokens;
     long reasoning_tokens;
     int no_usage;
-    int repeat; /* the answer repeated N times, joined by one space (big answers) */
+    int repeat;     /* the answer repeated N times, joined by one space (big answers) */
+    int tool_calls; /* tool_calls=N: N calls of the request's own tools */
+    int thinking;   /* thinking=1: Anthropic answers with a signed thinking block first */
+    /* tool_call=NAME[:ARGS] items, in order; one source's list (the header,
+     * one marker, one fault rule) replaces an earlier source's */
+    char *tool_call[MOCK_CALLS_MAX];
+    int n_tool_call;
+    unsigned apply_gen, tool_call_gen; /* which directives_apply wrote the list */
 };
 
 /** Resets every field to "not set". */
@@ -77,6 +85,14 @@ struct usage {
     long words;      /* visible answer words = completion - reasoning by default */
 };
 
+/* One tool call of the answer (tools.c). */
+struct mock_call {
+    char *name;
+    char *args; /* a JSON object, compact */
+    size_t args_len;
+    char id[96]; /* empty where the dialect has no call ids (Gemini, Ollama) */
+};
+
 struct mock_req {
     struct mock_req *prev, *next; /* the live list, for shutdown and in_flight */
     struct evhttp_request *req;
@@ -94,7 +110,11 @@ struct mock_req {
     size_t *piece_end;       /* end offset of each streamed piece */
     size_t piece_inline[16]; /* piece_end for short answers: no malloc */
     int npieces;
-    int next_piece; /* streaming progress */
+    struct mock_call *calls; /* tool calls answered after the text, or NULL */
+    int ncalls;
+    long call_tokens; /* what the calls count as output tokens */
+    int tool_pieces;  /* streamed pieces after the npieces text pieces */
+    int next_piece;   /* streaming progress, over text and tool pieces */
     bool stream;
     bool include_usage;
     bool length;        /* finish because of the cap (or finish=length) */
@@ -110,6 +130,8 @@ struct mock_req {
  * One table per dialect. `error` writes the whole error body; the stream
  * hooks write frames: `open` before the first content piece, `piece` for
  * content piece k, `close` after the last (finish, usage, terminator).
+ * An answer with tool calls streams `tool_npieces(m)` more pieces after the
+ * text ones, written by `tool_piece` (j counts from 0).
  */
 struct dialect_ops {
     const char *name;
@@ -119,6 +141,8 @@ struct dialect_ops {
     void (*open)(struct mock_req *m, struct evbuffer *out);
     void (*piece)(struct mock_req *m, int k, struct evbuffer *out);
     void (*close)(struct mock_req *m, struct evbuffer *out);
+    int (*tool_npieces)(struct mock_req *m);
+    void (*tool_piece)(struct mock_req *m, int j, struct evbuffer *out);
 };
 
 extern struct event_base *mock_base;
@@ -142,6 +166,22 @@ void embed_free(struct mock_req *m);
 void mock_forget_req(struct evhttp_request *req);
 void mock_free_all(void);
 int mock_in_flight(void);
+
+/* tools.c: tool calls in answers (the tool_calls= and tool_call= directives). */
+/** Picks the calls this request answers with (none: m->ncalls stays 0);
+ *  returns an error message for a bad tool_call= item, else NULL. */
+const char *tools_prepare(struct mock_req *m, enum dialect d, json_object *root);
+void tools_free(struct mock_req *m);
+/** What the provider would refuse in a conversation with tool calls (an
+ *  unanswered call, a result for no call, a bad id, a missing Gemini 3
+ *  thought signature), as its 400 message; NULL when it is fine. */
+const char *tools_check(struct mock_req *m, enum dialect d, json_object *root);
+/** How many fragments call c's arguments stream in, and fragment i's bounds. */
+int tools_frags(const struct mock_call *c);
+void tools_frag(const struct mock_call *c, int i, size_t *start, size_t *end);
+/** Splits tool piece j of a dialect that streams `per_call(c)` pieces per
+ *  call into the call and the piece within it. */
+int tools_locate(struct mock_req *m, int j, int (*per_call)(const struct mock_call *), int *part);
 
 /* Shared helpers for the dialect files (request.c). */
 void piece_bounds(const struct mock_req *m, int k, size_t *start, size_t *end);

@@ -109,6 +109,7 @@ static void mock_release(struct mock_req *m)
     live_count--;
     if (m->piece_end != m->piece_inline) free(m->piece_end);
     free(m->answer_heap);
+    tools_free(m);
     embed_free(m);
     directives_free(&m->dir);
     free(m);
@@ -267,11 +268,19 @@ static void reply_cut_body(struct mock_req *m, struct evbuffer *b)
 
 /* ---- streaming ----------------------------------------------------------- */
 
-/* How many content pieces to send: all, or cut_after of them. */
+/* How many pieces to send (text, then tool calls): all, or cut_after. */
 static int stream_limit(const struct mock_req *m)
 {
-    int cut = m->dir.cut_after;
-    return cut >= 0 && cut < m->npieces ? cut : m->npieces;
+    int cut = m->dir.cut_after, all = m->npieces + m->tool_pieces;
+    return cut >= 0 && cut < all ? cut : all;
+}
+
+static void send_piece(struct mock_req *m, int k, struct evbuffer *b)
+{
+    if (k < m->npieces)
+        m->ops->piece(m, k, b);
+    else
+        m->ops->tool_piece(m, k - m->npieces, b);
 }
 
 static void stream_finish(struct mock_req *m, struct evbuffer *b)
@@ -292,7 +301,7 @@ static void on_trickle(evutil_socket_t fd, short what, void *arg)
     struct mock_req *m = arg;
     struct evbuffer *b = evbuffer_new();
     if (m->next_piece < stream_limit(m)) {
-        m->ops->piece(m, m->next_piece++, b);
+        send_piece(m, m->next_piece++, b);
         evhttp_send_reply_chunk(m->req, b);
         struct timeval tv = {m->dir.trickle_ms / 1000, (m->dir.trickle_ms % 1000) * 1000};
         evtimer_add(m->timer, &tv);
@@ -318,7 +327,7 @@ static void stream_start(struct mock_req *m)
         evtimer_add(m->timer, &tv);
     } else {
         for (int lim = stream_limit(m); m->next_piece < lim;)
-            m->ops->piece(m, m->next_piece++, b);
+            send_piece(m, m->next_piece++, b);
         stream_finish(m, b);
     }
     evbuffer_free(b);
@@ -635,7 +644,7 @@ static void compute_usage(struct mock_req *m, size_t prompt_bytes)
     u->prompt = pick(d->prompt_tokens, est > 1 ? est : 1);
     u->reasoning = pick(d->reasoning_tokens, 0);
     u->words = m->npieces;
-    u->completion = pick(d->completion_tokens, u->words + u->reasoning);
+    u->completion = pick(d->completion_tokens, u->words + u->reasoning + m->call_tokens);
     bool directed =
         d->cached_tokens >= 0 || d->cache_write_tokens >= 0 || d->cache_write_1h_tokens >= 0;
     bool simulated = m->pc_read >= 0 && !directed;
@@ -648,6 +657,8 @@ static void choose_answer(struct mock_req *m, long cap)
 {
     if (m->dir.content) {
         m->answer = m->dir.content;
+    } else if (m->ncalls) { /* tool calls alone, as models mostly answer */
+        m->answer = "";
     } else {
         snprintf(m->answer_buf, sizeof(m->answer_buf), "Hello from %s. This is a mock reply.",
                  m->model);
@@ -719,7 +730,13 @@ static const char *prepare(struct mock_req *m, enum dialect d, json_object *root
     m->pc_read = m->pc_w5m = m->pc_w1h = -1;
     if (d == D_ANTHROPIC) prompt_cache(m, root);
     apply_header_directives(m);
+    if ((err = tools_check(m, d, root)) != NULL) return err;
+    if ((err = tools_prepare(m, d, root)) != NULL) return err;
     choose_answer(m, cap);
+    if (m->ncalls) {
+        m->length = false; /* the calls are why the answer ends */
+        m->tool_pieces = m->ops->tool_npieces(m);
+    }
     compute_usage(m, bytes);
     return NULL;
 }

@@ -232,6 +232,30 @@ check "latency_ms" 's==200 && ms>=300'
 req POST /api/chat "{\"model\":\"llama3.2\",$HELLO}" -H 'x-mock: trickle_ms=40'
 check "trickle_ms" 'nd.length==9 && ms>=8*40'
 
+# ---- tool calls -------------------------------------------------------------
+OT='"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"}}}}},{"type":"function","function":{"name":"get_time"}}]'
+ASK='"messages":[{"role":"user","content":"Weather? [[mock:tool_calls=2]]"}]'
+req POST /v1/chat/completions "{\"model\":\"gpt-4o-mini\",$ASK,$OT}"
+check "openai tool calls" 'j.choices[0].finish_reason=="tool_calls" && j.choices[0].message.content===null && j.choices[0].message.tool_calls.map(c=>c.function.name).join()=="get_weather,get_time" && j.choices[0].message.tool_calls[0].function.arguments==JSON.stringify({city:"mock-city",days:1}) && j.choices[0].message.tool_calls[1].id=="call_"+j.id.slice(9)+"_1" && j.usage.completion_tokens==Math.ceil((11+JSON.stringify({city:"mock-city",days:1}).length)/4)+Math.ceil((8+2)/4)'
+req POST /v1/chat/completions "{\"model\":\"gpt-4o-mini\",\"stream\":true,$ASK,$OT}"
+check "openai streamed tool calls" 'ev[ev.length-2].data.choices[0].finish_reason=="tool_calls" && text(ev.flatMap(e=>e.data.choices?.[0]?.delta?.tool_calls??[]).filter(t=>t.index==0).map(t=>t.function.arguments))==JSON.stringify({city:"mock-city",days:1}) && ev.filter(e=>e.data.choices?.[0]?.delta?.tool_calls?.[0]?.id).length==2'
+req POST /v1/chat/completions "{\"model\":\"gpt-4o-mini\",$ASK,$OT,\"tool_choice\":\"none\"}"
+check "openai tool_choice none answers text" 'j.choices[0].finish_reason=="stop" && j.choices[0].message.content=="Hello from gpt-4o-mini. This is a mock reply."'
+req POST /v1/chat/completions "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"arguments\":\"{}\"}}]}],$OT}"
+check "openai unanswered call refused" 's==400 && /did not have response messages: c1/.test(j.error.message)'
+AT='"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]'
+req POST /v1/messages "{\"model\":\"claude-x\",\"max_tokens\":50,\"stream\":true,$ASK,$AT}" -H 'x-mock: tool_call=get_weather:%7B%22city%22%3A%22Rome%22%7D'
+check "anthropic streamed tool_use" 'ev[2].event=="content_block_start" && ev[2].data.content_block.type=="tool_use" && ev[2].data.content_block.input && text(ev.filter(e=>e.data.delta?.type=="input_json_delta").map(e=>e.data.delta.partial_json))=="{\"city\":\"Rome\"}" && ev[ev.length-2].data.delta.stop_reason=="tool_use"'
+req POST /v1/messages "{\"model\":\"claude-x\",\"max_tokens\":50,\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"a.b\",\"name\":\"get_weather\",\"input\":{}}]},{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"a.b\",\"content\":\"r\"}]}]}"
+check "anthropic bad tool_use id refused" 's==400 && j.error.type=="invalid_request_error" && /should match pattern/.test(j.error.message)'
+GT='"tools":[{"functionDeclarations":[{"name":"get_weather","parametersJsonSchema":{"type":"object","properties":{"city":{"type":"string"}}}}]}]'
+req POST '/v1beta/models/gemini-3-flash:generateContent' "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"Weather? [[mock:tool_calls=1]]\"}]}],$GT}"
+check "gemini functionCall" 'j.candidates[0].finishReason=="STOP" && j.candidates[0].content.parts[0].functionCall.name=="get_weather" && j.candidates[0].content.parts[0].functionCall.args.city=="mock-city" && /\/get_weather\//.test(j.candidates[0].content.parts[0].thoughtSignature)'
+req POST '/v1beta/models/gemini-3-flash:generateContent' "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"x\"}]},{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":\"get_weather\",\"args\":{}}}]},{\"role\":\"user\",\"parts\":[{\"functionResponse\":{\"name\":\"get_weather\",\"response\":{}}}]}],$GT}"
+check "gemini 3 without the thought signature refused" 's==400 && j.error.status=="INVALID_ARGUMENT" && /thought_signature/.test(j.error.message)'
+req POST /api/chat "{\"model\":\"llama3.2\",$ASK,$OT}"
+check "ollama streamed tool calls" 'nd.length==3 && nd[0].message.tool_calls[0].function.name=="get_weather" && nd[0].message.tool_calls[0].function.arguments.city=="mock-city" && nd[1].message.tool_calls[0].function.index==1 && nd[2].done===true && nd[2].done_reason=="stop"'
+
 # ---- fault queue ----------------------------------------------------------
 req POST /_mock/faults '{"model":"q-model","count":2,"directives":"status=503,retry_after=1"}'
 check "queue add" 's==200'

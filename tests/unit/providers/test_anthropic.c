@@ -290,6 +290,27 @@ static void test_encode_client_effort(void **state)
     assert_thinking(
         encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," MSGS "}", 0, true, false),
         0, 4096);
+    /* a tool loop going on: its thinking blocks did not come back, which
+     * Anthropic refuses with thinking on; the results go without */
+#define LOOP(calls)                                                                                \
+    "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":"     \
+    "null,"                                                                                        \
+    "\"tool_calls\":" calls "},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]"
+#define CALL                                                                                       \
+    "[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]"
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"high\"," LOOP(CALL) "}", 0, true,
+                        true),
+        0, 4096);
+    /* an empty tool_calls list is no loop */
+    assert_thinking(
+        encode_thinking("{\"model\":\"m\",\"reasoning_effort\":\"low\",\"messages\":[{\"role\":"
+                        "\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":\"y\","
+                        "\"tool_calls\":[]},{\"role\":\"user\",\"content\":\"z\"}]}",
+                        0, true, true),
+        1024, 4096 + 1024);
+#undef CALL
+#undef LOOP
 #undef OWN
 #undef MSGS
 }
@@ -419,7 +440,11 @@ static void test_encode_tool_round_trip(void **state)
     assert_string_equal(jstr(jidx(user, 0), "tool_use_id"), "toolu_1");
     assert_string_equal(jstr(jidx(user, 0), "content"), "18C");
     assert_string_equal(jstr(jidx(user, 1), "tool_use_id"), "toolu_2");
-    assert_string_equal(jstr(jidx(user, 1), "content"), "25C");
+    /* parts stay blocks (text and images), as Anthropic takes them */
+    json_object *parts = jget(jidx(user, 1), "content");
+    assert_int_equal(json_object_array_length(parts), 1);
+    assert_string_equal(jstr(jidx(parts, 0), "type"), "text");
+    assert_string_equal(jstr(jidx(parts, 0), "text"), "25C");
     assert_string_equal(jstr(jidx(user, 2), "text"), "Thanks");
 
     json_object *tool = jidx(jget(b, "tools"), 0);
@@ -429,6 +454,35 @@ static void test_encode_tool_round_trip(void **state)
     json_object *tc = jget(b, "tool_choice");
     assert_string_equal(jstr(tc, "type"), "any");
     assert_true(json_object_get_boolean(jget(tc, "disable_parallel_tool_use")));
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+/* Ids from other providers are made to fit ^[a-zA-Z0-9_-]+$ the same way in
+ * tool_use and tool_result, so they still match; a Gemini thought signature
+ * riding in an id is dropped. */
+static void test_encode_foreign_tool_ids(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"hi\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+        "{\"id\":\"functions.get_weather:0\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_weather\",\"arguments\":\"{}\"}},"
+        "{\"id\":\"call_ab12__thought__c2ln+/A=\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_time\",\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"functions.get_weather:0\",\"content\":\"18C\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_ab12__thought__c2ln+/A=\",\"content\":"
+        "\"noon\"}]}",
+        &tgt, &out);
+    json_object *msgs = jget(b, "messages");
+    json_object *asst = jget(jidx(msgs, 1), "content");
+    json_object *user = jget(jidx(msgs, 2), "content");
+    assert_string_equal(jstr(jidx(asst, 0), "id"), "functions_get_weather_0");
+    assert_string_equal(jstr(jidx(user, 0), "tool_use_id"), "functions_get_weather_0");
+    assert_string_equal(jstr(jidx(asst, 1), "id"), "call_ab12");
+    assert_string_equal(jstr(jidx(user, 1), "tool_use_id"), "call_ab12");
     json_object_put(b);
     upstream_request_free(&out);
 }
@@ -854,6 +908,8 @@ static void test_stream_text_and_tool_call_in_fragments(void **state)
         strcat(args, jstr(jget(frag, "function"), "arguments"));
     }
     assert_string_equal(args, "{\"city\": \"Paris\"}");
+    /* the call's name and arguments, for a usage estimate */
+    assert_int_equal(res.tool_bytes, strlen("get_weather") + strlen(args));
     assert_int_equal(json_object_object_length(chunk_delta(&c, 6)), 0);
     assert_string_equal(chunk_finish(&c, 6), "tool_calls");
 
@@ -1083,6 +1139,95 @@ static void test_structured_output_decode_and_stream(void **state)
     fixture_canon_release(&req);
 }
 
+/* What the Messages way in carries (router/messages.h): thinking blocks go
+ * back first in their turn, a tool result keeps is_error and its
+ * cache_control, top_k goes through; and the answer's thinking comes back
+ * only to that way in. */
+static void test_messages_api_extensions(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"top_k\":5,\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"a\"}],"
+        "\"tool_calls\":[{\"id\":\"t1\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"{}\"}}],\"thinking_blocks\":[{\"type\":\"thinking\",\"thinking\":\"hm\","
+        "\"signature\":\"sig\"}]},{\"role\":\"tool\",\"tool_call_id\":\"t1\",\"content\":\"bad\","
+        "\"is_error\":true,\"cache_control\":{\"type\":\"ephemeral\"}}]}",
+        &tgt, &out);
+    assert_int_equal(fixture_get_int(b, "top_k"), 5);
+    json_object *asst = jget(jidx(jget(b, "messages"), 1), "content");
+    assert_string_equal(jstr(jidx(asst, 0), "type"), "thinking");
+    assert_string_equal(jstr(jidx(asst, 0), "signature"), "sig");
+    assert_string_equal(jstr(jidx(asst, 1), "type"), "text");
+    assert_string_equal(jstr(jidx(asst, 2), "type"), "tool_use");
+    json_object *res = jidx(jget(jidx(jget(b, "messages"), 2), "content"), 0);
+    assert_string_equal(jstr(res, "type"), "tool_result");
+    assert_true(json_object_get_boolean(jget(res, "is_error")));
+    assert_string_equal(jstr(jget(res, "cache_control"), "type"), "ephemeral");
+    json_object_put(b);
+    upstream_request_free(&out);
+
+    const char *body =
+        "{\"id\":\"msg_t\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\","
+        "\"content\":[{\"type\":\"thinking\",\"thinking\":\"hm\",\"signature\":\"sig\"},"
+        "{\"type\":\"redacted_thinking\",\"data\":\"xx\"},{\"type\":\"text\",\"text\":\"hi\"}],"
+        "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}";
+    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"q\"}],\"stream\":true}");
+    decoded_response d;
+    char err[256];
+    for (int api = 0; api < 2; api++) {
+        req.messages_api = api;
+        assert_int_equal(anthropic_ops.decode(&req, &tgt, body, strlen(body), &d, err, sizeof err),
+                         0);
+        json_object *msg = jget(jidx(jget(d.body, "choices"), 0), "message");
+        assert_string_equal(jstr(msg, "content"), "hi");
+        json_object *tb = jget(msg, "thinking_blocks");
+        if (!api) assert_null(tb);
+        if (api) {
+            assert_int_equal(json_object_array_length(tb), 2);
+            assert_string_equal(jstr(jidx(tb, 0), "signature"), "sig");
+            assert_string_equal(jstr(jidx(tb, 1), "data"), "xx");
+        }
+        json_object_put(d.body);
+    }
+    static const char *const events[][2] = {
+        {"message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_5\",\"model\":"
+                          "\"claude\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}"},
+        {"content_block_start", "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+                                "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+                                "\"type\":\"thinking_delta\",\"thinking\":\"hm\"}}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+                                "\"type\":\"signature_delta\",\"signature\":\"sig\"}}"},
+        {"content_block_start", "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":"
+                                "{\"type\":\"redacted_thinking\",\"data\":\"xx\"}}"},
+    };
+    for (int api = 0; api < 2; api++) {
+        req.messages_api = api;
+        void *st = anthropic_ops.stream_new(&req, &tgt);
+        stream_result sres;
+        memset(&sres, 0, sizeof sres);
+        chunks c = {.n = 0};
+        stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+        for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+            assert_int_equal(feed(st, events[i][0], events[i][1], &sres, &sink), 0);
+        /* the role chunk, then for the Messages way in only: the thinking,
+         * its signature and the redacted block */
+        assert_int_equal(c.n, api ? 4 : 1);
+        if (api) {
+            assert_string_equal(jstr(chunk_delta(&c, 1), "reasoning_content"), "hm");
+            assert_string_equal(jstr(chunk_delta(&c, 2), "thinking_signature"), "sig");
+            assert_string_equal(jstr(chunk_delta(&c, 3), "redacted_thinking"), "xx");
+        }
+        assert_int_equal(sres.text.len, 0); /* thinking is not the answer's text */
+        anthropic_ops.stream_free(st);
+        buf_free(&sres.text);
+        chunks_free(&c);
+    }
+    fixture_canon_release(&req);
+}
+
 static void test_classify_overloaded_and_rate_limit(void **state)
 {
     upstream_headers hs = {.n = 1};
@@ -1236,6 +1381,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode_basic_and_system_hoisting),
+        cmocka_unit_test(test_messages_api_extensions),
         cmocka_unit_test(test_encode_max_tokens_sources),
         cmocka_unit_test(test_encode_thinking_budget),
         cmocka_unit_test(test_encode_client_effort),
@@ -1243,6 +1389,7 @@ int main(void)
         cmocka_unit_test(test_encode_headers_without_key_and_extras),
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),
+        cmocka_unit_test(test_encode_foreign_tool_ids),
         cmocka_unit_test(test_encode_tool_choice_named_and_none),
         cmocka_unit_test(test_encode_reads_like_json_c),
         cmocka_unit_test(test_encode_errors),

@@ -572,11 +572,69 @@ static void test_stream_function_call(void **state)
     assert_string_equal(jstr(tc, "type"), "function");
     assert_string_equal(jstr(jget(tc, "function"), "name"), "get_weather");
     assert_string_equal(jstr(jget(tc, "function"), "arguments"), "{\"city\":\"Rome\"}");
+    assert_int_equal(res.tool_bytes, strlen("get_weather") + strlen("{\"city\":\"Rome\"}"));
     assert_string_equal(chunk_finish(&c, 1), "tool_calls");
     assert_string_equal(res.finish_reason, "tool_calls");
     assert_true(res.done);
     /* Chunks built before a responseId was seen still share one id. */
     assert_string_equal(jstr(c.list[0], "id"), jstr(c.list[1], "id"));
+    chunks_free(&c);
+    gemini_ops.stream_free(st);
+}
+
+/* Gemini 3 refuses a function call turn sent back without its thought
+ * signature: it rides in the call id (decode, stream) and comes back out of
+ * it onto the functionCall part (encode). */
+static void test_thought_signature_round_trip(void **state)
+{
+    const char *body = "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":["
+                       "{\"functionCall\":{\"name\":\"get_weather\",\"args\":{}},"
+                       "\"thoughtSignature\":\"c2ln+/A=\"},"
+                       "{\"functionCall\":{\"name\":\"get_time\",\"args\":{}}}]},"
+                       "\"finishReason\":\"STOP\"}]}";
+    decoded_response d;
+    char err[256];
+    assert_int_equal(gemini_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    json_object *calls = jget(jget(jidx(jget(d.body, "choices"), 0), "message"), "tool_calls");
+    const char *id0 = jstr(jidx(calls, 0), "id"), *id1 = jstr(jidx(calls, 1), "id");
+    assert_int_equal(strncmp(id0, "call_", 5), 0);
+    const char *sep = strstr(id0, PROVIDER_THOUGHT_SEP);
+    assert_non_null(sep);
+    assert_string_equal(sep + strlen(PROVIDER_THOUGHT_SEP), "c2ln+/A=");
+    assert_null(strstr(id1, PROVIDER_THOUGHT_SEP)); /* only the first call carries one */
+
+    void *st = gemini_ops.stream_new(NULL, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    assert_int_equal(feed(st, body, &res, &sink), 0);
+    const char *sid = jstr(jidx(jget(chunk_delta(&c, 0), "tool_calls"), 0), "id");
+    assert_non_null(strstr(sid, PROVIDER_THOUGHT_SEP "c2ln+/A="));
+
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"model\":\"flash\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+             "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+             "{\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+             "\"arguments\":\"{}\"}},"
+             "{\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":\"get_time\","
+             "\"arguments\":\"{}\"}}]},"
+             "{\"role\":\"tool\",\"tool_call_id\":\"%s\",\"content\":\"18C\"},"
+             "{\"role\":\"tool\",\"tool_call_id\":\"%s\",\"content\":\"noon\"}]}",
+             id0, id1, id0, id1);
+    upstream_request out;
+    json_object *b = encode_ok(json, &tgt, &out);
+    json_object *parts = jget(jidx(jget(b, "contents"), 1), "parts");
+    assert_string_equal(jstr(jidx(parts, 0), "thoughtSignature"), "c2ln+/A=");
+    assert_false(json_object_object_get_ex(jidx(parts, 1), "thoughtSignature", NULL));
+    /* the results still find their calls' names */
+    json_object *results = jget(jidx(jget(b, "contents"), 2), "parts");
+    assert_string_equal(jstr(jget(jidx(results, 0), "functionResponse"), "name"), "get_weather");
+    assert_string_equal(jstr(jget(jidx(results, 1), "functionResponse"), "name"), "get_time");
+    json_object_put(b);
+    upstream_request_free(&out);
+    json_object_put(d.body);
     chunks_free(&c);
     gemini_ops.stream_free(st);
 }
@@ -761,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_decode_finish_reasons_and_block),
         cmocka_unit_test(test_stream_running_total_usage),
         cmocka_unit_test(test_stream_function_call),
+        cmocka_unit_test(test_thought_signature_round_trip),
         cmocka_unit_test(test_stream_block_error_and_garbage),
         cmocka_unit_test(test_classify_resource_exhausted_retry_delay),
         cmocka_unit_test(test_classify_statuses),

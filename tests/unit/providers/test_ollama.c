@@ -118,6 +118,64 @@ static void test_encode_stream_and_schema(void **state)
     upstream_request_free(&out);
 }
 
+/* Ollama has no tool_choice: none → no tools, a named function → only it. */
+static void test_encode_tool_choice(void **state)
+{
+    static const char tools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+                                "{\"type\":\"function\",\"function\":{\"name\":\"g\","
+                                "\"parameters\":{\"type\":\"object\"}}}]";
+    char json[512];
+    upstream_request out;
+
+    snprintf(json, sizeof json,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s,"
+             "\"tool_choice\":\"none\"}",
+             tools);
+    json_object *body = encode_ok(json, &out);
+    assert_false(json_object_object_get_ex(body, "tools", NULL));
+    assert_false(json_object_object_get_ex(body, "tool_choice", NULL));
+    json_object_put(body);
+    upstream_request_free(&out);
+
+    snprintf(json, sizeof json,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s,"
+             "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}",
+             tools);
+    body = encode_ok(json, &out);
+    json_object *list = member(body, "tools");
+    assert_int_equal(json_object_array_length(list), 1);
+    json_object *fn = member(json_object_array_get_idx(list, 0), "function");
+    assert_string_equal(fixture_get_string(fn, "name"), "g");
+    assert_non_null(member(fn, "parameters"));
+    assert_false(json_object_object_get_ex(body, "tool_choice", NULL));
+    json_object_put(body);
+    upstream_request_free(&out);
+
+    for (int i = 0; i < 2; i++) { /* auto and required: every tool */
+        snprintf(json, sizeof json,
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s,"
+                 "\"tool_choice\":\"%s\"}",
+                 tools, i ? "required" : "auto");
+        body = encode_ok(json, &out);
+        assert_int_equal(json_object_array_length(member(body, "tools")), 2);
+        json_object_put(body);
+        upstream_request_free(&out);
+    }
+
+    /* a named function that is not among the tools: refused, saying so */
+    snprintf(json, sizeof json,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s,"
+             "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"h\"}}}",
+             tools);
+    canon_request req = fixture_canon_parse(json);
+    upstream_request_init(&out);
+    char err[256] = "";
+    assert_int_equal(ollama_ops.encode(&req, &tgt, &out, err, sizeof err), -1);
+    assert_non_null(strstr(err, "\"h\", which is not among the request's tools"));
+    upstream_request_free(&out);
+    fixture_canon_release(&req);
+}
+
 static void test_encode_rejects_what_ollama_cannot_take(void **state)
 {
     const char *bad[] = {
@@ -181,6 +239,8 @@ static void test_decode_tool_calls(void **state)
     assert_string_equal(fixture_get_string(c0, "finish_reason"), "tool_calls");
     json_object *call = json_object_array_get_idx(member(member(c0, "message"), "tool_calls"), 0);
     assert_true(strncmp(fixture_get_string(call, "id"), "call_", 5) == 0);
+    /* content "" next to tool calls is OpenAI's null */
+    assert_true(json_object_is_type(member(member(c0, "message"), "content"), json_type_null));
     json_object *fn = member(call, "function");
     assert_string_equal(fixture_get_string(fn, "name"), "lookup");
     assert_string_equal(fixture_get_string(fn, "arguments"), "{\"q\":\"cat\"}");
@@ -292,6 +352,7 @@ static void test_stream_tool_call_and_cached_prompt(void **state)
     json_object *tc = json_object_array_get_idx(member(delta, "tool_calls"), 0);
     assert_int_equal(fixture_get_int(tc, "index"), 0);
     assert_string_equal(fixture_get_string(member(tc, "function"), "arguments"), "{\"x\":1}");
+    assert_int_equal(res.tool_bytes, strlen("f") + strlen("{\"x\":1}"));
     json_object_put(ch0);
     assert_string_equal(res.finish_reason, "tool_calls");
     assert_true(res.usage.exact);
@@ -378,6 +439,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode_full),
         cmocka_unit_test(test_encode_stream_and_schema),
+        cmocka_unit_test(test_encode_tool_choice),
         cmocka_unit_test(test_encode_rejects_what_ollama_cannot_take),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_decode_tool_calls),

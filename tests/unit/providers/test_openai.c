@@ -463,6 +463,33 @@ static void test_stream_without_usage(void **state)
     stream_close(&f);
 }
 
+/* Tool calls are relayed as they come; their names and arguments (escapes
+ * undone) are counted for a usage estimate. */
+static void test_stream_tool_call_bytes(void **state)
+{
+    stream_fixture f;
+    stream_open(&f);
+    const char *events[] = {
+        CHUNK("{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":"
+              "\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+              "\"arguments\":\"\"}}]}",
+              "null"),
+        CHUNK("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]}",
+              "null"),
+        CHUNK("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Rome\\\"}\"}}]}",
+              "null"),
+        CHUNK("{}", "\"tool_calls\""),
+    };
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(feed(&f, events[i]), 0);
+        assert_string_equal(f.chunks.chunk[i], events[i]);
+    }
+    assert_int_equal(f.res.tool_bytes, strlen("get_weather") + strlen("{\"city\":\"Rome\"}"));
+    assert_int_equal(f.res.text.len, 0);
+    assert_string_equal(f.res.finish_reason, "tool_calls");
+    stream_close(&f);
+}
+
 static void test_stream_usage_on_last_content_chunk(void **state)
 {
     stream_fixture f;
@@ -758,6 +785,7 @@ int main(void)
         cmocka_unit_test(test_decode_malformed),
         cmocka_unit_test(test_stream_with_usage_chunk),
         cmocka_unit_test(test_stream_without_usage),
+        cmocka_unit_test(test_stream_tool_call_bytes),
         cmocka_unit_test(test_stream_usage_on_last_content_chunk),
         cmocka_unit_test(test_stream_error_event),
         cmocka_unit_test(test_stream_garbage),

@@ -963,6 +963,10 @@ static void test_cascade_checks(void **state)
     assert_true(esc(p, "stop", "{'a': 1}", true));
     assert_false(esc(p, "stop", "{\"label\": \"spam\"", false)); /* not asked for JSON */
     assert_string_equal(policy_cascade_failed_check(p, "stop", "nope", 4, true), "json");
+    /* tool calls: no text is their shape, not a failed answer */
+    assert_false(esc(p, "tool_calls", "", false));
+    assert_false(esc(p, "tool_calls", NULL, true));
+    assert_false(esc(p, "tool_calls", "UNCERTAIN", false));
     /* a length-limited slice: only len bytes count */
     const char *s = "{\"a\": 1}garbage";
     assert_false(policy_cascade_should_escalate(p, "stop", s, 8, true));
