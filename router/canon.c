@@ -564,6 +564,10 @@ static int check_embed_options(cctx *c, canon_embed *e)
                            "\"encoding_format\" must be \"float\" or \"base64\"");
         e->base64 = jdoc_str_eq(d, f, "base64");
     }
+    uint32_t st = jdoc_get(d, 0, "stream");
+    if (jdoc_type(d, st) == JT_TRUE)
+        return invalid(c, "stream", "invalid_value",
+                       "embeddings are never streamed: leave \"stream\" out (or false)");
     e->dimensions = -1;
     uint32_t dim = jdoc_get(d, 0, "dimensions");
     if (dim == JT_NONE || jdoc_type(d, dim) == JT_NULL) return 0;

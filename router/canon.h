@@ -28,7 +28,8 @@ int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, cano
 /* The same for a POST /v1/embeddings body: "model", "input" (a string, a
  * list of strings, a list of token ids or a list of lists of them, at most
  * 2,048 inputs, none empty), "encoding_format" (float or base64),
- * "dimensions", "user" and "metadata" (attribution, as for chat) into
+ * "dimensions", "user" and "metadata" (attribution, as for chat; "stream":
+ * true is refused) into
  * out->embed and the common fields. Returns 0, or -1 with err filled. */
 int canon_parse_embeddings(const char *body, size_t len, jdoc *doc, buf *strings,
                            canon_request *out, canon_error *err);

@@ -320,6 +320,7 @@ describe('raw HTTP: headers, estimates, errors', () => {
       [{ model: 'text-embedding-3-small', input: 'x', dimensions: 1.5 }, 'dimensions', /integer from 1/],
       [{ input: 'x' }, 'model', /embedding model/],
       [{ model: 'text-embedding-3-small', input: 'x', user: 5 }, 'user', /must be a string/],
+      [{ model: 'text-embedding-3-small', input: 'x', stream: true }, 'stream', /never streamed/],
       [{ model: 'nomic-embed-text', input: [[1, 2]] }, 'input', /text only/],
       [{ model: 'gemini-embedding-001', input: [1, 2] }, 'input', /text only/],
     ];

@@ -755,6 +755,8 @@ static void test_embeddings_rejected(void **state)
                         "duplicate_key", "twice");
     expect_embed_reject("{\"model\":\"e\",\"model\":\"f\",\"input\":\"b\"}", "model",
                         "duplicate_key", "twice");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"stream\":true}", "stream",
+                        "invalid_value", "never streamed");
     expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"user\":1}", "user", "invalid_type",
                         "string");
     expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"metadata\":{\"task\":1}}",
