@@ -16,6 +16,8 @@
 #   BENCH_LEDGER=1                       0: leave out bridle-ledger and the ledger's callgrind run
 #   BENCH_LIMITS=1                       0: leave out bridle-limits (ledger + a budget and rate limits on the
 #                                        bench key) and its callgrind run
+#   BENCH_WORKERS=1                      0: leave out bridle-2w (`--workers 2` on the proxy core; instructions per
+#                                        request for it: bench/workers_callgrind.sh)
 #   BENCH_CACHE=1                        0: leave out the response cache's callgrind runs (ledger on, every
 #                                        request a hit; every request a miss that stores its answer)
 #   BENCH_DURATION=10 BENCH_WARMUP=3     wrk seconds per run
@@ -49,6 +51,8 @@ LIMITS=${BENCH_LIMITS:-$LEDGER}
 CACHE=${BENCH_CACHE:-$LEDGER}
 [[ $LIMITS == 0 ]] || TARGETS+=("$ROOT/bench/targets/bridle-limits.sh")
 [[ $CACHE == 0 ]] || TARGETS+=("$ROOT/bench/targets/bridle-cache-miss.sh" "$ROOT/bench/targets/bridle-cache-hit.sh")
+# two workers sharing the port (issue 15): CPU per request against bridle's, and the split (run/bridle-2w-d*/bridle-2w.split)
+[[ ${BENCH_WORKERS:-1} == 0 ]] || TARGETS+=("$ROOT/bench/targets/bridle-2w.sh")
 # shellcheck source=bench/lib/bridle.sh disable=SC1091
 . "$ROOT/bench/lib/bridle.sh"   # BRIDLE_BENCH_LIMITS_EXTRA
 export PEERS_DIR=${PEERS_DIR:-$ROOT/bench/.peers}
@@ -73,7 +77,7 @@ TS=$(date +%Y%m%d-%H%M%S)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 # the command as given, for the record
 RUN_CMD="bench/run.sh"
-for v in CALLGRIND_RUNS CALLGRIND_WARMUP CALLGRIND_N BENCH_WARMUP BENCH_DURATION BENCH_LEDGER BENCH_LIMITS BENCH_CACHE BENCH_ONLY BENCH_PEERS; do
+for v in CALLGRIND_RUNS CALLGRIND_WARMUP CALLGRIND_N BENCH_WARMUP BENCH_DURATION BENCH_LEDGER BENCH_LIMITS BENCH_CACHE BENCH_WORKERS BENCH_ONLY BENCH_PEERS; do
   [[ -z ${!v:-} ]] || RUN_CMD="$v=${!v// /\\ } $RUN_CMD"
 done
 OUT=$ROOT/bench/results/$TS

@@ -35,6 +35,10 @@ int cost_main(int argc, char **argv);
  * separators. "-12345678901234", 6, true -> "-12.345679". */
 void report_format_pusd(const char *pusd, int decimals, bool group, char *out, size_t outlen);
 
+/* bridle batch submit FILE.jsonl [--wait] | status ID | results ID: the
+ * Batch API of a running gateway (cli/batch.c). */
+int batch_main(int argc, char **argv);
+
 /* bridle check-config FILE, new-key, hash-key KEY: cli/keys.c. */
 int check_config_main(int argc, char **argv);
 int new_key_main(int argc, char **argv);

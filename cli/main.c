@@ -9,7 +9,8 @@
  *   bridle migrate [--database-url URL] [--dry-run | --status]     (cli/migrate.c)
  *   bridle cost summary|breakdown|top|alert [...]                (cli/cost.c)
  *   bridle route --config FILE --request FILE.json [...]         (cli/route.c)
- *   bridle simulate --config FILE --workload FILE.jsonl [...]    (cli/route.c) */
+ *   bridle simulate --config FILE --workload FILE.jsonl [...]    (cli/route.c)
+ *   bridle batch submit FILE.jsonl [--wait] | status ID | results ID (cli/batch.c) */
 #include <stdio.h>
 #include <string.h>
 
@@ -39,7 +40,10 @@ static int usage(FILE *f, int code)
         "                                                   the routing decision, no calls\n"
         "  bridle simulate --config FILE --workload FILE.jsonl [--baseline MODEL] [--json]\n"
         "                                                   projected cost per day/month vs "
-        "baseline\n");
+        "baseline\n"
+        "  bridle batch submit FILE.jsonl [--wait] | status ID | results ID [--errors]\n"
+        "                                                   a running gateway's Batch API "
+        "(BRIDLE_URL, BRIDLE_KEY)\n");
     return code;
 }
 
@@ -58,6 +62,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "cost") == 0) return cost_main(argc, argv);
     if (strcmp(cmd, "route") == 0) return route_main(argc, argv);
     if (strcmp(cmd, "simulate") == 0) return simulate_main(argc, argv);
+    if (strcmp(cmd, "batch") == 0) return batch_main(argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("bridle %s\n", BRIDLE_VERSION);
         return 0;

@@ -5,27 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db/pgconn.h"
+#include "db/pgqueue.h"
 #include "lib/log.h"
 
-#define MAX_PARAMS 8
 #define MAX_QUEUE 256
 
-typedef struct fjob {
-    const char *sql;
-    const char *values[MAX_PARAMS]; /* the parameters: owned[i], or borrowed */
-    char *owned[MAX_PARAMS];
-    int n_params;
+struct filestore {
+    pgqueue *q;
+};
+
+/* One call: its callback. */
+typedef struct fcall {
     filestore_fn fn;
     void *ctx;
-    struct fjob *next;
-} fjob;
-
-struct filestore {
-    pgconn *pg;
-    fjob *head, *tail, *running;
-    int queued;
-};
+} fcall;
 
 /* A file's object as OpenAI answers it. */
 #define FILE_JSON                                                                                  \
@@ -48,75 +41,31 @@ static const char SQL_DELETE[] =
 static const char SQL_LIST[] =
     "SELECT json_build_object('object', 'list', 'data', coalesce(json_agg(f.j ORDER BY f.t DESC), "
     "'[]'), 'has_more', false) FROM (SELECT " FILE_JSON " AS j, created_at AS t FROM bridle_files "
-    "WHERE key_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR purpose = $2) ORDER BY "
+    "WHERE key_id = $1 AND deleted_at IS NULL AND purpose <> 'messages_batch' AND ($2::text IS "
+    "NULL OR purpose = $2) ORDER BY "
     "created_at DESC LIMIT $3::integer) f";
-
-static void pump(filestore *fs);
-
-static void job_free(fjob *j)
-{
-    for (int i = 0; i < j->n_params; i++)
-        free(j->owned[i]);
-    free(j);
-}
 
 static void on_result(void *ctx, PGresult *res, const char *error)
 {
-    filestore *fs = ctx;
-    fjob *j = fs->running;
-    fs->running = NULL;
+    fcall c = *(fcall *)ctx;
+    free(ctx);
     if (!res ||
         (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)) {
         const char *why = res ? PQresultErrorMessage(res) : error;
         log_warn("files: query failed: %s", why ? why : "unknown error");
-        j->fn(j->ctx, 503, NULL, 0, why ? why : "the database failed");
+        c.fn(c.ctx, 503, NULL, 0, why ? why : "the database failed");
     } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
-        j->fn(j->ctx, 404, NULL, 0, NULL);
+        c.fn(c.ctx, 404, NULL, 0, NULL);
     } else {
-        j->fn(j->ctx, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), NULL);
+        c.fn(c.ctx, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), NULL);
     }
-    job_free(j);
-    pump(fs);
-}
-
-static void pump(filestore *fs)
-{
-    while (fs->head && !fs->running && pgconn_idle(fs->pg)) {
-        fjob *j = fs->head;
-        if (pgconn_send(fs->pg, j->sql, j->n_params, j->values, on_result, fs) != 0) return;
-        fs->head = j->next;
-        if (!fs->head) fs->tail = NULL;
-        fs->queued--;
-        fs->running = j;
-    }
-}
-
-/* The database went away: every queued query fails now (the one running
- * fails through its own result). */
-static void on_state(void *ctx, bool up)
-{
-    filestore *fs = ctx;
-    if (up) {
-        pump(fs);
-        return;
-    }
-    while (fs->head) {
-        fjob *j = fs->head;
-        fs->head = j->next;
-        fs->queued--;
-        j->fn(j->ctx, 503, NULL, 0, "the database cannot be reached");
-        job_free(j);
-    }
-    fs->tail = NULL;
 }
 
 filestore *filestore_new(struct event_base *base, const char *database_url)
 {
     filestore *fs = calloc(1, sizeof *fs);
     if (!fs) return NULL;
-    pgconn_options po = {.connect_timeout_ms = 5000, .query_timeout_ms = 60000};
-    fs->pg = pgconn_new(base, database_url, &po, on_state, fs);
-    if (!fs->pg) {
+    if (!(fs->q = pgqueue_new(base, database_url, 60000, MAX_QUEUE))) {
         free(fs);
         return NULL;
     }
@@ -126,47 +75,19 @@ filestore *filestore_new(struct event_base *base, const char *database_url)
 void filestore_free(filestore *fs)
 {
     if (!fs) return;
-    pgconn_free(fs->pg);
-    while (fs->head) {
-        fjob *j = fs->head;
-        fs->head = j->next;
-        job_free(j);
-    }
-    if (fs->running) job_free(fs->running);
+    pgqueue_free(fs->q);
     free(fs);
 }
 
-/* Queues sql with params (NULL allowed): copied, but for param `borrow`
- * (-1: none), which must outlive the query. */
 static int submit(filestore *fs, const char *sql, const char *const *params, int n, int borrow,
                   filestore_fn fn, void *ctx)
 {
-    if (!pgconn_up(fs->pg) || fs->queued >= MAX_QUEUE) return -1;
-    fjob *j = calloc(1, sizeof *j);
-    if (!j) return -1;
-    j->sql = sql;
-    j->fn = fn;
-    j->ctx = ctx;
-    j->n_params = n;
-    for (int i = 0; i < n; i++) {
-        if (i == borrow || !params[i]) {
-            j->values[i] = params[i];
-            continue;
-        }
-        if (!(j->owned[i] = strdup(params[i]))) {
-            job_free(j);
-            return -1;
-        }
-        j->values[i] = j->owned[i];
-    }
-    if (fs->tail)
-        fs->tail->next = j;
-    else
-        fs->head = j;
-    fs->tail = j;
-    fs->queued++;
-    pump(fs);
-    return 0;
+    fcall *c = malloc(sizeof *c);
+    if (!c) return -1;
+    *c = (fcall){fn, ctx};
+    if (pgqueue_send(fs->q, sql, params, n, borrow, on_result, c) == 0) return 0;
+    free(c);
+    return -1;
 }
 
 int filestore_put(filestore *fs, const file_new *f, filestore_fn fn, void *ctx)

@@ -8,6 +8,16 @@
 
 static log_level current_level = LOG_INFO;
 static bool json_lines;
+static char worker_tag[24];  /* text: "w1 "; "" in a single process or the supervisor */
+static char worker_json[24]; /* JSON: "\"worker\":1" */
+
+void log_set_worker(int index)
+{
+    worker_tag[0] = worker_json[0] = '\0';
+    if (index < 0) return;
+    snprintf(worker_tag, sizeof worker_tag, "w%d ", index);
+    snprintf(worker_json, sizeof worker_json, "\"worker\":%d", index);
+}
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -96,10 +106,10 @@ void log_msg(log_level level, const char *fmt, ...)
     va_end(ap);
     size_t len = n < 0 ? 0 : (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
     if (json_lines) {
-        json_line(level, line, len, NULL, 0);
+        json_line(level, line, len, worker_json, strlen(worker_json));
         return;
     }
     char stamp[32];
     stamp_now(stamp);
-    fprintf(stderr, "%s %s %s\n", stamp, level_names[level], line);
+    fprintf(stderr, "%s %s %s%s\n", stamp, level_names[level], worker_tag, line);
 }

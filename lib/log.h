@@ -12,6 +12,9 @@ void log_set_level(log_level level);
 log_level log_get_level(void);
 /* JSON lines instead of text: {"ts":..,"level":..,"msg":..}. */
 void log_set_json(bool on);
+/* Under a supervisor (server/workers.h): every line names worker `index`
+ * ("w1 " before the message; "worker": 1 in JSON). -1: none. */
+void log_set_worker(int index);
 void log_msg(log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* One access line at info level: `fields` are JSON object members
  * ("\"k\":v,...", no braces). Text: `ts info access {fields}`; JSON: the

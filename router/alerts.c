@@ -123,7 +123,8 @@ typedef struct pending {
 } pending;
 
 struct alerts {
-    router *rt;
+    engine *eng; /* not the router: a config reload replaces it (router_reload) */
+    uint64_t rng;
     struct event_base *base;
     pgconn *pg;
     struct event *tick;
@@ -182,6 +183,15 @@ static pending *dequeue(alerts *a)
 
 static void post_start(pending *p);
 
+/* splitmix64, for the backoff's jitter */
+static uint64_t alerts_random(alerts *a)
+{
+    uint64_t z = (a->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
 static void on_post_done(void *ctx, const engine_result *r)
 {
     pending *p = ctx;
@@ -218,7 +228,7 @@ static void post_start(pending *p)
     upstream_request_add_header(&req, "User-Agent", "bridle-alerts");
     upstream_request_add_header(&req, "Expect", "");
     upstream_request_finish_headers(&req);
-    p->call = engine_call_start(router_engine(a->rt), &req, &pc, NULL, &cb, p);
+    p->call = engine_call_start(a->eng, &req, &pc, NULL, &cb, p);
     upstream_request_free(&req);
     if (!p->call) {
         snprintf(p->error, sizeof p->error, "the webhook request could not be started");
@@ -242,7 +252,7 @@ static void back_off(pending *p)
     for (int i = 1; i < p->attempts && d < cap; i++)
         d *= 2;
     if (d > cap) d = cap;
-    d = d / 2 + (int64_t)(router_random(a->rt) % (uint64_t)(d / 2 + 1)); /* half jitter */
+    d = d / 2 + (int64_t)(alerts_random(a) % (uint64_t)(d / 2 + 1)); /* half jitter */
     if (!p->timer) p->timer = evtimer_new(a->base, on_backoff, p);
     struct timeval tv = util_ms_timeval(d);
     evtimer_add(p->timer, &tv);
@@ -440,7 +450,8 @@ alerts *alerts_start(router *rt)
     }
     alerts *a = calloc(1, sizeof *a);
     if (!a) return NULL;
-    a->rt = rt;
+    a->eng = router_engine(rt);
+    a->rng = router_random(rt);
     a->base = router_base(rt);
     a->webhook = ac->webhook_url;
     a->claim_timeout_ms = ac->claim_timeout_ms > 0 ? ac->claim_timeout_ms : 60000;

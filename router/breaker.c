@@ -70,6 +70,17 @@ breaker *breaker_new(const breaker_config *cfg)
     return b;
 }
 
+bool breaker_set_config(breaker *b, const breaker_config *cfg)
+{
+    breaker_config c = b->cfg;
+    c.consecutive_failures = cfg->consecutive_failures;
+    c.open_base_ms = cfg->open_base_ms;
+    c.open_max_ms = cfg->open_max_ms;
+    if (!breaker_config_valid(&c)) return false;
+    b->cfg = c;
+    return true;
+}
+
 void breaker_free(breaker *b)
 {
     free(b);

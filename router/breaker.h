@@ -125,6 +125,11 @@ breaker_config breaker_config_default(void);
  * Returns NULL when a field is out of the bounds listed above, or on OOM. */
 breaker *breaker_new(const breaker_config *cfg);
 
+/* A config reload (router_reload): the trip threshold and open periods of
+ * cfg, keeping the breaker's state and window (whose shape is not
+ * configurable). False, and nothing changed, when cfg is out of bounds. */
+bool breaker_set_config(breaker *b, const breaker_config *cfg);
+
 /* Frees the breaker. NULL is a no-op. Outstanding tickets become meaningless. */
 void breaker_free(breaker *b);
 

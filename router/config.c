@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "lib/buf.h"
+#include "lib/log.h"
 #include "router/policy.h"
 
 #define MAX_PROVIDERS 64
@@ -87,6 +88,7 @@ struct bridle_config {
     char *path;
     char *listen;
     char *log_level;
+    int workers;     /* worker processes; 0 = "auto" (one per core) */
     bool log_json;   /* log_format "json" */
     bool access_log; /* one line per request */
     limits_conf limits;
@@ -99,6 +101,7 @@ struct bridle_config {
     cache_ttl *cache_tasks, *cache_routes; /* cache.tasks / cache.routes */
     int n_cache_tasks, n_cache_routes;
     bool cache_deterministic[MAX_MODELS]; /* by model index: cache.deterministic_models */
+    batches_conf batches;                 /* batches: the local queue */
     util_cidr *metrics_allow;             /* metrics.allow: who may read GET /metrics */
     int n_metrics_allow;
     name_index model_ix, route_ix; /* names → index, built once the config is loaded */
@@ -1248,6 +1251,25 @@ static void parse_cache(parse_ctx *pc, json_object *root)
     path_pop(pc, old);
 }
 
+/* ------------------------------------------------------------ batches */
+
+/* batches: the local queue that runs batch lines (server/batches.h). */
+static void parse_batches(parse_ctx *pc, json_object *root)
+{
+    json_object *o = get_obj(pc, root, "batches", false);
+    size_t old = path_push(pc, ".batches");
+    static const char *const known[] = {"concurrency", "yield_above", NULL};
+    if (o) check_keys(pc, o, known);
+    pc->cfg->batches.concurrency = (int)get_int(pc, o, "concurrency", 8, 1, 1024);
+    pc->cfg->batches.yield_above = (int)get_int(pc, o, "yield_above", 256, 0, 1000000);
+    path_pop(pc, old);
+}
+
+const batches_conf *config_batches(const bridle_config *c)
+{
+    return &c->batches;
+}
+
 /* ------------------------------------------------------------ metrics */
 
 /* metrics.allow: the address blocks GET /metrics answers; loopback only by
@@ -1419,6 +1441,26 @@ static json_object *read_json_file(parse_ctx *pc, const char *path)
     return root;
 }
 
+/* "workers": an integer 1-1024, or "auto" (stored as 0). */
+static void parse_workers(parse_ctx *pc, json_object *root)
+{
+    json_object *v;
+    pc->cfg->workers = 1;
+    if (!json_object_object_get_ex(root, "workers", &v)) return;
+    if (json_object_is_type(v, json_type_string)) {
+        if (strcmp(json_object_get_string(v), "auto") == 0) {
+            pc->cfg->workers = 0;
+            return;
+        }
+        size_t old = path_push(pc, ".workers");
+        fail(pc, "expected an integer from 1 to 1024 or \"auto\" (one per core), got \"%s\"",
+             json_object_get_string(v));
+        path_pop(pc, old);
+        return;
+    }
+    pc->cfg->workers = (int)get_int(pc, root, "workers", 1, 1, 1024);
+}
+
 bridle_config *config_load(const char *path, char *err, size_t errlen)
 {
     bridle_config *c = calloc(1, sizeof *c);
@@ -1431,7 +1473,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
             "listen",     "log_level",  "limits",  "providers", "models",      "routes",
             "keys",       "database",   "routing", "$schema",   "idempotency", "resilience",
             "teams",      "timeouts",   "budgets", "alerts",    "cache",       "metrics",
-            "log_format", "access_log", NULL};
+            "log_format", "access_log", "batches", "workers",   NULL};
         check_keys(&pc, root, known);
         const char *listen = get_str(&pc, root, "listen", false);
         c->listen = own(c, strdup(listen ? listen : "127.0.0.1:8080"));
@@ -1451,6 +1493,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
             path_pop(&pc, old);
         }
         c->access_log = get_bool(&pc, root, "access_log", false);
+        parse_workers(&pc, root);
         parse_limits(&pc, root);
         parse_database(&pc, root);
         parse_resilience(&pc, root);
@@ -1464,6 +1507,7 @@ bridle_config *config_load(const char *path, char *err, size_t errlen)
         parse_timeouts(&pc, root);
         parse_cache(&pc, root);
         parse_metrics(&pc, root);
+        parse_batches(&pc, root);
         parse_keys(&pc, root);
         parse_routing(&pc, root);
         json_object_put(root);
@@ -1495,6 +1539,131 @@ void config_free(bridle_config *c)
 const char *config_listen(const bridle_config *c)
 {
     return c->listen;
+}
+
+const char *config_path(const bridle_config *c)
+{
+    return c->path;
+}
+
+/* ------------------------------------------------------------ reload */
+
+/* One restart-only setting: logged when it changed, then set back. */
+typedef struct keep_ctx {
+    bridle_config *nw;
+    bool log;
+    int changed;
+} keep_ctx;
+
+static bool keep_note(keep_ctx *k, bool differs, const char *path)
+{
+    if (!differs) return false;
+    k->changed++;
+    if (k->log)
+        log_warn("config reload: %s changed in %s; it takes effect only at a restart, so the "
+                 "running value is kept",
+                 path, k->nw->path);
+    return true;
+}
+
+static void keep_i64(keep_ctx *k, int64_t *nw, int64_t old, const char *path)
+{
+    if (keep_note(k, *nw != old, path)) *nw = old;
+}
+
+static void keep_bool(keep_ctx *k, bool *nw, bool old, const char *path)
+{
+    if (keep_note(k, *nw != old, path)) *nw = old;
+}
+
+static void keep_str(keep_ctx *k, const char **nw, const char *old, const char *path)
+{
+    if (keep_note(k, strcmp(*nw ? *nw : "", old ? old : "") != 0, path))
+        *nw = own(k->nw, strdup(old ? old : ""));
+}
+
+int config_keep_restart_settings(bridle_config *nw, const bridle_config *old, bool log)
+{
+    keep_ctx k = {.nw = nw, .log = log};
+    const char *listen = nw->listen;
+    keep_str(&k, &listen, old->listen, "listen");
+    nw->listen = (char *)listen;
+    if (keep_note(&k, nw->workers != old->workers, "workers")) nw->workers = old->workers;
+    /* the HTTP server's limits are copied into it at start */
+    limits_conf *l = &nw->limits;
+    const limits_conf *ol = &old->limits;
+    keep_i64(&k, &l->max_body_bytes, ol->max_body_bytes, "limits.max_body_bytes");
+    keep_i64(&k, &l->max_header_bytes, ol->max_header_bytes, "limits.max_header_bytes");
+    keep_i64(&k, &l->max_headers, ol->max_headers, "limits.max_headers");
+    keep_i64(&k, &l->read_timeout_ms, ol->read_timeout_ms, "limits.read_timeout_ms");
+    keep_i64(&k, &l->request_timeout_ms, ol->request_timeout_ms, "limits.request_timeout_ms");
+    keep_i64(&k, &l->max_connections, ol->max_connections, "limits.max_connections");
+    /* the ledger, spool, connections and timers of the database are made at start */
+    database_conf *d = &nw->database;
+    const database_conf *od = &old->database;
+    keep_str(&k, &d->url, od->url, "database.url");
+    keep_str(&k, &d->spool_dir, od->spool_dir, "database.spool_dir");
+    keep_i64(&k, &d->spool_max_bytes, od->spool_max_bytes, "database.spool_max_bytes");
+    if (keep_note(&k, d->migrate != od->migrate, "database.migrate")) d->migrate = od->migrate;
+    keep_i64(&k, &d->retention_days, od->retention_days, "database.retention_days");
+    keep_i64(&k, &d->partitions_ahead_days, od->partitions_ahead_days,
+             "database.partitions_ahead_days");
+    keep_i64(&k, &d->flush_interval_ms, od->flush_interval_ms, "database.flush_interval_ms");
+    keep_i64(&k, &d->spool_flush_ms, od->spool_flush_ms, "database.spool_flush_ms");
+    keep_i64(&k, &d->batch_max, od->batch_max, "database.batch_max");
+    keep_i64(&k, &d->keys_refresh_ms, od->keys_refresh_ms, "database.keys_refresh_ms");
+    keep_i64(&k, &d->heartbeat_ms, od->heartbeat_ms, "database.heartbeat_ms");
+    keep_i64(&k, &d->rollup_interval_ms, od->rollup_interval_ms, "database.rollup_interval_ms");
+    keep_i64(&k, &d->rollup_batch, od->rollup_batch, "database.rollup_batch");
+    keep_i64(&k, &d->rollup_retention_days_5m, od->rollup_retention_days_5m,
+             "database.rollup_retention_days_5m");
+    keep_i64(&k, &d->rollup_retention_days_1h, od->rollup_retention_days_1h,
+             "database.rollup_retention_days_1h");
+    keep_i64(&k, &d->rollup_retention_days_1d, od->rollup_retention_days_1d,
+             "database.rollup_retention_days_1d");
+    idempotency_conf *ic = &nw->idempotency;
+    keep_i64(&k, &ic->retention_hours, old->idempotency.retention_hours,
+             "idempotency.retention_hours");
+    keep_i64(&k, &ic->connections, old->idempotency.connections, "idempotency.connections");
+    /* the lease protocol's settings; the limits themselves are read per request */
+    budgets_conf *b = &nw->budgets;
+    const budgets_conf *ob = &old->budgets;
+    keep_i64(&k, &b->lease_ttl_ms, ob->lease_ttl_ms, "budgets.lease_ttl_ms");
+    keep_i64(&k, &b->sync_ms, ob->sync_ms, "budgets.sync_ms");
+    keep_i64(&k, &b->lease_max_pusd, ob->lease_max_pusd, "budgets.lease_max_usd");
+    keep_bool(&k, &b->fail_open, ob->fail_open, "budgets.fail_open");
+    keep_i64(&k, &b->orphan_ttl_ms, ob->orphan_ttl_ms, "budgets.orphan_ttl_ms");
+    alerts_conf *a = &nw->alerts;
+    const alerts_conf *oa = &old->alerts;
+    keep_str(&k, &a->webhook_url, oa->webhook_url, "alerts.webhook_url"); /* never logged */
+    if (keep_note(&k,
+                  a->n_thresholds != oa->n_thresholds ||
+                      memcmp(a->thresholds_bp, oa->thresholds_bp, sizeof a->thresholds_bp) != 0,
+                  "alerts.thresholds")) {
+        memcpy(a->thresholds_bp, oa->thresholds_bp, sizeof a->thresholds_bp);
+        a->n_thresholds = oa->n_thresholds;
+    }
+    keep_i64(&k, &a->poll_ms, oa->poll_ms, "alerts.poll_ms");
+    keep_i64(&k, &a->claim_timeout_ms, oa->claim_timeout_ms, "alerts.claim_timeout_ms");
+    /* the shared cache level's connection is made at start */
+    cache_conf *cc = &nw->cache;
+    const cache_conf *oc = &old->cache;
+    keep_bool(&k, &cc->shared, oc->shared, "cache.shared");
+    keep_bool(&k, &cc->shared_logged, oc->shared_logged, "cache.shared_logged");
+    keep_i64(&k, &cc->shared_max_bytes, oc->shared_max_bytes, "cache.shared_max_mb");
+    keep_i64(&k, &cc->shared_timeout_ms, oc->shared_timeout_ms, "cache.shared_timeout_ms");
+    return k.changed;
+}
+
+int config_workers(const bridle_config *c)
+{
+    return c->workers;
+}
+
+void config_set_spool_dir(bridle_config *c, const char *dir)
+{
+    char *d = strdup(dir);
+    if (d) c->database.spool_dir = own(c, d);
 }
 
 const char *config_log_level(const bridle_config *c)

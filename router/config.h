@@ -177,6 +177,22 @@ void config_free(bridle_config *c);
 
 const char *config_listen(const bridle_config *c);
 const char *config_log_level(const bridle_config *c);
+/* The file the config was loaded from. */
+const char *config_path(const bridle_config *c);
+/* A reload (SIGHUP, server/serve.c): the settings of nw that take effect
+ * only at a restart (listen, workers, limits, database, idempotency's
+ * store, the budget leases' settings, alerts, the shared cache level) are
+ * set back to old's, and each one that differed is logged (with `log`) as
+ * needing a restart, by its JSON path (never its value). Returns how many
+ * differed. Everything else in nw applies to the requests that start
+ * after the reload. */
+int config_keep_restart_settings(bridle_config *nw, const bridle_config *old, bool log);
+/* "workers": how many worker processes serve (1 by default; 0 = "auto",
+ * one per core the process may run on). */
+int config_workers(const bridle_config *c);
+/* A worker's own spool directory (server/serve.c): no two processes ever
+ * share a spool. */
+void config_set_spool_dir(bridle_config *c, const char *dir);
 /* log_format "json": every log line a JSON object (lib/log.h). */
 bool config_log_json(const bridle_config *c);
 /* access_log: one line per request (router/run.c), never a secret. */
@@ -187,6 +203,13 @@ const resilience_conf *config_resilience(const bridle_config *c);
 const idempotency_conf *config_idempotency(const bridle_config *c);
 const budgets_conf *config_budgets(const bridle_config *c);
 const cache_conf *config_cache(const bridle_config *c);
+/* batches: the local queue that runs batch lines (server/batches.h). */
+typedef struct batches_conf {
+    int concurrency; /* lines in flight per process */
+    int yield_above; /* no new line while more live requests than this are in flight */
+} batches_conf;
+const batches_conf *config_batches(const bridle_config *c);
+
 /* Whether GET /metrics answers a client at peer (metrics.allow). */
 struct sockaddr;
 bool config_metrics_allowed(const bridle_config *c, const struct sockaddr *peer);

@@ -58,17 +58,17 @@ static void copy_limits(spend_limits *l, const keystore_limits *r)
     l->pusd_per_hour = r->pusd_per_hour;
 }
 
-static const team_conf *team_for(struct keyset *s, int n_db_teams, const bridle_config *cfg,
-                                 const char *name)
+/* A database key's team: the bridle_teams row, else the config's team of
+ * that name copied (the snapshot never points into a config, which a
+ * reload frees), else one with just the name. */
+static const team_conf *team_for(struct keyset *s, const bridle_config *cfg, const char *name)
 {
-    for (int i = 0; i < n_db_teams; i++)
-        if (strcmp(s->teams[i].name, name) == 0) return &s->teams[i];
-    const team_conf *t = cfg ? config_find_team(cfg, name) : NULL;
-    if (t) return t;
-    for (int i = n_db_teams; i < s->n_teams; i++)
+    for (int i = 0; i < s->n_teams; i++)
         if (strcmp(s->teams[i].name, name) == 0) return &s->teams[i];
     team_conf *made = &s->teams[s->n_teams++];
     made->name = name;
+    const team_conf *t = cfg ? config_find_team(cfg, name) : NULL;
+    if (t) made->lim = t->lim;
     return made;
 }
 
@@ -100,7 +100,6 @@ static struct keyset *set_build(const bridle_config *cfg, keystore_rows *rows)
         t->name = r->name;
         copy_limits(&t->lim, &r->lim);
     }
-    int n_db_teams = s->n_teams;
     for (int i = 0; i < rows->n_keys; i++) {
         keystore_key *r = &rows->keys[i];
         key_conf *k = &s->keys[s->n_keys];
@@ -108,7 +107,7 @@ static struct keyset *set_build(const bridle_config *cfg, keystore_rows *rows)
         memcpy(k->sha256, r->sha256, sizeof k->sha256);
         k->admin = r->admin;
         k->team = r->team;
-        k->team_cfg = r->team ? team_for(s, n_db_teams, cfg, r->team) : NULL;
+        k->team_cfg = r->team ? team_for(s, cfg, r->team) : NULL;
         copy_limits(&k->lim, &r->lim);
         k->agent = r->agent;
         k->feature = r->feature;
@@ -192,6 +191,12 @@ void keyring_hold(const key_conf *k)
 void keyring_release(const key_conf *k)
 {
     if (k && k->set) set_unref(k->set);
+}
+
+void keyring_set_config(keyring *kr, const bridle_config *cfg)
+{
+    kr->cfg = cfg;
+    kr->generation++;
 }
 
 uint64_t keyring_generation(const keyring *kr)

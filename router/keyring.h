@@ -40,6 +40,11 @@ const key_conf *keyring_find(keyring *kr, const char *sha256_hex);
 void keyring_hold(const key_conf *k);
 void keyring_release(const key_conf *k);
 
+/* A config reload: the file's keys are cfg's from now on (the caller keeps
+ * the old config alive while runs hold its keys). Database keys of a
+ * team defined only in the file keep that team's limits as they were
+ * when their snapshot was built, until the next change in the database. */
+void keyring_set_config(keyring *kr, const bridle_config *cfg);
 /* Changes at every reload: what caches of keyring_find's answers key on. */
 uint64_t keyring_generation(const keyring *kr);
 /* False while a database is configured and its keys were never loaded. */

@@ -1,14 +1,19 @@
 /* The router: what every request of one worker process shares while it is
- * routed. It owns the circuit breakers (one per model target), the retry
- * budgets and call slots (one per provider), the routing policy's model
+ * routed, as one config sees it. Behind it is a core that outlives
+ * configs (router_reload): the circuit breakers (one per model and
+ * provider name), the retry budgets and call slots (one per provider
+ * name), budgets, rate limits, heartbeats, metrics and the pool of
+ * finished runs. The router itself holds its config (borrowed from the
+ * process for the first, owned after a reload), the routing policy's model
  * table with each model's live state, the table of coalesced calls and the
- * pool of finished runs. It borrows the event loop, the config, the engine
+ * memory response cache. It borrows the event loop, the engine
  * (providers/engine.h), the ledger and the idempotency store, which the
  * process owns.
  *
- * The runs (router/run.h) are its only users on the request path; the
- * server reads it for /v1/bridle/health and the drain. One per process,
- * on one thread. */
+ * The runs (router/run.h) are its only users on the request path: a run
+ * keeps the router it started on; the server reads the current one for
+ * /v1/bridle/health and the drain. One current router per process, on one
+ * thread. */
 #ifndef BRIDLE_ROUTER_H
 #define BRIDLE_ROUTER_H
 
@@ -36,7 +41,21 @@ struct metrics;
 /* ledger and idem may be NULL (no database). Returns NULL on OOM. */
 router *router_new(struct event_base *base, const bridle_config *cfg, engine *eng,
                    struct ledger *ledger, struct idem_store *idem);
-/* Frees the router and its pool; no run may still be live. */
+/* A config reload (SIGHUP): a router for cfg that shares everything of old
+ * that does not come from the config (the loop, engine, ledger,
+ * idempotency store, budgets and their leases, rate-limit windows,
+ * heartbeats, metrics, the run pool, the spool's waiters, the shared cache
+ * level) and the live state keyed by name: a breaker per model and
+ * provider name, calls in flight and the retry budget per provider name.
+ * Its own: the config (it takes ownership: freed with it), the policy's
+ * model table, the coalescing table and the in-memory response cache
+ * (whose entries point into their config), which starts empty.
+ * New runs must go to the returned router; runs in flight keep old and
+ * its config, and old is freed (with its config if it owned it) on the
+ * loop pass after its last run is reaped. NULL on OOM: old stays. */
+router *router_reload(router *old, bridle_config *cfg);
+/* Frees the router, every older one still alive and all they share; no
+ * run may still be live. */
 void router_free(router *rt);
 
 struct event_base *router_base(const router *rt);

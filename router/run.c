@@ -535,6 +535,7 @@ static bool record_usage(run *r, int status, const char *err_class, const usage_
     ev.latency_us = util_now_us() - r->start_us;
     ev.ttft_us = r->ttft_us;
     ev.upstream_us = r->upstream_us;
+    copy_str(ev.batch_id, sizeof ev.batch_id, r->in.batch_id);
     if (ledger_record(lg, &ev) == 0) return true;
     log_error("%s: the usage event could not be written to the spool (logged above)", r->id);
     return false;

@@ -95,6 +95,7 @@ typedef struct run_input {
     const char *cache_opt;              /* x-bridle-cache: "on" / "off", or NULL */
     bool messages_api; /* body is the canonical form of a Messages request (router/messages.h) */
     const char *anthropic_beta; /* ... and its anthropic-beta header, or NULL */
+    const char *batch_id;       /* a batch line: its batch (on the usage event), or NULL */
     bool embeddings; /* POST /v1/embeddings (embedding models, never streamed), else chat */
 } run_input;
 

@@ -17,6 +17,7 @@ typedef struct app_stats {
 typedef struct app {
     struct event_base *base;
     bridle_config *cfg;
+    int worker; /* this worker's index under a supervisor, or -1 (one process) */
     engine *eng;
     struct h1_server *h1;  /* the HTTP server (server/h1.h) */
     struct router *router; /* breakers, budgets, call slots, coalescing (router/router.h) */
@@ -31,6 +32,8 @@ typedef struct app {
     struct keyring *keys;    /* config and database keys (router/keyring.h) */
     struct admin *admin;     /* /v1/bridle/admin/ (server/admin.h); NULL without a database */
     struct filestore *files; /* the Files API's store (server/files.h); NULL without a database */
+    struct batches
+        *batches; /* the Batch API and local queue (server/batches.h); NULL without one */
     app_stats stats;
 } app;
 

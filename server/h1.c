@@ -822,6 +822,7 @@ static void put_status_line(conn *c, int status, const char *content_type)
     buf_append_str(o, content_type);
     buf_append(o, "\r\n", 2);
     buf_append(o, c->req.head.data, c->req.head.len);
+    if (c->s->o.extra_head[0]) buf_append_str(o, c->s->o.extra_head);
     if (c->close_after)
         buf_append(o, "Connection: close\r\n", 19);
     else if (c->req.minor == 0)

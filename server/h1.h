@@ -34,6 +34,7 @@ typedef struct h1_options {
     int64_t read_timeout_ms;   /* a whole request must arrive within this (and an idle
                                   keep-alive connection lives this long) */
     int64_t max_connections;   /* accepting pauses at this many open connections */
+    char extra_head[64];       /* header lines ("name: value\r\n") every reply carries, or "" */
 } h1_options;
 
 /* Called for every request received whole, and for one that could not be

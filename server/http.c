@@ -26,6 +26,7 @@
 #include "server/admin.h"
 #include "server/chat.h"
 #include "server/files.h"
+#include "server/batches.h"
 #include "server/metrics.h"
 
 /* ------------------------------------------------------------ replies */
@@ -248,7 +249,9 @@ static void reply_health(app *a, h1_req *req, const key_conf *k)
 {
     int64_t now = util_now_ms();
     buf b = BUF_INIT;
-    buf_append_str(&b, "{\"providers\":[");
+    /* which process answered: under a supervisor, the worker's index */
+    buf_printf(&b, "{\"process\":{\"pid\":%d,\"worker\":%d},\"providers\":[", (int)getpid(),
+               a->worker);
     for (int i = 0; i < config_n_providers(a->cfg); i++) {
         const provider_conf *p = config_provider(a->cfg, i);
         buf_printf(&b, "%s{\"name\":", i ? "," : "");
@@ -547,6 +550,11 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         chat_handle(a, req, k, h, id);
         return;
     }
+    if (path_is(path, "/v1/messages/batches") || strncmp(path, "/v1/messages/batches/", 21) == 0) {
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (k) messages_batches_handle(a, req, k, path, cmd);
+        return;
+    }
     if (path_is(path, "/v1/messages") || path_is(path, "/v1/messages/count_tokens")) {
         bool count = path[12] == '/';
         if (cmd != H1_POST) {
@@ -578,6 +586,11 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         char id[32];
         http_new_request_id(id);
         embeddings_handle(a, req, k, h, id);
+        return;
+    }
+    if (path_is(path, "/v1/batches") || strncmp(path, "/v1/batches/", 12) == 0) {
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (k) batches_handle(a, req, k, h, path, cmd);
         return;
     }
     if (path_is(path, "/v1/files") || strncmp(path, "/v1/files/", 10) == 0) {
@@ -651,18 +664,11 @@ static void on_request(h1_req *req, void *arg)
     route_v1(a, req, &h, uri, cmd);
 }
 
-/* The listening socket for sa, or -1 with a reason in err. SO_REUSEADDR
- * only, so that a restart does not wait for old connections in TIME_WAIT.
- * Never SO_REUSEPORT: with it the kernel lets any process of the same user
- * bind the same address and splits the connections between them, so a
- * second gateway started by mistake (another config, other keys) would
- * silently take half of the traffic. Without it that bind fails with
- * EADDRINUSE, and it fails too against a process that does use
- * SO_REUSEPORT. A future multi-worker mode must keep that guarantee: bind
- * here once, in the parent, and let the workers inherit this socket (or
- * create their SO_REUSEPORT sockets only after this bind succeeded). */
+/* A listening socket for sa, or -1 with a reason in err. SO_REUSEADDR, so
+ * that a restart does not wait for old connections in TIME_WAIT; and
+ * SO_REUSEPORT only when `reuseport` (the workers' port group, below). */
 static evutil_socket_t listen_socket(const struct sockaddr *sa, socklen_t sl, const char *addr,
-                                     char *err, size_t errlen)
+                                     bool reuseport, char *err, size_t errlen)
 {
     evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -670,8 +676,9 @@ static evutil_socket_t listen_socket(const struct sockaddr *sa, socklen_t sl, co
         return -1;
     }
     int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 || bind(fd, sa, sl) != 0 ||
-        listen(fd, 4096) != 0) {
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
+        bind(fd, sa, sl) != 0 || listen(fd, 4096) != 0) {
         int e = errno;
         close(fd);
         if (e == EADDRINUSE)
@@ -686,31 +693,82 @@ static evutil_socket_t listen_socket(const struct sockaddr *sa, socklen_t sl, co
     return fd;
 }
 
-int http_start(app *a, const char *host, int port, char *err, size_t errlen)
+/* host:port as a sockaddr, and "host:port" for messages; false if host is
+ * not a numeric address. */
+static bool listen_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *sl,
+                        char *addr, size_t addrlen)
 {
-    const limits_conf *lim = config_limits(a->cfg);
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    socklen_t sl;
-    char addr[300];
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
     if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
         s4->sin_family = AF_INET;
         s4->sin_port = htons((uint16_t)port);
-        sl = sizeof *s4;
-        snprintf(addr, sizeof addr, "%s:%d", host, port);
+        *sl = sizeof *s4;
+        snprintf(addr, addrlen, "%s:%d", host, port);
     } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons((uint16_t)port);
-        sl = sizeof *s6;
-        snprintf(addr, sizeof addr, "[%s]:%d", host, port);
+        *sl = sizeof *s6;
+        snprintf(addr, addrlen, "[%s]:%d", host, port);
     } else {
+        return false;
+    }
+    return true;
+}
+
+/* One worker: never SO_REUSEPORT. With it the kernel lets any process of
+ * the same user bind the same address and splits the connections between
+ * them, so a second gateway started by mistake (another config, other
+ * keys) would silently take half of the traffic; without it that bind
+ * fails with EADDRINUSE, and it fails too against a process that does use
+ * SO_REUSEPORT.
+ *
+ * Several workers keep that guarantee: first a bind without SO_REUSEPORT
+ * proves that nobody serves the address (it fails against any listener,
+ * SO_REUSEPORT or not), then the supervisor creates all n SO_REUSEPORT
+ * sockets itself and keeps them for its whole life, handing socket i to
+ * worker i. Nothing outside this process can join the group afterwards
+ * except another process doing the same in the microseconds between the
+ * probe's close and the first SO_REUSEPORT bind (a bridle without
+ * workers never can); and a restarted worker gets the same socket back, so
+ * the connections queued on it wait for it instead of being reset. */
+int http_listen(const char *host, int port, int n, int *fds, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    char addr[300];
+    if (!listen_addr(host, port, &ss, &sl, addr, sizeof addr)) {
         snprintf(err, errlen, "listen address %s is not a numeric IPv4/IPv6 address", host);
         return -1;
     }
-    evutil_socket_t fd = listen_socket((struct sockaddr *)&ss, sl, addr, err, errlen);
-    if (fd < 0) return -1;
+    evutil_socket_t probe = listen_socket((struct sockaddr *)&ss, sl, addr, false, err, errlen);
+    if (probe < 0 || n == 1) {
+        fds[0] = probe;
+        return probe < 0 ? -1 : 0;
+    }
+    /* port 0: the group takes the port the probe was given */
+    socklen_t got = sl;
+    if (port == 0 && getsockname(probe, (struct sockaddr *)&ss, &got) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: getsockname: %s", addr, strerror(errno));
+        close(probe);
+        return -1;
+    }
+    close(probe);
+    for (int i = 0; i < n; i++) {
+        fds[i] = listen_socket((struct sockaddr *)&ss, sl, addr, true, err, errlen);
+        if (fds[i] < 0) {
+            while (i-- > 0)
+                close(fds[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int http_start(app *a, evutil_socket_t fd, char *err, size_t errlen)
+{
+    const limits_conf *lim = config_limits(a->cfg);
     h1_options o = {
         .max_body_bytes = (size_t)lim->max_body_bytes,
         .max_upload_bytes = (size_t)lim->max_upload_bytes,
@@ -719,10 +777,13 @@ int http_start(app *a, const char *host, int port, char *err, size_t errlen)
         .read_timeout_ms = lim->read_timeout_ms,
         .max_connections = lim->max_connections,
     };
+    /* which worker answered: for tests and for tracing a request to its log */
+    if (a->worker >= 0)
+        snprintf(o.extra_head, sizeof o.extra_head, "x-bridle-worker: %d\r\n", a->worker);
     a->h1 = h1_server_new(a->base, fd, &o, on_request, a);
     if (!a->h1) {
         close(fd);
-        snprintf(err, errlen, "cannot listen on %s: out of memory", addr);
+        snprintf(err, errlen, "cannot serve: out of memory");
         return -1;
     }
     return 0;

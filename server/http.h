@@ -12,11 +12,16 @@
 #include "server/app.h"
 #include "server/h1.h"
 
-/* Binds host:port (backlog 4096) and serves. Returns 0, or -1 with a
- * reason in err; an address another process listens on is refused
- * ("address already in use"): there is no SO_REUSEPORT, so a second
- * gateway cannot share, and silently split, the first one's traffic. */
-int http_start(app *a, const char *host, int port, char *err, size_t errlen);
+/* Binds host:port (backlog 4096) for n workers into fds[0..n-1]. Returns
+ * 0, or -1 with a reason in err; an address another process listens on is
+ * refused ("address already in use"), so a second gateway cannot share,
+ * and silently split, the first one's traffic. n = 1: one socket without
+ * SO_REUSEPORT; n > 1: n SO_REUSEPORT sockets of one port group that only
+ * this process creates (http.c says how). Call it before forking. */
+int http_listen(const char *host, int port, int n, int *fds, char *err, size_t errlen);
+/* Serves the listening socket fd (h1 owns it from here; closed on error).
+ * With a->worker >= 0 every reply says `x-bridle-worker: INDEX`. */
+int http_start(app *a, evutil_socket_t fd, char *err, size_t errlen);
 /* Stops accepting new connections (graceful drain). */
 void http_stop_accepting(app *a);
 void http_free(app *a);

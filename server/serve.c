@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "db/idem.h"
 #include "db/ledger.h"
@@ -24,8 +27,10 @@
 #include "server/serve.h"
 #include "server/chat.h"
 #include "server/files.h"
+#include "server/batches.h"
 #include "db/filestore.h"
 #include "server/http.h"
+#include "server/workers.h"
 
 #define DRAIN_LIMIT_MS 30000
 
@@ -201,6 +206,55 @@ static void set_log_level(const char *lvl)
     log_set_level(l);
 }
 
+/* Worker i > 0 spools in spool_dir/worker-i (worker_main): the same for a
+ * reloaded config, so that the spool directory never reads as changed. */
+static void worker_spool_dir(bridle_config *cfg, int worker)
+{
+    if (worker <= 0) return;
+    char sub[4096];
+    snprintf(sub, sizeof sub, "%s/worker-%d", config_database(cfg)->spool_dir, worker);
+    config_set_spool_dir(cfg, sub);
+}
+
+/* SIGHUP: the config file again. A file that does not load is refused
+ * whole (the old config stays, the log names the file and JSON path); a
+ * setting that needs a restart is logged and kept as it runs. Otherwise
+ * new requests get a router for the new config (router_reload); requests
+ * in flight finish on the old one, which goes with its last run. */
+static void serve_reload(app *a)
+{
+    char err[1024];
+    const char *path = config_path(a->cfg);
+    bridle_config *nw = config_load(path, err, sizeof err);
+    if (!nw) {
+        log_error("config reload refused, the running config is kept: %s", err);
+        return;
+    }
+    worker_spool_dir(nw, a->worker);
+    int kept = config_keep_restart_settings(nw, a->cfg, true);
+    struct router *rt = router_reload(a->router, nw);
+    if (!rt) {
+        config_free(nw);
+        log_error("config reload: out of memory; the running config is kept");
+        return;
+    }
+    a->router = rt;
+    a->cfg = nw;
+    keyring_set_config(a->keys, nw);
+    set_log_level(config_log_level(nw));
+    log_set_json(config_log_json(nw));
+    log_info("config reloaded from %s: %d models, %d routes%s", path, config_n_models(nw),
+             config_n_routes(nw), kept ? "; some changes wait for a restart (above)" : "");
+}
+
+/* SIGHUP: reload the config. */
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    app *a = arg;
+    if (a->draining) return;
+    serve_reload(a);
+}
+
 static struct event_base *new_base(void)
 {
     /* The changelist halves epoll_ctl calls (performance.md). */
@@ -212,23 +266,18 @@ static struct event_base *new_base(void)
     return base;
 }
 
-static int serve(app *a, const char *listen)
+/* Serves the listening socket fd until SIGTERM has drained the process.
+ * Nothing is accepted before the loop runs, after the ledger and the
+ * router are up. */
+static int serve(app *a, evutil_socket_t fd, const char *listen)
 {
-    char host[256], err[512];
-    int port;
-    if (!util_parse_hostport(listen, host, sizeof host, &port)) {
-        log_error("listen address \"%s\" is not HOST:PORT", listen);
-        return 1;
-    }
+    char err[512];
     int rc = 1;
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
     alerts *budget_alerts = NULL;
     a->base = new_base();
     a->eng = engine_new(a->base, 4096);
-    /* The address first: a gateway that cannot serve must not touch the
-     * database or the spool of the one that does. Nothing is accepted
-     * before the loop runs, after the ledger and the router are up. */
-    if (http_start(a, host, port, err, sizeof err) != 0) {
+    if (http_start(a, fd, err, sizeof err) != 0) {
         log_error("%s", err);
         goto out;
     }
@@ -240,30 +289,53 @@ static int serve(app *a, const char *listen)
     }
     budget_alerts = alerts_start(a->router); /* budget alerts: claimed and delivered on the loop */
     if (start_keys(a) != 0) goto out;
+    if (config_database(a->cfg)->url[0] && !(a->batches = batches_new(a))) {
+        log_error("out of memory");
+        goto out;
+    }
     sigterm = evsignal_new(a->base, SIGTERM, on_signal, a);
     sigint = evsignal_new(a->base, SIGINT, on_signal, a);
+    sighup = evsignal_new(a->base, SIGHUP, on_hup, a);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
+    event_add(sighup, NULL);
+    /* a worker starts with them blocked (server/workers.h): handled from here */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigprocmask(SIG_UNBLOCK, &sigs, NULL);
     for (int i = 0; i < config_n_providers(a->cfg); i++)
         if (!config_provider_enabled(a->cfg, i))
             log_info("provider %s is disabled: an environment variable it needs is not set",
                      config_provider(a->cfg, i)->name);
-    log_info("bridle %s listening on http://%s:%d (%d models, %d routes)", BRIDLE_VERSION, host,
-             port, config_n_models(a->cfg), config_n_routes(a->cfg));
-    printf("bridle listening on http://%s:%d\n", host, port);
+    if (a->worker >= 0)
+        log_info("bridle %s worker %d (pid %d) serving http://%s (%d models, %d routes)",
+                 BRIDLE_VERSION, a->worker, (int)getpid(), listen, config_n_models(a->cfg),
+                 config_n_routes(a->cfg));
+    else
+        log_info("bridle %s listening on http://%s (%d models, %d routes)", BRIDLE_VERSION, listen,
+                 config_n_models(a->cfg), config_n_routes(a->cfg));
+    printf("bridle listening on http://%s\n", listen);
     fflush(stdout);
+    workers_ready();
     event_base_dispatch(a->base);
     log_info("bridle stopped");
     rc = 0;
+    fd = -1;
 out: /* also when starting failed: everything above copes with what was not made */
+    if (fd >= 0 && !a->h1) close(fd);
     if (sigterm) event_free(sigterm);
     if (sigint) event_free(sigint);
+    if (sighup) event_free(sighup);
     if (a->drain_timer) event_free(a->drain_timer);
     http_free(a);
     chat_pool_free(a);
     alerts_free(budget_alerts);
     admin_free(a->admin);
     filestore_free(a->files);
+    batches_free(a->batches);
     router_free(a->router);
     keyring_free(a->keys);
     rollup_free(a->rollup);
@@ -272,6 +344,59 @@ out: /* also when starting failed: everything above copes with what was not made
     engine_free(a->eng);
     event_base_free(a->base);
     return rc;
+}
+
+/* ------------------------------------------------------------ workers */
+
+typedef struct worker_ctx {
+    bridle_config *cfg;
+    const char *listen;
+} worker_ctx;
+
+/* Worker i: a whole gateway on socket fd. Its spool is its own (worker 0
+ * keeps database.spool_dir, so a gateway that goes from one worker to
+ * several replays what the single process left; worker i > 0 uses
+ * spool_dir/worker-i): a restarted worker i replays its predecessor's
+ * spool, and the spool's lock file makes sure no two processes ever
+ * write one. */
+static int worker_main(int index, int fd, void *arg)
+{
+    worker_ctx *w = arg;
+    app a;
+    memset(&a, 0, sizeof a);
+    a.cfg = w->cfg;
+    a.worker = index;
+    log_set_worker(index);
+    const char *dir = config_database(a.cfg)->spool_dir;
+    if (index > 0 && config_database(a.cfg)->url[0] && mkdir(dir, 0700) != 0 && errno != EEXIST)
+        log_warn("worker %d: mkdir %s: %s", index, dir, strerror(errno));
+    worker_spool_dir(a.cfg, index);
+    int rc = serve(&a, fd, w->listen);
+    config_free(w->cfg); /* a reloaded config is the router's, freed with it */
+    return rc;
+}
+
+/* SIGHUP in the supervisor: the config a restarted worker starts with is
+ * the one the others reloaded (each worker logs what it refused). */
+static void supervisor_hup(void *arg)
+{
+    worker_ctx *w = arg;
+    char err[1024];
+    bridle_config *nw = config_load(config_path(w->cfg), err, sizeof err);
+    if (!nw) return;
+    config_keep_restart_settings(nw, w->cfg, false);
+    config_free(w->cfg);
+    w->cfg = nw;
+}
+
+/* How many workers: --workers N|auto, else the config's "workers". */
+static int workers_wanted(int argc, char **argv, const bridle_config *cfg)
+{
+    const char *v = arg_value(argc, argv, "--workers");
+    int n = config_workers(cfg);
+    if (v) n = strcmp(v, "auto") == 0 ? 0 : atoi(v);
+    if (n == 0) n = workers_auto();
+    return n;
 }
 
 /* glibc's defaults give memory back to the kernel as soon as the top of the
@@ -290,6 +415,13 @@ static void tune_malloc(void)
 int serve_main(int argc, char **argv)
 {
     tune_malloc();
+    /* SIGHUP's default is to end the process: held until the loop handles
+     * it (serve() unblocks it), so a reload asked for during start-up
+     * waits instead of killing the gateway */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_BLOCK, &hup, NULL);
     const char *path = arg_value(argc, argv, "--config");
     if (!path) path = getenv("BRIDLE_CONFIG");
     if (!path) path = "config/bridle.json";
@@ -308,7 +440,38 @@ int serve_main(int argc, char **argv)
     if (getenv("BRIDLE_LISTEN") && !arg_value(argc, argv, "--listen"))
         listen = getenv("BRIDLE_LISTEN");
     signal(SIGPIPE, SIG_IGN);
-    int rc = serve(&a, listen);
-    config_free(a.cfg);
+    int n = workers_wanted(argc, argv, a.cfg);
+    if (n < 1 || n > 1024) {
+        fprintf(stderr, "bridle: --workers: expected 1 to 1024 or \"auto\"\n");
+        config_free(a.cfg);
+        return 1;
+    }
+    char host[256];
+    int port, fds[1024];
+    if (!util_parse_hostport(listen, host, sizeof host, &port)) {
+        log_error("listen address \"%s\" is not HOST:PORT", listen);
+        config_free(a.cfg);
+        return 1;
+    }
+    /* The address first: a gateway that cannot serve must not touch the
+     * database or the spool of the one that does. */
+    if (http_listen(host, port, n, fds, err, sizeof err) != 0) {
+        log_error("%s", err);
+        config_free(a.cfg);
+        return 1;
+    }
+    int rc;
+    bridle_config *first = a.cfg; /* a reloaded config is the router's, freed with it */
+    if (n == 1) {
+        a.worker = -1;
+        rc = serve(&a, fds[0], listen);
+        config_free(first);
+    } else {
+        worker_ctx w = {.cfg = a.cfg, .listen = listen};
+        rc = workers_run(n, fds, worker_main, supervisor_hup, &w);
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        config_free(w.cfg);
+    }
     return rc;
 }

@@ -1183,6 +1183,56 @@ static void test_precise_errors(void **state)
                  "$.models.m.prices");
 }
 
+/* "workers": a count or "auto" (0); anything else names the path. */
+static void test_workers(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P, "", ""));
+    assert_int_equal(config_workers(c), 1);
+    config_free(c);
+    c = load_ok(doc(PROV_P, "", "\"workers\": 4"));
+    assert_int_equal(config_workers(c), 4);
+    config_free(c);
+    c = load_ok(doc(PROV_P, "", "\"workers\": \"auto\""));
+    assert_int_equal(config_workers(c), 0);
+    config_free(c);
+    expect_error(doc(PROV_P, "", "\"workers\": \"many\""), "$.workers", "\"auto\"");
+    expect_error_at(doc(PROV_P, "", "\"workers\": 0"), "$.workers");
+}
+
+/* A reload keeps what only a restart can change, says so by path (never
+ * the value), and lets the rest through. */
+static void test_keep_restart_settings(void **state)
+{
+    bridle_config *old = load_ok(doc(PROV_P, "\"m\": {\"provider\": \"p\", \"price\": \"gpt-4o\"}",
+                                     "\"listen\": \"127.0.0.1:1\", \"database\": {\"url\": "
+                                     "\"postgresql://a/b\", \"flush_interval_ms\": 100}, "
+                                     "\"limits\": {\"max_body_bytes\": 10000}, "
+                                     "\"resilience\": {\"max_attempts\": 2}"));
+    bridle_config *same = load_ok(doc(PROV_P, "\"m\": {\"provider\": \"p\", \"price\": \"gpt-4o\"}",
+                                      "\"listen\": \"127.0.0.1:1\", \"database\": {\"url\": "
+                                      "\"postgresql://a/b\", \"flush_interval_ms\": 100}, "
+                                      "\"limits\": {\"max_body_bytes\": 10000}, "
+                                      "\"resilience\": {\"max_attempts\": 2}"));
+    assert_int_equal(config_keep_restart_settings(same, old, false), 0);
+    config_free(same);
+    bridle_config *nw = load_ok(doc(PROV_P,
+                                    "\"m\": {\"provider\": \"p\", \"price\": \"gpt-4o\"}, "
+                                    "\"m2\": {\"provider\": \"p\", \"price\": \"gpt-4o\"}",
+                                    "\"listen\": \"127.0.0.1:2\", \"database\": {\"url\": "
+                                    "\"postgresql://c/d\", \"flush_interval_ms\": 500}, "
+                                    "\"limits\": {\"max_body_bytes\": 20000}, "
+                                    "\"resilience\": {\"max_attempts\": 5}"));
+    assert_int_equal(config_keep_restart_settings(nw, old, false), 4);
+    config_free(old); /* nw owns what it kept */
+    assert_string_equal(config_listen(nw), "127.0.0.1:1");
+    assert_string_equal(config_database(nw)->url, "postgresql://a/b");
+    assert_int_equal(config_database(nw)->flush_interval_ms, 100);
+    assert_int_equal(config_limits(nw)->max_body_bytes, 10000);
+    assert_int_equal(config_resilience(nw)->max_attempts, 5); /* reloadable */
+    assert_int_equal(config_n_models(nw), 2);
+    config_free(nw);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1221,6 +1271,8 @@ int main(void)
         cmocka_unit_test(test_idempotency_section),
         cmocka_unit_test(test_rollup_keys),
         cmocka_unit_test(test_spool_flush_key),
+        cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_keep_restart_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,9 +119,10 @@ static void test_lookup_order_and_teams(void **state)
     /* the database's team row */
     assert_string_equal(b->team_cfg->name, "dbteam");
     assert_int_equal(b->team_cfg->lim.budget_pusd[PERIOD_MONTH], 7);
-    /* no row: the config's team */
+    /* no row: the config's team, copied (a config reload frees the config) */
     const key_conf *cc = keyring_find(kr, SHA_C);
-    assert_ptr_equal(cc->team_cfg, config_find_team(c, "cfgteam"));
+    assert_ptr_not_equal(cc->team_cfg, config_find_team(c, "cfgteam"));
+    assert_string_equal(cc->team_cfg->name, "cfgteam");
     assert_int_equal(cc->team_cfg->lim.budget_pusd[PERIOD_DAY], 3000000000000LL);
     assert_true(cc->admin);
     assert_false(cc->revoked);

@@ -318,7 +318,10 @@ static int server_setup(void **state)
     if (!s->a.cfg) print_error("%s\n", err);
     assert_non_null(s->a.cfg);
     s->a.base = event_base_new();
-    assert_int_equal(http_start(&s->a, "127.0.0.1", 0, err, sizeof err), 0);
+    int lfd = -1;
+    assert_int_equal(http_listen("127.0.0.1", 0, 1, &lfd, err, sizeof err), 0);
+    s->a.worker = -1;
+    assert_int_equal(http_start(&s->a, lfd, err, sizeof err), 0);
     struct sockaddr_in sin;
     socklen_t sl = sizeof sin;
     assert_int_equal(getsockname(h1_server_fd(s->a.h1), (struct sockaddr *)&sin, &sl), 0);
@@ -479,12 +482,15 @@ static void test_address_in_use_is_refused(void **state)
     b.cfg = s->a.cfg;
     b.base = s->a.base;
     char err[512] = "", want[64];
-    assert_int_equal(http_start(&b, "127.0.0.1", s->port, err, sizeof err), -1);
+    int fds[2] = {-1, -1};
     snprintf(want, sizeof want, "127.0.0.1:%d", s->port);
-    if (!strstr(err, "address already in use") || !strstr(err, want))
-        print_error("reason: %s\n", err);
-    assert_non_null(strstr(err, "address already in use"));
-    assert_non_null(strstr(err, want));
+    for (int n = 1; n <= 2; n++) { /* one worker, or a group of two: refused alike */
+        assert_int_equal(http_listen("127.0.0.1", s->port, n, fds, err, sizeof err), -1);
+        if (!strstr(err, "address already in use") || !strstr(err, want))
+            print_error("reason: %s\n", err);
+        assert_non_null(strstr(err, "address already in use"));
+        assert_non_null(strstr(err, want));
+    }
     assert_null(b.h1);
     http_free(&b);
     const char raw[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -501,9 +507,37 @@ static void test_listen_address_must_be_numeric(void **state)
     b.cfg = s->a.cfg;
     b.base = s->a.base;
     char err[512] = "";
-    assert_int_equal(http_start(&b, "localhost", 1, err, sizeof err), -1);
+    int fd = -1;
+    assert_int_equal(http_listen("localhost", 1, 1, &fd, err, sizeof err), -1);
     assert_non_null(strstr(err, "localhost"));
     assert_null(b.h1);
+}
+
+static int bound_port(int fd)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    return ntohs(sin.sin_port);
+}
+
+/* Workers: n sockets of one SO_REUSEPORT group on one port; nobody else
+ * joins it afterwards, neither a single gateway nor another group. */
+static void test_worker_group_is_closed(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    int fds[3] = {-1, -1, -1}, other[2] = {-1, -1};
+    assert_int_equal(http_listen("127.0.0.1", 0, 3, fds, err, sizeof err), 0);
+    int port = bound_port(fds[0]);
+    assert_int_equal(bound_port(fds[1]), port);
+    assert_int_equal(bound_port(fds[2]), port);
+    assert_int_equal(http_listen("127.0.0.1", port, 1, other, err, sizeof err), -1);
+    assert_non_null(strstr(err, "address already in use"));
+    assert_int_equal(http_listen("127.0.0.1", port, 2, other, err, sizeof err), -1);
+    assert_non_null(strstr(err, "address already in use"));
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
 }
 
 int main(void)
@@ -531,6 +565,7 @@ int main(void)
                                         server_teardown),
         cmocka_unit_test_setup_teardown(test_listen_address_must_be_numeric, server_setup,
                                         server_teardown),
+        cmocka_unit_test(test_worker_group_is_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
