@@ -364,6 +364,14 @@ int route_main(int argc, char **argv)
                 cerr.param[0] ? " at " : "", cerr.param);
         goto out;
     }
+    const model_conf *named = config_find_model(L.cfg, cr.model);
+    if (named && named->price.embedding) { /* as the server: a 400 naming the model */
+        fprintf(stderr,
+                "bridle route: %s is an embedding model: the gateway answers a chat request for "
+                "it with 400 (it serves POST /v1/embeddings)\n",
+                cr.model);
+        goto out;
+    }
     policy_request pr = {.model = cr.model,
                          .task = task_h[0] ? task_h : cr.task,
                          .tier_header = tier_h[0] ? tier_h : NULL,

@@ -14,6 +14,7 @@
 
 #include "lib/buf.h"
 #include "lib/util.h"
+#include "providers/embeddings.h"
 #include "providers/provider.h"
 
 /* Retry delays are capped here; the router applies its own, lower, cap. */
@@ -943,4 +944,5 @@ const provider_ops gemini_ops = {
     .stream_event = gemini_stream_event,
     .classify = gemini_classify,
     .usage_map = gemini_usage_map,
+    .embed = &gemini_embed_ops,
 };

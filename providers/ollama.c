@@ -4,6 +4,7 @@
  * OpenAI chat.completion objects and chunks. Ollama's /v1 endpoint is
  * served by the openai dialect instead. */
 #include "providers/provider.h"
+#include "providers/embeddings.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -700,4 +701,5 @@ const provider_ops ollama_ops = {
     .stream_event = ollama_stream_event,
     .classify = ollama_classify,
     .usage_map = ollama_usage_map,
+    .embed = &ollama_embed_ops,
 };

@@ -4,6 +4,7 @@
  * client's object with a few keys substituted, the answer is the upstream
  * object itself, and stream chunks are relayed as received. */
 #include "providers/provider.h"
+#include "providers/embeddings.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -659,4 +660,5 @@ const provider_ops openai_ops = {
     .stream_event = openai_stream_event,
     .classify = openai_classify,
     .usage_map = openai_usage_map,
+    .embed = &openai_embed_ops,
 };

@@ -53,6 +53,15 @@
                 "default num_ctx is smaller"                                                       \
     }
 
+/* Embedding models: input tokens only (no output), no tier: "auto" never
+ * picks one. Prices from the issue (wire-formats.md §6.3 has none)
+ * [unverified]; OpenAI's Batch API halves them. */
+#define EMBEDDING(id, in, batch, ctx, why)                                                         \
+    {                                                                                              \
+        .name = id, .input = USD(in), .batch_discount_pct = batch, .context_window = ctx,          \
+        .embedding = true, .effective_from = CHECKED, .note = why                                  \
+    }
+
 static const model_price price_table[] = {
     /* ---------------------------------------------------------- Anthropic */
     ANTHROPIC("claude-haiku-4-5", 1.00, 5.00, 200000, TIER_BUDGET, 2048, 0, 0, 0, NULL),
@@ -112,6 +121,15 @@ static const model_price price_table[] = {
            "context window [unverified], may be larger"),
     CACHED("deepseek-v4-pro", 1.74, 0.0145, 3.48, 0, 131072, TIER_BUDGET, 0, 0, 0,
            "list price (a -75% promotion ran until 2026-05-31); context window [unverified]"),
+
+    /* ---------------------------------------------------------- embeddings */
+    EMBEDDING("text-embedding-3-small", 0.02, 50, 8191, "price from the issue [unverified]"),
+    EMBEDDING("text-embedding-3-large", 0.13, 50, 8191, "price from the issue [unverified]"),
+    EMBEDDING("text-embedding-ada-002", 0.10, 50, 8191, "legacy [memory, unverified]"),
+    EMBEDDING("gemini-embedding-001", 0.15, 50, 2048,
+              "price from the issue [unverified]; the Gemini API may report no usage (estimated)"),
+    EMBEDDING("nomic-embed-text", 0, 0, 8192, "local (Ollama): price 0 unless configured"),
+    EMBEDDING("mxbai-embed-large", 0, 0, 512, "local (Ollama): price 0 unless configured"),
 
     /* ---------------------------------------------------------- local */
     LOCAL("llama3.2", 131072),

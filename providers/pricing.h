@@ -40,6 +40,8 @@ typedef struct model_price {
                                  0 = unknown: bridle places no breakpoints for it */
     model_tier tier;
     bool reasoning; /* takes a thinking budget or effort (routing.thinking_caps reach it) */
+    bool embedding; /* an embedding model: POST /v1/embeddings only, priced on input alone;
+                       never chosen by "auto" or a tier (tier TIER_NONE in the table) */
     const char *effective_from; /* YYYY-MM-DD the figures were last checked */
     const char *note;           /* where a seed figure was stale, etc.; may be NULL */
 } model_price;

@@ -19,6 +19,20 @@
 
 /* ------------------------------------------------------------ canonical request */
 
+/* An embeddings request (POST /v1/embeddings), as validated: where its
+ * inputs are in the doc and what it asks for. */
+typedef struct canon_embed {
+    bool on;            /* this is an embeddings request */
+    uint32_t input;     /* the "input" token of doc */
+    bool single;        /* one input: a string, or one list of token ids (input itself) */
+    bool token_ids;     /* the inputs are lists of token ids, not strings */
+    int64_t n;          /* how many inputs */
+    bool base64;        /* encoding_format "base64": each vector as base64 of float32s */
+    int64_t dimensions; /* "dimensions", -1 when unset */
+    int64_t est_tokens; /* an estimate for a provider that reports no usage: each text's
+                           bytes / 4 rounded up (at least 1), or the token ids counted */
+} canon_embed;
+
 /* The client's request after validation (router/canon.c): its body, parsed
  * once into tokens (doc), and the fields bridle reads. Every dialect
  * encodes from doc: the OpenAI one forwards the body key by key, the
@@ -54,6 +68,7 @@ typedef struct canon_request {
     int64_t thinking_budget;    /* reasoning tokens the routing policy allows (thinking_caps);
                                    0 = none. Sent only to reasoning models, each dialect in its
                                    own form (provider_thinking_budget) */
+    canon_embed embed;          /* POST /v1/embeddings (canon_parse_embeddings); zero for chat */
 } canon_request;
 
 /* ------------------------------------------------------------ targets */
@@ -218,6 +233,10 @@ struct provider_ops {
 
     /* Maps this dialect's usage JSON object to a usage record. */
     usage_record (*usage_map)(json_object *usage);
+
+    /* Embeddings in this dialect (providers/embeddings.h), or NULL when it
+     * has none (Anthropic). Errors go through classify above. */
+    const struct embed_ops *embed;
 };
 
 /* The registry: every dialect bridle speaks. */

@@ -462,3 +462,161 @@ int64_t canon_prompt_chars(const canon_request *req)
     buf_free(&text);
     return n;
 }
+
+/* ------------------------------------------------------------ embeddings */
+
+#define EMBED_MAX_INPUTS 2048 /* OpenAI's limit per request */
+
+/* One list of token ids: integers from 0 to 2^31 - 1, at least one. */
+static int check_token_ids(cctx *c, uint32_t arr, const char *param, int64_t *count)
+{
+    const jdoc *d = c->d;
+    if (d->t[arr].size == 0)
+        return invalid(c, param, "invalid_value",
+                       "%s is an empty list of token ids: send at least one", param);
+    for (uint32_t v = jdoc_first(d, arr); v != JT_NONE; v = jdoc_next(d, arr, v)) {
+        int64_t id;
+        if (!jdoc_int64(d, v, &id) || id < 0 || id > 2147483647)
+            return invalid(c, param, "invalid_type",
+                           "%s must hold token ids (integers from 0), got %s", param,
+                           jdoc_type(d, v) == JT_NUMBER ? "a fraction or a negative number"
+                                                        : jdoc_type_name(d, v));
+    }
+    *count += d->t[arr].size;
+    return 0;
+}
+
+static int embed_text(cctx *c, uint32_t s, const char *param, int64_t *est)
+{
+    size_t n = c->d->t[s].end - c->d->t[s].start; /* escaped bytes: close enough for an estimate */
+    if (n == 0)
+        return invalid(c, param, "invalid_value",
+                       "%s is an empty string: every input needs some text", param);
+    *est += (int64_t)(n + 3) / 4;
+    return 0;
+}
+
+/* "input": a string, a list of strings, a list of token ids, or a list of
+ * lists of token ids; at most EMBED_MAX_INPUTS inputs. */
+static int check_embed_input(cctx *c, canon_embed *e)
+{
+    const jdoc *d = c->d;
+    static const char shapes[] =
+        "a string, a list of strings, a list of token ids or a list of lists of token ids";
+    uint32_t in = jdoc_get(d, 0, "input");
+    e->input = in;
+    if (in == JT_NONE || jdoc_type(d, in) == JT_NULL)
+        return invalid(c, "input", "missing_required_parameter",
+                       "\"input\" is missing: send the text to embed as %s", shapes);
+    if (jdoc_type(d, in) == JT_STRING) {
+        e->single = true;
+        e->n = 1;
+        return embed_text(c, in, "input", &e->est_tokens);
+    }
+    if (jdoc_type(d, in) != JT_ARRAY)
+        return invalid(c, "input", "invalid_type", "\"input\" must be %s, got %s", shapes,
+                       jdoc_type_name(d, in));
+    if (d->t[in].size == 0)
+        return invalid(c, "input", "invalid_value",
+                       "\"input\" is an empty list: send at least one input");
+    jt_type first = jdoc_type(d, jdoc_first(d, in));
+    if (first == JT_NUMBER) { /* one list of token ids */
+        e->single = e->token_ids = true;
+        e->n = 1;
+        return check_token_ids(c, in, "input", &e->est_tokens);
+    }
+    if (d->t[in].size > EMBED_MAX_INPUTS)
+        return invalid(c, "input", "invalid_value",
+                       "\"input\" has %u inputs; at most %d go in one request: split it",
+                       d->t[in].size, EMBED_MAX_INPUTS);
+    e->token_ids = first == JT_ARRAY;
+    e->n = d->t[in].size;
+    uint32_t i = 0;
+    for (uint32_t v = jdoc_first(d, in); v != JT_NONE; v = jdoc_next(d, in, v), i++) {
+        char param[32];
+        snprintf(param, sizeof param, "input[%u]", i);
+        jt_type t = jdoc_type(d, v);
+        if (t != (e->token_ids ? JT_ARRAY : JT_STRING))
+            return invalid(c, param, "invalid_type",
+                           "%s must be %s like the first input, got %s: \"input\" is %s", param,
+                           e->token_ids ? "a list of token ids" : "a string", jdoc_type_name(d, v),
+                           shapes);
+        if (e->token_ids ? check_token_ids(c, v, param, &e->est_tokens)
+                         : embed_text(c, v, param, &e->est_tokens))
+            return -1;
+    }
+    return 0;
+}
+
+static int check_embed_options(cctx *c, canon_embed *e)
+{
+    const jdoc *d = c->d;
+    static const char *const once[] = {"input", "encoding_format", "dimensions", NULL};
+    for (const char *const *k = once; *k; k++)
+        if (has_duplicate_member(d, 0, *k))
+            return invalid(c, *k, "duplicate_key",
+                           "\"%s\" appears twice in the request body: send it once", *k);
+    uint32_t f = jdoc_get(d, 0, "encoding_format");
+    if (f != JT_NONE && jdoc_type(d, f) != JT_NULL) {
+        if (jdoc_type(d, f) != JT_STRING ||
+            !(jdoc_str_eq(d, f, "float") || jdoc_str_eq(d, f, "base64")))
+            return invalid(c, "encoding_format", "invalid_value",
+                           "\"encoding_format\" must be \"float\" or \"base64\"");
+        e->base64 = jdoc_str_eq(d, f, "base64");
+    }
+    uint32_t st = jdoc_get(d, 0, "stream");
+    if (jdoc_type(d, st) == JT_TRUE)
+        return invalid(c, "stream", "invalid_value",
+                       "embeddings are never streamed: leave \"stream\" out (or false)");
+    e->dimensions = -1;
+    uint32_t dim = jdoc_get(d, 0, "dimensions");
+    if (dim == JT_NONE || jdoc_type(d, dim) == JT_NULL) return 0;
+    if (!jdoc_int64(d, dim, &e->dimensions) || e->dimensions < 1 || e->dimensions > 65536)
+        return invalid(c, "dimensions", "invalid_value",
+                       "\"dimensions\" must be an integer from 1 to 65536 (the length of each "
+                       "vector; the model's own when absent)");
+    return 0;
+}
+
+int canon_parse_embeddings(const char *body, size_t len, jdoc *doc, buf *strings,
+                           canon_request *out, canon_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->max_tokens = -1;
+    out->n = 1;
+    cctx c = {.d = doc, .strings = strings, .err = err};
+    if (len == 0)
+        return invalid(
+            &c, NULL, "invalid_json",
+            "the request body is empty: send a JSON object with \"model\" and \"input\"");
+    char why[96];
+    size_t pos = 0;
+    if (jdoc_parse(doc, body, len, why, sizeof why, &pos) != 0)
+        return invalid(&c, NULL, "invalid_json",
+                       "the request body is not valid JSON: %s at byte %zu", why, pos);
+    if (jdoc_type(doc, 0) != JT_OBJECT)
+        return invalid(&c, NULL, "invalid_type",
+                       "the request body must be a JSON object with \"model\" and \"input\"");
+    buf_reset(strings);
+    buf_reserve(strings, len + 16);
+    out->body = body;
+    out->body_len = len;
+    out->doc = doc;
+    out->embed.on = true;
+    if (index_top_keys(&c)) return -1;
+    uint32_t model = c.top[K_MODEL];
+    if (model == JT_NONE || jdoc_type(doc, model) != JT_STRING ||
+        doc->t[model].end == doc->t[model].start)
+        return invalid(&c, "model",
+                       model == JT_NONE ? "missing_required_parameter" : "invalid_type",
+                       "\"model\" must name an embedding model (GET /v1/models lists them)");
+    out->model = keep_string(&c, model);
+    if (kept_has_nul(&c, out->model))
+        return invalid(&c, "model", "invalid_value",
+                       "\"model\" must not contain a NUL character (\\u0000)");
+    if (check_embed_input(&c, &out->embed) || check_embed_options(&c, &out->embed) ||
+        check_metadata(&c, out) || opt_string(&c, 0, "user", "user", &out->user))
+        return -1;
+    out->deterministic = true; /* the same input, the same vectors: cacheable, coalescable */
+    return 0;
+}

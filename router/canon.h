@@ -25,6 +25,15 @@ typedef struct canon_error {
 int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, canon_request *out,
                      canon_error *err);
 
+/* The same for a POST /v1/embeddings body: "model", "input" (a string, a
+ * list of strings, a list of token ids or a list of lists of them, at most
+ * 2,048 inputs, none empty), "encoding_format" (float or base64),
+ * "dimensions", "user" and "metadata" (attribution, as for chat; "stream":
+ * true is refused) into
+ * out->embed and the common fields. Returns 0, or -1 with err filled. */
+int canon_parse_embeddings(const char *body, size_t len, jdoc *doc, buf *strings,
+                           canon_request *out, canon_error *err);
+
 /* Appends the text of every message's content (strings, and the text and
  * refusal parts of lists, unescaped) to out, read from req->doc: what a
  * prompt-size estimate counts. */

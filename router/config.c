@@ -582,10 +582,29 @@ static void parse_model_provider(parse_ctx *pc, json_object *o, model_conf *m)
     path_pop(pc, old);
 }
 
+/* "kind": "chat" or "embedding" (the price card's, by default). An
+ * embedding model needs a dialect that has embeddings. */
+static bool parse_model_kind(parse_ctx *pc, json_object *o, const model_conf *m, bool def)
+{
+    const char *kind = get_str(pc, o, "kind", false);
+    bool embedding = kind ? strcmp(kind, "embedding") == 0 : def;
+    size_t old = path_push(pc, ".kind");
+    if (kind && !embedding && strcmp(kind, "chat") != 0)
+        fail(pc, "expected \"chat\" or \"embedding\", got \"%s\"", kind);
+    else if (embedding && m->target.provider && m->target.provider->ops &&
+             !m->target.provider->ops->embed)
+        fail(pc,
+             "provider %s speaks %s, which has no embeddings endpoint: serve this model from "
+             "an openai, gemini or ollama provider",
+             m->target.provider->name, m->target.provider->ops->kind);
+    path_pop(pc, old);
+    return embedding;
+}
+
 static void parse_model(parse_ctx *pc, const char *name, json_object *o)
 {
-    static const char *const known[] = {"provider", "upstream_model", "price",
-                                        "prices",   "reasoning",      NULL};
+    static const char *const known[] = {"provider",  "upstream_model", "price", "prices",
+                                        "reasoning", "kind",           NULL};
     bridle_config *c = pc->cfg;
     if (c->n_models == MAX_MODELS) {
         fail(pc, "too many models (at most %d)", MAX_MODELS);
@@ -614,12 +633,16 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
     }
     if (base) m->price = *base;
     if (pr) parse_prices(pc, pr, &m->price);
+    m->price.embedding = parse_model_kind(pc, o, m, base && base->embedding);
     if (pr && !base &&
         (!json_object_object_get_ex(pr, "input", NULL) ||
-         !json_object_object_get_ex(pr, "output", NULL))) {
+         (!m->price.embedding && !json_object_object_get_ex(pr, "output", NULL)))) {
         size_t o2 = path_push(pc, ".prices");
-        fail(pc, "a model outside the built-in price table needs at least \"input\" and "
-                 "\"output\" prices (USD per million tokens; 0 for a free local model)");
+        fail(pc, m->price.embedding
+                     ? "an embedding model outside the built-in price table needs an \"input\" "
+                       "price (USD per million tokens; 0 for a free local model)"
+                     : "a model outside the built-in price table needs at least \"input\" and "
+                       "\"output\" prices (USD per million tokens; 0 for a free local model)");
         path_pop(pc, o2);
     }
     /* the price card says whether it reasons; the file may say otherwise
@@ -680,6 +703,15 @@ static void parse_route(parse_ctx *pc, const char *name, json_object *o)
             size_t o2 = path_push(pc, "[%zu]", i);
             fail(pc, "expected the name of a model in $.models (got %s)",
                  json_object_to_json_string(item));
+            path_pop(pc, o2);
+            break;
+        }
+        if (r->n_candidates && m->price.embedding != r->candidates[0]->price.embedding) {
+            size_t o2 = path_push(pc, "[%zu]", i);
+            fail(pc,
+                 "\"%s\" is %s model and \"%s\" is not: a route lists chat models or "
+                 "embedding models, not both",
+                 m->name, m->price.embedding ? "an embedding" : "a chat", r->candidates[0]->name);
             path_pop(pc, o2);
             break;
         }
@@ -1851,7 +1883,8 @@ int policy_models_from_config(const struct bridle_config *c, policy_model *out, 
                                 .price = &m->price,
                                 .context_window = m->price.context_window,
                                 .tier = m->price.tier,
-                                .enabled = m->enabled,
+                                /* "auto" and tiers answer chat only */
+                                .enabled = m->enabled && !m->price.embedding,
                                 .healthy = true,
                                 .busy = false,
                                 .local = ollama || m->price.tier == TIER_LOCAL};

@@ -29,6 +29,7 @@ typedef struct hist {
 typedef struct series {
     char request_model[LABEL_MAX], response_model[LABEL_MAX], provider[LABEL_MAX];
     int status;
+    bool embeddings; /* gen_ai_operation_name "embeddings" (input tokens only), else "chat" */
     int64_t requests, cost_pusd;
     hist duration, ttft, input, output;
 } series;
@@ -71,7 +72,8 @@ static series *series_of(metrics *m, const metrics_sample *x)
 {
     for (int i = 0; i < m->n; i++) {
         series *s = &m->s[i];
-        if (s->status == x->status && strcmp(s->response_model, x->response_model) == 0 &&
+        if (s->status == x->status && s->embeddings == x->embeddings &&
+            strcmp(s->response_model, x->response_model) == 0 &&
             strcmp(s->request_model, x->request_model) == 0 &&
             strcmp(s->provider, x->provider) == 0)
             return s;
@@ -94,6 +96,7 @@ static series *series_of(metrics *m, const metrics_sample *x)
     label_copy(s->response_model, full ? "(other)" : x->response_model);
     label_copy(s->provider, full ? "(other)" : x->provider);
     s->status = full ? 0 : x->status;
+    s->embeddings = !full && x->embeddings;
     return s;
 }
 
@@ -107,7 +110,8 @@ void metrics_record(metrics *m, const metrics_sample *x)
     if (x->ttft_us >= 0) hist_add(&s->ttft, ttft_bounds, N_TTFT, (double)x->ttft_us / 1e6);
     if (x->upstream_usage) {
         hist_add(&s->input, token_bounds, N_TOKENS, (double)x->input_tokens);
-        hist_add(&s->output, token_bounds, N_TOKENS, (double)x->output_tokens);
+        if (!x->embeddings) /* an embedding has no output tokens */
+            hist_add(&s->output, token_bounds, N_TOKENS, (double)x->output_tokens);
     }
 }
 
@@ -130,7 +134,9 @@ void metrics_label_value(buf *out, const char *v)
 
 static void gen_ai_labels(buf *out, const series *s, const char *token_type)
 {
-    buf_append_str(out, "{gen_ai_operation_name=\"chat\",gen_ai_provider_name=");
+    buf_append_str(out, s->embeddings ? "{gen_ai_operation_name=\"embeddings\""
+                                      : "{gen_ai_operation_name=\"chat\"");
+    buf_append_str(out, ",gen_ai_provider_name=");
     metrics_label_value(out, s->provider);
     buf_append_str(out, ",gen_ai_request_model=");
     metrics_label_value(out, s->request_model);
@@ -142,7 +148,7 @@ static void gen_ai_labels(buf *out, const series *s, const char *token_type)
 /* The same three models and provider: one GenAI series (status aside). */
 static bool same_gen_ai(const series *a, const series *b)
 {
-    return strcmp(a->request_model, b->request_model) == 0 &&
+    return a->embeddings == b->embeddings && strcmp(a->request_model, b->request_model) == 0 &&
            strcmp(a->response_model, b->response_model) == 0 &&
            strcmp(a->provider, b->provider) == 0;
 }

@@ -1,5 +1,6 @@
 /* What the runs did, for GET /metrics (server/metrics.c): per series of
- * (requested model, model that answered, provider, status) the requests,
+ * (operation, requested model, model that answered, provider, status) the
+ * requests,
  * their cost, and histograms of duration, time to first token and tokens,
  * named after the OpenTelemetry GenAI semantic conventions in their
  * Prometheus form (gen_ai_server_request_duration_seconds, ...). One per
@@ -23,6 +24,7 @@ typedef struct metrics_sample {
     const char *provider;
     int status;          /* the HTTP status the client got (499: it left) */
     bool upstream_usage; /* tokens below were used by a provider call (not a copy) */
+    bool embeddings;     /* POST /v1/embeddings: gen_ai_operation_name "embeddings", else "chat" */
     int64_t input_tokens, output_tokens;
     int64_t cost_pusd;
     int64_t duration_us, ttft_us; /* ttft_us < 0: no first token (not streamed) */

@@ -16,6 +16,7 @@
 #include "lib/jtok.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "providers/embeddings.h"
 #include "providers/sse.h"
 #include "router/budget.h"
 #include "router/cache.h"
@@ -382,7 +383,8 @@ static void estimate_usage(run *r, usage_record *u, size_t answer_chars)
     int64_t out_est = (int64_t)(answer_chars + 3) / 4;
     if (u->output < out_est) u->output = out_est;
     if (u->input_uncached + u->cache_read + u->cache_write_5m + u->cache_write_1h > 0) return;
-    u->input_uncached = (canon_prompt_chars(&r->canon) + 3) / 4;
+    u->input_uncached =
+        r->canon.embed.on ? r->canon.embed.est_tokens : (canon_prompt_chars(&r->canon) + 3) / 4;
 }
 
 /* What a stream's answer has said so far: its text and its tool calls. */
@@ -468,6 +470,7 @@ static void meter(run *r, int status, const usage_record *all)
         .provider = t ? t->provider->name : "",
         .status = status,
         .upstream_usage = all && !no_call(r) && r->attempts > 0,
+        .embeddings = r->canon.embed.on,
         .input_tokens =
             all ? all->input_uncached + all->cache_read + all->cache_write_5m + all->cache_write_1h
                 : 0,
@@ -1067,6 +1070,59 @@ static int check_allowed_model(run *r)
     return -1;
 }
 
+/* Embeddings name an embedding model or a route of them: "auto" and tiers
+ * route chat requests only. */
+static int plan_no_embedding_model(run *r)
+{
+    const char *model = r->canon.model;
+    bool routed = strcmp(model, "auto") == 0 || strncmp(model, "tier:", 5) == 0;
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             routed ? "'%.100s' routes chat requests only: for embeddings name an embedding model "
+                      "or a route of them (GET /v1/models lists the models this gateway serves)"
+                    : "The model '%.100s' does not exist on this gateway: name an embedding model "
+                      "or a route of them (GET /v1/models lists the models this gateway serves)",
+             model);
+    run_fail(r, routed ? 400 : 404, "invalid_request_error",
+             routed ? "invalid_model" : "model_not_found", "model", msg, false);
+    return -1;
+}
+
+/* Chat goes to chat models and embeddings to embedding models: the other
+ * kind is a 400 that says where to send it. Inputs given as token ids go
+ * only to candidates whose dialect takes them. */
+static int check_operation(run *r)
+{
+    bool embed = r->canon.embed.on;
+    if (r->plan[0]->price->embedding != embed) {
+        static const char *const what[2][2] = {
+            {"The model '%.100s' is an embedding model: send it to POST /v1/embeddings, or name a "
+             "chat model here (GET /v1/models lists the models this gateway serves)",
+             "The route '%.100s' lists embedding models: send it to POST /v1/embeddings, or name "
+             "a chat model here (GET /v1/models lists the models this gateway serves)"},
+            {"The model '%.100s' is a chat model, not an embedding model: send it to POST "
+             "/v1/chat/completions, or name an embedding model here (GET /v1/models lists the "
+             "models this gateway serves)",
+             "The route '%.100s' lists chat models, not embedding models: send it to POST "
+             "/v1/chat/completions, or name an embedding model here (GET /v1/models lists the "
+             "models this gateway serves)"}};
+        char msg[400];
+        snprintf(msg, sizeof msg, what[embed][r->route_name != NULL], r->canon.model);
+        run_fail(r, 400, "invalid_request_error", "invalid_model", "model", msg, false);
+        return -1;
+    }
+    if (!embed || !r->canon.embed.token_ids) return 0;
+    int n = 0;
+    for (int i = 0; i < r->n_plan; i++)
+        if (r->plan[i]->provider->ops->embed->token_ids) r->plan[n++] = r->plan[i];
+    if ((r->n_plan = n) > 0) return 0;
+    run_fail(r, 400, "invalid_request_error", "invalid_value", "input",
+             "This model takes text only (token ids are a tokenizer's, and only OpenAI-compatible "
+             "hosts take them): send \"input\" as a string or a list of strings",
+             false);
+    return -1;
+}
+
 /* The candidates in order, then the deadlines (they depend on the route the
  * plan took: a route of $.routes, or the policy's "auto" / "tier:NAME"). */
 static int make_plan(run *r)
@@ -1077,6 +1133,8 @@ static int make_plan(run *r)
     const model_conf *m = config_find_model(cfg, model);
     const route_conf *rc = m ? NULL : config_find_route(cfg, model);
     int rv;
+    if (!m && !rc && r->canon.embed.on) /* "auto", tiers and unknown names */
+        return plan_no_embedding_model(r);
     if (m)
         rv = plan_model(r, m);
     else if (rc)
@@ -1092,7 +1150,7 @@ static int make_plan(run *r)
         run_fail(r, 404, "invalid_request_error", "model_not_found", "model", msg, false);
         return -1;
     }
-    if (rv != 0) return -1;
+    if (rv != 0 || check_operation(r) != 0) return -1;
     config_request_timeouts(cfg, r->canon.task, route_of(r), &r->tmo);
     r->deadline_ms = r->start_us / 1000 + r->tmo.total_ms;
     return 0;
@@ -1335,6 +1393,7 @@ static int64_t input_bound_tokens(run *r)
 static int64_t output_cap_tokens(const run *r)
 {
     const provider_conf *p = r->n_plan ? r->plan[0]->provider : NULL;
+    if (r->canon.embed.on) return 0; /* vectors are not tokens: input only */
     if (r->canon.max_tokens > 0) return r->canon.max_tokens;
     return p && p->default_max_tokens > 0 ? p->default_max_tokens : DEFAULT_OUTPUT_BOUND;
 }
@@ -1506,7 +1565,7 @@ static step_result admit_cache(run *r)
     }
     const target *t = cur_target(r);
     bool deterministic =
-        r->canon.temperature_zero ||
+        r->canon.deterministic || r->canon.temperature_zero ||
         (!r->canon.temperature_set && config_cache_deterministic_model(cfg, t->index));
     bool on = opt && strcasecmp(opt, "on") == 0, off = opt && !on;
     int cc = cache_control_flags(r->in.cache_control);
@@ -2187,20 +2246,56 @@ static bool cascade_escalates(run *r, decoded_response *d, const buf *text)
 
 /* ------------------------------------------------------------ attempts */
 
+/* A 2xx the dialect could not read: retried at most as ambiguous. */
+static void answer_unreadable(run *r, const char *err)
+{
+    upstream_error e = {.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
+    snprintf(e.type, sizeof e.type, "api_error");
+    snprintf(e.code, sizeof e.code, "upstream_malformed_response");
+    snprintf(e.message, sizeof e.message, "The provider's answer could not be read: %s", err);
+    if (!recover(r, &e)) fail_upstream(r, &e);
+}
+
+/* An embeddings answer, in OpenAI's list shape (providers/embeddings.h):
+ * billed on its input tokens, estimated (and said so) when the provider
+ * reported none. */
+static void answer_embeddings(run *r)
+{
+    const target *t = r->plan[r->cur];
+    buf out = BUF_INIT;
+    usage_record u;
+    char err[300] = "";
+    const char *body = r->body.data ? r->body.data : "";
+    if (t->provider->ops->embed->decode(&r->canon, t, body, r->body.len, &out, &u, err,
+                                        sizeof err) != 0) {
+        buf_free(&out);
+        answer_unreadable(r, err);
+        return;
+    }
+    breaker_settle(r, BREAKER_SUCCESS);
+    r->usage_estimated = !u.exact;
+    add_common_headers(r);
+    r->served_usage = u;
+    cost_headers(r, &r->served_usage);
+    answer_body(r, 200, out.len ? out.data : body, out.len ? out.len : r->body.len,
+                &r->served_usage, "", RUN_DONE, "answered");
+    buf_free(&out); /* settling that waits keeps a copy (keep_answer) */
+}
+
 static void answer_decoded(run *r)
 {
     const target *t = r->plan[r->cur];
+    if (r->canon.embed.on) {
+        answer_embeddings(r);
+        return;
+    }
     decoded_response d;
     memset(&d, 0, sizeof d);
     char err[300] = "";
     if (t->provider->ops->decode(&r->canon, t, r->body.data ? r->body.data : "", r->body.len, &d,
                                  err, sizeof err) != 0) {
         if (d.body) json_object_put(d.body);
-        upstream_error e = {.cls = ERRCLASS_AMBIGUOUS, .client_status = 502, .retry_after_ms = -1};
-        snprintf(e.type, sizeof e.type, "api_error");
-        snprintf(e.code, sizeof e.code, "upstream_malformed_response");
-        snprintf(e.message, sizeof e.message, "The provider's answer could not be read: %s", err);
-        if (!recover(r, &e)) fail_upstream(r, &e);
+        answer_unreadable(r, err);
         return;
     }
     breaker_settle(r, BREAKER_SUCCESS);
@@ -2347,7 +2442,9 @@ static void start_attempt(run *r)
     }
     r->slot = p;
     char err[300] = "";
-    if (p->ops->encode(&r->canon, t, &r->up, err, sizeof err) != 0) {
+    int rc = r->canon.embed.on ? p->ops->embed->encode(&r->canon, t, &r->up, err, sizeof err)
+                               : p->ops->encode(&r->canon, t, &r->up, err, sizeof err);
+    if (rc != 0) {
         run_fail(r, 400, "invalid_request_error", "unsupported_request", NULL, err, false);
         return;
     }
@@ -2411,8 +2508,10 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
     copy_str(r->id, sizeof r->id, in->request_id);
     set_state(r, RUN_PLANNING);
     canon_error cerr;
-    if (canon_parse_chat(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon,
-                         &cerr) != 0) {
+    int (*parse)(const char *, size_t, jdoc *, buf *, canon_request *, canon_error *) =
+        in->embeddings ? canon_parse_embeddings : canon_parse_chat;
+    if (parse(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon, &cerr) !=
+        0) {
         run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
         return NULL;
     }

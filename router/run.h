@@ -1,5 +1,5 @@
-/* One request's life, whichever way it came in (/v1/chat/completions
- * and /v1/messages today; batch lines next): the run.
+/* One request's life, whichever way it came in (/v1/chat/completions,
+ * /v1/messages and /v1/embeddings today; batch lines next): the run.
  *
  *   NEW -> PLANNING -> ADMITTING -> CALLING <-> WAITING
  *                                  CALLING -> RELAYING (a stream is read)
@@ -96,6 +96,7 @@ typedef struct run_input {
     bool messages_api; /* body is the canonical form of a Messages request (router/messages.h) */
     const char *anthropic_beta; /* ... and its anthropic-beta header, or NULL */
     const char *batch_id;       /* a batch line: its batch (on the usage event), or NULL */
+    bool embeddings; /* POST /v1/embeddings (embedding models, never streamed), else chat */
 } run_input;
 
 /* Starts a run. The sink hears from it until done. Returns the run (valid

@@ -317,6 +317,7 @@ start_bridle() {
 print_info() {
   local body='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
   local sbody='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
+  local ebody='{"model":"text-embedding-3-small","input":["Hello","world"],"dimensions":8}'
   cat <<INFO
 
 bridle is running.
@@ -334,6 +335,9 @@ Try it:
 Streaming:
   curl -N $BRIDLE_URL/v1/chat/completions -H "Authorization: Bearer $DEV_KEY" -H "Content-Type: application/json" -d '$sbody'
 
+Embeddings (the mock's vectors are deterministic: the same text, the same vector):
+  curl $BRIDLE_URL/v1/embeddings -H "Authorization: Bearer $DEV_KEY" -H "Content-Type: application/json" -d '$ebody'
+
 The response cache is on: send the first curl twice with "temperature":0 and
 compare the x-bridle-cache and x-bridle-cost-usd headers.
 
@@ -347,7 +351,8 @@ Admin API (keys and teams in PostgreSQL; the CLI is 'DATABASE_URL=… build/brid
 
 Every model answers from the mock provider. Set OPENAI_API_KEY, ANTHROPIC_API_KEY
 or GEMINI_API_KEY before 'make run' to send the gpt-*, claude-* or gemini-*
-models to the real provider instead (then 'make stop && make run').
+models (and text-embedding-3-small) to the real provider instead (then
+'make stop && make run').
 
 Stop everything: make stop
 INFO

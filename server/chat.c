@@ -1,4 +1,5 @@
-/* POST /v1/chat/completions: the way in for OpenAI chat requests. The body
+/* POST /v1/chat/completions: the way in for OpenAI chat requests (and POST
+ * /v1/embeddings, whose answers are whole bodies through the same sink). The body
  * goes to a run (router/run.h), which plans, admits, calls and settles; this
  * file is the run's sink: the answer's head, bytes and end go to the
  * client (server/h1.h). A client that hangs up cancels its run. */
@@ -18,6 +19,7 @@ typedef struct chat {
     app *a;
     h1_req *req;
     bool messages_api; /* POST /v1/messages: the answer goes out in Anthropic's shape */
+    bool embeddings;   /* POST /v1/embeddings: one whole body in OpenAI's shape */
     char msg_id[40];   /* its message id: "msg_" + the request id's digits */
     char req_id[32];
     buf body; /* its canonical body (router/messages.h) */
@@ -202,7 +204,10 @@ static void chat_run(chat *c, const char *body, size_t len, const key_conf *key,
     run_input ri = {
         .body = body,
         .body_len = len,
-        .what = c->messages_api ? "POST /v1/messages" : "POST /v1/chat/completions",
+        .what = c->messages_api ? "POST /v1/messages"
+                : c->embeddings ? "POST /v1/embeddings"
+                                : "POST /v1/chat/completions",
+        .embeddings = c->embeddings,
         .messages_api = c->messages_api,
         .anthropic_beta = hdr->anthropic_beta,
         .key = key,
@@ -226,6 +231,19 @@ void chat_handle(app *a, h1_req *req, const key_conf *key, const request_headers
 {
     chat *c = chat_begin(a, req);
     if (!c) return;
+    size_t len;
+    const char *body = h1_req_body(req, &len);
+    chat_run(c, body, len, key, hdr, request_id);
+}
+
+/* POST /v1/embeddings: the same sink, an embeddings answer being one whole
+ * JSON body. */
+void embeddings_handle(app *a, h1_req *req, const key_conf *key, const request_headers *hdr,
+                       const char *request_id)
+{
+    chat *c = chat_begin(a, req);
+    if (!c) return;
+    c->embeddings = true;
     size_t len;
     const char *body = h1_req_body(req, &len);
     chat_run(c, body, len, key, hdr, request_id);

@@ -14,6 +14,9 @@ void chat_pool_free(app *a);
 struct request_headers;
 void chat_handle(app *a, h1_req *req, const key_conf *key, const struct request_headers *hdr,
                  const char *request_id);
+/* POST /v1/embeddings: the same, for embedding models (never streamed). */
+void embeddings_handle(app *a, h1_req *req, const key_conf *key, const struct request_headers *hdr,
+                       const char *request_id);
 
 /* POST /v1/messages: the Anthropic way in, on the same run (router/messages.h). */
 void messages_handle(app *a, h1_req *req, const key_conf *key, const struct request_headers *hdr,

@@ -575,6 +575,19 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         messages_handle(a, req, k, h, id);
         return;
     }
+    if (path_is(path, "/v1/embeddings")) {
+        if (cmd != H1_POST) {
+            http_reply_error(a, req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                             "Use POST for /v1/embeddings", false);
+            return;
+        }
+        const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
+        if (!k) return;
+        char id[32];
+        http_new_request_id(id);
+        embeddings_handle(a, req, k, h, id);
+        return;
+    }
     if (path_is(path, "/v1/batches") || strncmp(path, "/v1/batches/", 12) == 0) {
         const key_conf *k = authenticate(a, req, h, KEYS_CLIENT);
         if (k) batches_handle(a, req, k, h, path, cmd);
@@ -603,11 +616,10 @@ static void route_v1(app *a, h1_req *req, const request_headers *h, const char *
         return;
     }
     char msg[300];
-    snprintf(
-        msg, sizeof msg,
-        "Unknown path %.120s: this gateway serves POST /v1/chat/completions, POST /v1/messages "
-        "and GET /v1/models",
-        path);
+    snprintf(msg, sizeof msg,
+             "Unknown path %.120s: this gateway serves POST /v1/chat/completions, POST "
+             "/v1/messages, POST /v1/embeddings and GET /v1/models",
+             path);
     http_reply_error(a, req, 404, "invalid_request_error", "unknown_url", NULL, msg, false);
 }
 

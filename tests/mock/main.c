@@ -161,11 +161,16 @@ static bool route_gemini(struct evhttp_request *req, const char *path)
     const char *colon = strrchr(model, ':');
     if (!colon || colon == model || colon - model >= MOCK_MODEL_MAX) return false;
     bool stream = !strcmp(colon + 1, "streamGenerateContent");
-    if (!stream && strcmp(colon + 1, "generateContent")) return false;
+    bool embed = !strcmp(colon + 1, "embedContent"),
+         batch = !strcmp(colon + 1, "batchEmbedContents");
+    if (!stream && !embed && !batch && strcmp(colon + 1, "generateContent")) return false;
     char name[MOCK_MODEL_MAX];
     memcpy(name, model, (size_t)(colon - model));
     name[colon - model] = '\0';
-    mock_handle_generation(req, D_GEMINI, name, stream);
+    if (embed || batch)
+        mock_handle_embeddings(req, D_GEMINI, name, batch);
+    else
+        mock_handle_generation(req, D_GEMINI, name, stream);
     return true;
 }
 
@@ -179,6 +184,10 @@ static void route(struct evhttp_request *req, const char *path)
         mock_handle_generation(req, D_ANTHROPIC, NULL, false);
     else if (post && !strcmp(path, "/api/chat"))
         mock_handle_generation(req, D_OLLAMA, NULL, false);
+    else if (post && !strcmp(path, "/v1/embeddings"))
+        mock_handle_embeddings(req, D_OPENAI, NULL, false);
+    else if (post && !strcmp(path, "/api/embed"))
+        mock_handle_embeddings(req, D_OLLAMA, NULL, false);
     else if (post && route_gemini(req, path))
         return;
     else if (get && !strcmp(path, "/v1/models"))

@@ -123,6 +123,7 @@ struct mock_req {
     /* Anthropic's prompt cache, simulated (request.c): the tokens this
      * request reads from it and writes to it; -1 when it marks nothing */
     long pc_read, pc_w5m, pc_w1h;
+    struct mock_embed *embed; /* an embeddings request (embeddings.c), else NULL */
 };
 
 /*
@@ -150,6 +151,17 @@ extern const struct dialect_ops openai_ops, anthropic_ops, gemini_ops, ollama_op
 /* request.c: the generation request life cycle. */
 void mock_handle_generation(struct evhttp_request *req, enum dialect d, const char *model_in_path,
                             bool stream_by_path);
+/* An embeddings request: OpenAI /v1/embeddings, Ollama /api/embed, Gemini
+ * :embedContent or (batch) :batchEmbedContents. Directives apply as for
+ * generation (status=, latency_ms=, malformed=, no_usage=, prompt_tokens=). */
+void mock_handle_embeddings(struct evhttp_request *req, enum dialect d, const char *model_in_path,
+                            bool batch);
+/* embeddings.c: reads the inputs (markers in them apply) and the usage;
+ * returns an error message or NULL. */
+const char *embed_prepare(struct mock_req *m, enum dialect d, json_object *root, bool batch);
+/** The whole answer in m's dialect. */
+void embed_body(struct mock_req *m, struct evbuffer *out);
+void embed_free(struct mock_req *m);
 /** Drops our state for a request that libevent failed on (it owns `req`). */
 void mock_forget_req(struct evhttp_request *req);
 void mock_free_all(void);

@@ -110,6 +110,7 @@ static void mock_release(struct mock_req *m)
     if (m->piece_end != m->piece_inline) free(m->piece_end);
     free(m->answer_heap);
     tools_free(m);
+    embed_free(m);
     directives_free(&m->dir);
     free(m);
 }
@@ -365,7 +366,10 @@ static void respond(struct mock_req *m)
     } else {
         struct evbuffer *b = evbuffer_new();
         add_headers(m, "application/json");
-        m->ops->body(m, b);
+        if (m->embed)
+            embed_body(m, b);
+        else
+            m->ops->body(m, b);
         if (m->dir.cut_after >= 0)
             reply_cut_body(m, b);
         else
@@ -737,8 +741,20 @@ static const char *prepare(struct mock_req *m, enum dialect d, json_object *root
     return NULL;
 }
 
-void mock_handle_generation(struct evhttp_request *req, enum dialect d, const char *path_model,
-                            bool stream_by_path)
+/* Embeddings: the inputs instead of a prompt, then the same directives. */
+static const char *prepare_embed(struct mock_req *m, enum dialect d, json_object *root,
+                                 const char *path_model, bool batch)
+{
+    if (path_model) snprintf(m->model, sizeof(m->model), "%s", path_model);
+    const char *err = embed_prepare(m, d, root, batch);
+    if (err) return err;
+    apply_header_directives(m);
+    if (m->dir.prompt_tokens >= 0) m->use.prompt = m->dir.prompt_tokens;
+    return NULL;
+}
+
+static void handle(struct evhttp_request *req, enum dialect d, const char *path_model,
+                   bool stream_by_path, int embed)
 {
     struct mock_req *m = mock_new(req, d);
     if (!m) {
@@ -747,8 +763,9 @@ void mock_handle_generation(struct evhttp_request *req, enum dialect d, const ch
     }
     m->stream = stream_by_path;
     json_object *root = parse_body(req);
-    const char *err =
-        root ? prepare(m, d, root, path_model) : "mock: request body is not valid JSON";
+    const char *err = !root       ? "mock: request body is not valid JSON"
+                      : embed < 0 ? prepare(m, d, root, path_model)
+                                  : prepare_embed(m, d, root, path_model, embed == 1);
     json_object_put(root);
     if (err) {
         reply_error(m, 400, err);
@@ -764,4 +781,16 @@ void mock_handle_generation(struct evhttp_request *req, enum dialect d, const ch
     } else {
         respond(m);
     }
+}
+
+void mock_handle_generation(struct evhttp_request *req, enum dialect d, const char *path_model,
+                            bool stream_by_path)
+{
+    handle(req, d, path_model, stream_by_path, -1);
+}
+
+void mock_handle_embeddings(struct evhttp_request *req, enum dialect d, const char *path_model,
+                            bool batch)
+{
+    handle(req, d, path_model, false, batch ? 1 : 0);
 }

@@ -272,6 +272,22 @@ req DELETE /_mock/faults
 req POST /v1/chat/completions "{\"model\":\"q-model\",$HELLO}"
 check "queue cleared" 's==200'
 
+# ---- embeddings ------------------------------------------------------------
+NORM='(v)=>Math.abs(Math.hypot(...v)-1)<1e-6'
+req POST /v1/embeddings '{"model":"text-embedding-3-small","input":["hello","world!"],"dimensions":4}'
+check "openai embeddings" 's==200 && j.object=="list" && j.data.length==2 && j.data[1].index==1 && j.data[0].embedding.length==4 && ('"$NORM"')(j.data[0].embedding) && j.usage.prompt_tokens==4 && j.usage.total_tokens==4'
+cp "$T/body" "$T/emb_float"
+req POST /v1/embeddings '{"model":"m","input":"hello","dimensions":4,"encoding_format":"base64"}'
+check "openai embeddings base64" 'typeof j.data[0].embedding=="string" && Buffer.from(j.data[0].embedding,"base64").length==16'
+req POST /v1beta/models/gemini-embedding-001:embedContent '{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"hello"}]},"outputDimensionality":4}'
+check "gemini embedContent: the same vector for the same text" 's==200 && JSON.stringify(j.embedding.values)==JSON.stringify(JSON.parse(require("fs").readFileSync(dir+"/emb_float")).data[0].embedding) && j.usageMetadata.promptTokenCount==2'
+req POST /v1beta/models/g:batchEmbedContents '{"requests":[{"model":"models/other","content":{"parts":[{"text":"a"}]}}]}'
+check "gemini batch: model must match the path" 's==400 && j.error.code==400'
+req POST /api/embed '{"model":"nomic-embed-text","input":["hello","x [[mock:no_usage=1]]"],"dimensions":4}'
+check "ollama embed, no_usage" 's==200 && j.embeddings.length==2 && !("prompt_eval_count" in j)'
+req POST /v1/embeddings '{"model":"m","input":""}'
+check "empty input is a 400" 's==400 && j.error.type=="invalid_request_error"'
+
 # ---- counters -------------------------------------------------------------
 req POST /_mock/reset
 check "reset" 's==200'

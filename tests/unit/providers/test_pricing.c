@@ -323,7 +323,10 @@ static void test_table_rows_sane(void **state)
         if (p->cache_write_1h && p->cache_write_1h < p->cache_write_5m)
             fail_msg("%s: 1h write below 5m write", nm);
         if (p->context_window <= 0) fail_msg("%s: no context window", nm);
-        if (p->tier == TIER_NONE) fail_msg("%s: no tier", nm);
+        /* embedding models: input only, and no tier ("auto" never picks one) */
+        if (p->embedding && (p->output || p->tier != TIER_NONE))
+            fail_msg("%s: an embedding model with output prices or a tier", nm);
+        if (p->tier == TIER_NONE && !p->embedding) fail_msg("%s: no tier", nm);
         if (!p->effective_from || strlen(p->effective_from) != 10 || p->effective_from[4] != '-')
             fail_msg("%s: bad effective_from", nm);
         if (p->batch_discount_pct < 0 || p->batch_discount_pct > 100)
@@ -331,7 +334,7 @@ static void test_table_rows_sane(void **state)
         if (p->long_ctx_threshold && (p->long_ctx_input_pct < 100 || p->long_ctx_output_pct < 100 ||
                                       p->long_ctx_threshold >= p->context_window))
             fail_msg("%s: bad long-context rule", nm);
-        if ((p->tier == TIER_LOCAL) != (p->input == 0 && p->output == 0))
+        if (!p->embedding && (p->tier == TIER_LOCAL) != (p->input == 0 && p->output == 0))
             fail_msg("%s: local iff free", nm);
         for (const model_price *q = t; q < p; q++)
             if (strcmp(q->name, p->name) == 0) fail_msg("%s: duplicate", nm);
@@ -427,10 +430,33 @@ static void test_table_figures(void **state)
     assert_int_equal(must_find("mistral")->tier, TIER_LOCAL);
 }
 
+/* Embedding models: input only, at the issue's prices; a million tokens of
+ * text-embedding-3-small cost exactly 2 cents (2e10 pico-dollars). */
+static void test_table_embeddings(void **state)
+{
+    check_row("text-embedding-3-small", "0.02", "0", "0");
+    check_row("text-embedding-3-large", "0.13", "0", "0");
+    check_row("gemini-embedding-001", "0.15", "0", "0");
+    const char *const names[] = {"text-embedding-3-small", "text-embedding-3-large",
+                                 "gemini-embedding-001", "nomic-embed-text"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        assert_true(must_find(names[i])->embedding);
+        assert_int_equal(must_find(names[i])->tier, TIER_NONE);
+    }
+    assert_false(must_find("gpt-4o-mini")->embedding);
+    usage_record u = {.input_uncached = 1000000, .exact = true};
+    assert_int_equal(pricing_cost_pusd(must_find("text-embedding-3-small"), &u, false),
+                     20000000000LL);
+    u.input_uncached = 7;
+    assert_int_equal(pricing_cost_pusd(must_find("gemini-embedding-001"), &u, false), 1050000);
+    assert_int_equal(pricing_cost_pusd(must_find("nomic-embed-text"), &u, false), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sonnet_plain),
+        cmocka_unit_test(test_table_embeddings),
         cmocka_unit_test(test_cache_read_is_ninety_percent_off),
         cmocka_unit_test(test_anthropic_cache_writes),
         cmocka_unit_test(test_cache_write_defaults_to_input),

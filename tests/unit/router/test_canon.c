@@ -647,6 +647,130 @@ static void test_ambiguous_bodies_refused(void **state)
     parsed_free(p);
 }
 
+/* ------------------------------------------------------------ embeddings */
+
+static parsed *embed_parse(const char *body)
+{
+    parsed *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    p->len = strlen(body);
+    p->body = malloc(p->len ? p->len : 1);
+    memcpy(p->body, body, p->len);
+    p->doc = (jdoc)JDOC_INIT;
+    p->strings = (buf)BUF_INIT;
+    p->rc = canon_parse_embeddings(p->body, p->len, &p->doc, &p->strings, &p->req, &p->err);
+    return p;
+}
+
+static void test_embeddings_accepted(void **state)
+{
+    parsed *p = embed_parse("{\"model\":\"emb\",\"input\":\"hello world\",\"user\":\"u\","
+                            "\"metadata\":{\"task\":\"index\"}}");
+    assert_int_equal(p->rc, 0);
+    const canon_embed *e = &p->req.embed;
+    assert_true(e->on);
+    assert_true(e->single);
+    assert_false(e->token_ids);
+    assert_int_equal(e->n, 1);
+    assert_int_equal(e->est_tokens, 3); /* 11 bytes */
+    assert_false(e->base64);
+    assert_int_equal(e->dimensions, -1);
+    assert_string_equal(p->req.model, "emb");
+    assert_string_equal(p->req.user, "u");
+    assert_string_equal(p->req.task, "index");
+    assert_false(p->req.stream);
+    assert_true(p->req.deterministic); /* the same input, the same vectors */
+    assert_int_equal(jdoc_type(&p->doc, e->input), JT_STRING);
+    parsed_free(p);
+
+    p = embed_parse("{\"model\":\"emb\",\"input\":[\"a\",\"bcdef\"],\"encoding_format\":"
+                    "\"base64\",\"dimensions\":256}");
+    assert_int_equal(p->rc, 0);
+    assert_false(p->req.embed.single);
+    assert_int_equal(p->req.embed.n, 2);
+    assert_int_equal(p->req.embed.est_tokens, 3); /* 1 + 2 */
+    assert_true(p->req.embed.base64);
+    assert_int_equal(p->req.embed.dimensions, 256);
+    parsed_free(p);
+
+    p = embed_parse("{\"model\":\"emb\",\"input\":[1,2,3]}"); /* one list of token ids */
+    assert_int_equal(p->rc, 0);
+    assert_true(p->req.embed.single && p->req.embed.token_ids);
+    assert_int_equal(p->req.embed.n, 1);
+    assert_int_equal(p->req.embed.est_tokens, 3);
+    parsed_free(p);
+
+    p = embed_parse("{\"model\":\"emb\",\"input\":[[1,2],[3]],\"encoding_format\":\"float\"}");
+    assert_int_equal(p->rc, 0);
+    assert_true(!p->req.embed.single && p->req.embed.token_ids);
+    assert_int_equal(p->req.embed.n, 2);
+    assert_int_equal(p->req.embed.est_tokens, 3);
+    parsed_free(p);
+}
+
+static void expect_embed_reject(const char *body, const char *param, const char *code,
+                                const char *frag)
+{
+    parsed *p = embed_parse(body);
+    if (p->rc == 0) fail_msg("accepted, expected a rejection on \"%s\": %s", param, body);
+    if (strcmp(p->err.param, param) != 0 || strcmp(p->err.code, code) != 0 ||
+        !strstr(p->err.message, frag))
+        fail_msg("%s: param \"%s\" code \"%s\" message \"%s\"", body, p->err.param, p->err.code,
+                 p->err.message);
+    parsed_free(p);
+}
+
+static void test_embeddings_rejected(void **state)
+{
+    expect_embed_reject("", "", "invalid_json", "empty");
+    expect_embed_reject("[1]", "", "invalid_type", "JSON object");
+    expect_embed_reject("{\"input\":\"x\"}", "model", "missing_required_parameter",
+                        "embedding model");
+    expect_embed_reject("{\"model\":\"\",\"input\":\"x\"}", "model", "invalid_type", "embedding");
+    expect_embed_reject("{\"model\":\"e\"}", "input", "missing_required_parameter", "missing");
+    expect_embed_reject("{\"model\":\"e\",\"input\":null}", "input", "missing_required_parameter",
+                        "missing");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"\"}", "input", "invalid_value",
+                        "empty string");
+    expect_embed_reject("{\"model\":\"e\",\"input\":7}", "input", "invalid_type", "got number");
+    expect_embed_reject("{\"model\":\"e\",\"input\":[]}", "input", "invalid_value", "empty list");
+    expect_embed_reject("{\"model\":\"e\",\"input\":[\"a\",[1]]}", "input[1]", "invalid_type",
+                        "a string like the first input");
+    expect_embed_reject("{\"model\":\"e\",\"input\":[[1],\"a\"]}", "input[1]", "invalid_type",
+                        "a list of token ids");
+    expect_embed_reject("{\"model\":\"e\",\"input\":[[1],[]]}", "input[1]", "invalid_value",
+                        "empty list of token ids");
+    expect_embed_reject("{\"model\":\"e\",\"input\":[1,2.5]}", "input", "invalid_type",
+                        "token ids");
+    expect_embed_reject("{\"model\":\"e\",\"input\":[1,-1]}", "input", "invalid_type", "token ids");
+    expect_embed_reject("{\"model\":\"e\",\"input\":[1,2147483648]}", "input", "invalid_type",
+                        "token ids");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"encoding_format\":\"int8\"}",
+                        "encoding_format", "invalid_value", "\"float\" or \"base64\"");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"dimensions\":0}", "dimensions",
+                        "invalid_value", "from 1 to 65536");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"dimensions\":\"8\"}", "dimensions",
+                        "invalid_value", "integer");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"input\":\"b\"}", "input",
+                        "duplicate_key", "twice");
+    expect_embed_reject("{\"model\":\"e\",\"model\":\"f\",\"input\":\"b\"}", "model",
+                        "duplicate_key", "twice");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"stream\":true}", "stream",
+                        "invalid_value", "never streamed");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"user\":1}", "user", "invalid_type",
+                        "string");
+    expect_embed_reject("{\"model\":\"e\",\"input\":\"a\",\"metadata\":{\"task\":1}}",
+                        "metadata.task", "invalid_type", "string");
+    /* 2,049 inputs */
+    buf b = BUF_INIT;
+    buf_append_str(&b, "{\"model\":\"e\",\"input\":[");
+    for (int i = 0; i < 2049; i++)
+        buf_append_str(&b, i ? ",\"a\"" : "\"a\"");
+    buf_append_str(&b, "]}");
+    expect_embed_reject(b.data, "input", "invalid_value", "at most 2048");
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +795,8 @@ int main(void)
         cmocka_unit_test(test_prompt_text),
         cmocka_unit_test(test_prompt_text_escapes),
         cmocka_unit_test(test_ambiguous_bodies_refused),
+        cmocka_unit_test(test_embeddings_accepted),
+        cmocka_unit_test(test_embeddings_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -294,7 +294,11 @@ static void test_shipped_config(void **state)
     assert_string_equal(config_find_model(c, "gemini-2.5-flash")->target.provider->name,
                         "mock-gemini");
     assert_string_equal(config_find_model(c, "llama3.2")->target.provider->name, "mock-ollama");
-    assert_int_equal(config_n_models(c), 10);
+    assert_int_equal(config_n_models(c), 11);
+    /* one embedding model, from the mock until OPENAI_API_KEY is set */
+    m = config_find_model(c, "text-embedding-3-small");
+    assert_true(m->enabled && m->price.embedding);
+    assert_string_equal(m->target.provider->name, "mock");
 
     /* "auto" is the routing policy's; the shipped named route is a fallback chain */
     assert_null(config_find_route(c, "auto"));
@@ -668,6 +672,61 @@ static void test_model_reasoning(void **state)
     config_free(c);
     expect_error(doc(PROV_P, "\"gpt-4o\": {\"provider\": \"p\", \"reasoning\": \"yes\"}", NULL),
                  "$.models.gpt-4o.reasoning: ", "expected true or false");
+}
+
+/* models.NAME.kind: the price card's by default; an embedding model needs
+ * only an input price and a dialect with embeddings; routes do not mix
+ * kinds; "auto" never sees an embedding model. */
+static void test_model_kind(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P ", \"g\": {\"kind\": \"gemini\", \"base_url\": "
+                                          "\"http://127.0.0.1:1/v1beta\"}",
+                                   "\"gpt-4o\": {\"provider\": \"p\"}, "
+                                   "\"text-embedding-3-small\": {\"provider\": \"p\"}, "
+                                   "\"gemini-embedding-001\": {\"provider\": \"g\"}, "
+                                   "\"mine\": {\"provider\": \"p\", \"kind\": \"embedding\", "
+                                   "\"prices\": {\"input\": 0.01}}, "
+                                   "\"as-chat\": {\"provider\": \"p\", \"kind\": \"chat\", "
+                                   "\"price\": \"gpt-4o\"}",
+                                   "\"routes\": {\"emb\": {\"candidates\": "
+                                   "[\"text-embedding-3-small\", \"gemini-embedding-001\"]}}"));
+    assert_false(config_find_model(c, "gpt-4o")->price.embedding);
+    assert_false(config_find_model(c, "as-chat")->price.embedding);
+    const model_conf *m = config_find_model(c, "text-embedding-3-small");
+    assert_true(m->price.embedding);
+    assert_int_equal(m->price.input, 20000);
+    assert_true(config_find_model(c, "gemini-embedding-001")->target.price->embedding);
+    m = config_find_model(c, "mine");
+    assert_true(m->price.embedding);
+    assert_int_equal(m->price.input, 10000);
+    assert_int_equal(m->price.output, 0);
+    assert_int_equal(config_find_route(c, "emb")->n_candidates, 2);
+    policy_model pm[8];
+    int n = policy_models_from_config(c, pm, 8);
+    assert_int_equal(n, 5);
+    for (int i = 0; i < n; i++)
+        assert_true(pm[i].enabled == !config_model(c, i)->price.embedding);
+    config_free(c);
+
+    expect_error(doc(PROV_P, "\"gpt-4o\": {\"provider\": \"p\", \"kind\": \"vector\"}", NULL),
+                 "$.models.gpt-4o.kind: ", "expected \"chat\" or \"embedding\"");
+    expect_error(doc(PROV_P, "\"m\": {\"provider\": \"p\", \"prices\": {\"input\": 1}}", NULL),
+                 "$.models.m.prices: ", "\"input\" and \"output\"");
+    expect_error(doc(PROV_P,
+                     "\"m\": {\"provider\": \"p\", \"kind\": \"embedding\", "
+                     "\"prices\": {\"output\": 1}}",
+                     NULL),
+                 "$.models.m.prices: ", "an embedding model", "\"input\" price");
+    expect_error(doc(PROV_P ", \"a\": {\"kind\": \"anthropic\", \"base_url\": "
+                            "\"http://127.0.0.1:1/v1\"}",
+                     "\"m\": {\"provider\": \"a\", \"kind\": \"embedding\", "
+                     "\"prices\": {\"input\": 1}}",
+                     NULL),
+                 "$.models.m.kind: ", "provider a speaks anthropic", "no embeddings endpoint");
+    expect_error(doc(PROV_P, MODEL_4O ", \"text-embedding-3-small\": {\"provider\": \"p\"}",
+                     "\"routes\": {\"mixed\": {\"candidates\": [\"gpt-4o\", "
+                     "\"text-embedding-3-small\"]}}"),
+                 "$.routes.mixed.candidates[1]: ", "not both");
 }
 
 static void test_model_errors(void **state)
@@ -1194,6 +1253,7 @@ int main(void)
         cmocka_unit_test_setup(test_unknown_top_level_key, setup_env),
         cmocka_unit_test_setup(test_log_level, setup_env),
         cmocka_unit_test_setup(test_limits_errors, setup_env),
+        cmocka_unit_test_setup(test_model_kind, setup_env),
         cmocka_unit_test_setup(test_model_errors, setup_env),
         cmocka_unit_test_setup(test_model_reasoning, setup_env),
         cmocka_unit_test_setup(test_teams, setup_env),
