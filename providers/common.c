@@ -573,6 +573,12 @@ uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, u
     return found;
 }
 
+bool provider_one_tool_call(const canon_request *req)
+{
+    return req && req->doc &&
+           jdoc_type(req->doc, provider_doc_get(req->doc, 0, "parallel_tool_calls")) == JT_FALSE;
+}
+
 void provider_doc_tool_id_append(const jdoc *d, uint32_t id, buf *scratch, buf *out)
 {
     size_t len;

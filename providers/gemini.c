@@ -530,8 +530,9 @@ static bool part_is_thought(json_object *part)
     return t && json_object_get_boolean(t);
 }
 
-/* candidate.content.parts → text and tool_calls. */
-static json_object *message_from_parts(json_object *parts, bool *has_calls)
+/* candidate.content.parts → text and tool_calls (the first only when
+ * one_call: parallel_tool_calls false, which Gemini cannot be told). */
+static json_object *message_from_parts(json_object *parts, bool one_call, bool *has_calls)
 {
     buf text = BUF_INIT;
     json_object *calls = json_object_new_array();
@@ -542,7 +543,7 @@ static json_object *message_from_parts(json_object *parts, bool *has_calls)
         json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
         if (t && !part_is_thought(part))
             buf_append(&text, json_object_get_string(t), (size_t)json_object_get_string_len(t));
-        else if (fc)
+        else if (fc && !(one_call && json_object_array_length(calls) > 0))
             json_object_array_add(calls, tool_call_from_part(part, fc));
     }
     *has_calls = json_object_array_length(calls) > 0;
@@ -594,8 +595,9 @@ static int gemini_decode(const canon_request *req, const target *t, const char *
         return -1;
     }
     bool has_calls = false;
-    json_object *msg = message_from_parts(
-        provider_json_get(provider_json_get(cand, "content"), "parts"), &has_calls);
+    json_object *msg =
+        message_from_parts(provider_json_get(provider_json_get(cand, "content"), "parts"),
+                           provider_one_tool_call(req), &has_calls);
     /* A prompt blocked before generation has no candidate at all. */
     const char *finish = cand
                              ? finish_reason_map(provider_json_str(cand, "finishReason"), has_calls)
@@ -742,6 +744,7 @@ typedef struct gem_stream {
     buf chunk;
     buf id; /* a tool call's id */
     bool role_sent, finish_sent;
+    bool one_call; /* parallel_tool_calls false: the first call only */
     int n_tools;
 } gem_stream;
 
@@ -751,6 +754,7 @@ static void *gemini_stream_new(const canon_request *req, const target *t)
     if (!s) abort();
     s->include_usage = req && req->include_usage;
     s->fallback_model = t ? t->upstream_model : NULL;
+    s->one_call = provider_one_tool_call(req);
     return s;
 }
 
@@ -869,7 +873,7 @@ static void stream_candidate(gem_stream *s, json_object *cand, stream_result *re
         json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
         if (t && !part_is_thought(part))
             stream_emit_text(s, t, res, sink);
-        else if (fc)
+        else if (fc && !(s->one_call && s->n_tools > 0))
             stream_emit_tool_call(s, part, fc, res, sink);
     }
     const char *reason = provider_json_str(cand, "finishReason");

@@ -440,6 +440,19 @@ static json_object *openai_tool_calls(json_object *msg)
     return arr;
 }
 
+/* Keeps the first `keep` calls (parallel_tool_calls false: Ollama cannot
+ * be told); NULL when none is left. */
+static json_object *calls_keep(json_object *calls, size_t keep)
+{
+    size_t n = calls ? json_object_array_length(calls) : 0;
+    if (n > keep) json_object_array_del_idx(calls, keep, n - keep);
+    if (calls && keep == 0) {
+        json_object_put(calls);
+        return NULL;
+    }
+    return calls;
+}
+
 static const char *ollama_finish_reason(json_object *line, bool tool_calls)
 {
     if (tool_calls) return "tool_calls";
@@ -484,6 +497,7 @@ static int ollama_decode(const canon_request *req, const target *t, const char *
     const char *model = get_string(obj, "model");
     const char *content = get_string(msg, "content");
     json_object *calls = openai_tool_calls(msg);
+    if (provider_one_tool_call(req)) calls = calls_keep(calls, 1);
 
     json_object *m = json_object_new_object();
     json_object_object_add(m, "role", json_object_new_string("assistant"));
@@ -531,6 +545,7 @@ typedef struct ollama_stream {
     int64_t created;
     bool sent_role; /* the first chunk carries delta.role */
     bool saw_tool_calls;
+    bool one_call;      /* parallel_tool_calls false: the first call only */
     bool include_usage; /* the client asked for a usage chunk */
     int tool_index;     /* OpenAI numbers streamed tool calls */
     buf chunk;          /* scratch for the chunk being written */
@@ -552,6 +567,7 @@ static void *ollama_stream_new(const canon_request *req, const target *t)
     new_id(st->id, sizeof st->id, "chatcmpl-");
     st->created = (int64_t)time(NULL);
     st->include_usage = req && req->include_usage;
+    st->one_call = provider_one_tool_call(req);
     return st;
 }
 
@@ -632,6 +648,7 @@ static void stream_relay_message(ollama_stream *st, json_object *line, stream_re
     json_object *msg = NULL, *content = NULL;
     json_object_object_get_ex(line, "message", &msg);
     json_object *calls = openai_tool_calls(msg);
+    if (st->one_call) calls = calls_keep(calls, st->tool_index > 0 ? 0 : 1);
     size_t clen = 0;
     if (json_object_object_get_ex(msg, "content", &content) &&
         json_object_is_type(content, json_type_string))

@@ -309,6 +309,11 @@ uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, u
 /* A number token as an integer: an int, or a double (truncated) inside
  * int64; false for anything else (v may be JT_NONE). */
 bool provider_doc_int(const jdoc *d, uint32_t v, int64_t *out);
+/* Whether the client asked for one tool call at most (parallel_tool_calls
+ * false). Dialects that cannot say so upstream (Gemini, Ollama) keep the
+ * first call of an answer, so the conversation the client sends back stays
+ * one call and one result. */
+bool provider_one_tool_call(const canon_request *req);
 /* Where a tool call id that bridle gave a Gemini call carries the call's
  * thoughtSignature (gemini.c): "<id>__thought__<signature>". */
 #define PROVIDER_THOUGHT_SEP "__thought__"

@@ -369,6 +369,23 @@ describe('parallel calls', () => {
   });
 });
 
+describe('parallel_tool_calls: false where the provider cannot be told', () => {
+  for (const m of MODELS.filter((x) => x.dialect === 'gemini' || x.dialect === 'ollama'))
+    test(`${m.model} (${m.dialect}): the first call only, and the conversation goes on (plain and streamed)`, async () => {
+      for (const s of [false, true]) {
+        const how = s ? 'streamed' : 'plain';
+        const messages = ask(2); // the mock answers two calls: Gemini and Ollama have no switch
+        const call = (body) => (s ? streamed(body) : create(body));
+        const first = await call({ model: m.model, messages, tools: TOOLS, parallel_tool_calls: false });
+        const calls = assertCalls(first.c, ['get_weather'], how);
+        const messages2 = [...messages, assistantTurn(first.c.choices[0].message), ...toolTurns(calls)];
+        const second = await call({ model: m.model, messages: messages2, tools: TOOLS, parallel_tool_calls: false });
+        assert.equal(second.c.choices[0].message.content, answerFor(m.model), how);
+        assertResultsSent(m.dialect, await upstream(), calls, how);
+      }
+    });
+});
+
 describe("the SDK's runTools", () => {
   const runnable = (calls) => [
     { type: 'function', function: { ...WEATHER.function, parse: JSON.parse, function: async (a) => (calls.push(['get_weather', a]), RESULTS.get_weather) } },

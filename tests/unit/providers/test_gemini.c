@@ -639,6 +639,47 @@ static void test_thought_signature_round_trip(void **state)
     gemini_ops.stream_free(st);
 }
 
+/* parallel_tool_calls false cannot be said to Gemini: the answer keeps its
+ * first call, plain and streamed. */
+static void test_one_tool_call(void **state)
+{
+    const char *body = "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":["
+                       "{\"functionCall\":{\"name\":\"a\",\"args\":{}}},"
+                       "{\"functionCall\":{\"name\":\"b\",\"args\":{}}}]},"
+                       "\"finishReason\":\"STOP\"}]}";
+    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"x\"}],\"parallel_tool_calls\":false}");
+    decoded_response d;
+    char err[256];
+    assert_int_equal(gemini_ops.decode(&req, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    json_object *calls = jget(jget(jidx(jget(d.body, "choices"), 0), "message"), "tool_calls");
+    assert_int_equal(json_object_array_length(calls), 1);
+    assert_string_equal(jstr(jget(jidx(calls, 0), "function"), "name"), "a");
+    assert_string_equal(d.finish_reason, "tool_calls");
+    json_object_put(d.body);
+
+    void *st = gemini_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    assert_int_equal(feed(st, body, &res, &sink), 0);
+    assert_int_equal(c.n, 2); /* the call, the finish */
+    assert_string_equal(
+        jstr(jget(jidx(jget(chunk_delta(&c, 0), "tool_calls"), 0), "function"), "name"), "a");
+    assert_string_equal(chunk_finish(&c, 1), "tool_calls");
+    chunks_free(&c);
+    buf_free(&res.text);
+    gemini_ops.stream_free(st);
+    fixture_canon_release(&req);
+
+    /* without the flag both calls stay */
+    assert_int_equal(gemini_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    calls = jget(jget(jidx(jget(d.body, "choices"), 0), "message"), "tool_calls");
+    assert_int_equal(json_object_array_length(calls), 2);
+    json_object_put(d.body);
+}
+
 static void test_stream_block_error_and_garbage(void **state)
 {
     void *st = gemini_ops.stream_new(NULL, &tgt);
@@ -820,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_stream_running_total_usage),
         cmocka_unit_test(test_stream_function_call),
         cmocka_unit_test(test_thought_signature_round_trip),
+        cmocka_unit_test(test_one_tool_call),
         cmocka_unit_test(test_stream_block_error_and_garbage),
         cmocka_unit_test(test_classify_resource_exhausted_retry_delay),
         cmocka_unit_test(test_classify_statuses),

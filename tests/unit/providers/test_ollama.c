@@ -250,6 +250,50 @@ static void test_decode_tool_calls(void **state)
     json_object_put(out.body);
 }
 
+/* parallel_tool_calls false cannot be said to Ollama: the first call only,
+ * plain and across streamed lines. */
+static void test_one_tool_call(void **state)
+{
+    canon_request req = fixture_canon_parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                            "\"content\":\"x\"}],\"parallel_tool_calls\":false}");
+    const char *body = "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\","
+                       "\"tool_calls\":[{\"function\":{\"name\":\"a\",\"arguments\":{}}},"
+                       "{\"function\":{\"name\":\"b\",\"arguments\":{}}}]},\"done\":true,"
+                       "\"done_reason\":\"stop\"}";
+    decoded_response out;
+    char err[256] = "";
+    assert_int_equal(ollama_ops.decode(&req, &tgt, body, strlen(body), &out, err, sizeof err), 0);
+    json_object *c0 = json_object_array_get_idx(member(out.body, "choices"), 0);
+    json_object *calls = member(member(c0, "message"), "tool_calls");
+    assert_int_equal(json_object_array_length(calls), 1);
+    assert_string_equal(
+        fixture_get_string(member(json_object_array_get_idx(calls, 0), "function"), "name"), "a");
+    json_object_put(out.body);
+
+    void *st = ollama_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    fixture_chunks c = {0};
+    const char *lines[] = {
+        "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":"
+        "{\"name\":\"a\",\"arguments\":{}}}]},\"done\":false}",
+        "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":"
+        "{\"name\":\"b\",\"arguments\":{}}}]},\"done\":false}",
+        "{\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,"
+        "\"done_reason\":\"stop\",\"total_duration\":9,\"eval_count\":4}",
+    };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fixture_feed(&ollama_ops, st, lines[i], &res, &c), 0);
+    assert_int_equal(c.n, 2); /* call a, the finish: b is dropped */
+    assert_non_null(strstr(c.chunk[0], "\"name\":\"a\""));
+    assert_null(strstr(c.chunk[1], "\"name\""));
+    assert_string_equal(res.finish_reason, "tool_calls");
+    fixture_chunks_free(&c);
+    buf_free(&res.text);
+    ollama_ops.stream_free(st);
+    fixture_canon_release(&req);
+}
+
 static void test_decode_bad(void **state)
 {
     const char *bad[] = {"{\"error\":\"model 'x' not found\"}", "{\"done\":true}", "nope", ""};
@@ -443,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_encode_rejects_what_ollama_cannot_take),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_decode_tool_calls),
+        cmocka_unit_test(test_one_tool_call),
         cmocka_unit_test(test_decode_bad),
         cmocka_unit_test(test_stream_to_chunks),
         cmocka_unit_test(test_stream_tool_call_and_cached_prompt),
