@@ -333,7 +333,8 @@ static int tools_encode(gem_enc *e, bool *any)
 {
     const jdoc *d = e->d;
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
-    size_t i = 0;
+    uint32_t allowed = provider_doc_allowed_tools(d);
+    size_t i = 0, sent = 0;
     *any = tools != JT_NONE && d->t[tools].size > 0;
     if (!*any) return 0;
     buf_append_str(e->b, ",\"tools\":[{\"functionDeclarations\":[");
@@ -341,7 +342,8 @@ static int tools_encode(gem_enc *e, bool *any)
         uint32_t fn = provider_doc_get(d, t, "function");
         uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
         if (name == JT_NONE) return enc_fail(e, "tools[%zu] is not a function tool with a name", i);
-        buf_append_str(e->b, i ? ",{\"name\":" : "{\"name\":");
+        if (!provider_doc_tool_offered(d, allowed, t)) continue;
+        buf_append_str(e->b, sent++ ? ",{\"name\":" : "{\"name\":");
         jdoc_str_append_json(d, name, e->b);
         uint32_t desc = provider_doc_typed(d, fn, "description", JT_STRING);
         if (desc != JT_NONE) provider_doc_member_copy(d, fn, "description", "description", e->b);
@@ -350,16 +352,22 @@ static int tools_encode(gem_enc *e, bool *any)
             provider_doc_member_copy(d, fn, "parameters", "parametersJsonSchema", e->b);
         buf_append_char(e->b, '}');
     }
+    if (!sent)
+        return enc_fail(e, "tool_choice.allowed_tools names none of the request's tools; name "
+                           "some of them");
     buf_append_str(e->b, "]}]");
     return 0;
 }
 
 /* tool_choice → toolConfig.functionCallingConfig: auto/none/required(ANY),
- * a named function → ANY restricted to that name. Only sent with tools. */
+ * a named function → ANY restricted to that name, allowed_tools by its
+ * mode (its subset is what tools_encode sent). Only sent with tools. */
 static void tool_choice_encode(const jdoc *d, buf *b)
 {
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    uint32_t allowed = provider_doc_allowed_tools(d);
+    if (allowed != JT_NONE) tc = provider_doc_typed(d, allowed, "mode", JT_STRING);
     const char *mode = named != JT_NONE                 ? "ANY"
                        : jdoc_str_eq(d, tc, "required") ? "ANY"
                        : jdoc_str_eq(d, tc, "none")     ? "NONE"

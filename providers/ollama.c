@@ -264,19 +264,34 @@ static void encode_format(const canon_request *req, buf *b)
 
 /* Ollama takes OpenAI's {type:"function", function:{…}} tools as is, but
  * has no tool_choice: "none" is kept by sending no tools, a named function
- * by sending only that tool ("required" cannot be expressed: every tool
- * goes, and the model may answer in text). */
+ * by sending only that tool, allowed_tools by sending its subset
+ * ("required" cannot be expressed: the model may answer in text). */
 static int encode_tools(oll_enc *e)
 {
     const jdoc *d = e->d;
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    uint32_t allowed = provider_doc_allowed_tools(d);
     if (tools == JT_NONE || jdoc_str_eq(d, tc, "none")) return 0;
     buf_append_str(e->b, ",\"tools\":");
-    if (named == JT_NONE) {
+    if (named == JT_NONE && allowed == JT_NONE) {
         jdoc_json_append(d, tools, e->b);
         return 0;
+    }
+    if (allowed != JT_NONE) { /* the subset, as the request wrote each */
+        size_t sent = 0;
+        buf_append_char(e->b, '[');
+        for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t)) {
+            if (!provider_doc_tool_offered(d, allowed, t)) continue;
+            if (sent++) buf_append_char(e->b, ',');
+            jdoc_json_append(d, t, e->b);
+        }
+        buf_append_char(e->b, ']');
+        if (sent) return 0;
+        snprintf(e->err, e->errlen,
+                 "tool_choice.allowed_tools names none of the request's tools; name some of them");
+        return -1;
     }
     for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t)) {
         uint32_t name =

@@ -314,6 +314,14 @@ bool provider_doc_int(const jdoc *d, uint32_t v, int64_t *out);
  * first call of an answer, so the conversation the client sends back stays
  * one call and one result. */
 bool provider_one_tool_call(const canon_request *req);
+/* tool_choice {"type":"allowed_tools","allowed_tools":{mode, tools}}
+ * (OpenAI's subset of the request's tools): the allowed_tools object, or
+ * JT_NONE for any other tool_choice. */
+uint32_t provider_doc_allowed_tools(const jdoc *d);
+/* Whether the function tool `tool` (a tools[] item) may be offered: always,
+ * unless tool_choice is allowed_tools (`allowed`, from the call above) and
+ * does not name it. Dialects without such a subset send only these. */
+bool provider_doc_tool_offered(const jdoc *d, uint32_t allowed, uint32_t tool);
 /* Where a tool call id that bridle gave a Gemini call carries the call's
  * thoughtSignature (gemini.c): "<id>__thought__<signature>". */
 #define PROVIDER_THOUGHT_SEP "__thought__"

@@ -334,6 +334,43 @@ describe('tool_choice', () => {
   }
 });
 
+describe('tool_choice allowed_tools (a subset of the tools)', () => {
+  for (const m of MODELS)
+    test(`${m.model} (${m.dialect}): mode required and auto offer only the subset`, async () => {
+      for (const mode of ['required', 'auto']) {
+        const tool_choice = { type: 'allowed_tools', allowed_tools: { mode, tools: [{ type: 'function', function: { name: 'get_time' } }] } };
+        const r = await create({ model: m.model, messages: ask(1), tools: TOOLS, tool_choice });
+        assertCalls(r.c, ['get_time'], mode);
+        const body = await upstream();
+        switch (m.dialect) {
+          case 'openai':
+            assert.deepEqual(body.tool_choice, tool_choice, 'as sent');
+            break;
+          case 'anthropic':
+            assert.deepEqual(body.tools, [anthropicTool(TIME)], mode);
+            assert.deepEqual(body.tool_choice, { type: mode === 'required' ? 'any' : 'auto' }, mode);
+            break;
+          case 'gemini':
+            assert.deepEqual(body.tools, [{ functionDeclarations: [geminiDecl(TIME)] }], mode);
+            assert.deepEqual(body.toolConfig, { functionCallingConfig: { mode: mode === 'required' ? 'ANY' : 'AUTO' } }, mode);
+            break;
+          case 'ollama':
+            assert.deepEqual(body.tools, [TIME], mode);
+            break;
+        }
+      }
+      // a subset that names none of the tools: refused, saying so (OpenAI itself judges its own)
+      if (m.dialect !== 'openai') {
+        const bad = { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [{ type: 'function', function: { name: 'nope' } }] } };
+        await assert.rejects(client.chat.completions.create({ model: m.model, messages: ask(1), tools: TOOLS, tool_choice: bad }), (e) => {
+          assert.equal(e.status, 400);
+          assert.match(e.message, /allowed_tools names none of the request's tools/);
+          return true;
+        });
+      }
+    });
+});
+
 describe('parallel calls', () => {
   for (const m of MODELS) {
     test(`${m.model} (${m.dialect}): two calls in one answer, both results back, plain and streamed`, async () => {

@@ -269,6 +269,34 @@ static int64_t encoded_thinking(const char *json, int64_t budget, bool client_se
     return encoded_thinking_to("gemini-2.5-flash", json, budget, client_set, reasoning);
 }
 
+/* tools f and g, tool_choice allowed_tools with mode %s naming %s */
+#define ALLOWED_FMT                                                                                \
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"  \
+    "\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":"   \
+    "\"g\"}}],\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"%s\","     \
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"%s\"}}]}}}"
+
+/* allowed_tools: only the subset is declared, the mode by its mode; a
+ * subset that names no tool is refused. */
+static void test_encode_allowed_tools(void **state)
+{
+    char json[640];
+    for (int req = 0; req < 2; req++) {
+        upstream_request out;
+        snprintf(json, sizeof json, ALLOWED_FMT, req ? "required" : "auto", "g");
+        json_object *b = encode_ok(json, &tgt, &out);
+        json_object *decls = jget(jidx(jget(b, "tools"), 0), "functionDeclarations");
+        assert_int_equal(json_object_array_length(decls), 1);
+        assert_string_equal(jstr(jidx(decls, 0), "name"), "g");
+        assert_string_equal(jstr(jget(jget(b, "toolConfig"), "functionCallingConfig"), "mode"),
+                            req ? "ANY" : "AUTO");
+        json_object_put(b);
+        upstream_request_free(&out);
+    }
+    snprintf(json, sizeof json, ALLOWED_FMT, "auto", "h");
+    encode_fails(json, "allowed_tools names none of the request's tools");
+}
+
 static void test_encode_thinking_budget(void **state)
 {
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
@@ -861,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_stream_running_total_usage),
         cmocka_unit_test(test_stream_function_call),
         cmocka_unit_test(test_thought_signature_round_trip),
+        cmocka_unit_test(test_encode_allowed_tools),
         cmocka_unit_test(test_one_tool_call),
         cmocka_unit_test(test_stream_block_error_and_garbage),
         cmocka_unit_test(test_classify_resource_exhausted_retry_delay),

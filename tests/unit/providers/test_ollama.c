@@ -124,7 +124,7 @@ static void test_encode_tool_choice(void **state)
     static const char tools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
                                 "{\"type\":\"function\",\"function\":{\"name\":\"g\","
                                 "\"parameters\":{\"type\":\"object\"}}}]";
-    char json[512];
+    char json[768];
     upstream_request out;
 
     snprintf(json, sizeof json,
@@ -161,6 +161,20 @@ static void test_encode_tool_choice(void **state)
         json_object_put(body);
         upstream_request_free(&out);
     }
+
+    /* allowed_tools: its subset */
+    snprintf(json, sizeof json,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s,"
+             "\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"auto\","
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}}}",
+             tools);
+    body = encode_ok(json, &out);
+    list = member(body, "tools");
+    assert_int_equal(json_object_array_length(list), 1);
+    assert_string_equal(
+        fixture_get_string(member(json_object_array_get_idx(list, 0), "function"), "name"), "f");
+    json_object_put(body);
+    upstream_request_free(&out);
 
     /* a named function that is not among the tools: refused, saying so */
     snprintf(json, sizeof json,
