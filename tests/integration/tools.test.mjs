@@ -14,7 +14,7 @@ import OpenAI from 'openai';
 
 import { mockConfig, mockLast, mockReset, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster } from './lib/ledgerlib.mjs';
-import { answerFor } from './lib/mockmath.mjs';
+import { answerFor, billed, formatUsd, PRICES } from './lib/mockmath.mjs';
 
 const MODELS = [
   { model: 'gpt-4o-mini', dialect: 'openai' },
@@ -240,7 +240,23 @@ async function ledgerRows(users, ms = 3000) {
   }
 }
 
-/** The row holds what the client was told: tokens, a cost, status 200. */
+// the models this file prices beyond mockmath's table: llama3.2 as configured above
+const PRICE = {
+  ...PRICES,
+  'llama3.2': { input: 100000n, cached: 0n, write5m: 0n, write1h: 0n, output: 400000n },
+  'gemini-3-flash': { input: 500000n, cached: 50000n, write5m: 0n, write1h: 0n, output: 3000000n },
+};
+const DIALECT = { 'gpt-4o-mini': 'openai', 'claude-haiku-4-5': 'anthropic', 'gemini-2.5-flash': 'gemini', 'gemini-3-flash': 'gemini', 'llama3.2': 'ollama' };
+
+/** The exact cost, in pico-dollars, of an answer with this (client-facing) usage. */
+function costOf(model, usage) {
+  const b = billed(DIALECT[model], { P: usage.prompt_tokens, C: usage.completion_tokens, R: 0, CR: 0, W5: 0, W1: 0 });
+  const p = PRICE[model]; // no cache reads or writes here
+  assert.equal(b.cache_read + b.cache_write_5m + b.cache_write_1h, 0);
+  return BigInt(b.input_uncached) * p.input + BigInt(b.output) * p.output;
+}
+
+/** The row holds what the client was told: tokens, the exact cost, status 200. */
 function assertRow(row, { model, streamed }, usage, what) {
   assert.ok(row, `${what}: a ledger row`);
   assert.equal(row.status, 200, what);
@@ -251,6 +267,7 @@ function assertRow(row, { model, streamed }, usage, what) {
   assert.equal(input, usage.prompt_tokens, `${what}: input tokens`);
   assert.equal(Number(row.output_tokens), usage.completion_tokens, `${what}: output tokens`);
   assert.ok(BigInt(row.cost_pusd) > 0n, `${what}: cost > 0`);
+  assert.equal(BigInt(row.cost_pusd), costOf(model, usage), `${what}: the exact cost`);
 }
 
 // ---------------------------------------------------------------------------
@@ -265,7 +282,7 @@ describe('a round trip per dialect: tools out, calls back, results out, text bac
       assertToolsSent(m.dialect, await upstream(), TOOLS, 'auto', 'tools out');
       assert.equal(first.headers.get('x-bridle-model'), m.model);
       assert.equal(first.headers.get('x-bridle-provider'), m.dialect);
-      assert.ok(Number(first.headers.get('x-bridle-cost-usd')) > 0, 'x-bridle-cost-usd');
+      assert.equal(first.headers.get('x-bridle-cost-usd'), formatUsd(costOf(m.model, first.c.usage)), 'x-bridle-cost-usd');
       assert.equal(first.c.usage.completion_tokens, callTokens('get_weather'), 'the call is billed as output');
 
       const messages2 = [...messages, assistantTurn(first.c.choices[0].message), ...toolTurns(calls)];
