@@ -96,11 +96,55 @@ static void body_append_max_tokens(buf *b, bool *first, const canon_request *req
 /* Copies the client's object key by key from its original bytes with the
  * substitutions above: nothing is re-serialised, only the few keys that
  * change are written anew. Runs once per fallback target, on the hot path. */
+/* Copies the JSON value v, every "id" / "tool_call_id" string in it that
+ * carries a Gemini thought signature (PROVIDER_THOUGHT_SEP, gemini.c) cut
+ * before it: OpenAI refuses tool call ids over 40 characters, and a
+ * conversation begun on Gemini 3 may go on here (failover, auto). */
+static void copy_without_signatures(const jdoc *d, uint32_t v, buf *b)
+{
+    size_t len;
+    const char *raw = jdoc_raw(d, v, &len);
+    jt_type type = jdoc_type(d, v);
+    if (type != JT_OBJECT && type != JT_ARRAY) {
+        buf_append(b, raw, len);
+        return;
+    }
+    buf_append_char(b, type == JT_OBJECT ? '{' : '[');
+    bool first = true;
+    for (uint32_t k = jdoc_first(d, v); k != JT_NONE; k = jdoc_next(d, v, k)) {
+        if (!first) buf_append_char(b, ',');
+        first = false;
+        if (type == JT_ARRAY) {
+            copy_without_signatures(d, k, b);
+            continue;
+        }
+        size_t kl, vl;
+        const char *kr = jdoc_raw(d, k, &kl), *vr = jdoc_raw(d, k + 1, &vl);
+        buf_append(b, kr, kl);
+        buf_append_char(b, ':');
+        const char *sep =
+            jdoc_type(d, k + 1) == JT_STRING &&
+                    (jdoc_str_eq(d, k, "id") || jdoc_str_eq(d, k, "tool_call_id"))
+                ? memmem(vr, vl, PROVIDER_THOUGHT_SEP, sizeof PROVIDER_THOUGHT_SEP - 1)
+                : NULL;
+        if (sep && sep > vr + 1) { /* the raw string up to the separator, closed */
+            buf_append(b, vr, (size_t)(sep - vr));
+            buf_append_char(b, '"');
+        } else {
+            copy_without_signatures(d, k + 1, b);
+        }
+    }
+    buf_append_char(b, type == JT_OBJECT ? '}' : ']');
+}
+
 static void openai_encode_body(const canon_request *req, const target *t, const char *model, buf *b)
 {
     const provider_conf *pc = t->provider;
     const jdoc *d = req->doc;
     bool first = true, model_done = false, max_done = false, stream_done = false;
+    /* cheap: a body that carries no Gemini signature is copied as it is */
+    bool signed_ids = memmem(req->body, req->body_len, PROVIDER_THOUGHT_SEP,
+                             sizeof PROVIDER_THOUGHT_SEP - 1) != NULL;
     buf_reserve(b, req->body_len + 64);
     buf_append_char(b, '{');
     buf key = BUF_INIT;
@@ -112,6 +156,11 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
         jdoc_str_append(d, k, &key);
         switch (openai_classify_key(key.data)) {
         case KEY_PASS:
+            if (signed_ids && strcmp(key.data, "messages") == 0) {
+                body_copy_member(b, &first, raw_key, rlen, "", 0);
+                copy_without_signatures(d, k + 1, b);
+                break;
+            }
             body_copy_member(b, &first, raw_key, rlen, raw_val, vlen);
             break;
         case KEY_MODEL:

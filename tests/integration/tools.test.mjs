@@ -528,6 +528,13 @@ describe('text with the calls, and conversations that move between providers', (
       const r = await create({ model: m.model, messages: messages2, tools: TOOLS });
       assert.equal(r.c.choices[0].message.content, answerFor(m.model), m.model);
       const body = await upstream();
+      if (m.dialect === 'openai') {
+        // OpenAI takes ids of 40 characters at most (the mock refuses longer, as OpenAI does):
+        // the signature stays behind, and the call still pairs with its result
+        const ids = body.messages.at(-3).tool_calls.map((tc) => tc.id);
+        assert.deepEqual(ids, calls.map((tc) => tc.id.split('__thought__')[0]));
+        assert.deepEqual(body.messages.slice(-2).map((x) => x.tool_call_id), ids);
+      }
       if (m.dialect === 'anthropic') {
         // ids fit Anthropic's ^[a-zA-Z0-9_-]+$ (the mock refuses others, as Anthropic does) and still pair up
         const ids = body.messages.at(-2).content.map((b) => b.id);

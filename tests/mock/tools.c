@@ -210,6 +210,17 @@ static const char *check_openai(json_object *root)
             }
         }
         open_calls = str_is(role, "assistant") ? get(m, "tool_calls") : NULL;
+        for (size_t k = 0; k < arr_len(open_calls); k++) {
+            const char *id = get_str(json_object_array_get_idx(open_calls, k), "id");
+            if (id && strlen(id) > 40) {
+                snprintf(check_err, sizeof check_err,
+                         "Invalid 'messages[%zu].tool_calls[%zu].id': string too long. Expected a "
+                         "string with maximum length 40, but got a string with length %zu "
+                         "instead.",
+                         i, k, strlen(id));
+                return check_err;
+            }
+        }
     }
     return NULL;
 }
