@@ -93,9 +93,6 @@ static void body_append_max_tokens(buf *b, bool *first, const canon_request *req
     buf_append_u64(b, (uint64_t)req->max_tokens);
 }
 
-/* Copies the client's object key by key from its original bytes with the
- * substitutions above: nothing is re-serialised, only the few keys that
- * change are written anew. Runs once per fallback target, on the hot path. */
 /* Copies the JSON value v, every "id" / "tool_call_id" string in it that
  * carries a Gemini thought signature (PROVIDER_THOUGHT_SEP, gemini.c) cut
  * before it: OpenAI refuses tool call ids over 40 characters, and a
@@ -137,6 +134,9 @@ static void copy_without_signatures(const jdoc *d, uint32_t v, buf *b)
     buf_append_char(b, type == JT_OBJECT ? '}' : ']');
 }
 
+/* Copies the client's object key by key from its original bytes with the
+ * substitutions above: nothing is re-serialised, only the few keys that
+ * change are written anew. Runs once per fallback target, on the hot path. */
 static void openai_encode_body(const canon_request *req, const target *t, const char *model, buf *b)
 {
     const provider_conf *pc = t->provider;
