@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { mockConfig, mockLast, mockReset, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { get, mockConfig, mockLast, mockReset, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster } from './lib/ledgerlib.mjs';
 import { answerFor, billed, formatUsd, PRICES } from './lib/mockmath.mjs';
 
@@ -627,4 +627,14 @@ describe('the cascade', () => {
       .withResponse();
     assert.match(response.headers.get('x-bridle-route'), /failed the empty check/);
   });
+});
+
+test("bridle's health after every round trip: nothing in flight, no breaker counted a failure, the cache's hits", async () => {
+  const h = (await get(`${gw.baseURL}/bridle/health`, gw.auth)).json;
+  for (const p of h.providers) assert.equal(p.in_flight, 0, p.name);
+  for (const t of h.targets) {
+    assert.equal(t.breaker.state, 'closed', t.model);
+    assert.equal(t.breaker.window_failures, 0, `${t.model}: tool conversations are no failures`);
+  }
+  assert.ok(h.cache.hits >= 8, `cache hits ${h.cache.hits}: two per dialect in the cache test`);
 });
