@@ -144,8 +144,17 @@ static int blocks_add_content(anth_enc *e, uint32_t content, bool images)
 static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
 {
     size_t len = 0;
-    const char *s =
-        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    jt_type type = jdoc_type(e->d, args);
+    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
+        jdoc_json_append(e->d, args, b);
+        return 0;
+    }
+    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL)
+        return enc_fail(e,
+                        "tool_calls[%zu].function.arguments must be a string holding a JSON "
+                        "object",
+                        i);
+    const char *s = type == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
     if (len == 0) {
         buf_append_str(b, "{}");
         return 0;

@@ -120,8 +120,17 @@ static int encode_parts(oll_enc *e, uint32_t content)
 static int encode_arguments(oll_enc *e, uint32_t args, size_t i)
 {
     size_t len = 0;
-    const char *s =
-        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    jt_type type = jdoc_type(e->d, args);
+    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
+        jdoc_json_append(e->d, args, e->b);
+        return 0;
+    }
+    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL) {
+        snprintf(e->err, e->errlen,
+                 "tool call %zu arguments must be a string holding a JSON object", i);
+        return -1;
+    }
+    const char *s = type == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
     if (len == 0) {
         buf_append_str(e->b, "{}");
         return 0;

@@ -297,6 +297,30 @@ static void test_encode_allowed_tools(void **state)
     encode_fails(json, "allowed_tools names none of the request's tools");
 }
 
+/* arguments sent as an object (not OpenAI's string) mean the same object;
+ * a number or an array is refused, saying what is wrong. */
+static void test_encode_object_arguments(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":{\"a\":[1,\"b\"]}}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+        &tgt, &out);
+    json_object *args =
+        jget(jget(jidx(jget(jidx(jget(b, "contents"), 1), "parts"), 0), "functionCall"), "args");
+    assert_string_equal(json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN),
+                        "{\"a\":[1,\"b\"]}");
+    json_object_put(b);
+    upstream_request_free(&out);
+    encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                 "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+                 "\"function\",\"function\":{\"name\":\"f\",\"arguments\":7}}]},"
+                 "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+                 "arguments must be a string holding a JSON object");
+}
+
 static void test_encode_thinking_budget(void **state)
 {
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
@@ -890,6 +914,7 @@ int main(void)
         cmocka_unit_test(test_stream_function_call),
         cmocka_unit_test(test_thought_signature_round_trip),
         cmocka_unit_test(test_encode_allowed_tools),
+        cmocka_unit_test(test_encode_object_arguments),
         cmocka_unit_test(test_one_tool_call),
         cmocka_unit_test(test_stream_block_error_and_garbage),
         cmocka_unit_test(test_classify_resource_exhausted_retry_delay),

@@ -190,6 +190,25 @@ static void test_encode_tool_choice(void **state)
     fixture_canon_release(&req);
 }
 
+/* arguments sent as an object (not OpenAI's string) are that object */
+static void test_encode_object_arguments(void **state)
+{
+    upstream_request out;
+    json_object *body = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":{\"a\":[1,\"b\"]}}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+        &out);
+    json_object *asst = json_object_array_get_idx(member(body, "messages"), 1);
+    json_object *fn = member(json_object_array_get_idx(member(asst, "tool_calls"), 0), "function");
+    assert_string_equal(
+        json_object_to_json_string_ext(member(fn, "arguments"), JSON_C_TO_STRING_PLAIN),
+        "{\"a\":[1,\"b\"]}");
+    json_object_put(body);
+    upstream_request_free(&out);
+}
+
 static void test_encode_rejects_what_ollama_cannot_take(void **state)
 {
     const char *bad[] = {
@@ -198,6 +217,9 @@ static void test_encode_rejects_what_ollama_cannot_take(void **state)
         "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
         "[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
         "\"{not json\"}}]}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+        "[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+        "[1]}}]}]}",
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\","
         "\"input_audio\":{\"data\":\"x\",\"format\":\"wav\"}}]}]}",
     };
@@ -498,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_encode_full),
         cmocka_unit_test(test_encode_stream_and_schema),
         cmocka_unit_test(test_encode_tool_choice),
+        cmocka_unit_test(test_encode_object_arguments),
         cmocka_unit_test(test_encode_rejects_what_ollama_cannot_take),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_decode_tool_calls),
