@@ -143,8 +143,8 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
     const jdoc *d = req->doc;
     bool first = true, model_done = false, max_done = false, stream_done = false;
     /* cheap: a body that carries no Gemini signature is copied as it is */
-    bool signed_ids = memmem(req->body, req->body_len, PROVIDER_THOUGHT_SEP,
-                             sizeof PROVIDER_THOUGHT_SEP - 1) != NULL;
+    bool signed_ids = req->body && memmem(req->body, req->body_len, PROVIDER_THOUGHT_SEP,
+                                          sizeof PROVIDER_THOUGHT_SEP - 1) != NULL;
     buf_reserve(b, req->body_len + 64);
     buf_append_char(b, '{');
     buf key = BUF_INIT;
