@@ -301,6 +301,9 @@ describe('a round trip per dialect: tools out, calls back, results out, text bac
       const messages = ask();
       const first = await streamed({ model: m.model, messages, tools: TOOLS, tool_choice: 'auto' });
       const calls = assertCalls(first.c, ['get_weather'], 'first answer');
+      assert.equal(first.headers.get('x-bridle-model'), m.model);
+      assert.equal(first.headers.get('x-bridle-provider'), m.dialect);
+      assert.equal(first.headers.get('content-type'), 'text/event-stream');
       assertToolsSent(m.dialect, await upstream(), TOOLS, 'auto', 'tools out');
       // one chunk names the call (id + name), later ones only add arguments
       const deltas = first.chunks.flatMap((ch) => ch.choices.flatMap((c) => c.delta?.tool_calls ?? []));
