@@ -584,6 +584,9 @@ describe('estimates', () => {
         // what the model wrote: names and arguments, 4 bytes a token
         const bytes = ['get_weather', 'get_time'].reduce((n, k) => n + k.length + JSON.stringify(ARGS[k]).length, 0);
         assert.equal(Number(row.output_tokens), Math.ceil(bytes / 4), `${how}: output estimated from the calls`);
+        // and the input from the text and the tools' JSON (as the SDK sent it)
+        const input = Buffer.byteLength(messages[0].content) + JSON.stringify(TOOLS).length;
+        assert.equal(Number(row.input_tokens), Math.ceil(input / 4), `${how}: input estimated with the tools`);
         assert.ok(BigInt(row.cost_pusd) > 0n, how);
       }
     });
