@@ -148,8 +148,17 @@ static int blocks_add_content(anth_enc *e, uint32_t content, bool images)
 static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
 {
     size_t len = 0;
-    const char *s =
-        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    jt_type type = jdoc_type(e->d, args);
+    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
+        jdoc_json_append(e->d, args, b);
+        return 0;
+    }
+    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL)
+        return enc_fail(e,
+                        "tool_calls[%zu].function.arguments must be a string holding a JSON "
+                        "object",
+                        i);
+    const char *s = type == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
     if (len == 0) {
         buf_append_str(b, "{}");
         return 0;
@@ -417,7 +426,8 @@ static int tools_encode(anth_enc *e, bool *any)
 {
     const jdoc *d = e->d;
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
-    size_t i = 0;
+    uint32_t allowed = provider_doc_allowed_tools(d);
+    size_t i = 0, sent = 0;
     *any = tools != JT_NONE && d->t[tools].size > 0;
     if (!*any) return 0;
     buf_append_str(e->b, ",\"tools\":[");
@@ -425,16 +435,21 @@ static int tools_encode(anth_enc *e, bool *any)
         uint32_t fn = provider_doc_get(d, t, "function");
         uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
         if (name == JT_NONE) return enc_fail(e, "tools[%zu] is not a function tool with a name", i);
-        if (i) buf_append_char(e->b, ',');
+        if (!provider_doc_tool_offered(d, allowed, t)) continue;
+        if (sent++) buf_append_char(e->b, ',');
         tool_append(d, t, fn, name, e->b);
     }
+    if (!sent)
+        return enc_fail(e, "tool_choice.allowed_tools names none of the request's tools; name "
+                           "some of them");
     if (e->cp.tools) cache_mark(&e->cp, e->b);
     buf_append_char(e->b, ']');
     return 0;
 }
 
-/* tool_choice: auto/none/required(→any)/named(→tool); parallel_tool_calls
- * false → disable_parallel_tool_use. Only sent with tools. */
+/* tool_choice: auto/none/required(→any)/named(→tool), allowed_tools by its
+ * mode (its subset is what tools_encode sent); parallel_tool_calls false →
+ * disable_parallel_tool_use. Only sent with tools. */
 static void tool_choice_encode(const jdoc *d, buf *b)
 {
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
@@ -442,6 +457,8 @@ static void tool_choice_encode(const jdoc *d, buf *b)
     bool has_parallel = jdoc_type(d, parallel) == JT_TRUE || jdoc_type(d, parallel) == JT_FALSE;
     uint32_t s = jdoc_type(d, tc) == JT_STRING ? tc : JT_NONE;
     uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    uint32_t allowed = provider_doc_allowed_tools(d);
+    if (allowed != JT_NONE) s = provider_doc_typed(d, allowed, "mode", JT_STRING);
     bool none = jdoc_str_eq(d, s, "none");
     if (named != JT_NONE) {
         buf_append_str(b, ",\"tool_choice\":{\"type\":\"tool\",\"name\":");
@@ -525,9 +542,11 @@ static bool thinking_allowed(const jdoc *d)
     if (in_tool_loop(d)) return false;
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    uint32_t allowed = provider_doc_allowed_tools(d);
     bool forced =
         tools != JT_NONE && d->t[tools].size > 0 &&
-        (jdoc_str_eq(d, tc, "required") || provider_doc_get(d, tc, "function") != JT_NONE);
+        (jdoc_str_eq(d, tc, "required") || provider_doc_get(d, tc, "function") != JT_NONE ||
+         jdoc_str_eq(d, provider_doc_get(d, allowed, "mode"), "required"));
     double temp, top_p;
     bool temp_set = jdoc_double(d, provider_doc_get(d, 0, "temperature"), &temp) && temp != 1.0;
     bool top_p_low = jdoc_double(d, provider_doc_get(d, 0, "top_p"), &top_p) && top_p < 0.95;

@@ -573,6 +573,30 @@ uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, u
     return found;
 }
 
+bool provider_one_tool_call(const canon_request *req)
+{
+    return req && req->doc &&
+           jdoc_type(req->doc, provider_doc_get(req->doc, 0, "parallel_tool_calls")) == JT_FALSE;
+}
+
+uint32_t provider_doc_allowed_tools(const jdoc *d)
+{
+    uint32_t tc = provider_doc_get(d, 0, "tool_choice");
+    if (!jdoc_str_eq(d, provider_doc_get(d, tc, "type"), "allowed_tools")) return JT_NONE;
+    return provider_doc_typed(d, tc, "allowed_tools", JT_OBJECT);
+}
+
+bool provider_doc_tool_offered(const jdoc *d, uint32_t allowed, uint32_t tool)
+{
+    if (allowed == JT_NONE) return true;
+    uint32_t name = provider_doc_get(d, provider_doc_get(d, tool, "function"), "name");
+    uint32_t list = provider_doc_typed(d, allowed, "tools", JT_ARRAY);
+    for (uint32_t a = jdoc_first(d, list); a != JT_NONE; a = jdoc_next(d, list, a))
+        if (jdoc_str_same(d, provider_doc_get(d, provider_doc_get(d, a, "function"), "name"), name))
+            return true;
+    return false;
+}
+
 void provider_doc_tool_id_append(const jdoc *d, uint32_t id, buf *scratch, buf *out)
 {
     size_t len;

@@ -110,8 +110,17 @@ static int parts_add_content(gem_enc *e, uint32_t content, bool images)
 static int args_append(gem_enc *e, uint32_t args, size_t i, buf *b)
 {
     size_t len = 0;
-    const char *s =
-        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    jt_type type = jdoc_type(e->d, args);
+    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
+        jdoc_json_append(e->d, args, b);
+        return 0;
+    }
+    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL)
+        return enc_fail(e,
+                        "tool_calls[%zu].function.arguments must be a string holding a JSON "
+                        "object",
+                        i);
+    const char *s = type == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
     if (len == 0) {
         buf_append_str(b, "{}");
         return 0;
@@ -334,7 +343,8 @@ static int tools_encode(gem_enc *e, bool *any)
 {
     const jdoc *d = e->d;
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
-    size_t i = 0;
+    uint32_t allowed = provider_doc_allowed_tools(d);
+    size_t i = 0, sent = 0;
     *any = tools != JT_NONE && d->t[tools].size > 0;
     if (!*any) return 0;
     buf_append_str(e->b, ",\"tools\":[{\"functionDeclarations\":[");
@@ -342,7 +352,8 @@ static int tools_encode(gem_enc *e, bool *any)
         uint32_t fn = provider_doc_get(d, t, "function");
         uint32_t name = provider_doc_typed(d, fn, "name", JT_STRING);
         if (name == JT_NONE) return enc_fail(e, "tools[%zu] is not a function tool with a name", i);
-        buf_append_str(e->b, i ? ",{\"name\":" : "{\"name\":");
+        if (!provider_doc_tool_offered(d, allowed, t)) continue;
+        buf_append_str(e->b, sent++ ? ",{\"name\":" : "{\"name\":");
         jdoc_str_append_json(d, name, e->b);
         uint32_t desc = provider_doc_typed(d, fn, "description", JT_STRING);
         if (desc != JT_NONE) provider_doc_member_copy(d, fn, "description", "description", e->b);
@@ -351,16 +362,22 @@ static int tools_encode(gem_enc *e, bool *any)
             provider_doc_member_copy(d, fn, "parameters", "parametersJsonSchema", e->b);
         buf_append_char(e->b, '}');
     }
+    if (!sent)
+        return enc_fail(e, "tool_choice.allowed_tools names none of the request's tools; name "
+                           "some of them");
     buf_append_str(e->b, "]}]");
     return 0;
 }
 
 /* tool_choice → toolConfig.functionCallingConfig: auto/none/required(ANY),
- * a named function → ANY restricted to that name. Only sent with tools. */
+ * a named function → ANY restricted to that name, allowed_tools by its
+ * mode (its subset is what tools_encode sent). Only sent with tools. */
 static void tool_choice_encode(const jdoc *d, buf *b)
 {
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    uint32_t allowed = provider_doc_allowed_tools(d);
+    if (allowed != JT_NONE) tc = provider_doc_typed(d, allowed, "mode", JT_STRING);
     const char *mode = named != JT_NONE                 ? "ANY"
                        : jdoc_str_eq(d, tc, "required") ? "ANY"
                        : jdoc_str_eq(d, tc, "none")     ? "NONE"
@@ -531,8 +548,9 @@ static bool part_is_thought(json_object *part)
     return t && json_object_get_boolean(t);
 }
 
-/* candidate.content.parts → text and tool_calls. */
-static json_object *message_from_parts(json_object *parts, bool *has_calls)
+/* candidate.content.parts → text and tool_calls (the first only when
+ * one_call: parallel_tool_calls false, which Gemini cannot be told). */
+static json_object *message_from_parts(json_object *parts, bool one_call, bool *has_calls)
 {
     buf text = BUF_INIT;
     json_object *calls = json_object_new_array();
@@ -543,7 +561,7 @@ static json_object *message_from_parts(json_object *parts, bool *has_calls)
         json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
         if (t && !part_is_thought(part))
             buf_append(&text, json_object_get_string(t), (size_t)json_object_get_string_len(t));
-        else if (fc)
+        else if (fc && !(one_call && json_object_array_length(calls) > 0))
             json_object_array_add(calls, tool_call_from_part(part, fc));
     }
     *has_calls = json_object_array_length(calls) > 0;
@@ -595,8 +613,9 @@ static int gemini_decode(const canon_request *req, const target *t, const char *
         return -1;
     }
     bool has_calls = false;
-    json_object *msg = message_from_parts(
-        provider_json_get(provider_json_get(cand, "content"), "parts"), &has_calls);
+    json_object *msg =
+        message_from_parts(provider_json_get(provider_json_get(cand, "content"), "parts"),
+                           provider_one_tool_call(req), &has_calls);
     /* A prompt blocked before generation has no candidate at all. */
     const char *finish = cand
                              ? finish_reason_map(provider_json_str(cand, "finishReason"), has_calls)
@@ -743,6 +762,7 @@ typedef struct gem_stream {
     buf chunk;
     buf id; /* a tool call's id */
     bool role_sent, finish_sent;
+    bool one_call; /* parallel_tool_calls false: the first call only */
     int n_tools;
 } gem_stream;
 
@@ -752,6 +772,7 @@ static void *gemini_stream_new(const canon_request *req, const target *t)
     if (!s) abort();
     s->include_usage = req && req->include_usage;
     s->fallback_model = t ? t->upstream_model : NULL;
+    s->one_call = provider_one_tool_call(req);
     return s;
 }
 
@@ -870,7 +891,7 @@ static void stream_candidate(gem_stream *s, json_object *cand, stream_result *re
         json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
         if (t && !part_is_thought(part))
             stream_emit_text(s, t, res, sink);
-        else if (fc)
+        else if (fc && !(s->one_call && s->n_tools > 0))
             stream_emit_tool_call(s, part, fc, res, sink);
     }
     const char *reason = provider_json_str(cand, "finishReason");

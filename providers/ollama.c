@@ -121,8 +121,17 @@ static int encode_parts(oll_enc *e, uint32_t content)
 static int encode_arguments(oll_enc *e, uint32_t args, size_t i)
 {
     size_t len = 0;
-    const char *s =
-        jdoc_type(e->d, args) == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
+    jt_type type = jdoc_type(e->d, args);
+    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
+        jdoc_json_append(e->d, args, e->b);
+        return 0;
+    }
+    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL) {
+        snprintf(e->err, e->errlen,
+                 "tool call %zu arguments must be a string holding a JSON object", i);
+        return -1;
+    }
+    const char *s = type == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
     if (len == 0) {
         buf_append_str(e->b, "{}");
         return 0;
@@ -265,19 +274,34 @@ static void encode_format(const canon_request *req, buf *b)
 
 /* Ollama takes OpenAI's {type:"function", function:{…}} tools as is, but
  * has no tool_choice: "none" is kept by sending no tools, a named function
- * by sending only that tool ("required" cannot be expressed: every tool
- * goes, and the model may answer in text). */
+ * by sending only that tool, allowed_tools by sending its subset
+ * ("required" cannot be expressed: the model may answer in text). */
 static int encode_tools(oll_enc *e)
 {
     const jdoc *d = e->d;
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
     uint32_t tc = provider_doc_get(d, 0, "tool_choice");
     uint32_t named = provider_doc_typed(d, provider_doc_get(d, tc, "function"), "name", JT_STRING);
+    uint32_t allowed = provider_doc_allowed_tools(d);
     if (tools == JT_NONE || jdoc_str_eq(d, tc, "none")) return 0;
     buf_append_str(e->b, ",\"tools\":");
-    if (named == JT_NONE) {
+    if (named == JT_NONE && allowed == JT_NONE) {
         jdoc_json_append(d, tools, e->b);
         return 0;
+    }
+    if (allowed != JT_NONE) { /* the subset, as the request wrote each */
+        size_t sent = 0;
+        buf_append_char(e->b, '[');
+        for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t)) {
+            if (!provider_doc_tool_offered(d, allowed, t)) continue;
+            if (sent++) buf_append_char(e->b, ',');
+            jdoc_json_append(d, t, e->b);
+        }
+        buf_append_char(e->b, ']');
+        if (sent) return 0;
+        snprintf(e->err, e->errlen,
+                 "tool_choice.allowed_tools names none of the request's tools; name some of them");
+        return -1;
     }
     for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t)) {
         uint32_t name =
@@ -441,6 +465,19 @@ static json_object *openai_tool_calls(json_object *msg)
     return arr;
 }
 
+/* Keeps the first `keep` calls (parallel_tool_calls false: Ollama cannot
+ * be told); NULL when none is left. */
+static json_object *calls_keep(json_object *calls, size_t keep)
+{
+    size_t n = calls ? json_object_array_length(calls) : 0;
+    if (n > keep) json_object_array_del_idx(calls, keep, n - keep);
+    if (calls && keep == 0) {
+        json_object_put(calls);
+        return NULL;
+    }
+    return calls;
+}
+
 static const char *ollama_finish_reason(json_object *line, bool tool_calls)
 {
     if (tool_calls) return "tool_calls";
@@ -485,6 +522,7 @@ static int ollama_decode(const canon_request *req, const target *t, const char *
     const char *model = get_string(obj, "model");
     const char *content = get_string(msg, "content");
     json_object *calls = openai_tool_calls(msg);
+    if (provider_one_tool_call(req)) calls = calls_keep(calls, 1);
 
     json_object *m = json_object_new_object();
     json_object_object_add(m, "role", json_object_new_string("assistant"));
@@ -532,6 +570,7 @@ typedef struct ollama_stream {
     int64_t created;
     bool sent_role; /* the first chunk carries delta.role */
     bool saw_tool_calls;
+    bool one_call;      /* parallel_tool_calls false: the first call only */
     bool include_usage; /* the client asked for a usage chunk */
     int tool_index;     /* OpenAI numbers streamed tool calls */
     buf chunk;          /* scratch for the chunk being written */
@@ -553,6 +592,7 @@ static void *ollama_stream_new(const canon_request *req, const target *t)
     new_id(st->id, sizeof st->id, "chatcmpl-");
     st->created = (int64_t)time(NULL);
     st->include_usage = req && req->include_usage;
+    st->one_call = provider_one_tool_call(req);
     return st;
 }
 
@@ -633,6 +673,7 @@ static void stream_relay_message(ollama_stream *st, json_object *line, stream_re
     json_object *msg = NULL, *content = NULL;
     json_object_object_get_ex(line, "message", &msg);
     json_object *calls = openai_tool_calls(msg);
+    if (st->one_call) calls = calls_keep(calls, st->tool_index > 0 ? 0 : 1);
     size_t clen = 0;
     if (json_object_object_get_ex(msg, "content", &content) &&
         json_object_is_type(content, json_type_string))

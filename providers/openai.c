@@ -174,12 +174,19 @@ static void messages_copy(const jdoc *d, uint32_t msgs, buf *b)
  * cache_control are left out, and a thinking budget becomes the effort
  * that fits under it (for a model that reasons). Anything else, and any
  * chat request, is copied as it came. */
+static void copy_without_signatures(const jdoc *d, uint32_t v, buf *b);
+
 static void messages_api_member(const canon_request *req, const target *t, const char *key,
-                                uint32_t k, bool *first, buf *b)
+                                uint32_t k, bool signed_ids, bool *first, buf *b)
 {
     const jdoc *d = req->doc;
     size_t rlen, vlen;
     const char *raw_key = jdoc_raw(d, k, &rlen), *raw_val = jdoc_raw(d, k + 1, &vlen);
+    if (!req->messages_api && signed_ids && strcmp(key, "messages") == 0) {
+        body_copy_member(b, first, raw_key, rlen, "", 0);
+        copy_without_signatures(d, k + 1, b);
+        return;
+    }
     if (!req->messages_api) {
         body_copy_member(b, first, raw_key, rlen, raw_val, vlen);
         return;
@@ -201,6 +208,47 @@ static void messages_api_member(const canon_request *req, const target *t, const
     }
 }
 
+/* Copies the JSON value v, every "id" / "tool_call_id" string in it that
+ * carries a Gemini thought signature (PROVIDER_THOUGHT_SEP, gemini.c) cut
+ * before it: OpenAI refuses tool call ids over 40 characters, and a
+ * conversation begun on Gemini 3 may go on here (failover, auto). */
+static void copy_without_signatures(const jdoc *d, uint32_t v, buf *b)
+{
+    size_t len;
+    const char *raw = jdoc_raw(d, v, &len);
+    jt_type type = jdoc_type(d, v);
+    if (type != JT_OBJECT && type != JT_ARRAY) {
+        buf_append(b, raw, len);
+        return;
+    }
+    buf_append_char(b, type == JT_OBJECT ? '{' : '[');
+    bool first = true;
+    for (uint32_t k = jdoc_first(d, v); k != JT_NONE; k = jdoc_next(d, v, k)) {
+        if (!first) buf_append_char(b, ',');
+        first = false;
+        if (type == JT_ARRAY) {
+            copy_without_signatures(d, k, b);
+            continue;
+        }
+        size_t kl, vl;
+        const char *kr = jdoc_raw(d, k, &kl), *vr = jdoc_raw(d, k + 1, &vl);
+        buf_append(b, kr, kl);
+        buf_append_char(b, ':');
+        const char *sep =
+            jdoc_type(d, k + 1) == JT_STRING &&
+                    (jdoc_str_eq(d, k, "id") || jdoc_str_eq(d, k, "tool_call_id"))
+                ? memmem(vr, vl, PROVIDER_THOUGHT_SEP, sizeof PROVIDER_THOUGHT_SEP - 1)
+                : NULL;
+        if (sep && sep > vr + 1) { /* the raw string up to the separator, closed */
+            buf_append(b, vr, (size_t)(sep - vr));
+            buf_append_char(b, '"');
+        } else {
+            copy_without_signatures(d, k + 1, b);
+        }
+    }
+    buf_append_char(b, type == JT_OBJECT ? '}' : ']');
+}
+
 /* Copies the client's object key by key from its original bytes with the
  * substitutions above: nothing is re-serialised, only the few keys that
  * change are written anew. Runs once per fallback target, on the hot path. */
@@ -209,6 +257,9 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
     const provider_conf *pc = t->provider;
     const jdoc *d = req->doc;
     bool first = true, model_done = false, max_done = false, stream_done = false;
+    /* cheap: a body that carries no Gemini signature is copied as it is */
+    bool signed_ids = req->body && memmem(req->body, req->body_len, PROVIDER_THOUGHT_SEP,
+                                          sizeof PROVIDER_THOUGHT_SEP - 1) != NULL;
     buf_reserve(b, req->body_len + 64);
     buf_append_char(b, '{');
     buf key = BUF_INIT;
@@ -256,7 +307,7 @@ static void openai_encode_body(const canon_request *req, const target *t, const 
                 body_copy_member(b, &first, raw_key, rlen, raw_val, vlen);
             break;
         case KEY_MESSAGES_API:
-            messages_api_member(req, t, key.data, k, &first, b);
+            messages_api_member(req, t, key.data, k, signed_ids, &first, b);
             break;
         case KEY_STREAM_OPTIONS: /* written below from our own rule */
         case KEY_DROP:

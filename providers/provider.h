@@ -333,6 +333,19 @@ uint32_t provider_doc_call_name(const jdoc *d, uint32_t msgs, uint32_t before, u
 /* A number token as an integer: an int, or a double (truncated) inside
  * int64; false for anything else (v may be JT_NONE). */
 bool provider_doc_int(const jdoc *d, uint32_t v, int64_t *out);
+/* Whether the client asked for one tool call at most (parallel_tool_calls
+ * false). Dialects that cannot say so upstream (Gemini, Ollama) keep the
+ * first call of an answer, so the conversation the client sends back stays
+ * one call and one result. */
+bool provider_one_tool_call(const canon_request *req);
+/* tool_choice {"type":"allowed_tools","allowed_tools":{mode, tools}}
+ * (OpenAI's subset of the request's tools): the allowed_tools object, or
+ * JT_NONE for any other tool_choice. */
+uint32_t provider_doc_allowed_tools(const jdoc *d);
+/* Whether the function tool `tool` (a tools[] item) may be offered: always,
+ * unless tool_choice is allowed_tools (`allowed`, from the call above) and
+ * does not name it. Dialects without such a subset send only these. */
+bool provider_doc_tool_offered(const jdoc *d, uint32_t allowed, uint32_t tool);
 /* Where a tool call id that bridle gave a Gemini call carries the call's
  * thoughtSignature (gemini.c): "<id>__thought__<signature>". */
 #define PROVIDER_THOUGHT_SEP "__thought__"

@@ -454,11 +454,37 @@ void canon_prompt_text(const canon_request *req, buf *out)
         provider_doc_content_text(d, jdoc_get(d, m, "content"), out);
 }
 
+/* The tool definitions (as sent) and the earlier tool calls' names and
+ * arguments: an agent's prompt is often more of these than text. */
+static int64_t prompt_tool_chars(const jdoc *d)
+{
+    size_t len = 0;
+    uint32_t tools = jdoc_get(d, 0, "tools"), msgs = jdoc_get(d, 0, "messages");
+    if (jdoc_type(d, tools) == JT_ARRAY) jdoc_raw(d, tools, &len);
+    int64_t n = (int64_t)len;
+    buf s = BUF_INIT;
+    for (uint32_t m = jdoc_first(d, msgs); jdoc_type(d, msgs) == JT_ARRAY && m != JT_NONE;
+         m = jdoc_next(d, msgs, m)) {
+        uint32_t calls = jdoc_get(d, m, "tool_calls");
+        for (uint32_t c = jdoc_first(d, calls); jdoc_type(d, calls) == JT_ARRAY && c != JT_NONE;
+             c = jdoc_next(d, calls, c)) {
+            uint32_t fn = jdoc_get(d, c, "function");
+            uint32_t name = jdoc_get(d, fn, "name"), args = jdoc_get(d, fn, "arguments");
+            buf_reset(&s);
+            if (jdoc_type(d, name) == JT_STRING) jdoc_str_append(d, name, &s);
+            if (jdoc_type(d, args) == JT_STRING) jdoc_str_append(d, args, &s);
+            n += (int64_t)s.len;
+        }
+    }
+    buf_free(&s);
+    return n;
+}
+
 int64_t canon_prompt_chars(const canon_request *req)
 {
     buf text = BUF_INIT;
     canon_prompt_text(req, &text);
-    int64_t n = (int64_t)text.len;
+    int64_t n = (int64_t)text.len + (req->doc ? prompt_tool_chars(req->doc) : 0);
     buf_free(&text);
     return n;
 }

@@ -38,7 +38,8 @@ int canon_parse_embeddings(const char *body, size_t len, jdoc *doc, buf *strings
  * refusal parts of lists, unescaped) to out, read from req->doc: what a
  * prompt-size estimate counts. */
 void canon_prompt_text(const canon_request *req, buf *out);
-/* The length in bytes of that text (about 4 per token). */
+/* The length in bytes of that text, plus the tools (their JSON) and the
+ * earlier tool calls (names and arguments): about 4 per token. */
 int64_t canon_prompt_chars(const canon_request *req);
 
 #endif

@@ -12,9 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { mockConfig, mockLast, mockReset, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { get, mockConfig, mockLast, mockReset, mockStats, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster } from './lib/ledgerlib.mjs';
-import { answerFor } from './lib/mockmath.mjs';
+import { answerFor, billed, formatUsd, PRICES } from './lib/mockmath.mjs';
 
 const MODELS = [
   { model: 'gpt-4o-mini', dialect: 'openai' },
@@ -240,7 +240,23 @@ async function ledgerRows(users, ms = 3000) {
   }
 }
 
-/** The row holds what the client was told: tokens, a cost, status 200. */
+// the models this file prices beyond mockmath's table: llama3.2 as configured above
+const PRICE = {
+  ...PRICES,
+  'llama3.2': { input: 100000n, cached: 0n, write5m: 0n, write1h: 0n, output: 400000n },
+  'gemini-3-flash': { input: 500000n, cached: 50000n, write5m: 0n, write1h: 0n, output: 3000000n },
+};
+const DIALECT = { 'gpt-4o-mini': 'openai', 'claude-haiku-4-5': 'anthropic', 'gemini-2.5-flash': 'gemini', 'gemini-3-flash': 'gemini', 'llama3.2': 'ollama' };
+
+/** The exact cost, in pico-dollars, of an answer with this (client-facing) usage. */
+function costOf(model, usage) {
+  const b = billed(DIALECT[model], { P: usage.prompt_tokens, C: usage.completion_tokens, R: 0, CR: 0, W5: 0, W1: 0 });
+  const p = PRICE[model]; // no cache reads or writes here
+  assert.equal(b.cache_read + b.cache_write_5m + b.cache_write_1h, 0);
+  return BigInt(b.input_uncached) * p.input + BigInt(b.output) * p.output;
+}
+
+/** The row holds what the client was told: tokens, the exact cost, status 200. */
 function assertRow(row, { model, streamed }, usage, what) {
   assert.ok(row, `${what}: a ledger row`);
   assert.equal(row.status, 200, what);
@@ -251,6 +267,7 @@ function assertRow(row, { model, streamed }, usage, what) {
   assert.equal(input, usage.prompt_tokens, `${what}: input tokens`);
   assert.equal(Number(row.output_tokens), usage.completion_tokens, `${what}: output tokens`);
   assert.ok(BigInt(row.cost_pusd) > 0n, `${what}: cost > 0`);
+  assert.equal(BigInt(row.cost_pusd), costOf(model, usage), `${what}: the exact cost`);
 }
 
 // ---------------------------------------------------------------------------
@@ -265,7 +282,7 @@ describe('a round trip per dialect: tools out, calls back, results out, text bac
       assertToolsSent(m.dialect, await upstream(), TOOLS, 'auto', 'tools out');
       assert.equal(first.headers.get('x-bridle-model'), m.model);
       assert.equal(first.headers.get('x-bridle-provider'), m.dialect);
-      assert.ok(Number(first.headers.get('x-bridle-cost-usd')) > 0, 'x-bridle-cost-usd');
+      assert.equal(first.headers.get('x-bridle-cost-usd'), formatUsd(costOf(m.model, first.c.usage)), 'x-bridle-cost-usd');
       assert.equal(first.c.usage.completion_tokens, callTokens('get_weather'), 'the call is billed as output');
 
       const messages2 = [...messages, assistantTurn(first.c.choices[0].message), ...toolTurns(calls)];
@@ -284,6 +301,9 @@ describe('a round trip per dialect: tools out, calls back, results out, text bac
       const messages = ask();
       const first = await streamed({ model: m.model, messages, tools: TOOLS, tool_choice: 'auto' });
       const calls = assertCalls(first.c, ['get_weather'], 'first answer');
+      assert.equal(first.headers.get('x-bridle-model'), m.model);
+      assert.equal(first.headers.get('x-bridle-provider'), m.dialect);
+      assert.equal(first.headers.get('content-type'), 'text/event-stream');
       assertToolsSent(m.dialect, await upstream(), TOOLS, 'auto', 'tools out');
       // one chunk names the call (id + name), later ones only add arguments
       const deltas = first.chunks.flatMap((ch) => ch.choices.flatMap((c) => c.delta?.tool_calls ?? []));
@@ -334,6 +354,43 @@ describe('tool_choice', () => {
   }
 });
 
+describe('tool_choice allowed_tools (a subset of the tools)', () => {
+  for (const m of MODELS)
+    test(`${m.model} (${m.dialect}): mode required and auto offer only the subset`, async () => {
+      for (const mode of ['required', 'auto']) {
+        const tool_choice = { type: 'allowed_tools', allowed_tools: { mode, tools: [{ type: 'function', function: { name: 'get_time' } }] } };
+        const r = await create({ model: m.model, messages: ask(1), tools: TOOLS, tool_choice });
+        assertCalls(r.c, ['get_time'], mode);
+        const body = await upstream();
+        switch (m.dialect) {
+          case 'openai':
+            assert.deepEqual(body.tool_choice, tool_choice, 'as sent');
+            break;
+          case 'anthropic':
+            assert.deepEqual(body.tools, [anthropicTool(TIME)], mode);
+            assert.deepEqual(body.tool_choice, { type: mode === 'required' ? 'any' : 'auto' }, mode);
+            break;
+          case 'gemini':
+            assert.deepEqual(body.tools, [{ functionDeclarations: [geminiDecl(TIME)] }], mode);
+            assert.deepEqual(body.toolConfig, { functionCallingConfig: { mode: mode === 'required' ? 'ANY' : 'AUTO' } }, mode);
+            break;
+          case 'ollama':
+            assert.deepEqual(body.tools, [TIME], mode);
+            break;
+        }
+      }
+      // a subset that names none of the tools: refused, saying so (OpenAI itself judges its own)
+      if (m.dialect !== 'openai') {
+        const bad = { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [{ type: 'function', function: { name: 'nope' } }] } };
+        await assert.rejects(client.chat.completions.create({ model: m.model, messages: ask(1), tools: TOOLS, tool_choice: bad }), (e) => {
+          assert.equal(e.status, 400);
+          assert.match(e.message, /allowed_tools names none of the request's tools/);
+          return true;
+        });
+      }
+    });
+});
+
 describe('parallel calls', () => {
   for (const m of MODELS) {
     test(`${m.model} (${m.dialect}): two calls in one answer, both results back, plain and streamed`, async () => {
@@ -367,6 +424,23 @@ describe('parallel calls', () => {
       }
     }
   });
+});
+
+describe('parallel_tool_calls: false where the provider cannot be told', () => {
+  for (const m of MODELS.filter((x) => x.dialect === 'gemini' || x.dialect === 'ollama'))
+    test(`${m.model} (${m.dialect}): the first call only, and the conversation goes on (plain and streamed)`, async () => {
+      for (const s of [false, true]) {
+        const how = s ? 'streamed' : 'plain';
+        const messages = ask(2); // the mock answers two calls: Gemini and Ollama have no switch
+        const call = (body) => (s ? streamed(body) : create(body));
+        const first = await call({ model: m.model, messages, tools: TOOLS, parallel_tool_calls: false });
+        const calls = assertCalls(first.c, ['get_weather'], how);
+        const messages2 = [...messages, assistantTurn(first.c.choices[0].message), ...toolTurns(calls)];
+        const second = await call({ model: m.model, messages: messages2, tools: TOOLS, parallel_tool_calls: false });
+        assert.equal(second.c.choices[0].message.content, answerFor(m.model), how);
+        assertResultsSent(m.dialect, await upstream(), calls, how);
+      }
+    });
 });
 
 describe("the SDK's runTools", () => {
@@ -457,6 +531,13 @@ describe('text with the calls, and conversations that move between providers', (
       const r = await create({ model: m.model, messages: messages2, tools: TOOLS });
       assert.equal(r.c.choices[0].message.content, answerFor(m.model), m.model);
       const body = await upstream();
+      if (m.dialect === 'openai') {
+        // OpenAI takes ids of 40 characters at most (the mock refuses longer, as OpenAI does):
+        // the signature stays behind, and the call still pairs with its result
+        const ids = body.messages.at(-3).tool_calls.map((tc) => tc.id);
+        assert.deepEqual(ids, calls.map((tc) => tc.id.split('__thought__')[0]));
+        assert.deepEqual(body.messages.slice(-2).map((x) => x.tool_call_id), ids);
+      }
       if (m.dialect === 'anthropic') {
         // ids fit Anthropic's ^[a-zA-Z0-9_-]+$ (the mock refuses others, as Anthropic does) and still pair up
         const ids = body.messages.at(-2).content.map((b) => b.id);
@@ -503,8 +584,31 @@ describe('estimates', () => {
         // what the model wrote: names and arguments, 4 bytes a token
         const bytes = ['get_weather', 'get_time'].reduce((n, k) => n + k.length + JSON.stringify(ARGS[k]).length, 0);
         assert.equal(Number(row.output_tokens), Math.ceil(bytes / 4), `${how}: output estimated from the calls`);
+        // and the input from the text and the tools' JSON (as the SDK sent it)
+        const input = Buffer.byteLength(messages[0].content) + JSON.stringify(TOOLS).length;
+        assert.equal(Number(row.input_tokens), Math.ceil(input / 4), `${how}: input estimated with the tools`);
         assert.ok(BigInt(row.cost_pusd) > 0n, how);
       }
+    });
+});
+
+describe('a tool call stream cut upstream', () => {
+  // cut_after=3: OpenAI sends the call's name and two 8-byte argument
+  // fragments; Anthropic the block start (the name), an empty delta and one
+  for (const [model, bytes] of [
+    ['gpt-4o-mini', 'get_weather'.length + 16],
+    ['claude-haiku-4-5', 'get_weather'.length + 8],
+  ])
+    test(`${model}: billed on what the model had written, name and arguments`, async () => {
+      const user = marker();
+      const messages = [{ role: 'user', content: 'Weather? [[mock:tool_calls=1,cut_after=3]]' }];
+      const s = client.chat.completions.stream({ model, messages, tools: TOOLS, user });
+      await assert.rejects(s.finalChatCompletion());
+      const row = (await ledgerRows([user])).get(user);
+      assert.ok(row, 'a ledger row');
+      assert.equal(row.usage_exact, false);
+      assert.equal(row.error_class, 'upstream_stream_cut');
+      assert.equal(Number(row.output_tokens), Math.ceil(bytes / 4), 'output estimated from the partial call');
     });
 });
 
@@ -549,4 +653,17 @@ describe('the cascade', () => {
       .withResponse();
     assert.match(response.headers.get('x-bridle-route'), /failed the empty check/);
   });
+});
+
+test("bridle's health after every round trip: nothing in flight, the breakers counted only the cut streams, the cache's hits", async () => {
+  const h = (await get(`${gw.baseURL}/bridle/health`, gw.auth)).json;
+  for (const p of h.providers) assert.equal(p.in_flight, 0, p.name);
+  const cut = { 'gpt-4o-mini': 1, 'claude-haiku-4-5': 1 }; // the cut streams above
+  for (const t of h.targets) {
+    assert.equal(t.breaker.state, 'closed', t.model);
+    assert.equal(t.breaker.opens_total, 0, t.model);
+    // the window is 10 s: the cut streams may have left it, nothing else may be in it
+    assert.ok(t.breaker.window_failures <= (cut[t.model] ?? 0), `${t.model}: tool conversations are no failures`);
+  }
+  assert.ok(h.cache.hits >= 8, `cache hits ${h.cache.hits}: two per dialect in the cache test`);
 });

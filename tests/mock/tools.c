@@ -80,6 +80,11 @@ static void menu_openai(struct tool_menu *tm, json_object *root)
         tm->none = str_is(json_object_get_string(tc), "none");
     const char *forced = get_str(get(tc, "function"), "name");
     if (forced) tm->forced[tm->nforced++] = forced;
+    json_object *list = get(get(tc, "allowed_tools"), "tools"); /* OpenAI's subset */
+    for (size_t i = 0; i < arr_len(list) && tm->nforced < TOOLS_MAX; i++) {
+        const char *name = get_str(get(json_object_array_get_idx(list, i), "function"), "name");
+        if (name) tm->forced[tm->nforced++] = name;
+    }
     json_object *par = get(root, "parallel_tool_calls");
     tm->one_at_most =
         par && json_object_is_type(par, json_type_boolean) && !json_object_get_boolean(par);
@@ -205,6 +210,17 @@ static const char *check_openai(json_object *root)
             }
         }
         open_calls = str_is(role, "assistant") ? get(m, "tool_calls") : NULL;
+        for (size_t k = 0; k < arr_len(open_calls); k++) {
+            const char *id = get_str(json_object_array_get_idx(open_calls, k), "id");
+            if (id && strlen(id) > 40) {
+                snprintf(check_err, sizeof check_err,
+                         "Invalid 'messages[%zu].tool_calls[%zu].id': string too long. Expected a "
+                         "string with maximum length 40, but got a string with length %zu "
+                         "instead.",
+                         i, k, strlen(id));
+                return check_err;
+            }
+        }
     }
     return NULL;
 }

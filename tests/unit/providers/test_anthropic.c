@@ -487,6 +487,55 @@ static void test_encode_foreign_tool_ids(void **state)
     upstream_request_free(&out);
 }
 
+/* tools f and g, tool_choice allowed_tools with mode %s naming %s */
+#define ALLOWED_FMT                                                                                \
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"  \
+    "\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":"   \
+    "\"g\"}}],\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"%s\","     \
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"%s\"}}]}}}"
+
+/* allowed_tools: only the subset is sent, tool_choice by its mode; a
+ * subset that names no tool is refused. */
+static void test_encode_allowed_tools(void **state)
+{
+    char json[640];
+    for (int req = 0; req < 2; req++) {
+        upstream_request out;
+        snprintf(json, sizeof json, ALLOWED_FMT, req ? "required" : "auto", "g");
+        json_object *b = encode_ok(json, &tgt, &out);
+        assert_int_equal(json_object_array_length(jget(b, "tools")), 1);
+        assert_string_equal(jstr(jidx(jget(b, "tools"), 0), "name"), "g");
+        assert_string_equal(jstr(jget(b, "tool_choice"), "type"), req ? "any" : "auto");
+        json_object_put(b);
+        upstream_request_free(&out);
+    }
+    snprintf(json, sizeof json, ALLOWED_FMT, "auto", "h");
+    encode_fails(json, "allowed_tools names none of the request's tools");
+}
+
+/* arguments sent as an object (not OpenAI's string) mean the same object;
+ * a number or an array is refused, saying what is wrong. */
+static void test_encode_object_arguments(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":{\"a\":[1,\"b\"]}}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+        &tgt, &out);
+    json_object *input = jget(jidx(jget(jidx(jget(b, "messages"), 1), "content"), 0), "input");
+    assert_string_equal(json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN),
+                        "{\"a\":[1,\"b\"]}");
+    json_object_put(b);
+    upstream_request_free(&out);
+    encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                 "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+                 "\"function\",\"function\":{\"name\":\"f\",\"arguments\":7}}]},"
+                 "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+                 "arguments must be a string holding a JSON object");
+}
+
 static void test_encode_tool_choice_named_and_none(void **state)
 {
     upstream_request out;
@@ -1390,6 +1439,8 @@ int main(void)
         cmocka_unit_test(test_encode_images),
         cmocka_unit_test(test_encode_tool_round_trip),
         cmocka_unit_test(test_encode_foreign_tool_ids),
+        cmocka_unit_test(test_encode_allowed_tools),
+        cmocka_unit_test(test_encode_object_arguments),
         cmocka_unit_test(test_encode_tool_choice_named_and_none),
         cmocka_unit_test(test_encode_reads_like_json_c),
         cmocka_unit_test(test_encode_errors),

@@ -269,6 +269,58 @@ static int64_t encoded_thinking(const char *json, int64_t budget, bool client_se
     return encoded_thinking_to("gemini-2.5-flash", json, budget, client_set, reasoning);
 }
 
+/* tools f and g, tool_choice allowed_tools with mode %s naming %s */
+#define ALLOWED_FMT                                                                                \
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"  \
+    "\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":"   \
+    "\"g\"}}],\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"%s\","     \
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"%s\"}}]}}}"
+
+/* allowed_tools: only the subset is declared, the mode by its mode; a
+ * subset that names no tool is refused. */
+static void test_encode_allowed_tools(void **state)
+{
+    char json[640];
+    for (int req = 0; req < 2; req++) {
+        upstream_request out;
+        snprintf(json, sizeof json, ALLOWED_FMT, req ? "required" : "auto", "g");
+        json_object *b = encode_ok(json, &tgt, &out);
+        json_object *decls = jget(jidx(jget(b, "tools"), 0), "functionDeclarations");
+        assert_int_equal(json_object_array_length(decls), 1);
+        assert_string_equal(jstr(jidx(decls, 0), "name"), "g");
+        assert_string_equal(jstr(jget(jget(b, "toolConfig"), "functionCallingConfig"), "mode"),
+                            req ? "ANY" : "AUTO");
+        json_object_put(b);
+        upstream_request_free(&out);
+    }
+    snprintf(json, sizeof json, ALLOWED_FMT, "auto", "h");
+    encode_fails(json, "allowed_tools names none of the request's tools");
+}
+
+/* arguments sent as an object (not OpenAI's string) mean the same object;
+ * a number or an array is refused, saying what is wrong. */
+static void test_encode_object_arguments(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":{\"a\":[1,\"b\"]}}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+        &tgt, &out);
+    json_object *args =
+        jget(jget(jidx(jget(jidx(jget(b, "contents"), 1), "parts"), 0), "functionCall"), "args");
+    assert_string_equal(json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN),
+                        "{\"a\":[1,\"b\"]}");
+    json_object_put(b);
+    upstream_request_free(&out);
+    encode_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                 "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+                 "\"function\",\"function\":{\"name\":\"f\",\"arguments\":7}}]},"
+                 "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+                 "arguments must be a string holding a JSON object");
+}
+
 static void test_encode_thinking_budget(void **state)
 {
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
@@ -639,6 +691,47 @@ static void test_thought_signature_round_trip(void **state)
     gemini_ops.stream_free(st);
 }
 
+/* parallel_tool_calls false cannot be said to Gemini: the answer keeps its
+ * first call, plain and streamed. */
+static void test_one_tool_call(void **state)
+{
+    const char *body = "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":["
+                       "{\"functionCall\":{\"name\":\"a\",\"args\":{}}},"
+                       "{\"functionCall\":{\"name\":\"b\",\"args\":{}}}]},"
+                       "\"finishReason\":\"STOP\"}]}";
+    canon_request req = canon_from_json("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"x\"}],\"parallel_tool_calls\":false}");
+    decoded_response d;
+    char err[256];
+    assert_int_equal(gemini_ops.decode(&req, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    json_object *calls = jget(jget(jidx(jget(d.body, "choices"), 0), "message"), "tool_calls");
+    assert_int_equal(json_object_array_length(calls), 1);
+    assert_string_equal(jstr(jget(jidx(calls, 0), "function"), "name"), "a");
+    assert_string_equal(d.finish_reason, "tool_calls");
+    json_object_put(d.body);
+
+    void *st = gemini_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    assert_int_equal(feed(st, body, &res, &sink), 0);
+    assert_int_equal(c.n, 2); /* the call, the finish */
+    assert_string_equal(
+        jstr(jget(jidx(jget(chunk_delta(&c, 0), "tool_calls"), 0), "function"), "name"), "a");
+    assert_string_equal(chunk_finish(&c, 1), "tool_calls");
+    chunks_free(&c);
+    buf_free(&res.text);
+    gemini_ops.stream_free(st);
+    fixture_canon_release(&req);
+
+    /* without the flag both calls stay */
+    assert_int_equal(gemini_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    calls = jget(jget(jidx(jget(d.body, "choices"), 0), "message"), "tool_calls");
+    assert_int_equal(json_object_array_length(calls), 2);
+    json_object_put(d.body);
+}
+
 static void test_stream_block_error_and_garbage(void **state)
 {
     void *st = gemini_ops.stream_new(NULL, &tgt);
@@ -820,6 +913,9 @@ int main(void)
         cmocka_unit_test(test_stream_running_total_usage),
         cmocka_unit_test(test_stream_function_call),
         cmocka_unit_test(test_thought_signature_round_trip),
+        cmocka_unit_test(test_encode_allowed_tools),
+        cmocka_unit_test(test_encode_object_arguments),
+        cmocka_unit_test(test_one_tool_call),
         cmocka_unit_test(test_stream_block_error_and_garbage),
         cmocka_unit_test(test_classify_resource_exhausted_retry_delay),
         cmocka_unit_test(test_classify_statuses),

@@ -124,7 +124,7 @@ static void test_encode_tool_choice(void **state)
     static const char tools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
                                 "{\"type\":\"function\",\"function\":{\"name\":\"g\","
                                 "\"parameters\":{\"type\":\"object\"}}}]";
-    char json[512];
+    char json[768];
     upstream_request out;
 
     snprintf(json, sizeof json,
@@ -162,6 +162,20 @@ static void test_encode_tool_choice(void **state)
         upstream_request_free(&out);
     }
 
+    /* allowed_tools: its subset */
+    snprintf(json, sizeof json,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s,"
+             "\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"auto\","
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}}}",
+             tools);
+    body = encode_ok(json, &out);
+    list = member(body, "tools");
+    assert_int_equal(json_object_array_length(list), 1);
+    assert_string_equal(
+        fixture_get_string(member(json_object_array_get_idx(list, 0), "function"), "name"), "f");
+    json_object_put(body);
+    upstream_request_free(&out);
+
     /* a named function that is not among the tools: refused, saying so */
     snprintf(json, sizeof json,
              "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s,"
@@ -176,6 +190,25 @@ static void test_encode_tool_choice(void **state)
     fixture_canon_release(&req);
 }
 
+/* arguments sent as an object (not OpenAI's string) are that object */
+static void test_encode_object_arguments(void **state)
+{
+    upstream_request out;
+    json_object *body = encode_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":{\"a\":[1,\"b\"]}}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}]}",
+        &out);
+    json_object *asst = json_object_array_get_idx(member(body, "messages"), 1);
+    json_object *fn = member(json_object_array_get_idx(member(asst, "tool_calls"), 0), "function");
+    assert_string_equal(
+        json_object_to_json_string_ext(member(fn, "arguments"), JSON_C_TO_STRING_PLAIN),
+        "{\"a\":[1,\"b\"]}");
+    json_object_put(body);
+    upstream_request_free(&out);
+}
+
 static void test_encode_rejects_what_ollama_cannot_take(void **state)
 {
     const char *bad[] = {
@@ -184,6 +217,9 @@ static void test_encode_rejects_what_ollama_cannot_take(void **state)
         "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
         "[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
         "\"{not json\"}}]}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+        "[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+        "[1]}}]}]}",
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\","
         "\"input_audio\":{\"data\":\"x\",\"format\":\"wav\"}}]}]}",
     };
@@ -248,6 +284,50 @@ static void test_decode_tool_calls(void **state)
     assert_false(out.usage.exact);
     assert_false(json_object_object_get_ex(out.body, "usage", NULL));
     json_object_put(out.body);
+}
+
+/* parallel_tool_calls false cannot be said to Ollama: the first call only,
+ * plain and across streamed lines. */
+static void test_one_tool_call(void **state)
+{
+    canon_request req = fixture_canon_parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                            "\"content\":\"x\"}],\"parallel_tool_calls\":false}");
+    const char *body = "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\","
+                       "\"tool_calls\":[{\"function\":{\"name\":\"a\",\"arguments\":{}}},"
+                       "{\"function\":{\"name\":\"b\",\"arguments\":{}}}]},\"done\":true,"
+                       "\"done_reason\":\"stop\"}";
+    decoded_response out;
+    char err[256] = "";
+    assert_int_equal(ollama_ops.decode(&req, &tgt, body, strlen(body), &out, err, sizeof err), 0);
+    json_object *c0 = json_object_array_get_idx(member(out.body, "choices"), 0);
+    json_object *calls = member(member(c0, "message"), "tool_calls");
+    assert_int_equal(json_object_array_length(calls), 1);
+    assert_string_equal(
+        fixture_get_string(member(json_object_array_get_idx(calls, 0), "function"), "name"), "a");
+    json_object_put(out.body);
+
+    void *st = ollama_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    fixture_chunks c = {0};
+    const char *lines[] = {
+        "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":"
+        "{\"name\":\"a\",\"arguments\":{}}}]},\"done\":false}",
+        "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":"
+        "{\"name\":\"b\",\"arguments\":{}}}]},\"done\":false}",
+        "{\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,"
+        "\"done_reason\":\"stop\",\"total_duration\":9,\"eval_count\":4}",
+    };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fixture_feed(&ollama_ops, st, lines[i], &res, &c), 0);
+    assert_int_equal(c.n, 2); /* call a, the finish: b is dropped */
+    assert_non_null(strstr(c.chunk[0], "\"name\":\"a\""));
+    assert_null(strstr(c.chunk[1], "\"name\""));
+    assert_string_equal(res.finish_reason, "tool_calls");
+    fixture_chunks_free(&c);
+    buf_free(&res.text);
+    ollama_ops.stream_free(st);
+    fixture_canon_release(&req);
 }
 
 static void test_decode_bad(void **state)
@@ -440,9 +520,11 @@ int main(void)
         cmocka_unit_test(test_encode_full),
         cmocka_unit_test(test_encode_stream_and_schema),
         cmocka_unit_test(test_encode_tool_choice),
+        cmocka_unit_test(test_encode_object_arguments),
         cmocka_unit_test(test_encode_rejects_what_ollama_cannot_take),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_decode_tool_calls),
+        cmocka_unit_test(test_one_tool_call),
         cmocka_unit_test(test_decode_bad),
         cmocka_unit_test(test_stream_to_chunks),
         cmocka_unit_test(test_stream_tool_call_and_cached_prompt),

@@ -124,6 +124,52 @@ static void test_encode_long_key(void **state)
     fixture_canon_release(&req);
 }
 
+/* Ids that carry a Gemini thought signature are cut before it (OpenAI
+ * takes 40 characters); everything else in the messages is copied as is,
+ * and a body without one is the client's bytes. */
+static void test_encode_drops_gemini_signatures(void **state)
+{
+    static const char *json =
+        "{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"id: x__thought__y\"}]},{\"role\":\"assistant\",\"content\":null,"
+        "\"tool_calls\":[{\"id\":\"call_ab__thought__c2ln+/A=\",\"type\":\"function\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": [1, 2]}\"}},"
+        "{\"id\":\"call_cd\",\"type\":\"function\",\"function\":{\"name\":\"g\","
+        "\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_ab__thought__c2ln+/A=\",\"content\":\"r\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_cd\",\"content\":\"s\"}]}";
+    canon_request req = fixture_canon_parse(json);
+    upstream_request out;
+    json_object *body = encode_ok(&req, &conf_openai, &out);
+    json_object *msgs = NULL, *calls = NULL, *v = NULL;
+    assert_true(json_object_object_get_ex(body, "messages", &msgs));
+    json_object *asst = json_object_array_get_idx(msgs, 1);
+    assert_true(json_object_object_get_ex(asst, "tool_calls", &calls));
+    assert_string_equal(fixture_get_string(json_object_array_get_idx(calls, 0), "id"), "call_ab");
+    assert_string_equal(fixture_get_string(json_object_array_get_idx(calls, 1), "id"), "call_cd");
+    assert_true(json_object_object_get_ex(json_object_array_get_idx(calls, 0), "function", &v));
+    assert_string_equal(fixture_get_string(v, "arguments"), "{\"a\": [1, 2]}");
+    assert_string_equal(fixture_get_string(json_object_array_get_idx(msgs, 2), "tool_call_id"),
+                        "call_ab");
+    assert_string_equal(fixture_get_string(json_object_array_get_idx(msgs, 3), "tool_call_id"),
+                        "call_cd");
+    /* text that merely mentions the separator is left alone */
+    assert_non_null(strstr(out.body.data, "\"text\":\"id: x__thought__y\""));
+    json_object_put(body);
+    upstream_request_free(&out);
+    fixture_canon_release(&req);
+
+    /* no signature: the messages are the client's bytes */
+    req = fixture_canon_parse(REQ);
+    body = encode_ok(&req, &conf_openai, &out);
+    assert_non_null(strstr(out.body.data,
+                           "\"messages\":[{\"role\":\"system\",\"content\":\"be "
+                           "brief\"},{\"role\":\"user\",\"content\":\"a/b \\u00e9 hi\"}]"));
+    json_object_put(body);
+    upstream_request_free(&out);
+    fixture_canon_release(&req);
+}
+
 static void test_encode_openai_host(void **state)
 {
     canon_request req = fixture_canon_parse(REQ);
@@ -774,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_encode_compat_host),
         cmocka_unit_test(test_encode_openai_host),
         cmocka_unit_test(test_encode_long_key),
+        cmocka_unit_test(test_encode_drops_gemini_signatures),
         cmocka_unit_test(test_encode_max_completion_tokens_renamed),
         cmocka_unit_test(test_encode_stream_forces_usage),
         cmocka_unit_test(test_encode_no_key_extra_headers),

@@ -581,7 +581,7 @@ static void test_first_error_wins(void **state)
 /* ------------------------------------------------------------ prompt text */
 
 /* The prompt estimate reads the tokens canon kept: every message's text,
- * parts' text, no images, no tool calls. */
+ * parts' text, no images; the length adds the tools and the tool calls. */
 static void test_prompt_text(void **state)
 {
     parsed *p = accept_ok(full_request);
@@ -589,7 +589,10 @@ static void test_prompt_text(void **state)
     canon_prompt_text(&p->req, &text);
     assert_string_equal(text.data, "You are terse.Answer in JSON.What is in this image?a catA cat."
                                    "And the colour?");
-    assert_int_equal(canon_prompt_chars(&p->req), (int64_t)text.len);
+    /* + the tools' JSON as sent, + the call's name and arguments ("look", "{}") */
+    size_t tools = strlen("[{\"type\": \"function\", \"function\": {\"name\": \"look\", "
+                          "\"parameters\": {\"type\": \"object\"}}}]");
+    assert_int_equal(canon_prompt_chars(&p->req), (int64_t)(text.len + tools + 4 + 2));
     buf_free(&text);
     parsed_free(p);
 }
