@@ -261,6 +261,21 @@ static void json_mode_encode(const canon_request *req, buf *b, bool *open)
     gc_copy(d, schema, JT_OBJECT, "responseJsonSchema", b, open);
 }
 
+/* logprobs → responseLogprobs, top_logprobs → logprobs (the alternatives
+ * per step, which Gemini gives only with responseLogprobs). */
+static void logprobs_encode(const jdoc *d, buf *b, bool *open)
+{
+    int64_t top = 0;
+    bool on = jdoc_type(d, provider_doc_get(d, 0, "logprobs")) == JT_TRUE;
+    bool alts = jdoc_int64(d, provider_doc_get(d, 0, "top_logprobs"), &top) && top > 0;
+    if (!on && !alts) return;
+    gc_key(b, open, "responseLogprobs");
+    buf_append_str(b, "true");
+    if (!alts) return;
+    gc_key(b, open, "logprobs");
+    buf_printf(b, "%lld", (long long)top);
+}
+
 /* The smallest thinkingBudget of the Pro models, which cannot turn thinking
  * off (§4: 2.5 Pro, min 128): what they get for a client's "none". */
 #define GEMINI_PRO_MIN_THINKING 128
@@ -301,8 +316,13 @@ static void generation_config_encode(const canon_request *req, const target *t, 
         b->data[b->len = at] = '\0';
         open = was_open;
     }
+    gc_copy(d, provider_doc_get(d, 0, "top_k"), JT_ABSENT, "topK", b, &open);
     gc_copy(d, provider_doc_get(d, 0, "n"), JT_ABSENT, "candidateCount", b, &open);
     gc_copy(d, provider_doc_get(d, 0, "seed"), JT_ABSENT, "seed", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "presence_penalty"), JT_NUMBER, "presencePenalty", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "frequency_penalty"), JT_NUMBER, "frequencyPenalty", b,
+            &open);
+    logprobs_encode(d, b, &open);
     json_mode_encode(req, b, &open);
     thinking_encode(req, t, b, &open);
     if (open) buf_append_char(b, '}');
@@ -543,6 +563,102 @@ static void response_id(json_object *root, char *out, size_t outlen)
     snprintf(out, outlen, "chatcmpl-%s", rid);
 }
 
+/* ------------------------------------------------------------ decode: logprobs
+ *
+ * logprobsResult (asked with responseLogprobs) → OpenAI's choice.logprobs:
+ * chosenCandidates[i] is the token at step i, topCandidates[i].candidates
+ * the alternatives at that step. */
+
+/* {token, logprob, bytes} of one Gemini candidate token. */
+static json_object *logprob_entry(json_object *c)
+{
+    const char *tok = provider_json_str(c, "token");
+    json_object *lp = provider_json_get(c, "logProbability");
+    json_object *e = json_object_new_object();
+    json_object_object_add(e, "token", json_object_new_string(tok ? tok : ""));
+    json_object_object_add(e, "logprob",
+                           json_object_new_double(lp ? json_object_get_double(lp) : 0.0));
+    json_object *bytes = json_object_new_array();
+    for (const unsigned char *p = (const unsigned char *)(tok ? tok : ""); *p; p++)
+        json_object_array_add(bytes, json_object_new_int(*p));
+    json_object_object_add(e, "bytes", bytes);
+    return e;
+}
+
+/* choice.logprobs for a candidate: {"content": [...], "refusal": null}, or
+ * NULL (JSON null) when the candidate carries none. */
+static json_object *logprobs_from_candidate(json_object *cand)
+{
+    json_object *res = provider_json_typed(cand, "logprobsResult", json_type_object);
+    json_object *chosen = provider_json_typed(res, "chosenCandidates", json_type_array);
+    if (!chosen) return NULL;
+    json_object *top = provider_json_typed(res, "topCandidates", json_type_array);
+    json_object *content = json_object_new_array();
+    size_t n = json_object_array_length(chosen);
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = logprob_entry(json_object_array_get_idx(chosen, i));
+        json_object *alts = json_object_new_array();
+        json_object *step = top && i < json_object_array_length(top)
+                                ? provider_json_typed(json_object_array_get_idx(top, i),
+                                                      "candidates", json_type_array)
+                                : NULL;
+        for (size_t j = 0; step && j < json_object_array_length(step); j++)
+            json_object_array_add(alts, logprob_entry(json_object_array_get_idx(step, j)));
+        json_object_object_add(e, "top_logprobs", alts);
+        json_object_array_add(content, e);
+    }
+    json_object *lp = json_object_new_object();
+    json_object_object_add(lp, "content", content);
+    json_object_object_add(lp, "refusal", NULL);
+    return lp;
+}
+
+/* ------------------------------------------------------------ decode */
+
+/* One candidate → one OpenAI choice (index: the candidate's own, else its
+ * place). Returns the finish reason. */
+static json_object *choice_from_candidate(json_object *cand, size_t place, const char **finish)
+{
+    bool has_calls = false;
+    json_object *msg = message_from_parts(
+        provider_json_get(provider_json_get(cand, "content"), "parts"), &has_calls);
+    *finish = finish_reason_map(provider_json_str(cand, "finishReason"), has_calls);
+    int64_t index = (int64_t)place;
+    provider_get_int(cand, "index", &index);
+    json_object *choice = json_object_new_object();
+    json_object_object_add(choice, "index", json_object_new_int64(index));
+    json_object_object_add(choice, "message", msg);
+    json_object_object_add(choice, "logprobs", logprobs_from_candidate(cand));
+    json_object_object_add(choice, "finish_reason", json_object_new_string(*finish));
+    return choice;
+}
+
+/* Every candidate (candidateCount from n) becomes a choice; a prompt
+ * blocked before generation has none: one empty choice, content_filter. */
+static json_object *choices_from(json_object *cands, const char **finish)
+{
+    json_object *choices = json_object_new_array();
+    size_t n = cands ? json_object_array_length(cands) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *cand = json_object_array_get_idx(cands, i);
+        const char *f;
+        if (!json_object_is_type(cand, json_type_object)) continue;
+        json_object_array_add(choices, choice_from_candidate(cand, i, &f));
+        if (json_object_array_length(choices) == 1) *finish = f;
+    }
+    if (json_object_array_length(choices) == 0) {
+        bool none;
+        json_object *choice = json_object_new_object();
+        json_object_object_add(choice, "index", json_object_new_int(0));
+        json_object_object_add(choice, "message", message_from_parts(NULL, &none));
+        json_object_object_add(choice, "logprobs", NULL);
+        json_object_object_add(choice, "finish_reason", json_object_new_string("content_filter"));
+        json_object_array_add(choices, choice);
+        *finish = "content_filter";
+    }
+    return choices;
+}
+
 static int gemini_decode(const canon_request *req, const target *t, const char *body, size_t len,
                          decoded_response *out, char *err, size_t errlen)
 {
@@ -562,25 +678,12 @@ static int gemini_decode(const canon_request *req, const target *t, const char *
         json_object_put(root);
         return -1;
     }
-    bool has_calls = false;
-    json_object *msg = message_from_parts(
-        provider_json_get(provider_json_get(cand, "content"), "parts"), &has_calls);
-    /* A prompt blocked before generation has no candidate at all. */
-    const char *finish = cand
-                             ? finish_reason_map(provider_json_str(cand, "finishReason"), has_calls)
-                             : "content_filter";
+    const char *finish = "stop";
+    json_object *choices = choices_from(blocked && !cand ? NULL : cands, &finish);
     out->usage = gemini_usage_map(provider_json_get(root, "usageMetadata"));
     out->prompt_tokens = usage_prompt_tokens(&out->usage);
     out->completion_tokens = out->usage.output;
     snprintf(out->finish_reason, sizeof out->finish_reason, "%s", finish);
-
-    json_object *choice = json_object_new_object();
-    json_object_object_add(choice, "index", json_object_new_int(0));
-    json_object_object_add(choice, "message", msg);
-    json_object_object_add(choice, "logprobs", NULL);
-    json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
-    json_object *choices = json_object_new_array();
-    json_object_array_add(choices, choice);
 
     char id[160];
     response_id(root, id, sizeof id);

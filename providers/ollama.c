@@ -220,8 +220,8 @@ static void options_member(buf *b, bool *first, const char *name)
  * wrote them. */
 static void encode_options(const canon_request *req, buf *b)
 {
-    static const char *const passed[] = {"temperature", "top_p", "seed", "frequency_penalty",
-                                         "presence_penalty"};
+    static const char *const passed[] = {"temperature",       "top_p",           "top_k", "seed",
+                                         "frequency_penalty", "presence_penalty"};
     const jdoc *d = req->doc;
     bool first = true;
     if (req->max_tokens >= 0) {
@@ -279,7 +279,9 @@ static int ollama_encode_body(const canon_request *req, const char *model, oll_e
     encode_options(req, b);
     encode_format(req, b);
     uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
-    if (tools != JT_NONE) {
+    /* Ollama has no tool_choice: "none" is honoured by sending no tools;
+     * "required" and a named tool are refused before (providers/params.c) */
+    if (tools != JT_NONE && !jdoc_str_eq(d, provider_doc_get(d, 0, "tool_choice"), "none")) {
         /* Ollama takes OpenAI's {type:"function", function:{…}} as is. */
         buf_append_str(b, ",\"tools\":");
         jdoc_json_append(d, tools, b);

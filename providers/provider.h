@@ -46,6 +46,7 @@ typedef struct canon_request {
                            reasoning or thinking): it wins over any thinking budget,
                            and the budget dialects translate it
                            (provider_reasoning_budget) */
+    unsigned needs;     /* the capabilities it needs (CAP_* of providers/params.h) */
     int64_t thinking_budget; /* reasoning tokens the routing policy allows (thinking_caps);
                                 0 = none. Sent only to reasoning models, each dialect in its
                                 own form (provider_thinking_budget) */
@@ -81,7 +82,8 @@ typedef struct target {
     const char *model;          /* bridle's name for the model (client-facing) */
     const char *upstream_model; /* the name the provider knows it by */
     const model_price *price;
-    int index; /* its model's position in the config, for per-target runtime state */
+    unsigned caps; /* what the model can do (CAP_* of providers/params.h) */
+    int index;     /* its model's position in the config, for per-target runtime state */
 } target;
 
 /* ------------------------------------------------------------ upstream I/O */

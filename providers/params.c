@@ -1,0 +1,417 @@
+/* Parameter fidelity (providers/params.h): one table of OpenAI's
+ * chat-completions parameters with what each translating dialect does with
+ * them. docs/config.md ("OpenAI parameters on other dialects") is this
+ * table in prose; tests/integration/fidelity.test.mjs drives every row
+ * against every dialect. */
+#include "providers/params.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ------------------------------------------------------------ capabilities */
+
+static const struct {
+    unsigned bit;
+    const char *name;
+} cap_names[] = {
+    {CAP_TOOLS, "tools"},       {CAP_VISION, "vision"}, {CAP_JSON_SCHEMA, "json_schema"},
+    {CAP_LOGPROBS, "logprobs"}, {CAP_AUDIO, "audio"},
+};
+#define N_CAPS (sizeof cap_names / sizeof cap_names[0])
+
+const char *params_cap_name(unsigned cap)
+{
+    for (size_t i = 0; i < N_CAPS; i++)
+        if (cap_names[i].bit == cap) return cap_names[i].name;
+    return "?";
+}
+
+bool params_cap_parse(const char *name, unsigned *cap)
+{
+    for (size_t i = 0; name && i < N_CAPS; i++)
+        if (strcmp(cap_names[i].name, name) == 0) {
+            *cap = cap_names[i].bit;
+            return true;
+        }
+    return false;
+}
+
+const char *params_cap_names(void)
+{
+    return "tools, vision, json_schema, logprobs or audio";
+}
+
+unsigned params_default_caps(const provider_ops *ops, const char *model)
+{
+    const char *kind = ops ? ops->kind : "";
+    const char *m = model ? model : "";
+    if (strcmp(kind, "anthropic") == 0) return CAP_TOOLS | CAP_VISION | CAP_JSON_SCHEMA;
+    if (strcmp(kind, "gemini") == 0) return CAP_TOOLS | CAP_VISION | CAP_JSON_SCHEMA | CAP_LOGPROBS;
+    if (strcmp(kind, "ollama") == 0) /* most local models read no images */
+        return CAP_TOOLS | CAP_JSON_SCHEMA |
+               (strstr(m, "vision") || strstr(m, "llava") ? CAP_VISION : 0);
+    /* OpenAI and compatible hosts: audio only on the audio models */
+    return CAP_TOOLS | CAP_VISION | CAP_JSON_SCHEMA | CAP_LOGPROBS |
+           (strstr(m, "audio") ? CAP_AUDIO : 0);
+}
+
+/* ------------------------------------------------------------ what a request needs */
+
+static bool is_true(const jdoc *d, uint32_t v)
+{
+    return jdoc_type(d, v) == JT_TRUE;
+}
+
+static bool positive(const jdoc *d, uint32_t v)
+{
+    int64_t n;
+    return jdoc_int64(d, v, &n) && n > 0;
+}
+
+/* A list holding the string "audio". */
+static bool lists_audio(const jdoc *d, uint32_t v)
+{
+    if (jdoc_type(d, v) != JT_ARRAY) return false;
+    for (uint32_t i = jdoc_first(d, v); i != JT_NONE; i = jdoc_next(d, v, i))
+        if (jdoc_str_eq(d, i, "audio")) return true;
+    return false;
+}
+
+/* The content parts of the messages that need a capability: image_url
+ * (vision), input_audio (audio). Sets *msg and *part of the first part of
+ * kind `want` (0: any) and returns the needs found. */
+static unsigned parts_needs(const jdoc *d, unsigned want, int *msg, int *part)
+{
+    unsigned needs = 0;
+    uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY);
+    int mi = 0;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m), mi++) {
+        uint32_t content = provider_doc_typed(d, m, "content", JT_ARRAY);
+        int pi = 0;
+        for (uint32_t p = jdoc_first(d, content); p != JT_NONE;
+             p = jdoc_next(d, content, p), pi++) {
+            uint32_t type = provider_doc_typed(d, p, "type", JT_STRING);
+            unsigned need = jdoc_str_eq(d, type, "image_url")     ? CAP_VISION
+                            : jdoc_str_eq(d, type, "input_audio") ? CAP_AUDIO
+                                                                  : 0;
+            if (need && want && (need & want) && msg && *msg < 0) {
+                *msg = mi;
+                *part = pi;
+            }
+            needs |= need;
+        }
+    }
+    return needs;
+}
+
+unsigned params_request_needs(const jdoc *d)
+{
+    unsigned needs = 0;
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    if (tools != JT_NONE && d->t[tools].size > 0) needs |= CAP_TOOLS;
+    uint32_t rf = provider_doc_get(d, 0, "response_format");
+    if (jdoc_str_eq(d, provider_doc_get(d, rf, "type"), "json_schema")) needs |= CAP_JSON_SCHEMA;
+    if (is_true(d, provider_doc_get(d, 0, "logprobs")) ||
+        positive(d, provider_doc_get(d, 0, "top_logprobs")))
+        needs |= CAP_LOGPROBS;
+    if (lists_audio(d, provider_doc_get(d, 0, "modalities")) ||
+        provider_doc_get(d, 0, "audio") != JT_NONE)
+        needs |= CAP_AUDIO;
+    return needs | parts_needs(d, 0, NULL, NULL);
+}
+
+/* The parameter that needs `cap`, for a message. */
+static void need_param(const jdoc *d, unsigned cap, char *out, size_t len)
+{
+    const char *top = NULL;
+    switch (cap) {
+    case CAP_TOOLS:
+        top = "tools";
+        break;
+    case CAP_JSON_SCHEMA:
+        top = "response_format";
+        break;
+    case CAP_LOGPROBS:
+        top = is_true(d, provider_doc_get(d, 0, "logprobs")) ? "logprobs" : "top_logprobs";
+        break;
+    case CAP_AUDIO:
+        if (lists_audio(d, provider_doc_get(d, 0, "modalities")))
+            top = "modalities";
+        else if (provider_doc_get(d, 0, "audio") != JT_NONE)
+            top = "audio";
+        break;
+    }
+    if (top) {
+        snprintf(out, len, "%s", top);
+        return;
+    }
+    int msg = -1, part = -1;
+    parts_needs(d, cap, &msg, &part);
+    snprintf(out, len, "messages[%d].content[%d]", msg, part);
+}
+
+/* ------------------------------------------------------------ the table */
+
+/* The translating dialects, the table's columns. */
+enum { D_ANTHROPIC, D_GEMINI, D_OLLAMA, N_DIALECTS };
+
+typedef enum {
+    F_TRANSLATED, /* sent in the dialect's own form */
+    F_IGNORED,    /* cannot change the answer's shape: not sent, listed in docs/config.md */
+    F_REFUSED,    /* 400 when the value asks for something (the row's `asks`) */
+    F_PLAIN_ONLY, /* translated, but refused in a stream (when it asks) */
+} fate;
+
+typedef bool (*asks_fn)(const canon_request *req, const jdoc *d, uint32_t v);
+
+typedef struct param_row {
+    const char *name;
+    asks_fn asks;       /* whether the value asks for something; NULL: any non-null value */
+    fate f[N_DIALECTS]; /* anthropic, gemini, ollama */
+    const char *why;    /* what the dialects that refuse it cannot do */
+} param_row;
+
+static bool asks_above_one(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    double x;
+    return jdoc_double(d, v, &x) && x > 1.0;
+}
+
+static bool asks_many(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    int64_t n;
+    return jdoc_int64(d, v, &n) && n > 1;
+}
+
+static bool asks_true(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    return is_true(d, v);
+}
+
+static bool asks_positive(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    return positive(d, v);
+}
+
+static bool asks_audio(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    return lists_audio(d, v);
+}
+
+static bool has_tools(const jdoc *d)
+{
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    return tools != JT_NONE && d->t[tools].size > 0;
+}
+
+/* parallel_tool_calls: false with tools: at most one call. */
+static bool asks_one_call(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    return jdoc_type(d, v) == JT_FALSE && has_tools(d);
+}
+
+/* tool_choice that forces a call: "required" or a named function. */
+static bool asks_forced_call(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    return has_tools(d) &&
+           (jdoc_str_eq(d, v, "required") || provider_doc_get(d, v, "function") != JT_NONE ||
+            jdoc_type(d, v) == JT_OBJECT);
+}
+
+static bool asks_nonempty(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    jt_type t = jdoc_type(d, v);
+    return (t == JT_OBJECT || t == JT_ARRAY) ? d->t[v].size > 0 : t != JT_NULL;
+}
+
+#define T F_TRANSLATED
+#define I F_IGNORED
+#define R F_REFUSED
+#define P F_PLAIN_ONLY
+
+/* Sorted by name (bsearch). */
+static const param_row rows[] = {
+    {"audio", NULL, {R, R, R}, "answers only in text"},
+    {"cache_control", NULL, {T, I, I}, NULL},
+    {"frequency_penalty", NULL, {I, T, T}, NULL},
+    {"function_call", NULL, {R, R, R}, "takes the newer tools and tool_choice instead"},
+    {"functions", NULL, {R, R, R}, "takes the newer tools and tool_choice instead"},
+    {"logit_bias", asks_nonempty, {R, R, R}, "has no token biases"},
+    {"logprobs", asks_true, {R, P, R}, "returns no token log probabilities"},
+    {"max_completion_tokens", NULL, {T, T, T}, NULL},
+    {"max_tokens", NULL, {T, T, T}, NULL},
+    {"messages", NULL, {T, T, T}, NULL},
+    {"metadata", NULL, {I, I, I}, NULL},
+    {"modalities", asks_audio, {R, R, R}, "answers only in text"},
+    {"model", NULL, {T, T, T}, NULL},
+    {"moderation", NULL, {R, R, R}, "has no OpenAI moderation"},
+    {"n", asks_many, {R, P, R}, "answers with one choice only"},
+    {"parallel_tool_calls", asks_one_call, {T, R, R}, "cannot limit an answer to one tool call"},
+    {"prediction", NULL, {I, I, I}, NULL},
+    {"presence_penalty", NULL, {I, T, T}, NULL},
+    {"prompt_cache_key", NULL, {I, I, I}, NULL},
+    {"prompt_cache_options", NULL, {I, I, I}, NULL},
+    {"prompt_cache_retention", NULL, {I, I, I}, NULL},
+    {"reasoning", NULL, {T, T, I}, NULL},
+    {"reasoning_effort", NULL, {T, T, I}, NULL},
+    {"response_format", NULL, {T, T, T}, NULL},
+    {"safety_identifier", NULL, {T, I, I}, NULL},
+    {"seed", NULL, {I, T, T}, NULL},
+    {"service_tier", NULL, {I, I, I}, NULL},
+    {"stop", NULL, {T, T, T}, NULL},
+    {"store", NULL, {I, I, I}, NULL},
+    {"stream", NULL, {T, T, T}, NULL},
+    {"stream_options", NULL, {T, T, T}, NULL},
+    {"temperature", asks_above_one, {R, T, T}, "takes a temperature of at most 1"},
+    {"thinking", NULL, {T, T, I}, NULL},
+    {"tool_choice", asks_forced_call, {T, T, R}, "cannot force a tool call"},
+    {"tools", NULL, {T, T, T}, NULL},
+    {"top_k", NULL, {T, T, T}, NULL},
+    {"top_logprobs", asks_positive, {R, P, R}, "returns no token log probabilities"},
+    {"top_p", NULL, {T, T, T}, NULL},
+    {"user", NULL, {T, I, I}, NULL},
+    {"verbosity", NULL, {I, I, I}, NULL},
+    {"web_search_options", NULL, {R, R, R}, "has no OpenAI web search"},
+};
+
+#undef T
+#undef I
+#undef R
+#undef P
+
+static int row_cmp(const void *key, const void *row)
+{
+    return strcmp(key, ((const param_row *)row)->name);
+}
+
+static const param_row *row_find(const char *name)
+{
+    return bsearch(name, rows, sizeof rows / sizeof rows[0], sizeof rows[0], row_cmp);
+}
+
+/* The column of a dialect, or -1 (OpenAI-compatible: forwarded as sent). */
+static int column_of(const provider_ops *ops)
+{
+    if (!ops) return -1;
+    if (strcmp(ops->kind, "anthropic") == 0) return D_ANTHROPIC;
+    if (strcmp(ops->kind, "gemini") == 0) return D_GEMINI;
+    if (strcmp(ops->kind, "ollama") == 0) return D_OLLAMA;
+    return -1;
+}
+
+/* bridle's own keys mean nothing upstream (openai.c drops them too). */
+static bool bridle_key(const char *k)
+{
+    return strncmp(k, "bridle", 6) == 0 || strncasecmp(k, "x-bridle", 8) == 0 ||
+           strncasecmp(k, "x_bridle", 8) == 0;
+}
+
+/* Names the parameter; the caller writes why->message. */
+static void refusal_fill(params_refusal *why, const char *param, const char *code,
+                         const char *brief)
+{
+    snprintf(why->param, sizeof why->param, "%s", param);
+    snprintf(why->code, sizeof why->code, "%s", code);
+    snprintf(why->brief, sizeof why->brief, "%s", brief);
+}
+
+/* Whether row r refuses value v in column col. */
+static bool row_refuses(const param_row *r, int col, const canon_request *req, uint32_t v)
+{
+    fate f = r->f[col];
+    if (f != F_REFUSED && !(f == F_PLAIN_ONLY && req->stream)) return false;
+    if (jdoc_type(req->doc, v) == JT_NULL) return false;
+    return r->asks ? r->asks(req, req->doc, v) : true;
+}
+
+bool params_dialect_refuses(const canon_request *req, const provider_ops *ops, const char *model,
+                            params_refusal *why)
+{
+    int col = column_of(ops);
+    if (col < 0 || !req || !req->doc) return false;
+    const jdoc *d = req->doc;
+    const char *m = model ? model : "this model";
+    buf key = BUF_INIT;
+    bool refused = false;
+    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE && !refused; k = jdoc_next(d, 0, k)) {
+        buf_reset(&key);
+        jdoc_str_append(d, k, &key);
+        const char *name = key.data ? key.data : "";
+        const param_row *r = row_find(name);
+        char brief[96];
+        if (!r) {
+            if (bridle_key(name)) continue;
+            refused = true;
+            if (!why) break;
+            snprintf(brief, sizeof brief, "%s cannot take \"%.40s\"", ops->kind, name);
+            refusal_fill(why, name, "unsupported_parameter", brief);
+            snprintf(why->message, sizeof why->message,
+                     "\"%.60s\" is not a parameter bridle can translate for %.100s, which speaks "
+                     "the %s dialect: remove it, or name an OpenAI-compatible model, which gets "
+                     "it as sent (model \"auto\" and routes skip the models that cannot take it)",
+                     name, m, ops->kind);
+        } else if (row_refuses(r, col, req, k + 1)) {
+            refused = true;
+            if (!why) break;
+            bool stream_only = r->f[col] == F_PLAIN_ONLY;
+            snprintf(brief, sizeof brief, "%s cannot take %s%s", ops->kind, name,
+                     stream_only ? " in a stream" : "");
+            refusal_fill(why, name, "unsupported_parameter", brief);
+            snprintf(why->message, sizeof why->message,
+                     "\"%s\" cannot be honoured by %.100s: the %s dialect %s. Remove it, or name "
+                     "a model that takes it (model \"auto\" and routes skip the models that "
+                     "cannot)",
+                     name, m, ops->kind,
+                     stream_only ? "takes it only without \"stream\": true" : r->why);
+        }
+    }
+    buf_free(&key);
+    return refused;
+}
+
+bool params_target_refuses(const canon_request *req, const target *t, params_refusal *why)
+{
+    unsigned missing = req->needs & ~t->caps;
+    if (missing) {
+        unsigned cap = missing & -missing; /* the lowest: one parameter to name */
+        char param[96], brief[96];
+        need_param(req->doc, cap, param, sizeof param);
+        if (!why) return true;
+        snprintf(brief, sizeof brief, "lacks %s", params_cap_name(cap));
+        refusal_fill(why, param, "model_lacks_capability", brief);
+        snprintf(why->message, sizeof why->message,
+                 "%.60s needs the %s capability, which the model %.100s does not have (its "
+                 "models.NAME.capabilities in the gateway's config): remove it, or name a model "
+                 "that has it (model \"auto\" and routes skip the models without it)",
+                 param, params_cap_name(cap), t->model ? t->model : "?");
+        return true;
+    }
+    return params_dialect_refuses(req, t->provider ? t->provider->ops : NULL, t->model, why);
+}
+
+int params_dialect_index(const provider_ops *ops)
+{
+    const provider_ops *const *all = provider_all();
+    for (int i = 0; all[i]; i++)
+        if (all[i] == ops) return i;
+    return -1;
+}
+
+unsigned params_refused_dialects(const canon_request *req)
+{
+    unsigned mask = 0;
+    const provider_ops *const *all = provider_all();
+    for (int i = 0; all[i] && i < 32; i++)
+        if (params_dialect_refuses(req, all[i], NULL, NULL)) mask |= 1u << i;
+    return mask;
+}
