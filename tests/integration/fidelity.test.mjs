@@ -7,10 +7,11 @@
 // auto/tier and routes skip the models that cannot take a request, a named
 // one is refused, and bridle's headers and ledger row say where it went.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { mockConfig, mockLast, mockStats, post, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { mockConfig, mockLast, mockStats, post, runCli, runCliOk, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 let mock;
@@ -273,5 +274,27 @@ describe('capability routing', () => {
     assert.equal(r.status, 400, r.text);
     assert.equal(r.json.error.param, 'modalities');
     assert.match(r.json.error.message, /none of its models .* can take this request/);
+  });
+
+  test('bridle route shows the models it skipped and why, in text and JSON', async () => {
+    const dir = tmpDir('bridle-fidelity-route-');
+    const req = path.join(dir, 'req.json');
+    fs.writeFileSync(req, JSON.stringify({ model: 'auto', messages: USER_MSG, tools: TOOLS, logprobs: true }));
+    const text = await runCliOk(['route', '--config', gw.configPath, '--request', req]);
+    assert.match(text.stdout, /^ {2}1\. gemini-2\.5-flash /m, text.stdout);
+    assert.match(text.stdout, /^skipped +cheap-notools +tools: lacks tools$/m, text.stdout);
+    assert.match(text.stdout, /^skipped +cheap-claude +logprobs: lacks logprobs$/m, text.stdout);
+    const json = JSON.parse((await runCliOk(['route', '--config', gw.configPath, '--request', req, '--json'])).stdout);
+    assert.equal(json.chosen, 'gemini-2.5-flash');
+    assert.deepEqual(json.skipped, [
+      { model: 'cheap-notools', param: 'tools', reason: 'lacks tools' },
+      { model: 'cheap-claude', param: 'logprobs', reason: 'lacks logprobs' },
+    ]);
+    // nothing can take audio: the command fails and lists every model it skipped
+    fs.writeFileSync(req, JSON.stringify({ model: 'auto', messages: USER_MSG, audio: { voice: 'alloy', format: 'wav' } }));
+    const none = await runCli(['route', '--config', gw.configPath, '--request', req]);
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /none of its models .* can take this request/);
+    assert.match(none.stderr, /^skipped +gpt-4o-mini +audio: lacks audio$/m, none.stderr);
   });
 });
