@@ -50,7 +50,7 @@ unsigned params_default_caps(const provider_ops *ops, const char *model)
     if (strcmp(kind, "anthropic") == 0) return CAP_TOOLS | CAP_VISION | CAP_JSON_SCHEMA;
     if (strcmp(kind, "gemini") == 0) return CAP_TOOLS | CAP_VISION | CAP_JSON_SCHEMA | CAP_LOGPROBS;
     if (strcmp(kind, "ollama") == 0) /* most local models read no images */
-        return CAP_TOOLS | CAP_JSON_SCHEMA |
+        return CAP_TOOLS | CAP_JSON_SCHEMA | CAP_LOGPROBS |
                (strstr(m, "vision") || strstr(m, "llava") ? CAP_VISION : 0);
     /* OpenAI and compatible hosts: audio only on the audio models */
     return CAP_TOOLS | CAP_VISION | CAP_JSON_SCHEMA | CAP_LOGPROBS |
@@ -227,6 +227,15 @@ static bool asks_forced_call(const canon_request *req, const jdoc *d, uint32_t v
             jdoc_type(d, v) == JT_OBJECT);
 }
 
+/* response_format JSON next to the request's own tools. */
+static bool asks_json_with_tools(const canon_request *req, const jdoc *d, uint32_t v)
+{
+    (void)req;
+    uint32_t type = provider_doc_get(d, v, "type");
+    return has_tools(d) &&
+           (jdoc_str_eq(d, type, "json_object") || jdoc_str_eq(d, type, "json_schema"));
+}
+
 static bool asks_nonempty(const canon_request *req, const jdoc *d, uint32_t v)
 {
     (void)req;
@@ -247,7 +256,7 @@ static const param_row rows[] = {
     {"function_call", NULL, {R, R, R}, "takes the newer tools and tool_choice instead"},
     {"functions", NULL, {R, R, R}, "takes the newer tools and tool_choice instead"},
     {"logit_bias", asks_nonempty, {R, R, R}, "has no token biases"},
-    {"logprobs", asks_true, {R, P, R}, "returns no token log probabilities"},
+    {"logprobs", asks_true, {R, P, T}, "returns no token log probabilities"},
     {"max_completion_tokens", NULL, {T, T, T}, NULL},
     {"max_tokens", NULL, {T, T, T}, NULL},
     {"messages", NULL, {T, T, T}, NULL},
@@ -264,7 +273,11 @@ static const param_row rows[] = {
     {"prompt_cache_retention", NULL, {I, I, I}, NULL},
     {"reasoning", NULL, {T, T, I}, NULL},
     {"reasoning_effort", NULL, {T, T, I}, NULL},
-    {"response_format", NULL, {T, T, T}, NULL},
+    {"response_format",
+     asks_json_with_tools,
+     {R, T, T},
+     "answers in JSON through a forced tool, which leaves no choice among the request's own "
+     "tools: send one of them"},
     {"safety_identifier", NULL, {T, I, I}, NULL},
     {"seed", NULL, {I, T, T}, NULL},
     {"service_tier", NULL, {I, I, I}, NULL},
@@ -277,7 +290,7 @@ static const param_row rows[] = {
     {"tool_choice", asks_forced_call, {T, T, R}, "cannot force a tool call"},
     {"tools", NULL, {T, T, T}, NULL},
     {"top_k", NULL, {T, T, T}, NULL},
-    {"top_logprobs", asks_positive, {R, P, R}, "returns no token log probabilities"},
+    {"top_logprobs", asks_positive, {R, P, T}, "returns no token log probabilities"},
     {"top_p", NULL, {T, T, T}, NULL},
     {"user", NULL, {T, I, I}, NULL},
     {"verbosity", NULL, {I, I, I}, NULL},
@@ -334,6 +347,56 @@ static bool row_refuses(const param_row *r, int col, const canon_request *req, u
     return r->asks ? r->asks(req, req->doc, v) : true;
 }
 
+/* ------------------------------------------------------------ shapes in the lists
+ *
+ * What the translating encoders cannot carry inside the lists, checked
+ * before planning so that a route and auto skip the model instead of
+ * failing at the call: a tool that is not a named function, a content
+ * part other than text, refusal or image_url, an image URL that is not a
+ * data: URI for the dialects that cannot fetch one (Gemini, Ollama). */
+
+static bool shape_refused(const jdoc *d, int col, char *param, size_t plen, const char **what)
+{
+    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
+    int i = 0;
+    for (uint32_t t = jdoc_first(d, tools); t != JT_NONE; t = jdoc_next(d, tools, t), i++) {
+        uint32_t fn = provider_doc_get(d, t, "function");
+        if (provider_doc_typed(d, fn, "name", JT_STRING) == JT_NONE) {
+            snprintf(param, plen, "tools[%d]", i);
+            *what = "takes only function tools, each with a function.name";
+            return true;
+        }
+    }
+    uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY);
+    int mi = 0;
+    for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m), mi++) {
+        uint32_t content = provider_doc_typed(d, m, "content", JT_ARRAY);
+        int pi = 0;
+        for (uint32_t p = jdoc_first(d, content); p != JT_NONE;
+             p = jdoc_next(d, content, p), pi++) {
+            uint32_t type = provider_doc_typed(d, p, "type", JT_STRING);
+            if (jdoc_str_eq(d, type, "text") || jdoc_str_eq(d, type, "refusal")) continue;
+            snprintf(param, plen, "messages[%d].content[%d]", mi, pi);
+            if (!jdoc_str_eq(d, type, "image_url")) {
+                *what = "carries only text, refusal and image_url content parts";
+                return true;
+            }
+            if (col == D_ANTHROPIC) continue; /* fetches http(s) URLs itself */
+            buf scratch = BUF_INIT;
+            const char *url;
+            size_t len = 0;
+            bool data = provider_image_url(d, p, &scratch, &url, &len) && len >= 5 &&
+                        memcmp(url, "data:", 5) == 0;
+            buf_free(&scratch);
+            if (!data) {
+                *what = "takes images only as data:<media type>;base64,<data> URIs";
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 bool params_dialect_refuses(const canon_request *req, const provider_ops *ops, const char *model,
                             params_refusal *why)
 {
@@ -376,6 +439,21 @@ bool params_dialect_refuses(const canon_request *req, const provider_ops *ops, c
         }
     }
     buf_free(&key);
+    char param[96];
+    const char *what;
+    if (!refused && shape_refused(d, col, param, sizeof param, &what)) {
+        refused = true;
+        if (why) {
+            char brief[96];
+            snprintf(brief, sizeof brief, "%s cannot take %.60s", ops->kind, param);
+            refusal_fill(why, param, "unsupported_parameter", brief);
+            snprintf(why->message, sizeof why->message,
+                     "%s cannot be honoured by %.100s: the %s dialect %s. Remove it, or name a "
+                     "model that takes it (model \"auto\" and routes skip the models that "
+                     "cannot)",
+                     param, m, ops->kind, what);
+        }
+    }
     return refused;
 }
 

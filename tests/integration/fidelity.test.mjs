@@ -39,7 +39,7 @@ before(async () => {
     },
     routes: {
       toolless: { candidates: ['cheap-notools', 'claude-haiku-4-5'] },
-      nologprobs: { candidates: ['claude-haiku-4-5', 'llama3.2'] },
+      nologprobs: { candidates: ['claude-haiku-4-5', 'cheap-claude'] },
     },
     // budget: the three cheapest (no local model: prefer_local would put it
     // first); mid, gpt-4o-mini, is where the budget tier escalates
@@ -89,10 +89,10 @@ const ROWS = [
   { name: 'frequency_penalty', body: { frequency_penalty: -0.5 }, openai: 'pass', anthropic: 'ignored', gemini: { sent: (u) => assert.equal(gc(u).frequencyPenalty, -0.5) }, ollama: { sent: (u) => assert.equal(opts(u).frequency_penalty, -0.5) } },
   { name: 'logit_bias', body: { logit_bias: { 50256: -100 } }, openai: 'pass', anthropic: { refused: 'logit_bias' }, gemini: { refused: 'logit_bias' }, ollama: { refused: 'logit_bias' } },
   { name: 'logit_bias (empty)', body: { logit_bias: {} }, openai: 'pass', anthropic: 'ignored', gemini: 'ignored', ollama: 'ignored' },
-  { name: 'logprobs', body: { logprobs: true }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { sent: (u) => assert.equal(gc(u).responseLogprobs, true) }, ollama: { refused: 'logprobs' } },
+  { name: 'logprobs', body: { logprobs: true }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { sent: (u) => assert.equal(gc(u).responseLogprobs, true) }, ollama: { sent: (u) => assert.equal(u.body.logprobs, true) } },
   { name: 'logprobs false', body: { logprobs: false }, openai: 'pass', anthropic: 'ignored', gemini: 'ignored', ollama: 'ignored' },
-  { name: 'top_logprobs', body: { logprobs: true, top_logprobs: 3 }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { sent: (u) => { assert.equal(gc(u).responseLogprobs, true); assert.equal(gc(u).logprobs, 3); } }, ollama: { refused: 'logprobs' } },
-  { name: 'logprobs (streamed)', body: { logprobs: true, stream: true }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { refused: 'logprobs' }, ollama: { refused: 'logprobs' } },
+  { name: 'top_logprobs', body: { logprobs: true, top_logprobs: 3 }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { sent: (u) => { assert.equal(gc(u).responseLogprobs, true); assert.equal(gc(u).logprobs, 3); } }, ollama: { sent: (u) => assert.equal(u.body.top_logprobs, 3) } },
+  { name: 'logprobs (streamed)', body: { logprobs: true, stream: true }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { refused: 'logprobs' }, ollama: { sent: (u) => assert.equal(u.body.logprobs, true) } },
   // gpt-4o-mini is not an audio model: its default capabilities have no audio
   { name: 'modalities audio', body: { modalities: ['text', 'audio'], audio: { voice: 'alloy', format: 'wav' } }, openai: { refused: 'modalities' }, anthropic: { refused: 'modalities' }, gemini: { refused: 'modalities' }, ollama: { refused: 'modalities' } },
   { name: 'modalities text', body: { modalities: ['text'] }, openai: 'pass', anthropic: 'ignored', gemini: 'ignored', ollama: 'ignored' },
@@ -106,6 +106,8 @@ const ROWS = [
   { name: 'user', body: { user: 'end-user-1' }, openai: 'pass', anthropic: { sent: (u) => assert.deepEqual(u.body.metadata, { user_id: 'end-user-1' }) }, gemini: 'ignored', ollama: 'ignored' },
   { name: 'safety_identifier', body: { safety_identifier: 'hashed-7' }, openai: 'pass', anthropic: { sent: (u) => assert.deepEqual(u.body.metadata, { user_id: 'hashed-7' }) }, gemini: 'ignored', ollama: 'ignored' },
   { name: 'response_format json_object', body: { response_format: { type: 'json_object' } }, openai: 'pass', anthropic: { sent: (u) => assert.deepEqual(u.body.tool_choice, { type: 'tool', name: 'json_answer' }) }, gemini: { sent: (u) => assert.equal(gc(u).responseMimeType, 'application/json') }, ollama: { sent: (u) => assert.equal(u.body.format, 'json') } },
+  { name: 'response_format with tools', body: { tools: TOOLS, response_format: { type: 'json_object' } }, openai: 'pass', anthropic: { refused: 'response_format' }, gemini: { sent: (u) => assert.equal(gc(u).responseMimeType, 'application/json') }, ollama: { sent: (u) => assert.equal(u.body.format, 'json') } },
+  { name: 'a custom tool', body: { tools: [{ type: 'custom', custom: { name: 'grammar' } }] }, openai: 'pass', anthropic: { refused: 'tools[0]' }, gemini: { refused: 'tools[0]' }, ollama: { refused: 'tools[0]' } },
   { name: 'response_format json_schema', body: { response_format: { type: 'json_schema', json_schema: { name: 'a', schema: SCHEMA } } }, openai: 'pass', anthropic: { sent: (u) => assert.deepEqual(u.body.tools[0].input_schema, SCHEMA) }, gemini: { sent: (u) => assert.deepEqual(gc(u).responseJsonSchema, SCHEMA) }, ollama: { sent: (u) => assert.deepEqual(u.body.format, SCHEMA) } },
   { name: 'reasoning_effort', body: { reasoning_effort: 'low' }, openai: 'pass', anthropic: { sent: (u) => assert.deepEqual(u.body.thinking, { type: 'enabled', budget_tokens: 1024 }) }, gemini: { sent: (u) => assert.equal(gc(u).thinkingConfig.thinkingBudget, 1024) }, ollama: 'ignored' },
   { name: 'prediction', body: { prediction: { type: 'content', content: 'Hello' } }, openai: 'pass', anthropic: 'ignored', gemini: 'ignored', ollama: 'ignored' },
@@ -125,6 +127,22 @@ const ROWS = [
     anthropic: { sent: (u) => assert.equal(u.body.messages[0].content[1].source.type, 'base64') },
     gemini: { sent: (u) => assert.equal(u.body.contents[0].parts[1].inlineData.mimeType, 'image/png') },
     // llama3.2 reads no images (Ollama models have vision only when named *vision* / *llava*)
+    ollama: { refused: 'messages[0].content[1]' },
+  },
+  {
+    name: 'an image by URL',
+    body: { messages: [{ role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: 'https://example.test/a.png' } }] }] },
+    openai: { sent: (u) => assert.equal(u.body.messages[0].content[1].image_url.url, 'https://example.test/a.png') },
+    anthropic: { sent: (u) => assert.deepEqual(u.body.messages[0].content[1].source, { type: 'url', url: 'https://example.test/a.png' }) },
+    gemini: { refused: 'messages[0].content[1]' }, // data: URIs only
+    ollama: { refused: 'messages[0].content[1]' },
+  },
+  {
+    name: 'a file part',
+    body: { messages: [{ role: 'user', content: [{ type: 'text', text: 'Read this' }, { type: 'file', file: { file_id: 'file-1' } }] }] },
+    openai: { sent: (u) => assert.equal(u.body.messages[0].content[1].file.file_id, 'file-1') },
+    anthropic: { refused: 'messages[0].content[1]' },
+    gemini: { refused: 'messages[0].content[1]' },
     ollama: { refused: 'messages[0].content[1]' },
   },
 ];
