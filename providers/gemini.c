@@ -807,13 +807,23 @@ static void gemini_classify(int status, const upstream_headers *hs, const char *
 
 /* ------------------------------------------------------------ stream */
 
+/* Per candidate (candidateCount from n): each is an OpenAI choice with
+ * its own role, tool-call numbering and finish. */
+typedef struct gem_choice {
+    bool role_sent, finish_sent;
+    int n_tools;
+} gem_choice;
+
+#define GEMINI_MAX_CANDIDATES 8 /* Gemini's own limit on candidateCount */
+
 typedef struct gem_stream {
     bool include_usage;
     const char *fallback_model; /* t->upstream_model; outlives the stream */
-    buf prefix;                 /* `{"id":…,"model":…,"choices":[{"index":0,"delta":` */
+    buf prefix;                 /* `{"id":…,"model":…,"choices":[{"index":` */
     buf chunk;
-    bool role_sent, finish_sent;
-    int n_tools;
+    int n_choices; /* the candidates asked for; the stream is done when all finished */
+    int n_finished;
+    gem_choice choice[GEMINI_MAX_CANDIDATES];
 } gem_stream;
 
 static void *gemini_stream_new(const canon_request *req, const target *t)
@@ -822,6 +832,9 @@ static void *gemini_stream_new(const canon_request *req, const target *t)
     if (!s) abort();
     s->include_usage = req && req->include_usage;
     s->fallback_model = t ? t->upstream_model : NULL;
+    s->n_choices = req && req->n > 1
+                       ? (int)(req->n < GEMINI_MAX_CANDIDATES ? req->n : GEMINI_MAX_CANDIDATES)
+                       : 1;
     return s;
 }
 
@@ -847,18 +860,19 @@ static void stream_set_prefix(gem_stream *s, json_object *resp)
     buf_printf(&s->prefix, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
                (long long)time(NULL));
     buf_append_json_str(&s->prefix, model, strlen(model));
-    buf_append_str(&s->prefix, ",\"choices\":[{\"index\":0,\"delta\":{");
+    buf_append_str(&s->prefix, ",\"choices\":[{\"index\":");
 }
 
-/* Starts a chunk whose delta object is open; the first delta of the stream
- * carries the role. */
-static void chunk_begin(gem_stream *s)
+/* Starts a chunk of choice i whose delta object is open; the choice's
+ * first delta carries the role. */
+static void chunk_begin(gem_stream *s, int i)
 {
     buf_reset(&s->chunk);
     buf_append(&s->chunk, s->prefix.data, s->prefix.len);
-    if (!s->role_sent) {
+    buf_printf(&s->chunk, "%d,\"delta\":{", i);
+    if (!s->choice[i].role_sent) {
         buf_append_str(&s->chunk, "\"role\":\"assistant\"");
-        s->role_sent = true;
+        s->choice[i].role_sent = true;
     }
 }
 
@@ -868,9 +882,19 @@ static void chunk_member(gem_stream *s)
     if (s->chunk.data[s->chunk.len - 1] != '{') buf_append_char(&s->chunk, ',');
 }
 
-static void chunk_emit(gem_stream *s, const char *finish, const stream_sink *sink)
+/* Ends the chunk; `cand` (may be NULL) gives its logprobs. */
+static void chunk_emit(gem_stream *s, json_object *cand, const char *finish,
+                       const stream_sink *sink)
 {
-    buf_append_str(&s->chunk, "},\"logprobs\":null,\"finish_reason\":");
+    json_object *lp = cand ? logprobs_from_candidate(cand) : NULL;
+    buf_append_str(&s->chunk, "},\"logprobs\":");
+    if (lp) {
+        provider_append_json(&s->chunk, lp);
+        json_object_put(lp);
+    } else {
+        buf_append_str(&s->chunk, "null");
+    }
+    buf_append_str(&s->chunk, ",\"finish_reason\":");
     if (finish)
         buf_printf(&s->chunk, "\"%s\"}]", finish);
     else
@@ -880,68 +904,88 @@ static void chunk_emit(gem_stream *s, const char *finish, const stream_sink *sin
     if (sink && sink->chunk) sink->chunk(sink->ctx, s->chunk.data, s->chunk.len);
 }
 
-static void stream_emit_text(gem_stream *s, json_object *text, stream_result *res,
-                             const stream_sink *sink)
+/* The text of a candidate's parts (thoughts aside), joined. */
+static void candidate_text(json_object *parts, buf *out)
 {
-    size_t len = (size_t)json_object_get_string_len(text);
-    const char *str = json_object_get_string(text);
-    if (len == 0) return;
-    buf_append(&res->text, str, len);
-    chunk_begin(s);
-    chunk_member(s);
-    buf_append_str(&s->chunk, "\"content\":");
-    buf_append_json_str(&s->chunk, str, len);
-    chunk_emit(s, NULL, sink);
+    size_t n = parts ? json_object_array_length(parts) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *part = json_object_array_get_idx(parts, i);
+        json_object *t = provider_json_typed(part, "text", json_type_string);
+        if (t && !part_is_thought(part))
+            buf_append(out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+    }
+}
+
+/* One text delta for the candidate's text in this event, with its
+ * logprobs; only choice 0's text counts for the cascade's checks. */
+static void stream_emit_text(gem_stream *s, int i, json_object *cand, json_object *parts,
+                             stream_result *res, const stream_sink *sink)
+{
+    buf text = BUF_INIT;
+    candidate_text(parts, &text);
+    if (text.len) {
+        if (i == 0) buf_append(&res->text, text.data, text.len);
+        chunk_begin(s, i);
+        chunk_member(s);
+        buf_append_str(&s->chunk, "\"content\":");
+        buf_append_json_str(&s->chunk, text.data, text.len);
+        chunk_emit(s, cand, NULL, sink);
+    }
+    buf_free(&text);
 }
 
 /* A functionCall arrives whole in one part: id, name and all arguments. */
-static void stream_emit_tool_call(gem_stream *s, json_object *fc, const stream_sink *sink)
+static void stream_emit_tool_call(gem_stream *s, int i, json_object *fc, const stream_sink *sink)
 {
     char id[80];
     tool_call_id(fc, id, sizeof id);
     const char *name = provider_json_str(fc, "name");
     const char *args = tool_call_args(fc);
-    chunk_begin(s);
+    chunk_begin(s, i);
     chunk_member(s);
-    buf_printf(&s->chunk, "\"tool_calls\":[{\"index\":%d,\"id\":", s->n_tools++);
+    buf_printf(&s->chunk, "\"tool_calls\":[{\"index\":%d,\"id\":", s->choice[i].n_tools++);
     buf_append_json_str(&s->chunk, id, strlen(id));
     buf_append_str(&s->chunk, ",\"type\":\"function\",\"function\":{\"name\":");
     buf_append_json_str(&s->chunk, name ? name : "", name ? strlen(name) : 0);
     buf_append_str(&s->chunk, ",\"arguments\":");
     buf_append_json_str(&s->chunk, args, strlen(args));
     buf_append_str(&s->chunk, "}}]");
-    chunk_emit(s, NULL, sink);
+    chunk_emit(s, NULL, NULL, sink);
 }
 
-/* A finish reason ends a Gemini stream: there is no [DONE]. */
-static void stream_finish(gem_stream *s, const char *finish, stream_result *res,
+/* A finish reason ends a candidate; the stream is done when every
+ * candidate asked for has ended (there is no [DONE]). The first choice's
+ * reason is the answer's. */
+static void stream_finish(gem_stream *s, int i, const char *finish, stream_result *res,
                           const stream_sink *sink)
 {
-    snprintf(res->finish_reason, sizeof res->finish_reason, "%s", finish);
-    res->done = true;
-    if (s->finish_sent) return;
-    s->finish_sent = true;
-    chunk_begin(s);
-    chunk_emit(s, finish, sink);
+    if (i == 0 || !res->finish_reason[0])
+        snprintf(res->finish_reason, sizeof res->finish_reason, "%s", finish);
+    if (s->choice[i].finish_sent) return;
+    s->choice[i].finish_sent = true;
+    if (++s->n_finished >= s->n_choices) res->done = true;
+    chunk_begin(s, i);
+    chunk_emit(s, NULL, finish, sink);
 }
 
-static void stream_candidate(gem_stream *s, json_object *cand, stream_result *res,
+static void stream_candidate(gem_stream *s, json_object *cand, size_t place, stream_result *res,
                              const stream_sink *sink)
 {
+    int64_t idx = (int64_t)place;
+    provider_get_int(cand, "index", &idx);
+    if (idx < 0 || idx >= s->n_choices) return; /* not a candidate asked for */
+    int i = (int)idx;
     json_object *parts =
         provider_json_typed(provider_json_get(cand, "content"), "parts", json_type_array);
+    stream_emit_text(s, i, cand, parts, res, sink);
     size_t n = parts ? json_object_array_length(parts) : 0;
-    for (size_t i = 0; i < n; i++) {
-        json_object *part = json_object_array_get_idx(parts, i);
-        json_object *t = provider_json_typed(part, "text", json_type_string);
-        json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
-        if (t && !part_is_thought(part))
-            stream_emit_text(s, t, res, sink);
-        else if (fc)
-            stream_emit_tool_call(s, fc, sink);
+    for (size_t k = 0; k < n; k++) {
+        json_object *fc = provider_json_typed(json_object_array_get_idx(parts, k), "functionCall",
+                                              json_type_object);
+        if (fc) stream_emit_tool_call(s, i, fc, sink);
     }
     const char *reason = provider_json_str(cand, "finishReason");
-    if (reason) stream_finish(s, finish_reason_map(reason, s->n_tools > 0), res, sink);
+    if (reason) stream_finish(s, i, finish_reason_map(reason, s->choice[i].n_tools > 0), res, sink);
 }
 
 static void stream_fail_error(json_object *err, stream_result *res)
@@ -992,11 +1036,16 @@ static int gemini_stream_event(void *state, const stream_event *ev, stream_resul
         res->completion_tokens = res->usage.output;
     }
     json_object *cands = provider_json_typed(resp, "candidates", json_type_array);
-    json_object *cand = cands ? json_object_array_get_idx(cands, 0) : NULL;
-    if (json_object_is_type(cand, json_type_object))
-        stream_candidate(s, cand, res, sink);
-    else if (provider_json_str(provider_json_get(resp, "promptFeedback"), "blockReason"))
-        stream_finish(s, "content_filter", res, sink);
+    size_t n = cands ? json_object_array_length(cands) : 0, seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *cand = json_object_array_get_idx(cands, i);
+        if (!json_object_is_type(cand, json_type_object)) continue;
+        stream_candidate(s, cand, i, res, sink);
+        seen++;
+    }
+    if (!seen && provider_json_str(provider_json_get(resp, "promptFeedback"), "blockReason"))
+        for (int i = 0; i < s->n_choices; i++) /* blocked: no candidate will come */
+            stream_finish(s, i, "content_filter", res, sink);
     json_object_put(resp);
     return 0;
 }

@@ -161,7 +161,6 @@ typedef enum {
     F_TRANSLATED, /* sent in the dialect's own form */
     F_IGNORED,    /* cannot change the answer's shape: not sent, listed in docs/config.md */
     F_REFUSED,    /* 400 when the value asks for something (the row's `asks`) */
-    F_PLAIN_ONLY, /* translated, but refused in a stream (when it asks) */
 } fate;
 
 typedef bool (*asks_fn)(const canon_request *req, const jdoc *d, uint32_t v);
@@ -246,7 +245,6 @@ static bool asks_nonempty(const canon_request *req, const jdoc *d, uint32_t v)
 #define T F_TRANSLATED
 #define I F_IGNORED
 #define R F_REFUSED
-#define P F_PLAIN_ONLY
 
 /* Sorted by name (bsearch). */
 static const param_row rows[] = {
@@ -256,7 +254,7 @@ static const param_row rows[] = {
     {"function_call", NULL, {R, R, R}, "takes the newer tools and tool_choice instead"},
     {"functions", NULL, {R, R, R}, "takes the newer tools and tool_choice instead"},
     {"logit_bias", asks_nonempty, {R, R, R}, "has no token biases"},
-    {"logprobs", asks_true, {R, P, T}, "returns no token log probabilities"},
+    {"logprobs", asks_true, {R, T, T}, "returns no token log probabilities"},
     {"max_completion_tokens", NULL, {T, T, T}, NULL},
     {"max_tokens", NULL, {T, T, T}, NULL},
     {"messages", NULL, {T, T, T}, NULL},
@@ -264,7 +262,7 @@ static const param_row rows[] = {
     {"modalities", asks_audio, {R, R, R}, "answers only in text"},
     {"model", NULL, {T, T, T}, NULL},
     {"moderation", NULL, {R, R, R}, "has no OpenAI moderation"},
-    {"n", asks_many, {R, P, R}, "answers with one choice only"},
+    {"n", asks_many, {R, T, R}, "answers with one choice only"},
     {"parallel_tool_calls", asks_one_call, {T, R, R}, "cannot limit an answer to one tool call"},
     {"prediction", NULL, {I, I, I}, NULL},
     {"presence_penalty", NULL, {I, T, T}, NULL},
@@ -290,7 +288,7 @@ static const param_row rows[] = {
     {"tool_choice", asks_forced_call, {T, T, R}, "cannot force a tool call"},
     {"tools", NULL, {T, T, T}, NULL},
     {"top_k", NULL, {T, T, T}, NULL},
-    {"top_logprobs", asks_positive, {R, P, T}, "returns no token log probabilities"},
+    {"top_logprobs", asks_positive, {R, T, T}, "returns no token log probabilities"},
     {"top_p", NULL, {T, T, T}, NULL},
     {"user", NULL, {T, I, I}, NULL},
     {"verbosity", NULL, {I, I, I}, NULL},
@@ -300,7 +298,6 @@ static const param_row rows[] = {
 #undef T
 #undef I
 #undef R
-#undef P
 
 static int row_cmp(const void *key, const void *row)
 {
@@ -341,8 +338,7 @@ static void refusal_fill(params_refusal *why, const char *param, const char *cod
 /* Whether row r refuses value v in column col. */
 static bool row_refuses(const param_row *r, int col, const canon_request *req, uint32_t v)
 {
-    fate f = r->f[col];
-    if (f != F_REFUSED && !(f == F_PLAIN_ONLY && req->stream)) return false;
+    if (r->f[col] != F_REFUSED) return false;
     if (jdoc_type(req->doc, v) == JT_NULL) return false;
     return r->asks ? r->asks(req, req->doc, v) : true;
 }
@@ -426,16 +422,13 @@ bool params_dialect_refuses(const canon_request *req, const provider_ops *ops, c
         } else if (row_refuses(r, col, req, k + 1)) {
             refused = true;
             if (!why) break;
-            bool stream_only = r->f[col] == F_PLAIN_ONLY;
-            snprintf(brief, sizeof brief, "%s cannot take %s%s", ops->kind, name,
-                     stream_only ? " in a stream" : "");
+            snprintf(brief, sizeof brief, "%s cannot take %s", ops->kind, name);
             refusal_fill(why, name, "unsupported_parameter", brief);
             snprintf(why->message, sizeof why->message,
                      "\"%s\" cannot be honoured by %.100s: the %s dialect %s. Remove it, or name "
                      "a model that takes it (model \"auto\" and routes skip the models that "
                      "cannot)",
-                     name, m, ops->kind,
-                     stream_only ? "takes it only without \"stream\": true" : r->why);
+                     name, m, ops->kind, r->why);
         }
     }
     buf_free(&key);

@@ -83,7 +83,7 @@ const ROWS = [
   { name: 'max_completion_tokens', body: { max_completion_tokens: 77 }, openai: { sent: (u) => assert.equal(u.body.max_tokens, 77) }, anthropic: { sent: (u) => assert.equal(u.body.max_tokens, 77) }, gemini: { sent: (u) => assert.equal(gc(u).maxOutputTokens, 77) }, ollama: { sent: (u) => assert.equal(opts(u).num_predict, 77) } },
   { name: 'max_tokens', body: { max_tokens: 55 }, openai: 'pass', anthropic: { sent: (u) => assert.equal(u.body.max_tokens, 55) }, gemini: { sent: (u) => assert.equal(gc(u).maxOutputTokens, 55) }, ollama: { sent: (u) => assert.equal(opts(u).num_predict, 55) } },
   { name: 'n', body: { n: 2 }, openai: 'pass', anthropic: { refused: 'n' }, gemini: { sent: (u) => assert.equal(gc(u).candidateCount, 2) }, ollama: { refused: 'n' } },
-  { name: 'n (streamed)', body: { n: 2, stream: true }, openai: 'pass', anthropic: { refused: 'n' }, gemini: { refused: 'n' }, ollama: { refused: 'n' } },
+  { name: 'n (streamed)', body: { n: 2, stream: true }, openai: 'pass', anthropic: { refused: 'n' }, gemini: { sent: (u) => assert.equal(gc(u).candidateCount, 2) }, ollama: { refused: 'n' } },
   { name: 'seed', body: { seed: 7 }, openai: 'pass', anthropic: 'ignored', gemini: { sent: (u) => assert.equal(gc(u).seed, 7) }, ollama: { sent: (u) => assert.equal(opts(u).seed, 7) } },
   { name: 'presence_penalty', body: { presence_penalty: 0.5 }, openai: 'pass', anthropic: 'ignored', gemini: { sent: (u) => assert.equal(gc(u).presencePenalty, 0.5) }, ollama: { sent: (u) => assert.equal(opts(u).presence_penalty, 0.5) } },
   { name: 'frequency_penalty', body: { frequency_penalty: -0.5 }, openai: 'pass', anthropic: 'ignored', gemini: { sent: (u) => assert.equal(gc(u).frequencyPenalty, -0.5) }, ollama: { sent: (u) => assert.equal(opts(u).frequency_penalty, -0.5) } },
@@ -92,7 +92,7 @@ const ROWS = [
   { name: 'logprobs', body: { logprobs: true }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { sent: (u) => assert.equal(gc(u).responseLogprobs, true) }, ollama: { sent: (u) => assert.equal(u.body.logprobs, true) } },
   { name: 'logprobs false', body: { logprobs: false }, openai: 'pass', anthropic: 'ignored', gemini: 'ignored', ollama: 'ignored' },
   { name: 'top_logprobs', body: { logprobs: true, top_logprobs: 3 }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { sent: (u) => { assert.equal(gc(u).responseLogprobs, true); assert.equal(gc(u).logprobs, 3); } }, ollama: { sent: (u) => assert.equal(u.body.top_logprobs, 3) } },
-  { name: 'logprobs (streamed)', body: { logprobs: true, stream: true }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { refused: 'logprobs' }, ollama: { sent: (u) => assert.equal(u.body.logprobs, true) } },
+  { name: 'logprobs (streamed)', body: { logprobs: true, stream: true }, openai: 'pass', anthropic: { refused: 'logprobs' }, gemini: { sent: (u) => assert.equal(gc(u).responseLogprobs, true) }, ollama: { sent: (u) => assert.equal(u.body.logprobs, true) } },
   // gpt-4o-mini is not an audio model: its default capabilities have no audio
   { name: 'modalities audio', body: { modalities: ['text', 'audio'], audio: { voice: 'alloy', format: 'wav' } }, openai: { refused: 'modalities' }, anthropic: { refused: 'modalities' }, gemini: { refused: 'modalities' }, ollama: { refused: 'modalities' } },
   { name: 'modalities text', body: { modalities: ['text'] }, openai: 'pass', anthropic: 'ignored', gemini: 'ignored', ollama: 'ignored' },
@@ -240,11 +240,18 @@ describe('capability routing', () => {
     assert.equal(row.provider, 'gemini');
   });
 
-  test('auto with n = 2 streamed: only the OpenAI model can (anthropic, ollama: never; gemini: not streamed)', async () => {
-    const r = await chat({ model: 'auto', messages: USER_MSG, tools: TOOLS, n: 2, stream: true, user: 'cap-c1' });
+  test('auto with tools, n = 2 and logit_bias: every budget model is skipped, the OpenAI one a tier up answers', async () => {
+    const r = await chat({ model: 'auto', messages: USER_MSG, tools: TOOLS, n: 2, logit_bias: { 50256: -100 }, user: 'cap-c1' });
     assert.equal(r.status, 200, r.text);
+    // cheap-notools: no tools; cheap-claude: n; gemini: logit_bias
     assert.equal(r.headers['x-bridle-model'], 'gpt-4o-mini');
-    assert.match(r.headers['x-bridle-route'], /skipped 3 that cannot take it/);
+    assert.match(r.headers['x-bridle-route'], /none fit, falling back to mid; skipped 3 that cannot take it/);
+    const [up] = await mockLast(mock.url);
+    assert.equal(up.body.n, 2);
+    assert.deepEqual(up.body.logit_bias, { 50256: -100 });
+    const row = await ledgerRow('cap-c1');
+    assert.equal(row.model, 'gpt-4o-mini');
+    assert.equal(row.provider, 'openai');
   });
 
   test('a named model without the capability: 400 naming the parameter and the model, recorded, nothing sent', async () => {

@@ -832,6 +832,56 @@ static void test_decode_candidates_and_logprobs(void **state)
     json_object_put(d.body);
 }
 
+/* n = 2 streamed: each candidate is its own choice (index, role, finish),
+ * with its logprobsResult as the chunk's logprobs; done when both ended. */
+static void test_stream_candidates_and_logprobs(void **state)
+{
+    static const char *const events[] = {
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"},"
+        "\"index\":0,\"logprobsResult\":{\"chosenCandidates\":[{\"token\":\"Hi\","
+        "\"logProbability\":-0.5}],\"topCandidates\":[{\"candidates\":[{\"token\":\"Hi\","
+        "\"logProbability\":-0.5}]}]}},{\"content\":{\"parts\":[{\"text\":\"Yo\"}],"
+        "\"role\":\"model\"},\"index\":1}],\"responseId\":\"r2\"}",
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}],\"role\":\"model\"},"
+        "\"index\":1,\"finishReason\":\"STOP\"}],\"responseId\":\"r2\"}",
+        "{\"candidates\":[{\"content\":{\"parts\":[]},\"index\":0,\"finishReason\":"
+        "\"MAX_TOKENS\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":4,"
+        "\"totalTokenCount\":7},\"responseId\":\"r2\"}",
+    };
+    canon_request req = canon_from_json("{\"model\":\"flash\",\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"x\"}],\"stream\":true,\"n\":2,"
+                                        "\"logprobs\":true}");
+    void *st = gemini_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
+        assert_int_equal(feed(st, events[i], &res, &sink), 0);
+        assert_int_equal(res.done, i == 2); /* not when choice 1 alone has ended */
+    }
+    /* 0 "Hi", 1 "Yo", 1 "!", 1 finish, 0 finish */
+    assert_int_equal(c.n, 5);
+    int idx[] = {0, 1, 1, 1, 0};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(json_object_get_int(jget(jidx(jget(c.list[i], "choices"), 0), "index")),
+                         idx[i]);
+    assert_string_equal(jstr(chunk_delta(&c, 0), "role"), "assistant");
+    assert_string_equal(jstr(chunk_delta(&c, 1), "role"), "assistant"); /* choice 1's first */
+    assert_null(jget(chunk_delta(&c, 2), "role"));
+    json_object *lp = jget(jidx(jget(c.list[0], "choices"), 0), "logprobs");
+    assert_string_equal(jstr(jidx(jget(lp, "content"), 0), "token"), "Hi");
+    assert_null(jget(jidx(jget(c.list[1], "choices"), 0), "logprobs"));
+    assert_string_equal(chunk_finish(&c, 3), "stop");
+    assert_string_equal(chunk_finish(&c, 4), "length");
+    assert_string_equal(res.finish_reason, "length"); /* choice 0's */
+    assert_int_equal(res.text.len, 2);                /* choice 0's text only */
+    chunks_free(&c);
+    buf_free(&res.text);
+    gemini_ops.stream_free(st);
+    fixture_canon_release(&req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -852,6 +902,7 @@ int main(void)
         cmocka_unit_test(test_usage_map_edges),
         cmocka_unit_test(test_encode_fidelity_params),
         cmocka_unit_test(test_decode_candidates_and_logprobs),
+        cmocka_unit_test(test_stream_candidates_and_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
