@@ -393,71 +393,110 @@ static bool shape_refused(const jdoc *d, int col, char *param, size_t plen, cons
     return false;
 }
 
+/* The name of key token k, NUL-terminated: in `small` when it fits and
+ * has no escapes (the common case, no copy to the heap), else in `esc`. */
+static const char *key_name(const jdoc *d, uint32_t k, char *small, size_t n, buf *esc)
+{
+    const jtok *t = &d->t[k];
+    size_t len = t->end - t->start;
+    if (!t->escaped && len < n) {
+        memcpy(small, d->src + t->start, len);
+        small[len] = '\0';
+        return small;
+    }
+    buf_reset(esc);
+    jdoc_str_append(d, k, esc);
+    return esc->data ? esc->data : "";
+}
+
+/* One walk over the top-level keys for the columns in `cols` (a bit per
+ * column): *at[col] gets the first key a column refuses. Returns the
+ * columns that refuse one. Routing asks for every dialect at once, so a
+ * key is looked up once, not once per dialect. */
+static unsigned keys_scan(const canon_request *req, unsigned cols, uint32_t at[N_DIALECTS])
+{
+    const jdoc *d = req->doc;
+    unsigned refused = 0;
+    char small[48];
+    buf esc = BUF_INIT;
+    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE && refused != cols; k = jdoc_next(d, 0, k)) {
+        const char *name = key_name(d, k, small, sizeof small, &esc);
+        const param_row *r = row_find(name);
+        if (!r && bridle_key(name)) continue;
+        for (int col = 0; col < N_DIALECTS; col++) {
+            unsigned bit = 1u << col;
+            if (!(cols & bit) || (refused & bit)) continue;
+            if (r && !row_refuses(r, col, req, k + 1)) continue;
+            refused |= bit;
+            at[col] = k;
+        }
+    }
+    buf_free(&esc);
+    return refused;
+}
+
+/* The refusal's words for key k in column col of dialect ops. */
+static void key_refusal(const canon_request *req, uint32_t k, int col, const provider_ops *ops,
+                        const char *m, params_refusal *why)
+{
+    char small[48], brief[96];
+    buf esc = BUF_INIT;
+    const char *name = key_name(req->doc, k, small, sizeof small, &esc);
+    const param_row *r = row_find(name);
+    if (!r) {
+        snprintf(brief, sizeof brief, "%s cannot take \"%.40s\"", ops->kind, name);
+        refusal_fill(why, name, "unsupported_parameter", brief);
+        snprintf(why->message, sizeof why->message,
+                 "\"%.60s\" is not a parameter bridle can translate for %.100s, which speaks the "
+                 "%s dialect: remove it, or name an OpenAI-compatible model, which gets it as sent "
+                 "(model \"auto\" and routes skip the models that cannot take it)",
+                 name, m, ops->kind);
+    } else {
+        snprintf(brief, sizeof brief, "%s cannot take %s", ops->kind, name);
+        refusal_fill(why, name, "unsupported_parameter", brief);
+        snprintf(why->message, sizeof why->message,
+                 "\"%s\" cannot be honoured by %.100s: the %s dialect %s. Remove it, or name a "
+                 "model that takes it (model \"auto\" and routes skip the models that cannot)",
+                 name, m, ops->kind, r->why);
+    }
+    (void)col;
+    buf_free(&esc);
+}
+
 bool params_dialect_refuses(const canon_request *req, const provider_ops *ops, const char *model,
                             params_refusal *why)
 {
     int col = column_of(ops);
     if (col < 0 || !req || !req->doc) return false;
-    const jdoc *d = req->doc;
     const char *m = model ? model : "this model";
-    buf key = BUF_INIT;
-    bool refused = false;
-    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE && !refused; k = jdoc_next(d, 0, k)) {
-        buf_reset(&key);
-        jdoc_str_append(d, k, &key);
-        const char *name = key.data ? key.data : "";
-        const param_row *r = row_find(name);
-        char brief[96];
-        if (!r) {
-            if (bridle_key(name)) continue;
-            refused = true;
-            if (!why) break;
-            snprintf(brief, sizeof brief, "%s cannot take \"%.40s\"", ops->kind, name);
-            refusal_fill(why, name, "unsupported_parameter", brief);
-            snprintf(why->message, sizeof why->message,
-                     "\"%.60s\" is not a parameter bridle can translate for %.100s, which speaks "
-                     "the %s dialect: remove it, or name an OpenAI-compatible model, which gets "
-                     "it as sent (model \"auto\" and routes skip the models that cannot take it)",
-                     name, m, ops->kind);
-        } else if (row_refuses(r, col, req, k + 1)) {
-            refused = true;
-            if (!why) break;
-            snprintf(brief, sizeof brief, "%s cannot take %s", ops->kind, name);
-            refusal_fill(why, name, "unsupported_parameter", brief);
-            snprintf(why->message, sizeof why->message,
-                     "\"%s\" cannot be honoured by %.100s: the %s dialect %s. Remove it, or name "
-                     "a model that takes it (model \"auto\" and routes skip the models that "
-                     "cannot)",
-                     name, m, ops->kind, r->why);
-        }
+    uint32_t at[N_DIALECTS];
+    if (keys_scan(req, 1u << col, at)) {
+        if (why) key_refusal(req, at[col], col, ops, m, why);
+        return true;
     }
-    buf_free(&key);
     char param[96];
     const char *what;
-    if (!refused && shape_refused(d, col, param, sizeof param, &what)) {
-        refused = true;
-        if (why) {
-            char brief[96];
-            snprintf(brief, sizeof brief, "%s cannot take %.60s", ops->kind, param);
-            refusal_fill(why, param, "unsupported_parameter", brief);
-            snprintf(why->message, sizeof why->message,
-                     "%s cannot be honoured by %.100s: the %s dialect %s. Remove it, or name a "
-                     "model that takes it (model \"auto\" and routes skip the models that "
-                     "cannot)",
-                     param, m, ops->kind, what);
-        }
+    if (!shape_refused(req->doc, col, param, sizeof param, &what)) return false;
+    if (why) {
+        char brief[96];
+        snprintf(brief, sizeof brief, "%s cannot take %.60s", ops->kind, param);
+        refusal_fill(why, param, "unsupported_parameter", brief);
+        snprintf(why->message, sizeof why->message,
+                 "%s cannot be honoured by %.100s: the %s dialect %s. Remove it, or name a model "
+                 "that takes it (model \"auto\" and routes skip the models that cannot)",
+                 param, m, ops->kind, what);
     }
-    return refused;
+    return true;
 }
 
 bool params_target_refuses(const canon_request *req, const target *t, params_refusal *why)
 {
     unsigned missing = req->needs & ~t->caps;
     if (missing) {
+        if (!why) return true;
         unsigned cap = missing & -missing; /* the lowest: one parameter to name */
         char param[96], brief[96];
         need_param(req->doc, cap, param, sizeof param);
-        if (!why) return true;
         snprintf(brief, sizeof brief, "lacks %s", params_cap_name(cap));
         refusal_fill(why, param, "model_lacks_capability", brief);
         snprintf(why->message, sizeof why->message,
@@ -480,9 +519,23 @@ int params_dialect_index(const provider_ops *ops)
 
 unsigned params_refused_dialects(const canon_request *req)
 {
+    if (!req || !req->doc) return 0;
+    uint32_t at[N_DIALECTS];
+    unsigned all_cols = (1u << N_DIALECTS) - 1, cols = keys_scan(req, all_cols, at);
+    /* the lists: Gemini and Ollama take the same shapes, Anthropic more
+     * (http images), so one walk settles all three unless Gemini refuses */
+    char param[96];
+    const char *what;
+    if (cols != all_cols && shape_refused(req->doc, D_GEMINI, param, sizeof param, &what)) {
+        cols |= (1u << D_GEMINI) | (1u << D_OLLAMA);
+        if (shape_refused(req->doc, D_ANTHROPIC, param, sizeof param, &what))
+            cols |= 1u << D_ANTHROPIC;
+    }
     unsigned mask = 0;
     const provider_ops *const *all = provider_all();
-    for (int i = 0; all[i] && i < 32; i++)
-        if (params_dialect_refuses(req, all[i], NULL, NULL)) mask |= 1u << i;
+    for (int i = 0; all[i] && i < 32; i++) {
+        int col = column_of(all[i]);
+        if (col >= 0 && (cols >> col & 1u)) mask |= 1u << i;
+    }
     return mask;
 }
