@@ -459,6 +459,7 @@ static void test_logprobs(void **state)
     assert_string_equal(fixture_get_string(json_object_array_get_idx(content, 0), "token"), "Hi");
     json_object_put(chunk);
     fixture_chunks_free(&c);
+    buf_free(&res.text);
     ollama_ops.stream_free(st);
 }
 
