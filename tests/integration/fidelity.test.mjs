@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { mockConfig, mockLast, mockStats, post, runCli, runCliOk, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { get, mockConfig, mockLast, mockStats, post, runCli, runCliOk, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 let mock;
@@ -321,5 +321,17 @@ describe('capability routing', () => {
     assert.notEqual(none.code, 0);
     assert.match(none.stderr, /none of its models .* can take this request/);
     assert.match(none.stderr, /^skipped +gpt-4o-mini +audio: lacks audio$/m, none.stderr);
+  });
+
+  test('GET /v1/models lists what each model can do', async () => {
+    const r = await get(`${gw.baseURL}/models`, gw.auth);
+    assert.equal(r.status, 200, r.text);
+    const caps = Object.fromEntries(r.json.data.filter((m) => m.bridle.capabilities).map((m) => [m.id, m.bridle.capabilities]));
+    assert.deepEqual(caps['gpt-4o-mini'], ['tools', 'vision', 'json_schema', 'logprobs']);
+    assert.deepEqual(caps['claude-haiku-4-5'], ['tools', 'vision', 'json_schema']);
+    assert.deepEqual(caps['gemini-2.5-flash'], ['tools', 'vision', 'json_schema', 'logprobs']);
+    assert.deepEqual(caps['llama3.2'], ['tools', 'json_schema', 'logprobs']);
+    assert.deepEqual(caps['llava-local'], ['tools', 'vision', 'json_schema', 'logprobs']);
+    assert.deepEqual(caps['cheap-notools'], ['vision', 'json_schema', 'logprobs']); // as configured
   });
 });
