@@ -79,13 +79,13 @@ static bool lists_audio(const jdoc *d, uint32_t v)
     return false;
 }
 
-/* The content parts of the messages that need a capability: image_url
- * (vision), input_audio (audio). Sets *msg and *part of the first part of
- * kind `want` (0: any) and returns the needs found. */
-static unsigned parts_needs(const jdoc *d, unsigned want, int *msg, int *part)
+/* The content parts of the messages (token msgs) that need a capability:
+ * image_url (vision), input_audio (audio). Sets *msg and *part of the
+ * first part of kind `want` (0: any) and returns the needs found. */
+static unsigned parts_needs(const jdoc *d, uint32_t msgs, unsigned want, int *msg, int *part)
 {
     unsigned needs = 0;
-    uint32_t msgs = provider_doc_typed(d, 0, "messages", JT_ARRAY);
+    if (jdoc_type(d, msgs) != JT_ARRAY) return 0;
     int mi = 0;
     for (uint32_t m = jdoc_first(d, msgs); m != JT_NONE; m = jdoc_next(d, msgs, m), mi++) {
         uint32_t content = provider_doc_typed(d, m, "content", JT_ARRAY);
@@ -106,20 +106,88 @@ static unsigned parts_needs(const jdoc *d, unsigned want, int *msg, int *part)
     return needs;
 }
 
+/* The keys that say what a request needs. */
+typedef enum {
+    NK_OTHER,
+    NK_MESSAGES,
+    NK_TOOLS,
+    NK_FORMAT,
+    NK_LOGPROBS,
+    NK_TOP,
+    NK_MODAL,
+    NK_AUDIO
+} need_key;
+
+/* Which of them key token k is: its length picks the one name to compare
+ * (most keys are compared once or not at all: the hot path pays this on
+ * every request). */
+static need_key need_key_of(const jdoc *d, uint32_t k)
+{
+    static const struct {
+        const char *name;
+        need_key key;
+    } by_len[16] = {
+        [5] = {"tools", NK_TOOLS},
+        [8] = {"messages", NK_MESSAGES},
+        [10] = {"modalities", NK_MODAL},
+        [12] = {"top_logprobs", NK_TOP},
+        [15] = {"response_format", NK_FORMAT},
+    };
+    const jtok *t = &d->t[k];
+    size_t len = t->end - t->start;
+    const char *s = d->src + t->start;
+    if (t->escaped) { /* rare: compare unescaped */
+        static const char *const all[] = {"messages", "tools",        "response_format",
+                                          "logprobs", "top_logprobs", "modalities",
+                                          "audio"};
+        for (int i = 0; i < 7; i++)
+            if (jdoc_str_eq(d, k, all[i])) return (need_key)(i + 1);
+        return NK_OTHER;
+    }
+    if (len == 5 && memcmp(s, "audio", 5) == 0) return NK_AUDIO;
+    if (len == 8 && memcmp(s, "logprobs", 8) == 0) return NK_LOGPROBS;
+    if (len >= 16 || !by_len[len].name) return NK_OTHER;
+    return memcmp(s, by_len[len].name, len) == 0 ? by_len[len].key : NK_OTHER;
+}
+
+/* One walk over the top-level keys (every request pays it: no lookup per
+ * member); a repeated key's last value counts, as for the encoders. */
 unsigned params_request_needs(const jdoc *d)
 {
     unsigned needs = 0;
-    uint32_t tools = provider_doc_typed(d, 0, "tools", JT_ARRAY);
-    if (tools != JT_NONE && d->t[tools].size > 0) needs |= CAP_TOOLS;
-    uint32_t rf = provider_doc_get(d, 0, "response_format");
-    if (jdoc_str_eq(d, provider_doc_get(d, rf, "type"), "json_schema")) needs |= CAP_JSON_SCHEMA;
-    if (is_true(d, provider_doc_get(d, 0, "logprobs")) ||
-        positive(d, provider_doc_get(d, 0, "top_logprobs")))
-        needs |= CAP_LOGPROBS;
-    if (lists_audio(d, provider_doc_get(d, 0, "modalities")) ||
-        provider_doc_get(d, 0, "audio") != JT_NONE)
-        needs |= CAP_AUDIO;
-    return needs | parts_needs(d, 0, NULL, NULL);
+    uint32_t msgs = JT_NONE;
+    for (uint32_t k = jdoc_first(d, 0); k != JT_NONE; k = jdoc_next(d, 0, k)) {
+        uint32_t v = k + 1;
+        switch (need_key_of(d, k)) {
+        case NK_MESSAGES:
+            msgs = v;
+            break;
+        case NK_TOOLS:
+            needs = (needs & ~CAP_TOOLS) |
+                    (jdoc_type(d, v) == JT_ARRAY && d->t[v].size > 0 ? CAP_TOOLS : 0);
+            break;
+        case NK_FORMAT:
+            needs = (needs & ~CAP_JSON_SCHEMA) |
+                    (jdoc_str_eq(d, provider_doc_get(d, v, "type"), "json_schema") ? CAP_JSON_SCHEMA
+                                                                                   : 0);
+            break;
+        case NK_LOGPROBS:
+            if (is_true(d, v)) needs |= CAP_LOGPROBS;
+            break;
+        case NK_TOP:
+            if (positive(d, v)) needs |= CAP_LOGPROBS;
+            break;
+        case NK_MODAL:
+            if (lists_audio(d, v)) needs |= CAP_AUDIO;
+            break;
+        case NK_AUDIO:
+            if (jdoc_type(d, v) != JT_NULL) needs |= CAP_AUDIO;
+            break;
+        case NK_OTHER:
+            break;
+        }
+    }
+    return msgs != JT_NONE ? needs | parts_needs(d, msgs, 0, NULL, NULL) : needs;
 }
 
 /* The parameter that needs `cap`, for a message. */
@@ -148,7 +216,7 @@ static void need_param(const jdoc *d, unsigned cap, char *out, size_t len)
         return;
     }
     int msg = -1, part = -1;
-    parts_needs(d, cap, &msg, &part);
+    parts_needs(d, provider_doc_get(d, 0, "messages"), cap, &msg, &part);
     snprintf(out, len, "messages[%d].content[%d]", msg, part);
 }
 
@@ -176,6 +244,10 @@ static bool asks_above_one(const canon_request *req, const jdoc *d, uint32_t v)
 {
     (void)req;
     double x;
+    /* a JSON number that starts with 0 or - is at most 1: no strtod */
+    if (jdoc_type(d, v) == JT_NUMBER &&
+        (d->src[d->t[v].start] == '0' || d->src[d->t[v].start] == '-'))
+        return false;
     return jdoc_double(d, v, &x) && x > 1.0;
 }
 
