@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { get, mockConfig, mockLast, mockStats, post, runCli, runCliOk, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { get, mockConfig, mockLast, mockStats, parseSSE, post, runCli, runCliOk, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startPostgres } from './lib/pg.mjs';
 
 let mock;
@@ -188,6 +188,55 @@ describe('every parameter on every dialect', () => {
       });
     }
   }
+});
+
+// ---------------------------------------------------------------------------
+// what comes back: Gemini's candidates and log probabilities in OpenAI's shape
+
+describe('translated answers', () => {
+  const body = { model: 'gemini-2.5-flash', messages: USER_MSG, n: 2, logprobs: true, top_logprobs: 2 };
+
+  test('gemini, n = 2 with logprobs: two choices, each with logprobs.content whose tokens make its text', async () => {
+    const r = await chat(body);
+    assert.equal(r.status, 200, r.text);
+    const { choices } = r.json;
+    assert.equal(choices.length, 2, r.text);
+    assert.deepEqual(choices.map((c) => c.index), [0, 1]);
+    for (const c of choices) {
+      const content = c.logprobs?.content;
+      assert.ok(Array.isArray(content) && content.length > 1, JSON.stringify(c));
+      assert.equal(content.map((t) => t.token).join(''), c.message.content);
+      for (const t of content) {
+        assert.equal(t.logprob, -0.25);
+        assert.deepEqual(t.bytes, [...Buffer.from(t.token, 'utf8')]);
+        assert.deepEqual(t.top_logprobs.map((a) => [a.token, a.logprob]), [[t.token, -0.25], ['alt1', -1]]);
+      }
+    }
+  });
+
+  test('the same streamed: each candidate its own choice, role first, its logprobs in its chunks, one finish each', async () => {
+    const r = await chat({ ...body, stream: true });
+    assert.equal(r.status, 200, r.text);
+    const chunks = parseSSE(r.text).filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data));
+    const byIndex = new Map();
+    for (const ch of chunks)
+      for (const c of ch.choices) {
+        const acc = byIndex.get(c.index) ?? { text: '', tokens: '', roles: 0, finishes: [] };
+        if (c.delta.role) acc.roles++;
+        acc.text += c.delta.content ?? '';
+        for (const t of c.logprobs?.content ?? []) acc.tokens += t.token;
+        if (c.finish_reason) acc.finishes.push(c.finish_reason);
+        byIndex.set(c.index, acc);
+      }
+    assert.deepEqual([...byIndex.keys()].sort(), [0, 1], r.text);
+    for (const [i, acc] of byIndex) {
+      assert.ok(acc.text.length > 0, `choice ${i}: ${r.text}`);
+      assert.equal(acc.tokens, acc.text, `choice ${i}: the logprobs' tokens make its text`);
+      assert.equal(acc.roles, 1, `choice ${i}: the role once`);
+      assert.deepEqual(acc.finishes, ['stop'], `choice ${i}`);
+    }
+    assert.equal(parseSSE(r.text).at(-1).data, '[DONE]');
+  });
 });
 
 // ---------------------------------------------------------------------------

@@ -103,6 +103,10 @@ struct mock_req {
     /* Anthropic's prompt cache, simulated (request.c): the tokens this
      * request reads from it and writes to it; -1 when it marks nothing */
     long pc_read, pc_w5m, pc_w1h;
+    /* Gemini: generationConfig.candidateCount (1-8; 0 = 1) and, with
+     * responseLogprobs, its logprobs (the alternatives per token; -1 when
+     * not asked) */
+    int candidates, logprobs;
 };
 
 /*
