@@ -237,6 +237,28 @@ describe('translated answers', () => {
     }
     assert.equal(parseSSE(r.text).at(-1).data, '[DONE]');
   });
+
+  test('ollama logprobs, plain and streamed: its list becomes logprobs.content', async () => {
+    const ask = { model: 'llama3.2', messages: USER_MSG, logprobs: true, top_logprobs: 3 };
+    let r = await chat(ask);
+    assert.equal(r.status, 200, r.text);
+    const c = r.json.choices[0];
+    assert.equal(c.logprobs.content.map((t) => t.token).join(''), c.message.content);
+    assert.deepEqual(c.logprobs.content[0].top_logprobs.map((a) => a.token).slice(1), ['alt1', 'alt2']);
+    r = await chat({ ...ask, stream: true });
+    assert.equal(r.status, 200, r.text);
+    let text = '';
+    let tokens = '';
+    for (const e of parseSSE(r.text)) {
+      if (e.data === '[DONE]') continue;
+      for (const ch of JSON.parse(e.data).choices) {
+        text += ch.delta.content ?? '';
+        for (const t of ch.logprobs?.content ?? []) tokens += t.token;
+      }
+    }
+    assert.ok(text.length > 0, r.text);
+    assert.equal(tokens, text);
+  });
 });
 
 // ---------------------------------------------------------------------------

@@ -105,7 +105,7 @@ struct mock_req {
     long pc_read, pc_w5m, pc_w1h;
     /* Gemini: generationConfig.candidateCount (1-8; 0 = 1) and, with
      * responseLogprobs, its logprobs (the alternatives per token; -1 when
-     * not asked) */
+     * not asked); Ollama: top_logprobs with logprobs true, the same way */
     int candidates, logprobs;
 };
 

@@ -447,9 +447,15 @@ static const char *read_fields(struct mock_req *m, enum dialect d, json_object *
                                                                : (int)top;
         return get(root, "contents") ? NULL : "contents is required";
     }
-    case D_OLLAMA:
+    case D_OLLAMA: {
+        long top = get_cap(root, "top_logprobs");
         *cap = get_cap(get(root, "options"), "num_predict");
+        m->logprobs = !get_bool(root, "logprobs", false) ? -1
+                      : top < 0                          ? 0
+                      : top > 20                         ? 20
+                                                         : (int)top;
         return NULL;
+    }
     }
     return NULL;
 }
