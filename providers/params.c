@@ -231,7 +231,7 @@ typedef enum {
     F_REFUSED,    /* 400 when the value asks for something (the row's `asks`) */
 } fate;
 
-typedef bool (*asks_fn)(const canon_request *req, const jdoc *d, uint32_t v);
+typedef bool (*asks_fn)(const jdoc *d, uint32_t v, int col); /* col: the dialect asking */
 
 typedef struct param_row {
     const char *name;
@@ -240,9 +240,8 @@ typedef struct param_row {
     const char *why;    /* what the dialects that refuse it cannot do */
 } param_row;
 
-static bool asks_above_one(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_above_one(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     double x;
     /* a JSON number that starts with 0 or - is at most 1: no strtod */
     if (jdoc_type(d, v) == JT_NUMBER &&
@@ -251,28 +250,24 @@ static bool asks_above_one(const canon_request *req, const jdoc *d, uint32_t v)
     return jdoc_double(d, v, &x) && x > 1.0;
 }
 
-static bool asks_many(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_many(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     int64_t n;
     return jdoc_int64(d, v, &n) && n > 1;
 }
 
-static bool asks_true(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_true(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     return is_true(d, v);
 }
 
-static bool asks_positive(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_positive(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     return positive(d, v);
 }
 
-static bool asks_audio(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_audio(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     return lists_audio(d, v);
 }
 
@@ -283,33 +278,33 @@ static bool has_tools(const jdoc *d)
 }
 
 /* parallel_tool_calls: false with tools: at most one call. */
-static bool asks_one_call(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_one_call(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     return jdoc_type(d, v) == JT_FALSE && has_tools(d);
 }
 
-/* tool_choice that forces a call: "required" or a named function. */
-static bool asks_forced_call(const canon_request *req, const jdoc *d, uint32_t v)
+/* tool_choice: Ollama has none, so it cannot force a call ("required", a
+ * named function, any object); Anthropic and Gemini take "none", "auto",
+ * "required" and a named function, not OpenAI's other objects
+ * (allowed_tools, a custom tool). */
+static bool asks_tool_choice(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
-    return has_tools(d) &&
-           (jdoc_str_eq(d, v, "required") || provider_doc_get(d, v, "function") != JT_NONE ||
-            jdoc_type(d, v) == JT_OBJECT);
+    if (!has_tools(d)) return false;
+    if (col == D_OLLAMA) return jdoc_str_eq(d, v, "required") || jdoc_type(d, v) == JT_OBJECT;
+    return jdoc_type(d, v) == JT_OBJECT &&
+           provider_doc_typed(d, provider_doc_get(d, v, "function"), "name", JT_STRING) == JT_NONE;
 }
 
 /* response_format JSON next to the request's own tools. */
-static bool asks_json_with_tools(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_json_with_tools(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     uint32_t type = provider_doc_get(d, v, "type");
     return has_tools(d) &&
            (jdoc_str_eq(d, type, "json_object") || jdoc_str_eq(d, type, "json_schema"));
 }
 
-static bool asks_nonempty(const canon_request *req, const jdoc *d, uint32_t v)
+static bool asks_nonempty(const jdoc *d, uint32_t v, int col)
 {
-    (void)req;
     jt_type t = jdoc_type(d, v);
     return (t == JT_OBJECT || t == JT_ARRAY) ? d->t[v].size > 0 : t != JT_NULL;
 }
@@ -357,7 +352,11 @@ static const param_row rows[] = {
     {"stream_options", NULL, {T, T, T}, NULL},
     {"temperature", asks_above_one, {R, T, T}, "takes a temperature of at most 1"},
     {"thinking", NULL, {T, T, I}, NULL},
-    {"tool_choice", asks_forced_call, {T, T, R}, "cannot force a tool call"},
+    {"tool_choice",
+     asks_tool_choice,
+     {R, R, R},
+     "takes a tool_choice of \"none\", \"auto\", \"required\" or a named function only (Ollama: "
+     "\"none\" or \"auto\", it cannot force a call)"},
     {"tools", NULL, {T, T, T}, NULL},
     {"top_k", NULL, {T, T, T}, NULL},
     {"top_logprobs", asks_positive, {R, T, T}, "returns no token log probabilities"},
@@ -412,7 +411,7 @@ static bool row_refuses(const param_row *r, int col, const canon_request *req, u
 {
     if (r->f[col] != F_REFUSED) return false;
     if (jdoc_type(req->doc, v) == JT_NULL) return false;
-    return r->asks ? r->asks(req, req->doc, v) : true;
+    return r->asks ? r->asks(req->doc, v, col) : true;
 }
 
 /* ------------------------------------------------------------ shapes in the lists

@@ -75,6 +75,10 @@ static const row rows[] = {
     {TOOLS ",\"tool_choice\":\"required\"", "", "", "tool_choice"},
     {TOOLS ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}", "", "",
      "tool_choice"},
+    {TOOLS ",\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"auto\","
+           "\"tools\":[]}}",
+     "tool_choice", "tool_choice", "tool_choice"},
+    {"\"tool_choice\":\"required\"", "", "", ""}, /* without tools: nothing to choose */
     {"\"user\":\"u\",\"safety_identifier\":\"s\",\"metadata\":{\"task\":\"t\"}", "", "", ""},
     {"\"response_format\":{\"type\":\"json_object\"}", "", "", ""},
     {TOOLS ",\"response_format\":{\"type\":\"json_object\"}", "response_format", "", ""},
