@@ -21,6 +21,7 @@
  * and per month (30 days) = week × 30 / 7, each rounded half up to the
  * pico-dollar once. */
 #include "cli/cli.h"
+#include "providers/params.h"
 #include "router/policy.h"
 
 #include <errno.h>
@@ -236,6 +237,26 @@ static void thinking_as_sent(const canon_request *cr, const target *t, char *out
     upstream_request_free(&up);
 }
 
+/* Why the plan skipped model idx (providers/params.h). */
+static void skip_reason(const loaded *L, const canon_request *cr, int idx, params_refusal *why)
+{
+    memset(why, 0, sizeof *why);
+    if (!params_target_refuses(cr, &config_model(L->cfg, idx)->target, why))
+        snprintf(why->brief, sizeof why->brief, "cannot take this request");
+}
+
+/* "skipped   NAME  PARAM: REASON" per model the plan left out. */
+static void print_skipped(FILE *f, const loaded *L, const canon_request *cr,
+                          const policy_plan *plan)
+{
+    for (int i = 0; i < plan->n_skipped && i < POLICY_MAX_SKIPPED; i++) {
+        params_refusal why;
+        skip_reason(L, cr, plan->skipped[i], &why);
+        fprintf(f, "skipped   %-22s %s: %s\n", L->models[plan->skipped[i]].name, why.param,
+                why.brief);
+    }
+}
+
 static int route_usage(FILE *f, int code)
 {
     fprintf(
@@ -379,7 +400,9 @@ int route_main(int argc, char **argv)
                          .max_tokens = cr.max_tokens,
                          .json_mode = cr.json_mode,
                          .spend_share_pct = spend,
-                         .team_budget = arg_flag(argc, argv, "--team-budget")};
+                         .team_budget = arg_flag(argc, argv, "--team-budget"),
+                         .needs = cr.needs,
+                         .refused_dialects = params_refused_dialects(&cr)};
     static int route_idx[MAX_MODELS];
     const route_conf *route = route_of(&L, cr.model, &pr, route_idx);
     policy_plan plan;
@@ -387,6 +410,7 @@ int route_main(int argc, char **argv)
         policy_plan_request(L.pol, L.models, L.n_models, &pr, &plan, err, sizeof err);
     if (pres != POLICY_OK) {
         fprintf(stderr, "bridle route: %s\n", err);
+        print_skipped(stderr, &L, &cr, &plan);
         goto out;
     }
     route_baseline(&L, route, &plan);
@@ -464,6 +488,18 @@ int route_main(int argc, char **argv)
             put_jstr(&o, sent[i][0] ? sent[i] : NULL);
             buf_append_str(&o, "}");
         }
+        buf_append_str(&o, "],\"skipped\":[");
+        for (int i = 0; i < plan.n_skipped && i < POLICY_MAX_SKIPPED; i++) {
+            params_refusal why;
+            skip_reason(&L, &cr, plan.skipped[i], &why);
+            buf_append_str(&o, i ? ",{\"model\":" : "{\"model\":");
+            put_jstr(&o, L.models[plan.skipped[i]].name);
+            buf_append_str(&o, ",\"param\":");
+            put_jstr(&o, why.param);
+            buf_append_str(&o, ",\"reason\":");
+            put_jstr(&o, why.brief);
+            buf_append_char(&o, '}');
+        }
         buf_append_str(&o, "]}\n");
         fwrite(o.data, 1, o.len, stdout);
         buf_free(&o);
@@ -519,6 +555,7 @@ int route_main(int argc, char **argv)
                    usd(k->est_cost_pusd - in, 8, outs, sizeof outs), k->reason);
             if (shown) printf("     thinking: %s\n", sent[i][0] ? sent[i] : "none");
         }
+        print_skipped(stdout, &L, &cr, &plan);
         printf("cost      est $%s on %s", usd(plan.est_cost_pusd, 8, a, sizeof a),
                L.models[plan.cand[0].model_index].name);
         if (base)

@@ -610,9 +610,15 @@ static void params_encode(const canon_request *req, const target *t, buf *b)
     if (jdoc_type(d, provider_doc_get(d, 0, "top_k")) == JT_NUMBER)
         provider_doc_member_copy(d, 0, "top_k", "top_k", b);
     if (req->stream) buf_append_str(b, ",\"stream\":true");
+    /* user, else its successor safety_identifier: who the end user is */
+    uint32_t sid = provider_doc_typed(d, 0, "safety_identifier", JT_STRING);
     if (req->user) {
         buf_append_str(b, ",\"metadata\":{\"user_id\":");
         provider_append_json_str(b, req->user, strlen(req->user));
+        buf_append_char(b, '}');
+    } else if (sid != JT_NONE) {
+        buf_append_str(b, ",\"metadata\":{\"user_id\":");
+        jdoc_str_append_json(d, sid, b);
         buf_append_char(b, '}');
     }
     provider_doc_member_copy(d, 0, "cache_control", "cache_control", b);

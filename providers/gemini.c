@@ -288,6 +288,21 @@ static void json_mode_encode(const canon_request *req, buf *b, bool *open)
     gc_copy(d, schema, JT_OBJECT, "responseJsonSchema", b, open);
 }
 
+/* logprobs → responseLogprobs, top_logprobs → logprobs (the alternatives
+ * per step, which Gemini gives only with responseLogprobs). */
+static void logprobs_encode(const jdoc *d, buf *b, bool *open)
+{
+    int64_t top = 0;
+    bool on = jdoc_type(d, provider_doc_get(d, 0, "logprobs")) == JT_TRUE;
+    bool alts = jdoc_int64(d, provider_doc_get(d, 0, "top_logprobs"), &top) && top > 0;
+    if (!on && !alts) return;
+    gc_key(b, open, "responseLogprobs");
+    buf_append_str(b, "true");
+    if (!alts) return;
+    gc_key(b, open, "logprobs");
+    buf_printf(b, "%lld", (long long)top);
+}
+
 /* The smallest thinkingBudget of the Pro models, which cannot turn thinking
  * off (§4: 2.5 Pro, min 128): what they get for a client's "none". */
 #define GEMINI_PRO_MIN_THINKING 128
@@ -328,8 +343,13 @@ static void generation_config_encode(const canon_request *req, const target *t, 
         b->data[b->len = at] = '\0';
         open = was_open;
     }
+    gc_copy(d, provider_doc_get(d, 0, "top_k"), JT_ABSENT, "topK", b, &open);
     gc_copy(d, provider_doc_get(d, 0, "n"), JT_ABSENT, "candidateCount", b, &open);
     gc_copy(d, provider_doc_get(d, 0, "seed"), JT_ABSENT, "seed", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "presence_penalty"), JT_NUMBER, "presencePenalty", b, &open);
+    gc_copy(d, provider_doc_get(d, 0, "frequency_penalty"), JT_NUMBER, "frequencyPenalty", b,
+            &open);
+    logprobs_encode(d, b, &open);
     json_mode_encode(req, b, &open);
     thinking_encode(req, t, b, &open);
     if (open) buf_append_char(b, '}');
@@ -593,6 +613,103 @@ static void response_id(json_object *root, char *out, size_t outlen)
     snprintf(out, outlen, "chatcmpl-%s", rid);
 }
 
+/* ------------------------------------------------------------ decode: logprobs
+ *
+ * logprobsResult (asked with responseLogprobs) → OpenAI's choice.logprobs:
+ * chosenCandidates[i] is the token at step i, topCandidates[i].candidates
+ * the alternatives at that step. */
+
+/* {token, logprob, bytes} of one Gemini candidate token. */
+static json_object *logprob_entry(json_object *c)
+{
+    const char *tok = provider_json_str(c, "token");
+    json_object *lp = provider_json_get(c, "logProbability");
+    json_object *e = json_object_new_object();
+    json_object_object_add(e, "token", json_object_new_string(tok ? tok : ""));
+    json_object_object_add(e, "logprob",
+                           json_object_new_double(lp ? json_object_get_double(lp) : 0.0));
+    json_object *bytes = json_object_new_array();
+    for (const unsigned char *p = (const unsigned char *)(tok ? tok : ""); *p; p++)
+        json_object_array_add(bytes, json_object_new_int(*p));
+    json_object_object_add(e, "bytes", bytes);
+    return e;
+}
+
+/* choice.logprobs for a candidate: {"content": [...], "refusal": null}, or
+ * NULL (JSON null) when the candidate carries none. */
+static json_object *logprobs_from_candidate(json_object *cand)
+{
+    json_object *res = provider_json_typed(cand, "logprobsResult", json_type_object);
+    json_object *chosen = provider_json_typed(res, "chosenCandidates", json_type_array);
+    if (!chosen) return NULL;
+    json_object *top = provider_json_typed(res, "topCandidates", json_type_array);
+    json_object *content = json_object_new_array();
+    size_t n = json_object_array_length(chosen);
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = logprob_entry(json_object_array_get_idx(chosen, i));
+        json_object *alts = json_object_new_array();
+        json_object *step = top && i < json_object_array_length(top)
+                                ? provider_json_typed(json_object_array_get_idx(top, i),
+                                                      "candidates", json_type_array)
+                                : NULL;
+        for (size_t j = 0; step && j < json_object_array_length(step); j++)
+            json_object_array_add(alts, logprob_entry(json_object_array_get_idx(step, j)));
+        json_object_object_add(e, "top_logprobs", alts);
+        json_object_array_add(content, e);
+    }
+    json_object *lp = json_object_new_object();
+    json_object_object_add(lp, "content", content);
+    json_object_object_add(lp, "refusal", NULL);
+    return lp;
+}
+
+/* ------------------------------------------------------------ decode */
+
+/* One candidate → one OpenAI choice (index: the candidate's own, else its
+ * place). Returns the finish reason. */
+static json_object *choice_from_candidate(json_object *cand, size_t place, bool one_call,
+                                          const char **finish)
+{
+    bool has_calls = false;
+    json_object *msg = message_from_parts(
+        provider_json_get(provider_json_get(cand, "content"), "parts"), one_call, &has_calls);
+    *finish = finish_reason_map(provider_json_str(cand, "finishReason"), has_calls);
+    int64_t index = (int64_t)place;
+    provider_get_int(cand, "index", &index);
+    json_object *choice = json_object_new_object();
+    json_object_object_add(choice, "index", json_object_new_int64(index));
+    json_object_object_add(choice, "message", msg);
+    json_object_object_add(choice, "logprobs", logprobs_from_candidate(cand));
+    json_object_object_add(choice, "finish_reason", json_object_new_string(*finish));
+    return choice;
+}
+
+/* Every candidate (candidateCount from n) becomes a choice; a prompt
+ * blocked before generation has none: one empty choice, content_filter. */
+static json_object *choices_from(json_object *cands, bool one_call, const char **finish)
+{
+    json_object *choices = json_object_new_array();
+    size_t n = cands ? json_object_array_length(cands) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *cand = json_object_array_get_idx(cands, i);
+        const char *f;
+        if (!json_object_is_type(cand, json_type_object)) continue;
+        json_object_array_add(choices, choice_from_candidate(cand, i, one_call, &f));
+        if (json_object_array_length(choices) == 1) *finish = f;
+    }
+    if (json_object_array_length(choices) == 0) {
+        bool none;
+        json_object *choice = json_object_new_object();
+        json_object_object_add(choice, "index", json_object_new_int(0));
+        json_object_object_add(choice, "message", message_from_parts(NULL, false, &none));
+        json_object_object_add(choice, "logprobs", NULL);
+        json_object_object_add(choice, "finish_reason", json_object_new_string("content_filter"));
+        json_object_array_add(choices, choice);
+        *finish = "content_filter";
+    }
+    return choices;
+}
+
 static int gemini_decode(const canon_request *req, const target *t, const char *body, size_t len,
                          decoded_response *out, char *err, size_t errlen)
 {
@@ -612,26 +729,13 @@ static int gemini_decode(const canon_request *req, const target *t, const char *
         json_object_put(root);
         return -1;
     }
-    bool has_calls = false;
-    json_object *msg =
-        message_from_parts(provider_json_get(provider_json_get(cand, "content"), "parts"),
-                           provider_one_tool_call(req), &has_calls);
-    /* A prompt blocked before generation has no candidate at all. */
-    const char *finish = cand
-                             ? finish_reason_map(provider_json_str(cand, "finishReason"), has_calls)
-                             : "content_filter";
+    const char *finish = "stop";
+    json_object *choices =
+        choices_from(blocked && !cand ? NULL : cands, provider_one_tool_call(req), &finish);
     out->usage = gemini_usage_map(provider_json_get(root, "usageMetadata"));
     out->prompt_tokens = usage_prompt_tokens(&out->usage);
     out->completion_tokens = out->usage.output;
     snprintf(out->finish_reason, sizeof out->finish_reason, "%s", finish);
-
-    json_object *choice = json_object_new_object();
-    json_object_object_add(choice, "index", json_object_new_int(0));
-    json_object_object_add(choice, "message", msg);
-    json_object_object_add(choice, "logprobs", NULL);
-    json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
-    json_object *choices = json_object_new_array();
-    json_object_array_add(choices, choice);
 
     char id[160];
     response_id(root, id, sizeof id);
@@ -755,15 +859,25 @@ static void gemini_classify(int status, const upstream_headers *hs, const char *
 
 /* ------------------------------------------------------------ stream */
 
+/* Per candidate (candidateCount from n): each is an OpenAI choice with
+ * its own role, tool-call numbering and finish. */
+typedef struct gem_choice {
+    bool role_sent, finish_sent;
+    int n_tools;
+} gem_choice;
+
+#define GEMINI_MAX_CANDIDATES 8 /* Gemini's own limit on candidateCount */
+
 typedef struct gem_stream {
     bool include_usage;
     const char *fallback_model; /* t->upstream_model; outlives the stream */
-    buf prefix;                 /* `{"id":…,"model":…,"choices":[{"index":0,"delta":` */
+    buf prefix;                 /* `{"id":…,"model":…,"choices":[{"index":` */
     buf chunk;
-    buf id; /* a tool call's id */
-    bool role_sent, finish_sent;
-    bool one_call; /* parallel_tool_calls false: the first call only */
-    int n_tools;
+    buf id;        /* a tool call's id */
+    bool one_call; /* parallel_tool_calls false: the first call of a candidate only */
+    int n_choices; /* the candidates asked for; the stream is done when all finished */
+    int n_finished;
+    gem_choice choice[GEMINI_MAX_CANDIDATES];
 } gem_stream;
 
 static void *gemini_stream_new(const canon_request *req, const target *t)
@@ -773,6 +887,9 @@ static void *gemini_stream_new(const canon_request *req, const target *t)
     s->include_usage = req && req->include_usage;
     s->fallback_model = t ? t->upstream_model : NULL;
     s->one_call = provider_one_tool_call(req);
+    s->n_choices = req && req->n > 1
+                       ? (int)(req->n < GEMINI_MAX_CANDIDATES ? req->n : GEMINI_MAX_CANDIDATES)
+                       : 1;
     return s;
 }
 
@@ -799,18 +916,19 @@ static void stream_set_prefix(gem_stream *s, json_object *resp)
     buf_printf(&s->prefix, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
                (long long)time(NULL));
     buf_append_json_str(&s->prefix, model, strlen(model));
-    buf_append_str(&s->prefix, ",\"choices\":[{\"index\":0,\"delta\":{");
+    buf_append_str(&s->prefix, ",\"choices\":[{\"index\":");
 }
 
-/* Starts a chunk whose delta object is open; the first delta of the stream
- * carries the role. */
-static void chunk_begin(gem_stream *s)
+/* Starts a chunk of choice i whose delta object is open; the choice's
+ * first delta carries the role. */
+static void chunk_begin(gem_stream *s, int i)
 {
     buf_reset(&s->chunk);
     buf_append(&s->chunk, s->prefix.data, s->prefix.len);
-    if (!s->role_sent) {
+    buf_printf(&s->chunk, "%d,\"delta\":{", i);
+    if (!s->choice[i].role_sent) {
         buf_append_str(&s->chunk, "\"role\":\"assistant\"");
-        s->role_sent = true;
+        s->choice[i].role_sent = true;
     }
 }
 
@@ -820,9 +938,19 @@ static void chunk_member(gem_stream *s)
     if (s->chunk.data[s->chunk.len - 1] != '{') buf_append_char(&s->chunk, ',');
 }
 
-static void chunk_emit(gem_stream *s, const char *finish, const stream_sink *sink)
+/* Ends the chunk; `cand` (may be NULL) gives its logprobs. */
+static void chunk_emit(gem_stream *s, json_object *cand, const char *finish,
+                       const stream_sink *sink)
 {
-    buf_append_str(&s->chunk, "},\"logprobs\":null,\"finish_reason\":");
+    json_object *lp = cand ? logprobs_from_candidate(cand) : NULL;
+    buf_append_str(&s->chunk, "},\"logprobs\":");
+    if (lp) {
+        provider_append_json(&s->chunk, lp);
+        json_object_put(lp);
+    } else {
+        buf_append_str(&s->chunk, "null");
+    }
+    buf_append_str(&s->chunk, ",\"finish_reason\":");
     if (finish)
         buf_printf(&s->chunk, "\"%s\"}]", finish);
     else
@@ -832,22 +960,38 @@ static void chunk_emit(gem_stream *s, const char *finish, const stream_sink *sin
     if (sink && sink->chunk) sink->chunk(sink->ctx, s->chunk.data, s->chunk.len);
 }
 
-static void stream_emit_text(gem_stream *s, json_object *text, stream_result *res,
-                             const stream_sink *sink)
+/* The text of a candidate's parts (thoughts aside), joined. */
+static void candidate_text(json_object *parts, buf *out)
 {
-    size_t len = (size_t)json_object_get_string_len(text);
-    const char *str = json_object_get_string(text);
-    if (len == 0) return;
-    buf_append(&res->text, str, len);
-    chunk_begin(s);
-    chunk_member(s);
-    buf_append_str(&s->chunk, "\"content\":");
-    buf_append_json_str(&s->chunk, str, len);
-    chunk_emit(s, NULL, sink);
+    size_t n = parts ? json_object_array_length(parts) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *part = json_object_array_get_idx(parts, i);
+        json_object *t = provider_json_typed(part, "text", json_type_string);
+        if (t && !part_is_thought(part))
+            buf_append(out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+    }
+}
+
+/* One text delta for the candidate's text in this event, with its
+ * logprobs; only choice 0's text counts for the cascade's checks. */
+static void stream_emit_text(gem_stream *s, int i, json_object *cand, json_object *parts,
+                             stream_result *res, const stream_sink *sink)
+{
+    buf text = BUF_INIT;
+    candidate_text(parts, &text);
+    if (text.len) {
+        if (i == 0) buf_append(&res->text, text.data, text.len);
+        chunk_begin(s, i);
+        chunk_member(s);
+        buf_append_str(&s->chunk, "\"content\":");
+        buf_append_json_str(&s->chunk, text.data, text.len);
+        chunk_emit(s, cand, NULL, sink);
+    }
+    buf_free(&text);
 }
 
 /* A functionCall arrives whole in one part: id, name and all arguments. */
-static void stream_emit_tool_call(gem_stream *s, json_object *part, json_object *fc,
+static void stream_emit_tool_call(gem_stream *s, int i, json_object *part, json_object *fc,
                                   stream_result *res, const stream_sink *sink)
 {
     tool_call_id(part, fc, &s->id);
@@ -855,47 +999,52 @@ static void stream_emit_tool_call(gem_stream *s, json_object *part, json_object 
     const char *name = provider_json_str(fc, "name");
     const char *args = tool_call_args(fc);
     res->tool_bytes += (name ? strlen(name) : 0) + strlen(args);
-    chunk_begin(s);
+    chunk_begin(s, i);
     chunk_member(s);
-    buf_printf(&s->chunk, "\"tool_calls\":[{\"index\":%d,\"id\":", s->n_tools++);
+    buf_printf(&s->chunk, "\"tool_calls\":[{\"index\":%d,\"id\":", s->choice[i].n_tools++);
     buf_append_json_str(&s->chunk, id, strlen(id));
     buf_append_str(&s->chunk, ",\"type\":\"function\",\"function\":{\"name\":");
     buf_append_json_str(&s->chunk, name ? name : "", name ? strlen(name) : 0);
     buf_append_str(&s->chunk, ",\"arguments\":");
     buf_append_json_str(&s->chunk, args, strlen(args));
     buf_append_str(&s->chunk, "}}]");
-    chunk_emit(s, NULL, sink);
+    chunk_emit(s, NULL, NULL, sink);
 }
 
-/* A finish reason ends a Gemini stream: there is no [DONE]. */
-static void stream_finish(gem_stream *s, const char *finish, stream_result *res,
+/* A finish reason ends a candidate; the stream is done when every
+ * candidate asked for has ended (there is no [DONE]). The first choice's
+ * reason is the answer's. */
+static void stream_finish(gem_stream *s, int i, const char *finish, stream_result *res,
                           const stream_sink *sink)
 {
-    snprintf(res->finish_reason, sizeof res->finish_reason, "%s", finish);
-    res->done = true;
-    if (s->finish_sent) return;
-    s->finish_sent = true;
-    chunk_begin(s);
-    chunk_emit(s, finish, sink);
+    if (i == 0 || !res->finish_reason[0])
+        snprintf(res->finish_reason, sizeof res->finish_reason, "%s", finish);
+    if (s->choice[i].finish_sent) return;
+    s->choice[i].finish_sent = true;
+    if (++s->n_finished >= s->n_choices) res->done = true;
+    chunk_begin(s, i);
+    chunk_emit(s, NULL, finish, sink);
 }
 
-static void stream_candidate(gem_stream *s, json_object *cand, stream_result *res,
+static void stream_candidate(gem_stream *s, json_object *cand, size_t place, stream_result *res,
                              const stream_sink *sink)
 {
+    int64_t idx = (int64_t)place;
+    provider_get_int(cand, "index", &idx);
+    if (idx < 0 || idx >= s->n_choices) return; /* not a candidate asked for */
+    int i = (int)idx;
     json_object *parts =
         provider_json_typed(provider_json_get(cand, "content"), "parts", json_type_array);
+    stream_emit_text(s, i, cand, parts, res, sink);
     size_t n = parts ? json_object_array_length(parts) : 0;
-    for (size_t i = 0; i < n; i++) {
-        json_object *part = json_object_array_get_idx(parts, i);
-        json_object *t = provider_json_typed(part, "text", json_type_string);
+    for (size_t k = 0; k < n; k++) {
+        json_object *part = json_object_array_get_idx(parts, k);
         json_object *fc = provider_json_typed(part, "functionCall", json_type_object);
-        if (t && !part_is_thought(part))
-            stream_emit_text(s, t, res, sink);
-        else if (fc && !(s->one_call && s->n_tools > 0))
-            stream_emit_tool_call(s, part, fc, res, sink);
+        if (fc && !(s->one_call && s->choice[i].n_tools > 0))
+            stream_emit_tool_call(s, i, part, fc, res, sink);
     }
     const char *reason = provider_json_str(cand, "finishReason");
-    if (reason) stream_finish(s, finish_reason_map(reason, s->n_tools > 0), res, sink);
+    if (reason) stream_finish(s, i, finish_reason_map(reason, s->choice[i].n_tools > 0), res, sink);
 }
 
 static void stream_fail_error(json_object *err, stream_result *res)
@@ -946,11 +1095,16 @@ static int gemini_stream_event(void *state, const stream_event *ev, stream_resul
         res->completion_tokens = res->usage.output;
     }
     json_object *cands = provider_json_typed(resp, "candidates", json_type_array);
-    json_object *cand = cands ? json_object_array_get_idx(cands, 0) : NULL;
-    if (json_object_is_type(cand, json_type_object))
-        stream_candidate(s, cand, res, sink);
-    else if (provider_json_str(provider_json_get(resp, "promptFeedback"), "blockReason"))
-        stream_finish(s, "content_filter", res, sink);
+    size_t n = cands ? json_object_array_length(cands) : 0, seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *cand = json_object_array_get_idx(cands, i);
+        if (!json_object_is_type(cand, json_type_object)) continue;
+        stream_candidate(s, cand, i, res, sink);
+        seen++;
+    }
+    if (!seen && provider_json_str(provider_json_get(resp, "promptFeedback"), "blockReason"))
+        for (int i = 0; i < s->n_choices; i++) /* blocked: no candidate will come */
+            stream_finish(s, i, "content_filter", res, sink);
     json_object_put(resp);
     return 0;
 }

@@ -54,6 +54,18 @@ static bool is_true(json_object *obj, const char *key)
            json_object_get_boolean(v);
 }
 
+/* A line's logprobs (Ollama 0.12.11+, asked with logprobs): a list of
+ * {token, logprob, bytes, top_logprobs}, OpenAI's logprobs.content entries
+ * already; NULL when absent or empty. */
+static json_object *line_logprobs(json_object *line)
+{
+    json_object *lp = NULL;
+    if (!json_object_object_get_ex(line, "logprobs", &lp) ||
+        !json_object_is_type(lp, json_type_array) || json_object_array_length(lp) == 0)
+        return NULL;
+    return lp;
+}
+
 /* Ollama has no developer role and no function role. */
 static const char *ollama_role(const jdoc *d, uint32_t role)
 {
@@ -230,8 +242,8 @@ static void options_member(buf *b, bool *first, const char *name)
  * wrote them. */
 static void encode_options(const canon_request *req, buf *b)
 {
-    static const char *const passed[] = {"temperature", "top_p", "seed", "frequency_penalty",
-                                         "presence_penalty"};
+    static const char *const passed[] = {"temperature",       "top_p",           "top_k", "seed",
+                                         "frequency_penalty", "presence_penalty"};
     const jdoc *d = req->doc;
     bool first = true;
     if (req->max_tokens >= 0) {
@@ -321,6 +333,17 @@ static int encode_tools(oll_enc *e)
     return -1;
 }
 
+/* logprobs / top_logprobs go as OpenAI names them (Ollama 0.12.11+). */
+static void encode_logprobs(const jdoc *d, buf *b)
+{
+    int64_t top = 0;
+    bool on = jdoc_type(d, provider_doc_get(d, 0, "logprobs")) == JT_TRUE;
+    bool alts = jdoc_int64(d, provider_doc_get(d, 0, "top_logprobs"), &top) && top > 0;
+    if (!on && !alts) return;
+    buf_append_str(b, ",\"logprobs\":true");
+    if (alts) buf_printf(b, ",\"top_logprobs\":%lld", (long long)top);
+}
+
 static int ollama_encode_body(const canon_request *req, const char *model, oll_enc *e)
 {
     const jdoc *d = req->doc;
@@ -337,6 +360,7 @@ static int ollama_encode_body(const canon_request *req, const char *model, oll_e
     buf_append_str(b, req->stream ? ",\"stream\":true" : ",\"stream\":false");
     encode_options(req, b);
     encode_format(req, b);
+    encode_logprobs(d, b);
     if (encode_tools(e) < 0) return -1;
     buf_append_char(b, '}');
     return 0;
@@ -535,6 +559,13 @@ static int ollama_decode(const canon_request *req, const target *t, const char *
     json_object *choice = json_object_new_object();
     json_object_object_add(choice, "index", json_object_new_int(0));
     json_object_object_add(choice, "message", m);
+    json_object *lp = line_logprobs(obj), *lpo = NULL;
+    if (lp) {
+        lpo = json_object_new_object();
+        json_object_object_add(lpo, "content", json_object_get(lp));
+        json_object_object_add(lpo, "refusal", NULL);
+    }
+    json_object_object_add(choice, "logprobs", lpo);
     json_object_object_add(choice, "finish_reason", json_object_new_string(fr));
     json_object *choices = json_object_new_array();
     json_object_array_add(choices, choice);
@@ -628,10 +659,19 @@ static void chunk_delta_member(buf *b, const char *key_json)
     buf_append_str(b, key_json);
 }
 
-static void chunk_end_emit(ollama_stream *st, const char *finish, const stream_sink *sink)
+/* Ends the chunk: `lp` is the line's logprobs list (or NULL), OpenAI's
+ * logprobs.content as it is. */
+static void chunk_end_emit(ollama_stream *st, json_object *lp, const char *finish,
+                           const stream_sink *sink)
 {
     buf *b = &st->chunk;
-    buf_append_str(b, "},\"logprobs\":null,\"finish_reason\":");
+    if (lp) {
+        buf_append_str(b, "},\"logprobs\":{\"content\":");
+        provider_append_json(b, lp);
+        buf_append_str(b, ",\"refusal\":null},\"finish_reason\":");
+    } else {
+        buf_append_str(b, "},\"logprobs\":null,\"finish_reason\":");
+    }
     if (finish)
         append_json_cstr(b, finish);
     else
@@ -686,7 +726,7 @@ static void stream_relay_message(ollama_stream *st, json_object *line, stream_re
         if (clen) buf_append(&res->text, json_object_get_string(content), clen);
     }
     if (calls) chunk_tool_calls(st, calls, res);
-    chunk_end_emit(st, NULL, sink);
+    chunk_end_emit(st, line_logprobs(line), NULL, sink);
     json_object_put(calls);
 }
 
@@ -697,7 +737,7 @@ static void stream_finish(ollama_stream *st, json_object *line, stream_result *r
     stream_relay_message(st, line, res, sink);
     const char *fr = ollama_finish_reason(line, st->saw_tool_calls);
     chunk_begin(st);
-    chunk_end_emit(st, fr, sink);
+    chunk_end_emit(st, NULL, fr, sink);
     snprintf(res->finish_reason, sizeof res->finish_reason, "%s", fr);
     res->usage = ollama_usage_map(line);
     res->prompt_tokens = res->usage.input_uncached;

@@ -68,6 +68,7 @@ typedef struct canon_request {
     int64_t thinking_budget;    /* reasoning tokens the routing policy allows (thinking_caps);
                                    0 = none. Sent only to reasoning models, each dialect in its
                                    own form (provider_thinking_budget) */
+    unsigned needs;             /* the capabilities it needs (CAP_* of providers/params.h) */
     canon_embed embed;          /* POST /v1/embeddings (canon_parse_embeddings); zero for chat */
 } canon_request;
 
@@ -101,7 +102,8 @@ typedef struct target {
     const char *model;          /* bridle's name for the model (client-facing) */
     const char *upstream_model; /* the name the provider knows it by */
     const model_price *price;
-    int index; /* its model's position in the config, for per-target runtime state */
+    unsigned caps; /* what the model can do (CAP_* of providers/params.h) */
+    int index;     /* its model's position in the config, for per-target runtime state */
 } target;
 
 /* ------------------------------------------------------------ upstream I/O */

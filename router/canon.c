@@ -1,4 +1,5 @@
 #include "router/canon.h"
+#include "providers/params.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -415,6 +416,7 @@ static int check_fields(cctx *c, canon_request *out)
     out->temperature_set = tv != JT_NONE;
     out->temperature_zero = out->temperature_set && jdoc_double(c->d, tv, &temp) && temp == 0;
     out->deterministic = n == 1 && out->temperature_zero && !out->stream;
+    out->needs = params_request_needs(d);
     return check_reasoning(c, out);
 }
 

@@ -11,6 +11,7 @@
 
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "providers/params.h"
 #include "router/policy.h"
 
 #define MAX_PROVIDERS 64
@@ -601,10 +602,41 @@ static bool parse_model_kind(parse_ctx *pc, json_object *o, const model_conf *m,
     return embedding;
 }
 
+/* models.NAME.capabilities: the whole list, replacing what its dialect
+ * and name suggest (params_default_caps). */
+static void parse_capabilities(parse_ctx *pc, json_object *o, model_conf *m)
+{
+    const provider_conf *p = m->target.provider;
+    m->target.caps = params_default_caps(p ? p->ops : NULL, m->target.upstream_model);
+    json_object *v;
+    if (!json_object_object_get_ex(o, "capabilities", &v)) return;
+    size_t old = path_push(pc, ".capabilities");
+    if (!json_object_is_type(v, json_type_array)) {
+        fail(pc, "expected a list of capabilities (%s), got %s", params_cap_names(), type_name(v));
+        path_pop(pc, old);
+        return;
+    }
+    m->target.caps = 0;
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+        json_object *item = json_object_array_get_idx(v, i);
+        unsigned cap;
+        if (!json_object_is_type(item, json_type_string) ||
+            !params_cap_parse(json_object_get_string(item), &cap)) {
+            size_t o2 = path_push(pc, "[%zu]", i);
+            fail(pc, "expected one of %s, got %s", params_cap_names(),
+                 json_object_to_json_string(item));
+            path_pop(pc, o2);
+            break;
+        }
+        m->target.caps |= cap;
+    }
+    path_pop(pc, old);
+}
+
 static void parse_model(parse_ctx *pc, const char *name, json_object *o)
 {
     static const char *const known[] = {"provider",  "upstream_model", "price", "prices",
-                                        "reasoning", "kind",           NULL};
+                                        "reasoning", "kind",           "capabilities", NULL};
     bridle_config *c = pc->cfg;
     if (c->n_models == MAX_MODELS) {
         fail(pc, "too many models (at most %d)", MAX_MODELS);
@@ -650,6 +682,7 @@ static void parse_model(parse_ctx *pc, const char *name, json_object *o)
     m->price.reasoning = get_bool(pc, o, "reasoning", m->price.reasoning);
     m->price.name = m->name;
     m->target.price = &m->price;
+    parse_capabilities(pc, o, m);
 }
 
 static void parse_models(parse_ctx *pc, json_object *root)
@@ -1887,7 +1920,9 @@ int policy_models_from_config(const struct bridle_config *c, policy_model *out, 
                                 .enabled = m->enabled && !m->price.embedding,
                                 .healthy = true,
                                 .busy = false,
-                                .local = ollama || m->price.tier == TIER_LOCAL};
+                                .local = ollama || m->price.tier == TIER_LOCAL,
+                                .caps = m->target.caps,
+                                .dialect = params_dialect_index(pv ? pv->ops : NULL)};
     }
     return n;
 }

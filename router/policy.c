@@ -851,6 +851,7 @@ static const char *int_text(char *digits, int n)
 
 typedef struct plan_ctx {
     const policy *p;
+    const policy_request *req;
     const policy_model *models;
     policy_plan *out;
     int64_t prompt, output;                 /* estimated tokens */
@@ -864,6 +865,20 @@ static bool fits(const plan_ctx *pl, const policy_model *m)
 {
     if (m->context_window <= 0) return true;
     return pl->prompt + pl->output <= m->context_window;
+}
+
+/* A model that cannot take the request (policy_request.needs,
+ * refused_dialects), recorded once in out->skipped. */
+static bool unfit(const policy_request *req, const policy_model *m, policy_plan *out, int idx)
+{
+    bool off = (req->needs & ~m->caps) ||
+               (m->dialect >= 0 && m->dialect < 32 && (req->refused_dialects >> m->dialect & 1u));
+    if (!off) return false;
+    for (int i = 0; i < out->n_skipped && i < POLICY_MAX_SKIPPED; i++)
+        if (out->skipped[i] == idx) return true;
+    if (out->n_skipped < POLICY_MAX_SKIPPED) out->skipped[out->n_skipped] = idx;
+    out->n_skipped++;
+    return true;
 }
 
 static bool planned(const plan_ctx *pl, int idx)
@@ -906,6 +921,7 @@ static int add_tier(plan_ctx *pl, model_tier t, const char *how, bool count, int
         int idx = p->tier_models[t][i];
         const policy_model *m = &pl->models[idx];
         if (count) pl->n_listed++;
+        if (m->enabled && unfit(pl->req, m, pl->out, idx)) continue;
         if (!m->enabled || !m->healthy || !fits(pl, m)) {
             if (count) {
                 pl->n_off += !m->enabled;
@@ -1062,6 +1078,7 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
         out->batch_eligible = out->batch_eligible || strcmp(p->batch_tasks[i], task) == 0;
 
     plan_ctx pl = {.p = p,
+                   .req = req,
                    .models = models,
                    .out = out,
                    .prompt = out->est_prompt_tokens,
@@ -1082,6 +1099,7 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
             int idx = req->route_models[i];
             if (idx < 0 || idx >= n_models || !models[idx].enabled) continue;
             const policy_model *m = &models[idx];
+            if (unfit(req, m, out, idx)) continue;
             policy_candidate *c = &out->cand[out->n++];
             c->model_index = idx;
             c->tier = m->tier;
@@ -1091,6 +1109,10 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
                      : !fits(&pl, m) ? " (prompt + output exceed its context window)"
                                      : "");
         }
+        if (out->n == 0 && out->n_skipped)
+            return plan_fail(out, POLICY_UNFIT, err, errlen,
+                             "route \"%s\": none of its candidate models can take this request",
+                             name);
         if (out->n == 0)
             return plan_fail(out, POLICY_NO_CANDIDATE, err, errlen,
                              "route \"%s\": none of its candidate models has an enabled provider",
@@ -1141,8 +1163,10 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
         c->model_index = idx;
         c->tier = m->tier;
         c->est_cost_pusd = policy_estimate_cost_pusd(m->price, pl.prompt, pl.output);
+        bool off = m->enabled && unfit(req, m, out, idx);
         fmt_into(c->reason, sizeof c->reason, "asked by name%s",
-                 !m->enabled     ? " (no provider enabled)"
+                 off             ? " (cannot take this request)"
+                 : !m->enabled   ? " (no provider enabled)"
                  : !m->healthy   ? " (unhealthy)"
                  : !fits(&pl, m) ? " (prompt + cap exceed its context window)"
                                  : "");
@@ -1193,6 +1217,17 @@ policy_result policy_plan_request(const policy *p, const policy_model *models, i
         }
     }
 
+    if (out->n == 0 && out->n_skipped) {
+        char tn[16];
+        fmt_into(tn, sizeof tn, "%s", pricing_tier_name(tier));
+        int n_skipped = out->n_skipped;
+        policy_result r = plan_fail(out, POLICY_UNFIT, err, errlen,
+                                    "tier %s: none of its models (nor an escalation tier's) can "
+                                    "take this request (%d skipped)",
+                                    tn, n_skipped);
+        out->n_skipped = n_skipped;
+        return r;
+    }
     if (out->n == 0) {
         char tn[16];
         fmt_into(tn, sizeof tn, "%s", pricing_tier_name(tier));

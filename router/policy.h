@@ -72,6 +72,7 @@
 #include "providers/pricing.h"
 
 #define POLICY_MAX_CAND 8
+#define POLICY_MAX_SKIPPED 16
 /* default_typical_output when the config gives none: a typical chat answer. */
 #define POLICY_DEFAULT_TYPICAL_OUTPUT 500
 
@@ -88,6 +89,8 @@ typedef struct policy_model {
     bool healthy;           /* its breaker admits calls */
     bool busy;              /* local host at its concurrency limit */
     bool local;             /* served on this machine (Ollama, LM Studio) */
+    unsigned caps;          /* what it can do (CAP_* of providers/params.h) */
+    int dialect;            /* its dialect's index in provider_all(); -1 unknown */
 } policy_model;
 
 /* One request, as far as routing cares. */
@@ -106,6 +109,12 @@ typedef struct policy_request {
     const int *route_models;
     int n_route_models;
     bool route_cap_default; /* the route says "cap": "default" */
+    /* What the request asks of a model (providers/params.h): the
+     * capabilities it needs, and the dialects (bit i: provider_all()[i])
+     * that refuse one of its parameters. A model lacking one, or of such a
+     * dialect, is skipped (policy_plan.skipped). */
+    unsigned needs;
+    unsigned refused_dialects;
 } policy_request;
 
 typedef struct policy_candidate {
@@ -130,11 +139,13 @@ typedef struct policy_plan {
     bool estimated;            /* est_prompt_tokens is the chars/4 estimate (always, for now) */
     model_tier tier;           /* the tier chosen (after a downgrade) */
     bool batch_eligible;
-    bool downgraded;            /* the budget downgrade replaced the plan */
-    char rule[128];             /* which rule chose, in words (x-bridle-route) */
-    int64_t est_cost_pusd;      /* cand[0]'s estimate */
-    int baseline_index;         /* -1 when the policy has no baseline */
-    int64_t baseline_cost_pusd; /* the same tokens at the baseline's prices; 0 without one */
+    bool downgraded;                 /* the budget downgrade replaced the plan */
+    char rule[128];                  /* which rule chose, in words (x-bridle-route) */
+    int64_t est_cost_pusd;           /* cand[0]'s estimate */
+    int baseline_index;              /* -1 when the policy has no baseline */
+    int64_t baseline_cost_pusd;      /* the same tokens at the baseline's prices; 0 without one */
+    int n_skipped;                   /* models left out because they cannot take the request */
+    int skipped[POLICY_MAX_SKIPPED]; /* their indices, in the order met (the first 16) */
 } policy_plan;
 
 typedef enum {
@@ -142,6 +153,8 @@ typedef enum {
     POLICY_UNKNOWN_MODEL, /* a concrete model not in the table: 404 model_not_found */
     POLICY_BAD_TIER,      /* "tier:NAME" or x-bridle-tier names no tier: 400 */
     POLICY_NO_CANDIDATE,  /* nothing enabled, healthy and big enough: 503 */
+    POLICY_UNFIT,         /* every candidate left was skipped: none can take the request
+                             (policy_request.needs / refused_dialects): 400 */
 } policy_result;
 
 /* Reads `routing` (NULL: every default) against models[0..n_models).
@@ -175,7 +188,8 @@ void policy_free(policy *p);
  *     "auto" takes the tier from x-bridle-tier, else from tasks[task], else
  *     default_tier (an explicit tier wins over the task's). "tier:NAME"
  *     takes NAME.
- *  3. Candidates: the tier's models that are enabled, healthy and whose
+ *  3. Candidates: the tier's models that are enabled, healthy, able to
+ *     take the request (needs, refused_dialects) and whose
  *     context window holds prompt + cap, cheapest estimate first (ties in
  *     list order); with prefer_local, local models first. Then each
  *     escalation tier's candidates, in the same order, skipping models

@@ -17,6 +17,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "providers/embeddings.h"
+#include "providers/params.h"
 #include "providers/sse.h"
 #include "router/budget.h"
 #include "router/cache.h"
@@ -973,6 +974,20 @@ static int spend_share(const run *r, bool *team)
     return budget_share_pct(router_budgets(r->rt), &req, team);
 }
 
+/* A plan whose every candidate was skipped (providers/params.h): a 400
+ * naming the parameter the first of them could not take. */
+static void fail_unfit(run *r, const char *what, const target *first)
+{
+    params_refusal why;
+    if (!params_target_refuses(&r->canon, first, &why)) { /* cannot happen: it was skipped */
+        run_fail(r, 400, "invalid_request_error", "unsupported_parameter", NULL, what, false);
+        return;
+    }
+    char msg[900];
+    snprintf(msg, sizeof msg, "%s. The first skipped, %s: %s", what, first->model, why.message);
+    run_fail(r, 400, "invalid_request_error", why.code, why.param, msg, false);
+}
+
 /* "auto" and "tier:NAME": the routing policy (router/policy.h) picks the
  * cheapest healthy candidates that fit, with escalation tiers after them. */
 static int plan_by_policy(run *r)
@@ -994,12 +1009,18 @@ static int plan_by_policy(run *r)
         .prompt_chars = (int64_t)r->canon.body_len, /* the body bounds the text from above */
         .max_tokens = r->canon.max_tokens,
         .json_mode = r->canon.json_mode,
+        .needs = r->canon.needs,
+        .refused_dialects = params_refused_dialects(&r->canon),
     };
     pr.spend_share_pct = spend_share(r, &pr.team_budget);
     policy_plan plan;
     char err[256];
     policy_result rc =
         policy_plan_request(config_policy(cfg), models, n_models, &pr, &plan, err, sizeof err);
+    if (rc == POLICY_UNFIT) {
+        fail_unfit(r, err, &config_model(cfg, plan.skipped[0])->target);
+        return -1;
+    }
     if (rc != POLICY_OK) {
         bool bad = rc == POLICY_BAD_TIER;
         run_fail(r, bad ? 400 : 503, bad ? "invalid_request_error" : "server_error",
@@ -1011,7 +1032,11 @@ static int plan_by_policy(run *r)
     r->pplan = plan;
     r->by_policy = true;
     r->canon.model_chosen = true;
-    snprintf(r->route_rule, sizeof r->route_rule, "%s", plan.rule);
+    if (plan.n_skipped)
+        snprintf(r->route_rule, sizeof r->route_rule, "%.90s; skipped %d that cannot take it",
+                 plan.rule, plan.n_skipped);
+    else
+        snprintf(r->route_rule, sizeof r->route_rule, "%s", plan.rule);
     if (plan.baseline_index >= 0) r->baseline = config_model(cfg, plan.baseline_index);
     r->canon.max_tokens = plan.max_tokens_applied; /* policy_output_cap() */
     /* the client's own reasoning control wins over the task's cap */
@@ -1032,6 +1057,11 @@ static int plan_model(run *r, const model_conf *m)
         run_fail(r, 503, "server_error", "provider_unavailable", "model", msg, false);
         return -1;
     }
+    params_refusal why;
+    if (params_target_refuses(&r->canon, &m->target, &why)) {
+        run_fail(r, 400, "invalid_request_error", why.code, why.param, why.message, false);
+        return -1;
+    }
     r->plan[r->n_plan++] = &m->target;
     r->canon.max_tokens = policy_output_cap(config_policy(router_config(r->rt)), r->canon.task,
                                             false, r->canon.max_tokens, NULL);
@@ -1043,11 +1073,33 @@ static int plan_route(run *r, const route_conf *rc)
     r->route_name = rc->name;
     r->canon.model_chosen = true;
     r->baseline = rc->baseline;
-    for (int i = 0; i < rc->n_candidates && r->n_plan < MAX_PLAN; i++)
-        if (rc->candidates[i]->enabled) r->plan[r->n_plan++] = &rc->candidates[i]->target;
+    const target *skipped = NULL;
+    int n_skipped = 0;
+    for (int i = 0; i < rc->n_candidates && r->n_plan < MAX_PLAN; i++) {
+        const target *t = &rc->candidates[i]->target;
+        if (!rc->candidates[i]->enabled) continue;
+        if (params_target_refuses(&r->canon, t, NULL)) { /* a candidate that cannot take it */
+            if (!n_skipped++) skipped = t;
+            continue;
+        }
+        r->plan[r->n_plan++] = t;
+    }
     r->canon.max_tokens = policy_output_cap(config_policy(router_config(r->rt)), r->canon.task,
                                             rc->cap_default, r->canon.max_tokens, NULL);
+    if (n_skipped)
+        snprintf(r->route_rule, sizeof r->route_rule,
+                 "route %.60s: skipped %d candidate%s that cannot take it", rc->name, n_skipped,
+                 n_skipped == 1 ? "" : "s");
     if (r->n_plan) return 0;
+    if (skipped) {
+        char err[160];
+        snprintf(err, sizeof err,
+                 "route \"%.60s\": none of its candidate models can take this "
+                 "request",
+                 rc->name);
+        fail_unfit(r, err, skipped);
+        return -1;
+    }
     run_fail(r, 503, "server_error", "provider_unavailable", "model",
              "None of this route's candidate models has an enabled provider", false);
     return -1;

@@ -18,6 +18,7 @@
 #include "db/rollup.h"
 #include "db/cache_store.h"
 #include "db/ledger.h"
+#include "providers/params.h"
 #include "router/keyring.h"
 #include "router/messages.h"
 #include "router/budget.h"
@@ -145,8 +146,16 @@ static void reply_models(app *a, h1_req *req)
         buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
         buf_printf(&b, ",\"bridle\":{\"provider\":");
         buf_append_json_str(&b, m->target.provider->name, strlen(m->target.provider->name));
-        buf_printf(&b, ",\"tier\":\"%s\",\"context_window\":%lld}}",
+        buf_printf(&b, ",\"tier\":\"%s\",\"context_window\":%lld,\"capabilities\":[",
                    pricing_tier_name(m->price.tier), (long long)m->price.context_window);
+        /* what a request may ask of it (docs/config.md "Capability routing") */
+        bool first_cap = true;
+        for (unsigned cap = 1; cap & CAP_ALL; cap <<= 1)
+            if (m->target.caps & cap) {
+                buf_printf(&b, "%s\"%s\"", first_cap ? "" : ",", params_cap_name(cap));
+                first_cap = false;
+            }
+        buf_append_str(&b, "]}}");
         first = false;
     }
     for (int i = 0; i < config_n_routes(a->cfg); i++) {

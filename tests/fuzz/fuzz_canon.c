@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "providers/params.h"
 #include "router/canon.h"
 
 /* Build with -DFUZZ_CANON_LENIENT to look past a known bug (reported, not
@@ -71,6 +72,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *strs[] = {req.model, req.user, req.task, req.agent, req.feature, req.team};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (strs[i]) (void)strlen(strs[i]);
+
+    /* parameter fidelity reads the same tokens: its refusals name a
+     * parameter, and the mask agrees with each dialect's own answer */
+    check(req.needs == params_request_needs(&doc), "needs differ on a second read");
+    unsigned mask = params_refused_dialects(&req);
+    const provider_ops *const *all = provider_all();
+    for (int i = 0; all[i]; i++) {
+        params_refusal why;
+        memset(&why, 0x5a, sizeof why);
+        bool no = params_dialect_refuses(&req, all[i], "m", &why);
+        check(no == ((mask >> i & 1u) != 0), "refused_dialects disagrees with the dialect");
+        if (!no) continue;
+        check(memchr(why.param, '\0', sizeof why.param) != NULL, "refusal param not terminated");
+        check(memchr(why.message, '\0', sizeof why.message) != NULL, "refusal not terminated");
+        check(why.message[0] != '\0', "empty refusal");
+        target t = {.provider = NULL, .model = "m", .caps = 0};
+        params_refusal w2;
+        check(params_target_refuses(&req, &t, &w2) == (req.needs != 0), "caps check");
+    }
 
     buf text = BUF_INIT;
     canon_prompt_text(&req, &text);

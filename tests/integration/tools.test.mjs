@@ -333,6 +333,11 @@ describe('a round trip per dialect: tools out, calls back, results out, text bac
 describe('tool_choice', () => {
   for (const m of MODELS) {
     test(`${m.model} (${m.dialect}): required, a named function, none`, async () => {
+      if (m.dialect === 'ollama') {
+        // Ollama cannot force a call: bridle refuses rather than hope (docs/config.md)
+        for (const tool_choice of ['required', { type: 'function', function: { name: 'get_time' } }])
+          await assert.rejects(create({ model: m.model, messages: ask(), tools: TOOLS, tool_choice }), (e) => e.status === 400 && e.param === 'tool_choice');
+      } else {
       const req = await create({ model: m.model, messages: ask(), tools: TOOLS, tool_choice: 'required' });
       assertCalls(req.c, ['get_weather'], 'required');
       assertToolsSent(m.dialect, await upstream(), TOOLS, 'required', 'required');
@@ -343,6 +348,7 @@ describe('tool_choice', () => {
         const r = s ? await streamed({ model: m.model, messages: ask(), tools: TOOLS, tool_choice: choice }) : await create({ model: m.model, messages: ask(), tools: TOOLS, tool_choice: choice });
         assertCalls(r.c, ['get_time'], `named, ${s ? 'streamed' : 'plain'}`);
         assertToolsSent(m.dialect, await upstream(), TOOLS, choice, 'named');
+      }
       }
 
       const none = await create({ model: m.model, messages: ask(), tools: TOOLS, tool_choice: 'none' });
@@ -359,6 +365,10 @@ describe('tool_choice allowed_tools (a subset of the tools)', () => {
     test(`${m.model} (${m.dialect}): mode required and auto offer only the subset`, async () => {
       for (const mode of ['required', 'auto']) {
         const tool_choice = { type: 'allowed_tools', allowed_tools: { mode, tools: [{ type: 'function', function: { name: 'get_time' } }] } };
+        if (m.dialect === 'ollama' && mode === 'required') {
+          await assert.rejects(create({ model: m.model, messages: ask(1), tools: TOOLS, tool_choice }), (e) => e.status === 400 && e.param === 'tool_choice');
+          continue;
+        }
         const r = await create({ model: m.model, messages: ask(1), tools: TOOLS, tool_choice });
         assertCalls(r.c, ['get_time'], mode);
         const body = await upstream();

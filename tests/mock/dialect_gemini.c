@@ -91,23 +91,67 @@ static void function_calls(struct mock_req *m, bool comma, struct evbuffer *out)
     }
 }
 
+/* logprobsResult for `text`: each word (with the space before it) one
+ * token of log probability -0.25, and at each step the token itself then
+ * alternatives "alt1".. of -1, -2, ... (m->logprobs of them in all). */
+static void logprobs_result(struct mock_req *m, const char *text, size_t len, struct evbuffer *out)
+{
+    struct evbuffer *chosen = evbuffer_new(), *top = evbuffer_new();
+    size_t s = 0;
+    for (int n = 0; s < len; n++) {
+        size_t e = s + 1;
+        while (e < len && text[e] != ' ')
+            e++;
+        evbuffer_add_printf(chosen, "%s{\"token\":", n ? "," : "");
+        json_str(chosen, text + s, e - s);
+        ADD_LIT(chosen, ",\"logProbability\":-0.25}");
+        evbuffer_add_printf(top, "%s{\"candidates\":[", n ? "," : "");
+        for (int j = 0; j < m->logprobs; j++) {
+            if (j) ADD_LIT(top, ",");
+            if (j == 0) {
+                ADD_LIT(top, "{\"token\":");
+                json_str(top, text + s, e - s);
+                ADD_LIT(top, ",\"logProbability\":-0.25}");
+            } else {
+                evbuffer_add_printf(top, "{\"token\":\"alt%d\",\"logProbability\":-%d}", j, j);
+            }
+        }
+        ADD_LIT(top, "]}");
+        s = e;
+    }
+    ADD_LIT(out, ",\"logprobsResult\":{\"chosenCandidates\":[");
+    evbuffer_add_buffer(out, chosen);
+    ADD_LIT(out, "],\"topCandidates\":[");
+    evbuffer_add_buffer(out, top);
+    ADD_LIT(out, "]}");
+    evbuffer_free(chosen);
+    evbuffer_free(top);
+}
+
 /* One GenerateContentResponse holding `text` (and the tool calls when
- * `calls`); `last` adds finishReason. */
+ * `calls`) in each of the candidates asked for (candidateCount; usage
+ * counts one); `last` adds finishReason. */
 static void response(struct mock_req *m, const char *text, size_t len, bool calls, bool last,
                      long candidates, struct evbuffer *out)
 {
     bool text_part = len > 0 || !calls;
-    ADD_LIT(out, "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[");
-    if (text_part) {
-        ADD_LIT(out, "{\"text\":");
-        json_str(out, text, len);
-        ADD_LIT(out, "}");
+    ADD_LIT(out, "{\"candidates\":[");
+    for (int i = 0; i < (m->candidates > 1 ? m->candidates : 1); i++) {
+        if (i) ADD_LIT(out, ",");
+        ADD_LIT(out, "{\"content\":{\"role\":\"model\",\"parts\":[");
+        if (text_part) {
+            ADD_LIT(out, "{\"text\":");
+            json_str(out, text, len);
+            ADD_LIT(out, "}");
+        }
+        if (calls) function_calls(m, text_part, out);
+        ADD_LIT(out, "]}");
+        if (last)
+            evbuffer_add_printf(out, ",\"finishReason\":\"%s\"", m->length ? "MAX_TOKENS" : "STOP");
+        if (m->logprobs >= 0 && len) logprobs_result(m, text, len, out);
+        evbuffer_add_printf(out, ",\"index\":%d}", i);
     }
-    if (calls) function_calls(m, text_part, out);
-    ADD_LIT(out, "]}");
-    if (last)
-        evbuffer_add_printf(out, ",\"finishReason\":\"%s\"", m->length ? "MAX_TOKENS" : "STOP");
-    ADD_LIT(out, ",\"index\":0}]");
+    ADD_LIT(out, "]");
     usage_metadata(m, candidates, out);
     ADD_LIT(out, ",\"modelVersion\":");
     json_cstr(out, m->model);

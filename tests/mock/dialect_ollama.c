@@ -25,6 +25,39 @@ static void tool_calls(struct mock_req *m, int from, int to, struct evbuffer *ou
     ADD_LIT(out, "]");
 }
 
+/* Asked with logprobs (Ollama 0.12.11+): each word of the line's text
+ * (with the space before it) one token of logprob -0.25, its bytes, and
+ * top_logprobs: the token itself then alt1.. of -1, -2, ... */
+static void logprobs(struct mock_req *m, const char *text, size_t len, struct evbuffer *out)
+{
+    ADD_LIT(out, ",\"logprobs\":[");
+    for (size_t s = 0, n = 0; s < len; n++) {
+        size_t e = s + 1;
+        while (e < len && text[e] != ' ')
+            e++;
+        if (n) ADD_LIT(out, ",");
+        ADD_LIT(out, "{\"token\":");
+        json_str(out, text + s, e - s);
+        ADD_LIT(out, ",\"logprob\":-0.25,\"bytes\":[");
+        for (size_t i = s; i < e; i++)
+            evbuffer_add_printf(out, "%s%u", i > s ? "," : "", (unsigned char)text[i]);
+        ADD_LIT(out, "],\"top_logprobs\":[");
+        for (int j = 0; j < m->logprobs; j++) {
+            if (j) ADD_LIT(out, ",");
+            if (j == 0) {
+                ADD_LIT(out, "{\"token\":");
+                json_str(out, text + s, e - s);
+                ADD_LIT(out, ",\"logprob\":-0.25}");
+            } else {
+                evbuffer_add_printf(out, "{\"token\":\"alt%d\",\"logprob\":-%d}", j, j);
+            }
+        }
+        ADD_LIT(out, "]}");
+        s = e;
+    }
+    ADD_LIT(out, "]");
+}
+
 /* The start of every line: model, created_at and the message content (and
  * the tool calls [from, to), if any). */
 static void line_head_calls(struct mock_req *m, const char *text, size_t len, int from, int to,
@@ -39,6 +72,7 @@ static void line_head_calls(struct mock_req *m, const char *text, size_t len, in
     json_str(out, text, len);
     if (to > from) tool_calls(m, from, to, out);
     evbuffer_add(out, "}", 1);
+    if (m->logprobs >= 0 && len) logprobs(m, text, len, out);
 }
 
 static void line_head(struct mock_req *m, const char *text, size_t len, struct evbuffer *out)

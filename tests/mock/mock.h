@@ -124,6 +124,10 @@ struct mock_req {
      * request reads from it and writes to it; -1 when it marks nothing */
     long pc_read, pc_w5m, pc_w1h;
     struct mock_embed *embed; /* an embeddings request (embeddings.c), else NULL */
+    /* Gemini: generationConfig.candidateCount (1-8; 0 = 1) and, with
+     * responseLogprobs, its logprobs (the alternatives per token; -1 when
+     * not asked); Ollama: top_logprobs with logprobs true, the same way */
+    int candidates, logprobs;
 };
 
 /*

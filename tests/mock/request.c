@@ -449,12 +449,26 @@ static const char *read_fields(struct mock_req *m, enum dialect d, json_object *
     case D_ANTHROPIC:
         *cap = get_cap(root, "max_tokens");
         return *cap < 0 ? "max_tokens: Field required" : NULL;
-    case D_GEMINI:
-        *cap = get_cap(get(root, "generationConfig"), "maxOutputTokens");
+    case D_GEMINI: {
+        json_object *gc = get(root, "generationConfig");
+        long n = get_cap(gc, "candidateCount"), top = get_cap(gc, "logprobs");
+        *cap = get_cap(gc, "maxOutputTokens");
+        m->candidates = n < 1 ? 1 : n > 8 ? 8 : (int)n;
+        m->logprobs = !get_bool(gc, "responseLogprobs", false) ? -1
+                      : top < 0                                ? 0
+                      : top > 20                               ? 20
+                                                               : (int)top;
         return get(root, "contents") ? NULL : "contents is required";
-    case D_OLLAMA:
+    }
+    case D_OLLAMA: {
+        long top = get_cap(root, "top_logprobs");
         *cap = get_cap(get(root, "options"), "num_predict");
+        m->logprobs = !get_bool(root, "logprobs", false) ? -1
+                      : top < 0                          ? 0
+                      : top > 20                         ? 20
+                                                         : (int)top;
         return NULL;
+    }
     }
     return NULL;
 }

@@ -1426,11 +1426,36 @@ static void test_cost_of_decoded_usage(void **state)
     json_object_put(d.body);
 }
 
+/* safety_identifier (user's successor) names the end user when there is no
+ * user; top_k goes as it came; seed and the penalties cannot go. */
+static void test_encode_fidelity_params(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+        "\"safety_identifier\":\"hashed-7\",\"top_k\":5,\"seed\":3,\"presence_penalty\":1}",
+        &tgt, &out);
+    assert_string_equal(jstr(jget(b, "metadata"), "user_id"), "hashed-7");
+    assert_int_equal(json_object_get_int64(jget(b, "top_k")), 5);
+    assert_null(jget(b, "seed"));
+    assert_null(jget(b, "presence_penalty"));
+    assert_null(jget(b, "safety_identifier"));
+    json_object_put(b);
+    upstream_request_free(&out);
+    b = encode_ok("{\"model\":\"sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                  "\"safety_identifier\":\"hashed-7\",\"user\":\"u-1\"}",
+                  &tgt, &out);
+    assert_string_equal(jstr(jget(b, "metadata"), "user_id"), "u-1"); /* user wins */
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode_basic_and_system_hoisting),
         cmocka_unit_test(test_messages_api_extensions),
+        cmocka_unit_test(test_encode_fidelity_params),
         cmocka_unit_test(test_encode_max_tokens_sources),
         cmocka_unit_test(test_encode_thinking_budget),
         cmocka_unit_test(test_encode_client_effort),

@@ -898,6 +898,141 @@ static void test_usage_map_edges(void **state)
     assert_false(r.exact);
 }
 
+/* OpenAI sampling parameters that Gemini has: presence and frequency
+ * penalties, top_k, seed, n, logprobs / top_logprobs. */
+static void test_encode_fidelity_params(void **state)
+{
+    upstream_request out;
+    json_object *b = encode_ok(
+        "{\"model\":\"flash\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+        "\"presence_penalty\":0.5,\"frequency_penalty\":-0.25,\"top_k\":40,\"seed\":7,\"n\":3,"
+        "\"logprobs\":true,\"top_logprobs\":4}",
+        &tgt, &out);
+    json_object *gc = jget(b, "generationConfig");
+    assert_true(json_object_get_double(jget(gc, "presencePenalty")) == 0.5);
+    assert_true(json_object_get_double(jget(gc, "frequencyPenalty")) == -0.25);
+    assert_int_equal(json_object_get_int64(jget(gc, "topK")), 40);
+    assert_int_equal(json_object_get_int64(jget(gc, "seed")), 7);
+    assert_int_equal(json_object_get_int64(jget(gc, "candidateCount")), 3);
+    assert_true(json_object_get_boolean(jget(gc, "responseLogprobs")));
+    assert_int_equal(json_object_get_int64(jget(gc, "logprobs")), 4);
+    json_object_put(b);
+    upstream_request_free(&out);
+
+    /* logprobs alone: no count of alternatives; false: nothing */
+    b = encode_ok("{\"model\":\"flash\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                  "\"logprobs\":true}",
+                  &tgt, &out);
+    gc = jget(b, "generationConfig");
+    assert_true(json_object_get_boolean(jget(gc, "responseLogprobs")));
+    assert_null(jget(gc, "logprobs"));
+    json_object_put(b);
+    upstream_request_free(&out);
+    b = encode_ok("{\"model\":\"flash\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                  "\"logprobs\":false,\"top_logprobs\":0}",
+                  &tgt, &out);
+    assert_null(jget(jget(b, "generationConfig"), "responseLogprobs"));
+    json_object_put(b);
+    upstream_request_free(&out);
+}
+
+/* candidateCount answers: every candidate a choice, each with its
+ * logprobsResult as OpenAI's logprobs.content. */
+static void test_decode_candidates_and_logprobs(void **state)
+{
+    const char *body = "{\"candidates\":["
+                       "{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hi there\"}]},"
+                       "\"finishReason\":\"STOP\",\"index\":0,"
+                       "\"logprobsResult\":{\"topCandidates\":[{\"candidates\":[{\"token\":\"Hi\","
+                       "\"logProbability\":-0.1},{\"token\":\"Hey\",\"logProbability\":-2.5}]},"
+                       "{\"candidates\":[{\"token\":\" there\",\"logProbability\":-0.2}]}],"
+                       "\"chosenCandidates\":[{\"token\":\"Hi\",\"logProbability\":-0.1},"
+                       "{\"token\":\" there\",\"logProbability\":-0.2}]}},"
+                       "{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hello\"}]},"
+                       "\"finishReason\":\"MAX_TOKENS\",\"index\":1}],"
+                       "\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":4,"
+                       "\"totalTokenCount\":9},\"modelVersion\":\"gemini-2.5-flash\"}";
+    decoded_response d;
+    char err[256];
+    assert_int_equal(gemini_ops.decode(NULL, &tgt, body, strlen(body), &d, err, sizeof err), 0);
+    json_object *choices = jget(d.body, "choices");
+    assert_int_equal(json_object_array_length(choices), 2);
+    json_object *c0 = jidx(choices, 0), *c1 = jidx(choices, 1);
+    assert_int_equal(json_object_get_int64(jget(c0, "index")), 0);
+    assert_int_equal(json_object_get_int64(jget(c1, "index")), 1);
+    assert_string_equal(jstr(jget(c0, "message"), "content"), "Hi there");
+    assert_string_equal(jstr(jget(c1, "message"), "content"), "Hello");
+    assert_string_equal(jstr(c0, "finish_reason"), "stop");
+    assert_string_equal(jstr(c1, "finish_reason"), "length");
+    assert_string_equal(d.finish_reason, "stop"); /* the first choice's */
+    json_object *content = jget(jget(c0, "logprobs"), "content");
+    assert_int_equal(json_object_array_length(content), 2);
+    json_object *t0 = jidx(content, 0);
+    assert_string_equal(jstr(t0, "token"), "Hi");
+    assert_true(json_object_get_double(jget(t0, "logprob")) == -0.1);
+    assert_int_equal(json_object_array_length(jget(t0, "bytes")), 2);
+    assert_int_equal(json_object_get_int(jidx(jget(t0, "bytes"), 0)), 'H');
+    json_object *alts = jget(t0, "top_logprobs");
+    assert_int_equal(json_object_array_length(alts), 2);
+    assert_string_equal(jstr(jidx(alts, 1), "token"), "Hey");
+    assert_true(json_object_get_double(jget(jidx(alts, 1), "logprob")) == -2.5);
+    assert_string_equal(jstr(jidx(content, 1), "token"), " there");
+    /* a candidate without logprobsResult: logprobs null */
+    assert_true(json_object_object_get_ex(c1, "logprobs", NULL));
+    assert_null(jget(c1, "logprobs"));
+    json_object_put(d.body);
+}
+
+/* n = 2 streamed: each candidate is its own choice (index, role, finish),
+ * with its logprobsResult as the chunk's logprobs; done when both ended. */
+static void test_stream_candidates_and_logprobs(void **state)
+{
+    static const char *const events[] = {
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"},"
+        "\"index\":0,\"logprobsResult\":{\"chosenCandidates\":[{\"token\":\"Hi\","
+        "\"logProbability\":-0.5}],\"topCandidates\":[{\"candidates\":[{\"token\":\"Hi\","
+        "\"logProbability\":-0.5}]}]}},{\"content\":{\"parts\":[{\"text\":\"Yo\"}],"
+        "\"role\":\"model\"},\"index\":1}],\"responseId\":\"r2\"}",
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}],\"role\":\"model\"},"
+        "\"index\":1,\"finishReason\":\"STOP\"}],\"responseId\":\"r2\"}",
+        "{\"candidates\":[{\"content\":{\"parts\":[]},\"index\":0,\"finishReason\":"
+        "\"MAX_TOKENS\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":4,"
+        "\"totalTokenCount\":7},\"responseId\":\"r2\"}",
+    };
+    canon_request req = canon_from_json("{\"model\":\"flash\",\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"x\"}],\"stream\":true,\"n\":2,"
+                                        "\"logprobs\":true}");
+    void *st = gemini_ops.stream_new(&req, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    chunks c = {.n = 0};
+    stream_sink sink = {.ctx = &c, .chunk = sink_collect};
+    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
+        assert_int_equal(feed(st, events[i], &res, &sink), 0);
+        assert_int_equal(res.done, i == 2); /* not when choice 1 alone has ended */
+    }
+    /* 0 "Hi", 1 "Yo", 1 "!", 1 finish, 0 finish */
+    assert_int_equal(c.n, 5);
+    int idx[] = {0, 1, 1, 1, 0};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(json_object_get_int(jget(jidx(jget(c.list[i], "choices"), 0), "index")),
+                         idx[i]);
+    assert_string_equal(jstr(chunk_delta(&c, 0), "role"), "assistant");
+    assert_string_equal(jstr(chunk_delta(&c, 1), "role"), "assistant"); /* choice 1's first */
+    assert_null(jget(chunk_delta(&c, 2), "role"));
+    json_object *lp = jget(jidx(jget(c.list[0], "choices"), 0), "logprobs");
+    assert_string_equal(jstr(jidx(jget(lp, "content"), 0), "token"), "Hi");
+    assert_null(jget(jidx(jget(c.list[1], "choices"), 0), "logprobs"));
+    assert_string_equal(chunk_finish(&c, 3), "stop");
+    assert_string_equal(chunk_finish(&c, 4), "length");
+    assert_string_equal(res.finish_reason, "length"); /* choice 0's */
+    assert_int_equal(res.text.len, 2);                /* choice 0's text only */
+    chunks_free(&c);
+    buf_free(&res.text);
+    gemini_ops.stream_free(st);
+    fixture_canon_release(&req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -920,6 +1055,9 @@ int main(void)
         cmocka_unit_test(test_classify_resource_exhausted_retry_delay),
         cmocka_unit_test(test_classify_statuses),
         cmocka_unit_test(test_usage_map_edges),
+        cmocka_unit_test(test_encode_fidelity_params),
+        cmocka_unit_test(test_decode_candidates_and_logprobs),
+        cmocka_unit_test(test_stream_candidates_and_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -514,10 +514,102 @@ static void test_usage_map(void **state)
     assert_false(u.exact);
 }
 
+/* top_k goes to options; tool_choice "none" is honoured by sending no
+ * tools (Ollama has no tool_choice). */
+static void test_encode_fidelity_params(void **state)
+{
+    upstream_request out;
+    const char *tools = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]";
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"model\":\"local-llama\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+             "\"top_k\":12,%s,\"tool_choice\":\"none\"}",
+             tools);
+    json_object *body = encode_ok(json, &out);
+    assert_int_equal(json_object_get_int64(member(member(body, "options"), "top_k")), 12);
+    assert_false(json_object_object_get_ex(body, "tools", NULL));
+    assert_false(json_object_object_get_ex(body, "tool_choice", NULL));
+    json_object_put(body);
+    upstream_request_free(&out);
+    snprintf(json, sizeof json,
+             "{\"model\":\"local-llama\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+             "%s,\"tool_choice\":\"auto\"}",
+             tools);
+    body = encode_ok(json, &out);
+    assert_int_equal(json_object_array_length(member(body, "tools")), 1);
+    json_object_put(body);
+    upstream_request_free(&out);
+}
+
+/* logprobs (Ollama 0.12.11+): asked as OpenAI names them, and the answer's
+ * list, already in OpenAI's entry shape, becomes choices[].logprobs.content,
+ * whole or chunk by chunk. */
+static void test_logprobs(void **state)
+{
+    upstream_request out;
+    json_object *body = encode_ok(
+        "{\"model\":\"local-llama\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+        "\"logprobs\":true,\"top_logprobs\":2}",
+        &out);
+    assert_true(json_object_get_boolean(member(body, "logprobs")));
+    assert_int_equal(json_object_get_int64(member(body, "top_logprobs")), 2);
+    json_object_put(body);
+    upstream_request_free(&out);
+    body = encode_ok("{\"model\":\"local-llama\",\"messages\":[{\"role\":\"user\",\"content\":"
+                     "\"hi\"}],\"logprobs\":false}",
+                     &out);
+    assert_false(json_object_object_get_ex(body, "logprobs", NULL));
+    json_object_put(body);
+    upstream_request_free(&out);
+
+    const char *lp = "[{\"token\":\"Hi\",\"logprob\":-0.5,\"bytes\":[72,105],"
+                     "\"top_logprobs\":[{\"token\":\"Hi\",\"logprob\":-0.5},{\"token\":\"Yo\","
+                     "\"logprob\":-1.5}]}]";
+    char whole[512];
+    snprintf(whole, sizeof whole,
+             "{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},"
+             "\"logprobs\":%s,\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":3,"
+             "\"eval_count\":1}",
+             lp);
+    decoded_response d;
+    char err[256] = "";
+    assert_int_equal(ollama_ops.decode(NULL, &tgt, whole, strlen(whole), &d, err, sizeof err), 0);
+    json_object *c0 = json_object_array_get_idx(member(d.body, "choices"), 0);
+    json_object *content = member(member(c0, "logprobs"), "content");
+    assert_int_equal(json_object_array_length(content), 1);
+    json_object *e = json_object_array_get_idx(content, 0);
+    assert_string_equal(fixture_get_string(e, "token"), "Hi");
+    assert_int_equal(json_object_array_length(member(e, "top_logprobs")), 2);
+    json_object_put(d.body);
+
+    void *st = ollama_ops.stream_new(NULL, &tgt);
+    stream_result res;
+    memset(&res, 0, sizeof res);
+    fixture_chunks c = {0};
+    char line[512];
+    snprintf(line, sizeof line,
+             "{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},"
+             "\"logprobs\":%s,\"done\":false}",
+             lp);
+    assert_int_equal(fixture_feed(&ollama_ops, st, line, &res, &c), 0);
+    assert_int_equal(c.n, 1);
+    json_object *chunk = json_tokener_parse(c.chunk[0]);
+    assert_non_null(chunk);
+    json_object *ch0 = json_object_array_get_idx(member(chunk, "choices"), 0);
+    content = member(member(ch0, "logprobs"), "content");
+    assert_string_equal(fixture_get_string(json_object_array_get_idx(content, 0), "token"), "Hi");
+    json_object_put(chunk);
+    fixture_chunks_free(&c);
+    buf_free(&res.text);
+    ollama_ops.stream_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode_full),
+        cmocka_unit_test(test_encode_fidelity_params),
+        cmocka_unit_test(test_logprobs),
         cmocka_unit_test(test_encode_stream_and_schema),
         cmocka_unit_test(test_encode_tool_choice),
         cmocka_unit_test(test_encode_object_arguments),

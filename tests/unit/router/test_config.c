@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "providers/params.h"
 #include "router/config.h"
 #include "router/policy.h"
 
@@ -1233,10 +1234,40 @@ static void test_keep_restart_settings(void **state)
     config_free(nw);
 }
 
+/* models.NAME.capabilities: the default from the dialect and the name; a
+ * list replaces it; an unknown capability names its JSON path. */
+static void test_model_capabilities(void **state)
+{
+    bridle_config *c = load_ok(doc(PROV_P,
+                                   "\"gpt-4o\": {\"provider\": \"p\"}, "
+                                   "\"aud\": {\"provider\": \"p\", \"upstream_model\": "
+                                   "\"gpt-4o-audio-preview\", \"price\": \"gpt-4o\"}, "
+                                   "\"bare\": {\"provider\": \"p\", \"price\": \"gpt-4o\", "
+                                   "\"capabilities\": [\"tools\", \"audio\"]}, "
+                                   "\"none\": {\"provider\": \"p\", \"price\": \"gpt-4o\", "
+                                   "\"capabilities\": []}",
+                                   NULL));
+    assert_int_equal(config_find_model(c, "gpt-4o")->target.caps,
+                     CAP_TOOLS | CAP_VISION | CAP_JSON_SCHEMA | CAP_LOGPROBS);
+    assert_true(config_find_model(c, "aud")->target.caps & CAP_AUDIO);
+    assert_int_equal(config_find_model(c, "bare")->target.caps, CAP_TOOLS | CAP_AUDIO);
+    assert_int_equal(config_find_model(c, "none")->target.caps, 0);
+    config_free(c);
+    expect_error_at(doc(PROV_P,
+                        "\"gpt-4o\": {\"provider\": \"p\", \"capabilities\": [\"tools\", "
+                        "\"telepathy\"]}",
+                        NULL),
+                    "$.models.gpt-4o.capabilities[1]");
+    expect_error_at(
+        doc(PROV_P, "\"gpt-4o\": {\"provider\": \"p\", \"capabilities\": \"tools\"}", NULL),
+        "$.models.gpt-4o.capabilities");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_minimal_valid, setup_env),
+        cmocka_unit_test_setup(test_model_capabilities, setup_env),
         cmocka_unit_test_setup(test_limit_defaults, setup_env),
         cmocka_unit_test_setup(test_provider_options, setup_env),
         cmocka_unit_test_setup(test_shipped_config, setup_env),

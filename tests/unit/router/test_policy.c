@@ -1171,6 +1171,80 @@ static void test_config_errors(void **state)
     expect_error("[]", "$.routing: expected an object, got array");
 }
 
+/* A model that cannot take the request (a capability it lacks, or a
+ * dialect that refuses a parameter) is skipped wherever it is met: in the
+ * tier, in the escalation tiers, in a route; listed in plan.skipped; when
+ * nothing is left, POLICY_UNFIT. */
+static void test_skips_models_that_cannot_take_it(void **state)
+{
+    policy *p = make(EXAMPLE);
+    enum { NEED = 1u << 3, OTHER = 1u << 0 };
+    for (int i = 0; i < N_MODELS; i++) {
+        table[i].caps = NEED | OTHER;
+        table[i].dialect = 0;
+    }
+    table[HAIKU].caps = OTHER; /* lacks NEED */
+    table[FLASH].dialect = 2;  /* a dialect that refuses a parameter */
+    policy_request r = req_auto("classify");
+    r.needs = NEED;
+    r.refused_dialects = 1u << 2;
+    policy_plan pl = plan_ok(p, &r);
+    assert_string_equal(cand_name(&pl, 0), "gpt-4o-mini");
+    for (int i = 0; i < pl.n; i++) {
+        assert_int_not_equal(pl.cand[i].model_index, HAIKU);
+        assert_int_not_equal(pl.cand[i].model_index, FLASH);
+    }
+    assert_int_equal(pl.n_primary, 1);
+    assert_int_equal(pl.n_skipped, 2);
+    assert_true((pl.skipped[0] == HAIKU && pl.skipped[1] == FLASH) ||
+                (pl.skipped[0] == FLASH && pl.skipped[1] == HAIKU));
+
+    /* the whole budget tier unfit: the escalation tier answers */
+    table[MINI].caps = OTHER;
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.n_primary, 0);
+    assert_string_equal(cand_name(&pl, 0), "gpt-4o");
+    assert_int_equal(pl.n_skipped, 3);
+
+    /* nothing can: POLICY_UNFIT, with what was skipped */
+    for (int i = 0; i < N_MODELS; i++)
+        table[i].caps = OTHER;
+    char err[256];
+    assert_int_equal(policy_plan_request(p, table, N_MODELS, &r, &pl, err, sizeof err),
+                     POLICY_UNFIT);
+    assert_int_equal(pl.n, 0);
+    assert_true(pl.n_skipped >= 3);
+    assert_contains(err, "can take this request");
+
+    /* a route skips the same way */
+    table[SONNET].caps = NEED;
+    int route[] = {HAIKU, SONNET};
+    policy_request rr = {.model = "r",
+                         .route = "r",
+                         .route_models = route,
+                         .n_route_models = 2,
+                         .prompt_chars = 40,
+                         .max_tokens = -1,
+                         .spend_share_pct = -1,
+                         .needs = NEED};
+    pl = plan_ok(p, &rr);
+    assert_order(&pl, 1, SONNET);
+    assert_int_equal(pl.n_skipped, 1);
+    assert_int_equal(pl.skipped[0], HAIKU);
+    table[SONNET].caps = OTHER;
+    assert_int_equal(policy_plan_request(p, table, N_MODELS, &rr, &pl, err, sizeof err),
+                     POLICY_UNFIT);
+    assert_contains(err, "route \"r\"");
+
+    /* a request that needs nothing: every model as before */
+    r.needs = 0;
+    r.refused_dialects = 0;
+    pl = plan_ok(p, &r);
+    assert_int_equal(pl.n_skipped, 0);
+    assert_int_equal(pl.n_primary, 3);
+    policy_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1206,6 +1280,7 @@ int main(void)
         cmocka_unit_test(test_cascade_configured_checks),
         cmocka_unit_test_setup(test_escalation_keeps_a_place, setup),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test_setup(test_skips_models_that_cannot_take_it, setup),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
