@@ -573,6 +573,7 @@ bool params_dialect_refuses(const canon_request *req, const provider_ops *ops, c
 
 bool params_target_refuses(const canon_request *req, const target *t, params_refusal *why)
 {
+    if (req->embed.on) return false; /* the chat table: embeddings are checked by their own canon */
     unsigned missing = req->needs & ~t->caps;
     if (missing) {
         if (!why) return true;
@@ -601,7 +602,7 @@ int params_dialect_index(const provider_ops *ops)
 
 unsigned params_refused_dialects(const canon_request *req)
 {
-    if (!req || !req->doc) return 0;
+    if (!req || !req->doc || req->embed.on) return 0;
     uint32_t at[N_DIALECTS];
     unsigned all_cols = (1u << N_DIALECTS) - 1, cols = keys_scan(req, all_cols, at);
     /* the lists: Gemini and Ollama take the same shapes, Anthropic more
