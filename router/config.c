@@ -635,7 +635,7 @@ static void parse_capabilities(parse_ctx *pc, json_object *o, model_conf *m)
 
 static void parse_model(parse_ctx *pc, const char *name, json_object *o)
 {
-    static const char *const known[] = {"provider",  "upstream_model", "price", "prices",
+    static const char *const known[] = {"provider",  "upstream_model", "price",        "prices",
                                         "reasoning", "kind",           "capabilities", NULL};
     bridle_config *c = pc->cfg;
     if (c->n_models == MAX_MODELS) {
