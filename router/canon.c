@@ -420,29 +420,39 @@ static int check_fields(cctx *c, canon_request *out)
     return check_reasoning(c, out);
 }
 
-int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, canon_request *out,
-                     canon_error *err)
+/* What both parses start with: a JSON object, tokenized once into doc,
+ * out pointing at it; `main` names the field the body must carry besides
+ * "model", for the messages. */
+static int parse_begin(cctx *c, jdoc *doc, const char *body, size_t len, const char *main,
+                       canon_request *out)
 {
     memset(out, 0, sizeof *out);
     out->max_tokens = -1;
-    cctx c = {.d = doc, .strings = strings, .err = err};
     if (len == 0)
-        return invalid(
-            &c, NULL, "invalid_json",
-            "the request body is empty: send a JSON object with \"model\" and \"messages\"");
+        return invalid(c, NULL, "invalid_json",
+                       "the request body is empty: send a JSON object with \"model\" and \"%s\"",
+                       main);
     char why[96];
     size_t pos = 0;
     if (jdoc_parse(doc, body, len, why, sizeof why, &pos) != 0)
-        return invalid(&c, NULL, "invalid_json",
+        return invalid(c, NULL, "invalid_json",
                        "the request body is not valid JSON: %s at byte %zu", why, pos);
-    if (jdoc_type(doc, 0) != JT_OBJECT)
-        return invalid(&c, NULL, "invalid_type",
-                       "the request body must be a JSON object with \"model\" and \"messages\"");
-    buf_reset(strings);
-    buf_reserve(strings, len + 16);
+    if (jdoc_type(c->d, 0) != JT_OBJECT)
+        return invalid(c, NULL, "invalid_type",
+                       "the request body must be a JSON object with \"model\" and \"%s\"", main);
+    buf_reset(c->strings);
+    buf_reserve(c->strings, len + 16);
     out->body = body;
     out->body_len = len;
     out->doc = doc;
+    return 0;
+}
+
+int canon_parse_chat(const char *body, size_t len, jdoc *doc, buf *strings, canon_request *out,
+                     canon_error *err)
+{
+    cctx c = {.d = doc, .strings = strings, .err = err};
+    if (parse_begin(&c, doc, body, len, "messages", out)) return -1;
     if (index_top_keys(&c)) return -1;
     return check_fields(&c, out);
 }
@@ -609,27 +619,10 @@ static int check_embed_options(cctx *c, canon_embed *e)
 int canon_parse_embeddings(const char *body, size_t len, jdoc *doc, buf *strings,
                            canon_request *out, canon_error *err)
 {
-    memset(out, 0, sizeof *out);
-    out->max_tokens = -1;
-    out->n = 1;
     cctx c = {.d = doc, .strings = strings, .err = err};
-    if (len == 0)
-        return invalid(
-            &c, NULL, "invalid_json",
-            "the request body is empty: send a JSON object with \"model\" and \"input\"");
-    char why[96];
-    size_t pos = 0;
-    if (jdoc_parse(doc, body, len, why, sizeof why, &pos) != 0)
-        return invalid(&c, NULL, "invalid_json",
-                       "the request body is not valid JSON: %s at byte %zu", why, pos);
-    if (jdoc_type(doc, 0) != JT_OBJECT)
-        return invalid(&c, NULL, "invalid_type",
-                       "the request body must be a JSON object with \"model\" and \"input\"");
-    buf_reset(strings);
-    buf_reserve(strings, len + 16);
-    out->body = body;
-    out->body_len = len;
-    out->doc = doc;
+    int rc = parse_begin(&c, doc, body, len, "input", out);
+    out->n = 1;
+    if (rc) return -1;
     out->embed.on = true;
     if (index_top_keys(&c)) return -1;
     uint32_t model = c.top[K_MODEL];

@@ -347,11 +347,16 @@ describe('tool calls through /v1/messages', () => {
       }
   });
 
-  test('tool_choice tool, and disable_parallel_tool_use, reach every dialect', async () => {
-    for (const { model } of MODELS) {
-      const m = await ask(model, [{ role: 'user', content: '[[mock:tool_calls=2]] Time?' }], false, {
-        tool_choice: { type: 'tool', name: 'get_time', disable_parallel_tool_use: true },
-      });
+  test('tool_choice tool, and disable_parallel_tool_use, reach every dialect that can force a call', async () => {
+    for (const { model, dialect } of MODELS) {
+      const choice = { tool_choice: { type: 'tool', name: 'get_time', disable_parallel_tool_use: true } };
+      const messages = [{ role: 'user', content: '[[mock:tool_calls=2]] Time?' }];
+      if (dialect === 'ollama') {
+        // Ollama cannot force a call: refused in Anthropic's shape, naming it
+        await assert.rejects(ask(model, messages, false, choice), (e) => e.status === 400 && e.error.error.type === 'invalid_request_error' && /tool_choice/.test(e.message));
+        continue;
+      }
+      const m = await ask(model, messages, false, choice);
       const calls = m.content.filter((b) => b.type === 'tool_use');
       assert.ok(calls.length >= 1 && calls.every((c) => c.name === 'get_time'), model);
       // OpenAI's parallel_tool_calls and Anthropic's own flag limit the answer to one call
