@@ -1291,9 +1291,10 @@ static void parse_batches(parse_ctx *pc, json_object *root)
 {
     json_object *o = get_obj(pc, root, "batches", false);
     size_t old = path_push(pc, ".batches");
-    static const char *const known[] = {"concurrency", "yield_above", NULL};
+    static const char *const known[] = {"concurrency", "busy_concurrency", "yield_above", NULL};
     if (o) check_keys(pc, o, known);
     pc->cfg->batches.concurrency = (int)get_int(pc, o, "concurrency", 8, 1, 1024);
+    pc->cfg->batches.busy_concurrency = (int)get_int(pc, o, "busy_concurrency", 2, 0, 1024);
     pc->cfg->batches.yield_above = (int)get_int(pc, o, "yield_above", 256, 0, 1000000);
     path_pop(pc, old);
 }

@@ -205,8 +205,9 @@ const budgets_conf *config_budgets(const bridle_config *c);
 const cache_conf *config_cache(const bridle_config *c);
 /* batches: the local queue that runs batch lines (server/batches.h). */
 typedef struct batches_conf {
-    int concurrency; /* lines in flight per process */
-    int yield_above; /* no new line while more live requests than this are in flight */
+    int concurrency;      /* lines in flight per process */
+    int busy_concurrency; /* ... while live requests are in flight */
+    int yield_above;      /* no new line while more live requests than this are in flight */
 } batches_conf;
 const batches_conf *config_batches(const bridle_config *c);
 

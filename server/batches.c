@@ -513,8 +513,12 @@ static void try_claim(batches *bs)
 {
     app *a = bs->a;
     if (bs->claiming || a->draining || !pgqueue_up(bs->q)) return;
-    if (a->in_flight - bs->running > config_batches(a->cfg)->yield_above) return;
-    int room = config_batches(a->cfg)->concurrency - bs->running;
+    const batches_conf *bc = config_batches(a->cfg);
+    int64_t live = a->in_flight - bs->running;
+    if (live > bc->yield_above) return;
+    int room = (live > 0 && bc->busy_concurrency < bc->concurrency ? bc->busy_concurrency
+                                                                   : bc->concurrency) -
+               bs->running;
     if (room > 0 &&
         batchstore_claim(bs->q, router_instance_id(a->router), room, on_claimed, bs) == 0)
         bs->claiming = true;
