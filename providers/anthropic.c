@@ -143,32 +143,9 @@ static int blocks_add_content(anth_enc *e, uint32_t content, bool images)
     return 0;
 }
 
-/* Appends a tool call's arguments (a string token holding a JSON object;
- * empty means no arguments) as the object itself, checked with jtok. */
 static int args_append(anth_enc *e, uint32_t args, size_t i, buf *b)
 {
-    size_t len = 0;
-    jt_type type = jdoc_type(e->d, args);
-    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
-        jdoc_json_append(e->d, args, b);
-        return 0;
-    }
-    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL)
-        return enc_fail(e,
-                        "tool_calls[%zu].function.arguments must be a string holding a JSON "
-                        "object",
-                        i);
-    const char *s = type == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
-    if (len == 0) {
-        buf_append_str(b, "{}");
-        return 0;
-    }
-    char why[96] = "not a JSON object";
-    if (jdoc_parse(&e->args, s, len, why, sizeof why, NULL) != 0 ||
-        jdoc_type(&e->args, 0) != JT_OBJECT)
-        return enc_fail(e, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i, why);
-    jdoc_json_append(&e->args, 0, b);
-    return 0;
+    return provider_tool_args_append(e->d, args, i, &e->args, &e->scratch, b, e->err, e->errlen);
 }
 
 /* assistant tool_calls → tool_use blocks; arguments must be a JSON object

@@ -829,3 +829,30 @@ buf *provider_turn_item(provider_turns *t)
     if (t->n_items++) buf_append_char(t->b, ',');
     return t->b;
 }
+
+int provider_tool_args_append(const jdoc *d, uint32_t args, size_t i, jdoc *parsed, buf *scratch,
+                              buf *out, char *err, size_t errlen)
+{
+    size_t len = 0;
+    jt_type type = jdoc_type(d, args);
+    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
+        jdoc_json_append(d, args, out);
+        return 0;
+    }
+    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL)
+        return provider_fail(err, errlen,
+                             "tool_calls[%zu].function.arguments must be a string holding a JSON "
+                             "object",
+                             i);
+    const char *s = type == JT_STRING ? jdoc_str_view(d, args, scratch, &len) : NULL;
+    if (len == 0) {
+        buf_append_str(out, "{}");
+        return 0;
+    }
+    char why[96] = "not a JSON object";
+    if (jdoc_parse(parsed, s, len, why, sizeof why, NULL) != 0 || jdoc_type(parsed, 0) != JT_OBJECT)
+        return provider_fail(
+            err, errlen, "tool_calls[%zu].function.arguments is not a JSON object (%s)", i, why);
+    jdoc_json_append(parsed, 0, out);
+    return 0;
+}

@@ -129,31 +129,10 @@ static int encode_parts(oll_enc *e, uint32_t content)
 }
 
 /* OpenAI tool calls carry arguments as a JSON string; Ollama wants the
- * object itself (checked with jtok, then copied as the client wrote it). */
+ * object itself. */
 static int encode_arguments(oll_enc *e, uint32_t args, size_t i)
 {
-    size_t len = 0;
-    jt_type type = jdoc_type(e->d, args);
-    if (type == JT_OBJECT) { /* OpenAI wants a string; an object means the same */
-        jdoc_json_append(e->d, args, e->b);
-        return 0;
-    }
-    if (type != JT_STRING && type != JT_ABSENT && type != JT_NULL) {
-        snprintf(e->err, e->errlen,
-                 "tool call %zu arguments must be a string holding a JSON object", i);
-        return -1;
-    }
-    const char *s = type == JT_STRING ? jdoc_str_view(e->d, args, &e->scratch, &len) : NULL;
-    if (len == 0) {
-        buf_append_str(e->b, "{}");
-        return 0;
-    }
-    if (jdoc_parse(&e->args, s, len, NULL, 0, NULL) != 0 || jdoc_type(&e->args, 0) != JT_OBJECT) {
-        snprintf(e->err, e->errlen, "tool call %zu arguments are not a JSON object", i);
-        return -1;
-    }
-    jdoc_json_append(&e->args, 0, e->b);
-    return 0;
+    return provider_tool_args_append(e->d, args, i, &e->args, &e->scratch, e->b, e->err, e->errlen);
 }
 
 static int encode_tool_calls(oll_enc *e, uint32_t calls)

@@ -395,6 +395,14 @@ bool provider_get_int(json_object *obj, const char *key, int64_t *out);
  * the counts are subtracted from each other); false when absent. */
 bool provider_get_count(json_object *obj, const char *key, int64_t *out);
 
+/* Appends tool call i's arguments (args: a string holding a JSON object,
+ * the object itself, or nothing: {}) as the object, checked with jtok into
+ * `parsed` (scratch: for unescaping). The dialects that want an object
+ * (Anthropic input, Gemini args, Ollama arguments) all do this. Returns 0,
+ * or -1 with err naming tool_calls[i].function.arguments. */
+int provider_tool_args_append(const jdoc *d, uint32_t args, size_t i, jdoc *parsed, buf *scratch,
+                              buf *out, char *err, size_t errlen);
+
 /* Formats a reason into err (errlen bytes); returns -1, for `return
  * provider_fail(...)` in encoders. */
 int provider_fail(char *err, size_t errlen, const char *fmt, ...)
