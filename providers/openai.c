@@ -192,10 +192,7 @@ static void messages_api_member(const canon_request *req, const target *t, const
         return;
     }
     if (strcmp(key, "messages") == 0 || strcmp(key, "tools") == 0) {
-        if (!*first) buf_append_char(b, ',');
-        *first = false;
-        buf_append(b, raw_key, rlen);
-        buf_append_char(b, ':');
+        body_copy_member(b, first, raw_key, rlen, "", 0);
         (key[0] == 'm' ? messages_copy : items_copy)(d, k + 1, b);
         return;
     }
