@@ -34,9 +34,7 @@ struct batches {
 /* ------------------------------------------------------------ the API */
 
 typedef struct bcall {
-    app *a;
-    h1_req *req;
-    bool gone;
+    http_held h; /* the request, held until the answer */
     const key_conf *key;
     char id[40];
     char file_id[64];
@@ -48,21 +46,13 @@ typedef struct bcall {
     char idem_owner[64]; /* the claim's token, while it is held */
 } bcall;
 
-static void on_gone(void *arg)
-{
-    ((bcall *)arg)->gone = true;
-}
-
 static bcall *call_new(app *a, h1_req *req, const key_conf *key)
 {
     bcall *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->a = a;
-    c->req = req;
     c->key = key;
     keyring_hold(key);
-    a->in_flight++;
-    h1_watch_gone(req, on_gone, c);
+    http_hold(&c->h, a, req);
     return c;
 }
 
@@ -72,25 +62,22 @@ static void idem_settle(bcall *c, int status, const char *json, size_t len);
 static void call_end(bcall *c, int status, const char *json, size_t len, const char *code,
                      const char *param, const char *msg)
 {
-    app *a = c->a;
+    app *a = c->h.a;
+    h1_req *req = c->h.req;
     idem_settle(c, status, json, len);
-    if (c->gone) {
-        h1_req_release(c->req);
-    } else {
-        h1_watch_gone(c->req, NULL, NULL);
+    if (http_unhold(&c->h)) {
         if (status == 200 && c->binary)
-            http_reply(a, c->req, 200, "application/x-jsonlines", json, len);
+            http_reply(a, req, 200, "application/x-jsonlines", json, len);
         else if (status == 200)
-            http_reply_json(a, c->req, 200, json, len);
+            http_reply_json(a, req, 200, json, len);
         else {
-            if (status == 503) h1_add_header(c->req, "Retry-After", "1");
-            http_reply_error(a, c->req, status,
+            if (status == 503) h1_add_header(req, "Retry-After", "1");
+            http_reply_error(a, req, status,
                              status == 503 ? "server_error" : "invalid_request_error", code, param,
                              msg, status == 503);
         }
     }
     keyring_release(c->key);
-    a->in_flight--;
     free(c->metadata);
     buf_free(&c->lines);
     free(c);
@@ -101,7 +88,7 @@ static void call_end(bcall *c, int status, const char *json, size_t len, const c
  * gives the key up, so a retry runs anew. */
 static void idem_settle(bcall *c, int status, const char *json, size_t len)
 {
-    idem_store *st = router_idem(c->a->router);
+    idem_store *st = router_idem(c->h.a->router);
     if (!c->idem_owner[0] || !st) return;
     if (status == 200)
         idem_store_result(st, c->key->id, c->idem_key, c->idem_owner, 200, "application/json", json,
@@ -157,7 +144,7 @@ static void on_file_endpoint(void *ctx, PGresult *res, const char *error)
         call_end(c, 400, NULL, 0, "invalid_request", "input_file_id", msg);
         return;
     }
-    batches *bs = c->a->batches;
+    batches *bs = c->h.a->batches;
     batch_new b = {.id = c->id,
                    .key_id = c->key->id,
                    .key_sha256 = c->key->sha256,
@@ -176,7 +163,7 @@ static void bad(app *a, h1_req *req, const char *param, const char *msg)
 
 static void create_start(bcall *c)
 {
-    if (batchstore_file_endpoint(c->a->batches->q, c->file_id, c->key->id, on_file_endpoint, c) !=
+    if (batchstore_file_endpoint(c->h.a->batches->q, c->file_id, c->key->id, on_file_endpoint, c) !=
         0)
         db_failed(c, "it is busy or away");
 }
@@ -190,7 +177,7 @@ static void on_idem_claim(void *ctx, const idem_result *res)
         create_start(c);
         return;
     case IDEM_REPLAY:
-        if (!c->gone) h1_add_header(c->req, "Idempotent-Replayed", "true");
+        if (!c->h.gone) h1_add_header(c->h.req, "Idempotent-Replayed", "true");
         call_end(c, res->status, res->body, res->body_len, NULL, NULL, NULL);
         return;
     case IDEM_MISMATCH:
@@ -212,7 +199,7 @@ static void on_idem_claim(void *ctx, const idem_result *res)
  * body, replayed after. */
 static void idem_begin(bcall *c, const char *header, const char *body, size_t len)
 {
-    idem_store *st = router_idem(c->a->router);
+    idem_store *st = router_idem(c->h.a->router);
     if (!st) {
         create_start(c);
         return;
@@ -229,7 +216,7 @@ static void idem_begin(bcall *c, const char *header, const char *body, size_t le
     char fp[65];
     util_sha256_hex(b.data, b.len, fp);
     buf_free(&b);
-    bool wait = config_idempotency(c->a->cfg)->wait;
+    bool wait = config_idempotency(c->h.a->cfg)->wait;
     if (!idem_claim(st, c->key->id, c->idem_key, fp, wait, util_now_ms() + 30000, on_idem_claim, c))
         db_failed(c, "could not be asked (no memory)");
 }

@@ -14,20 +14,13 @@
 
 /* One request waiting for the database. */
 typedef struct fcall {
-    app *a;
-    h1_req *req;
-    bool gone;   /* the client left: the request is ours to release */
+    http_held h; /* first: the request, held until the answer */
     bool binary; /* the answer is a file's content, not JSON */
 } fcall;
 
 filestore *files_store_new(app *a)
 {
     return a->db_queue ? filestore_new(a->db_queue) : NULL;
-}
-
-static void on_gone(void *arg)
-{
-    ((fcall *)arg)->gone = true;
 }
 
 static void not_found(app *a, h1_req *req, const char *id)
@@ -48,21 +41,18 @@ static void unavailable(app *a, h1_req *req, const char *why)
 static void on_done(void *ctx, int status, const char *json, size_t len, const char *error)
 {
     fcall *c = ctx;
-    app *a = c->a;
-    if (c->gone) {
-        h1_req_release(c->req);
-    } else {
-        h1_watch_gone(c->req, NULL, NULL);
+    app *a = c->h.a;
+    h1_req *req = c->h.req;
+    if (http_unhold(&c->h)) {
         if (status == 200 && c->binary)
-            http_reply(a, c->req, 200, "application/octet-stream", json, len);
+            http_reply(a, req, 200, "application/octet-stream", json, len);
         else if (status == 200)
-            http_reply_json(a, c->req, 200, json, len);
+            http_reply_json(a, req, 200, json, len);
         else if (status == 404)
-            not_found(a, c->req, NULL);
+            not_found(a, req, NULL);
         else
-            unavailable(a, c->req, "failed");
+            unavailable(a, req, "failed");
     }
-    a->in_flight--;
     free(c);
 }
 
@@ -70,20 +60,17 @@ static fcall *call_new(app *a, h1_req *req, bool binary)
 {
     fcall *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->a = a;
-    c->req = req;
     c->binary = binary;
-    a->in_flight++;
-    h1_watch_gone(req, on_gone, c);
+    http_hold(&c->h, a, req);
     return c;
 }
 
 /* A call the store did not take (down, or too busy). */
 static void call_refused(fcall *c)
 {
-    h1_watch_gone(c->req, NULL, NULL);
-    unavailable(c->a, c->req, "cannot be reached or is busy");
-    c->a->in_flight--;
+    app *a = c->h.a;
+    h1_req *req = c->h.req;
+    if (http_unhold(&c->h)) unavailable(a, req, "cannot be reached or is busy");
     free(c);
 }
 

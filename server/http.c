@@ -129,6 +129,31 @@ void http_reply_error(app *a, h1_req *req, int status, const char *type, const c
     buf_free(&b);
 }
 
+static void on_held_gone(void *arg)
+{
+    ((http_held *)arg)->gone = true;
+}
+
+void http_hold(http_held *h, app *a, h1_req *req)
+{
+    h->a = a;
+    h->req = req;
+    h->gone = false;
+    a->in_flight++;
+    h1_watch_gone(req, on_held_gone, h);
+}
+
+bool http_unhold(http_held *h)
+{
+    h->a->in_flight--;
+    if (h->gone) {
+        h1_req_release(h->req);
+        return false;
+    }
+    h1_watch_gone(h->req, NULL, NULL);
+    return true;
+}
+
 /* ------------------------------------------------------------ routes */
 
 static void reply_models(app *a, h1_req *req)

@@ -57,6 +57,20 @@ void http_reply_json(app *a, h1_req *req, int status, const char *body, size_t l
 /* Counts a reply by status class. */
 void http_count_reply(app *a, int status);
 
+/* A request answered after some I/O (a database query): held, it counts
+ * as in flight, and a client that leaves meanwhile is noted so that the
+ * request is released instead of answered. Embedded in the caller's
+ * state, which must not move while held. */
+typedef struct http_held {
+    app *a;
+    h1_req *req;
+    bool gone; /* the client left */
+} http_held;
+void http_hold(http_held *h, app *a, h1_req *req);
+/* Ends the hold: true when the client is still there (answer it now),
+ * false when it left (its request is released here). */
+bool http_unhold(http_held *h);
+
 /* A fresh request id ("req_" + 24 hex) into out (32 bytes). */
 void http_new_request_id(char out[32]);
 
