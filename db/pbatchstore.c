@@ -26,7 +26,8 @@ static const char SQL_REFUSED[] =
 #define FAIL_LINES(WHERE_P) \
     "WITH p AS (UPDATE bridle_provider_batches SET status = 'failed', error = $2, ended_at = " \
     "now() WHERE " WHERE_P " RETURNING id) " \
-    "UPDATE bridle_batch_lines SET state = 'failed', response = $2 WHERE pbatch_id IN (SELECT " \
+    "UPDATE bridle_batch_lines SET state = 'failed', status = NULL, response = $2 WHERE " \
+    "pbatch_id IN (SELECT " \
     "id FROM p) AND state = 'submitted'"
 /* clang-format on */
 
@@ -66,7 +67,8 @@ static const char SQL_SETTLE[] =
     "= u.q FROM u WHERE l.pbatch_id = $1 AND l.line_no = u.n AND l.state = 'submitted' "
     "RETURNING 1), "
     "rest AS (UPDATE bridle_batch_lines l SET state = CASE WHEN b.status = 'cancelling' THEN "
-    "'cancelled' ELSE 'failed' END, response = 'the provider''s batch ended without an answer "
+    "'cancelled' ELSE 'failed' END, status = NULL, response = 'the provider''s batch ended "
+    "without an answer "
     "for this request' FROM bridle_batches b WHERE $3::boolean AND l.pbatch_id = $1 AND l.state "
     "= 'submitted' AND b.id = l.batch_id AND NOT EXISTS (SELECT 1 FROM u WHERE u.n = l.line_no) "
     "RETURNING 1) "

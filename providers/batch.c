@@ -241,6 +241,10 @@ static int read_openai(json_object *o, provider_batch_result *r, char *err, size
     json_object *body = provider_json_get(resp, "body");
     if (resp && code && json_object_is_type(code, json_type_int) && body) {
         r->status = json_object_get_int(code);
+        if (r->status < 100 || r->status > 599) {
+            snprintf(err, errlen, "a result line has status_code %d", r->status);
+            return -1;
+        }
         append_json(&r->body, body);
         return 0;
     }
@@ -261,7 +265,7 @@ int provider_batch_read_result(const provider_conf *p, const char *line, size_t 
     if (!o) return -1;
     const char *id = provider_json_str(o, "custom_id");
     int rc = -1;
-    if (!id || strlen(id) >= sizeof r->custom_id)
+    if (!id || !*id || strlen(id) >= sizeof r->custom_id)
         snprintf(err, errlen, "a result line has no usable custom_id");
     else {
         snprintf(r->custom_id, sizeof r->custom_id, "%s", id);
