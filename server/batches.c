@@ -590,6 +590,17 @@ batches *batches_new(app *a)
     return bs;
 }
 
+void batches_health_json(const batches *bs, buf *out)
+{
+    pbatch_stats ps = pbatch_get_stats(bs->pb);
+    buf_printf(out,
+               ",\"batches\":{\"lines_running\":%d,\"provider_batches\":{\"submitted\":%ld,"
+               "\"refused\":%ld,\"lost\":%ld,\"polls\":%ld,\"settled_lines\":%ld,"
+               "\"in_flight\":%d}}",
+               bs->running, ps.submitted, ps.refused, ps.lost, ps.polls, ps.settled_lines,
+               ps.in_flight);
+}
+
 void batches_free(batches *bs)
 {
     if (!bs) return;

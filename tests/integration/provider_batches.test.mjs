@@ -145,6 +145,13 @@ describe('the provider batch path', () => {
     assert.equal(st.batch.lines_run.openai, 10);
     assert.equal(st.batch.lines_run.anthropic, 10);
     assert.equal(st.batch.custom_ids_submitted_twice, 0);
+    // bridle's own counters
+    const health = (await get(`${gw.baseURL}/bridle/health`, { authorization: `Bearer ${gw.key}` })).json;
+    assert.equal(health.providers.find((p) => p.name === 'openai').batch, true);
+    assert.equal(health.providers.find((p) => p.name === 'ollama').batch, false);
+    assert.ok(health.batches.provider_batches.submitted >= 2, JSON.stringify(health.batches));
+    assert.ok(health.batches.provider_batches.settled_lines >= 20, JSON.stringify(health.batches));
+    assert.equal(health.batches.provider_batches.lost, 0);
     const { rows: pbs } = await db.query('SELECT provider, status, lines FROM bridle_provider_batches WHERE batch_id = $1 ORDER BY provider', [created.id]);
     assert.deepEqual(pbs, [
       { provider: 'anthropic', status: 'ended', lines: 10 },
