@@ -7,29 +7,54 @@
 #define ANTHROPIC_VERSION "2023-06-01"
 #define BOUNDARY "bridle-batch-8f0c2d4e6a1b3c5d"
 
+static bool is_kind(const provider_conf *p, const char *kind)
+{
+    return p->ops && strcmp(p->ops->kind, kind) == 0;
+}
+
 static bool is_anthropic(const provider_conf *p)
 {
-    return p->ops && strcmp(p->ops->kind, "anthropic") == 0;
+    return is_kind(p, "anthropic");
+}
+
+static bool is_gemini(const provider_conf *p)
+{
+    return is_kind(p, "gemini");
 }
 
 bool provider_batch_supported(const provider_conf *p)
 {
-    return p->ops && (is_anthropic(p) || strcmp(p->ops->kind, "openai") == 0);
+    return is_anthropic(p) || is_gemini(p) || is_kind(p, "openai");
 }
 
 bool provider_batch_uploads(const provider_conf *p)
 {
-    return !is_anthropic(p);
+    return is_kind(p, "openai");
+}
+
+bool provider_batch_inline(const provider_conf *p)
+{
+    return is_gemini(p);
 }
 
 void provider_batch_begin(const provider_conf *p, buf *payload)
 {
     if (is_anthropic(p)) buf_append_str(payload, "{\"requests\":[");
+    if (is_gemini(p))
+        buf_append_str(payload, "{\"batch\":{\"display_name\":\"bridle\",\"input_config\":{"
+                                "\"requests\":{\"requests\":[");
 }
 
 void provider_batch_add(const provider_conf *p, buf *payload, const char *custom_id,
                         const char *body, size_t len)
 {
+    if (is_gemini(p)) { /* the key comes back with its answer (and the order is kept) */
+        if (payload->data[payload->len - 1] != '[') buf_append_str(payload, ",");
+        buf_printf(payload, "{\"metadata\":{\"key\":\"%s\"},\"request\":", custom_id);
+        buf_append(payload, body, len);
+        buf_append_str(payload, "}");
+        return;
+    }
     if (is_anthropic(p)) {
         if (payload->data[payload->len - 1] != '[') buf_append_str(payload, ",");
         buf_printf(payload, "{\"custom_id\":\"%s\",\"params\":", custom_id);
@@ -45,6 +70,7 @@ void provider_batch_add(const provider_conf *p, buf *payload, const char *custom
 void provider_batch_end(const provider_conf *p, buf *payload)
 {
     if (is_anthropic(p)) buf_append_str(payload, "]}");
+    if (is_gemini(p)) buf_append_str(payload, "]}}}}");
 }
 
 /* The provider's URL for path, its key and configured headers. */
@@ -56,6 +82,9 @@ static void request_to(const provider_conf *p, upstream_request *out, const char
     if (is_anthropic(p)) {
         if (p->api_key && *p->api_key) upstream_request_add_header(out, "x-api-key", p->api_key);
         upstream_request_add_header(out, "anthropic-version", ANTHROPIC_VERSION);
+    } else if (is_gemini(p)) {
+        if (p->api_key && *p->api_key)
+            upstream_request_add_header(out, "x-goog-api-key", p->api_key);
     } else if (p->api_key && *p->api_key)
         upstream_request_add_bearer(out, p->api_key);
     if (content_type) upstream_request_add_header(out, "Content-Type", content_type);
@@ -77,10 +106,13 @@ void provider_batch_upload(const provider_conf *p, const buf *payload, upstream_
 }
 
 void provider_batch_create(const provider_conf *p, const char *file_id, const buf *payload,
-                           const char *tag, upstream_request *out)
+                           const char *tag, const char *model, upstream_request *out)
 {
-    if (is_anthropic(p)) {
-        request_to(p, out, "application/json", "%s", "/messages/batches");
+    if (is_anthropic(p) || is_gemini(p)) {
+        if (is_gemini(p))
+            request_to(p, out, "application/json", "/models/%s:batchGenerateContent", model);
+        else
+            request_to(p, out, "application/json", "%s", "/messages/batches");
         buf_append(&out->body, payload->data ? payload->data : "", payload->len);
         return;
     }
@@ -96,13 +128,17 @@ void provider_batch_create(const provider_conf *p, const char *file_id, const bu
 void provider_batch_status(const provider_conf *p, const char *batch_id, upstream_request *out)
 {
     request_to(p, out, NULL, is_anthropic(p) ? "/messages/batches/%s" : "/batches/%s", batch_id);
+    /* Gemini's answer has the results too, once it has ended */
     out->get = true;
 }
 
 void provider_batch_cancel(const provider_conf *p, const char *batch_id, upstream_request *out)
 {
     request_to(p, out, "application/json",
-               is_anthropic(p) ? "/messages/batches/%s/cancel" : "/batches/%s/cancel", batch_id);
+               is_anthropic(p) ? "/messages/batches/%s/cancel"
+               : is_gemini(p)  ? "/batches/%s:cancel"
+                               : "/batches/%s/cancel",
+               batch_id);
     buf_append_str(&out->body, "{}"); /* never an empty POST: curl would read stdin for it */
 }
 
@@ -142,6 +178,8 @@ int provider_batch_id(const char *body, size_t len, char *id, size_t idlen, char
     json_object *o = parse_object(body, len, err, errlen);
     if (!o) return -1;
     const char *v = provider_json_str(o, "id");
+    const char *name = provider_json_str(o, "name"); /* Gemini: "batches/ID" */
+    if (!v && name && strncmp(name, "batches/", 8) == 0) v = name + 8;
     int rc = id_ok(v) && strlen(v) < idlen ? 0 : -1;
     if (rc == 0)
         snprintf(id, idlen, "%s", v);
@@ -162,13 +200,21 @@ int provider_batch_read_state(const provider_conf *p, const char *body, size_t l
     memset(st, 0, sizeof *st);
     json_object *o = parse_object(body, len, err, errlen);
     if (!o) return -1;
-    const char *s = provider_json_str(o, is_anthropic(p) ? "processing_status" : "status");
+    json_object *md = provider_json_typed(o, "metadata", json_type_object);
+    const char *s = is_gemini(p)      ? provider_json_str(md, "state")
+                    : is_anthropic(p) ? provider_json_str(o, "processing_status")
+                                      : provider_json_str(o, "status");
     int rc = 0;
     if (!s) {
         snprintf(err, errlen, "the provider's batch has no status");
         rc = -1;
     } else if (is_anthropic(p)) {
         st->ended = strcmp(s, "ended") == 0;
+    } else if (is_gemini(p)) {
+        json_object *done = provider_json_get(o, "done");
+        st->ended = (done && json_object_get_boolean(done)) ||
+                    !strcmp(s, "BATCH_STATE_SUCCEEDED") || !strcmp(s, "BATCH_STATE_FAILED") ||
+                    !strcmp(s, "BATCH_STATE_CANCELLED") || !strcmp(s, "BATCH_STATE_EXPIRED");
     } else {
         st->ended = !strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "expired") ||
                     !strcmp(s, "cancelled");
@@ -255,6 +301,58 @@ static int read_openai(json_object *o, provider_batch_result *r, char *err, size
     return 0;
 }
 
+/* Gemini's inlined responses (in its status answer once ended): at
+ * operation.response, or at metadata.output. */
+static json_object *inlined_responses(json_object *o)
+{
+    json_object *out = provider_json_typed(o, "response", json_type_object);
+    if (!provider_json_get(out, "inlinedResponses")) {
+        json_object *md = provider_json_typed(o, "metadata", json_type_object);
+        out = provider_json_typed(md, "output", json_type_object);
+    }
+    json_object *ir = provider_json_typed(out, "inlinedResponses", json_type_object);
+    return provider_json_typed(ir, "inlinedResponses", json_type_array);
+}
+
+int provider_batch_inline_results(const provider_conf *p, const char *body, size_t len, buf *jsonl,
+                                  char *err, size_t errlen)
+{
+    json_object *o = parse_object(body, len, err, errlen);
+    if (!o) return -1;
+    json_object *list = inlined_responses(o);
+    size_t n = list ? json_object_array_length(list) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *r = json_object_array_get_idx(list, i);
+        const char *key =
+            provider_json_str(provider_json_typed(r, "metadata", json_type_object), "key");
+        json_object *resp = provider_json_typed(r, "response", json_type_object);
+        json_object *e = provider_json_typed(r, "error", json_type_object);
+        if (!resp && !e) continue;
+        buf_append_str(jsonl, "{\"custom_id\":");
+        if (key)
+            buf_append_json_str(jsonl, key, strlen(key));
+        else /* by order, which holds only while every line is there (i of n) */
+            buf_printf(jsonl, "\"#%zu/%zu\"", i, n);
+        int code = 200;
+        if (!resp) {
+            json_object *c = provider_json_get(e, "code");
+            code = c && json_object_is_type(c, json_type_int) ? json_object_get_int(c) : 500;
+            if (code < 400 || code > 599) code = 500;
+        }
+        buf_printf(jsonl, ",\"response\":{\"status_code\":%d,\"body\":", code);
+        if (resp)
+            append_json(jsonl, resp);
+        else {
+            buf_append_str(jsonl, "{\"error\":");
+            append_json(jsonl, e);
+            buf_append_str(jsonl, "}");
+        }
+        buf_append_str(jsonl, "}}\n");
+    }
+    json_object_put(o);
+    return 0;
+}
+
 int provider_batch_read_result(const provider_conf *p, const char *line, size_t len,
                                provider_batch_result *r, char *err, size_t errlen)
 {
@@ -269,6 +367,7 @@ int provider_batch_read_result(const provider_conf *p, const char *line, size_t 
         snprintf(err, errlen, "a result line has no usable custom_id");
     else {
         snprintf(r->custom_id, sizeof r->custom_id, "%s", id);
+        /* Gemini's come as OpenAI's shape (provider_batch_inline_results) */
         rc = is_anthropic(p) ? read_anthropic(o, r, err, errlen) : read_openai(o, r, err, errlen);
     }
     json_object_put(o);

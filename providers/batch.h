@@ -7,8 +7,11 @@
  * output and error files (GET /files/{id}/content), one line per request.
  * Anthropic: POST /messages/batches with the requests; GET
  * /messages/batches/{id} until processing_status is "ended"; GET
- * .../{id}/results. Results come in any order: they are joined on
- * custom_id. wire-formats.md §2 and §3.6. */
+ * .../{id}/results. Gemini (batch mode, inlined requests): POST
+ * /models/{model}:batchGenerateContent; GET /batches/{id} until done, its
+ * answer holding the responses, each with the key it was sent with.
+ * Results come in any order: they are joined on custom_id. wire-formats.md
+ * §2 and §3.6; Gemini's from its API reference (ai.google.dev/api/batch-api). */
 #ifndef BRIDLE_PROVIDER_BATCH_H
 #define BRIDLE_PROVIDER_BATCH_H
 
@@ -21,6 +24,9 @@
 bool provider_batch_supported(const provider_conf *p);
 /* Whether creating a batch takes two calls (upload the file, then create). */
 bool provider_batch_uploads(const provider_conf *p);
+/* Whether its results come in its status answer (Gemini's inlined
+ * responses: provider_batch_inline_results), not from another call. */
+bool provider_batch_inline(const provider_conf *p);
 
 /* The submission's payload: begin, one add per line (custom_id: letters,
  * digits, '-' and '_'; body: the line's request as the provider's live
@@ -34,9 +40,11 @@ void provider_batch_end(const provider_conf *p, buf *payload);
 /* OpenAI: the payload uploaded as a file (multipart/form-data). */
 void provider_batch_upload(const provider_conf *p, const buf *payload, upstream_request *out);
 /* Creates the batch: OpenAI from the uploaded file (file_id), Anthropic
- * from the payload; tag goes in OpenAI's metadata (bridle's own id). */
+ * and Gemini from the payload (Gemini's names the model it is for: model,
+ * the provider's name for it); tag goes in OpenAI's metadata (bridle's own
+ * id). */
 void provider_batch_create(const provider_conf *p, const char *file_id, const buf *payload,
-                           const char *tag, upstream_request *out);
+                           const char *tag, const char *model, upstream_request *out);
 void provider_batch_status(const provider_conf *p, const char *batch_id, upstream_request *out);
 /* Asks the provider to cancel it (a POST without a body). */
 void provider_batch_cancel(const provider_conf *p, const char *batch_id, upstream_request *out);
@@ -60,6 +68,13 @@ typedef struct provider_batch_state {
 /* Reads a status answer; -1 with err when it is not one. */
 int provider_batch_read_state(const provider_conf *p, const char *body, size_t len,
                               provider_batch_state *st, char *err, size_t errlen);
+
+/* Gemini: the results in an ended batch's status answer, appended to
+ * jsonl as result lines in OpenAI's output shape (provider_batch_read_result
+ * reads them); a response without its metadata.key gets custom_id "#I/N"
+ * (the I-th of N: the order is the input's). -1 with err: not JSON. */
+int provider_batch_inline_results(const provider_conf *p, const char *body, size_t len, buf *jsonl,
+                                  char *err, size_t errlen);
 
 /* One result line. */
 typedef struct provider_batch_result {

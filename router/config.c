@@ -11,6 +11,7 @@
 
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "providers/batch.h"
 #include "providers/params.h"
 #include "router/policy.h"
 
@@ -399,12 +400,11 @@ static void parse_prompt_cache(parse_ctx *pc, json_object *opt, provider_conf *p
 static void parse_provider_batch(parse_ctx *pc, json_object *o, provider_conf *p)
 {
     p->batch = get_bool(pc, o, "batch", false);
-    if (p->batch && p->ops && strcmp(p->ops->kind, "openai") != 0 &&
-        strcmp(p->ops->kind, "anthropic") != 0) {
+    if (p->batch && p->ops && !provider_batch_supported(p)) {
         size_t old = path_push(pc, ".batch");
         fail(pc,
-             "only openai and anthropic providers have a batch API bridle uses (this one is "
-             "%s): remove \"batch\" and its batch lines run from the local queue",
+             "only openai, anthropic and gemini providers have a batch API bridle uses (this one "
+             "is %s): remove \"batch\" and its batch lines run from the local queue",
              p->ops->kind);
         path_pop(pc, old);
     }

@@ -301,7 +301,7 @@ static void on_uploaded(pb_op *op, const engine_result *res)
         return;
     }
     upstream_request_reset(&op->up);
-    provider_batch_create(op->p, file, NULL, op->id, &op->up);
+    provider_batch_create(op->p, file, NULL, op->id, NULL, &op->up);
     call(op, on_created);
 }
 
@@ -337,7 +337,10 @@ static void on_taken(void *ctx, PGresult *res, const char *error)
         buf_free(&payload);
         call(op, on_uploaded);
     } else {
-        provider_batch_create(op->p, NULL, &payload, op->id, &op->up);
+        const model_conf *m = config_find_model(router_config(op->rt), PQgetvalue(res, 0, 1));
+        const char *upstream =
+            m && m->target.upstream_model ? m->target.upstream_model : PQgetvalue(res, 0, 1);
+        provider_batch_create(op->p, NULL, &payload, op->id, upstream, &op->up);
         buf_free(&payload);
         call(op, on_created);
     }
@@ -501,7 +504,14 @@ static void on_status(pb_op *op, const engine_result *res)
     }
     log_info("provider batches: %s (%s at %s) ended: %s", op->id, op->remote, op->p->name,
              op->st.status);
-    if (!provider_batch_uploads(op->p))
+    if (provider_batch_inline(op->p)) { /* the results are in this answer */
+        if (provider_batch_inline_results(op->p, op->resp.data, op->resp.len, &op->results, err,
+                                          sizeof err) != 0) {
+            log_warn("provider batches: %s: %s; retried at the next poll", op->id, err);
+            poll_later(op);
+        } else
+            read_lines(op);
+    } else if (!provider_batch_uploads(op->p))
         fetch_file(op, op->remote, on_results);
     else if (op->st.output_file[0])
         fetch_file(op, op->st.output_file, on_results);
@@ -679,6 +689,11 @@ static int settle_answer(pb_op *op, const pb_line *l, const target *t,
 
 static pb_line *line_of(pb_op *op, const char *custom_id)
 {
+    if (custom_id[0] == '#') { /* "#I/N": by order, while every line of it is here */
+        int i = atoi(custom_id + 1),
+            n = atoi(strchr(custom_id, '/') ? strchr(custom_id, '/') + 1 : "-1");
+        return n == op->n_lines && i >= 0 && i < n ? &op->lines[i] : NULL;
+    }
     const char *dash = strrchr(custom_id, '-');
     int no = dash ? atoi(dash + 1) : 0, lo = 0, hi = op->n_lines - 1;
     while (lo <= hi) { /* the lines are in line order */

@@ -47,7 +47,7 @@ static void test_openai_file_then_batch(void **state)
     assert_non_null(strstr(up.body.data, "filename=\"batch.jsonl\""));
     assert_non_null(strstr(up.body.data, payload.data));
     upstream_request_reset(&up);
-    provider_batch_create(&p, "file-abc", NULL, "pb_1", &up);
+    provider_batch_create(&p, "file-abc", NULL, "pb_1", NULL, &up);
     assert_string_equal(up.url.data, "https://h/v1/batches");
     assert_string_equal(up.body.data,
                         "{\"input_file_id\":\"file-abc\",\"endpoint\":\"/v1/chat/completions\","
@@ -77,7 +77,7 @@ static void test_anthropic_one_call(void **state)
                                       "{\"custom_id\":\"a-2\",\"params\":{\"x\":2}}]}");
     upstream_request up;
     upstream_request_init(&up);
-    provider_batch_create(&p, NULL, &payload, "pb_1", &up);
+    provider_batch_create(&p, NULL, &payload, "pb_1", NULL, &up);
     assert_string_equal(up.url.data, "https://h/v1/messages/batches");
     assert_true(has_header(&up, "x-api-key: sk-test"));
     assert_true(has_header(&up, "anthropic-version: 2023-06-01"));
@@ -92,7 +92,7 @@ static void test_anthropic_one_call(void **state)
     upstream_request_free(&up);
     buf_free(&payload);
     provider_conf o = conf("ollama");
-    assert_false(provider_batch_supported(&o));
+    assert_false(provider_batch_supported(&o)); /* no batch API: its lines run live */
 }
 
 static void test_states(void **state)
@@ -161,6 +161,63 @@ static void test_results(void **state)
     buf_free(&r.body);
 }
 
+static void test_gemini_inline(void **state)
+{
+    provider_conf p = conf("gemini");
+    assert_true(provider_batch_supported(&p) && provider_batch_inline(&p));
+    assert_false(provider_batch_uploads(&p));
+    buf payload = BUF_INIT;
+    provider_batch_begin(&p, &payload);
+    provider_batch_add(&p, &payload, "b-1", "{\"contents\":[]}", 15);
+    provider_batch_end(&p, &payload);
+    assert_string_equal(payload.data,
+                        "{\"batch\":{\"display_name\":\"bridle\",\"input_config\":{\"requests\":{"
+                        "\"requests\":[{\"metadata\":{\"key\":\"b-1\"},\"request\":{\"contents\":[]"
+                        "}}]}}}}");
+    upstream_request up;
+    upstream_request_init(&up);
+    provider_batch_create(&p, NULL, &payload, "pb_1", "gemini-2.5-flash", &up);
+    assert_string_equal(up.url.data, "https://h/v1/models/gemini-2.5-flash:batchGenerateContent");
+    assert_true(has_header(&up, "x-goog-api-key: sk-test"));
+    upstream_request_reset(&up);
+    provider_batch_cancel(&p, "abc", &up);
+    assert_string_equal(up.url.data, "https://h/v1/batches/abc:cancel");
+    upstream_request_free(&up);
+    buf_free(&payload);
+    char id[96], err[200];
+    const char *op = "{\"name\":\"batches/abc123\",\"metadata\":{}}";
+    assert_int_equal(provider_batch_id(op, strlen(op), id, sizeof id, err, sizeof err), 0);
+    assert_string_equal(id, "abc123");
+    provider_batch_state st;
+    const char *running =
+        "{\"name\":\"batches/a\",\"metadata\":{\"state\":\"BATCH_STATE_RUNNING\"}}";
+    assert_int_equal(provider_batch_read_state(&p, running, strlen(running), &st, err, sizeof err),
+                     0);
+    assert_false(st.ended);
+    const char *done =
+        "{\"name\":\"batches/a\",\"done\":true,\"metadata\":{\"state\":\"BATCH_STATE_SUCCEEDED\"},"
+        "\"response\":{\"inlinedResponses\":{\"inlinedResponses\":[{\"metadata\":{\"key\":\"b-1\"},"
+        "\"response\":{\"candidates\":[]}},{\"error\":{\"code\":400,\"message\":\"bad\"}}]}}}";
+    assert_int_equal(provider_batch_read_state(&p, done, strlen(done), &st, err, sizeof err), 0);
+    assert_true(st.ended);
+    buf jsonl = BUF_INIT;
+    assert_int_equal(provider_batch_inline_results(&p, done, strlen(done), &jsonl, err, sizeof err),
+                     0);
+    assert_string_equal(jsonl.data,
+                        "{\"custom_id\":\"b-1\",\"response\":{\"status_code\":200,\"body\":{"
+                        "\"candidates\":[]}}}\n"
+                        "{\"custom_id\":\"#1/2\",\"response\":{\"status_code\":400,\"body\":{"
+                        "\"error\":{\"code\":400,\"message\":\"bad\"}}}}\n");
+    provider_batch_result r = {.body = BUF_INIT};
+    const char *second = strchr(jsonl.data, '\n') + 1;
+    assert_int_equal(
+        provider_batch_read_result(&p, second, strlen(second) - 1, &r, err, sizeof err), 0);
+    assert_string_equal(r.custom_id, "#1/2");
+    assert_int_equal(r.status, 400);
+    buf_free(&r.body);
+    buf_free(&jsonl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_anthropic_one_call),
         cmocka_unit_test(test_states),
         cmocka_unit_test(test_results),
+        cmocka_unit_test(test_gemini_inline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
