@@ -1034,8 +1034,8 @@ static void print_table_head(const sim *S, const char *what, bool with_baseline)
     printf("\n  %-24s %9s  %14s %14s %14s", what, "req/week", "routed/week", "routed/day",
            "routed/month");
     if (with_baseline) printf(" %15s", "baseline/month");
-    if (S->any_batch) printf(" %11s %18s", "batch/week", "batching/month");
-    if (S->any_prefix) printf(" %17s", "caching/month");
+    if (S->any_batch) printf(" %11s %18s", "batch/week", "batching saves/mo");
+    if (S->any_prefix) printf(" %17s", "caching saves/mo");
     printf("\n");
 }
 

@@ -464,3 +464,61 @@ describe('simulate: batch-eligible work at the batch discount (issue 16)', () =>
     assert.match(r.stderr, /bad\.jsonl:1: "batch": expected true or false \(got "yes"\)/);
   });
 });
+
+// ---------------------------------------------------------------- the README's case study
+
+describe("README: the seed's SaaS case study", () => {
+  // The seed's own figures, quoted in the section; every other dollar
+  // figure there must be one bridle printed.
+  const SEED = new Set(['340', '105', '44']);
+  const toPusd = (s) => {
+    const [whole, frac = ''] = s.replace(/,/g, '').split('.');
+    return BigInt(whole) * USD + BigInt(frac.padEnd(12, '0'));
+  };
+
+  test('its commands print what it pastes, and every figure in it is from their output', () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const start = readme.indexOf('\n## Case study: a SaaS day');
+    assert.ok(start >= 0, 'README has the case study section');
+    const end = readme.indexOf('\n## ', start + 1);
+    const section = readme.slice(start, end);
+    const blocks = [...section.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1], body: m[2] }));
+    const runs = [];
+    for (let i = 0; i < blocks.length; i++) {
+      if (blocks[i].lang !== 'sh') continue;
+      const cmd = blocks[i].body.trim();
+      assert.match(cmd, /^build\/bridle simulate( --[a-z]+ \S+)+$/, 'one simulate command per block');
+      const r = bridle(...cmd.split(/\s+/).slice(1));
+      assert.equal(r.code, 0, r.stderr);
+      runs.push(r.stdout);
+      // the pasted output: its lines are the command's, in order (an excerpt may leave lines out)
+      const pasted = blocks[i + 1];
+      assert.equal(pasted?.lang, 'text', `the output of "${cmd}" follows it`);
+      const out = r.stdout.split('\n');
+      let j = 0;
+      for (const line of pasted.body.split('\n').filter((x) => x !== '')) {
+        while (j < out.length && out[j] !== line) j++;
+        assert.ok(j < out.length, `README pastes a line "${cmd}" does not print (or out of order):\n${line}\n--- it prints:\n${r.stdout}`);
+        j++;
+      }
+    }
+    assert.equal(runs.length, 2, 'two runs: the workload, then its batch-marked variant');
+
+    // every dollar figure of the prose is the seed's or one bridle printed
+    const printed = new Set(runs.flatMap((o) => [...o.matchAll(/(\d+\.\d{6})/g)].map((m) => toPusd(m[1]))));
+    const prose = section.replace(/```[\s\S]*?```/g, '');
+    const figures = [...prose.matchAll(/\$(\d[\d,]*(?:\.\d+)?)/g)].map((m) => m[1]);
+    assert.ok(figures.length >= 10, figures.join(' '));
+    for (const f of figures) if (!SEED.has(f)) assert.ok(printed.has(toPusd(f)), `README figure $${f} is not in the commands' output`);
+
+    // the summary table: each bridle figure is the /month of the line it names
+    const rows = [...prose.matchAll(/^\| ([^|]+) \| ([^|]+) \| ([^|]+) \| run (\d), `([^`]+)` \|$/gm)];
+    assert.equal(rows.length, 4, 'four steps come from a run');
+    for (const [, step, , bridleCol, run, label] of rows) {
+      const line = runs[Number(run) - 1].split('\n').find((x) => x.startsWith(label + ' ') && x.includes('/month'));
+      assert.ok(line, `run ${run} prints a "${label}" line`);
+      const month = line.match(/\$(\d+\.\d+)\/month/)[1];
+      assert.equal(toPusd(bridleCol.trim().replace(/^\$/, '')), toPusd(month), `${step}: README says ${bridleCol}, run ${run} prints $${month}`);
+    }
+  });
+});
