@@ -1,5 +1,5 @@
 // bridle-mock's provider batch APIs (OpenAI Files + Batch, Anthropic Message
-// Batches), driven by the real openai and @anthropic-ai/sdk clients against
+// Batches, Gemini's batch mode), driven by the real openai and @anthropic-ai/sdk clients against
 // the mock alone: the shapes the SDKs parse, every line's answer equal to the
 // live endpoint's answer to the same body, per-line failures, cancel,
 // expiry, refusal, the processing-time knobs and the counters bridle's
@@ -327,6 +327,83 @@ test('Anthropic: cancel, creation errors, list and delete', async () => {
   const del = await ant.messages.batches.delete(b.id);
   assert.deepEqual(del, { id: b.id, type: 'message_batch_deleted' });
   await assert.rejects(ant.messages.batches.retrieve(b.id), (e) => e.status === 404);
+});
+
+async function geminiBatch(model, items) {
+  const r = await post(`${mock.url}/v1beta/models/${model}:batchGenerateContent`, {
+    batch: { display_name: 'bridle', input_config: { requests: { requests: items } } },
+  });
+  assert.equal(r.status, 200, r.text);
+  return r.json;
+}
+
+async function waitGemini(name, ms = 20000 * SLOW) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await get(`${mock.url}/v1beta/${name}`);
+    assert.equal(r.status, 200, r.text);
+    if (r.json.done) return r.json;
+    if (Date.now() > end) throw new Error(`${name} still ${r.json.metadata.state}`);
+    await sleep(50);
+  }
+}
+
+test('Gemini batch mode: inlined requests, each response the live answer, in input order with its key', async () => {
+  const req = (text, extra = {}) => ({ contents: [{ role: 'user', parts: [{ text }] }], ...extra });
+  const items = [
+    { metadata: { key: 'g-0' }, request: req('Say hello to the test suite') },
+    { metadata: { key: 'g-1' }, request: req('fail [[mock:status=503]]') },
+    { metadata: { key: 'g-2' }, request: req('capped', { generationConfig: { maxOutputTokens: 2 } }) },
+    { request: req('no key [[mock:reasoning_tokens=4]]') },
+    { metadata: { key: 'g-4' }, request: { nothing: true } },
+  ];
+  const before_ = await mockStats(mock.url);
+  const op = await geminiBatch('gemini-2.5-flash', items);
+  assert.match(op.name, /^batches\/[0-9a-f]+$/);
+  assert.equal(op.metadata.state, 'BATCH_STATE_PENDING');
+  assert.equal(op.metadata.model, 'models/gemini-2.5-flash');
+  assert.equal(op.metadata.batchStats.requestCount, '5');
+  assert.equal(op.done, undefined);
+  const done = await waitGemini(op.name);
+  assert.equal(done.metadata.state, 'BATCH_STATE_SUCCEEDED');
+  assert.deepEqual(done.metadata.batchStats, { requestCount: '5', successfulRequestCount: '3', failedRequestCount: '2', pendingRequestCount: '0' });
+  const got = done.response.inlinedResponses.inlinedResponses;
+  assert.equal(got.length, 5);
+  assert.deepEqual(got.map((g) => g.metadata?.key), ['g-0', 'g-1', 'g-2', undefined, 'g-4'], 'input order, keys echoed');
+  for (let i = 0; i < items.length; i++) {
+    const live = await post(`${mock.url}/v1beta/models/gemini-2.5-flash:generateContent`, items[i].request);
+    if (live.status === 200) assert.deepEqual(sameBut(got[i].response), sameBut(live.json), `item ${i}`);
+    else assert.deepEqual(got[i].error, live.json.error, `item ${i}`);
+  }
+  const s = await mockStats(mock.url);
+  assert.equal(s.batch.created.gemini - before_.batch.created.gemini, 1);
+  assert.equal(s.batch.lines_run.gemini - before_.batch.lines_run.gemini, 5);
+});
+
+test('Gemini batch mode: cancel midway, errors, fail_create', async () => {
+  await knob({ processing_ms: 3000 });
+  const items = Array.from({ length: 200 }, (_, i) => ({ metadata: { key: `gc-${i}` }, request: { contents: [{ parts: [{ text: `c ${i}` }] }] } }));
+  const op = await geminiBatch('gemini-2.5-flash', items);
+  await knob({ processing_ms: 300 });
+  await sleep(800);
+  const c = await post(`${mock.url}/v1beta/${op.name}:cancel`, {});
+  assert.equal(c.status, 200);
+  assert.deepEqual(c.json, {});
+  const done = await waitGemini(op.name);
+  assert.equal(done.metadata.state, 'BATCH_STATE_CANCELLED');
+  const ran = done.response.inlinedResponses.inlinedResponses.length;
+  assert.ok(ran > 0 && ran < 200, `ran ${ran}`);
+  assert.equal(Number(done.metadata.batchStats.successfulRequestCount), ran);
+  const again = await post(`${mock.url}/v1beta/${op.name}:cancel`, {});
+  assert.equal(again.status, 400);
+  assert.equal((await get(`${mock.url}/v1beta/batches/nope`)).status, 404);
+  const bad = await post(`${mock.url}/v1beta/models/gemini-2.5-flash:batchGenerateContent`, { batch: { input_config: { file_name: 'files/x' } } });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error.status, 'INVALID_ARGUMENT');
+  await knob({ fail_create: 503 });
+  const refused = await post(`${mock.url}/v1beta/models/gemini-2.5-flash:batchGenerateContent`, { batch: { input_config: { requests: { requests: items.slice(0, 1) } } } });
+  assert.equal(refused.status, 503);
+  assert.equal(refused.json.error.status, 'UNAVAILABLE');
 });
 
 test('custom_ids submitted or run twice are counted, for "no line upstream twice"', async () => {

@@ -837,13 +837,14 @@ void mock_handle_embeddings(struct evhttp_request *req, enum dialect d, const ch
     handle(req, d, path_model, false, batch ? 1 : 0);
 }
 
-int mock_answer_line(enum dialect d, json_object *body, struct evbuffer *out, struct mock_answer *a)
+int mock_answer_line(enum dialect d, json_object *body, const char *path_model,
+                     struct evbuffer *out, struct mock_answer *a)
 {
     struct mock_req m = {.ops = ops_by_dialect[d], .batch = true, .created = (long)time(NULL)};
     directives_init(&m.dir);
     snprintf(m.id, sizeof(m.id), "mock%lu", ++id_seq);
     const char *err = json_object_is_type(body, json_type_object)
-                          ? prepare(&m, d, body, NULL)
+                          ? prepare(&m, d, body, path_model)
                           : "mock: request body is not a JSON object";
     bool malformed = !err && m.dir.status < 400 && m.dir.malformed == 1;
     if (malformed) {
