@@ -84,7 +84,7 @@ struct batch {
     /* OpenAI */
     char endpoint[32], completion_window[8], input_file_id[48], output_file_id[48],
         error_file_id[48];
-    char *metadata; /* compact JSON, or NULL */
+    char *metadata; /* OpenAI: metadata as compact JSON; Gemini: display_name; or NULL */
     char model[MOCK_MODEL_MAX];
     struct evbuffer *errors; /* validation errors, JSON objects joined by commas */
     int nerrors;
