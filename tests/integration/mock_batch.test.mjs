@@ -1,5 +1,5 @@
 // bridle-mock's provider batch APIs (OpenAI Files + Batch, Anthropic Message
-// Batches), driven by the real openai and @anthropic-ai/sdk clients against
+// Batches, Gemini's batch mode), driven by the real openai and @anthropic-ai/sdk clients against
 // the mock alone: the shapes the SDKs parse, every line's answer equal to the
 // live endpoint's answer to the same body, per-line failures, cancel,
 // expiry, refusal, the processing-time knobs and the counters bridle's
@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI, { toFile } from 'openai';
 
-import { mockStats, post, get, sleep, startMock, SLOW } from './lib/harness.mjs';
+import { mockLast, mockStats, post, get, sleep, startMock, SLOW } from './lib/harness.mjs';
 
 let mock, oai, ant;
 
@@ -27,6 +27,13 @@ const knob = (body) => post(`${mock.url}/_mock/batch`, body);
 function chatLine(id, content, model = 'gpt-4o-mini', extra = {}) {
   return { custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model, messages: [{ role: 'user', content }], ...extra } };
 }
+
+const TOOLS = [
+  { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' }, days: { type: 'integer' } } } } },
+  { type: 'function', function: { name: 'get_time' } },
+];
+// Each answer names its own request (mockN): the same everywhere else.
+const sameBut = (x) => JSON.parse(JSON.stringify(x).replace(/mock\d+/g, 'mockN'));
 
 async function submit(lines, metadata) {
   const text = lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n';
@@ -73,6 +80,7 @@ test('OpenAI: upload, create, poll, output and error files; every line answered 
     chatLine('q-2', 'fail this one [[mock:status=500]]'),
     chatLine('q-3', 'with a cap', 'gpt-4o-mini', { max_completion_tokens: 3 }),
     chatLine('q-4', 'x [[mock:content=Forty%20two,reasoning_tokens=5,cached_tokens=2]]'),
+    chatLine('q-5', 'Weather? [[mock:tool_calls=2]]', 'gpt-4o-mini', { tools: TOOLS }),
   ];
   const before_ = await mockStats(mock.url);
   const created = await submit(lines, { run: 'a' });
@@ -81,16 +89,16 @@ test('OpenAI: upload, create, poll, output and error files; every line answered 
   assert.deepEqual(created.metadata, { run: 'a' });
   const b = await waitOpenAI(created.id);
   assert.equal(b.status, 'completed');
-  assert.deepEqual(b.request_counts, { total: 5, completed: 4, failed: 1 });
+  assert.deepEqual(b.request_counts, { total: 6, completed: 5, failed: 1 });
   assert.equal(b.model, 'gpt-4o-mini');
   for (const k of ['in_progress_at', 'finalizing_at', 'completed_at']) assert.ok(b[k] >= b.created_at, k);
 
   const out = await fileLines(b.output_file_id);
   const err = await fileLines(b.error_file_id);
-  assert.deepEqual(out.map((l) => l.custom_id).sort(), ['q-0', 'q-1', 'q-3', 'q-4']);
+  assert.deepEqual(out.map((l) => l.custom_id).sort(), ['q-0', 'q-1', 'q-3', 'q-4', 'q-5']);
   assert.deepEqual(err.map((l) => l.custom_id), ['q-2']);
   // not in the input's order: bridle must join on custom_id
-  assert.notDeepEqual(out.map((l) => l.custom_id), ['q-0', 'q-1', 'q-3', 'q-4']);
+  assert.notDeepEqual(out.map((l) => l.custom_id), ['q-0', 'q-1', 'q-3', 'q-4', 'q-5']);
   const meta = await oai.files.retrieve(b.output_file_id);
   assert.equal(meta.purpose, 'batch_output');
 
@@ -109,7 +117,7 @@ test('OpenAI: upload, create, poll, output and error files; every line answered 
     }
     const a = got.response.body, w = live.json;
     assert.equal(a.object, 'chat.completion');
-    assert.deepEqual(a.choices, w.choices, l.custom_id);
+    assert.deepEqual(sameBut(a.choices), sameBut(w.choices), l.custom_id);
     assert.deepEqual(a.usage, w.usage, l.custom_id);
     sum.input += w.usage.prompt_tokens;
     sum.output += w.usage.completion_tokens;
@@ -122,13 +130,22 @@ test('OpenAI: upload, create, poll, output and error files; every line answered 
     total_tokens: sum.input + sum.output,
   });
   assert.ok(sum.reasoning === 5 && sum.cached === 2, 'the markers applied per line');
+  const calls = out.find((l) => l.custom_id === 'q-5').response.body.choices[0];
+  assert.equal(calls.finish_reason, 'tool_calls');
+  assert.deepEqual(calls.message.tool_calls.map((c) => c.function.name), ['get_weather', 'get_time']);
 
   // batch lines are counted apart from live requests
   const s = await mockStats(mock.url);
   assert.equal(s.batch.created.openai - before_.batch.created.openai, 1);
-  assert.equal(s.batch.lines_run.openai - before_.batch.lines_run.openai, 5);
-  // by_model saw the 5 live comparison requests only, not the 5 lines
-  assert.equal((s.by_model['gpt-4o-mini'] ?? 0) - (before_.by_model['gpt-4o-mini'] ?? 0), 5);
+  assert.equal(s.batch.lines_run.openai - before_.batch.lines_run.openai, 6);
+  // by_model saw the 6 live comparison requests only, not the 6 lines
+  assert.equal((s.by_model['gpt-4o-mini'] ?? 0) - (before_.by_model['gpt-4o-mini'] ?? 0), 6);
+  // the ring holds HTTP requests only: the last is the last live comparison
+  const last = await mockLast(mock.url, 64);
+  assert.equal(last.at(-1).path, '/v1/chat/completions');
+  assert.equal(last.at(-1).body.messages[0].content, lines.at(-1).body.messages[0].content);
+  const upload = last.find((e) => e.method === 'POST' && e.path === '/v1/files');
+  assert.equal(upload?.body, '', 'an upload body is not kept');
 });
 
 test('OpenAI: a bad input file fails the batch with errors naming the lines', async () => {
@@ -240,6 +257,7 @@ test('Anthropic: create, poll, results through the SDK; each result is the live 
     { custom_id: 'a-2', params: msg('overloaded [[mock:status=529]]') },
     { custom_id: 'a-3', params: { model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'no max_tokens' }] } },
     { custom_id: 'a-4', params: msg('tokens [[mock:cached_tokens=3,completion_tokens=40]]') },
+    { custom_id: 'a-5', params: msg('think [[mock:thinking=1,tool_call=get_weather]]', { tools: [{ name: 'get_weather', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }] }) },
   ];
   const before_ = await mockStats(mock.url);
   const created = await ant.messages.batches.create({ requests });
@@ -247,10 +265,10 @@ test('Anthropic: create, poll, results through the SDK; each result is the live 
   assert.match(created.id, /^msgbatch_/);
   assert.equal(created.processing_status, 'in_progress');
   assert.equal(created.results_url, null);
-  assert.equal(created.request_counts.processing, 5);
+  assert.equal(created.request_counts.processing, 6);
   assert.match(created.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   const b = await waitAnthropic(created.id);
-  assert.deepEqual(b.request_counts, { processing: 0, succeeded: 3, errored: 2, canceled: 0, expired: 0 });
+  assert.deepEqual(b.request_counts, { processing: 0, succeeded: 4, errored: 2, canceled: 0, expired: 0 });
   assert.equal(b.results_url, `${mock.url}/v1/messages/batches/${b.id}/results`);
   assert.ok(b.ended_at);
   const res = await results(b.id);
@@ -266,14 +284,17 @@ test('Anthropic: create, poll, results through the SDK; each result is the live 
     }
     assert.equal(got.result.type, 'succeeded', r.custom_id);
     const m = got.result.message;
-    assert.deepEqual(m.content, live.json.content);
+    assert.deepEqual(sameBut(m.content), sameBut(live.json.content), r.custom_id);
     assert.equal(m.stop_reason, live.json.stop_reason);
     assert.deepEqual({ ...m.usage, service_tier: 'standard' }, live.json.usage, r.custom_id);
     assert.equal(m.usage.service_tier, 'batch');
   }
   const s = await mockStats(mock.url);
   assert.equal(s.batch.created.anthropic - before_.batch.created.anthropic, 1);
-  assert.equal(s.batch.lines_run.anthropic - before_.batch.lines_run.anthropic, 5);
+  assert.equal(s.batch.lines_run.anthropic - before_.batch.lines_run.anthropic, 6);
+  const think = res.find((x) => x.custom_id === 'a-5').result.message;
+  assert.deepEqual(think.content.map((c) => c.type), ['thinking', 'tool_use']);
+  assert.equal(think.stop_reason, 'tool_use');
 });
 
 test('Anthropic: cancel, creation errors, list and delete', async () => {
@@ -306,6 +327,83 @@ test('Anthropic: cancel, creation errors, list and delete', async () => {
   const del = await ant.messages.batches.delete(b.id);
   assert.deepEqual(del, { id: b.id, type: 'message_batch_deleted' });
   await assert.rejects(ant.messages.batches.retrieve(b.id), (e) => e.status === 404);
+});
+
+async function geminiBatch(model, items) {
+  const r = await post(`${mock.url}/v1beta/models/${model}:batchGenerateContent`, {
+    batch: { display_name: 'bridle', input_config: { requests: { requests: items } } },
+  });
+  assert.equal(r.status, 200, r.text);
+  return r.json;
+}
+
+async function waitGemini(name, ms = 20000 * SLOW) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await get(`${mock.url}/v1beta/${name}`);
+    assert.equal(r.status, 200, r.text);
+    if (r.json.done) return r.json;
+    if (Date.now() > end) throw new Error(`${name} still ${r.json.metadata.state}`);
+    await sleep(50);
+  }
+}
+
+test('Gemini batch mode: inlined requests, each response the live answer, in input order with its key', async () => {
+  const req = (text, extra = {}) => ({ contents: [{ role: 'user', parts: [{ text }] }], ...extra });
+  const items = [
+    { metadata: { key: 'g-0' }, request: req('Say hello to the test suite') },
+    { metadata: { key: 'g-1' }, request: req('fail [[mock:status=503]]') },
+    { metadata: { key: 'g-2' }, request: req('capped', { generationConfig: { maxOutputTokens: 2 } }) },
+    { request: req('no key [[mock:reasoning_tokens=4]]') },
+    { metadata: { key: 'g-4' }, request: { nothing: true } },
+  ];
+  const before_ = await mockStats(mock.url);
+  const op = await geminiBatch('gemini-2.5-flash', items);
+  assert.match(op.name, /^batches\/[0-9a-f]+$/);
+  assert.equal(op.metadata.state, 'BATCH_STATE_PENDING');
+  assert.equal(op.metadata.model, 'models/gemini-2.5-flash');
+  assert.equal(op.metadata.batchStats.requestCount, '5');
+  assert.equal(op.done, undefined);
+  const done = await waitGemini(op.name);
+  assert.equal(done.metadata.state, 'BATCH_STATE_SUCCEEDED');
+  assert.deepEqual(done.metadata.batchStats, { requestCount: '5', successfulRequestCount: '3', failedRequestCount: '2', pendingRequestCount: '0' });
+  const got = done.response.inlinedResponses.inlinedResponses;
+  assert.equal(got.length, 5);
+  assert.deepEqual(got.map((g) => g.metadata?.key), ['g-0', 'g-1', 'g-2', undefined, 'g-4'], 'input order, keys echoed');
+  for (let i = 0; i < items.length; i++) {
+    const live = await post(`${mock.url}/v1beta/models/gemini-2.5-flash:generateContent`, items[i].request);
+    if (live.status === 200) assert.deepEqual(sameBut(got[i].response), sameBut(live.json), `item ${i}`);
+    else assert.deepEqual(got[i].error, live.json.error, `item ${i}`);
+  }
+  const s = await mockStats(mock.url);
+  assert.equal(s.batch.created.gemini - before_.batch.created.gemini, 1);
+  assert.equal(s.batch.lines_run.gemini - before_.batch.lines_run.gemini, 5);
+});
+
+test('Gemini batch mode: cancel midway, errors, fail_create', async () => {
+  await knob({ processing_ms: 3000 });
+  const items = Array.from({ length: 200 }, (_, i) => ({ metadata: { key: `gc-${i}` }, request: { contents: [{ parts: [{ text: `c ${i}` }] }] } }));
+  const op = await geminiBatch('gemini-2.5-flash', items);
+  await knob({ processing_ms: 300 });
+  await sleep(800);
+  const c = await post(`${mock.url}/v1beta/${op.name}:cancel`, {});
+  assert.equal(c.status, 200);
+  assert.deepEqual(c.json, {});
+  const done = await waitGemini(op.name);
+  assert.equal(done.metadata.state, 'BATCH_STATE_CANCELLED');
+  const ran = done.response.inlinedResponses.inlinedResponses.length;
+  assert.ok(ran > 0 && ran < 200, `ran ${ran}`);
+  assert.equal(Number(done.metadata.batchStats.successfulRequestCount), ran);
+  const again = await post(`${mock.url}/v1beta/${op.name}:cancel`, {});
+  assert.equal(again.status, 400);
+  assert.equal((await get(`${mock.url}/v1beta/batches/nope`)).status, 404);
+  const bad = await post(`${mock.url}/v1beta/models/gemini-2.5-flash:batchGenerateContent`, { batch: { input_config: { file_name: 'files/x' } } });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error.status, 'INVALID_ARGUMENT');
+  await knob({ fail_create: 503 });
+  const refused = await post(`${mock.url}/v1beta/models/gemini-2.5-flash:batchGenerateContent`, { batch: { input_config: { requests: { requests: items.slice(0, 1) } } } });
+  assert.equal(refused.status, 503);
+  assert.equal(refused.json.error.status, 'UNAVAILABLE');
 });
 
 test('custom_ids submitted or run twice are counted, for "no line upstream twice"', async () => {

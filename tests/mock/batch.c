@@ -24,10 +24,10 @@ static struct {
     bool expire;
 } knob = {500, 500, 0, false};
 
-/* Counters: [0] OpenAI, [1] Anthropic. */
+/* Counters: [0] OpenAI, [1] Anthropic, [2] Gemini. */
 static struct {
-    long created[2];
-    long lines_run[2];
+    long created[3];
+    long lines_run[3];
 } count;
 
 /* custom_id -> times submitted in a started batch, times run; every
@@ -45,7 +45,7 @@ static struct {
 
 static int slot_of(enum dialect d)
 {
-    return d == D_OPENAI ? 0 : 1;
+    return d == D_OPENAI ? 0 : d == D_ANTHROPIC ? 1 : 2;
 }
 
 static int64_t now_ms(void)
@@ -200,6 +200,8 @@ static void batch_free(struct batch *b)
     free(b->cids.p);
     free(b->lines);
     free(b->metadata);
+    free(b->res.p);
+    free(b->res_off);
     free(b);
 }
 
@@ -298,6 +300,7 @@ void batch_set_state(struct batch *b, enum bstate s)
 static void count_submitted(struct batch *b)
 {
     for (uint32_t i = 0; i < b->n; i++) {
+        if (!b->lines[i].cid_len) continue;
         struct idslot *s = ids_get(line_cid(b, i), b->lines[i].cid_len);
         if (s && ++s->submitted == 2) ids.repeated_submitted++;
     }
@@ -310,7 +313,7 @@ static void run_line(struct batch *b, uint32_t i)
     json_object *root = NULL;
     json_object *req = b->ops->body(b, i, line_tok, &root);
     struct mock_answer a;
-    mock_answer_line(b->ops->d, req, body, &a);
+    mock_answer_line(b->ops->d, req, b->ops->d == D_GEMINI ? b->model : NULL, body, &a);
     json_object_put(root);
     /* the dialect bodies end in a newline; a result line must not */
     size_t len = evbuffer_get_length(body);
@@ -320,6 +323,7 @@ static void run_line(struct batch *b, uint32_t i)
     b->ops->record(b, i, &a, p, len);
     evbuffer_free(body);
     count.lines_run[slot_of(b->ops->d)]++;
+    if (!b->lines[i].cid_len) return; /* Gemini: a line without a key */
     struct idslot *s = ids_get(line_cid(b, i), b->lines[i].cid_len);
     if (s && ++s->run == 2) ids.repeated_run++;
 }
@@ -426,6 +430,16 @@ bool batch_cancel(struct batch *b)
 
 /* ---- control and counters ------------------------------------------------ */
 
+void batch_rfc3339(struct evbuffer *out, long t)
+{
+    char buf[40];
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, sizeof(buf), "\"%Y-%m-%dT%H:%M:%SZ\"", &tm);
+    evbuffer_add(out, buf, strlen(buf));
+}
+
 void batch_set_default_ms(int ms)
 {
     knob.default_ms = knob.processing_ms = ms;
@@ -472,9 +486,11 @@ void batch_stats_render(struct evbuffer *out)
 {
     ADD_NUM(out, ",\"batch\":{\"created\":{\"openai\":", count.created[0]);
     ADD_NUM(out, ",\"anthropic\":", count.created[1]);
+    ADD_NUM(out, ",\"gemini\":", count.created[2]);
     ADD_NUM(out, "},\"lines_run\":{\"openai\":", count.lines_run[0]);
     ADD_NUM(out, ",\"anthropic\":", count.lines_run[1]);
-    ADD_NUM(out, ",\"total\":", count.lines_run[0] + count.lines_run[1]);
+    ADD_NUM(out, ",\"gemini\":", count.lines_run[2]);
+    ADD_NUM(out, ",\"total\":", count.lines_run[0] + count.lines_run[1] + count.lines_run[2]);
     ADD_NUM(out, "},\"custom_ids_submitted_twice\":", ids.repeated_submitted);
     ADD_NUM(out, ",\"custom_ids_run_twice\":", ids.repeated_run);
     ADD_LIT(out, "}");

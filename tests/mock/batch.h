@@ -1,7 +1,8 @@
 /*
  * The providers' batch APIs in the mock: the core (batch.c) that keeps
  * batches, runs their lines on the event loop and counts them, and one file
- * per dialect for the HTTP side (batch_openai.c, batch_anthropic.c).
+ * per dialect for the HTTP side (batch_openai.c, batch_anthropic.c,
+ * batch_gemini.c).
  *
  * A batch's lines run in reverse input order, a share of them per tick in
  * proportion to the time elapsed, so that results come unordered, a cancel
@@ -15,7 +16,8 @@
 #include "tests/mock/mock.h"
 
 /* One state per batch; batch_set_state is the only writer. Anthropic shows
- * in_progress, canceling (BS_CANCELLING) and ended (the last four). */
+ * in_progress, canceling (BS_CANCELLING) and ended (the last four); Gemini
+ * BATCH_STATE_PENDING (validating), RUNNING, SUCCEEDED, CANCELLED, EXPIRED. */
 enum bstate {
     BS_VALIDATING,
     BS_FAILED,
@@ -82,10 +84,13 @@ struct batch {
     /* OpenAI */
     char endpoint[32], completion_window[8], input_file_id[48], output_file_id[48],
         error_file_id[48];
-    char *metadata; /* compact JSON, or NULL */
+    char *metadata; /* OpenAI: metadata as compact JSON; Gemini: display_name; or NULL */
     char model[MOCK_MODEL_MAX];
     struct evbuffer *errors; /* validation errors, JSON objects joined by commas */
     int nerrors;
+    /* Gemini: each line's result item, kept per line to answer in input order */
+    struct gbuf res;
+    size_t *res_off; /* offset in res + 1; 0 = none */
 };
 
 /** A new batch of that dialect, in state validating (OpenAI) or in_progress
@@ -114,10 +119,12 @@ long batch_each_duplicate(struct batch *b,
                           void (*cb)(struct batch *, uint32_t dup, uint32_t first));
 /** The status the next batch creation must answer (fail_create), consumed; 0 = none. */
 int batch_take_fail_create(void);
+/** Appends t (unix seconds) as a quoted RFC 3339 UTC time. */
+void batch_rfc3339(struct evbuffer *out, long t);
 /** Lines not yet run and not cancelled or expired. */
 uint32_t batch_pending(const struct batch *b);
 
 /* Provided by the dialect files. */
-extern const struct batch_ops batch_openai_ops, batch_anthropic_ops;
+extern const struct batch_ops batch_openai_ops, batch_anthropic_ops, batch_gemini_ops;
 
 #endif

@@ -308,15 +308,18 @@ static void send_batch(struct evhttp_request *req, const struct batch *b)
 
 /* ---- endpoints ----------------------------------------------------------- */
 
-/* Splits the file into lines (a final newline ends the last one; CRLF is
- * allowed); each is validated later, in state validating. */
+/* Splits the file into lines (a final newline ends the last one; CRLF and
+ * trailing blanks are allowed); each is validated later, in state
+ * validating. */
 static int split_lines(struct batch *b, const char *data, size_t len)
 {
     size_t start = 0;
     while (start < len) {
         const char *nl = memchr(data + start, '\n', len - start);
         size_t end = nl ? (size_t)(nl - data) : len, stop = end;
-        if (stop > start && data[stop - 1] == '\r') stop--;
+        while (stop > start &&
+               (data[stop - 1] == '\r' || data[stop - 1] == ' ' || data[stop - 1] == '\t'))
+            stop--; /* CRLF and trailing blanks are fine after the JSON */
         if (batch_add_line(b, data + start, stop - start, "", 0) < 0) return -1;
         start = end + 1;
     }
@@ -425,7 +428,7 @@ static void list(struct evhttp_request *req)
 
 static void cancel(struct evhttp_request *req, struct batch *b)
 {
-    if (!batch_cancel(b)) {
+    if (!batch_cancel(b) && b->state != BS_CANCELLING) { /* a second cancel is answered */
         char msg[120];
         snprintf(msg, sizeof(msg), "Cannot cancel a batch with status '%s'.",
                  status_name(b->state));

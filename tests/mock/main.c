@@ -186,12 +186,16 @@ static bool route_gemini(struct evhttp_request *req, const char *path)
     if (!colon || colon == model || colon - model >= MOCK_MODEL_MAX) return false;
     bool stream = !strcmp(colon + 1, "streamGenerateContent");
     bool embed = !strcmp(colon + 1, "embedContent"),
-         batch = !strcmp(colon + 1, "batchEmbedContents");
-    if (!stream && !embed && !batch && strcmp(colon + 1, "generateContent")) return false;
+         batch = !strcmp(colon + 1, "batchEmbedContents"),
+         batch_gen = !strcmp(colon + 1, "batchGenerateContent");
+    if (!stream && !embed && !batch && !batch_gen && strcmp(colon + 1, "generateContent"))
+        return false;
     char name[MOCK_MODEL_MAX];
     memcpy(name, model, (size_t)(colon - model));
     name[colon - model] = '\0';
-    if (embed || batch)
+    if (batch_gen)
+        batch_gemini_create(req, name);
+    else if (embed || batch)
         mock_handle_embeddings(req, D_GEMINI, name, batch);
     else
         mock_handle_generation(req, D_GEMINI, name, stream);
@@ -215,7 +219,7 @@ static void route(struct evhttp_request *req, const char *path)
     else if (post && route_gemini(req, path))
         return;
     else if (files_route(req, path) || batch_openai_route(req, path) ||
-             batch_anthropic_route(req, path))
+             batch_anthropic_route(req, path) || batch_gemini_route(req, path))
         return;
     else if (get && !strcmp(path, "/v1/models"))
         list_models(req);

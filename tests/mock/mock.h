@@ -179,9 +179,10 @@ struct mock_answer {
  *  dialect d with that body would be answered (the same text, usage and
  *  errors; its [[mock:...]] markers apply, the fault queue and the live
  *  counters do not): appends the body (answer or error JSON, ending in a
- *  newline) to `out` and returns the status. `body` stays the caller's. */
-int mock_answer_line(enum dialect d, json_object *body, struct evbuffer *out,
-                     struct mock_answer *a);
+ *  newline) to `out` and returns the status. `body` stays the caller's;
+ *  path_model is Gemini's model (in its path), NULL for the others. */
+int mock_answer_line(enum dialect d, json_object *body, const char *path_model,
+                     struct evbuffer *out, struct mock_answer *a);
 /** Drops our state for a request that libevent failed on (it owns `req`). */
 void mock_forget_req(struct evhttp_request *req);
 void mock_free_all(void);
@@ -246,6 +247,10 @@ const char *mp_parse(const char *ctype, const char *body, size_t len, struct mp_
 bool batch_openai_route(struct evhttp_request *req, const char *path);
 /** Routes /v1/messages/batches... (Anthropic); false when not one of its paths. */
 bool batch_anthropic_route(struct evhttp_request *req, const char *path);
+/** POST /v1beta/models/{model}:batchGenerateContent (Gemini's batch mode). */
+void batch_gemini_create(struct evhttp_request *req, const char *model);
+/** Routes /v1beta/batches/{id} and /v1beta/batches/{id}:cancel; false otherwise. */
+bool batch_gemini_route(struct evhttp_request *req, const char *path);
 /** --batch-ms: the processing time of a batch, and what /_mock/reset restores. */
 void batch_set_default_ms(int ms);
 /** POST /_mock/batch: applies the knobs in root, writes them to out; returns

@@ -229,15 +229,6 @@ static void reply_once(struct mock_req *m, int status, struct evbuffer *body)
     evhttp_send_reply(req, status, http_reason(status), body);
 }
 
-static void reply_error(struct mock_req *m, int status, const char *msg)
-{
-    struct evbuffer *b = evbuffer_new();
-    add_headers(m, "application/json");
-    m->ops->error(m, status, msg, b);
-    reply_once(m, status, b);
-    evbuffer_free(b);
-}
-
 /* ---- abrupt close (cut_after) -------------------------------------------- */
 
 /* Runs once the partial reply has reached the kernel: close the socket
@@ -341,12 +332,18 @@ static void stream_start(struct mock_req *m)
 
 /* ---- replying ------------------------------------------------------------ */
 
+/* malformed=1, not streamed: a 200 body that is not JSON. */
+static void malformed_body(struct mock_req *m, struct evbuffer *b)
+{
+    evbuffer_add_printf(b, "{\"id\":\"%s\",\"oops\": [1, 2, {not json", m->id);
+}
+
 static void reply_malformed(struct mock_req *m)
 {
     struct evbuffer *b = evbuffer_new();
     if (!m->stream) {
         add_headers(m, "application/json");
-        evbuffer_add_printf(b, "{\"id\":\"%s\",\"oops\": [1, 2, {not json", m->id);
+        malformed_body(m, b);
         reply_once(m, 200, b);
     } else {
         add_headers(m, m->ops->stream_type);
@@ -378,26 +375,31 @@ static int answer_whole(struct mock_req *m, const char *err, struct evbuffer *b)
     return 200;
 }
 
+/* Replies with the whole answer (or prepare's refusal, err). */
+static void reply_whole(struct mock_req *m, const char *err)
+{
+    struct evbuffer *b = evbuffer_new();
+    add_headers(m, "application/json");
+    int status = answer_whole(m, err, b);
+    if (status == 200 && m->dir.cut_after >= 0)
+        reply_cut_body(m, b);
+    else
+        reply_once(m, status, b);
+    evbuffer_free(b);
+}
+
 static void respond(struct mock_req *m)
 {
     if (m->peer_watch) {
         event_free(m->peer_watch);
         m->peer_watch = NULL;
     }
-    if (m->dir.status < 400 && m->dir.malformed == 1) {
+    if (m->dir.status < 400 && m->dir.malformed == 1)
         reply_malformed(m);
-    } else if (m->dir.status < 400 && m->stream) {
+    else if (m->dir.status < 400 && m->stream)
         stream_start(m);
-    } else {
-        struct evbuffer *b = evbuffer_new();
-        add_headers(m, "application/json");
-        int status = answer_whole(m, NULL, b);
-        if (status == 200 && m->dir.cut_after >= 0)
-            reply_cut_body(m, b);
-        else
-            reply_once(m, status, b);
-        evbuffer_free(b);
-    }
+    else
+        reply_whole(m, NULL);
 }
 
 static void on_latency(evutil_socket_t fd, short what, void *arg)
@@ -808,7 +810,7 @@ static void handle(struct evhttp_request *req, enum dialect d, const char *path_
                                   : prepare_embed(m, d, root, path_model, embed == 1);
     json_object_put(root);
     if (err) {
-        reply_error(m, 400, err);
+        reply_whole(m, err);
     } else if (m->dir.hang == 1) {
         watch_close(m);
         watch_peer(m);
@@ -835,23 +837,24 @@ void mock_handle_embeddings(struct evhttp_request *req, enum dialect d, const ch
     handle(req, d, path_model, false, batch ? 1 : 0);
 }
 
-int mock_answer_line(enum dialect d, json_object *body, struct evbuffer *out, struct mock_answer *a)
+int mock_answer_line(enum dialect d, json_object *body, const char *path_model,
+                     struct evbuffer *out, struct mock_answer *a)
 {
     struct mock_req m = {.ops = ops_by_dialect[d], .batch = true, .created = (long)time(NULL)};
     directives_init(&m.dir);
     snprintf(m.id, sizeof(m.id), "mock%lu", ++id_seq);
     const char *err = json_object_is_type(body, json_type_object)
-                          ? prepare(&m, d, body, NULL)
+                          ? prepare(&m, d, body, path_model)
                           : "mock: request body is not a JSON object";
     bool malformed = !err && m.dir.status < 400 && m.dir.malformed == 1;
     if (malformed) {
-        evbuffer_add_printf(out, "{\"id\":\"%s\",\"oops\": [1, 2, {not json", m.id);
+        malformed_body(&m, out);
         a->status = 200;
     } else {
         a->status = answer_whole(&m, err, out);
     }
     a->malformed = malformed;
-    a->has_usage = !err && m.dir.no_usage != 1;
+    a->has_usage = a->status == 200 && !malformed && m.dir.no_usage != 1;
     a->use = m.use;
     snprintf(a->id, sizeof(a->id), "%s", m.id);
     mock_clear(&m);

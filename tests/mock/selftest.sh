@@ -346,8 +346,14 @@ check "message batch results" 'nd.length==2 && nd[0].custom_id=="m-1" && nd[0].r
 req POST /_mock/batch '{"fail_create":529}'
 req POST /v1/messages/batches "{\"requests\":[{\"custom_id\":\"m-0\",\"params\":{$AP}}]}"
 check "fail_create" 's==529 && j.error.type=="overloaded_error"'
+# Gemini batch mode: inlined requests, results in input order with their keys
+req POST /v1beta/models/gemini-2.5-flash:batchGenerateContent "{\"batch\":{\"display_name\":\"t\",\"input_config\":{\"requests\":{\"requests\":[{\"metadata\":{\"key\":\"k-0\"},\"request\":{$GEM}},{\"metadata\":{\"key\":\"k-1\"},\"request\":{\"contents\":[{\"parts\":[{\"text\":\"[[mock:status=429]]\"}]}]}}]}}}}"
+check "gemini batch created" 's==200 && /^batches\//.test(j.name) && j.metadata.state=="BATCH_STATE_PENDING" && j.metadata.batchStats.requestCount=="2"'
+GB=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).name)' "$T/body")
+wait_for "/v1beta/$GB" 'j.done===true'
+check "gemini batch done" 'j.metadata.state=="BATCH_STATE_SUCCEEDED" && (r=j.response.inlinedResponses.inlinedResponses, r.length==2 && r[0].metadata.key=="k-0" && r[0].response.candidates[0].content.parts[0].text=="Hello from gemini-2.5-flash. This is a mock reply." && r[0].response.usageMetadata.promptTokenCount==7 && r[1].metadata.key=="k-1" && r[1].error.code==429 && r[1].error.status=="RESOURCE_EXHAUSTED")'
 req GET /_mock/stats
-check "batch counters" 'j.batch.created.openai==2 && j.batch.created.anthropic==1 && j.batch.lines_run.anthropic==2 && j.batch.lines_run.openai>=4 && j.batch.custom_ids_submitted_twice==0'
+check "batch counters" 'j.batch.created.openai==2 && j.batch.created.anthropic==1 && j.batch.created.gemini==1 && j.batch.lines_run.gemini==2 && j.batch.lines_run.anthropic==2 && j.batch.lines_run.openai>=4 && j.batch.custom_ids_submitted_twice==0'
 
 # ---- counters -------------------------------------------------------------
 req POST /_mock/reset
