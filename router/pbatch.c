@@ -652,10 +652,10 @@ static void row_append(pb_op *op, int no, const char *state, int status, const c
 }
 
 /* A 2xx answer: decoded by the provider's adapter, priced at the batch
- * discount. -1 with err when it cannot be read. */
+ * discount; *usage what it used. -1 with err when it cannot be read. */
 static int settle_answer(pb_op *op, const pb_line *l, const target *t,
-                         const provider_batch_result *res, usage_event *ev, buf *answer, char *err,
-                         size_t errlen)
+                         const provider_batch_result *res, usage_event *ev, usage_record *usage,
+                         buf *answer, char *err, size_t errlen)
 {
     jdoc doc = JDOC_INIT;
     buf strings = BUF_INIT;
@@ -678,14 +678,9 @@ static int settle_answer(pb_op *op, const pb_line *l, const target *t,
             buf_append(answer, s, n);
         } else
             buf_append(answer, d.raw, d.raw_len);
-        const usage_record *u = &d.usage;
-        ev->input_tokens = u->input_uncached;
-        ev->cache_read_tokens = u->cache_read;
-        ev->cache_write_tokens = u->cache_write_5m + u->cache_write_1h;
-        ev->output_tokens = u->output;
-        ev->reasoning_tokens = u->reasoning;
-        ev->usage_exact = u->exact;
-        ev->cost_pusd = pricing_cost_pusd(t->price, u, true);
+        run_event_usage(ev, &d.usage);
+        ev->cost_pusd = pricing_cost_pusd(t->price, &d.usage, true);
+        *usage = d.usage;
     }
     if (d.body) json_object_put(d.body);
     jdoc_free(&doc);
@@ -728,8 +723,9 @@ static void settle_result(pb_op *op, pb_line *l, const provider_batch_result *re
     char err[300], request_id[32];
     snprintf(request_id, sizeof request_id, "req_%.24s", ev.event_id);
     int status = res->status;
+    usage_record u = {.exact = true};
     if (status >= 200 && status < 300 &&
-        settle_answer(op, l, &t, res, &ev, &answer, err, sizeof err) != 0) {
+        settle_answer(op, l, &t, res, &ev, &u, &answer, err, sizeof err) != 0) {
         buf_reset(&answer);
         provider_openai_error_json(&answer, "api_error", "upstream_malformed_response", NULL, err);
         status = 502;
@@ -742,10 +738,6 @@ static void settle_result(pb_op *op, pb_line *l, const provider_batch_result *re
         snprintf(ev.error_class, sizeof ev.error_class, "%.31s", e.code[0] ? e.code : e.type);
     }
     ev.status = status;
-    usage_record u = {.input_uncached = ev.input_tokens,
-                      .cache_read = ev.cache_read_tokens,
-                      .cache_write_5m = ev.cache_write_tokens,
-                      .output = ev.output_tokens};
     const model_conf *b =
         baseline && *baseline ? config_find_model(router_config(op->rt), baseline) : NULL;
     ev.baseline_cost_pusd = pricing_cost_pusd(b ? &b->price : t.price, &u, false);

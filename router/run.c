@@ -484,6 +484,16 @@ static void meter(run *r, int status, const usage_record *all)
     if (config_access_log(router_config(r->rt))) access_line(r, &x);
 }
 
+void run_event_usage(usage_event *ev, const usage_record *u)
+{
+    ev->input_tokens = u->input_uncached;
+    ev->cache_read_tokens = u->cache_read;
+    ev->cache_write_tokens = u->cache_write_5m + u->cache_write_1h;
+    ev->output_tokens = u->output;
+    ev->reasoning_tokens = u->reasoning;
+    ev->usage_exact = u->exact;
+}
+
 /* The request's usage event: who, what, where it went and how it ended
  * (status, err_class) with `all`, its billed usage, priced. */
 static void fill_event(const run *r, usage_event *ev, int status, const char *err_class,
@@ -516,12 +526,7 @@ static void fill_event(const run *r, usage_event *ev, int status, const char *er
     ev->status = status;
     copy_str(ev->error_class, sizeof ev->error_class, err_class);
     ev->attempts = r->attempts;
-    ev->input_tokens = all->input_uncached;
-    ev->cache_read_tokens = all->cache_read;
-    ev->cache_write_tokens = all->cache_write_5m + all->cache_write_1h;
-    ev->output_tokens = all->output;
-    ev->reasoning_tokens = all->reasoning;
-    ev->usage_exact = all->exact;
+    run_event_usage(ev, all);
     ev->cost_pusd = r->cost_pusd; /* priced above, from the same usage */
     ev->baseline_cost_pusd = baseline_cost(r, all);
     ev->latency_us = util_now_us() - r->start_us;

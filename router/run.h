@@ -137,6 +137,10 @@ bool run_transition_ok(run_state from, run_state to);
  * router_new; ctx is the router): the runs whose answers waited for it go on. */
 void run_spool_written(void *ctx);
 
+/* An event's token counts from a usage record (the run's and the provider
+ * batch path's events alike). */
+void run_event_usage(struct usage_event *ev, const usage_record *u);
+
 /* Frees the router's pool of finished runs (router_free calls it). */
 void run_pool_free(router *rt);
 

@@ -16,35 +16,13 @@ static json_object *get(json_object *o, const char *key)
     return o && json_object_object_get_ex(o, key, &v) ? v : NULL;
 }
 
-static const char *error_type(int status)
-{
-    switch (status) {
-    case 401:
-        return "authentication_error";
-    case 402:
-        return "billing_error";
-    case 403:
-        return "permission_error";
-    case 404:
-        return "not_found_error";
-    case 413:
-        return "request_too_large";
-    case 429:
-        return "rate_limit_error";
-    case 529:
-        return "overloaded_error";
-    default:
-        return status >= 500 ? "api_error" : "invalid_request_error";
-    }
-}
-
 static void send_error(struct evhttp_request *req, int status, const char *msg)
 {
     char rid[48];
     api_new_id(rid, sizeof(rid), "req_");
     struct evbuffer *b = evbuffer_new();
     ADD_LIT(b, "{\"type\":\"error\",\"error\":{\"type\":");
-    json_cstr(b, error_type(status));
+    json_cstr(b, anthropic_error_type(status));
     ADD_LIT(b, ",\"message\":");
     json_cstr(b, msg);
     ADD_LIT(b, "},\"request_id\":");

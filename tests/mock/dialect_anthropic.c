@@ -1,7 +1,7 @@
 /* Anthropic Messages output (wire-formats.md section 3). */
 #include "tests/mock/mock.h"
 
-static const char *anthropic_error_type(int status)
+const char *anthropic_error_type(int status)
 {
     switch (status) {
     case 400:

@@ -152,6 +152,8 @@ struct dialect_ops {
 
 extern struct event_base *mock_base;
 extern const struct dialect_ops openai_ops, anthropic_ops, gemini_ops, ollama_ops;
+/* Anthropic's error type for an HTTP status (dialect_anthropic.c). */
+const char *anthropic_error_type(int status);
 
 /* request.c: the generation request life cycle. */
 void mock_handle_generation(struct evhttp_request *req, enum dialect d, const char *model_in_path,
