@@ -59,7 +59,8 @@ static int fail(char *err, size_t errlen, int line, const char *fmt, ...)
 
 /* One line: its fields, then its body as a live request. */
 static int check_line(const char *s, size_t n, int line, jdoc *d, jdoc *bd, buf *strings, seen *ids,
-                      batch_input_info *info, char *err, size_t errlen)
+                      batch_input_info *info, batch_line_cost cost, void *ctx, char *err,
+                      size_t errlen)
 {
     char why[128];
     size_t pos = 0;
@@ -96,11 +97,18 @@ static int check_line(const char *s, size_t n, int line, jdoc *d, jdoc *bd, buf 
         return fail(err, errlen, line, "body%s%s: %s", ce.param[0] ? "." : "", ce.param,
                     ce.message);
     if (cr.stream) return fail(err, errlen, line, "body.stream: a batch request cannot stream");
+    if (cost) info->worst_pusd += cost(ctx, b, blen);
     return 0;
 }
 
 int batch_input_check(const char *data, size_t len, batch_input_info *info, char *err,
                       size_t errlen)
+{
+    return batch_input_check_cost(data, len, info, NULL, NULL, err, errlen);
+}
+
+int batch_input_check_cost(const char *data, size_t len, batch_input_info *info,
+                           batch_line_cost cost, void *ctx, char *err, size_t errlen)
 {
     memset(info, 0, sizeof *info);
     if (len > BATCH_MAX_BYTES) {
@@ -143,7 +151,7 @@ int batch_input_check(const char *data, size_t len, batch_input_info *info, char
                 free(ids.at);
                 ids = bigger;
             }
-            rc = check_line(p, n, line, &d, &bd, &strings, &ids, info, err, errlen);
+            rc = check_line(p, n, line, &d, &bd, &strings, &ids, info, cost, ctx, err, errlen);
             info->lines++;
         }
         p = nl ? nl + 1 : end;
