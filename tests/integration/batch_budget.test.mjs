@@ -256,6 +256,24 @@ test('cancel midway gives back the rest: nothing held, spent = what the lines th
   assert.ok(cost < worst / 2n);
 });
 
+test('a batch past its window expires and gives the rest back', async () => {
+  const { lines, worst } = batchOf('exp', 12, 500);
+  const r = await create('cancel', await upload('cancel', lines));
+  assert.equal(r.status, 200, r.text);
+  const id = r.json.id;
+  assert.equal(BigInt((await leases(id))[0].held), worst);
+  const before = BigInt((await spend('key', 'cancel')).spent);
+  await sleep(300);
+  await db.query('UPDATE bridle_batches SET expires_at = now() WHERE id = $1', [id]);
+  const end = await until('cancel', id, ['expired']);
+  assert.deepEqual(await leases(id), []);
+  await ledgerRows(id, end.request_counts.completed);
+  await sleep(300);
+  const s = await spend('key', 'cancel');
+  assert.equal(s.held, '0');
+  assert.equal(BigInt(s.spent) - before, await batchCost(id));
+});
+
 test('two gateways on one database: the reservation made through one refuses the other\'s live request', async () => {
   gw2 = await startBridle({ config: config() });
   const { lines } = batchOf('two', 10, 500);
