@@ -118,27 +118,19 @@ static bool result_ok(PGresult *res)
 static bool budget_refused(bcall *c, PGresult *res)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
-    if (!state || strcmp(state, BATCHSTORE_BUDGET_REFUSED) != 0 || !detail) return false;
-    char scope[16] = "", id[72] = "", period[16] = "";
-    long long lim = 0, spent = 0, held = 0, need = 0;
-    /* scope, id, period, limit, spent, held, need: tab-separated */
-    const char *f[7];
-    int n = 0;
-    for (const char *p = detail; n < 7; p = strchr(p, '\t') + 1) {
-        f[n++] = p;
-        if (!strchr(p, '\t')) break;
+    const char *p = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    if (!state || strcmp(state, BATCHSTORE_BUDGET_REFUSED) != 0 || !p) return false;
+    /* DETAIL: scope, id, period, limit, spent, held, need; tab-separated */
+    char f[7][72];
+    for (int i = 0; i < 7; i++) {
+        size_t n = strcspn(p, "\t");
+        snprintf(f[i], sizeof f[i], "%.*s", (int)n, p);
+        if (i < 6 && p[n] != '\t') return false;
+        p += n + 1;
     }
-    if (n < 7) return false;
-    snprintf(scope, sizeof scope, "%.*s", (int)strcspn(f[0], "\t"), f[0]);
-    snprintf(id, sizeof id, "%.*s", (int)strcspn(f[1], "\t"), f[1]);
-    snprintf(period, sizeof period, "%.*s", (int)strcspn(f[2], "\t"), f[2]);
-    lim = atoll(f[3]);
-    spent = atoll(f[4]);
-    held = atoll(f[5]);
-    need = atoll(f[6]);
     char msg[600];
-    budget_say_batch_refused(scope, id, period, lim, spent, held, need, msg, sizeof msg);
+    budget_say_batch_refused(f[0], f[1], f[2], atoll(f[3]), atoll(f[4]), atoll(f[5]), atoll(f[6]),
+                             msg, sizeof msg);
     call_end(c, 429, NULL, 0, "budget_exceeded", NULL, msg);
     return true;
 }
