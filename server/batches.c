@@ -11,6 +11,7 @@
 #include "db/idem.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "router/batch_input.h"
 #include "router/budget.h"
 #include "router/keyring.h"
 #include "router/messages.h"
@@ -636,10 +637,9 @@ static int64_t messages_line_cost(app *a, const key_conf *key, const buf *body)
 }
 
 /* requests[i] → one canonical JSONL line in out, its worst case added to
- * *worst; -1 with err. ids: the custom_ids so far, "\n"-separated (a batch
- * is small enough to scan). */
+ * *worst; -1 with err. ids: the custom_ids so far. */
 static int messages_request_line(app *a, const key_conf *key, const jdoc *d, uint32_t r, int i,
-                                 buf *ids, buf *out, int64_t *worst, char *err, size_t errlen)
+                                 batch_ids *ids, buf *out, int64_t *worst, char *err, size_t errlen)
 {
     uint32_t id = jdoc_get(d, r, "custom_id"), params = jdoc_get(d, r, "params");
     if (!custom_id_ok(d, id)) {
@@ -649,13 +649,12 @@ static int messages_request_line(app *a, const key_conf *key, const jdoc *d, uin
     }
     size_t idl;
     const char *ids_raw = jdoc_raw(d, id, &idl); /* with its quotes */
-    if (memmem(ids->data ? ids->data : "", ids->len, ids_raw, idl)) {
+    if (!batch_ids_add(ids, ids_raw, idl)) {     /* a hash set: 100,000 ids are not scanned */
         snprintf(err, errlen,
                  "requests.%d.custom_id: %.*s is used twice: each request needs its own", i,
                  (int)idl, ids_raw);
         return -1;
     }
-    buf_append(ids, ids_raw, idl);
     if (jdoc_type(d, params) != JT_OBJECT) {
         snprintf(err, errlen, "requests.%d.params: Field required (the Messages API request)", i);
         return -1;
@@ -690,7 +689,8 @@ static void create_messages(app *a, h1_req *req, const key_conf *key)
     size_t len;
     const char *body = h1_req_body(req, &len);
     jdoc d = JDOC_INIT;
-    buf lines = BUF_INIT, ids = BUF_INIT;
+    buf lines = BUF_INIT;
+    batch_ids *ids = batch_ids_new();
     char err[500] = "";
     uint32_t reqs = JT_NONE;
     int n = 0;
@@ -704,10 +704,10 @@ static void create_messages(app *a, h1_req *req, const key_conf *key)
     else {
         err[0] = '\0';
         for (uint32_t r = jdoc_first(&d, reqs); r != JT_NONE && !err[0]; r = jdoc_next(&d, reqs, r))
-            messages_request_line(a, key, &d, r, n++, &ids, &lines, &worst, err, sizeof err);
+            messages_request_line(a, key, &d, r, n++, ids, &lines, &worst, err, sizeof err);
     }
     jdoc_free(&d);
-    buf_free(&ids);
+    batch_ids_free(ids);
     if (err[0]) {
         bad(a, req, NULL, err);
         buf_free(&lines);
