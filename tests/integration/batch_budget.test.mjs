@@ -23,7 +23,7 @@ const MAX_TOKENS = 50;
 
 let mock, db, gw, gw2;
 const keys = {};
-for (const k of ['run', 'over', 'cancel', 'two', 'idem', 'teamy', 'anth', 'live']) keys[k] = newKey();
+for (const k of ['run', 'over', 'cancel', 'two', 'idem', 'teamy', 'anth', 'ext']) keys[k] = newKey();
 
 const config = () =>
   mockConfig(mock.url, {
@@ -40,6 +40,7 @@ const config = () =>
       { id: 'idem', sha256: keys.idem.sha256, budget_daily_usd: '0.001' },
       { id: 'teamy', sha256: keys.teamy.sha256, team: 'tiny' },
       { id: 'anth', sha256: keys.anth.sha256, budget_daily_usd: '0.001' },
+      { id: 'ext', sha256: keys.ext.sha256, budget_daily_usd: '0.001' },
     ],
   });
 
@@ -272,6 +273,34 @@ test('a batch past its window expires and gives the rest back', async () => {
   const s = await spend('key', 'cancel');
   assert.equal(s.held, '0');
   assert.equal(BigInt(s.spent) - before, await batchCost(id));
+});
+
+test("a batch's events written by another path (a provider batch, another gateway) settle the same way: at most what the lease holds moves, the rest is spent", async () => {
+  const { lines, worst } = batchOf('ext', 2, 4000); // both lines in flight for 4 s
+  const r = await create('ext', await upload('ext', lines));
+  assert.equal(r.status, 200, r.text);
+  const id = r.json.id;
+  const ev = (n, cost) =>
+    db.query("INSERT INTO usage_events (event_id, ts, key_id, status, cost_pusd, batch_id) VALUES ($1, now(), 'ext', 200, $2, $3)", [`${RUN}-ext-${n}`, String(cost), id]);
+  await ev(1, 10_000_000n);
+  assert.equal(BigInt((await leases(id))[0].held), worst - 10_000_000n);
+  let s = await spend('key', 'ext');
+  assert.equal(BigInt(s.held), worst - 10_000_000n);
+  assert.equal(BigInt(s.spent), 10_000_000n);
+  // more than the lease still holds: it goes to 0, the whole cost is spent
+  await ev(2, worst);
+  assert.equal((await leases(id))[0].held, '0');
+  s = await spend('key', 'ext');
+  assert.equal(s.held, '0');
+  assert.equal(BigInt(s.spent), worst + 10_000_000n);
+  const c = await post(`${gw.baseURL}/batches/${id}/cancel`, {}, auth('ext'));
+  assert.equal(c.status, 200);
+  await until('ext', id, ['cancelled'], 20000);
+  await ledgerRows(id, 4);
+  assert.deepEqual(await leases(id), []);
+  s = await spend('key', 'ext');
+  assert.equal(s.held, '0');
+  assert.equal(BigInt(s.spent), await batchCost(id));
 });
 
 test('two gateways on one database: the reservation made through one refuses the other\'s live request', async () => {
