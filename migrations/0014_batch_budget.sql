@@ -113,8 +113,8 @@ CREATE TRIGGER bridle_batches_release AFTER UPDATE OF status ON bridle_batches
 
 -- 0008's charge, and first, for events of a batch, their cost moved out of
 -- the batch's lease (held) as it becomes spent: at most what the lease
--- still holds (a line can cost more than its bound, e.g. a fail-over to a
--- dearer model; the excess is spent without having been held). Every spend
+-- still holds (a line's cost can beat its bound, and an event can come
+-- after its batch ended: the excess is spent without having been held). Every spend
 -- row the statement touches is locked first, in key order, so that the
 -- lease rows are read and written under their budgets' locks.
 CREATE OR REPLACE FUNCTION bridle_charge_budgets() RETURNS trigger
