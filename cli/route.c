@@ -8,19 +8,27 @@
  * A workload line is one kind of request and how often it comes:
  *   {"task": "classify", "tier": "budget", "model": "auto",
  *    "prompt_tokens": 500 | "prompt": "text", "output_tokens": 10,
- *    "count": 2000, "per": "day" | "week", "note": "..."}
+ *    "count": 2000, "per": "day" | "week", "batch": true,
+ *    "cached_prefix_tokens": 400, "note": "..."}
  * task, tier and model are what the request would carry (metadata.task,
  * x-bridle-tier, model: a model, a route of $.routes, "auto" or
  * "tier:NAME"; model defaults to "auto"); output_tokens is its max_tokens,
  * bounded by the task's output cap (absent: the cap, else the task's
  * typical output, as the policy prices it). Every line is routed by the
- * policy and priced on its first candidate.
+ * policy and priced on its first candidate. "batch": true marks work that
+ * can wait: a share of a kind of request is two lines. It is priced at the
+ * model's batch discount when the model's provider has a batch API
+ * (providers.NAME.batch), as bridle's batch path would send it, else live.
+ * The savings are split in order: routing (baseline -> routed), batching
+ * (-> the batch lines discounted), caching (-> cached_prefix_tokens read
+ * from the provider's prompt cache).
  *
  * Money is exact: a workload's cost is summed per week in integer
  * pico-dollars (a "per day" line counts 7 times), then per day = week / 7
  * and per month (30 days) = week × 30 / 7, each rounded half up to the
  * pico-dollar once. */
 #include "cli/cli.h"
+#include "providers/batch.h"
 #include "providers/params.h"
 #include "router/policy.h"
 
@@ -591,12 +599,16 @@ static int simulate_usage(FILE *f, int code)
         "\"model\": \"auto\",\n"
         "  \"prompt_tokens\": 500 or \"prompt\": \"text\", \"output_tokens\": 10, \"count\": "
         "2000,\n"
-        "  \"per\": \"day\" | \"week\", \"cached_prefix_tokens\": 2000}. Baseline: --baseline, "
-        "else\n"
-        "  $.routing.baseline, else the most expensive model of the heavy tier. Lines with\n"
-        "  cached_prefix_tokens (a stable prefix, e.g. the system prompt) are also priced with\n"
-        "  the provider's prompt cache: reads at the cached rate, one write a day while requests\n"
-        "  come at least once per cache TTL, else a write every request.\n");
+        "  \"per\": \"day\" | \"week\", \"batch\": true, \"cached_prefix_tokens\": 2000}. "
+        "Baseline:\n"
+        "  --baseline, else $.routing.baseline, else the most expensive model of the heavy "
+        "tier.\n"
+        "  \"batch\": true lines can wait: they are priced at the model's batch discount when\n"
+        "  its provider has a batch API (providers.NAME.batch), else at the live price (bridle's\n"
+        "  local queue). Lines with cached_prefix_tokens (a stable prefix, e.g. the system\n"
+        "  prompt) are also priced with the provider's prompt cache: reads at the cached rate,\n"
+        "  one write a day while requests come at least once per cache TTL, else a write every\n"
+        "  request. Savings are split in that order: routing, then batching, then caching.\n");
     return code;
 }
 
@@ -613,12 +625,21 @@ static int64_t div_round(wide num, wide den)
     return sat(num >= 0 ? (num * 2 + den) / (den * 2) : -((-num * 2 + den) / (den * 2)));
 }
 
-/* Costs of one group, per week, exact. */
+/* One line's week, or a group's, exact. Each price applies on top of the
+ * one before it, so the savings split without overlap: baseline -> routed
+ * (routing), routed -> batched (batching), batched -> cached (caching). */
+typedef struct week_cost {
+    int64_t requests;       /* per week */
+    int64_t batch_requests; /* per week, sent through a provider's batch API */
+    wide baseline;          /* everything on the baseline model, live */
+    wide routed;            /* the routed model, live */
+    wide batched;           /* routed, the batch lines at the batch price */
+    wide cached;            /* batched, read from the prompt cache where a line has a prefix */
+} week_cost;
+
 typedef struct tally {
     char name[64];
-    int64_t requests; /* per week */
-    wide routed, baseline;
-    wide cached; /* routed, with the prompt cache on the lines that declare a prefix */
+    week_cost c;
 } tally;
 
 typedef struct tallies {
@@ -641,12 +662,14 @@ static tally *tally_of(tallies *ts, const char *name)
     return t;
 }
 
-static void tally_add(tally *t, int64_t weekly, int64_t unit, int64_t base_unit, wide cached)
+static void week_add(week_cost *to, const week_cost *c)
 {
-    t->requests += weekly;
-    t->routed += (wide)unit * weekly;
-    t->baseline += (wide)base_unit * weekly;
-    t->cached += cached;
+    to->requests += c->requests;
+    to->batch_requests += c->batch_requests;
+    to->baseline += c->baseline;
+    to->routed += c->routed;
+    to->batched += c->batched;
+    to->cached += c->cached;
 }
 
 /* The shortest prefix a provider caches: the price table's figure, else
@@ -659,16 +682,20 @@ static int64_t min_cache_tokens(const model_price *p)
 }
 
 /* A week of `weekly` requests of (in, out) tokens whose first `prefix`
- * tokens are the same each time, priced with the provider's prompt cache:
- * a warm request reads the prefix at the cached rate; a write pays the
- * write rate (Anthropic 1.25x or 2x input, others input). Uniform
- * arrivals keep the cache warm when they come at least once per TTL (one
- * write a day, the cold start), else every request writes. Without a
- * prefix the cache can take, the plain unit cost. */
+ * tokens are the same each time, priced with the provider's prompt cache
+ * (and its batch discount when `batch`): a warm request reads the prefix
+ * at the cached rate; a write pays the write rate (Anthropic 1.25x or 2x
+ * input, others input). Uniform arrivals keep the cache warm when they
+ * come at least once per TTL (one write a day, the cold start), else every
+ * request writes; batch lines are counted the same way (the providers
+ * promise no cache hits inside a batch). Without a prefix the cache can
+ * take, the plain cost. */
 static wide cached_week(const model_price *p, bool one_hour, int64_t in, int64_t out,
-                        int64_t prefix, int64_t weekly, int64_t unit)
+                        int64_t prefix, int64_t weekly, bool batch)
 {
-    if (prefix <= 0 || prefix < min_cache_tokens(p) || prefix > in) return (wide)unit * weekly;
+    usage_record plain = {.input_uncached = in, .output = out};
+    if (prefix <= 0 || prefix < min_cache_tokens(p) || prefix > in)
+        return (wide)pricing_cost_pusd(p, &plain, batch) * weekly;
     usage_record warm = {.input_uncached = in - prefix, .cache_read = prefix, .output = out};
     usage_record cold = {.input_uncached = in - prefix, .output = out};
     if (one_hour)
@@ -677,8 +704,8 @@ static wide cached_week(const model_price *p, bool one_hour, int64_t in, int64_t
         cold.cache_write_5m = prefix;
     int64_t gap_s = weekly > 0 ? 7 * 86400 / weekly : 0, ttl_s = one_hour ? 3600 : 300;
     int64_t writes = gap_s <= ttl_s ? (weekly < 7 ? weekly : 7) : weekly; /* per week */
-    return (wide)pricing_cost_pusd(p, &warm, false) * (weekly - writes) +
-           (wide)pricing_cost_pusd(p, &cold, false) * writes;
+    return (wide)pricing_cost_pusd(p, &warm, batch) * (weekly - writes) +
+           (wide)pricing_cost_pusd(p, &cold, batch) * writes;
 }
 
 /* Per day and per month (30 days) from a weekly amount, rounded half up. */
@@ -698,20 +725,10 @@ static void json_money(buf *o, const char *key, wide week)
                key, (long long)sat(week), (long long)per_day(week), (long long)per_month(week));
 }
 
-static void print_tally_row(const tally *t, bool with_baseline)
-{
-    char w[48], d[48], m[48], bm[48];
-    printf("  %-24s %9lld  %14s %14s %14s", t->name, (long long)t->requests,
-           usd(sat(t->routed), 6, w, sizeof w), usd(per_day(t->routed), 6, d, sizeof d),
-           usd(per_month(t->routed), 6, m, sizeof m));
-    if (with_baseline) printf(" %15s", usd(per_month(t->baseline), 6, bm, sizeof bm));
-    printf("\n");
-}
-
 typedef struct wl_line {
     const char *task, *tier, *model, *prompt;
     int64_t prompt_tokens, output_tokens, count, cached_prefix_tokens;
-    bool weekly;
+    bool weekly, batch;
 } wl_line;
 
 /* Reads one workload line into *w (strings point into obj). */
@@ -751,30 +768,26 @@ static bool parse_line(json_object *obj, wl_line *w, char *err, size_t errlen)
         else if (strcmp(key, "per") == 0 && is_str &&
                  (strcmp(s, "day") == 0 || strcmp(s, "week") == 0))
             w->weekly = strcmp(s, "week") == 0;
+        else if (strcmp(key, "batch") == 0 && json_object_is_type(v, json_type_boolean))
+            w->batch = json_object_get_boolean(v);
         else {
-            static const char *const known[] = {"task",
-                                                "tier",
-                                                "model",
-                                                "prompt",
-                                                "prompt_tokens",
-                                                "output_tokens",
-                                                "count",
-                                                "per",
-                                                "note",
-                                                "cached_prefix_tokens",
-                                                NULL};
+            static const char *const known[] = {
+                "task",          "tier",  "model", "prompt", "prompt_tokens",
+                "output_tokens", "count", "per",   "note",   "cached_prefix_tokens",
+                "batch",         NULL};
             bool k = false;
             for (const char *const *p = known; *p && !k; p++)
                 k = strcmp(*p, key) == 0;
             if (!k)
                 snprintf(err, errlen,
                          "\"%s\": unknown key (expected task, tier, model, prompt_tokens or "
-                         "prompt, output_tokens, count, per, cached_prefix_tokens, note)",
+                         "prompt, output_tokens, count, per, batch, cached_prefix_tokens, note)",
                          key);
             else
                 snprintf(err, errlen, "\"%s\": %s (got %s)", key,
                          strcmp(key, "per") == 0     ? "expected \"day\" or \"week\""
                          : strcmp(key, "count") == 0 ? "expected an integer from 1"
+                         : strcmp(key, "batch") == 0 ? "expected true or false"
                          : is_str || strcmp(key, "prompt_tokens") == 0 ||
                                  strcmp(key, "output_tokens") == 0 ||
                                  strcmp(key, "cached_prefix_tokens") == 0
@@ -789,6 +802,318 @@ static bool parse_line(json_object *obj, wl_line *w, char *err, size_t errlen)
         return false;
     }
     return true;
+}
+
+/* Whether a line's requests would go through a provider's batch API: it is
+ * marked "batch" and the model's provider has one (providers.NAME.batch,
+ * openai, anthropic and gemini dialects). Otherwise bridle runs batch lines
+ * from its local queue at the live price; *why says so ("" when batched or
+ * not marked). */
+static bool line_batched(const wl_line *w, const model_conf *mc, char *why, size_t n)
+{
+    const provider_conf *p = mc ? mc->target.provider : NULL;
+    why[0] = '\0';
+    if (!w->batch) return false;
+    if (p && p->batch) return true;
+    if (!p)
+        snprintf(why, n, "%s has no enabled provider", mc ? mc->name : "the model");
+    else if (provider_batch_supported(p))
+        snprintf(why, n,
+                 "%s is served by %s, which has no \"batch\": true (providers.%s.batch): its "
+                 "lines run from bridle's local queue at the live price",
+                 mc->name, p->name, p->name);
+    else
+        snprintf(why, n,
+                 "%s is served by %s (%s), which has no batch API bridle speaks: its lines run "
+                 "from the local queue at the live price",
+                 mc->name, p->name, p->ops->kind);
+    return false;
+}
+
+/* What the simulation adds up. */
+typedef struct sim {
+    loaded L;
+    int base; /* the baseline model's index, or -1 */
+    tallies by_task, by_model;
+    week_cost total;
+    buf routes; /* the "routes" JSON array's members */
+    buf notes;  /* text lines: batch lines priced live, and why */
+    int n_lines;
+    bool any_prefix; /* some line declares cached_prefix_tokens */
+    bool any_batch;  /* some line is marked "batch" */
+} sim;
+
+/* Routes and prices one parsed line (lineno for messages); false with
+ * *err set when the policy refuses it. */
+static bool sim_line(sim *S, const wl_line *w, int lineno, char *err, size_t errlen)
+{
+    loaded *L = &S->L;
+    policy_request pr = {.model = w->model ? w->model : "auto",
+                         .task = w->task,
+                         .tier_header = w->tier,
+                         .prompt_chars =
+                             w->prompt ? (int64_t)strlen(w->prompt) : w->prompt_tokens * 4,
+                         .max_tokens = w->output_tokens,
+                         .spend_share_pct = -1};
+    static int route_idx[MAX_MODELS];
+    route_of(L, pr.model, &pr, route_idx);
+    policy_plan plan;
+    if (policy_plan_request(L->pol, L->models, L->n_models, &pr, &plan, err, errlen) != POLICY_OK)
+        return false;
+    int64_t in = w->prompt ? plan.est_prompt_tokens : w->prompt_tokens;
+    int64_t out = plan.est_output_tokens; /* max_tokens after the cap, else typical */
+    const policy_model *m = &L->models[plan.cand[0].model_index];
+    const model_conf *mc = config_find_model(L->cfg, m->name);
+    char why[256];
+    bool batched = line_batched(w, mc, why, sizeof why);
+    bool one_hour = mc && mc->target.provider && mc->target.provider->prompt_cache_1h;
+    usage_record plain = {.input_uncached = in, .output = out};
+    int64_t unit = policy_estimate_cost_pusd(m->price, in, out);
+    int64_t batch_unit = batched ? pricing_cost_pusd(m->price, &plain, true) : unit;
+    int64_t base_unit =
+        S->base >= 0 ? policy_estimate_cost_pusd(L->models[S->base].price, in, out) : 0;
+    int64_t weekly = w->count * (w->weekly ? 1 : 7);
+    week_cost c = {.requests = weekly,
+                   .batch_requests = batched ? weekly : 0,
+                   .baseline = (wide)base_unit * weekly,
+                   .routed = (wide)unit * weekly,
+                   .batched = (wide)batch_unit * weekly,
+                   .cached = cached_week(m->price, one_hour, in, out, w->cached_prefix_tokens,
+                                         weekly, batched)};
+    S->n_lines++;
+    S->any_prefix |= w->cached_prefix_tokens > 0;
+    S->any_batch |= w->batch;
+    week_add(&tally_of(&S->by_task, w->task ? w->task : "(no task)")->c, &c);
+    week_add(&tally_of(&S->by_model, m->name)->c, &c);
+    week_add(&S->total, &c);
+    if (why[0]) buf_printf(&S->notes, "note      line %d is marked batch, but %s\n", lineno, why);
+
+    buf *r = &S->routes;
+    buf_printf(r, "%s{\"line\":%d,\"task\":", S->n_lines > 1 ? "," : "", lineno);
+    put_jstr(r, w->task);
+    buf_printf(r,
+               ",\"model\":\"%s\",\"tier\":\"%s\",\"prompt_tokens\":%lld,"
+               "\"output_tokens\":%lld,\"requests_per_week\":%lld,\"unit_cost_pusd\":%lld,"
+               "\"baseline_unit_cost_pusd\":%lld,\"batch\":%s,\"batched\":%s,"
+               "\"batch_unit_cost_pusd\":%lld,\"batch_priced_live\":",
+               m->name, pricing_tier_name(plan.tier), (long long)in, (long long)out,
+               (long long)weekly, (long long)unit, (long long)base_unit,
+               w->batch ? "true" : "false", batched ? "true" : "false", (long long)batch_unit);
+    put_jstr(r, why[0] ? why : NULL);
+    buf_append_str(r, ",\"rule\":");
+    put_jstr(r, plan.rule);
+    buf_append_str(r, "}");
+    return true;
+}
+
+/* Reads the workload and runs every line; 0, or 1 after printing why. */
+static int sim_workload(sim *S, const char *wl_path)
+{
+    char err[1024];
+    size_t len;
+    char *text = read_file(wl_path, &len, err, sizeof err);
+    if (!text) {
+        fprintf(stderr, "bridle simulate: %s\n", err);
+        return 1;
+    }
+    int rc = 0, lineno = 0;
+    for (char *line = text, *next; line && *line && rc == 0; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        lineno++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t' || *p == '\r')
+            p++;
+        if (!*p) continue;
+        json_object *obj = json_tokener_parse(p);
+        wl_line w;
+        if (!obj) {
+            fprintf(stderr, "bridle simulate: %s:%d: not valid JSON\n", wl_path, lineno);
+            rc = 1;
+        } else if (!parse_line(obj, &w, err, sizeof err) ||
+                   !sim_line(S, &w, lineno, err, sizeof err)) {
+            fprintf(stderr, "bridle simulate: %s:%d: %s\n", wl_path, lineno, err);
+            rc = 1;
+        }
+        json_object_put(obj);
+    }
+    if (rc == 0 && S->n_lines == 0) {
+        fprintf(stderr, "bridle simulate: %s: no workload lines\n", wl_path);
+        rc = 1;
+    }
+    free(text);
+    return rc;
+}
+
+/* "savings_by": what routing, batching and caching each take off, in that
+ * order (their sum is baseline - cached). */
+static void json_savings_by(buf *o, const week_cost *c)
+{
+    buf_append_str(o, ",\"savings_by\":{");
+    json_money(o, "routing", c->baseline - c->routed);
+    buf_append_str(o, ",");
+    json_money(o, "batching", c->routed - c->batched);
+    buf_append_str(o, ",");
+    json_money(o, "caching", c->batched - c->cached);
+    buf_append_str(o, "}");
+}
+
+/* The money of one group (the whole workload or one task or model). */
+static void json_week(buf *o, const sim *S, const week_cost *c)
+{
+    buf_printf(o, "\"requests_per_week\":%lld,\"batch_requests_per_week\":%lld,",
+               (long long)c->requests, (long long)c->batch_requests);
+    json_money(o, "routed", c->routed);
+    buf_append_str(o, ",");
+    json_money(o, "baseline", c->baseline);
+    if (S->any_batch) {
+        buf_append_str(o, ",");
+        json_money(o, "routed_with_batch", c->batched);
+    }
+    if (S->any_prefix) {
+        buf_append_str(o, ",");
+        json_money(o, "routed_with_prompt_cache", c->cached);
+    }
+    buf_append_str(o, ",");
+    json_money(o, "projected", c->cached);
+    json_savings_by(o, c);
+}
+
+static void print_json(const sim *S, const char *cfg_path, const char *wl_path,
+                       const char *base_name, const char *base_from)
+{
+    buf o = BUF_INIT;
+    buf_append_str(&o, "{\"config\":");
+    put_jstr(&o, cfg_path);
+    buf_append_str(&o, ",\"workload\":");
+    put_jstr(&o, wl_path);
+    buf_append_str(&o, ",\"baseline_model\":");
+    put_jstr(&o, base_name);
+    buf_append_str(&o, ",\"baseline_from\":");
+    put_jstr(&o, base_name ? base_from : NULL);
+    buf_printf(&o, ",\"lines\":%d,", S->n_lines);
+    json_week(&o, S, &S->total);
+    buf_append_str(&o, ",");
+    json_money(&o, "savings", S->total.baseline - S->total.routed);
+    for (int k = 0; k < 2; k++) {
+        const tallies *ts = k ? &S->by_model : &S->by_task;
+        buf_printf(&o, ",\"%s\":[", k ? "by_model" : "by_task");
+        for (int i = 0; i < ts->n; i++) {
+            buf_printf(&o, "%s{\"%s\":", i ? "," : "", k ? "model" : "task");
+            put_jstr(&o, ts->t[i].name);
+            buf_append_str(&o, ",");
+            json_week(&o, S, &ts->t[i].c);
+            buf_append_str(&o, "}");
+        }
+        buf_append_str(&o, "]");
+    }
+    buf_append_str(&o, ",\"routes\":[");
+    buf_append(&o, S->routes.data ? S->routes.data : "", S->routes.len);
+    buf_append_str(&o, "]}\n");
+    fwrite(o.data, 1, o.len, stdout);
+    buf_free(&o);
+}
+
+/* One table row; the batch and cache columns only when the workload uses them. */
+static void print_tally_row(const sim *S, const tally *t, bool with_baseline)
+{
+    const week_cost *c = &t->c;
+    char w[48], d[48], m[48], bm[48], bs[48], cs[48];
+    printf("  %-24s %9lld  %14s %14s %14s", t->name, (long long)c->requests,
+           usd(sat(c->routed), 6, w, sizeof w), usd(per_day(c->routed), 6, d, sizeof d),
+           usd(per_month(c->routed), 6, m, sizeof m));
+    if (with_baseline) printf(" %15s", usd(per_month(c->baseline), 6, bm, sizeof bm));
+    if (S->any_batch)
+        printf(" %11lld %18s", (long long)c->batch_requests,
+               usd(per_month(c->routed - c->batched), 6, bs, sizeof bs));
+    if (S->any_prefix) printf(" %17s", usd(per_month(c->batched - c->cached), 6, cs, sizeof cs));
+    printf("\n");
+}
+
+static void print_table_head(const sim *S, const char *what, bool with_baseline)
+{
+    printf("\n  %-24s %9s  %14s %14s %14s", what, "req/week", "routed/week", "routed/day",
+           "routed/month");
+    if (with_baseline) printf(" %15s", "baseline/month");
+    if (S->any_batch) printf(" %11s %18s", "batch/week", "batching saves/mo");
+    if (S->any_prefix) printf(" %17s", "caching saves/mo");
+    printf("\n");
+}
+
+static void print_total(const char *label, wide week, const char *tail)
+{
+    char a[48], b[48], c[48];
+    printf("%s $%s/week  $%s/day  $%s/month%s\n", label, usd(sat(week), 6, a, sizeof a),
+           usd(per_day(week), 6, b, sizeof b), usd(per_month(week), 6, c, sizeof c), tail);
+}
+
+/* "$1.500000", or "-$1.500000" for a saving that costs (a prompt cache
+ * written more often than read). */
+static const char *dollars(int64_t pusd, char *out, size_t n)
+{
+    char v[48];
+    usd(pusd < 0 ? -pusd : pusd, 6, v, sizeof v);
+    snprintf(out, n, "%s$%s", pusd < 0 ? "-" : "", v);
+    return out;
+}
+
+/* "12.3%" of whole (one decimal, truncated), "0.0%" when whole is 0. */
+static const char *share(wide part, wide whole, char *out, size_t n)
+{
+    int64_t bp = whole > 0 ? (int64_t)(part * 1000 / whole) : 0;
+    snprintf(out, n, "%s%lld.%lld%%", bp < 0 && bp > -10 ? "-" : "", (long long)(bp / 10),
+             (long long)(bp < 0 ? -bp % 10 : bp % 10));
+    return out;
+}
+
+static void print_text(const sim *S, const char *cfg_path, const char *wl_path,
+                       const char *base_name, const char *base_from)
+{
+    const week_cost *T = &S->total;
+    char a[64], b[64], c[64], d[64], p[32], tail[192];
+    printf("workload  %s: %d lines, %lld requests a week\n", wl_path, S->n_lines,
+           (long long)T->requests);
+    printf("config    %s\n", cfg_path);
+    if (base_name)
+        printf("baseline  %s (%s)\n", base_name, base_from);
+    else
+        printf("baseline  none (no heavy model and no $.routing.baseline)\n");
+    print_table_head(S, "by task", true);
+    for (int i = 0; i < S->by_task.n; i++)
+        print_tally_row(S, &S->by_task.t[i], true);
+    print_table_head(S, "by model", false);
+    for (int i = 0; i < S->by_model.n; i++)
+        print_tally_row(S, &S->by_model.t[i], false);
+    printf("\n");
+    if (S->notes.len) printf("%s\n", S->notes.data);
+    print_total("routed   ", T->routed, "");
+    if (base_name) {
+        snprintf(tail, sizeof tail, "  (everything on %s)", base_name);
+        print_total("baseline ", T->baseline, tail);
+        wide saved = T->baseline - T->routed;
+        printf("savings   $%s/month (%s)\n", usd(per_month(saved < 0 ? 0 : saved), 6, d, sizeof d),
+               share(saved, T->baseline, p, sizeof p));
+    }
+    if (S->any_batch) {
+        snprintf(tail, sizeof tail,
+                 "  (routed; %lld requests a week through a provider's batch API at its discount)",
+                 (long long)T->batch_requests);
+        print_total("with batching ", T->batched, tail);
+    }
+    if (S->any_prefix)
+        print_total("with the prompt cache ", T->cached,
+                    S->any_batch ? "  (routed and batched, the lines' cached_prefix_tokens read "
+                                   "from the provider's cache)"
+                                 : "  (routed, the lines' cached_prefix_tokens read from the "
+                                   "provider's cache)");
+    if (base_name && (S->any_batch || S->any_prefix))
+        printf("saved     %s/month by routing, %s by batching, %s by caching: %s/month in all "
+               "(%s of the baseline)\n",
+               dollars(per_month(T->baseline - T->routed), a, sizeof a),
+               dollars(per_month(T->routed - T->batched), b, sizeof b),
+               dollars(per_month(T->batched - T->cached), c, sizeof c),
+               dollars(per_month(T->baseline - T->cached), d, sizeof d),
+               share(T->baseline - T->cached, T->baseline, p, sizeof p));
 }
 
 int simulate_main(int argc, char **argv)
@@ -806,202 +1131,38 @@ int simulate_main(int argc, char **argv)
         fprintf(stderr, "bridle simulate: --workload FILE.jsonl is required\n");
         return simulate_usage(stderr, 2);
     }
-    bool as_json = arg_flag(argc, argv, "--json");
-    loaded L;
-    if (!load_all("simulate", cfg_path, &L)) {
-        unload(&L);
+    sim S;
+    memset(&S, 0, sizeof S);
+    if (!load_all("simulate", cfg_path, &S.L)) {
+        unload(&S.L);
         return 1;
     }
-    int base = policy_baseline_index(L.pol);
+    S.base = policy_baseline_index(S.L.pol);
     const char *base_from = "the most expensive model of the heavy tier";
     json_object *rb;
-    if (L.routing && json_object_object_get_ex(L.routing, "baseline", &rb))
+    if (S.L.routing && json_object_object_get_ex(S.L.routing, "baseline", &rb))
         base_from = "$.routing.baseline";
     const char *flag = arg_value(argc, argv, "--baseline");
     if (flag) {
-        base = find_model(&L, flag);
+        S.base = find_model(&S.L, flag);
         base_from = "--baseline";
-        if (base < 0) {
+        if (S.base < 0) {
             fprintf(stderr, "bridle simulate: --baseline %s: no such model in %s\n", flag,
                     cfg_path);
-            unload(&L);
+            unload(&S.L);
             return 2;
         }
     }
-
-    char err[1024];
-    size_t len;
-    char *text = read_file(wl_path, &len, err, sizeof err);
-    if (!text) {
-        fprintf(stderr, "bridle simulate: %s\n", err);
-        unload(&L);
-        return 1;
-    }
-    tallies by_task = {0}, by_model = {0};
-    tally total;
-    memset(&total, 0, sizeof total);
-    buf routes = BUF_INIT;
-    int rc = 0, n_lines = 0, lineno = 0;
-    bool any_prefix = false; /* some line declares cached_prefix_tokens */
-    for (char *line = text, *next; line && *line && rc == 0; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = '\0';
-        lineno++;
-        char *p = line;
-        while (*p == ' ' || *p == '\t' || *p == '\r')
-            p++;
-        if (!*p) continue;
-        json_object *obj = json_tokener_parse(p);
-        wl_line w;
-        if (!obj) {
-            fprintf(stderr, "bridle simulate: %s:%d: not valid JSON\n", wl_path, lineno);
-            rc = 1;
-            break;
-        }
-        if (!parse_line(obj, &w, err, sizeof err)) {
-            fprintf(stderr, "bridle simulate: %s:%d: %s\n", wl_path, lineno, err);
-            json_object_put(obj);
-            rc = 1;
-            break;
-        }
-        n_lines++;
-        policy_request pr = {.model = w.model ? w.model : "auto",
-                             .task = w.task,
-                             .tier_header = w.tier,
-                             .prompt_chars =
-                                 w.prompt ? (int64_t)strlen(w.prompt) : w.prompt_tokens * 4,
-                             .max_tokens = w.output_tokens,
-                             .spend_share_pct = -1};
-        static int route_idx[MAX_MODELS];
-        route_of(&L, pr.model, &pr, route_idx);
-        policy_plan plan;
-        if (policy_plan_request(L.pol, L.models, L.n_models, &pr, &plan, err, sizeof err) !=
-            POLICY_OK) {
-            fprintf(stderr, "bridle simulate: %s:%d: %s\n", wl_path, lineno, err);
-            json_object_put(obj);
-            rc = 1;
-            break;
-        }
-        int64_t in = w.prompt ? plan.est_prompt_tokens : w.prompt_tokens;
-        int64_t out = plan.est_output_tokens; /* max_tokens after the cap, else typical */
-        const policy_model *m = &L.models[plan.cand[0].model_index];
-        int64_t unit = policy_estimate_cost_pusd(m->price, in, out);
-        int64_t base_unit =
-            base >= 0 ? policy_estimate_cost_pusd(L.models[base].price, in, out) : 0;
-        int64_t weekly = w.count * (w.weekly ? 1 : 7);
-        const model_conf *mc = config_find_model(L.cfg, m->name);
-        bool one_hour = mc && mc->target.provider && mc->target.provider->prompt_cache_1h;
-        wide cached =
-            cached_week(m->price, one_hour, in, out, w.cached_prefix_tokens, weekly, unit);
-        any_prefix |= w.cached_prefix_tokens > 0;
-        tally_add(tally_of(&by_task, w.task ? w.task : "(no task)"), weekly, unit, base_unit,
-                  cached);
-        tally_add(tally_of(&by_model, m->name), weekly, unit, base_unit, cached);
-        tally_add(&total, weekly, unit, base_unit, cached);
-        buf_printf(&routes, "%s{\"line\":%d,\"task\":", n_lines > 1 ? "," : "", lineno);
-        put_jstr(&routes, w.task);
-        buf_printf(&routes,
-                   ",\"model\":\"%s\",\"tier\":\"%s\",\"prompt_tokens\":%lld,"
-                   "\"output_tokens\":%lld,\"requests_per_week\":%lld,\"unit_cost_pusd\":%lld,"
-                   "\"baseline_unit_cost_pusd\":%lld,\"rule\":",
-                   m->name, pricing_tier_name(plan.tier), (long long)in, (long long)out,
-                   (long long)weekly, (long long)unit, (long long)base_unit);
-        put_jstr(&routes, plan.rule);
-        buf_append_str(&routes, "}");
-        json_object_put(obj);
-    }
-    if (rc == 0 && n_lines == 0) {
-        fprintf(stderr, "bridle simulate: %s: no workload lines\n", wl_path);
-        rc = 1;
-    }
-    const char *base_name = base >= 0 ? L.models[base].name : NULL;
-    if (rc == 0 && as_json) {
-        buf o = BUF_INIT;
-        buf_append_str(&o, "{\"config\":");
-        put_jstr(&o, cfg_path);
-        buf_append_str(&o, ",\"workload\":");
-        put_jstr(&o, wl_path);
-        buf_append_str(&o, ",\"baseline_model\":");
-        put_jstr(&o, base_name);
-        buf_append_str(&o, ",\"baseline_from\":");
-        put_jstr(&o, base_name ? base_from : NULL);
-        buf_printf(&o, ",\"lines\":%d,\"requests_per_week\":%lld,", n_lines,
-                   (long long)total.requests);
-        json_money(&o, "routed", total.routed);
-        buf_append_str(&o, ",");
-        json_money(&o, "baseline", total.baseline);
-        buf_append_str(&o, ",");
-        json_money(&o, "savings", total.baseline - total.routed);
-        if (any_prefix) {
-            buf_append_str(&o, ",");
-            json_money(&o, "routed_with_prompt_cache", total.cached);
-        }
-        for (int k = 0; k < 2; k++) {
-            tallies *ts = k ? &by_model : &by_task;
-            buf_printf(&o, ",\"%s\":[", k ? "by_model" : "by_task");
-            for (int i = 0; i < ts->n; i++) {
-                buf_printf(&o, "%s{\"%s\":", i ? "," : "", k ? "model" : "task");
-                put_jstr(&o, ts->t[i].name);
-                buf_printf(&o, ",\"requests_per_week\":%lld,", (long long)ts->t[i].requests);
-                json_money(&o, "routed", ts->t[i].routed);
-                buf_append_str(&o, ",");
-                json_money(&o, "baseline", ts->t[i].baseline);
-                if (any_prefix) {
-                    buf_append_str(&o, ",");
-                    json_money(&o, "routed_with_prompt_cache", ts->t[i].cached);
-                }
-                buf_append_str(&o, "}");
-            }
-            buf_append_str(&o, "]");
-        }
-        buf_append_str(&o, ",\"routes\":[");
-        buf_append(&o, routes.data ? routes.data : "", routes.len);
-        buf_append_str(&o, "]}\n");
-        fwrite(o.data, 1, o.len, stdout);
-        buf_free(&o);
-    } else if (rc == 0) {
-        char a[48], b2[48], c[48], d[48];
-        printf("workload  %s: %d lines, %lld requests a week\n", wl_path, n_lines,
-               (long long)total.requests);
-        printf("config    %s\n", cfg_path);
-        if (base_name)
-            printf("baseline  %s (%s)\n", base_name, base_from);
-        else
-            printf("baseline  none (no heavy model and no $.routing.baseline)\n");
-        printf("\n  %-24s %9s  %14s %14s %14s %15s\n", "by task", "req/week", "routed/week",
-               "routed/day", "routed/month", "baseline/month");
-        for (int i = 0; i < by_task.n; i++)
-            print_tally_row(&by_task.t[i], true);
-        printf("\n  %-24s %9s  %14s %14s %14s\n", "by model", "req/week", "routed/week",
-               "routed/day", "routed/month");
-        for (int i = 0; i < by_model.n; i++)
-            print_tally_row(&by_model.t[i], false);
-        printf("\n");
-        printf("routed    $%s/week  $%s/day  $%s/month\n", usd(sat(total.routed), 6, a, sizeof a),
-               usd(per_day(total.routed), 6, b2, sizeof b2),
-               usd(per_month(total.routed), 6, c, sizeof c));
-        if (base_name) {
-            printf("baseline  $%s/week  $%s/day  $%s/month  (everything on %s)\n",
-                   usd(sat(total.baseline), 6, a, sizeof a),
-                   usd(per_day(total.baseline), 6, b2, sizeof b2),
-                   usd(per_month(total.baseline), 6, c, sizeof c), base_name);
-            wide saved = total.baseline - total.routed;
-            int64_t bp = total.baseline > 0 ? (int64_t)(saved * 1000 / total.baseline) : 0;
-            printf("savings   $%s/month (%lld.%lld%%)\n",
-                   usd(per_month(saved < 0 ? 0 : saved), 6, d, sizeof d), (long long)(bp / 10),
-                   (long long)(bp < 0 ? -bp % 10 : bp % 10));
-        }
-        if (any_prefix)
-            printf("with the prompt cache  $%s/week  $%s/day  $%s/month  (routed, the lines' "
-                   "cached_prefix_tokens read from the provider's cache)\n",
-                   usd(sat(total.cached), 6, a, sizeof a),
-                   usd(per_day(total.cached), 6, b2, sizeof b2),
-                   usd(per_month(total.cached), 6, c, sizeof c));
-    }
-    buf_free(&routes);
-    free(by_task.t);
-    free(by_model.t);
-    free(text);
-    unload(&L);
+    int rc = sim_workload(&S, wl_path);
+    const char *base_name = S.base >= 0 ? S.L.models[S.base].name : NULL;
+    if (rc == 0 && arg_flag(argc, argv, "--json"))
+        print_json(&S, cfg_path, wl_path, base_name, base_from);
+    else if (rc == 0)
+        print_text(&S, cfg_path, wl_path, base_name, base_from);
+    buf_free(&S.routes);
+    buf_free(&S.notes);
+    free(S.by_task.t);
+    free(S.by_model.t);
+    unload(&S.L);
     return rc;
 }

@@ -29,7 +29,8 @@
     "json_build_object('id', b.id, 'type', 'message_batch', 'processing_status', " \
     "CASE b.status WHEN 'in_progress' THEN 'in_progress' WHEN 'cancelling' THEN 'canceling' " \
     "ELSE 'ended' END, 'request_counts', " COUNT_LINES("json_build_object(" \
-    "'processing', count(*) FILTER (WHERE l.state IN ('pending', 'running')), " \
+    "'processing', count(*) FILTER (WHERE l.state IN ('pending', 'running', 'queued', " \
+    "'submitted')), " \
     "'succeeded', count(*) FILTER (WHERE l.state = 'done'), " \
     "'errored', count(*) FILTER (WHERE l.state = 'failed'), " \
     "'canceled', count(*) FILTER (WHERE l.state = 'cancelled'), " \
@@ -86,7 +87,7 @@ static const char SQL_CREATE[] =
     "WITH c AS (UPDATE bridle_batches SET status = 'cancelling', cancelling_at = now() WHERE " \
     "id = $1 AND key_id = $2 AND api = '" API "' AND status = 'in_progress' RETURNING *), " \
     "l AS (UPDATE bridle_batch_lines SET state = 'cancelled' WHERE batch_id IN (SELECT id FROM " \
-    "c) AND state = 'pending') " \
+    "c) AND state IN ('pending', 'queued')) " \
     "SELECT " J " FROM c b UNION ALL SELECT " J " FROM bridle_batches b WHERE b.id = $1 AND " \
     "b.key_id = $2 AND b.api = '" API "' AND NOT EXISTS (SELECT 1 FROM c)"
 /* clang-format on */
@@ -126,7 +127,7 @@ static const char SQL_CLAIM[] =
     "ON b.id = x.batch_id WHERE x.state = 'pending' AND b.status = 'in_progress' ORDER BY "
     "b.created_at, x.batch_id, x.line_no LIMIT $2::integer FOR UPDATE OF x SKIP LOCKED) c WHERE "
     "l.batch_id = c.batch_id AND l.line_no = c.line_no RETURNING l.batch_id, l.line_no, "
-    "l.custom_id, l.body, c.key_sha256, c.api";
+    "l.custom_id, l.body, c.key_sha256, c.api, l.live";
 
 static const char SQL_FINISH[] =
     "UPDATE bridle_batch_lines SET state = $4, status = nullif($5, '')::integer, request_id = $6, "
@@ -151,7 +152,8 @@ static const char SQL_FINISH[] =
 static const char SQL_FINALIZE[] =
     "WITH b AS (SELECT bb.id, bb.key_id, bb.team, bb.status FROM bridle_batches bb WHERE "
     "bb.status IN ('in_progress', 'cancelling') AND NOT EXISTS (SELECT 1 FROM "
-    "bridle_batch_lines x WHERE x.batch_id = bb.id AND x.state IN ('pending', 'running')) ORDER "
+    "bridle_batch_lines x WHERE x.batch_id = bb.id AND x.state IN ('pending', 'running', "
+    "'queued', 'submitted')) ORDER "
     "BY bb.created_at LIMIT 1 FOR UPDATE SKIP LOCKED), "
     "r AS (SELECT string_agg(" RESULT_LINE ", E'\\n' ORDER BY l.line_no) FILTER (WHERE l.state = "
     "'done') AS ok, count(*) FILTER (WHERE l.state = 'done') AS n_ok, string_agg(" RESULT_LINE
@@ -176,7 +178,8 @@ static const char SQL_FINALIZE[] =
 /* Pending lines of batches past their window never run. */
 static const char SQL_EXPIRE[] =
     "UPDATE bridle_batch_lines l SET state = 'expired' FROM bridle_batches b WHERE b.id = "
-    "l.batch_id AND b.status = 'in_progress' AND b.expires_at <= now() AND l.state = 'pending'";
+    "l.batch_id AND b.status = 'in_progress' AND b.expires_at <= now() AND l.state IN "
+    "('pending', 'queued')";
 
 static const char SQL_RECOVER[] =
     "UPDATE bridle_batch_lines l SET state = 'failed', response = 'interrupted: the gateway "

@@ -61,7 +61,8 @@ int batchstore_cancel(pgqueue *q, batch_api api, const char *id, const char *key
 int batchstore_results(pgqueue *q, const char *id, const char *key_id, pgqueue_fn fn, void *ctx);
 
 /* Claims up to n pending lines of running batches for `instance`; rows:
- * batch_id, line_no, custom_id, body, key_sha256, api. */
+ * batch_id, line_no, custom_id, body, key_sha256, api, live ("t": a provider
+ * refused its batch, so it runs live here, never deferred again). */
 int batchstore_claim(pgqueue *q, const char *instance, int n, pgqueue_fn fn, void *ctx);
 /* A claimed line's end: state "done" or "failed", the answer's status
  * ("" when there was none), its request id, and the body (or, without a

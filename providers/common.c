@@ -113,6 +113,7 @@ void upstream_request_reset(upstream_request *r)
     buf_reset(&r->header_store);
     r->n_headers = 0;
     r->headers[0] = NULL;
+    r->get = false;
 }
 
 void upstream_request_free(upstream_request *r)

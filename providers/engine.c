@@ -543,8 +543,8 @@ static void call_set_fixed_options(engine_call *c, bool use_env_proxy)
     }
 }
 
-static void call_set_options(engine_call *c, CURLU *u, bool can_multiplex, const provider_conf *p,
-                             const engine_limits *lim)
+static void call_set_options(engine_call *c, CURLU *u, bool can_multiplex, bool get,
+                             const provider_conf *p, const engine_limits *lim)
 {
     static const engine_limits none;
     if (!lim) lim = &none;
@@ -564,6 +564,8 @@ static void call_set_options(engine_call *c, CURLU *u, bool can_multiplex, const
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
+    if (get)
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L); /* the next POSTFIELDS makes it a POST again */
     long total = p->total_timeout_ms > 0 ? p->total_timeout_ms : 600000;
     if (lim->deadline_ms > 0 && lim->deadline_ms < total) total = (long)lim->deadline_ms;
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
@@ -612,7 +614,7 @@ engine_call *engine_call_start(engine *e, const upstream_request *req, const pro
     buf_append(&c->body, req->body.data ? req->body.data : "", req->body.len);
     set_headers(c, req);
     c->start_us = util_now_us();
-    call_set_options(c, u, can_multiplex, p, lim);
+    call_set_options(c, u, can_multiplex, req->get, p, lim);
     c->sh = pick_shard(e);
     if (!c->sh || curl_multi_add_handle(c->sh->multi, c->easy) != CURLM_OK) {
         c->cancelled = true;

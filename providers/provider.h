@@ -92,7 +92,8 @@ typedef struct provider_conf {
     bool prompt_cache_1h;  /* ... with a 1-hour TTL, else 5 minutes */
     int connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
     int max_concurrency;
-    int index; /* position in the config, for per-provider runtime state */
+    int index;  /* position in the config, for per-provider runtime state */
+    bool batch; /* batch lines go to its batch API (router/pbatch.h), at the batch price */
 } provider_conf;
 
 /* One concrete place to send a request: a provider and the model name it
@@ -114,6 +115,7 @@ typedef struct upstream_request {
     const char *headers[16]; /* "Name: value" lines owned by header_store, NULL-terminated */
     int n_headers;
     buf header_store; /* backing storage for headers[] (NUL-separated) */
+    bool get; /* a GET without a body (a provider batch's status, its results), not a POST */
 } upstream_request;
 
 void upstream_request_init(upstream_request *r);

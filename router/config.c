@@ -11,6 +11,7 @@
 
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "providers/batch.h"
 #include "providers/params.h"
 #include "router/policy.h"
 
@@ -393,11 +394,27 @@ static void parse_prompt_cache(parse_ctx *pc, json_object *opt, provider_conf *p
     }
 }
 
+/* batch: batch lines routed to this provider go to its batch API (OpenAI
+ * Batch, Anthropic Message Batches) at the batch price. Opt-in: many
+ * OpenAI-compatible hosts have none. */
+static void parse_provider_batch(parse_ctx *pc, json_object *o, provider_conf *p)
+{
+    p->batch = get_bool(pc, o, "batch", false);
+    if (p->batch && p->ops && !provider_batch_supported(p)) {
+        size_t old = path_push(pc, ".batch");
+        fail(pc,
+             "only openai, anthropic and gemini providers have a batch API bridle uses (this one "
+             "is %s): remove \"batch\" and its batch lines run from the local queue",
+             p->ops->kind);
+        path_pop(pc, old);
+    }
+}
+
 static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
 {
-    static const char *const known[] = {"kind",     "base_url",        "api_key",
-                                        "optional", "headers",         "options",
-                                        "timeouts", "max_concurrency", NULL};
+    static const char *const known[] = {"kind",    "base_url", "api_key",  "optional",
+                                        "headers", "options",  "timeouts", "max_concurrency",
+                                        "batch",   NULL};
     bridle_config *c = pc->cfg;
     if (c->n_providers == MAX_PROVIDERS) {
         fail(pc, "too many providers (at most %d)", MAX_PROVIDERS);
@@ -467,6 +484,7 @@ static void parse_provider(parse_ctx *pc, const char *name, json_object *o)
     p->total_timeout_ms = (int)get_int(pc, t, "total_ms", 600000, 1, 86400000);
     path_pop(pc, old);
     p->max_concurrency = (int)get_int(pc, o, "max_concurrency", 1024, 1, 1000000);
+    parse_provider_batch(pc, o, p);
 }
 
 static void parse_providers(parse_ctx *pc, json_object *root)
@@ -1291,11 +1309,23 @@ static void parse_batches(parse_ctx *pc, json_object *root)
 {
     json_object *o = get_obj(pc, root, "batches", false);
     size_t old = path_push(pc, ".batches");
-    static const char *const known[] = {"concurrency", "busy_concurrency", "yield_above", NULL};
+    static const char *const known[] = {
+        "concurrency", "busy_concurrency", "yield_above", "submit_after_ms",
+        "max_lines",   "poll_min_ms",      "poll_max_ms", NULL};
     if (o) check_keys(pc, o, known);
-    pc->cfg->batches.concurrency = (int)get_int(pc, o, "concurrency", 8, 1, 1024);
-    pc->cfg->batches.busy_concurrency = (int)get_int(pc, o, "busy_concurrency", 2, 0, 1024);
-    pc->cfg->batches.yield_above = (int)get_int(pc, o, "yield_above", 256, 0, 1000000);
+    batches_conf *b = &pc->cfg->batches;
+    b->concurrency = (int)get_int(pc, o, "concurrency", 8, 1, 1024);
+    b->busy_concurrency = (int)get_int(pc, o, "busy_concurrency", 2, 0, 1024);
+    b->yield_above = (int)get_int(pc, o, "yield_above", 256, 0, 1000000);
+    b->submit_after_ms = get_int(pc, o, "submit_after_ms", 5000, 0, 86400000);
+    b->max_lines = (int)get_int(pc, o, "max_lines", 50000, 1, 50000);
+    b->poll_min_ms = get_int(pc, o, "poll_min_ms", 5000, 10, 3600000);
+    b->poll_max_ms = get_int(pc, o, "poll_max_ms", 300000, 10, 86400000);
+    if (b->poll_max_ms < b->poll_min_ms) {
+        size_t at = path_push(pc, ".poll_max_ms");
+        fail(pc, "must be at least poll_min_ms (%lld)", (long long)b->poll_min_ms);
+        path_pop(pc, at);
+    }
     path_pop(pc, old);
 }
 

@@ -208,6 +208,12 @@ typedef struct batches_conf {
     int concurrency;      /* lines in flight per process */
     int busy_concurrency; /* ... while live requests are in flight */
     int yield_above;      /* no new line while more live requests than this are in flight */
+    /* the provider batch path (router/pbatch.h): */
+    int64_t submit_after_ms; /* a line routed to a batch provider waits at most this long for
+                                others of its batch to go with it */
+    int max_lines;           /* lines per provider batch, at most (OpenAI's limit: 50,000) */
+    int64_t poll_min_ms, poll_max_ms; /* a provider batch is polled after poll_min_ms, then
+                                         twice as late each time up to poll_max_ms */
 } batches_conf;
 const batches_conf *config_batches(const bridle_config *c);
 

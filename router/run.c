@@ -487,6 +487,52 @@ static void meter(run *r, int status, const usage_record *all)
     if (config_access_log(router_config(r->rt))) access_line(r, &x);
 }
 
+/* The request's usage event: who, what, where it went and how it ended
+ * (status, err_class) with `all`, its billed usage, priced. */
+static void fill_event(const run *r, usage_event *ev, int status, const char *err_class,
+                       const usage_record *all)
+{
+    memset(ev, 0, sizeof *ev);
+    memcpy(ev->event_id, r->id + 4, 24); /* the request id's 24 hex digits + 8 of time */
+    uint32_t secs = (uint32_t)(r->wall_start_us / 1000000);
+    for (int i = 31; i >= 24; i--, secs >>= 4)
+        ev->event_id[i] = "0123456789abcdef"[secs & 15];
+    ev->event_id[32] = '\0';
+    ev->ts_us = r->wall_start_us;
+    copy_str(ev->key_id, sizeof ev->key_id, r->key ? r->key->id : NULL);
+    copy_str(ev->team, sizeof ev->team, r->canon.team);
+    copy_str(ev->end_user, sizeof ev->end_user, r->canon.user);
+    copy_str(ev->agent, sizeof ev->agent, r->canon.agent);
+    copy_str(ev->task, sizeof ev->task, r->canon.task);
+    copy_str(ev->feature, sizeof ev->feature, r->canon.feature);
+    copy_str(ev->requested_model, sizeof ev->requested_model, r->canon.model);
+    const target *t = answered_by(r);
+    if (t) {
+        copy_str(ev->provider, sizeof ev->provider, t->provider->name);
+        copy_str(ev->model, sizeof ev->model, t->model);
+        copy_str(ev->tier, sizeof ev->tier,
+                 t->price->tier ? pricing_tier_name(t->price->tier) : "");
+    }
+    event_route_reason(r, ev);
+    ev->cache_hit = no_call(r);
+    ev->streamed = r->canon.stream;
+    ev->status = status;
+    copy_str(ev->error_class, sizeof ev->error_class, err_class);
+    ev->attempts = r->attempts;
+    ev->input_tokens = all->input_uncached;
+    ev->cache_read_tokens = all->cache_read;
+    ev->cache_write_tokens = all->cache_write_5m + all->cache_write_1h;
+    ev->output_tokens = all->output;
+    ev->reasoning_tokens = all->reasoning;
+    ev->usage_exact = all->exact;
+    ev->cost_pusd = r->cost_pusd; /* priced above, from the same usage */
+    ev->baseline_cost_pusd = baseline_cost(r, all);
+    ev->latency_us = util_now_us() - r->start_us;
+    ev->ttft_us = r->ttft_us;
+    ev->upstream_us = r->upstream_us;
+    copy_str(ev->batch_id, sizeof ev->batch_id, r->in.batch_id);
+}
+
 /* Hands the request's usage event to the ledger, once. True when it was
  * staged now: the spool write comes at the end of the loop pass. */
 static bool record_usage(run *r, int status, const char *err_class, const usage_record *u)
@@ -502,44 +548,7 @@ static bool record_usage(run *r, int status, const char *err_class, const usage_
     if (r->recorded || !lg) return false;
     r->recorded = true;
     usage_event ev;
-    memset(&ev, 0, sizeof ev);
-    memcpy(ev.event_id, r->id + 4, 24); /* the request id's 24 hex digits + 8 of time */
-    uint32_t secs = (uint32_t)(r->wall_start_us / 1000000);
-    for (int i = 31; i >= 24; i--, secs >>= 4)
-        ev.event_id[i] = "0123456789abcdef"[secs & 15];
-    ev.event_id[32] = '\0';
-    ev.ts_us = r->wall_start_us;
-    copy_str(ev.key_id, sizeof ev.key_id, r->key ? r->key->id : NULL);
-    copy_str(ev.team, sizeof ev.team, r->canon.team);
-    copy_str(ev.end_user, sizeof ev.end_user, r->canon.user);
-    copy_str(ev.agent, sizeof ev.agent, r->canon.agent);
-    copy_str(ev.task, sizeof ev.task, r->canon.task);
-    copy_str(ev.feature, sizeof ev.feature, r->canon.feature);
-    copy_str(ev.requested_model, sizeof ev.requested_model, r->canon.model);
-    const target *t = answered_by(r);
-    if (t) {
-        copy_str(ev.provider, sizeof ev.provider, t->provider->name);
-        copy_str(ev.model, sizeof ev.model, t->model);
-        copy_str(ev.tier, sizeof ev.tier, t->price->tier ? pricing_tier_name(t->price->tier) : "");
-    }
-    event_route_reason(r, &ev);
-    ev.cache_hit = no_call(r);
-    ev.streamed = r->canon.stream;
-    ev.status = status;
-    copy_str(ev.error_class, sizeof ev.error_class, err_class);
-    ev.attempts = r->attempts;
-    ev.input_tokens = all.input_uncached;
-    ev.cache_read_tokens = all.cache_read;
-    ev.cache_write_tokens = all.cache_write_5m + all.cache_write_1h;
-    ev.output_tokens = all.output;
-    ev.reasoning_tokens = all.reasoning;
-    ev.usage_exact = all.exact;
-    ev.cost_pusd = r->cost_pusd; /* priced above, from the same usage */
-    ev.baseline_cost_pusd = baseline_cost(r, &all);
-    ev.latency_us = util_now_us() - r->start_us;
-    ev.ttft_us = r->ttft_us;
-    ev.upstream_us = r->upstream_us;
-    copy_str(ev.batch_id, sizeof ev.batch_id, r->in.batch_id);
+    fill_event(r, &ev, status, err_class, &all);
     if (ledger_record(lg, &ev) == 0) return true;
     log_error("%s: the usage event could not be written to the spool (logged above)", r->id);
     return false;
@@ -2480,6 +2489,31 @@ static bool budget_covers_attempt(run *r)
     return false;
 }
 
+/* A batch line whose candidate takes batches is not called: the sink gets
+ * the provider's request body and the usage event so far, and the answer
+ * comes hours later from the provider's batch (router/pbatch.h settles
+ * it at the batch price). The cascade does not apply: the line is one
+ * call to its first batch-capable candidate. */
+static void defer_to_batch(run *r)
+{
+    const target *t = r->plan[r->cur];
+    char err[300] = "";
+    upstream_request_reset(&r->up);
+    if (t->provider->ops->encode(&r->canon, t, &r->up, err, sizeof err) != 0) {
+        run_fail(r, 400, "invalid_request_error", "unsupported_request", NULL, err, false);
+        return;
+    }
+    usage_record none = {.exact = true};
+    usage_event ev;
+    fill_event(r, &ev, 0, "", &none);
+    ev.attempts = 1;
+    run_deferral d = {t, r->up.body.data ? r->up.body.data : "", r->up.body.len, &ev,
+                      r->baseline && !no_call(r) ? r->baseline->name : NULL};
+    r->recorded = true; /* its event is the batch's to record */
+    r->sink->defer(r->sctx, &d);
+    run_finish(r, RUN_DONE, 202, "handed to a provider batch");
+}
+
 /* Encodes the request for the current candidate and starts the call. */
 static void start_attempt(run *r)
 {
@@ -2487,6 +2521,10 @@ static void start_attempt(run *r)
     const provider_conf *p = t->provider;
     set_state(r, RUN_CALLING);
     if (!budget_covers_attempt(r)) return;
+    if (r->in.batch_defer && p->batch && r->sink->defer && !r->canon.embed.on) {
+        defer_to_batch(r);
+        return;
+    }
     if (refused_by_breaker(r)) return;
     retry_budget *rb = router_budget(r->rt, p);
     if (r->target_attempts == 0) retry_budget_note_request(rb, util_now_ms());

@@ -63,6 +63,9 @@ typedef struct run_outcome {
     const char *why; /* in words, for logs */
 } run_outcome;
 
+struct run_deferral;
+struct usage_event;
+
 /* The way in. Called on the loop, never after done. head comes once, before
  * any chunk; with stream false exactly one chunk (the whole body) follows,
  * with stream true any number. done comes exactly once: after the last
@@ -78,7 +81,21 @@ typedef struct run_sink {
      * OpenAI's error JSON (provider_openai_error_json). */
     void (*error_body)(void *ctx, buf *out, const char *type, const char *code, const char *param,
                        const char *message);
+    /* Optional, for run_input.batch_defer: the run hands the request back
+     * for a provider's batch API (then done follows with status 202). */
+    void (*defer)(void *ctx, const struct run_deferral *d);
 } run_sink;
+
+/* A batch line handed back for its provider's batch API. Valid during
+ * the defer call. */
+typedef struct run_deferral {
+    const target *t;  /* where it goes */
+    const char *body; /* the provider's request body for it (never streamed) */
+    size_t len;
+    const struct usage_event *ev; /* its usage event so far: who, what, how it was routed;
+                                     usage, cost and status come with its answer */
+    const char *baseline;         /* the model its savings are measured against, or NULL */
+} run_deferral;
 
 /* What the way in knows of the request. Strings must stay valid until done. */
 typedef struct run_input {
@@ -98,7 +115,8 @@ typedef struct run_input {
     const char *batch_id;       /* a batch line: its batch (on the usage event), or NULL */
     bool budget_held;           /* a batch line whose batch holds its budget (migrations/0014): the
                                    run reserves nothing; its usage event settles against the batch's */
-    bool embeddings; /* POST /v1/embeddings (embedding models, never streamed), else chat */
+    bool batch_defer; /* a batch line that may go to its provider's batch API (sink.defer) */
+    bool embeddings;  /* POST /v1/embeddings (embedding models, never streamed), else chat */
 } run_input;
 
 /* Starts a run. The sink hears from it until done. Returns the run (valid

@@ -15,6 +15,7 @@
 #include "router/budget.h"
 #include "router/keyring.h"
 #include "router/messages.h"
+#include "router/pbatch.h"
 #include "router/router.h"
 #include "router/run.h"
 #include "server/http.h"
@@ -22,10 +23,12 @@
 #define TICK_MS 200
 #define FINALIZE_EVERY_TICKS 5 /* 1 s */
 #define RECOVER_EVERY_TICKS 25 /* 5 s */
+#define PROVIDER_EVERY_TICKS 5 /* 1 s: submit, poll (router/pbatch.h) */
 
 struct batches {
     app *a;
     pgqueue *q;
+    pbatch *pb; /* the provider batch path */
     struct event *tick;
     int running; /* lines in flight here */
     bool claiming, finalizing, recovering;
@@ -409,8 +412,9 @@ typedef struct bline {
     batches *bs;
     char batch_id[40], line_no[16], request_id[32];
     int status;
-    buf request; /* the line's body: the run reads it until done */
-    buf body;    /* the answer */
+    bool deferred; /* handed to a provider batch: the deferral records its end */
+    buf request;   /* the line's body: the run reads it until done */
+    buf body;      /* the answer */
 } bline;
 
 static void on_finished(void *ctx, PGresult *res, const char *error)
@@ -418,6 +422,18 @@ static void on_finished(void *ctx, PGresult *res, const char *error)
     if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
         log_warn("batches: a line's result was not recorded: %s",
                  res ? PQresultErrorMessage(res) : error);
+}
+
+/* The line is no longer run here: the next one may start. */
+static void line_free(bline *l)
+{
+    batches *bs = l->bs;
+    bs->running--;
+    bs->a->in_flight--;
+    try_claim(bs); /* the next line at once, not at the next tick */
+    buf_free(&l->request);
+    buf_free(&l->body);
+    free(l);
 }
 
 /* Records the line's end (it stays running in the database if this fails:
@@ -431,12 +447,7 @@ static void line_end(bline *l, const char *state, const char *status, const char
         log_warn("batches: line %s of %s: the database is away; its result is lost and it will "
                  "be failed as interrupted",
                  l->line_no, l->batch_id);
-    bs->running--;
-    bs->a->in_flight--;
-    try_claim(bs); /* the next line at once, not at the next tick */
-    buf_free(&l->request);
-    buf_free(&l->body);
-    free(l);
+    line_free(l);
 }
 
 static void sink_head(void *ctx, int status, const char *content_type, buf *lines, bool stream)
@@ -451,9 +462,32 @@ static void sink_chunk(void *ctx, const char *data, size_t len)
     buf_append(&((bline *)ctx)->body, data, len);
 }
 
+static void on_deferred(void *ctx, PGresult *res, const char *error)
+{
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+        log_warn("batches: a line for a provider batch was not queued: %s",
+                 res ? PQresultErrorMessage(res) : error);
+}
+
+/* Its provider takes batches: the line waits for one (router/pbatch.h). */
+static void sink_defer(void *ctx, const run_deferral *d)
+{
+    bline *l = ctx;
+    l->deferred = true;
+    if (pbatch_defer(l->bs->pb, l->bs->a->router, l->batch_id, l->line_no, d, on_deferred, NULL) !=
+        0)
+        log_warn("batches: line %s of %s: the database is away; it will be failed as "
+                 "interrupted",
+                 l->line_no, l->batch_id);
+}
+
 static void sink_done(void *ctx, const run_outcome *o)
 {
     bline *l = ctx;
+    if (l->deferred) {
+        line_free(l);
+        return;
+    }
     char status[16];
     snprintf(status, sizeof status, "%d", l->status ? l->status : o->status);
     bool answered = l->status && l->body.len;
@@ -461,7 +495,7 @@ static void sink_done(void *ctx, const run_outcome *o)
              answered ? l->body.data : (o->why ? o->why : "the request failed"));
 }
 
-static const run_sink line_sink = {sink_head, sink_chunk, sink_done, NULL};
+static const run_sink line_sink = {sink_head, sink_chunk, sink_done, NULL, sink_defer};
 
 static void line_start(batches *bs, PGresult *res, int row)
 {
@@ -489,6 +523,7 @@ static void line_start(batches *bs, PGresult *res, int row)
         .messages_api = strcmp(PQgetvalue(res, row, 5), "anthropic") == 0,
         .batch_id = l->batch_id,
         .budget_held = true, /* reserved at creation (migrations/0014) */
+        .batch_defer = PQgetvalue(res, row, 6)[0] != 't',
     };
     /* the run reads the body until done; the claim's result goes now */
     buf_append(&l->request, in.body, in.body_len);
@@ -576,6 +611,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (!bs->finalizing && bs->ticks % FINALIZE_EVERY_TICKS == 0 &&
         batchstore_finalize(bs->q, on_finalized, bs) == 0)
         bs->finalizing = true;
+    if (bs->ticks % PROVIDER_EVERY_TICKS == 3) pbatch_tick(bs->pb, a->router);
     try_claim(bs);
 }
 
@@ -586,19 +622,32 @@ batches *batches_new(app *a)
     if (!bs) return NULL;
     bs->a = a;
     bs->q = a->db_queue;
+    bs->pb = pbatch_new(a->db_queue);
     bs->tick = event_new(a->base, -1, EV_PERSIST, on_tick, bs);
     struct timeval tv = {0, TICK_MS * 1000};
-    if (!bs->q || !bs->tick || event_add(bs->tick, &tv) != 0) {
+    if (!bs->q || !bs->pb || !bs->tick || event_add(bs->tick, &tv) != 0) {
         batches_free(bs);
         return NULL;
     }
     return bs;
 }
 
+void batches_health_json(const batches *bs, buf *out)
+{
+    pbatch_stats ps = pbatch_get_stats(bs->pb);
+    buf_printf(out,
+               ",\"batches\":{\"lines_running\":%d,\"provider_batches\":{\"submitted\":%ld,"
+               "\"refused\":%ld,\"lost\":%ld,\"polls\":%ld,\"settled_lines\":%ld,"
+               "\"in_flight\":%d}}",
+               bs->running, ps.submitted, ps.refused, ps.lost, ps.polls, ps.settled_lines,
+               ps.in_flight);
+}
+
 void batches_free(batches *bs)
 {
     if (!bs) return;
     if (bs->tick) event_free(bs->tick);
+    pbatch_free(bs->pb);
     free(bs);
 }
 

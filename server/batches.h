@@ -17,6 +17,9 @@ typedef struct batches batches;
 
 batches *batches_new(app *a); /* NULL without a database (or memory) */
 void batches_free(batches *bs);
+/* ,"batches":{...} for /v1/bridle/health: the lines running here and the
+ * provider batch path's counters (router/pbatch.h). */
+void batches_health_json(const batches *bs, buf *out);
 struct request_headers;
 /* path starts with /v1/batches; hdr: its Idempotency-Key. */
 void batches_handle(app *a, h1_req *req, const key_conf *key, const struct request_headers *hdr,

@@ -171,7 +171,7 @@ static void sink_done(void *ctx, const run_outcome *o)
     chat_release(c);
 }
 
-static const run_sink chat_sink = {sink_head, sink_chunk, sink_done, NULL};
+static const run_sink chat_sink = {sink_head, sink_chunk, sink_done, NULL, NULL};
 
 static void on_client_gone(void *arg)
 {

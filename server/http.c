@@ -290,9 +290,9 @@ static void reply_health(app *a, h1_req *req, const key_conf *k)
         const provider_conf *p = config_provider(a->cfg, i);
         buf_printf(&b, "%s{\"name\":", i ? "," : "");
         buf_append_json_str(&b, p->name, strlen(p->name));
-        buf_printf(&b, ",\"enabled\":%s,\"in_flight\":%d,\"max_concurrency\":%d}",
+        buf_printf(&b, ",\"enabled\":%s,\"in_flight\":%d,\"max_concurrency\":%d,\"batch\":%s}",
                    config_provider_enabled(a->cfg, i) ? "true" : "false",
-                   router_inflight(a->router, i), p->max_concurrency);
+                   router_inflight(a->router, i), p->max_concurrency, p->batch ? "true" : "false");
     }
     buf_append_str(&b, "],\"targets\":[");
     for (int i = 0; i < config_n_models(a->cfg); i++) {
@@ -359,6 +359,7 @@ static void reply_health(app *a, h1_req *req, const key_conf *k)
         }
         buf_append_char(&b, '}');
     }
+    if (a->batches) batches_health_json(a->batches, &b);
     health_key(a, &b, k);
     /* rate limits: N (the gateways sharing them) and the windows here */
     buf_append_str(&b, ",\"rate_limits\":");

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import { BUILD, ROOT, SANITIZED, tmpDir } from './lib/harness.mjs';
+import { PRICES } from './lib/mockmath.mjs';
 
 const BIN = path.join(BUILD, 'bridle');
 const CONFIG = 'config/examples/routing.json';
@@ -254,5 +255,270 @@ describe('simulate: with and without the provider prompt cache (issue 14)', () =
     // 1,000 a day: one every 86 s keeps the cache warm; one write a day
     assert.equal(pusd(r.routed_with_prompt_cache.per_week_pusd), 6993n * warm + 7n * cold + 70n * plain);
     assert.equal(pusd(r.routed.per_week_pusd), 7000n * cold + 70n * plain);
+  });
+});
+
+// ---------------------------------------------------------------- batch (issue 16)
+
+// The price table's figures (router/price_table.c via lib/mockmath.mjs; µ$
+// per million tokens, so tokens × price is pico-dollars), its
+// batch_discount_pct and its shortest cacheable prefixes (Anthropic's
+// min_cache_tokens; 1,024 for OpenAI, whose rows give none).
+const BATCH_PCT = { 'gpt-4o-mini': 50n, 'claude-haiku-4-5': 50n, 'gemini-2.5-flash': 50n, 'claude-sonnet-4-6': 50n, 'claude-opus-4-8': 50n, 'llama3.2': 0n };
+const MIN_CACHE = { 'gpt-4o-mini': 1024n, 'claude-haiku-4-5': 2048n, 'claude-sonnet-4-6': 1024n, 'claude-opus-4-8': 1024n };
+
+/** One request's cost as pricing_cost_pusd computes it (no long context at these sizes). */
+function unitCost(model, { input = 0n, read = 0n, write5m = 0n, output = 0n }, batch) {
+  const p = PRICES[model];
+  const c = input * p.input + read * p.cached + write5m * (p.write5m || p.input) + output * p.output;
+  return batch ? (c * (100n - BATCH_PCT[model])) / 100n : c; // one truncation, as bridle
+}
+
+/**
+ * A line's week, step by step as simulate documents it: routed (live), with
+ * batching (the discount when it goes through a batch API), then with the
+ * 5-minute prompt cache on its stable prefix (one write a day while requests
+ * come at least every 5 minutes, else a write every request).
+ */
+function lineWeek({ model, input, output, weekly, batched, prefix = 0n }) {
+  const routed = weekly * unitCost(model, { input, output }, false);
+  const batchedWeek = weekly * unitCost(model, { input, output }, batched);
+  let cached = batchedWeek;
+  if (prefix > 0n && prefix >= (MIN_CACHE[model] ?? 0n) && prefix <= input && MIN_CACHE[model]) {
+    const gap = (7n * 86400n) / weekly;
+    const writes = gap <= 300n ? (weekly < 7n ? weekly : 7n) : weekly;
+    const warm = unitCost(model, { input: input - prefix, read: prefix, output }, batched);
+    const cold = unitCost(model, { input: input - prefix, write5m: prefix, output }, batched);
+    cached = warm * (weekly - writes) + cold * writes;
+  }
+  return { routed, batched: batchedWeek, cached };
+}
+
+/** div_round of cli/route.c: half away from zero. */
+function divRound(num, den) {
+  return num >= 0n ? (num * 2n + den) / (den * 2n) : -((-num * 2n + den) / (den * 2n));
+}
+const perDay = (week) => divRound(week, 7n);
+const perMonth = (week) => divRound(week * 30n, 7n);
+
+/** Pico-dollars as simulate prints them: 6 decimals, rounded half up. */
+function usd6(p) {
+  const neg = p < 0n;
+  const v = ((neg ? -p : p) + 500_000n) / 1_000_000n;
+  return `${neg ? '-' : ''}${v / 1_000_000n}.${String(v % 1_000_000n).padStart(6, '0')}`;
+}
+
+function money(m) {
+  return { week: pusd(m.per_week_pusd), day: pusd(m.per_day_pusd), month: pusd(m.per_month_pusd) };
+}
+const expectMoney = (week) => ({ week, day: perDay(week), month: perMonth(week) });
+
+const SAAS_BATCH = 'config/examples/workload-saas-batch.jsonl';
+
+describe('simulate: batch-eligible work at the batch discount (issue 16)', () => {
+  // The batch-marked SaaS workload: what each line is and where the policy
+  // sends it (classify and summarize: the budget tier's cheapest; code_gen:
+  // mid; agents: heavy's cheapest). Only the summaries are marked batch.
+  const SAAS_LINES = [
+    { task: 'classify', model: 'gpt-4o-mini', input: 500n, output: 10n, weekly: 14000n, batch: false, prefix: 400n },
+    { task: 'summarize', model: 'gpt-4o-mini', input: 1800n, output: 500n, weekly: 3500n, batch: true, prefix: 300n },
+    { task: 'code_gen', model: 'claude-sonnet-4-6', input: 2000n, output: 1000n, weekly: 350n, batch: false, prefix: 1500n },
+    { task: 'agent_orchestration', model: 'claude-opus-4-8', input: 4000n, output: 1000n, weekly: 140n, batch: false, prefix: 3000n },
+  ];
+
+  test('the batch-marked SaaS workload, to the pico-dollar: the summaries at half price, the saving shown apart from routing and caching', () => {
+    const r = json('simulate', '--config', CONFIG, '--workload', SAAS_BATCH);
+    const sum = { routed: 0n, batched: 0n, cached: 0n, baseline: 0n };
+    for (const l of SAAS_LINES) {
+      const route = r.routes.find((x) => x.task === l.task);
+      assert.equal(route.model, l.model, l.task);
+      assert.equal(route.batch, l.batch, l.task);
+      assert.equal(route.batched, l.batch, l.task); // OpenAI and Anthropic providers take batches here
+      assert.equal(route.batch_priced_live, null);
+      assert.equal(pusd(route.unit_cost_pusd), unitCost(l.model, { input: l.input, output: l.output }, false));
+      assert.equal(pusd(route.batch_unit_cost_pusd), unitCost(l.model, { input: l.input, output: l.output }, l.batch));
+      const w = lineWeek({ ...l, batched: l.batch });
+      for (const k of ['routed', 'batched', 'cached']) sum[k] += w[k];
+      sum.baseline += l.weekly * unitCost('claude-sonnet-4-6', { input: l.input, output: l.output }, false);
+      const t = r.by_task.find((x) => x.task === l.task);
+      assert.equal(t.batch_requests_per_week, l.batch ? Number(l.weekly) : 0);
+      assert.deepEqual(money(t.routed_with_batch), expectMoney(w.batched), l.task);
+      assert.deepEqual(money(t.savings_by.batching), expectMoney(w.routed - w.batched), l.task);
+      assert.deepEqual(money(t.savings_by.caching), expectMoney(w.batched - w.cached), l.task);
+    }
+    // the summaries: 3,500 a week at half of 1,800 × $0.15/M + 500 × $0.60/M
+    assert.equal(sum.routed - sum.batched, 3500n * ((1800n * 150_000n + 500n * 600_000n) / 2n));
+    assert.equal(r.batch_requests_per_week, 3500);
+    assert.deepEqual(money(r.routed), expectMoney(sum.routed));
+    assert.deepEqual(money(r.baseline), expectMoney(sum.baseline));
+    assert.deepEqual(money(r.routed_with_batch), expectMoney(sum.batched));
+    assert.deepEqual(money(r.routed_with_prompt_cache), expectMoney(sum.cached));
+    assert.deepEqual(money(r.projected), expectMoney(sum.cached));
+    assert.deepEqual(money(r.savings_by.routing), expectMoney(sum.baseline - sum.routed));
+    assert.deepEqual(money(r.savings_by.batching), expectMoney(sum.routed - sum.batched));
+    assert.deepEqual(money(r.savings_by.caching), expectMoney(sum.batched - sum.cached));
+    assert.deepEqual(money(r.savings), money(r.savings_by.routing)); // "savings" stays routing's alone
+    // the three parts add up, per week, to the whole
+    assert.equal(
+      pusd(r.savings_by.routing.per_week_pusd) + pusd(r.savings_by.batching.per_week_pusd) + pusd(r.savings_by.caching.per_week_pusd),
+      pusd(r.baseline.per_week_pusd) - pusd(r.projected.per_week_pusd),
+    );
+    // by model: the batch discount lands on gpt-4o-mini's row only
+    const byModel = Object.fromEntries(r.by_model.map((m) => [m.model, m]));
+    assert.equal(byModel['gpt-4o-mini'].batch_requests_per_week, 3500);
+    assert.equal(pusd(byModel['gpt-4o-mini'].savings_by.batching.per_week_pusd), sum.routed - sum.batched);
+    assert.equal(pusd(byModel['claude-sonnet-4-6'].savings_by.batching.per_week_pusd), 0n);
+
+    // the text says the same, the batching apart
+    const text = bridle('simulate', '--config', CONFIG, '--workload', SAAS_BATCH);
+    assert.equal(text.code, 0, text.stderr);
+    const line = (re) => text.stdout.split('\n').find((x) => re.test(x));
+    assert.equal(
+      line(/^with batching /),
+      `with batching  $${usd6(sum.batched)}/week  $${usd6(perDay(sum.batched))}/day  $${usd6(perMonth(sum.batched))}/month  (routed; 3500 requests a week through a provider's batch API at its discount)`,
+    );
+    assert.equal(
+      line(/^saved /),
+      `saved     $${usd6(perMonth(sum.baseline - sum.routed))}/month by routing, $${usd6(perMonth(sum.routed - sum.batched))} by batching, ` +
+        `${perMonth(sum.batched - sum.cached) < 0n ? '-$' + usd6(-perMonth(sum.batched - sum.cached)) : '$' + usd6(perMonth(sum.batched - sum.cached))} by caching: ` +
+        `$${usd6(perMonth(sum.baseline - sum.cached))}/month in all (${(Number(((sum.baseline - sum.cached) * 1000n) / sum.baseline) / 10).toFixed(1)}% of the baseline)`,
+    );
+    // the summarize row: 3,500 through batch, and its batching saving a month
+    assert.match(line(/^ {2}summarize /), new RegExp(`\\s3500\\s+${usd6(perMonth(sum.routed - sum.batched)).replace('.', '\\.')}\\s`));
+  });
+
+  const runWith = (lines, config = CONFIG) => {
+    const dir = tmpDir('bridle-simulate-batch-');
+    const wl = path.join(dir, 'workload.jsonl');
+    writeFileSync(wl, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    return { json: json('simulate', '--config', config, '--workload', wl), text: bridle('simulate', '--config', config, '--workload', wl) };
+  };
+
+  test('a local model and a Gemini model get no discount: their batch lines run from the local queue at the live price', () => {
+    const { json: r, text } = runWith([
+      { task: 'summarize', tier: 'local', prompt_tokens: 3000, output_tokens: 400, count: 80, per: 'week', batch: true },
+      { task: 'summarize', model: 'gemini-2.5-flash', prompt_tokens: 3000, output_tokens: 400, count: 80, per: 'week', batch: true },
+      { task: 'summarize', model: 'claude-haiku-4-5', prompt_tokens: 3000, output_tokens: 400, count: 80, per: 'week', batch: true },
+    ]);
+    const [local, gemini, haiku] = r.routes;
+    assert.equal(local.model, 'llama3.2');
+    assert.equal(local.batched, false);
+    assert.equal(local.unit_cost_pusd, 0);
+    assert.match(local.batch_priced_live, /mock-ollama \(ollama\).*local queue at the live price/);
+    assert.equal(gemini.batched, false);
+    const geminiUnit = unitCost('gemini-2.5-flash', { input: 3000n, output: 400n }, false);
+    assert.ok(geminiUnit > 0n);
+    assert.equal(pusd(gemini.batch_unit_cost_pusd), geminiUnit); // not halved
+    assert.match(gemini.batch_priced_live, /served by mock-gemini, which has no "batch": true/);
+    assert.equal(haiku.batched, true); // the control: an Anthropic provider with "batch": true
+    const haikuUnit = unitCost('claude-haiku-4-5', { input: 3000n, output: 400n }, false);
+    assert.equal(pusd(haiku.batch_unit_cost_pusd), haikuUnit / 2n);
+    assert.equal(r.batch_requests_per_week, 80);
+    assert.equal(pusd(r.savings_by.batching.per_week_pusd), 80n * (haikuUnit - haikuUnit / 2n));
+    const byModel = Object.fromEntries(r.by_model.map((m) => [m.model, m]));
+    assert.equal(byModel['llama3.2'].batch_requests_per_week, 0);
+    assert.equal(pusd(byModel['gemini-2.5-flash'].savings_by.batching.per_week_pusd), 0n);
+    assert.match(text.stdout, /note {6}line 1 is marked batch, but llama3\.2 is served by mock-ollama \(ollama\)/);
+    assert.match(text.stdout, /note {6}line 2 is marked batch, but gemini-2\.5-flash is served by mock-gemini, which has no "batch": true/);
+  });
+
+  test('"batch": false on a provider (or none) gives no discount; "batch": true on an Ollama provider is a config error', () => {
+    const cfg = JSON.parse(readFileSync(path.join(ROOT, CONFIG), 'utf8'));
+    cfg.providers.mock.batch = false;
+    delete cfg.providers['mock-anthropic'].batch; // the default: false
+    const dir = tmpDir('bridle-simulate-nobatch-');
+    const file = path.join(dir, 'no-batch.json');
+    writeFileSync(file, JSON.stringify(cfg));
+    const { json: r, text } = runWith(
+      [
+        { task: 'summarize', model: 'gpt-4o-mini', prompt_tokens: 1800, output_tokens: 500, count: 500, per: 'day', batch: true },
+        { task: 'code_gen', model: 'claude-sonnet-4-6', prompt_tokens: 2000, output_tokens: 1000, count: 50, per: 'day', batch: true },
+      ],
+      file,
+    );
+    for (const route of r.routes) {
+      assert.equal(route.batch, true);
+      assert.equal(route.batched, false);
+      assert.equal(route.batch_unit_cost_pusd, route.unit_cost_pusd);
+    }
+    assert.match(r.routes[0].batch_priced_live, /served by mock, which has no "batch": true \(providers\.mock\.batch\)/);
+    assert.match(r.routes[1].batch_priced_live, /providers\.mock-anthropic\.batch/);
+    assert.equal(r.batch_requests_per_week, 0);
+    assert.deepEqual(money(r.routed_with_batch), money(r.routed));
+    assert.equal(pusd(r.savings_by.batching.per_week_pusd), 0n);
+    assert.match(text.stdout, /with batching .*\(routed; 0 requests a week through a provider's batch API/);
+
+    cfg.providers['mock-ollama'].batch = true;
+    writeFileSync(file, JSON.stringify(cfg));
+    const bad = bridle('simulate', '--config', file, '--workload', SAAS_BATCH);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /no-batch\.json: \$\.providers\.mock-ollama\.batch: only openai, anthropic and gemini providers have a batch API bridle uses \(this one is ollama\)/);
+  });
+
+  test('"batch" must be true or false', () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'bad.jsonl');
+    writeFileSync(file, '{"task": "summarize", "prompt_tokens": 5, "batch": "yes"}\n');
+    const r = bridle('simulate', '--config', CONFIG, '--workload', file);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bad\.jsonl:1: "batch": expected true or false \(got "yes"\)/);
+  });
+});
+
+// ---------------------------------------------------------------- the README's case study
+
+describe("README: the seed's SaaS case study", () => {
+  // The seed's own figures, quoted in the section; every other dollar
+  // figure there must be one bridle printed.
+  const SEED = new Set(['340', '105', '44']);
+  const toPusd = (s) => {
+    const [whole, frac = ''] = s.replace(/,/g, '').split('.');
+    return BigInt(whole) * USD + BigInt(frac.padEnd(12, '0'));
+  };
+
+  test('its commands print what it pastes, and every figure in it is from their output', () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const start = readme.indexOf('\n## Case study: a SaaS day');
+    assert.ok(start >= 0, 'README has the case study section');
+    const end = readme.indexOf('\n## ', start + 1);
+    const section = readme.slice(start, end);
+    const blocks = [...section.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1], body: m[2] }));
+    const runs = [];
+    for (let i = 0; i < blocks.length; i++) {
+      if (blocks[i].lang !== 'sh') continue;
+      const cmd = blocks[i].body.trim();
+      assert.match(cmd, /^build\/bridle simulate( --[a-z]+ \S+)+$/, 'one simulate command per block');
+      const r = bridle(...cmd.split(/\s+/).slice(1));
+      assert.equal(r.code, 0, r.stderr);
+      runs.push(r.stdout);
+      // the pasted output: its lines are the command's, in order (an excerpt may leave lines out)
+      const pasted = blocks[i + 1];
+      assert.equal(pasted?.lang, 'text', `the output of "${cmd}" follows it`);
+      const out = r.stdout.split('\n');
+      let j = 0;
+      for (const line of pasted.body.split('\n').filter((x) => x !== '')) {
+        while (j < out.length && out[j] !== line) j++;
+        assert.ok(j < out.length, `README pastes a line "${cmd}" does not print (or out of order):\n${line}\n--- it prints:\n${r.stdout}`);
+        j++;
+      }
+    }
+    assert.equal(runs.length, 2, 'two runs: the workload, then its batch-marked variant');
+
+    // every dollar figure of the prose is the seed's or one bridle printed
+    const printed = new Set(runs.flatMap((o) => [...o.matchAll(/(\d+\.\d{6})/g)].map((m) => toPusd(m[1]))));
+    const prose = section.replace(/```[\s\S]*?```/g, '');
+    const figures = [...prose.matchAll(/\$(\d[\d,]*(?:\.\d+)?)/g)].map((m) => m[1]);
+    assert.ok(figures.length >= 10, figures.join(' '));
+    for (const f of figures) if (!SEED.has(f)) assert.ok(printed.has(toPusd(f)), `README figure $${f} is not in the commands' output`);
+
+    // the summary table: each bridle figure is the /month of the line it names
+    const rows = [...prose.matchAll(/^\| ([^|]+) \| ([^|]+) \| ([^|]+) \| run (\d), `([^`]+)` \|$/gm)];
+    assert.equal(rows.length, 4, 'four steps come from a run');
+    for (const [, step, , bridleCol, run, label] of rows) {
+      const line = runs[Number(run) - 1].split('\n').find((x) => x.startsWith(label + ' ') && x.includes('/month'));
+      assert.ok(line, `run ${run} prints a "${label}" line`);
+      const month = line.match(/\$(\d+\.\d+)\/month/)[1];
+      assert.equal(toPusd(bridleCol.trim().replace(/^\$/, '')), toPusd(month), `${step}: README says ${bridleCol}, run ${run} prints $${month}`);
+    }
   });
 });

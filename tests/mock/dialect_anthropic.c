@@ -46,9 +46,9 @@ static void anthropic_usage(struct mock_req *m, long output, struct evbuffer *ou
                         "\"usage\":{\"input_tokens\":%ld,\"cache_creation_input_tokens\":%ld,"
                         "\"cache_read_input_tokens\":%ld,\"cache_creation\":{"
                         "\"ephemeral_5m_input_tokens\":%ld,\"ephemeral_1h_input_tokens\":%ld},"
-                        "\"output_tokens\":%ld,\"service_tier\":\"standard\"}",
+                        "\"output_tokens\":%ld,\"service_tier\":\"%s\"}",
                         input > 0 ? input : 0, u->cache_w5m + u->cache_w1h, u->cached, u->cache_w5m,
-                        u->cache_w1h, output);
+                        u->cache_w1h, output, m->batch ? "batch" : "standard");
 }
 
 static const char *stop_reason(struct mock_req *m)

@@ -121,6 +121,21 @@ static int query_int(struct evhttp_request *req, const char *key, int dflt)
     return v;
 }
 
+/* POST /_mock/batch {"processing_ms":N, "fail_create":STATUS, "expire":true} */
+static void control_batch(struct evhttp_request *req, struct evbuffer *b)
+{
+    json_object *root = api_parse_json(req);
+    const char *err = batch_control(root, b);
+    json_object_put(root);
+    if (!err) return send_json(req, 200, b);
+    struct evbuffer *e = evbuffer_new();
+    ADD_LIT(e, "{\"error\":");
+    json_cstr(e, err);
+    ADD_LIT(e, "}\n");
+    send_json(req, 400, e);
+    evbuffer_free(e);
+}
+
 static void control(struct evhttp_request *req, const char *path)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -143,7 +158,16 @@ static void control(struct evhttp_request *req, const char *path)
     } else if (cmd == EVHTTP_REQ_POST && !strcmp(path, "/_mock/reset")) {
         faults_clear();
         stats_reset();
+        batch_reset();
         control_reply(req, 200, "{\"ok\":true}");
+    } else if (cmd == EVHTTP_REQ_POST && !strcmp(path, "/_mock/batch")) {
+        control_batch(req, b);
+    } else if (cmd == EVHTTP_REQ_GET && !strcmp(path, "/_mock/batch")) {
+        batch_knobs_render(b);
+        send_json(req, 200, b);
+    } else if (cmd == EVHTTP_REQ_GET && !strcmp(path, "/_mock/batch_lines")) {
+        batch_lines_render(b, query_int(req, "repeated", 0) == 1);
+        send_json(req, 200, b);
     } else {
         not_found(req, path, false);
     }
@@ -162,12 +186,16 @@ static bool route_gemini(struct evhttp_request *req, const char *path)
     if (!colon || colon == model || colon - model >= MOCK_MODEL_MAX) return false;
     bool stream = !strcmp(colon + 1, "streamGenerateContent");
     bool embed = !strcmp(colon + 1, "embedContent"),
-         batch = !strcmp(colon + 1, "batchEmbedContents");
-    if (!stream && !embed && !batch && strcmp(colon + 1, "generateContent")) return false;
+         batch = !strcmp(colon + 1, "batchEmbedContents"),
+         batch_gen = !strcmp(colon + 1, "batchGenerateContent");
+    if (!stream && !embed && !batch && !batch_gen && strcmp(colon + 1, "generateContent"))
+        return false;
     char name[MOCK_MODEL_MAX];
     memcpy(name, model, (size_t)(colon - model));
     name[colon - model] = '\0';
-    if (embed || batch)
+    if (batch_gen)
+        batch_gemini_create(req, name);
+    else if (embed || batch)
         mock_handle_embeddings(req, D_GEMINI, name, batch);
     else
         mock_handle_generation(req, D_GEMINI, name, stream);
@@ -189,6 +217,9 @@ static void route(struct evhttp_request *req, const char *path)
     else if (post && !strcmp(path, "/api/embed"))
         mock_handle_embeddings(req, D_OLLAMA, NULL, false);
     else if (post && route_gemini(req, path))
+        return;
+    else if (files_route(req, path) || batch_openai_route(req, path) ||
+             batch_anthropic_route(req, path) || batch_gemini_route(req, path))
         return;
     else if (get && !strcmp(path, "/v1/models"))
         list_models(req);
@@ -250,11 +281,19 @@ static const char *parse_args(int argc, char **argv)
 {
     const char *listen = DEFAULT_LISTEN;
     for (int i = 1; i < argc; i++) {
+        char *end = NULL;
+        long ms = 0;
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
             listen = argv[++i];
+        } else if (!strcmp(argv[i], "--batch-ms") && i + 1 < argc &&
+                   (ms = strtol(argv[i + 1], &end, 10)) >= 0 && ms <= 86400000 && !*end) {
+            batch_set_default_ms((int)ms);
+            i++;
         } else {
-            fprintf(stderr, "usage: %s [--listen HOST:PORT]   (default %s)\n", argv[0],
-                    DEFAULT_LISTEN);
+            fprintf(stderr,
+                    "usage: %s [--listen HOST:PORT] [--batch-ms N]   (defaults %s, 500: a "
+                    "batch's processing time in ms)\n",
+                    argv[0], DEFAULT_LISTEN);
             exit(2);
         }
     }
@@ -333,6 +372,8 @@ int main(int argc, char **argv)
     event_base_dispatch(mock_base);
 
     mock_free_all(); /* before evhttp_free, which frees the requests we point at */
+    batch_free_all();
+    files_free_all();
     evhttp_free(http);
     event_free(sigterm);
     event_free(sigint);

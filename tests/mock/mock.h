@@ -119,6 +119,7 @@ struct mock_req {
     bool include_usage;
     bool length;        /* finish because of the cap (or finish=length) */
     bool waiting_close; /* a close callback on the connection points at us */
+    bool batch;         /* a batch line: no HTTP request, no live counters */
     long created;       /* unix seconds */
     /* Anthropic's prompt cache, simulated (request.c): the tokens this
      * request reads from it and writes to it; -1 when it marks nothing */
@@ -166,6 +167,22 @@ const char *embed_prepare(struct mock_req *m, enum dialect d, json_object *root,
 /** The whole answer in m's dialect. */
 void embed_body(struct mock_req *m, struct evbuffer *out);
 void embed_free(struct mock_req *m);
+/* The answer to one batch line (mock_answer_line). */
+struct mock_answer {
+    int status;     /* 200, or the error status the live request would get */
+    bool malformed; /* malformed=1: the body is not JSON */
+    bool has_usage; /* false for no_usage=1 and errors */
+    struct usage use;
+    char id[48]; /* the request id the live answer names */
+};
+/** Answers a batch line's body exactly as a live non-streamed request of
+ *  dialect d with that body would be answered (the same text, usage and
+ *  errors; its [[mock:...]] markers apply, the fault queue and the live
+ *  counters do not): appends the body (answer or error JSON, ending in a
+ *  newline) to `out` and returns the status. `body` stays the caller's;
+ *  path_model is Gemini's model (in its path), NULL for the others. */
+int mock_answer_line(enum dialect d, json_object *body, const char *path_model,
+                     struct evbuffer *out, struct mock_answer *a);
 /** Drops our state for a request that libevent failed on (it owns `req`). */
 void mock_forget_req(struct evhttp_request *req);
 void mock_free_all(void);
@@ -190,6 +207,62 @@ int tools_locate(struct mock_req *m, int j, int (*per_call)(const struct mock_ca
 /* Shared helpers for the dialect files (request.c). */
 void piece_bounds(const struct mock_req *m, int k, size_t *start, size_t *end);
 const char *http_reason(int status);
+
+/* files.c: the OpenAI Files API in memory, and replies shared with batch*.c. */
+/** Routes /v1/files, /v1/files/{id} and /v1/files/{id}/content; false when
+ *  the path or method is not one of them. */
+bool files_route(struct evhttp_request *req, const char *path);
+/** Stores a file, taking over `data` (malloc'd; freed even on failure);
+ *  returns its id, valid while the file lives, or NULL (out of memory). */
+const char *files_add(const char *purpose, const char *filename, char *data, size_t len);
+/** A file's bytes (len in *len) and purpose, or NULL when there is none. */
+const char *files_get(const char *id, size_t *len, const char **purpose);
+void files_free_all(void);
+/** Sends a whole reply with that Content-Type, counting its status. */
+void api_send(struct evhttp_request *req, int status, const char *content_type, struct evbuffer *b);
+/** Sends an OpenAI error body (type by status; param and code may be NULL). */
+void api_openai_error(struct evhttp_request *req, int status, const char *msg, const char *param,
+                      const char *code);
+/** The request body as a JSON object, or NULL. */
+json_object *api_parse_json(struct evhttp_request *req);
+/** Copies query parameter `key` into out; false when absent. */
+bool api_query(struct evhttp_request *req, const char *key, char *out, size_t size);
+/** A fresh id: prefix + 24 hex digits, unique in this process. */
+void api_new_id(char *out, size_t size, const char *prefix);
+
+/* One part of a multipart/form-data body; pointers into the body. */
+struct mp_part {
+    const char *name, *filename; /* filename NULL when the part has none */
+    size_t name_len, filename_len;
+    const char *data;
+    size_t len;
+};
+/** Parses `body` (len bytes) of Content-Type `ctype` into at most `max`
+ *  parts (*n of them); returns NULL or what is wrong with it. */
+const char *mp_parse(const char *ctype, const char *body, size_t len, struct mp_part *parts,
+                     int max, int *n);
+
+/* batch*.c: the OpenAI Batch and Anthropic Message Batches APIs (batch.h). */
+/** Routes /v1/batches... (OpenAI); false when not one of its paths. */
+bool batch_openai_route(struct evhttp_request *req, const char *path);
+/** Routes /v1/messages/batches... (Anthropic); false when not one of its paths. */
+bool batch_anthropic_route(struct evhttp_request *req, const char *path);
+/** POST /v1beta/models/{model}:batchGenerateContent (Gemini's batch mode). */
+void batch_gemini_create(struct evhttp_request *req, const char *model);
+/** Routes /v1beta/batches/{id} and /v1beta/batches/{id}:cancel; false otherwise. */
+bool batch_gemini_route(struct evhttp_request *req, const char *path);
+/** --batch-ms: the processing time of a batch, and what /_mock/reset restores. */
+void batch_set_default_ms(int ms);
+/** POST /_mock/batch: applies the knobs in root, writes them to out; returns
+ *  an error message or NULL. */
+const char *batch_control(json_object *root, struct evbuffer *out);
+void batch_knobs_render(struct evbuffer *out);
+/** Appends ,"batch":{...} (the batch counters) inside /_mock/stats. */
+void batch_stats_render(struct evbuffer *out);
+/** GET /_mock/batch_lines: every custom_id's submitted and run counts. */
+void batch_lines_render(struct evbuffer *out, bool repeated_only);
+void batch_reset(void);
+void batch_free_all(void);
 
 /* json_out.c: fast JSON writing into an evbuffer. */
 void json_str(struct evbuffer *out, const char *s, size_t len);

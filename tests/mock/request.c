@@ -92,6 +92,16 @@ static struct mock_req *mock_new(struct evhttp_request *req, enum dialect d)
     return m;
 }
 
+/* Frees what prepare() allocated inside m (not m itself). */
+static void mock_clear(struct mock_req *m)
+{
+    if (m->piece_end != m->piece_inline) free(m->piece_end);
+    free(m->answer_heap);
+    tools_free(m);
+    embed_free(m);
+    directives_free(&m->dir);
+}
+
 /* Frees our side of a request; the evhttp_request is never touched here. */
 static void mock_release(struct mock_req *m)
 {
@@ -107,11 +117,7 @@ static void mock_release(struct mock_req *m)
         live_head = m->next;
     if (m->next) m->next->prev = m->prev;
     live_count--;
-    if (m->piece_end != m->piece_inline) free(m->piece_end);
-    free(m->answer_heap);
-    tools_free(m);
-    embed_free(m);
-    directives_free(&m->dir);
+    mock_clear(m);
     free(m);
 }
 
@@ -223,15 +229,6 @@ static void reply_once(struct mock_req *m, int status, struct evbuffer *body)
     evhttp_send_reply(req, status, http_reason(status), body);
 }
 
-static void reply_error(struct mock_req *m, int status, const char *msg)
-{
-    struct evbuffer *b = evbuffer_new();
-    add_headers(m, "application/json");
-    m->ops->error(m, status, msg, b);
-    reply_once(m, status, b);
-    evbuffer_free(b);
-}
-
 /* ---- abrupt close (cut_after) -------------------------------------------- */
 
 /* Runs once the partial reply has reached the kernel: close the socket
@@ -335,12 +332,18 @@ static void stream_start(struct mock_req *m)
 
 /* ---- replying ------------------------------------------------------------ */
 
+/* malformed=1, not streamed: a 200 body that is not JSON. */
+static void malformed_body(struct mock_req *m, struct evbuffer *b)
+{
+    evbuffer_add_printf(b, "{\"id\":\"%s\",\"oops\": [1, 2, {not json", m->id);
+}
+
 static void reply_malformed(struct mock_req *m)
 {
     struct evbuffer *b = evbuffer_new();
     if (!m->stream) {
         add_headers(m, "application/json");
-        evbuffer_add_printf(b, "{\"id\":\"%s\",\"oops\": [1, 2, {not json", m->id);
+        malformed_body(m, b);
         reply_once(m, 200, b);
     } else {
         add_headers(m, m->ops->stream_type);
@@ -351,31 +354,52 @@ static void reply_malformed(struct mock_req *m)
     evbuffer_free(b);
 }
 
+/* The whole non-streamed answer of a prepared request (err: what prepare
+ * refused): writes the body and returns the status. Live requests and batch
+ * lines both answer through here, so a batch line gets what the same body
+ * would get live. */
+static int answer_whole(struct mock_req *m, const char *err, struct evbuffer *b)
+{
+    if (err) {
+        m->ops->error(m, 400, err, b);
+        return 400;
+    }
+    if (m->dir.status >= 400) {
+        m->ops->error(m, m->dir.status, "mock: injected failure", b);
+        return m->dir.status;
+    }
+    if (m->embed)
+        embed_body(m, b);
+    else
+        m->ops->body(m, b);
+    return 200;
+}
+
+/* Replies with the whole answer (or prepare's refusal, err). */
+static void reply_whole(struct mock_req *m, const char *err)
+{
+    struct evbuffer *b = evbuffer_new();
+    add_headers(m, "application/json");
+    int status = answer_whole(m, err, b);
+    if (status == 200 && m->dir.cut_after >= 0)
+        reply_cut_body(m, b);
+    else
+        reply_once(m, status, b);
+    evbuffer_free(b);
+}
+
 static void respond(struct mock_req *m)
 {
     if (m->peer_watch) {
         event_free(m->peer_watch);
         m->peer_watch = NULL;
     }
-    if (m->dir.status >= 400) {
-        reply_error(m, m->dir.status, "mock: injected failure");
-    } else if (m->dir.malformed == 1) {
+    if (m->dir.status < 400 && m->dir.malformed == 1)
         reply_malformed(m);
-    } else if (m->stream) {
+    else if (m->dir.status < 400 && m->stream)
         stream_start(m);
-    } else {
-        struct evbuffer *b = evbuffer_new();
-        add_headers(m, "application/json");
-        if (m->embed)
-            embed_body(m, b);
-        else
-            m->ops->body(m, b);
-        if (m->dir.cut_after >= 0)
-            reply_cut_body(m, b);
-        else
-            reply_once(m, 200, b);
-        evbuffer_free(b);
-    }
+    else
+        reply_whole(m, NULL);
 }
 
 static void on_latency(evutil_socket_t fd, short what, void *arg)
@@ -725,6 +749,7 @@ static json_object *parse_body(struct evhttp_request *req)
 
 static void apply_header_directives(struct mock_req *m)
 {
+    if (!m->req) return; /* a batch line */
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(m->req), "x-mock");
     if (h) directives_apply(&m->dir, h, strlen(h));
 }
@@ -737,9 +762,12 @@ static const char *prepare(struct mock_req *m, enum dialect d, json_object *root
     if (path_model) snprintf(m->model, sizeof(m->model), "%s", path_model);
     const char *err = read_fields(m, d, root, &cap);
     if (err) return err;
-    stats_record_model(m->model);
-    /* Precedence, lowest first: queue rule, prompt markers, x-mock header. */
-    faults_take(m->model, &m->dir);
+    /* Precedence, lowest first: queue rule, prompt markers, x-mock header.
+     * A batch line has only its markers, and is not a live request. */
+    if (!m->batch) {
+        stats_record_model(m->model);
+        faults_take(m->model, &m->dir);
+    }
     size_t bytes = scan_prompt(m, d, root);
     m->pc_read = m->pc_w5m = m->pc_w1h = -1;
     if (d == D_ANTHROPIC) prompt_cache(m, root);
@@ -782,7 +810,7 @@ static void handle(struct evhttp_request *req, enum dialect d, const char *path_
                                   : prepare_embed(m, d, root, path_model, embed == 1);
     json_object_put(root);
     if (err) {
-        reply_error(m, 400, err);
+        reply_whole(m, err);
     } else if (m->dir.hang == 1) {
         watch_close(m);
         watch_peer(m);
@@ -807,4 +835,28 @@ void mock_handle_embeddings(struct evhttp_request *req, enum dialect d, const ch
                             bool batch)
 {
     handle(req, d, path_model, false, batch ? 1 : 0);
+}
+
+int mock_answer_line(enum dialect d, json_object *body, const char *path_model,
+                     struct evbuffer *out, struct mock_answer *a)
+{
+    struct mock_req m = {.ops = ops_by_dialect[d], .batch = true, .created = (long)time(NULL)};
+    directives_init(&m.dir);
+    snprintf(m.id, sizeof(m.id), "mock%lu", ++id_seq);
+    const char *err = json_object_is_type(body, json_type_object)
+                          ? prepare(&m, d, body, path_model)
+                          : "mock: request body is not a JSON object";
+    bool malformed = !err && m.dir.status < 400 && m.dir.malformed == 1;
+    if (malformed) {
+        malformed_body(&m, out);
+        a->status = 200;
+    } else {
+        a->status = answer_whole(&m, err, out);
+    }
+    a->malformed = malformed;
+    a->has_usage = a->status == 200 && !malformed && m.dir.no_usage != 1;
+    a->use = m.use;
+    snprintf(a->id, sizeof(a->id), "%s", m.id);
+    mock_clear(&m);
+    return a->status;
 }

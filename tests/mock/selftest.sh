@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Self-test of build/bridle-mock: every dialect plain and streamed, the
-# faults, the queue and the counters. Needs bash, curl and node (for JSON).
+# faults, the queue, the provider batch APIs and the counters. Needs bash, curl and node (for JSON).
 # Usage: tests/mock/selftest.sh [path/to/bridle-mock]
 # The last line is "N passed, N failed"; the exit status is non-zero on any failure.
 set -u
@@ -287,6 +287,73 @@ req POST /api/embed '{"model":"nomic-embed-text","input":["hello","x [[mock:no_u
 check "ollama embed, no_usage" 's==200 && j.embeddings.length==2 && !("prompt_eval_count" in j)'
 req POST /v1/embeddings '{"model":"m","input":""}'
 check "empty input is a 400" 's==400 && j.error.type=="invalid_request_error"'
+
+# ---- provider batch APIs -------------------------------------------------------
+# wait_for PATH EXPR: GETs PATH until EXPR holds (at most ~10 s), then checks it.
+wait_for() {
+    for _ in $(seq 200); do
+        req GET "$1"
+        node "$T/check.js" "$T" "$2" 2>/dev/null && return
+        sleep 0.05
+    done
+}
+LINE() { # custom_id content
+    printf '{"custom_id":"%s","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"%s"}]}}\n' "$1" "$2"
+}
+{ LINE b-0 "Say hello to the test suite"; LINE b-1 "fail [[mock:status=503]]"; LINE b-2 "x [[mock:content=ok,reasoning_tokens=2]]"; } >"$T/in.jsonl"
+req POST /_mock/batch '{"processing_ms":200}'
+check "batch knob" 's==200 && j.processing_ms==200'
+req POST /v1/files '' -F purpose=batch -F "file=@$T/in.jsonl;filename=batch.jsonl"
+check "file upload" 's==200 && j.object=="file" && j.purpose=="batch" && j.status=="processed" && j.bytes>0 && /^file-/.test(j.id)'
+FILE_ID=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).id)' "$T/body")
+req POST /v1/batches "{\"input_file_id\":\"$FILE_ID\",\"endpoint\":\"/v1/chat/completions\",\"completion_window\":\"24h\"}"
+check "batch created validating" 's==200 && j.object=="batch" && j.status=="validating" && /^batch_/.test(j.id)'
+BATCH_ID=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).id)' "$T/body")
+wait_for "/v1/batches/$BATCH_ID" 'j.status=="completed"'
+check "batch completed" 'j.status=="completed" && j.request_counts.total==3 && j.request_counts.completed==2 && j.request_counts.failed==1 && j.usage.input_tokens==7+Math.ceil(38/4) && j.usage.output_tokens==8+1+2'
+OUT_ID=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).output_file_id)' "$T/body")
+ERR_ID=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).error_file_id)' "$T/body")
+req POST /v1/chat/completions "{\"model\":\"gpt-4o-mini\",$HELLO}"
+cp "$T/body" "$T/live"
+req GET "/v1/files/$OUT_ID/content"
+check "output lines reversed, answered as live" 'nd.map(l=>l.custom_id).join()=="b-2,b-0" && (L=JSON.parse(require("fs").readFileSync(dir+"/live")), B=nd[1].response.body, B.choices[0].message.content==L.choices[0].message.content && JSON.stringify(B.usage)==JSON.stringify(L.usage)) && nd[0].response.body.choices[0].message.content=="ok" && nd.every(l=>l.error===null && l.response.status_code==200)'
+req GET "/v1/files/$ERR_ID/content"
+check "error file: the failing line" 'nd.length==1 && nd[0].custom_id=="b-1" && nd[0].response.status_code==503 && nd[0].response.body.error.type=="server_error"'
+
+# cancel midway: 100 lines over 2 s, cancelled after ~0.6 s
+for i in $(seq 0 99); do LINE "c-$i" "cancel $i"; done >"$T/many.jsonl"
+req POST /_mock/batch '{"processing_ms":2000}'
+req POST /v1/files '' -F purpose=batch -F "file=@$T/many.jsonl;filename=batch.jsonl"
+FILE_ID=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).id)' "$T/body")
+req POST /v1/batches "{\"input_file_id\":\"$FILE_ID\",\"endpoint\":\"/v1/chat/completions\",\"completion_window\":\"24h\"}"
+BATCH_ID=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).id)' "$T/body")
+sleep 0.6
+req POST "/v1/batches/$BATCH_ID/cancel"
+check "cancel -> cancelling" 's==200 && j.status=="cancelling" && j.cancelling_at>0'
+wait_for "/v1/batches/$BATCH_ID" 'j.status=="cancelled"'
+check "cancelled midway" 'j.status=="cancelled" && j.request_counts.completed>0 && j.request_counts.completed<100 && j.error_file_id===null'
+
+# Anthropic Message Batches
+req POST /_mock/batch '{"processing_ms":200}'
+AP='"model":"claude-x","max_tokens":100,"messages":[{"role":"user","content":"Say hello to the test suite"}]'
+req POST /v1/messages/batches "{\"requests\":[{\"custom_id\":\"m-0\",\"params\":{$AP}},{\"custom_id\":\"m-1\",\"params\":{\"model\":\"claude-x\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"[[mock:status=529]]\"}]}}]}"
+check "message batch created" 's==200 && j.type=="message_batch" && j.processing_status=="in_progress" && j.request_counts.processing==2 && j.results_url===null && /^msgbatch_/.test(j.id)'
+MB_ID=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).id)' "$T/body")
+wait_for "/v1/messages/batches/$MB_ID" 'j.processing_status=="ended"'
+check "message batch ended" 'j.request_counts.succeeded==1 && j.request_counts.errored==1 && j.results_url=="'"$BASE"'/v1/messages/batches/'"$MB_ID"'/results" && j.ended_at'
+req GET "/v1/messages/batches/$MB_ID/results"
+check "message batch results" 'nd.length==2 && nd[0].custom_id=="m-1" && nd[0].result.type=="errored" && nd[0].result.error.error.type=="overloaded_error" && nd[1].result.type=="succeeded" && nd[1].result.message.content[0].text=="Hello from claude-x. This is a mock reply." && nd[1].result.message.usage.input_tokens==7 && nd[1].result.message.usage.output_tokens==8 && nd[1].result.message.usage.service_tier=="batch"'
+req POST /_mock/batch '{"fail_create":529}'
+req POST /v1/messages/batches "{\"requests\":[{\"custom_id\":\"m-0\",\"params\":{$AP}}]}"
+check "fail_create" 's==529 && j.error.type=="overloaded_error"'
+# Gemini batch mode: inlined requests, results in input order with their keys
+req POST /v1beta/models/gemini-2.5-flash:batchGenerateContent "{\"batch\":{\"display_name\":\"t\",\"input_config\":{\"requests\":{\"requests\":[{\"metadata\":{\"key\":\"k-0\"},\"request\":{$GEM}},{\"metadata\":{\"key\":\"k-1\"},\"request\":{\"contents\":[{\"parts\":[{\"text\":\"[[mock:status=429]]\"}]}]}}]}}}}"
+check "gemini batch created" 's==200 && /^batches\//.test(j.name) && j.metadata.state=="BATCH_STATE_PENDING" && j.metadata.batchStats.requestCount=="2"'
+GB=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).name)' "$T/body")
+wait_for "/v1beta/$GB" 'j.done===true'
+check "gemini batch done" 'j.metadata.state=="BATCH_STATE_SUCCEEDED" && (r=j.response.inlinedResponses.inlinedResponses, r.length==2 && r[0].metadata.key=="k-0" && r[0].response.candidates[0].content.parts[0].text=="Hello from gemini-2.5-flash. This is a mock reply." && r[0].response.usageMetadata.promptTokenCount==7 && r[1].metadata.key=="k-1" && r[1].error.code==429 && r[1].error.status=="RESOURCE_EXHAUSTED")'
+req GET /_mock/stats
+check "batch counters" 'j.batch.created.openai==2 && j.batch.created.anthropic==1 && j.batch.created.gemini==1 && j.batch.lines_run.gemini==2 && j.batch.lines_run.anthropic==2 && j.batch.lines_run.openai>=4 && j.batch.custom_ids_submitted_twice==0'
 
 # ---- counters -------------------------------------------------------------
 req POST /_mock/reset

@@ -219,7 +219,35 @@ static void test_provider_options(void **state)
     assert_int_equal(p->idle_timeout_ms, 2000);
     assert_int_equal(p->total_timeout_ms, 3000);
     assert_int_equal(p->max_concurrency, 4);
+    assert_false(p->batch); /* opt-in */
     config_free(c);
+}
+
+/* "batch": true sends batch lines to the host's batch API: openai,
+ * anthropic and gemini; Ollama (none) is refused naming the path. */
+static void test_provider_batch(void **state)
+{
+    bridle_config *c = load_ok(doc("\"o\": {\"kind\": \"openai\", \"base_url\": \"http://h/v1\", "
+                                   "\"batch\": true}, \"a\": {\"kind\": \"anthropic\", "
+                                   "\"base_url\": \"http://h/v1\", \"batch\": true}, "
+                                   "\"n\": {\"kind\": \"openai\", \"base_url\": \"http://h/v1\", "
+                                   "\"batch\": false}, \"g\": {\"kind\": \"gemini\", \"base_url\": "
+                                   "\"http://h/v1beta\", \"batch\": true}",
+                                   "\"gpt-4o\": {\"provider\": \"o\"}", NULL));
+    assert_string_equal(config_provider(c, 2)->name, "n"); /* in the file's order */
+    assert_true(config_provider(c, 0)->batch);
+    assert_true(config_provider(c, 1)->batch);
+    assert_false(config_provider(c, 2)->batch);
+    assert_true(config_provider(c, 3)->batch);
+    config_free(c);
+    expect_error(
+        doc("\"p\": {\"kind\": \"ollama\", \"base_url\": \"http://h\", \"batch\": true}", MODEL_4O,
+            NULL),
+        "$.providers.p.batch: ", "only openai, anthropic and gemini providers have a batch API",
+        "(this one is ollama): remove \"batch\"");
+    expect_error(doc("\"p\": {\"kind\": \"openai\", \"base_url\": \"http://h/v1\", \"batch\": 1}",
+                     MODEL_4O, NULL),
+                 "$.providers.p.batch: ", "expected true or false, got int");
 }
 
 /* Finds config/bridle.json from the repository root or a directory below it. */
@@ -1270,6 +1298,7 @@ int main(void)
         cmocka_unit_test_setup(test_model_capabilities, setup_env),
         cmocka_unit_test_setup(test_limit_defaults, setup_env),
         cmocka_unit_test_setup(test_provider_options, setup_env),
+        cmocka_unit_test_setup(test_provider_batch, setup_env),
         cmocka_unit_test_setup(test_shipped_config, setup_env),
         cmocka_unit_test_setup(test_env_default_and_value, setup_env),
         cmocka_unit_test_setup(test_required_env_unset, setup_env),

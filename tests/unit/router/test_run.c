@@ -153,7 +153,7 @@ static void s_done(void *ctx, const run_outcome *o)
     sk.dones++;
     sk.out = *o;
 }
-static const run_sink sink = {s_head, s_chunk, s_done, NULL};
+static const run_sink sink = {s_head, s_chunk, s_done, NULL, NULL};
 
 /* ------------------------------------------------------------ fixture */
 
