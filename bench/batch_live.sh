@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# A 10,000-line batch on the local queue beside live traffic (issue 16's
-# speed goal): live chat requests (wrk, N connections, D seconds) first
-# alone, then while a 10,000-line batch runs; prints each run's latency
-# percentiles and request rate, and the batch's time to complete.
+# A 10,000-line batch beside live traffic (issue 16's speed goal): live
+# chat requests (wrk, N connections, D seconds) first alone, then while a
+# 10,000-line batch runs; prints each run's latency percentiles and request
+# rate, and the batch's time to complete. By default the lines run live from
+# the local queue; PROVIDER_BATCH=1 gives the provider "batch": true, so the
+# lines are routed by the queue and go to the mock's Batch API (the provider
+# batch path: router/pbatch.h).
 #
 #   bench/batch_live.sh            (env: LIVE_CONNS=8, LIVE_SECONDS=20, BATCH_LINES=10000,
 #                                   BATCH_CONCURRENCY=16, BATCH_BUSY_CONCURRENCY=2, BRIDLE_BIN,
-#                                   MOCK_BIN)
+#                                   MOCK_BIN, PROVIDER_BATCH=0)
 #
 # bridle runs pinned to CPU 1; the mock, PostgreSQL (fsync on, bench/lib/pg.sh)
 # and wrk share CPU 0. The ledger is on, as production runs it.
@@ -16,6 +19,8 @@ BRIDLE_BIN=${BRIDLE_BIN:-$ROOT/build/bridle}
 MOCK_BIN=${MOCK_BIN:-$ROOT/build/bridle-mock}
 CONNS=${LIVE_CONNS:-8} SECS=${LIVE_SECONDS:-20} LINES=${BATCH_LINES:-10000}
 CONC=${BATCH_CONCURRENCY:-16} BUSY=${BATCH_BUSY_CONCURRENCY:-2}
+PB=${PROVIDER_BATCH:-0}
+PB_JSON=$([[ $PB == 1 ]] && echo ', "batch": true' || true)
 OUT=$(mktemp -d /tmp/bridle-batch-live.XXXXXX)
 # shellcheck source=bench/lib/pg.sh disable=SC1091
 . "$ROOT/bench/lib/pg.sh"
@@ -40,11 +45,12 @@ bport=$(free_port 18410)
 cat >"$OUT/bridle.json" <<CONF
 {
   "log_level": "warn",
-  "providers": { "openai": { "kind": "openai", "base_url": "http://127.0.0.1:$mport/v1", "api_key": "sk-bench" } },
+  "providers": { "openai": { "kind": "openai", "base_url": "http://127.0.0.1:$mport/v1", "api_key": "sk-bench"$PB_JSON } },
   "models": { "gpt-4o-mini": { "provider": "openai" } },
   "keys": [ { "id": "bench", "sha256": "$sha", "team": "bench" } ],
   "database": { "url": "$BENCH_PG_URL", "spool_dir": "$OUT/spool" },
-  "batches": { "concurrency": $CONC, "busy_concurrency": $BUSY }
+  "batches": { "concurrency": $CONC, "busy_concurrency": $BUSY, "submit_after_ms": 1000,
+               "poll_min_ms": 200, "poll_max_ms": 1000 }
 }
 CONF
 taskset -c 1 "$BRIDLE_BIN" serve --config "$OUT/bridle.json" --listen "127.0.0.1:$bport" >"$OUT/bridle.log" 2>&1 &
@@ -70,7 +76,7 @@ for ((i = 0; i < LINES; i++)); do
 done >"$OUT/batch.jsonl"
 
 echo "bench/batch_live.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "live: wrk -c$CONNS -d${SECS}s; batch: $LINES lines, concurrency $CONC ($BUSY beside live requests)"
+echo "live: wrk -c$CONNS -d${SECS}s; batch: $LINES lines, concurrency $CONC ($BUSY beside live requests)$([[ $PB == 1 ]] && echo ', through the provider batch path' || true)"
 live alone
 t0=$(date +%s.%N)
 BRIDLE_URL=$URL BRIDLE_KEY=$KEY "$BRIDLE_BIN" batch submit "$OUT/batch.jsonl" >"$OUT/submit.txt"

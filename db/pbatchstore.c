@@ -55,7 +55,8 @@ static const char SQL_CANCEL_SENT[] =
     "UPDATE bridle_provider_batches SET cancel_sent = true WHERE id = $1";
 
 static const char SQL_LINES[] =
-    "SELECT l.line_no, l.body, l.model, l.event, b.api FROM bridle_batch_lines l JOIN "
+    "SELECT l.line_no, l.body, l.model, l.event, b.api, l.batch_id FROM bridle_batch_lines l "
+    "JOIN "
     "bridle_batches b ON b.id = l.batch_id WHERE l.pbatch_id = $1 AND l.state = 'submitted' "
     "ORDER BY l.line_no";
 

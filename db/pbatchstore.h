@@ -43,7 +43,7 @@ int pbatchstore_poll_later(pgqueue *q, const char *id, long poll_ms, pgqueue_fn 
 int pbatchstore_cancel_sent(pgqueue *q, const char *id, pgqueue_fn fn, void *ctx);
 
 /* Its lines still waiting for their answers; rows: line_no, body (the
- * canonical request), model, event (JSON), api. */
+ * canonical request), model, event (JSON), api, batch_id. */
 int pbatchstore_lines(pgqueue *q, const char *id, pgqueue_fn fn, void *ctx);
 /* Ends lines of it: rows_json is a JSON array of {"n": line_no, "s": state,
  * "c": status or null, "r": response, "q": request_id} (borrowed until fn

@@ -55,7 +55,9 @@ struct pb_op {
     upstream_request up;
     engine_call *call;
     int status;
-    buf resp; /* the call's answer */
+    bool too_big;      /* the answer passed MAX_RESULTS */
+    buf resp;          /* the call's answer */
+    char batch_id[40]; /* the batch its lines belong to (one per provider batch) */
     pb_next next;
     provider_batch_state st;
     buf results; /* result lines, all files */
@@ -135,8 +137,8 @@ static void on_headers(void *ctx, int status, const upstream_headers *hs)
 static void on_data(void *ctx, const char *data, size_t len)
 {
     pb_op *op = ctx;
-    if (op->resp.len + len > MAX_RESULTS) {
-        engine_call_cancel(op->call);
+    if (op->resp.len + len > MAX_RESULTS) { /* read on, keep nothing more: a failed call */
+        op->too_big = true;
         return;
     }
     buf_append(&op->resp, data, len);
@@ -151,7 +153,7 @@ static void on_done(void *ctx, const engine_result *res)
 
 static bool answered_2xx(const pb_op *op, const engine_result *res)
 {
-    return res->ok && op->status >= 200 && op->status < 300;
+    return res->ok && !op->too_big && op->status >= 200 && op->status < 300;
 }
 
 /* Sends op->up (filled by the caller) to op->p; next hears how it went. */
@@ -160,6 +162,7 @@ static void call(pb_op *op, pb_next next)
     static const engine_callbacks cb = {on_headers, on_data, on_done};
     op->next = next;
     op->status = 0;
+    op->too_big = false;
     buf_reset(&op->resp);
     op->call = engine_call_start(router_engine(op->rt), &op->up, op->p, NULL, &cb, op);
     if (!op->call) {
@@ -430,6 +433,7 @@ static void on_lines(void *ctx, PGresult *res, const char *error)
         l->model = strdup(PQgetvalue(res, i, 2));
         l->event = strdup(PQgetvalue(res, i, 3));
         l->messages_api = strcmp(PQgetvalue(res, i, 4), "anthropic") == 0;
+        snprintf(op->batch_id, sizeof op->batch_id, "%s", PQgetvalue(res, i, 5));
         if (!l->body || !l->model || !l->event) {
             op->n_lines++;
             op_end(op);
@@ -613,7 +617,9 @@ static void event_of(const pb_line *l, const pb_op *op, usage_event *ev, const c
     snprintf(ev->model, sizeof ev->model, "%s", l->model);
     ev->attempts = 1;
     ev->ttft_us = -1;
-    ev->latency_us = ev->upstream_us = util_wall_ms() * 1000 - ev->ts_us;
+    /* its wait is the batch's (minutes to hours), not a call's: the latency
+     * panels and rollups are for calls, so it records none */
+    ev->latency_us = ev->upstream_us = 0;
 }
 
 /* The model's target at this provider, from the current config. */
@@ -716,8 +722,7 @@ static void settle_result(pb_op *op, pb_line *l, const provider_batch_result *re
     const char *baseline;
     json_object *holder;
     event_of(l, op, &ev, &baseline, &holder);
-    snprintf(ev.batch_id, sizeof ev.batch_id, "%.*s",
-             (int)(strrchr(res->custom_id, '-') - res->custom_id), res->custom_id);
+    snprintf(ev.batch_id, sizeof ev.batch_id, "%s", op->batch_id);
     target t = target_of(op, l);
     buf answer = BUF_INIT;
     char err[300], request_id[32];

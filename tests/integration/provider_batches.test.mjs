@@ -21,7 +21,7 @@ let mock, db, gw, client, restarted;
 const config = (mockUrl, dbUrl, spool) =>
   mockConfig(mockUrl, {
     database: { url: dbUrl, spool_dir: spool, flush_interval_ms: 100 },
-    providers: { openai: { batch: true }, anthropic: { batch: true } },
+    providers: { openai: { batch: true }, anthropic: { batch: true }, gemini: { batch: true } },
     resilience: { max_attempts: 1 },
     batches: { concurrency: 16, submit_after_ms: 300, poll_min_ms: 100, poll_max_ms: 400 },
   });
@@ -157,6 +157,30 @@ describe('the provider batch path', () => {
       { provider: 'anthropic', status: 'ended', lines: 10 },
       { provider: 'openai', status: 'ended', lines: 10 },
     ]);
+  });
+
+  test("Gemini's batch mode: inlined requests, the answers joined on their keys, at half price", async () => {
+    await mockReset(mock.url);
+    const lines = [];
+    for (let i = 0; i < 12; i++) lines.push(line(`gem-${String(i).padStart(2, '0')}`, i === 3 ? '[[mock:status=400]] refuse me' : `Hello number ${i}`, 'gemini-2.5-flash'));
+    const created = await submit(client, lines);
+    const done = await until(client, created.id, ['completed']);
+    assert.deepEqual(done.request_counts, { total: 12, completed: 11, failed: 1 });
+    const out = await fileLines(client, done.output_file_id);
+    assert.deepEqual(out.map((o) => o.custom_id), lines.map((l) => JSON.parse(l).custom_id).filter((id) => id !== 'gem-03'));
+    for (const o of out) assert.equal(o.response.body.choices[0].message.content, answerFor('gemini-2.5-flash'));
+    const errs = await fileLines(client, done.error_file_id);
+    assert.equal(errs[0].custom_id, 'gem-03');
+    assert.equal(errs[0].response.status_code, 400);
+    const st = await mockStats(mock.url);
+    assert.equal(st.batch.lines_run.gemini, 12);
+    assert.equal(st.by_path['/v1beta/models/gemini-2.5-flash:generateContent'] ?? 0, 0, 'no line went live');
+    const live = await liveCost('gemini-2.5-flash', 'Hello number 10');
+    const rows = await ledgerRows(`${RUN}-gem-`, 12);
+    for (const r of rows.filter((x) => x.status === 200)) {
+      assert.match(r.route_reason, /provider batch/);
+      if (Number(r.end_user.split('-gem-')[1]) >= 10) assert.equal(BigInt(r.cost), live / 2n);
+    }
   });
 
   test("the Anthropic SDK's Message Batches: lines for Claude go to Anthropic's batch API", async () => {
