@@ -46,20 +46,27 @@ static const char SQL_FILE_ENDPOINT[] =
     "SELECT endpoint FROM bridle_files WHERE id = $1 AND key_id = $2 AND purpose = 'batch' AND "
     "deleted_at IS NULL";
 
+/* The batch `b` reserves its worst case on the budgets $N..$N+3 (arrays)
+ * until its window ends, plus an hour (migrations/0014): in the creation's
+ * statement, so that a refusal (it raises) creates nothing. */
+#define RESERVE(S, I, P, L)                                                                        \
+    "bridle_batch_reserve(b.id, b.reserved_pusd, b.expires_at + interval '1 hour', $" S            \
+    "::text[], $" I "::text[], $" P "::text[], $" L "::bigint[])"
+
 /* The lines come from the file's content, split in the database: the file
  * was checked line by line at upload (router/batch_input.h). */
 static const char SQL_CREATE[] =
-    "WITH f AS (SELECT id, endpoint, content, lines FROM bridle_files WHERE id = $5 AND key_id = "
-    "$2 AND purpose = 'batch' AND deleted_at IS NULL), "
+    "WITH f AS (SELECT id, endpoint, content, lines, worst_pusd FROM bridle_files WHERE id = $5 "
+    "AND key_id = $2 AND purpose = 'batch' AND deleted_at IS NULL), "
     "b AS (INSERT INTO bridle_batches (id, key_id, key_sha256, team, input_file_id, endpoint, "
-    "completion_window, status, metadata, total, in_progress_at, expires_at) SELECT $1, $2, $3, "
-    "$4, f.id, f.endpoint, $6, 'in_progress', $7::json, f.lines, now(), now() + interval '24 "
-    "hours' FROM f RETURNING *), "
+    "completion_window, status, metadata, total, in_progress_at, expires_at, reserved_pusd) "
+    "SELECT $1, $2, $3, $4, f.id, f.endpoint, $6, 'in_progress', $7::json, f.lines, now(), now() "
+    "+ interval '24 hours', f.worst_pusd FROM f RETURNING *), "
     "l AS (INSERT INTO bridle_batch_lines (batch_id, line_no, custom_id, body) SELECT b.id, "
     "t.n, (t.line::json)->>'custom_id', ((t.line::json)->'body')::text FROM b, f, "
     "regexp_split_to_table(f.content, E'\\n') WITH ORDINALITY AS t(line, n) WHERE "
     "btrim(t.line, E' \\r\\t') <> '') "
-    "SELECT " OPENAI_JSON " FROM b";
+    "SELECT " OPENAI_JSON " FROM b WHERE " RESERVE("8", "9", "10", "11") " >= 0";
 
 /* clang-format off */
 #define GET_AS(J, API) \
@@ -99,14 +106,14 @@ static const char SQL_CREATE_MESSAGES[] =
     "bytes, lines) VALUES ($5, $2, $4, 'messages_batch', $1 || '_input.jsonl', "
     "'/v1/chat/completions', $6, octet_length($6), $7::integer) RETURNING id, content, lines), "
     "b AS (INSERT INTO bridle_batches (id, key_id, key_sha256, team, api, input_file_id, endpoint, "
-    "completion_window, status, total, in_progress_at, expires_at) SELECT $1, $2, $3, $4, "
-    "'anthropic', f.id, '/v1/chat/completions', '24h', 'in_progress', f.lines, now(), now() + "
-    "interval '24 hours' FROM f RETURNING *), "
+    "completion_window, status, total, in_progress_at, expires_at, reserved_pusd) SELECT $1, $2, "
+    "$3, $4, 'anthropic', f.id, '/v1/chat/completions', '24h', 'in_progress', f.lines, now(), "
+    "now() + interval '24 hours', $8::bigint FROM f RETURNING *), "
     "l AS (INSERT INTO bridle_batch_lines (batch_id, line_no, custom_id, body) SELECT b.id, t.n, "
     "(t.line::json)->>'custom_id', ((t.line::json)->'body')::text FROM b, f, "
     "regexp_split_to_table(f.content, E'\\n') WITH ORDINALITY AS t(line, n) WHERE "
     "btrim(t.line, E' \\r\\t') <> '') "
-    "SELECT " ANTHROPIC_JSON " FROM b";
+    "SELECT " ANTHROPIC_JSON " FROM b WHERE " RESERVE("9", "10", "11", "12") " >= 0";
 
 static const char SQL_RESULTS[] =
     "SELECT b.status, l.custom_id, l.state, l.status, l.response FROM bridle_batches b LEFT JOIN "
@@ -190,10 +197,18 @@ int batchstore_file_endpoint(pgqueue *q, const char *file_id, const char *key_id
 
 int batchstore_create(pgqueue *q, const batch_new *b, pgqueue_fn fn, void *ctx)
 {
-    const char *p[] = {b->id,      b->key_id,        b->key_sha256,
-                       b->team,    b->input_file_id, b->completion_window,
-                       b->metadata};
-    return pgqueue_send(q, SQL_CREATE, p, 7, -1, fn, ctx);
+    const char *p[] = {b->id,
+                       b->key_id,
+                       b->key_sha256,
+                       b->team,
+                       b->input_file_id,
+                       b->completion_window,
+                       b->metadata,
+                       b->budget_arrays[0] ? b->budget_arrays[0] : "{}",
+                       b->budget_arrays[1] ? b->budget_arrays[1] : "{}",
+                       b->budget_arrays[2] ? b->budget_arrays[2] : "{}",
+                       b->budget_arrays[3] ? b->budget_arrays[3] : "{}"};
+    return pgqueue_send(q, SQL_CREATE, p, 11, -1, fn, ctx);
 }
 
 int batchstore_get(pgqueue *q, batch_api api, const char *id, const char *key_id, pgqueue_fn fn,
@@ -222,10 +237,22 @@ int batchstore_cancel(pgqueue *q, batch_api api, const char *id, const char *key
 int batchstore_create_messages(pgqueue *q, const batch_new *b, const char *file_id,
                                const char *jsonl, int lines, pgqueue_fn fn, void *ctx)
 {
-    char n[16];
+    char n[16], worst[24];
     snprintf(n, sizeof n, "%d", lines);
-    const char *p[] = {b->id, b->key_id, b->key_sha256, b->team, file_id, jsonl, n};
-    return pgqueue_send(q, SQL_CREATE_MESSAGES, p, 7, 5, fn, ctx);
+    snprintf(worst, sizeof worst, "%lld", (long long)b->worst_pusd);
+    const char *p[] = {b->id,
+                       b->key_id,
+                       b->key_sha256,
+                       b->team,
+                       file_id,
+                       jsonl,
+                       n,
+                       worst,
+                       b->budget_arrays[0] ? b->budget_arrays[0] : "{}",
+                       b->budget_arrays[1] ? b->budget_arrays[1] : "{}",
+                       b->budget_arrays[2] ? b->budget_arrays[2] : "{}",
+                       b->budget_arrays[3] ? b->budget_arrays[3] : "{}"};
+    return pgqueue_send(q, SQL_CREATE_MESSAGES, p, 12, 5, fn, ctx);
 }
 
 int batchstore_results(pgqueue *q, const char *id, const char *key_id, pgqueue_fn fn, void *ctx)

@@ -5,6 +5,8 @@
 #ifndef BRIDLE_BATCHSTORE_H
 #define BRIDLE_BATCHSTORE_H
 
+#include <stdint.h>
+
 #include "db/pgqueue.h"
 
 /* The API a batch came in by: it decides the shape of its answers. */
@@ -15,14 +17,29 @@ typedef struct batch_new {
     const char *key_id, *key_sha256, *team;
     const char *input_file_id, *endpoint, *completion_window;
     const char *metadata; /* JSON object text, or NULL */
+    /* The budgets it reserves its worst case on (migrations/0014,
+     * bridle_batch_reserve): PostgreSQL array literals of their scopes,
+     * ids, periods and limits (router/budget.h budget_request_arrays). The
+     * worst case is the input file's (bridle_files.worst_pusd), or
+     * worst_pusd for an Anthropic batch. */
+    const char *budget_arrays[4];
+    int64_t worst_pusd;
 } batch_new;
+
+/* The SQLSTATE of a creation refused because a budget cannot hold the
+ * batch's worst case; the error's DETAIL is scope, id, period, limit,
+ * spent, held and the worst case, tab-separated. */
+#define BATCHSTORE_BUDGET_REFUSED "BR429"
 
 /* Each returns 0, or -1 (database down, queue full: fn not called). */
 
 /* Row 0: the input file's endpoint, or no row (no such batch file of this key). */
 int batchstore_file_endpoint(pgqueue *q, const char *file_id, const char *key_id, pgqueue_fn fn,
                              void *ctx);
-/* Creates the batch and its lines from the file; row 0: the batch JSON. */
+/* Creates the batch and its lines from the file and reserves the file's
+ * worst case, in one statement; row 0: the batch JSON. A budget that
+ * cannot hold it fails the statement (BATCHSTORE_BUDGET_REFUSED): nothing
+ * is created. */
 int batchstore_create(pgqueue *q, const batch_new *b, pgqueue_fn fn, void *ctx);
 /* An Anthropic batch from its requests, already translated to canonical
  * JSONL lines (jsonl: not copied, valid until fn runs; file_id names the

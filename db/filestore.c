@@ -26,7 +26,8 @@ typedef struct fcall {
 
 static const char SQL_PUT[] =
     "INSERT INTO bridle_files (id, key_id, team, purpose, filename, endpoint, content, bytes, "
-    "lines) VALUES ($1, $2, $3, $4, $5, $6, $7, octet_length($7), $8::integer) "
+    "lines, worst_pusd) VALUES ($1, $2, $3, $4, $5, $6, $7, octet_length($7), $8::integer, "
+    "$9::bigint) "
     "RETURNING " FILE_JSON;
 static const char SQL_GET[] =
     "SELECT " FILE_JSON " FROM bridle_files WHERE id = $1 AND key_id = $2 "
@@ -84,11 +85,12 @@ static int submit(filestore *fs, const char *sql, const char *const *params, int
 
 int filestore_put(filestore *fs, const file_new *f, filestore_fn fn, void *ctx)
 {
-    char lines[16];
+    char lines[16], worst[24];
     snprintf(lines, sizeof lines, "%d", f->lines);
-    const char *p[] = {f->id,       f->key_id,   f->team,    f->purpose,
-                       f->filename, f->endpoint, f->content, lines};
-    return submit(fs, SQL_PUT, p, 8, 6, fn, ctx); /* the content is the caller's */
+    snprintf(worst, sizeof worst, "%lld", (long long)f->worst_pusd);
+    const char *p[] = {f->id,       f->key_id,  f->team, f->purpose, f->filename,
+                       f->endpoint, f->content, lines,   worst};
+    return submit(fs, SQL_PUT, p, 9, 6, fn, ctx); /* the content is the caller's */
 }
 
 int filestore_get(filestore *fs, const char *id, const char *key_id, filestore_fn fn, void *ctx)

@@ -33,6 +33,7 @@ typedef struct file_new {
     const char *content; /* NUL-terminated, len bytes; not copied: valid until fn runs */
     size_t len;
     int lines;
+    int64_t worst_pusd; /* what its lines may cost at most, together (a batch reserves it) */
 } file_new;
 
 /* Each returns 0, or -1 when the queue is full or the database is down

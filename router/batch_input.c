@@ -14,12 +14,12 @@
 /* The endpoints a line may name. */
 static const char *const endpoints[] = {"/v1/chat/completions", NULL};
 
-typedef struct seen {
+struct batch_ids {
     uint64_t *hash; /* 0 = empty slot; the custom_ids' FNV-1a hashes (| 1) */
     uint32_t *at;   /* where the id starts in ids */
-    uint32_t cap;
+    uint32_t cap, n;
     buf ids; /* the ids, NUL-terminated, one after another */
-} seen;
+};
 
 static uint64_t fnv(const char *s, size_t n)
 {
@@ -29,9 +29,51 @@ static uint64_t fnv(const char *s, size_t n)
     return h | 1;
 }
 
-/* Adds id[0..n); false when it was there already. */
-static bool seen_add(seen *s, const char *id, size_t n)
+batch_ids *batch_ids_new(void)
 {
+    batch_ids *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->cap = 1024;
+    s->hash = calloc(s->cap, sizeof *s->hash);
+    s->at = calloc(s->cap, sizeof *s->at);
+    if (!s->hash || !s->at) abort();
+    return s;
+}
+
+void batch_ids_free(batch_ids *s)
+{
+    if (!s) return;
+    free(s->hash);
+    free(s->at);
+    buf_free(&s->ids);
+    free(s);
+}
+
+/* Twice the slots: the table stays at most half full. */
+static void ids_grow(batch_ids *s)
+{
+    uint32_t cap = s->cap * 2;
+    uint64_t *hash = calloc(cap, sizeof *hash);
+    uint32_t *at = calloc(cap, sizeof *at);
+    if (!hash || !at) abort();
+    for (uint32_t i = 0; i < s->cap; i++) {
+        if (!s->hash[i]) continue;
+        uint32_t j = (uint32_t)(s->hash[i] % cap);
+        while (hash[j])
+            j = (j + 1) % cap;
+        hash[j] = s->hash[i];
+        at[j] = s->at[i];
+    }
+    free(s->hash);
+    free(s->at);
+    s->hash = hash;
+    s->at = at;
+    s->cap = cap;
+}
+
+bool batch_ids_add(batch_ids *s, const char *id, size_t n)
+{
+    if ((s->n + 1) * 2 > s->cap) ids_grow(s);
     uint64_t h = fnv(id, n);
     uint32_t i = (uint32_t)(h % s->cap);
     for (; s->hash[i]; i = (i + 1) % s->cap)
@@ -40,6 +82,7 @@ static bool seen_add(seen *s, const char *id, size_t n)
             return false;
     s->hash[i] = h;
     s->at[i] = (uint32_t)s->ids.len;
+    s->n++;
     buf_append(&s->ids, id, n);
     buf_append_char(&s->ids, '\0');
     return true;
@@ -58,8 +101,9 @@ static int fail(char *err, size_t errlen, int line, const char *fmt, ...)
 }
 
 /* One line: its fields, then its body as a live request. */
-static int check_line(const char *s, size_t n, int line, jdoc *d, jdoc *bd, buf *strings, seen *ids,
-                      batch_input_info *info, char *err, size_t errlen)
+static int check_line(const char *s, size_t n, int line, jdoc *d, jdoc *bd, buf *strings,
+                      batch_ids *ids, batch_input_info *info, batch_line_cost cost, void *ctx,
+                      char *err, size_t errlen)
 {
     char why[128];
     size_t pos = 0;
@@ -74,7 +118,7 @@ static int check_line(const char *s, size_t n, int line, jdoc *d, jdoc *bd, buf 
     if (jdoc_type(d, id) != JT_STRING || d->t[id].end == d->t[id].start)
         return fail(err, errlen, line, "custom_id must be a non-empty string");
     jdoc_str_append(d, id, &v);
-    bool fresh = seen_add(ids, v.data, v.len);
+    bool fresh = batch_ids_add(ids, v.data, v.len);
     buf_free(&v);
     if (!fresh) return fail(err, errlen, line, "custom_id is not unique: each line needs its own");
     if (!jdoc_str_eq(d, method, "POST")) return fail(err, errlen, line, "method must be \"POST\"");
@@ -96,11 +140,18 @@ static int check_line(const char *s, size_t n, int line, jdoc *d, jdoc *bd, buf 
         return fail(err, errlen, line, "body%s%s: %s", ce.param[0] ? "." : "", ce.param,
                     ce.message);
     if (cr.stream) return fail(err, errlen, line, "body.stream: a batch request cannot stream");
+    if (cost) info->worst_pusd += cost(ctx, b, blen);
     return 0;
 }
 
 int batch_input_check(const char *data, size_t len, batch_input_info *info, char *err,
                       size_t errlen)
+{
+    return batch_input_check_cost(data, len, info, NULL, NULL, err, errlen);
+}
+
+int batch_input_check_cost(const char *data, size_t len, batch_input_info *info,
+                           batch_line_cost cost, void *ctx, char *err, size_t errlen)
 {
     memset(info, 0, sizeof *info);
     if (len > BATCH_MAX_BYTES) {
@@ -108,14 +159,11 @@ int batch_input_check(const char *data, size_t len, batch_input_info *info, char
                  BATCH_MAX_BYTES);
         return -1;
     }
-    seen ids = {.cap = 1024};
+    batch_ids *ids = batch_ids_new();
     jdoc d = JDOC_INIT, bd = JDOC_INIT;
     buf strings = BUF_INIT;
     int rc = 0, line = 0;
     const char *p = data, *end = data + len;
-    ids.hash = calloc(ids.cap, sizeof *ids.hash);
-    ids.at = calloc(ids.cap, sizeof *ids.at);
-    if (!ids.hash || !ids.at) abort();
     while (rc == 0 && p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
@@ -126,32 +174,13 @@ int batch_input_check(const char *data, size_t len, batch_input_info *info, char
         } else if (info->lines == BATCH_MAX_LINES) {
             rc = fail(err, errlen, line, "a batch takes at most %d requests", BATCH_MAX_LINES);
         } else {
-            if ((uint32_t)(info->lines + 1) * 2 > ids.cap) { /* keep the table half empty */
-                seen bigger = {.cap = ids.cap * 2, .ids = ids.ids};
-                bigger.hash = calloc(bigger.cap, sizeof *bigger.hash);
-                bigger.at = calloc(bigger.cap, sizeof *bigger.at);
-                if (!bigger.hash || !bigger.at) abort();
-                for (uint32_t i = 0; i < ids.cap; i++) {
-                    if (!ids.hash[i]) continue;
-                    uint32_t j = (uint32_t)(ids.hash[i] % bigger.cap);
-                    while (bigger.hash[j])
-                        j = (j + 1) % bigger.cap;
-                    bigger.hash[j] = ids.hash[i];
-                    bigger.at[j] = ids.at[i];
-                }
-                free(ids.hash);
-                free(ids.at);
-                ids = bigger;
-            }
-            rc = check_line(p, n, line, &d, &bd, &strings, &ids, info, err, errlen);
+            rc = check_line(p, n, line, &d, &bd, &strings, ids, info, cost, ctx, err, errlen);
             info->lines++;
         }
         p = nl ? nl + 1 : end;
     }
     if (rc == 0 && info->lines == 0) rc = fail(err, errlen, 1, "the file holds no requests");
-    free(ids.hash);
-    free(ids.at);
-    buf_free(&ids.ids);
+    batch_ids_free(ids);
     buf_free(&strings);
     jdoc_free(&d);
     jdoc_free(&bd);

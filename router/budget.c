@@ -517,8 +517,11 @@ void budget_release(budget *b, budget_hold *h)
 void budget_shipped(void *ctx, const usage_event *ev)
 {
     budget *b = ctx;
-    /* an earlier process's event (spool replay): its cost was never ours */
-    if (!b || b->n_entries == 0 || ev->cost_pusd <= 0 || ev->ts_us < b->created_wall_us) return;
+    /* an earlier process's event (spool replay): its cost was never ours;
+     * a batch line's was its batch's (migrations/0014), never unshipped here */
+    if (!b || b->n_entries == 0 || ev->cost_pusd <= 0 || ev->ts_us < b->created_wall_us ||
+        ev->batch_id[0])
+        return;
     int64_t ts_s = util_floor_div(ev->ts_us, 1000000), start[N_PERIODS];
     for (int p = 0; p < N_PERIODS; p++)
         start[p] = budget_period_start(p, ts_s);
@@ -769,4 +772,80 @@ budget_stats budget_get_stats(const budget *b)
     s.waiting = b->n_waiting;
     s.store_queries = b->store->queries;
     return s;
+}
+
+/* ------------------------------------------------------------ batches */
+
+void budget_request_for_key(budget_request *req, const key_conf *key, const bridle_config *cfg)
+{
+    memset(req, 0, sizeof *req);
+    if (key) {
+        req->key_id = key->id;
+        req->key_limits = key->lim.budget_pusd;
+        if (key->team_cfg) {
+            req->team = key->team_cfg->name;
+            req->team_limits = key->team_cfg->lim.budget_pusd;
+        }
+    }
+    req->total_limits = config_budgets(cfg)->total.budget_pusd;
+    req->ts_us = util_wall_ms() * 1000;
+}
+
+/* Appends one element of an array literal: quoted, " and \\ escaped. */
+static void arr_add(buf *b, const char *s, bool first)
+{
+    if (!first) buf_append_char(b, ',');
+    buf_append_char(b, '"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') buf_append_char(b, '\\');
+        buf_append_char(b, *s);
+    }
+    buf_append_char(b, '"');
+}
+
+int budget_request_arrays(const budget_request *req, buf out[4])
+{
+    const char *ids[3] = {req->key_id, req->team, ""};
+    const int64_t *lims[3] = {req->key_id ? req->key_limits : NULL,
+                              req->team ? req->team_limits : NULL, req->total_limits};
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        buf_append_char(&out[i], '{');
+    for (int s = 0; s < 3; s++)
+        for (int p = 0; lims[s] && p < N_PERIODS; p++) {
+            if (lims[s][p] <= 0) continue;
+            arr_add(&out[0], scope_names[s], n == 0);
+            arr_add(&out[1], ids[s], n == 0);
+            arr_add(&out[2], period_names[p], n == 0);
+            buf_printf(&out[3], "%s%lld", n ? "," : "", (long long)lims[s][p]);
+            n++;
+        }
+    for (int i = 0; i < 4; i++)
+        buf_append_char(&out[i], '}');
+    return n;
+}
+
+void budget_say_batch_refused(const char *scope, const char *id, const char *period, int64_t limit,
+                              int64_t spent, int64_t held, int64_t need, char *out, size_t n)
+{
+    char lim[32], sp[32], hd[32], left[32], cost[32], who[100];
+    int64_t rest = limit - spent - held;
+    fmt_usd(limit, lim, sizeof lim);
+    fmt_usd(spent, sp, sizeof sp);
+    fmt_usd(held, hd, sizeof hd);
+    fmt_usd(rest > 0 ? rest : 0, left, sizeof left);
+    fmt_usd(need, cost, sizeof cost);
+    const char *words = "daily";
+    for (int p = 0; p < N_PERIODS; p++)
+        if (strcmp(period, period_names[p]) == 0) words = period_words[p];
+    if (strcmp(scope, "total") == 0)
+        snprintf(who, sizeof who, "the gateway's total");
+    else
+        snprintf(who, sizeof who, "%s \"%.64s\"", scope, id);
+    snprintf(out, n,
+             "Budget exceeded: %s %s budget of $%s cannot hold this batch, whose requests may "
+             "cost up to $%s together: $%s is left ($%s spent, $%s held by requests and batches "
+             "in flight). Nothing was created. Submit fewer requests, ask for fewer tokens "
+             "(max_tokens), use a cheaper model, or raise the budget",
+             who, words, lim, cost, left, sp, hd);
 }

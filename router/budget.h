@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "db/budget_store.h"
+#include "lib/buf.h"
 #include "db/usage_event.h"
 #include "router/config.h"
 
@@ -143,6 +144,25 @@ void budget_sync_now(budget *b);
  * once when there is nothing to give back or the database is away). */
 void budget_drain(budget *b, void (*done)(void *ctx), void *ctx);
 budget_stats budget_get_stats(const budget *b);
+
+/* ------------------------------------------------------------ batches
+ *
+ * A batch reserves its worst case in PostgreSQL when it is created
+ * (migrations/0014, a lease of its own that its lines' usage events
+ * settle), not through this process's leases: its lines run with
+ * run_input.budget_held and reserve nothing here. */
+
+/* The budgets a request of key is charged to (no amount, ts now). */
+void budget_request_for_key(budget_request *req, const key_conf *key, const bridle_config *cfg);
+/* req's budgets with a limit as four PostgreSQL array literals, appended to
+ * out[0..3]: scopes, ids and periods (text[]) and limits (bigint[]).
+ * Returns how many. */
+int budget_request_arrays(const budget_request *req, buf out[4]);
+/* The client's message for a batch whose worst case need does not fit in
+ * a budget (scope "key", "team" or "total", its id, period "day", "week"
+ * or "month", limit, spent and held there), in the run's words. */
+void budget_say_batch_refused(const char *scope, const char *id, const char *period, int64_t limit,
+                              int64_t spent, int64_t held, int64_t need, char *out, size_t n);
 
 /* The UTC start of the period holding t (Unix seconds), and its end. */
 int64_t budget_period_start(budget_period p, int64_t t);

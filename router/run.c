@@ -147,6 +147,9 @@ struct run {
     struct run *leader, *followers, *next_follower;
     struct event reap;
     struct run *next_free;
+    /* run_estimate_pusd: planning only, a refusal goes here, not to a sink */
+    char *est_err;
+    size_t est_errlen;
     /* waiting for the ledger's spool write of its usage event */
     struct run **wait_list, *wait_next, *wait_prev;
 };
@@ -625,6 +628,10 @@ static void answer_body(run *r, int status, const char *body, size_t len, const 
 static void run_fail(run *r, int status, const char *type, const char *code, const char *param,
                      const char *message, bool should_retry)
 {
+    if (r->est_err) {
+        snprintf(r->est_err, r->est_errlen, "%s", message);
+        return;
+    }
     add_common_headers(r);
     /* said both ways: the OpenAI SDKs obey it over their own status rules */
     buf_add_header(&r->head, "x-should-retry", should_retry ? "true" : "false");
@@ -1522,6 +1529,7 @@ static step_result admit_budget(run *r)
     if (!key && !team && !any_limit(req.total_limits)) return STEP_NEXT;
     if (r->canon.max_tokens < 0) /* never unbounded: the bound reserved is sent */
         r->canon.max_tokens = output_cap_tokens(r);
+    if (r->in.budget_held) return STEP_NEXT; /* its batch reserved the whole plan's bound */
     req.amount_pusd = reservation_pusd(r, 0);
     budget_status st = budget_reserve(router_budgets(r->rt), &r->bhold, &req, on_budget, r);
     if (st == BUDGET_OK) return STEP_NEXT;
@@ -2581,6 +2589,46 @@ static void apply_attribution(run *r)
     if (r->key && !r->canon.feature) r->canon.feature = r->key->feature;
 }
 
+/* PLANNING: the body into the canonical request, then the plan; -1 once
+ * run_fail answered. */
+static int plan_request(run *r)
+{
+    const run_input *in = &r->in;
+    canon_error cerr;
+    int (*parse)(const char *, size_t, jdoc *, buf *, canon_request *, canon_error *) =
+        in->embeddings ? canon_parse_embeddings : canon_parse_chat;
+    if (parse(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon, &cerr) !=
+        0) {
+        run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
+        return -1;
+    }
+    r->canon.messages_api = in->messages_api;
+    r->canon.anthropic_beta = in->messages_api ? in->anthropic_beta : NULL;
+    apply_attribution(r);
+    return make_plan(r);
+}
+
+int run_estimate_pusd(router *rt, const run_input *in, int64_t *pusd, char *err, size_t errlen)
+{
+    *pusd = 0;
+    run *r = run_alloc(rt);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    r->rt = rt;
+    r->in = *in;
+    r->key = in->key;
+    r->start_us = util_now_us();
+    r->wall_start_us = util_wall_ms() * 1000;
+    r->est_err = err;
+    r->est_errlen = errlen;
+    int rc = plan_request(r);
+    if (rc == 0) *pusd = reservation_pusd(r, r->n_plan - 1);
+    run_recycle(r); /* never started: nothing to give back */
+    return rc;
+}
+
 run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
 {
     run *r = run_alloc(rt);
@@ -2602,18 +2650,7 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
     r->deadline_ms = r->start_us / 1000 + config_limits(router_config(rt))->request_timeout_ms;
     copy_str(r->id, sizeof r->id, in->request_id);
     set_state(r, RUN_PLANNING);
-    canon_error cerr;
-    int (*parse)(const char *, size_t, jdoc *, buf *, canon_request *, canon_error *) =
-        in->embeddings ? canon_parse_embeddings : canon_parse_chat;
-    if (parse(in->body ? in->body : "", in->body_len, &r->doc, &r->strings, &r->canon, &cerr) !=
-        0) {
-        run_fail(r, 400, "invalid_request_error", cerr.code, cerr.param, cerr.message, false);
-        return NULL;
-    }
-    r->canon.messages_api = in->messages_api;
-    r->canon.anthropic_beta = in->messages_api ? in->anthropic_beta : NULL;
-    apply_attribution(r);
-    if (make_plan(r) != 0) return NULL;
+    if (plan_request(r) != 0) return NULL;
     set_state(r, RUN_ADMITTING);
     admit_next(r);
     return r->done_called ? NULL : r;

@@ -113,6 +113,8 @@ typedef struct run_input {
     bool messages_api; /* body is the canonical form of a Messages request (router/messages.h) */
     const char *anthropic_beta; /* ... and its anthropic-beta header, or NULL */
     const char *batch_id;       /* a batch line: its batch (on the usage event), or NULL */
+    bool budget_held;           /* a batch line whose batch holds its budget (migrations/0014): the
+                                   run reserves nothing; its usage event settles against the batch's */
     bool batch_defer; /* a batch line that may go to its provider's batch API (sink.defer) */
     bool embeddings;  /* POST /v1/embeddings (embedding models, never streamed), else chat */
 } run_input;
@@ -122,6 +124,14 @@ typedef struct run_input {
  * been called (a bad body, no plan, an answer without waiting, or no memory:
  * then with a 503 and no head). */
 run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx);
+
+/* Plans in's body as run_start would (parse, the key's plan: candidates,
+ * output cap, thinking budget) without starting anything, and sets *pusd
+ * to the most it can cost: the budget reservation's rule for the whole
+ * plan (the dearest candidate, or with the cascade their sum), what a
+ * batch reserves for the line. -1 with err: the request would be refused
+ * before any call (a bad body, an unknown model, ...). */
+int run_estimate_pusd(router *rt, const run_input *in, int64_t *pusd, char *err, size_t errlen);
 
 /* The client left: the provider call is cancelled, the usage event says so
  * (a provider may still bill what it did), everything held is given back,

@@ -11,6 +11,7 @@
 #include "db/idem.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "router/batch_input.h"
 #include "router/budget.h"
 #include "router/keyring.h"
 #include "router/messages.h"
@@ -76,8 +77,10 @@ static void call_end(bcall *c, int status, const char *json, size_t len, const c
         else {
             if (status == 503) h1_add_header(req, "Retry-After", "1");
             http_reply_error(a, req, status,
-                             status == 503 ? "server_error" : "invalid_request_error", code, param,
-                             msg, status == 503);
+                             status == 503   ? "server_error"
+                             : status == 429 ? "budget_exceeded"
+                                             : "invalid_request_error",
+                             code, param, msg, status == 503);
         }
     }
     keyring_release(c->key);
@@ -114,10 +117,33 @@ static bool result_ok(PGresult *res)
     return res && PQresultStatus(res) == PGRES_TUPLES_OK;
 }
 
+/* A creation refused because a budget cannot hold the batch's worst case
+ * (migrations/0014): true, answered with 429. */
+static bool budget_refused(bcall *c, PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *p = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    if (!state || strcmp(state, BATCHSTORE_BUDGET_REFUSED) != 0 || !p) return false;
+    /* DETAIL: scope, id, period, limit, spent, held, need; tab-separated */
+    char f[7][72];
+    for (int i = 0; i < 7; i++) {
+        size_t n = strcspn(p, "\t");
+        snprintf(f[i], sizeof f[i], "%.*s", (int)n, p);
+        if (i < 6 && p[n] != '\t') return false;
+        p += n + 1;
+    }
+    char msg[600];
+    budget_say_batch_refused(f[0], f[1], f[2], atoll(f[3]), atoll(f[4]), atoll(f[5]), atoll(f[6]),
+                             msg, sizeof msg);
+    call_end(c, 429, NULL, 0, "budget_exceeded", NULL, msg);
+    return true;
+}
+
 /* Row 0 as the answer, or 404 naming the batch. */
 static void on_batch(void *ctx, PGresult *res, const char *error)
 {
     bcall *c = ctx;
+    if (!result_ok(res) && budget_refused(c, res)) return;
     if (!result_ok(res)) {
         db_failed(c, res ? PQresultErrorMessage(res) : error);
         return;
@@ -129,6 +155,17 @@ static void on_batch(void *ctx, PGresult *res, const char *error)
         return;
     }
     call_end(c, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), NULL, NULL, NULL);
+}
+
+/* The budgets the batch's key is charged to, for its reservation at
+ * creation (db/batchstore.h batch_new.budget_arrays; the query copies them). */
+static void budget_arrays(const bcall *c, batch_new *b, buf arrays[4])
+{
+    budget_request req;
+    budget_request_for_key(&req, c->key, c->h.a->cfg);
+    budget_request_arrays(&req, arrays);
+    for (int i = 0; i < 4; i++)
+        b->budget_arrays[i] = arrays[i].data;
 }
 
 static void on_file_endpoint(void *ctx, PGresult *res, const char *error)
@@ -156,7 +193,11 @@ static void on_file_endpoint(void *ctx, PGresult *res, const char *error)
                    .endpoint = PQgetvalue(res, 0, 0),
                    .completion_window = "24h",
                    .metadata = c->metadata};
+    buf arrays[4] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
+    budget_arrays(c, &b, arrays);
     if (batchstore_create(bs->q, &b, on_batch, c) != 0) db_failed(c, "it is busy or away");
+    for (int i = 0; i < 4; i++)
+        buf_free(&arrays[i]);
 }
 
 static void bad(app *a, h1_req *req, const char *param, const char *msg)
@@ -481,6 +522,7 @@ static void line_start(batches *bs, PGresult *res, int row)
         .request_id = l->request_id,
         .messages_api = strcmp(PQgetvalue(res, row, 5), "anthropic") == 0,
         .batch_id = l->batch_id,
+        .budget_held = true, /* reserved at creation (migrations/0014) */
         .batch_defer = PQgetvalue(res, row, 6)[0] != 't',
     };
     /* the run reads the body until done; the claim's result goes now */
@@ -627,10 +669,26 @@ static bool custom_id_ok(const jdoc *d, uint32_t v)
     return true;
 }
 
-/* requests[i] → one canonical JSONL line in out; -1 with err. ids: the
- * custom_ids so far, "\n"-separated (a batch is small enough to scan). */
-static int messages_request_line(const jdoc *d, uint32_t r, int i, buf *ids, buf *out, char *err,
-                                 size_t errlen)
+/* A translated request's worst case under the batch's key, as an OpenAI
+ * file's lines are priced at upload (server/files.c): 0 for one the run
+ * would refuse before any call. */
+static int64_t messages_line_cost(app *a, const key_conf *key, const buf *body)
+{
+    run_input in = {.body = body->data,
+                    .body_len = body->len,
+                    .what = "POST /v1/chat/completions (batch)",
+                    .key = key,
+                    .request_id = "req_batch_estimate",
+                    .messages_api = true};
+    int64_t pusd;
+    char err[200];
+    return run_estimate_pusd(a->router, &in, &pusd, err, sizeof err) == 0 ? pusd : 0;
+}
+
+/* requests[i] → one canonical JSONL line in out, its worst case added to
+ * *worst; -1 with err. ids: the custom_ids so far. */
+static int messages_request_line(app *a, const key_conf *key, const jdoc *d, uint32_t r, int i,
+                                 batch_ids *ids, buf *out, int64_t *worst, char *err, size_t errlen)
 {
     uint32_t id = jdoc_get(d, r, "custom_id"), params = jdoc_get(d, r, "params");
     if (!custom_id_ok(d, id)) {
@@ -640,13 +698,12 @@ static int messages_request_line(const jdoc *d, uint32_t r, int i, buf *ids, buf
     }
     size_t idl;
     const char *ids_raw = jdoc_raw(d, id, &idl); /* with its quotes */
-    if (memmem(ids->data ? ids->data : "", ids->len, ids_raw, idl)) {
+    if (!batch_ids_add(ids, ids_raw, idl)) {     /* a hash set: 100,000 ids are not scanned */
         snprintf(err, errlen,
                  "requests.%d.custom_id: %.*s is used twice: each request needs its own", i,
                  (int)idl, ids_raw);
         return -1;
     }
-    buf_append(ids, ids_raw, idl);
     if (jdoc_type(d, params) != JT_OBJECT) {
         snprintf(err, errlen, "requests.%d.params: Field required (the Messages API request)", i);
         return -1;
@@ -669,6 +726,7 @@ static int messages_request_line(const jdoc *d, uint32_t r, int i, buf *ids, buf
         buf_append_str(out, ",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":");
         buf_append(out, body.data, body.len);
         buf_append_str(out, "}\n");
+        *worst += messages_line_cost(a, key, &body);
     }
     jdoc_free(&pd);
     buf_free(&body);
@@ -680,10 +738,12 @@ static void create_messages(app *a, h1_req *req, const key_conf *key)
     size_t len;
     const char *body = h1_req_body(req, &len);
     jdoc d = JDOC_INIT;
-    buf lines = BUF_INIT, ids = BUF_INIT;
+    buf lines = BUF_INIT;
+    batch_ids *ids = batch_ids_new();
     char err[500] = "";
     uint32_t reqs = JT_NONE;
     int n = 0;
+    int64_t worst = 0;
     if (jdoc_parse(&d, body, len, err, sizeof err, NULL) != 0 || jdoc_type(&d, 0) != JT_OBJECT)
         snprintf(err, sizeof err, "the body must be a JSON object {\"requests\": [...]}");
     else if (jdoc_type(&d, reqs = jdoc_get(&d, 0, "requests")) != JT_ARRAY || !d.t[reqs].size)
@@ -693,10 +753,10 @@ static void create_messages(app *a, h1_req *req, const key_conf *key)
     else {
         err[0] = '\0';
         for (uint32_t r = jdoc_first(&d, reqs); r != JT_NONE && !err[0]; r = jdoc_next(&d, reqs, r))
-            messages_request_line(&d, r, n++, &ids, &lines, err, sizeof err);
+            messages_request_line(a, key, &d, r, n++, ids, &lines, &worst, err, sizeof err);
     }
     jdoc_free(&d);
-    buf_free(&ids);
+    batch_ids_free(ids);
     if (err[0]) {
         bad(a, req, NULL, err);
         buf_free(&lines);
@@ -715,9 +775,17 @@ static void create_messages(app *a, h1_req *req, const key_conf *key)
         db_failed(c, "gave no random id");
         return;
     }
-    batch_new b = {.id = c->id, .key_id = key->id, .key_sha256 = key->sha256, .team = key->team};
+    batch_new b = {.id = c->id,
+                   .key_id = key->id,
+                   .key_sha256 = key->sha256,
+                   .team = key->team,
+                   .worst_pusd = worst};
+    buf arrays[4] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
+    budget_arrays(c, &b, arrays);
     if (batchstore_create_messages(a->batches->q, &b, file_id, c->lines.data, n, on_batch, c) != 0)
         db_failed(c, "it is busy or away");
+    for (int i = 0; i < 4; i++)
+        buf_free(&arrays[i]);
 }
 
 /* One line of the results file, Anthropic's shape. */

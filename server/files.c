@@ -7,9 +7,11 @@
 #include <strings.h>
 
 #include "db/filestore.h"
+#include "lib/log.h"
 #include "lib/multipart.h"
 #include "lib/util.h"
 #include "router/batch_input.h"
+#include "router/run.h"
 #include "server/http.h"
 
 /* One request waiting for the database. */
@@ -89,6 +91,28 @@ static void bad(app *a, h1_req *req, const char *param, const char *msg)
     http_reply_error(a, req, 400, "invalid_request_error", "invalid_request", param, msg, false);
 }
 
+/* A line's worst case under the uploading key, the only one that can
+ * make a batch of the file: what its run would reserve for its whole plan.
+ * A line the run would refuse before any call (an unknown model, ...)
+ * costs nothing. */
+typedef struct line_cost_ctx {
+    router *rt;
+    const key_conf *key;
+} line_cost_ctx;
+
+static int64_t line_cost(void *ctx, const char *body, size_t len)
+{
+    line_cost_ctx *lc = ctx;
+    run_input in = {.body = body,
+                    .body_len = len,
+                    .what = "POST /v1/chat/completions (batch)",
+                    .key = lc->key,
+                    .request_id = "req_batch_estimate"};
+    int64_t pusd;
+    char err[200];
+    return run_estimate_pusd(lc->rt, &in, &pusd, err, sizeof err) == 0 ? pusd : 0;
+}
+
 static void upload(app *a, h1_req *req, const key_conf *key)
 {
     char boundary[72], err[400];
@@ -117,10 +141,15 @@ static void upload(app *a, h1_req *req, const key_conf *key)
         return;
     }
     batch_input_info info;
-    if (batch_input_check(file->data, file->len, &info, err, sizeof err) != 0) {
+    line_cost_ctx lc = {a->router, key};
+    int64_t t0 = util_now_us();
+    if (batch_input_check_cost(file->data, file->len, &info, line_cost, &lc, err, sizeof err) !=
+        0) {
         bad(a, req, "file", err);
         return;
     }
+    log_debug("files: %d lines checked and priced in %lld us", info.lines,
+              (long long)(util_now_us() - t0));
     /* the content goes to the database as a C string: terminate it in place
      * (the closing boundary's CR, which nothing reads again) */
     ((char *)file->data)[file->len] = '\0';
@@ -143,7 +172,8 @@ static void upload(app *a, h1_req *req, const key_conf *key)
                   .endpoint = info.endpoint,
                   .content = file->data,
                   .len = file->len,
-                  .lines = info.lines};
+                  .lines = info.lines,
+                  .worst_pusd = info.worst_pusd};
     if (filestore_put(a->files, &f, on_done, c) != 0) call_refused(c);
 }
 

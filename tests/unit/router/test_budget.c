@@ -546,6 +546,46 @@ static void test_refusal_counts_a_shipped_cost_once(void **state)
     budget_free(b);
 }
 
+/* A batch's budgets go to PostgreSQL as array literals: only those with a
+ * limit, ids quoted and escaped. */
+static void test_batch_arrays(void **state)
+{
+    int64_t key[N_PERIODS] = {5, 0, 7}, team[N_PERIODS] = {0, 0, 0}, total[N_PERIODS] = {0, 9, 0};
+    budget_request req = {.key_id = "k\"1\\",
+                          .key_limits = key,
+                          .team = "t",
+                          .team_limits = team,
+                          .total_limits = total};
+    buf a[4] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
+    assert_int_equal(budget_request_arrays(&req, a), 3);
+    assert_string_equal(a[0].data, "{\"key\",\"key\",\"total\"}");
+    assert_string_equal(a[1].data, "{\"k\\\"1\\\\\",\"k\\\"1\\\\\",\"\"}");
+    assert_string_equal(a[2].data, "{\"day\",\"month\",\"week\"}");
+    assert_string_equal(a[3].data, "{5,7,9}");
+    for (int i = 0; i < 4; i++)
+        buf_free(&a[i]);
+    budget_request none = {.key_id = "k"};
+    assert_int_equal(budget_request_arrays(&none, a), 0);
+    assert_string_equal(a[0].data, "{}");
+    assert_string_equal(a[3].data, "{}");
+    for (int i = 0; i < 4; i++)
+        buf_free(&a[i]);
+}
+
+static void test_batch_refused_message(void **state)
+{
+    char msg[600];
+    budget_say_batch_refused("team", "squad", "week", 1000000000000, 250000000000, 500000000000,
+                             400000000000, msg, sizeof msg);
+    assert_non_null(strstr(msg, "Budget exceeded: team \"squad\" weekly budget of $1.00 cannot "
+                                "hold this batch, whose requests may cost up to $0.40 together: "
+                                "$0.25 is left ($0.25 spent, $0.50 held"));
+    budget_say_batch_refused("total", "", "day", 1000000000000, 2000000000000, 0, 1, msg,
+                             sizeof msg);
+    assert_non_null(strstr(msg, "the gateway's total daily budget"));
+    assert_non_null(strstr(msg, "$0.00 is left"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -561,6 +601,8 @@ int main(void)
         cmocka_unit_test(test_drain_gives_leases_back),
         cmocka_unit_test(test_take_over_previous_instance),
         cmocka_unit_test(test_refusal_counts_a_shipped_cost_once),
+        cmocka_unit_test(test_batch_arrays),
+        cmocka_unit_test(test_batch_refused_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

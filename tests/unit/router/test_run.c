@@ -281,6 +281,42 @@ static void assert_nothing_held(void)
 
 /* ------------------------------------------------------------ tests */
 
+/* run_estimate_pusd plans without starting anything: the bound of the
+ * whole plan (gpt-4o-mini: 150,000 pico-dollars an input token, each body
+ * byte a token; 600,000 an output token), no sink, no call, no run held. */
+static void test_estimate(void **state)
+{
+    static const char capped[] = "{\"model\":\"gpt-4o-mini\",\"max_tokens\":100,\"messages\":"
+                                 "[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    run_input in = {
+        .body = capped, .body_len = strlen(capped), .what = "POST /v1/chat/completions"};
+    int64_t pusd = -1;
+    char err[300] = "";
+    assert_int_equal(run_estimate_pusd(rt, &in, &pusd, err, sizeof err), 0);
+    assert_int_equal(pusd, (int64_t)strlen(capped) * 150000 + 100 * 600000);
+    /* without max_tokens: the output bound a budgeted request is sent with */
+    in.body = REQ;
+    in.body_len = strlen(REQ);
+    assert_int_equal(run_estimate_pusd(rt, &in, &pusd, err, sizeof err), 0);
+    assert_int_equal(pusd, (int64_t)strlen(REQ) * 150000 + 4096 * INT64_C(600000));
+    /* what the run would refuse before any call: -1, and why */
+    static const char unknown[] = "{\"model\":\"nope\",\"messages\":[{\"role\":\"user\","
+                                  "\"content\":\"hi\"}]}";
+    in.body = unknown;
+    in.body_len = strlen(unknown);
+    assert_int_equal(run_estimate_pusd(rt, &in, &pusd, err, sizeof err), -1);
+    assert_int_equal(pusd, 0);
+    assert_non_null(strstr(err, "The model 'nope' does not exist"));
+    in.body = "{";
+    in.body_len = 1;
+    assert_int_equal(run_estimate_pusd(rt, &in, &pusd, err, sizeof err), -1);
+    assert_true(err[0] != '\0');
+    spin(20);
+    assert_int_equal(sk.dones, 0);
+    assert_int_equal(up.calls, 0);
+    assert_nothing_held();
+}
+
 static void test_transition_table(void **state)
 {
     static const run_state all[] = {RUN_NEW,      RUN_PLANNING, RUN_ADMITTING,
@@ -499,6 +535,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_while_relaying, setup, teardown),
         cmocka_unit_test_setup_teardown(test_coalesced_followers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leader_cancelled_followers_go_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_estimate, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
