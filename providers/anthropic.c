@@ -15,7 +15,6 @@
 #include "lib/util.h"
 #include "providers/provider.h"
 
-#define ANTHROPIC_VERSION "2023-06-01"
 #define ANTHROPIC_DEFAULT_MAX_TOKENS 4096
 #define ANTHROPIC_MIN_THINKING 1024 /* the smallest budget_tokens (§3.2) */
 /* Content block indexes we map to OpenAI tool-call indexes; beyond this a
@@ -617,7 +616,7 @@ static bool beta_header_ok(const char *v)
 static void headers_encode(const canon_request *req, const provider_conf *p, upstream_request *out)
 {
     if (p && p->api_key && *p->api_key) upstream_request_add_header(out, "x-api-key", p->api_key);
-    upstream_request_add_header(out, "anthropic-version", ANTHROPIC_VERSION);
+    upstream_request_add_header(out, "anthropic-version", PROVIDER_ANTHROPIC_VERSION);
     if (beta_header_ok(req->anthropic_beta))
         upstream_request_add_header(out, "anthropic-beta", req->anthropic_beta);
     upstream_request_add_header(out, "content-type", "application/json");

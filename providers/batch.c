@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ANTHROPIC_VERSION "2023-06-01"
 #define BOUNDARY "bridle-batch-8f0c2d4e6a1b3c5d"
 
 static bool is_kind(const provider_conf *p, const char *kind)
@@ -79,14 +78,7 @@ static void request_to(const provider_conf *p, upstream_request *out, const char
 {
     buf_append_str(&out->url, p->base_url);
     buf_printf(&out->url, fmt, arg);
-    if (is_anthropic(p)) {
-        if (p->api_key && *p->api_key) upstream_request_add_header(out, "x-api-key", p->api_key);
-        upstream_request_add_header(out, "anthropic-version", ANTHROPIC_VERSION);
-    } else if (is_gemini(p)) {
-        if (p->api_key && *p->api_key)
-            upstream_request_add_header(out, "x-goog-api-key", p->api_key);
-    } else if (p->api_key && *p->api_key)
-        upstream_request_add_bearer(out, p->api_key);
+    provider_auth_headers(p, out);
     if (content_type) upstream_request_add_header(out, "Content-Type", content_type);
     upstream_request_add_header(out, "Expect", ""); /* no 100-continue round trip */
     upstream_request_add_header_lines(out, p->extra_headers);

@@ -212,6 +212,19 @@ void provider_error_set(upstream_error *out, error_class cls, int client_status,
     snprintf(out->code, sizeof out->code, "%s", code);
 }
 
+void provider_auth_headers(const provider_conf *p, upstream_request *out)
+{
+    bool key = p->api_key && *p->api_key;
+    const char *kind = p->ops ? p->ops->kind : "";
+    if (strcmp(kind, "anthropic") == 0) {
+        if (key) upstream_request_add_header(out, "x-api-key", p->api_key);
+        upstream_request_add_header(out, "anthropic-version", PROVIDER_ANTHROPIC_VERSION);
+    } else if (key && strcmp(kind, "gemini") == 0)
+        upstream_request_add_header(out, "x-goog-api-key", p->api_key);
+    else if (key)
+        upstream_request_add_bearer(out, p->api_key);
+}
+
 void provider_transport_error(const char *what, bool timed_out, upstream_error *out)
 {
     memset(out, 0, sizeof *out);

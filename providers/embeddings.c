@@ -209,14 +209,9 @@ static int bad_vector(const char *dialect, int64_t i, char *err, size_t errlen)
     return -1;
 }
 
-static void json_headers(upstream_request *out, const provider_conf *p, bool goog)
+static void json_headers(upstream_request *out, const provider_conf *p)
 {
-    if (p->api_key && p->api_key[0]) {
-        if (goog)
-            upstream_request_add_header(out, "x-goog-api-key", p->api_key);
-        else
-            upstream_request_add_bearer(out, p->api_key);
-    }
+    provider_auth_headers(p, out);
     upstream_request_add_header(out, "Content-Type", "application/json");
     upstream_request_add_header(out, "Expect", ""); /* no 100-continue round trip */
     upstream_request_add_header_lines(out, p->extra_headers);
@@ -271,7 +266,7 @@ static int openai_embed_encode(const canon_request *req, const target *t, upstre
     buf_free(&key);
     buf_append_char(b, '}');
     buf_printf(&out->url, "%s/embeddings", t->provider->base_url);
-    json_headers(out, t->provider, false);
+    json_headers(out, t->provider);
     return 0;
 }
 
@@ -398,7 +393,7 @@ static int gemini_embed_encode(const canon_request *req, const target *t, upstre
         buf_append_str(b, "]}");
         buf_printf(&out->url, "%s/models/%s:batchEmbedContents", t->provider->base_url, model);
     }
-    json_headers(out, t->provider, true);
+    json_headers(out, t->provider);
     return 0;
 }
 
@@ -463,7 +458,7 @@ static int ollama_embed_encode(const canon_request *req, const target *t, upstre
     }
     buf_append_char(b, '}');
     buf_printf(&out->url, "%s/api/embed", t->provider->base_url);
-    json_headers(out, t->provider, false);
+    json_headers(out, t->provider);
     return 0;
 }
 

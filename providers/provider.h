@@ -250,6 +250,14 @@ const provider_ops *const *provider_all(void);
 
 /* Shared helpers for adapters (providers/common.c). */
 
+/* The anthropic-version every call to Anthropic names (§3.1). */
+#define PROVIDER_ANTHROPIC_VERSION "2023-06-01"
+/* The provider's credentials, as its dialect sends them: Anthropic's
+ * x-api-key and anthropic-version, Gemini's x-goog-api-key, else a Bearer
+ * token (none when it has no key: local hosts run without one). For the
+ * calls outside a dialect's own encode (embeddings, batch APIs). */
+void provider_auth_headers(const provider_conf *p, upstream_request *out);
+
 /* Classifies transport failures (no HTTP status): connect refused, reset,
  * timeouts. `what` names the failure for the message. */
 void provider_transport_error(const char *what, bool timed_out, upstream_error *out);
