@@ -321,6 +321,11 @@ bool pgconn_up(const pgconn *c)
     return c && (c->state == PG_IDLE || c->state == PG_BUSY);
 }
 
+bool pgconn_starting(const pgconn *c)
+{
+    return c && c->state == PG_CONNECTING && c->backoff_ms == 0;
+}
+
 int pgconn_send(pgconn *c, const char *sql, int nparams, const char *const *values,
                 pgconn_result_fn on_result, void *ctx)
 {

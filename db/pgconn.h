@@ -39,6 +39,9 @@ void pgconn_free(pgconn *c);
 /* Connected and not running a query. */
 bool pgconn_idle(const pgconn *c);
 bool pgconn_up(const pgconn *c);
+/* The first attempt since the start is under way and nothing has failed
+ * yet: a query sent now waits for it instead of being refused. */
+bool pgconn_starting(const pgconn *c);
 
 /* Sends one query with text parameters. Returns 0, or -1 when not idle. */
 int pgconn_send(pgconn *c, const char *sql, int nparams, const char *const *values,

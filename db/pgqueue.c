@@ -110,7 +110,10 @@ int pgqueue_up(const pgqueue *q)
 int pgqueue_send(pgqueue *q, const char *sql, const char *const *params, int n, int borrow,
                  pgqueue_fn fn, void *ctx)
 {
-    if (n > MAX_PARAMS || !pgconn_up(q->pg) || q->queued >= q->max_queued) return -1;
+    /* just started: the query waits for the first connection (it fails with
+     * it), so a gateway does not refuse what comes before that is made */
+    bool reachable = pgconn_up(q->pg) || pgconn_starting(q->pg);
+    if (n > MAX_PARAMS || !reachable || q->queued >= q->max_queued) return -1;
     qjob *j = calloc(1, sizeof *j);
     if (!j) return -1;
     j->sql = sql;

@@ -21,9 +21,10 @@
 #include "server/http.h"
 
 #define TICK_MS 200
-#define FINALIZE_EVERY_TICKS 5 /* 1 s */
-#define RECOVER_EVERY_TICKS 25 /* 5 s */
-#define PROVIDER_EVERY_TICKS 5 /* 1 s: submit, poll (router/pbatch.h) */
+#define FINALIZE_EVERY_TICKS 5  /* 1 s */
+#define RECOVER_EVERY_TICKS 25  /* 5 s */
+#define PROVIDER_EVERY_TICKS 5  /* 1 s: submit, poll (router/pbatch.h) */
+#define CLAIM_WAIT_MAX_TICKS 25 /* 5 s: how late an idle gateway sees another's new batch */
 
 struct batches {
     app *a;
@@ -33,6 +34,11 @@ struct batches {
     int running; /* lines in flight here */
     bool claiming, finalizing, recovering;
     long ticks;
+    /* Claims that found nothing make the next ones wait longer, up to
+     * CLAIM_WAIT_MAX_TICKS: an idle gateway otherwise asks 5 times a second.
+     * Any call of the batch API here asks again at the next tick. */
+    int claim_wait, claim_skip; /* ticks */
+    long claims;                /* claim queries sent (health) */
 };
 
 /* ------------------------------------------------------------ the API */
@@ -143,6 +149,8 @@ static bool budget_refused(bcall *c, PGresult *res)
 static void on_batch(void *ctx, PGresult *res, const char *error)
 {
     bcall *c = ctx;
+    batches *bs = c->h.a->batches;
+    bs->claim_wait = bs->claim_skip = 0; /* a batch in use: its lines are claimed at once */
     if (!result_ok(res) && budget_refused(c, res)) return;
     if (!result_ok(res)) {
         db_failed(c, res ? PQresultErrorMessage(res) : error);
@@ -539,7 +547,15 @@ static void on_claimed(void *ctx, PGresult *res, const char *error)
         log_warn("batches: claiming lines failed: %s", res ? PQresultErrorMessage(res) : error);
         return;
     }
-    for (int i = 0; i < PQntuples(res); i++)
+    int n = PQntuples(res);
+    if (n > 0) {
+        bs->claim_wait = 0;
+    } else if (bs->running == 0) {
+        bs->claim_wait = bs->claim_wait ? bs->claim_wait * 2 : 1;
+        if (bs->claim_wait > CLAIM_WAIT_MAX_TICKS) bs->claim_wait = CLAIM_WAIT_MAX_TICKS;
+    }
+    bs->claim_skip = bs->claim_wait;
+    for (int i = 0; i < n; i++)
         line_start(bs, res, i);
 }
 
@@ -584,8 +600,10 @@ static void try_claim(batches *bs)
                                                                    : bc->concurrency) -
                bs->running;
     if (room > 0 &&
-        batchstore_claim(bs->q, router_instance_id(a->router), room, on_claimed, bs) == 0)
+        batchstore_claim(bs->q, router_instance_id(a->router), room, on_claimed, bs) == 0) {
         bs->claiming = true;
+        bs->claims++;
+    }
 }
 
 /* The process this one replaced on its spool: its running lines are
@@ -612,7 +630,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         batchstore_finalize(bs->q, on_finalized, bs) == 0)
         bs->finalizing = true;
     if (bs->ticks % PROVIDER_EVERY_TICKS == 3) pbatch_tick(bs->pb, a->router);
-    try_claim(bs);
+    if (bs->claim_skip > 0)
+        bs->claim_skip--;
+    else
+        try_claim(bs);
 }
 
 batches *batches_new(app *a)
@@ -636,11 +657,12 @@ void batches_health_json(const batches *bs, buf *out)
 {
     pbatch_stats ps = pbatch_get_stats(bs->pb);
     buf_printf(out,
-               ",\"batches\":{\"lines_running\":%d,\"provider_batches\":{\"submitted\":%ld,"
+               ",\"batches\":{\"lines_running\":%d,\"claims\":%ld,\"provider_batches\":{"
+               "\"submitted\":%ld,"
                "\"refused\":%ld,\"lost\":%ld,\"polls\":%ld,\"settled_lines\":%ld,"
                "\"in_flight\":%d}}",
-               bs->running, ps.submitted, ps.refused, ps.lost, ps.polls, ps.settled_lines,
-               ps.in_flight);
+               bs->running, bs->claims, ps.submitted, ps.refused, ps.lost, ps.polls,
+               ps.settled_lines, ps.in_flight);
 }
 
 void batches_free(batches *bs)

@@ -12,7 +12,7 @@ import OpenAI, { toFile } from 'openai';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { mockConfig, mockReset, mockStats, newKey, runCli, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
+import { get, mockConfig, mockReset, mockStats, newKey, runCli, sleep, startBridle, startMock, tmpDir } from './lib/harness.mjs';
 import { startCluster } from './lib/ledgerlib.mjs';
 import { answerFor } from './lib/mockmath.mjs';
 
@@ -68,7 +68,32 @@ async function until(id, statuses, ms = 30000) {
 
 const fileLines = async (id) => (await (await client.files.content(id)).text()).trim().split('\n').map((l) => JSON.parse(l));
 
+const claims = async () =>
+  (await get(`${gw.baseURL}/bridle/health`, { authorization: `Bearer ${gw.key}` })).json.batches.claims;
+
 describe('a batch through the local queue', () => {
+  // First in the file: no batch exists yet. Claims that find nothing wait
+  // 1, 2, 4, 8, 16 ticks of 200 ms (then 25): the 1st to the 5th take 3 s
+  // (0.8 s at one a tick), and the 6th would come 3.2 s after the 5th.
+  test('an idle gateway asks for lines less and less often, and at once when a batch comes', async () => {
+    const waitFor = async (want, ms) => {
+      const t0 = Date.now();
+      for (let n; (n = await claims()) < want; await sleep(20))
+        if (Date.now() - t0 > ms) assert.fail(`${n} claims after ${ms} ms, ${want} awaited`);
+      return Date.now() - t0;
+    };
+    assert.ok((await claims()) <= 1, 'this test runs first, on a gateway just started');
+    await waitFor(1, 5000);
+    const idle = await waitFor(5, 10000);
+    assert.ok(idle >= 2500, `the 2nd to the 5th claim came within ${idle} ms`);
+    const b = await submit([line('wake-0', 'Hello'), line('wake-1', 'Hello again')]);
+    const woken = await waitFor(6, 10000);
+    assert.ok(woken < 1500, `the first claim after the batch was created came after ${woken} ms`);
+    const done = await until(b.id, ['completed', 'failed']);
+    assert.equal(done.status, 'completed');
+    assert.equal(done.request_counts.completed, 2);
+  });
+
   test('every line answered, in order, one ledger row each; a failed line in the error file', async () => {
     const n = 24;
     const lines = [];
