@@ -15,7 +15,8 @@
 #
 # Env: PG_BIN (default: newest /usr/lib/postgresql/*/bin), BENCH_PG_PORT_FROM
 # (55440: first port tried), BENCH_PG_OPTS (extra `-c name=value` server
-# options). The server keeps fsync and synchronous_commit on (what a
+# options), BENCH_PG_IDLE and BENCH_PG_CPU_SLICE (how the server shares its
+# core: bench_pg_start). The server keeps fsync and synchronous_commit on (what a
 # deployment has) with shared_buffers 256MB, as bench/ledger/ledger_bench.sh.
 
 BENCH_PG_URL="" BENCH_PG_PORT="" BENCH_PG_DIR="" BENCH_PG_PID="" BENCH_PG_USER="" BENCH_PG_BIN=""
@@ -36,7 +37,16 @@ bench_pg_bin() { # prints the directory holding initdb/pg_ctl/postgres/psql
   return 1
 }
 
-bench_pg_start() { # [CPUS]: taskset CPU list for the server (empty: not pinned); env BENCH_PG_IDLE
+_BENCH_PG_CGROUP=""
+_bench_pg_cgroup() { # Q/P: makes the cgroup, sets _BENCH_PG_CGROUP
+  local root=/sys/fs/cgroup/cpu q=${1%/*} p=${1#*/}
+  [[ -w $root ]] || return 1
+  _BENCH_PG_CGROUP=$root/bridle-bench-pg-$$
+  mkdir -p "$_BENCH_PG_CGROUP" && echo "$p" >"$_BENCH_PG_CGROUP/cpu.cfs_period_us" &&
+    echo "$q" >"$_BENCH_PG_CGROUP/cpu.cfs_quota_us"
+}
+
+bench_pg_start() { # [CPUS]: taskset CPU list for the server (empty: not pinned); env BENCH_PG_IDLE, BENCH_PG_CPU_SLICE
   local cpus=${1:-} pin=() port tries out
   BENCH_PG_BIN=$(bench_pg_bin) ||
     { _bench_pg_log "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql (scripts/install-deps.sh), or set PG_BIN"; return 1; }
@@ -46,6 +56,14 @@ bench_pg_start() { # [CPUS]: taskset CPU list for the server (empty: not pinned)
   # delays it (as on its own machine); nice 19 does not do that: a waking
   # load generator still waits out PostgreSQL's slice (up to ~7 ms measured)
   [[ -n ${BENCH_PG_IDLE:-} ]] && pin+=(chrt --idle 0)
+  # BENCH_PG_CPU_SLICE=Q/P (µs, e.g. 1000/2000; the kernel's least Q is
+  # 1000): the server runs in a cgroup (v1 cpu controller) allowed Q µs of CPU
+  # per P µs, so no run of it holds the shared core for longer than Q
+  if [[ -n ${BENCH_PG_CPU_SLICE:-} ]]; then
+    _bench_pg_cgroup "$BENCH_PG_CPU_SLICE" || { _bench_pg_log "BENCH_PG_CPU_SLICE: no writable cgroup v1 cpu controller"; return 1; }
+    # shellcheck disable=SC2016  # expanded by that sh: its own pid, then exec
+    pin+=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$_BENCH_PG_CGROUP")
+  fi
   BENCH_PG_DIR=$(mktemp -d /tmp/bridle-bench-pg.XXXXXX) || { _bench_pg_log "mktemp failed"; return 1; }
   _BENCH_PG_AS=() BENCH_PG_USER=$(id -un)
   if [[ $(id -u) -eq 0 ]]; then
@@ -128,6 +146,7 @@ bench_pg_stop() {
     kill -0 "$BENCH_PG_PID" 2>/dev/null && { _bench_pg_log "postmaster $BENCH_PG_PID ignored SIGQUIT: SIGKILL"; kill -KILL "$BENCH_PG_PID" 2>/dev/null; }
   fi
   rm -rf "$BENCH_PG_DIR"
+  [[ -n $_BENCH_PG_CGROUP ]] && { rmdir "$_BENCH_PG_CGROUP" 2>/dev/null; _BENCH_PG_CGROUP=""; }
   BENCH_PG_DIR="" BENCH_PG_PID="" BENCH_PG_PORT="" BENCH_PG_URL=""
   return 0
 }

@@ -26,6 +26,8 @@
 #     closed port, so the spool alone is measured;
 #   bridle-ledger-idle.sh (idle): PostgreSQL in the SCHED_IDLE class
 #     (BENCH_PG_IDLE=1, bench/lib/pg.sh);
+#   bridle-ledger-slice.sh (slice): PostgreSQL in a cgroup allowed 1 ms of
+#     CPU per 2 ms (BENCH_PG_CPU_SLICE, bench/lib/pg.sh; root only);
 #   bridle-cache-hit.sh (cache-hit): the response cache on and every request
 #     opting in (x-bridle-cache: on): all but the first are hits;
 #   bridle-cache-miss.sh (cache-miss): the same with Cache-Control: no-cache,
@@ -67,6 +69,7 @@ t_start() {
     url="postgresql://127.0.0.1:1/none?connect_timeout=1" want='"database_up":false'
   else
     BENCH_PG_IDLE=${BENCH_PG_IDLE:-$([[ $BRIDLE_LEDGER_MODE == idle ]] && echo 1)} \
+      BENCH_PG_CPU_SLICE=$([[ $BRIDLE_LEDGER_MODE == slice ]] && echo "${BRIDLE_LEDGER_SLICE:-1000/2000}") \
       bench_pg_start "${BRIDLE_BENCH_PG_CPUS:-${MOCK_CPUS:-0}}" ||
       { echo "bridle-ledger: PostgreSQL did not start (see above)" >&2; return 1; }
     echo "postgres: $BENCH_PG_URL (pid $BENCH_PG_PID, dir $BENCH_PG_DIR)" >"$RUN_DIR/postgres.txt"
