@@ -8,6 +8,10 @@
 #define RFC3339(x) "to_char(" x " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 #define COUNT_LINES(expr) \
     "(SELECT " expr " FROM bridle_batch_lines l WHERE l.batch_id = b.id)"
+/* An ended batch has its counts on its row (migrations/0015); a running one
+ * is counted from its lines. */
+#define COUNTS(ended, running) \
+    "CASE WHEN b.n_done IS NOT NULL THEN " ended " ELSE " COUNT_LINES(running) " END"
 
 /* A batch row `b` as OpenAI's Batch object. */
 #define OPENAI_JSON \
@@ -19,7 +23,9 @@
     "'completed_at', " EPOCH("b.completed_at") ", 'failed_at', NULL, " \
     "'expired_at', " EPOCH("b.expired_at") ", " \
     "'cancelling_at', " EPOCH("b.cancelling_at") ", 'cancelled_at', " EPOCH("b.cancelled_at") ", " \
-    "'request_counts', " COUNT_LINES("json_build_object('total', b.total, " \
+    "'request_counts', " COUNTS("json_build_object('total', b.total, 'completed', b.n_done, " \
+    "'failed', b.n_failed + b.n_cancelled + b.n_expired)", \
+    "json_build_object('total', b.total, " \
     "'completed', count(*) FILTER (WHERE l.state = 'done'), " \
     "'failed', count(*) FILTER (WHERE l.state IN ('failed', 'cancelled', 'expired')))") ", " \
     "'metadata', b.metadata)"
@@ -28,7 +34,9 @@
 #define ANTHROPIC_JSON \
     "json_build_object('id', b.id, 'type', 'message_batch', 'processing_status', " \
     "CASE b.status WHEN 'in_progress' THEN 'in_progress' WHEN 'cancelling' THEN 'canceling' " \
-    "ELSE 'ended' END, 'request_counts', " COUNT_LINES("json_build_object(" \
+    "ELSE 'ended' END, 'request_counts', " COUNTS("json_build_object('processing', 0, " \
+    "'succeeded', b.n_done, 'errored', b.n_failed, 'canceled', b.n_cancelled, " \
+    "'expired', b.n_expired)", "json_build_object(" \
     "'processing', count(*) FILTER (WHERE l.state IN ('pending', 'running', 'queued', " \
     "'submitted')), " \
     "'succeeded', count(*) FILTER (WHERE l.state = 'done'), " \
@@ -158,22 +166,23 @@ static const char SQL_FINALIZE[] =
     "r AS (SELECT string_agg(" RESULT_LINE ", E'\\n' ORDER BY l.line_no) FILTER (WHERE l.state = "
     "'done') AS ok, count(*) FILTER (WHERE l.state = 'done') AS n_ok, string_agg(" RESULT_LINE
     ", E'\\n' ORDER BY l.line_no) FILTER (WHERE l.state <> 'done') AS bad, count(*) FILTER "
-    "(WHERE l.state <> 'done') AS n_bad FROM b JOIN bridle_batch_lines l ON l.batch_id = b.id), "
+    "(WHERE l.state <> 'done') AS n_bad, count(*) FILTER (WHERE l.state = 'failed') AS n_failed, "
+    "count(*) FILTER (WHERE l.state = 'cancelled') AS n_cancelled, count(*) FILTER (WHERE "
+    "l.state = 'expired') AS n_expired FROM b JOIN bridle_batch_lines l ON l.batch_id = b.id), "
     "fo AS (INSERT INTO bridle_files (id, key_id, team, purpose, filename, bytes, lines, content) "
     "SELECT " NEW_FILE_ID ", b.key_id, b.team, 'batch_output', b.id || '_output.jsonl', "
     "octet_length(r.ok) + 1, r.n_ok, r.ok || E'\\n' FROM b, r WHERE r.n_ok > 0 RETURNING id), "
     "fe AS (INSERT INTO bridle_files (id, key_id, team, purpose, filename, bytes, lines, content) "
     "SELECT " NEW_FILE_ID ", b.key_id, b.team, 'batch_output', b.id || '_error.jsonl', "
-    "octet_length(r.bad) + 1, r.n_bad, r.bad || E'\\n' FROM b, r WHERE r.n_bad > 0 RETURNING id), "
-    "x AS (SELECT count(*) AS n FROM b JOIN bridle_batch_lines l ON l.batch_id = b.id AND "
-    "l.state = 'expired') "
+    "octet_length(r.bad) + 1, r.n_bad, r.bad || E'\\n' FROM b, r WHERE r.n_bad > 0 RETURNING id) "
     "UPDATE bridle_batches u SET status = CASE WHEN b.status = 'cancelling' THEN 'cancelled' WHEN "
-    "(SELECT n FROM x) > 0 THEN 'expired' ELSE 'completed' END, finalizing_at = now(), "
-    "completed_at = CASE WHEN b.status = 'cancelling' OR (SELECT n FROM x) > 0 THEN NULL ELSE "
-    "now() END, expired_at = CASE WHEN b.status <> 'cancelling' AND (SELECT n FROM x) > 0 THEN "
+    "r.n_expired > 0 THEN 'expired' ELSE 'completed' END, finalizing_at = now(), "
+    "completed_at = CASE WHEN b.status = 'cancelling' OR r.n_expired > 0 THEN NULL ELSE "
+    "now() END, expired_at = CASE WHEN b.status <> 'cancelling' AND r.n_expired > 0 THEN "
     "now() END, cancelled_at = CASE WHEN b.status = 'cancelling' THEN now() END, "
-    "output_file_id = (SELECT id FROM fo), error_file_id = (SELECT id FROM fe) FROM b WHERE u.id "
-    "= b.id RETURNING u.id";
+    "output_file_id = (SELECT id FROM fo), error_file_id = (SELECT id FROM fe), n_done = r.n_ok, "
+    "n_failed = r.n_failed, n_cancelled = r.n_cancelled, n_expired = r.n_expired FROM b, r WHERE "
+    "u.id = b.id RETURNING u.id";
 
 /* Pending lines of batches past their window never run. */
 static const char SQL_EXPIRE[] =

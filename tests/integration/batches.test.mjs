@@ -133,6 +133,24 @@ describe('a batch through the local queue', () => {
     assert.equal(rows.length, n);
     assert.ok(rows.every((r) => r.key_id === 'batcher' && r.batch_id === created.id));
     assert.equal(rows.filter((r) => r.status === 400).length, 1);
+
+    // Ended, the batch keeps its counts on its row (migration 0015), and a
+    // read no longer counts its lines: without them it still says the same.
+    const { rows: [counts] } = await db.query(
+      'SELECT n_done, n_failed, n_cancelled, n_expired FROM bridle_batches WHERE id = $1', [created.id]);
+    assert.deepEqual(counts, { n_done: n - 1, n_failed: 1, n_cancelled: 0, n_expired: 0 });
+    await db.query('DELETE FROM bridle_batch_lines WHERE batch_id = $1', [created.id]);
+    assert.deepEqual((await client.batches.retrieve(created.id)).request_counts, { total: n, completed: n - 1, failed: 1 });
+    const listed = [];
+    for await (const b of client.batches.list({ limit: 100 })) listed.push(b);
+    assert.deepEqual(listed.find((b) => b.id === created.id).request_counts, { total: n, completed: n - 1, failed: 1 });
+  });
+
+  test('PostgreSQL compiles none of the gateway\'s queries: JIT is off for its database (migration 0016)', async () => {
+    // A page of batches was JIT-compiled on every call (0.26-0.34 s against 0.2 ms).
+    const { rows } = await db.query(
+      'SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database() AND s.setrole = 0');
+    assert.deepEqual(rows.map((r) => r.setconfig), [['jit=off']]);
   });
 
   test('10,000 lines: every one answered, in order, one ledger row each', async () => {
