@@ -58,6 +58,20 @@ static void key_arrays(buf *a, const budget_item *it, int n)
     }
 }
 
+void budget_limit_arrays(const budget_limit_row *rows, int n, buf out[4])
+{
+    for (int c = 0; c < 4; c++)
+        buf_append_char(&out[c], '{');
+    for (int i = 0; i < n; i++) {
+        arr_str(&out[0], rows[i].scope, i == 0);
+        arr_str(&out[1], rows[i].id, i == 0);
+        arr_str(&out[2], rows[i].period, i == 0);
+        arr_int(&out[3], rows[i].limit_pusd, i == 0);
+    }
+    for (int c = 0; c < 4; c++)
+        buf_append_char(&out[c], '}');
+}
+
 static void int_array(buf *a, const budget_item *it, int n, size_t field)
 {
     buf_append_char(a, '{');
@@ -332,20 +346,13 @@ budget_store *budget_store_pg_new(struct event_base *base, const char *url,
     if (!s) return NULL;
     s->base.ops = &pg_ops;
     buf a[5] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
-    for (int c = 0; c < 5; c++)
-        buf_append_char(&a[c], '{');
-    for (int i = 0; i < n_rows; i++) {
-        arr_str(&a[0], rows[i].scope, i == 0);
-        arr_str(&a[1], rows[i].id, i == 0);
-        arr_str(&a[2], rows[i].period, i == 0);
-        arr_int(&a[3], rows[i].limit_pusd, i == 0);
-    }
+    budget_limit_arrays(rows, n_rows, a);
+    buf_append_char(&a[4], '{');
     for (int i = 0; i < n_thresholds; i++)
         arr_int(&a[4], thresholds_bp[i], i == 0);
-    for (int c = 0; c < 5; c++) {
-        buf_append_char(&a[c], '}');
+    buf_append_char(&a[4], '}');
+    for (int c = 0; c < 5; c++)
         s->cfg_params[c] = buf_steal(&a[c]);
-    }
     /* a lease is on a request's path: a hung database answers in 5 s, not 10 */
     pgconn_options po = {.query_timeout_ms = 5000, .backoff_max_ms = 2000};
     s->pg = pgconn_new(base, url, &po, on_state, s);

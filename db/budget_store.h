@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "lib/buf.h"
+
 /* One budget in one period: the key of bridle_budget_spend. */
 typedef struct budget_item {
     const char *scope;  /* "key" | "team" | "total" (static strings) */
@@ -44,6 +46,10 @@ typedef struct budget_limit_row {
     const char *scope, *id, *period;
     int64_t limit_pusd;
 } budget_limit_row;
+
+/* rows as four PostgreSQL array literals appended to out[0..3]: scopes, ids
+ * and periods (text[], quoted and escaped) and limits (bigint[]). */
+void budget_limit_arrays(const budget_limit_row *rows, int n, buf out[4]);
 
 typedef struct budget_store budget_store;
 typedef struct budget_store_ops {

@@ -791,37 +791,18 @@ void budget_request_for_key(budget_request *req, const key_conf *key, const brid
     req->ts_us = util_wall_ms() * 1000;
 }
 
-/* Appends one element of an array literal: quoted, " and \\ escaped. */
-static void arr_add(buf *b, const char *s, bool first)
-{
-    if (!first) buf_append_char(b, ',');
-    buf_append_char(b, '"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') buf_append_char(b, '\\');
-        buf_append_char(b, *s);
-    }
-    buf_append_char(b, '"');
-}
-
 int budget_request_arrays(const budget_request *req, buf out[4])
 {
     const char *ids[3] = {req->key_id, req->team, ""};
     const int64_t *lims[3] = {req->key_id ? req->key_limits : NULL,
                               req->team ? req->team_limits : NULL, req->total_limits};
+    budget_limit_row rows[3 * N_PERIODS];
     int n = 0;
-    for (int i = 0; i < 4; i++)
-        buf_append_char(&out[i], '{');
     for (int s = 0; s < 3; s++)
-        for (int p = 0; lims[s] && p < N_PERIODS; p++) {
-            if (lims[s][p] <= 0) continue;
-            arr_add(&out[0], scope_names[s], n == 0);
-            arr_add(&out[1], ids[s], n == 0);
-            arr_add(&out[2], period_names[p], n == 0);
-            buf_printf(&out[3], "%s%lld", n ? "," : "", (long long)lims[s][p]);
-            n++;
-        }
-    for (int i = 0; i < 4; i++)
-        buf_append_char(&out[i], '}');
+        for (int p = 0; lims[s] && p < N_PERIODS; p++)
+            if (lims[s][p] > 0)
+                rows[n++] = (budget_limit_row){scope_names[s], ids[s], period_names[p], lims[s][p]};
+    budget_limit_arrays(rows, n, out);
     return n;
 }
 

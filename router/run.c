@@ -2629,6 +2629,20 @@ int run_estimate_pusd(router *rt, const run_input *in, int64_t *pusd, char *err,
     return rc;
 }
 
+int64_t run_batch_line_pusd(router *rt, const key_conf *key, const char *body, size_t len,
+                            bool messages_api)
+{
+    run_input in = {.body = body,
+                    .body_len = len,
+                    .what = "POST /v1/chat/completions (batch)",
+                    .key = key,
+                    .request_id = "req_batch_estimate",
+                    .messages_api = messages_api};
+    int64_t pusd;
+    char err[200];
+    return run_estimate_pusd(rt, &in, &pusd, err, sizeof err) == 0 ? pusd : 0;
+}
+
 run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
 {
     run *r = run_alloc(rt);

@@ -132,6 +132,12 @@ run *run_start(router *rt, const run_input *in, const run_sink *sink, void *ctx)
  * batch reserves for the line. -1 with err: the request would be refused
  * before any call (a bad body, an unknown model, ...). */
 int run_estimate_pusd(router *rt, const run_input *in, int64_t *pusd, char *err, size_t errlen);
+/* A batch line's worst case under key, what its batch reserves for it
+ * (run_estimate_pusd of a POST /v1/chat/completions; messages_api: a
+ * translated Messages request): 0 for a line the run would refuse before
+ * any call (an unknown model, ...), which costs nothing. */
+int64_t run_batch_line_pusd(router *rt, const key_conf *key, const char *body, size_t len,
+                            bool messages_api);
 
 /* The client left: the provider call is cancelled, the usage event says so
  * (a provider may still bill what it did), everything held is given back,

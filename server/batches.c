@@ -691,22 +691,6 @@ static bool custom_id_ok(const jdoc *d, uint32_t v)
     return true;
 }
 
-/* A translated request's worst case under the batch's key, as an OpenAI
- * file's lines are priced at upload (server/files.c): 0 for one the run
- * would refuse before any call. */
-static int64_t messages_line_cost(app *a, const key_conf *key, const buf *body)
-{
-    run_input in = {.body = body->data,
-                    .body_len = body->len,
-                    .what = "POST /v1/chat/completions (batch)",
-                    .key = key,
-                    .request_id = "req_batch_estimate",
-                    .messages_api = true};
-    int64_t pusd;
-    char err[200];
-    return run_estimate_pusd(a->router, &in, &pusd, err, sizeof err) == 0 ? pusd : 0;
-}
-
 /* requests[i] → one canonical JSONL line in out, its worst case added to
  * *worst; -1 with err. ids: the custom_ids so far. */
 static int messages_request_line(app *a, const key_conf *key, const jdoc *d, uint32_t r, int i,
@@ -748,7 +732,7 @@ static int messages_request_line(app *a, const key_conf *key, const jdoc *d, uin
         buf_append_str(out, ",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":");
         buf_append(out, body.data, body.len);
         buf_append_str(out, "}\n");
-        *worst += messages_line_cost(a, key, &body);
+        *worst += run_batch_line_pusd(a->router, key, body.data, body.len, true);
     }
     jdoc_free(&pd);
     buf_free(&body);

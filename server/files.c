@@ -92,9 +92,7 @@ static void bad(app *a, h1_req *req, const char *param, const char *msg)
 }
 
 /* A line's worst case under the uploading key, the only one that can
- * make a batch of the file: what its run would reserve for its whole plan.
- * A line the run would refuse before any call (an unknown model, ...)
- * costs nothing. */
+ * make a batch of the file. */
 typedef struct line_cost_ctx {
     router *rt;
     const key_conf *key;
@@ -102,15 +100,8 @@ typedef struct line_cost_ctx {
 
 static int64_t line_cost(void *ctx, const char *body, size_t len)
 {
-    line_cost_ctx *lc = ctx;
-    run_input in = {.body = body,
-                    .body_len = len,
-                    .what = "POST /v1/chat/completions (batch)",
-                    .key = lc->key,
-                    .request_id = "req_batch_estimate"};
-    int64_t pusd;
-    char err[200];
-    return run_estimate_pusd(lc->rt, &in, &pusd, err, sizeof err) == 0 ? pusd : 0;
+    const line_cost_ctx *lc = ctx;
+    return run_batch_line_pusd(lc->rt, lc->key, body, len, false);
 }
 
 static void upload(app *a, h1_req *req, const key_conf *key)
